@@ -1,0 +1,471 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+)
+
+// requestBody is what the router needs to know about a client's JSON body,
+// found in one validating pass without decoding the body into Go values.
+// Spans index into raw; a span with start < 0 is absent.
+type requestBody struct {
+	raw []byte
+
+	model        span // the top-level "model" value, quotes included
+	modelName    string
+	stream       bool
+	streamOpts   span // the top-level "stream_options" value
+	includeUsage bool // stream_options.include_usage is true
+	// where "include_usage":true goes when the client did not ask for it:
+	// usageEdit replaces usageSpan with usageText.
+	usageSpan   span
+	usageText   string
+	hasMessages bool
+	hasInput    bool
+}
+
+type span struct{ start, end int }
+
+var absent = span{-1, -1}
+
+// maxJSONDepth bounds nesting, as encoding/json does, so a hostile body
+// cannot exhaust the stack.
+const maxJSONDepth = 10000
+
+var errNotObject = errors.New("request body must be a JSON object")
+
+// parseRequestBody validates raw as JSON and indexes its top-level members.
+func parseRequestBody(raw []byte) (requestBody, error) {
+	rb := requestBody{raw: raw, model: absent, streamOpts: absent, usageSpan: absent}
+	s := jsonScanner{b: raw}
+	s.ws()
+	if s.i >= len(raw) || raw[s.i] != '{' {
+		if s.i >= len(raw) {
+			return rb, errors.New("request body is empty")
+		}
+		return rb, errNotObject
+	}
+	err := s.object(0, func(key []byte, val span) error {
+		switch string(key) {
+		case "model":
+			if raw[val.start] == '"' {
+				rb.model = val
+				name, err := unquote(raw[val.start:val.end])
+				if err != nil {
+					return err
+				}
+				rb.modelName = name
+			} else if raw[val.start] != 'n' { // null is the same as absent
+				return errors.New(`"model" must be a string`)
+			}
+		case "stream":
+			rb.stream = raw[val.start] == 't'
+		case "stream_options":
+			rb.streamOpts = val
+		case "messages":
+			rb.hasMessages = raw[val.start] == '['
+		case "input":
+			rb.hasInput = raw[val.start] != 'n'
+		}
+		return nil
+	})
+	if err != nil {
+		return rb, err
+	}
+	s.ws()
+	if s.i != len(raw) {
+		return rb, s.errorf("unexpected data after the top-level object")
+	}
+	if rb.stream {
+		rb.planIncludeUsage()
+	}
+	return rb, nil
+}
+
+// planIncludeUsage works out the smallest edit that makes the upstream send
+// a usage chunk, and records whether the client asked for it itself.
+func (rb *requestBody) planIncludeUsage() {
+	raw := rb.raw
+	if rb.streamOpts.start < 0 {
+		// insert a member right after the top-level '{'; the object is not
+		// empty (it has "stream"), so a trailing comma is always right.
+		open := indexNonSpace(raw, 0)
+		rb.usageSpan = span{open + 1, open + 1}
+		rb.usageText = `"stream_options":{"include_usage":true},`
+		return
+	}
+	if raw[rb.streamOpts.start] != '{' { // null or another type: replace it
+		rb.usageSpan = rb.streamOpts
+		rb.usageText = `{"include_usage":true}`
+		return
+	}
+	found := false
+	s := jsonScanner{b: raw, i: rb.streamOpts.start}
+	_ = s.object(1, func(key []byte, val span) error {
+		if string(key) == "include_usage" {
+			found = true
+			if raw[val.start] == 't' {
+				rb.includeUsage = true
+			} else {
+				rb.usageSpan = val
+				rb.usageText = "true"
+			}
+		}
+		return nil
+	})
+	if rb.includeUsage || found {
+		return
+	}
+	at := rb.streamOpts.start + 1
+	rb.usageSpan = span{at, at}
+	if raw[indexNonSpace(raw, at)] == '}' {
+		rb.usageText = `"include_usage":true`
+	} else {
+		rb.usageText = `"include_usage":true,`
+	}
+}
+
+// stripUsage reports whether the router asked for usage on the client's
+// behalf, so the usage-only chunk must not reach the client.
+func (rb *requestBody) stripUsage() bool {
+	return rb.stream && !rb.includeUsage
+}
+
+// upstreamBody returns the body for one attempt: raw with model set to
+// upstreamModel and, for streams, include_usage turned on. It shares raw's
+// memory: nothing is copied but the edited bytes.
+func (rb *requestBody) upstreamBody(upstreamModel string) *segmentReader {
+	quoted := strconv.Quote(upstreamModel)
+	type edit struct {
+		at   span
+		text string
+	}
+	edits := make([]edit, 0, 2)
+	if rb.model.start >= 0 {
+		edits = append(edits, edit{rb.model, quoted})
+	} else {
+		open := indexNonSpace(rb.raw, 0)
+		text := `"model":` + quoted
+		if rb.raw[indexNonSpace(rb.raw, open+1)] != '}' {
+			text += ","
+		}
+		edits = append(edits, edit{span{open + 1, open + 1}, text})
+	}
+	if rb.stripUsage() {
+		u := edit{rb.usageSpan, rb.usageText}
+		if u.at.start < edits[0].at.start {
+			edits = append([]edit{u}, edits...)
+		} else {
+			edits = append(edits, u)
+		}
+	}
+	segs := make([][]byte, 0, 2*len(edits)+1)
+	pos := 0
+	for _, e := range edits {
+		segs = append(segs, rb.raw[pos:e.at.start], []byte(e.text))
+		pos = e.at.end
+	}
+	segs = append(segs, rb.raw[pos:])
+	return newSegmentReader(segs)
+}
+
+// segmentReader reads a list of byte slices as one stream, so an edited body
+// is sent without being copied into a new buffer.
+type segmentReader struct {
+	segs [][]byte
+	i    int
+	n    int64
+}
+
+func newSegmentReader(segs [][]byte) *segmentReader {
+	r := &segmentReader{segs: segs}
+	for _, s := range segs {
+		r.n += int64(len(s))
+	}
+	return r
+}
+
+// Len is the total length, for Content-Length.
+func (r *segmentReader) Len() int64 { return r.n }
+
+func (r *segmentReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && r.i < len(r.segs) {
+		c := copy(p[n:], r.segs[r.i])
+		r.segs[r.i] = r.segs[r.i][c:]
+		n += c
+		if len(r.segs[r.i]) == 0 {
+			r.i++
+		}
+	}
+	if n == 0 && r.i >= len(r.segs) {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Close makes segmentReader an io.ReadCloser for http.Request.Body.
+func (r *segmentReader) Close() error { return nil }
+
+// Bytes copies the remaining content; for tests and logs.
+func (r *segmentReader) Bytes() []byte {
+	out := make([]byte, 0, r.n)
+	for _, s := range r.segs[r.i:] {
+		out = append(out, s...)
+	}
+	return out
+}
+
+func indexNonSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	if i >= len(b) {
+		return len(b) - 1
+	}
+	return i
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// unquote decodes a JSON string literal; the common case without escapes
+// costs one string conversion.
+func unquote(lit []byte) (string, error) {
+	inner := lit[1 : len(lit)-1]
+	for _, c := range inner {
+		if c == '\\' {
+			var s string
+			err := json.Unmarshal(lit, &s)
+			return s, err
+		}
+	}
+	return string(inner), nil
+}
+
+// jsonScanner is a validating JSON skipper: it checks syntax as strictly as
+// encoding/json.Valid while only recording where top-level members are.
+type jsonScanner struct {
+	b []byte
+	i int
+}
+
+// SyntaxError says where a body stopped being JSON.
+type SyntaxError struct {
+	Offset int
+	Msg    string
+}
+
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("invalid JSON at byte %d: %s", e.Offset, e.Msg)
+}
+
+func (s *jsonScanner) errorf(format string, args ...any) error {
+	return &SyntaxError{Offset: s.i, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *jsonScanner) ws() {
+	for s.i < len(s.b) && isSpace(s.b[s.i]) {
+		s.i++
+	}
+}
+
+// object scans the object at s.i, calling member (if not nil) for each
+// key, with the key's raw bytes (escapes undecoded) and the value's span.
+func (s *jsonScanner) object(depth int, member func(key []byte, val span) error) error {
+	if depth > maxJSONDepth {
+		return s.errorf("nesting too deep")
+	}
+	s.i++ // '{'
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		return nil
+	}
+	for {
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != '"' {
+			return s.errorf("expected a string key")
+		}
+		kstart := s.i
+		if err := s.str(); err != nil {
+			return err
+		}
+		key := s.b[kstart+1 : s.i-1]
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return s.errorf("expected ':' after object key")
+		}
+		s.i++
+		s.ws()
+		vstart := s.i
+		if err := s.value(depth + 1); err != nil {
+			return err
+		}
+		if member != nil {
+			if err := member(key, span{vstart, s.i}); err != nil {
+				return err
+			}
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.errorf("unexpected end of input in object")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil
+		default:
+			return s.errorf("expected ',' or '}' in object")
+		}
+	}
+}
+
+func (s *jsonScanner) value(depth int) error {
+	if s.i >= len(s.b) {
+		return s.errorf("unexpected end of input")
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		return s.object(depth, nil)
+	case c == '[':
+		return s.array(depth)
+	case c == '"':
+		return s.str()
+	case c == '-' || (c >= '0' && c <= '9'):
+		return s.number()
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	default:
+		return s.errorf("unexpected character %q", c)
+	}
+}
+
+func (s *jsonScanner) array(depth int) error {
+	if depth > maxJSONDepth {
+		return s.errorf("nesting too deep")
+	}
+	s.i++ // '['
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		s.ws()
+		if err := s.value(depth + 1); err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.errorf("unexpected end of input in array")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return nil
+		default:
+			return s.errorf("expected ',' or ']' in array")
+		}
+	}
+}
+
+func (s *jsonScanner) str() error {
+	s.i++ // opening quote
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return nil
+		case c == '\\':
+			if s.i+1 >= len(s.b) {
+				return s.errorf("unexpected end of input in string escape")
+			}
+			switch s.b[s.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.i += 2
+			case 'u':
+				if s.i+6 > len(s.b) {
+					return s.errorf("short \\u escape")
+				}
+				for _, h := range s.b[s.i+2 : s.i+6] {
+					if !isHex(h) {
+						return s.errorf("invalid \\u escape")
+					}
+				}
+				s.i += 6
+			default:
+				return s.errorf("invalid escape character")
+			}
+		case c < 0x20:
+			return s.errorf("control character in string")
+		default:
+			s.i++
+		}
+	}
+	return s.errorf("unterminated string")
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func (s *jsonScanner) number() error {
+	b := s.b
+	if b[s.i] == '-' {
+		s.i++
+	}
+	switch {
+	case s.i < len(b) && b[s.i] == '0':
+		s.i++
+	case s.i < len(b) && isDigit(b[s.i]):
+		for s.i < len(b) && isDigit(b[s.i]) {
+			s.i++
+		}
+	default:
+		return s.errorf("invalid number")
+	}
+	if s.i < len(b) && b[s.i] == '.' {
+		s.i++
+		if s.i >= len(b) || !isDigit(b[s.i]) {
+			return s.errorf("invalid number fraction")
+		}
+		for s.i < len(b) && isDigit(b[s.i]) {
+			s.i++
+		}
+	}
+	if s.i < len(b) && (b[s.i] == 'e' || b[s.i] == 'E') {
+		s.i++
+		if s.i < len(b) && (b[s.i] == '+' || b[s.i] == '-') {
+			s.i++
+		}
+		if s.i >= len(b) || !isDigit(b[s.i]) {
+			return s.errorf("invalid number exponent")
+		}
+		for s.i < len(b) && isDigit(b[s.i]) {
+			s.i++
+		}
+	}
+	return nil
+}
+
+func (s *jsonScanner) literal(lit string) error {
+	if len(s.b)-s.i < len(lit) || string(s.b[s.i:s.i+len(lit)]) != lit {
+		return s.errorf("invalid literal")
+	}
+	s.i += len(lit)
+	return nil
+}

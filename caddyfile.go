@@ -1,0 +1,396 @@
+package llmrouter
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("llm_router", parseCaddyfile)
+	// after the auth and rate-limit style handlers, before the terminal
+	// handlers, so no global `order` option is needed
+	httpcaddyfile.RegisterDirectiveOrder("llm_router", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	r := new(Router)
+	if err := r.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// UnmarshalCaddyfile sets up the router from Caddyfile tokens. Syntax:
+//
+//	llm_router [<matcher>] {
+//		provider <name> {
+//			base_url   <url>
+//			api_key    <key>
+//			timeout    <duration>
+//			header     <field> <value>
+//			verify_key
+//		}
+//		model <name> {
+//			provider  <provider>
+//			upstream  <id>
+//			priority  <int>
+//			weight    <int>
+//			price     <input> [<output> [<cached_input>]]
+//			fallback  <model>...
+//		}
+//		route <name> <model>...
+//		default_route <name>
+//		currency <code> [<rate>]
+//		health_check {
+//			interval       <duration>|off
+//			timeout        <duration>
+//			prompt         <text>
+//			disable_below  <score>
+//			skip_if_active <duration>
+//		}
+//		failover {
+//			max_attempts        <n>
+//			try_duration        <duration>
+//			first_byte_timeout  <duration>
+//			cooldown            <duration>
+//			max_cooldown        <duration>
+//		}
+//		max_request_body <size>
+//	}
+//
+// provider and model may be repeated; a model name may be declared again
+// with another provider as a backup deployment.
+func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	// where each named part was declared, to point errors at its line
+	where := make(map[string]caddyfile.Token)
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "provider":
+			p := new(Provider)
+			if !d.AllArgs(&p.Name) {
+				return d.ArgErr()
+			}
+			where["provider "+p.Name] = d.Token()
+			if err := unmarshalProvider(d, p); err != nil {
+				return err
+			}
+			r.Providers = append(r.Providers, p)
+
+		case "model":
+			m := new(Model)
+			if !d.AllArgs(&m.Name) {
+				return d.ArgErr()
+			}
+			where["model#"+strconv.Itoa(len(r.Models))] = d.Token()
+			if err := unmarshalModel(d, m); err != nil {
+				return err
+			}
+			r.Models = append(r.Models, m)
+
+		case "route":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.ArgErr()
+			}
+			if _, dup := r.Routes[args[0]]; dup {
+				return d.Errf("route %q declared twice", args[0])
+			}
+			if r.Routes == nil {
+				r.Routes = make(map[string][]string)
+			}
+			r.Routes[args[0]] = args[1:]
+			where["route "+args[0]] = d.Token()
+
+		case "default_route":
+			if !d.AllArgs(&r.DefaultRoute) {
+				return d.ArgErr()
+			}
+			where["default_route "+r.DefaultRoute] = d.Token()
+
+		case "currency":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.ArgErr()
+			}
+			c := &Currency{Code: strings.ToUpper(args[0])}
+			if len(args) == 2 {
+				rate, err := strconv.ParseFloat(args[1], 64)
+				if err != nil || rate <= 0 {
+					return d.Errf("currency rate must be a positive number, got %q", args[1])
+				}
+				c.Rate = rate
+			}
+			r.Currency = c
+			where["currency"] = d.Token()
+
+		case "health_check":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			where["health_check"] = d.Token()
+			r.HealthCheck = new(HealthCheck)
+			if err := unmarshalHealthCheck(d, r.HealthCheck); err != nil {
+				return err
+			}
+
+		case "failover":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			where["failover"] = d.Token()
+			r.Failover = new(Failover)
+			if err := unmarshalFailover(d, r.Failover); err != nil {
+				return err
+			}
+
+		case "max_request_body":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil || size == 0 {
+				return d.Errf("max_request_body: invalid size %q", v)
+			}
+			r.MaxRequestBody = int64(size)
+			where["max_request_body"] = d.Token()
+
+		default:
+			return d.Errf("unrecognized llm_router subdirective %q", d.Val())
+		}
+	}
+
+	if err := r.validate(); err != nil {
+		var ce *configError
+		if errors.As(err, &ce) {
+			if tok, ok := where[ce.ref]; ok {
+				at := caddyfile.NewDispenser([]caddyfile.Token{tok})
+				at.Next()
+				return at.Errf("llm_router: %v", err)
+			}
+		}
+		return d.Errf("llm_router: %v", err)
+	}
+	return nil
+}
+
+func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "base_url":
+			if !d.AllArgs(&p.BaseURL) {
+				return d.ArgErr()
+			}
+		case "api_key":
+			if !d.AllArgs(&p.APIKey) {
+				return d.ArgErr()
+			}
+			p.APIKey = strings.TrimSpace(p.APIKey)
+		case "timeout":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			p.Timeout = dur
+		case "header":
+			var field, value string
+			if !d.AllArgs(&field, &value) {
+				return d.ArgErr()
+			}
+			if p.Headers == nil {
+				p.Headers = make(http.Header)
+			}
+			p.Headers.Add(field, value)
+		case "verify_key":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			p.VerifyKey = true
+		default:
+			return d.Errf("unrecognized provider subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func unmarshalModel(d *caddyfile.Dispenser, m *Model) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "provider":
+			if !d.AllArgs(&m.Provider) {
+				return d.ArgErr()
+			}
+		case "upstream":
+			if !d.AllArgs(&m.Upstream) {
+				return d.ArgErr()
+			}
+		case "priority":
+			n, err := intArg(d, 1)
+			if err != nil {
+				return err
+			}
+			m.Priority = n
+		case "weight":
+			n, err := intArg(d, 0)
+			if err != nil {
+				return err
+			}
+			m.Weight = n
+		case "price":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 3 {
+				return d.ArgErr()
+			}
+			var vals []float64
+			for _, a := range args {
+				v, err := strconv.ParseFloat(a, 64)
+				if err != nil || v < 0 {
+					return d.Errf("price must be a non-negative number per 1M tokens, got %q", a)
+				}
+				vals = append(vals, v)
+			}
+			m.Price = &Price{Input: vals[0]}
+			if len(vals) > 1 {
+				m.Price.Output = &vals[1]
+			}
+			if len(vals) > 2 {
+				m.Price.CachedInput = &vals[2]
+			}
+		case "fallback":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			m.Fallback = append(m.Fallback, args...)
+		default:
+			return d.Errf("unrecognized model subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func unmarshalHealthCheck(d *caddyfile.Dispenser, h *HealthCheck) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "interval":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				h.Off = true
+				if d.NextArg() {
+					return d.ArgErr()
+				}
+				continue
+			}
+			d.Prev()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			h.Interval = dur
+		case "timeout":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			h.Timeout = dur
+		case "prompt":
+			if !d.AllArgs(&h.Prompt) {
+				return d.ArgErr()
+			}
+		case "disable_below":
+			n, err := intArg(d, 0)
+			if err != nil {
+				return err
+			}
+			if n > 100 {
+				return d.Errf("disable_below must be a score from 0 to 100, got %d", n)
+			}
+			h.DisableBelow = &n
+		case "skip_if_active":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			h.SkipIfActive = dur
+		default:
+			return d.Errf("unrecognized health_check subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var target *caddy.Duration
+		switch d.Val() {
+		case "max_attempts":
+			n, err := intArg(d, 1)
+			if err != nil {
+				return err
+			}
+			f.MaxAttempts = n
+			continue
+		case "try_duration":
+			target = &f.TryDuration
+		case "first_byte_timeout":
+			target = &f.FirstByteTimeout
+		case "cooldown":
+			target = &f.Cooldown
+		case "max_cooldown":
+			target = &f.MaxCooldown
+		default:
+			return d.Errf("unrecognized failover subdirective %q", d.Val())
+		}
+		dur, err := durationArg(d)
+		if err != nil {
+			return err
+		}
+		*target = dur
+	}
+	return nil
+}
+
+// durationArg reads exactly one positive duration argument.
+func durationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	name := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%s: invalid duration %q (use e.g. 500ms, 30s, 5m)", name, v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// intArg reads exactly one integer argument no smaller than least.
+func intArg(d *caddyfile.Dispenser, least int) (int, error) {
+	name := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		return 0, d.Errf("%s: want an integer of at least %d, got %q", name, least, v)
+	}
+	return n, nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Router)(nil)

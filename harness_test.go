@@ -1,0 +1,294 @@
+package llmrouter
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"go.uber.org/goleak"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// The in-process Caddy that caddytest starts listens here.
+const (
+	gatewayURL = "http://localhost:9080"
+	adminURL   = "http://localhost:2999"
+)
+
+// globalOptions keeps the test server on plain HTTP and off the system trust
+// store.
+const globalOptions = `{
+	skip_install_trust
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	log {
+		level WARN
+	}
+}
+`
+
+// defaultRouter is the router config most tests use: two mock providers,
+// the four models of DESIGN.md and its two routes. {PRIMARY} and {BACKUP}
+// become the mocks' URLs.
+const defaultRouter = `
+	provider primary {
+		base_url {PRIMARY}/v1
+		api_key "  sk-primary-test-key-0001  "
+		timeout 2s
+	}
+	provider backup {
+		base_url {BACKUP}/v1
+		api_key sk-backup-test-key-0002
+		timeout 2s
+	}
+	model deepseek-v3.2 {
+		upstream deepseek-chat
+	}
+	model gemini-2.5-flash
+	model gpt-4.1 {
+		fallback claude-sonnet-4.5
+	}
+	model claude-sonnet-4.5 {
+		provider backup
+	}
+	route simple_qa deepseek-v3.2 gemini-2.5-flash
+	route complex_reasoning gpt-4.1 claude-sonnet-4.5
+	default_route simple_qa
+	failover {
+		first_byte_timeout 2s
+	}
+`
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 && caddyRunning() {
+		// unload every app so that what the module started must stop
+		if err := loadConfig(`{"admin":{"listen":"localhost:2999"}}`); err != nil {
+			fmt.Fprintln(os.Stderr, "unloading config:", err)
+			code = 1
+		} else if err := goleak.Find(caddyGoroutines()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left after Caddy unloaded the config:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// caddyGoroutines are the goroutines Caddy itself keeps for the life of the
+// process (the command's main loop, the admin server, caches); none of them
+// runs this package's code.
+func caddyGoroutines() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/cmd.Main"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/cmd.cmdRun"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.replaceLocalAdminServer.func2"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.(*AdminConfig).newAdminHandler"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.trapSignalsPosix.func1"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.trapSignalsCrossPlatform.func1"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*Cache).maintainAssets"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.(*adminHandler).serveHTTP"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/caddyconfig.init.0.func1"),
+		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("github.com/KimMachineGun/automemlimit/memlimit.SetGoMemLimitWithOpts.func1"),
+		// the test client's idle keep-alive connections to the admin API
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	}
+}
+
+func caddyRunning() bool {
+	resp, err := http.Get(adminURL + "/config/")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
+}
+
+func loadConfig(cfg string) error {
+	resp, err := http.Post(adminURL+"/load", "application/json", strings.NewReader(cfg))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%d: %s", resp.StatusCode, b)
+	}
+	return nil
+}
+
+// gateway is an in-process Caddy running llm_router in front of two mock
+// providers.
+type gateway struct {
+	t               *testing.T
+	tc              *caddytest.Tester
+	primary, backup *mockllm.Server
+	primaryURL      string
+	backupURL       string
+}
+
+// newGateway starts two mocks and loads a Caddyfile whose llm_router block
+// is routerBody ({PRIMARY} and {BACKUP} replaced by the mocks' URLs).
+func newGateway(t *testing.T, routerBody string) *gateway {
+	t.Helper()
+	g := &gateway{t: t, primary: mockllm.New(), backup: mockllm.New()}
+	ps := httptest.NewServer(g.primary)
+	bs := httptest.NewServer(g.backup)
+	t.Cleanup(ps.Close)
+	t.Cleanup(bs.Close)
+	g.primaryURL, g.backupURL = ps.URL, bs.URL
+	body := strings.NewReplacer("{PRIMARY}", ps.URL, "{BACKUP}", bs.URL).Replace(routerBody)
+	g.tc = caddytest.NewTester(t)
+	g.tc.InitServer(globalOptions+"\nhttp://localhost:9080 {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Cleanup(g.tc.Client.CloseIdleConnections)
+	return g
+}
+
+// chatBody is a chat completion request; model "" leaves the field out.
+func chatBody(model string, stream bool) string {
+	var b strings.Builder
+	b.WriteString(`{`)
+	if model != "" {
+		fmt.Fprintf(&b, `"model":%q,`, model)
+	}
+	b.WriteString(`"messages":[{"role":"user","content":"Where is my order?"}]`)
+	if stream {
+		b.WriteString(`,"stream":true`)
+	}
+	b.WriteString(`}`)
+	return b.String()
+}
+
+// post sends body to the gateway's chat endpoint and reads the whole answer.
+func (g *gateway) post(body string, header ...string) (*http.Response, string) {
+	g.t.Helper()
+	return g.postPath("/v1/chat/completions", body, header...)
+}
+
+func (g *gateway) postPath(path, body string, header ...string) (*http.Response, string) {
+	g.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, gatewayURL+path, strings.NewReader(body))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := g.tc.Client.Do(req)
+	if err != nil {
+		g.t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		g.t.Fatalf("reading response: %v", err)
+	}
+	return resp, string(b)
+}
+
+// sseData returns the data of each event of an SSE body.
+func sseData(body string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// expectModel checks the answer came from model via provider after attempts.
+func expectModel(t *testing.T, resp *http.Response, body, model, provider string, attempts int) {
+	t.Helper()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200; body: %s", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("X-LLM-Model"); got != model {
+		t.Errorf("X-LLM-Model = %q, want %q", got, model)
+	}
+	if got := resp.Header.Get("X-LLM-Provider"); got != provider {
+		t.Errorf("X-LLM-Provider = %q, want %q", got, provider)
+	}
+	if got := resp.Header.Get("X-LLM-Attempts"); got != fmt.Sprint(attempts) {
+		t.Errorf("X-LLM-Attempts = %q, want %d", got, attempts)
+	}
+}
+
+// apiErr decodes an OpenAI error envelope, failing the test if it is not one.
+func apiErr(t *testing.T, body string) apiErrorBody {
+	t.Helper()
+	var e apiError
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil || e.Error.Message == "" || e.Error.Type == "" {
+		t.Fatalf("not an OpenAI error envelope (%v): %s", err, body)
+	}
+	return e.Error
+}
+
+// closedPortURL is a URL nothing listens on, for connection-refused tests.
+func closedPortURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
+}
+
+// waitFor receives from ch, failing the test if nothing comes within a
+// generous bound (a bound on a hang, not a synchronisation sleep).
+func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	select {
+	case v := <-ch:
+		return v
+	case <-ctx.Done():
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
+
+// advanceClock moves the router's clock forward for the rest of the test.
+func advanceClock(t *testing.T, d time.Duration) {
+	clockSkew.Add(int64(d))
+	t.Cleanup(func() { clockSkew.Add(-int64(d)) })
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return bytes.Equal(xb, yb)
+}
+
+func mockBehaviorStatus(code int) mockllm.Behavior { return mockllm.Behavior{Status: code} }

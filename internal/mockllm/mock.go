@@ -1,0 +1,1059 @@
+// Package mockllm is a test-only, fault-injecting mock of an OpenAI-compatible
+// LLM upstream. It speaks the real OpenAI wire format for chat completions
+// (plain and SSE streaming), embeddings and the model list, produces
+// deterministic token counts, records every request it receives and can be
+// told, per upstream model id, to answer with errors, delays, hangs, TCP
+// resets, malformed bodies or broken streams.
+//
+// Every wait inside the handler is bounded by the client going away, and the
+// open-ended waits (Hang, StallBeforeFirstChunk, HoldAfterChunks) hijack the
+// HTTP/1 connection first, so closing an httptest.Server or shutting down an
+// http.Server that wraps a Server never blocks on them.
+package mockllm
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Created is the fixed "created" timestamp used in every response.
+const Created = 1700000000
+
+// DefaultChunks is the number of content chunks (stream) or words
+// (non-stream) in an answer when Behavior.Chunks is zero.
+const DefaultChunks = 10
+
+const (
+	maxBodyBytes    = 64 << 20
+	canceledBufSize = 1024
+)
+
+// Behavior shapes the responses for one upstream model id (the request body's
+// "model" field). The zero value is a healthy upstream that answers instantly.
+//
+// Behavior has a custom JSON form (see UnmarshalJSON) so it can be posted to
+// the control endpoint of cmd/mockllm with durations such as "50ms".
+type Behavior struct {
+	// Status, when non-zero and not 200, makes the mock answer with this
+	// status and an OpenAI error envelope (or Body if set).
+	Status int
+	// RetryAfter is sent as the Retry-After header (with any Status).
+	RetryAfter string
+	// Body is sent verbatim instead of the default body, with Status or alone
+	// with 200. Such responses are not counted in Served.
+	Body string
+	// Latency is waited before the response headers are sent; the wait ends
+	// early if the client goes away.
+	Latency time.Duration
+	// Hang makes the mock never answer; the handler returns only when the
+	// client goes away.
+	Hang bool
+	// Reset makes the mock hijack the connection and close it with a TCP RST
+	// without sending anything.
+	Reset bool
+	// Malformed makes the mock answer 200 with a body that is not valid JSON
+	// (non-stream) or an SSE event whose data is not valid JSON (stream).
+	Malformed bool
+	// StallBeforeFirstChunk (stream only) sends 200 and the SSE headers, then
+	// nothing until the client goes away.
+	StallBeforeFirstChunk bool
+	// BreakAfterChunks (stream only), when positive, aborts the connection
+	// abruptly (TCP RST) right after this many content chunks; no [DONE].
+	BreakAfterChunks int
+	// HoldAfterChunks (stream only), when positive, stops sending after this
+	// many content chunks and waits until the client goes away.
+	HoldAfterChunks int
+	// ChunkDelay (stream only) is waited before each content chunk and before
+	// the finishing chunk.
+	ChunkDelay time.Duration
+	// Chunks is the number of content chunks in a stream or words in a
+	// non-stream answer (also the completion token count); 0 means
+	// DefaultChunks. A smaller positive max_tokens in the request wins.
+	Chunks int
+	// CachedTokens is reported as usage.prompt_tokens_details.cached_tokens.
+	CachedTokens int
+	// Times, when positive, applies this behavior to the next Times requests
+	// for the model only, after which the model reverts to the default
+	// behavior (healthy unless SetDefault was used). 0 means until changed.
+	Times int
+}
+
+// Request is one request as the mock received it. It is recorded for every
+// request, faulty ones included, before any fault is applied.
+type Request struct {
+	// Method and Path are the HTTP method and URL path.
+	Method, Path string
+	// Header is a copy of the request headers.
+	Header http.Header
+	// Body is the raw request body.
+	Body []byte
+	// Model is the body's "model" field ("" if absent or not JSON).
+	Model string
+	// Stream is the body's "stream" field.
+	Stream bool
+	// IncludeUsage is the body's stream_options.include_usage field.
+	IncludeUsage bool
+}
+
+// Usage is the usage the mock reported in successful, complete responses for
+// one model, summed up. Requests counts those responses.
+type Usage struct{ Prompt, Completion, Cached, Requests int }
+
+type entry struct {
+	b    Behavior
+	left int
+}
+
+// Server is the mock upstream; it is an http.Handler. Use New to create one.
+// All methods are safe for concurrent use.
+type Server struct {
+	once     sync.Once
+	canceled chan string
+	nextID   atomic.Int64
+
+	mu         sync.Mutex
+	requireKey string
+	def        Behavior
+	behaviors  map[string]*entry
+	known      map[string]struct{}
+	requests   []Request
+	served     map[string]Usage
+}
+
+// New returns a healthy mock with no API key requirement.
+func New() *Server {
+	s := &Server{}
+	s.init()
+	return s
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.canceled = make(chan string, canceledBufSize)
+		s.mu.Lock()
+		s.behaviors = map[string]*entry{}
+		s.known = map[string]struct{}{}
+		s.served = map[string]Usage{}
+		s.mu.Unlock()
+	})
+}
+
+// SetRequireKey makes every request require "Authorization: Bearer <key>";
+// other requests get 401 with an invalid_api_key error envelope. An empty key
+// turns the check off. The key survives Clear and Reset.
+func (s *Server) SetRequireKey(key string) {
+	s.init()
+	s.mu.Lock()
+	s.requireKey = key
+	s.mu.Unlock()
+}
+
+// Set installs b for requests whose body names model. It replaces any
+// previous behavior for that model and restarts its Times count.
+func (s *Server) Set(model string, b Behavior) {
+	s.init()
+	s.mu.Lock()
+	s.behaviors[model] = &entry{b: b, left: b.Times}
+	s.known[model] = struct{}{}
+	s.mu.Unlock()
+}
+
+// SetDefault installs b for every model without a behavior of its own (and
+// for models whose Times ran out). Times is ignored for the default.
+// Clear and Reset restore the healthy zero default.
+func (s *Server) SetDefault(b Behavior) {
+	s.init()
+	b.Times = 0
+	s.mu.Lock()
+	s.def = b
+	s.mu.Unlock()
+}
+
+// Clear puts all models back to healthy (per-model behaviors and the default
+// are dropped). Recorded requests and served usage are kept.
+func (s *Server) Clear() {
+	s.init()
+	s.mu.Lock()
+	s.behaviors = map[string]*entry{}
+	s.def = Behavior{}
+	s.mu.Unlock()
+}
+
+// Reset is Clear plus forgetting recorded requests, served usage and seen
+// models; it also drains the Canceled channel.
+func (s *Server) Reset() {
+	s.init()
+	s.mu.Lock()
+	s.behaviors = map[string]*entry{}
+	s.def = Behavior{}
+	s.known = map[string]struct{}{}
+	s.requests = nil
+	s.served = map[string]Usage{}
+	s.mu.Unlock()
+	for {
+		select {
+		case <-s.canceled:
+		default:
+			return
+		}
+	}
+}
+
+// Requests returns a copy of all recorded requests in arrival order.
+func (s *Server) Requests() []Request {
+	return s.filter(func(Request) bool { return true })
+}
+
+// RequestsFor returns a copy of the recorded requests for model, in arrival
+// order.
+func (s *Server) RequestsFor(model string) []Request {
+	return s.filter(func(r Request) bool { return r.Model == model })
+}
+
+func (s *Server) filter(keep func(Request) bool) []Request {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []Request{}
+	for _, r := range s.requests {
+		if keep(r) {
+			r.Header = r.Header.Clone()
+			r.Body = bytes.Clone(r.Body)
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Served returns the usage summed over the successful, complete responses
+// served for model: a non-stream 200 whose body was fully written, or a
+// stream that reached [DONE].
+func (s *Server) Served(model string) Usage {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.served[model]
+}
+
+// Canceled receives the model id of every request whose client went away
+// before the mock finished answering it. It is buffered; when full, further
+// ids are dropped rather than blocking the handler.
+func (s *Server) Canceled() <-chan string {
+	s.init()
+	return s.canceled
+}
+
+// PromptTokens returns the deterministic prompt token count the mock reports
+// for a chat completion request body: the number of whitespace-separated
+// words in all string "content" fields of "messages" (and in the "text" of
+// content parts given as an array) plus 3 per message. It returns 0 for a
+// body that is not valid JSON.
+func PromptTokens(body []byte) int {
+	var req struct {
+		Messages []json.RawMessage `json:"messages"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return 0
+	}
+	return messageTokens(req.Messages)
+}
+
+func messageTokens(msgs []json.RawMessage) int {
+	n := 0
+	for _, raw := range msgs {
+		n += 3
+		var m struct {
+			Content json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(raw, &m) != nil {
+			continue
+		}
+		var str string
+		if json.Unmarshal(m.Content, &str) == nil {
+			n += len(strings.Fields(str))
+			continue
+		}
+		var parts []struct {
+			Text string `json:"text"`
+		}
+		if json.Unmarshal(m.Content, &parts) == nil {
+			for _, p := range parts {
+				n += len(strings.Fields(p.Text))
+			}
+		}
+	}
+	return n
+}
+
+// take returns the behavior for model, consuming one use of a Times-limited
+// behavior.
+func (s *Server) take(model string) Behavior {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.behaviors[model]
+	if !ok {
+		return s.def
+	}
+	if e.b.Times > 0 {
+		e.left--
+		if e.left <= 0 {
+			delete(s.behaviors, model)
+		}
+	}
+	return e.b
+}
+
+func (s *Server) addServed(model string, u Usage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.served[model]
+	cur.Prompt += u.Prompt
+	cur.Completion += u.Completion
+	cur.Cached += u.Cached
+	cur.Requests += u.Requests
+	s.served[model] = cur
+}
+
+func (u Usage) neg() Usage {
+	return Usage{-u.Prompt, -u.Completion, -u.Cached, -u.Requests}
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	s.mu.Lock()
+	key := s.requireKey
+	s.mu.Unlock()
+	if key == "" {
+		return true
+	}
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") &&
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(key)) == 1
+}
+
+// sniff extracts model/stream/include_usage leniently, for recording.
+func sniff(body []byte) (model string, stream, includeUsage bool) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return "", false, false
+	}
+	_ = json.Unmarshal(m["model"], &model)
+	_ = json.Unmarshal(m["stream"], &stream)
+	var so struct {
+		IncludeUsage bool `json:"include_usage"`
+	}
+	_ = json.Unmarshal(m["stream_options"], &so)
+	return model, stream, so.IncludeUsage
+}
+
+// ServeHTTP serves POST …/chat/completions, POST …/embeddings and
+// GET …/models, applying the behavior configured for the body's model.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.init()
+	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
+	rec.Model, rec.Stream, rec.IncludeUsage = sniff(body)
+	s.mu.Lock()
+	s.requests = append(s.requests, rec)
+	if rec.Model != "" {
+		s.known[rec.Model] = struct{}{}
+	}
+	s.mu.Unlock()
+
+	c := &call{s: s, w: w, r: r, rc: http.NewResponseController(w), model: rec.Model}
+	if readErr != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(readErr, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "Request body too large.", "invalid_request_error", "request_too_large", "")
+			return
+		}
+		if r.Context().Err() != nil {
+			c.gone()
+			return
+		}
+		writeError(w, http.StatusBadRequest, "Could not read the request body.", "invalid_request_error", nil, "")
+		return
+	}
+	if !s.authorized(r) {
+		writeError(w, http.StatusUnauthorized, "Incorrect API key provided", "invalid_request_error", "invalid_api_key", "")
+		return
+	}
+
+	p := r.URL.Path
+	var want string
+	var serve func(*call, []byte)
+	switch {
+	case strings.HasSuffix(p, "/chat/completions"):
+		want, serve = http.MethodPost, (*call).chat
+	case strings.HasSuffix(p, "/embeddings"):
+		want, serve = http.MethodPost, (*call).embeddings
+	case strings.HasSuffix(p, "/models"):
+		want, serve = http.MethodGet, (*call).models
+	default:
+		writeError(w, http.StatusNotFound,
+			fmt.Sprintf("Unknown request URL: %s %s. Please check the URL for typos.", r.Method, p),
+			"invalid_request_error", "unknown_url", "")
+		return
+	}
+	if r.Method != want {
+		w.Header().Set("Allow", want)
+		writeError(w, http.StatusMethodNotAllowed,
+			fmt.Sprintf("Method %s is not allowed for %s; use %s.", r.Method, p, want),
+			"invalid_request_error", "method_not_allowed", "")
+		return
+	}
+	serve(c, body)
+}
+
+// call is the per-request state.
+type call struct {
+	s        *Server
+	w        http.ResponseWriter
+	r        *http.Request
+	rc       *http.ResponseController
+	model    string
+	reported bool
+}
+
+// gone reports (once) that the client went away before the answer finished.
+func (c *call) gone() {
+	if c.reported {
+		return
+	}
+	c.reported = true
+	select {
+	case c.s.canceled <- c.model:
+	default:
+	}
+}
+
+// sleep waits d or until the client goes away; it reports false in the
+// latter case.
+func (c *call) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.r.Context().Done():
+		c.gone()
+		return false
+	}
+}
+
+// waitGone blocks until the client goes away. On HTTP/1 it hijacks the
+// connection (so server Close/Shutdown need not wait for this handler) and
+// reads until the peer closes it; otherwise it waits on the request context.
+func (c *call) waitGone() {
+	if conn, brw, err := c.rc.Hijack(); err == nil {
+		_, _ = io.Copy(io.Discard, brw.Reader)
+		_ = conn.Close()
+		c.gone()
+		return
+	}
+	<-c.r.Context().Done()
+	c.gone()
+}
+
+// abort kills the connection with a TCP RST (or, if it cannot be hijacked,
+// makes net/http abort the response).
+func (c *call) abort() {
+	conn, _, err := c.rc.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	raw := conn
+	if nc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		raw = nc.NetConn()
+	}
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = raw.Close()
+}
+
+// preamble applies the faults common to every endpoint. It returns false if
+// the response has been dealt with.
+func (c *call) preamble(b Behavior, stream bool) bool {
+	if !c.sleep(b.Latency) {
+		return false
+	}
+	if b.Hang {
+		c.waitGone()
+		return false
+	}
+	if b.Reset {
+		c.abort()
+		return false
+	}
+	h := c.w.Header()
+	if b.RetryAfter != "" {
+		h.Set("Retry-After", b.RetryAfter)
+	}
+	status := b.Status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if b.Body != "" {
+		if stream && status == http.StatusOK {
+			h.Set("Content-Type", "text/event-stream")
+			h.Set("Cache-Control", "no-cache")
+		} else {
+			h.Set("Content-Type", "application/json")
+		}
+		h.Set("Content-Length", fmt.Sprint(len(b.Body)))
+		c.w.WriteHeader(status)
+		if _, err := io.WriteString(c.w, b.Body); err != nil {
+			c.gone()
+		} else if err := c.rc.Flush(); err != nil {
+			c.gone()
+		}
+		return false
+	}
+	if status != http.StatusOK {
+		msg, typ, code := envelopeFor(status)
+		writeError(c.w, status, msg, typ, code, "")
+		return false
+	}
+	return true
+}
+
+func envelopeFor(status int) (msg, typ string, code any) {
+	switch {
+	case status == http.StatusBadRequest:
+		return "Invalid request.", "invalid_request_error", nil
+	case status == http.StatusUnauthorized:
+		return "Incorrect API key provided", "invalid_request_error", "invalid_api_key"
+	case status == http.StatusForbidden:
+		return "You are not allowed to access this resource.", "invalid_request_error", "permission_denied"
+	case status == http.StatusNotFound:
+		return "The model does not exist or you do not have access to it.", "invalid_request_error", "model_not_found"
+	case status == http.StatusRequestTimeout:
+		return "Request timed out.", "timeout", "timeout"
+	case status == http.StatusRequestEntityTooLarge:
+		return "Request body too large.", "invalid_request_error", "request_too_large"
+	case status == http.StatusTooManyRequests:
+		return "Rate limit reached for requests. Please try again later.", "requests", "rate_limit_exceeded"
+	case status == http.StatusServiceUnavailable:
+		return "The server is overloaded or not ready yet.", "server_error", "server_error"
+	case status >= 500:
+		return "The server had an error while processing your request. Sorry about that!", "server_error", "server_error"
+	case status >= 400:
+		return fmt.Sprintf("Request failed with status %d.", status), "invalid_request_error", nil
+	default:
+		return fmt.Sprintf("Unexpected status %d.", status), "server_error", nil
+	}
+}
+
+type errorEnvelope struct {
+	Error struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    any    `json:"code"`
+	} `json:"error"`
+}
+
+// writeError writes an OpenAI error envelope. code is a string or nil.
+func writeError(w http.ResponseWriter, status int, msg, typ string, code any, retryAfter string) {
+	var env errorEnvelope
+	env.Error.Message, env.Error.Type, env.Error.Code = msg, typ, code
+	js, _ := json.Marshal(env)
+	js = append(js, '\n')
+	h := w.Header()
+	if retryAfter != "" {
+		h.Set("Retry-After", retryAfter)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", fmt.Sprint(len(js)))
+	w.WriteHeader(status)
+	_, _ = w.Write(js)
+}
+
+func badRequest(w http.ResponseWriter, msg string, code any) {
+	writeError(w, http.StatusBadRequest, msg, "invalid_request_error", code, "")
+}
+
+const badJSON = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+
+// finishJSON writes a complete JSON body, records u as served just before the
+// final bytes go out (so a client that has parsed the body always observes
+// it) and rolls that back if writing fails.
+func (c *call) finishJSON(js []byte, u Usage) {
+	h := c.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", fmt.Sprint(len(js)))
+	c.w.WriteHeader(http.StatusOK)
+	cut := max(len(js)-2, 0)
+	if _, err := c.w.Write(js[:cut]); err != nil {
+		c.gone()
+		return
+	}
+	c.s.addServed(c.model, u)
+	if _, err := c.w.Write(js[cut:]); err != nil {
+		c.s.addServed(c.model, u.neg())
+		c.gone()
+		return
+	}
+	if err := c.rc.Flush(); err != nil {
+		c.s.addServed(c.model, u.neg())
+		c.gone()
+	}
+}
+
+type usageJSON struct {
+	PromptTokens        int `json:"prompt_tokens"`
+	CompletionTokens    int `json:"completion_tokens"`
+	TotalTokens         int `json:"total_tokens"`
+	PromptTokensDetails struct {
+		CachedTokens int `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+}
+
+func makeUsage(p, comp, cached int) *usageJSON {
+	u := &usageJSON{PromptTokens: p, CompletionTokens: comp, TotalTokens: p + comp}
+	u.PromptTokensDetails.CachedTokens = cached
+	return u
+}
+
+type message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type completion struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Index        int     `json:"index"`
+		Message      message `json:"message"`
+		Logprobs     *string `json:"logprobs"`
+		FinishReason string  `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *usageJSON `json:"usage"`
+}
+
+type delta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+type chunkChoice struct {
+	Index        int     `json:"index"`
+	Delta        delta   `json:"delta"`
+	Logprobs     *string `json:"logprobs"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+type chunk struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint *string         `json:"system_fingerprint"`
+	Choices           []chunkChoice   `json:"choices"`
+	Usage             json.RawMessage `json:"usage,omitempty"`
+}
+
+func word(i int) string { return fmt.Sprintf("w%d ", i) }
+
+func (c *call) chat(body []byte) {
+	var req struct {
+		Model         string          `json:"model"`
+		Messages      json.RawMessage `json:"messages"`
+		Stream        bool            `json:"stream"`
+		StreamOptions *struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
+		MaxTokens           *int `json:"max_tokens"`
+		MaxCompletionTokens *int `json:"max_completion_tokens"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		badRequest(c.w, badJSON, nil)
+		return
+	}
+	b := c.s.take(req.Model)
+	if !c.preamble(b, req.Stream) {
+		return
+	}
+	var msgs []json.RawMessage
+	if len(req.Messages) == 0 || json.Unmarshal(req.Messages, &msgs) != nil || msgs == nil {
+		badRequest(c.w, "Missing required parameter: 'messages'.", "missing_required_parameter")
+		return
+	}
+	if len(msgs) == 0 {
+		badRequest(c.w, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "empty_array")
+		return
+	}
+	n := b.Chunks
+	if n <= 0 {
+		n = DefaultChunks
+	}
+	for _, mt := range []*int{req.MaxTokens, req.MaxCompletionTokens} {
+		if mt != nil && *mt > 0 && *mt < n {
+			n = *mt
+		}
+	}
+	prompt := messageTokens(msgs)
+	id := fmt.Sprintf("chatcmpl-mock-%d", c.s.nextID.Add(1))
+	served := Usage{Prompt: prompt, Completion: n, Cached: b.CachedTokens, Requests: 1}
+	if req.Stream {
+		c.stream(b, id, req.Model, n, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, served)
+		return
+	}
+
+	if b.Malformed {
+		c.malformed(fmt.Sprintf(`{"id":%q,"object":"chat.completion","created":%d,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"w0 w1 `, id, Created, req.Model))
+		return
+	}
+	var text strings.Builder
+	for i := range n {
+		text.WriteString(word(i))
+	}
+	resp := completion{ID: id, Object: "chat.completion", Created: Created, Model: req.Model,
+		Usage: makeUsage(prompt, n, b.CachedTokens)}
+	resp.Choices = make([]struct {
+		Index        int     `json:"index"`
+		Message      message `json:"message"`
+		Logprobs     *string `json:"logprobs"`
+		FinishReason string  `json:"finish_reason"`
+	}, 1)
+	resp.Choices[0].Message = message{Role: "assistant", Content: text.String()}
+	resp.Choices[0].FinishReason = "stop"
+	js, _ := json.Marshal(resp)
+	c.finishJSON(append(js, '\n'), served)
+}
+
+// malformed answers 200 application/json with a body that is not valid JSON.
+func (c *call) malformed(body string) {
+	c.w.Header().Set("Content-Type", "application/json")
+	c.w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	c.w.WriteHeader(http.StatusOK)
+	if _, err := io.WriteString(c.w, body); err != nil {
+		c.gone()
+	}
+}
+
+// event writes one SSE event and flushes it.
+func (c *call) event(data []byte) bool {
+	if _, err := fmt.Fprintf(c.w, "data: %s\n\n", data); err != nil {
+		c.gone()
+		return false
+	}
+	if err := c.rc.Flush(); err != nil {
+		c.gone()
+		return false
+	}
+	return true
+}
+
+func (c *call) stream(b Behavior, id, model string, n int, includeUsage bool, served Usage) {
+	h := c.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	c.w.WriteHeader(http.StatusOK)
+	if err := c.rc.Flush(); err != nil {
+		c.gone()
+		return
+	}
+	if b.StallBeforeFirstChunk {
+		c.waitGone()
+		return
+	}
+	if b.Malformed {
+		bad := fmt.Sprintf(`{"id":%q,"object":"chat.completion.chunk","created":%d,"model":%q,"choices":[{"index":0,"delta":{"content":"w0 "`, id, Created, model)
+		if c.event([]byte(bad)) {
+			c.event([]byte("[DONE]"))
+		}
+		return
+	}
+	var usageNull json.RawMessage
+	if includeUsage {
+		usageNull = json.RawMessage("null")
+	}
+	send := func(d delta, finish *string) bool {
+		ch := chunk{ID: id, Object: "chat.completion.chunk", Created: Created, Model: model,
+			Choices: []chunkChoice{{Delta: d, FinishReason: finish}}, Usage: usageNull}
+		js, _ := json.Marshal(ch)
+		return c.event(js)
+	}
+	empty := ""
+	if !send(delta{Role: "assistant", Content: &empty}, nil) {
+		return
+	}
+	for i := range n {
+		if !c.sleep(b.ChunkDelay) {
+			return
+		}
+		w := word(i)
+		if !send(delta{Content: &w}, nil) {
+			return
+		}
+		sent := i + 1
+		if b.BreakAfterChunks > 0 && sent == b.BreakAfterChunks {
+			c.abort()
+			return
+		}
+		if b.HoldAfterChunks > 0 && sent == b.HoldAfterChunks {
+			c.waitGone()
+			return
+		}
+	}
+	if !c.sleep(b.ChunkDelay) {
+		return
+	}
+	stop := "stop"
+	if !send(delta{}, &stop) {
+		return
+	}
+	if includeUsage {
+		u, _ := json.Marshal(makeUsage(served.Prompt, served.Completion, served.Cached))
+		ch := chunk{ID: id, Object: "chat.completion.chunk", Created: Created, Model: model,
+			Choices: []chunkChoice{}, Usage: u}
+		js, _ := json.Marshal(ch)
+		if !c.event(js) {
+			return
+		}
+	}
+	c.s.addServed(model, served)
+	if !c.event([]byte("[DONE]")) {
+		c.s.addServed(model, served.neg())
+	}
+}
+
+func (c *call) embeddings(body []byte) {
+	var req struct {
+		Model string          `json:"model"`
+		Input json.RawMessage `json:"input"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		badRequest(c.w, badJSON, nil)
+		return
+	}
+	b := c.s.take(req.Model)
+	if !c.preamble(b, false) {
+		return
+	}
+	inputs, ok := embeddingInputs(req.Input)
+	if !ok {
+		badRequest(c.w, "Missing required parameter: 'input'.", "missing_required_parameter")
+		return
+	}
+	if b.Malformed {
+		c.malformed(`{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,`)
+		return
+	}
+	type item struct {
+		Object    string    `json:"object"`
+		Index     int       `json:"index"`
+		Embedding []float64 `json:"embedding"`
+	}
+	resp := struct {
+		Object string `json:"object"`
+		Data   []item `json:"data"`
+		Model  string `json:"model"`
+		Usage  struct {
+			PromptTokens int `json:"prompt_tokens"`
+			TotalTokens  int `json:"total_tokens"`
+		} `json:"usage"`
+	}{Object: "list", Data: []item{}, Model: req.Model}
+	tokens := 0
+	for i, in := range inputs {
+		tokens += in.tokens
+		resp.Data = append(resp.Data, item{Object: "embedding", Index: i, Embedding: vector(in.key)})
+	}
+	resp.Usage.PromptTokens, resp.Usage.TotalTokens = tokens, tokens
+	js, _ := json.Marshal(resp)
+	c.finishJSON(append(js, '\n'), Usage{Prompt: tokens, Requests: 1})
+}
+
+type embInput struct {
+	key    string
+	tokens int
+}
+
+// embeddingInputs accepts a string, an array of strings, an array of token
+// ids or an array of arrays of token ids.
+func embeddingInputs(raw json.RawMessage) ([]embInput, bool) {
+	var str string
+	if json.Unmarshal(raw, &str) == nil {
+		return []embInput{{str, len(strings.Fields(str))}}, true
+	}
+	var strs []string
+	if json.Unmarshal(raw, &strs) == nil && strs != nil {
+		out := make([]embInput, len(strs))
+		for i, s := range strs {
+			out[i] = embInput{s, len(strings.Fields(s))}
+		}
+		return out, true
+	}
+	var ids []int
+	if json.Unmarshal(raw, &ids) == nil && ids != nil {
+		return []embInput{{fmt.Sprint(ids), len(ids)}}, true
+	}
+	var idss [][]int
+	if json.Unmarshal(raw, &idss) == nil && idss != nil {
+		out := make([]embInput, len(idss))
+		for i, ids := range idss {
+			out[i] = embInput{fmt.Sprint(ids), len(ids)}
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// vector derives a deterministic 8-dimensional embedding from key.
+func vector(key string) []float64 {
+	v := make([]float64, 8)
+	for i := range v {
+		h := fnv.New64a()
+		fmt.Fprintf(h, "%d:%s", i, key)
+		v[i] = float64(int64(h.Sum64()%2000001)-1000000) / 1e6
+	}
+	return v
+}
+
+func (c *call) models([]byte) {
+	c.s.mu.Lock()
+	ids := make([]string, 0, len(c.s.known))
+	for id := range c.s.known {
+		ids = append(ids, id)
+	}
+	c.s.mu.Unlock()
+	sort.Strings(ids)
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	resp := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: make([]model, 0, len(ids))}
+	for _, id := range ids {
+		resp.Data = append(resp.Data, model{ID: id, Object: "model", Created: Created, OwnedBy: "mock"})
+	}
+	js, _ := json.Marshal(resp)
+	js = append(js, '\n')
+	c.w.Header().Set("Content-Type", "application/json")
+	c.w.Header().Set("Content-Length", fmt.Sprint(len(js)))
+	c.w.WriteHeader(http.StatusOK)
+	_, _ = c.w.Write(js)
+}
+
+// behaviorJSON is the JSON form of Behavior.
+type behaviorJSON struct {
+	Status                int    `json:"status,omitempty"`
+	RetryAfter            string `json:"retry_after,omitempty"`
+	Body                  string `json:"body,omitempty"`
+	Latency               string `json:"latency,omitempty"`
+	Hang                  bool   `json:"hang,omitempty"`
+	Reset                 bool   `json:"reset,omitempty"`
+	Malformed             bool   `json:"malformed,omitempty"`
+	StallBeforeFirstChunk bool   `json:"stall_before_first_chunk,omitempty"`
+	BreakAfterChunks      int    `json:"break_after_chunks,omitempty"`
+	HoldAfterChunks       int    `json:"hold_after_chunks,omitempty"`
+	ChunkDelay            string `json:"chunk_delay,omitempty"`
+	Chunks                int    `json:"chunks,omitempty"`
+	CachedTokens          int    `json:"cached_tokens,omitempty"`
+	Times                 int    `json:"times,omitempty"`
+}
+
+// MarshalJSON encodes b with snake_case keys, omitting zero fields, and
+// durations as Go duration strings (e.g. "50ms").
+func (b Behavior) MarshalJSON() ([]byte, error) {
+	j := behaviorJSON{Status: b.Status, RetryAfter: b.RetryAfter, Body: b.Body,
+		Hang: b.Hang, Reset: b.Reset, Malformed: b.Malformed,
+		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks,
+		HoldAfterChunks: b.HoldAfterChunks, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times}
+	if b.Latency != 0 {
+		j.Latency = b.Latency.String()
+	}
+	if b.ChunkDelay != 0 {
+		j.ChunkDelay = b.ChunkDelay.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes a JSON object into b. Keys are matched ignoring case
+// and underscores, so "retry_after", "retryAfter" and "RetryAfter" are all
+// accepted; unknown keys are an error. Durations (latency, chunk_delay) are Go
+// duration strings such as "50ms", or integers in nanoseconds.
+func (b *Behavior) UnmarshalJSON(data []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	var out Behavior
+	for k, v := range raw {
+		var err error
+		switch strings.ToLower(strings.ReplaceAll(k, "_", "")) {
+		case "status":
+			err = json.Unmarshal(v, &out.Status)
+		case "retryafter":
+			err = json.Unmarshal(v, &out.RetryAfter)
+		case "body":
+			err = json.Unmarshal(v, &out.Body)
+		case "latency":
+			out.Latency, err = parseDuration(v)
+		case "hang":
+			err = json.Unmarshal(v, &out.Hang)
+		case "reset":
+			err = json.Unmarshal(v, &out.Reset)
+		case "malformed":
+			err = json.Unmarshal(v, &out.Malformed)
+		case "stallbeforefirstchunk":
+			err = json.Unmarshal(v, &out.StallBeforeFirstChunk)
+		case "breakafterchunks":
+			err = json.Unmarshal(v, &out.BreakAfterChunks)
+		case "holdafterchunks":
+			err = json.Unmarshal(v, &out.HoldAfterChunks)
+		case "chunkdelay":
+			out.ChunkDelay, err = parseDuration(v)
+		case "chunks":
+			err = json.Unmarshal(v, &out.Chunks)
+		case "cachedtokens":
+			err = json.Unmarshal(v, &out.CachedTokens)
+		case "times":
+			err = json.Unmarshal(v, &out.Times)
+		default:
+			return fmt.Errorf("mockllm: unknown behavior field %q", k)
+		}
+		if err != nil {
+			return fmt.Errorf("mockllm: behavior field %q: %w", k, err)
+		}
+	}
+	*b = out
+	return nil
+}
+
+func parseDuration(v json.RawMessage) (time.Duration, error) {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		if s == "" {
+			return 0, nil
+		}
+		return time.ParseDuration(s)
+	}
+	var n int64
+	if err := json.Unmarshal(v, &n); err != nil {
+		return 0, errors.New("want a duration string like \"50ms\" or integer nanoseconds")
+	}
+	return time.Duration(n), nil
+}

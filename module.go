@@ -1,0 +1,685 @@
+// Package llmrouter is a Caddy HTTP handler that turns Caddy into an
+// OpenAI-compatible LLM gateway: it routes each request to a model by query
+// type, model name or priority, fails over between deployments before a byte
+// reaches the client, and passes streams through event by event.
+package llmrouter
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Router{})
+}
+
+// Defaults, as documented in DESIGN.md and the README.
+const (
+	DefaultBaseURL          = "https://api.holysheep.ai/v1"
+	defaultTimeout          = 30 * time.Second
+	defaultTryDuration      = 60 * time.Second
+	defaultFirstByteTimeout = 15 * time.Second
+	defaultCooldown         = 30 * time.Second
+	defaultMaxCooldown      = 5 * time.Minute
+	defaultMaxRequestBody   = 8_000_000
+	defaultHealthInterval   = 30 * time.Second
+	defaultHealthTimeout    = 10 * time.Second
+	defaultHealthPrompt     = "ping"
+	defaultDisableBelow     = 30
+)
+
+// Router is the `llm_router` HTTP handler: one OpenAI-compatible endpoint in
+// front of one or more OpenAI-compatible providers.
+type Router struct {
+	// Providers are the OpenAI-compatible upstreams. The first one is the
+	// default provider of every model that names none. Required.
+	Providers []*Provider `json:"providers,omitempty"`
+
+	// Models are the deployments: one model name served by one provider.
+	// A name may appear again with another provider as a backup deployment.
+	Models []*Model `json:"models,omitempty"`
+
+	// Routes maps a query type to its candidate model names, in order.
+	Routes map[string][]string `json:"routes,omitempty"`
+
+	// DefaultRoute is the route used when a request names no model (or
+	// "auto") and no route. Without it such requests go to every
+	// deployment by priority.
+	DefaultRoute string `json:"default_route,omitempty"`
+
+	// Currency is what costs are reported in. Default: USD at rate 1.
+	Currency *Currency `json:"currency,omitempty"`
+
+	// HealthCheck configures active probes and the disable threshold.
+	HealthCheck *HealthCheck `json:"health_check,omitempty"`
+
+	// Failover bounds retries across deployments.
+	Failover *Failover `json:"failover,omitempty"`
+
+	// MaxRequestBody is the largest request body accepted, in bytes;
+	// larger bodies get 413. Default: 8 MB (8,000,000 bytes).
+	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+
+	providers   map[string]*provider
+	deployments []*deployment
+	byModel     map[string][]*deployment // each sorted by priority
+	modelCfg    map[string]*Model        // first declaration of each name
+	modelsJSON  []byte                   // the local GET /models answer
+	routing     routing
+	currency    Currency
+	logger      *zap.Logger
+}
+
+// Provider is one OpenAI-compatible upstream API.
+type Provider struct {
+	// Name identifies the provider in `model` blocks, headers and metrics.
+	Name string `json:"name"`
+
+	// BaseURL is the API root; request paths such as /chat/completions are
+	// appended to it. Default: https://api.holysheep.ai/v1.
+	BaseURL string `json:"base_url,omitempty"`
+
+	// APIKey is sent as `Authorization: Bearer <key>`. Placeholders such as
+	// {env.HOLYSHEEP_API_KEY} are resolved at load; surrounding white space
+	// is trimmed. A key not starting with "sk-" loads with a warning.
+	APIKey string `json:"api_key,omitempty"`
+
+	// Timeout bounds one non-streaming attempt, from sending the request
+	// to reading the whole response. Default: 30s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Headers are extra request headers sent upstream (placeholders
+	// allowed), e.g. an organisation id.
+	Headers http.Header `json:"headers,omitempty"`
+
+	// VerifyKey makes the router GET {base_url}/models with the key at load
+	// and refuse to load if the provider answers 401 or 403.
+	VerifyKey bool `json:"verify_key,omitempty"`
+}
+
+// Model is one deployment: a model name served by one provider.
+type Model struct {
+	// Name is what clients send as "model" and what routes list.
+	Name string `json:"name"`
+
+	// Provider names the provider serving this deployment. Default: the
+	// first provider.
+	Provider string `json:"provider,omitempty"`
+
+	// Upstream is the model id sent to the provider. Default: Name.
+	Upstream string `json:"upstream,omitempty"`
+
+	// Priority orders deployments of a candidate list: 1 is tried first.
+	// Default: 1.
+	Priority int `json:"priority,omitempty"`
+
+	// Weight is this deployment's share of traffic among deployments of
+	// equal priority. Default: 1.
+	Weight int `json:"weight,omitempty"`
+
+	// Price overrides the built-in price table, per 1M tokens in the
+	// configured price unit.
+	Price *Price `json:"price,omitempty"`
+
+	// Fallback lists model names tried after this name's deployments.
+	Fallback []string `json:"fallback,omitempty"`
+}
+
+// Currency says how costs are reported: one price unit (a list-price
+// dollar) costs Rate units of Code.
+type Currency struct {
+	// Code is the ISO currency code used in metrics and stats. Default: USD.
+	Code string `json:"code,omitempty"`
+
+	// Rate is how many Code units one price unit costs. Default: 1.
+	Rate float64 `json:"rate,omitempty"`
+}
+
+// HealthCheck configures active health probes and when a deployment is
+// taken out of rotation.
+type HealthCheck struct {
+	// Interval is the period of active probes. Default: 30s.
+	Interval caddy.Duration `json:"interval,omitempty"`
+
+	// Off disables active probes (Caddyfile: `interval off`); passive
+	// health from live traffic still applies.
+	Off bool `json:"off,omitempty"`
+
+	// Timeout bounds one probe. Default: 10s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Prompt is the user message of a probe, sent with max_tokens 1.
+	// Default: "ping".
+	Prompt string `json:"prompt,omitempty"`
+
+	// DisableBelow disables a deployment whose health score (0-100) falls
+	// to or below it. Default: 30.
+	DisableBelow *int `json:"disable_below,omitempty"`
+
+	// SkipIfActive skips probing a deployment that served a request
+	// successfully within this long. Default: 0 (always probe).
+	SkipIfActive caddy.Duration `json:"skip_if_active,omitempty"`
+}
+
+// Failover bounds how the router retries a request across deployments.
+type Failover struct {
+	// MaxAttempts caps upstream attempts per request. Default: every
+	// candidate once.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+
+	// TryDuration is the budget for starting attempts: no new attempt
+	// starts after it has passed. Default: 60s.
+	TryDuration caddy.Duration `json:"try_duration,omitempty"`
+
+	// FirstByteTimeout bounds, for streaming requests, the time until the
+	// first SSE event arrives; the router holds the response until then,
+	// so a stream that stalls still fails over. Default: 15s.
+	FirstByteTimeout caddy.Duration `json:"first_byte_timeout,omitempty"`
+
+	// Cooldown is how long a deployment is skipped after a 429 without a
+	// Retry-After header. Default: 30s.
+	Cooldown caddy.Duration `json:"cooldown,omitempty"`
+
+	// MaxCooldown caps a 429's Retry-After. Default: 5m.
+	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Router) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.llm_router",
+		New: func() caddy.Module { return new(Router) },
+	}
+}
+
+// provider is a Provider made ready to serve.
+type provider struct {
+	name          string
+	baseURL       string
+	key           string
+	fingerprint   string // safe to log
+	headers       http.Header
+	timeout       time.Duration
+	transport     *http.Transport
+	chatURL       *url.URL
+	embeddingsURL *url.URL
+	modelsURL     *url.URL
+}
+
+// deployment is a Model made ready to serve.
+type deployment struct {
+	name     string
+	upstream string
+	priority int
+	weight   int
+	fallback []string
+	price    unitPrice
+	provider *provider
+	stateKey string
+	state    *deploymentState
+}
+
+// label is how logs and errors name a deployment.
+func (d *deployment) label() string { return d.name + "@" + d.provider.name }
+
+// Provision sets defaults, resolves placeholders and builds the runtime
+// structures: a transport per provider and the shared state per deployment.
+func (r *Router) Provision(ctx caddy.Context) error {
+	r.logger = ctx.Logger()
+	r.setDefaults()
+	if err := r.validate(); err != nil {
+		return err
+	}
+
+	repl := caddy.NewReplacer()
+	r.providers = make(map[string]*provider, len(r.Providers))
+	for _, pc := range r.Providers {
+		p, err := newProvider(pc, repl, r.logger)
+		if err != nil {
+			return err
+		}
+		r.providers[pc.Name] = p
+	}
+	for _, pc := range r.Providers {
+		if pc.VerifyKey {
+			if err := r.providers[pc.Name].verifyKey(ctx, r.logger); err != nil {
+				return err
+			}
+		}
+	}
+
+	r.byModel = make(map[string][]*deployment)
+	r.modelCfg = make(map[string]*Model)
+	for _, m := range r.Models {
+		p := r.providers[m.Provider]
+		d := &deployment{
+			name:     m.Name,
+			upstream: m.Upstream,
+			priority: m.Priority,
+			weight:   m.Weight,
+			fallback: m.Fallback,
+			provider: p,
+		}
+		d.price = r.priceFor(m)
+		d.stateKey = p.baseURL + "|" + keyHash(p.key) + "|" + m.Upstream
+		st, _, err := deploymentStates.LoadOrNew(d.stateKey, func() (caddy.Destructor, error) {
+			return newDeploymentState(), nil
+		})
+		if err != nil {
+			return err
+		}
+		d.state = st.(*deploymentState)
+		r.deployments = append(r.deployments, d)
+		r.byModel[m.Name] = append(r.byModel[m.Name], d)
+		if _, ok := r.modelCfg[m.Name]; !ok {
+			r.modelCfg[m.Name] = m
+		}
+	}
+	for _, ds := range r.byModel {
+		slices.SortStableFunc(ds, func(a, b *deployment) int { return cmp.Compare(a.priority, b.priority) })
+	}
+	r.routing = r.buildRouting()
+	r.modelsJSON = r.buildModelList()
+	return nil
+}
+
+// setDefaults fills in every default so the rest of the code reads plain
+// fields.
+func (r *Router) setDefaults() {
+	for _, p := range r.Providers {
+		if p.BaseURL == "" {
+			p.BaseURL = DefaultBaseURL
+		}
+		if p.Timeout == 0 {
+			p.Timeout = caddy.Duration(defaultTimeout)
+		}
+	}
+	for _, m := range r.Models {
+		if m.Provider == "" && len(r.Providers) > 0 {
+			m.Provider = r.Providers[0].Name
+		}
+		if m.Upstream == "" {
+			m.Upstream = m.Name
+		}
+		if m.Priority == 0 {
+			m.Priority = 1
+		}
+		if m.Weight == 0 {
+			m.Weight = 1
+		}
+	}
+	r.currency = Currency{Code: "USD", Rate: 1}
+	if r.Currency != nil {
+		if r.Currency.Code != "" {
+			r.currency.Code = strings.ToUpper(r.Currency.Code)
+		}
+		if r.Currency.Rate != 0 {
+			r.currency.Rate = r.Currency.Rate
+		}
+	}
+	if r.Failover == nil {
+		r.Failover = new(Failover)
+	}
+	f := r.Failover
+	if f.TryDuration == 0 {
+		f.TryDuration = caddy.Duration(defaultTryDuration)
+	}
+	if f.FirstByteTimeout == 0 {
+		f.FirstByteTimeout = caddy.Duration(defaultFirstByteTimeout)
+	}
+	if f.Cooldown == 0 {
+		f.Cooldown = caddy.Duration(defaultCooldown)
+	}
+	if f.MaxCooldown == 0 {
+		f.MaxCooldown = caddy.Duration(defaultMaxCooldown)
+	}
+	if r.HealthCheck == nil {
+		r.HealthCheck = new(HealthCheck)
+	}
+	h := r.HealthCheck
+	if h.Interval == 0 {
+		h.Interval = caddy.Duration(defaultHealthInterval)
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(defaultHealthTimeout)
+	}
+	if h.Prompt == "" {
+		h.Prompt = defaultHealthPrompt
+	}
+	if h.DisableBelow == nil {
+		v := defaultDisableBelow
+		h.DisableBelow = &v
+	}
+	if r.MaxRequestBody == 0 {
+		r.MaxRequestBody = defaultMaxRequestBody
+	}
+}
+
+// Validate checks the configuration once defaults are set.
+func (r *Router) Validate() error { return r.validate() }
+
+// configError is a validation error about one named part of the config, so
+// the Caddyfile adapter can point at the line that declared it.
+type configError struct {
+	subject string // "model gpt-4.1", "route simple_qa", "provider backup", ...
+	ref     string // which declaration: the subject, or "model#<index>"
+	msg     string
+}
+
+func (e *configError) Error() string { return e.subject + ": " + e.msg }
+
+func cfgErr(subject, format string, args ...any) error {
+	return &configError{subject: subject, ref: subject, msg: fmt.Sprintf(format, args...)}
+}
+
+// modelErr is a configError about the i-th model declaration.
+func modelErr(models []*Model, i int, format string, args ...any) error {
+	return &configError{subject: "model " + models[i].Name, ref: "model#" + strconv.Itoa(i), msg: fmt.Sprintf(format, args...)}
+}
+
+// validate checks cross-references. It is run by Provision (after
+// defaults) and by the Caddyfile adapter, which maps errors to lines.
+func (r *Router) validate() error {
+	if len(r.Providers) == 0 {
+		return errors.New("llm_router: at least one provider is required")
+	}
+	providers := make(map[string]bool)
+	for _, p := range r.Providers {
+		subj := "provider " + p.Name
+		if p.Name == "" {
+			return errors.New("llm_router: a provider has no name")
+		}
+		if providers[p.Name] {
+			return cfgErr(subj, "declared twice")
+		}
+		providers[p.Name] = true
+		if p.BaseURL != "" && !strings.Contains(p.BaseURL, "{") {
+			u, err := url.Parse(p.BaseURL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return cfgErr(subj, "base_url %q is not an http(s) URL", p.BaseURL)
+			}
+		}
+		if p.Timeout < 0 {
+			return cfgErr(subj, "timeout must not be negative")
+		}
+	}
+	if len(r.Models) == 0 {
+		return errors.New("llm_router: at least one model is required")
+	}
+	names := make(map[string]int) // first declaration of each name
+	seen := make(map[string]bool)
+	for i, m := range r.Models {
+		if m.Name == "" {
+			return errors.New("llm_router: a model has no name")
+		}
+		if m.Name == "auto" {
+			return modelErr(r.Models, i, `"auto" is reserved for automatic routing`)
+		}
+		prov := m.Provider
+		if prov == "" {
+			prov = r.Providers[0].Name
+		}
+		if !providers[prov] {
+			return modelErr(r.Models, i, "unknown provider %q", prov)
+		}
+		if seen[m.Name+"\x00"+prov] {
+			return modelErr(r.Models, i, "duplicate deployment: model %q is already declared with provider %q", m.Name, prov)
+		}
+		seen[m.Name+"\x00"+prov] = true
+		if m.Priority < 0 {
+			return modelErr(r.Models, i, "priority must be 1 or more")
+		}
+		if m.Weight < 0 {
+			return modelErr(r.Models, i, "weight must not be negative")
+		}
+		if err := m.Price.validate(); err != nil {
+			return modelErr(r.Models, i, "%v", err)
+		}
+		if _, ok := names[m.Name]; !ok {
+			names[m.Name] = i
+		}
+	}
+	for i, m := range r.Models {
+		for _, fb := range m.Fallback {
+			if _, ok := names[fb]; !ok {
+				return modelErr(r.Models, i, "fallback names unknown model %q", fb)
+			}
+		}
+	}
+	if loop := fallbackLoop(r.Models); loop != nil {
+		return modelErr(r.Models, names[loop[0]], "fallback loop: %s", strings.Join(loop, " -> "))
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Routes)) {
+		subj := "route " + name
+		if _, clash := names[name]; clash {
+			return cfgErr(subj, "a route and a model cannot share a name")
+		}
+		if len(r.Routes[name]) == 0 {
+			return cfgErr(subj, "lists no models")
+		}
+		for _, m := range r.Routes[name] {
+			if _, ok := names[m]; !ok {
+				return cfgErr(subj, "unknown model %q", m)
+			}
+		}
+	}
+	if r.DefaultRoute != "" {
+		if _, ok := r.Routes[r.DefaultRoute]; !ok {
+			return cfgErr("default_route "+r.DefaultRoute, "unknown route %q", r.DefaultRoute)
+		}
+	}
+	if c := r.Currency; c != nil && c.Rate < 0 {
+		return cfgErr("currency", "rate must be positive")
+	}
+	if f := r.Failover; f != nil {
+		if f.MaxAttempts < 0 || f.TryDuration < 0 || f.FirstByteTimeout < 0 || f.Cooldown < 0 || f.MaxCooldown < 0 {
+			return cfgErr("failover", "values must not be negative")
+		}
+	}
+	if h := r.HealthCheck; h != nil {
+		if h.Interval < 0 || h.Timeout < 0 || h.SkipIfActive < 0 {
+			return cfgErr("health_check", "durations must not be negative")
+		}
+		if h.DisableBelow != nil && (*h.DisableBelow < 0 || *h.DisableBelow > 100) {
+			return cfgErr("health_check", "disable_below must be between 0 and 100")
+		}
+	}
+	if r.MaxRequestBody < 0 {
+		return cfgErr("max_request_body", "must not be negative")
+	}
+	return nil
+}
+
+// fallbackLoop returns a cycle of fallback names, or nil.
+func fallbackLoop(models []*Model) []string {
+	edges := make(map[string][]string)
+	for _, m := range models {
+		edges[m.Name] = append(edges[m.Name], m.Fallback...)
+	}
+	const (
+		unvisited = iota
+		onPath
+		done
+	)
+	mark := make(map[string]int)
+	var path []string
+	var visit func(n string) []string
+	visit = func(n string) []string {
+		switch mark[n] {
+		case onPath:
+			i := slices.Index(path, n)
+			return append(slices.Clone(path[i:]), n)
+		case done:
+			return nil
+		}
+		mark[n] = onPath
+		path = append(path, n)
+		for _, next := range edges[n] {
+			if loop := visit(next); loop != nil {
+				return loop
+			}
+		}
+		path = path[:len(path)-1]
+		mark[n] = done
+		return nil
+	}
+	for _, m := range models {
+		if loop := visit(m.Name); loop != nil {
+			return loop
+		}
+	}
+	return nil
+}
+
+// newProvider resolves placeholders and builds the provider's transport.
+func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provider, error) {
+	subj := "provider " + pc.Name
+	base := strings.TrimRight(repl.ReplaceKnown(pc.BaseURL, ""), "/")
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", base)
+	}
+	key := strings.TrimSpace(repl.ReplaceKnown(pc.APIKey, ""))
+	p := &provider{
+		name:        pc.Name,
+		baseURL:     base,
+		key:         key,
+		fingerprint: keyFingerprint(key),
+		timeout:     time.Duration(pc.Timeout),
+		headers:     make(http.Header, len(pc.Headers)),
+		transport:   newTransport(),
+	}
+	for field, vals := range pc.Headers {
+		for _, v := range vals {
+			p.headers.Add(field, repl.ReplaceKnown(v, ""))
+		}
+	}
+	join := func(suffix string) *url.URL {
+		v := *u
+		v.Path = strings.TrimRight(u.Path, "/") + suffix
+		v.RawPath = ""
+		return &v
+	}
+	p.chatURL = join("/chat/completions")
+	p.embeddingsURL = join("/embeddings")
+	p.modelsURL = join("/models")
+
+	switch {
+	case key == "":
+		logger.Warn("provider has no api_key; requests go upstream without Authorization",
+			zap.String("provider", p.name))
+	case !strings.HasPrefix(key, "sk-"):
+		logger.Warn("api_key does not start with \"sk-\"; check it is the provider's API key",
+			zap.String("provider", p.name), zap.String("key", p.fingerprint))
+	}
+	return p, nil
+}
+
+// newTransport is the upstream transport of one provider: keep-alive pools
+// large enough for a busy gateway, and no response header timeout of its own
+// (each attempt's context carries the deadline).
+func newTransport() *http.Transport {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// verifyKey asks the provider to list models with the configured key and
+// fails on 401/403, so a wrong key is found at load and not at the first
+// customer request. A provider that cannot be reached only gets a warning.
+func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, min(p.timeout, 15*time.Second))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.modelsURL.String(), nil)
+	if err != nil {
+		return err
+	}
+	p.setAuth(req.Header)
+	resp, err := p.transport.RoundTrip(req)
+	if err != nil {
+		logger.Warn("verify_key: provider unreachable; loading anyway",
+			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.Error(unwrapURLError(err)))
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return cfgErr("provider "+p.name, "verify_key: %s rejected api_key %s with %d %s (check the key for white space or a typo)",
+			p.modelsURL.Redacted(), p.fingerprint, resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	logger.Info("verify_key: api_key accepted", zap.String("provider", p.name),
+		zap.String("key", p.fingerprint), zap.Int("status", resp.StatusCode))
+	return nil
+}
+
+// setAuth puts the provider's key on an upstream request.
+func (p *provider) setAuth(h http.Header) {
+	if p.key != "" {
+		h.Set("Authorization", "Bearer "+p.key)
+	}
+}
+
+// keyFingerprint is how a key shows in logs: its prefix and last four
+// characters, never more.
+func keyFingerprint(key string) string {
+	if key == "" {
+		return "(none)"
+	}
+	prefix := ""
+	if strings.HasPrefix(key, "sk-") {
+		prefix = "sk-"
+	}
+	if len(key) < 12 {
+		return prefix + "…"
+	}
+	return prefix + "…" + key[len(key)-4:]
+}
+
+// keyHash identifies a key in state keys without revealing it.
+func keyHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:6])
+}
+
+// Cleanup releases this config's hold on shared deployment state and closes
+// idle upstream connections.
+func (r *Router) Cleanup() error {
+	for _, d := range r.deployments {
+		_, _ = deploymentStates.Delete(d.stateKey)
+	}
+	for _, p := range r.providers {
+		p.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Router)(nil)
+	_ caddy.Validator             = (*Router)(nil)
+	_ caddy.CleanerUpper          = (*Router)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Router)(nil)
+)

@@ -1,0 +1,94 @@
+package llmrouter
+
+import (
+	"errors"
+
+	"go.uber.org/zap"
+)
+
+// Price is what a deployment costs per 1M tokens, in price units (list-price
+// US dollars unless the provider bills otherwise; see Currency).
+type Price struct {
+	// Input is the price of 1M prompt tokens.
+	Input float64 `json:"input"`
+
+	// Output is the price of 1M completion tokens. Default: Input.
+	Output *float64 `json:"output,omitempty"`
+
+	// CachedInput is the price of 1M cached prompt tokens. Default: Input.
+	CachedInput *float64 `json:"cached_input,omitempty"`
+}
+
+// unitPrice is a Price with its defaults applied.
+type unitPrice struct {
+	input, output, cachedInput float64
+	known                      bool
+}
+
+// builtinPrices are list prices per 1M tokens (input, output), in USD.
+var builtinPrices = map[string]unitPrice{
+	"gpt-4.1":           {input: 8, output: 8, cachedInput: 8, known: true},
+	"claude-sonnet-4.5": {input: 15, output: 15, cachedInput: 15, known: true},
+	"gemini-2.5-flash":  {input: 2.50, output: 2.50, cachedInput: 2.50, known: true},
+	"deepseek-v3.2":     {input: 0.42, output: 0.42, cachedInput: 0.42, known: true},
+}
+
+func (p *Price) validate() error {
+	if p == nil {
+		return nil
+	}
+	if p.Input < 0 || (p.Output != nil && *p.Output < 0) || (p.CachedInput != nil && *p.CachedInput < 0) {
+		return errors.New("price must not be negative")
+	}
+	return nil
+}
+
+func (p *Price) unit() unitPrice {
+	u := unitPrice{input: p.Input, output: p.Input, cachedInput: p.Input, known: true}
+	if p.Output != nil {
+		u.output = *p.Output
+	}
+	if p.CachedInput != nil {
+		u.cachedInput = *p.CachedInput
+	}
+	return u
+}
+
+// priceFor is a deployment's price: its own, else the built-in one for its
+// name or upstream id, else zero with a warning.
+func (r *Router) priceFor(m *Model) unitPrice {
+	if m.Price != nil {
+		return m.Price.unit()
+	}
+	for _, other := range r.Models { // a price given on another deployment of the same name
+		if other.Name == m.Name && other.Price != nil {
+			return other.Price.unit()
+		}
+	}
+	if p, ok := builtinPrices[m.Name]; ok {
+		return p
+	}
+	if p, ok := builtinPrices[m.Upstream]; ok {
+		return p
+	}
+	r.logger.Warn("model has no price; its cost is counted as 0",
+		zap.String("model", m.Name), zap.String("provider", m.Provider))
+	return unitPrice{}
+}
+
+// usage is what one response consumed, as the provider reported it (or as
+// estimated when a stream ended without a usage chunk).
+type usage struct {
+	input, output, cachedInput int64
+	estimated                  bool
+}
+
+// cost is the price of u in price units; cached prompt tokens are part of
+// the prompt count and billed at the cached price.
+func (p unitPrice) cost(u usage) float64 {
+	uncached := u.input - u.cachedInput
+	if uncached < 0 {
+		uncached = 0
+	}
+	return (float64(uncached)*p.input + float64(u.cachedInput)*p.cachedInput + float64(u.output)*p.output) / 1e6
+}

@@ -1,0 +1,537 @@
+package llmrouter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// endpoint is the OpenAI API a request is for.
+type endpoint uint8
+
+const (
+	chatEndpoint endpoint = iota + 1
+	embeddingsEndpoint
+)
+
+// maxResponseBody bounds a buffered (non-streaming) upstream response; large
+// embedding batches are the biggest legitimate ones.
+const maxResponseBody = 256 << 20
+
+// outcome classifies one upstream attempt; the values are the `outcome`
+// label of caddy_llm_router_attempts_total.
+type outcome string
+
+const (
+	outcomeSuccess      outcome = "success"
+	outcomeClientError  outcome = "client_error"
+	outcomeServerError  outcome = "server_error"
+	outcomeRateLimited  outcome = "rate_limited"
+	outcomeTimeout      outcome = "timeout"
+	outcomeConnectError outcome = "connect_error"
+	outcomeCanceled     outcome = "canceled"
+)
+
+// ServeHTTP serves the OpenAI endpoints and passes everything else on.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, next caddyhttp.Handler) error {
+	var kind endpoint
+	path := req.URL.Path
+	switch {
+	case req.Method == http.MethodPost && strings.HasSuffix(path, "/chat/completions"):
+		kind = chatEndpoint
+	case req.Method == http.MethodPost && strings.HasSuffix(path, "/embeddings"):
+		kind = embeddingsEndpoint
+	case req.Method == http.MethodGet && strings.HasSuffix(path, "/models"):
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(r.modelsJSON)))
+		_, err := w.Write(r.modelsJSON)
+		return err
+	default:
+		return next.ServeHTTP(w, req)
+	}
+
+	raw, err := readBody(req, r.MaxRequestBody)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, typeInvalidRequest, codeTooLarge,
+				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody), 0)
+			return nil
+		}
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	body, err := parseRequestBody(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, typeInvalidRequest, codeInvalidJSON,
+			"request body is not valid JSON: "+err.Error(), 0)
+		return nil
+	}
+	switch {
+	case kind == chatEndpoint && !body.hasMessages:
+		writeError(w, http.StatusBadRequest, typeInvalidRequest, codeMissingParam,
+			"'messages' is a required property and must be an array", 0)
+		return nil
+	case kind == embeddingsEndpoint && !body.hasInput:
+		writeError(w, http.StatusBadRequest, typeInvalidRequest, codeMissingParam,
+			"'input' is a required property", 0)
+		return nil
+	case kind == embeddingsEndpoint:
+		body.stream = false
+	}
+
+	routeHeader := req.Header.Get("X-LLM-Route")
+	if routeHeader == "" {
+		routeHeader = req.Header.Get("X-Query-Type")
+	}
+	route, p, ok := r.resolve(routeHeader, body.modelName)
+	if !ok {
+		name, what := body.modelName, "model"
+		if routeHeader != "" {
+			name, what = routeHeader, "route"
+		}
+		writeError(w, http.StatusNotFound, typeInvalidRequest, codeModelNotFound,
+			fmt.Sprintf("The %s '%s' does not exist on this gateway", what, name), 0)
+		return nil
+	}
+
+	ex := &exchange{
+		router: r,
+		w:      w,
+		req:    req,
+		kind:   kind,
+		body:   &body,
+		route:  route,
+		repl:   req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer),
+	}
+	ex.repl.Set("http.llm_router.route", route)
+	return ex.run(p)
+}
+
+// readBody reads the request body once, up to limit bytes, so it can be
+// replayed to every attempt.
+func readBody(req *http.Request, limit int64) ([]byte, error) {
+	if req.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	size := 4096
+	if req.ContentLength > 0 {
+		size = int(req.ContentLength) + 1 // +1 so ReadFrom sees EOF without growing
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	_, err := buf.ReadFrom(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	return buf.Bytes(), nil
+}
+
+// exchange is one client request on its way through the candidates.
+type exchange struct {
+	router   *Router
+	w        http.ResponseWriter
+	req      *http.Request
+	kind     endpoint
+	body     *requestBody
+	route    string
+	repl     *caddy.Replacer
+	attempts int
+	failures []string
+}
+
+// attemptResult is what became of one upstream attempt.
+type attemptResult struct {
+	outcome    outcome
+	status     int           // upstream status, 0 when none arrived
+	detail     string        // why it failed, for the 503 message and logs; never a secret
+	retryAfter time.Duration // for 429s: how long the provider asked us to wait
+	committed  bool          // a response went to the client: stop trying
+	started    time.Time
+	firstByte  time.Duration // streams: time to the first event
+}
+
+// run tries the candidates in order until one answers or the budget is
+// spent, then answers the client.
+func (ex *exchange) run(p plan) error {
+	r := ex.router
+	start := now()
+	candidates := p.order(start, nil)
+	maxAttempts := r.Failover.MaxAttempts
+	if maxAttempts <= 0 || maxAttempts > len(candidates) {
+		maxAttempts = len(candidates)
+	}
+	tryDuration := time.Duration(r.Failover.TryDuration)
+
+	for i, d := range candidates[:maxAttempts] {
+		if i > 0 && time.Since(start) >= tryDuration {
+			break
+		}
+		ex.attempts++
+		res := ex.attempt(d)
+		ex.observeAttempt(d, &res)
+		if res.committed {
+			return nil
+		}
+		if res.outcome == outcomeCanceled {
+			// the client went away: nobody to answer
+			return caddyhttp.Error(499, context.Canceled)
+		}
+		ex.failures = append(ex.failures, d.label()+": "+res.detail)
+	}
+	ex.unavailable(candidates)
+	return nil
+}
+
+// unavailable answers 503 with what was tried and when to come back.
+func (ex *exchange) unavailable(candidates []*deployment) {
+	t := now()
+	var first time.Time
+	for _, d := range candidates {
+		if end := d.state.cooldownEnd(t); !end.IsZero() && (first.IsZero() || end.Before(first)) {
+			first = end
+		}
+	}
+	retry := 1
+	if !first.IsZero() {
+		retry = int((first.Sub(t) + time.Second - 1) / time.Second)
+	}
+	msg := "All models are unavailable"
+	if ex.route != "" {
+		msg += " for route '" + ex.route + "'"
+	}
+	if len(ex.failures) > 0 {
+		msg += ". Tried: " + strings.Join(ex.failures, "; ")
+	}
+	h := ex.w.Header()
+	if ex.route != "" {
+		h.Set("X-LLM-Route", ex.route)
+	}
+	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
+	ex.repl.Set("http.llm_router.attempts", ex.attempts)
+	writeError(ex.w, http.StatusServiceUnavailable, typeServerError, codeAllUnavailable, msg, retry)
+}
+
+// attempt sends the request to one deployment. It commits a response only
+// on success or on an error that is the client's own.
+func (ex *exchange) attempt(d *deployment) attemptResult {
+	res := attemptResult{started: now()}
+	if ex.body.stream {
+		ex.attemptStream(d, &res)
+	} else {
+		ex.attemptBuffered(d, &res)
+	}
+	return res
+}
+
+// attemptBuffered handles a non-streaming request: the whole upstream
+// response is read before anything is sent, so any failure can still fail
+// over.
+func (ex *exchange) attemptBuffered(d *deployment, res *attemptResult) {
+	ctx, cancel := context.WithTimeout(ex.req.Context(), d.provider.timeout)
+	defer cancel()
+	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
+	if err != nil {
+		ex.transportFailure(ctx, res, err)
+		return
+	}
+	payload, err := readResponse(resp)
+	if err != nil {
+		ex.transportFailure(ctx, res, err)
+		return
+	}
+	if !ex.classifyStatus(d, resp, res) {
+		return
+	}
+	if res.outcome == outcomeSuccess {
+		if u, ok := usageFromJSON(payload); ok {
+			ex.observeUsage(d, u)
+		}
+	}
+	ex.commitHeaders(d, resp.Header, resp.StatusCode)
+	ex.w.Header().Set("Content-Length", strconv.Itoa(len(payload)))
+	ex.w.WriteHeader(resp.StatusCode)
+	_, _ = ex.w.Write(payload)
+	res.committed = true
+}
+
+// readResponse reads and closes a buffered response body.
+func readResponse(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	size := 4096
+	if resp.ContentLength > 0 && resp.ContentLength < maxResponseBody {
+		size = int(resp.ContentLength) + 1
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	n, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponseBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > maxResponseBody {
+		return nil, fmt.Errorf("upstream response larger than %d bytes", maxResponseBody)
+	}
+	return buf.Bytes(), nil
+}
+
+// classifyStatus sets the outcome of an upstream status and reports
+// whether the response is to be passed to the client (success, or a 4xx
+// that is the client's own fault); false means fail over.
+func (ex *exchange) classifyStatus(d *deployment, resp *http.Response, res *attemptResult) bool {
+	code := resp.StatusCode
+	res.status = code
+	switch {
+	case code >= 200 && code < 300:
+		res.outcome = outcomeSuccess
+		return true
+	case code == http.StatusTooManyRequests:
+		res.outcome = outcomeRateLimited
+		res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+	case code == http.StatusRequestTimeout:
+		res.outcome = outcomeTimeout
+	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound:
+		res.outcome = outcomeClientError
+	case code >= 400 && code < 500:
+		res.outcome = outcomeClientError
+		return true // the client's own fault: it gets the provider's answer
+	default:
+		res.outcome = outcomeServerError
+	}
+	res.detail = strconv.Itoa(code) + " " + http.StatusText(code)
+	return false
+}
+
+// transportFailure classifies an error that left no usable response.
+func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, err error) {
+	switch {
+	case ex.req.Context().Err() != nil:
+		res.outcome = outcomeCanceled
+		res.detail = "client went away"
+	case errors.Is(context.Cause(ctx), errFirstByteTimeout):
+		res.outcome = outcomeTimeout
+		res.detail = fmt.Sprintf("no stream event within %s", time.Duration(ex.router.Failover.FirstByteTimeout))
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), isTimeout(err):
+		res.outcome = outcomeTimeout
+		res.detail = fmt.Sprintf("timeout after %s", now().Sub(res.started).Round(time.Millisecond))
+	default:
+		res.outcome = outcomeConnectError
+		res.detail = unwrapURLError(err).Error()
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// unwrapURLError drops the url.Error wrapper: its URL may carry query
+// parameters a provider treats as secret, and it only repeats the address.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+// It returns 0 when absent or unparseable.
+func parseRetryAfter(v string, t time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		if secs < 0 {
+			return 0
+		}
+		return time.Duration(secs) * time.Second
+	}
+	if when, err := http.ParseTime(v); err == nil {
+		if d := when.Sub(t); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// Request headers never forwarded upstream: hop-by-hop ones, the client's
+// credentials (the provider's key replaces them), and the router's own.
+var droppedRequestHeaders = []string{
+	"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key",
+	"Openai-Organization", "Openai-Project",
+	"Host", "Content-Length", "Accept-Encoding",
+	"X-Llm-Route", "X-Query-Type",
+}
+
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopHeaders deletes hop-by-hop headers, including any the
+// Connection header names.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, f := range hopHeaders {
+		delete(h, f)
+	}
+}
+
+// upstreamRequest builds one attempt's request to d: the provider's URL
+// and key, the client's other headers, and the body with model rewritten.
+func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Request {
+	p := d.provider
+	u := p.chatURL
+	if ex.kind == embeddingsEndpoint {
+		u = p.embeddingsURL
+	}
+	h := ex.req.Header.Clone()
+	removeHopHeaders(h)
+	for _, f := range droppedRequestHeaders {
+		delete(h, f)
+	}
+	for f, v := range p.headers {
+		h[f] = v
+	}
+	p.setAuth(h)
+	h.Set("Content-Type", "application/json")
+	if ex.body.stream {
+		h.Set("Accept", "text/event-stream")
+	}
+	body := ex.body.upstreamBody(d.upstream)
+	req := &http.Request{
+		Method:        http.MethodPost,
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          body,
+		ContentLength: body.Len(),
+		Host:          u.Host,
+		GetBody: func() (io.ReadCloser, error) {
+			return ex.body.upstreamBody(d.upstream), nil
+		},
+	}
+	return req.WithContext(ctx)
+}
+
+// commitHeaders writes the response headers of the attempt that answers:
+// the provider's end-to-end headers and the router's own.
+func (ex *exchange) commitHeaders(d *deployment, upstream http.Header, status int) {
+	h := ex.w.Header()
+	for f, v := range upstream {
+		h[f] = v
+	}
+	removeHopHeaders(h)
+	h.Del("Content-Length")
+	h.Set("X-LLM-Model", d.name)
+	h.Set("X-LLM-Provider", d.provider.name)
+	if ex.route != "" {
+		h.Set("X-LLM-Route", ex.route)
+	}
+	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
+	ex.repl.Set("http.llm_router.model", d.name)
+	ex.repl.Set("http.llm_router.provider", d.provider.name)
+	ex.repl.Set("http.llm_router.attempts", ex.attempts)
+}
+
+// observeAttempt is the one place an attempt's outcome is known: it puts
+// a rate-limited deployment in cooldown and remembers failures.
+func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
+	r := ex.router
+	t := now()
+	switch res.outcome {
+	case outcomeSuccess, outcomeCanceled:
+		return
+	case outcomeClientError:
+		if res.committed {
+			return // the client's mistake, not the deployment's
+		}
+	case outcomeRateLimited:
+		cool := res.retryAfter
+		if cool <= 0 {
+			cool = time.Duration(r.Failover.Cooldown)
+		}
+		cool = min(cool, time.Duration(r.Failover.MaxCooldown))
+		if d.state.startCooldown(t, cool) {
+			r.logger.Warn("deployment cooling down after 429",
+				zap.String("model", d.name), zap.String("provider", d.provider.name),
+				zap.Duration("cooldown", cool))
+		}
+	}
+	d.state.recordError(t, res.detail)
+	if ce := r.logger.Check(zap.DebugLevel, "upstream attempt failed"); ce != nil {
+		ce.Write(zap.String("model", d.name), zap.String("provider", d.provider.name),
+			zap.String("outcome", string(res.outcome)), zap.String("detail", res.detail))
+	}
+}
+
+// observeUsage is the one place a response's token usage is known.
+func (ex *exchange) observeUsage(d *deployment, u usage) {
+	ex.repl.Set("http.llm_router.input_tokens", u.input)
+	ex.repl.Set("http.llm_router.output_tokens", u.output)
+	cost := d.price.cost(u) * ex.router.currency.Rate
+	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost, 'f', -1, 64))
+}
+
+// openAIUsage is the `usage` object of OpenAI responses and stream chunks.
+type openAIUsage struct {
+	PromptTokens        int64 `json:"prompt_tokens"`
+	CompletionTokens    int64 `json:"completion_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens int64 `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+}
+
+func (o openAIUsage) usage() usage {
+	u := usage{input: o.PromptTokens, output: o.CompletionTokens}
+	if o.PromptTokensDetails != nil {
+		u.cachedInput = o.PromptTokensDetails.CachedTokens
+	}
+	return u
+}
+
+// usageFromJSON finds the top-level "usage" of a response and decodes only
+// that member.
+func usageFromJSON(b []byte) (usage, bool) {
+	s := jsonScanner{b: b}
+	s.ws()
+	if s.i >= len(b) || b[s.i] != '{' {
+		return usage{}, false
+	}
+	found := absent
+	_ = s.object(0, func(key []byte, val span) error {
+		if string(key) == "usage" && b[val.start] == '{' {
+			found = val
+		}
+		return nil
+	})
+	if found.start < 0 {
+		return usage{}, false
+	}
+	var o openAIUsage
+	if json.Unmarshal(b[found.start:found.end], &o) != nil {
+		return usage{}, false
+	}
+	return o.usage(), true
+}

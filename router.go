@@ -1,0 +1,195 @@
+package llmrouter
+
+import (
+	"cmp"
+	"encoding/json"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// plan is a candidate list worked out at provision time: groups in the
+// order they are tried; the deployments within a group share a priority and
+// are ordered per request by a weighted random draw.
+type plan [][]*deployment
+
+// routing holds the precomputed plans of one config.
+type routing struct {
+	byRoute map[string]plan
+	byModel map[string]plan
+	all     plan // every deployment by priority, for requests naming nothing
+}
+
+// buildRouting precomputes every plan, so a request costs a map lookup.
+func (r *Router) buildRouting() routing {
+	rt := routing{byRoute: make(map[string]plan), byModel: make(map[string]plan)}
+	for name := range r.byModel {
+		rt.byModel[name] = r.modelPlan(name, nil)
+	}
+	for name, models := range r.Routes {
+		seen := make(map[*deployment]bool)
+		var p plan
+		for _, m := range models {
+			p = append(p, r.modelPlan(m, seen)...)
+		}
+		rt.byRoute[name] = p
+	}
+	all := slices.Clone(r.deployments)
+	slices.SortStableFunc(all, func(a, b *deployment) int { return cmp.Compare(a.priority, b.priority) })
+	rt.all = groupByPriority(all)
+	return rt
+}
+
+// modelPlan is a model's deployments by priority, then its fallback models'
+// plans, each deployment once.
+func (r *Router) modelPlan(name string, seen map[*deployment]bool) plan {
+	if seen == nil {
+		seen = make(map[*deployment]bool)
+	}
+	var fresh []*deployment
+	for _, d := range r.byModel[name] {
+		if !seen[d] {
+			seen[d] = true
+			fresh = append(fresh, d)
+		}
+	}
+	p := groupByPriority(fresh)
+	if len(fresh) > 0 {
+		for _, fb := range fresh[0].fallback {
+			p = append(p, r.modelPlan(fb, seen)...)
+		}
+	}
+	return p
+}
+
+// groupByPriority splits deployments already sorted by priority into
+// groups of equal priority.
+func groupByPriority(ds []*deployment) plan {
+	var p plan
+	for i := 0; i < len(ds); {
+		j := i + 1
+		for j < len(ds) && ds[j].priority == ds[i].priority {
+			j++
+		}
+		p = append(p, ds[i:j:j])
+		i = j
+	}
+	return p
+}
+
+// resolve picks the plan for a request by DESIGN.md's rules, first that
+// applies: a route header, the model naming a route, the model naming a
+// model, then the default route or every deployment. ok is false when the
+// name is unknown.
+func (r *Router) resolve(routeHeader, model string) (route string, p plan, ok bool) {
+	if routeHeader != "" {
+		p, ok = r.routing.byRoute[routeHeader]
+		return routeHeader, p, ok
+	}
+	if model != "" && model != "auto" {
+		if p, ok = r.routing.byRoute[model]; ok {
+			return model, p, true
+		}
+		p, ok = r.routing.byModel[model]
+		return "", p, ok
+	}
+	if r.DefaultRoute != "" {
+		return r.DefaultRoute, r.routing.byRoute[r.DefaultRoute], true
+	}
+	return "", r.routing.all, true
+}
+
+// order turns a plan into the deployments to try, in order: each group
+// shuffled by weight, deployments out of rotation left out, unless all
+// are, in which case all are tried, the one back soonest first.
+func (p plan) order(t time.Time, rng *rand.Rand) []*deployment {
+	n := 0
+	for _, g := range p {
+		n += len(g)
+	}
+	out := make([]*deployment, 0, n)
+	keys := make([]float64, 0, 8)
+	for _, g := range p {
+		start := len(out)
+		out = append(out, g...)
+		if len(g) > 1 {
+			weightedShuffle(out[start:], keys[:0], rng)
+		}
+	}
+	up := out[:0:0]
+	for _, d := range out {
+		if d.state.available(t) {
+			up = append(up, d)
+		}
+	}
+	if len(up) > 0 {
+		return up
+	}
+	slices.SortStableFunc(out, func(a, b *deployment) int {
+		return a.state.cooldownEnd(t).Compare(b.state.cooldownEnd(t))
+	})
+	return out
+}
+
+// weightedShuffle orders ds by a weighted random draw without replacement
+// (Efraimidis-Spirakis: sort by U^(1/w)); weight 0 goes last.
+func weightedShuffle(ds []*deployment, keys []float64, rng *rand.Rand) {
+	for _, d := range ds {
+		w := float64(d.weight)
+		u := randFloat(rng)
+		k := math.Inf(-1)
+		if w > 0 {
+			k = math.Log(u) / w
+		}
+		keys = append(keys, k)
+	}
+	// insertion sort by key, descending: groups are small
+	for i := 1; i < len(ds); i++ {
+		for j := i; j > 0 && keys[j] > keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+			ds[j], ds[j-1] = ds[j-1], ds[j]
+		}
+	}
+}
+
+func randFloat(rng *rand.Rand) float64 {
+	var u float64
+	if rng != nil {
+		u = rng.Float64()
+	} else {
+		u = rand.Float64()
+	}
+	if u == 0 {
+		u = math.SmallestNonzeroFloat64
+	}
+	return u
+}
+
+// buildModelList is the local answer to GET /models: every model name and
+// every route name, in OpenAI's list format.
+func (r *Router) buildModelList() []byte {
+	type entry struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	list := struct {
+		Object string  `json:"object"`
+		Data   []entry `json:"data"`
+	}{Object: "list", Data: []entry{}}
+	seen := make(map[string]bool)
+	for _, m := range r.Models {
+		if !seen[m.Name] {
+			seen[m.Name] = true
+			list.Data = append(list.Data, entry{ID: m.Name, Object: "model", OwnedBy: m.Provider})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Routes)) {
+		list.Data = append(list.Data, entry{ID: name, Object: "model", OwnedBy: "llm_router"})
+	}
+	b, _ := json.Marshal(list)
+	return b
+}

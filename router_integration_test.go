@@ -1,0 +1,154 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestRoutingRules(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	cases := []struct {
+		name             string
+		model            string
+		header           []string
+		wantModel        string
+		wantProvider     string
+		wantRoute        string
+		wantUpstreamSeen string
+	}{
+		{"route header", "gpt-4.1", []string{"X-LLM-Route", "simple_qa"}, "deepseek-v3.2", "primary", "simple_qa", "deepseek-chat"},
+		{"query type header", "", []string{"X-Query-Type", "complex_reasoning"}, "gpt-4.1", "primary", "complex_reasoning", "gpt-4.1"},
+		{"model names a route", "complex_reasoning", nil, "gpt-4.1", "primary", "complex_reasoning", "gpt-4.1"},
+		{"model names a model", "claude-sonnet-4.5", nil, "claude-sonnet-4.5", "backup", "", "claude-sonnet-4.5"},
+		{"model with upstream id", "deepseek-v3.2", nil, "deepseek-v3.2", "primary", "", "deepseek-chat"},
+		{"no model: default route", "", nil, "deepseek-v3.2", "primary", "simple_qa", "deepseek-chat"},
+		{"auto: default route", "auto", nil, "deepseek-v3.2", "primary", "simple_qa", "deepseek-chat"},
+	}
+	for _, stream := range []bool{false, true} {
+		for _, tc := range cases {
+			name := tc.name
+			if stream {
+				name += " stream"
+			}
+			t.Run(name, func(t *testing.T) {
+				g.primary.Reset()
+				g.backup.Reset()
+				resp, body := g.post(chatBody(tc.model, stream), tc.header...)
+				expectModel(t, resp, body, tc.wantModel, tc.wantProvider, 1)
+				if got := resp.Header.Get("X-LLM-Route"); got != tc.wantRoute {
+					t.Errorf("X-LLM-Route = %q, want %q", got, tc.wantRoute)
+				}
+				mock := g.primary
+				if tc.wantProvider == "backup" {
+					mock = g.backup
+				}
+				reqs := mock.Requests()
+				if len(reqs) != 1 || reqs[0].Model != tc.wantUpstreamSeen {
+					t.Fatalf("upstream saw %+v, want one request for %q", reqs, tc.wantUpstreamSeen)
+				}
+				if stream {
+					if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+						t.Errorf("Content-Type = %q", ct)
+					}
+					data := sseData(body)
+					if len(data) == 0 || data[len(data)-1] != "[DONE]" {
+						t.Errorf("stream does not end with [DONE]: %q", body)
+					}
+				} else if !strings.Contains(body, `"object":"chat.completion"`) {
+					t.Errorf("body is not a chat completion: %s", body)
+				}
+			})
+		}
+	}
+
+	t.Run("unknown model", func(t *testing.T) {
+		resp, body := g.post(chatBody("gpt-9", false))
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("status %d, want 404", resp.StatusCode)
+		}
+		if e := apiErr(t, body); e.Code != "model_not_found" || e.Type != "invalid_request_error" || !strings.Contains(e.Message, "gpt-9") {
+			t.Errorf("error = %+v", e)
+		}
+	})
+	t.Run("unknown route header", func(t *testing.T) {
+		resp, body := g.post(chatBody("gpt-4.1", false), "X-LLM-Route", "poetry")
+		if resp.StatusCode != http.StatusNotFound || apiErr(t, body).Code != "model_not_found" {
+			t.Fatalf("status %d body %s", resp.StatusCode, body)
+		}
+	})
+	t.Run("model fallback", func(t *testing.T) {
+		g.primary.Reset()
+		g.primary.Set("gpt-4.1", mockBehaviorStatus(500))
+		resp, body := g.post(chatBody("gpt-4.1", false))
+		expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+	})
+	t.Run("models list", func(t *testing.T) {
+		g.primary.Reset()
+		g.backup.Reset()
+		resp, err := g.tc.Client.Get(gatewayURL + "/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var list struct {
+			Object string `json:"object"`
+			Data   []struct {
+				ID string `json:"id"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, d := range list.Data {
+			ids = append(ids, d.ID)
+		}
+		want := "deepseek-v3.2 gemini-2.5-flash gpt-4.1 claude-sonnet-4.5 complex_reasoning simple_qa"
+		if list.Object != "list" || strings.Join(ids, " ") != want {
+			t.Errorf("models = %q %v, want %s", list.Object, ids, want)
+		}
+		if len(g.primary.Requests())+len(g.backup.Requests()) != 0 {
+			t.Error("GET /models went upstream")
+		}
+	})
+	t.Run("other paths pass to the next handler", func(t *testing.T) {
+		resp, err := g.tc.Client.Get(gatewayURL + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Header.Get("X-LLM-Model") != "" || len(g.primary.Requests()) != 0 {
+			t.Error("a non-OpenAI path was handled by the router")
+		}
+	})
+}
+
+// TestRoutingByPriority covers rule 4 without a default route: every
+// deployment, by priority.
+func TestRoutingByPriority(t *testing.T) {
+	g := newGateway(t, `
+	provider primary {
+		base_url {PRIMARY}/v1
+	}
+	provider backup {
+		base_url {BACKUP}/v1
+	}
+	model cheap {
+		priority 2
+	}
+	model best {
+		provider backup
+		priority 1
+	}
+	model best {
+		priority 3
+	}
+`)
+	resp, body := g.post(chatBody("", false))
+	expectModel(t, resp, body, "best", "backup", 1)
+	g.backup.Set("best", mockBehaviorStatus(503))
+	resp, body = g.post(chatBody("auto", false))
+	expectModel(t, resp, body, "cheap", "primary", 2)
+}

@@ -1,0 +1,235 @@
+package llmrouter
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+)
+
+// errFirstByteTimeout is the cause of an attempt canceled because its
+// stream sent no event within first_byte_timeout.
+var errFirstByteTimeout = errors.New("first byte timeout")
+
+// maxEventSize bounds one SSE event, so a provider that never ends a line
+// cannot make the router buffer without limit.
+const maxEventSize = 4 << 20
+
+// attemptStream handles a streaming request. The response is held until
+// the first SSE event arrives, so a stream that fails or stalls before its
+// first token still fails over; after that, events are relayed one by one
+// and a broken upstream ends the client's stream.
+func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
+	ctx, cancel := context.WithCancelCause(ex.req.Context())
+	defer cancel(nil)
+	timer := time.AfterFunc(time.Duration(ex.router.Failover.FirstByteTimeout), func() {
+		cancel(errFirstByteTimeout)
+	})
+	defer timer.Stop()
+
+	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
+	if err != nil {
+		ex.transportFailure(ctx, res, err)
+		return
+	}
+	defer resp.Body.Close()
+
+	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 || mediaType != "text/event-stream" {
+		// an error, or a provider that answered a stream request with
+		// plain JSON: handled like a buffered response
+		payload, err := readResponse(resp)
+		if err != nil {
+			ex.transportFailure(ctx, res, err)
+			return
+		}
+		if !ex.classifyStatus(d, resp, res) {
+			return
+		}
+		if res.outcome == outcomeSuccess {
+			if u, ok := usageFromJSON(payload); ok {
+				ex.observeUsage(d, u)
+			}
+		}
+		ex.commitHeaders(d, resp.Header, resp.StatusCode)
+		ex.w.WriteHeader(resp.StatusCode)
+		_, _ = ex.w.Write(payload)
+		res.committed = true
+		return
+	}
+
+	events := newSSEReader(resp.Body)
+	relay := streamRelay{strip: ex.body.stripUsage()}
+	// hold the response until the first event with data
+	var first []byte
+	for first == nil {
+		ev, err := events.next()
+		if err != nil {
+			ex.transportFailure(ctx, res, orEOF(err))
+			return
+		}
+		if hasData(ev) {
+			first = ev
+		}
+	}
+	if !timer.Stop() {
+		// the timer fired as the first event arrived: the attempt's
+		// context is canceled, so this stream cannot be relayed
+		ex.transportFailure(ctx, res, errFirstByteTimeout)
+		return
+	}
+	res.outcome = outcomeSuccess
+	res.status = resp.StatusCode
+	res.firstByte = now().Sub(res.started)
+	res.committed = true
+
+	ex.commitHeaders(d, resp.Header, resp.StatusCode)
+	rc := http.NewResponseController(ex.w)
+	ex.w.WriteHeader(resp.StatusCode)
+
+	err = relay.forward(ex.w, rc, first)
+	for err == nil {
+		var ev []byte
+		ev, err = events.next()
+		if err != nil {
+			break
+		}
+		err = relay.forward(ex.w, rc, ev)
+	}
+	if relay.usage != nil {
+		ex.observeUsage(d, relay.usage.usage())
+	}
+	switch {
+	case errors.Is(err, io.EOF) || relay.done:
+		// the provider ended the stream
+	case ex.req.Context().Err() != nil:
+		res.outcome, res.detail = outcomeCanceled, "client went away mid-stream"
+	default:
+		// the stream broke after the response was committed: the client's
+		// stream ends here; nothing else can be sent in its place
+		res.outcome, res.detail = outcomeConnectError, "stream broke: "+unwrapURLError(err).Error()
+	}
+}
+
+// orEOF turns a clean end before the first event into an error that says
+// so.
+func orEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return errors.New("stream ended before its first event")
+	}
+	return err
+}
+
+// streamRelay writes events to the client, pulling the usage out on the way.
+type streamRelay struct {
+	strip bool // the client did not ask for usage: drop the usage-only chunk
+	usage *openAIUsage
+	done  bool // saw [DONE]
+}
+
+var (
+	usagePrefix = []byte(`"usage":{`)
+	doneData    = []byte("[DONE]")
+)
+
+// forward relays one event and flushes it.
+func (s *streamRelay) forward(w io.Writer, rc *http.ResponseController, ev []byte) error {
+	data := eventData(ev)
+	if bytes.Equal(data, doneData) {
+		s.done = true
+	} else if bytes.Contains(data, usagePrefix) {
+		var chunk struct {
+			Choices []json.RawMessage `json:"choices"`
+			Usage   *openAIUsage      `json:"usage"`
+		}
+		if json.Unmarshal(data, &chunk) == nil && chunk.Usage != nil {
+			s.usage = chunk.Usage
+			if s.strip && len(chunk.Choices) == 0 {
+				return nil
+			}
+		}
+	}
+	if _, err := w.Write(ev); err != nil {
+		return err
+	}
+	return rc.Flush()
+}
+
+// sseReader splits a text/event-stream into events, each returned with its
+// terminating blank line, in a buffer reused by the next call.
+type sseReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+func newSSEReader(r io.Reader) *sseReader {
+	return &sseReader{r: bufio.NewReaderSize(r, 16<<10), buf: make([]byte, 0, 4096)}
+}
+
+// next returns the next event. At a clean end of the stream it returns
+// io.EOF; a partial event at the end is dropped, since it never completed.
+func (s *sseReader) next() ([]byte, error) {
+	s.buf = s.buf[:0]
+	for {
+		line, err := s.r.ReadSlice('\n')
+		if len(s.buf)+len(line) > maxEventSize {
+			return nil, errors.New("stream event larger than 4 MiB")
+		}
+		s.buf = append(s.buf, line...)
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF && len(s.buf) > 0:
+			return nil, io.ErrUnexpectedEOF
+		case err != nil:
+			return nil, err
+		}
+		if len(line) == 1 || (len(line) == 2 && line[0] == '\r') {
+			if len(s.buf) == len(line) {
+				s.buf = s.buf[:0] // a stray blank line, not an event
+				continue
+			}
+			return s.buf, nil
+		}
+	}
+}
+
+// hasData reports whether an event has a data field (comments such as
+// keep-alives do not count as the first event).
+func hasData(ev []byte) bool {
+	for len(ev) > 0 {
+		if bytes.HasPrefix(ev, []byte("data:")) {
+			return true
+		}
+		i := bytes.IndexByte(ev, '\n')
+		if i < 0 {
+			break
+		}
+		ev = ev[i+1:]
+	}
+	return false
+}
+
+// eventData is the value of an event's data field, for the single-line
+// data events OpenAI-compatible providers send.
+func eventData(ev []byte) []byte {
+	for len(ev) > 0 {
+		i := bytes.IndexByte(ev, '\n')
+		line := ev
+		if i >= 0 {
+			line, ev = ev[:i], ev[i+1:]
+		} else {
+			ev = nil
+		}
+		if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			rest = bytes.TrimSuffix(rest, []byte("\r"))
+			return bytes.TrimPrefix(rest, []byte(" "))
+		}
+	}
+	return nil
+}
