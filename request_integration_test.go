@@ -1,0 +1,168 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// TestUpstreamRequest: the provider sees its own key (trimmed), never the
+// client's credentials, the upstream model id, and otherwise the client's
+// body byte for byte.
+func TestUpstreamRequest(t *testing.T) {
+	router := strings.Replace(defaultRouter, "timeout 2s\n\t}\n\tprovider backup",
+		"timeout 2s\n\t\theader OpenAI-Organization org-gateway\n\t}\n\tprovider backup", 1)
+	g := newGateway(t, router)
+	// odd spacing, unicode, escapes, nested tools: all must pass untouched
+	const clientBody = "{ \"temperature\" : 0.2,\n \"model\":\"deepseek-v3.2\" ,\"messages\":[{\"role\":\"user\",\"content\":\"Größe \\\"XL\\\" \\u00e9 ✓\"}],\n\t\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"track\",\"parameters\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"}}}}}],\"user\":\"shopper-42\"}"
+	resp, body := g.post(clientBody,
+		"Authorization", "Bearer gateway-client-secret",
+		"Cookie", "session=abc",
+		"OpenAI-Organization", "org-client",
+		"X-LLM-Route", "",
+		"X-Request-Id", "req-7")
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+
+	reqs := g.primary.Requests()
+	if len(reqs) != 1 {
+		t.Fatalf("upstream saw %d requests", len(reqs))
+	}
+	up := reqs[0]
+	if got := up.Header.Get("Authorization"); got != "Bearer sk-primary-test-key-0001" {
+		t.Errorf("upstream Authorization = %q, want the trimmed provider key", got)
+	}
+	for _, h := range []string{"Cookie"} {
+		if v := up.Header.Get(h); v != "" {
+			t.Errorf("client header %s = %q reached the provider", h, v)
+		}
+	}
+	if got := up.Header.Values("OpenAI-Organization"); len(got) != 1 || got[0] != "org-gateway" {
+		t.Errorf("OpenAI-Organization = %q, want only the provider's header", got)
+	}
+	if up.Header.Get("X-Request-Id") != "req-7" {
+		t.Errorf("end-to-end header X-Request-Id was not forwarded")
+	}
+	if up.Path != "/v1/chat/completions" {
+		t.Errorf("upstream path %q", up.Path)
+	}
+	want := strings.Replace(clientBody, `"model":"deepseek-v3.2"`, `"model":"deepseek-chat"`, 1)
+	if string(up.Body) != want {
+		t.Errorf("upstream body\n got %q\nwant %q", up.Body, want)
+	}
+	for _, r := range append(g.primary.Requests(), g.backup.Requests()...) {
+		for k, v := range r.Header {
+			if strings.Contains(strings.Join(v, " "), "gateway-client-secret") {
+				t.Errorf("client secret forwarded in %s", k)
+			}
+		}
+	}
+}
+
+// TestStreamingUsage: the router always asks for usage, but only a client
+// that asked itself sees the usage chunk.
+func TestStreamingUsage(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	cases := []struct {
+		name, body string
+		wantUsage  bool
+	}{
+		{"not asked", `{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"hi"}]}`, false},
+		{"stream_options without include_usage", `{"model":"deepseek-v3.2","stream":true,"stream_options":{},"messages":[{"role":"user","content":"hi"}]}`, false},
+		{"include_usage false", `{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}`, false},
+		{"include_usage true", `{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g.primary.Reset()
+			resp, body := g.post(tc.body)
+			expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+			reqs := g.primary.Requests()
+			if len(reqs) != 1 || !reqs[0].IncludeUsage {
+				t.Fatalf("upstream was not asked for usage: %+v", reqs)
+			}
+			var usageChunks int
+			for _, d := range sseData(body) {
+				if d == "[DONE]" {
+					continue
+				}
+				var chunk struct {
+					Choices []json.RawMessage `json:"choices"`
+					Usage   *struct {
+						PromptTokens int `json:"prompt_tokens"`
+					} `json:"usage"`
+				}
+				if err := json.Unmarshal([]byte(d), &chunk); err != nil {
+					t.Fatalf("bad chunk %q: %v", d, err)
+				}
+				if chunk.Usage != nil {
+					usageChunks++
+				}
+			}
+			if tc.wantUsage && usageChunks != 1 {
+				t.Errorf("client asked for usage and saw %d usage chunks", usageChunks)
+			}
+			if !tc.wantUsage && usageChunks != 0 {
+				t.Errorf("client did not ask for usage and saw %d usage chunks: %s", usageChunks, body)
+			}
+			if data := sseData(body); data[len(data)-1] != "[DONE]" {
+				t.Errorf("stream does not end with [DONE]")
+			}
+		})
+	}
+}
+
+// TestBadRequests: the router's own errors use OpenAI's envelope.
+func TestBadRequests(t *testing.T) {
+	router := strings.Replace(defaultRouter, "default_route simple_qa", "default_route simple_qa\n\tmax_request_body 1KB", 1)
+	g := newGateway(t, router)
+	big := `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"` + strings.Repeat("x", 2000) + `"}]}`
+	cases := []struct {
+		name, path, body string
+		status           int
+		code             string
+	}{
+		{"too large", "/v1/chat/completions", big, http.StatusRequestEntityTooLarge, "request_too_large"},
+		{"not JSON", "/v1/chat/completions", `{"model": "deepseek-v3.2", "messages": [`, http.StatusBadRequest, "invalid_json"},
+		{"not an object", "/v1/chat/completions", `["model"]`, http.StatusBadRequest, "invalid_json"},
+		{"empty", "/v1/chat/completions", ``, http.StatusBadRequest, "invalid_json"},
+		{"no messages", "/v1/chat/completions", `{"model":"deepseek-v3.2"}`, http.StatusBadRequest, "missing_required_parameter"},
+		{"model not a string", "/v1/chat/completions", `{"model":7,"messages":[]}`, http.StatusBadRequest, "invalid_json"},
+		{"embeddings without input", "/v1/embeddings", `{"model":"deepseek-v3.2"}`, http.StatusBadRequest, "missing_required_parameter"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := g.postPath(tc.path, tc.body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			e := apiErr(t, body)
+			if e.Code != tc.code || e.Type != "invalid_request_error" {
+				t.Errorf("error = %+v, want code %s", e, tc.code)
+			}
+		})
+	}
+	if n := len(g.primary.Requests()); n != 0 {
+		t.Errorf("bad requests reached the provider (%d)", n)
+	}
+}
+
+// TestEmbeddings are routed and failed over like chat completions.
+func TestEmbeddings(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503})
+	resp, body := g.postPath("/v1/embeddings", `{"model":"simple_qa","input":["red shoes","blue hat"]}`)
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+	var out struct {
+		Object string            `json:"object"`
+		Data   []json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &out); err != nil || out.Object != "list" || len(out.Data) != 2 {
+		t.Errorf("embeddings answer %s (%v)", body, err)
+	}
+	if reqs := g.primary.RequestsFor("gemini-2.5-flash"); len(reqs) != 1 || reqs[0].Path != "/v1/embeddings" {
+		t.Errorf("upstream embeddings requests: %+v", reqs)
+	}
+}
