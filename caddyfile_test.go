@@ -1,0 +1,186 @@
+package llmrouter
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func adapt(t *testing.T, filename string, src []byte) ([]byte, error) {
+	t.Helper()
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, map[string]any{"filename": filename})
+	return out, err
+}
+
+// TestCaddyfileAdaptGolden: every subdirective adapts to the JSON in
+// testdata, and that JSON loads back into the same config.
+func TestCaddyfileAdaptGolden(t *testing.T) {
+	src, err := os.ReadFile("testdata/full.caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := adapt(t, "testdata/full.caddyfile", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, out, "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	pretty.WriteByte('\n')
+	if *update {
+		if err := os.WriteFile("testdata/full.json", pretty.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	golden, err := os.ReadFile("testdata/full.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pretty.Bytes(), golden) {
+		t.Errorf("adapted JSON differs from testdata/full.json (run go test -run TestCaddyfileAdaptGolden -update):\n%s", pretty.String())
+	}
+	if strings.Contains(pretty.String(), "HOLYSHEEP") == false || !strings.Contains(pretty.String(), "{env.HOLYSHEEP_API_KEY}") {
+		t.Error("the {env.HOLYSHEEP_API_KEY} placeholder did not survive adaptation")
+	}
+
+	// the handler's JSON is what Caddy loads: decode it and encode it
+	// again; nothing may be lost or changed
+	handler := findHandler(t, out)
+	var r Router
+	dec := json.NewDecoder(bytes.NewReader(handler))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&struct {
+		Handler string `json:"handler"`
+		*Router
+	}{Router: &r}); err != nil {
+		t.Fatalf("adapted JSON does not load: %v", err)
+	}
+	again, err := json.Marshal(struct {
+		Handler string `json:"handler"`
+		*Router
+	}{"llm_router", &r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !jsonEqual(handler, again) {
+		t.Errorf("JSON round trip changed the config:\n%s\n%s", handler, again)
+	}
+	if err := r.validate(); err != nil {
+		t.Errorf("adapted config does not validate: %v", err)
+	}
+}
+
+// findHandler digs the llm_router handler's JSON out of an adapted config.
+func findHandler(t *testing.T, cfg []byte) json.RawMessage {
+	t.Helper()
+	var found json.RawMessage
+	var walk func(v json.RawMessage)
+	walk = func(v json.RawMessage) {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(v, &obj) == nil {
+			if h, ok := obj["handler"]; ok && string(h) == `"llm_router"` {
+				found = v
+				return
+			}
+			for _, c := range obj {
+				walk(c)
+			}
+			return
+		}
+		var arr []json.RawMessage
+		if json.Unmarshal(v, &arr) == nil {
+			for _, c := range arr {
+				walk(c)
+			}
+		}
+	}
+	walk(cfg)
+	if found == nil {
+		t.Fatalf("no llm_router handler in %s", cfg)
+	}
+	return found
+}
+
+// TestCaddyfileErrors: a malformed Caddyfile names the file and the line
+// of the mistake.
+func TestCaddyfileErrors(t *testing.T) {
+	const base = `:8080 {
+	llm_router {
+		provider p {
+			base_url http://127.0.0.1:1/v1
+		}
+		model a
+		model b {
+			priority 2
+		}
+		route r a b
+%s
+	}
+}
+`
+	cases := []struct {
+		name, extra, want string
+		line             int
+	}{
+		{"unknown subdirective", "\t\tbogus 1", `unrecognized llm_router subdirective "bogus"`, 11},
+		{"missing argument", "\t\tdefault_route", "wrong argument count", 11},
+		{"bad duration", "\t\tfailover {\n\t\t\ttry_duration soon\n\t\t}", `invalid duration "soon"`, 12},
+		{"negative duration", "\t\tfailover {\n\t\t\tcooldown -5s\n\t\t}", `invalid duration "-5s"`, 12},
+		{"route to an unknown model", "\t\troute bad a nope", `unknown model "nope"`, 11},
+		{"duplicate deployment", "\t\tmodel a {\n\t\t\tprovider p\n\t\t}", "duplicate deployment", 11},
+		{"fallback loop", "\t\tmodel c {\n\t\t\tfallback d\n\t\t}\n\t\tmodel d {\n\t\t\tfallback c\n\t\t}", "fallback loop: c -> d -> c", 11},
+		{"fallback to unknown", "\t\tmodel c {\n\t\t\tfallback zz\n\t\t}", `fallback names unknown model "zz"`, 11},
+		{"unknown provider", "\t\tmodel c {\n\t\t\tprovider nobody\n\t\t}", `unknown provider "nobody"`, 11},
+		{"negative price", "\t\tmodel c {\n\t\t\tprice -1\n\t\t}", "price must be a non-negative number", 12},
+		{"unknown default route", "\t\tdefault_route nowhere", `unknown route "nowhere"`, 11},
+		{"bad size", "\t\tmax_request_body lots", `invalid size "lots"`, 11},
+		{"bad currency rate", "\t\tcurrency CNY zero", "currency rate must be a positive number", 11},
+		{"disable_below out of range", "\t\thealth_check {\n\t\t\tdisable_below 101\n\t\t}", "disable_below must be a score from 0 to 100", 12},
+		{"unknown model subdirective", "\t\tmodel c {\n\t\t\tcolour blue\n\t\t}", `unrecognized model subdirective "colour"`, 12},
+		{"unknown provider subdirective", "\t\tprovider q {\n\t\t\tkey x\n\t\t}", `unrecognized provider subdirective "key"`, 12},
+		{"route with no models", "\t\troute lonely", "wrong argument count", 11},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := strings.Replace(base, "%s", tc.extra, 1)
+			_, err := adapt(t, "Caddyfile", []byte(src))
+			if err == nil {
+				t.Fatalf("no error for:\n%s", src)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+			if where := "Caddyfile:" + itoa(tc.line); !strings.Contains(err.Error(), where) {
+				t.Errorf("error %q does not name %s", err, where)
+			}
+		})
+	}
+	t.Run("no provider", func(t *testing.T) {
+		_, err := adapt(t, "Caddyfile", []byte(":8080 {\n\tllm_router {\n\t\tmodel a\n\t}\n}\n"))
+		if err == nil || !strings.Contains(err.Error(), "at least one provider") || !strings.Contains(err.Error(), "Caddyfile:") {
+			t.Errorf("error = %v", err)
+		}
+	})
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func TestCaddyfileHealthCheckOff(t *testing.T) {
+	src := ":8080 {\n\tllm_router {\n\t\tprovider p\n\t\tmodel a\n\t\thealth_check {\n\t\t\tinterval off\n\t\t}\n\t}\n}\n"
+	out, err := adapt(t, "Caddyfile", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(findHandler(t, out)), `"health_check":{"off":true}`) {
+		t.Errorf("interval off did not adapt to off:true: %s", findHandler(t, out))
+	}
+}
