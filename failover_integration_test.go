@@ -199,7 +199,8 @@ func TestAllCandidatesFail(t *testing.T) {
 	g.post(chatBody("simple_qa", false))
 	g.primary.Clear()
 	resp, body = g.post(chatBody("simple_qa", false))
-	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 1) // its cooldown (30s) ends before deepseek's (42s)
+	// healthiest first: a 429 costs no score, gemini's 502 cost it 10
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 }
 
 func headerValues(h http.Header) []string {

@@ -82,6 +82,7 @@ type Router struct {
 	modelCfg    map[string]*Model        // first declaration of each name
 	modelsJSON  []byte                   // the local GET /models answer
 	routing     routing
+	probing     []string // probers this config holds
 	currency    Currency
 	logger      *zap.Logger
 }
@@ -285,10 +286,28 @@ func (r *Router) Provision(ctx caddy.Context) error {
 			return err
 		}
 		d.state = st.(*deploymentState)
+		d.state.label(m.Name, m.Provider, m.Upstream, r.currency)
 		r.deployments = append(r.deployments, d)
 		r.byModel[m.Name] = append(r.byModel[m.Name], d)
 		if _, ok := r.modelCfg[m.Name]; !ok {
 			r.modelCfg[m.Name] = m
+		}
+	}
+	if !r.HealthCheck.Off {
+		for _, d := range r.deployments {
+			err := startProbing(&probeSettings{
+				d:            d,
+				interval:     time.Duration(r.HealthCheck.Interval),
+				timeout:      time.Duration(r.HealthCheck.Timeout),
+				skipIfActive: time.Duration(r.HealthCheck.SkipIfActive),
+				disableBelow: *r.HealthCheck.DisableBelow,
+				body:         probeBody(d.upstream, r.HealthCheck.Prompt),
+				logger:       r.logger,
+			})
+			if err != nil {
+				return err
+			}
+			r.probing = append(r.probing, d.stateKey)
 		}
 	}
 	for _, ds := range r.byModel {
@@ -667,6 +686,9 @@ func keyHash(key string) string {
 // Cleanup releases this config's hold on shared deployment state and closes
 // idle upstream connections.
 func (r *Router) Cleanup() error {
+	for _, key := range r.probing {
+		_, _ = probers.Delete(key)
+	}
 	for _, d := range r.deployments {
 		_, _ = deploymentStates.Delete(d.stateKey)
 	}

@@ -170,7 +170,7 @@ type attemptResult struct {
 func (ex *exchange) run(p plan) error {
 	r := ex.router
 	start := now()
-	candidates := p.order(start, nil)
+	candidates := p.order(start, nil, r.logger)
 	maxAttempts := r.Failover.MaxAttempts
 	if maxAttempts <= 0 || maxAttempts > len(candidates) {
 		maxAttempts = len(candidates)
@@ -202,7 +202,7 @@ func (ex *exchange) unavailable(candidates []*deployment) {
 	t := now()
 	var first time.Time
 	for _, d := range candidates {
-		if end := d.state.cooldownEnd(t); !end.IsZero() && (first.IsZero() || end.Before(first)) {
+		if end := d.state.view(t, nil).cooldownUntil; !end.IsZero() && (first.IsZero() || end.Before(first)) {
 			first = end
 		}
 	}
@@ -455,43 +455,56 @@ func (ex *exchange) commitHeaders(d *deployment, upstream http.Header, status in
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
 }
 
-// observeAttempt is the one place an attempt's outcome is known: it puts
-// a rate-limited deployment in cooldown and remembers failures.
+// observeAttempt is the one place an attempt's outcome is known: it
+// updates the deployment's health and statistics.
 func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	r := ex.router
 	t := now()
+	elapsed := t.Sub(res.started)
+	var ev healthEvent
+	var cooldown time.Duration
 	switch res.outcome {
-	case outcomeSuccess, outcomeCanceled:
-		return
+	case outcomeCanceled:
+		return // the client's choice, not the deployment's fault
+	case outcomeSuccess:
+		ev = eventSuccess
 	case outcomeClientError:
 		if res.committed {
-			return // the client's mistake, not the deployment's
+			// the client's own mistake: counted, but no health change
+			d.state.recordAttempt(false, 0, 0)
+			return
 		}
+		ev = eventErrorStatus // 401/403/404: a bad key or a missing model
 	case outcomeRateLimited:
-		cool := res.retryAfter
-		if cool <= 0 {
-			cool = time.Duration(r.Failover.Cooldown)
+		ev = eventRateLimited
+		cooldown = res.retryAfter
+		if cooldown <= 0 {
+			cooldown = time.Duration(r.Failover.Cooldown)
 		}
-		cool = min(cool, time.Duration(r.Failover.MaxCooldown))
-		if d.state.startCooldown(t, cool) {
-			r.logger.Warn("deployment cooling down after 429",
-				zap.String("model", d.name), zap.String("provider", d.provider.name),
-				zap.Duration("cooldown", cool))
+		cooldown = min(cooldown, time.Duration(r.Failover.MaxCooldown))
+	default:
+		ev = eventTransport
+		if res.status != 0 {
+			ev = eventErrorStatus
 		}
 	}
-	d.state.recordError(t, res.detail)
-	if ce := r.logger.Check(zap.DebugLevel, "upstream attempt failed"); ce != nil {
-		ce.Write(zap.String("model", d.name), zap.String("provider", d.provider.name),
-			zap.String("outcome", string(res.outcome)), zap.String("detail", res.detail))
+	d.state.observe(ev, t, *r.HealthCheck.DisableBelow, cooldown, res.detail, r.logger)
+	d.state.recordAttempt(ev != eventSuccess, elapsed, res.firstByte)
+	if ev != eventSuccess {
+		if ce := r.logger.Check(zap.DebugLevel, "upstream attempt failed"); ce != nil {
+			ce.Write(zap.String("model", d.name), zap.String("provider", d.provider.name),
+				zap.String("outcome", string(res.outcome)), zap.String("detail", res.detail))
+		}
 	}
 }
 
 // observeUsage is the one place a response's token usage is known.
 func (ex *exchange) observeUsage(d *deployment, u usage) {
+	cost := d.price.cost(u)
+	d.state.recordUsage(u, cost)
 	ex.repl.Set("http.llm_router.input_tokens", u.input)
 	ex.repl.Set("http.llm_router.output_tokens", u.output)
-	cost := d.price.cost(u) * ex.router.currency.Rate
-	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost, 'f', -1, 64))
+	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost*ex.router.currency.Rate, 'f', -1, 64))
 }
 
 // openAIUsage is the `usage` object of OpenAI responses and stream chunks.

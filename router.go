@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // plan is a candidate list worked out at provision time: groups in the
@@ -102,54 +104,70 @@ func (r *Router) resolve(routeHeader, model string) (route string, p plan, ok bo
 }
 
 // order turns a plan into the deployments to try, in order: each group
-// shuffled by weight, deployments out of rotation left out, unless all
-// are, in which case all are tried, the one back soonest first.
-func (p plan) order(t time.Time, rng *rand.Rand) []*deployment {
+// shuffled by weight × health score; deployments that are disabled or
+// cooling down are left out, unless all are, in which case all are tried,
+// healthiest first.
+func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) []*deployment {
 	n := 0
 	for _, g := range p {
 		n += len(g)
 	}
 	out := make([]*deployment, 0, n)
-	keys := make([]float64, 0, 8)
+	views := make([]healthView, 0, n)
 	for _, g := range p {
 		start := len(out)
-		out = append(out, g...)
+		for _, d := range g {
+			out = append(out, d)
+			views = append(views, d.state.view(t, logger))
+		}
 		if len(g) > 1 {
-			weightedShuffle(out[start:], keys[:0], rng)
+			weightedShuffle(out[start:], views[start:], rng)
 		}
 	}
 	up := out[:0:0]
-	for _, d := range out {
-		if d.state.available(t) {
+	for i, d := range out {
+		if views[i].state == stateUp {
 			up = append(up, d)
 		}
 	}
 	if len(up) > 0 {
 		return up
 	}
-	slices.SortStableFunc(out, func(a, b *deployment) int {
-		return a.state.cooldownEnd(t).Compare(b.state.cooldownEnd(t))
+	idx := make([]int, len(out))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		if c := cmp.Compare(views[b].score, views[a].score); c != 0 {
+			return c
+		}
+		return views[a].cooldownUntil.Compare(views[b].cooldownUntil)
 	})
-	return out
+	sorted := make([]*deployment, len(out))
+	for i, k := range idx {
+		sorted[i] = out[k]
+	}
+	return sorted
 }
 
-// weightedShuffle orders ds by a weighted random draw without replacement
-// (Efraimidis-Spirakis: sort by U^(1/w)); weight 0 goes last.
-func weightedShuffle(ds []*deployment, keys []float64, rng *rand.Rand) {
-	for _, d := range ds {
-		w := float64(d.weight)
-		u := randFloat(rng)
-		k := math.Inf(-1)
+// weightedShuffle orders ds (and their views) by a weighted random draw
+// without replacement, weight × score (Efraimidis-Spirakis: sort by
+// U^(1/w)); a zero weight goes last.
+func weightedShuffle(ds []*deployment, views []healthView, rng *rand.Rand) {
+	keys := make([]float64, len(ds))
+	for i, d := range ds {
+		w := float64(d.weight * views[i].score)
+		keys[i] = math.Inf(-1)
 		if w > 0 {
-			k = math.Log(u) / w
+			keys[i] = math.Log(randFloat(rng)) / w
 		}
-		keys = append(keys, k)
 	}
 	// insertion sort by key, descending: groups are small
 	for i := 1; i < len(ds); i++ {
 		for j := i; j > 0 && keys[j] > keys[j-1]; j-- {
 			keys[j], keys[j-1] = keys[j-1], keys[j]
 			ds[j], ds[j-1] = ds[j-1], ds[j]
+			views[j], views[j-1] = views[j-1], views[j]
 		}
 	}
 }

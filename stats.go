@@ -1,0 +1,109 @@
+package llmrouter
+
+import (
+	"math"
+	"time"
+)
+
+// deploymentStats are a deployment's counters since its state was created
+// (they survive reloads with it). Guarded by deploymentState.mu.
+type deploymentStats struct {
+	requests int64 // upstream attempts, client cancellations excluded
+	errors   int64 // attempts that failed through the deployment's fault
+	latency  latencyHistogram
+	ttft     latencyHistogram
+	input    int64
+	output   int64
+	cached   int64
+	cost     float64 // in the price unit (before currency conversion)
+}
+
+// recordAttempt counts one finished attempt. failed says whether it counts
+// as the deployment's error; elapsed is its duration and firstByte, for
+// streams, the time to the first event.
+func (s *deploymentState) recordAttempt(failed bool, elapsed, firstByte time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.requests++
+	if failed {
+		s.stats.errors++
+		return
+	}
+	s.stats.latency.observe(elapsed)
+	if firstByte > 0 {
+		s.stats.ttft.observe(firstByte)
+	}
+}
+
+// recordUsage adds a response's tokens and cost (in price units).
+func (s *deploymentState) recordUsage(u usage, cost float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.input += u.input
+	s.stats.output += u.output
+	s.stats.cached += u.cachedInput
+	s.stats.cost += cost
+}
+
+// latencyHistogram estimates latency quantiles in constant memory: counts
+// in log-spaced buckets from 1 ms to about 10 minutes, 10% apart, so a
+// quantile is off by at most 5%.
+type latencyHistogram struct {
+	counts [latencyBuckets]uint32
+	n      int64
+	sum    time.Duration
+}
+
+const (
+	latencyBuckets = 140
+	latencyMin     = time.Millisecond
+	latencyGrowth  = 1.1
+)
+
+var logGrowth = math.Log(latencyGrowth)
+
+func latencyBucket(d time.Duration) int {
+	if d <= latencyMin {
+		return 0
+	}
+	i := int(math.Log(float64(d)/float64(latencyMin))/logGrowth) + 1
+	return min(i, latencyBuckets-1)
+}
+
+// bucketMid is a representative latency of bucket i (its geometric middle).
+func bucketMid(i int) time.Duration {
+	if i == 0 {
+		return latencyMin
+	}
+	lo := float64(latencyMin) * math.Pow(latencyGrowth, float64(i-1))
+	return time.Duration(lo * math.Sqrt(latencyGrowth))
+}
+
+func (h *latencyHistogram) observe(d time.Duration) {
+	h.counts[latencyBucket(d)]++
+	h.n++
+	h.sum += d
+}
+
+func (h *latencyHistogram) mean() time.Duration {
+	if h.n == 0 {
+		return 0
+	}
+	return h.sum / time.Duration(h.n)
+}
+
+// quantile returns the q-quantile (0 < q <= 1), 0 without observations.
+func (h *latencyHistogram) quantile(q float64) time.Duration {
+	if h.n == 0 {
+		return 0
+	}
+	rank := int64(math.Ceil(q * float64(h.n)))
+	var seen int64
+	for i, c := range h.counts {
+		seen += int64(c)
+		if seen >= rank {
+			return bucketMid(i)
+		}
+	}
+	return bucketMid(latencyBuckets - 1)
+}
