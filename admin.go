@@ -227,7 +227,7 @@ func humanCount(n int64) string {
 		return fmt.Sprint(n)
 	}
 	v, unit := humanize.ComputeSI(float64(n))
-	return humanize.FtoaWithDigits(v, 1) + unit
+	return humanize.FtoaWithDigits(math.Round(v*10)/10, 1) + unit
 }
 
 func humanPercent(r float64) string {

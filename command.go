@@ -65,19 +65,19 @@ func runStats(w io.Writer, addr string) error {
 // then the totals.
 func writeStatsTable(w io.Writer, s Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tPROVIDER\tSTATE\tSCORE\tREQUESTS\tERRORS\tP50\tP95\tTTFT P95\tTOKENS IN\tTOKENS OUT\tCOST\t")
+	fmt.Fprintln(tw, "MODEL\tPROVIDER\tSTATE\tSCORE\tREQUESTS\tERR%\tP50\tP95\tTTFT P95\tTOKENS IN\tTOKENS OUT\tCOST")
 	for _, d := range s.Deployments {
 		state := d.State
 		if d.CooldownHuman != "" {
 			state += " (until " + d.CooldownHuman + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			d.Model, d.Provider, state, d.HealthScore, d.RequestsHuman, d.ErrorRateHuman,
 			d.Latency.P50Human, d.Latency.P95Human, d.TimeToFirstToken.P95Human,
 			d.Tokens.InputHuman, d.Tokens.OutputHuman, d.CostHuman)
 	}
 	t := s.Totals
-	fmt.Fprintf(tw, "TOTAL\t\t\t\t%s\t%s\t\t\t\t%s\t%s\t%s\t\n",
+	fmt.Fprintf(tw, "TOTAL\t\t\t\t%s\t%s\t\t\t\t%s\t%s\t%s\n",
 		t.RequestsHuman, t.ErrorRateHuman, t.Tokens.InputHuman, t.Tokens.OutputHuman, t.CostHuman)
 	if err := tw.Flush(); err != nil {
 		return err

@@ -1,0 +1,59 @@
+package llmrouter
+
+import (
+	"bytes"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestStatsTable formats a fixed stats answer; the table is golden.
+func TestStatsTable(t *testing.T) {
+	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	mk := func(model, provider, state string, score int, req, errs int64, p50, p95, ttft time.Duration, in, out int64, cost float64) DeploymentStats {
+		d := DeploymentStats{Model: model, Provider: provider, State: state, HealthScore: score, Requests: req, Errors: errs,
+			Tokens: TokenStats{Input: in, Output: out}, Cost: cost, Currency: "CNY"}
+		d.RequestsHuman, d.ErrorsHuman = humanCount(req), humanCount(errs)
+		d.ErrorRate = ratio(errs, req)
+		d.ErrorRateHuman = humanPercent(d.ErrorRate)
+		var h, f latencyHistogram
+		if p50 > 0 {
+			h.observe(p50)
+			h.observe(p50)
+			h.observe(p95)
+		}
+		if ttft > 0 {
+			f.observe(ttft)
+		}
+		d.Latency, d.TimeToFirstToken = h.report(), f.report()
+		d.Tokens.humanize()
+		d.CostHuman = humanMoney(cost, "CNY")
+		return d
+	}
+	s := Stats{GeneratedAt: at, Deployments: []DeploymentStats{
+		mk("deepseek-v3.2", "holysheep", "up", 100, 1_234_567, 1_234, 420*time.Millisecond, 1900*time.Millisecond, 180*time.Millisecond, 617_283_500, 123_456_700, 311.0868),
+		mk("gpt-4.1", "holysheep", "cooldown", 85, 52_000, 2_600, 1500*time.Millisecond, 4*time.Second, 0, 26_000_000, 13_000_000, 312),
+		mk("gpt-4.1", "backup", "disabled", 20, 12, 9, 0, 0, 0, 0, 0, 0),
+	}}
+	s.Deployments[1].CooldownHuman = "25 seconds from now"
+	s.Totals = TotalStats{Requests: 1_286_579, Errors: 3_843, Currency: "CNY", Cost: 623.0868}
+	s.Totals.RequestsHuman, s.Totals.ErrorRateHuman = humanCount(s.Totals.Requests), humanPercent(ratio(3_843, 1_286_579))
+	s.Totals.Tokens = TokenStats{Input: 643_283_500, Output: 136_456_700}
+	s.Totals.Tokens.humanize()
+	s.Totals.CostHuman = humanMoney(s.Totals.Cost, "CNY")
+
+	var buf bytes.Buffer
+	if err := writeStatsTable(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		os.WriteFile("testdata/stats_table.golden", buf.Bytes(), 0o644)
+	}
+	golden, err := os.ReadFile("testdata/stats_table.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if buf.String() != string(golden) {
+		t.Errorf("table differs from testdata/stats_table.golden:\n%s", buf.String())
+	}
+}

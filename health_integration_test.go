@@ -1,0 +1,270 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// withHealth puts a health_check block into defaultRouter.
+func withHealth(block string) string {
+	return strings.Replace(defaultRouter, "default_route simple_qa", "default_route simple_qa\n\thealth_check {\n"+block+"\n\t}", 1)
+}
+
+// stateKeyOf is the state key of a deployment on the mock at baseURL.
+func stateKeyOf(baseURL, key, upstream string) string {
+	return baseURL + "/v1|" + keyHash(key) + "|" + upstream
+}
+
+const primaryKey = "sk-primary-test-key-0001"
+
+// probeEvents subscribes to probe rounds of one deployment state.
+func probeEvents(t *testing.T, stateKey string) <-chan probeResult {
+	ch := make(chan probeResult, 64)
+	hook := func(key string, r probeResult) {
+		if key == stateKey {
+			select {
+			case ch <- r:
+			default:
+			}
+		}
+	}
+	probeHook.Store(&hook)
+	t.Cleanup(func() { probeHook.Store(nil) })
+	return ch
+}
+
+func TestDisabledDeploymentSkipped(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500})
+	// 100 -> 30 in seven 500s: disabled at or below 30
+	for range 7 {
+		resp, body := g.post(chatBody("simple_qa", false))
+		expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+	}
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 1)
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 7 {
+		t.Errorf("disabled deployment got %d requests, want 7", n)
+	}
+
+	// now gemini's connections reset until it is disabled: 100 -> 25 in
+	// five, lower than deepseek's 30
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Reset: true})
+	for range 5 {
+		g.post(chatBody("simple_qa", false))
+	}
+	if d, m := statsFor(t, g, "deepseek-v3.2", "primary"), statsFor(t, g, "gemini-2.5-flash", "primary"); d.State != stateDisabled || m.State != stateDisabled || d.HealthScore != 30 || m.HealthScore != 25 {
+		t.Fatalf("deepseek %s %d, gemini %s %d; want both disabled at 30 and 25", d.State, d.HealthScore, m.State, m.HealthScore)
+	}
+	// both disabled: both are tried anyway, healthiest (deepseek) first,
+	// and the request succeeds when one answers
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{})
+	resp, body = g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+	reqs := g.primary.Requests()
+	if last := reqs[len(reqs)-2]; last.Model != "deepseek-chat" {
+		t.Errorf("healthiest first: tried %s before gemini", last.Model)
+	}
+	// the success re-enabled gemini: the next request goes straight to it
+	resp, body = g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 1)
+}
+
+func TestActiveProbes(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\ttimeout 1s\n\t\tprompt \"are you there?\""))
+	events := probeEvents(t, stateKeyOf(g.primaryURL, primaryKey, "deepseek-chat"))
+
+	if r := waitFor(t, events, "a probe"); r != probeOK {
+		t.Fatalf("first probe: %s", r)
+	}
+	probes := g.primary.RequestsFor("deepseek-chat")
+	if len(probes) == 0 {
+		t.Fatal("the mock saw no probe")
+	}
+	const want = `{"model":"deepseek-chat","messages":[{"role":"user","content":"are you there?"}],"max_tokens":1}`
+	if got := string(probes[0].Body); got != want {
+		t.Errorf("probe body %s, want %s", got, want)
+	}
+	if got := probes[0].Header.Get("Authorization"); got != "Bearer "+primaryKey {
+		t.Errorf("probe Authorization %q", got)
+	}
+
+	// four failed probes: 100 -> 20, disabled
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503})
+	for failed := 0; failed < 4; {
+		if waitFor(t, events, "a failing probe") == probeFailed {
+			failed++
+		}
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateDisabled || st.HealthScore > 30 {
+		t.Fatalf("after 4 failed probes: %s %d", st.State, st.HealthScore)
+	}
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 1)
+
+	// the first successful probe re-enables it
+	g.primary.Set("deepseek-chat", mockllm.Behavior{})
+	for waitFor(t, events, "a successful probe") != probeOK {
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateUp {
+		t.Fatalf("after a successful probe: %s %d", st.State, st.HealthScore)
+	}
+	resp, body = g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+}
+
+func TestProbeSkipIfActive(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\tskip_if_active 1h"))
+	events := probeEvents(t, stateKeyOf(g.primaryURL, primaryKey, "deepseek-chat"))
+	waitFor(t, events, "a probe") // before any traffic: probed
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	// drain results of probes that may have raced the request, then every
+	// later round must be skipped
+	for r := waitFor(t, events, "a probe round"); r != probeSkipped; r = waitFor(t, events, "a probe round") {
+	}
+	before := len(g.primary.RequestsFor("deepseek-chat"))
+	for range 3 {
+		if r := waitFor(t, events, "a probe round"); r != probeSkipped {
+			t.Fatalf("probe round after live traffic: %s, want skipped", r)
+		}
+	}
+	if after := len(g.primary.RequestsFor("deepseek-chat")); after != before {
+		t.Errorf("skipped rounds still sent %d probes", after-before)
+	}
+}
+
+func TestProbesOff(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	for _, up := range []string{"deepseek-chat", "gemini-2.5-flash", "gpt-4.1"} {
+		if n, ok := probers.References(stateKeyOf(g.primaryURL, primaryKey, up)); ok || n != 0 {
+			t.Errorf("interval off: a prober runs for %s", up)
+		}
+	}
+	if n := activeProbers.Load(); n != 0 {
+		t.Errorf("%d probe loops running with interval off", n)
+	}
+}
+
+// TestStateSurvivesReload: scores and cooldowns are kept across config
+// loads, probes do not multiply, and a removed deployment is released.
+func TestStateSurvivesReload(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval 1h"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 2})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 429, RetryAfter: "600", Times: 1})
+	g.post(chatBody("simple_qa", false)) // deepseek 500, gemini 429
+	g.post(chatBody("simple_qa", false)) // deepseek 500, gemini in cooldown
+	want := map[string]int{"deepseek-v3.2": 80, "gemini-2.5-flash": 100}
+
+	deployments := 4
+	for i := range 10 { // ten reloads, each a different config
+		cfg := strings.Replace(withHealth("\t\tinterval 1h"), "default_route simple_qa", fmt.Sprintf("default_route simple_qa\n\troute extra%d gpt-4.1", i), 1)
+		g.reload(cfg)
+		if n := activeProbers.Load(); n != int64(deployments) {
+			t.Fatalf("after reload %d: %d probe loops, want %d", i+1, n, deployments)
+		}
+	}
+	for model, score := range want {
+		if st := statsFor(t, g, model, "primary"); st.HealthScore != score {
+			t.Errorf("%s: score %d after reloads, want %d", model, st.HealthScore, score)
+		}
+	}
+	if st := statsFor(t, g, "gemini-2.5-flash", "primary"); st.State != stateCooldown {
+		t.Errorf("gemini's cooldown was lost in the reloads: %s", st.State)
+	}
+
+	// drop gemini from the config: its state and prober are released
+	without := strings.NewReplacer("\tmodel gemini-2.5-flash\n", "", "route simple_qa deepseek-v3.2 gemini-2.5-flash", "route simple_qa deepseek-v3.2").Replace(withHealth("\t\tinterval 1h"))
+	g.reload(without)
+	key := stateKeyOf(g.primaryURL, primaryKey, "gemini-2.5-flash")
+	if _, ok := deploymentStates.References(key); ok {
+		t.Error("the removed deployment's state is still held")
+	}
+	if _, ok := probers.References(key); ok {
+		t.Error("the removed deployment is still probed")
+	}
+	if n := activeProbers.Load(); n != int64(deployments-1) {
+		t.Errorf("%d probe loops, want %d", n, deployments-1)
+	}
+}
+
+// reload loads another router body in place of the running one.
+func (g *gateway) reload(routerBody string) {
+	g.t.Helper()
+	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(routerBody)
+	g.tc.InitServer(globalOptions+"\nhttp://localhost:9080 {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	if g.t.Failed() {
+		g.t.FailNow()
+	}
+}
+
+// statsFor reads one deployment from the admin API.
+func statsFor(t *testing.T, g *gateway, model, provider string) DeploymentStats {
+	t.Helper()
+	for _, d := range fetchStats(t).Deployments {
+		if d.Model == model && d.Provider == provider {
+			return d
+		}
+	}
+	t.Fatalf("no stats for %s@%s", model, provider)
+	return DeploymentStats{}
+}
+
+func fetchStats(t *testing.T) Stats {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/llm_router/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("stats: %d", resp.StatusCode)
+	}
+	var s Stats
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestStatsAPI: the admin endpoint reports what the mock served.
+func TestStatsAPI(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	for range 3 {
+		g.post(chatBody("simple_qa", false))
+	}
+	g.post(chatBody("simple_qa", true))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503, Times: 1})
+	g.post(chatBody("simple_qa", false))
+
+	st := statsFor(t, g, "deepseek-v3.2", "primary")
+	served := g.primary.Served("deepseek-chat")
+	if st.Requests != 5 || st.Errors != 1 || st.ErrorRate != 0.2 || st.ErrorRateHuman != "20%" {
+		t.Errorf("requests %d errors %d rate %v %q, want 5 1 0.2 20%%", st.Requests, st.Errors, st.ErrorRate, st.ErrorRateHuman)
+	}
+	if st.Tokens.Input != int64(served.Prompt) || st.Tokens.Output != int64(served.Completion) || served.Requests != 4 {
+		t.Errorf("tokens %+v, mock served %+v", st.Tokens, served)
+	}
+	if st.Latency.Count != 4 || st.Latency.P50Seconds <= 0 || st.Latency.P95Seconds < st.Latency.P50Seconds || st.Latency.P50Human == "" {
+		t.Errorf("latency %+v", st.Latency)
+	}
+	if st.TimeToFirstToken.Count != 1 {
+		t.Errorf("time to first token counted %d streams, want 1", st.TimeToFirstToken.Count)
+	}
+	if st.State != stateUp || st.HealthScore != 90 || st.LastError != "503 Service Unavailable" || st.LastErrorHuman == "" {
+		t.Errorf("state %s score %d last error %q %q", st.State, st.HealthScore, st.LastError, st.LastErrorHuman)
+	}
+	wantCost := float64(served.Prompt+served.Completion) * 0.42 / 1e6
+	if diff := st.Cost - wantCost; diff > 1e-12 || diff < -1e-12 || st.Currency != "USD" {
+		t.Errorf("cost %v %s, want %v USD", st.Cost, st.Currency, wantCost)
+	}
+	all := fetchStats(t)
+	if all.Totals.Requests < st.Requests+1 { // gemini answered the failed-over one
+		t.Errorf("totals %+v", all.Totals)
+	}
+}
