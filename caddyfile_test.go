@@ -129,7 +129,7 @@ func TestCaddyfileErrors(t *testing.T) {
 `
 	cases := []struct {
 		name, extra, want string
-		line             int
+		line              int
 	}{
 		{"unknown subdirective", "\t\tbogus 1", `unrecognized llm_router subdirective "bogus"`, 11},
 		{"missing argument", "\t\tdefault_route", "wrong argument count", 11},

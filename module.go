@@ -234,6 +234,7 @@ type deployment struct {
 	provider *provider
 	stateKey string
 	state    *deploymentState
+	metrics  *deploymentMetrics
 }
 
 // label is how logs and errors name a deployment.
@@ -246,6 +247,11 @@ func (r *Router) Provision(ctx caddy.Context) error {
 	r.setDefaults()
 	if err := r.validate(); err != nil {
 		return err
+	}
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		if err := metrics.register(reg); err != nil {
+			return err
+		}
 	}
 
 	repl := caddy.NewReplacer()
@@ -278,6 +284,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 			provider: p,
 		}
 		d.price = r.priceFor(m)
+		d.metrics = metrics.forDeployment(m.Name, m.Provider, r.currency.Code)
 		d.stateKey = p.baseURL + "|" + keyHash(p.key) + "|" + m.Upstream
 		st, _, err := deploymentStates.LoadOrNew(d.stateKey, func() (caddy.Destructor, error) {
 			return newDeploymentState(), nil

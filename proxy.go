@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -63,30 +64,29 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, next caddyh
 		return next.ServeHTTP(w, req)
 	}
 
+	start := now()
 	raw, err := readBody(req, r.MaxRequestBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			writeError(w, http.StatusRequestEntityTooLarge, typeInvalidRequest, codeTooLarge,
-				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody), 0)
+			reject(w, http.StatusRequestEntityTooLarge, codeTooLarge,
+				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody))
 			return nil
 		}
+		metrics.requests.WithLabelValues("", "", "", "499").Inc()
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	body, err := parseRequestBody(raw)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, typeInvalidRequest, codeInvalidJSON,
-			"request body is not valid JSON: "+err.Error(), 0)
+		reject(w, http.StatusBadRequest, codeInvalidJSON, "request body is not valid JSON: "+err.Error())
 		return nil
 	}
 	switch {
 	case kind == chatEndpoint && !body.hasMessages:
-		writeError(w, http.StatusBadRequest, typeInvalidRequest, codeMissingParam,
-			"'messages' is a required property and must be an array", 0)
+		reject(w, http.StatusBadRequest, codeMissingParam, "'messages' is a required property and must be an array")
 		return nil
 	case kind == embeddingsEndpoint && !body.hasInput:
-		writeError(w, http.StatusBadRequest, typeInvalidRequest, codeMissingParam,
-			"'input' is a required property", 0)
+		reject(w, http.StatusBadRequest, codeMissingParam, "'input' is a required property")
 		return nil
 	case kind == embeddingsEndpoint:
 		body.stream = false
@@ -102,12 +102,13 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, next caddyh
 		if routeHeader != "" {
 			name, what = routeHeader, "route"
 		}
-		writeError(w, http.StatusNotFound, typeInvalidRequest, codeModelNotFound,
-			fmt.Sprintf("The %s '%s' does not exist on this gateway", what, name), 0)
+		reject(w, http.StatusNotFound, codeModelNotFound,
+			fmt.Sprintf("The %s '%s' does not exist on this gateway", what, name))
 		return nil
 	}
 
 	ex := &exchange{
+		start:  start,
 		router: r,
 		w:      w,
 		req:    req,
@@ -117,7 +118,16 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, next caddyh
 		repl:   req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer),
 	}
 	ex.repl.Set("http.llm_router.route", route)
-	return ex.run(p)
+	err = ex.run(p)
+	ex.finish()
+	return err
+}
+
+// reject answers a request the router will not send upstream, and
+// counts it.
+func reject(w http.ResponseWriter, status int, code, msg string) {
+	writeError(w, status, typeInvalidRequest, code, msg, 0)
+	metrics.requests.WithLabelValues("", "", "", statusLabel(status)).Inc()
 }
 
 // readBody reads the request body once, up to limit bytes, so it can be
@@ -143,6 +153,7 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 
 // exchange is one client request on its way through the candidates.
 type exchange struct {
+	start    time.Time // the request's arrival
 	router   *Router
 	w        http.ResponseWriter
 	req      *http.Request
@@ -152,6 +163,8 @@ type exchange struct {
 	repl     *caddy.Replacer
 	attempts int
 	failures []string
+	answered *deployment // the deployment whose response was sent
+	status   int         // the status sent to the client, 0 if none
 }
 
 // attemptResult is what became of one upstream attempt.
@@ -177,25 +190,50 @@ func (ex *exchange) run(p plan) error {
 	}
 	tryDuration := time.Duration(r.Failover.TryDuration)
 
+	var failed *deployment // the previous attempt's, when it failed
+	var failedOutcome outcome
 	for i, d := range candidates[:maxAttempts] {
 		if i > 0 && time.Since(start) >= tryDuration {
 			break
+		}
+		if failed != nil {
+			failed.metrics.failovers[failedOutcome.index()].Inc()
 		}
 		ex.attempts++
 		res := ex.attempt(d)
 		ex.observeAttempt(d, &res)
 		if res.committed {
+			ex.answered, ex.status = d, res.status
 			return nil
 		}
 		if res.outcome == outcomeCanceled {
 			// the client went away: nobody to answer
+			ex.status = 499
 			return caddyhttp.Error(499, context.Canceled)
 		}
 		ex.failures = append(ex.failures, d.label()+": "+res.detail)
+		failed, failedOutcome = d, res.outcome
 	}
 	ex.unavailable(candidates)
 	return nil
 }
+
+// finish counts the client request once it is answered.
+func (ex *exchange) finish() {
+	model, provider := "", ""
+	if d := ex.answered; d != nil {
+		model, provider = d.name, d.provider.name
+		d.metrics.duration.Observe(now().Sub(ex.start).Seconds())
+	}
+	metrics.requests.WithLabelValues(ex.route, model, provider, statusLabel(ex.status)).Inc()
+	if hook := requestDoneHook.Load(); hook != nil {
+		(*hook)()
+	}
+}
+
+// requestDoneHook, when set (tests only), is called when a routed request
+// has been counted.
+var requestDoneHook atomic.Pointer[func()]
 
 // unavailable answers 503 with what was tried and when to come back.
 func (ex *exchange) unavailable(candidates []*deployment) {
@@ -224,12 +262,16 @@ func (ex *exchange) unavailable(candidates []*deployment) {
 	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
 	writeError(ex.w, http.StatusServiceUnavailable, typeServerError, codeAllUnavailable, msg, retry)
+	ex.status = http.StatusServiceUnavailable
+	metrics.unavailable.WithLabelValues(ex.route).Inc()
 }
 
 // attempt sends the request to one deployment. It commits a response only
 // on success or on an error that is the client's own.
 func (ex *exchange) attempt(d *deployment) attemptResult {
 	res := attemptResult{started: now()}
+	d.metrics.inFlight.Inc()
+	defer d.metrics.inFlight.Dec()
 	if ex.body.stream {
 		ex.attemptStream(d, &res)
 	} else {
@@ -465,6 +507,7 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	var cooldown time.Duration
 	switch res.outcome {
 	case outcomeCanceled:
+		d.metrics.attempts[res.outcome.index()].Inc()
 		return // the client's choice, not the deployment's fault
 	case outcomeSuccess:
 		ev = eventSuccess
@@ -472,6 +515,7 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 		if res.committed {
 			// the client's own mistake: counted, but no health change
 			d.state.recordAttempt(false, 0, 0)
+			d.metrics.attempts[res.outcome.index()].Inc()
 			return
 		}
 		ev = eventErrorStatus // 401/403/404: a bad key or a missing model
@@ -489,6 +533,7 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 		}
 	}
 	d.state.observe(ev, t, *r.HealthCheck.DisableBelow, cooldown, res.detail, r.logger)
+	d.metrics.attempts[res.outcome.index()].Inc()
 	d.state.recordAttempt(ev != eventSuccess, elapsed, res.firstByte)
 	if ev != eventSuccess {
 		if ce := r.logger.Check(zap.DebugLevel, "upstream attempt failed"); ce != nil {
@@ -502,6 +547,15 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 func (ex *exchange) observeUsage(d *deployment, u usage) {
 	cost := d.price.cost(u)
 	d.state.recordUsage(u, cost)
+	d.metrics.inputTokens.Add(float64(u.input))
+	d.metrics.outputToks.Add(float64(u.output))
+	d.metrics.cachedToks.Add(float64(u.cachedInput))
+	d.metrics.cost.Add(cost * ex.router.currency.Rate)
+	if u.estimated {
+		ex.router.logger.Info("stream ended without usage; tokens estimated from characters",
+			zap.String("model", d.name), zap.String("provider", d.provider.name),
+			zap.Int64("input_tokens", u.input), zap.Int64("output_tokens", u.output), zap.Bool("estimated", true))
+	}
 	ex.repl.Set("http.llm_router.input_tokens", u.input)
 	ex.repl.Set("http.llm_router.output_tokens", u.output)
 	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost*ex.router.currency.Rate, 'f', -1, 64))

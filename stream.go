@@ -87,6 +87,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	res.status = resp.StatusCode
 	res.firstByte = now().Sub(res.started)
 	res.committed = true
+	d.metrics.ttft.Observe(now().Sub(ex.start).Seconds())
 
 	ex.commitHeaders(d, resp.Header, resp.StatusCode)
 	rc := http.NewResponseController(ex.w)
@@ -103,6 +104,15 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	}
 	if relay.usage != nil {
 		ex.observeUsage(d, relay.usage.usage())
+	} else {
+		// abandoned, broken, or a provider that ignores include_usage:
+		// the provider bills anyway, so count an estimate (~4 characters
+		// a token) rather than nothing
+		ex.observeUsage(d, usage{
+			input:     int64(len(ex.body.raw)+3) / 4,
+			output:    (relay.chars + 3) / 4,
+			estimated: true,
+		})
 	}
 	switch {
 	case errors.Is(err, io.EOF) || relay.done:
@@ -129,17 +139,22 @@ func orEOF(err error) error {
 type streamRelay struct {
 	strip bool // the client did not ask for usage: drop the usage-only chunk
 	usage *openAIUsage
-	done  bool // saw [DONE]
+	done  bool  // saw [DONE]
+	chars int64 // characters of content streamed, to estimate usage
 }
 
 var (
 	usagePrefix = []byte(`"usage":{`)
 	doneData    = []byte("[DONE]")
+	contentKey  = []byte(`"content":"`)
 )
 
 // forward relays one event and flushes it.
 func (s *streamRelay) forward(w io.Writer, rc *http.ResponseController, ev []byte) error {
 	data := eventData(ev)
+	if i := bytes.Index(data, contentKey); i >= 0 {
+		s.chars += jsonStringChars(data[i+len(contentKey):])
+	}
 	if bytes.Equal(data, doneData) {
 		s.done = true
 	} else if bytes.Contains(data, usagePrefix) {
@@ -232,4 +247,22 @@ func eventData(ev []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// jsonStringChars counts the characters of a JSON string's content up to
+// its closing quote (an escape counts as one character).
+func jsonStringChars(b []byte) int64 {
+	var n int64
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return n
+		case c == '\\':
+			i++
+			n++
+		case c&0xC0 != 0x80: // not a UTF-8 continuation byte
+			n++
+		}
+	}
+	return n
 }

@@ -1,0 +1,261 @@
+package llmrouter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// series is a scrape of Caddy's admin /metrics: value by
+// `name{label="value",...}` with labels sorted by name.
+type series map[string]float64
+
+func scrape(t *testing.T) series {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	out := series{}
+	for name, fam := range families {
+		if !strings.HasPrefix(name, "caddy_llm_router_") {
+			continue
+		}
+		for _, m := range fam.GetMetric() {
+			key := func(suffix string, extra ...*dto.LabelPair) string {
+				labels := append(slices.Clone(m.GetLabel()), extra...)
+				slices.SortFunc(labels, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
+				var parts []string
+				for _, l := range labels {
+					parts = append(parts, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+				}
+				return name + suffix + "{" + strings.Join(parts, ",") + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				out[key("")] = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				out[key("")] = m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				out[key("_count")] = float64(m.GetHistogram().GetSampleCount())
+				out[key("_sum")] = m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return out
+}
+
+// sel builds a series key; labels are given as name, value pairs in any
+// order.
+func sel(name string, labels ...string) string {
+	type kv struct{ k, v string }
+	var l []kv
+	for i := 0; i+1 < len(labels); i += 2 {
+		l = append(l, kv{labels[i], labels[i+1]})
+	}
+	slices.SortFunc(l, func(a, b kv) int { return strings.Compare(a.k, b.k) })
+	var parts []string
+	for _, p := range l {
+		parts = append(parts, fmt.Sprintf("%s=%q", p.k, p.v))
+	}
+	return name + "{" + strings.Join(parts, ",") + "}"
+}
+
+func (after series) delta(before series, key string) float64 { return after[key] - before[key] }
+
+// requestsDone counts routed requests as the router finishes them.
+func requestsDone(t *testing.T) <-chan struct{} {
+	ch := make(chan struct{}, 64)
+	hook := func() { ch <- struct{}{} }
+	requestDoneHook.Store(&hook)
+	t.Cleanup(func() { requestDoneHook.Store(nil) })
+	return ch
+}
+
+// TestMetricsCounts: after known traffic the counters equal what the mock
+// served, for JSON, streams with and without client-requested usage, and a
+// stream the client abandons.
+func TestMetricsCounts(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	done := requestsDone(t)
+	before := scrape(t)
+
+	for range 3 {
+		resp, body := g.post(chatBody("simple_qa", false))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	for range 2 {
+		resp, body := g.post(chatBody("simple_qa", true))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	resp, body := g.post(`{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Where is my order?"}]}`)
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	for range 6 {
+		waitFor(t, done, "a request to be counted")
+	}
+	served := g.primary.Served("deepseek-chat")
+	if served.Requests != 6 {
+		t.Fatalf("mock served %d", served.Requests)
+	}
+
+	// a stream abandoned after two words: usage estimated
+	g.primary.Set("deepseek-chat", mockllm.Behavior{HoldAfterChunks: 2})
+	abandoned := chatBody("simple_qa", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(abandoned))
+	aresp, err := g.tc.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	var seen string
+	for !strings.Contains(seen, "w1 ") {
+		n, err := aresp.Body.Read(buf)
+		seen += string(buf[:n])
+		if err != nil {
+			t.Fatalf("stream ended early: %v", err)
+		}
+	}
+	cancel()
+	aresp.Body.Close()
+	waitFor(t, done, "the abandoned request to be counted")
+
+	after := scrape(t)
+	dl := func(name string, labels ...string) float64 { return after.delta(before, sel(name, labels...)) }
+	m := []string{"model", "deepseek-v3.2", "provider", "primary"}
+	with := func(extra ...string) []string { return append(slices.Clone(m), extra...) }
+
+	if got := dl("caddy_llm_router_requests_total", with("route", "simple_qa", "code", "200")...); got != 7 {
+		t.Errorf("requests_total +%v, want 7", got)
+	}
+	if got := dl("caddy_llm_router_attempts_total", with("outcome", "success")...); got != 6 {
+		t.Errorf("attempts_total{success} +%v, want 6", got)
+	}
+	if got := dl("caddy_llm_router_attempts_total", with("outcome", "canceled")...); got != 1 {
+		t.Errorf("attempts_total{canceled} +%v, want 1", got)
+	}
+	estIn, estOut := float64((len(abandoned)+3)/4), float64((len("w0 w1 ")+3)/4)
+	wantIn, wantOut := float64(served.Prompt)+estIn, float64(served.Completion)+estOut
+	if got := dl("caddy_llm_router_tokens_total", with("type", "input")...); got != wantIn {
+		t.Errorf("input tokens +%v, want %v (%d served + %v estimated)", got, wantIn, served.Prompt, estIn)
+	}
+	if got := dl("caddy_llm_router_tokens_total", with("type", "output")...); got != wantOut {
+		t.Errorf("output tokens +%v, want %v (%d served + %v estimated)", got, wantOut, served.Completion, estOut)
+	}
+	wantCost := (wantIn*0.42 + wantOut*0.42) / 1e6
+	if got := dl("caddy_llm_router_cost_total", with("currency", "USD")...); math.Abs(got-wantCost) > 1e-12 {
+		t.Errorf("cost +%v, want %v", got, wantCost)
+	}
+	if got := dl("caddy_llm_router_request_duration_seconds_count", m...); got != 7 {
+		t.Errorf("request_duration observations +%v, want 7", got)
+	}
+	if got := dl("caddy_llm_router_time_to_first_token_seconds_count", m...); got != 4 {
+		t.Errorf("time_to_first_token observations +%v, want 4 (streams only)", got)
+	}
+	if got := after[sel("caddy_llm_router_in_flight", m...)]; got != 0 {
+		t.Errorf("in_flight = %v after all requests ended", got)
+	}
+	if after[sel("caddy_llm_router_health_score", m...)] != 100 || after[sel("caddy_llm_router_up", m...)] != 1 {
+		t.Errorf("health gauges: score %v up %v", after[sel("caddy_llm_router_health_score", m...)], after[sel("caddy_llm_router_up", m...)])
+	}
+}
+
+// TestMetricsFailover: a failover is one failovers_total for the model
+// failed over from and one requests_total for the model that answered.
+func TestMetricsFailover(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	done := requestsDone(t)
+	before := scrape(t)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503})
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 429})
+	resp, _ = g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	waitFor(t, done, "request 1")
+	waitFor(t, done, "request 2")
+	after := scrape(t)
+	checks := []struct {
+		key  string
+		want float64
+	}{
+		{sel("caddy_llm_router_failovers_total", "model", "deepseek-v3.2", "provider", "primary", "reason", "server_error"), 2},
+		{sel("caddy_llm_router_failovers_total", "model", "gemini-2.5-flash", "provider", "primary", "reason", "rate_limited"), 0},
+		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "gemini-2.5-flash", "provider", "primary", "code", "200"), 1},
+		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "deepseek-v3.2", "provider", "primary", "code", "200"), 0},
+		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "", "provider", "", "code", "503"), 1},
+		{sel("caddy_llm_router_unavailable_total", "route", "simple_qa"), 1},
+		{sel("caddy_llm_router_attempts_total", "model", "deepseek-v3.2", "provider", "primary", "outcome", "server_error"), 2},
+		{sel("caddy_llm_router_attempts_total", "model", "gemini-2.5-flash", "provider", "primary", "outcome", "rate_limited"), 1},
+	}
+	for _, c := range checks {
+		if got := after.delta(before, c.key); got != c.want {
+			t.Errorf("%s +%v, want %v", c.key, got, c.want)
+		}
+	}
+	if after[sel("caddy_llm_router_up", "model", "gemini-2.5-flash", "provider", "primary")] != 0 {
+		t.Error("up should be 0 for a deployment in cooldown")
+	}
+}
+
+// TestMetricsReloadAndTwoHandlers: two llm_router handlers in one config
+// load, and counters survive a reload.
+func TestMetricsReloadAndTwoHandlers(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.post(chatBody("simple_qa", false))
+	key := sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "deepseek-v3.2", "provider", "primary", "code", "200")
+	before := scrape(t)[key]
+	if before < 1 {
+		t.Fatalf("%s = %v before the reload", key, before)
+	}
+
+	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(defaultRouter)
+	g.tc.InitServer(globalOptions+`
+http://localhost:9080 {
+	handle /a/* {
+		llm_router {`+body+`
+		}
+	}
+	handle /b/* {
+		llm_router {`+body+`
+			currency CNY 1
+		}
+	}
+}
+`, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	if got := scrape(t)[key]; got != before {
+		t.Errorf("%s = %v after the reload, want %v", key, got, before)
+	}
+	for _, prefix := range []string{"/a", "/b"} {
+		resp, body := g.postPath(prefix+"/v1/chat/completions", chatBody("simple_qa", false))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	after := scrape(t)
+	if got := after[key]; got != before+2 {
+		t.Errorf("%s = %v, want %v", key, got, before+2)
+	}
+	if after[sel("caddy_llm_router_cost_total", "model", "deepseek-v3.2", "provider", "primary", "currency", "CNY")] <= 0 {
+		t.Error("the CNY handler's cost was not counted in CNY")
+	}
+}
