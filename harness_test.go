@@ -101,6 +101,8 @@ func caddyGoroutines() []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.trapSignalsCrossPlatform.func1"),
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*Cache).maintainAssets"),
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+		// the rotation goroutine of Caddy's file log writer outlives its file
+		goleak.IgnoreAnyFunction("github.com/DeRuina/timberjack.(*Logger).millRun"),
 		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.(*adminHandler).serveHTTP"),
 		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/caddyconfig.init.0.func1"),
 		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
@@ -147,6 +149,13 @@ type gateway struct {
 // is routerBody ({PRIMARY} and {BACKUP} replaced by the mocks' URLs).
 func newGateway(t *testing.T, routerBody string) *gateway {
 	t.Helper()
+	return newGatewayWith(t, globalOptions, "", routerBody)
+}
+
+// newGatewayWith is newGateway with other global options and extra site
+// directives before llm_router.
+func newGatewayWith(t *testing.T, global, site, routerBody string) *gateway {
+	t.Helper()
 	g := &gateway{t: t, primary: mockllm.New(), backup: mockllm.New()}
 	ps := httptest.NewServer(g.primary)
 	bs := httptest.NewServer(g.backup)
@@ -155,7 +164,7 @@ func newGateway(t *testing.T, routerBody string) *gateway {
 	g.primaryURL, g.backupURL = ps.URL, bs.URL
 	body := strings.NewReplacer("{PRIMARY}", ps.URL, "{BACKUP}", bs.URL).Replace(routerBody)
 	g.tc = caddytest.NewTester(t)
-	g.tc.InitServer(globalOptions+"\nhttp://localhost:9080 {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.tc.InitServer(global+"\nhttp://localhost:9080 {\n"+site+"\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

@@ -1,0 +1,104 @@
+package llmrouter
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// TestSecretsStayOutOfLogs: with debug logging, failures and warnings, no
+// API key appears in Caddy's log; the fingerprint does.
+func TestSecretsStayOutOfLogs(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	global := strings.Replace(globalOptions, "level WARN", "level DEBUG\n\t\toutput file "+logFile, 1)
+	const oddKey = "key-without-the-usual-prefix-9f3e"
+	router := strings.Replace(defaultRouter, "api_key sk-backup-test-key-0002", "api_key "+oddKey, 1)
+	g := newGatewayWith(t, global, "", router)
+
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 401, Times: 1})
+	g.primary.Set("gpt-4.1", mockllm.Behavior{Reset: true})
+	g.backup.Set("claude-sonnet-4.5", mockllm.Behavior{Status: 500})
+	g.post(chatBody("simple_qa", false), "Authorization", "Bearer client-secret-123")
+	g.post(chatBody("complex_reasoning", true), "Authorization", "Bearer client-secret-123")
+
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(logs)
+	for _, secret := range []string{primaryKey, oddKey, "client-secret-123"} {
+		if strings.Contains(text, secret) {
+			t.Errorf("secret %q is in the log", secret)
+		}
+	}
+	if !strings.Contains(text, `does not start with \"sk-\"`) || !strings.Contains(text, "…9f3e") {
+		t.Errorf("no fingerprinted warning about the backup key in the log:\n%s", text)
+	}
+	if !strings.Contains(text, "upstream attempt failed") {
+		t.Errorf("debug log of the failed attempt missing:\n%s", text)
+	}
+}
+
+// TestVerifyKey: a key the provider rejects stops the config from loading,
+// with an error that names the provider and the key's fingerprint only.
+func TestVerifyKey(t *testing.T) {
+	mock := mockllm.New()
+	mock.SetRequireKey("sk-the-right-key-000000001")
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	load := func(key string) error {
+		cf := globalOptions + "\nhttp://localhost:9080 {\n\tllm_router {\n\t\tprovider holysheep {\n\t\t\tbase_url " + srv.URL +
+			"/v1\n\t\t\tapi_key \"" + key + "\"\n\t\t\tverify_key\n\t\t}\n\t\tmodel deepseek-v3.2\n\t}\n}\n"
+		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loadConfig(string(cfg))
+	}
+	err := load("sk-a-wrong-key-0000000042")
+	if err == nil {
+		t.Fatal("a rejected key loaded")
+	}
+	for _, want := range []string{"holysheep", "verify_key", "401", "sk-…0042"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "sk-a-wrong-key") {
+		t.Errorf("error leaks the key: %v", err)
+	}
+	// white space around the key is trimmed, so the right key loads
+	if err := load("  sk-the-right-key-000000001 \t"); err != nil {
+		t.Errorf("the right key (with white space) did not load: %v", err)
+	}
+	if got := mock.Requests(); len(got) != 2 || got[1].Path != "/v1/models" || got[1].Header.Get("Authorization") != "Bearer sk-the-right-key-000000001" {
+		t.Errorf("verify_key requests: %+v", got)
+	}
+}
+
+// TestPlaceholders: the {http.llm_router.*} placeholders carry the
+// request's routing and usage to other handlers (here: deferred headers).
+func TestPlaceholders(t *testing.T) {
+	site := "\theader >X-Log {http.llm_router.route}|{http.llm_router.model}|{http.llm_router.provider}|{http.llm_router.attempts}|{http.llm_router.input_tokens}|{http.llm_router.output_tokens}|{http.llm_router.cost}"
+	g := newGatewayWith(t, globalOptions, site, defaultRouter)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 502, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+	served := g.primary.Served("gemini-2.5-flash")
+	cost := float64(served.Prompt+served.Completion) * 2.5 / 1e6
+	want := "simple_qa|gemini-2.5-flash|primary|2|" + strconv.Itoa(served.Prompt) + "|" + strconv.Itoa(served.Completion) + "|" + strconv.FormatFloat(cost, 'f', -1, 64)
+	if got := resp.Header.Get("X-Log"); got != want {
+		t.Errorf("placeholders = %q, want %q", got, want)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatal(resp.StatusCode)
+	}
+}
