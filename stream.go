@@ -93,14 +93,14 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
 
-	err = relay.forward(ex.w, rc, first)
+	err = relay.forward(ex.w, rc.Flush, first)
 	for err == nil {
 		var ev []byte
 		ev, err = events.next()
 		if err != nil {
 			break
 		}
-		err = relay.forward(ex.w, rc, ev)
+		err = relay.forward(ex.w, rc.Flush, ev)
 	}
 	if relay.usage != nil {
 		ex.observeUsage(d, relay.usage.usage())
@@ -150,7 +150,7 @@ var (
 )
 
 // forward relays one event and flushes it.
-func (s *streamRelay) forward(w io.Writer, rc *http.ResponseController, ev []byte) error {
+func (s *streamRelay) forward(w io.Writer, flush func() error, ev []byte) error {
 	data := eventData(ev)
 	if i := bytes.Index(data, contentKey); i >= 0 {
 		s.chars += jsonStringChars(data[i+len(contentKey):])
@@ -172,7 +172,7 @@ func (s *streamRelay) forward(w io.Writer, rc *http.ResponseController, ev []byt
 	if _, err := w.Write(ev); err != nil {
 		return err
 	}
-	return rc.Flush()
+	return flush()
 }
 
 // sseReader splits a text/event-stream into events, each returned with its

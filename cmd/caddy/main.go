@@ -5,7 +5,7 @@
 //
 // Users outside this repository build the same binary with
 //
-//	xcaddy build --with github.com/llmrouter/caddy-llm-router --with github.com/mholt/caddy-ratelimit
+//	xcaddy build --with github.com/llmrouter/caddy-llm-router --with github.com/mholt/caddy-ratelimit@v0.1.0
 package main
 
 import (
@@ -13,6 +13,8 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	_ "github.com/mholt/caddy-ratelimit"
+
+	_ "github.com/llmrouter/caddy-llm-router"
 )
 
 func main() {

@@ -1,0 +1,144 @@
+package llmrouter
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	_ "github.com/mholt/caddy-ratelimit"
+)
+
+// TestExampleCaddyfile: example.Caddyfile adapts and passes Caddy's
+// validation in-process exactly as `caddy validate --config
+// example.Caddyfile` does (adapt, then caddy.Validate, which provisions
+// every module without starting the servers), and its secrets stay
+// placeholders in the adapted JSON.
+func TestExampleCaddyfile(t *testing.T) {
+	secrets := map[string]string{
+		"GATEWAY_KEY":       "sk-example-gateway-key-0000000001",
+		"HOLYSHEEP_API_KEY": "sk-example-holysheep-key-00000002",
+		"BACKUP_API_KEY":    "sk-example-backup-key-0000000003",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	// the example's default site address: GATEWAY_HOST unset (t.Setenv
+	// restores it afterwards)
+	t.Setenv("GATEWAY_HOST", "")
+	os.Unsetenv("GATEWAY_HOST")
+
+	src, err := os.ReadFile("example.Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt(src,
+		map[string]any{"filename": "example.Caddyfile"})
+	if err != nil {
+		t.Fatalf("adapting example.Caddyfile: %v", err)
+	}
+	for _, w := range warnings {
+		t.Errorf("adapter warning: %s", w)
+	}
+
+	// secrets are read at load (api keys) or at request time (the
+	// gateway key), never written into the JSON
+	js := string(adapted)
+	for _, ph := range []string{"{env.HOLYSHEEP_API_KEY}", "{env.BACKUP_API_KEY}", "Bearer {env.GATEWAY_KEY}"} {
+		if !strings.Contains(js, ph) {
+			t.Errorf("adapted JSON lost the placeholder %s", ph)
+		}
+	}
+	for k, v := range secrets {
+		if strings.Contains(js, v) {
+			t.Errorf("adapted JSON holds the value of %s", k)
+		}
+	}
+
+	// the router's part is what the example documents
+	var r Router
+	dec := json.NewDecoder(bytes.NewReader(exampleRouterJSON(t, adapted)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&struct {
+		Handler string `json:"handler"`
+		*Router
+	}{Router: &r}); err != nil {
+		t.Fatalf("llm_router JSON does not decode: %v", err)
+	}
+	if len(r.Providers) != 2 || r.Providers[0].Name != "holysheep" || r.Providers[0].BaseURL != DefaultBaseURL {
+		t.Errorf("want HolySheep (%s) as the first of two providers, got %+v", DefaultBaseURL, r.Providers)
+	}
+	for _, p := range r.Providers {
+		// caddy.Validate provisions the router: verify_key would need
+		// the network
+		if p.VerifyKey {
+			t.Errorf("provider %s has verify_key: validating the example would call %s", p.Name, p.BaseURL)
+		}
+	}
+	models := make(map[string]bool)
+	backup := false
+	for _, m := range r.Models {
+		models[m.Name] = true
+		backup = backup || m.Provider == "backup"
+	}
+	for _, name := range []string{"gpt-4.1", "claude-sonnet-4.5", "gemini-2.5-flash", "deepseek-v3.2"} {
+		if !models[name] {
+			t.Errorf("model %s is missing", name)
+		}
+	}
+	if !backup {
+		t.Error("no deployment on the backup provider")
+	}
+	if len(r.Routes["simple_qa"]) == 0 || len(r.Routes["complex_reasoning"]) == 0 || r.DefaultRoute != "simple_qa" {
+		t.Errorf("routes %v, default_route %q", r.Routes, r.DefaultRoute)
+	}
+	if r.Currency == nil || r.Currency.Code != "CNY" || r.Currency.Rate != 1 {
+		t.Errorf("currency %+v, want CNY 1", r.Currency)
+	}
+
+	// what `caddy validate` does after adapting
+	var cfg caddy.Config
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatalf("adapted JSON does not decode into caddy.Config: %v", err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("caddy validate: %v", err)
+	}
+}
+
+// exampleRouterJSON digs the one llm_router handler out of an adapted
+// config.
+func exampleRouterJSON(t *testing.T, cfg []byte) []byte {
+	t.Helper()
+	var found [][]byte
+	var walk func(raw json.RawMessage)
+	walk = func(raw json.RawMessage) {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) == nil {
+			if string(obj["handler"]) == `"llm_router"` {
+				found = append(found, raw)
+				return
+			}
+			for _, v := range obj {
+				walk(v)
+			}
+			return
+		}
+		var arr []json.RawMessage
+		if json.Unmarshal(raw, &arr) == nil {
+			for _, v := range arr {
+				walk(v)
+			}
+		}
+	}
+	walk(cfg)
+	if len(found) != 1 {
+		t.Fatalf("want one llm_router handler in the adapted config, found %d", len(found))
+	}
+	return found[0]
+}

@@ -1,0 +1,126 @@
+package llmrouter
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+// chatRequest builds a realistic chat body of about size bytes.
+func chatRequest(size int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"model":"simple_qa","temperature":0.3,"messages":[{"role":"system","content":"You are the shop assistant."}`)
+	for i := 0; b.Len() < size-100; i++ {
+		fmt.Fprintf(&b, `,{"role":"user","content":"Where is order %d? It was a pair of red shoes, size 42, \"express\" shipping."}`, i)
+	}
+	b.WriteString(`],"stream":true}`)
+	return b.Bytes()
+}
+
+func BenchmarkRequestBody(b *testing.B) {
+	for _, size := range []int{1 << 10, 100 << 10} {
+		body := chatRequest(size)
+		b.Run(fmt.Sprintf("parse_%dKB", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := parseRequestBody(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("parse_and_rewrite_%dKB", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				rb, err := parseRequestBody(body)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := rb.upstreamBody("deepseek-chat")
+				if _, err := io.Copy(io.Discard, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkSelectCandidates(b *testing.B) {
+	mk := func(name string, prio int) *deployment {
+		return &deployment{name: name, weight: 1, priority: prio, state: newDeploymentState()}
+	}
+	p := plan{{mk("deepseek@a", 1), mk("deepseek@b", 1)}, {mk("gemini@a", 1)}}
+	t0 := time.Now()
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(p.order(t0, rng, nil)) != 3 {
+			b.Fatal("short order")
+		}
+	}
+}
+
+// sseChunk is a typical content chunk of an OpenAI stream.
+const sseChunk = `data: {"id":"chatcmpl-abc123","object":"chat.completion.chunk","created":1700000000,"model":"deepseek-chat","system_fingerprint":null,"choices":[{"index":0,"delta":{"content":" shoes"},"logprobs":null,"finish_reason":null}],"usage":null}` + "\n\n"
+
+const sseUsageChunk = `data: {"id":"chatcmpl-abc123","object":"chat.completion.chunk","created":1700000000,"model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":10,"total_tokens":130,"prompt_tokens_details":{"cached_tokens":64}}}` + "\n\n"
+
+
+func BenchmarkStreamRelay(b *testing.B) {
+	b.Run("content_chunk", func(b *testing.B) {
+		benchRelay(b, sseChunk)
+	})
+	b.Run("usage_chunk", func(b *testing.B) {
+		benchRelay(b, sseUsageChunk)
+	})
+}
+
+func benchRelay(b *testing.B, chunk string) {
+	stream := strings.Repeat(chunk, 64)
+	flush := func() error { return nil }
+	relay := streamRelay{strip: true}
+	events := newSSEReader(strings.NewReader(stream))
+	src := strings.NewReader(stream)
+	b.SetBytes(int64(len(chunk)))
+	b.ReportAllocs()
+	for b.Loop() {
+		ev, err := events.next()
+		if err == io.EOF {
+			src.Reset(stream)
+			events.r.Reset(src)
+			ev, err = events.next()
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := relay.forward(io.Discard, flush, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkMetricsUpdate(b *testing.B) {
+	d := &deployment{name: "deepseek-v3.2", provider: &provider{name: "holysheep"}, price: builtinPrices["deepseek-v3.2"], state: newDeploymentState()}
+	d.metrics = metrics.forDeployment(d.name, d.provider.name, "CNY")
+	u := usage{input: 120, output: 10, cachedInput: 64}
+	b.ReportAllocs()
+	for b.Loop() {
+		d.metrics.inFlight.Inc()
+		d.metrics.attempts[outcomeSuccess.index()].Inc()
+		d.metrics.duration.Observe(0.42)
+		d.metrics.ttft.Observe(0.12)
+		d.metrics.inputTokens.Add(float64(u.input))
+		d.metrics.outputToks.Add(float64(u.output))
+		d.metrics.cachedToks.Add(float64(u.cachedInput))
+		d.metrics.cost.Add(d.price.cost(u))
+		metrics.requests.WithLabelValues("simple_qa", d.name, d.provider.name, statusLabel(200)).Inc()
+		d.state.recordAttempt(false, 420*time.Millisecond, 120*time.Millisecond)
+		d.state.recordUsage(u, d.price.cost(u))
+		d.metrics.inFlight.Dec()
+	}
+}
