@@ -16,14 +16,25 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "llm-router",
-		Usage: "stats [--address <admin address>]",
-		Short: "Inspects a running LLM gateway",
+		Usage: "stats [--address <admin address>] | cost --config <file> [--stats <file or URL> | --address <admin address>]",
+		Short: "Inspects a running LLM gateway and projects its cost",
 		Long: `
 Commands of the llm_router module.
 
   stats   prints every deployment's state, health score, traffic, error
           rate, latency and tokens, read from the running Caddy's admin
           API (GET /llm_router/stats).
+
+  cost    projects the monthly cost of a config's llm_router handlers from
+          their prices (the same prices and currency the gateway counts):
+          per model and per route as if all traffic went there, and, with
+          --stats or --address, at the mix of traffic the stats observed.
+          Nothing is loaded or started; {env.X} keys need not be set.
+
+            caddy llm-router cost --config Caddyfile
+            caddy llm-router cost --config Caddyfile --requests 3,000,000 \
+                --tokens 500 --output-ratio 0.25 --stats stats.json
+            caddy llm-router cost --config caddy.json --address localhost:2019
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			stats := &cobra.Command{
@@ -36,29 +47,75 @@ Commands of the llm_router module.
 			}
 			stats.Flags().String("address", "", "admin API address (default: localhost:2019, or CADDY_ADMIN)")
 			cmd.AddCommand(stats)
+
+			cost := &cobra.Command{
+				Use:   "cost --config <file> [--adapter <name>] [--requests <n>] [--tokens <n>] [--output-ratio <r>] [--stats <file or URL> | --address <admin address>]",
+				Short: "Projects monthly cost per model, per route and for an observed traffic mix",
+				Args:  cobra.NoArgs,
+				RunE: func(c *cobra.Command, _ []string) error {
+					f := c.Flags()
+					config, _ := f.GetString("config")
+					adapter, _ := f.GetString("adapter")
+					statsSrc, _ := f.GetString("stats")
+					addr, _ := f.GetString("address")
+					reqs, _ := f.GetString("requests")
+					toks, _ := f.GetString("tokens")
+					ratio, _ := f.GetFloat64("output-ratio")
+					opts := costOptions{OutputRatio: ratio}
+					var err error
+					if opts.Requests, err = parseCount("requests", reqs); err != nil {
+						return err
+					}
+					if opts.Tokens, err = parseCount("tokens", toks); err != nil {
+						return err
+					}
+					return runCost(c.OutOrStdout(), config, adapter, opts, statsSrc, addr, f.Changed("address"))
+				},
+			}
+			cf := cost.Flags()
+			cf.StringP("config", "c", "", "Caddyfile or JSON config to price (required)")
+			cf.StringP("adapter", "a", "", `config adapter (default: "caddyfile" if the file name contains "Caddyfile", else JSON)`)
+			cf.String("requests", strconv.Itoa(defaultCostRequests), "requests per month (3000000 or 3,000,000)")
+			cf.String("tokens", strconv.Itoa(defaultCostTokens), "tokens per request, input and output together")
+			cf.Float64("output-ratio", defaultCostOutputRatio, "share of the tokens that are output")
+			cf.String("stats", "", "stats to take the traffic mix from: a saved GET /llm_router/stats answer or its URL")
+			cf.String("address", "", "admin API address to read the stats from (e.g. localhost:2019; empty: CADDY_ADMIN or localhost:2019)")
+			cost.MarkFlagsMutuallyExclusive("stats", "address")
+			_ = cost.MarkFlagRequired("config")
+			cmd.AddCommand(cost)
 		},
 	})
 }
 
 // runStats fetches the stats from the admin API at addr and prints them.
 func runStats(w io.Writer, addr string) error {
+	s, err := fetchAdminStats(addr)
+	if err != nil {
+		return err
+	}
+	return writeStatsTable(w, *s)
+}
+
+// fetchAdminStats reads GET /llm_router/stats from the admin API at addr
+// (default: CADDY_ADMIN, else Caddy's default admin address).
+func fetchAdminStats(addr string) (*Stats, error) {
 	if addr == "" {
 		addr = os.Getenv("CADDY_ADMIN")
 	}
 	addr, err := caddycmd.DetermineAdminAPIAddress(addr, nil, "", "")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, "/llm_router/stats", nil, nil)
 	if err != nil {
-		return fmt.Errorf("reading stats from %s: %w", addr, err)
+		return nil, fmt.Errorf("reading stats from %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
 	var s Stats
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return fmt.Errorf("decoding stats from %s: %w", addr, err)
+		return nil, fmt.Errorf("decoding stats from %s: %w", addr, err)
 	}
-	return writeStatsTable(w, s)
+	return &s, nil
 }
 
 // writeStatsTable prints stats as an aligned table, one deployment a row,

@@ -2,12 +2,19 @@ package llmrouter
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
 // chatRequest builds a realistic chat body of about size bytes.
@@ -70,7 +77,6 @@ const sseChunk = `data: {"id":"chatcmpl-abc123","object":"chat.completion.chunk"
 
 const sseUsageChunk = `data: {"id":"chatcmpl-abc123","object":"chat.completion.chunk","created":1700000000,"model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":10,"total_tokens":130,"prompt_tokens_details":{"cached_tokens":64}}}` + "\n\n"
 
-
 func BenchmarkStreamRelay(b *testing.B) {
 	b.Run("content_chunk", func(b *testing.B) {
 		benchRelay(b, sseChunk)
@@ -122,5 +128,44 @@ func BenchmarkMetricsUpdate(b *testing.B) {
 		d.state.recordAttempt(false, 420*time.Millisecond, 120*time.Millisecond)
 		d.state.recordUsage(u, d.price.cost(u))
 		d.metrics.inFlight.Dec()
+	}
+}
+
+// BenchmarkServeHTTP runs whole requests through a provisioned router
+// (no Caddy server around it) against the mock on loopback.
+func BenchmarkServeHTTP(b *testing.B) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	r := &Router{
+		Providers:   []*Provider{{Name: "primary", BaseURL: srv.URL + "/v1", APIKey: "sk-bench-key-000000000001"}},
+		Models:      []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat"}, {Name: "gemini-2.5-flash"}},
+		Routes:      map[string][]string{"simple_qa": {"deepseek-v3.2", "gemini-2.5-flash"}},
+		HealthCheck: &HealthCheck{Off: true},
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := r.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer r.Cleanup()
+	for _, stream := range []bool{false, true} {
+		name := "json"
+		if stream {
+			name = "stream"
+		}
+		body := chatBody("simple_qa", stream)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+				repl := caddy.NewReplacer()
+				req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+				w := httptest.NewRecorder()
+				if err := r.ServeHTTP(w, req, nil); err != nil || w.Code != 200 {
+					b.Fatalf("%v %d", err, w.Code)
+				}
+			}
+		})
 	}
 }

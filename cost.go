@@ -1,0 +1,566 @@
+package llmrouter
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/dustin/go-humanize"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// Defaults of `caddy llm-router cost`: DESIGN.md's example traffic.
+const (
+	defaultCostRequests    = 3_000_000
+	defaultCostTokens      = 500
+	defaultCostOutputRatio = 0.25
+)
+
+// costOptions is the traffic `caddy llm-router cost` projects.
+type costOptions struct {
+	Requests    int64   // per month
+	Tokens      int64   // per request, input and output together
+	OutputRatio float64 // share of Tokens that is output
+}
+
+func (o costOptions) validate() error {
+	switch {
+	case o.Requests < 0:
+		return errors.New("--requests must not be negative")
+	case o.Tokens < 0:
+		return errors.New("--tokens must not be negative")
+	case o.OutputRatio < 0 || o.OutputRatio > 1 || math.IsNaN(o.OutputRatio):
+		return errors.New("--output-ratio must be between 0 and 1")
+	}
+	return nil
+}
+
+// mix is the assumed tokens of one request.
+func (o costOptions) mix() tokenMix {
+	out := float64(o.Tokens) * o.OutputRatio
+	return tokenMix{input: float64(o.Tokens) - out, output: out}
+}
+
+// tokenMix is the average tokens of one request.
+type tokenMix struct {
+	input, output, cached float64 // cached is part of input
+}
+
+// costOf is what n requests of mix m cost at price p, in currency c: the
+// gateway's own formula (unitPrice.cost) on the total usage, times the rate.
+func costOf(p unitPrice, c Currency, n float64, m tokenMix) float64 {
+	u := usage{
+		input:       int64(math.Round(n * m.input)),
+		output:      int64(math.Round(n * m.output)),
+		cachedInput: int64(math.Round(n * m.cached)),
+	}
+	return p.cost(u) * c.Rate
+}
+
+// costTarget is one llm_router handler found in a config.
+type costTarget struct {
+	Where  string // where it sits in the config, e.g. "server srv0 (:8080), path /v1/*"
+	Router *Router
+}
+
+// loadCostTargets adapts the config file (Caddyfile or JSON) and returns
+// every llm_router handler in it.
+func loadCostTargets(path, adapter string) ([]costTarget, error) {
+	if path == "" {
+		return nil, errors.New("--config is required")
+	}
+	if adapter == "" && strings.Contains(strings.ToLower(filepath.Base(path)), "caddyfile") {
+		adapter = "caddyfile"
+	}
+	cfg, _, _, err := caddycmd.LoadConfig(path, adapter)
+	if err != nil {
+		return nil, err
+	}
+	return findCostTargets(cfg)
+}
+
+// findCostTargets walks an adapted (JSON) config for objects with
+// "handler": "llm_router", in document order, and decodes each into a
+// Router as Caddy would (unknown fields are errors). Nothing is provisioned.
+func findCostTargets(cfg []byte) ([]costTarget, error) {
+	dec := json.NewDecoder(bytes.NewReader(cfg))
+	dec.UseNumber()
+	var root any
+	if err := dec.Decode(&root); err != nil {
+		return nil, fmt.Errorf("config is not JSON: %w", err)
+	}
+	var found []costTarget
+	var errs []error
+	type where struct {
+		server       string
+		hosts, paths []string
+	}
+	var walk func(v any, parentKey string, at where)
+	walk = func(v any, parentKey string, at where) {
+		switch v := v.(type) {
+		case []any:
+			for _, c := range v {
+				walk(c, "", at)
+			}
+		case map[string]any:
+			if v["handler"] == "llm_router" {
+				var parts []string
+				if at.server != "" {
+					parts = append(parts, "server "+at.server)
+				}
+				if len(at.hosts) > 0 {
+					parts = append(parts, "host "+strings.Join(at.hosts, " "))
+				}
+				if len(at.paths) > 0 {
+					parts = append(parts, "path "+strings.Join(at.paths, " "))
+				}
+				r, err := decodeRouter(v)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("llm_router #%d (%s): %w", len(found)+len(errs)+1, strings.Join(parts, ", "), err))
+					return
+				}
+				found = append(found, costTarget{Where: strings.Join(parts, ", "), Router: r})
+				return
+			}
+			if parentKey == "servers" {
+				// v is the servers map: its keys are server names
+				for _, name := range slices.Sorted(maps.Keys(v)) {
+					next := at
+					next.server = name
+					if srv, ok := v[name].(map[string]any); ok {
+						if listen := stringsOf(srv["listen"]); len(listen) > 0 {
+							next.server += " (" + strings.Join(listen, " ") + ")"
+						}
+					}
+					walk(v[name], "", next)
+				}
+				return
+			}
+			if sets, ok := v["match"].([]any); ok { // a route: its matchers apply to what it holds
+				at.hosts, at.paths = slices.Clone(at.hosts), slices.Clone(at.paths)
+				for _, s := range sets {
+					if m, ok := s.(map[string]any); ok {
+						at.hosts = append(at.hosts, stringsOf(m["host"])...)
+						at.paths = append(at.paths, stringsOf(m["path"])...)
+					}
+				}
+			}
+			for _, k := range slices.Sorted(maps.Keys(v)) {
+				walk(v[k], k, at)
+			}
+		}
+	}
+	walk(root, "", where{})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		return nil, errors.New(`the config has no llm_router handler (no object with "handler": "llm_router")`)
+	}
+	return found, nil
+}
+
+func stringsOf(v any) []string {
+	list, _ := v.([]any)
+	var out []string
+	for _, x := range list {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// decodeRouter decodes one handler object strictly, sets the defaults and
+// validates it, as Provision would, without its side effects.
+func decodeRouter(obj map[string]any) (*Router, error) {
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	r := new(Router)
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&struct {
+		Handler string `json:"handler"`
+		*Router
+	}{Router: r}); err != nil {
+		return nil, err
+	}
+	r.setDefaults()
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// readCostStats reads a saved GET /llm_router/stats answer from a file, or
+// fetches it from an http(s) URL.
+func readCostStats(src string) (*Stats, error) {
+	var body []byte
+	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+		client := &http.Client{Timeout: 15 * time.Second}
+		resp, err := client.Get(src)
+		if err != nil {
+			return nil, fmt.Errorf("reading stats: %w", err)
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if err != nil {
+			return nil, fmt.Errorf("reading stats from %s: %w", src, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("reading stats from %s: %s: %s", src, resp.Status, bytes.TrimSpace(body[:min(len(body), 300)]))
+		}
+	} else {
+		var err error
+		if body, err = os.ReadFile(src); err != nil {
+			return nil, fmt.Errorf("reading stats: %w", err)
+		}
+	}
+	var s Stats
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, fmt.Errorf("decoding stats from %s: %w", src, err)
+	}
+	return &s, nil
+}
+
+// costDeployment is a deployment priced as the gateway prices it.
+type costDeployment struct {
+	model    *Model
+	price    unitPrice
+	declared int // declaration index, to break priority ties
+}
+
+func (d costDeployment) label() string { return d.model.Name + "@" + d.model.Provider }
+
+// pricedRouter is a Router's deployments priced, with what pricing warned.
+type pricedRouter struct {
+	r        *Router
+	byModel  map[string][]costDeployment // each by priority, then declaration
+	names    []string                    // model names in declaration order
+	warnings []string
+}
+
+func priceRouter(r *Router) pricedRouter {
+	core, logs := observer.New(zapcore.WarnLevel)
+	saved := r.logger
+	r.logger = zap.New(core)
+	defer func() { r.logger = saved }()
+
+	pr := pricedRouter{r: r, byModel: make(map[string][]costDeployment)}
+	for i, m := range r.Models {
+		if _, ok := pr.byModel[m.Name]; !ok {
+			pr.names = append(pr.names, m.Name)
+		}
+		pr.byModel[m.Name] = append(pr.byModel[m.Name], costDeployment{model: m, price: r.priceFor(m), declared: i})
+	}
+	for _, ds := range pr.byModel {
+		slices.SortStableFunc(ds, func(a, b costDeployment) int { return cmp.Compare(a.model.Priority, b.model.Priority) })
+	}
+	for _, e := range logs.All() {
+		ctx := e.ContextMap()
+		pr.warnings = append(pr.warnings, fmt.Sprintf("%v@%v: %s", ctx["model"], ctx["provider"], e.Message))
+	}
+	return pr
+}
+
+// primary is the deployment of a model name that is tried first.
+func (pr pricedRouter) primary(name string) costDeployment { return pr.byModel[name][0] }
+
+// costReport writes the projection for every handler: per model, per
+// route, and, given stats, for the observed mix.
+func costReport(w io.Writer, targets []costTarget, opts costOptions, stats *Stats) error {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	mix := opts.mix()
+	var codes []string
+	for _, t := range targets {
+		c := t.Router.currency
+		code := c.Code + " at " + humanize.FtoaWithDigits(c.Rate, 6) + " " + c.Code + " per price unit"
+		if !slices.Contains(codes, code) {
+			codes = append(codes, code)
+		}
+	}
+	currency := "currency " + strings.Join(codes, ", ")
+	if len(codes) > 1 {
+		currency = "currency per router"
+	}
+	fmt.Fprintf(w, "%s requests/month × %s tokens/request (%s input + %s output) = %s tokens/month; %s\n",
+		humanize.Comma(opts.Requests), humanize.Comma(opts.Tokens), humanize.FtoaWithDigits(mix.input, 1),
+		humanize.FtoaWithDigits(mix.output, 1), humanize.Comma(opts.Requests*opts.Tokens), currency)
+
+	for i, t := range targets {
+		fmt.Fprintf(w, "\nllm_router #%d", i+1)
+		if t.Where != "" {
+			fmt.Fprintf(w, ": %s", t.Where)
+		}
+		if len(codes) > 1 {
+			fmt.Fprintf(w, " (currency %s, rate %s)", t.Router.currency.Code, humanize.FtoaWithDigits(t.Router.currency.Rate, 6))
+		}
+		fmt.Fprintln(w)
+		if err := costReportOne(w, priceRouter(t.Router), opts, stats); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) error {
+	r, cur := pr.r, pr.r.currency
+	mix := opts.mix()
+	money := func(v float64) string { return humanize.FormatFloat("#,###.##", v) + " " + cur.Code }
+	price := func(v float64) string { return humanPrice(v * cur.Rate) }
+	monthly := func(p unitPrice) string { return money(costOf(p, cur, float64(opts.Requests), mix)) }
+	var notes []string
+
+	// per model
+	fmt.Fprintf(w, "\nIf all traffic went to one model (prices per 1M tokens, in %s):\n", cur.Code)
+	rows := [][]string{{"MODEL", "PROVIDER", "INPUT/1M", "OUTPUT/1M", "PER 1K REQUESTS", "MONTHLY"}}
+	for _, name := range pr.names {
+		ds := pr.byModel[name]
+		d := ds[0]
+		rows = append(rows, []string{name, d.model.Provider, price(d.price.input), price(d.price.output),
+			money(costOf(d.price, cur, 1000, mix)), monthly(d.price)})
+		var others []string
+		for _, o := range ds[1:] {
+			if o.price != d.price {
+				split := ""
+				if o.model.Priority == d.model.Priority {
+					split = ", shares the traffic by weight"
+				}
+				others = append(others, fmt.Sprintf("%s (priority %d%s) costs %s/%s", o.model.Provider, o.model.Priority,
+					split, price(o.price.input), price(o.price.output)))
+			}
+		}
+		if len(others) > 0 {
+			notes = append(notes, fmt.Sprintf("%s: priced as its first deployment, %s (priority %d); %s per 1M tokens",
+				name, d.model.Provider, d.model.Priority, strings.Join(others, ", ")))
+		}
+	}
+	if err := writeCostTable(w, rows, 2, 3, 4, 5); err != nil {
+		return err
+	}
+
+	// per route
+	fmt.Fprintln(w, "\nIf all traffic went to one route's primary model:")
+	rows = [][]string{{"ROUTE", "PRIMARY", "MONTHLY"}}
+	for _, name := range slices.Sorted(maps.Keys(r.Routes)) {
+		d := pr.primary(r.Routes[name][0])
+		label := name
+		if name == r.DefaultRoute {
+			label += " (default)"
+		}
+		rows = append(rows, []string{label, d.label(), monthly(d.price)})
+	}
+	if r.DefaultRoute == "" {
+		var first *costDeployment
+		for _, name := range pr.names {
+			d := pr.primary(name)
+			if first == nil || d.model.Priority < first.model.Priority ||
+				(d.model.Priority == first.model.Priority && d.declared < first.declared) {
+				first = &d
+			}
+		}
+		rows = append(rows, []string{"auto (no default_route)", first.label(), monthly(first.price)})
+		notes = append(notes, "auto: without default_route, requests naming no model go to every deployment by priority; shown: the first declared of the first priority")
+	}
+	if err := writeCostTable(w, rows, 2); err != nil {
+		return err
+	}
+
+	if stats != nil {
+		n, err := observedMix(w, pr, opts, stats)
+		if err != nil {
+			return err
+		}
+		notes = append(notes, n...)
+	}
+
+	notes = append(notes, pr.warnings...)
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, "note: "+n)
+		}
+	}
+	return nil
+}
+
+// observedMix projects opts.Requests at the traffic mix of stats, among
+// this router's deployments.
+func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) ([]string, error) {
+	cur := pr.r.currency
+	money := func(v float64) string { return humanize.FormatFloat("#,###.##", v) + " " + cur.Code }
+	type observed struct {
+		d                       costDeployment
+		requests                int64
+		input, output, cachedIn int64
+	}
+	var obs []*observed
+	index := make(map[string]*observed)
+	for _, name := range pr.names {
+		for _, d := range pr.byModel[name] {
+			o := &observed{d: d}
+			obs = append(obs, o)
+			index[d.model.Name+"\x00"+d.model.Provider] = o
+		}
+	}
+	var notes []string
+	var total int64
+	for _, s := range stats.Deployments {
+		o, ok := index[s.Model+"\x00"+s.Provider]
+		if !ok {
+			if s.Requests > 0 {
+				notes = append(notes, fmt.Sprintf("%s@%s: in the stats (%s requests) but not in this config; left out of the mix",
+					s.Model, s.Provider, humanize.Comma(s.Requests)))
+			}
+			continue
+		}
+		o.requests += s.Requests
+		o.input += s.Tokens.Input
+		o.output += s.Tokens.Output
+		o.cachedIn += s.Tokens.CachedInput
+		total += s.Requests
+	}
+
+	when := ""
+	if !stats.GeneratedAt.IsZero() {
+		when = " of " + stats.GeneratedAt.UTC().Format("2006-01-02 15:04 MST")
+	}
+	fmt.Fprintf(w, "\nAt the observed mix (stats%s: %s requests), %s requests/month:\n",
+		when, humanize.Comma(total), humanize.Comma(opts.Requests))
+	if total == 0 {
+		fmt.Fprintln(w, "no requests observed for this router's deployments")
+		return notes, nil
+	}
+	rows := [][]string{{"MODEL", "PROVIDER", "REQUESTS", "SHARE", "AVG IN", "AVG OUT", "MONTHLY"}}
+	var sum float64
+	var sumIn, sumOut, sumCached float64
+	assumed := false
+	for _, o := range obs {
+		if o.requests == 0 {
+			continue
+		}
+		share := float64(o.requests) / float64(total)
+		n := float64(opts.Requests) * share
+		m := opts.mix()
+		mark := ""
+		if o.input+o.output > 0 {
+			req := float64(o.requests)
+			m = tokenMix{input: float64(o.input) / req, output: float64(o.output) / req, cached: float64(o.cachedIn) / req}
+		} else {
+			mark, assumed = " *", true
+		}
+		c := costOf(o.d.price, cur, n, m)
+		sum += c
+		sumIn, sumOut, sumCached = sumIn+n*m.input, sumOut+n*m.output, sumCached+n*m.cached
+		in := humanize.FtoaWithDigits(math.Round(m.input*10)/10, 1)
+		if m.cached > 0 {
+			in += " (" + humanize.FtoaWithDigits(math.Round(m.cached*10)/10, 1) + " cached)"
+		}
+		rows = append(rows, []string{o.d.model.Name, o.d.model.Provider, humanize.Comma(o.requests) + mark,
+			humanPercent(share), in, humanize.FtoaWithDigits(math.Round(m.output*10)/10, 1), money(c)})
+	}
+	avg := func(v float64) string {
+		if opts.Requests == 0 {
+			return "-"
+		}
+		return humanize.FtoaWithDigits(math.Round(v/float64(opts.Requests)*10)/10, 1)
+	}
+	in := avg(sumIn)
+	if sumCached > 0 {
+		in += " (" + avg(sumCached) + " cached)"
+	}
+	rows = append(rows, []string{"TOTAL", "", humanize.Comma(total), "100%", in, avg(sumOut), money(sum)})
+	if err := writeCostTable(w, rows, 2, 3, 4, 5, 6); err != nil {
+		return nil, err
+	}
+	if assumed {
+		notes = append([]string{fmt.Sprintf("* no tokens recorded: assumed %s input + %s output tokens/request (--tokens, --output-ratio)",
+			humanize.FtoaWithDigits(opts.mix().input, 1), humanize.FtoaWithDigits(opts.mix().output, 1))}, notes...)
+	}
+	return notes, nil
+}
+
+// humanPrice writes a price per 1M tokens with at least two and at most
+// four decimals: 8.00, 0.42, 0.028, 0.3864.
+func humanPrice(v float64) string {
+	s := humanize.FormatFloat("#,###.####", v)
+	for strings.HasSuffix(s, "0") && len(s)-strings.IndexByte(s, '.') > 3 {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// writeCostTable writes rows (the first is the header) aligned, with the
+// given columns right-aligned.
+func writeCostTable(w io.Writer, rows [][]string, right ...int) error {
+	width := make(map[int]int)
+	for _, row := range rows[1:] {
+		for _, c := range right {
+			width[c] = max(width[c], utf8.RuneCountInString(row[c]), utf8.RuneCountInString(rows[0][c]))
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, row := range rows {
+		cells := slices.Clone(row)
+		for _, c := range right {
+			cells[c] = strings.Repeat(" ", width[c]-utf8.RuneCountInString(cells[c])) + cells[c]
+		}
+		if _, err := fmt.Fprintln(tw, strings.Join(cells, "\t")); err != nil {
+			return err
+		}
+	}
+	return tw.Flush()
+}
+
+// runCost is `caddy llm-router cost`.
+func runCost(w io.Writer, configFile, adapter string, opts costOptions, statsSrc, adminAddr string, useAdmin bool) error {
+	if err := opts.validate(); err != nil {
+		return err
+	}
+	targets, err := loadCostTargets(configFile, adapter)
+	if err != nil {
+		return err
+	}
+	var stats *Stats
+	switch {
+	case useAdmin:
+		if stats, err = fetchAdminStats(adminAddr); err != nil {
+			return err
+		}
+	case statsSrc != "":
+		if stats, err = readCostStats(statsSrc); err != nil {
+			return err
+		}
+	}
+	return costReport(w, targets, opts, stats)
+}
+
+// parseCount reads a count flag: 3000000, 3,000,000 or 3_000_000.
+func parseCount(flag, s string) (int64, error) {
+	n, err := strconv.ParseInt(strings.NewReplacer(",", "", "_", "").Replace(s), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("--%s: %q is not a whole number", flag, s)
+	}
+	return n, nil
+}
