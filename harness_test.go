@@ -73,8 +73,23 @@ const defaultRouter = `
 	}
 `
 
+// mockServers stay open until the end of the test binary: a closed
+// server's port could be handed to a later test's mock, whose deployments
+// would then inherit the earlier test's health state (state is keyed by
+// base URL, as it must be to survive reloads).
+var mockServers []*httptest.Server
+
+func newMockServer(h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h)
+	mockServers = append(mockServers, srv)
+	return srv
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
+	for _, srv := range mockServers {
+		srv.Close()
+	}
 	if code == 0 && caddyRunning() {
 		// unload every app so that what the module started must stop
 		if err := loadConfig(`{"admin":{"listen":"localhost:2999"}}`); err != nil {
@@ -157,10 +172,7 @@ func newGateway(t *testing.T, routerBody string) *gateway {
 func newGatewayWith(t *testing.T, global, site, routerBody string) *gateway {
 	t.Helper()
 	g := &gateway{t: t, primary: mockllm.New(), backup: mockllm.New()}
-	ps := httptest.NewServer(g.primary)
-	bs := httptest.NewServer(g.backup)
-	t.Cleanup(ps.Close)
-	t.Cleanup(bs.Close)
+	ps, bs := newMockServer(g.primary), newMockServer(g.backup)
 	g.primaryURL, g.backupURL = ps.URL, bs.URL
 	body := strings.NewReplacer("{PRIMARY}", ps.URL, "{BACKUP}", bs.URL).Replace(routerBody)
 	g.tc = caddytest.NewTester(t)

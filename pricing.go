@@ -76,13 +76,6 @@ func (r *Router) priceFor(m *Model) unitPrice {
 	return unitPrice{}
 }
 
-// usage is what one response consumed, as the provider reported it (or as
-// estimated when a stream ended without a usage chunk).
-type usage struct {
-	input, output, cachedInput int64
-	estimated                  bool
-}
-
 // cost is the price of u in price units; cached prompt tokens are part of
 // the prompt count and billed at the cached price.
 func (p unitPrice) cost(u usage) float64 {

@@ -3,7 +3,6 @@ package llmrouter
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -559,46 +558,4 @@ func (ex *exchange) observeUsage(d *deployment, u usage) {
 	ex.repl.Set("http.llm_router.input_tokens", u.input)
 	ex.repl.Set("http.llm_router.output_tokens", u.output)
 	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost*ex.router.currency.Rate, 'f', -1, 64))
-}
-
-// openAIUsage is the `usage` object of OpenAI responses and stream chunks.
-type openAIUsage struct {
-	PromptTokens        int64 `json:"prompt_tokens"`
-	CompletionTokens    int64 `json:"completion_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens int64 `json:"cached_tokens"`
-	} `json:"prompt_tokens_details"`
-}
-
-func (o openAIUsage) usage() usage {
-	u := usage{input: o.PromptTokens, output: o.CompletionTokens}
-	if o.PromptTokensDetails != nil {
-		u.cachedInput = o.PromptTokensDetails.CachedTokens
-	}
-	return u
-}
-
-// usageFromJSON finds the top-level "usage" of a response and decodes only
-// that member.
-func usageFromJSON(b []byte) (usage, bool) {
-	s := jsonScanner{b: b}
-	s.ws()
-	if s.i >= len(b) || b[s.i] != '{' {
-		return usage{}, false
-	}
-	found := absent
-	_ = s.object(0, func(key []byte, val span) error {
-		if string(key) == "usage" && b[val.start] == '{' {
-			found = val
-		}
-		return nil
-	})
-	if found.start < 0 {
-		return usage{}, false
-	}
-	var o openAIUsage
-	if json.Unmarshal(b[found.start:found.end], &o) != nil {
-		return usage{}, false
-	}
-	return o.usage(), true
 }

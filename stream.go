@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -103,7 +102,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		err = relay.forward(ex.w, rc.Flush, ev)
 	}
 	if relay.usage != nil {
-		ex.observeUsage(d, relay.usage.usage())
+		ex.observeUsage(d, *relay.usage)
 	} else {
 		// abandoned, broken, or a provider that ignores include_usage:
 		// the provider bills anyway, so count an estimate (~4 characters
@@ -138,7 +137,7 @@ func orEOF(err error) error {
 // streamRelay writes events to the client, pulling the usage out on the way.
 type streamRelay struct {
 	strip bool // the client did not ask for usage: drop the usage-only chunk
-	usage *openAIUsage
+	usage *usage
 	done  bool  // saw [DONE]
 	chars int64 // characters of content streamed, to estimate usage
 }
@@ -158,13 +157,9 @@ func (s *streamRelay) forward(w io.Writer, flush func() error, ev []byte) error 
 	if bytes.Equal(data, doneData) {
 		s.done = true
 	} else if bytes.Contains(data, usagePrefix) {
-		var chunk struct {
-			Choices []json.RawMessage `json:"choices"`
-			Usage   *openAIUsage      `json:"usage"`
-		}
-		if json.Unmarshal(data, &chunk) == nil && chunk.Usage != nil {
-			s.usage = chunk.Usage
-			if s.strip && len(chunk.Choices) == 0 {
+		if u, choices, ok := usageFromChunk(data); ok {
+			s.usage = &u
+			if s.strip && choices == 0 {
 				return nil
 			}
 		}
