@@ -8,14 +8,13 @@ import (
 
 // Error codes of the responses the router makes itself.
 const (
-	codeInvalidJSON     = "invalid_json"
-	codeMissingParam    = "missing_required_parameter"
-	codeModelNotFound   = "model_not_found"
-	codeTooLarge        = "request_too_large"
-	codeAllUnavailable  = "all_models_unavailable"
-	typeInvalidRequest  = "invalid_request_error"
-	typeServerError     = "server_error"
-	typeNotFoundRequest = "invalid_request_error"
+	codeInvalidJSON    = "invalid_json"
+	codeMissingParam   = "missing_required_parameter"
+	codeModelNotFound  = "model_not_found"
+	codeTooLarge       = "request_too_large"
+	codeAllUnavailable = "all_models_unavailable"
+	typeInvalidRequest = "invalid_request_error"
+	typeServerError    = "server_error"
 )
 
 // apiError is OpenAI's error envelope, so clients' SDKs raise their usual

@@ -1,0 +1,740 @@
+package llmrouter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// The dashboard and the alert rules that TestDashboardAgainstPrometheus runs
+// through a real Prometheus.
+const (
+	promDashboardPath = "deploy/grafana/llm-router.json"
+	promAlertsPath    = "deploy/prometheus/alerts.yml"
+	promJob           = "llmrouter"
+	promMissing       = "prometheus not installed (apt-get install prometheus)"
+	// promWait bounds every wait on the Prometheus process together.
+	promWait = 60 * time.Second
+)
+
+// TestDashboardAgainstPrometheus drives traffic through the gateway that
+// gives every router metric family series, lets a real Prometheus scrape
+// Caddy's admin /metrics, and checks that every dashboard expression returns
+// data, that the token and cost series Prometheus stored equal both Caddy's
+// own /metrics and what the mocks served, and that the alert rules load and
+// evaluate without errors.
+func TestDashboardAgainstPrometheus(t *testing.T) {
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(promMissing + " (CI=true, so this is a failure rather than a skip)")
+		}
+		t.Skip(promMissing)
+	}
+	exprs, err := promDashboardExprs(promDashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exprs) == 0 {
+		t.Fatal("no expressions in the dashboard")
+	}
+
+	// a 429 cools a deployment down for 1ms only, so that both traffic
+	// rounds below take the same paths
+	cfg := withHealth("\t\tinterval off")
+	if !strings.Contains(cfg, "first_byte_timeout 2s") {
+		t.Fatal("defaultRouter has no first_byte_timeout 2s line to add a cooldown to")
+	}
+	cfg = strings.Replace(cfg, "first_byte_timeout 2s", "first_byte_timeout 2s\n\t\tcooldown 1ms", 1)
+	g := newGateway(t, cfg)
+	done := requestsDone(t)
+	g.primary.SetDefault(mockllm.Behavior{CachedTokens: 2})
+	g.backup.SetDefault(mockllm.Behavior{CachedTokens: 2})
+
+	p := startPrometheus(t, bin)
+	deadline := time.Now().Add(promWait)
+	p.waitReady(t, deadline)
+	// a scrape before any traffic: every counter has a sample to rate from
+	p.waitScrapeAfter(t, time.Now(), deadline)
+
+	before := scrape(t)
+	sent := 0
+	round := func() {
+		sent += driveAllPanels(t, g, done)
+	}
+
+	round()
+	p.waitScrapeAfter(t, time.Now(), deadline)
+	round()
+	// three scrapes after the last traffic
+	p.waitScrapeAfter(t, time.Now().Add(2*time.Second), deadline)
+	after := scrape(t)
+
+	t.Run("families", func(t *testing.T) { p.checkFamilies(t) })
+	t.Run("dashboard", func(t *testing.T) { p.checkExprs(t, exprs) })
+	t.Run("model variable", func(t *testing.T) { p.checkModelVariable(t) })
+	t.Run("same as caddy", func(t *testing.T) { p.checkSameAsCaddy(t, after) })
+	t.Run("deltas", func(t *testing.T) { p.checkDeltas(t, g, before, sent) })
+	t.Run("alert rules", func(t *testing.T) { p.checkRules(t, deadline) })
+}
+
+// driveAllPanels sends one round of traffic that feeds every panel and
+// waits until the router counted it; it returns the requests sent. Every
+// request completes normally (no abandoned streams), so token counts are
+// exactly what the mocks served.
+func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}) int {
+	t.Helper()
+	n := 0
+	ok := func(body, model, provider string, attempts int) {
+		t.Helper()
+		resp, b := g.post(body)
+		expectModel(t, resp, b, model, provider, attempts)
+		n++
+	}
+	const usageStream = `{"model":%q,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Where is my order?"}]}`
+
+	// both routes, JSON and streams with and without include_usage
+	for range 2 {
+		ok(chatBody("simple_qa", false), "deepseek-v3.2", "primary", 1)
+		ok(chatBody("complex_reasoning", false), "gpt-4.1", "primary", 1)
+	}
+	ok(chatBody("simple_qa", true), "deepseek-v3.2", "primary", 1)
+	ok(fmt.Sprintf(usageStream, "simple_qa"), "deepseek-v3.2", "primary", 1)
+	ok(fmt.Sprintf(usageStream, "complex_reasoning"), "gpt-4.1", "primary", 1)
+
+	// a failover on a 503
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503, Times: 1})
+	ok(chatBody("simple_qa", false), "gemini-2.5-flash", "primary", 2)
+
+	// a failover on a 429
+	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 429, Times: 1})
+	ok(chatBody("complex_reasoning", false), "claude-sonnet-4.5", "backup", 2)
+
+	// every candidate failing: 503 all_models_unavailable
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 429, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	n++
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("both candidates failing: status %d, want 503; body: %s", resp.StatusCode, body)
+	}
+	apiErr(t, body)
+
+	for i := range n {
+		waitFor(t, done, fmt.Sprintf("request %d of %d to be counted", i+1, n))
+	}
+	return n
+}
+
+// ---------------------------------------------------------------------------
+// Checks.
+
+// checkFamilies: every router metric family has series in Prometheus.
+func (p *promServer) checkFamilies(t *testing.T) {
+	res := p.mustQuery(t, `count by (__name__) ({__name__=~"caddy_llm_router_.+"})`)
+	have := map[string]bool{}
+	for _, s := range res.samples {
+		have[s.metric["__name__"]] = true
+	}
+	for _, name := range []string{
+		"caddy_llm_router_requests_total", "caddy_llm_router_attempts_total",
+		"caddy_llm_router_request_duration_seconds_bucket", "caddy_llm_router_request_duration_seconds_count",
+		"caddy_llm_router_time_to_first_token_seconds_bucket", "caddy_llm_router_time_to_first_token_seconds_count",
+		"caddy_llm_router_tokens_total", "caddy_llm_router_cost_total", "caddy_llm_router_failovers_total",
+		"caddy_llm_router_unavailable_total", "caddy_llm_router_health_score", "caddy_llm_router_up",
+		"caddy_llm_router_in_flight",
+	} {
+		if !have[name] {
+			t.Errorf("Prometheus has no series of %s", name)
+		}
+	}
+	for _, q := range []string{
+		`caddy_llm_router_tokens_total{model="deepseek-v3.2",provider="primary",type="cached_input"} > 0`,
+		`caddy_llm_router_failovers_total{reason="server_error"} > 0`,
+		`caddy_llm_router_failovers_total{reason="rate_limited"} > 0`,
+		`caddy_llm_router_unavailable_total{route="simple_qa"} > 0`,
+		`caddy_llm_router_time_to_first_token_seconds_count{model="gpt-4.1"} > 0`,
+	} {
+		if res := p.mustQuery(t, q); len(res.samples) == 0 {
+			t.Errorf("no data: %s", q)
+		}
+	}
+}
+
+// checkExprs: every dashboard expression succeeds and returns data.
+func (p *promServer) checkExprs(t *testing.T, exprs []string) {
+	for _, e := range exprs {
+		res, err := p.query(e)
+		switch {
+		case err != nil:
+			t.Errorf("dashboard expression failed: %v\n%s", err, e)
+		case res.resultType == "scalar" || res.resultType == "string":
+		case len(res.samples) == 0:
+			t.Errorf("dashboard expression returned no data (%s):\n%s", res.resultType, e)
+		default:
+			nonZero := 0
+			for _, s := range res.samples {
+				if !math.IsNaN(s.value) && s.value != 0 {
+					nonZero++
+				}
+			}
+			if nonZero == 0 {
+				t.Logf("note: every value is 0 or NaN for: %s", e)
+			}
+		}
+	}
+}
+
+// checkModelVariable: the dashboard's $model variable,
+// label_values(caddy_llm_router_requests_total, model), lists the models.
+func (p *promServer) checkModelVariable(t *testing.T) {
+	var models []string
+	p.mustGet(t, "/api/v1/label/model/values?"+url.Values{"match[]": {"caddy_llm_router_requests_total"}}.Encode(), &models)
+	for _, m := range []string{"deepseek-v3.2", "gemini-2.5-flash", "gpt-4.1", "claude-sonnet-4.5"} {
+		if !slices.Contains(models, m) {
+			t.Errorf("$model values %v lack %s", models, m)
+		}
+	}
+}
+
+// checkSameAsCaddy: after the last traffic, Prometheus' latest value of
+// every router series equals Caddy's own /metrics.
+func (p *promServer) checkSameAsCaddy(t *testing.T, caddy series) {
+	res := p.mustQuery(t, `{__name__=~"caddy_llm_router_.+",job="`+promJob+`"}`)
+	prom := series{}
+	for _, s := range res.samples {
+		name := s.metric["__name__"]
+		if strings.HasSuffix(name, "_bucket") {
+			continue // scrape() keeps a histogram's _count and _sum only
+		}
+		var labels []string
+		for k, v := range s.metric {
+			if k != "__name__" && k != "job" && k != "instance" {
+				labels = append(labels, k, v)
+			}
+		}
+		prom[sel(name, labels...)] = s.value
+	}
+	// Prometheus drops empty labels (the model="" and provider="" of a
+	// request no deployment answered)
+	norm := series{}
+	for k, v := range caddy {
+		k = emptyLabel.ReplaceAllString(k, "")
+		k = strings.Replace(k, "{,", "{", 1)
+		norm[k] = v
+	}
+	caddy = norm
+	for k, v := range caddy {
+		if pv, ok := prom[k]; !ok {
+			t.Errorf("Prometheus has no %s (Caddy: %v)", k, v)
+		} else if pv != v {
+			t.Errorf("%s: Prometheus %v, Caddy %v", k, pv, v)
+		}
+	}
+	for k, v := range prom {
+		if _, ok := caddy[k]; !ok {
+			t.Errorf("Prometheus has %s = %v, Caddy's /metrics has not", k, v)
+		}
+	}
+	if len(caddy) == 0 {
+		t.Error("Caddy's /metrics has no router series")
+	}
+}
+
+var emptyLabel = regexp.MustCompile(`,?[a-zA-Z_][a-zA-Z0-9_]*=""`)
+
+// checkDeltas: what this test added to the token, cost and request series
+// in Prometheus is what the mocks served.
+func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, sent int) {
+	deployments := []struct {
+		model, provider string
+		mock            *mockllm.Server
+		upstream        string
+		price           float64 // per million tokens, input = output = cached input
+	}{
+		{"deepseek-v3.2", "primary", g.primary, "deepseek-chat", 0.42},
+		{"gemini-2.5-flash", "primary", g.primary, "gemini-2.5-flash", 2.50},
+		{"gpt-4.1", "primary", g.primary, "gpt-4.1", 8},
+		{"claude-sonnet-4.5", "backup", g.backup, "claude-sonnet-4.5", 15},
+	}
+	for _, d := range deployments {
+		served := d.mock.Served(d.upstream)
+		if served.Requests == 0 || served.Cached == 0 {
+			t.Errorf("%s: the mock served %+v; the traffic should reach every deployment, with cached tokens", d.model, served)
+		}
+		match := fmt.Sprintf(`model=%q,provider=%q`, d.model, d.provider)
+		byType := map[string]float64{}
+		for _, s := range p.mustQuery(t, `sum by (type) (caddy_llm_router_tokens_total{`+match+`})`).samples {
+			byType[s.metric["type"]] = s.value
+		}
+		for _, c := range []struct {
+			typ  string
+			want int
+		}{{"input", served.Prompt}, {"output", served.Completion}, {"cached_input", served.Cached}} {
+			got := byType[c.typ] - before[sel("caddy_llm_router_tokens_total", "model", d.model, "provider", d.provider, "type", c.typ)]
+			if got != float64(c.want) {
+				t.Errorf("%s/%s %s tokens: Prometheus +%v, the mock served %d", d.model, d.provider, c.typ, got, c.want)
+			}
+		}
+		cost := p.mustScalarish(t, `sum(caddy_llm_router_cost_total{`+match+`,currency="USD"})`)
+		got := cost - before[sel("caddy_llm_router_cost_total", "model", d.model, "provider", d.provider, "currency", "USD")]
+		want := float64(served.Prompt+served.Completion) * d.price / 1e6
+		if math.Abs(got-want) > 1e-9 {
+			t.Errorf("%s/%s cost: Prometheus +%v USD, want %v (%d+%d tokens at %v/M)", d.model, d.provider, got, want, served.Prompt, served.Completion, d.price)
+		}
+	}
+
+	sumBefore := func(prefix string) float64 {
+		total := 0.0
+		for k, v := range before {
+			if strings.HasPrefix(k, prefix+"{") {
+				total += v
+			}
+		}
+		return total
+	}
+	if got := p.mustScalarish(t, `sum(caddy_llm_router_requests_total)`) - sumBefore("caddy_llm_router_requests_total"); got != float64(sent) {
+		t.Errorf("requests_total: Prometheus +%v, %d requests sent", got, sent)
+	}
+	if got := p.mustScalarish(t, `sum(caddy_llm_router_unavailable_total{route="simple_qa"})`) - before[sel("caddy_llm_router_unavailable_total", "route", "simple_qa")]; got != 2 {
+		t.Errorf("unavailable_total{route=simple_qa}: Prometheus +%v, want 2", got)
+	}
+}
+
+type promAlert struct {
+	Labels map[string]string `json:"labels"`
+	State  string            `json:"state"`
+}
+
+// checkRules: alerts.yml loaded into the real Prometheus, and every rule
+// evaluated without error; the unavailable alert is at least pending.
+func (p *promServer) checkRules(t *testing.T, deadline time.Time) {
+	src, err := os.ReadFile(promAlertsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, m := range regexp.MustCompile(`(?m)^\s*- alert:\s*(\S+)`).FindAllSubmatch(src, -1) {
+		want = append(want, string(m[1]))
+	}
+	if len(want) == 0 {
+		t.Fatalf("%s: no alert rules", promAlertsPath)
+	}
+
+	type rule struct {
+		Name           string      `json:"name"`
+		Health         string      `json:"health"`
+		LastError      string      `json:"lastError"`
+		LastEvaluation time.Time   `json:"lastEvaluation"`
+		Alerts         []promAlert `json:"alerts"`
+	}
+	var rules []rule
+	evaluatedAfter := time.Now() // after the last traffic reached Prometheus
+	for {
+		var data struct {
+			Groups []struct {
+				Name  string `json:"name"`
+				Rules []rule `json:"rules"`
+			} `json:"groups"`
+		}
+		p.mustGet(t, "/api/v1/rules", &data)
+		rules = nil
+		for _, g := range data.Groups {
+			if g.Name == "llm-router" {
+				rules = g.Rules
+			}
+		}
+		evaluated := len(rules) > 0
+		for _, r := range rules {
+			evaluated = evaluated && r.LastEvaluation.After(evaluatedAfter)
+		}
+		if evaluated {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rule group llm-router not evaluated in time: %+v\nPrometheus log:\n%s", data, p.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	var names []string
+	for _, r := range rules {
+		names = append(names, r.Name)
+		if r.Health != "ok" || r.LastError != "" {
+			t.Errorf("rule %s: health %q, last error %q", r.Name, r.Health, r.LastError)
+		}
+		var states []string
+		for _, a := range r.Alerts {
+			states = append(states, a.Labels["model"]+a.Labels["route"]+"="+a.State)
+		}
+		t.Logf("rule %s: health %s, alerts %v", r.Name, r.Health, states)
+		if r.Name == "LLMRouterAllModelsUnavailable" {
+			active := slices.ContainsFunc(r.Alerts, func(a promAlert) bool {
+				return a.Labels["route"] == "simple_qa" && (a.State == "pending" || a.State == "firing")
+			})
+			if !active {
+				t.Errorf("LLMRouterAllModelsUnavailable is not pending for route simple_qa after two 503 all_models_unavailable: %+v", r.Alerts)
+			}
+		}
+	}
+	for _, w := range want {
+		if !slices.Contains(names, w) {
+			t.Errorf("alert %s of %s not loaded (loaded: %v)", w, promAlertsPath, names)
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The Prometheus process.
+
+type promServer struct {
+	base   string
+	log    *syncBuffer
+	client *http.Client
+}
+
+// syncBuffer collects the process' output; it is read while the process
+// still writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startPrometheus runs Prometheus on a free port of 127.0.0.1, scraping
+// Caddy's admin /metrics every second and evaluating alerts.yml every
+// second; it is stopped (and waited for) when the test ends.
+func startPrometheus(t *testing.T, bin string) *promServer {
+	t.Helper()
+	dir := t.TempDir()
+	alerts, err := os.ReadFile(promAlertsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rulesPath := filepath.Join(dir, "alerts.yml")
+	if err := os.WriteFile(rulesPath, alerts, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := url.Parse(adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := map[string]any{
+		"global": map[string]any{
+			"scrape_interval":     "1s",
+			"scrape_timeout":      "1s",
+			"evaluation_interval": "1s",
+		},
+		"rule_files": []string{rulesPath},
+		"scrape_configs": []any{map[string]any{
+			"job_name":       promJob,
+			"metrics_path":   "/metrics",
+			"scheme":         "http",
+			"static_configs": []any{map[string]any{"targets": []string{admin.Host}}},
+		}},
+	}
+	configPath := filepath.Join(dir, "prometheus.yml")
+	b, err := json.MarshalIndent(config, "", "  ") // JSON is YAML
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(configPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	addr := freeLocalAddr(t)
+	p := &promServer{
+		base:   "http://" + addr,
+		log:    &syncBuffer{},
+		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin,
+		"--config.file="+configPath,
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr,
+	)
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second // then SIGKILL
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("starting %s: %v", bin, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+		if t.Failed() {
+			t.Logf("Prometheus log:\n%s", p.log.String())
+		}
+	})
+	return p
+}
+
+func freeLocalAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitReady polls /-/ready until Prometheus answers 200.
+func (p *promServer) waitReady(t *testing.T, deadline time.Time) {
+	t.Helper()
+	for {
+		resp, err := p.client.Get(p.base + "/-/ready")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Prometheus not ready (last: %v)\nPrometheus log:\n%s", err, p.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitScrapeAfter polls until Prometheus holds a successful scrape of Caddy
+// that started after t0, so that it includes everything counted before t0.
+func (p *promServer) waitScrapeAfter(t *testing.T, t0 time.Time, deadline time.Time) {
+	t.Helper()
+	target := float64(t0.UnixMilli()) / 1000
+	for {
+		up := p.mustQuery(t, `up{job="`+promJob+`"}`)
+		ts := p.mustQuery(t, `timestamp(up{job="`+promJob+`"})`)
+		if len(up.samples) == 1 && up.samples[0].value == 1 && len(ts.samples) == 1 && ts.samples[0].value > target {
+			return
+		}
+		if time.Now().After(deadline) {
+			var targets any
+			p.mustGet(t, "/api/v1/targets", &targets)
+			t.Fatalf("no successful scrape after %v (up: %+v, timestamp: %+v); targets: %+v\nPrometheus log:\n%s",
+				t0.Format(time.RFC3339Nano), up.samples, ts.samples, targets, p.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type promSample struct {
+	metric map[string]string
+	value  float64
+}
+
+type promResult struct {
+	resultType string
+	samples    []promSample // a scalar is one sample without labels
+}
+
+// get fetches an API path and decodes its data field into out.
+func (p *promServer) get(path string, out any) error {
+	resp, err := p.client.Get(p.base + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	var env struct {
+		Status    string          `json:"status"`
+		ErrorType string          `json:"errorType"`
+		Error     string          `json:"error"`
+		Data      json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
+	}
+	if env.Status != "success" {
+		return fmt.Errorf("GET %s: status %q, %s: %s", path, env.Status, env.ErrorType, env.Error)
+	}
+	if err := json.Unmarshal(env.Data, out); err != nil {
+		return fmt.Errorf("GET %s: decoding data: %v: %s", path, err, env.Data)
+	}
+	return nil
+}
+
+func (p *promServer) mustGet(t *testing.T, path string, out any) {
+	t.Helper()
+	if err := p.get(path, out); err != nil {
+		t.Fatalf("%v\nPrometheus log:\n%s", err, p.log.String())
+	}
+}
+
+// query runs an instant query at the current time.
+func (p *promServer) query(expr string) (promResult, error) {
+	var data struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
+	}
+	if err := p.get("/api/v1/query?"+url.Values{"query": {expr}}.Encode(), &data); err != nil {
+		return promResult{}, err
+	}
+	res := promResult{resultType: data.ResultType}
+	parseValue := func(pair []json.RawMessage) (float64, error) {
+		var s string
+		if len(pair) != 2 || json.Unmarshal(pair[1], &s) != nil {
+			return 0, fmt.Errorf("bad value %s", pair)
+		}
+		return strconv.ParseFloat(s, 64)
+	}
+	switch data.ResultType {
+	case "vector":
+		var vec []struct {
+			Metric map[string]string `json:"metric"`
+			Value  []json.RawMessage `json:"value"`
+		}
+		if err := json.Unmarshal(data.Result, &vec); err != nil {
+			return res, err
+		}
+		for _, s := range vec {
+			v, err := parseValue(s.Value)
+			if err != nil {
+				return res, err
+			}
+			res.samples = append(res.samples, promSample{s.Metric, v})
+		}
+	case "scalar":
+		var pair []json.RawMessage
+		if err := json.Unmarshal(data.Result, &pair); err != nil {
+			return res, err
+		}
+		v, err := parseValue(pair)
+		if err != nil {
+			return res, err
+		}
+		res.samples = []promSample{{value: v}}
+	default:
+		return res, fmt.Errorf("result type %q (an instant query should give a vector or a scalar)", data.ResultType)
+	}
+	return res, nil
+}
+
+func (p *promServer) mustQuery(t *testing.T, expr string) promResult {
+	t.Helper()
+	res, err := p.query(expr)
+	if err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+	return res
+}
+
+// mustScalarish runs a query that must give exactly one value.
+func (p *promServer) mustScalarish(t *testing.T, expr string) float64 {
+	t.Helper()
+	res := p.mustQuery(t, expr)
+	if len(res.samples) != 1 {
+		t.Fatalf("%s: %d results, want 1: %+v", expr, len(res.samples), res.samples)
+	}
+	return res.samples[0].value
+}
+
+// ---------------------------------------------------------------------------
+// Dashboard expressions, adapted from deploy/deploy_test.go (dashboardExprs).
+
+type promDashPanel struct {
+	ID      int    `json:"id"`
+	Title   string `json:"title"`
+	Targets []struct {
+		RefID string `json:"refId"`
+		Expr  string `json:"expr"`
+	} `json:"targets"`
+	Panels []promDashPanel `json:"panels"` // collapsed rows nest their panels
+}
+
+// promGrafanaVars replaces the Grafana variables used in the dashboard with
+// values that make each expression plain PromQL. Longer names come first:
+// Replacer tries the old strings in argument order.
+var promGrafanaVars = strings.NewReplacer(
+	"${__rate_interval}", "1m", "$__rate_interval", "1m",
+	"${__range_ms}", "3600000", "$__range_ms", "3600000",
+	"${__range_s}", "3600", "$__range_s", "3600",
+	"${__range}", "1h", "$__range", "1h",
+	"${__interval_ms}", "60000", "$__interval_ms", "60000",
+	"${__interval}", "1m", "$__interval", "1m",
+	"${model}", ".*", "$model", ".*",
+)
+
+var promLeftoverVar = regexp.MustCompile(`\$\{?[A-Za-z_]`)
+
+// promDashboardExprs returns the PromQL of every target of every panel of
+// the dashboard at path, in panel order, with the Grafana variables
+// substituted. It fails on an empty expression or on a variable it does not
+// know how to substitute.
+func promDashboardExprs(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var d struct {
+		Panels []promDashPanel `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var exprs []string
+	var walk func([]promDashPanel) error
+	walk = func(ps []promDashPanel) error {
+		for _, p := range ps {
+			for _, t := range p.Targets {
+				if strings.TrimSpace(t.Expr) == "" {
+					return fmt.Errorf("panel %d %q target %s: empty expr", p.ID, p.Title, t.RefID)
+				}
+				e := promGrafanaVars.Replace(t.Expr)
+				if v := promLeftoverVar.FindString(e); v != "" {
+					return fmt.Errorf("panel %d %q target %s: unsubstituted variable %q in %s", p.ID, p.Title, t.RefID, v, e)
+				}
+				exprs = append(exprs, e)
+			}
+			if err := walk(p.Panels); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(d.Panels); err != nil {
+		return nil, err
+	}
+	return exprs, nil
+}
