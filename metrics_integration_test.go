@@ -247,6 +247,10 @@ http://localhost:9080 {
 	if got := scrape(t)[key]; got != before {
 		t.Errorf("%s = %v after the reload, want %v", key, got, before)
 	}
+	// both handlers use the same four deployments: one probe loop each
+	if n := activeProbers.Load(); n != 4 {
+		t.Errorf("%d probe loops for two handlers sharing 4 deployments, want 4", n)
+	}
 	for _, prefix := range []string{"/a", "/b"} {
 		resp, body := g.postPath(prefix+"/v1/chat/completions", chatBody("simple_qa", false))
 		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)

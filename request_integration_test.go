@@ -23,6 +23,9 @@ func TestUpstreamRequest(t *testing.T) {
 		"Cookie", "session=abc",
 		"OpenAI-Organization", "org-client",
 		"X-LLM-Route", "",
+		"Connection", "X-Hop-Secret",
+		"X-Hop-Secret", "hop-by-hop",
+		"Keep-Alive", "timeout=5",
 		"X-Request-Id", "req-7")
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 
@@ -34,7 +37,7 @@ func TestUpstreamRequest(t *testing.T) {
 	if got := up.Header.Get("Authorization"); got != "Bearer sk-primary-test-key-0001" {
 		t.Errorf("upstream Authorization = %q, want the trimmed provider key", got)
 	}
-	for _, h := range []string{"Cookie"} {
+	for _, h := range []string{"Cookie", "X-Hop-Secret", "Keep-Alive", "X-Llm-Route"} {
 		if v := up.Header.Get(h); v != "" {
 			t.Errorf("client header %s = %q reached the provider", h, v)
 		}
