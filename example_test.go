@@ -62,7 +62,7 @@ func TestExampleCaddyfile(t *testing.T) {
 
 	// the router's part is what the example documents
 	var r Router
-	dec := json.NewDecoder(bytes.NewReader(exampleRouterJSON(t, adapted)))
+	dec := json.NewDecoder(bytes.NewReader(findHandler(t, adapted)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&struct {
 		Handler string `json:"handler"`
@@ -109,36 +109,4 @@ func TestExampleCaddyfile(t *testing.T) {
 	if err := caddy.Validate(&cfg); err != nil {
 		t.Fatalf("caddy validate: %v", err)
 	}
-}
-
-// exampleRouterJSON digs the one llm_router handler out of an adapted
-// config.
-func exampleRouterJSON(t *testing.T, cfg []byte) []byte {
-	t.Helper()
-	var found [][]byte
-	var walk func(raw json.RawMessage)
-	walk = func(raw json.RawMessage) {
-		var obj map[string]json.RawMessage
-		if json.Unmarshal(raw, &obj) == nil {
-			if string(obj["handler"]) == `"llm_router"` {
-				found = append(found, raw)
-				return
-			}
-			for _, v := range obj {
-				walk(v)
-			}
-			return
-		}
-		var arr []json.RawMessage
-		if json.Unmarshal(raw, &arr) == nil {
-			for _, v := range arr {
-				walk(v)
-			}
-		}
-	}
-	walk(cfg)
-	if len(found) != 1 {
-		t.Fatalf("want one llm_router handler in the adapted config, found %d", len(found))
-	}
-	return found[0]
 }

@@ -192,7 +192,7 @@ func (ex *exchange) run(p plan) error {
 	var failed *deployment // the previous attempt's, when it failed
 	var failedOutcome outcome
 	for i, d := range candidates[:maxAttempts] {
-		if i > 0 && time.Since(start) >= tryDuration {
+		if i > 0 && now().Sub(start) >= tryDuration {
 			break
 		}
 		if failed != nil {
@@ -290,6 +290,12 @@ func (ex *exchange) attemptBuffered(d *deployment, res *attemptResult) {
 		ex.transportFailure(ctx, res, err)
 		return
 	}
+	ex.answerBuffered(ctx, d, resp, res)
+}
+
+// answerBuffered reads a whole upstream response and, unless its status
+// calls for failover, passes it to the client.
+func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *http.Response, res *attemptResult) {
 	payload, err := readResponse(resp)
 	if err != nil {
 		ex.transportFailure(ctx, res, err)

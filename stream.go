@@ -42,23 +42,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 || mediaType != "text/event-stream" {
 		// an error, or a provider that answered a stream request with
 		// plain JSON: handled like a buffered response
-		payload, err := readResponse(resp)
-		if err != nil {
-			ex.transportFailure(ctx, res, err)
-			return
-		}
-		if !ex.classifyStatus(d, resp, res) {
-			return
-		}
-		if res.outcome == outcomeSuccess {
-			if u, ok := usageFromJSON(payload); ok {
-				ex.observeUsage(d, u)
-			}
-		}
-		ex.commitHeaders(d, resp.Header, resp.StatusCode)
-		ex.w.WriteHeader(resp.StatusCode)
-		_, _ = ex.w.Write(payload)
-		res.committed = true
+		ex.answerBuffered(ctx, d, resp, res)
 		return
 	}
 
