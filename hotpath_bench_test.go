@@ -88,7 +88,6 @@ func BenchmarkStreamRelay(b *testing.B) {
 
 func benchRelay(b *testing.B, chunk string) {
 	stream := strings.Repeat(chunk, 64)
-	flush := func() error { return nil }
 	relay := streamRelay{strip: true}
 	events := newSSEReader(strings.NewReader(stream))
 	src := strings.NewReader(stream)
@@ -104,7 +103,7 @@ func benchRelay(b *testing.B, chunk string) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := relay.forward(io.Discard, flush, ev); err != nil {
+		if err := relay.forward(io.Discard, ev); err != nil {
 			b.Fatal(err)
 		}
 	}

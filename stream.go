@@ -6,8 +6,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -38,8 +38,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	}
 	defer resp.Body.Close()
 
-	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 || mediaType != "text/event-stream" {
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 || !isEventStream(resp.Header.Get("Content-Type")) {
 		// an error, or a provider that answered a stream request with
 		// plain JSON: handled like a buffered response
 		ex.answerBuffered(ctx, d, resp, res)
@@ -76,14 +75,21 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
 
-	err = relay.forward(ex.w, rc.Flush, first)
+	// Each event is flushed as soon as no further complete event is
+	// already waiting: event by event for a live stream, one write for a
+	// burst that arrived together.
+	err = relay.forward(ex.w, first)
+	if err == nil {
+		err = rc.Flush()
+	}
 	for err == nil {
 		var ev []byte
-		ev, err = events.next()
-		if err != nil {
+		if ev, err = events.next(); err != nil {
 			break
 		}
-		err = relay.forward(ex.w, rc.Flush, ev)
+		if err = relay.forward(ex.w, ev); err == nil && !events.ready() {
+			err = rc.Flush()
+		}
 	}
 	if relay.usage != nil {
 		ex.observeUsage(d, *relay.usage)
@@ -132,8 +138,8 @@ var (
 	contentKey  = []byte(`"content":"`)
 )
 
-// forward relays one event and flushes it.
-func (s *streamRelay) forward(w io.Writer, flush func() error, ev []byte) error {
+// forward relays one event (the caller flushes).
+func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	data := eventData(ev)
 	if i := bytes.Index(data, contentKey); i >= 0 {
 		s.chars += jsonStringChars(data[i+len(contentKey):])
@@ -148,10 +154,8 @@ func (s *streamRelay) forward(w io.Writer, flush func() error, ev []byte) error 
 			}
 		}
 	}
-	if _, err := w.Write(ev); err != nil {
-		return err
-	}
-	return flush()
+	_, err := w.Write(ev)
+	return err
 }
 
 // sseReader splits a text/event-stream into events, each returned with its
@@ -161,8 +165,26 @@ type sseReader struct {
 	buf []byte
 }
 
+// Small buffers: thousands of streams stay open at once, and a line longer
+// than the reader's buffer is still read whole (in pieces).
 func newSSEReader(r io.Reader) *sseReader {
-	return &sseReader{r: bufio.NewReaderSize(r, 16<<10), buf: make([]byte, 0, 4096)}
+	return &sseReader{r: bufio.NewReaderSize(r, 4<<10), buf: make([]byte, 0, 1<<10)}
+}
+
+var (
+	eventEnd     = []byte("\n\n")
+	eventEndCRLF = []byte("\r\n\r\n")
+)
+
+// ready reports whether a complete event is already buffered, so next
+// will not wait for the network.
+func (s *sseReader) ready() bool {
+	n := s.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := s.r.Peek(n)
+	return bytes.Contains(b, eventEnd) || bytes.Contains(b, eventEndCRLF)
 }
 
 // next returns the next event. At a clean end of the stream it returns
@@ -244,4 +266,15 @@ func jsonStringChars(b []byte) int64 {
 		}
 	}
 	return n
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream
+// (parameters allowed), without parsing it in full.
+func isEventStream(ct string) bool {
+	const mt = "text/event-stream"
+	if len(ct) < len(mt) || !strings.EqualFold(ct[:len(mt)], mt) {
+		return false
+	}
+	rest := strings.TrimLeft(ct[len(mt):], " \t")
+	return rest == "" || rest[0] == ';'
 }

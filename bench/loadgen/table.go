@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Row is one line of the raw results file bench/run.sh writes.
+type Row struct {
+	Kind string `json:"kind"` // "scenario", "streams" or "meta"
+
+	// scenario
+	Upstream string  `json:"upstream"` // mock latency, e.g. "0ms"
+	Mode     string  `json:"mode"`     // "json" or "stream"
+	Load     string  `json:"load"`     // e.g. "wrk -c50", "open 2000/s"
+	Target   string  `json:"target"`   // "direct", "reverse_proxy", "llm_router"
+	Main     *Result `json:"main"`
+	TTFB     *Result `json:"ttfb"` // separate loadgen run for the time to first byte
+	HWMKB    int64   `json:"hwm_kb"`
+	CPUMS    int64   `json:"cpu_ms"`
+
+	// streams
+	Streams *StreamsResult `json:"streams"`
+
+	// meta
+	Meta map[string]any `json:"meta"`
+}
+
+func cmdTable(args []string) error {
+	fs := flag.NewFlagSet("table", flag.ExitOnError)
+	in := fs.String("in", "", "raw results (JSON lines)")
+	out := fs.String("out", "", "also write the table here")
+	_ = fs.Parse(args)
+	if *in == "" {
+		return errors.New("-in is required")
+	}
+	f, err := os.Open(*in)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var rows []Row
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var r Row
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			return fmt.Errorf("%s: %v: %s", *in, err, line)
+		}
+		rows = append(rows, r)
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	var sb strings.Builder
+	render(&sb, rows)
+	fmt.Print(sb.String())
+	if *out != "" {
+		return os.WriteFile(*out, []byte(sb.String()), 0o644)
+	}
+	return nil
+}
+
+func ms(v float64) string {
+	switch {
+	case v == 0:
+		return "-"
+	case v < 1:
+		return fmt.Sprintf("%.3f", v)
+	case v < 100:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+func signedMS(v float64) string {
+	return fmt.Sprintf("%+.3f", v)
+}
+
+func mb(kb int64) string {
+	if kb <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", float64(kb)/1024)
+}
+
+type key struct{ upstream, mode, load, target string }
+
+// ttfbOf is the first-byte figure of a scenario: from its own run when it has
+// one (open loop), else from the separate loadgen run (closed loop).
+func ttfbOf(r *Row) (p50, p99 float64) {
+	if r.Main != nil && r.Main.TTFB50 > 0 {
+		return r.Main.TTFB50, r.Main.TTFB99
+	}
+	if r.TTFB != nil {
+		return r.TTFB.TTFB50, r.TTFB.TTFB99
+	}
+	return 0, 0
+}
+
+func render(w io.Writer, rows []Row) {
+	byKey := map[key]*Row{}
+	type group struct{ upstream, mode, load string }
+	var groups []group
+	seen := map[group]bool{}
+	var streams []*Row
+	meta := map[string]any{}
+	for i := range rows {
+		r := &rows[i]
+		switch r.Kind {
+		case "meta":
+			for k, v := range r.Meta {
+				meta[k] = v
+			}
+		case "streams":
+			streams = append(streams, r)
+		default:
+			byKey[key{r.Upstream, r.Mode, r.Load, r.Target}] = r
+			g := group{r.Upstream, r.Mode, r.Load}
+			if !seen[g] {
+				seen[g] = true
+				groups = append(groups, g)
+			}
+		}
+	}
+
+	fmt.Fprintf(w, "# caddy-llm-router benchmark\n\n")
+	for _, k := range []string{"started", "duration", "host", "commit", "pinning", "loadavg_start", "loadavg_end", "note"} {
+		if v, ok := meta[k]; ok {
+			fmt.Fprintf(w, "- %s: %v\n", k, v)
+		}
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "## Throughput and latency")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| upstream | mode | load | target | req/s | p50 ms | p90 ms | p99 ms | TTFB p50 ms | TTFB p99 ms | errors | Caddy peak RSS MB | Caddy CPU µs/req |")
+	fmt.Fprintln(w, "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, g := range groups {
+		for _, t := range []string{"direct", "reverse_proxy", "llm_router"} {
+			r := byKey[key{g.upstream, g.mode, g.load, t}]
+			if r == nil || r.Main == nil {
+				continue
+			}
+			m := r.Main
+			t50, t99 := ttfbOf(r)
+			cpu := "-"
+			if r.CPUMS > 0 && m.Requests > 0 {
+				cpu = fmt.Sprintf("%.0f", float64(r.CPUMS)*1000/float64(m.Requests))
+			}
+			errs := fmt.Sprint(m.Errors)
+			if r.TTFB != nil && r.TTFB.Errors > 0 {
+				errs += fmt.Sprintf(" (+%d)", r.TTFB.Errors)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				g.upstream, g.mode, g.load, t, m.RPS, ms(m.P50), ms(m.P90), ms(m.P99),
+				ms(t50), ms(t99), errs, mb(r.HWMKB), cpu)
+		}
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "## llm_router vs reverse_proxy (added = minus direct, same upstream/mode/load)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| upstream | mode | load | llm_router / reverse_proxy req/s | reverse_proxy +p50 ms | llm_router +p50 ms | reverse_proxy +TTFB p50 ms | llm_router +TTFB p50 ms | note |")
+	fmt.Fprintln(w, "|---|---|---|---:|---:|---:|---:|---:|---|")
+	for _, g := range groups {
+		d := byKey[key{g.upstream, g.mode, g.load, "direct"}]
+		rp := byKey[key{g.upstream, g.mode, g.load, "reverse_proxy"}]
+		lr := byKey[key{g.upstream, g.mode, g.load, "llm_router"}]
+		if rp == nil || lr == nil || rp.Main == nil || lr.Main == nil {
+			continue
+		}
+		ratio := "-"
+		if strings.HasPrefix(g.load, "wrk") && rp.Main.RPS > 0 {
+			ratio = fmt.Sprintf("%.2f×", lr.Main.RPS/rp.Main.RPS)
+		}
+		add := [4]string{"-", "-", "-", "-"}
+		if d != nil && d.Main != nil {
+			add[0] = signedMS(rp.Main.P50 - d.Main.P50)
+			add[1] = signedMS(lr.Main.P50 - d.Main.P50)
+			if g.mode == "stream" {
+				dt, _ := ttfbOf(d)
+				rt, _ := ttfbOf(rp)
+				lt, _ := ttfbOf(lr)
+				if dt > 0 && rt > 0 && lt > 0 {
+					add[2] = signedMS(rt - dt)
+					add[3] = signedMS(lt - dt)
+				}
+			}
+		}
+		note := ""
+		if saturated(d, g.load) {
+			note = "direct misses the offered rate: load side saturated, not a measure of the proxies"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			g.upstream, g.mode, g.load, ratio, add[0], add[1], add[2], add[3], note)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Direct runs the mock on the load generator's CPU: under `wrk -c50` (and a saturated open loop) its latency")
+	fmt.Fprintln(w, "is that CPU's queueing, so \"added\" over direct is meaningful only for `-c1` and unsaturated open loop.")
+	fmt.Fprintln(w)
+
+	if len(streams) > 0 {
+		fmt.Fprintln(w, "## Concurrent open streams (mock -chunk-delay, each stream ~11 s)")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| target | streams | got first event | completed | errors | idle RSS MB | RSS all open MB | peak RSS MB | KB per stream (open − idle) |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for _, r := range streams {
+			s := r.Streams
+			if s == nil {
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %s | %s | %s | %.1f |\n", r.Target, s.Streams, s.Opened,
+				s.Completed, s.Errors, mb(s.BaselineKB), mb(s.OpenKB), mb(max(s.PeakKB, s.HWMKB)), s.KBPerStream)
+		}
+		fmt.Fprintln(w)
+	}
+
+	renderTargets(w, byKey, streams)
+}
+
+func renderTargets(w io.Writer, byKey map[key]*Row, streams []*Row) {
+	fmt.Fprintln(w, "## Targets (llm_router)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| target | measured | verdict |")
+	fmt.Fprintln(w, "|---|---|---|")
+	get := func(mode, load, target string) *Result {
+		if r := byKey[key{"0ms", mode, load, target}]; r != nil {
+			return r.Main
+		}
+		return nil
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "PASS"
+		}
+		return "**FAIL**"
+	}
+	line := func(name, measured string, ok, have bool) {
+		if !have {
+			fmt.Fprintf(w, "| %s | not measured | - |\n", name)
+			return
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", name, measured, verdict(ok))
+	}
+	for _, mode := range []string{"json", "stream"} {
+		rp, lr := get(mode, "wrk -c50", "reverse_proxy"), get(mode, "wrk -c50", "llm_router")
+		have := rp != nil && lr != nil && rp.RPS > 0
+		var ratio float64
+		if have {
+			ratio = lr.RPS / rp.RPS
+		}
+		line(fmt.Sprintf("%s wrk -c50 throughput ≥ 1.0× reverse_proxy", mode),
+			fmt.Sprintf("%.2f× (%.0f vs %.0f req/s)", ratio, lrRPS(lr), lrRPS(rp)), ratio >= 1.0, have)
+	}
+	for _, mode := range []string{"json", "stream"} {
+		d, rp, lr := get(mode, "wrk -c1", "direct"), get(mode, "wrk -c1", "reverse_proxy"), get(mode, "wrk -c1", "llm_router")
+		have := d != nil && rp != nil && lr != nil
+		var a, b float64
+		if have {
+			a, b = lr.P50-d.P50, rp.P50-d.P50
+		}
+		line(fmt.Sprintf("%s -c1 p50 added over direct ≤ reverse_proxy's", mode),
+			fmt.Sprintf("%s ms vs %s ms", signedMS(a), signedMS(b)), a <= b, have)
+	}
+	{
+		d, lr := byKey[key{"0ms", "stream", "wrk -c1", "direct"}], byKey[key{"0ms", "stream", "wrk -c1", "llm_router"}]
+		var dt, lt float64
+		if d != nil && lr != nil {
+			dt, _ = ttfbOf(d)
+			lt, _ = ttfbOf(lr)
+		}
+		have := dt > 0 && lt > 0
+		line("TTFT (first event) added over direct ≤ 0.5 ms (stream, -c1, p50)",
+			fmt.Sprintf("%s ms", signedMS(lt-dt)), lt-dt <= 0.5, have)
+	}
+	for _, mode := range []string{"json", "stream"} {
+		const load = "open 2000/s"
+		lr, d := get(mode, load, "llm_router"), byKey[key{"0ms", mode, load, "direct"}]
+		name := fmt.Sprintf("%s open loop 2000 req/s: p99 ≤ 5 ms, no errors", mode)
+		if lr == nil {
+			line(name, "", false, false)
+			continue
+		}
+		measured := fmt.Sprintf("p99 %s ms, %d errors", ms(lr.P99), lr.Errors)
+		pass := lr.P99 <= 5 && lr.Errors == 0
+		if d != nil && d.Main != nil {
+			measured += fmt.Sprintf(" (direct: p99 %s ms, %d errors)", ms(d.Main.P99), d.Main.Errors)
+			if !pass && (saturated(d, load) || d.Main.P99 > 5) {
+				fmt.Fprintf(w, "| %s | %s | inconclusive: the direct baseline misses it too (load side) |\n", name, measured)
+				continue
+			}
+		}
+		line(name, measured, pass, true)
+	}
+	for _, mode := range []string{"json", "stream"} {
+		r := byKey[key{"0ms", mode, "wrk -c50", "llm_router"}]
+		have := r != nil && r.HWMKB > 0
+		var kb int64
+		if have {
+			kb = r.HWMKB
+		}
+		line(fmt.Sprintf("%s wrk -c50 peak RSS ≤ 60 MB", mode), mb(kb)+" MB", float64(kb)/1024 <= 60, have)
+	}
+	for _, r := range streams {
+		if r.Target != "llm_router" || r.Streams == nil {
+			continue
+		}
+		s := r.Streams
+		line(fmt.Sprintf("%d open streams: RSS ≤ 300 MB", s.Streams),
+			fmt.Sprintf("%s MB (%.1f KB/stream), %d/%d open, %d errors", mb(s.OpenKB), s.KBPerStream, s.Opened, s.Streams, s.Errors),
+			s.AllOpen && float64(s.OpenKB)/1024 <= 300 && s.Errors == 0, true)
+	}
+	fmt.Fprintln(w)
+}
+
+// saturated reports whether the direct run of an open-loop group fell short
+// of the offered rate (or had errors): then the load generator and the mock
+// (sharing a CPU) were the bottleneck, not the proxies.
+func saturated(d *Row, load string) bool {
+	var rate float64
+	if _, err := fmt.Sscanf(load, "open %f/s", &rate); err != nil || d == nil || d.Main == nil {
+		return false
+	}
+	return d.Main.RPS < 0.95*rate || d.Main.Errors > 0
+}
+
+func lrRPS(r *Result) float64 {
+	if r == nil {
+		return 0
+	}
+	return r.RPS
+}

@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# bench/run.sh: llm_router vs Caddy's reverse_proxy vs the mock upstream
+# directly, on 127.0.0.1, in one bounded run (about 8 minutes).
+#
+# Builds bench/bin/{caddy,mockllm,loadgen}, then for every scenario starts a
+# fresh mock (and, unless direct, a fresh Caddy so that VmHWM is that
+# scenario's peak RSS), warms up, measures, records, and stops them. At the end
+# it prints one markdown table and writes it to bench/results/latest.md (raw
+# figures: bench/results/<stamp>.raw). See bench/README.md.
+#
+# Needs: go, wrk (Debian: apt-get install wrk), taskset (util-linux; only with
+# PIN=1). Environment (defaults in brackets):
+#   DUR        measured duration of the main scenarios [10s]
+#   SHORT_DUR  measured duration of the 50 ms-upstream scenarios and of the
+#              -c1 time-to-first-byte runs [5s]
+#   WARMUP     warm-up before each measurement, same load [1s]
+#   STREAMS    concurrent streams of the open-streams scenario [5000]
+#   PIN        1: Caddy on CPU $CADDY_CPU, the mock on $MOCK_CPU, wrk and
+#              loadgen on $LOAD_CPU; 0: no pinning [1]
+#   CADDY_CPU, MOCK_CPU, LOAD_CPU  [1, 0, 0]
+#   LOADGEN_GOGC  GOGC of the Go load generator only [400]
+#   METRICS    1: also enable Caddy's per-server HTTP metrics (`servers {
+#              metrics }`) in both Caddy configs [0]
+#   ONLY       a regular expression: run only the scenarios whose id
+#              ("<upstream> <mode> <load> <target>", e.g. "0ms json wrk -c50
+#              llm_router", or "streams llm_router") matches
+#   KEEP_TMP   1: keep the temporary directory (Caddyfiles, logs)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+BENCH=$ROOT/bench
+BIN=$BENCH/bin
+RESULTS=$BENCH/results
+
+DUR=${DUR:-10s}
+SHORT_DUR=${SHORT_DUR:-5s}
+WARMUP=${WARMUP:-1s}
+STREAMS=${STREAMS:-5000}
+PIN=${PIN:-1}
+CADDY_CPU=${CADDY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+MOCK_CPU=${MOCK_CPU:-$LOAD_CPU}
+# The load generator is the measuring tool, not the system under test: less GC.
+LOADGEN_GOGC=${LOADGEN_GOGC:-400}
+METRICS=${METRICS:-0}
+ONLY=${ONLY:-}
+
+need=(go wrk)
+[[ $PIN == 1 ]] && need+=(taskset)
+for tool in "${need[@]}"; do
+	if ! command -v "$tool" >/dev/null 2>&1; then
+		echo "bench: $tool is required (Debian: apt-get install ${tool/taskset/util-linux})" >&2
+		exit 1
+	fi
+done
+
+# Every stream holds a client and an upstream connection in Caddy.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if (($(ulimit -n) < 2 * STREAMS + 1000)); then
+	echo "bench: ulimit -n is $(ulimit -n); $STREAMS streams need at least $((2 * STREAMS + 1000)) (raise the hard limit or lower STREAMS)" >&2
+	exit 1
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/llm-router-bench.XXXXXX")
+MOCK_PID=""
+CADDY_PID=""
+
+stop() { # stop <pid>: TERM, wait up to 5 s, then KILL
+	local pid=$1 i
+	[[ -n $pid ]] || return 0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	stop "$CADDY_PID"
+	stop "$MOCK_PID"
+	if [[ ${KEEP_TMP:-0} == 1 ]]; then
+		echo "bench: files kept in $TMP"
+	else
+		rm -rf "$TMP"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Command prefixes that pin a process to a CPU. (Arrays, not functions: a
+# backgrounded function would run in a subshell and $! would not be the
+# process itself.)
+ON_LOAD=(env "GOGC=$LOADGEN_GOGC")
+ON_MOCK=()
+ON_CADDY=()
+if [[ $PIN == 1 ]]; then
+	ON_LOAD+=(taskset -c "$LOAD_CPU")
+	ON_MOCK=(taskset -c "$MOCK_CPU")
+	ON_CADDY=(taskset -c "$CADDY_CPU")
+fi
+
+# ---------------------------------------------------------------- build
+START=$SECONDS
+echo "==> building bench/bin/caddy, bench/bin/mockllm, bench/bin/loadgen"
+mkdir -p "$BIN" "$RESULTS"
+go build -o "$BIN/caddy" ./cmd/caddy
+go build -o "$BIN/mockllm" ./cmd/mockllm
+(cd "$BENCH" && go build -o "$BIN/loadgen" ./loadgen)
+LOADGEN=$BIN/loadgen
+echo "    built in $((SECONDS - START)) s"
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RAW=$RESULTS/$STAMP.raw
+: >"$RAW"
+
+# ---------------------------------------------------------------- bodies
+# The same upstream work everywhere: every stream carries a usage chunk
+# (10 chunks + usage). llm_router's clients do not ask for usage: the router
+# adds stream_options.include_usage upstream and strips the usage chunk on
+# the way back, as it does in production. direct and reverse_proxy pass the
+# body through, so their clients ask for usage themselves.
+PROMPT='You are a helpful assistant. Summarise the shipping policy for an order placed on Monday with express delivery to Lyon.'
+printf '{"model":"simple_qa","messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"%s"}],"max_tokens":64}' \
+	"$PROMPT" >"$TMP/json.body"
+printf '{"model":"simple_qa","stream":true,"messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"%s"}],"max_tokens":64}' \
+	"$PROMPT" >"$TMP/stream_router.body"
+printf '{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"%s"}],"max_tokens":64}' \
+	"$PROMPT" >"$TMP/stream.body"
+
+# ---------------------------------------------------------------- processes
+# start_mock <latency> <chunk delay>: sets MOCK_ADDR
+start_mock() {
+	local log=$TMP/mock.log i
+	"${ON_MOCK[@]}" "$BIN/mockllm" -listen 127.0.0.1:0 -latency "$1" -chunk-delay "$2" -chunks 10 >"$log" 2>&1 &
+	MOCK_PID=$!
+	MOCK_ADDR=""
+	for ((i = 0; i < 100; i++)); do
+		MOCK_ADDR=$(sed -n 's/^mockllm listening on //p' "$log" | head -n 1)
+		[[ -n $MOCK_ADDR ]] && return 0
+		kill -0 "$MOCK_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	echo "bench: the mock did not start:" >&2
+	cat "$log" >&2
+	return 1
+}
+
+# write_caddyfile <target> <port> <admin port> <file>
+write_caddyfile() {
+	local site
+	if [[ $1 == reverse_proxy ]]; then
+		site="reverse_proxy $MOCK_ADDR"
+	else
+		# One provider, two models, a default route; metrics are the module's
+		# own (always registered in Caddy's registry).
+		site="llm_router /v1/* {
+		provider mock {
+			base_url http://$MOCK_ADDR/v1
+			api_key sk-bench-upstream-0123456789
+		}
+		model deepseek-v3.2
+		model gpt-4.1
+		route simple_qa deepseek-v3.2 gpt-4.1
+		default_route simple_qa
+		health_check {
+			interval off
+		}
+	}"
+	fi
+	local servers=""
+	[[ $METRICS == 1 ]] && servers="servers {
+		metrics
+	}"
+	cat >"$4" <<EOF
+{
+	admin 127.0.0.1:$3
+	persist_config off
+	auto_https off
+	default_bind 127.0.0.1
+	log {
+		level WARN
+	}
+	$servers
+}
+
+http://127.0.0.1:$2 {
+	$site
+}
+EOF
+}
+
+# start_caddy <target>: sets CADDY_PID and URL
+start_caddy() {
+	local ports port admin
+	ports=$("$LOADGEN" freeport -n 2)
+	port=$(sed -n 1p <<<"$ports")
+	admin=$(sed -n 2p <<<"$ports")
+	write_caddyfile "$1" "$port" "$admin" "$TMP/Caddyfile"
+	# Caddy's config and data directories (autosave, storage) stay in $TMP.
+	"${ON_CADDY[@]}" env XDG_CONFIG_HOME="$TMP/xdg-config" XDG_DATA_HOME="$TMP/xdg-data" \
+		"$BIN/caddy" run --config "$TMP/Caddyfile" --adapter caddyfile >"$TMP/caddy.log" 2>&1 &
+	CADDY_PID=$!
+	URL=http://127.0.0.1:$port/v1/chat/completions
+}
+
+stop_all() {
+	stop "$CADDY_PID"
+	CADDY_PID=""
+	stop "$MOCK_PID"
+	MOCK_PID=""
+}
+
+cpu_ms() { # cpu_ms <pid>: user+system CPU time in ms
+	local ticks
+	ticks=$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)
+	echo $((ticks * 1000 / $(getconf CLK_TCK)))
+}
+
+hwm_kb() {
+	awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+FAILED=()
+fail() {
+	echo "    FAILED: $*" >&2
+	FAILED+=("$*")
+	for f in caddy.log mock.log wrk.out load.err; do
+		if [[ -s $TMP/$f ]]; then
+			echo "    --- $f (last lines)" >&2
+			tail -n 15 "$TMP/$f" | sed 's/^/    /' >&2
+		fi
+	done
+}
+
+selected() { [[ -z $ONLY || $1 =~ $ONLY ]]; }
+
+# run_wrk <conns> <duration> <body file> <url>: prints the BENCH_JSON object
+run_wrk() {
+	BENCH_BODY=$3 "${ON_LOAD[@]}" wrk -t1 -c"$1" -d"$2" --timeout 10s -s "$BENCH/wrk/post.lua" "$4" >"$TMP/wrk.out" 2>&1 || return 1
+	sed -n 's/^BENCH_JSON //p' "$TMP/wrk.out" | grep . || return 1
+}
+
+field() { # field <json> <name>: a number from a flat JSON object
+	grep -o "\"$2\":[-0-9.e+]*" <<<"$1" | head -n 1 | cut -d: -f2
+}
+
+summary() { # summary <json>: one line of the main figures
+	printf '    %.0f req/s  p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  errors %s\n' \
+		"$(field "$1" rps)" "$(field "$1" p50_ms)" "$(field "$1" p90_ms)" "$(field "$1" p99_ms)" "$(field "$1" errors)"
+}
+
+# scenario <upstream latency> <mode json|stream> <load> <target>
+#   load: "wrk -c<N>" (closed loop) or "open <R>/s" (vegeta, open loop)
+scenario() {
+	local upstream=$1 mode=$2 load=$3 target=$4 dur=$DUR
+	local id="$upstream $mode $load $target"
+	selected "$id" || return 0
+	[[ $upstream != 0ms ]] && dur=$SHORT_DUR
+	echo "==> $id ($dur)"
+	local body=$TMP/$mode.body streamflag=()
+	[[ $mode == stream ]] && streamflag=(-stream)
+	[[ $mode == stream && $target == llm_router ]] && body=$TMP/stream_router.body
+	rm -f "$TMP/caddy.log" "$TMP/wrk.out" "$TMP/load.err"
+
+	start_mock "$upstream" 0 || { fail "$id: mock"; return 0; }
+	URL=http://$MOCK_ADDR/v1/chat/completions
+	[[ $target != direct ]] && start_caddy "$target"
+	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$body" "${streamflag[@]}" -wait 15s 2>"$TMP/load.err"; then
+		fail "$id: not ready"
+		stop_all
+		return 0
+	fi
+
+	local pid=${CADDY_PID:-$MOCK_PID} main ttfb=null cpu0 cpu1 c rate
+	if [[ $load == wrk* ]]; then
+		c=${load#wrk -c}
+		run_wrk "$c" "$WARMUP" "$body" "$URL" >/dev/null || { fail "$id: wrk warm-up"; stop_all; return 0; }
+		cpu0=$(cpu_ms "$pid")
+		main=$(run_wrk "$c" "$dur" "$body" "$URL") || { fail "$id: wrk"; stop_all; return 0; }
+		cpu1=$(cpu_ms "$pid")
+		# wrk cannot see the first event of a stream: a short loadgen run
+		# at the same concurrency records the time to first byte.
+		if [[ $mode == stream && $c == 1 ]]; then
+			ttfb=$("${ON_LOAD[@]}" "$LOADGEN" closed -url "$URL" -body "$body" -stream -c 1 -d "$SHORT_DUR" 2>"$TMP/load.err") ||
+				{ fail "$id: loadgen closed"; stop_all; return 0; }
+		fi
+	else
+		rate=${load#open }
+		rate=${rate%/s}
+		"${ON_LOAD[@]}" "$LOADGEN" open -url "$URL" -body "$body" "${streamflag[@]}" -rate "$rate" -d "$WARMUP" -timeout 10s >/dev/null 2>"$TMP/load.err" ||
+			{ fail "$id: vegeta warm-up"; stop_all; return 0; }
+		cpu0=$(cpu_ms "$pid")
+		main=$("${ON_LOAD[@]}" "$LOADGEN" open -url "$URL" -body "$body" "${streamflag[@]}" -rate "$rate" -d "$dur" -timeout 10s 2>"$TMP/load.err") ||
+			{ fail "$id: vegeta"; stop_all; return 0; }
+		cpu1=$(cpu_ms "$pid")
+	fi
+
+	local hwm=0 cpu=0
+	if [[ -n $CADDY_PID ]]; then
+		if ! kill -0 "$CADDY_PID" 2>/dev/null; then
+			fail "$id: caddy exited"
+			stop_all
+			return 0
+		fi
+		hwm=$(hwm_kb "$CADDY_PID")
+		cpu=$((cpu1 - cpu0))
+	fi
+	stop_all
+	printf '{"kind":"scenario","upstream":"%s","mode":"%s","load":"%s","target":"%s","main":%s,"ttfb":%s,"hwm_kb":%s,"cpu_ms":%s}\n' \
+		"$upstream" "$mode" "$load" "$target" "$main" "$ttfb" "$hwm" "$cpu" >>"$RAW"
+	summary "$main"
+}
+
+# streams <target>: STREAMS concurrent streams of ~11 s each (mock
+# -chunk-delay 1s, 10 chunks), Caddy's RSS while all are open
+streams() {
+	local target=$1 id="streams $1"
+	selected "$id" || return 0
+	echo "==> $id ($STREAMS concurrent streams)"
+	rm -f "$TMP/caddy.log" "$TMP/load.err"
+	start_mock 0 1s || { fail "$id: mock"; return 0; }
+	start_caddy "$target"
+	# readiness with a non-streaming request (chunk-delay only slows streams)
+	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$TMP/json.body" -wait 15s 2>"$TMP/load.err"; then
+		fail "$id: not ready"
+		stop_all
+		return 0
+	fi
+	sleep 0.5 # let the check's garbage settle before the idle RSS is read
+	local out sbody=$TMP/stream.body
+	[[ $target == llm_router ]] && sbody=$TMP/stream_router.body
+	out=$("${ON_LOAD[@]}" "$LOADGEN" streams -url "$URL" -body "$sbody" -stream -timeout 60s \
+		-n "$STREAMS" -ramp 2s -pid "$CADDY_PID" 2>"$TMP/load.err") || { fail "$id: loadgen streams"; stop_all; return 0; }
+	if ! kill -0 "$CADDY_PID" 2>/dev/null; then
+		fail "$id: caddy exited"
+		stop_all
+		return 0
+	fi
+	stop_all
+	printf '{"kind":"streams","target":"%s","streams":%s}\n' "$target" "$out" >>"$RAW"
+	echo "    $out"
+	if ! grep -q '"all_open":true' <<<"$out"; then
+		fail "$id: not all streams were open at once"
+	fi
+}
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain -- . 2>/dev/null | head -n 1) ]]; then
+	COMMIT="$COMMIT (working tree modified)"
+fi
+PINNING="none"
+[[ $PIN == 1 ]] && PINNING="Caddy on CPU $CADDY_CPU, mock on CPU $MOCK_CPU, wrk and loadgen on CPU $LOAD_CPU"
+HOST="$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), $(go version | cut -d' ' -f3)"
+printf '{"kind":"meta","meta":{"started":"%s","host":"%s","commit":"%s","pinning":"%s","loadavg_start":"%s","note":"durations %s main, %s at 50 ms upstream and for -c1 TTFB, warm-up %s; metrics: llm_router module metrics always on, Caddy per-server metrics %s"}}\n' \
+	"$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$HOST" "$COMMIT" "$PINNING" "$(loadavg)" \
+	"$DUR" "$SHORT_DUR" "$WARMUP" "$([[ $METRICS == 1 ]] && echo on || echo off)" >>"$RAW"
+
+# ---------------------------------------------------------------- scenarios
+TARGETS=(direct reverse_proxy llm_router)
+for mode in json stream; do
+	for load in "wrk -c1" "wrk -c50" "open 500/s" "open 2000/s"; do
+		for target in "${TARGETS[@]}"; do
+			scenario 0ms "$mode" "$load" "$target"
+		done
+	done
+done
+# A realistic upstream: what the proxies add to 50 ms of model latency.
+for mode in json stream; do
+	for load in "wrk -c1" "open 500/s"; do
+		for target in "${TARGETS[@]}"; do
+			scenario 50ms "$mode" "$load" "$target"
+		done
+	done
+done
+streams llm_router
+streams reverse_proxy
+
+printf '{"kind":"meta","meta":{"loadavg_end":"%s","duration":"%d s (build included)"}}\n' "$(loadavg)" "$((SECONDS - START))" >>"$RAW"
+
+# ---------------------------------------------------------------- report
+echo
+"$LOADGEN" table -in "$RAW" -out "$RESULTS/latest.md"
+echo "bench: raw figures in ${RAW#"$ROOT"/}, table in bench/results/latest.md ($((SECONDS - START)) s)"
+if ((${#FAILED[@]} > 0)); then
+	echo "bench: ${#FAILED[@]} scenario(s) failed:" >&2
+	printf '    %s\n' "${FAILED[@]}" >&2
+	exit 1
+fi
