@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,89 +135,82 @@ func (rb *requestBody) stripUsage() bool {
 	return rb.stream && !rb.includeUsage
 }
 
-// upstreamBody returns the body for one attempt: raw with model set to
-// upstreamModel and, for streams, include_usage turned on. It shares raw's
-// memory: nothing is copied but the edited bytes.
-func (rb *requestBody) upstreamBody(upstreamModel string) *segmentReader {
-	quoted := strconv.Quote(upstreamModel)
+// bodyParts is an attempt's body as up to five pieces: the unedited runs
+// share the client body's memory, the edits are new.
+type bodyParts struct {
+	parts [5][]byte
+	n     int // pieces in use
+	size  int // total length
+}
+
+func (b *bodyParts) add(p []byte) {
+	b.parts[b.n] = p
+	b.n++
+	b.size += len(p)
+}
+
+// join copies the pieces into one slice.
+func (b *bodyParts) join() []byte {
+	out := make([]byte, 0, b.size)
+	for _, p := range b.parts[:b.n] {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// reader reads the pieces in order without joining them.
+func (b *bodyParts) reader() io.Reader {
+	readers := make([]io.Reader, b.n)
+	for i, p := range b.parts[:b.n] {
+		readers[i] = bytes.NewReader(p)
+	}
+	return io.MultiReader(readers...)
+}
+
+// upstreamParts is the body for one attempt: raw with model set to
+// upstreamModel and, for streams, include_usage turned on; nothing else
+// of the body is touched.
+func (rb *requestBody) upstreamParts(upstreamModel string) bodyParts {
 	type edit struct {
 		at   span
 		text string
 	}
-	edits := make([]edit, 0, 2)
+	var edits [2]edit
+	n := 0
+	quoted := strconv.Quote(upstreamModel)
 	if rb.model.start >= 0 {
-		edits = append(edits, edit{rb.model, quoted})
+		edits[n] = edit{rb.model, quoted}
 	} else {
 		open := indexNonSpace(rb.raw, 0)
 		text := `"model":` + quoted
 		if rb.raw[indexNonSpace(rb.raw, open+1)] != '}' {
 			text += ","
 		}
-		edits = append(edits, edit{span{open + 1, open + 1}, text})
+		edits[n] = edit{span{open + 1, open + 1}, text}
 	}
+	n++
 	if rb.stripUsage() {
-		u := edit{rb.usageSpan, rb.usageText}
-		if u.at.start < edits[0].at.start {
-			edits = append([]edit{u}, edits...)
-		} else {
-			edits = append(edits, u)
+		edits[n] = edit{rb.usageSpan, rb.usageText}
+		if edits[1].at.start < edits[0].at.start {
+			edits[0], edits[1] = edits[1], edits[0]
 		}
+		n++
 	}
-	segs := make([][]byte, 0, 2*len(edits)+1)
+	var b bodyParts
 	pos := 0
-	for _, e := range edits {
-		segs = append(segs, rb.raw[pos:e.at.start], []byte(e.text))
+	for _, e := range edits[:n] {
+		b.add(rb.raw[pos:e.at.start])
+		b.add([]byte(e.text))
 		pos = e.at.end
 	}
-	segs = append(segs, rb.raw[pos:])
-	return newSegmentReader(segs)
+	b.add(rb.raw[pos:])
+	return b
 }
 
-// segmentReader reads a list of byte slices as one stream, so an edited body
-// is sent without being copied into a new buffer.
-type segmentReader struct {
-	segs [][]byte
-	i    int
-	n    int64
-}
-
-func newSegmentReader(segs [][]byte) *segmentReader {
-	r := &segmentReader{segs: segs}
-	for _, s := range segs {
-		r.n += int64(len(s))
-	}
-	return r
-}
-
-// Len is the total length, for Content-Length.
-func (r *segmentReader) Len() int64 { return r.n }
-
-func (r *segmentReader) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) && r.i < len(r.segs) {
-		c := copy(p[n:], r.segs[r.i])
-		r.segs[r.i] = r.segs[r.i][c:]
-		n += c
-		if len(r.segs[r.i]) == 0 {
-			r.i++
-		}
-	}
-	if n == 0 && r.i >= len(r.segs) {
-		return 0, io.EOF
-	}
-	return n, nil
-}
-
-// Close makes segmentReader an io.ReadCloser for http.Request.Body.
-func (r *segmentReader) Close() error { return nil }
-
-// Bytes copies the remaining content; for tests and logs.
-func (r *segmentReader) Bytes() []byte {
-	out := make([]byte, 0, r.n)
-	for _, s := range r.segs[r.i:] {
-		out = append(out, s...)
-	}
-	return out
+// upstreamBody is upstreamParts joined.
+func (rb *requestBody) upstreamBody(upstreamModel string) []byte {
+	b := rb.upstreamParts(upstreamModel)
+	return b.join()
 }
 
 func indexNonSpace(b []byte, i int) int {

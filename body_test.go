@@ -73,7 +73,7 @@ func FuzzParseRequestBody(f *testing.F) {
 		if _, isString := before["model"].(string); before["model"] != nil && !isString {
 			return
 		}
-		out := rb.upstreamBody("up/model-1").Bytes()
+		out := rb.upstreamBody("up/model-1")
 		var after map[string]any
 		if err := json.Unmarshal(out, &after); err != nil {
 			t.Fatalf("edited body is not JSON: %q -> %q: %v", in, out, err)
@@ -108,11 +108,7 @@ func TestUpstreamBodyEdits(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.in, err)
 		}
-		r := rb.upstreamBody("up")
-		if n := r.Len(); n != int64(len(tc.want)) {
-			t.Errorf("%s: Len %d, want %d", tc.in, n, len(tc.want))
-		}
-		if got := string(r.Bytes()); got != tc.want {
+		if got := string(rb.upstreamBody("up")); got != tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.in, got, tc.want)
 		}
 	}

@@ -48,8 +48,12 @@ func BenchmarkRequestBody(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				r := rb.upstreamBody("deepseek-chat")
-				if _, err := io.Copy(io.Discard, r); err != nil {
+				// as upstreamRequest sends it: one slice when small, the
+				// pieces when large
+				parts := rb.upstreamParts("deepseek-chat")
+				if parts.size <= smallBody {
+					_ = parts.join()
+				} else if _, err := io.Copy(io.Discard, parts.reader()); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -27,6 +27,10 @@ const (
 	embeddingsEndpoint
 )
 
+// smallBody is the largest request body sent in the same write as the
+// headers (it must fit the transport's 4 KiB write buffer with them).
+const smallBody = 3 << 10
+
 // maxResponseBody bounds a buffered (non-streaming) upstream response; large
 // embedding batches are the biggest legitimate ones.
 const maxResponseBody = 256 << 20
@@ -464,7 +468,21 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 	if ex.body.stream {
 		h.Set("Accept", "text/event-stream")
 	}
-	body := ex.body.upstreamBody(d.upstream)
+	parts := ex.body.upstreamParts(d.upstream)
+	var small []byte
+	if parts.size <= smallBody {
+		small = parts.join()
+	}
+	newBody := func() io.ReadCloser {
+		if small != nil {
+			// known to net/http as in memory: sent with the headers in
+			// one write
+			return io.NopCloser(bytes.NewReader(small))
+		}
+		// large: headers first, then the pieces straight to the socket,
+		// not copied into one slice nor through the 4 KiB write buffer
+		return io.NopCloser(parts.reader())
+	}
 	req := &http.Request{
 		Method:        http.MethodPost,
 		URL:           u,
@@ -472,11 +490,11 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
-		Body:          body,
-		ContentLength: body.Len(),
+		Body:          newBody(),
+		ContentLength: int64(parts.size),
 		Host:          u.Host,
 		GetBody: func() (io.ReadCloser, error) {
-			return ex.body.upstreamBody(d.upstream), nil
+			return newBody(), nil
 		},
 	}
 	return req.WithContext(ctx)

@@ -169,3 +169,16 @@ func TestEmbeddings(t *testing.T) {
 		t.Errorf("upstream embeddings requests: %+v", reqs)
 	}
 }
+
+// TestLargeBodyPassesThrough: a body far larger than a socket buffer
+// reaches the provider intact, model edited.
+func TestLargeBodyPassesThrough(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	body := `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"` + strings.Repeat("Größe 42, rot. ", 8000) + `"}]}`
+	resp, out := g.post(body)
+	expectModel(t, resp, out, "deepseek-v3.2", "primary", 1)
+	want := strings.Replace(body, `"model":"deepseek-v3.2"`, `"model":"deepseek-chat"`, 1)
+	if reqs := g.primary.Requests(); len(reqs) != 1 || string(reqs[0].Body) != want {
+		t.Errorf("the provider did not get the %d-byte body intact", len(want))
+	}
+}

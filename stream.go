@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -46,6 +47,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	}
 
 	events := newSSEReader(resp.Body)
+	defer events.release()
 	relay := streamRelay{strip: ex.body.stripUsage()}
 	// hold the response until the first event with data
 	var first []byte
@@ -165,10 +167,25 @@ type sseReader struct {
 	buf []byte
 }
 
-// Small buffers: thousands of streams stay open at once, and a line longer
-// than the reader's buffer is still read whole (in pieces).
+// Small, pooled buffers: thousands of streams stay open at once, and a line
+// longer than the reader's buffer is still read whole (in pieces).
+var sseReaders = sync.Pool{New: func() any {
+	return &sseReader{r: bufio.NewReaderSize(nil, 2<<10), buf: make([]byte, 0, 1<<10)}
+}}
+
 func newSSEReader(r io.Reader) *sseReader {
-	return &sseReader{r: bufio.NewReaderSize(r, 4<<10), buf: make([]byte, 0, 1<<10)}
+	s := sseReaders.Get().(*sseReader)
+	s.r.Reset(r)
+	return s
+}
+
+// release returns the reader to the pool; it must not be used after.
+func (s *sseReader) release() {
+	s.r.Reset(nil)
+	if cap(s.buf) <= 64<<10 { // don't keep a buffer grown by a huge event
+		s.buf = s.buf[:0]
+		sseReaders.Put(s)
+	}
 }
 
 var (
