@@ -79,7 +79,6 @@ type Router struct {
 	providers   map[string]*provider
 	deployments []*deployment
 	byModel     map[string][]*deployment // each sorted by priority
-	modelCfg    map[string]*Model        // first declaration of each name
 	modelsJSON  []byte                   // the local GET /models answer
 	routing     routing
 	probing     []string // probers this config holds
@@ -272,7 +271,6 @@ func (r *Router) Provision(ctx caddy.Context) error {
 	}
 
 	r.byModel = make(map[string][]*deployment)
-	r.modelCfg = make(map[string]*Model)
 	for _, m := range r.Models {
 		p := r.providers[m.Provider]
 		d := &deployment{
@@ -296,9 +294,6 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		d.state.label(m.Name, m.Provider, m.Upstream, r.currency)
 		r.deployments = append(r.deployments, d)
 		r.byModel[m.Name] = append(r.byModel[m.Name], d)
-		if _, ok := r.modelCfg[m.Name]; !ok {
-			r.modelCfg[m.Name] = m
-		}
 	}
 	if !r.HealthCheck.Off {
 		for _, d := range r.deployments {
