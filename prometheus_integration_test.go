@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmrouter/caddy-llm-router/deploy"
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
@@ -50,7 +51,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		}
 		t.Skip(promMissing)
 	}
-	exprs, err := promDashboardExprs(promDashboardPath)
+	exprs, err := deploy.DashboardExprs(promDashboardPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,73 +669,4 @@ func (p *promServer) mustScalarish(t *testing.T, expr string) float64 {
 		t.Fatalf("%s: %d results, want 1: %+v", expr, len(res.samples), res.samples)
 	}
 	return res.samples[0].value
-}
-
-// ---------------------------------------------------------------------------
-// Dashboard expressions, adapted from deploy/deploy_test.go (dashboardExprs).
-
-type promDashPanel struct {
-	ID      int    `json:"id"`
-	Title   string `json:"title"`
-	Targets []struct {
-		RefID string `json:"refId"`
-		Expr  string `json:"expr"`
-	} `json:"targets"`
-	Panels []promDashPanel `json:"panels"` // collapsed rows nest their panels
-}
-
-// promGrafanaVars replaces the Grafana variables used in the dashboard with
-// values that make each expression plain PromQL. Longer names come first:
-// Replacer tries the old strings in argument order.
-var promGrafanaVars = strings.NewReplacer(
-	"${__rate_interval}", "1m", "$__rate_interval", "1m",
-	"${__range_ms}", "3600000", "$__range_ms", "3600000",
-	"${__range_s}", "3600", "$__range_s", "3600",
-	"${__range}", "1h", "$__range", "1h",
-	"${__interval_ms}", "60000", "$__interval_ms", "60000",
-	"${__interval}", "1m", "$__interval", "1m",
-	"${model}", ".*", "$model", ".*",
-)
-
-var promLeftoverVar = regexp.MustCompile(`\$\{?[A-Za-z_]`)
-
-// promDashboardExprs returns the PromQL of every target of every panel of
-// the dashboard at path, in panel order, with the Grafana variables
-// substituted. It fails on an empty expression or on a variable it does not
-// know how to substitute.
-func promDashboardExprs(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var d struct {
-		Panels []promDashPanel `json:"panels"`
-	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	var exprs []string
-	var walk func([]promDashPanel) error
-	walk = func(ps []promDashPanel) error {
-		for _, p := range ps {
-			for _, t := range p.Targets {
-				if strings.TrimSpace(t.Expr) == "" {
-					return fmt.Errorf("panel %d %q target %s: empty expr", p.ID, p.Title, t.RefID)
-				}
-				e := promGrafanaVars.Replace(t.Expr)
-				if v := promLeftoverVar.FindString(e); v != "" {
-					return fmt.Errorf("panel %d %q target %s: unsubstituted variable %q in %s", p.ID, p.Title, t.RefID, v, e)
-				}
-				exprs = append(exprs, e)
-			}
-			if err := walk(p.Panels); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if err := walk(d.Panels); err != nil {
-		return nil, err
-	}
-	return exprs, nil
 }

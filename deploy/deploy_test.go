@@ -52,9 +52,8 @@ var wantAlerts = []string{
 }
 
 // ---------------------------------------------------------------------------
-// Dashboard model and expression extraction.
-// dashboardExprs and the helpers it uses are self-contained on purpose, so that
-// an integration test against a real Prometheus can copy them.
+// Dashboard model, for the structural checks (DashboardExprs in
+// dashboard.go extracts the queries).
 
 type dashboard struct {
 	UID           string `json:"uid"`
@@ -120,46 +119,6 @@ func flattenPanels(ps []panel) []panel {
 		out = append(out, flattenPanels(p.Panels)...)
 	}
 	return out
-}
-
-// grafanaVars replaces the Grafana variables used in the dashboard with values
-// that make each expression plain PromQL. Longer names come first: Replacer
-// tries the old strings in argument order.
-var grafanaVars = strings.NewReplacer(
-	"${__rate_interval}", "1m", "$__rate_interval", "1m",
-	"${__range_ms}", "3600000", "$__range_ms", "3600000",
-	"${__range_s}", "3600", "$__range_s", "3600",
-	"${__range}", "1h", "$__range", "1h",
-	"${__interval_ms}", "60000", "$__interval_ms", "60000",
-	"${__interval}", "1m", "$__interval", "1m",
-	"${model}", ".*", "$model", ".*",
-)
-
-var leftoverVar = regexp.MustCompile(`\$\{?[A-Za-z_]`)
-
-// dashboardExprs returns the PromQL of every target of every panel of the
-// dashboard at path, in panel order, with $model -> .*, $__rate_interval -> 1m
-// and $__range -> 1h substituted. It fails on an empty expression or on a
-// Grafana variable it does not know how to substitute.
-func dashboardExprs(path string) ([]string, error) {
-	d, err := loadDashboard(path)
-	if err != nil {
-		return nil, err
-	}
-	var exprs []string
-	for _, p := range flattenPanels(d.Panels) {
-		for _, t := range p.Targets {
-			if strings.TrimSpace(t.Expr) == "" {
-				return nil, fmt.Errorf("panel %d %q target %s: empty expr", p.ID, p.Title, t.RefID)
-			}
-			e := grafanaVars.Replace(t.Expr)
-			if v := leftoverVar.FindString(e); v != "" {
-				return nil, fmt.Errorf("panel %d %q target %s: unsubstituted variable %q in %s", p.ID, p.Title, t.RefID, v, e)
-			}
-			exprs = append(exprs, e)
-		}
-	}
-	return exprs, nil
 }
 
 // ---------------------------------------------------------------------------
@@ -330,7 +289,7 @@ func TestDashboardMetricsAndModelFilter(t *testing.T) {
 }
 
 func TestDashboardExprsSubstitution(t *testing.T) {
-	exprs, err := dashboardExprs(dashboardPath)
+	exprs, err := DashboardExprs(dashboardPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +307,7 @@ func TestDashboardExprsSubstitution(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(`{"panels":[{"id":1,"type":"stat","title":"x","targets":[{"refId":"A","expr":"up{job=\"$job\"}"}]}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dashboardExprs(bad); err == nil {
+	if _, err := DashboardExprs(bad); err == nil {
 		t.Error("dashboardExprs accepted an unknown variable $job")
 	}
 }
@@ -400,7 +359,7 @@ func TestPromtoolTestRules(t *testing.T) {
 // TestDashboardPromQLSyntax checks every dashboard expression (after variable
 // substitution) with promtool by loading them as recording rules.
 func TestDashboardPromQLSyntax(t *testing.T) {
-	exprs, err := dashboardExprs(dashboardPath)
+	exprs, err := DashboardExprs(dashboardPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +415,7 @@ var syntheticSeries = func() []map[string]string {
 // expression becomes an alert `count(<expr>) > 0`, and a promtool unit test
 // over synthetic series of every router metric expects all of them to fire.
 func TestDashboardExprsReturnData(t *testing.T) {
-	exprs, err := dashboardExprs(dashboardPath)
+	exprs, err := DashboardExprs(dashboardPath)
 	if err != nil {
 		t.Fatal(err)
 	}

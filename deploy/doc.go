@@ -1,5 +1,6 @@
 // Package deploy holds the observability files shipped with caddy-llm-router
-// and the tests that keep them honest. It contains no Go code of its own.
+// and the tests that keep them honest. Its one function, DashboardExprs,
+// turns the dashboard into PromQL that tests run against a real Prometheus.
 //
 //   - grafana/llm-router.json: Grafana (10+) dashboard for the router's
 //     caddy_llm_router_* metrics, with $datasource and $model variables.
