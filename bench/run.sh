@@ -62,33 +62,9 @@ if (($(ulimit -n) < 2 * STREAMS + 1000)); then
 	exit 1
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/llm-router-bench.XXXXXX")
-MOCK_PID=""
-CADDY_PID=""
-
-stop() { # stop <pid>: TERM, wait up to 5 s, then KILL
-	local pid=$1 i
-	[[ -n $pid ]] || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-	stop "$CADDY_PID"
-	stop "$MOCK_PID"
-	if [[ ${KEEP_TMP:-0} == 1 ]]; then
-		echo "bench: files kept in $TMP"
-	else
-		rm -rf "$TMP"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh # the working directory is the repository root
+setup_tmp bench
 
 # Command prefixes that pin a process to a CPU. (Arrays, not functions: a
 # backgrounded function would run in a subshell and $! would not be the

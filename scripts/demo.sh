@@ -25,33 +25,9 @@ for tool in go curl; do
 	fi
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/llm-router-demo.XXXXXX")
-MOCK_PID=""
-CADDY_PID=""
-
-stop() { # stop <pid>: TERM, wait up to 5 s, then KILL
-	local pid=$1 i
-	[[ -n $pid ]] || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-	stop "$CADDY_PID"
-	stop "$MOCK_PID"
-	if [[ ${KEEP_TMP:-0} == 1 ]]; then
-		echo "demo: files kept in $TMP"
-	else
-		rm -rf "$TMP"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh # the working directory is the repository root
+setup_tmp demo
 
 # ---------------------------------------------------------------- build
 echo "==> building $BIN_DIR/caddy and $BIN_DIR/mockllm"
