@@ -139,13 +139,29 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 	if req.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
+	return readLimited(req.Body, req.ContentLength, limit)
+}
+
+// readResponse reads and closes a buffered response body.
+func readResponse(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	b, err := readLimited(resp.Body, resp.ContentLength, maxResponseBody)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, fmt.Errorf("upstream response larger than %d bytes", maxResponseBody)
+	}
+	return b, err
+}
+
+// readLimited reads r whole into a buffer sized by its declared length, or
+// fails with *http.MaxBytesError beyond limit bytes.
+func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 	size := 4096
-	if req.ContentLength > 0 {
-		size = int(req.ContentLength) + 1 // +1 so ReadFrom sees EOF without growing
+	if declared > 0 && declared <= limit {
+		size = int(declared) + 1 // +1 so ReadFrom sees EOF without growing
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, size))
-	_, err := buf.ReadFrom(io.LimitReader(req.Body, limit+1))
-	if err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(r, limit+1)); err != nil {
 		return nil, err
 	}
 	if int64(buf.Len()) > limit {
@@ -185,8 +201,7 @@ type attemptResult struct {
 // spent, then answers the client.
 func (ex *exchange) run(p plan) error {
 	r := ex.router
-	start := now()
-	candidates := p.order(start, nil, r.logger)
+	candidates := p.order(now(), nil, r.logger)
 	maxAttempts := r.Failover.MaxAttempts
 	if maxAttempts <= 0 || maxAttempts > len(candidates) {
 		maxAttempts = len(candidates)
@@ -196,7 +211,7 @@ func (ex *exchange) run(p plan) error {
 	var failed *deployment // the previous attempt's, when it failed
 	var failedOutcome outcome
 	for i, d := range candidates[:maxAttempts] {
-		if i > 0 && now().Sub(start) >= tryDuration {
+		if i > 0 && now().Sub(ex.start) >= tryDuration {
 			break
 		}
 		if failed != nil {
@@ -305,7 +320,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 		ex.transportFailure(ctx, res, err)
 		return
 	}
-	if !ex.classifyStatus(d, resp, res) {
+	if !ex.classifyStatus(resp, res) {
 		return
 	}
 	if res.outcome == outcomeSuccess {
@@ -313,35 +328,17 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 			ex.observeUsage(d, u)
 		}
 	}
-	ex.commitHeaders(d, resp.Header, resp.StatusCode)
+	ex.commitHeaders(d, resp.Header)
 	ex.w.Header().Set("Content-Length", strconv.Itoa(len(payload)))
 	ex.w.WriteHeader(resp.StatusCode)
 	_, _ = ex.w.Write(payload)
 	res.committed = true
 }
 
-// readResponse reads and closes a buffered response body.
-func readResponse(resp *http.Response) ([]byte, error) {
-	defer resp.Body.Close()
-	size := 4096
-	if resp.ContentLength > 0 && resp.ContentLength < maxResponseBody {
-		size = int(resp.ContentLength) + 1
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponseBody+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > maxResponseBody {
-		return nil, fmt.Errorf("upstream response larger than %d bytes", maxResponseBody)
-	}
-	return buf.Bytes(), nil
-}
-
 // classifyStatus sets the outcome of an upstream status and reports
 // whether the response is to be passed to the client (success, or a 4xx
 // that is the client's own fault); false means fail over.
-func (ex *exchange) classifyStatus(d *deployment, resp *http.Response, res *attemptResult) bool {
+func (ex *exchange) classifyStatus(resp *http.Response, res *attemptResult) bool {
 	code := resp.StatusCode
 	res.status = code
 	switch {
@@ -502,7 +499,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 
 // commitHeaders writes the response headers of the attempt that answers:
 // the provider's end-to-end headers and the router's own.
-func (ex *exchange) commitHeaders(d *deployment, upstream http.Header, status int) {
+func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	h := ex.w.Header()
 	for f, v := range upstream {
 		h[f] = v

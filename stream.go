@@ -57,7 +57,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 			ex.transportFailure(ctx, res, orEOF(err))
 			return
 		}
-		if hasData(ev) {
+		if eventData(ev) != nil { // comments such as keep-alives are not the first event
 			first = ev
 		}
 	}
@@ -73,7 +73,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	res.committed = true
 	d.metrics.ttft.Observe(now().Sub(ex.start).Seconds())
 
-	ex.commitHeaders(d, resp.Header, resp.StatusCode)
+	ex.commitHeaders(d, resp.Header)
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
 
@@ -232,24 +232,8 @@ func (s *sseReader) next() ([]byte, error) {
 	}
 }
 
-// hasData reports whether an event has a data field (comments such as
-// keep-alives do not count as the first event).
-func hasData(ev []byte) bool {
-	for len(ev) > 0 {
-		if bytes.HasPrefix(ev, []byte("data:")) {
-			return true
-		}
-		i := bytes.IndexByte(ev, '\n')
-		if i < 0 {
-			break
-		}
-		ev = ev[i+1:]
-	}
-	return false
-}
-
 // eventData is the value of an event's data field, for the single-line
-// data events OpenAI-compatible providers send.
+// data events OpenAI-compatible providers send; nil if it has none.
 func eventData(ev []byte) []byte {
 	for len(ev) > 0 {
 		i := bytes.IndexByte(ev, '\n')
