@@ -128,10 +128,11 @@ type TotalStats struct {
 // collectStats reads every live deployment state.
 func collectStats(t time.Time) Stats {
 	out := Stats{GeneratedAt: t, Deployments: []DeploymentStats{}}
-	deploymentStates.Range(func(_, v any) bool {
-		out.Deployments = append(out.Deployments, v.(*deploymentState).report(t))
-		return true
-	})
+	for _, st := range liveStates() {
+		if d, ok := st.report(t); ok {
+			out.Deployments = append(out.Deployments, d)
+		}
+	}
 	slices.SortFunc(out.Deployments, func(a, b DeploymentStats) int {
 		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Upstream, b.Upstream))
 	})
@@ -157,30 +158,39 @@ func collectStats(t time.Time) Stats {
 	return out
 }
 
-// report is the state's entry in the stats API.
-func (s *deploymentState) report(t time.Time) DeploymentStats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v := s.viewLocked(t)
+// report is the state's entry in the stats API, labelled with its owner's
+// settings; ok is false for a state no config uses any more.
+func (s *sharedState) report(t time.Time) (DeploymentStats, bool) {
+	owner := s.owner()
+	if owner == nil {
+		return DeploymentStats{}, false
+	}
+	v := s.viewAt(t)
+	lastErr, lastErrAt := s.lastError()
 	st := &s.stats
+	st.mu.Lock()
 	d := DeploymentStats{
-		Model:            s.model,
-		Provider:         s.provider,
-		Upstream:         s.upstream,
+		Model:            s.id.model,
+		Provider:         s.id.provider,
+		Upstream:         owner.upstream,
 		State:            v.state,
 		HealthScore:      v.score,
 		Requests:         st.requests,
-		RequestsHuman:    humanCount(st.requests),
 		Errors:           st.errors,
-		ErrorsHuman:      humanCount(st.errors),
-		ErrorRate:        ratio(st.errors, st.requests),
 		Latency:          st.latency.report(),
 		TimeToFirstToken: st.ttft.report(),
 		Tokens:           TokenStats{Input: st.input, Output: st.output, CachedInput: st.cached},
-		Cost:             st.cost * s.currency.Rate,
-		Currency:         s.currency.Code,
-		LastError:        s.lastError,
+		Currency:         owner.currency.Code,
+		LastError:        lastErr,
 	}
+	for _, m := range st.costs {
+		if m.currency == d.Currency {
+			d.Cost = m.amount
+		}
+	}
+	st.mu.Unlock()
+	d.RequestsHuman, d.ErrorsHuman = humanCount(d.Requests), humanCount(d.Errors)
+	d.ErrorRate = ratio(d.Errors, d.Requests)
 	d.ErrorRateHuman = humanPercent(d.ErrorRate)
 	d.Tokens.humanize()
 	d.CostHuman = humanMoney(d.Cost, d.Currency)
@@ -189,12 +199,11 @@ func (s *deploymentState) report(t time.Time) DeploymentStats {
 		d.CooldownUntil = &until
 		d.CooldownHuman = humanize.RelTime(until, t, "ago", "from now")
 	}
-	if !s.lastErrorAt.IsZero() {
-		at := s.lastErrorAt
-		d.LastErrorAt = &at
-		d.LastErrorHuman = humanize.RelTime(at, t, "ago", "from now")
+	if !lastErrAt.IsZero() {
+		d.LastErrorAt = &lastErrAt
+		d.LastErrorHuman = humanize.RelTime(lastErrAt, t, "ago", "from now")
 	}
-	return d
+	return d, true
 }
 
 func (h *latencyHistogram) report() LatencyStats {

@@ -2,7 +2,6 @@ package llmrouter
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,12 +20,10 @@ import (
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/dustin/go-humanize"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 )
 
-// Defaults of `caddy llm-router cost`: DESIGN.md's example traffic.
+// Defaults of `caddy llm-router cost`: 3 million requests a month of 500
+// tokens each, a quarter of them output.
 const (
 	defaultCostRequests    = 3_000_000
 	defaultCostTokens      = 500
@@ -242,48 +239,39 @@ func readCostStats(src string) (*Stats, error) {
 	return &s, nil
 }
 
-// costDeployment is a deployment priced as the gateway prices it.
-type costDeployment struct {
-	model    *Model
-	price    unitPrice
-	declared int // declaration index, to break priority ties
-}
-
-func (d costDeployment) label() string { return d.model.Name + "@" + d.model.Provider }
-
-// pricedRouter is a Router's deployments priced, with what pricing warned.
+// pricedRouter is a Router's deployments, priced and grouped exactly as the
+// gateway does (newDeployments, buildRouting), without provisioning.
 type pricedRouter struct {
 	r        *Router
-	byModel  map[string][]costDeployment // each by priority, then declaration
-	names    []string                    // model names in declaration order
+	routing  routing
+	byModel  map[string][]*deployment // each by priority, then declaration
+	names    []string                 // model names in declaration order
 	warnings []string
 }
 
 func priceRouter(r *Router) pricedRouter {
-	core, logs := observer.New(zapcore.WarnLevel)
-	saved := r.logger
-	r.logger = zap.New(core)
-	defer func() { r.logger = saved }()
-
-	pr := pricedRouter{r: r, byModel: make(map[string][]costDeployment)}
-	for i, m := range r.Models {
-		if _, ok := pr.byModel[m.Name]; !ok {
-			pr.names = append(pr.names, m.Name)
+	ds := r.newDeployments()
+	pr := pricedRouter{r: r, routing: buildRouting(ds, r.Routes, r.DefaultRoute), byModel: make(map[string][]*deployment)}
+	for _, d := range ds {
+		if d.priceMsg != "" {
+			pr.warnings = append(pr.warnings, d.label()+": "+d.priceMsg)
 		}
-		pr.byModel[m.Name] = append(pr.byModel[m.Name], costDeployment{model: m, price: r.priceFor(m), declared: i})
+		if _, ok := pr.byModel[d.name]; !ok {
+			pr.byModel[d.name] = nil
+			pr.names = append(pr.names, d.name)
+		}
 	}
-	for _, ds := range pr.byModel {
-		slices.SortStableFunc(ds, func(a, b costDeployment) int { return cmp.Compare(a.model.Priority, b.model.Priority) })
-	}
-	for _, e := range logs.All() {
-		ctx := e.ContextMap()
-		pr.warnings = append(pr.warnings, fmt.Sprintf("%v@%v: %s", ctx["model"], ctx["provider"], e.Message))
+	for _, name := range pr.names {
+		for _, g := range pr.routing.byModel[name] {
+			for _, d := range g {
+				if d.name == name { // not one of its fallbacks
+					pr.byModel[name] = append(pr.byModel[name], d)
+				}
+			}
+		}
 	}
 	return pr
 }
-
-// primary is the deployment of a model name that is tried first.
-func (pr pricedRouter) primary(name string) costDeployment { return pr.byModel[name][0] }
 
 // costReport writes the projection for every handler: per model, per
 // route, and, given stats, for the observed mix.
@@ -338,22 +326,22 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 	for _, name := range pr.names {
 		ds := pr.byModel[name]
 		d := ds[0]
-		rows = append(rows, []string{name, d.model.Provider, price(d.price.input), price(d.price.output),
+		rows = append(rows, []string{name, d.id.provider, price(d.price.input), price(d.price.output),
 			money(costOf(d.price, cur, 1000, mix)), monthly(d.price)})
 		var others []string
 		for _, o := range ds[1:] {
 			if o.price != d.price {
 				split := ""
-				if o.model.Priority == d.model.Priority {
+				if o.priority == d.priority {
 					split = ", shares the traffic by weight"
 				}
-				others = append(others, fmt.Sprintf("%s (priority %d%s) costs %s/%s", o.model.Provider, o.model.Priority,
+				others = append(others, fmt.Sprintf("%s (priority %d%s) costs %s/%s", o.id.provider, o.priority,
 					split, price(o.price.input), price(o.price.output)))
 			}
 		}
 		if len(others) > 0 {
 			notes = append(notes, fmt.Sprintf("%s: priced as its first deployment, %s (priority %d); %s per 1M tokens",
-				name, d.model.Provider, d.model.Priority, strings.Join(others, ", ")))
+				name, d.id.provider, d.priority, strings.Join(others, ", ")))
 		}
 	}
 	if err := writeCostTable(w, rows, 2, 3, 4, 5); err != nil {
@@ -364,7 +352,7 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 	fmt.Fprintln(w, "\nIf all traffic went to one route's primary model:")
 	rows = [][]string{{"ROUTE", "PRIMARY", "MONTHLY"}}
 	for _, name := range slices.Sorted(maps.Keys(r.Routes)) {
-		d := pr.primary(r.Routes[name][0])
+		d := pr.routing.byRoute[name].primary()
 		label := name
 		if name == r.DefaultRoute {
 			label += " (default)"
@@ -372,14 +360,7 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 		rows = append(rows, []string{label, d.label(), monthly(d.price)})
 	}
 	if r.DefaultRoute == "" {
-		var first *costDeployment
-		for _, name := range pr.names {
-			d := pr.primary(name)
-			if first == nil || d.model.Priority < first.model.Priority ||
-				(d.model.Priority == first.model.Priority && d.declared < first.declared) {
-				first = &d
-			}
-		}
+		first := pr.routing.all.primary()
 		rows = append(rows, []string{"auto (no default_route)", first.label(), monthly(first.price)})
 		notes = append(notes, "auto: without default_route, requests naming no model go to every deployment by priority; shown: the first declared of the first priority")
 	}
@@ -411,7 +392,7 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 	cur := pr.r.currency
 	money := func(v float64) string { return humanize.FormatFloat("#,###.##", v) + " " + cur.Code }
 	type observed struct {
-		d                       costDeployment
+		d                       *deployment
 		requests                int64
 		input, output, cachedIn int64
 	}
@@ -421,7 +402,7 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 		for _, d := range pr.byModel[name] {
 			o := &observed{d: d}
 			obs = append(obs, o)
-			index[d.model.Name+"\x00"+d.model.Provider] = o
+			index[d.name+"\x00"+d.id.provider] = o
 		}
 	}
 	var notes []string
@@ -477,7 +458,7 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 		if m.cached > 0 {
 			in += " (" + humanize.FtoaWithDigits(math.Round(m.cached*10)/10, 1) + " cached)"
 		}
-		rows = append(rows, []string{o.d.model.Name, o.d.model.Provider, humanize.Comma(o.requests) + mark,
+		rows = append(rows, []string{o.d.name, o.d.id.provider, humanize.Comma(o.requests) + mark,
 			humanPercent(share), in, humanize.FtoaWithDigits(math.Round(m.output*10)/10, 1), money(c)})
 	}
 	avg := func(v float64) string {

@@ -174,7 +174,7 @@ func TestCostArithmetic(t *testing.T) {
 				if len(pr.warnings) > 0 {
 					t.Fatalf("warnings: %v", pr.warnings)
 				}
-				p := pr.primary(tt.model).price
+				p := pr.byModel[tt.model][0].price
 				if p.input != tt.per1M || p.output != tt.per1M {
 					t.Fatalf("price = %+v, want %v/%v", p, tt.per1M, tt.per1M)
 				}

@@ -12,8 +12,7 @@ import (
 )
 
 // TestDemo runs scripts/demo.sh (what `make demo` runs): it builds Caddy and
-// the mock, starts both on free 127.0.0.1 ports (never the 9080/9443/2999
-// of the in-process tests) and checks routing, streaming, errors and
+// the mock, starts both on free 127.0.0.1 ports and checks routing, streaming, errors and
 // failover out of process. A cold build of Caddy takes a few minutes.
 func TestDemo(t *testing.T) {
 	if testing.Short() {

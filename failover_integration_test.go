@@ -249,6 +249,7 @@ func TestMidStreamBreak(t *testing.T) {
 // cancels the upstream request.
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	g := newGateway(t, defaultRouter)
+	done := requestsDone(t)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{HoldAfterChunks: 2})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -275,5 +276,9 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 0 {
 		t.Errorf("a client's hang-up caused a failover (%d requests)", n)
+	}
+	waitFor(t, done, "the abandoned request to be counted")
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.HealthScore != 100 || st.Errors != 0 || st.LastError != "" {
+		t.Errorf("the client's hang-up counted against the deployment: score %d, errors %d, last error %q", st.HealthScore, st.Errors, st.LastError)
 	}
 }

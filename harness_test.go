@@ -21,28 +21,45 @@ import (
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
-// The in-process Caddy that caddytest starts listens here.
-const (
-	gatewayURL = "http://localhost:9080"
-	adminURL   = "http://localhost:2999"
-)
+// The in-process Caddy that caddytest starts listens on ports free when the
+// test binary starts, so that two test runs on one machine do not meet.
+var (
+	httpPort, httpsPort, adminPort = freePort(), freePort(), freePort()
 
-// globalOptions keeps the test server on plain HTTP and off the system trust
-// store.
-const globalOptions = `{
+	gatewayURL = fmt.Sprintf("http://localhost:%d", httpPort)
+	adminURL   = fmt.Sprintf("http://localhost:%d", adminPort)
+	// siteAddress is the site of every test Caddyfile.
+	siteAddress = gatewayURL
+
+	// globalOptions keeps the test server on plain HTTP and off the system
+	// trust store.
+	globalOptions = fmt.Sprintf(`{
 	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
+	admin localhost:%d
+	http_port %d
+	https_port %d
 	grace_period 1ns
 	log {
 		level WARN
 	}
 }
-`
+`, adminPort, httpPort, httpsPort)
+)
+
+func init() { caddytest.Default.AdminPort = adminPort }
+
+// freePort is a TCP port nothing listens on at the moment.
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
 
 // defaultRouter is the router config most tests use: two mock providers,
-// the four models of DESIGN.md and its two routes. {PRIMARY} and {BACKUP}
+// the four models of the README's examples and its two routes. {PRIMARY} and {BACKUP}
 // become the mocks' URLs.
 const defaultRouter = `
 	provider primary {
@@ -92,7 +109,7 @@ func TestMain(m *testing.M) {
 	}
 	if code == 0 && caddyRunning() {
 		// unload every app so that what the module started must stop
-		if err := loadConfig(`{"admin":{"listen":"localhost:2999"}}`); err != nil {
+		if err := loadConfig(fmt.Sprintf(`{"admin":{"listen":"localhost:%d"}}`, adminPort)); err != nil {
 			fmt.Fprintln(os.Stderr, "unloading config:", err)
 			code = 1
 		} else if err := goleak.Find(caddyGoroutines()...); err != nil {
@@ -176,7 +193,7 @@ func newGatewayWith(t *testing.T, global, site, routerBody string) *gateway {
 	g.primaryURL, g.backupURL = ps.URL, bs.URL
 	body := strings.NewReplacer("{PRIMARY}", ps.URL, "{BACKUP}", bs.URL).Replace(routerBody)
 	g.tc = caddytest.NewTester(t)
-	g.tc.InitServer(global+"\nhttp://localhost:9080 {\n"+site+"\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.tc.InitServer(global+"\n"+siteAddress+" {\n"+site+"\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

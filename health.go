@@ -8,27 +8,13 @@ import (
 	"io"
 	"net/http"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
 
-// deploymentStates holds every deployment's live state, keyed by provider
-// base URL, key hash and upstream model id, so that it survives config
-// reloads; a config releases its keys in Cleanup and the last release
-// drops the state.
-var deploymentStates = caddy.NewUsagePool()
-
-// clockSkew is added to the wall clock. Only tests move it, to step over
-// cooldowns without sleeping.
-var clockSkew atomic.Int64
-
-func now() time.Time { return time.Now().Add(time.Duration(clockSkew.Load())) }
-
-// Health score arithmetic, from DESIGN.md.
+// Health score arithmetic (README, "Health checks").
 const (
 	maxScore          = 100
 	scoreSuccess      = 5
@@ -75,89 +61,56 @@ const (
 	stateDisabled = "disabled"
 )
 
-// deploymentState is what the router knows about a deployment from
-// traffic and probes: its health and its statistics.
-type deploymentState struct {
-	mu sync.Mutex
-
-	// names from the newest config that uses this state
-	model, provider, upstream string
-	currency                  Currency
-
-	score         int
-	disabled      bool
-	cooldownUntil time.Time
-	coolingLogged bool // a cooldown start was logged, its end not yet
-	lastSuccess   time.Time
-	lastError     string
-	lastErrorAt   time.Time
-	streak        int         // consecutive failures
-	streakEvent   healthEvent // of this kind, for log reasons
-
-	stats deploymentStats
-}
-
-func newDeploymentState() *deploymentState { return &deploymentState{score: maxScore} }
-
-// Destruct implements caddy.Destructor; the state holds no resources.
-func (s *deploymentState) Destruct() error { return nil }
-
-// label sets the names the state is reported under.
-func (s *deploymentState) label(model, provider, upstream string, cur Currency) {
-	s.mu.Lock()
-	s.model, s.provider, s.upstream, s.currency = model, provider, upstream, cur
-	s.mu.Unlock()
-}
-
-// healthView is a consistent snapshot for selection and reporting.
+// healthView is a deployment's health at one moment, for selection and
+// reporting.
 type healthView struct {
 	score         int
 	state         string
-	cooldownUntil time.Time
+	cooldownUntil time.Time // zero unless cooling down
 }
 
-// view returns the state at t; noticing the end of a cooldown logs it.
-func (s *deploymentState) view(t time.Time, logger *zap.Logger) healthView {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.noticeCooldownEnd(t, logger)
-	return s.viewLocked(t)
-}
-
-func (s *deploymentState) viewLocked(t time.Time) healthView {
-	v := healthView{score: s.score, state: stateUp}
-	switch {
-	case s.disabled:
-		v.state = stateDisabled
-	case t.Before(s.cooldownUntil):
+// viewAt reads the health at t without locking.
+func (s *sharedState) viewAt(t time.Time) healthView {
+	h := &s.health
+	v := healthView{score: int(h.score.Load()), state: stateUp}
+	if until := h.cooldownUntil.Load(); until != 0 && t.UnixNano() < until {
+		v.cooldownUntil = time.Unix(0, until)
 		v.state = stateCooldown
 	}
-	if t.Before(s.cooldownUntil) {
-		v.cooldownUntil = s.cooldownUntil
+	if h.disabled.Load() {
+		v.state = stateDisabled
 	}
 	return v
 }
 
-func (s *deploymentState) noticeCooldownEnd(t time.Time, logger *zap.Logger) {
-	if s.coolingLogged && !t.Before(s.cooldownUntil) {
-		s.coolingLogged = false
-		if logger != nil && !s.disabled {
-			logger.Info("deployment state changed",
-				zap.String("model", s.model), zap.String("provider", s.provider),
-				zap.String("from", stateCooldown), zap.String("to", stateUp),
-				zap.Int("score", s.score), zap.String("reason", "cooldown over"))
-		}
+// view is viewAt that also notices, and logs once, the end of a cooldown.
+func (s *sharedState) view(t time.Time, logger *zap.Logger) healthView {
+	v := s.viewAt(t)
+	if v.cooldownUntil.IsZero() && s.health.coolingLogged.Load() && s.health.coolingLogged.CompareAndSwap(true, false) {
+		s.logCooldownOver(v, logger)
+	}
+	return v
+}
+
+func (s *sharedState) logCooldownOver(v healthView, logger *zap.Logger) {
+	if logger != nil && v.state == stateUp {
+		logger.Info("deployment state changed",
+			zap.String("model", s.id.model), zap.String("provider", s.id.provider),
+			zap.String("from", stateCooldown), zap.String("to", stateUp),
+			zap.Int("score", v.score), zap.String("reason", "cooldown over"))
 	}
 }
 
-// observe applies a health event at t. disableBelow is the config's
-// threshold; cooldown the length of a rate-limit cooldown. Every change of
-// state is logged once, with its reason.
-func (s *deploymentState) observe(ev healthEvent, t time.Time, disableBelow int, cooldown time.Duration, detail string, logger *zap.Logger) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.noticeCooldownEnd(t, logger)
-	before := s.viewLocked(t)
+// observe applies a health event at t. disableBelow is the threshold of the
+// config that saw the event; cooldown the length of a rate-limit cooldown.
+// Every change of state is logged once, with its reason, after the lock is
+// released.
+func (s *sharedState) observe(ev healthEvent, t time.Time, disableBelow int, cooldown time.Duration, detail string, logger *zap.Logger) {
+	h := &s.health
+	h.mu.Lock()
+	before := s.viewAt(t)
+	cooled := before.cooldownUntil.IsZero() && h.coolingLogged.CompareAndSwap(true, false)
+	score := int(h.score.Load())
 
 	var reason string
 	switch ev {
@@ -165,14 +118,13 @@ func (s *deploymentState) observe(ev healthEvent, t time.Time, disableBelow int,
 		delta := scoreSuccess
 		if ev == eventProbeSuccess {
 			delta = scoreProbeSuccess
+		} else {
+			h.lastSuccess.Store(t.UnixNano())
 		}
-		s.score = min(maxScore, s.score+delta)
-		if ev == eventSuccess {
-			s.lastSuccess = t
-		}
-		s.streak = 0
-		if s.disabled {
-			s.disabled = false
+		h.score.Store(int32(min(maxScore, score+delta)))
+		h.streak = 0
+		if h.disabled.Load() {
+			h.disabled.Store(false)
 			reason = "re-enabled by a " + ev.String()
 		}
 	case eventErrorStatus, eventTransport, eventProbeFailure:
@@ -183,36 +135,43 @@ func (s *deploymentState) observe(ev healthEvent, t time.Time, disableBelow int,
 		case eventProbeFailure:
 			delta = scoreProbeFailure
 		}
-		s.score = max(0, s.score+delta)
-		if s.streakEvent != ev {
-			s.streak, s.streakEvent = 0, ev
+		score = max(0, score+delta)
+		h.score.Store(int32(score))
+		if h.streakEvent != ev {
+			h.streak, h.streakEvent = 0, ev
 		}
-		s.streak++
-		s.lastError, s.lastErrorAt = detail, t
-		if !s.disabled && s.score <= disableBelow {
-			s.disabled = true
-			reason = fmt.Sprintf("disabled after %d consecutive %ss (last: %s)", s.streak, ev, detail)
+		h.streak++
+		h.lastError, h.lastErrorAt = detail, t
+		if !h.disabled.Load() && score <= disableBelow {
+			h.disabled.Store(true)
+			reason = fmt.Sprintf("disabled after %d consecutive %ss (last: %s)", h.streak, ev, detail)
 		}
 	case eventRateLimited:
-		s.lastError, s.lastErrorAt = detail, t
-		if until := t.Add(cooldown); until.After(s.cooldownUntil) {
-			s.cooldownUntil = until
+		h.lastError, h.lastErrorAt = detail, t
+		if until := t.Add(cooldown).UnixNano(); until > h.cooldownUntil.Load() {
+			h.cooldownUntil.Store(until)
 		}
-		if !before.cooldownUntil.IsZero() {
-			return // extended an ongoing cooldown: no new state
+		if before.cooldownUntil.IsZero() { // not an extension of an ongoing cooldown
+			h.coolingLogged.Store(true)
+			reason = fmt.Sprintf("cooldown %s after 429", cooldown.Round(time.Second))
 		}
-		s.coolingLogged = true
-		reason = fmt.Sprintf("cooldown %s after 429", cooldown.Round(time.Second))
 	}
+	after := s.viewAt(t)
+	h.mu.Unlock()
 
-	after := s.viewLocked(t)
-	if reason == "" || logger == nil {
+	if logger == nil {
+		return
+	}
+	if cooled {
+		s.logCooldownOver(before, logger)
+	}
+	if reason == "" {
 		return
 	}
 	fields := []zap.Field{
-		zap.String("model", s.model), zap.String("provider", s.provider),
+		zap.String("model", s.id.model), zap.String("provider", s.id.provider),
 		zap.String("from", before.state), zap.String("to", after.state),
-		zap.Int("score", s.score), zap.String("reason", reason),
+		zap.Int("score", after.score), zap.String("reason", reason),
 	}
 	if after.state == stateUp {
 		logger.Info("deployment state changed", fields...)
@@ -221,69 +180,25 @@ func (s *deploymentState) observe(ev healthEvent, t time.Time, disableBelow int,
 	}
 }
 
-// recentlyServed reports whether a request succeeded within d before t.
-func (s *deploymentState) recentlyServed(t time.Time, d time.Duration) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.lastSuccess.IsZero() && t.Sub(s.lastSuccess) < d
+// lastError returns the last error and when it happened.
+func (s *sharedState) lastError() (string, time.Time) {
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	return s.health.lastError, s.health.lastErrorAt
 }
 
-// probers run the active health checks: one goroutine per deployment
-// state, however many handlers and configs share it, released with the
-// last config that uses it.
-var probers = caddy.NewUsagePool()
+// recentlyServed reports whether a request succeeded within d before t.
+func (s *sharedState) recentlyServed(t time.Time, d time.Duration) bool {
+	last := s.health.lastSuccess.Load()
+	return last != 0 && t.Sub(time.Unix(0, last)) < d
+}
 
-// activeProbers counts running probe loops; tests read it.
-var activeProbers atomic.Int64
-
-// probeResult names what a probe round did, for tests' probeHook.
-type probeResult string
-
-const (
-	probeOK      probeResult = "ok"
-	probeFailed  probeResult = "failed"
-	probeSkipped probeResult = "skipped"
-)
-
-// probeHook, when set (tests only), is called after every probe round.
-var probeHook atomic.Pointer[func(stateKey string, r probeResult)]
-
-// probeSettings are what one config says about probing a deployment; the
-// newest config's settings win.
+// probeSettings are what one config says about probing a deployment.
 type probeSettings struct {
-	d            *deployment
 	interval     time.Duration
 	timeout      time.Duration
 	skipIfActive time.Duration
-	disableBelow int
 	body         []byte
-	logger       *zap.Logger
-}
-
-// prober is the probe loop of one deployment state.
-type prober struct {
-	key      string
-	settings atomic.Pointer[probeSettings]
-	cancel   context.CancelFunc
-	done     chan struct{}
-}
-
-// startProbing makes sure d is probed with these settings, starting its
-// loop if no config has yet.
-func startProbing(ps *probeSettings) error {
-	key := ps.d.stateKey
-	v, _, err := probers.LoadOrNew(key, func() (caddy.Destructor, error) {
-		ctx, cancel := context.WithCancel(context.Background())
-		p := &prober{key: key, cancel: cancel, done: make(chan struct{})}
-		p.settings.Store(ps)
-		go p.run(ctx)
-		return p, nil
-	})
-	if err != nil {
-		return err
-	}
-	v.(*prober).settings.Store(ps)
-	return nil
 }
 
 // probeBody is the request of a probe: the cheapest possible completion.
@@ -300,50 +215,112 @@ func probeBody(upstream, prompt string) []byte {
 	return b
 }
 
-// Destruct stops the loop and waits for it to exit.
-func (p *prober) Destruct() error {
-	p.cancel()
-	<-p.done
-	return nil
+// probeLoop is the running probe goroutine of one shared state: one per
+// deployment however many handlers and configs use it.
+type probeLoop struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	wake   chan struct{} // the owner changed: re-read the interval
 }
 
-func (p *prober) run(ctx context.Context) {
-	defer close(p.done)
+// activeProbers counts running probe loops; tests read it.
+var activeProbers atomic.Int64
+
+// probeResult names what a probe round did, for tests' probeHook.
+type probeResult string
+
+const (
+	probeOK      probeResult = "ok"
+	probeFailed  probeResult = "failed"
+	probeSkipped probeResult = "skipped"
+)
+
+// probeHook, when set (tests only), is called after every probe round.
+var probeHook atomic.Pointer[func(id deploymentID, r probeResult)]
+
+// syncProbe starts or stops the probe loop so that it runs exactly when the
+// owner (the oldest config using the state) wants probes.
+func (s *sharedState) syncProbe() {
+	var stop *probeLoop
+	s.mu.Lock()
+	want := len(s.users) > 0 && s.users[0].probe != nil
+	switch {
+	case want && s.probe == nil:
+		ctx, cancel := context.WithCancel(context.Background())
+		s.probe = &probeLoop{cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+		go s.runProbes(ctx, s.probe, s.users[0].probe.interval)
+	case want:
+		select {
+		case s.probe.wake <- struct{}{}:
+		default:
+		}
+	case s.probe != nil:
+		stop, s.probe = s.probe, nil
+	}
+	s.mu.Unlock()
+	if stop != nil {
+		stop.cancel()
+		<-stop.done
+	}
+}
+
+// probeInterval is the owner's probe interval, or 0 when it does not probe.
+func (s *sharedState) probeInterval() time.Duration {
+	if d := s.owner(); d != nil && d.probe != nil {
+		return d.probe.interval
+	}
+	return 0
+}
+
+func (s *sharedState) runProbes(ctx context.Context, loop *probeLoop, interval time.Duration) {
+	defer close(loop.done)
 	activeProbers.Add(1)
 	defer activeProbers.Add(-1)
-	timer := time.NewTimer(p.settings.Load().interval)
+	timer := time.NewTimer(interval)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-loop.wake:
+			if iv := s.probeInterval(); iv > 0 && iv != interval {
+				interval = iv
+				timer.Reset(interval)
+			}
+			continue
 		case <-timer.C:
 		}
-		result := p.probeOnce(ctx)
+		result := s.probeOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if hook := probeHook.Load(); hook != nil {
-			(*hook)(p.key, result)
+			(*hook)(s.id, result)
 		}
-		timer.Reset(p.settings.Load().interval)
+		if iv := s.probeInterval(); iv > 0 {
+			interval = iv
+		}
+		timer.Reset(interval)
 	}
 }
 
-// probeOnce sends one probe unless live traffic made it unnecessary. A
-// panic is logged and the loop goes on.
-func (p *prober) probeOnce(ctx context.Context) (result probeResult) {
-	ps := p.settings.Load()
-	d := ps.d
+// probeOnce sends one probe with the owner's settings, unless live traffic
+// made it unnecessary. A panic is logged and the loop goes on.
+func (s *sharedState) probeOnce(ctx context.Context) (result probeResult) {
+	d := s.owner()
+	if d == nil || d.probe == nil {
+		return probeSkipped
+	}
+	ps := d.probe
 	defer func() {
 		if v := recover(); v != nil {
-			ps.logger.Error("health probe panicked", zap.String("model", d.name),
+			d.logger.Error("health probe panicked", zap.String("model", d.name),
 				zap.String("provider", d.provider.name), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
 			result = probeFailed
 		}
 	}()
 	t := now()
-	if ps.skipIfActive > 0 && d.state.recentlyServed(t, ps.skipIfActive) {
+	if ps.skipIfActive > 0 && s.recentlyServed(t, ps.skipIfActive) {
 		return probeSkipped
 	}
 	ctx, cancel := context.WithTimeout(ctx, ps.timeout)
@@ -369,17 +346,11 @@ func (p *prober) probeOnce(ctx context.Context) (result probeResult) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-			d.state.observe(eventProbeSuccess, now(), ps.disableBelow, 0, "", ps.logger)
+			s.observe(eventProbeSuccess, now(), d.disableBelow, 0, "", d.logger)
 			return probeOK
 		}
 		detail = fmt.Sprintf("probe: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
-	d.state.observe(eventProbeFailure, now(), ps.disableBelow, 0, detail, ps.logger)
+	s.observe(eventProbeFailure, now(), d.disableBelow, 0, detail, d.logger)
 	return probeFailed
 }
-
-// Interface guards
-var (
-	_ caddy.Destructor = (*deploymentState)(nil)
-	_ caddy.Destructor = (*prober)(nil)
-)

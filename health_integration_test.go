@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
@@ -15,18 +17,13 @@ func withHealth(block string) string {
 	return strings.Replace(defaultRouter, "default_route simple_qa", "default_route simple_qa\n\thealth_check {\n"+block+"\n\t}", 1)
 }
 
-// stateKeyOf is the state key of a deployment on the mock at baseURL.
-func stateKeyOf(baseURL, key, upstream string) string {
-	return baseURL + "/v1|" + keyHash(key) + "|" + upstream
-}
-
 const primaryKey = "sk-primary-test-key-0001"
 
-// probeEvents subscribes to probe rounds of one deployment state.
-func probeEvents(t *testing.T, stateKey string) <-chan probeResult {
+// probeEvents subscribes to probe rounds of one deployment.
+func probeEvents(t *testing.T, id deploymentID) <-chan probeResult {
 	ch := make(chan probeResult, 64)
-	hook := func(key string, r probeResult) {
-		if key == stateKey {
+	hook := func(got deploymentID, r probeResult) {
+		if got == id {
 			select {
 			case ch <- r:
 			default:
@@ -77,7 +74,7 @@ func TestDisabledDeploymentSkipped(t *testing.T) {
 
 func TestActiveProbes(t *testing.T) {
 	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\ttimeout 1s\n\t\tprompt \"are you there?\""))
-	events := probeEvents(t, stateKeyOf(g.primaryURL, primaryKey, "deepseek-chat"))
+	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})
 
 	if r := waitFor(t, events, "a probe"); r != probeOK {
 		t.Fatalf("first probe: %s", r)
@@ -120,7 +117,7 @@ func TestActiveProbes(t *testing.T) {
 
 func TestProbeSkipIfActive(t *testing.T) {
 	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\tskip_if_active 1h"))
-	events := probeEvents(t, stateKeyOf(g.primaryURL, primaryKey, "deepseek-chat"))
+	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})
 	waitFor(t, events, "a probe") // before any traffic: probed
 	resp, body := g.post(chatBody("simple_qa", false))
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
@@ -140,10 +137,13 @@ func TestProbeSkipIfActive(t *testing.T) {
 }
 
 func TestProbesOff(t *testing.T) {
-	g := newGateway(t, withHealth("\t\tinterval off"))
-	for _, up := range []string{"deepseek-chat", "gemini-2.5-flash", "gpt-4.1"} {
-		if n, ok := probers.References(stateKeyOf(g.primaryURL, primaryKey, up)); ok || n != 0 {
-			t.Errorf("interval off: a prober runs for %s", up)
+	newGateway(t, withHealth("\t\tinterval off"))
+	for _, s := range liveStates() {
+		s.mu.Lock()
+		running := s.probe != nil
+		s.mu.Unlock()
+		if running {
+			t.Errorf("interval off: a probe loop runs for %s", s.id)
 		}
 	}
 	if n := activeProbers.Load(); n != 0 {
@@ -181,12 +181,8 @@ func TestStateSurvivesReload(t *testing.T) {
 	// drop gemini from the config: its state and prober are released
 	without := strings.NewReplacer("\tmodel gemini-2.5-flash\n", "", "route simple_qa deepseek-v3.2 gemini-2.5-flash", "route simple_qa deepseek-v3.2").Replace(withHealth("\t\tinterval 1h"))
 	g.reload(without)
-	key := stateKeyOf(g.primaryURL, primaryKey, "gemini-2.5-flash")
-	if _, ok := deploymentStates.References(key); ok {
-		t.Error("the removed deployment's state is still held")
-	}
-	if _, ok := probers.References(key); ok {
-		t.Error("the removed deployment is still probed")
+	if _, ok := sharedStates.References(deploymentID{"gemini-2.5-flash", "primary"}.String()); ok {
+		t.Error("the removed deployment's state is still held (and probed)")
 	}
 	if n := activeProbers.Load(); n != int64(deployments-1) {
 		t.Errorf("%d probe loops, want %d", n, deployments-1)
@@ -197,7 +193,7 @@ func TestStateSurvivesReload(t *testing.T) {
 func (g *gateway) reload(routerBody string) {
 	g.t.Helper()
 	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(routerBody)
-	g.tc.InitServer(globalOptions+"\nhttp://localhost:9080 {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
 	if g.t.Failed() {
 		g.t.FailNow()
 	}
@@ -266,5 +262,55 @@ func TestStatsAPI(t *testing.T) {
 	all := fetchStats(t)
 	if all.Totals.Requests < st.Requests+1 { // gemini answered the failed-over one
 		t.Errorf("totals %+v", all.Totals)
+	}
+}
+
+// TestFailedConfigChangesNothing: a config that provisions its handler and
+// then fails to load (a later handler's verify_key is rejected) leaves the
+// running config's probes and labels as they were.
+func TestFailedConfigChangesNothing(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\tprompt \"first config\""))
+	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})
+	waitFor(t, events, "a probe")
+	loops := activeProbers.Load()
+
+	rejecting := mockllm.New()
+	rejecting.SetRequireKey("sk-the-right-key-000000001")
+	srv := newMockServer(rejecting)
+	other := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(
+		withHealth("\t\tinterval 5ms\n\t\tprompt \"failed config\"") + "\tcurrency CNY 7\n")
+	cf := globalOptions + "\n" + siteAddress + " {\n\troute {\n\t\tllm_router /v1/* {" + other + "\n\t\t}\n" +
+		"\t\tllm_router /fail/* {\n\t\t\tprovider p {\n\t\t\t\tbase_url " + srv.URL + "/v1\n\t\t\t\tapi_key sk-a-wrong-key-0000000042\n\t\t\t\tverify_key\n\t\t\t}\n\t\t\tmodel m\n\t\t}\n\t}\n}\n"
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loadConfig(string(adapted)); err == nil || !strings.Contains(err.Error(), "verify_key") {
+		t.Fatalf("the second config loaded, or failed for another reason: %v", err)
+	}
+
+	// the next probes are the running config's
+	for range 3 {
+		waitFor(t, events, "a probe after the failed load")
+	}
+	probes := g.primary.RequestsFor("deepseek-chat")
+	for _, p := range probes {
+		if !strings.Contains(string(p.Body), "first config") {
+			t.Fatalf("a probe with the failed config's settings: %s", p.Body)
+		}
+	}
+	if n := activeProbers.Load(); n != loops {
+		t.Errorf("%d probe loops after the failed load, want %d", n, loops)
+	}
+	st := statsFor(t, g, "deepseek-v3.2", "primary")
+	if st.Currency != "USD" || st.Upstream != "deepseek-chat" {
+		t.Errorf("stats labels after the failed load: currency %s upstream %s", st.Currency, st.Upstream)
+	}
+	before := scrape(t)
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	after := scrape(t)
+	if d := after.delta(before, sel("caddy_llm_router_cost_total", "model", "deepseek-v3.2", "provider", "primary", "currency", "USD")); d <= 0 {
+		t.Errorf("the running config's cost is no longer counted in USD (+%v)", d)
 	}
 }

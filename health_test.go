@@ -27,11 +27,11 @@ func TestHealthScoreArithmetic(t *testing.T) {
 		{"floor at 0", 10, eventProbeFailure, 0},
 	}
 	for _, tc := range cases {
-		s := newDeploymentState()
-		s.score = tc.start
+		s := newSharedState(deploymentID{"m", "p"})
+		s.health.score.Store(int32(tc.start))
 		s.observe(tc.ev, t0, 30, 30*time.Second, "x", nil)
-		if s.score != tc.wantScore {
-			t.Errorf("%s: score %d, want %d", tc.name, s.score, tc.wantScore)
+		if got := scoreOf(s); got != tc.wantScore {
+			t.Errorf("%s: score %d, want %d", tc.name, got, tc.wantScore)
 		}
 	}
 }
@@ -40,20 +40,19 @@ func TestHealthStateTransitions(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	core, logs := observer.New(zap.InfoLevel)
 	logger := zap.New(core)
-	s := newDeploymentState()
-	s.label("gpt-4.1", "holysheep", "gpt-4.1", Currency{"USD", 1})
+	s := newSharedState(deploymentID{"gpt-4.1", "holysheep"})
 	state := func(at time.Time) string { return s.view(at, logger).state }
 
 	// 100 -> 85 -> 70 -> 55 -> 40 -> 25: disabled at the fifth timeout
 	for i := range 4 {
 		s.observe(eventTransport, t0, 30, 0, "timeout after 30s", logger)
 		if state(t0) != stateUp {
-			t.Fatalf("disabled after %d timeouts at score %d", i+1, s.score)
+			t.Fatalf("disabled after %d timeouts at score %d", i+1, scoreOf(s))
 		}
 	}
 	s.observe(eventTransport, t0, 30, 0, "timeout after 30s", logger)
-	if state(t0) != stateDisabled || s.score != 25 {
-		t.Fatalf("state %s score %d after 5 timeouts, want disabled 25", state(t0), s.score)
+	if state(t0) != stateDisabled || scoreOf(s) != 25 {
+		t.Fatalf("state %s score %d after 5 timeouts, want disabled 25", state(t0), scoreOf(s))
 	}
 	s.observe(eventErrorStatus, t0, 30, 0, "500", logger) // still disabled: no second log
 	if got := logs.FilterMessage("deployment state changed").Len(); got != 1 {
@@ -66,8 +65,8 @@ func TestHealthStateTransitions(t *testing.T) {
 
 	// a probe re-enables it
 	s.observe(eventProbeSuccess, t0, 30, 0, "", logger)
-	if state(t0) != stateUp || s.score != 20 {
-		t.Fatalf("after a successful probe: %s %d", state(t0), s.score)
+	if state(t0) != stateUp || scoreOf(s) != 20 {
+		t.Fatalf("after a successful probe: %s %d", state(t0), scoreOf(s))
 	}
 	// ... and a request does too
 	s.observe(eventProbeFailure, t0, 30, 0, "probe: 503", logger)
@@ -75,8 +74,8 @@ func TestHealthStateTransitions(t *testing.T) {
 		t.Fatal("a probe failure at score 20 should disable")
 	}
 	s.observe(eventSuccess, t0, 30, 0, "", logger)
-	if state(t0) != stateUp || s.score != 5 {
-		t.Fatalf("after a successful request: %s %d", state(t0), s.score)
+	if state(t0) != stateUp || scoreOf(s) != 5 {
+		t.Fatalf("after a successful request: %s %d", state(t0), scoreOf(s))
 	}
 
 	// a 429 cools it down, once, and the end of the cooldown is noticed once
@@ -97,8 +96,8 @@ func TestHealthStateTransitions(t *testing.T) {
 // half its requests ends up serving a much smaller share.
 func TestHealthWeightedSelection(t *testing.T) {
 	share := func(failRate float64) float64 {
-		good := &deployment{name: "good", weight: 1, priority: 1, state: newDeploymentState()}
-		flaky := &deployment{name: "flaky", weight: 1, priority: 1, state: newDeploymentState()}
+		good := &deployment{name: "good", weight: 1, priority: 1, state: newSharedState(deploymentID{})}
+		flaky := &deployment{name: "flaky", weight: 1, priority: 1, state: newSharedState(deploymentID{})}
 		p := plan{{good, flaky}}
 		rng := rand.New(rand.NewPCG(1, 2))
 		t0 := time.Unix(1_700_000_000, 0)
@@ -131,17 +130,19 @@ func TestHealthWeightedSelection(t *testing.T) {
 // skipped, but when all are, all are tried, healthiest first.
 func TestSelectionSkipsDisabledAndCooling(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	a := &deployment{name: "a", weight: 1, priority: 1, state: newDeploymentState()}
-	b := &deployment{name: "b", weight: 1, priority: 1, state: newDeploymentState()}
-	c := &deployment{name: "c", weight: 1, priority: 2, state: newDeploymentState()}
+	a := &deployment{name: "a", weight: 1, priority: 1, state: newSharedState(deploymentID{})}
+	b := &deployment{name: "b", weight: 1, priority: 1, state: newSharedState(deploymentID{})}
+	c := &deployment{name: "c", weight: 1, priority: 2, state: newSharedState(deploymentID{})}
 	p := plan{{a, b}, {c}}
-	a.state.score, a.state.disabled = 20, true
+	a.state.health.score.Store(20)
+	a.state.health.disabled.Store(true)
 	b.state.observe(eventRateLimited, t0, 30, time.Minute, "429", nil)
 	got := p.order(t0, rand.New(rand.NewPCG(3, 4)), nil)
 	if len(got) != 1 || got[0] != c {
 		t.Fatalf("order = %v, want only c", names(got))
 	}
-	c.state.score, c.state.disabled = 10, true
+	c.state.health.score.Store(10)
+	c.state.health.disabled.Store(true)
 	got = p.order(t0, rand.New(rand.NewPCG(3, 4)), nil)
 	if names(got) != "b a c" { // b 100 (cooling), a 20, c 10
 		t.Fatalf("all out of rotation: order %q, want b a c", names(got))
@@ -177,3 +178,5 @@ func TestLatencyHistogram(t *testing.T) {
 		t.Errorf("overflow: n %d max %v", h.n, h.quantile(1))
 	}
 }
+
+func scoreOf(s *sharedState) int { return int(s.health.score.Load()) }

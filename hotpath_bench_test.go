@@ -63,7 +63,7 @@ func BenchmarkRequestBody(b *testing.B) {
 
 func BenchmarkSelectCandidates(b *testing.B) {
 	mk := func(name string, prio int) *deployment {
-		return &deployment{name: name, weight: 1, priority: prio, state: newDeploymentState()}
+		return &deployment{name: name, weight: 1, priority: prio, state: newSharedState(deploymentID{})}
 	}
 	p := plan{{mk("deepseek@a", 1), mk("deepseek@b", 1)}, {mk("gemini@a", 1)}}
 	t0 := time.Now()
@@ -114,7 +114,7 @@ func benchRelay(b *testing.B, chunk string) {
 }
 
 func BenchmarkMetricsUpdate(b *testing.B) {
-	d := &deployment{name: "deepseek-v3.2", provider: &provider{name: "holysheep"}, price: builtinPrices["deepseek-v3.2"], state: newDeploymentState()}
+	d := &deployment{name: "deepseek-v3.2", provider: &provider{name: "holysheep"}, price: builtinPrices["deepseek-v3.2"], state: newSharedState(deploymentID{})}
 	d.metrics = metrics.forDeployment(d.name, d.provider.name, "CNY")
 	u := usage{input: 120, output: 10, cachedInput: 64}
 	b.ReportAllocs()
@@ -128,8 +128,8 @@ func BenchmarkMetricsUpdate(b *testing.B) {
 		d.metrics.cachedToks.Add(float64(u.cachedInput))
 		d.metrics.cost.Add(d.price.cost(u))
 		metrics.requests.WithLabelValues("simple_qa", d.name, d.provider.name, statusLabel(200)).Inc()
-		d.state.recordAttempt(false, 420*time.Millisecond, 120*time.Millisecond)
-		d.state.recordUsage(u, d.price.cost(u))
+		d.state.stats.recordAttempt(false, 420*time.Millisecond, 120*time.Millisecond)
+		d.state.stats.recordUsage(u, d.price.cost(u), "USD")
 		d.metrics.inFlight.Dec()
 	}
 }

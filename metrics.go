@@ -175,29 +175,19 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. It reads a snapshot of the
+// states, so no lock is held while Prometheus consumes the channel.
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	t := now()
-	seen := make(map[[2]string]bool)
-	deploymentStates.Range(func(_, v any) bool {
-		s := v.(*deploymentState)
-		s.mu.Lock()
-		model, provider := s.model, s.provider
-		view := s.viewLocked(t)
-		s.mu.Unlock()
-		key := [2]string{model, provider}
-		if seen[key] {
-			return true // two configs naming different upstreams alike: report one
-		}
-		seen[key] = true
+	for _, s := range liveStates() {
+		v := s.viewAt(t)
 		up := 0.0
-		if view.state == stateUp {
+		if v.state == stateUp {
 			up = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.score, prometheus.GaugeValue, float64(view.score), model, provider)
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, model, provider)
-		return true
-	})
+		ch <- prometheus.MustNewConstMetric(c.score, prometheus.GaugeValue, float64(v.score), s.id.model, s.id.provider)
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, s.id.model, s.id.provider)
+	}
 }
 
 // Interface guards

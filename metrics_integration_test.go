@@ -228,8 +228,7 @@ func TestMetricsReloadAndTwoHandlers(t *testing.T) {
 	}
 
 	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(defaultRouter)
-	g.tc.InitServer(globalOptions+`
-http://localhost:9080 {
+	g.tc.InitServer(globalOptions+"\n"+siteAddress+` {
 	handle /a/* {
 		llm_router {`+body+`
 		}

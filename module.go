@@ -5,14 +5,9 @@
 package llmrouter
 
 import (
-	"cmp"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -29,7 +24,7 @@ func init() {
 	caddy.RegisterModule(Router{})
 }
 
-// Defaults, as documented in DESIGN.md and the README.
+// Defaults, as documented in the README.
 const (
 	DefaultBaseURL          = "https://api.holysheep.ai/v1"
 	defaultTimeout          = 30 * time.Second
@@ -45,7 +40,24 @@ const (
 )
 
 // Router is the `llm_router` HTTP handler: one OpenAI-compatible endpoint in
-// front of one or more OpenAI-compatible providers.
+// front of one or more OpenAI-compatible providers. It routes each request to
+// a model by route (query type), model name or priority, fails over between
+// deployments before the first byte reaches the client, and relays streams
+// event by event. README.md is the user's reference; docs/ARCHITECTURE.md
+// says how the code is laid out.
+//
+// After a request, these placeholders are set (for access logs and later
+// handlers):
+//
+// Placeholder | Description
+// ------------|-------------
+// `{http.llm_router.route}` | the route the request was served from, if any
+// `{http.llm_router.model}` | the model name that answered
+// `{http.llm_router.provider}` | its provider
+// `{http.llm_router.attempts}` | upstream attempts made
+// `{http.llm_router.input_tokens}` | prompt tokens of the answer
+// `{http.llm_router.output_tokens}` | completion tokens of the answer
+// `{http.llm_router.cost}` | the answer's cost, in the configured currency
 type Router struct {
 	// Providers are the OpenAI-compatible upstreams. The first one is the
 	// default provider of every model that names none. Required.
@@ -77,11 +89,9 @@ type Router struct {
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
 	providers   map[string]*provider
-	deployments []*deployment
-	byModel     map[string][]*deployment // each sorted by priority
-	modelsJSON  []byte                   // the local GET /models answer
+	deployments []*deployment // in declaration order
+	modelsJSON  []byte        // the local GET /models answer
 	routing     routing
-	probing     []string // probers this config holds
 	currency    Currency
 	logger      *zap.Logger
 }
@@ -208,39 +218,61 @@ func (Router) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// provider is a Provider made ready to serve.
-type provider struct {
-	name          string
-	baseURL       string
-	key           string
-	fingerprint   string // safe to log
-	headers       http.Header
-	timeout       time.Duration
-	transport     *http.Transport
-	chatURL       *url.URL
-	embeddingsURL *url.URL
-	modelsURL     *url.URL
-}
-
-// deployment is a Model made ready to serve.
+// deployment is a Model made ready to serve, in one config. What must
+// outlive the config (health, counters, the probe loop) is in state; the
+// rest, settings included, is this config's own.
 type deployment struct {
+	id       deploymentID
 	name     string
 	upstream string
 	priority int
 	weight   int
 	fallback []string
 	price    unitPrice
-	provider *provider
-	stateKey string
-	state    *deploymentState
-	metrics  *deploymentMetrics
+	priceMsg string // why the price is 0, when it is unknown
+
+	// set by Provision
+	provider     *provider
+	state        *sharedState
+	metrics      *deploymentMetrics
+	currency     Currency
+	disableBelow int
+	probe        *probeSettings // nil: not probed
+	logger       *zap.Logger
+}
+
+// target is where the deployment's requests go: base URL, key (hashed)
+// and upstream id. Health and counters are about one target.
+func (d *deployment) target() string {
+	return d.provider.baseURL + "|" + keyHash(d.provider.key) + "|" + d.upstream
 }
 
 // label is how logs and errors name a deployment.
-func (d *deployment) label() string { return d.name + "@" + d.provider.name }
+func (d *deployment) label() string { return d.id.String() }
+
+// newDeployments turns the model declarations into deployments, priced,
+// without any runtime part; the cost command uses them as they are.
+func (r *Router) newDeployments() []*deployment {
+	var out []*deployment
+	for _, m := range r.Models {
+		price, msg := priceFor(r.Models, m)
+		out = append(out, &deployment{
+			id:       deploymentID{model: m.Name, provider: m.Provider},
+			name:     m.Name,
+			upstream: m.Upstream,
+			priority: m.Priority,
+			weight:   m.Weight,
+			fallback: m.Fallback,
+			price:    price,
+			priceMsg: msg,
+		})
+	}
+	return out
+}
 
 // Provision sets defaults, resolves placeholders and builds the runtime
-// structures: a transport per provider and the shared state per deployment.
+// structures: a transport per provider, the deployments with their shared
+// state, and the routing plans.
 func (r *Router) Provision(ctx caddy.Context) error {
 	r.logger = ctx.Logger()
 	r.setDefaults()
@@ -270,52 +302,34 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	r.byModel = make(map[string][]*deployment)
-	for _, m := range r.Models {
-		p := r.providers[m.Provider]
-		d := &deployment{
-			name:     m.Name,
-			upstream: m.Upstream,
-			priority: m.Priority,
-			weight:   m.Weight,
-			fallback: m.Fallback,
-			provider: p,
+	hc := r.HealthCheck
+	for _, d := range r.newDeployments() {
+		if d.priceMsg != "" {
+			r.logger.Warn(d.priceMsg, zap.String("model", d.name), zap.String("provider", d.id.provider))
 		}
-		d.price = r.priceFor(m)
-		d.metrics = metrics.forDeployment(m.Name, m.Provider, r.currency.Code)
-		d.stateKey = p.baseURL + "|" + keyHash(p.key) + "|" + m.Upstream
-		st, _, err := deploymentStates.LoadOrNew(d.stateKey, func() (caddy.Destructor, error) {
-			return newDeploymentState(), nil
-		})
+		d.provider = r.providers[d.id.provider]
+		d.metrics = metrics.forDeployment(d.name, d.id.provider, r.currency.Code)
+		d.currency = r.currency
+		d.disableBelow = *hc.DisableBelow
+		d.logger = r.logger
+		if !hc.Off {
+			d.probe = &probeSettings{
+				interval:     time.Duration(hc.Interval),
+				timeout:      time.Duration(hc.Timeout),
+				skipIfActive: time.Duration(hc.SkipIfActive),
+				body:         probeBody(d.upstream, hc.Prompt),
+			}
+		}
+		// the deployment is complete before it is shared: the probe loop
+		// may read it at once
+		st, err := acquireState(d)
 		if err != nil {
 			return err
 		}
-		d.state = st.(*deploymentState)
-		d.state.label(m.Name, m.Provider, m.Upstream, r.currency)
+		d.state = st
 		r.deployments = append(r.deployments, d)
-		r.byModel[m.Name] = append(r.byModel[m.Name], d)
 	}
-	if !r.HealthCheck.Off {
-		for _, d := range r.deployments {
-			err := startProbing(&probeSettings{
-				d:            d,
-				interval:     time.Duration(r.HealthCheck.Interval),
-				timeout:      time.Duration(r.HealthCheck.Timeout),
-				skipIfActive: time.Duration(r.HealthCheck.SkipIfActive),
-				disableBelow: *r.HealthCheck.DisableBelow,
-				body:         probeBody(d.upstream, r.HealthCheck.Prompt),
-				logger:       r.logger,
-			})
-			if err != nil {
-				return err
-			}
-			r.probing = append(r.probing, d.stateKey)
-		}
-	}
-	for _, ds := range r.byModel {
-		slices.SortStableFunc(ds, func(a, b *deployment) int { return cmp.Compare(a.priority, b.priority) })
-	}
-	r.routing = r.buildRouting()
+	r.routing = buildRouting(r.deployments, r.Routes, r.DefaultRoute)
 	r.modelsJSON = r.buildModelList()
 	return nil
 }
@@ -568,131 +582,12 @@ func fallbackLoop(models []*Model) []string {
 	return nil
 }
 
-// newProvider resolves placeholders and builds the provider's transport.
-func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provider, error) {
-	subj := "provider " + pc.Name
-	base := strings.TrimRight(repl.ReplaceKnown(pc.BaseURL, ""), "/")
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", base)
-	}
-	key := strings.TrimSpace(repl.ReplaceKnown(pc.APIKey, ""))
-	p := &provider{
-		name:        pc.Name,
-		baseURL:     base,
-		key:         key,
-		fingerprint: keyFingerprint(key),
-		timeout:     time.Duration(pc.Timeout),
-		headers:     make(http.Header, len(pc.Headers)),
-		transport:   newTransport(),
-	}
-	for field, vals := range pc.Headers {
-		for _, v := range vals {
-			p.headers.Add(field, repl.ReplaceKnown(v, ""))
-		}
-	}
-	join := func(suffix string) *url.URL {
-		v := *u
-		v.Path = strings.TrimRight(u.Path, "/") + suffix
-		v.RawPath = ""
-		return &v
-	}
-	p.chatURL = join("/chat/completions")
-	p.embeddingsURL = join("/embeddings")
-	p.modelsURL = join("/models")
-
-	switch {
-	case key == "":
-		logger.Warn("provider has no api_key; requests go upstream without Authorization",
-			zap.String("provider", p.name))
-	case !strings.HasPrefix(key, "sk-"):
-		logger.Warn("api_key does not start with \"sk-\"; check it is the provider's API key",
-			zap.String("provider", p.name), zap.String("key", p.fingerprint))
-	}
-	return p, nil
-}
-
-// newTransport is the upstream transport of one provider: keep-alive pools
-// large enough for a busy gateway, and no response header timeout of its own
-// (each attempt's context carries the deadline).
-func newTransport() *http.Transport {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
-}
-
-// verifyKey asks the provider to list models with the configured key and
-// fails on 401/403, so a wrong key is found at load and not at the first
-// customer request. A provider that cannot be reached only gets a warning.
-func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, min(p.timeout, 15*time.Second))
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.modelsURL.String(), nil)
-	if err != nil {
-		return err
-	}
-	p.setAuth(req.Header)
-	resp, err := p.transport.RoundTrip(req)
-	if err != nil {
-		logger.Warn("verify_key: provider unreachable; loading anyway",
-			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.Error(unwrapURLError(err)))
-		return nil
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return cfgErr("provider "+p.name, "verify_key: %s rejected api_key %s with %d %s (check the key for white space or a typo)",
-			p.modelsURL.Redacted(), p.fingerprint, resp.StatusCode, http.StatusText(resp.StatusCode))
-	}
-	logger.Info("verify_key: api_key accepted", zap.String("provider", p.name),
-		zap.String("key", p.fingerprint), zap.Int("status", resp.StatusCode))
-	return nil
-}
-
-// setAuth puts the provider's key on an upstream request.
-func (p *provider) setAuth(h http.Header) {
-	if p.key != "" {
-		h.Set("Authorization", "Bearer "+p.key)
-	}
-}
-
-// keyFingerprint is how a key shows in logs: its prefix and last four
-// characters, never more.
-func keyFingerprint(key string) string {
-	if key == "" {
-		return "(none)"
-	}
-	prefix := ""
-	if strings.HasPrefix(key, "sk-") {
-		prefix = "sk-"
-	}
-	if len(key) < 12 {
-		return prefix + "…"
-	}
-	return prefix + "…" + key[len(key)-4:]
-}
-
-// keyHash identifies a key in state keys without revealing it.
-func keyHash(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:6])
-}
-
-// Cleanup releases this config's hold on shared deployment state and closes
-// idle upstream connections.
+// Cleanup releases this config's hold on shared deployment state (the probe
+// loop of a state no other config uses stops) and closes idle upstream
+// connections.
 func (r *Router) Cleanup() error {
-	for _, key := range r.probing {
-		_, _ = probers.Delete(key)
-	}
 	for _, d := range r.deployments {
-		_, _ = deploymentStates.Delete(d.stateKey)
+		releaseState(d)
 	}
 	for _, p := range r.providers {
 		p.transport.CloseIdleConnections()

@@ -1,10 +1,6 @@
 package llmrouter
 
-import (
-	"errors"
-
-	"go.uber.org/zap"
-)
+import "errors"
 
 // Price is what a deployment costs per 1M tokens, in price units (list-price
 // US dollars unless the provider bills otherwise; see Currency).
@@ -54,26 +50,25 @@ func (p *Price) unit() unitPrice {
 	return u
 }
 
-// priceFor is a deployment's price: its own, else the built-in one for its
-// name or upstream id, else zero with a warning.
-func (r *Router) priceFor(m *Model) unitPrice {
+// priceFor is the price of model m among all declared models: its own, else
+// one given on another deployment of the same name, else the built-in one
+// for its name or upstream id, else zero with a warning to log.
+func priceFor(models []*Model, m *Model) (unitPrice, string) {
 	if m.Price != nil {
-		return m.Price.unit()
+		return m.Price.unit(), ""
 	}
-	for _, other := range r.Models { // a price given on another deployment of the same name
+	for _, other := range models {
 		if other.Name == m.Name && other.Price != nil {
-			return other.Price.unit()
+			return other.Price.unit(), ""
 		}
 	}
 	if p, ok := builtinPrices[m.Name]; ok {
-		return p
+		return p, ""
 	}
 	if p, ok := builtinPrices[m.Upstream]; ok {
-		return p
+		return p, ""
 	}
-	r.logger.Warn("model has no price; its cost is counted as 0",
-		zap.String("model", m.Name), zap.String("provider", m.Provider))
-	return unitPrice{}
+	return unitPrice{}, "model has no price; its cost is counted as 0"
 }
 
 // cost is the price of u in price units; cached prompt tokens are part of

@@ -19,39 +19,55 @@ type plan [][]*deployment
 
 // routing holds the precomputed plans of one config.
 type routing struct {
-	byRoute map[string]plan
-	byModel map[string]plan
-	all     plan // every deployment by priority, for requests naming nothing
+	byRoute      map[string]plan
+	byModel      map[string]plan
+	all          plan // every deployment by priority, for requests naming nothing
+	defaultRoute string
 }
 
-// buildRouting precomputes every plan, so a request costs a map lookup.
-func (r *Router) buildRouting() routing {
-	rt := routing{byRoute: make(map[string]plan), byModel: make(map[string]plan)}
-	for name := range r.byModel {
-		rt.byModel[name] = r.modelPlan(name, nil)
+// buildRouting precomputes every plan, so that a request costs a map
+// lookup. ds are the deployments in declaration order.
+func buildRouting(ds []*deployment, routes map[string][]string, defaultRoute string) routing {
+	byPriority := func(list []*deployment) []*deployment {
+		list = slices.Clone(list)
+		slices.SortStableFunc(list, func(a, b *deployment) int { return cmp.Compare(a.priority, b.priority) })
+		return list
 	}
-	for name, models := range r.Routes {
+	byName := make(map[string][]*deployment)
+	for _, d := range ds {
+		byName[d.name] = append(byName[d.name], d)
+	}
+	for name, list := range byName {
+		byName[name] = byPriority(list)
+	}
+	rt := routing{
+		byRoute:      make(map[string]plan, len(routes)),
+		byModel:      make(map[string]plan, len(byName)),
+		all:          groupByPriority(byPriority(ds)),
+		defaultRoute: defaultRoute,
+	}
+	for name := range byName {
+		rt.byModel[name] = modelPlan(byName, name, nil)
+	}
+	for name, models := range routes {
 		seen := make(map[*deployment]bool)
 		var p plan
 		for _, m := range models {
-			p = append(p, r.modelPlan(m, seen)...)
+			p = append(p, modelPlan(byName, m, seen)...)
 		}
 		rt.byRoute[name] = p
 	}
-	all := slices.Clone(r.deployments)
-	slices.SortStableFunc(all, func(a, b *deployment) int { return cmp.Compare(a.priority, b.priority) })
-	rt.all = groupByPriority(all)
 	return rt
 }
 
 // modelPlan is a model's deployments by priority, then its fallback models'
 // plans, each deployment once.
-func (r *Router) modelPlan(name string, seen map[*deployment]bool) plan {
+func modelPlan(byName map[string][]*deployment, name string, seen map[*deployment]bool) plan {
 	if seen == nil {
 		seen = make(map[*deployment]bool)
 	}
 	var fresh []*deployment
-	for _, d := range r.byModel[name] {
+	for _, d := range byName[name] {
 		if !seen[d] {
 			seen[d] = true
 			fresh = append(fresh, d)
@@ -60,14 +76,14 @@ func (r *Router) modelPlan(name string, seen map[*deployment]bool) plan {
 	p := groupByPriority(fresh)
 	if len(fresh) > 0 {
 		for _, fb := range fresh[0].fallback {
-			p = append(p, r.modelPlan(fb, seen)...)
+			p = append(p, modelPlan(byName, fb, seen)...)
 		}
 	}
 	return p
 }
 
 // groupByPriority splits deployments already sorted by priority into
-// groups of equal priority.
+// groups of equal priority, keeping their order within a group.
 func groupByPriority(ds []*deployment) plan {
 	var p plan
 	for i := 0; i < len(ds); {
@@ -81,26 +97,35 @@ func groupByPriority(ds []*deployment) plan {
 	return p
 }
 
-// resolve picks the plan for a request by DESIGN.md's rules, first that
-// applies: a route header, the model naming a route, the model naming a
-// model, then the default route or every deployment. ok is false when the
-// name is unknown.
-func (r *Router) resolve(routeHeader, model string) (route string, p plan, ok bool) {
+// primary is the deployment a plan tries first when all are healthy and
+// weights are even: the first of its first group.
+func (p plan) primary() *deployment {
+	if len(p) == 0 || len(p[0]) == 0 {
+		return nil
+	}
+	return p[0][0]
+}
+
+// resolve picks the plan for a request by the routing rules (README,
+// "Routing rules"), first that applies: a route header, the model naming a
+// route, the model naming a model, then the default route or every
+// deployment. ok is false when the name is unknown.
+func (rt *routing) resolve(routeHeader, model string) (route string, p plan, ok bool) {
 	if routeHeader != "" {
-		p, ok = r.routing.byRoute[routeHeader]
+		p, ok = rt.byRoute[routeHeader]
 		return routeHeader, p, ok
 	}
 	if model != "" && model != "auto" {
-		if p, ok = r.routing.byRoute[model]; ok {
+		if p, ok = rt.byRoute[model]; ok {
 			return model, p, true
 		}
-		p, ok = r.routing.byModel[model]
+		p, ok = rt.byModel[model]
 		return "", p, ok
 	}
-	if r.DefaultRoute != "" {
-		return r.DefaultRoute, r.routing.byRoute[r.DefaultRoute], true
+	if rt.defaultRoute != "" {
+		return rt.defaultRoute, rt.byRoute[rt.defaultRoute], true
 	}
-	return "", r.routing.all, true
+	return "", rt.all, true
 }
 
 // order turns a plan into the deployments to try, in order: each group

@@ -55,7 +55,7 @@ func TestVerifyKey(t *testing.T) {
 	srv := httptest.NewServer(mock)
 	defer srv.Close()
 	load := func(key string) error {
-		cf := globalOptions + "\nhttp://localhost:9080 {\n\tllm_router {\n\t\tprovider holysheep {\n\t\t\tbase_url " + srv.URL +
+		cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {\n\t\tprovider holysheep {\n\t\t\tbase_url " + srv.URL +
 			"/v1\n\t\t\tapi_key \"" + key + "\"\n\t\t\tverify_key\n\t\t}\n\t\tmodel deepseek-v3.2\n\t}\n}\n"
 		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
 		if err != nil {

@@ -2,12 +2,14 @@ package llmrouter
 
 import (
 	"math"
+	"sync"
 	"time"
 )
 
 // deploymentStats are a deployment's counters since its state was created
-// (they survive reloads with it). Guarded by deploymentState.mu.
+// (they survive reloads with it).
 type deploymentStats struct {
+	mu       sync.Mutex
 	requests int64 // upstream attempts, client cancellations excluded
 	errors   int64 // attempts that failed through the deployment's fault
 	latency  latencyHistogram
@@ -15,34 +17,53 @@ type deploymentStats struct {
 	input    int64
 	output   int64
 	cached   int64
-	cost     float64 // in the price unit (before currency conversion)
+	costs    []money // one per currency the deployment was billed in
+}
+
+func (s *deploymentStats) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests, s.errors, s.input, s.output, s.cached, s.costs = 0, 0, 0, 0, 0, nil
+	s.latency, s.ttft = latencyHistogram{}, latencyHistogram{}
+}
+
+// money is an amount in one currency.
+type money struct {
+	currency string
+	amount   float64
 }
 
 // recordAttempt counts one finished attempt. failed says whether it counts
 // as the deployment's error; elapsed is its duration and firstByte, for
 // streams, the time to the first event.
-func (s *deploymentState) recordAttempt(failed bool, elapsed, firstByte time.Duration) {
+func (s *deploymentStats) recordAttempt(failed bool, elapsed, firstByte time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.stats.requests++
+	s.requests++
 	if failed {
-		s.stats.errors++
+		s.errors++
 		return
 	}
-	s.stats.latency.observe(elapsed)
+	s.latency.observe(elapsed)
 	if firstByte > 0 {
-		s.stats.ttft.observe(firstByte)
+		s.ttft.observe(firstByte)
 	}
 }
 
-// recordUsage adds a response's tokens and cost (in price units).
-func (s *deploymentState) recordUsage(u usage, cost float64) {
+// recordUsage adds a response's tokens and its cost in currency.
+func (s *deploymentStats) recordUsage(u usage, cost float64, currency string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.stats.input += u.input
-	s.stats.output += u.output
-	s.stats.cached += u.cachedInput
-	s.stats.cost += cost
+	s.input += u.input
+	s.output += u.output
+	s.cached += u.cachedInput
+	for i := range s.costs {
+		if s.costs[i].currency == currency {
+			s.costs[i].amount += cost
+			return
+		}
+	}
+	s.costs = append(s.costs, money{currency, cost})
 }
 
 // latencyHistogram estimates latency quantiles in constant memory: counts

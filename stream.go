@@ -1,130 +1,26 @@
 package llmrouter
 
+// This file reads and relays SSE streams: it knows events, not attempts.
+// handler.go decides when a stream is committed and what its end means.
+
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
+	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"sync"
-	"time"
 )
-
-// errFirstByteTimeout is the cause of an attempt canceled because its
-// stream sent no event within first_byte_timeout.
-var errFirstByteTimeout = errors.New("first byte timeout")
 
 // maxEventSize bounds one SSE event, so a provider that never ends a line
 // cannot make the router buffer without limit.
 const maxEventSize = 4 << 20
 
-// attemptStream handles a streaming request. The response is held until
-// the first SSE event arrives, so a stream that fails or stalls before its
-// first token still fails over; after that, events are relayed one by one
-// and a broken upstream ends the client's stream.
-func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
-	ctx, cancel := context.WithCancelCause(ex.req.Context())
-	defer cancel(nil)
-	timer := time.AfterFunc(time.Duration(ex.router.Failover.FirstByteTimeout), func() {
-		cancel(errFirstByteTimeout)
-	})
-	defer timer.Stop()
-
-	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
-	if err != nil {
-		ex.transportFailure(ctx, res, err)
-		return
-	}
-	defer resp.Body.Close()
-
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 || !isEventStream(resp.Header.Get("Content-Type")) {
-		// an error, or a provider that answered a stream request with
-		// plain JSON: handled like a buffered response
-		ex.answerBuffered(ctx, d, resp, res)
-		return
-	}
-
-	events := newSSEReader(resp.Body)
-	defer events.release()
-	relay := streamRelay{strip: ex.body.stripUsage()}
-	// hold the response until the first event with data
-	var first []byte
-	for first == nil {
-		ev, err := events.next()
-		if err != nil {
-			ex.transportFailure(ctx, res, orEOF(err))
-			return
-		}
-		if eventData(ev) != nil { // comments such as keep-alives are not the first event
-			first = ev
-		}
-	}
-	if !timer.Stop() {
-		// the timer fired as the first event arrived: the attempt's
-		// context is canceled, so this stream cannot be relayed
-		ex.transportFailure(ctx, res, errFirstByteTimeout)
-		return
-	}
-	res.outcome = outcomeSuccess
-	res.status = resp.StatusCode
-	res.firstByte = now().Sub(res.started)
-	res.committed = true
-	d.metrics.ttft.Observe(now().Sub(ex.start).Seconds())
-
-	ex.commitHeaders(d, resp.Header)
-	rc := http.NewResponseController(ex.w)
-	ex.w.WriteHeader(resp.StatusCode)
-
-	// Each event is flushed as soon as no further complete event is
-	// already waiting: event by event for a live stream, one write for a
-	// burst that arrived together.
-	err = relay.forward(ex.w, first)
-	if err == nil {
-		err = rc.Flush()
-	}
-	for err == nil {
-		var ev []byte
-		if ev, err = events.next(); err != nil {
-			break
-		}
-		if err = relay.forward(ex.w, ev); err == nil && !events.ready() {
-			err = rc.Flush()
-		}
-	}
-	if relay.usage != nil {
-		ex.observeUsage(d, *relay.usage)
-	} else {
-		// abandoned, broken, or a provider that ignores include_usage:
-		// the provider bills anyway, so count an estimate (~4 characters
-		// a token) rather than nothing
-		ex.observeUsage(d, usage{
-			input:     int64(len(ex.body.raw)+3) / 4,
-			output:    (relay.chars + 3) / 4,
-			estimated: true,
-		})
-	}
-	switch {
-	case errors.Is(err, io.EOF) || relay.done:
-		// the provider ended the stream
-	case ex.req.Context().Err() != nil:
-		res.outcome, res.detail = outcomeCanceled, "client went away mid-stream"
-	default:
-		// the stream broke after the response was committed: the client's
-		// stream ends here; nothing else can be sent in its place
-		res.outcome, res.detail = outcomeConnectError, "stream broke: "+unwrapURLError(err).Error()
-	}
-}
-
-// orEOF turns a clean end before the first event into an error that says
-// so.
-func orEOF(err error) error {
-	if errors.Is(err, io.EOF) {
-		return errors.New("stream ended before its first event")
-	}
-	return err
-}
+// errWritingDownstream wraps errors from writing to the client, to tell a
+// client that went away from an upstream that failed: only the latter counts
+// against the deployment.
+var errWritingDownstream = errors.New("writing to the client")
 
 // streamRelay writes events to the client, pulling the usage out on the way.
 type streamRelay struct {
@@ -139,6 +35,32 @@ var (
 	doneData    = []byte("[DONE]")
 	contentKey  = []byte(`"content":"`)
 )
+
+// relay writes first, then every following event of events, to w. Each
+// event is flushed as soon as no further complete event is already waiting:
+// event by event for a live stream, one write for a burst that arrived
+// together. It returns nil at the stream's clean end, an error wrapping
+// errWritingDownstream when the client could not be written to, or the
+// upstream's read error.
+func (s *streamRelay) relay(w io.Writer, flush func() error, events *sseReader, first []byte) error {
+	err := s.forward(w, first)
+	if err == nil {
+		err = flush()
+	}
+	for err == nil {
+		ev, rerr := events.next()
+		if rerr != nil {
+			if rerr == io.EOF {
+				return nil
+			}
+			return rerr
+		}
+		if err = s.forward(w, ev); err == nil && !events.ready() {
+			err = flush()
+		}
+	}
+	return fmt.Errorf("%w: %w", errWritingDownstream, err)
+}
 
 // forward relays one event (the caller flushes).
 func (s *streamRelay) forward(w io.Writer, ev []byte) error {

@@ -48,9 +48,8 @@ port_in_use() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# free_port <var>: sets <var> to a port nothing listens on, in 20000-49999
-# (away from the ports the Go tests use: 9080, 9443, 2999) and not one this
-# demo already took
+# free_port <var>: sets <var> to a port nothing listens on, in 20000-49999,
+# and not one this demo already took
 TAKEN_PORTS=""
 free_port() {
 	local p i

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -18,6 +17,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
+
+// This file is a request's path, top-down: ServeHTTP reads and resolves the
+// request, run tries the candidates, attemptBuffered and attemptStream make
+// one attempt each, and the observe functions record what happened. The SSE
+// parsing and relaying of a committed stream is in stream.go.
 
 // endpoint is the OpenAI API a request is for.
 type endpoint uint8
@@ -51,13 +55,13 @@ const (
 
 // ServeHTTP serves the OpenAI endpoints and passes everything else on.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, next caddyhttp.Handler) error {
-	var kind endpoint
+	var ep endpoint
 	path := req.URL.Path
 	switch {
 	case req.Method == http.MethodPost && strings.HasSuffix(path, "/chat/completions"):
-		kind = chatEndpoint
+		ep = chatEndpoint
 	case req.Method == http.MethodPost && strings.HasSuffix(path, "/embeddings"):
-		kind = embeddingsEndpoint
+		ep = embeddingsEndpoint
 	case req.Method == http.MethodGet && strings.HasSuffix(path, "/models"):
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(r.modelsJSON)))
@@ -67,63 +71,95 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, next caddyh
 		return next.ServeHTTP(w, req)
 	}
 
-	start := now()
-	raw, err := readBody(req, r.MaxRequestBody)
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			reject(w, http.StatusRequestEntityTooLarge, codeTooLarge,
-				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody))
-			return nil
-		}
-		metrics.requests.WithLabelValues("", "", "", "499").Inc()
-		return caddyhttp.Error(http.StatusBadRequest, err)
-	}
-	body, err := parseRequestBody(raw)
-	if err != nil {
-		reject(w, http.StatusBadRequest, codeInvalidJSON, "request body is not valid JSON: "+err.Error())
-		return nil
-	}
-	switch {
-	case kind == chatEndpoint && !body.hasMessages:
-		reject(w, http.StatusBadRequest, codeMissingParam, "'messages' is a required property and must be an array")
-		return nil
-	case kind == embeddingsEndpoint && !body.hasInput:
-		reject(w, http.StatusBadRequest, codeMissingParam, "'input' is a required property")
-		return nil
-	case kind == embeddingsEndpoint:
-		body.stream = false
-	}
-
-	routeHeader := req.Header.Get("X-LLM-Route")
-	if routeHeader == "" {
-		routeHeader = req.Header.Get("X-Query-Type")
-	}
-	route, p, ok := r.resolve(routeHeader, body.modelName)
-	if !ok {
-		name, what := body.modelName, "model"
-		if routeHeader != "" {
-			name, what = routeHeader, "route"
-		}
-		reject(w, http.StatusNotFound, codeModelNotFound,
-			fmt.Sprintf("The %s '%s' does not exist on this gateway", what, name))
-		return nil
-	}
-
 	ex := &exchange{
-		start:  start,
+		start:  now(),
 		router: r,
 		w:      w,
 		req:    req,
-		kind:   kind,
-		body:   &body,
-		route:  route,
+		ep:     ep,
 		repl:   req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer),
 	}
-	ex.repl.Set("http.llm_router.route", route)
-	err = ex.run(p)
+	if ok, err := ex.readRequest(); !ok {
+		return err
+	}
+	p, ok := ex.resolve()
+	if !ok {
+		return nil
+	}
+	err := ex.run(p)
 	ex.finish()
 	return err
+}
+
+// exchange is one client request on its way through the candidates.
+type exchange struct {
+	start    time.Time // the request's arrival
+	router   *Router
+	w        http.ResponseWriter
+	req      *http.Request
+	ep       endpoint
+	body     *requestBody
+	route    string
+	repl     *caddy.Replacer
+	attempts int
+	failures []string
+	answered *deployment // the deployment whose response was sent
+	status   int         // the status sent to the client, 0 if none
+}
+
+// readRequest reads and checks the body. When it reports false the client
+// has been answered (or err says how Caddy should answer).
+func (ex *exchange) readRequest() (bool, error) {
+	r := ex.router
+	raw, err := readBody(ex.req, r.MaxRequestBody)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			reject(ex.w, http.StatusRequestEntityTooLarge, codeTooLarge,
+				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody))
+			return false, nil
+		}
+		metrics.requests.WithLabelValues("", "", "", "499").Inc()
+		return false, caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	body, err := parseRequestBody(raw)
+	switch {
+	case err != nil:
+		reject(ex.w, http.StatusBadRequest, codeInvalidJSON, "request body is not valid JSON: "+err.Error())
+		return false, nil
+	case ex.ep == chatEndpoint && !body.hasMessages:
+		reject(ex.w, http.StatusBadRequest, codeMissingParam, "'messages' is a required property and must be an array")
+		return false, nil
+	case ex.ep == embeddingsEndpoint && !body.hasInput:
+		reject(ex.w, http.StatusBadRequest, codeMissingParam, "'input' is a required property")
+		return false, nil
+	case ex.ep == embeddingsEndpoint:
+		body.stream = false
+	}
+	ex.body = &body
+	return true, nil
+}
+
+// resolve finds the request's candidates (README, "Routing rules"); false
+// means the client got a 404.
+func (ex *exchange) resolve() (plan, bool) {
+	routeHeader := ex.req.Header.Get("X-LLM-Route")
+	if routeHeader == "" {
+		routeHeader = ex.req.Header.Get("X-Query-Type")
+	}
+	route, p, ok := ex.router.routing.resolve(routeHeader, ex.body.modelName)
+	if !ok {
+		name, what := ex.body.modelName, "model"
+		if routeHeader != "" {
+			name, what = routeHeader, "route"
+		}
+		reject(ex.w, http.StatusNotFound, codeModelNotFound,
+			fmt.Sprintf("The %s '%s' does not exist on this gateway", what, name))
+		return nil, false
+	}
+	ex.route = route
+	ex.repl.Set("http.llm_router.route", route)
+	return p, true
 }
 
 // reject answers a request the router will not send upstream, and
@@ -142,17 +178,6 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 	return readLimited(req.Body, req.ContentLength, limit)
 }
 
-// readResponse reads and closes a buffered response body.
-func readResponse(resp *http.Response) ([]byte, error) {
-	defer resp.Body.Close()
-	b, err := readLimited(resp.Body, resp.ContentLength, maxResponseBody)
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		return nil, fmt.Errorf("upstream response larger than %d bytes", maxResponseBody)
-	}
-	return b, err
-}
-
 // readLimited reads r whole into a buffer sized by its declared length, or
 // fails with *http.MaxBytesError beyond limit bytes.
 func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
@@ -168,22 +193,6 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
 	return buf.Bytes(), nil
-}
-
-// exchange is one client request on its way through the candidates.
-type exchange struct {
-	start    time.Time // the request's arrival
-	router   *Router
-	w        http.ResponseWriter
-	req      *http.Request
-	kind     endpoint
-	body     *requestBody
-	route    string
-	repl     *caddy.Replacer
-	attempts int
-	failures []string
-	answered *deployment // the deployment whose response was sent
-	status   int         // the status sent to the client, 0 if none
 }
 
 // attemptResult is what became of one upstream attempt.
@@ -236,54 +245,6 @@ func (ex *exchange) run(p plan) error {
 	return nil
 }
 
-// finish counts the client request once it is answered.
-func (ex *exchange) finish() {
-	model, provider := "", ""
-	if d := ex.answered; d != nil {
-		model, provider = d.name, d.provider.name
-		d.metrics.duration.Observe(now().Sub(ex.start).Seconds())
-	}
-	metrics.requests.WithLabelValues(ex.route, model, provider, statusLabel(ex.status)).Inc()
-	if hook := requestDoneHook.Load(); hook != nil {
-		(*hook)()
-	}
-}
-
-// requestDoneHook, when set (tests only), is called when a routed request
-// has been counted.
-var requestDoneHook atomic.Pointer[func()]
-
-// unavailable answers 503 with what was tried and when to come back.
-func (ex *exchange) unavailable(candidates []*deployment) {
-	t := now()
-	var first time.Time
-	for _, d := range candidates {
-		if end := d.state.view(t, nil).cooldownUntil; !end.IsZero() && (first.IsZero() || end.Before(first)) {
-			first = end
-		}
-	}
-	retry := 1
-	if !first.IsZero() {
-		retry = int((first.Sub(t) + time.Second - 1) / time.Second)
-	}
-	msg := "All models are unavailable"
-	if ex.route != "" {
-		msg += " for route '" + ex.route + "'"
-	}
-	if len(ex.failures) > 0 {
-		msg += ". Tried: " + strings.Join(ex.failures, "; ")
-	}
-	h := ex.w.Header()
-	if ex.route != "" {
-		h.Set("X-LLM-Route", ex.route)
-	}
-	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
-	ex.repl.Set("http.llm_router.attempts", ex.attempts)
-	writeError(ex.w, http.StatusServiceUnavailable, typeServerError, codeAllUnavailable, msg, retry)
-	ex.status = http.StatusServiceUnavailable
-	metrics.unavailable.WithLabelValues(ex.route).Inc()
-}
-
 // attempt sends the request to one deployment. It commits a response only
 // on success or on an error that is the client's own.
 func (ex *exchange) attempt(d *deployment) attemptResult {
@@ -320,7 +281,14 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 		ex.transportFailure(ctx, res, err)
 		return
 	}
-	if !ex.classifyStatus(resp, res) {
+	res.status = resp.StatusCode
+	var relay bool
+	res.outcome, relay = classifyStatus(resp.StatusCode)
+	if !relay {
+		if res.outcome == outcomeRateLimited {
+			res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+		}
+		res.detail = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 		return
 	}
 	if res.outcome == outcomeSuccess {
@@ -335,31 +303,130 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 	res.committed = true
 }
 
-// classifyStatus sets the outcome of an upstream status and reports
-// whether the response is to be passed to the client (success, or a 4xx
-// that is the client's own fault); false means fail over.
-func (ex *exchange) classifyStatus(resp *http.Response, res *attemptResult) bool {
-	code := resp.StatusCode
-	res.status = code
+// readResponse reads and closes a buffered response body.
+func readResponse(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	b, err := readLimited(resp.Body, resp.ContentLength, maxResponseBody)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, fmt.Errorf("upstream response larger than %d bytes", maxResponseBody)
+	}
+	return b, err
+}
+
+// errFirstByteTimeout is the cause of an attempt canceled because its
+// stream sent no event within first_byte_timeout.
+var errFirstByteTimeout = errors.New("first byte timeout")
+
+// attemptStream handles a streaming request. The response is held until
+// the first SSE event arrives, so a stream that fails or stalls before its
+// first token still fails over; after that, stream.go relays the events one
+// by one and a broken upstream ends the client's stream.
+func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
+	ctx, cancel := context.WithCancelCause(ex.req.Context())
+	defer cancel(nil)
+	timer := time.AfterFunc(time.Duration(ex.router.Failover.FirstByteTimeout), func() {
+		cancel(errFirstByteTimeout)
+	})
+	defer timer.Stop()
+
+	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
+	if err != nil {
+		ex.transportFailure(ctx, res, err)
+		return
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 || !isEventStream(resp.Header.Get("Content-Type")) {
+		// an error, or a provider that answered a stream request with
+		// plain JSON: handled like a buffered response
+		ex.answerBuffered(ctx, d, resp, res)
+		return
+	}
+
+	events := newSSEReader(resp.Body)
+	defer events.release()
+	// hold the response until the first event with data
+	var first []byte
+	for first == nil {
+		ev, err := events.next()
+		if err != nil {
+			ex.transportFailure(ctx, res, orEOF(err))
+			return
+		}
+		if eventData(ev) != nil { // comments such as keep-alives are not the first event
+			first = ev
+		}
+	}
+	if !timer.Stop() {
+		// the timer fired as the first event arrived: the attempt's
+		// context is canceled, so this stream cannot be relayed
+		ex.transportFailure(ctx, res, errFirstByteTimeout)
+		return
+	}
+	res.outcome = outcomeSuccess
+	res.status = resp.StatusCode
+	res.firstByte = now().Sub(res.started)
+	res.committed = true
+	d.metrics.ttft.Observe(now().Sub(ex.start).Seconds())
+
+	ex.commitHeaders(d, resp.Header)
+	rc := http.NewResponseController(ex.w)
+	ex.w.WriteHeader(resp.StatusCode)
+	relay := streamRelay{strip: ex.body.stripUsage()}
+	err = relay.relay(ex.w, rc.Flush, events, first)
+
+	if relay.usage != nil {
+		ex.observeUsage(d, *relay.usage)
+	} else {
+		// abandoned, broken, or a provider that ignores include_usage:
+		// the provider bills anyway, so count an estimate (~4 characters
+		// a token) rather than nothing
+		ex.observeUsage(d, usage{
+			input:     int64(len(ex.body.raw)+3) / 4,
+			output:    (relay.chars + 3) / 4,
+			estimated: true,
+		})
+	}
+	switch {
+	case err == nil:
+		// the provider ended the stream
+	case errors.Is(err, errWritingDownstream) || ex.req.Context().Err() != nil:
+		res.outcome, res.detail = outcomeCanceled, "client went away mid-stream"
+	default:
+		// the stream broke after the response was committed: the client's
+		// stream ends here; nothing else can be sent in its place
+		res.outcome, res.detail = outcomeConnectError, "stream broke: "+unwrapURLError(err).Error()
+	}
+}
+
+// orEOF turns a clean end before the first event into an error that says
+// so.
+func orEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return errors.New("stream ended before its first event")
+	}
+	return err
+}
+
+// classifyStatus is what an upstream status means for the attempt: its
+// outcome, and whether the response goes to the client (success, or a 4xx
+// that is the client's own fault) rather than failing over.
+func classifyStatus(code int) (o outcome, relay bool) {
 	switch {
 	case code >= 200 && code < 300:
-		res.outcome = outcomeSuccess
-		return true
+		return outcomeSuccess, true
 	case code == http.StatusTooManyRequests:
-		res.outcome = outcomeRateLimited
-		res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+		return outcomeRateLimited, false
 	case code == http.StatusRequestTimeout:
-		res.outcome = outcomeTimeout
+		return outcomeTimeout, false
 	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound:
-		res.outcome = outcomeClientError
+		return outcomeClientError, false // a bad key or a model the provider lacks
 	case code >= 400 && code < 500:
-		res.outcome = outcomeClientError
-		return true // the client's own fault: it gets the provider's answer
+		return outcomeClientError, true // the client's own fault: it gets the provider's answer
 	default:
-		res.outcome = outcomeServerError
+		return outcomeServerError, false
 	}
-	res.detail = strconv.Itoa(code) + " " + http.StatusText(code)
-	return false
 }
 
 // transportFailure classifies an error that left no usable response.
@@ -383,16 +450,6 @@ func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, er
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// unwrapURLError drops the url.Error wrapper: its URL may carry query
-// parameters a provider treats as secret, and it only repeats the address.
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
@@ -448,10 +505,7 @@ func removeHopHeaders(h http.Header) {
 // and key, the client's other headers, and the body with model rewritten.
 func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Request {
 	p := d.provider
-	u := p.chatURL
-	if ex.kind == embeddingsEndpoint {
-		u = p.embeddingsURL
-	}
+	u := p.urlFor(ex.ep)
 	h := ex.req.Header.Clone()
 	removeHopHeaders(h)
 	for _, f := range droppedRequestHeaders {
@@ -517,6 +571,37 @@ func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
 }
 
+// unavailable answers 503 with what was tried and when to come back.
+func (ex *exchange) unavailable(candidates []*deployment) {
+	t := now()
+	var first time.Time
+	for _, d := range candidates {
+		if end := d.state.viewAt(t).cooldownUntil; !end.IsZero() && (first.IsZero() || end.Before(first)) {
+			first = end
+		}
+	}
+	retry := 1
+	if !first.IsZero() {
+		retry = int((first.Sub(t) + time.Second - 1) / time.Second)
+	}
+	msg := "All models are unavailable"
+	if ex.route != "" {
+		msg += " for route '" + ex.route + "'"
+	}
+	if len(ex.failures) > 0 {
+		msg += ". Tried: " + strings.Join(ex.failures, "; ")
+	}
+	h := ex.w.Header()
+	if ex.route != "" {
+		h.Set("X-LLM-Route", ex.route)
+	}
+	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
+	ex.repl.Set("http.llm_router.attempts", ex.attempts)
+	writeError(ex.w, http.StatusServiceUnavailable, typeServerError, codeAllUnavailable, msg, retry)
+	ex.status = http.StatusServiceUnavailable
+	metrics.unavailable.WithLabelValues(ex.route).Inc()
+}
+
 // observeAttempt is the one place an attempt's outcome is known: it
 // updates the deployment's health and statistics.
 func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
@@ -534,7 +619,7 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	case outcomeClientError:
 		if res.committed {
 			// the client's own mistake: counted, but no health change
-			d.state.recordAttempt(false, 0, 0)
+			d.state.stats.recordAttempt(false, 0, 0)
 			d.metrics.attempts[res.outcome.index()].Inc()
 			return
 		}
@@ -552,9 +637,9 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 			ev = eventErrorStatus
 		}
 	}
-	d.state.observe(ev, t, *r.HealthCheck.DisableBelow, cooldown, res.detail, r.logger)
+	d.state.observe(ev, t, d.disableBelow, cooldown, res.detail, r.logger)
 	d.metrics.attempts[res.outcome.index()].Inc()
-	d.state.recordAttempt(ev != eventSuccess, elapsed, res.firstByte)
+	d.state.stats.recordAttempt(ev != eventSuccess, elapsed, res.firstByte)
 	if ev != eventSuccess {
 		if ce := r.logger.Check(zap.DebugLevel, "upstream attempt failed"); ce != nil {
 			ce.Write(zap.String("model", d.name), zap.String("provider", d.provider.name),
@@ -565,12 +650,12 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 
 // observeUsage is the one place a response's token usage is known.
 func (ex *exchange) observeUsage(d *deployment, u usage) {
-	cost := d.price.cost(u)
-	d.state.recordUsage(u, cost)
+	cost := d.price.cost(u) * d.currency.Rate
+	d.state.stats.recordUsage(u, cost, d.currency.Code)
 	d.metrics.inputTokens.Add(float64(u.input))
 	d.metrics.outputToks.Add(float64(u.output))
 	d.metrics.cachedToks.Add(float64(u.cachedInput))
-	d.metrics.cost.Add(cost * ex.router.currency.Rate)
+	d.metrics.cost.Add(cost)
 	if u.estimated {
 		ex.router.logger.Info("stream ended without usage; tokens estimated from characters",
 			zap.String("model", d.name), zap.String("provider", d.provider.name),
@@ -578,5 +663,22 @@ func (ex *exchange) observeUsage(d *deployment, u usage) {
 	}
 	ex.repl.Set("http.llm_router.input_tokens", u.input)
 	ex.repl.Set("http.llm_router.output_tokens", u.output)
-	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost*ex.router.currency.Rate, 'f', -1, 64))
+	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost, 'f', -1, 64))
 }
+
+// finish counts the client request once it is answered.
+func (ex *exchange) finish() {
+	model, provider := "", ""
+	if d := ex.answered; d != nil {
+		model, provider = d.name, d.provider.name
+		d.metrics.duration.Observe(now().Sub(ex.start).Seconds())
+	}
+	metrics.requests.WithLabelValues(ex.route, model, provider, statusLabel(ex.status)).Inc()
+	if hook := requestDoneHook.Load(); hook != nil {
+		(*hook)()
+	}
+}
+
+// requestDoneHook, when set (tests only), is called when a routed request
+// has been counted.
+var requestDoneHook atomic.Pointer[func()]

@@ -1,0 +1,165 @@
+package llmrouter
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+// deploymentID names a deployment the way every metric label and stats row
+// does: model name and provider name. Deployments with the same ID, in two
+// handlers or across a reload, are one deployment and share one state;
+// deployments with different IDs never share, even when they send the same
+// upstream id to the same URL with the same key (an alias).
+type deploymentID struct{ model, provider string }
+
+func (id deploymentID) String() string { return id.model + "@" + id.provider }
+
+// sharedStates holds the state of every deployment a loaded config uses,
+// keyed by deploymentID.String(). A config takes a reference in Provision and
+// releases it in Cleanup; the last release drops the state, so a deployment
+// removed from the config is forgotten and one kept survives the reload.
+var sharedStates = caddy.NewUsagePool()
+
+// sharedState is what must outlive a config: health, counters and the probe
+// loop. Settings (prices, probe settings, currency, upstream id) stay on each
+// config's own deployment; users lists those deployments so that the probe
+// loop and the stats report can read the settings of the oldest config still
+// loaded: a config that provisions and then fails to load is released again
+// without ever having been the oldest.
+type sharedState struct {
+	id     deploymentID
+	health healthState
+	stats  deploymentStats
+
+	mu     sync.Mutex
+	users  []*deployment // oldest first
+	target string        // the owner's upstream (deployment.target) the health and counters are about
+	probe  *probeLoop    // running, or nil
+}
+
+// healthState is a deployment's health. The request path reads it without a
+// lock; healthState.mu serialises the updates so that each change of state is
+// seen, and logged, once.
+type healthState struct {
+	score         atomic.Int32
+	disabled      atomic.Bool
+	cooldownUntil atomic.Int64 // unix nanoseconds; 0: none
+	coolingLogged atomic.Bool  // a cooldown start was logged, its end not yet
+	lastSuccess   atomic.Int64 // unix nanoseconds of the last successful request
+
+	mu          sync.Mutex
+	lastError   string
+	lastErrorAt time.Time
+	streak      int         // consecutive failures
+	streakEvent healthEvent // of this kind, for log reasons
+}
+
+func newSharedState(id deploymentID) *sharedState {
+	s := &sharedState{id: id}
+	s.health.score.Store(maxScore)
+	return s
+}
+
+// acquireState returns the shared state of id and registers d as one of its
+// users. Every call is paired with releaseState in Cleanup.
+func acquireState(d *deployment) (*sharedState, error) {
+	v, _, err := sharedStates.LoadOrNew(d.id.String(), func() (caddy.Destructor, error) {
+		return newSharedState(d.id), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := v.(*sharedState)
+	s.mu.Lock()
+	if len(s.users) == 0 {
+		s.target = d.target()
+	}
+	s.users = append(s.users, d)
+	s.mu.Unlock()
+	s.syncProbe()
+	return s, nil
+}
+
+// releaseState undoes acquireState. When the new owner's upstream differs
+// from the one the state was about (a reload changed the base URL, key or
+// upstream id), the health and counters start afresh: they described
+// another endpoint.
+func releaseState(d *deployment) {
+	s := d.state
+	s.mu.Lock()
+	if i := slices.Index(s.users, d); i >= 0 {
+		s.users = slices.Delete(s.users, i, i+1)
+	}
+	var fresh *deployment
+	if len(s.users) > 0 && s.users[0].target() != s.target {
+		fresh = s.users[0]
+		s.target = fresh.target()
+	}
+	s.mu.Unlock()
+	if fresh != nil {
+		s.reset()
+		fresh.logger.Info("deployment's upstream changed; its health and stats start afresh",
+			zap.String("model", s.id.model), zap.String("provider", s.id.provider))
+	}
+	s.syncProbe()
+	_, _ = sharedStates.Delete(d.id.String())
+}
+
+// reset puts health and counters back to those of a new state.
+func (s *sharedState) reset() {
+	h := &s.health
+	h.mu.Lock()
+	h.score.Store(maxScore)
+	h.disabled.Store(false)
+	h.cooldownUntil.Store(0)
+	h.coolingLogged.Store(false)
+	h.lastSuccess.Store(0)
+	h.lastError, h.lastErrorAt, h.streak, h.streakEvent = "", time.Time{}, 0, 0
+	h.mu.Unlock()
+	s.stats.reset()
+}
+
+// owner is the deployment whose settings apply: that of the oldest config
+// using the state; nil once none does.
+func (s *sharedState) owner() *deployment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.users) == 0 {
+		return nil
+	}
+	return s.users[0]
+}
+
+// Destruct implements caddy.Destructor: the last config let go of the state.
+func (s *sharedState) Destruct() error {
+	s.mu.Lock()
+	s.users = nil
+	s.mu.Unlock()
+	s.syncProbe()
+	return nil
+}
+
+// liveStates is a snapshot of every shared state, taken without holding the
+// pool's lock longer than the copy.
+func liveStates() []*sharedState {
+	var out []*sharedState
+	sharedStates.Range(func(_, v any) bool {
+		out = append(out, v.(*sharedState))
+		return true
+	})
+	return out
+}
+
+// clockSkew is added to the wall clock. Only tests move it, to step over
+// cooldowns and budget periods without sleeping.
+var clockSkew atomic.Int64
+
+func now() time.Time { return time.Now().Add(time.Duration(clockSkew.Load())) }
+
+// Interface guards
+var _ caddy.Destructor = (*sharedState)(nil)
