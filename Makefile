@@ -13,6 +13,7 @@ build:
 
 ## test: the test command of the README (and of CI)
 test:
+	cd sdktest && npm ci --no-audit --no-fund
 	$(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 ## demo: build, start the mock and Caddy on free local ports, send requests

@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -59,19 +61,30 @@ type Stats struct {
 }
 
 // DeploymentStats is one deployment's traffic and health. Each number has
-// a human-readable twin (a _human field).
+// a human-readable twin (a _human field). Every count is defined as the
+// Prometheus series of the same name counts (README, "Stats and cost CLI").
 type DeploymentStats struct {
 	Model    string `json:"model"`
 	Provider string `json:"provider"`
 	Upstream string `json:"upstream"`
+	Kind     string `json:"kind"` // chat or embedding
 
 	State         string     `json:"state"` // up, cooldown or disabled
 	HealthScore   int        `json:"health_score"`
 	CooldownUntil *time.Time `json:"cooldown_until,omitempty"`
 	CooldownHuman string     `json:"cooldown_until_human,omitempty"`
 
-	Requests       int64   `json:"requests"`
-	RequestsHuman  string  `json:"requests_human"`
+	// Requests are the client requests this deployment answered, whatever
+	// the status (caddy_llm_router_requests_total), by endpoint too.
+	Requests           int64            `json:"requests"`
+	RequestsHuman      string           `json:"requests_human"`
+	RequestsByEndpoint map[string]int64 `json:"requests_by_endpoint,omitempty"`
+	// Attempts are the upstream attempts (caddy_llm_router_attempts_total).
+	Attempts      int64  `json:"attempts"`
+	AttemptsHuman string `json:"attempts_human"`
+	// Errors are the attempts that failed through the deployment's fault;
+	// ErrorRate is their share of the attempts that were not the client's
+	// own 4xx or canceled by the client (the dashboard's error ratio).
 	Errors         int64   `json:"errors"`
 	ErrorsHuman    string  `json:"errors_human"`
 	ErrorRate      float64 `json:"error_rate"`
@@ -80,14 +93,20 @@ type DeploymentStats struct {
 	Latency          LatencyStats `json:"latency"`
 	TimeToFirstToken LatencyStats `json:"time_to_first_token"`
 	Tokens           TokenStats   `json:"tokens"`
-
-	Cost      float64 `json:"cost"`
-	CostHuman string  `json:"cost_human"`
-	Currency  string  `json:"currency"`
+	// Costs has one entry per currency the deployment was billed in
+	// (handlers with different currencies may share a deployment).
+	Costs []MoneyStats `json:"costs"`
 
 	LastError      string     `json:"last_error,omitempty"`
 	LastErrorAt    *time.Time `json:"last_error_at,omitempty"`
 	LastErrorHuman string     `json:"last_error_at_human,omitempty"`
+}
+
+// MoneyStats is an amount of one currency.
+type MoneyStats struct {
+	Currency string  `json:"currency"`
+	Amount   float64 `json:"amount"`
+	Human    string  `json:"human"`
 }
 
 // LatencyStats are estimated from a bounded histogram (within 5%).
@@ -111,89 +130,119 @@ type TokenStats struct {
 	CachedInputHuman string `json:"cached_input_human"`
 }
 
-// TotalStats add up all deployments.
+// TotalStats add up all deployments; costs per currency, never summed
+// across currencies.
 type TotalStats struct {
-	Requests       int64      `json:"requests"`
-	RequestsHuman  string     `json:"requests_human"`
-	Errors         int64      `json:"errors"`
-	ErrorsHuman    string     `json:"errors_human"`
-	ErrorRate      float64    `json:"error_rate"`
-	ErrorRateHuman string     `json:"error_rate_human"`
-	Tokens         TokenStats `json:"tokens"`
-	Cost           float64    `json:"cost"`
-	CostHuman      string     `json:"cost_human"`
-	Currency       string     `json:"currency"`
+	Requests       int64        `json:"requests"`
+	RequestsHuman  string       `json:"requests_human"`
+	Attempts       int64        `json:"attempts"`
+	AttemptsHuman  string       `json:"attempts_human"`
+	Errors         int64        `json:"errors"`
+	ErrorsHuman    string       `json:"errors_human"`
+	ErrorRate      float64      `json:"error_rate"`
+	ErrorRateHuman string       `json:"error_rate_human"`
+	Tokens         TokenStats   `json:"tokens"`
+	Costs          []MoneyStats `json:"costs"`
 }
 
 // collectStats reads every live deployment state.
 func collectStats(t time.Time) Stats {
 	out := Stats{GeneratedAt: t, Deployments: []DeploymentStats{}}
+	var judged int64 // attempts that were successes or errors
 	for _, st := range liveStates() {
-		if d, ok := st.report(t); ok {
+		if d, n, ok := st.report(t); ok {
 			out.Deployments = append(out.Deployments, d)
+			judged += n
 		}
 	}
 	slices.SortFunc(out.Deployments, func(a, b DeploymentStats) int {
-		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Upstream, b.Upstream))
+		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Provider, b.Provider))
 	})
 	tot := &out.Totals
-	var currencies []string
+	costs := map[string]float64{}
 	for _, d := range out.Deployments {
 		tot.Requests += d.Requests
+		tot.Attempts += d.Attempts
 		tot.Errors += d.Errors
 		tot.Tokens.Input += d.Tokens.Input
 		tot.Tokens.Output += d.Tokens.Output
 		tot.Tokens.CachedInput += d.Tokens.CachedInput
-		tot.Cost += d.Cost
-		if !slices.Contains(currencies, d.Currency) {
-			currencies = append(currencies, d.Currency)
+		for _, c := range d.Costs {
+			costs[c.Currency] += c.Amount
 		}
 	}
-	tot.Currency = strings.Join(currencies, "+") // one currency per gateway in practice
-	tot.RequestsHuman, tot.ErrorsHuman = humanCount(tot.Requests), humanCount(tot.Errors)
-	tot.ErrorRate = ratio(tot.Errors, tot.Requests)
+	tot.RequestsHuman, tot.AttemptsHuman, tot.ErrorsHuman = humanCount(tot.Requests), humanCount(tot.Attempts), humanCount(tot.Errors)
+	tot.ErrorRate = ratio(tot.Errors, judged)
 	tot.ErrorRateHuman = humanPercent(tot.ErrorRate)
 	tot.Tokens.humanize()
-	tot.CostHuman = humanMoney(tot.Cost, tot.Currency)
+	tot.Costs = moneyStats(costs)
+	return out
+}
+
+// moneyStats lists amounts by currency code.
+func moneyStats(amounts map[string]float64) []MoneyStats {
+	out := []MoneyStats{}
+	for _, code := range slices.Sorted(maps.Keys(amounts)) {
+		out = append(out, MoneyStats{Currency: code, Amount: amounts[code], Human: humanMoney(amounts[code], code)})
+	}
 	return out
 }
 
 // report is the state's entry in the stats API, labelled with its owner's
-// settings; ok is false for a state no config uses any more.
-func (s *sharedState) report(t time.Time) (DeploymentStats, bool) {
+// settings, and the number of its attempts that were a success or an error
+// (the denominator of its error rate); ok is false for a state no config
+// uses any more.
+func (s *sharedState) report(t time.Time) (d DeploymentStats, judged int64, ok bool) {
 	owner := s.owner()
 	if owner == nil {
-		return DeploymentStats{}, false
+		return d, 0, false
 	}
 	v := s.viewAt(t)
 	lastErr, lastErrAt := s.lastError()
+	d = DeploymentStats{
+		Model:       s.id.model,
+		Provider:    s.id.provider,
+		Upstream:    owner.upstream,
+		Kind:        owner.kind.String(),
+		State:       v.state,
+		HealthScore: v.score,
+		LastError:   lastErr,
+	}
+	costs := map[string]float64{}
 	st := &s.stats
 	st.mu.Lock()
-	d := DeploymentStats{
-		Model:            s.id.model,
-		Provider:         s.id.provider,
-		Upstream:         owner.upstream,
-		State:            v.state,
-		HealthScore:      v.score,
-		Requests:         st.requests,
-		Errors:           st.errors,
-		Latency:          st.latency.report(),
-		TimeToFirstToken: st.ttft.report(),
-		Tokens:           TokenStats{Input: st.input, Output: st.output, CachedInput: st.cached},
-		Currency:         owner.currency.Code,
-		LastError:        lastErr,
-	}
-	for _, m := range st.costs {
-		if m.currency == d.Currency {
-			d.Cost = m.amount
+	for ep, n := range st.requests {
+		if n > 0 {
+			d.Requests += n
+			if d.RequestsByEndpoint == nil {
+				d.RequestsByEndpoint = map[string]int64{}
+			}
+			d.RequestsByEndpoint[endpoint(ep).String()] = n
 		}
 	}
+	for i, n := range st.outcomes {
+		d.Attempts += n
+		if o := outcomes[i]; o.failed() {
+			d.Errors += n
+			judged += n
+		} else if o == outcomeSuccess {
+			judged += n
+		}
+	}
+	d.Latency, d.TimeToFirstToken = st.latency.report(), st.ttft.report()
+	d.Tokens = TokenStats{Input: st.input, Output: st.output, CachedInput: st.cached}
+	for _, m := range st.costs {
+		costs[m.currency] += m.amount
+	}
 	st.mu.Unlock()
-	d.RequestsHuman, d.ErrorsHuman = humanCount(d.Requests), humanCount(d.Errors)
-	d.ErrorRate = ratio(d.Errors, d.Requests)
+	if len(costs) == 0 {
+		costs[owner.currency.Code] = 0
+	}
+	d.Costs = moneyStats(costs)
+	d.RequestsHuman, d.AttemptsHuman, d.ErrorsHuman = humanCount(d.Requests), humanCount(d.Attempts), humanCount(d.Errors)
+	d.ErrorRate = ratio(d.Errors, judged)
 	d.ErrorRateHuman = humanPercent(d.ErrorRate)
 	d.Tokens.humanize()
-	d.CostHuman = humanMoney(d.Cost, d.Currency)
 	if !v.cooldownUntil.IsZero() {
 		until := v.cooldownUntil
 		d.CooldownUntil = &until
@@ -203,7 +252,7 @@ func (s *sharedState) report(t time.Time) (DeploymentStats, bool) {
 		d.LastErrorAt = &lastErrAt
 		d.LastErrorHuman = humanize.RelTime(lastErrAt, t, "ago", "from now")
 	}
-	return d, true
+	return d, judged, true
 }
 
 func (h *latencyHistogram) report() LatencyStats {
@@ -243,8 +292,28 @@ func humanPercent(r float64) string {
 	return humanize.FtoaWithDigits(math.Round(r*1000)/10, 1) + "%"
 }
 
+// humanMoney writes an amount the way people read money: two decimals and
+// thousands separators from 1 up (1,234.57 CNY), three significant digits
+// below (0.000614 CNY), so a sub-cent cost never shows as 0.00.
 func humanMoney(v float64, currency string) string {
-	return humanize.CommafWithDigits(math.Round(v*100)/100, 2) + " " + currency
+	return humanAmount(v) + " " + currency
+}
+
+func humanAmount(v float64) string {
+	a := math.Abs(v)
+	switch {
+	case a == 0:
+		return "0.00"
+	case a < 0.995:
+		decimals := max(2, 2-int(math.Floor(math.Log10(a))))
+		s := strconv.FormatFloat(v, 'f', decimals, 64)
+		for strings.HasSuffix(s, "0") && len(s)-strings.IndexByte(s, '.') > 3 {
+			s = s[:len(s)-1]
+		}
+		return s
+	default:
+		return humanize.FormatFloat("#,###.##", v)
+	}
 }
 
 // humanDuration writes latencies the way people read them: 850ms, 1.2s.

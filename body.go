@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 )
 
 // requestBody is what the router needs to know about a client's JSON body,
@@ -26,6 +25,7 @@ type requestBody struct {
 	usageText   string
 	hasMessages bool
 	hasInput    bool
+	hasPrompt   bool
 }
 
 type span struct{ start, end int }
@@ -38,6 +38,12 @@ const maxJSONDepth = 10000
 
 var errNotObject = errors.New("request body must be a JSON object")
 
+// paramError is a body that is JSON but has a member of the wrong type; param
+// names the member, as OpenAI's error envelope does.
+type paramError struct{ param, msg string }
+
+func (e *paramError) Error() string { return e.msg }
+
 // parseRequestBody validates raw as JSON and indexes its top-level members.
 func parseRequestBody(raw []byte) (requestBody, error) {
 	rb := requestBody{raw: raw, model: absent, streamOpts: absent, usageSpan: absent}
@@ -49,18 +55,36 @@ func parseRequestBody(raw []byte) (requestBody, error) {
 		}
 		return rb, errNotObject
 	}
+	var seen uint8 // the members read below, to refuse a second one
 	err := s.object(0, func(key []byte, val span) error {
-		switch string(key) {
+		name := keyName(key)
+		bit := uint8(0)
+		switch string(name) {
 		case "model":
+			bit = 1
+		case "stream":
+			bit = 2
+		case "stream_options":
+			bit = 4
+		}
+		if seen&bit != 0 {
+			// two members that decode to the same name: JSON parsers keep
+			// the last one, so the router could route on one value while
+			// the provider reads another
+			return &paramError{string(name), fmt.Sprintf("%q appears twice", name)}
+		}
+		seen |= bit
+		switch string(name) {
+		case "model":
+			rb.model = val // a null too: the edit replaces it
 			if raw[val.start] == '"' {
-				rb.model = val
 				name, err := unquote(raw[val.start:val.end])
 				if err != nil {
 					return err
 				}
 				rb.modelName = name
 			} else if raw[val.start] != 'n' { // null is the same as absent
-				return errors.New(`"model" must be a string`)
+				return &paramError{"model", `"model" must be a string`}
 			}
 		case "stream":
 			rb.stream = raw[val.start] == 't'
@@ -70,6 +94,8 @@ func parseRequestBody(raw []byte) (requestBody, error) {
 			rb.hasMessages = raw[val.start] == '['
 		case "input":
 			rb.hasInput = raw[val.start] != 'n'
+		case "prompt":
+			rb.hasPrompt = raw[val.start] != 'n'
 		}
 		return nil
 	})
@@ -81,14 +107,29 @@ func parseRequestBody(raw []byte) (requestBody, error) {
 		return rb, s.errorf("unexpected data after the top-level object")
 	}
 	if rb.stream {
-		rb.planIncludeUsage()
+		if err := rb.planIncludeUsage(); err != nil {
+			return rb, err
+		}
 	}
 	return rb, nil
 }
 
+// keyName is a member name as JSON decoders see it: decoded when it has
+// escapes (rare, and then allocated), else the raw bytes themselves.
+func keyName(key []byte) []byte {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return key
+	}
+	var s string
+	if json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &s) != nil {
+		return key
+	}
+	return []byte(s)
+}
+
 // planIncludeUsage works out the smallest edit that makes the upstream send
 // a usage chunk, and records whether the client asked for it itself.
-func (rb *requestBody) planIncludeUsage() {
+func (rb *requestBody) planIncludeUsage() error {
 	raw := rb.raw
 	if rb.streamOpts.start < 0 {
 		// insert a member right after the top-level '{'; the object is not
@@ -96,17 +137,20 @@ func (rb *requestBody) planIncludeUsage() {
 		open := indexNonSpace(raw, 0)
 		rb.usageSpan = span{open + 1, open + 1}
 		rb.usageText = `"stream_options":{"include_usage":true},`
-		return
+		return nil
 	}
 	if raw[rb.streamOpts.start] != '{' { // null or another type: replace it
 		rb.usageSpan = rb.streamOpts
 		rb.usageText = `{"include_usage":true}`
-		return
+		return nil
 	}
 	found := false
 	s := jsonScanner{b: raw, i: rb.streamOpts.start}
-	_ = s.object(1, func(key []byte, val span) error {
-		if string(key) == "include_usage" {
+	err := s.object(1, func(key []byte, val span) error {
+		if string(keyName(key)) == "include_usage" {
+			if found {
+				return &paramError{"stream_options", `"include_usage" appears twice`}
+			}
 			found = true
 			if raw[val.start] == 't' {
 				rb.includeUsage = true
@@ -117,8 +161,8 @@ func (rb *requestBody) planIncludeUsage() {
 		}
 		return nil
 	})
-	if rb.includeUsage || found {
-		return
+	if err != nil || rb.includeUsage || found {
+		return err
 	}
 	at := rb.streamOpts.start + 1
 	rb.usageSpan = span{at, at}
@@ -127,12 +171,19 @@ func (rb *requestBody) planIncludeUsage() {
 	} else {
 		rb.usageText = `"include_usage":true,`
 	}
+	return nil
 }
 
-// stripUsage reports whether the router asked for usage on the client's
+// stripUsage reports whether the router asks for usage on the client's
 // behalf, so the usage-only chunk must not reach the client.
 func (rb *requestBody) stripUsage() bool {
-	return rb.stream && !rb.includeUsage
+	return rb.usageSpan.start >= 0
+}
+
+// keepStreamOptions drops the planned include_usage edit, for APIs whose
+// streams report usage without being asked (the Responses API).
+func (rb *requestBody) keepStreamOptions() {
+	rb.usageSpan = absent
 }
 
 // bodyParts is an attempt's body as up to five pieces: the unedited runs
@@ -177,7 +228,7 @@ func (rb *requestBody) upstreamParts(upstreamModel string) bodyParts {
 	}
 	var edits [2]edit
 	n := 0
-	quoted := strconv.Quote(upstreamModel)
+	quoted := jsonQuote(upstreamModel)
 	if rb.model.start >= 0 {
 		edits[n] = edit{rb.model, quoted}
 	} else {
@@ -211,6 +262,18 @@ func (rb *requestBody) upstreamParts(upstreamModel string) bodyParts {
 func (rb *requestBody) upstreamBody(upstreamModel string) []byte {
 	b := rb.upstreamParts(upstreamModel)
 	return b.join()
+}
+
+// jsonQuote is a JSON string literal of s: the name between quotes when
+// nothing in it needs escaping (the common case), else encoding/json's.
+func jsonQuote(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == 0x7f {
+			b, _ := json.Marshal(s)
+			return string(b)
+		}
+	}
+	return `"` + s + `"`
 }
 
 func indexNonSpace(b []byte, i int) int {
@@ -269,7 +332,7 @@ func (s *jsonScanner) ws() {
 // object scans the object at s.i, calling member (if not nil) for each
 // key, with the key's raw bytes (escapes undecoded) and the value's span.
 func (s *jsonScanner) object(depth int, member func(key []byte, val span) error) error {
-	if depth > maxJSONDepth {
+	if depth >= maxJSONDepth {
 		return s.errorf("nesting too deep")
 	}
 	s.i++ // '{'
@@ -344,7 +407,7 @@ func (s *jsonScanner) value(depth int) error {
 }
 
 func (s *jsonScanner) array(depth int) error {
-	if depth > maxJSONDepth {
+	if depth >= maxJSONDepth {
 		return s.errorf("nesting too deep")
 	}
 	s.i++ // '['

@@ -45,6 +45,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			weight    <int>
 //			price     <input> [<output> [<cached_input>]]
 //			fallback  <model>...
+//			kind      chat|embedding
+//			probe_body <json>
 //		}
 //		route <name> <model>...
 //		default_route <name>
@@ -53,6 +55,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			interval       <duration>|off
 //			timeout        <duration>
 //			prompt         <text>
+//			probe_body     <json>
 //			disable_below  <score>
 //			skip_if_active <duration>
 //		}
@@ -60,6 +63,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_attempts        <n>
 //			try_duration        <duration>
 //			first_byte_timeout  <duration>
+//			stream_idle_timeout <duration>|0
 //			cooldown            <duration>
 //			max_cooldown        <duration>
 //		}
@@ -93,8 +97,9 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&m.Name) {
 				return d.ArgErr()
 			}
-			where["model#"+strconv.Itoa(len(r.Models))] = d.Token()
-			if err := unmarshalModel(d, m); err != nil {
+			ref := "model#" + strconv.Itoa(len(r.Models))
+			where[ref] = d.Token()
+			if err := unmarshalModel(d, m, ref, where); err != nil {
 				return err
 			}
 			r.Models = append(r.Models, m)
@@ -168,22 +173,46 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			where["max_request_body"] = d.Token()
 
 		default:
-			return d.Errf("unrecognized llm_router subdirective %q", d.Val())
+			return unrecognized(d, "llm_router", routerSubdirectives)
 		}
 	}
 
 	if err := r.validate(); err != nil {
 		var ce *configError
 		if errors.As(err, &ce) {
-			if tok, ok := where[ce.ref]; ok {
-				at := caddyfile.NewDispenser([]caddyfile.Token{tok})
-				at.Next()
-				return at.Errf("llm_router: %v", err)
+			// the most precise line known: the subdirective, else the
+			// block that declares the subject
+			for ref := ce.ref; ref != ""; {
+				if tok, ok := where[ref]; ok {
+					at := caddyfile.NewDispenser([]caddyfile.Token{tok})
+					at.Next()
+					return at.Errf("llm_router: %v", err)
+				}
+				i := strings.LastIndexByte(ref, '/')
+				if i < 0 {
+					break
+				}
+				ref = ref[:i]
 			}
 		}
 		return d.Errf("llm_router: %v", err)
 	}
 	return nil
+}
+
+// The subdirectives of each block, for "did you mean" suggestions.
+var (
+	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "max_request_body"}
+	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key"}
+	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
+	healthSubdirectives   = []string{"interval", "timeout", "prompt", "probe_body", "disable_below", "skip_if_active"}
+	failoverSubdirectives = []string{"max_attempts", "try_duration", "first_byte_timeout", "stream_idle_timeout", "cooldown", "max_cooldown"}
+)
+
+// unrecognized is the error for an unknown subdirective of block, with the
+// nearest known one suggested.
+func unrecognized(d *caddyfile.Dispenser, block string, known []string) error {
+	return d.Errf("unrecognized %s subdirective %q%s", block, d.Val(), didYouMean(d.Val(), known))
 }
 
 func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
@@ -219,14 +248,18 @@ func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
 			}
 			p.VerifyKey = true
 		default:
-			return d.Errf("unrecognized provider subdirective %q", d.Val())
+			return unrecognized(d, "provider", providerSubdirectives)
 		}
 	}
 	return nil
 }
 
-func unmarshalModel(d *caddyfile.Dispenser, m *Model) error {
+// unmarshalModel reads a model block; where gets the line of each
+// subdirective that validation may complain about, under ref + "/" + its
+// name (and "/fallback/<name>" for each fallback).
+func unmarshalModel(d *caddyfile.Dispenser, m *Model, ref string, where map[string]caddyfile.Token) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		where[ref+"/"+d.Val()] = d.Token()
 		switch d.Val() {
 		case "provider":
 			if !d.AllArgs(&m.Provider) {
@@ -269,13 +302,31 @@ func unmarshalModel(d *caddyfile.Dispenser, m *Model) error {
 				m.Price.CachedInput = &vals[2]
 			}
 		case "fallback":
+			tok := d.Token()
 			args := d.RemainingArgs()
 			if len(args) == 0 {
 				return d.ArgErr()
 			}
+			for _, a := range args {
+				where[ref+"/fallback/"+a] = tok
+			}
 			m.Fallback = append(m.Fallback, args...)
+		case "kind":
+			if !d.AllArgs(&m.Kind) {
+				return d.ArgErr()
+			}
+			if _, ok := parseKind(m.Kind); !ok {
+				return d.Errf("kind must be chat or embedding, not %q", m.Kind)
+			}
+		case "probe_body":
+			if !d.AllArgs(&m.ProbeBody) {
+				return d.ArgErr()
+			}
+			if !isJSONObject([]byte(m.ProbeBody)) {
+				return d.Errf("probe_body must be a JSON object (quote it with backticks), got %s", m.ProbeBody)
+			}
 		default:
-			return d.Errf("unrecognized model subdirective %q", d.Val())
+			return unrecognized(d, "model", modelSubdirectives)
 		}
 	}
 	return nil
@@ -311,6 +362,13 @@ func unmarshalHealthCheck(d *caddyfile.Dispenser, h *HealthCheck) error {
 			if !d.AllArgs(&h.Prompt) {
 				return d.ArgErr()
 			}
+		case "probe_body":
+			if !d.AllArgs(&h.ProbeBody) {
+				return d.ArgErr()
+			}
+			if !isJSONObject([]byte(h.ProbeBody)) {
+				return d.Errf("probe_body must be a JSON object (quote it with backticks), got %s", h.ProbeBody)
+			}
 		case "disable_below":
 			n, err := intArg(d, 0)
 			if err != nil {
@@ -327,7 +385,7 @@ func unmarshalHealthCheck(d *caddyfile.Dispenser, h *HealthCheck) error {
 			}
 			h.SkipIfActive = dur
 		default:
-			return d.Errf("unrecognized health_check subdirective %q", d.Val())
+			return unrecognized(d, "health_check", healthSubdirectives)
 		}
 	}
 	return nil
@@ -348,12 +406,23 @@ func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
 			target = &f.TryDuration
 		case "first_byte_timeout":
 			target = &f.FirstByteTimeout
+		case "stream_idle_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			if v == "0" || v == "off" {
+				f.StreamIdleTimeout = -1 // no bound
+				continue
+			}
+			d.Prev()
+			target = &f.StreamIdleTimeout
 		case "cooldown":
 			target = &f.Cooldown
 		case "max_cooldown":
 			target = &f.MaxCooldown
 		default:
-			return d.Errf("unrecognized failover subdirective %q", d.Val())
+			return unrecognized(d, "failover", failoverSubdirectives)
 		}
 		dur, err := durationArg(d)
 		if err != nil {

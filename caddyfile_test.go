@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -137,9 +138,19 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"negative duration", "\t\tfailover {\n\t\t\tcooldown -5s\n\t\t}", `invalid duration "-5s"`, 12},
 		{"route to an unknown model", "\t\troute bad a nope", `unknown model "nope"`, 11},
 		{"duplicate deployment", "\t\tmodel a {\n\t\t\tprovider p\n\t\t}", "duplicate deployment", 11},
-		{"fallback loop", "\t\tmodel c {\n\t\t\tfallback d\n\t\t}\n\t\tmodel d {\n\t\t\tfallback c\n\t\t}", "fallback loop: c -> d -> c", 11},
-		{"fallback to unknown", "\t\tmodel c {\n\t\t\tfallback zz\n\t\t}", `fallback names unknown model "zz"`, 11},
-		{"unknown provider", "\t\tmodel c {\n\t\t\tprovider nobody\n\t\t}", `unknown provider "nobody"`, 11},
+		{"fallback loop", "\t\tmodel c {\n\t\t\tfallback d\n\t\t}\n\t\tmodel d {\n\t\t\tfallback c\n\t\t}", "fallback loop: c -> d -> c", 12},
+		{"fallback to unknown", "\t\tmodel c {\n\t\t\tpriority 2\n\t\t\tfallback zz\n\t\t}", `fallback names unknown model "zz"`, 13},
+		{"fallback typo", "\t\tmodel c {\n\t\t\tfallback a\n\t\t\tfallback bb\n\t\t}", `fallback names unknown model "bb" (did you mean "b"?)`, 13},
+		{"unknown provider", "\t\tmodel c {\n\t\t\tweight 2\n\t\t\tprovider nobody\n\t\t}", `unknown provider "nobody"`, 13},
+		{"provider typo", "\t\tmodel c {\n\t\t\tprovider pp\n\t\t}", `unknown provider "pp" (did you mean "p"?)`, 12},
+		{"model subdirective typo", "\t\tmodel c {\n\t\t\tprioirty 2\n\t\t}", `unrecognized model subdirective "prioirty" (did you mean "priority"?)`, 12},
+		{"llm_router subdirective typo", "\t\tdefault_rout r", `unrecognized llm_router subdirective "default_rout" (did you mean "default_route"?)`, 11},
+		{"route model typo", "\t\troute bad a bb", `unknown model "bb" (did you mean "b"?)`, 11},
+		{"default route typo", "\t\tdefault_route rr", `unknown route "rr" (did you mean "r"?)`, 11},
+		{"route mixing kinds", "\t\tmodel e {\n\t\t\tkind embedding\n\t\t}\n\t\troute mixed a e", `mixes kinds`, 14},
+		{"embedding default route", "\t\tmodel text-embedding-3-small\n\t\troute emb text-embedding-3-small\n\t\tdefault_route emb", `serves embeddings`, 13},
+		{"bad kind", "\t\tmodel c {\n\t\t\tkind vision\n\t\t}", `kind must be chat or embedding`, 12},
+		{"bad probe body", "\t\thealth_check {\n\t\t\tprobe_body nope\n\t\t}", `probe_body must be a JSON object`, 12},
 		{"negative price", "\t\tmodel c {\n\t\t\tprice -1\n\t\t}", "price must be a non-negative number", 12},
 		{"unknown default route", "\t\tdefault_route nowhere", `unknown route "nowhere"`, 11},
 		{"bad size", "\t\tmax_request_body lots", `invalid size "lots"`, 11},
@@ -162,6 +173,9 @@ func TestCaddyfileErrors(t *testing.T) {
 			if where := "Caddyfile:" + itoa(tc.line); !strings.Contains(err.Error(), where) {
 				t.Errorf("error %q does not name %s", err, where)
 			}
+			if n := strings.Count(err.Error(), "Caddyfile:"); n != 1 {
+				t.Errorf("error %q names %d locations, want one", err, n)
+			}
 		})
 	}
 	t.Run("no provider", func(t *testing.T) {
@@ -182,5 +196,23 @@ func TestCaddyfileHealthCheckOff(t *testing.T) {
 	}
 	if !strings.Contains(string(findHandler(t, out)), `"health_check":{"off":true}`) {
 		t.Errorf("interval off did not adapt to off:true: %s", findHandler(t, out))
+	}
+}
+
+func TestCaddyfileStreamIdleTimeout(t *testing.T) {
+	for arg, want := range map[string]string{"0": `"stream_idle_timeout":-1`, "off": `"stream_idle_timeout":-1`, "90s": `"stream_idle_timeout":90000000000`} {
+		src := ":8080 {\n\tllm_router {\n\t\tprovider p\n\t\tmodel a\n\t\tfailover {\n\t\t\tstream_idle_timeout " + arg + "\n\t\t}\n\t}\n}\n"
+		out, err := adapt(t, "Caddyfile", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(findHandler(t, out)), want) {
+			t.Errorf("stream_idle_timeout %s: %s, want %s", arg, findHandler(t, out), want)
+		}
+	}
+	r := &Router{Providers: []*Provider{{Name: "p"}}, Models: []*Model{{Name: "a"}}}
+	r.setDefaults()
+	if time.Duration(r.Failover.StreamIdleTimeout) != 2*time.Minute {
+		t.Errorf("default stream_idle_timeout %v, want 2m", time.Duration(r.Failover.StreamIdleTimeout))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -122,23 +123,32 @@ func fetchAdminStats(addr string) (*Stats, error) {
 // then the totals.
 func writeStatsTable(w io.Writer, s Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODEL\tPROVIDER\tSTATE\tSCORE\tREQUESTS\tERR%\tP50\tP95\tTTFT P95\tTOKENS IN\tTOKENS OUT\tCOST")
+	fmt.Fprintln(tw, "MODEL\tPROVIDER\tSTATE\tSCORE\tREQUESTS\tATTEMPTS\tERR%\tP50\tP95\tTTFT P95\tTOKENS IN\tTOKENS OUT\tCOST")
 	for _, d := range s.Deployments {
 		state := d.State
 		if d.CooldownHuman != "" {
 			state += " (until " + d.CooldownHuman + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			d.Model, d.Provider, state, d.HealthScore, d.RequestsHuman, d.ErrorRateHuman,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			d.Model, d.Provider, state, d.HealthScore, d.RequestsHuman, d.AttemptsHuman, d.ErrorRateHuman,
 			d.Latency.P50Human, d.Latency.P95Human, d.TimeToFirstToken.P95Human,
-			d.Tokens.InputHuman, d.Tokens.OutputHuman, d.CostHuman)
+			d.Tokens.InputHuman, d.Tokens.OutputHuman, joinMoney(d.Costs))
 	}
 	t := s.Totals
-	fmt.Fprintf(tw, "TOTAL\t\t\t\t%s\t%s\t\t\t\t%s\t%s\t%s\n",
-		t.RequestsHuman, t.ErrorRateHuman, t.Tokens.InputHuman, t.Tokens.OutputHuman, t.CostHuman)
+	fmt.Fprintf(tw, "TOTAL\t\t\t\t%s\t%s\t%s\t\t\t\t%s\t%s\t%s\n",
+		t.RequestsHuman, t.AttemptsHuman, t.ErrorRateHuman, t.Tokens.InputHuman, t.Tokens.OutputHuman, joinMoney(t.Costs))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	_, err := fmt.Fprintln(w, strconv.Itoa(len(s.Deployments))+" deployments; stats since each deployment's state was created")
 	return err
+}
+
+// joinMoney writes amounts of several currencies side by side.
+func joinMoney(ms []MoneyStats) string {
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = m.Human
+	}
+	return strings.Join(parts, " + ")
 }

@@ -11,9 +11,9 @@ import (
 func TestStatsTable(t *testing.T) {
 	at := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	mk := func(model, provider, state string, score int, req, errs int64, p50, p95, ttft time.Duration, in, out int64, cost float64) DeploymentStats {
-		d := DeploymentStats{Model: model, Provider: provider, State: state, HealthScore: score, Requests: req, Errors: errs,
-			Tokens: TokenStats{Input: in, Output: out}, Cost: cost, Currency: "CNY"}
-		d.RequestsHuman, d.ErrorsHuman = humanCount(req), humanCount(errs)
+		d := DeploymentStats{Model: model, Provider: provider, State: state, HealthScore: score, Requests: req, Attempts: req + errs, Errors: errs,
+			Tokens: TokenStats{Input: in, Output: out}, Costs: moneyStats(map[string]float64{"CNY": cost})}
+		d.RequestsHuman, d.AttemptsHuman, d.ErrorsHuman = humanCount(req), humanCount(req+errs), humanCount(errs)
 		d.ErrorRate = ratio(errs, req)
 		d.ErrorRateHuman = humanPercent(d.ErrorRate)
 		var h, f latencyHistogram
@@ -27,20 +27,20 @@ func TestStatsTable(t *testing.T) {
 		}
 		d.Latency, d.TimeToFirstToken = h.report(), f.report()
 		d.Tokens.humanize()
-		d.CostHuman = humanMoney(cost, "CNY")
 		return d
 	}
 	s := Stats{GeneratedAt: at, Deployments: []DeploymentStats{
 		mk("deepseek-v3.2", "holysheep", "up", 100, 1_234_567, 1_234, 420*time.Millisecond, 1900*time.Millisecond, 180*time.Millisecond, 617_283_500, 123_456_700, 311.0868),
 		mk("gpt-4.1", "holysheep", "cooldown", 85, 52_000, 2_600, 1500*time.Millisecond, 4*time.Second, 0, 26_000_000, 13_000_000, 312),
 		mk("gpt-4.1", "backup", "disabled", 20, 12, 9, 0, 0, 0, 0, 0, 0),
+		mk("text-embedding-3-small", "holysheep", "up", 100, 3, 0, 0, 0, 0, 1_100, 0, 0.000614),
 	}}
 	s.Deployments[1].CooldownHuman = "25 seconds from now"
-	s.Totals = TotalStats{Requests: 1_286_579, Errors: 3_843, Currency: "CNY", Cost: 623.0868}
-	s.Totals.RequestsHuman, s.Totals.ErrorRateHuman = humanCount(s.Totals.Requests), humanPercent(ratio(3_843, 1_286_579))
+	s.Totals = TotalStats{Requests: 1_286_579, Errors: 3_843, Costs: moneyStats(map[string]float64{"CNY": 623.0868, "USD": 0.000614})}
+	s.Totals.Attempts = s.Totals.Requests + s.Totals.Errors
+	s.Totals.RequestsHuman, s.Totals.AttemptsHuman, s.Totals.ErrorRateHuman = humanCount(s.Totals.Requests), humanCount(s.Totals.Attempts), humanPercent(ratio(3_843, 1_286_579))
 	s.Totals.Tokens = TokenStats{Input: 643_283_500, Output: 136_456_700}
 	s.Totals.Tokens.humanize()
-	s.Totals.CostHuman = humanMoney(s.Totals.Cost, "CNY")
 
 	var buf bytes.Buffer
 	if err := writeStatsTable(&buf, s); err != nil {

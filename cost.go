@@ -262,7 +262,7 @@ func priceRouter(r *Router) pricedRouter {
 		}
 	}
 	for _, name := range pr.names {
-		for _, g := range pr.routing.byModel[name] {
+		for _, g := range pr.routing.byModel[name].plan {
 			for _, d := range g {
 				if d.name == name { // not one of its fallbacks
 					pr.byModel[name] = append(pr.byModel[name], d)
@@ -315,9 +315,16 @@ func costReport(w io.Writer, targets []costTarget, opts costOptions, stats *Stat
 func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) error {
 	r, cur := pr.r, pr.r.currency
 	mix := opts.mix()
-	money := func(v float64) string { return humanize.FormatFloat("#,###.##", v) + " " + cur.Code }
+	money := func(v float64) string { return humanMoney(v, cur.Code) }
 	price := func(v float64) string { return humanPrice(v * cur.Rate) }
-	monthly := func(p unitPrice) string { return money(costOf(p, cur, float64(opts.Requests), mix)) }
+	// an embedding request's tokens are all input
+	mixOf := func(d *deployment) tokenMix {
+		if d.kind == kindEmbedding {
+			return tokenMix{input: mix.input + mix.output}
+		}
+		return mix
+	}
+	monthly := func(d *deployment) string { return money(costOf(d.price, cur, float64(opts.Requests), mixOf(d))) }
 	var notes []string
 
 	// per model
@@ -327,7 +334,7 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 		ds := pr.byModel[name]
 		d := ds[0]
 		rows = append(rows, []string{name, d.id.provider, price(d.price.input), price(d.price.output),
-			money(costOf(d.price, cur, 1000, mix)), monthly(d.price)})
+			money(costOf(d.price, cur, 1000, mixOf(d))), monthly(d)})
 		var others []string
 		for _, o := range ds[1:] {
 			if o.price != d.price {
@@ -357,11 +364,11 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 		if name == r.DefaultRoute {
 			label += " (default)"
 		}
-		rows = append(rows, []string{label, d.label(), monthly(d.price)})
+		rows = append(rows, []string{label, d.label(), monthly(d)})
 	}
 	if r.DefaultRoute == "" {
-		first := pr.routing.all.primary()
-		rows = append(rows, []string{"auto (no default_route)", first.label(), monthly(first.price)})
+		first := pr.routing.all[kindChat].primary()
+		rows = append(rows, []string{"auto (no default_route)", first.label(), monthly(first)})
 		notes = append(notes, "auto: without default_route, requests naming no model go to every deployment by priority; shown: the first declared of the first priority")
 	}
 	if err := writeCostTable(w, rows, 2); err != nil {
@@ -390,7 +397,7 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 // this router's deployments.
 func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) ([]string, error) {
 	cur := pr.r.currency
-	money := func(v float64) string { return humanize.FormatFloat("#,###.##", v) + " " + cur.Code }
+	money := func(v float64) string { return humanMoney(v, cur.Code) }
 	type observed struct {
 		d                       *deployment
 		requests                int64

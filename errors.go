@@ -6,15 +6,20 @@ import (
 	"strconv"
 )
 
-// Error codes of the responses the router makes itself.
+// Error codes and types of the responses the router makes itself.
 const (
-	codeInvalidJSON    = "invalid_json"
-	codeMissingParam   = "missing_required_parameter"
-	codeModelNotFound  = "model_not_found"
-	codeTooLarge       = "request_too_large"
-	codeAllUnavailable = "all_models_unavailable"
-	typeInvalidRequest = "invalid_request_error"
-	typeServerError    = "server_error"
+	codeInvalidJSON      = "invalid_json"
+	codeUnreadableBody   = "unreadable_body"
+	codeMissingParam     = "missing_required_parameter"
+	codeModelNotFound    = "model_not_found"
+	codeWrongModelKind   = "model_not_supported"
+	codeTooLarge         = "request_too_large"
+	codeUnknownURL       = "unknown_url"
+	codeMethodNotAllowed = "method_not_allowed"
+	codeAllUnavailable   = "all_models_unavailable"
+	codeStreamBroken     = "upstream_stream_broken"
+	typeInvalidRequest   = "invalid_request_error"
+	typeServerError      = "server_error"
 )
 
 // apiError is OpenAI's error envelope, so clients' SDKs raise their usual
@@ -30,16 +35,39 @@ type apiErrorBody struct {
 	Code    string  `json:"code"`
 }
 
-// writeError sends an OpenAI-style error. retryAfter > 0 adds Retry-After
-// in whole seconds.
-func writeError(w http.ResponseWriter, status int, typ, code, msg string, retryAfter int) {
-	b, _ := json.Marshal(apiError{Error: apiErrorBody{Message: msg, Type: typ, Code: code}})
+// routerError is an error the router answers itself.
+type routerError struct {
+	status     int
+	typ, code  string
+	param      string // the request member at fault, if any
+	msg        string
+	retryAfter int // seconds; 0: no Retry-After
+}
+
+// envelope is the error's JSON body.
+func (e *routerError) envelope() []byte {
+	body := apiErrorBody{Message: e.msg, Type: e.typ, Code: e.code}
+	if e.param != "" {
+		body.Param = &e.param
+	}
+	b, _ := json.Marshal(apiError{Error: body})
+	return b
+}
+
+// write sends the error as an OpenAI-style answer.
+func (e *routerError) write(w http.ResponseWriter) {
+	b := e.envelope()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
-	if retryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(retryAfter))
+	if e.retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
-	w.WriteHeader(status)
+	w.WriteHeader(e.status)
 	_, _ = w.Write(b)
+}
+
+// invalidRequest is a 4xx of the client's own making.
+func invalidRequest(status int, code, param, msg string) *routerError {
+	return &routerError{status: status, typ: typeInvalidRequest, code: code, param: param, msg: msg}
 }

@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -227,15 +228,25 @@ func TestMaxAttempts(t *testing.T) {
 }
 
 // TestMidStreamBreak: once the first event is out, a broken upstream ends
-// the client's stream; nothing from another model is appended.
+// the client's stream with an error event the SDKs raise on, then an
+// aborted response; nothing from another model is appended.
 func TestMidStreamBreak(t *testing.T) {
 	g := newGateway(t, defaultRouter)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{BreakAfterChunks: 3})
-	resp, body := g.post(chatBody("simple_qa", true))
+	resp, body, err := g.postRaw("/v1/chat/completions", chatBody("simple_qa", true))
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	if err == nil {
+		t.Errorf("the response ended cleanly; want an aborted one")
+	}
 	data := sseData(body)
-	if len(data) != 4 { // role chunk + 3 words
-		t.Errorf("client saw %d events, want 4: %q", len(data), body)
+	if len(data) != 5 { // role chunk + 3 words + the error event
+		t.Fatalf("client saw %d events, want 5: %q", len(data), body)
+	}
+	var last struct {
+		Error apiErrorBody `json:"error"`
+	}
+	if json.Unmarshal([]byte(data[4]), &last) != nil || last.Error.Code != "upstream_stream_broken" || last.Error.Type != "server_error" {
+		t.Errorf("last event %q is not the stream error", data[4])
 	}
 	if strings.Contains(body, "[DONE]") || strings.Contains(body, "gemini") {
 		t.Errorf("a second response was spliced on: %q", body)

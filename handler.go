@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -23,14 +24,6 @@ import (
 // one attempt each, and the observe functions record what happened. The SSE
 // parsing and relaying of a committed stream is in stream.go.
 
-// endpoint is the OpenAI API a request is for.
-type endpoint uint8
-
-const (
-	chatEndpoint endpoint = iota + 1
-	embeddingsEndpoint
-)
-
 // smallBody is the largest request body sent in the same write as the
 // headers (it must fit the transport's 4 KiB write buffer with them).
 const smallBody = 3 << 10
@@ -38,6 +31,9 @@ const smallBody = 3 << 10
 // maxResponseBody bounds a buffered (non-streaming) upstream response; large
 // embedding batches are the biggest legitimate ones.
 const maxResponseBody = 256 << 20
+
+// maxEchoedName bounds a name the router repeats in an error message.
+const maxEchoedName = 256
 
 // outcome classifies one upstream attempt; the values are the `outcome`
 // label of caddy_llm_router_attempts_total.
@@ -50,27 +46,15 @@ const (
 	outcomeRateLimited  outcome = "rate_limited"
 	outcomeTimeout      outcome = "timeout"
 	outcomeConnectError outcome = "connect_error"
+	outcomeRejected     outcome = "rejected" // 401, 403, 404: a bad key or a model the provider lacks
 	outcomeCanceled     outcome = "canceled"
 )
 
-// ServeHTTP serves the OpenAI endpoints and passes everything else on.
-func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, next caddyhttp.Handler) error {
-	var ep endpoint
-	path := req.URL.Path
-	switch {
-	case req.Method == http.MethodPost && strings.HasSuffix(path, "/chat/completions"):
-		ep = chatEndpoint
-	case req.Method == http.MethodPost && strings.HasSuffix(path, "/embeddings"):
-		ep = embeddingsEndpoint
-	case req.Method == http.MethodGet && strings.HasSuffix(path, "/models"):
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(r.modelsJSON)))
-		_, err := w.Write(r.modelsJSON)
-		return err
-	default:
-		return next.ServeHTTP(w, req)
-	}
-
+// ServeHTTP answers every request under the handler's matcher: the OpenAI
+// endpoints it serves, 405 for another method on one of them, 404
+// unknown_url for any other path.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp.Handler) error {
+	ep, method, modelID := endpointOf(req.URL.Path)
 	ex := &exchange{
 		start:  now(),
 		router: r,
@@ -79,16 +63,38 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, next caddyh
 		ep:     ep,
 		repl:   req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer),
 	}
-	if ok, err := ex.readRequest(); !ok {
-		return err
+	defer ex.finish()
+	switch {
+	case ep == 0:
+		ex.fail(invalidRequest(http.StatusNotFound, codeUnknownURL, "",
+			fmt.Sprintf("Invalid URL (%s %s)", req.Method, truncate(req.URL.Path, maxEchoedName))))
+		return nil
+	case req.Method != method:
+		w.Header().Set("Allow", method)
+		ex.fail(invalidRequest(http.StatusMethodNotAllowed, codeMethodNotAllowed, "",
+			fmt.Sprintf("Invalid method for URL (%s %s): use %s", req.Method, truncate(req.URL.Path, maxEchoedName), method)))
+		return nil
+	case ep == modelsEndpoint:
+		ex.status = r.serveModels(w, modelID)
+		return nil
+	}
+
+	if !ex.readRequest() {
+		return nil
 	}
 	p, ok := ex.resolve()
 	if !ok {
 		return nil
 	}
-	err := ex.run(p)
-	ex.finish()
-	return err
+	ex.run(p)
+	if ex.abort {
+		// a stream broke after it was committed: the client got an error
+		// event; now it must see a broken response too. Counted first:
+		// the panic unwinds the deferred finish.
+		ex.finish()
+		panic(http.ErrAbortHandler)
+	}
+	return nil
 }
 
 // exchange is one client request on its way through the candidates.
@@ -100,73 +106,125 @@ type exchange struct {
 	ep       endpoint
 	body     *requestBody
 	route    string
+	model    string // the model the request named, when it is a known one
 	repl     *caddy.Replacer
 	attempts int
-	failures []string
+	failures []string    // what became of each candidate, for the 503 message
 	answered *deployment // the deployment whose response was sent
 	status   int         // the status sent to the client, 0 if none
+	abort    bool        // the response must end abnormally
+	counted  bool
 }
 
-// readRequest reads and checks the body. When it reports false the client
-// has been answered (or err says how Caddy should answer).
-func (ex *exchange) readRequest() (bool, error) {
+// fail answers the request with an error of the router's own.
+func (ex *exchange) fail(e *routerError) {
+	e.write(ex.w)
+	ex.status = e.status
+}
+
+// readRequest reads and checks the body; false means the client has been
+// answered.
+func (ex *exchange) readRequest() bool {
 	r := ex.router
 	raw, err := readBody(ex.req, r.MaxRequestBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			reject(ex.w, http.StatusRequestEntityTooLarge, codeTooLarge,
-				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody))
-			return false, nil
+		switch {
+		case errors.As(err, &tooLarge):
+			ex.fail(invalidRequest(http.StatusRequestEntityTooLarge, codeTooLarge, "",
+				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody)))
+		case ex.req.Context().Err() != nil:
+			ex.status = 499 // the client is gone: nobody to answer
+		default:
+			ex.fail(invalidRequest(http.StatusBadRequest, codeUnreadableBody, "",
+				"could not read the request body: "+err.Error()))
 		}
-		metrics.requests.WithLabelValues("", "", "", "499").Inc()
-		return false, caddyhttp.Error(http.StatusBadRequest, err)
+		return false
 	}
 	body, err := parseRequestBody(raw)
-	switch {
-	case err != nil:
-		reject(ex.w, http.StatusBadRequest, codeInvalidJSON, "request body is not valid JSON: "+err.Error())
-		return false, nil
-	case ex.ep == chatEndpoint && !body.hasMessages:
-		reject(ex.w, http.StatusBadRequest, codeMissingParam, "'messages' is a required property and must be an array")
-		return false, nil
-	case ex.ep == embeddingsEndpoint && !body.hasInput:
-		reject(ex.w, http.StatusBadRequest, codeMissingParam, "'input' is a required property")
-		return false, nil
-	case ex.ep == embeddingsEndpoint:
+	if err != nil {
+		var pe *paramError
+		if errors.As(err, &pe) {
+			ex.fail(invalidRequest(http.StatusBadRequest, codeInvalidJSON, pe.param, pe.msg))
+		} else {
+			ex.fail(invalidRequest(http.StatusBadRequest, codeInvalidJSON, "", "request body is not valid JSON: "+err.Error()))
+		}
+		return false
+	}
+	// labels for the metrics, should the request fail before it is routed
+	ex.route, ex.model = ex.router.routing.known(ex.routeHeader(), body.modelName)
+	switch ex.ep {
+	case chatEndpoint:
+		if !body.hasMessages {
+			ex.fail(invalidRequest(http.StatusBadRequest, codeMissingParam, "messages", "'messages' is a required property and must be an array"))
+			return false
+		}
+	case completionsEndpoint:
+		if !body.hasPrompt {
+			ex.fail(invalidRequest(http.StatusBadRequest, codeMissingParam, "prompt", "'prompt' is a required property"))
+			return false
+		}
+	case responsesEndpoint:
+		body.keepStreamOptions() // usage comes in response.completed
+	case embeddingsEndpoint:
+		if !body.hasInput {
+			ex.fail(invalidRequest(http.StatusBadRequest, codeMissingParam, "input", "'input' is a required property"))
+			return false
+		}
 		body.stream = false
+		body.keepStreamOptions()
 	}
 	ex.body = &body
-	return true, nil
+	return true
 }
 
 // resolve finds the request's candidates (README, "Routing rules"); false
-// means the client got a 404.
+// means the client has been answered.
 func (ex *exchange) resolve() (plan, bool) {
-	routeHeader := ex.req.Header.Get("X-LLM-Route")
-	if routeHeader == "" {
-		routeHeader = ex.req.Header.Get("X-Query-Type")
-	}
-	route, p, ok := ex.router.routing.resolve(routeHeader, ex.body.modelName)
-	if !ok {
-		name, what := ex.body.modelName, "model"
+	routeHeader := ex.routeHeader()
+	kind := ex.ep.kind()
+	res := ex.router.routing.resolve(routeHeader, ex.body.modelName, kind)
+	ex.route, ex.model = res.route, res.model
+	switch {
+	case res.plan == nil && res.wrongKind:
+		ex.fail(invalidRequest(http.StatusBadRequest, codeWrongModelKind, "model",
+			fmt.Sprintf("'%s' is not %s: %s needs one", truncate(res.name, maxEchoedName), kind.aModel(), ex.ep.path())))
+		return nil, false
+	case res.plan == nil:
+		what, name := "model", ex.body.modelName
 		if routeHeader != "" {
-			name, what = routeHeader, "route"
+			what, name = "route", routeHeader
 		}
-		reject(ex.w, http.StatusNotFound, codeModelNotFound,
-			fmt.Sprintf("The %s '%s' does not exist on this gateway", what, name))
+		if name == "" {
+			ex.fail(invalidRequest(http.StatusNotFound, codeModelNotFound, "model",
+				fmt.Sprintf("No model on this gateway serves %s: it needs %s", ex.ep.path(), kind.aModel())))
+		} else {
+			ex.fail(invalidRequest(http.StatusNotFound, codeModelNotFound, "model",
+				fmt.Sprintf("The %s '%s' does not exist on this gateway", what, truncate(name, maxEchoedName))))
+		}
 		return nil, false
 	}
-	ex.route = route
-	ex.repl.Set("http.llm_router.route", route)
-	return p, true
+	ex.repl.Set("http.llm_router.route", ex.route)
+	return res.plan, true
 }
 
-// reject answers a request the router will not send upstream, and
-// counts it.
-func reject(w http.ResponseWriter, status int, code, msg string) {
-	writeError(w, status, typeInvalidRequest, code, msg, 0)
-	metrics.requests.WithLabelValues("", "", "", statusLabel(status)).Inc()
+// routeHeader is the route the client asked for in a header, if any.
+func (ex *exchange) routeHeader() string {
+	if v := ex.req.Header.Get("X-LLM-Route"); v != "" {
+		return v
+	}
+	return ex.req.Header.Get("X-Query-Type")
+}
+
+// truncate cuts s to at most n bytes on a character boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // readBody reads the request body once, up to limit bytes, so it can be
@@ -202,15 +260,15 @@ type attemptResult struct {
 	detail     string        // why it failed, for the 503 message and logs; never a secret
 	retryAfter time.Duration // for 429s: how long the provider asked us to wait
 	committed  bool          // a response went to the client: stop trying
+	broken     bool          // a committed stream broke: the response must be aborted
 	started    time.Time
-	firstByte  time.Duration // streams: time to the first event
 }
 
 // run tries the candidates in order until one answers or the budget is
 // spent, then answers the client.
-func (ex *exchange) run(p plan) error {
+func (ex *exchange) run(p plan) {
 	r := ex.router
-	candidates := p.order(now(), nil, r.logger)
+	candidates, skipped := p.order(now(), nil, r.logger)
 	maxAttempts := r.Failover.MaxAttempts
 	if maxAttempts <= 0 || maxAttempts > len(candidates) {
 		maxAttempts = len(candidates)
@@ -219,9 +277,14 @@ func (ex *exchange) run(p plan) error {
 
 	var failed *deployment // the previous attempt's, when it failed
 	var failedOutcome outcome
-	for i, d := range candidates[:maxAttempts] {
+	for i, d := range candidates {
+		if i >= maxAttempts {
+			ex.failures = append(ex.failures, d.label()+": skipped, over max_attempts "+strconv.Itoa(maxAttempts))
+			continue
+		}
 		if i > 0 && now().Sub(ex.start) >= tryDuration {
-			break
+			ex.failures = append(ex.failures, d.label()+": skipped, try_duration "+tryDuration.String()+" spent")
+			continue
 		}
 		if failed != nil {
 			failed.metrics.failovers[failedOutcome.index()].Inc()
@@ -230,19 +293,20 @@ func (ex *exchange) run(p plan) error {
 		res := ex.attempt(d)
 		ex.observeAttempt(d, &res)
 		if res.committed {
-			ex.answered, ex.status = d, res.status
-			return nil
+			ex.answered, ex.status, ex.abort = d, res.status, res.broken
+			return
 		}
 		if res.outcome == outcomeCanceled {
-			// the client went away: nobody to answer
-			ex.status = 499
-			return caddyhttp.Error(499, context.Canceled)
+			ex.status = 499 // the client went away: nobody to answer
+			return
 		}
 		ex.failures = append(ex.failures, d.label()+": "+res.detail)
 		failed, failedOutcome = d, res.outcome
 	}
-	ex.unavailable(candidates)
-	return nil
+	for _, s := range skipped {
+		ex.failures = append(ex.failures, s.d.label()+": skipped, "+s.why)
+	}
+	ex.unavailable(p)
 }
 
 // attempt sends the request to one deployment. It commits a response only
@@ -259,11 +323,19 @@ func (ex *exchange) attempt(d *deployment) attemptResult {
 	return res
 }
 
+// Causes of an attempt's cancellation, so that its failure says which
+// bound it hit.
+var (
+	errAttemptTimeout   = errors.New("attempt timeout")
+	errFirstByteTimeout = errors.New("first byte timeout")
+	errStreamIdle       = errors.New("stream idle timeout")
+)
+
 // attemptBuffered handles a non-streaming request: the whole upstream
 // response is read before anything is sent, so any failure can still fail
 // over.
 func (ex *exchange) attemptBuffered(d *deployment, res *attemptResult) {
-	ctx, cancel := context.WithTimeout(ex.req.Context(), d.provider.timeout)
+	ctx, cancel := context.WithTimeoutCause(ex.req.Context(), d.provider.timeout, errAttemptTimeout)
 	defer cancel()
 	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
 	if err != nil {
@@ -273,8 +345,9 @@ func (ex *exchange) attemptBuffered(d *deployment, res *attemptResult) {
 	ex.answerBuffered(ctx, d, resp, res)
 }
 
-// answerBuffered reads a whole upstream response and, unless its status
-// calls for failover, passes it to the client.
+// answerBuffered reads a whole upstream response and, unless it calls for
+// failover, passes it to the client: a 2xx whose body is a JSON object, or
+// a 4xx of the client's own making (with every provider key scrubbed out).
 func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *http.Response, res *attemptResult) {
 	payload, err := readResponse(resp)
 	if err != nil {
@@ -292,15 +365,39 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 		return
 	}
 	if res.outcome == outcomeSuccess {
-		if u, ok := usageFromJSON(payload); ok {
+		u, found, valid := answerUsage(payload)
+		if !valid || errorMember(payload) {
+			// a cut-off body, an HTML page from a proxy, an error dressed
+			// as a success: not an answer
+			res.outcome = outcomeServerError
+			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
+				http.StatusText(resp.StatusCode), describeBody(resp.Header.Get("Content-Type"), payload))
+			return
+		}
+		if found {
 			ex.observeUsage(d, u)
 		}
+	} else {
+		payload = ex.router.scrub.bytes(payload)
 	}
 	ex.commitHeaders(d, resp.Header)
 	ex.w.Header().Set("Content-Length", strconv.Itoa(len(payload)))
 	ex.w.WriteHeader(resp.StatusCode)
 	_, _ = ex.w.Write(payload)
 	res.committed = true
+}
+
+// describeBody says briefly what a body that is not an answer was, for the
+// 503 message and logs (never its content: it may echo the request).
+func describeBody(contentType string, b []byte) string {
+	switch {
+	case len(b) == 0:
+		return "empty"
+	case contentType != "":
+		return fmt.Sprintf("%d bytes of %s", len(b), truncate(contentType, 64))
+	default:
+		return fmt.Sprintf("%d bytes", len(b))
+	}
 }
 
 // readResponse reads and closes a buffered response body.
@@ -314,20 +411,16 @@ func readResponse(resp *http.Response) ([]byte, error) {
 	return b, err
 }
 
-// errFirstByteTimeout is the cause of an attempt canceled because its
-// stream sent no event within first_byte_timeout.
-var errFirstByteTimeout = errors.New("first byte timeout")
-
 // attemptStream handles a streaming request. The response is held until
 // the first SSE event arrives, so a stream that fails or stalls before its
 // first token still fails over; after that, stream.go relays the events one
-// by one and a broken upstream ends the client's stream.
+// by one, and a stream that breaks or falls silent for stream_idle_timeout
+// ends with an error event and an aborted response.
 func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
+	f := ex.router.Failover
 	ctx, cancel := context.WithCancelCause(ex.req.Context())
 	defer cancel(nil)
-	timer := time.AfterFunc(time.Duration(ex.router.Failover.FirstByteTimeout), func() {
-		cancel(errFirstByteTimeout)
-	})
+	timer := time.AfterFunc(time.Duration(f.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer timer.Stop()
 
 	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
@@ -337,10 +430,19 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	}
 	defer resp.Body.Close()
 
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 || !isEventStream(resp.Header.Get("Content-Type")) {
-		// an error, or a provider that answered a stream request with
-		// plain JSON: handled like a buffered response
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		// an error answer: read like a buffered one, bounded by the
+		// provider's timeout rather than the first byte's
+		if timer.Stop() {
+			timer = time.AfterFunc(d.provider.timeout-now().Sub(res.started), func() { cancel(errAttemptTimeout) })
+		}
 		ex.answerBuffered(ctx, d, resp, res)
+		return
+	}
+	if ct := resp.Header.Get("Content-Type"); !isEventStream(ct) {
+		res.status, res.outcome = resp.StatusCode, outcomeServerError
+		res.detail = fmt.Sprintf("%d %s to a stream request, but not a stream (%s)", resp.StatusCode,
+			http.StatusText(resp.StatusCode), describeBody(ct, []byte{0}))
 		return
 	}
 
@@ -364,16 +466,27 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		ex.transportFailure(ctx, res, errFirstByteTimeout)
 		return
 	}
-	res.outcome = outcomeSuccess
 	res.status = resp.StatusCode
-	res.firstByte = now().Sub(res.started)
+	if data := eventData(first); !bytes.Equal(data, doneData) && (!isJSONObject(data) || errorMember(data)) {
+		res.outcome = outcomeServerError
+		res.detail = fmt.Sprintf("%d %s, but the stream's first event is not an answer", resp.StatusCode, http.StatusText(resp.StatusCode))
+		return
+	}
+	res.outcome = outcomeSuccess
 	res.committed = true
-	d.metrics.ttft.Observe(now().Sub(ex.start).Seconds())
+	ttft := now().Sub(ex.start)
+	d.metrics.ttft.Observe(ttft.Seconds())
+	d.state.stats.recordFirstToken(ttft)
 
 	ex.commitHeaders(d, resp.Header)
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
-	relay := streamRelay{strip: ex.body.stripUsage()}
+	relay := streamRelay{strip: ex.body.stripUsage(), textKey: ex.ep.textKey()}
+	if idle := time.Duration(f.StreamIdleTimeout); idle > 0 {
+		relay.idle = idle
+		relay.idleTimer = time.AfterFunc(idle, func() { cancel(errStreamIdle) })
+		defer relay.idleTimer.Stop()
+	}
 	err = relay.relay(ex.w, rc.Flush, events, first)
 
 	if relay.usage != nil {
@@ -394,9 +507,17 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	case errors.Is(err, errWritingDownstream) || ex.req.Context().Err() != nil:
 		res.outcome, res.detail = outcomeCanceled, "client went away mid-stream"
 	default:
-		// the stream broke after the response was committed: the client's
-		// stream ends here; nothing else can be sent in its place
+		// the stream broke after the response was committed: nothing
+		// else can be sent in its place, so the client is told, in a
+		// form the SDKs raise, and the response is aborted
 		res.outcome, res.detail = outcomeConnectError, "stream broke: "+unwrapURLError(err).Error()
+		if errors.Is(context.Cause(ctx), errStreamIdle) {
+			res.outcome, res.detail = outcomeTimeout, fmt.Sprintf("stream silent for %s", relay.idle)
+		}
+		res.broken = true
+		msg := fmt.Sprintf("The upstream stream of %s broke after %d events: %s", d.label(), relay.events, res.detail)
+		_ = writeStreamError(ex.w, &routerError{typ: typeServerError, code: codeStreamBroken, msg: msg})
+		_ = rc.Flush()
 	}
 }
 
@@ -421,7 +542,7 @@ func classifyStatus(code int) (o outcome, relay bool) {
 	case code == http.StatusRequestTimeout:
 		return outcomeTimeout, false
 	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound:
-		return outcomeClientError, false // a bad key or a model the provider lacks
+		return outcomeRejected, false // a bad key or a model the provider lacks
 	case code >= 400 && code < 500:
 		return outcomeClientError, true // the client's own fault: it gets the provider's answer
 	default:
@@ -431,14 +552,14 @@ func classifyStatus(code int) (o outcome, relay bool) {
 
 // transportFailure classifies an error that left no usable response.
 func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, err error) {
-	switch {
+	switch cause := context.Cause(ctx); {
 	case ex.req.Context().Err() != nil:
 		res.outcome = outcomeCanceled
 		res.detail = "client went away"
-	case errors.Is(context.Cause(ctx), errFirstByteTimeout):
+	case errors.Is(cause, errFirstByteTimeout):
 		res.outcome = outcomeTimeout
 		res.detail = fmt.Sprintf("no stream event within %s", time.Duration(ex.router.Failover.FirstByteTimeout))
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), isTimeout(err):
+	case errors.Is(cause, errAttemptTimeout), isTimeout(err):
 		res.outcome = outcomeTimeout
 		res.detail = fmt.Sprintf("timeout after %s", now().Sub(res.started).Round(time.Millisecond))
 	default:
@@ -458,11 +579,12 @@ func parseRetryAfter(v string, t time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+	if secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
 		if secs < 0 {
 			return 0
 		}
-		return time.Duration(secs) * time.Second
+		const longest = 365 * 24 * 3600 // beyond any cooldown cap, and no overflow
+		return time.Duration(min(secs, longest)) * time.Second
 	}
 	if when, err := http.ParseTime(v); err == nil {
 		if d := when.Sub(t); d > 0 {
@@ -505,7 +627,7 @@ func removeHopHeaders(h http.Header) {
 // and key, the client's other headers, and the body with model rewritten.
 func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Request {
 	p := d.provider
-	u := p.urlFor(ex.ep)
+	u := p.urls[ex.ep]
 	h := ex.req.Header.Clone()
 	removeHopHeaders(h)
 	for _, f := range droppedRequestHeaders {
@@ -552,13 +674,15 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 }
 
 // commitHeaders writes the response headers of the attempt that answers:
-// the provider's end-to-end headers and the router's own.
+// the provider's end-to-end headers (scrubbed of provider keys) and the
+// router's own.
 func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	h := ex.w.Header()
 	for f, v := range upstream {
 		h[f] = v
 	}
 	removeHopHeaders(h)
+	ex.router.scrub.header(h)
 	h.Del("Content-Length")
 	h.Set("X-LLM-Model", d.name)
 	h.Set("X-LLM-Provider", d.provider.name)
@@ -571,13 +695,16 @@ func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
 }
 
-// unavailable answers 503 with what was tried and when to come back.
-func (ex *exchange) unavailable(candidates []*deployment) {
+// unavailable answers 503 with what became of every candidate and when to
+// come back: the end of the first cooldown among them.
+func (ex *exchange) unavailable(p plan) {
 	t := now()
 	var first time.Time
-	for _, d := range candidates {
-		if end := d.state.viewAt(t).cooldownUntil; !end.IsZero() && (first.IsZero() || end.Before(first)) {
-			first = end
+	for _, g := range p {
+		for _, d := range g {
+			if end := d.state.viewAt(t).cooldownUntil; !end.IsZero() && (first.IsZero() || end.Before(first)) {
+				first = end
+			}
 		}
 	}
 	retry := 1
@@ -597,8 +724,8 @@ func (ex *exchange) unavailable(candidates []*deployment) {
 	}
 	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
-	writeError(ex.w, http.StatusServiceUnavailable, typeServerError, codeAllUnavailable, msg, retry)
-	ex.status = http.StatusServiceUnavailable
+	ex.fail(&routerError{status: http.StatusServiceUnavailable, typ: typeServerError, code: codeAllUnavailable,
+		msg: msg, retryAfter: retry})
 	metrics.unavailable.WithLabelValues(ex.route).Inc()
 }
 
@@ -607,23 +734,15 @@ func (ex *exchange) unavailable(candidates []*deployment) {
 func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	r := ex.router
 	t := now()
-	elapsed := t.Sub(res.started)
+	d.metrics.attempts[res.outcome.index()].Inc()
+	d.state.stats.recordAttempt(res.outcome)
 	var ev healthEvent
 	var cooldown time.Duration
 	switch res.outcome {
-	case outcomeCanceled:
-		d.metrics.attempts[res.outcome.index()].Inc()
-		return // the client's choice, not the deployment's fault
+	case outcomeCanceled, outcomeClientError:
+		return // the client's doing, not the deployment's fault
 	case outcomeSuccess:
 		ev = eventSuccess
-	case outcomeClientError:
-		if res.committed {
-			// the client's own mistake: counted, but no health change
-			d.state.stats.recordAttempt(false, 0, 0)
-			d.metrics.attempts[res.outcome.index()].Inc()
-			return
-		}
-		ev = eventErrorStatus // 401/403/404: a bad key or a missing model
 	case outcomeRateLimited:
 		ev = eventRateLimited
 		cooldown = res.retryAfter
@@ -632,14 +751,12 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 		}
 		cooldown = min(cooldown, time.Duration(r.Failover.MaxCooldown))
 	default:
-		ev = eventTransport
-		if res.status != 0 {
+		ev = eventTransport // also a committed stream that broke
+		if res.status != 0 && !res.broken {
 			ev = eventErrorStatus
 		}
 	}
 	d.state.observe(ev, t, d.disableBelow, cooldown, res.detail, r.logger)
-	d.metrics.attempts[res.outcome.index()].Inc()
-	d.state.stats.recordAttempt(ev != eventSuccess, elapsed, res.firstByte)
 	if ev != eventSuccess {
 		if ce := r.logger.Check(zap.DebugLevel, "upstream attempt failed"); ce != nil {
 			ce.Write(zap.String("model", d.name), zap.String("provider", d.provider.name),
@@ -666,19 +783,28 @@ func (ex *exchange) observeUsage(d *deployment, u usage) {
 	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost, 'f', -1, 64))
 }
 
-// finish counts the client request once it is answered.
+// finish counts the client request, once, however it ended: one
+// requests_total for every request, labelled with the model that answered
+// (or, for the router's own errors, the model the request named, when it is
+// a known one).
 func (ex *exchange) finish() {
-	model, provider := "", ""
+	if ex.counted {
+		return
+	}
+	ex.counted = true
+	model, provider := ex.model, ""
 	if d := ex.answered; d != nil {
 		model, provider = d.name, d.provider.name
-		d.metrics.duration.Observe(now().Sub(ex.start).Seconds())
+		took := now().Sub(ex.start)
+		d.metrics.duration.Observe(took.Seconds())
+		d.state.stats.recordRequest(ex.ep, took)
 	}
-	metrics.requests.WithLabelValues(ex.route, model, provider, statusLabel(ex.status)).Inc()
+	metrics.requests.WithLabelValues(ex.route, model, provider, statusLabel(ex.status), ex.ep.String()).Inc()
 	if hook := requestDoneHook.Load(); hook != nil {
 		(*hook)()
 	}
 }
 
-// requestDoneHook, when set (tests only), is called when a routed request
-// has been counted.
+// requestDoneHook, when set (tests only), is called when a request has
+// been counted.
 var requestDoneHook atomic.Pointer[func()]

@@ -224,6 +224,17 @@ func (g *gateway) post(body string, header ...string) (*http.Response, string) {
 
 func (g *gateway) postPath(path, body string, header ...string) (*http.Response, string) {
 	g.t.Helper()
+	resp, b, err := g.postRaw(path, body, header...)
+	if err != nil {
+		g.t.Fatalf("reading response: %v", err)
+	}
+	return resp, b
+}
+
+// postRaw is postPath that keeps what arrived when the response broke off:
+// err is the read error (nil for a clean end).
+func (g *gateway) postRaw(path, body string, header ...string) (*http.Response, string, error) {
+	g.t.Helper()
 	req, err := http.NewRequest(http.MethodPost, gatewayURL+path, strings.NewReader(body))
 	if err != nil {
 		g.t.Fatal(err)
@@ -238,10 +249,7 @@ func (g *gateway) postPath(path, body string, header ...string) (*http.Response,
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		g.t.Fatalf("reading response: %v", err)
-	}
-	return resp, string(b)
+	return resp, string(b), err
 }
 
 // sseData returns the data of each event of an SSE body.

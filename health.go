@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -198,11 +199,32 @@ type probeSettings struct {
 	interval     time.Duration
 	timeout      time.Duration
 	skipIfActive time.Duration
+	url          *url.URL
 	body         []byte
 }
 
-// probeBody is the request of a probe: the cheapest possible completion.
-func probeBody(upstream, prompt string) []byte {
+// probeBody is the request of a deployment's probe: the model's own
+// probe_body, else the health check's for a chat model, else the cheapest
+// possible request of its kind (a one-token completion, a one-word
+// embedding). An override gets "model" set to the upstream id.
+func probeBody(d *deployment, hc *HealthCheck) []byte {
+	override := d.probeBody
+	if override == "" && d.kind == kindChat {
+		override = hc.ProbeBody
+	}
+	if override != "" {
+		rb, err := parseRequestBody([]byte(override))
+		if err == nil { // validate made sure it is a JSON object
+			return rb.upstreamBody(d.upstream)
+		}
+	}
+	if d.kind == kindEmbedding {
+		b, _ := json.Marshal(struct {
+			Model string `json:"model"`
+			Input string `json:"input"`
+		}{d.upstream, hc.Prompt})
+		return b
+	}
 	type message struct {
 		Role    string `json:"role"`
 		Content string `json:"content"`
@@ -211,7 +233,7 @@ func probeBody(upstream, prompt string) []byte {
 		Model     string    `json:"model"`
 		Messages  []message `json:"messages"`
 		MaxTokens int       `json:"max_tokens"`
-	}{upstream, []message{{"user", prompt}}, 1})
+	}{d.upstream, []message{{"user", hc.Prompt}}, 1})
 	return b
 }
 
@@ -221,6 +243,8 @@ type probeLoop struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	wake   chan struct{} // the owner changed: re-read the interval
+
+	lastRejection string // the loop's own: the last 4xx answer logged
 }
 
 // activeProbers counts running probe loops; tests read it.
@@ -290,7 +314,7 @@ func (s *sharedState) runProbes(ctx context.Context, loop *probeLoop, interval t
 			continue
 		case <-timer.C:
 		}
-		result := s.probeOnce(ctx)
+		result := s.probeOnce(ctx, loop)
 		if ctx.Err() != nil {
 			return
 		}
@@ -306,7 +330,7 @@ func (s *sharedState) runProbes(ctx context.Context, loop *probeLoop, interval t
 
 // probeOnce sends one probe with the owner's settings, unless live traffic
 // made it unnecessary. A panic is logged and the loop goes on.
-func (s *sharedState) probeOnce(ctx context.Context) (result probeResult) {
+func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result probeResult) {
 	d := s.owner()
 	if d == nil || d.probe == nil {
 		return probeSkipped
@@ -325,7 +349,7 @@ func (s *sharedState) probeOnce(ctx context.Context) (result probeResult) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, ps.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.provider.chatURL.String(), bytes.NewReader(ps.body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ps.url.String(), bytes.NewReader(ps.body))
 	if err != nil {
 		return probeFailed
 	}
@@ -343,6 +367,7 @@ func (s *sharedState) probeOnce(ctx context.Context) (result probeResult) {
 		}
 		detail = "probe: " + unwrapURLError(err).Error()
 	default:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
@@ -350,7 +375,34 @@ func (s *sharedState) probeOnce(ctx context.Context) (result probeResult) {
 			return probeOK
 		}
 		detail = fmt.Sprintf("probe: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		if msg := providerMessage(body); msg != "" {
+			detail += ": " + truncate(d.provider.scrubKey(msg), 300)
+		}
+		if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnprocessableEntity {
+			// the probe itself is wrong for this model (e.g. a reasoning
+			// model that wants max_completion_tokens): say why, once per
+			// distinct answer
+			if d.logger != nil && loop.lastRejection != detail {
+				loop.lastRejection = detail
+				d.logger.Warn("health probe rejected by the provider; set health_check probe_body (or the model's) to a request it accepts",
+					zap.String("model", d.name), zap.String("provider", d.provider.name), zap.String("detail", detail))
+			}
+		}
 	}
 	s.observe(eventProbeFailure, now(), d.disableBelow, 0, detail, d.logger)
 	return probeFailed
+}
+
+// providerMessage is the message of an OpenAI-style error body, if it is
+// one.
+func providerMessage(body []byte) string {
+	var env struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &env) != nil {
+		return ""
+	}
+	return env.Error.Message
 }

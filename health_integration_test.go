@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -240,8 +241,9 @@ func TestStatsAPI(t *testing.T) {
 
 	st := statsFor(t, g, "deepseek-v3.2", "primary")
 	served := g.primary.Served("deepseek-chat")
-	if st.Requests != 5 || st.Errors != 1 || st.ErrorRate != 0.2 || st.ErrorRateHuman != "20%" {
-		t.Errorf("requests %d errors %d rate %v %q, want 5 1 0.2 20%%", st.Requests, st.Errors, st.ErrorRate, st.ErrorRateHuman)
+	// answered 4 (the 503 was failed over to gemini) in 5 attempts
+	if st.Requests != 4 || st.Attempts != 5 || st.Errors != 1 || st.ErrorRate != 0.2 || st.ErrorRateHuman != "20%" {
+		t.Errorf("requests %d attempts %d errors %d rate %v %q, want 4 5 1 0.2 20%%", st.Requests, st.Attempts, st.Errors, st.ErrorRate, st.ErrorRateHuman)
 	}
 	if st.Tokens.Input != int64(served.Prompt) || st.Tokens.Output != int64(served.Completion) || served.Requests != 4 {
 		t.Errorf("tokens %+v, mock served %+v", st.Tokens, served)
@@ -256,8 +258,8 @@ func TestStatsAPI(t *testing.T) {
 		t.Errorf("state %s score %d last error %q %q", st.State, st.HealthScore, st.LastError, st.LastErrorHuman)
 	}
 	wantCost := float64(served.Prompt+served.Completion) * 0.42 / 1e6
-	if diff := st.Cost - wantCost; diff > 1e-12 || diff < -1e-12 || st.Currency != "USD" {
-		t.Errorf("cost %v %s, want %v USD", st.Cost, st.Currency, wantCost)
+	if len(st.Costs) != 1 || math.Abs(st.Costs[0].Amount-wantCost) > 1e-12 || st.Costs[0].Currency != "USD" {
+		t.Errorf("costs %+v, want %v USD", st.Costs, wantCost)
 	}
 	all := fetchStats(t)
 	if all.Totals.Requests < st.Requests+1 { // gemini answered the failed-over one
@@ -303,8 +305,8 @@ func TestFailedConfigChangesNothing(t *testing.T) {
 		t.Errorf("%d probe loops after the failed load, want %d", n, loops)
 	}
 	st := statsFor(t, g, "deepseek-v3.2", "primary")
-	if st.Currency != "USD" || st.Upstream != "deepseek-chat" {
-		t.Errorf("stats labels after the failed load: currency %s upstream %s", st.Currency, st.Upstream)
+	if len(st.Costs) != 1 || st.Costs[0].Currency != "USD" || st.Upstream != "deepseek-chat" {
+		t.Errorf("stats labels after the failed load: costs %+v upstream %s", st.Costs, st.Upstream)
 	}
 	before := scrape(t)
 	resp, body := g.post(chatBody("simple_qa", false))

@@ -104,7 +104,8 @@ func TestHealthWeightedSelection(t *testing.T) {
 		served := 0
 		const n = 4000
 		for range n {
-			d := p.order(t0, rng, nil)[0]
+			got, _ := p.order(t0, rng, nil)
+			d := got[0]
 			ev := eventSuccess
 			if d == flaky {
 				served++
@@ -137,13 +138,20 @@ func TestSelectionSkipsDisabledAndCooling(t *testing.T) {
 	a.state.health.score.Store(20)
 	a.state.health.disabled.Store(true)
 	b.state.observe(eventRateLimited, t0, 30, time.Minute, "429", nil)
-	got := p.order(t0, rand.New(rand.NewPCG(3, 4)), nil)
+	got, skip := p.order(t0, rand.New(rand.NewPCG(3, 4)), nil)
 	if len(got) != 1 || got[0] != c {
 		t.Fatalf("order = %v, want only c", names(got))
 	}
+	why := map[string]string{}
+	for _, s := range skip {
+		why[s.d.name] = s.why
+	}
+	if len(skip) != 2 || why["a"] != "disabled (score 20)" || why["b"] != "cooling down for 1m0s" {
+		t.Errorf("skipped = %v, want a disabled, b cooling down", why)
+	}
 	c.state.health.score.Store(10)
 	c.state.health.disabled.Store(true)
-	got = p.order(t0, rand.New(rand.NewPCG(3, 4)), nil)
+	got, _ = p.order(t0, rand.New(rand.NewPCG(3, 4)), nil)
 	if names(got) != "b a c" { // b 100 (cooling), a 20, c 10
 		t.Fatalf("all out of rotation: order %q, want b a c", names(got))
 	}

@@ -70,7 +70,7 @@ func BenchmarkSelectCandidates(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	b.ReportAllocs()
 	for b.Loop() {
-		if len(p.order(t0, rng, nil)) != 3 {
+		if got, _ := p.order(t0, rng, nil); len(got) != 3 {
 			b.Fatal("short order")
 		}
 	}
@@ -128,7 +128,8 @@ func BenchmarkMetricsUpdate(b *testing.B) {
 		d.metrics.cachedToks.Add(float64(u.cachedInput))
 		d.metrics.cost.Add(d.price.cost(u))
 		metrics.requests.WithLabelValues("simple_qa", d.name, d.provider.name, statusLabel(200)).Inc()
-		d.state.stats.recordAttempt(false, 420*time.Millisecond, 120*time.Millisecond)
+		d.state.stats.recordAttempt(outcomeSuccess)
+		d.state.stats.recordRequest(chatEndpoint, 420*time.Millisecond)
 		d.state.stats.recordUsage(u, d.price.cost(u), "USD")
 		d.metrics.inFlight.Dec()
 	}

@@ -12,7 +12,7 @@ import (
 // keep counting across reloads. Every label value comes from the config or
 // from a fixed set: never from a key, a prompt or a client's header.
 type routerMetrics struct {
-	requests    *prometheus.CounterVec   // route, model, provider, code
+	requests    *prometheus.CounterVec   // route, model, provider, code, endpoint
 	attempts    *prometheus.CounterVec   // model, provider, outcome
 	duration    *prometheus.HistogramVec // model, provider
 	ttft        *prometheus.HistogramVec // model, provider
@@ -53,8 +53,8 @@ func newRouterMetrics() *routerMetrics {
 	}
 	return &routerMetrics{
 		requests: counter("requests_total",
-			"Client requests handled by the router, by route, answering model and provider, and HTTP status.",
-			"route", "model", "provider", "code"),
+			"Client requests handled by the router, by route, model (the one that answered, else the known one the request named), provider, HTTP status and endpoint (chat, completions, responses, embeddings, models, or empty for an unknown path).",
+			"route", "model", "provider", "code", "endpoint"),
 		attempts: counter("attempts_total",
 			"Upstream attempts, by model, provider and outcome.",
 			"model", "provider", "outcome"),
@@ -134,9 +134,15 @@ func (m *routerMetrics) forDeployment(model, provider, currency string) *deploym
 }
 
 // outcomes lists every outcome, in the order of outcome.index.
-var outcomes = [...]outcome{outcomeSuccess, outcomeClientError, outcomeServerError, outcomeRateLimited, outcomeTimeout, outcomeConnectError, outcomeCanceled}
+var outcomes = [...]outcome{outcomeSuccess, outcomeClientError, outcomeServerError, outcomeRateLimited, outcomeTimeout, outcomeConnectError, outcomeRejected, outcomeCanceled}
 
 const outcomeCount = len(outcomes)
+
+// failed reports whether an outcome counts against the deployment: every
+// outcome but success, the client's own 4xx and the client going away.
+func (o outcome) failed() bool {
+	return o != outcomeSuccess && o != outcomeClientError && o != outcomeCanceled
+}
 
 func (o outcome) index() int {
 	for i, x := range outcomes {
@@ -150,7 +156,7 @@ func (o outcome) index() int {
 // statusCodes avoids formatting the common status codes per request.
 var statusCodes = func() map[int]string {
 	m := make(map[int]string)
-	for _, c := range []int{200, 400, 401, 403, 404, 408, 413, 422, 429, 499, 500, 502, 503, 504} {
+	for _, c := range []int{200, 400, 401, 403, 404, 405, 408, 413, 422, 429, 499, 500, 502, 503, 504} {
 		m[c] = strconv.Itoa(c)
 	}
 	return m

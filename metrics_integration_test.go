@@ -141,7 +141,7 @@ func TestMetricsCounts(t *testing.T) {
 	m := []string{"model", "deepseek-v3.2", "provider", "primary"}
 	with := func(extra ...string) []string { return append(slices.Clone(m), extra...) }
 
-	if got := dl("caddy_llm_router_requests_total", with("route", "simple_qa", "code", "200")...); got != 7 {
+	if got := dl("caddy_llm_router_requests_total", with("route", "simple_qa", "code", "200", "endpoint", "chat")...); got != 7 {
 		t.Errorf("requests_total +%v, want 7", got)
 	}
 	if got := dl("caddy_llm_router_attempts_total", with("outcome", "success")...); got != 6 {
@@ -174,6 +174,19 @@ func TestMetricsCounts(t *testing.T) {
 	if after[sel("caddy_llm_router_health_score", m...)] != 100 || after[sel("caddy_llm_router_up", m...)] != 1 {
 		t.Errorf("health gauges: score %v up %v", after[sel("caddy_llm_router_health_score", m...)], after[sel("caddy_llm_router_up", m...)])
 	}
+
+	// the stats API counts the same things (its counters started with
+	// this test's config: a new upstream URL)
+	st := statsFor(t, g, "deepseek-v3.2", "primary")
+	if st.Requests != 7 || st.RequestsByEndpoint["chat"] != 7 || st.Attempts != 7 || st.Errors != 0 {
+		t.Errorf("stats: requests %d (%v) attempts %d errors %d, want 7 7 0 as in Prometheus", st.Requests, st.RequestsByEndpoint, st.Attempts, st.Errors)
+	}
+	if st.Latency.Count != 7 || st.TimeToFirstToken.Count != 4 {
+		t.Errorf("stats: latency count %d, ttft count %d, want 7 and 4", st.Latency.Count, st.TimeToFirstToken.Count)
+	}
+	if float64(st.Tokens.Input) != wantIn || float64(st.Tokens.Output) != wantOut || math.Abs(st.Costs[0].Amount-wantCost) > 1e-12 {
+		t.Errorf("stats: tokens %+v cost %+v, want %v/%v and %v", st.Tokens, st.Costs, wantIn, wantOut, wantCost)
+	}
 }
 
 // TestMetricsFailover: a failover is one failovers_total for the model
@@ -199,9 +212,9 @@ func TestMetricsFailover(t *testing.T) {
 	}{
 		{sel("caddy_llm_router_failovers_total", "model", "deepseek-v3.2", "provider", "primary", "reason", "server_error"), 2},
 		{sel("caddy_llm_router_failovers_total", "model", "gemini-2.5-flash", "provider", "primary", "reason", "rate_limited"), 0},
-		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "gemini-2.5-flash", "provider", "primary", "code", "200"), 1},
-		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "deepseek-v3.2", "provider", "primary", "code", "200"), 0},
-		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "", "provider", "", "code", "503"), 1},
+		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "gemini-2.5-flash", "provider", "primary", "code", "200", "endpoint", "chat"), 1},
+		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "deepseek-v3.2", "provider", "primary", "code", "200", "endpoint", "chat"), 0},
+		{sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "", "provider", "", "code", "503", "endpoint", "chat"), 1},
 		{sel("caddy_llm_router_unavailable_total", "route", "simple_qa"), 1},
 		{sel("caddy_llm_router_attempts_total", "model", "deepseek-v3.2", "provider", "primary", "outcome", "server_error"), 2},
 		{sel("caddy_llm_router_attempts_total", "model", "gemini-2.5-flash", "provider", "primary", "outcome", "rate_limited"), 1},
@@ -221,7 +234,7 @@ func TestMetricsFailover(t *testing.T) {
 func TestMetricsReloadAndTwoHandlers(t *testing.T) {
 	g := newGateway(t, defaultRouter)
 	g.post(chatBody("simple_qa", false))
-	key := sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "deepseek-v3.2", "provider", "primary", "code", "200")
+	key := sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", "deepseek-v3.2", "provider", "primary", "code", "200", "endpoint", "chat")
 	before := scrape(t)[key]
 	if before < 1 {
 		t.Fatalf("%s = %v before the reload", key, before)

@@ -26,17 +26,18 @@ func init() {
 
 // Defaults, as documented in the README.
 const (
-	DefaultBaseURL          = "https://api.holysheep.ai/v1"
-	defaultTimeout          = 30 * time.Second
-	defaultTryDuration      = 60 * time.Second
-	defaultFirstByteTimeout = 15 * time.Second
-	defaultCooldown         = 30 * time.Second
-	defaultMaxCooldown      = 5 * time.Minute
-	defaultMaxRequestBody   = 8_000_000
-	defaultHealthInterval   = 30 * time.Second
-	defaultHealthTimeout    = 10 * time.Second
-	defaultHealthPrompt     = "ping"
-	defaultDisableBelow     = 30
+	DefaultBaseURL           = "https://api.holysheep.ai/v1"
+	defaultTimeout           = 30 * time.Second
+	defaultTryDuration       = 60 * time.Second
+	defaultFirstByteTimeout  = 15 * time.Second
+	defaultStreamIdleTimeout = 2 * time.Minute
+	defaultCooldown          = 30 * time.Second
+	defaultMaxCooldown       = 5 * time.Minute
+	defaultMaxRequestBody    = 8_000_000
+	defaultHealthInterval    = 30 * time.Second
+	defaultHealthTimeout     = 10 * time.Second
+	defaultHealthPrompt      = "ping"
+	defaultDisableBelow      = 30
 )
 
 // Router is the `llm_router` HTTP handler: one OpenAI-compatible endpoint in
@@ -89,9 +90,11 @@ type Router struct {
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
 	providers   map[string]*provider
-	deployments []*deployment // in declaration order
-	modelsJSON  []byte        // the local GET /models answer
+	deployments []*deployment     // in declaration order
+	modelsJSON  []byte            // the local GET /models answer
+	modelJSON   map[string][]byte // the local GET /models/{id} answers
 	routing     routing
+	scrub       *scrubber
 	currency    Currency
 	logger      *zap.Logger
 }
@@ -149,6 +152,17 @@ type Model struct {
 
 	// Fallback lists model names tried after this name's deployments.
 	Fallback []string `json:"fallback,omitempty"`
+
+	// Kind is what the model serves: "chat" (chat, completions and
+	// responses requests) or "embedding". Default: "embedding" for the
+	// known embedding ids (text-embedding-3-small, text-embedding-3-large,
+	// text-embedding-ada-002) and names containing "embed", else "chat".
+	Kind string `json:"kind,omitempty"`
+
+	// ProbeBody replaces the health check's probe body for this model:
+	// a JSON object whose "model" is set to the upstream id. Default: the
+	// health check's.
+	ProbeBody string `json:"probe_body,omitempty"`
 }
 
 // Currency says how costs are reported: one price unit (a list-price
@@ -174,9 +188,16 @@ type HealthCheck struct {
 	// Timeout bounds one probe. Default: 10s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	// Prompt is the user message of a probe, sent with max_tokens 1.
-	// Default: "ping".
+	// Prompt is the user message of a chat probe, sent with max_tokens 1,
+	// and the input of an embedding probe. Default: "ping".
 	Prompt string `json:"prompt,omitempty"`
+
+	// ProbeBody replaces the body of chat probes: a JSON object whose
+	// "model" is set to each deployment's upstream id, e.g.
+	// {"messages":[{"role":"user","content":"ping"}],"max_completion_tokens":16}
+	// for reasoning models that refuse max_tokens. Default: the prompt with
+	// max_tokens 1.
+	ProbeBody string `json:"probe_body,omitempty"`
 
 	// DisableBelow disables a deployment whose health score (0-100) falls
 	// to or below it. Default: 30.
@@ -202,6 +223,13 @@ type Failover struct {
 	// so a stream that stalls still fails over. Default: 15s.
 	FirstByteTimeout caddy.Duration `json:"first_byte_timeout,omitempty"`
 
+	// StreamIdleTimeout bounds the silence between two events of a stream
+	// once its first event was relayed; when it passes, the stream is
+	// broken (the client gets an error event and an aborted response).
+	// Reasoning models can pause for a long time between events, hence the
+	// long default. Default: 2m; negative: no bound.
+	StreamIdleTimeout caddy.Duration `json:"stream_idle_timeout,omitempty"`
+
 	// Cooldown is how long a deployment is skipped after a 429 without a
 	// Retry-After header. Default: 30s.
 	Cooldown caddy.Duration `json:"cooldown,omitempty"`
@@ -222,14 +250,16 @@ func (Router) CaddyModule() caddy.ModuleInfo {
 // outlive the config (health, counters, the probe loop) is in state; the
 // rest, settings included, is this config's own.
 type deployment struct {
-	id       deploymentID
-	name     string
-	upstream string
-	priority int
-	weight   int
-	fallback []string
-	price    unitPrice
-	priceMsg string // why the price is 0, when it is unknown
+	id        deploymentID
+	name      string
+	upstream  string
+	priority  int
+	weight    int
+	fallback  []string
+	kind      modelKind
+	price     unitPrice
+	priceMsg  string // why the price is 0, when it is unknown
+	probeBody string // the model's own probe body, if any
 
 	// set by Provision
 	provider     *provider
@@ -256,15 +286,21 @@ func (r *Router) newDeployments() []*deployment {
 	var out []*deployment
 	for _, m := range r.Models {
 		price, msg := priceFor(r.Models, m)
+		kind, ok := parseKind(m.Kind)
+		if !ok {
+			kind = kindOf(m.Name, m.Upstream)
+		}
 		out = append(out, &deployment{
-			id:       deploymentID{model: m.Name, provider: m.Provider},
-			name:     m.Name,
-			upstream: m.Upstream,
-			priority: m.Priority,
-			weight:   m.Weight,
-			fallback: m.Fallback,
-			price:    price,
-			priceMsg: msg,
+			id:        deploymentID{model: m.Name, provider: m.Provider},
+			kind:      kind,
+			name:      m.Name,
+			upstream:  m.Upstream,
+			priority:  m.Priority,
+			weight:    m.Weight,
+			fallback:  m.Fallback,
+			price:     price,
+			priceMsg:  msg,
+			probeBody: m.ProbeBody,
 		})
 	}
 	return out
@@ -317,7 +353,11 @@ func (r *Router) Provision(ctx caddy.Context) error {
 				interval:     time.Duration(hc.Interval),
 				timeout:      time.Duration(hc.Timeout),
 				skipIfActive: time.Duration(hc.SkipIfActive),
-				body:         probeBody(d.upstream, hc.Prompt),
+				url:          d.provider.urls[chatEndpoint],
+				body:         probeBody(d, hc),
+			}
+			if d.kind == kindEmbedding {
+				d.probe.url = d.provider.urls[embeddingsEndpoint]
 			}
 		}
 		// the deployment is complete before it is shared: the probe loop
@@ -330,8 +370,42 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		r.deployments = append(r.deployments, d)
 	}
 	r.routing = buildRouting(r.deployments, r.Routes, r.DefaultRoute)
-	r.modelsJSON = r.buildModelList()
+	r.buildModelAnswers()
+	r.scrub = newScrubber(r.providers)
+	r.logLoaded()
 	return nil
+}
+
+// logLoaded says, in one line, what this handler serves.
+func (r *Router) logLoaded() {
+	providers := make([]string, 0, len(r.Providers))
+	for _, pc := range r.Providers {
+		p := r.providers[pc.Name]
+		host := p.baseURL
+		if u, err := url.Parse(p.baseURL); err == nil {
+			host = u.Host
+		}
+		providers = append(providers, p.name+" "+host+" key "+p.fingerprint)
+	}
+	deployments := make([]string, 0, len(r.deployments))
+	for _, d := range r.deployments {
+		deployments = append(deployments, fmt.Sprintf("%s (%s, priority %d, weight %d)", d.label(), d.kind, d.priority, d.weight))
+	}
+	routes := make([]string, 0, len(r.Routes))
+	for _, name := range slices.Sorted(maps.Keys(r.Routes)) {
+		routes = append(routes, name+": "+strings.Join(r.Routes[name], " "))
+	}
+	probes := "off"
+	if !r.HealthCheck.Off {
+		probes = "every " + time.Duration(r.HealthCheck.Interval).String()
+	}
+	r.logger.Info("llm_router loaded",
+		zap.Strings("providers", providers),
+		zap.Strings("deployments", deployments),
+		zap.Strings("routes", routes),
+		zap.String("default_route", r.DefaultRoute),
+		zap.String("probes", probes),
+		zap.String("currency", fmt.Sprintf("%s at %g per price unit", r.currency.Code, r.currency.Rate)))
 }
 
 // setDefaults fills in every default so the rest of the code reads plain
@@ -378,6 +452,9 @@ func (r *Router) setDefaults() {
 	if f.FirstByteTimeout == 0 {
 		f.FirstByteTimeout = caddy.Duration(defaultFirstByteTimeout)
 	}
+	if f.StreamIdleTimeout == 0 {
+		f.StreamIdleTimeout = caddy.Duration(defaultStreamIdleTimeout)
+	}
 	if f.Cooldown == 0 {
 		f.Cooldown = caddy.Duration(defaultCooldown)
 	}
@@ -410,11 +487,14 @@ func (r *Router) setDefaults() {
 func (r *Router) Validate() error { return r.validate() }
 
 // configError is a validation error about one named part of the config, so
-// the Caddyfile adapter can point at the line that declared it.
+// the Caddyfile adapter can point at the line of the mistake.
 type configError struct {
 	subject string // "model gpt-4.1", "route simple_qa", "provider backup", ...
-	ref     string // which declaration: the subject, or "model#<index>"
-	msg     string
+	// ref says which declaration, or which line inside it: the subject, or
+	// "model#<index>", optionally followed by "/<subdirective>" or
+	// "/fallback/<name>"; the adapter uses the most precise one it knows.
+	ref string
+	msg string
 }
 
 func (e *configError) Error() string { return e.subject + ": " + e.msg }
@@ -423,9 +503,59 @@ func cfgErr(subject, format string, args ...any) error {
 	return &configError{subject: subject, ref: subject, msg: fmt.Sprintf(format, args...)}
 }
 
-// modelErr is a configError about the i-th model declaration.
-func modelErr(models []*Model, i int, format string, args ...any) error {
-	return &configError{subject: "model " + models[i].Name, ref: "model#" + strconv.Itoa(i), msg: fmt.Sprintf(format, args...)}
+// modelErr is a configError about the i-th model declaration; at names the
+// line inside it ("provider", "fallback/<name>", ...), if any.
+func modelErr(models []*Model, i int, at, format string, args ...any) error {
+	ref := "model#" + strconv.Itoa(i)
+	if at != "" {
+		ref += "/" + at
+	}
+	return &configError{subject: "model " + models[i].Name, ref: ref, msg: fmt.Sprintf(format, args...)}
+}
+
+// didYouMean suggests the known name nearest to a mistyped one, as
+// " (did you mean "x"?)", or "" when none is close.
+func didYouMean(typo string, known []string) string {
+	best, bestDist := "", len(typo)/3+1
+	if bestDist > 3 {
+		bestDist = 3
+	}
+	for _, k := range known {
+		if d := editDistance(typo, k); d <= bestDist && (best == "" || d < bestDist) {
+			best, bestDist = k, d
+		}
+	}
+	if best == "" || best == typo {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// editDistance is the optimal string alignment distance: insertions,
+// deletions, substitutions and transpositions of adjacent characters.
+func editDistance(a, b string) int {
+	x, y := []rune(a), []rune(b)
+	d := make([][]int, len(x)+1)
+	for i := range d {
+		d[i] = make([]int, len(y)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(x); i++ {
+		for j := 1; j <= len(y); j++ {
+			cost := 1
+			if x[i-1] == y[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && x[i-1] == y[j-2] && x[i-2] == y[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(x)][len(y)]
 }
 
 // validate checks cross-references. It is run by Provision (after
@@ -435,6 +565,7 @@ func (r *Router) validate() error {
 		return errors.New("llm_router: at least one provider is required")
 	}
 	providers := make(map[string]bool)
+	var providerNames []string
 	for _, p := range r.Providers {
 		subj := "provider " + p.Name
 		if p.Name == "" {
@@ -444,6 +575,7 @@ func (r *Router) validate() error {
 			return cfgErr(subj, "declared twice")
 		}
 		providers[p.Name] = true
+		providerNames = append(providerNames, p.Name)
 		if p.BaseURL != "" && !strings.Contains(p.BaseURL, "{") {
 			u, err := url.Parse(p.BaseURL)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -458,49 +590,74 @@ func (r *Router) validate() error {
 		return errors.New("llm_router: at least one model is required")
 	}
 	names := make(map[string]int) // first declaration of each name
+	var modelNames []string
+	kinds := make(map[string]modelKind)
 	seen := make(map[string]bool)
 	for i, m := range r.Models {
 		if m.Name == "" {
 			return errors.New("llm_router: a model has no name")
 		}
 		if m.Name == "auto" {
-			return modelErr(r.Models, i, `"auto" is reserved for automatic routing`)
+			return modelErr(r.Models, i, "", `"auto" is reserved for automatic routing`)
 		}
 		prov := m.Provider
 		if prov == "" {
 			prov = r.Providers[0].Name
 		}
 		if !providers[prov] {
-			return modelErr(r.Models, i, "unknown provider %q", prov)
+			return modelErr(r.Models, i, "provider", "unknown provider %q%s", prov, didYouMean(prov, providerNames))
 		}
 		if seen[m.Name+"\x00"+prov] {
-			return modelErr(r.Models, i, "duplicate deployment: model %q is already declared with provider %q", m.Name, prov)
+			return modelErr(r.Models, i, "", "duplicate deployment: model %q is already declared with provider %q", m.Name, prov)
 		}
 		seen[m.Name+"\x00"+prov] = true
 		if m.Priority < 0 {
-			return modelErr(r.Models, i, "priority must be 1 or more")
+			return modelErr(r.Models, i, "priority", "priority must be 1 or more")
 		}
 		if m.Weight < 0 {
-			return modelErr(r.Models, i, "weight must not be negative")
+			return modelErr(r.Models, i, "weight", "weight must not be negative")
 		}
 		if err := m.Price.validate(); err != nil {
-			return modelErr(r.Models, i, "%v", err)
+			return modelErr(r.Models, i, "price", "%v", err)
+		}
+		kind, ok := parseKind(m.Kind)
+		switch {
+		case m.Kind == "":
+			upstream := m.Upstream
+			if upstream == "" {
+				upstream = m.Name
+			}
+			kind = kindOf(m.Name, upstream)
+		case !ok:
+			return modelErr(r.Models, i, "kind", "kind must be chat or embedding, not %q", m.Kind)
+		}
+		if k, declared := kinds[m.Name]; declared && k != kind {
+			return modelErr(r.Models, i, "kind", "is a %s model here but a %s model in another deployment", kind, k)
+		}
+		kinds[m.Name] = kind
+		if m.ProbeBody != "" && !isJSONObject([]byte(m.ProbeBody)) {
+			return modelErr(r.Models, i, "probe_body", "probe_body must be a JSON object")
 		}
 		if _, ok := names[m.Name]; !ok {
 			names[m.Name] = i
+			modelNames = append(modelNames, m.Name)
 		}
 	}
 	for i, m := range r.Models {
 		for _, fb := range m.Fallback {
 			if _, ok := names[fb]; !ok {
-				return modelErr(r.Models, i, "fallback names unknown model %q", fb)
+				return modelErr(r.Models, i, "fallback/"+fb, "fallback names unknown model %q%s", fb, didYouMean(fb, modelNames))
+			}
+			if kinds[fb] != kinds[m.Name] {
+				return modelErr(r.Models, i, "fallback/"+fb, "fallback %q is a %s model; %q is a %s model", fb, kinds[fb], m.Name, kinds[m.Name])
 			}
 		}
 	}
 	if loop := fallbackLoop(r.Models); loop != nil {
-		return modelErr(r.Models, names[loop[0]], "fallback loop: %s", strings.Join(loop, " -> "))
+		return modelErr(r.Models, names[loop[0]], "fallback/"+loop[1], "fallback loop: %s", strings.Join(loop, " -> "))
 	}
-	for _, name := range slices.Sorted(maps.Keys(r.Routes)) {
+	routeNames := slices.Sorted(maps.Keys(r.Routes))
+	for _, name := range routeNames {
 		subj := "route " + name
 		if _, clash := names[name]; clash {
 			return cfgErr(subj, "a route and a model cannot share a name")
@@ -510,13 +667,20 @@ func (r *Router) validate() error {
 		}
 		for _, m := range r.Routes[name] {
 			if _, ok := names[m]; !ok {
-				return cfgErr(subj, "unknown model %q", m)
+				return cfgErr(subj, "unknown model %q%s", m, didYouMean(m, modelNames))
+			}
+			if first := r.Routes[name][0]; kinds[m] != kinds[first] {
+				return cfgErr(subj, "mixes kinds: %q is a %s model, %q a %s model; a route serves one kind", first, kinds[first], m, kinds[m])
 			}
 		}
 	}
 	if r.DefaultRoute != "" {
-		if _, ok := r.Routes[r.DefaultRoute]; !ok {
-			return cfgErr("default_route "+r.DefaultRoute, "unknown route %q", r.DefaultRoute)
+		models, ok := r.Routes[r.DefaultRoute]
+		if !ok {
+			return cfgErr("default_route "+r.DefaultRoute, "unknown route %q%s", r.DefaultRoute, didYouMean(r.DefaultRoute, routeNames))
+		}
+		if kinds[models[0]] != kindChat {
+			return cfgErr("default_route "+r.DefaultRoute, "route %q serves embeddings; the default route is for chat requests (an embeddings request naming no model goes to the embedding models by priority)", r.DefaultRoute)
 		}
 	}
 	if c := r.Currency; c != nil && c.Rate < 0 {
@@ -533,6 +697,9 @@ func (r *Router) validate() error {
 		}
 		if h.DisableBelow != nil && (*h.DisableBelow < 0 || *h.DisableBelow > 100) {
 			return cfgErr("health_check", "disable_below must be between 0 and 100")
+		}
+		if h.ProbeBody != "" && !isJSONObject([]byte(h.ProbeBody)) {
+			return cfgErr("health_check", "probe_body must be a JSON object")
 		}
 	}
 	if r.MaxRequestBody < 0 {

@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,16 +20,14 @@ import (
 // provider is a Provider made ready to serve: its URLs, key and transport.
 // It belongs to one config; a reload builds a new one.
 type provider struct {
-	name          string
-	baseURL       string
-	key           string
-	fingerprint   string // safe to log
-	headers       http.Header
-	timeout       time.Duration
-	transport     *http.Transport
-	chatURL       *url.URL
-	embeddingsURL *url.URL
-	modelsURL     *url.URL
+	name        string
+	baseURL     string
+	key         string
+	fingerprint string // safe to log
+	headers     http.Header
+	timeout     time.Duration
+	transport   *http.Transport
+	urls        [endpointCount]*url.URL // each endpoint's upstream URL
 }
 
 // newProvider resolves placeholders and builds the provider's transport.
@@ -53,15 +53,12 @@ func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provi
 			p.headers.Add(field, repl.ReplaceKnown(v, ""))
 		}
 	}
-	join := func(suffix string) *url.URL {
+	for ep := chatEndpoint; ep < endpointCount; ep++ {
 		v := *u
-		v.Path = strings.TrimRight(u.Path, "/") + suffix
+		v.Path = strings.TrimRight(u.Path, "/") + ep.path()
 		v.RawPath = ""
-		return &v
+		p.urls[ep] = &v
 	}
-	p.chatURL = join("/chat/completions")
-	p.embeddingsURL = join("/embeddings")
-	p.modelsURL = join("/models")
 
 	switch {
 	case key == "":
@@ -72,14 +69,6 @@ func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provi
 			zap.String("provider", p.name), zap.String("key", p.fingerprint))
 	}
 	return p, nil
-}
-
-// urlFor is the provider's URL of an endpoint.
-func (p *provider) urlFor(ep endpoint) *url.URL {
-	if ep == embeddingsEndpoint {
-		return p.embeddingsURL
-	}
-	return p.chatURL
 }
 
 // newTransport is the upstream transport of one provider: keep-alive pools
@@ -105,7 +94,7 @@ func newTransport() *http.Transport {
 func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, min(p.timeout, 15*time.Second))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.modelsURL.String(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.urls[modelsEndpoint].String(), nil)
 	if err != nil {
 		return err
 	}
@@ -119,11 +108,19 @@ func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		return cfgErr("provider "+p.name, "verify_key: %s rejected api_key %s with %d %s (check the key for white space or a typo)",
-			p.modelsURL.Redacted(), p.fingerprint, resp.StatusCode, http.StatusText(resp.StatusCode))
+			p.urls[modelsEndpoint].Redacted(), p.fingerprint, resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	logger.Info("verify_key: api_key accepted", zap.String("provider", p.name),
 		zap.String("key", p.fingerprint), zap.Int("status", resp.StatusCode))
 	return nil
+}
+
+// scrubKey replaces the provider's key in text it sent back.
+func (p *provider) scrubKey(text string) string {
+	if p.key == "" {
+		return text
+	}
+	return strings.ReplaceAll(text, p.key, p.fingerprint)
 }
 
 // setAuth puts the provider's key on an upstream request.
@@ -163,4 +160,53 @@ func unwrapURLError(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// scrubber replaces every configured provider key, wherever it appears in
+// what the router relays but did not write itself (provider error bodies and
+// headers), with the key's fingerprint: some providers echo the request,
+// headers included, in their validation errors.
+type scrubber struct {
+	keys, fingerprints []string
+}
+
+func newScrubber(providers map[string]*provider) *scrubber {
+	s := new(scrubber)
+	for _, p := range providers {
+		if p.key != "" && !slices.Contains(s.keys, p.key) {
+			s.keys = append(s.keys, p.key)
+			s.fingerprints = append(s.fingerprints, p.fingerprint)
+		}
+	}
+	return s
+}
+
+// bytes returns b with every key replaced; b itself when there is none, so
+// the common case copies nothing.
+func (s *scrubber) bytes(b []byte) []byte {
+	for i, k := range s.keys {
+		if bytes.Contains(b, []byte(k)) {
+			b = bytes.ReplaceAll(b, []byte(k), []byte(s.fingerprints[i]))
+		}
+	}
+	return b
+}
+
+// string is bytes for a string.
+func (s *scrubber) string(v string) string {
+	for i, k := range s.keys {
+		if strings.Contains(v, k) {
+			v = strings.ReplaceAll(v, k, s.fingerprints[i])
+		}
+	}
+	return v
+}
+
+// header scrubs every header value in place.
+func (s *scrubber) header(h http.Header) {
+	for _, vs := range h {
+		for i, v := range vs {
+			vs[i] = s.string(v)
+		}
+	}
 }

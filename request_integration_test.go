@@ -154,10 +154,16 @@ func TestBadRequests(t *testing.T) {
 
 // TestEmbeddings are routed and failed over like chat completions.
 func TestEmbeddings(t *testing.T) {
-	g := newGateway(t, defaultRouter)
-	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503})
-	resp, body := g.postPath("/v1/embeddings", `{"model":"simple_qa","input":["red shoes","blue hat"]}`)
-	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+	g := newGateway(t, defaultRouter+`
+	model text-embedding-3-small
+	model text-embedding-3-small {
+		provider backup
+		priority 2
+	}
+	route search text-embedding-3-small`)
+	g.primary.Set("text-embedding-3-small", mockllm.Behavior{Status: 503})
+	resp, body := g.postPath("/v1/embeddings", `{"model":"search","input":["red shoes","blue hat"]}`)
+	expectModel(t, resp, body, "text-embedding-3-small", "backup", 2)
 	var out struct {
 		Object string            `json:"object"`
 		Data   []json.RawMessage `json:"data"`
@@ -165,7 +171,7 @@ func TestEmbeddings(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &out); err != nil || out.Object != "list" || len(out.Data) != 2 {
 		t.Errorf("embeddings answer %s (%v)", body, err)
 	}
-	if reqs := g.primary.RequestsFor("gemini-2.5-flash"); len(reqs) != 1 || reqs[0].Path != "/v1/embeddings" {
+	if reqs := g.backup.RequestsFor("text-embedding-3-small"); len(reqs) != 1 || reqs[0].Path != "/v1/embeddings" {
 		t.Errorf("upstream embeddings requests: %+v", reqs)
 	}
 }

@@ -2,11 +2,10 @@ package llmrouter
 
 import (
 	"cmp"
-	"encoding/json"
-	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,14 +18,21 @@ type plan [][]*deployment
 
 // routing holds the precomputed plans of one config.
 type routing struct {
-	byRoute      map[string]plan
-	byModel      map[string]plan
-	all          plan // every deployment by priority, for requests naming nothing
+	byRoute      map[string]kindPlan
+	byModel      map[string]kindPlan
+	all          [kindEmbedding + 1]plan // every deployment of a kind by priority, for requests naming nothing
 	defaultRoute string
 }
 
+// kindPlan is a plan whose deployments all serve one kind of request.
+type kindPlan struct {
+	plan
+	kind modelKind
+}
+
 // buildRouting precomputes every plan, so that a request costs a map
-// lookup. ds are the deployments in declaration order.
+// lookup. ds are the deployments in declaration order; validation made sure
+// a route's models share one kind.
 func buildRouting(ds []*deployment, routes map[string][]string, defaultRoute string) routing {
 	byPriority := func(list []*deployment) []*deployment {
 		list = slices.Clone(list)
@@ -34,20 +40,24 @@ func buildRouting(ds []*deployment, routes map[string][]string, defaultRoute str
 		return list
 	}
 	byName := make(map[string][]*deployment)
+	var ofKind [kindEmbedding + 1][]*deployment
 	for _, d := range ds {
 		byName[d.name] = append(byName[d.name], d)
+		ofKind[d.kind] = append(ofKind[d.kind], d)
 	}
 	for name, list := range byName {
 		byName[name] = byPriority(list)
 	}
 	rt := routing{
-		byRoute:      make(map[string]plan, len(routes)),
-		byModel:      make(map[string]plan, len(byName)),
-		all:          groupByPriority(byPriority(ds)),
+		byRoute:      make(map[string]kindPlan, len(routes)),
+		byModel:      make(map[string]kindPlan, len(byName)),
 		defaultRoute: defaultRoute,
 	}
-	for name := range byName {
-		rt.byModel[name] = modelPlan(byName, name, nil)
+	for k := range ofKind {
+		rt.all[k] = groupByPriority(byPriority(ofKind[k]))
+	}
+	for name, list := range byName {
+		rt.byModel[name] = kindPlan{modelPlan(byName, name, nil), list[0].kind}
 	}
 	for name, models := range routes {
 		seen := make(map[*deployment]bool)
@@ -55,7 +65,11 @@ func buildRouting(ds []*deployment, routes map[string][]string, defaultRoute str
 		for _, m := range models {
 			p = append(p, modelPlan(byName, m, seen)...)
 		}
-		rt.byRoute[name] = p
+		kp := kindPlan{plan: p, kind: kindChat}
+		if d := p.primary(); d != nil {
+			kp.kind = d.kind
+		}
+		rt.byRoute[name] = kp
 	}
 	return rt
 }
@@ -106,33 +120,76 @@ func (p plan) primary() *deployment {
 	return p[0][0]
 }
 
-// resolve picks the plan for a request by the routing rules (README,
-// "Routing rules"), first that applies: a route header, the model naming a
-// route, the model naming a model, then the default route or every
-// deployment. ok is false when the name is unknown.
-func (rt *routing) resolve(routeHeader, model string) (route string, p plan, ok bool) {
+// resolution is which candidates a request gets, and why.
+type resolution struct {
+	plan      plan   // nil: no candidates (unknown name or wrong kind)
+	route     string // the route it is served from, if any
+	model     string // the model name it named, when a known one
+	name      string // the name that was not found or of the wrong kind
+	wrongKind bool
+}
+
+// resolve picks the plan for a request to an endpoint needing a model of
+// kind, by the routing rules (README, "Routing rules"), first that applies:
+// a route header, the model naming a route, the model naming a model, then,
+// for chat, the default route, else every deployment of the kind by
+// priority.
+func (rt *routing) resolve(routeHeader, model string, kind modelKind) resolution {
+	named := func(kp kindPlan, ok bool, res resolution) resolution {
+		switch {
+		case !ok:
+			res.route, res.model = "", ""
+		case kp.kind != kind:
+			res.wrongKind = true
+		default:
+			res.plan = kp.plan
+		}
+		return res
+	}
 	if routeHeader != "" {
-		p, ok = rt.byRoute[routeHeader]
-		return routeHeader, p, ok
+		kp, ok := rt.byRoute[routeHeader]
+		return named(kp, ok, resolution{route: routeHeader, name: routeHeader})
 	}
 	if model != "" && model != "auto" {
-		if p, ok = rt.byRoute[model]; ok {
-			return model, p, true
+		if kp, ok := rt.byRoute[model]; ok {
+			return named(kp, ok, resolution{route: model, name: model})
 		}
-		p, ok = rt.byModel[model]
-		return "", p, ok
+		kp, ok := rt.byModel[model]
+		return named(kp, ok, resolution{model: model, name: model})
 	}
-	if rt.defaultRoute != "" {
-		return rt.defaultRoute, rt.byRoute[rt.defaultRoute], true
+	if kind == kindChat && rt.defaultRoute != "" {
+		return resolution{plan: rt.byRoute[rt.defaultRoute].plan, route: rt.defaultRoute}
 	}
-	return "", rt.all, true
+	return resolution{plan: rt.all[kind]}
+}
+
+// known returns the names a request gave that this config knows: the route
+// of the header or of the model field, else the model name. Unknown names
+// give "", so that metric labels stay bounded by the config.
+func (rt *routing) known(routeHeader, model string) (route, modelName string) {
+	if _, ok := rt.byRoute[routeHeader]; ok {
+		return routeHeader, ""
+	}
+	if _, ok := rt.byRoute[model]; ok && routeHeader == "" {
+		return model, ""
+	}
+	if _, ok := rt.byModel[model]; ok && routeHeader == "" {
+		return "", model
+	}
+	return "", ""
+}
+
+// skipped is a candidate left out of a request's attempts, and why.
+type skipped struct {
+	d   *deployment
+	why string
 }
 
 // order turns a plan into the deployments to try, in order: each group
 // shuffled by weight × health score; deployments that are disabled or
-// cooling down are left out, unless all are, in which case all are tried,
-// healthiest first.
-func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) []*deployment {
+// cooling down are left out (and returned as skipped, with the reason),
+// unless all are, in which case all are tried, healthiest first.
+func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) ([]*deployment, []skipped) {
 	n := 0
 	for _, g := range p {
 		n += len(g)
@@ -155,8 +212,21 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) []*deployme
 			up = append(up, d)
 		}
 	}
+	if len(up) == len(out) {
+		return out, nil
+	}
 	if len(up) > 0 {
-		return up
+		var skip []skipped
+		for i, d := range out {
+			switch views[i].state {
+			case stateCooldown:
+				left := (views[i].cooldownUntil.Sub(t) + time.Second - 1) / time.Second * time.Second
+				skip = append(skip, skipped{d, "cooling down for " + left.String()})
+			case stateDisabled:
+				skip = append(skip, skipped{d, "disabled (score " + strconv.Itoa(views[i].score) + ")"})
+			}
+		}
+		return up, skip
 	}
 	idx := make([]int, len(out))
 	for i := range idx {
@@ -172,7 +242,7 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) []*deployme
 	for i, k := range idx {
 		sorted[i] = out[k]
 	}
-	return sorted
+	return sorted, nil
 }
 
 // weightedShuffle orders ds (and their views) by a weighted random draw
@@ -208,31 +278,4 @@ func randFloat(rng *rand.Rand) float64 {
 		u = math.SmallestNonzeroFloat64
 	}
 	return u
-}
-
-// buildModelList is the local answer to GET /models: every model name and
-// every route name, in OpenAI's list format.
-func (r *Router) buildModelList() []byte {
-	type entry struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		Created int64  `json:"created"`
-		OwnedBy string `json:"owned_by"`
-	}
-	list := struct {
-		Object string  `json:"object"`
-		Data   []entry `json:"data"`
-	}{Object: "list", Data: []entry{}}
-	seen := make(map[string]bool)
-	for _, m := range r.Models {
-		if !seen[m.Name] {
-			seen[m.Name] = true
-			list.Data = append(list.Data, entry{ID: m.Name, Object: "model", OwnedBy: m.Provider})
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(r.Routes)) {
-		list.Data = append(list.Data, entry{ID: name, Object: "model", OwnedBy: "llm_router"})
-	}
-	b, _ := json.Marshal(list)
-	return b
 }

@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -113,14 +114,15 @@ func TestRoutingRules(t *testing.T) {
 			t.Error("GET /models went upstream")
 		}
 	})
-	t.Run("other paths pass to the next handler", func(t *testing.T) {
+	t.Run("other paths under the matcher get unknown_url", func(t *testing.T) {
 		resp, err := g.tc.Client.Get(gatewayURL + "/healthz")
 		if err != nil {
 			t.Fatal(err)
 		}
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.Header.Get("X-LLM-Model") != "" || len(g.primary.Requests()) != 0 {
-			t.Error("a non-OpenAI path was handled by the router")
+		if resp.StatusCode != http.StatusNotFound || apiErr(t, string(b)).Code != "unknown_url" || len(g.primary.Requests()) != 0 {
+			t.Errorf("GET /healthz: %d %s", resp.StatusCode, b)
 		}
 	})
 }

@@ -45,6 +45,19 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 	if !strings.Contains(text, "upstream attempt failed") {
 		t.Errorf("debug log of the failed attempt missing:\n%s", text)
 	}
+	// one line at load says what the handler serves, keys as fingerprints
+	host := strings.TrimPrefix(g.primaryURL, "http://")
+	var loaded string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, `"msg":"llm_router loaded"`) {
+			loaded = line
+		}
+	}
+	for _, want := range []string{"primary " + host + " key sk-…0001", "deepseek-v3.2@primary (chat, priority 1, weight 1)", "simple_qa: deepseek-v3.2 gemini-2.5-flash", `"default_route":"simple_qa"`, `"probes":"every 30s"`, "USD at 1 per price unit"} {
+		if !strings.Contains(loaded, want) {
+			t.Errorf("load log line %q lacks %q", loaded, want)
+		}
+	}
 }
 
 // TestVerifyKey: a key the provider rejects stops the config from loading,

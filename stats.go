@@ -7,11 +7,17 @@ import (
 )
 
 // deploymentStats are a deployment's counters since its state was created
-// (they survive reloads with it).
+// (they survive reloads with it). Each counts exactly what one Prometheus
+// series counts, so the stats API and the metrics agree: requests are
+// requests_total (client requests the deployment answered, whatever their
+// status, abandoned streams included), outcomes are attempts_total, the
+// histograms observe what request_duration_seconds and
+// time_to_first_token_seconds observe, tokens and costs are tokens_total
+// and cost_total.
 type deploymentStats struct {
 	mu       sync.Mutex
-	requests int64 // upstream attempts, client cancellations excluded
-	errors   int64 // attempts that failed through the deployment's fault
+	requests [endpointCount]int64
+	outcomes [outcomeCount]int64
 	latency  latencyHistogram
 	ttft     latencyHistogram
 	input    int64
@@ -23,7 +29,8 @@ type deploymentStats struct {
 func (s *deploymentStats) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.requests, s.errors, s.input, s.output, s.cached, s.costs = 0, 0, 0, 0, 0, nil
+	s.requests, s.outcomes = [endpointCount]int64{}, [outcomeCount]int64{}
+	s.input, s.output, s.cached, s.costs = 0, 0, 0, nil
 	s.latency, s.ttft = latencyHistogram{}, latencyHistogram{}
 }
 
@@ -33,21 +40,27 @@ type money struct {
 	amount   float64
 }
 
-// recordAttempt counts one finished attempt. failed says whether it counts
-// as the deployment's error; elapsed is its duration and firstByte, for
-// streams, the time to the first event.
-func (s *deploymentStats) recordAttempt(failed bool, elapsed, firstByte time.Duration) {
+// recordAttempt counts one finished upstream attempt.
+func (s *deploymentStats) recordAttempt(o outcome) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests++
-	if failed {
-		s.errors++
-		return
-	}
-	s.latency.observe(elapsed)
-	if firstByte > 0 {
-		s.ttft.observe(firstByte)
-	}
+	s.outcomes[o.index()]++
+	s.mu.Unlock()
+}
+
+// recordRequest counts a client request the deployment answered, and its
+// duration from arrival to the end of the response.
+func (s *deploymentStats) recordRequest(ep endpoint, d time.Duration) {
+	s.mu.Lock()
+	s.requests[ep]++
+	s.latency.observe(d)
+	s.mu.Unlock()
+}
+
+// recordFirstToken observes a stream's time from arrival to first event.
+func (s *deploymentStats) recordFirstToken(d time.Duration) {
+	s.mu.Lock()
+	s.ttft.observe(d)
+	s.mu.Unlock()
 }
 
 // recordUsage adds a response's tokens and its cost in currency.

@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 )
 
 // maxEventSize bounds one SSE event, so a provider that never ends a line
@@ -24,16 +25,21 @@ var errWritingDownstream = errors.New("writing to the client")
 
 // streamRelay writes events to the client, pulling the usage out on the way.
 type streamRelay struct {
-	strip bool // the client did not ask for usage: drop the usage-only chunk
-	usage *usage
-	done  bool  // saw [DONE]
-	chars int64 // characters of content streamed, to estimate usage
+	strip   bool   // the client did not ask for usage: drop the usage-only chunk
+	textKey []byte // where the API's streamed text is
+	// idleTimer, when set, is rearmed for idle after every upstream event
+	idle      time.Duration
+	idleTimer *time.Timer
+
+	usage  *usage
+	done   bool  // saw [DONE]
+	chars  int64 // characters of text streamed, to estimate usage
+	events int   // events relayed
 }
 
 var (
 	usagePrefix = []byte(`"usage":{`)
 	doneData    = []byte("[DONE]")
-	contentKey  = []byte(`"content":"`)
 )
 
 // relay writes first, then every following event of events, to w. Each
@@ -49,6 +55,9 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *sseReader, 
 	}
 	for err == nil {
 		ev, rerr := events.next()
+		if s.idleTimer != nil {
+			s.idleTimer.Reset(s.idle)
+		}
 		if rerr != nil {
 			if rerr == io.EOF {
 				return nil
@@ -64,9 +73,12 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *sseReader, 
 
 // forward relays one event (the caller flushes).
 func (s *streamRelay) forward(w io.Writer, ev []byte) error {
+	s.events++
 	data := eventData(ev)
-	if i := bytes.Index(data, contentKey); i >= 0 {
-		s.chars += jsonStringChars(data[i+len(contentKey):])
+	if len(s.textKey) > 0 {
+		if i := bytes.Index(data, s.textKey); i >= 0 {
+			s.chars += jsonStringChars(data[i+len(s.textKey):])
+		}
 	}
 	if bytes.Equal(data, doneData) {
 		s.done = true
@@ -79,6 +91,17 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		}
 	}
 	_, err := w.Write(ev)
+	return err
+}
+
+// writeStreamError ends a committed stream with an error event in the form
+// the official SDKs raise on (a data member "error").
+func writeStreamError(w io.Writer, e *routerError) error {
+	b := make([]byte, 0, 256)
+	b = append(b, "data: "...)
+	b = append(b, e.envelope()...)
+	b = append(b, "\n\n"...)
+	_, err := w.Write(b)
 	return err
 }
 
@@ -123,6 +146,10 @@ func (s *sseReader) ready() bool {
 		return false
 	}
 	b, _ := s.r.Peek(n)
+	// stray blank lines before an event do not end one
+	for len(b) > 0 && (b[0] == '\n' || b[0] == '\r') {
+		b = b[1:]
+	}
 	return bytes.Contains(b, eventEnd) || bytes.Contains(b, eventEndCRLF)
 }
 
@@ -130,6 +157,7 @@ func (s *sseReader) ready() bool {
 // io.EOF; a partial event at the end is dropped, since it never completed.
 func (s *sseReader) next() ([]byte, error) {
 	s.buf = s.buf[:0]
+	lineStart := 0 // where the line being read began in buf
 	for {
 		line, err := s.r.ReadSlice('\n')
 		if len(s.buf)+len(line) > maxEventSize {
@@ -138,15 +166,19 @@ func (s *sseReader) next() ([]byte, error) {
 		s.buf = append(s.buf, line...)
 		switch {
 		case err == bufio.ErrBufferFull:
-			continue
+			continue // the rest of a long line follows
 		case err == io.EOF && len(s.buf) > 0:
 			return nil, io.ErrUnexpectedEOF
 		case err != nil:
 			return nil, err
 		}
-		if len(line) == 1 || (len(line) == 2 && line[0] == '\r') {
-			if len(s.buf) == len(line) {
-				s.buf = s.buf[:0] // a stray blank line, not an event
+		// a whole line, possibly read in pieces: blank if it is only
+		// its terminator
+		whole := s.buf[lineStart:]
+		lineStart = len(s.buf)
+		if len(whole) == 1 || (len(whole) == 2 && whole[0] == '\r') {
+			if len(s.buf) == len(whole) {
+				s.buf, lineStart = s.buf[:0], 0 // a stray blank line, not an event
 				continue
 			}
 			return s.buf, nil

@@ -7,21 +7,28 @@ type usage struct {
 	estimated                  bool
 }
 
-// usageFromJSON finds the top-level "usage" of a response body. It decodes
-// nothing else and allocates nothing.
+// usageFromJSON finds the top-level "usage" of a response body.
 func usageFromJSON(b []byte) (usage, bool) {
-	var u usage
-	found := false
-	ok := forEachMember(b, func(key []byte, val []byte) {
+	u, found, _ := answerUsage(b)
+	return u, found
+}
+
+// answerUsage finds the top-level "usage" of a response body; valid reports
+// whether b is a JSON object at all (the check costs nothing extra: the scan
+// that finds usage validates the whole body). It decodes nothing else and
+// allocates nothing.
+func answerUsage(b []byte) (u usage, found, valid bool) {
+	valid = forEachMember(b, func(key []byte, val []byte) {
 		if string(key) == "usage" {
 			u, found = parseUsageObject(val)
 		}
 	})
-	return u, ok && found
+	return u, found && valid, valid
 }
 
-// usageFromChunk reads a stream chunk's usage and how many choices it has
-// (a usage-only chunk has none).
+// usageFromChunk reads a stream event's usage and how many choices it has
+// (a usage-only chunk has none): a chat or completions chunk's "usage", or
+// the "response.usage" of the Responses API's response.completed event.
 func usageFromChunk(data []byte) (u usage, choices int, found bool) {
 	forEachMember(data, func(key []byte, val []byte) {
 		switch string(key) {
@@ -31,22 +38,30 @@ func usageFromChunk(data []byte) (u usage, choices int, found bool) {
 			if val[0] == '[' {
 				forEachElement(val, func([]byte) { choices++ })
 			}
+		case "response":
+			forEachMember(val, func(key []byte, val []byte) {
+				if string(key) == "usage" {
+					u, found = parseUsageObject(val)
+				}
+			})
 		}
 	})
 	return u, choices, found
 }
 
-// parseUsageObject reads OpenAI's usage object: prompt_tokens,
-// completion_tokens and prompt_tokens_details.cached_tokens.
+// parseUsageObject reads a usage object in either of OpenAI's shapes:
+// prompt_tokens, completion_tokens and prompt_tokens_details.cached_tokens
+// (chat, completions, embeddings), or input_tokens, output_tokens and
+// input_tokens_details.cached_tokens (Responses). A null usage is not found.
 func parseUsageObject(obj []byte) (usage, bool) {
 	var u usage
 	ok := forEachMember(obj, func(key []byte, val []byte) {
 		switch string(key) {
-		case "prompt_tokens":
+		case "prompt_tokens", "input_tokens":
 			u.input = atoi(val)
-		case "completion_tokens":
+		case "completion_tokens", "output_tokens":
 			u.output = atoi(val)
-		case "prompt_tokens_details":
+		case "prompt_tokens_details", "input_tokens_details":
 			forEachMember(val, func(key []byte, val []byte) {
 				if string(key) == "cached_tokens" {
 					u.cachedInput = atoi(val)
@@ -57,18 +72,44 @@ func parseUsageObject(obj []byte) (usage, bool) {
 	return u, ok
 }
 
+// errorMember reports whether a JSON object is an error rather than an
+// answer: it has a non-null top-level "error", or is the Responses API's
+// {"type":"error"} event.
+func errorMember(b []byte) bool {
+	isErr := false
+	forEachMember(b, func(key []byte, val []byte) {
+		switch string(key) {
+		case "error":
+			isErr = isErr || val[0] != 'n'
+		case "type":
+			isErr = isErr || string(val) == `"error"` || string(val) == `"response.failed"`
+		}
+	})
+	return isErr
+}
+
 // forEachMember calls f with each member of the JSON object b (keys raw,
-// values as their bytes); false if b is not a valid object.
+// values as their bytes); false if b is not one valid object (white space
+// around it allowed).
 func forEachMember(b []byte, f func(key, val []byte)) bool {
 	s := jsonScanner{b: b}
 	s.ws()
 	if s.i >= len(b) || b[s.i] != '{' {
 		return false
 	}
-	return s.object(1, func(key []byte, val span) error {
+	if s.object(0, func(key []byte, val span) error {
 		f(key, b[val.start:val.end])
 		return nil
-	}) == nil
+	}) != nil {
+		return false
+	}
+	s.ws()
+	return s.i == len(b)
+}
+
+// isJSONObject reports whether b is one valid JSON object.
+func isJSONObject(b []byte) bool {
+	return forEachMember(b, func(_, _ []byte) {})
 }
 
 // forEachElement calls f with each element of the JSON array b.

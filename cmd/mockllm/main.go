@@ -3,10 +3,14 @@
 // out-of-process testing of the gateway.
 //
 // The mock answers on /v1/... (any path ending in /chat/completions,
-// /embeddings or /models). A control API lives under /_mock/:
+// /completions, /responses, /embeddings or /models, and GET …/models/{id}).
+// A control API lives under /_mock/:
 //
-//	POST   /_mock/behavior?model=<id>  JSON Behavior body, e.g. {"status":503,"times":2} or
-//	                                   {"latency":"50ms","break_after_chunks":3}; without
+//	POST   /_mock/behavior?model=<id>  JSON Behavior body, e.g. {"status":503,"times":2},
+//	                                   {"latency":"50ms","break_after_chunks":3},
+//	                                   {"status":400,"echo":true}, {"error_event":true},
+//	                                   {"content_type":"text/html","body":"<html>..."},
+//	                                   {"empty_body":true} or {"truncate_after":20}; without
 //	                                   ?model it sets the default for all models.
 //	                                   Unset latency, chunk_delay and chunks fall back to the flags.
 //	DELETE /_mock/behavior             back to healthy (the flag defaults)

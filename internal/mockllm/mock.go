@@ -1,9 +1,11 @@
 // Package mockllm is a test-only, fault-injecting mock of an OpenAI-compatible
-// LLM upstream. It speaks the real OpenAI wire format for chat completions
-// (plain and SSE streaming), embeddings and the model list, produces
-// deterministic token counts, records every request it receives and can be
-// told, per upstream model id, to answer with errors, delays, hangs, TCP
-// resets, malformed bodies or broken streams.
+// LLM upstream. It speaks the real OpenAI wire format for chat completions,
+// legacy completions and the Responses API (each plain and SSE streaming),
+// embeddings, the model list and single models, produces deterministic token
+// counts, records every request it receives and can be told, per upstream
+// model id, to answer with errors (optionally echoing the request headers),
+// delays, hangs, TCP resets, malformed, empty, truncated or mistyped bodies,
+// broken or stalled streams and error events inside a 200 stream.
 //
 // Every wait inside the handler is bounded by the client going away, and the
 // open-ended waits (Hang, StallBeforeFirstChunk, HoldAfterChunks) hijack the
@@ -54,9 +56,46 @@ type Behavior struct {
 	// Body is sent verbatim instead of the default body, with Status or alone
 	// with 200. Such responses are not counted in Served.
 	Body string
+	// Echo makes the error envelope of a non-200 Status echo the request
+	// headers in its message, as some providers do in validation errors:
+	// "Invalid request. Headers: Authorization: Bearer sk-...; Content-Type:
+	// application/json; ..." (every request header and Host, sorted by name,
+	// "Name: value" joined with "; "). The ErrorEvent message echoes them
+	// too. Every answer of the behavior (healthy ones and Body included) also
+	// carries the request's Authorization value in the X-Echo-Authorization
+	// response header, so header scrubbing can be tested.
+	Echo bool
+	// ContentType, when set, overrides the Content-Type of every answer the
+	// behavior shapes (Body, EmptyBody, error envelopes, Malformed, healthy
+	// answers). A stream request gets a healthy SSE stream only if it names a
+	// text/event-stream type; otherwise it gets the complete non-stream JSON
+	// answer (as if "stream" were ignored) under that Content-Type. Healthy
+	// answers are still counted in Served.
+	ContentType string
+	// EmptyBody makes the mock answer Status (200 when zero) with an empty
+	// body and Content-Length: 0. It wins over Body. Not counted in Served.
+	EmptyBody bool
+	// TruncateAfter (non-stream only), when positive and shorter than the
+	// healthy JSON body, sends only the body's first TruncateAfter bytes and
+	// declares that as the Content-Length, so the client reads a complete but
+	// cut body. Not counted in Served.
+	TruncateAfter int
+	// ErrorEvent (stream only) sends an error inside the 200 stream and then
+	// ends it cleanly without [DONE], as OpenAI-compatible providers do: for
+	// chat right after the role chunk, for legacy completions as the first
+	// event, data: {"error":{"message":"The server had an error while
+	// processing your request.","type":"server_error","param":null,
+	// "code":null}}; for the Responses API "event: error" with data
+	// {"type":"error","code":"server_error","message":...,"param":null,
+	// "sequence_number":1} right after response.created. Not counted in
+	// Served.
+	ErrorEvent bool
 	// Latency is waited before the response headers are sent; the wait ends
 	// early if the client goes away.
 	Latency time.Duration
+	// BodyDelay, with Body (or EmptyBody), is waited between sending the
+	// headers and the body: a slow answer whose status arrives at once.
+	BodyDelay time.Duration
 	// Hang makes the mock never answer; the handler returns only when the
 	// client goes away.
 	Hang bool
@@ -73,16 +112,19 @@ type Behavior struct {
 	// abruptly (TCP RST) right after this many content chunks; no [DONE].
 	BreakAfterChunks int
 	// HoldAfterChunks (stream only), when positive, stops sending after this
-	// many content chunks and waits until the client goes away.
+	// many content chunks and waits until the client goes away: a mid-stream
+	// stall (the connection stays open, no more bytes, no [DONE]).
 	HoldAfterChunks int
 	// ChunkDelay (stream only) is waited before each content chunk and before
 	// the finishing chunk.
 	ChunkDelay time.Duration
 	// Chunks is the number of content chunks in a stream or words in a
 	// non-stream answer (also the completion token count); 0 means
-	// DefaultChunks. A smaller positive max_tokens in the request wins.
+	// DefaultChunks. A smaller positive max_tokens (max_completion_tokens,
+	// max_output_tokens for the Responses API) in the request wins.
 	Chunks int
-	// CachedTokens is reported as usage.prompt_tokens_details.cached_tokens.
+	// CachedTokens is reported as usage.prompt_tokens_details.cached_tokens
+	// (usage.input_tokens_details.cached_tokens for the Responses API).
 	CachedTokens int
 	// Times, when positive, applies this behavior to the next Times requests
 	// for the model only, after which the model reverts to the default
@@ -99,7 +141,8 @@ type Request struct {
 	Header http.Header
 	// Body is the raw request body.
 	Body []byte
-	// Model is the body's "model" field ("" if absent or not JSON).
+	// Model is the body's "model" field ("" if absent or not JSON); for
+	// GET …/models/{id} it is the id from the path.
 	Model string
 	// Stream is the body's "stream" field.
 	Stream bool
@@ -121,6 +164,7 @@ type entry struct {
 type Server struct {
 	once     sync.Once
 	canceled chan string
+	arrived  chan string
 	nextID   atomic.Int64
 
 	mu         sync.Mutex
@@ -142,6 +186,7 @@ func New() *Server {
 func (s *Server) init() {
 	s.once.Do(func() {
 		s.canceled = make(chan string, canceledBufSize)
+		s.arrived = make(chan string, canceledBufSize)
 		s.mu.Lock()
 		s.behaviors = map[string]*entry{}
 		s.known = map[string]struct{}{}
@@ -205,6 +250,7 @@ func (s *Server) Reset() {
 	for {
 		select {
 		case <-s.canceled:
+		case <-s.arrived:
 		default:
 			return
 		}
@@ -239,7 +285,10 @@ func (s *Server) filter(keep func(Request) bool) []Request {
 
 // Served returns the usage summed over the successful, complete responses
 // served for model: a non-stream 200 whose body was fully written, or a
-// stream that reached [DONE].
+// stream that reached [DONE] (response.completed for the Responses API).
+// Chat completions, legacy completions and Responses API answers count
+// prompt/input tokens as Prompt and completion/output tokens as Completion;
+// embeddings count their input tokens as Prompt.
 func (s *Server) Served(model string) Usage {
 	s.init()
 	s.mu.Lock()
@@ -255,6 +304,14 @@ func (s *Server) Canceled() <-chan string {
 	return s.canceled
 }
 
+// Arrived receives the model id of every request as soon as it is recorded,
+// before any behavior applies: a test can act while the mock holds a
+// request. Buffered like Canceled; Reset drains it.
+func (s *Server) Arrived() <-chan string {
+	s.init()
+	return s.arrived
+}
+
 // PromptTokens returns the deterministic prompt token count the mock reports
 // for a chat completion request body: the number of whitespace-separated
 // words in all string "content" fields of "messages" (and in the "text" of
@@ -268,6 +325,69 @@ func PromptTokens(body []byte) int {
 		return 0
 	}
 	return messageTokens(req.Messages)
+}
+
+// CompletionPromptTokens returns the deterministic prompt token count the
+// mock reports for a legacy completions request body: the number of
+// whitespace-separated words of the "prompt" (a string or an array of
+// strings; token id arrays count one per id) plus 3 per prompt. It returns 0
+// for a body that is not valid JSON or has no usable prompt.
+func CompletionPromptTokens(body []byte) int {
+	var req struct {
+		Prompt json.RawMessage `json:"prompt"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return 0
+	}
+	n, _ := promptTokens(req.Prompt)
+	return n
+}
+
+func promptTokens(raw json.RawMessage) (int, bool) {
+	ins, ok := embeddingInputs(raw)
+	if !ok {
+		return 0, false
+	}
+	n := 0
+	for _, in := range ins {
+		n += in.tokens + 3
+	}
+	return n, true
+}
+
+// ResponseInputTokens returns the deterministic input token count the mock
+// reports for a Responses API request body: the number of
+// whitespace-separated words of the "instructions" and of all input text,
+// plus 3 per input item. A string "input" counts as one item; an array item's
+// "content" is a string or an array of parts whose "text" is counted. It
+// returns 0 for a body that is not valid JSON.
+func ResponseInputTokens(body []byte) int {
+	var req struct {
+		Input        json.RawMessage `json:"input"`
+		Instructions json.RawMessage `json:"instructions"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return 0
+	}
+	n, _ := inputTokens(req.Input, req.Instructions)
+	return n
+}
+
+func inputTokens(input, instructions json.RawMessage) (int, bool) {
+	n := 0
+	var instr string
+	if json.Unmarshal(instructions, &instr) == nil {
+		n += len(strings.Fields(instr))
+	}
+	var str string
+	if json.Unmarshal(input, &str) == nil {
+		return n + len(strings.Fields(str)) + 3, true
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(input, &items) != nil || items == nil {
+		return n, false
+	}
+	return n + messageTokens(items), true
 }
 
 func messageTokens(msgs []json.RawMessage) int {
@@ -357,19 +477,58 @@ func sniff(body []byte) (model string, stream, includeUsage bool) {
 	return model, stream, so.IncludeUsage
 }
 
-// ServeHTTP serves POST …/chat/completions, POST …/embeddings and
-// GET …/models, applying the behavior configured for the body's model.
+// modelPathID returns the {id} of a …/models/{id} path, or "". The id is
+// everything after the first "/models/", so ids with slashes work.
+func modelPathID(p string) string {
+	_, id, ok := strings.Cut(p, "/models/")
+	if !ok {
+		return ""
+	}
+	return id
+}
+
+// ServeHTTP serves POST …/chat/completions, POST …/completions,
+// POST …/responses, POST …/embeddings, GET …/models and GET …/models/{id},
+// applying the behavior configured for the body's model (the path's id for
+// GET …/models/{id}).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.init()
 	body, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	rec := Request{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
+	p := r.URL.Path
+	var want string
+	var serve func(*call, []byte)
+	switch {
+	case strings.HasSuffix(p, "/chat/completions"):
+		want, serve = http.MethodPost, (*call).chat
+	case strings.HasSuffix(p, "/completions"):
+		want, serve = http.MethodPost, (*call).completions
+	case strings.HasSuffix(p, "/responses"):
+		want, serve = http.MethodPost, (*call).responses
+	case strings.HasSuffix(p, "/embeddings"):
+		want, serve = http.MethodPost, (*call).embeddings
+	case strings.HasSuffix(p, "/models"):
+		want, serve = http.MethodGet, (*call).models
+	case modelPathID(p) != "":
+		want, serve = http.MethodGet, (*call).retrieveModel
+	}
+	rec := Request{Method: r.Method, Path: p, Header: r.Header.Clone(), Body: body}
 	rec.Model, rec.Stream, rec.IncludeUsage = sniff(body)
+	fromPath := serve != nil && want == http.MethodGet && !strings.HasSuffix(p, "/models")
+	if fromPath {
+		// A model id from the path is not "seen": GET …/models/{id} must
+		// not make an unknown model known.
+		rec.Model = modelPathID(p)
+	}
 	s.mu.Lock()
 	s.requests = append(s.requests, rec)
-	if rec.Model != "" {
+	if rec.Model != "" && !fromPath {
 		s.known[rec.Model] = struct{}{}
 	}
 	s.mu.Unlock()
+	select {
+	case s.arrived <- rec.Model:
+	default:
+	}
 
 	c := &call{s: s, w: w, r: r, rc: http.NewResponseController(w), model: rec.Model}
 	if readErr != nil {
@@ -390,17 +549,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	p := r.URL.Path
-	var want string
-	var serve func(*call, []byte)
-	switch {
-	case strings.HasSuffix(p, "/chat/completions"):
-		want, serve = http.MethodPost, (*call).chat
-	case strings.HasSuffix(p, "/embeddings"):
-		want, serve = http.MethodPost, (*call).embeddings
-	case strings.HasSuffix(p, "/models"):
-		want, serve = http.MethodGet, (*call).models
-	default:
+	if serve == nil {
 		writeError(w, http.StatusNotFound,
 			fmt.Sprintf("Unknown request URL: %s %s. Please check the URL for typos.", r.Method, p),
 			"invalid_request_error", "unknown_url", "")
@@ -423,7 +572,29 @@ type call struct {
 	r        *http.Request
 	rc       *http.ResponseController
 	model    string
+	b        Behavior // the behavior taken for this request (zero before take)
 	reported bool
+}
+
+// take takes the behavior for model and remembers it.
+func (c *call) take(model string) Behavior {
+	c.b = c.s.take(model)
+	return c.b
+}
+
+// ctype is the Content-Type for an answer whose natural type is def.
+func (c *call) ctype(def string) string {
+	if c.b.ContentType != "" {
+		return c.b.ContentType
+	}
+	return def
+}
+
+// sse reports whether a stream request is answered with an SSE stream (and
+// not, because of ContentType, with the non-stream JSON answer).
+func (c *call) sse() bool {
+	ct := strings.ToLower(strings.TrimSpace(c.b.ContentType))
+	return ct == "" || strings.HasPrefix(ct, "text/event-stream")
 }
 
 // gone reports (once) that the client went away before the answer finished.
@@ -504,20 +675,33 @@ func (c *call) preamble(b Behavior, stream bool) bool {
 	if b.RetryAfter != "" {
 		h.Set("Retry-After", b.RetryAfter)
 	}
+	if auth := c.r.Header.Get("Authorization"); b.Echo && auth != "" {
+		h.Set("X-Echo-Authorization", auth)
+	}
 	status := b.Status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	if b.Body != "" {
+	if b.Body != "" || b.EmptyBody {
 		if stream && status == http.StatusOK {
-			h.Set("Content-Type", "text/event-stream")
+			h.Set("Content-Type", c.ctype("text/event-stream"))
 			h.Set("Cache-Control", "no-cache")
 		} else {
-			h.Set("Content-Type", "application/json")
+			h.Set("Content-Type", c.ctype("application/json"))
 		}
-		h.Set("Content-Length", fmt.Sprint(len(b.Body)))
+		out := b.Body
+		if b.EmptyBody {
+			out = ""
+		}
+		h.Set("Content-Length", fmt.Sprint(len(out)))
 		c.w.WriteHeader(status)
-		if _, err := io.WriteString(c.w, b.Body); err != nil {
+		if b.BodyDelay > 0 {
+			if c.rc.Flush() != nil || !c.sleep(b.BodyDelay) {
+				c.gone()
+				return false
+			}
+		}
+		if _, err := io.WriteString(c.w, out); err != nil {
 			c.gone()
 		} else if err := c.rc.Flush(); err != nil {
 			c.gone()
@@ -526,10 +710,33 @@ func (c *call) preamble(b Behavior, stream bool) bool {
 	}
 	if status != http.StatusOK {
 		msg, typ, code := envelopeFor(status)
-		writeError(c.w, status, msg, typ, code, "")
+		if b.Echo {
+			msg += " Headers: " + echoHeaders(c.r)
+		}
+		writeErrorAs(c.w, status, c.ctype("application/json"), msg, typ, code)
 		return false
 	}
 	return true
+}
+
+// echoHeaders renders the request headers (and Host) the way some providers
+// echo them in error messages: "Name: value" sorted by name, joined with
+// "; ", several values of one header joined with ", ".
+func echoHeaders(r *http.Request) string {
+	hdr := r.Header.Clone()
+	if r.Host != "" {
+		hdr.Set("Host", r.Host)
+	}
+	names := make([]string, 0, len(hdr))
+	for k := range hdr {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, k := range names {
+		parts[i] = k + ": " + strings.Join(hdr[k], ", ")
+	}
+	return strings.Join(parts, "; ")
 }
 
 func envelopeFor(status int) (msg, typ string, code any) {
@@ -569,15 +776,20 @@ type errorEnvelope struct {
 
 // writeError writes an OpenAI error envelope. code is a string or nil.
 func writeError(w http.ResponseWriter, status int, msg, typ string, code any, retryAfter string) {
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	writeErrorAs(w, status, "application/json", msg, typ, code)
+}
+
+// writeErrorAs writes an OpenAI error envelope under Content-Type ctype.
+func writeErrorAs(w http.ResponseWriter, status int, ctype, msg, typ string, code any) {
 	var env errorEnvelope
 	env.Error.Message, env.Error.Type, env.Error.Code = msg, typ, code
 	js, _ := json.Marshal(env)
 	js = append(js, '\n')
 	h := w.Header()
-	if retryAfter != "" {
-		h.Set("Retry-After", retryAfter)
-	}
-	h.Set("Content-Type", "application/json")
+	h.Set("Content-Type", ctype)
 	h.Set("Content-Length", fmt.Sprint(len(js)))
 	w.WriteHeader(status)
 	_, _ = w.Write(js)
@@ -589,12 +801,33 @@ func badRequest(w http.ResponseWriter, msg string, code any) {
 
 const badJSON = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
 
-// finishJSON writes a complete JSON body, records u as served just before the
-// final bytes go out (so a client that has parsed the body always observes
-// it) and rolls that back if writing fails.
+// finishJSON writes a complete JSON body, records u (unless zero) as served
+// just before the final bytes go out (so a client that has parsed the body
+// always observes it) and rolls that back if writing fails. TruncateAfter
+// cuts the body instead, and nothing is recorded.
 func (c *call) finishJSON(js []byte, u Usage) {
 	h := c.w.Header()
-	h.Set("Content-Type", "application/json")
+	h.Set("Content-Type", c.ctype("application/json"))
+	if t := c.b.TruncateAfter; t > 0 && t < len(js) {
+		h.Set("Content-Length", fmt.Sprint(t))
+		c.w.WriteHeader(http.StatusOK)
+		if _, err := c.w.Write(js[:t]); err != nil {
+			c.gone()
+		} else if err := c.rc.Flush(); err != nil {
+			c.gone()
+		}
+		return
+	}
+	if u == (Usage{}) {
+		h.Set("Content-Length", fmt.Sprint(len(js)))
+		c.w.WriteHeader(http.StatusOK)
+		if _, err := c.w.Write(js); err != nil {
+			c.gone()
+		} else if err := c.rc.Flush(); err != nil {
+			c.gone()
+		}
+		return
+	}
 	h.Set("Content-Length", fmt.Sprint(len(js)))
 	c.w.WriteHeader(http.StatusOK)
 	cut := max(len(js)-2, 0)
@@ -672,6 +905,54 @@ type chunk struct {
 
 func word(i int) string { return fmt.Sprintf("w%d ", i) }
 
+// answerLength is the number of words (content chunks) of an answer: Chunks
+// (DefaultChunks when zero), capped by any smaller positive limit.
+func answerLength(b Behavior, limits ...*int) int {
+	n := b.Chunks
+	if n <= 0 {
+		n = DefaultChunks
+	}
+	for _, mt := range limits {
+		if mt != nil && *mt > 0 && *mt < n {
+			n = *mt
+		}
+	}
+	return n
+}
+
+func answerText(n int) string {
+	var text strings.Builder
+	for i := range n {
+		text.WriteString(word(i))
+	}
+	return text.String()
+}
+
+// errorEventMessage is the message of the ErrorEvent fault.
+func (c *call) errorEventMessage() string {
+	msg := "The server had an error while processing your request."
+	if c.b.Echo {
+		msg += " Headers: " + echoHeaders(c.r)
+	}
+	return msg
+}
+
+// chatErrorEvent sends the ErrorEvent fault of chat and legacy completion
+// streams: an OpenAI error object as SSE data.
+func (c *call) chatErrorEvent() {
+	var ev struct {
+		Error struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Param   *string `json:"param"`
+			Code    *string `json:"code"`
+		} `json:"error"`
+	}
+	ev.Error.Message, ev.Error.Type = c.errorEventMessage(), "server_error"
+	js, _ := json.Marshal(ev)
+	c.event(js)
+}
+
 func (c *call) chat(body []byte) {
 	var req struct {
 		Model         string          `json:"model"`
@@ -687,8 +968,8 @@ func (c *call) chat(body []byte) {
 		badRequest(c.w, badJSON, nil)
 		return
 	}
-	b := c.s.take(req.Model)
-	if !c.preamble(b, req.Stream) {
+	b := c.take(req.Model)
+	if !c.preamble(b, req.Stream && c.sse()) {
 		return
 	}
 	var msgs []json.RawMessage
@@ -700,30 +981,18 @@ func (c *call) chat(body []byte) {
 		badRequest(c.w, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "empty_array")
 		return
 	}
-	n := b.Chunks
-	if n <= 0 {
-		n = DefaultChunks
-	}
-	for _, mt := range []*int{req.MaxTokens, req.MaxCompletionTokens} {
-		if mt != nil && *mt > 0 && *mt < n {
-			n = *mt
-		}
-	}
+	n := answerLength(b, req.MaxTokens, req.MaxCompletionTokens)
 	prompt := messageTokens(msgs)
 	id := fmt.Sprintf("chatcmpl-mock-%d", c.s.nextID.Add(1))
 	served := Usage{Prompt: prompt, Completion: n, Cached: b.CachedTokens, Requests: 1}
-	if req.Stream {
-		c.stream(b, id, req.Model, n, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, served)
+	if req.Stream && c.sse() {
+		c.chatStream(id, req.Model, n, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, served)
 		return
 	}
 
 	if b.Malformed {
 		c.malformed(fmt.Sprintf(`{"id":%q,"object":"chat.completion","created":%d,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"w0 w1 `, id, Created, req.Model))
 		return
-	}
-	var text strings.Builder
-	for i := range n {
-		text.WriteString(word(i))
 	}
 	resp := completion{ID: id, Object: "chat.completion", Created: Created, Model: req.Model,
 		Usage: makeUsage(prompt, n, b.CachedTokens)}
@@ -733,7 +1002,7 @@ func (c *call) chat(body []byte) {
 		Logprobs     *string `json:"logprobs"`
 		FinishReason string  `json:"finish_reason"`
 	}, 1)
-	resp.Choices[0].Message = message{Role: "assistant", Content: text.String()}
+	resp.Choices[0].Message = message{Role: "assistant", Content: answerText(n)}
 	resp.Choices[0].FinishReason = "stop"
 	js, _ := json.Marshal(resp)
 	c.finishJSON(append(js, '\n'), served)
@@ -741,7 +1010,7 @@ func (c *call) chat(body []byte) {
 
 // malformed answers 200 application/json with a body that is not valid JSON.
 func (c *call) malformed(body string) {
-	c.w.Header().Set("Content-Type", "application/json")
+	c.w.Header().Set("Content-Type", c.ctype("application/json"))
 	c.w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	c.w.WriteHeader(http.StatusOK)
 	if _, err := io.WriteString(c.w, body); err != nil {
@@ -749,9 +1018,21 @@ func (c *call) malformed(body string) {
 	}
 }
 
-// event writes one SSE event and flushes it.
+// event writes one SSE event (data line only) and flushes it.
 func (c *call) event(data []byte) bool {
-	if _, err := fmt.Fprintf(c.w, "data: %s\n\n", data); err != nil {
+	return c.namedEvent("", data)
+}
+
+// namedEvent writes one SSE event, with an "event:" line before the data
+// when name is set, and flushes it.
+func (c *call) namedEvent(name string, data []byte) bool {
+	var err error
+	if name != "" {
+		_, err = fmt.Fprintf(c.w, "event: %s\ndata: %s\n\n", name, data)
+	} else {
+		_, err = fmt.Fprintf(c.w, "data: %s\n\n", data)
+	}
+	if err != nil {
 		c.gone()
 		return false
 	}
@@ -762,9 +1043,28 @@ func (c *call) event(data []byte) bool {
 	return true
 }
 
-func (c *call) stream(b Behavior, id, model string, n int, includeUsage bool, served Usage) {
+// streamPlan is what one streaming endpoint sends; runStream applies the
+// stream faults (StallBeforeFirstChunk, Malformed, ChunkDelay,
+// BreakAfterChunks, HoldAfterChunks) around it and records Served.
+type streamPlan struct {
+	// malformed sends the Malformed fault's events.
+	malformed func()
+	// open sends the events before the first content chunk, including the
+	// ErrorEvent fault; it reports false when the stream is over.
+	open func() bool
+	// chunk sends content chunk i.
+	chunk func(i int) bool
+	// close sends the events after the last content chunk.
+	close func() bool
+	// final sends the last event; Served is recorded just before it and
+	// rolled back if it cannot be written.
+	final func() bool
+}
+
+func (c *call) runStream(n int, served Usage, p streamPlan) {
+	b := c.b
 	h := c.w.Header()
-	h.Set("Content-Type", "text/event-stream")
+	h.Set("Content-Type", c.ctype("text/event-stream"))
 	h.Set("Cache-Control", "no-cache")
 	c.w.WriteHeader(http.StatusOK)
 	if err := c.rc.Flush(); err != nil {
@@ -776,32 +1076,17 @@ func (c *call) stream(b Behavior, id, model string, n int, includeUsage bool, se
 		return
 	}
 	if b.Malformed {
-		bad := fmt.Sprintf(`{"id":%q,"object":"chat.completion.chunk","created":%d,"model":%q,"choices":[{"index":0,"delta":{"content":"w0 "`, id, Created, model)
-		if c.event([]byte(bad)) {
-			c.event([]byte("[DONE]"))
-		}
+		p.malformed()
 		return
 	}
-	var usageNull json.RawMessage
-	if includeUsage {
-		usageNull = json.RawMessage("null")
-	}
-	send := func(d delta, finish *string) bool {
-		ch := chunk{ID: id, Object: "chat.completion.chunk", Created: Created, Model: model,
-			Choices: []chunkChoice{{Delta: d, FinishReason: finish}}, Usage: usageNull}
-		js, _ := json.Marshal(ch)
-		return c.event(js)
-	}
-	empty := ""
-	if !send(delta{Role: "assistant", Content: &empty}, nil) {
+	if !p.open() {
 		return
 	}
 	for i := range n {
 		if !c.sleep(b.ChunkDelay) {
 			return
 		}
-		w := word(i)
-		if !send(delta{Content: &w}, nil) {
+		if !p.chunk(i) {
 			return
 		}
 		sent := i + 1
@@ -817,23 +1102,378 @@ func (c *call) stream(b Behavior, id, model string, n int, includeUsage bool, se
 	if !c.sleep(b.ChunkDelay) {
 		return
 	}
-	stop := "stop"
-	if !send(delta{}, &stop) {
+	if !p.close() {
 		return
 	}
+	c.s.addServed(c.model, served)
+	if !p.final() {
+		c.s.addServed(c.model, served.neg())
+	}
+}
+
+func (c *call) chatStream(id, model string, n int, includeUsage bool, served Usage) {
+	var usageNull json.RawMessage
 	if includeUsage {
-		u, _ := json.Marshal(makeUsage(served.Prompt, served.Completion, served.Cached))
+		usageNull = json.RawMessage("null")
+	}
+	send := func(d delta, finish *string) bool {
 		ch := chunk{ID: id, Object: "chat.completion.chunk", Created: Created, Model: model,
-			Choices: []chunkChoice{}, Usage: u}
+			Choices: []chunkChoice{{Delta: d, FinishReason: finish}}, Usage: usageNull}
 		js, _ := json.Marshal(ch)
-		if !c.event(js) {
-			return
+		return c.event(js)
+	}
+	c.runStream(n, served, streamPlan{
+		malformed: func() {
+			bad := fmt.Sprintf(`{"id":%q,"object":"chat.completion.chunk","created":%d,"model":%q,"choices":[{"index":0,"delta":{"content":"w0 "`, id, Created, model)
+			if c.event([]byte(bad)) {
+				c.event([]byte("[DONE]"))
+			}
+		},
+		open: func() bool {
+			empty := ""
+			if !send(delta{Role: "assistant", Content: &empty}, nil) {
+				return false
+			}
+			if c.b.ErrorEvent {
+				c.chatErrorEvent()
+				return false
+			}
+			return true
+		},
+		chunk: func(i int) bool {
+			w := word(i)
+			return send(delta{Content: &w}, nil)
+		},
+		close: func() bool {
+			stop := "stop"
+			if !send(delta{}, &stop) {
+				return false
+			}
+			if includeUsage {
+				u, _ := json.Marshal(makeUsage(served.Prompt, served.Completion, served.Cached))
+				ch := chunk{ID: id, Object: "chat.completion.chunk", Created: Created, Model: model,
+					Choices: []chunkChoice{}, Usage: u}
+				js, _ := json.Marshal(ch)
+				return c.event(js)
+			}
+			return true
+		},
+		final: func() bool { return c.event([]byte("[DONE]")) },
+	})
+}
+
+// textChoice is a choice of a legacy completion (or of one of its chunks).
+type textChoice struct {
+	Text         string  `json:"text"`
+	Index        int     `json:"index"`
+	Logprobs     *string `json:"logprobs"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+type textCompletion struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Model   string          `json:"model"`
+	Choices []textChoice    `json:"choices"`
+	Usage   json.RawMessage `json:"usage,omitempty"`
+}
+
+// completions serves the legacy completions API (POST …/completions).
+func (c *call) completions(body []byte) {
+	var req struct {
+		Model         string          `json:"model"`
+		Prompt        json.RawMessage `json:"prompt"`
+		Stream        bool            `json:"stream"`
+		StreamOptions *struct {
+			IncludeUsage bool `json:"include_usage"`
+		} `json:"stream_options"`
+		MaxTokens *int `json:"max_tokens"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		badRequest(c.w, badJSON, nil)
+		return
+	}
+	b := c.take(req.Model)
+	if !c.preamble(b, req.Stream && c.sse()) {
+		return
+	}
+	prompt, ok := promptTokens(req.Prompt)
+	if !ok {
+		badRequest(c.w, "Missing required parameter: 'prompt'.", "missing_required_parameter")
+		return
+	}
+	n := answerLength(b, req.MaxTokens)
+	id := fmt.Sprintf("cmpl-mock-%d", c.s.nextID.Add(1))
+	served := Usage{Prompt: prompt, Completion: n, Cached: b.CachedTokens, Requests: 1}
+	usage, _ := json.Marshal(makeUsage(prompt, n, b.CachedTokens))
+	stop := "stop"
+	if req.Stream && c.sse() {
+		includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+		var usageNull json.RawMessage
+		if includeUsage {
+			usageNull = json.RawMessage("null")
 		}
+		send := func(choices []textChoice, u json.RawMessage) bool {
+			js, _ := json.Marshal(textCompletion{ID: id, Object: "text_completion", Created: Created,
+				Model: req.Model, Choices: choices, Usage: u})
+			return c.event(js)
+		}
+		c.runStream(n, served, streamPlan{
+			malformed: func() {
+				bad := fmt.Sprintf(`{"id":%q,"object":"text_completion","created":%d,"model":%q,"choices":[{"text":"w0 "`, id, Created, req.Model)
+				if c.event([]byte(bad)) {
+					c.event([]byte("[DONE]"))
+				}
+			},
+			open: func() bool {
+				if b.ErrorEvent {
+					c.chatErrorEvent()
+					return false
+				}
+				return true
+			},
+			chunk: func(i int) bool {
+				return send([]textChoice{{Text: word(i)}}, usageNull)
+			},
+			close: func() bool {
+				if !send([]textChoice{{FinishReason: &stop}}, usageNull) {
+					return false
+				}
+				if includeUsage {
+					return send([]textChoice{}, usage)
+				}
+				return true
+			},
+			final: func() bool { return c.event([]byte("[DONE]")) },
+		})
+		return
 	}
-	c.s.addServed(model, served)
-	if !c.event([]byte("[DONE]")) {
-		c.s.addServed(model, served.neg())
+	if b.Malformed {
+		c.malformed(fmt.Sprintf(`{"id":%q,"object":"text_completion","created":%d,"model":%q,"choices":[{"text":"w0 w1 `, id, Created, req.Model))
+		return
 	}
+	js, _ := json.Marshal(textCompletion{ID: id, Object: "text_completion", Created: Created, Model: req.Model,
+		Choices: []textChoice{{Text: answerText(n), FinishReason: &stop}}, Usage: usage})
+	c.finishJSON(append(js, '\n'), served)
+}
+
+// outputText is an output_text content part of a Responses API message.
+type outputText struct {
+	Type        string          `json:"type"`
+	Text        string          `json:"text"`
+	Annotations json.RawMessage `json:"annotations"`
+	Logprobs    json.RawMessage `json:"logprobs"`
+}
+
+func newOutputText(text string) *outputText {
+	return &outputText{Type: "output_text", Text: text,
+		Annotations: json.RawMessage("[]"), Logprobs: json.RawMessage("[]")}
+}
+
+// outputMessage is a message output item of a Responses API response.
+type outputMessage struct {
+	Type    string        `json:"type"`
+	ID      string        `json:"id"`
+	Status  string        `json:"status"`
+	Role    string        `json:"role"`
+	Content []*outputText `json:"content"`
+}
+
+type responseUsage struct {
+	InputTokens        int `json:"input_tokens"`
+	InputTokensDetails struct {
+		CachedTokens int `json:"cached_tokens"`
+	} `json:"input_tokens_details"`
+	OutputTokens        int `json:"output_tokens"`
+	OutputTokensDetails struct {
+		ReasoningTokens int `json:"reasoning_tokens"`
+	} `json:"output_tokens_details"`
+	TotalTokens int `json:"total_tokens"`
+}
+
+// responseObject is a Responses API Response. The request's settings are
+// echoed where given, else OpenAI's defaults are reported.
+type responseObject struct {
+	ID                 string          `json:"id"`
+	Object             string          `json:"object"`
+	CreatedAt          int64           `json:"created_at"`
+	Status             string          `json:"status"`
+	Background         bool            `json:"background"`
+	CompletedAt        *int64          `json:"completed_at"`
+	Error              json.RawMessage `json:"error"`
+	IncompleteDetails  json.RawMessage `json:"incomplete_details"`
+	Instructions       json.RawMessage `json:"instructions"`
+	MaxOutputTokens    json.RawMessage `json:"max_output_tokens"`
+	Model              string          `json:"model"`
+	Output             []outputMessage `json:"output"`
+	ParallelToolCalls  json.RawMessage `json:"parallel_tool_calls"`
+	PreviousResponseID json.RawMessage `json:"previous_response_id"`
+	Reasoning          json.RawMessage `json:"reasoning"`
+	ServiceTier        string          `json:"service_tier"`
+	Store              json.RawMessage `json:"store"`
+	Temperature        json.RawMessage `json:"temperature"`
+	Text               json.RawMessage `json:"text"`
+	ToolChoice         json.RawMessage `json:"tool_choice"`
+	Tools              json.RawMessage `json:"tools"`
+	TopP               json.RawMessage `json:"top_p"`
+	Truncation         json.RawMessage `json:"truncation"`
+	Usage              *responseUsage  `json:"usage"`
+	User               json.RawMessage `json:"user"`
+	Metadata           json.RawMessage `json:"metadata"`
+}
+
+// responseEvent is one Responses API stream event; fields that an event type
+// does not have are left zero and omitted.
+type responseEvent struct {
+	Type           string          `json:"type"`
+	SequenceNumber int             `json:"sequence_number"`
+	Response       *responseObject `json:"response,omitempty"`
+	OutputIndex    *int            `json:"output_index,omitempty"`
+	Item           *outputMessage  `json:"item,omitempty"`
+	ItemID         string          `json:"item_id,omitempty"`
+	ContentIndex   *int            `json:"content_index,omitempty"`
+	Part           *outputText     `json:"part,omitempty"`
+	Delta          *string         `json:"delta,omitempty"`
+	Text           *string         `json:"text,omitempty"`
+	Logprobs       json.RawMessage `json:"logprobs,omitempty"`
+	Code           string          `json:"code,omitempty"`
+	Message        string          `json:"message,omitempty"`
+	Param          json.RawMessage `json:"param,omitempty"`
+}
+
+// orJSON is raw, or def when raw is absent.
+func orJSON(raw json.RawMessage, def string) json.RawMessage {
+	if len(raw) == 0 {
+		return json.RawMessage(def)
+	}
+	return raw
+}
+
+// responses serves the Responses API (POST …/responses).
+func (c *call) responses(body []byte) {
+	var req struct {
+		Model              string          `json:"model"`
+		Input              json.RawMessage `json:"input"`
+		Instructions       json.RawMessage `json:"instructions"`
+		MaxOutputTokens    *int            `json:"max_output_tokens"`
+		Stream             bool            `json:"stream"`
+		Temperature        json.RawMessage `json:"temperature"`
+		TopP               json.RawMessage `json:"top_p"`
+		Metadata           json.RawMessage `json:"metadata"`
+		PreviousResponseID json.RawMessage `json:"previous_response_id"`
+		ParallelToolCalls  json.RawMessage `json:"parallel_tool_calls"`
+		Store              json.RawMessage `json:"store"`
+		Text               json.RawMessage `json:"text"`
+		ToolChoice         json.RawMessage `json:"tool_choice"`
+		Tools              json.RawMessage `json:"tools"`
+		Truncation         json.RawMessage `json:"truncation"`
+		User               json.RawMessage `json:"user"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		badRequest(c.w, badJSON, nil)
+		return
+	}
+	b := c.take(req.Model)
+	if !c.preamble(b, req.Stream && c.sse()) {
+		return
+	}
+	input, ok := inputTokens(req.Input, req.Instructions)
+	if !ok {
+		badRequest(c.w, "Missing required parameter: 'input'.", "missing_required_parameter")
+		return
+	}
+	n := answerLength(b, req.MaxOutputTokens)
+	seq := c.s.nextID.Add(1)
+	id, msgID := fmt.Sprintf("resp_mock_%d", seq), fmt.Sprintf("msg_mock_%d", seq)
+	served := Usage{Prompt: input, Completion: n, Cached: b.CachedTokens, Requests: 1}
+	text := answerText(n)
+
+	// response builds the Response object; complete adds the output and
+	// usage of the finished answer.
+	response := func(complete bool) *responseObject {
+		r := &responseObject{ID: id, Object: "response", CreatedAt: Created, Status: "in_progress",
+			Error: json.RawMessage("null"), IncompleteDetails: json.RawMessage("null"),
+			Instructions: orJSON(req.Instructions, "null"), MaxOutputTokens: orJSON(nil, "null"),
+			Model: req.Model, Output: []outputMessage{},
+			ParallelToolCalls:  orJSON(req.ParallelToolCalls, "true"),
+			PreviousResponseID: orJSON(req.PreviousResponseID, "null"),
+			Reasoning:          json.RawMessage(`{"effort":null,"summary":null}`), ServiceTier: "default",
+			Store: orJSON(req.Store, "true"), Temperature: orJSON(req.Temperature, "1.0"),
+			Text:       orJSON(req.Text, `{"format":{"type":"text"},"verbosity":"medium"}`),
+			ToolChoice: orJSON(req.ToolChoice, `"auto"`), Tools: orJSON(req.Tools, "[]"),
+			TopP: orJSON(req.TopP, "1.0"), Truncation: orJSON(req.Truncation, `"disabled"`),
+			User: orJSON(req.User, "null"), Metadata: orJSON(req.Metadata, "{}")}
+		if req.MaxOutputTokens != nil {
+			r.MaxOutputTokens = json.RawMessage(fmt.Sprint(*req.MaxOutputTokens))
+		}
+		if complete {
+			done := int64(Created)
+			r.Status, r.CompletedAt = "completed", &done
+			r.Output = []outputMessage{{Type: "message", ID: msgID, Status: "completed", Role: "assistant",
+				Content: []*outputText{newOutputText(text)}}}
+			u := &responseUsage{InputTokens: input, OutputTokens: n, TotalTokens: input + n}
+			u.InputTokensDetails.CachedTokens = b.CachedTokens
+			r.Usage = u
+		}
+		return r
+	}
+
+	if req.Stream && c.sse() {
+		next := 0
+		send := func(ev responseEvent) bool {
+			ev.SequenceNumber = next
+			next++
+			js, _ := json.Marshal(ev)
+			return c.namedEvent(ev.Type, js)
+		}
+		zero := 0
+		c.runStream(n, served, streamPlan{
+			malformed: func() {
+				c.namedEvent("response.created", fmt.Appendf(nil,
+					`{"type":"response.created","sequence_number":0,"response":{"id":%q,"object":"response","created_at":%d,"status":"in_prog`, id, Created))
+			},
+			open: func() bool {
+				if !send(responseEvent{Type: "response.created", Response: response(false)}) {
+					return false
+				}
+				if b.ErrorEvent {
+					send(responseEvent{Type: "error", Code: "server_error",
+						Message: c.errorEventMessage(), Param: json.RawMessage("null")})
+					return false
+				}
+				return send(responseEvent{Type: "response.in_progress", Response: response(false)}) &&
+					send(responseEvent{Type: "response.output_item.added", OutputIndex: &zero,
+						Item: &outputMessage{Type: "message", ID: msgID, Status: "in_progress", Role: "assistant",
+							Content: []*outputText{}}}) &&
+					send(responseEvent{Type: "response.content_part.added", ItemID: msgID, OutputIndex: &zero,
+						ContentIndex: &zero, Part: newOutputText("")})
+			},
+			chunk: func(i int) bool {
+				w := word(i)
+				return send(responseEvent{Type: "response.output_text.delta", ItemID: msgID, OutputIndex: &zero,
+					ContentIndex: &zero, Delta: &w, Logprobs: json.RawMessage("[]")})
+			},
+			close: func() bool {
+				return send(responseEvent{Type: "response.output_text.done", ItemID: msgID, OutputIndex: &zero,
+					ContentIndex: &zero, Text: &text, Logprobs: json.RawMessage("[]")}) &&
+					send(responseEvent{Type: "response.content_part.done", ItemID: msgID, OutputIndex: &zero,
+						ContentIndex: &zero, Part: newOutputText(text)}) &&
+					send(responseEvent{Type: "response.output_item.done", OutputIndex: &zero,
+						Item: &response(true).Output[0]})
+			},
+			final: func() bool {
+				return send(responseEvent{Type: "response.completed", Response: response(true)})
+			},
+		})
+		return
+	}
+	if b.Malformed {
+		c.malformed(fmt.Sprintf(`{"id":%q,"object":"response","created_at":%d,"status":"completed","model":%q,"output":[{"type":"message","content":[{"type":"output_text","text":"w0 w1 `, id, Created, req.Model))
+		return
+	}
+	js, _ := json.Marshal(response(true))
+	c.finishJSON(append(js, '\n'), served)
 }
 
 func (c *call) embeddings(body []byte) {
@@ -845,7 +1485,7 @@ func (c *call) embeddings(body []byte) {
 		badRequest(c.w, badJSON, nil)
 		return
 	}
-	b := c.s.take(req.Model)
+	b := c.take(req.Model)
 	if !c.preamble(b, false) {
 		return
 	}
@@ -957,12 +1597,44 @@ func (c *call) models([]byte) {
 	_, _ = c.w.Write(js)
 }
 
+// retrieveModel serves GET …/models/{id}: the model object for a model the mock has
+// seen in a request body or has a behavior set for (the models GET …/models
+// lists), else 404 model_not_found. The id's behavior applies (and a Times
+// behavior is consumed); nothing is counted in Served.
+func (c *call) retrieveModel([]byte) {
+	b := c.take(c.model)
+	if !c.preamble(b, false) {
+		return
+	}
+	c.s.mu.Lock()
+	_, ok := c.s.known[c.model]
+	c.s.mu.Unlock()
+	if !ok {
+		writeError(c.w, http.StatusNotFound,
+			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", c.model),
+			"invalid_request_error", "model_not_found", "")
+		return
+	}
+	if b.Malformed {
+		c.malformed(fmt.Sprintf(`{"id":%q,"object":"model","created":`, c.model))
+		return
+	}
+	js, _ := json.Marshal(struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}{c.model, "model", Created, "mock"})
+	c.finishJSON(append(js, '\n'), Usage{})
+}
+
 // behaviorJSON is the JSON form of Behavior.
 type behaviorJSON struct {
 	Status                int    `json:"status,omitempty"`
 	RetryAfter            string `json:"retry_after,omitempty"`
 	Body                  string `json:"body,omitempty"`
 	Latency               string `json:"latency,omitempty"`
+	BodyDelay             string `json:"body_delay,omitempty"`
 	Hang                  bool   `json:"hang,omitempty"`
 	Reset                 bool   `json:"reset,omitempty"`
 	Malformed             bool   `json:"malformed,omitempty"`
@@ -973,6 +1645,11 @@ type behaviorJSON struct {
 	Chunks                int    `json:"chunks,omitempty"`
 	CachedTokens          int    `json:"cached_tokens,omitempty"`
 	Times                 int    `json:"times,omitempty"`
+	Echo                  bool   `json:"echo,omitempty"`
+	ContentType           string `json:"content_type,omitempty"`
+	EmptyBody             bool   `json:"empty_body,omitempty"`
+	TruncateAfter         int    `json:"truncate_after,omitempty"`
+	ErrorEvent            bool   `json:"error_event,omitempty"`
 }
 
 // MarshalJSON encodes b with snake_case keys, omitting zero fields, and
@@ -981,9 +1658,14 @@ func (b Behavior) MarshalJSON() ([]byte, error) {
 	j := behaviorJSON{Status: b.Status, RetryAfter: b.RetryAfter, Body: b.Body,
 		Hang: b.Hang, Reset: b.Reset, Malformed: b.Malformed,
 		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks,
-		HoldAfterChunks: b.HoldAfterChunks, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times}
+		HoldAfterChunks: b.HoldAfterChunks, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times,
+		Echo: b.Echo, ContentType: b.ContentType, EmptyBody: b.EmptyBody, TruncateAfter: b.TruncateAfter,
+		ErrorEvent: b.ErrorEvent}
 	if b.Latency != 0 {
 		j.Latency = b.Latency.String()
+	}
+	if b.BodyDelay != 0 {
+		j.BodyDelay = b.BodyDelay.String()
 	}
 	if b.ChunkDelay != 0 {
 		j.ChunkDelay = b.ChunkDelay.String()
@@ -1012,6 +1694,8 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.Body)
 		case "latency":
 			out.Latency, err = parseDuration(v)
+		case "bodydelay":
+			out.BodyDelay, err = parseDuration(v)
 		case "hang":
 			err = json.Unmarshal(v, &out.Hang)
 		case "reset":
@@ -1032,6 +1716,16 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.CachedTokens)
 		case "times":
 			err = json.Unmarshal(v, &out.Times)
+		case "echo":
+			err = json.Unmarshal(v, &out.Echo)
+		case "contenttype":
+			err = json.Unmarshal(v, &out.ContentType)
+		case "emptybody":
+			err = json.Unmarshal(v, &out.EmptyBody)
+		case "truncateafter":
+			err = json.Unmarshal(v, &out.TruncateAfter)
+		case "errorevent":
+			err = json.Unmarshal(v, &out.ErrorEvent)
 		default:
 			return fmt.Errorf("mockllm: unknown behavior field %q", k)
 		}

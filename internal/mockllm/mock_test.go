@@ -683,3 +683,811 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("recorded %d, want 40", n)
 	}
 }
+
+func decodeEnvelope(t *testing.T, b []byte) errorEnvelope {
+	t.Helper()
+	var env errorEnvelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		t.Fatalf("not an error envelope: %v: %s", err, b)
+	}
+	return env
+}
+
+func TestEcho(t *testing.T) {
+	s := New()
+	s.Set("m", Behavior{Status: 400, Echo: true})
+	ts := start(t, s)
+	hdr := []string{"Authorization", "Bearer sk-secret", "X-Custom", "a"}
+	resp, b := mustPost(t, ts, "/v1/chat/completions", chatBody, hdr...)
+	env := decodeEnvelope(t, b)
+	if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != "application/json" ||
+		resp.Header.Get("X-Echo-Authorization") != "Bearer sk-secret" || env.Error.Type != "invalid_request_error" {
+		t.Fatalf("%d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	// Go's client sends exactly these headers (Accept-Encoding, Content-Length
+	// and User-Agent are added by the transport).
+	want := "Invalid request. Headers: Accept-Encoding: gzip; Authorization: Bearer sk-secret; Content-Length: " +
+		fmt.Sprint(len(chatBody)) + "; Content-Type: application/json; Host: " + strings.TrimPrefix(ts.URL, "http://") +
+		"; User-Agent: Go-http-client/1.1; X-Custom: a"
+	if env.Error.Message != want {
+		t.Fatalf("message\n got %q\nwant %q", env.Error.Message, want)
+	}
+
+	// A stream request gets the same JSON error; Retry-After and other
+	// statuses work alongside.
+	s.Set("m", Behavior{Status: 429, RetryAfter: "3", Echo: true})
+	resp, b = mustPost(t, ts, "/v1/chat/completions", streamBody("m", true), hdr...)
+	env = decodeEnvelope(t, b)
+	if resp.StatusCode != 429 || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Retry-After") != "3" ||
+		!strings.HasPrefix(env.Error.Message, "Rate limit reached for requests. Please try again later. Headers: ") ||
+		!strings.Contains(env.Error.Message, "; Authorization: Bearer sk-secret; ") || env.Error.Code != "rate_limit_exceeded" {
+		t.Fatalf("stream: %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	s.Set("m", Behavior{Status: 422, Echo: true})
+	for _, path := range []string{"/v1/completions", "/v1/responses", "/v1/embeddings"} {
+		resp, b = mustPost(t, ts, path, `{"model":"m","prompt":"x","input":"x"}`, hdr...)
+		if env = decodeEnvelope(t, b); resp.StatusCode != 422 || !strings.Contains(env.Error.Message, "Authorization: Bearer sk-secret") ||
+			resp.Header.Get("X-Echo-Authorization") != "Bearer sk-secret" {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+
+	// A healthy answer only carries the header; no Authorization, no header.
+	s.Set("m", Behavior{Echo: true})
+	if resp, _ = mustPost(t, ts, "/v1/chat/completions", chatBody, hdr...); resp.StatusCode != 200 ||
+		resp.Header.Get("X-Echo-Authorization") != "Bearer sk-secret" {
+		t.Fatalf("healthy: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, _ = mustPost(t, ts, "/v1/chat/completions", chatBody); resp.Header.Values("X-Echo-Authorization") != nil {
+		t.Fatalf("without Authorization: %v", resp.Header)
+	}
+	if sv := s.Served("m"); sv.Requests != 2 {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
+func TestContentType(t *testing.T) {
+	s := New()
+	ts := start(t, s)
+
+	// A healthy stream request answered with the non-stream JSON.
+	s.Set("m", Behavior{ContentType: "application/json", Chunks: 3, CachedTokens: 1})
+	body := streamBody("m", true)
+	resp, b := mustPost(t, ts, "/v1/chat/completions", body)
+	var got completion
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal(b, &got) != nil ||
+		got.Object != "chat.completion" || got.Choices[0].Message.Content != "w0 w1 w2 " || got.Usage.CompletionTokens != 3 {
+		t.Fatalf("stream as JSON: %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	p := PromptTokens([]byte(body))
+	if sv := s.Served("m"); sv != (Usage{Prompt: p, Completion: 3, Cached: 1, Requests: 1}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+	for path, object := range map[string]string{
+		"/v1/completions": `"object":"text_completion"`, "/v1/responses": `"object":"response"`} {
+		resp, b = mustPost(t, ts, path, `{"model":"m","stream":true,"prompt":"a","input":"a"}`)
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || !json.Valid(b) ||
+			!strings.Contains(string(b), object) {
+			t.Fatalf("%s stream as JSON: %d %v %s", path, resp.StatusCode, resp.Header, b)
+		}
+	}
+
+	// An event-stream type keeps the stream, under that exact type.
+	s.Set("m", Behavior{ContentType: "text/event-stream; charset=utf-8", Chunks: 2})
+	resp, b = mustPost(t, ts, "/v1/chat/completions", streamBody("m", false))
+	events, err := readEvents(bytes.NewReader(b))
+	if resp.Header.Get("Content-Type") != "text/event-stream; charset=utf-8" || err != nil || len(events) != 5 || events[4] != "[DONE]" {
+		t.Fatalf("sse type: %v %v %q", resp.Header, err, events)
+	}
+
+	// Body, error envelopes and Malformed under the given type.
+	s.Set("m", Behavior{Status: 502, ContentType: "text/html", Body: "<html><body>Bad Gateway</body></html>"})
+	for _, body := range []string{chatBody, streamBody("m", false)} {
+		resp, b = mustPost(t, ts, "/v1/chat/completions", body)
+		if resp.StatusCode != 502 || resp.Header.Get("Content-Type") != "text/html" || !strings.HasPrefix(string(b), "<html>") {
+			t.Fatalf("html body: %d %v %s", resp.StatusCode, resp.Header, b)
+		}
+	}
+	s.Set("m", Behavior{Status: 500, ContentType: "text/plain"})
+	if resp, b = mustPost(t, ts, "/v1/chat/completions", chatBody); resp.StatusCode != 500 ||
+		resp.Header.Get("Content-Type") != "text/plain" || decodeEnvelope(t, b).Error.Type != "server_error" {
+		t.Fatalf("envelope: %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	s.Set("m", Behavior{Malformed: true, ContentType: "text/html"})
+	if resp, b = mustPost(t, ts, "/v1/chat/completions", chatBody); resp.Header.Get("Content-Type") != "text/html" || json.Valid(b) {
+		t.Fatalf("malformed: %v %s", resp.Header, b)
+	}
+	s.Set("m", Behavior{ContentType: "text/html"})
+	if resp, b = mustPost(t, ts, "/v1/chat/completions", chatBody); resp.Header.Get("Content-Type") != "text/html" || !json.Valid(b) {
+		t.Fatalf("healthy: %v %s", resp.Header, b)
+	}
+}
+
+func TestEmptyBody(t *testing.T) {
+	s := New()
+	ts := start(t, s)
+	cases := []struct {
+		b      Behavior
+		body   string
+		status int
+		ctype  string
+	}{
+		{Behavior{EmptyBody: true}, chatBody, 200, "application/json"},
+		{Behavior{EmptyBody: true, Body: "ignored"}, chatBody, 200, "application/json"},
+		{Behavior{EmptyBody: true, Status: 502}, chatBody, 502, "application/json"},
+		{Behavior{EmptyBody: true}, streamBody("m", true), 200, "text/event-stream"},
+		{Behavior{EmptyBody: true, ContentType: "text/plain"}, chatBody, 200, "text/plain"},
+	}
+	for i, tc := range cases {
+		s.Set("m", tc.b)
+		resp, b := mustPost(t, ts, "/v1/chat/completions", tc.body)
+		if resp.StatusCode != tc.status || len(b) != 0 || resp.ContentLength != 0 || resp.Header.Get("Content-Length") != "0" ||
+			resp.Header.Get("Content-Type") != tc.ctype {
+			t.Fatalf("case %d: %d %v %q", i, resp.StatusCode, resp.Header, b)
+		}
+	}
+	s.Set("m", Behavior{EmptyBody: true})
+	for _, path := range []string{"/v1/completions", "/v1/responses", "/v1/embeddings"} {
+		if resp, b := mustPost(t, ts, path, `{"model":"m","prompt":"x","input":"x"}`); resp.StatusCode != 200 || len(b) != 0 {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, b)
+		}
+	}
+	if sv := s.Served("m"); sv != (Usage{}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
+func TestTruncateAfter(t *testing.T) {
+	s := New()
+	ts := start(t, s)
+	_, full := mustPost(t, ts, "/v1/chat/completions", chatBody)
+	s.Reset()
+	s.Set("m", Behavior{TruncateAfter: 40})
+	resp, b := mustPost(t, ts, "/v1/chat/completions", chatBody)
+	// The ids differ (chatcmpl-mock-1, -2); the rest is the healthy body's.
+	if resp.StatusCode != 200 || resp.ContentLength != 40 || len(b) != 40 ||
+		strings.Replace(string(b), "mock-2", "mock-1", 1) != string(full[:40]) || json.Valid(b) {
+		t.Fatalf("truncated: %d %d %s", resp.StatusCode, resp.ContentLength, b)
+	}
+	for _, path := range []string{"/v1/completions", "/v1/responses", "/v1/embeddings"} {
+		resp, b = mustPost(t, ts, path, `{"model":"m","prompt":"x","input":"x"}`)
+		if resp.StatusCode != 200 || len(b) != 40 || json.Valid(b) {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+	}
+	if sv := s.Served("m"); sv != (Usage{}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+	// Streams are not truncated; a limit past the end changes nothing.
+	resp, b = mustPost(t, ts, "/v1/chat/completions", streamBody("m", false))
+	if events, err := readEvents(bytes.NewReader(b)); err != nil || events[len(events)-1] != "[DONE]" {
+		t.Fatalf("stream: %v %q", err, events)
+	}
+	s.Set("m", Behavior{TruncateAfter: len(full)})
+	if _, b = mustPost(t, ts, "/v1/chat/completions", chatBody); !json.Valid(b) {
+		t.Fatalf("long limit: %s", b)
+	}
+	if sv := s.Served("m"); sv.Requests != 2 {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
+func TestErrorEvent(t *testing.T) {
+	s := New()
+	s.Set("m", Behavior{ErrorEvent: true})
+	ts := start(t, s)
+	const wantErr = `{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}`
+
+	resp, b := mustPost(t, ts, "/v1/chat/completions", streamBody("m", true))
+	events, err := readEvents(bytes.NewReader(b))
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || err != nil || len(events) != 2 ||
+		!strings.Contains(events[0], `"role":"assistant"`) || events[1] != wantErr {
+		t.Fatalf("chat: %d %v %q", resp.StatusCode, err, events)
+	}
+	resp, b = mustPost(t, ts, "/v1/completions", `{"model":"m","prompt":"x","stream":true}`)
+	events, err = readEvents(bytes.NewReader(b))
+	if resp.StatusCode != 200 || err != nil || len(events) != 1 || events[0] != wantErr {
+		t.Fatalf("completions: %d %v %q", resp.StatusCode, err, events)
+	}
+	if sv := s.Served("m"); sv != (Usage{}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+	// Non-stream requests are unaffected; Echo extends the message.
+	if resp, _ = mustPost(t, ts, "/v1/chat/completions", chatBody); resp.StatusCode != 200 || s.Served("m").Requests != 1 {
+		t.Fatalf("non-stream: %d", resp.StatusCode)
+	}
+	s.Set("m", Behavior{ErrorEvent: true, Echo: true})
+	_, b = mustPost(t, ts, "/v1/chat/completions", streamBody("m", false), "Authorization", "Bearer sk-x")
+	if events, _ = readEvents(bytes.NewReader(b)); len(events) != 2 ||
+		!strings.Contains(events[1], `processing your request. Headers: Accept-Encoding: gzip; Authorization: Bearer sk-x; `) {
+		t.Fatalf("echo: %q", events)
+	}
+}
+
+func TestCompletions(t *testing.T) {
+	s := New()
+	s.Set("c", Behavior{CachedTokens: 1})
+	ts := start(t, s)
+	body := `{"model":"c","prompt":"say hello to me","max_tokens":4}`
+	resp, b := mustPost(t, ts, "/v1/completions", body)
+	var got struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		Model   string `json:"model"`
+		Choices []struct {
+			Text         string  `json:"text"`
+			Index        int     `json:"index"`
+			Logprobs     any     `json:"logprobs"`
+			FinishReason *string `json:"finish_reason"`
+		} `json:"choices"`
+		Usage *usageJSON `json:"usage"`
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal(b, &got) != nil {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	if !strings.HasPrefix(got.ID, "cmpl-mock-") || got.Object != "text_completion" || got.Created != Created || got.Model != "c" ||
+		len(got.Choices) != 1 || got.Choices[0].Text != "w0 w1 w2 w3 " || got.Choices[0].FinishReason == nil ||
+		*got.Choices[0].FinishReason != "stop" || !strings.Contains(string(b), `"logprobs":null`) {
+		t.Fatalf("bad completion: %s", b)
+	}
+	if p := CompletionPromptTokens([]byte(body)); p != 7 || got.Usage == nil || got.Usage.PromptTokens != 7 ||
+		got.Usage.CompletionTokens != 4 || got.Usage.TotalTokens != 11 || got.Usage.PromptTokensDetails.CachedTokens != 1 {
+		t.Fatalf("usage (prompt %d): %s", p, b)
+	}
+	if sv := s.Served("c"); sv != (Usage{Prompt: 7, Completion: 4, Cached: 1, Requests: 1}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+	if r := s.RequestsFor("c"); len(r) != 1 || r[0].Path != "/v1/completions" {
+		t.Fatalf("recorded %+v", r)
+	}
+	for prompt, want := range map[string]int{`["a b","c"]`: 9, `""`: 3, `[1,2,3]`: 6, `[[1],[2,3]]`: 9} {
+		if n := CompletionPromptTokens(fmt.Appendf(nil, `{"prompt":%s}`, prompt)); n != want {
+			t.Fatalf("CompletionPromptTokens(%s) = %d, want %d", prompt, n, want)
+		}
+	}
+	if resp, b = mustPost(t, ts, "/v1/completions", `{"model":"c"}`); resp.StatusCode != 400 || decodeEnvelope(t, b).Error.Code != "missing_required_parameter" {
+		t.Fatalf("missing prompt: %d %s", resp.StatusCode, b)
+	}
+	// The chat route still wins for …/chat/completions.
+	if _, b = mustPost(t, ts, "/v1/chat/completions", chatBody); !strings.Contains(string(b), `"object":"chat.completion"`) {
+		t.Fatalf("chat route: %s", b)
+	}
+
+	for _, includeUsage := range []bool{false, true} {
+		s.Reset()
+		s.Set("c", Behavior{Chunks: 3})
+		so := ""
+		if includeUsage {
+			so = `,"stream_options":{"include_usage":true}`
+		}
+		body := `{"model":"c","prompt":["one two","three"],"stream":true` + so + `}`
+		resp, b := mustPost(t, ts, "/v1/completions", body)
+		events, err := readEvents(bytes.NewReader(b))
+		want := 3 + 1 + 1 // text, finish, [DONE]
+		if includeUsage {
+			want++
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || err != nil ||
+			len(events) != want || events[len(events)-1] != "[DONE]" {
+			t.Fatalf("include_usage=%v: %d %v %q", includeUsage, resp.StatusCode, err, events)
+		}
+		var text strings.Builder
+		for i, ev := range events[:len(events)-1] {
+			var raw map[string]json.RawMessage
+			var ch struct {
+				ID, Object, Model string
+				Created           int64
+				Choices           []struct {
+					Text         string  `json:"text"`
+					Index        int     `json:"index"`
+					FinishReason *string `json:"finish_reason"`
+				} `json:"choices"`
+				Usage *usageJSON `json:"usage"`
+			}
+			if json.Unmarshal([]byte(ev), &raw) != nil || json.Unmarshal([]byte(ev), &ch) != nil {
+				t.Fatalf("event %d: %s", i, ev)
+			}
+			if !strings.HasPrefix(ch.ID, "cmpl-mock-") || ch.Object != "text_completion" || ch.Created != Created || ch.Model != "c" {
+				t.Fatalf("event %d envelope: %s", i, ev)
+			}
+			if u, ok := raw["usage"]; ok != includeUsage {
+				t.Fatalf("event %d usage presence: %s", i, ev)
+			} else if ok && i < 4 && string(u) != "null" {
+				t.Fatalf("event %d: want usage null: %s", i, ev)
+			}
+			switch {
+			case i < 3:
+				if len(ch.Choices) != 1 || ch.Choices[0].FinishReason != nil || !strings.Contains(ev, `"logprobs":null`) {
+					t.Fatalf("text chunk: %s", ev)
+				}
+				text.WriteString(ch.Choices[0].Text)
+			case i == 3:
+				if len(ch.Choices) != 1 || ch.Choices[0].Text != "" || ch.Choices[0].FinishReason == nil || *ch.Choices[0].FinishReason != "stop" {
+					t.Fatalf("finish chunk: %s", ev)
+				}
+			default:
+				if len(ch.Choices) != 0 || ch.Usage == nil || ch.Usage.PromptTokens != 9 || ch.Usage.CompletionTokens != 3 || ch.Usage.TotalTokens != 12 {
+					t.Fatalf("usage chunk: %s", ev)
+				}
+			}
+		}
+		if text.String() != "w0 w1 w2 " {
+			t.Fatalf("text %q", text.String())
+		}
+		if sv := s.Served("c"); sv != (Usage{Prompt: 9, Completion: 3, Requests: 1}) {
+			t.Fatalf("Served = %+v", sv)
+		}
+		if r := s.Requests()[0]; !r.Stream || r.IncludeUsage != includeUsage {
+			t.Fatalf("recorded %+v", r)
+		}
+	}
+}
+
+func TestCompletionsFaults(t *testing.T) {
+	s := New()
+	ts := start(t, s)
+	streamReq := `{"model":"c","prompt":"x","stream":true}`
+
+	s.Set("c", Behavior{Malformed: true})
+	if resp, b := mustPost(t, ts, "/v1/completions", `{"model":"c","prompt":"x"}`); resp.StatusCode != 200 || json.Valid(b) {
+		t.Fatalf("malformed: %s", b)
+	}
+	_, b := mustPost(t, ts, "/v1/completions", streamReq)
+	if events, err := readEvents(bytes.NewReader(b)); err != nil || len(events) != 2 || json.Valid([]byte(events[0])) {
+		t.Fatalf("malformed stream: %q", events)
+	}
+
+	s.Set("c", Behavior{Status: 503, RetryAfter: "1", Times: 1})
+	if resp, b := mustPost(t, ts, "/v1/completions", streamReq); resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" ||
+		decodeEnvelope(t, b).Error.Type != "server_error" {
+		t.Fatalf("status: %d %s", resp.StatusCode, b)
+	}
+
+	s.Set("c", Behavior{BreakAfterChunks: 2})
+	resp, err := post(context.Background(), freshClient(), ts.URL+"/v1/completions", streamReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, _ := readEvents(resp.Body)
+	resp.Body.Close()
+	if len(events) > 2 || (len(events) > 0 && events[len(events)-1] == "[DONE]") {
+		t.Fatalf("break: %q", events)
+	}
+
+	s.Set("c", Behavior{HoldAfterChunks: 1, ChunkDelay: time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err = post(ctx, ts.Client(), ts.URL+"/v1/completions", streamReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.Contains(line, `"text":"w0 "`) {
+		t.Fatalf("hold: %q %v", line, err)
+	}
+	cancel()
+	if m := recv(t, s.Canceled(), "Canceled"); m != "c" {
+		t.Fatalf("Canceled got %q", m)
+	}
+	if sv := s.Served("c"); sv != (Usage{}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
+// sseEvent is one SSE event with its optional "event:" name.
+type sseEvent struct{ name, data string }
+
+// readNamedEvents reads SSE events (an optional "event:" line, then one
+// "data:" line, then a blank line) until EOF or error.
+func readNamedEvents(r io.Reader) ([]sseEvent, error) {
+	var out []sseEvent
+	var cur sseEvent
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if cur.data == "" {
+				return out, fmt.Errorf("event %q without data", cur.name)
+			}
+			out = append(out, cur)
+			cur = sseEvent{}
+		case strings.HasPrefix(line, "event: ") && cur.name == "" && cur.data == "":
+			cur.name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: ") && cur.data == "":
+			cur.data = strings.TrimPrefix(line, "data: ")
+		default:
+			return out, fmt.Errorf("unexpected line %q", line)
+		}
+	}
+	if cur != (sseEvent{}) {
+		out = append(out, cur)
+	}
+	return out, sc.Err()
+}
+
+// responseFields are the Response fields the openai SDK's Response type
+// requires, plus the usual optional ones OpenAI sends.
+var responseFields = []string{"id", "object", "created_at", "status", "error", "incomplete_details", "instructions",
+	"max_output_tokens", "model", "output", "parallel_tool_calls", "previous_response_id", "reasoning", "store",
+	"temperature", "text", "tool_choice", "tools", "top_p", "truncation", "usage", "user", "metadata"}
+
+type responseJSON struct {
+	ID        string `json:"id"`
+	Object    string `json:"object"`
+	CreatedAt int64  `json:"created_at"`
+	Status    string `json:"status"`
+	Model     string `json:"model"`
+	Output    []struct {
+		Type, ID, Status, Role string
+		Content                []struct {
+			Type        string `json:"type"`
+			Text        string `json:"text"`
+			Annotations []any  `json:"annotations"`
+		} `json:"content"`
+	} `json:"output"`
+	Usage *struct {
+		InputTokens        int `json:"input_tokens"`
+		InputTokensDetails struct {
+			CachedTokens int `json:"cached_tokens"`
+		} `json:"input_tokens_details"`
+		OutputTokens        int `json:"output_tokens"`
+		OutputTokensDetails struct {
+			ReasoningTokens *int `json:"reasoning_tokens"`
+		} `json:"output_tokens_details"`
+		TotalTokens int `json:"total_tokens"`
+	} `json:"usage"`
+}
+
+func checkResponse(t *testing.T, js []byte, status, model, text string, input, output, cached int) {
+	t.Helper()
+	var raw map[string]json.RawMessage
+	var r responseJSON
+	if json.Unmarshal(js, &raw) != nil || json.Unmarshal(js, &r) != nil {
+		t.Fatalf("not a Response: %s", js)
+	}
+	for _, f := range responseFields {
+		if _, ok := raw[f]; !ok {
+			t.Fatalf("Response lacks %q: %s", f, js)
+		}
+	}
+	for f, want := range map[string]string{"error": "null", "incomplete_details": "null", "tools": "[]", "metadata": "{}", "tool_choice": `"auto"`} {
+		if string(raw[f]) != want {
+			t.Fatalf("%s = %s, want %s", f, raw[f], want)
+		}
+	}
+	if !strings.HasPrefix(r.ID, "resp_mock_") || r.Object != "response" || r.CreatedAt != Created || r.Status != status || r.Model != model {
+		t.Fatalf("bad Response envelope: %s", js)
+	}
+	if status != "completed" {
+		if len(r.Output) != 0 || string(raw["usage"]) != "null" {
+			t.Fatalf("in-progress Response has output or usage: %s", js)
+		}
+		return
+	}
+	if len(r.Output) != 1 || r.Output[0].Type != "message" || !strings.HasPrefix(r.Output[0].ID, "msg_mock_") ||
+		r.Output[0].Status != "completed" || r.Output[0].Role != "assistant" || len(r.Output[0].Content) != 1 ||
+		r.Output[0].Content[0].Type != "output_text" || r.Output[0].Content[0].Text != text || r.Output[0].Content[0].Annotations == nil {
+		t.Fatalf("bad output: %s", js)
+	}
+	u := r.Usage
+	if u == nil || u.InputTokens != input || u.OutputTokens != output || u.TotalTokens != input+output ||
+		u.InputTokensDetails.CachedTokens != cached || u.OutputTokensDetails.ReasoningTokens == nil || *u.OutputTokensDetails.ReasoningTokens != 0 {
+		t.Fatalf("bad usage: %s", js)
+	}
+}
+
+func TestResponses(t *testing.T) {
+	s := New()
+	s.Set("r", Behavior{Chunks: 5, CachedTokens: 3})
+	ts := start(t, s)
+	body := `{"model":"r","instructions":"be very brief","input":[{"role":"user","content":"hello there"},` +
+		`{"role":"user","content":[{"type":"input_text","text":"one two three"}]}],"max_output_tokens":4,"temperature":0.5}`
+	in := 3 + (3 + 2) + (3 + 3)
+	if n := ResponseInputTokens([]byte(body)); n != in {
+		t.Fatalf("ResponseInputTokens = %d, want %d", n, in)
+	}
+	if n := ResponseInputTokens([]byte(`{"input":"a b c"}`)); n != 6 {
+		t.Fatalf("ResponseInputTokens(string) = %d, want 6", n)
+	}
+	resp, b := mustPost(t, ts, "/v1/responses", body)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("%d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	checkResponse(t, b, "completed", "r", "w0 w1 w2 w3 ", in, 4, 3)
+	for _, echo := range []string{`"instructions":"be very brief"`, `"max_output_tokens":4`, `"temperature":0.5`} {
+		if !strings.Contains(string(b), echo) {
+			t.Fatalf("request setting not echoed (%s): %s", echo, b)
+		}
+	}
+	if sv := s.Served("r"); sv != (Usage{Prompt: in, Completion: 4, Cached: 3, Requests: 1}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+	if resp, b = mustPost(t, ts, "/v1/responses", `{"model":"r"}`); resp.StatusCode != 400 || decodeEnvelope(t, b).Error.Code != "missing_required_parameter" {
+		t.Fatalf("missing input: %d %s", resp.StatusCode, b)
+	}
+
+	// Streaming.
+	s.Reset()
+	s.Set("r", Behavior{Chunks: 3, CachedTokens: 1})
+	body = `{"model":"r","input":"hi you","stream":true}`
+	resp, b = mustPost(t, ts, "/v1/responses", body)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	events, err := readNamedEvents(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantTypes := []string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+		"response.output_text.delta", "response.output_text.delta", "response.output_text.delta",
+		"response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"}
+	if len(events) != len(wantTypes) {
+		t.Fatalf("got %d events: %+v", len(events), events)
+	}
+	var itemID, text string
+	for i, ev := range events {
+		var e struct {
+			Type           string          `json:"type"`
+			SequenceNumber *int            `json:"sequence_number"`
+			Response       json.RawMessage `json:"response"`
+			ItemID         string          `json:"item_id"`
+			OutputIndex    *int            `json:"output_index"`
+			ContentIndex   *int            `json:"content_index"`
+			Delta          string          `json:"delta"`
+			Text           string          `json:"text"`
+			Item           *struct {
+				ID, Type, Status, Role string
+				Content                []struct{ Type, Text string }
+			} `json:"item"`
+			Part *struct {
+				Type, Text  string
+				Annotations []any
+			} `json:"part"`
+		}
+		if ev.name != wantTypes[i] || json.Unmarshal([]byte(ev.data), &e) != nil || e.Type != ev.name ||
+			e.SequenceNumber == nil || *e.SequenceNumber != i {
+			t.Fatalf("event %d: %+v", i, ev)
+		}
+		switch ev.name {
+		case "response.created", "response.in_progress":
+			checkResponse(t, e.Response, "in_progress", "r", "", 0, 0, 0)
+		case "response.completed":
+			checkResponse(t, e.Response, "completed", "r", "w0 w1 w2 ", 5, 3, 1)
+		case "response.output_item.added", "response.output_item.done":
+			wantStatus, wantParts := "in_progress", 0
+			if ev.name == "response.output_item.done" {
+				wantStatus, wantParts = "completed", 1
+			}
+			if e.Item == nil || e.OutputIndex == nil || *e.OutputIndex != 0 || e.Item.Type != "message" || e.Item.Role != "assistant" ||
+				e.Item.Status != wantStatus || len(e.Item.Content) != wantParts {
+				t.Fatalf("item event: %s", ev.data)
+			}
+			if itemID == "" {
+				itemID = e.Item.ID
+			} else if e.Item.ID != itemID {
+				t.Fatalf("item id changed: %s", ev.data)
+			}
+		default:
+			if e.ItemID != itemID || e.OutputIndex == nil || *e.OutputIndex != 0 || e.ContentIndex == nil || *e.ContentIndex != 0 {
+				t.Fatalf("content event: %s", ev.data)
+			}
+			switch ev.name {
+			case "response.output_text.delta":
+				text += e.Delta
+			case "response.output_text.done":
+				if e.Text != "w0 w1 w2 " {
+					t.Fatalf("done text: %s", ev.data)
+				}
+			case "response.content_part.added", "response.content_part.done":
+				if e.Part == nil || e.Part.Type != "output_text" || e.Part.Annotations == nil ||
+					(ev.name == "response.content_part.done") != (e.Part.Text == "w0 w1 w2 ") {
+					t.Fatalf("part: %s", ev.data)
+				}
+			}
+		}
+	}
+	if text != "w0 w1 w2 " || strings.Contains(string(b), "[DONE]") {
+		t.Fatalf("text %q / body has [DONE]", text)
+	}
+	if sv := s.Served("r"); sv != (Usage{Prompt: 5, Completion: 3, Cached: 1, Requests: 1}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+	if r := s.RequestsFor("r"); len(r) != 1 || !r[0].Stream || r[0].Path != "/v1/responses" {
+		t.Fatalf("recorded %+v", r)
+	}
+}
+
+func TestResponsesFaults(t *testing.T) {
+	s := New()
+	ts := start(t, s)
+	streamReq := `{"model":"r","input":"x","stream":true}`
+
+	s.Set("r", Behavior{Malformed: true})
+	if resp, b := mustPost(t, ts, "/v1/responses", `{"model":"r","input":"x"}`); resp.StatusCode != 200 || json.Valid(b) {
+		t.Fatalf("malformed: %s", b)
+	}
+	_, b := mustPost(t, ts, "/v1/responses", streamReq)
+	events, err := readNamedEvents(bytes.NewReader(b))
+	if err != nil || len(events) != 1 || events[0].name != "response.created" || json.Valid([]byte(events[0].data)) {
+		t.Fatalf("malformed stream: %v %+v", err, events)
+	}
+
+	s.Set("r", Behavior{ErrorEvent: true})
+	resp, b := mustPost(t, ts, "/v1/responses", streamReq)
+	events, err = readNamedEvents(bytes.NewReader(b))
+	if resp.StatusCode != 200 || err != nil || len(events) != 2 || events[0].name != "response.created" || events[1].name != "error" ||
+		events[1].data != `{"type":"error","sequence_number":1,"code":"server_error","message":"The server had an error while processing your request.","param":null}` {
+		t.Fatalf("error event: %v %+v", err, events)
+	}
+
+	s.Set("r", Behavior{BreakAfterChunks: 2})
+	resp, err = post(context.Background(), freshClient(), ts.URL+"/v1/responses", streamReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, _ = readNamedEvents(resp.Body)
+	resp.Body.Close()
+	deltas := 0
+	for _, ev := range events {
+		if ev.name == "response.output_text.delta" {
+			deltas++
+		}
+		if ev.name == "response.completed" || ev.name == "response.output_text.done" {
+			t.Fatalf("stream finished: %+v", events)
+		}
+	}
+	if deltas > 2 {
+		t.Fatalf("%d deltas, want <= 2", deltas)
+	}
+
+	s.Set("r", Behavior{HoldAfterChunks: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err = post(ctx, ts.Client(), ts.URL+"/v1/responses", streamReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for deltas = 0; deltas < 2; {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "event: response.output_text.delta\n" {
+			deltas++
+		}
+	}
+	cancel()
+	if m := recv(t, s.Canceled(), "Canceled"); m != "r" {
+		t.Fatalf("Canceled got %q", m)
+	}
+
+	s.Set("r", Behavior{StallBeforeFirstChunk: true})
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	resp, err = post(ctx2, ts.Client(), ts.URL+"/v1/responses", streamReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stall: %d %v", resp.StatusCode, resp.Header)
+	}
+	cancel2()
+	if m := recv(t, s.Canceled(), "Canceled"); m != "r" {
+		t.Fatalf("Canceled got %q", m)
+	}
+	if sv := s.Served("r"); sv != (Usage{}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
+func TestModelRetrieve(t *testing.T) {
+	s := New()
+	s.Set("configured", Behavior{})
+	ts := start(t, s)
+	mustPost(t, ts, "/v1/chat/completions", `{"model":"org/seen","messages":[{"content":"x"}]}`)
+	get := func(path string) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := ts.Client().Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, b
+	}
+	for _, id := range []string{"configured", "org/seen"} {
+		resp, b := get("/v1/models/" + id)
+		var m struct {
+			ID, Object string
+			Created    int64
+			OwnedBy    string `json:"owned_by"`
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal(b, &m) != nil ||
+			m.ID != id || m.Object != "model" || m.Created != Created || m.OwnedBy != "mock" {
+			t.Fatalf("%s: %d %s", id, resp.StatusCode, b)
+		}
+	}
+	resp, b := get("/v1/models/nope")
+	if env := decodeEnvelope(t, b); resp.StatusCode != 404 || env.Error.Code != "model_not_found" || env.Error.Type != "invalid_request_error" {
+		t.Fatalf("unknown: %d %s", resp.StatusCode, b)
+	}
+	// Asking does not make a model known.
+	if _, b = get("/v1/models"); strings.Contains(string(b), "nope") {
+		t.Fatalf("list after retrieve: %s", b)
+	}
+	if r := s.RequestsFor("nope"); len(r) != 1 || r[0].Method != "GET" || r[0].Path != "/v1/models/nope" {
+		t.Fatalf("recorded %+v", r)
+	}
+	// The id's behavior applies.
+	s.Set("configured", Behavior{Status: 503, Times: 1})
+	if resp, _ = get("/v1/models/configured"); resp.StatusCode != 503 {
+		t.Fatalf("behavior: %d", resp.StatusCode)
+	}
+	if resp, _ = get("/v1/models/configured"); resp.StatusCode != 200 {
+		t.Fatalf("after Times: %d", resp.StatusCode)
+	}
+	if resp, _ = mustPost(t, ts, "/v1/models/configured", ""); resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET" {
+		t.Fatalf("POST: %d", resp.StatusCode)
+	}
+	if sv := s.Served("configured"); sv != (Usage{}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
+func TestEmbeddingProbe(t *testing.T) {
+	s := New()
+	ts := start(t, s)
+	for _, input := range []string{`"ping"`, `["ping"]`} {
+		resp, b := mustPost(t, ts, "/v1/embeddings", `{"model":"e","input":`+input+`}`)
+		var got struct {
+			Data []struct {
+				Embedding []float64 `json:"embedding"`
+			} `json:"data"`
+			Usage struct {
+				PromptTokens int `json:"prompt_tokens"`
+			} `json:"usage"`
+		}
+		if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || len(got.Data) != 1 || len(got.Data[0].Embedding) != 8 ||
+			got.Usage.PromptTokens != 1 {
+			t.Fatalf("%s: %d %s", input, resp.StatusCode, b)
+		}
+	}
+	if sv := s.Served("e"); sv != (Usage{Prompt: 2, Requests: 2}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
+func TestBehaviorJSONNewFields(t *testing.T) {
+	in := `{"echo":true,"content_type":"text/html","emptyBody":true,"truncate_after":12,"ErrorEvent":true,"status":422}`
+	var b Behavior
+	if err := json.Unmarshal([]byte(in), &b); err != nil {
+		t.Fatal(err)
+	}
+	want := Behavior{Echo: true, ContentType: "text/html", EmptyBody: true, TruncateAfter: 12, ErrorEvent: true, Status: 422}
+	if b != want {
+		t.Fatalf("got %+v", b)
+	}
+	js, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"echo":true`, `"content_type":"text/html"`, `"empty_body":true`, `"truncate_after":12`, `"error_event":true`} {
+		if !strings.Contains(string(js), key) {
+			t.Fatalf("%s lacks %s", js, key)
+		}
+	}
+	var back Behavior
+	if err := json.Unmarshal(js, &back); err != nil || back != want {
+		t.Fatalf("round trip %s: %+v %v", js, back, err)
+	}
+}

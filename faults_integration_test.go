@@ -1,0 +1,407 @@
+package llmrouter
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// faultRouter is failoverRouter pointed at the primary mock, with short
+// bounds so that timeouts fire quickly.
+var faultRouter = strings.NewReplacer(
+	"{PRIMARY_URL}", "{PRIMARY}/v1",
+	"first_byte_timeout 300ms", "first_byte_timeout 300ms\n\t\tstream_idle_timeout 300ms",
+).Replace(failoverRouter)
+
+// fault is one thing an upstream can do wrong, injected into the first
+// candidate of route simple_qa (deepseek-v3.2, upstream id deepseek-chat).
+type fault struct {
+	name     string
+	behavior mockllm.Behavior
+	dead     bool   // the provider refuses connections instead
+	only     string // "json" or "stream" when the fault exists in one mode only
+}
+
+var faults = []fault{
+	{name: "500", behavior: mockllm.Behavior{Status: 500}},
+	{name: "502", behavior: mockllm.Behavior{Status: 502}},
+	{name: "503", behavior: mockllm.Behavior{Status: 503}},
+	{name: "429", behavior: mockllm.Behavior{Status: 429}},
+	{name: "429 Retry-After", behavior: mockllm.Behavior{Status: 429, RetryAfter: "30"}},
+	{name: "408", behavior: mockllm.Behavior{Status: 408}},
+	{name: "401", behavior: mockllm.Behavior{Status: 401}},
+	{name: "403", behavior: mockllm.Behavior{Status: 403}},
+	{name: "404", behavior: mockllm.Behavior{Status: 404}},
+	{name: "refused", dead: true},
+	{name: "reset", behavior: mockllm.Behavior{Reset: true}},
+	{name: "hang", behavior: mockllm.Behavior{Hang: true}},
+	{name: "stall before first event", behavior: mockllm.Behavior{StallBeforeFirstChunk: true}, only: "stream"},
+	{name: "truncated 200", behavior: mockllm.Behavior{TruncateAfter: 40}, only: "json"},
+	{name: "non-JSON 200", behavior: mockllm.Behavior{Malformed: true}},
+	{name: "HTML 200", behavior: mockllm.Behavior{Body: "<html><body>502 Bad Gateway</body></html>", ContentType: "text/html"}},
+	{name: "empty 200", behavior: mockllm.Behavior{EmptyBody: true}},
+	{name: "error inside a 200", behavior: mockllm.Behavior{Body: `{"error":{"message":"overloaded","type":"server_error"}}`, ContentType: "application/json"}, only: "json"},
+	{name: "first event is an error", behavior: mockllm.Behavior{Body: "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"}, only: "stream"},
+	{name: "JSON 200 to a stream request", behavior: mockllm.Behavior{ContentType: "application/json"}, only: "stream"},
+}
+
+// TestFaultMatrix: whatever the first candidate does wrong, with a healthy
+// deployment behind it the client gets one complete 200, JSON and stream.
+func TestFaultMatrix(t *testing.T) {
+	var matrix strings.Builder
+	fmt.Fprintf(&matrix, "\n%-30s %-28s %-28s\n", "fault", "json", "stream")
+	for _, f := range faults {
+		row := fmt.Sprintf("%-30s", f.name)
+		for _, mode := range []string{"json", "stream"} {
+			if f.only != "" && f.only != mode {
+				row += fmt.Sprintf(" %-28s", "-")
+				continue
+			}
+			cell := "FAIL"
+			t.Run(f.name+" "+mode, func(t *testing.T) {
+				router := faultRouter
+				if f.dead {
+					router = strings.Replace(router, "upstream deepseek-chat", "upstream deepseek-chat\n\t\tprovider dead", 1) +
+						"\tprovider dead {\n\t\tbase_url " + closedPortURL(t) + "/v1\n\t}\n"
+				}
+				g := newGateway(t, router)
+				g.primary.Set("deepseek-chat", f.behavior)
+				isStream := mode == "stream"
+				resp, body, err := g.postRaw("/v1/chat/completions", chatBody("simple_qa", isStream))
+				if err != nil {
+					t.Fatalf("the response broke off: %v", err)
+				}
+				expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+				if isStream {
+					data := sseData(body)
+					if len(data) < 2 || data[len(data)-1] != "[DONE]" || strings.Count(body, "[DONE]") != 1 {
+						t.Errorf("stream is not one complete answer: %q", body)
+					}
+				} else if !strings.Contains(body, `"model":"gemini-2.5-flash"`) || !jsonEqual([]byte(body), []byte(body)) {
+					t.Errorf("answer is not gemini's: %s", body)
+				}
+				if strings.Contains(body, "error") || strings.Contains(body, "html") {
+					t.Errorf("the failed attempt leaked into the response: %s", body)
+				}
+				if !t.Failed() {
+					cell = fmt.Sprintf("%d, %s attempts, %s", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), resp.Header.Get("X-LLM-Model"))
+				}
+			})
+			row += fmt.Sprintf(" %-28s", cell)
+		}
+		matrix.WriteString(row + "\n")
+	}
+	t.Log(matrix.String())
+}
+
+// TestBrokenAnswerCountsAsServerError: a 200 that is not an answer costs
+// the deployment like a 5xx.
+func TestBrokenAnswerCountsAsServerError(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	before := scrape(t)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{TruncateAfter: 30, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+	st := statsFor(t, g, "deepseek-v3.2", "primary")
+	if st.HealthScore != 90 || !strings.Contains(st.LastError, "not an answer") {
+		t.Errorf("score %d, last error %q; want 90 and a broken answer", st.HealthScore, st.LastError)
+	}
+	after := scrape(t)
+	if d := after.delta(before, sel("caddy_llm_router_attempts_total", "model", "deepseek-v3.2", "provider", "primary", "outcome", "server_error")); d != 1 {
+		t.Errorf("attempts_total{server_error} +%v, want 1", d)
+	}
+}
+
+// TestKeyNeverRelayed: a provider that echoes the request, headers
+// included, in its errors never hands the gateway's key to the client.
+func TestKeyNeverRelayed(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	for _, status := range []int{400, 422, 429} {
+		for _, isStream := range both {
+			name := fmt.Sprintf("%d stream=%v", status, isStream)
+			g.primary.Reset()
+			g.primary.SetDefault(mockllm.Behavior{Status: status, Echo: true})
+			resp, body := g.post(chatBody("simple_qa", isStream), "Authorization", "Bearer client-secret-1")
+			headers := strings.Join(headerValues(resp.Header), " ")
+			for _, secret := range []string{primaryKey, "client-secret-1"} {
+				if strings.Contains(body, secret) || strings.Contains(headers, secret) {
+					t.Errorf("%s: %q reached the client: %s %s", name, secret, headers, body)
+				}
+			}
+			switch status {
+			case 429: // failed over: the echo is never relayed
+				if resp.StatusCode != http.StatusServiceUnavailable {
+					t.Errorf("%s: status %d, want 503", name, resp.StatusCode)
+				}
+			default: // the client's own mistake, relayed with the key masked
+				if resp.StatusCode != status || !strings.Contains(body, "Bearer sk-…0001") || resp.Header.Get("X-Echo-Authorization") != "Bearer sk-…0001" {
+					t.Errorf("%s: status %d, body %s, X-Echo-Authorization %q: want the echo with the key's fingerprint",
+						name, resp.StatusCode, body, resp.Header.Get("X-Echo-Authorization"))
+				}
+			}
+		}
+	}
+	// a header of a successful answer is scrubbed too
+	g.primary.Reset()
+	g.primary.SetDefault(mockllm.Behavior{Echo: true})
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	if got := resp.Header.Get("X-Echo-Authorization"); got != "Bearer sk-…0001" {
+		t.Errorf("X-Echo-Authorization of a 200 = %q", got)
+	}
+}
+
+// TestStreamIdleTimeout: a stream that falls silent after its first events
+// ends with the error event and an abort, and costs the deployment −15.
+func TestStreamIdleTimeout(t *testing.T) {
+	g := newGateway(t, strings.Replace(faultRouter, "default_route simple_qa", "default_route simple_qa\n\thealth_check {\n\t\tinterval off\n\t}", 1))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{HoldAfterChunks: 2})
+	resp, body, err := g.postRaw("/v1/chat/completions", chatBody("simple_qa", true))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	if err == nil {
+		t.Error("the stalled stream ended cleanly; want an aborted response")
+	}
+	data := sseData(body)
+	if len(data) != 4 || !strings.Contains(data[3], `"code":"upstream_stream_broken"`) || !strings.Contains(data[3], "silent for 300ms") {
+		t.Fatalf("events %q: want role, 2 words, then the stream error", data)
+	}
+	if got := waitFor(t, g.primary.Canceled(), "the stalled upstream request to be canceled"); got != "deepseek-chat" {
+		t.Errorf("canceled %q", got)
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.HealthScore != 85 || st.Errors != 1 {
+		t.Errorf("score %d errors %d, want 85 and 1", st.HealthScore, st.Errors)
+	}
+}
+
+// TestSlowErrorOnStreamPath: an error answer to a stream request is read
+// within the provider's timeout, not cut by first_byte_timeout.
+func TestSlowErrorOnStreamPath(t *testing.T) {
+	g := newGateway(t, strings.Replace(faultRouter, "timeout 300ms", "timeout 3s", 1))
+	const providerBody = `{"error":{"message":"max_tokens is too large","type":"invalid_request_error","param":"max_tokens","code":null}}`
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 400, Body: providerBody, BodyDelay: 600 * time.Millisecond})
+	resp, body := g.post(chatBody("simple_qa", true))
+	if resp.StatusCode != 400 || body != providerBody {
+		t.Errorf("status %d body %s, want the provider's slow 400", resp.StatusCode, body)
+	}
+}
+
+// TestUnreadableBody: a body that cannot be read gets the OpenAI envelope
+// and is counted as the 400 it is.
+func TestUnreadableBody(t *testing.T) {
+	newGateway(t, defaultRouter)
+	done := requestsDone(t)
+	before := scrape(t)
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{\"model\":\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || apiErr(t, string(b)).Code != "unreadable_body" {
+		t.Errorf("status %d body %s", resp.StatusCode, b)
+	}
+	waitFor(t, done, "the request to be counted")
+	after := scrape(t)
+	if d := after.delta(before, sel("caddy_llm_router_requests_total", "route", "", "model", "", "provider", "", "code", "400", "endpoint", "chat")); d != 1 {
+		t.Errorf("requests_total{code=400} +%v, want 1", d)
+	}
+}
+
+// TestRouterErrors: the router's own errors are OpenAI-shaped, name the
+// member at fault, are labelled with the known model or route the request
+// named, and never echo a huge name.
+func TestRouterErrors(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	done := requestsDone(t)
+	huge := strings.Repeat("ü", 5000)
+	cases := []struct {
+		name, path, body string
+		header           []string
+		status           int
+		code, param      string
+		route, model     string
+	}{
+		{"model not a string", "/v1/chat/completions", `{"model":7,"messages":[]}`, nil, 400, "invalid_json", "model", "", ""},
+		{"no messages, known model", "/v1/chat/completions", `{"model":"gpt-4.1"}`, nil, 400, "missing_required_parameter", "messages", "", "gpt-4.1"},
+		{"no messages, route", "/v1/chat/completions", `{"model":"complex_reasoning"}`, nil, 400, "missing_required_parameter", "messages", "complex_reasoning", ""},
+		{"unknown model", "/v1/chat/completions", `{"model":"gpt-9","messages":[]}`, nil, 404, "model_not_found", "model", "", ""},
+		{"huge unknown model", "/v1/chat/completions", `{"model":"` + huge + `","messages":[]}`, nil, 404, "model_not_found", "model", "", ""},
+		{"unknown route header", "/v1/chat/completions", chatBody("", false), []string{"X-LLM-Route", "poetry"}, 404, "model_not_found", "model", "", ""},
+		{"chat model for embeddings", "/v1/embeddings", `{"model":"gpt-4.1","input":"x"}`, nil, 400, "model_not_supported", "model", "", "gpt-4.1"},
+		{"no embedding model", "/v1/embeddings", `{"input":"x"}`, nil, 404, "model_not_found", "model", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := scrape(t)
+			resp, body := g.postPath(tc.path, tc.body, tc.header...)
+			waitFor(t, done, "the request to be counted")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			e := apiErr(t, body)
+			if e.Code != tc.code || e.Param == nil || *e.Param != tc.param {
+				t.Errorf("error %+v, want code %s param %s", e, tc.code, tc.param)
+			}
+			if len(e.Message) > 400 {
+				t.Errorf("message of %d bytes echoes too much", len(e.Message))
+			}
+			ep := "chat"
+			if strings.HasSuffix(tc.path, "embeddings") {
+				ep = "embeddings"
+			}
+			after := scrape(t)
+			key := sel("caddy_llm_router_requests_total", "route", tc.route, "model", tc.model, "provider", "", "code", fmt.Sprint(tc.status), "endpoint", ep)
+			if d := after.delta(before, key); d != 1 {
+				t.Errorf("%s +%v, want 1", key, d)
+			}
+		})
+	}
+}
+
+// TestUnservedPaths: under its matcher the router answers every request.
+func TestUnservedPaths(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	cases := []struct {
+		method, path string
+		status       int
+		code, allow  string
+	}{
+		{"GET", "/v1/chat/completions", 405, "method_not_allowed", "POST"},
+		{"GET", "/v1/embeddings", 405, "method_not_allowed", "POST"},
+		{"POST", "/v1/models", 405, "method_not_allowed", "GET"},
+		{"DELETE", "/v1/models/gpt-4.1", 405, "method_not_allowed", "GET"},
+		{"POST", "/v1/images/generations", 404, "unknown_url", ""},
+		{"GET", "/v1/files", 404, "unknown_url", ""},
+		{"POST", "/", 404, "unknown_url", ""},
+	}
+	for _, tc := range cases {
+		req, _ := http.NewRequest(tc.method, gatewayURL+tc.path, strings.NewReader("{}"))
+		resp, err := g.tc.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || apiErr(t, string(b)).Code != tc.code || resp.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d Allow %q %s", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Allow"), b)
+		}
+	}
+	if n := len(g.primary.Requests()) + len(g.backup.Requests()); n != 0 {
+		t.Errorf("%d requests went upstream", n)
+	}
+}
+
+// TestSkippedCandidatesInUnavailable: the 503 names every candidate,
+// skipped ones with the reason.
+func TestSkippedCandidatesInUnavailable(t *testing.T) {
+	router := strings.Replace(defaultRouter, "first_byte_timeout 2s", "first_byte_timeout 2s\n\t\tmax_attempts 1", 1) +
+		"\troute three deepseek-v3.2 gemini-2.5-flash gpt-4.1\n"
+	g := newGateway(t, router)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 429, RetryAfter: "18", Times: 1})
+	g.post(chatBody("three", false)) // deepseek cools down; gemini answers
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500})
+	resp, body := g.post(chatBody("three", false))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	msg := apiErr(t, body).Message
+	for _, want := range []string{
+		"gemini-2.5-flash@primary: 500 Internal Server Error",
+		"gpt-4.1@primary: skipped, over max_attempts 1",
+		"deepseek-v3.2@primary: skipped, cooling down for 18s",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("503 message %q lacks %q", msg, want)
+		}
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "18" && ra != "17" {
+		t.Errorf("Retry-After %q, want the skipped deployment's cooldown", ra)
+	}
+}
+
+// TestClientGoneIsNotTheDeploymentsFault: a client that leaves before the
+// headers, during a buffered read, or mid-stream costs the deployment
+// nothing.
+func TestClientGoneIsNotTheDeploymentsFault(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	done := requestsDone(t)
+	phases := []struct {
+		name     string
+		behavior mockllm.Behavior
+		stream   bool
+		readTill string // read this much of the answer before leaving
+	}{
+		{"before the headers", mockllm.Behavior{Latency: time.Minute}, false, ""},
+		{"during a buffered read", mockllm.Behavior{Body: `{"id":"x"}`, BodyDelay: time.Minute}, false, ""},
+		{"mid-stream", mockllm.Behavior{HoldAfterChunks: 2}, true, "w1 "},
+	}
+	for _, ph := range phases {
+		g.primary.Reset()
+		g.primary.Set("deepseek-chat", ph.behavior)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(chatBody("simple_qa", ph.stream)))
+		if ph.readTill == "" {
+			go func() { // leave once the mock holds the request
+				<-g.primary.Arrived()
+				cancel()
+			}()
+		}
+		resp, err := g.tc.Client.Do(req)
+		if err == nil {
+			var seen strings.Builder
+			buf := make([]byte, 512)
+			for !strings.Contains(seen.String(), ph.readTill) {
+				n, err := resp.Body.Read(buf)
+				seen.Write(buf[:n])
+				if err != nil {
+					break
+				}
+			}
+			cancel()
+			resp.Body.Close()
+		}
+		cancel()
+		waitFor(t, done, ph.name+": the request to be counted")
+		if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.HealthScore != 100 || st.Errors != 0 || st.LastError != "" {
+			t.Errorf("%s: score %d errors %d last error %q; the client's leaving counted against the deployment", ph.name, st.HealthScore, st.Errors, st.LastError)
+		}
+		if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 0 {
+			t.Errorf("%s: failed over for a client that left", ph.name)
+		}
+	}
+}
+
+// TestStreamErrorEventShape: the error event after a broken stream is one
+// JSON object with an "error" member, the form the SDKs raise on.
+func TestStreamErrorEventShape(t *testing.T) {
+	e := &routerError{typ: typeServerError, code: codeStreamBroken, msg: `broke: "quoted"`}
+	var b strings.Builder
+	if err := writeStreamError(&b, e); err != nil {
+		t.Fatal(err)
+	}
+	data, ok := strings.CutPrefix(b.String(), "data: ")
+	if !ok || !strings.HasSuffix(data, "\n\n") {
+		t.Fatalf("not one SSE event: %q", b.String())
+	}
+	var ev struct {
+		Error apiErrorBody `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(data), &ev); err != nil || ev.Error.Code != codeStreamBroken || ev.Error.Message != `broke: "quoted"` {
+		t.Errorf("event %q (%v)", data, err)
+	}
+}

@@ -1,0 +1,108 @@
+package llmrouter
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestClassifyStatus(t *testing.T) {
+	cases := []struct {
+		code    int
+		outcome outcome
+		relay   bool
+	}{
+		{200, outcomeSuccess, true},
+		{201, outcomeSuccess, true},
+		{204, outcomeSuccess, true},
+		{299, outcomeSuccess, true},
+		{400, outcomeClientError, true},
+		{401, outcomeRejected, false}, // a bad key: try another deployment
+		{403, outcomeRejected, false},
+		{404, outcomeRejected, false}, // a model this provider lacks
+		{405, outcomeClientError, true},
+		{408, outcomeTimeout, false},
+		{409, outcomeClientError, true},
+		{413, outcomeClientError, true},
+		{422, outcomeClientError, true},
+		{429, outcomeRateLimited, false},
+		{499, outcomeClientError, true},
+		{500, outcomeServerError, false},
+		{501, outcomeServerError, false},
+		{502, outcomeServerError, false},
+		{503, outcomeServerError, false},
+		{504, outcomeServerError, false},
+		{529, outcomeServerError, false},
+		{599, outcomeServerError, false},
+		{300, outcomeServerError, false},
+		{301, outcomeServerError, false},
+		{302, outcomeServerError, false},
+		{304, outcomeServerError, false},
+		{307, outcomeServerError, false},
+		{100, outcomeServerError, false},
+		{199, outcomeServerError, false},
+		{0, outcomeServerError, false},
+		{600, outcomeServerError, false},
+	}
+	for _, tc := range cases {
+		o, relay := classifyStatus(tc.code)
+		if o != tc.outcome || relay != tc.relay {
+			t.Errorf("classifyStatus(%d) = %s, %v; want %s, %v", tc.code, o, relay, tc.outcome, tc.relay)
+		}
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	date := func(d time.Duration) string { return at.Add(d).Format(http.TimeFormat) }
+	cases := []struct {
+		name string
+		v    string
+		want time.Duration
+		skip string
+	}{
+		{"empty", "", 0, ""},
+		{"seconds", "120", 120 * time.Second, ""},
+		{"one second", "1", time.Second, ""},
+		{"zero", "0", 0, ""},
+		{"leading zeros", "007", 7 * time.Second, ""},
+		{"spaces", " 30 ", 30 * time.Second, ""},
+		{"tab and newline", "\t5\r\n", 5 * time.Second, ""},
+		{"plus sign", "+5", 5 * time.Second, ""}, // strconv.Atoi takes the sign
+		{"negative", "-5", 0, ""},
+		{"fraction", "1.5", 0, ""},
+		{"garbage", "soon", 0, ""},
+		{"number then garbage", "5s", 0, ""},
+		{"only spaces", "   ", 0, ""},
+		{"too large for an int", "99999999999999999999999", 0, ""},
+		{"HTTP date in the future", date(90 * time.Second), 90 * time.Second, ""},
+		{"HTTP date now", date(0), 0, ""},
+		{"HTTP date in the past", date(-time.Hour), 0, ""},
+		{"RFC 850 date", at.Add(time.Minute).Format(time.RFC850), time.Minute, ""},
+		{"ANSI C date", at.Add(2 * time.Minute).Format(time.ANSIC), 2 * time.Minute, ""},
+		{"not GMT", at.Add(time.Minute).Format(time.RFC1123Z), 0, ""},
+		{"date with garbage", date(time.Minute) + " x", 0, ""},
+		{"seconds overflowing a Duration", "10000000000", 365 * 24 * time.Hour, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.skip != "" {
+				t.Skip(tc.skip)
+			}
+			if got := parseRetryAfter(tc.v, at); got != tc.want {
+				t.Errorf("parseRetryAfter(%q) = %v, want %v", tc.v, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestParseRetryAfterNeverNegative: whatever the header, the delay is not
+// negative.
+func TestParseRetryAfterNeverNegative(t *testing.T) {
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	for _, v := range []string{"-1", "-9223372036854775808", "0", "9223372036", at.Add(-24 * time.Hour).Format(http.TimeFormat)} {
+		if got := parseRetryAfter(v, at); got < 0 {
+			t.Errorf("parseRetryAfter(%q) = %v", v, got)
+		}
+	}
+}

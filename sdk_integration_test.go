@@ -1,0 +1,197 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// runSDK runs one case of sdktest/sdk.mjs (the official openai npm package)
+// against the in-process gateway and decodes the JSON line it prints into
+// out. Without node or `npm ci` in sdktest/ the test is skipped, except in CI
+// (CI=true), where that is a failure.
+func runSDK(t *testing.T, name string, out any, env ...string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join("sdktest", "node_modules", "openai"))
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("node and sdktest/node_modules are required in CI (cd sdktest && npm ci): %v", err)
+		}
+		t.Skipf("needs node and `npm ci` in sdktest/: %v", err)
+	}
+	cmd := exec.Command(node, "sdk.mjs", name)
+	cmd.Dir = "sdktest"
+	cmd.Env = append(os.Environ(), append([]string{
+		"OPENAI_BASE_URL=" + gatewayURL + "/v1",
+		"OPENAI_API_KEY=sk-client-key-for-the-gateway",
+	}, env...)...)
+	b, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("node sdk.mjs %s: %v\n%s", name, err, stderr)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		t.Fatalf("node sdk.mjs %s printed %q: %v", name, b, err)
+	}
+}
+
+// sdkError is what the SDK raised, as sdk.mjs reports it.
+type sdkError struct {
+	Name    string  `json:"name"`
+	Status  *int    `json:"status"`
+	Code    *string `json:"code"`
+	Type    *string `json:"type"`
+	Message string  `json:"message"`
+}
+
+type sdkChatStream struct {
+	Text         string          `json:"text"`
+	Chunks       int             `json:"chunks"`
+	FinishReason *string         `json:"finish_reason"`
+	Usage        json.RawMessage `json:"usage"`
+	Error        *sdkError       `json:"error"`
+}
+
+// TestSDKStreamBreakRaises: a stream that breaks mid-way makes the official
+// SDK raise, rather than return a truncated answer.
+func TestSDKStreamBreakRaises(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{BreakAfterChunks: 3})
+	var got sdkChatStream
+	runSDK(t, "stream-error", &got)
+	if got.Error == nil {
+		t.Fatalf("the SDK returned a truncated answer without raising: %+v", got)
+	}
+	if got.Error.Name != "APIError" || got.Error.Code == nil || *got.Error.Code != "upstream_stream_broken" {
+		t.Errorf("the SDK raised %+v, want APIError with code upstream_stream_broken", *got.Error)
+	}
+	if got.Text != "w0 w1 w2 " {
+		t.Errorf("text before the error %q, want the 3 words relayed", got.Text)
+	}
+}
+
+// TestSDKResponsesCompletionsModels: responses.create (plain and stream),
+// completions.create (plain and stream) and models.retrieve through the
+// gateway, with tokens counted from each API's own usage.
+func TestSDKResponsesCompletionsModels(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	before := scrape(t)
+
+	var resp struct {
+		Plain struct {
+			Value struct {
+				Status     string `json:"status"`
+				OutputText string `json:"output_text"`
+				Usage      struct {
+					InputTokens  int `json:"input_tokens"`
+					OutputTokens int `json:"output_tokens"`
+				} `json:"usage"`
+			} `json:"value"`
+			Error *sdkError `json:"error"`
+		} `json:"plain"`
+		Streamed struct {
+			Value struct {
+				Types []string `json:"types"`
+				Text  string   `json:"text"`
+				Usage struct {
+					InputTokens  int `json:"input_tokens"`
+					OutputTokens int `json:"output_tokens"`
+				} `json:"usage"`
+			} `json:"value"`
+			Error *sdkError `json:"error"`
+		} `json:"streamed"`
+	}
+	runSDK(t, "responses", &resp)
+	if resp.Plain.Error != nil || resp.Plain.Value.Status != "completed" || resp.Plain.Value.OutputText == "" || resp.Plain.Value.Usage.OutputTokens == 0 {
+		t.Errorf("responses.create: %+v", resp.Plain)
+	}
+	types := resp.Streamed.Value.Types
+	if resp.Streamed.Error != nil || len(types) == 0 || types[0] != "response.created" || types[len(types)-1] != "response.completed" || resp.Streamed.Value.Text == "" {
+		t.Errorf("responses.create stream: %+v", resp.Streamed)
+	}
+
+	var comp struct {
+		Plain struct {
+			Value struct {
+				Text  string `json:"text"`
+				Usage struct {
+					CompletionTokens int `json:"completion_tokens"`
+				} `json:"usage"`
+			} `json:"value"`
+			Error *sdkError `json:"error"`
+		} `json:"plain"`
+		Streamed struct {
+			Value struct {
+				Text string `json:"text"`
+			} `json:"value"`
+			Error *sdkError `json:"error"`
+		} `json:"streamed"`
+	}
+	runSDK(t, "completions", &comp)
+	if comp.Plain.Error != nil || comp.Plain.Value.Text != "w0 w1 w2 w3 w4 " || comp.Plain.Value.Usage.CompletionTokens != 5 {
+		t.Errorf("completions.create: %+v", comp.Plain)
+	}
+	if comp.Streamed.Error != nil || !strings.HasPrefix(comp.Streamed.Value.Text, "w0 w1 ") {
+		t.Errorf("completions.create stream: %+v", comp.Streamed)
+	}
+
+	var models struct {
+		Model struct {
+			Value struct {
+				ID      string `json:"id"`
+				OwnedBy string `json:"owned_by"`
+			} `json:"value"`
+			Error *sdkError `json:"error"`
+		} `json:"model"`
+		Route struct {
+			Value struct {
+				ID    string `json:"id"`
+				Route bool   `json:"llm_router_route"`
+			} `json:"value"`
+		} `json:"route"`
+		Missing struct {
+			Error *sdkError `json:"error"`
+		} `json:"missing"`
+		List struct {
+			Value []string `json:"value"`
+		} `json:"list"`
+	}
+	runSDK(t, "models", &models)
+	if models.Model.Error != nil || models.Model.Value.ID != "gpt-4.1" || models.Model.Value.OwnedBy != "primary" {
+		t.Errorf("models.retrieve(gpt-4.1): %+v", models.Model)
+	}
+	if models.Route.Value.ID != "simple_qa" || !models.Route.Value.Route {
+		t.Errorf("models.retrieve(simple_qa): %+v", models.Route)
+	}
+	if e := models.Missing.Error; e == nil || e.Name != "NotFoundError" {
+		t.Errorf("models.retrieve(gpt-9): %+v, want NotFoundError", e)
+	}
+	if strings.Join(models.List.Value, " ") != "deepseek-v3.2 gemini-2.5-flash gpt-4.1 claude-sonnet-4.5 complex_reasoning simple_qa" {
+		t.Errorf("models.list: %v", models.List.Value)
+	}
+
+	// every routed call was counted with its endpoint and its tokens
+	after := scrape(t)
+	m := []string{"route", "simple_qa", "model", "deepseek-v3.2", "provider", "primary", "code", "200"}
+	for ep, want := range map[string]float64{"responses": 2, "completions": 2} {
+		if d := after.delta(before, sel("caddy_llm_router_requests_total", append(slices.Clone(m), "endpoint", ep)...)); d != want {
+			t.Errorf("requests_total{endpoint=%q} +%v, want %v", ep, d, want)
+		}
+	}
+	served := g.primary.Served("deepseek-chat")
+	if d := after.delta(before, sel("caddy_llm_router_tokens_total", "model", "deepseek-v3.2", "provider", "primary", "type", "output")); d != float64(served.Completion) {
+		t.Errorf("output tokens +%v, the mock served %d", d, served.Completion)
+	}
+}
