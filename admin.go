@@ -58,6 +58,58 @@ type Stats struct {
 	Deployments []DeploymentStats `json:"deployments"`
 	// Totals adds up every deployment.
 	Totals TotalStats `json:"totals"`
+	// Budgets is one entry per budget, with its most spent keys.
+	Budgets []BudgetStats `json:"budgets,omitempty"`
+	// Clients is the spend of each client label (client_label), most
+	// spent first.
+	Clients []ClientStats `json:"clients,omitempty"`
+}
+
+// BudgetStats is a budget's spend in its current periods.
+type BudgetStats struct {
+	Name      string              `json:"name"`
+	Key       string              `json:"key,omitempty"` // the placeholder naming the spender
+	Match     []string            `json:"match,omitempty"`
+	Downgrade string              `json:"downgrade,omitempty"`
+	Hard      *MoneyStats         `json:"hard,omitempty"`
+	Periods   []BudgetPeriodStats `json:"periods"`
+	// Actions counts what the budget did since it was loaded in this
+	// process: warned, downgraded, refused.
+	Actions map[string]int64 `json:"actions"`
+	// Sync says how spend is shared: "local only", or "every 5s".
+	Sync          string     `json:"sync"`
+	LastSync      *time.Time `json:"last_sync,omitempty"`
+	LastSyncError string     `json:"last_sync_error,omitempty"`
+	Syncs         int64      `json:"syncs"` // successful syncs since the budget was loaded in this process
+	SyncFailures  int64      `json:"sync_failures"`
+}
+
+// BudgetPeriodStats is one limit of a budget in its current period.
+type BudgetPeriodStats struct {
+	Period      string           `json:"period"`
+	Limit       MoneyStats       `json:"limit"`
+	WarnAt      float64          `json:"warn_at"` // a share of the limit
+	Start       time.Time        `json:"start"`
+	ResetsAt    time.Time        `json:"resets_at"`
+	ResetsHuman string           `json:"resets_at_human"`
+	Keys        int              `json:"keys"` // keys with spend in this period (in memory)
+	TopKeys     []BudgetKeyStats `json:"top_keys"`
+}
+
+// BudgetKeyStats is one key's spend in a period.
+type BudgetKeyStats struct {
+	Key       string     `json:"key"`
+	Spent     MoneyStats `json:"spent"`
+	UsedShare float64    `json:"used_share"` // of the limit
+	UsedHuman string     `json:"used_human"`
+}
+
+// ClientStats is one client label's usage.
+type ClientStats struct {
+	Client  string       `json:"client"`
+	Answers int64        `json:"answers"` // responses with usage
+	Tokens  TokenStats   `json:"tokens"`
+	Costs   []MoneyStats `json:"costs"`
 }
 
 // DeploymentStats is one deployment's traffic and health. Each number has
@@ -176,6 +228,80 @@ func collectStats(t time.Time) Stats {
 	tot.ErrorRateHuman = humanPercent(tot.ErrorRate)
 	tot.Tokens.humanize()
 	tot.Costs = moneyStats(costs)
+	out.Budgets = collectBudgetStats(t)
+	out.Clients = collectClientStats()
+	return out
+}
+
+// topBudgetKeys is how many keys the stats list per budget and period.
+const topBudgetKeys = 10
+
+func collectBudgetStats(t time.Time) []BudgetStats {
+	var ledgers []*budgetLedger
+	budgetLedgers.Range(func(_, v any) bool {
+		ledgers = append(ledgers, v.(*budgetLedger))
+		return true
+	})
+	var out []BudgetStats
+	for _, l := range ledgers {
+		b := l.owner()
+		if b == nil {
+			continue
+		}
+		bs := BudgetStats{Name: b.name, Key: b.key, Downgrade: b.downgrade, Actions: map[string]int64{},
+			Sync: "local only", Syncs: l.syncs.Load(), SyncFailures: l.failures.Load()}
+		bs.Match = b.matchNames
+		if b.hard > 0 {
+			bs.Hard = &MoneyStats{Currency: b.currency, Amount: b.hard, Human: humanMoney(b.hard, b.currency) + " per " + b.hardPeriod.String()}
+		}
+		if l.storage != nil {
+			bs.Sync = "every " + l.interval.String()
+		}
+		if r := l.lastSync.Load(); r != nil {
+			at := r.at
+			bs.LastSync, bs.LastSyncError = &at, r.err
+		}
+		for i, a := range actionNames {
+			bs.Actions[a] = l.actions[i].Load()
+		}
+		for _, lim := range b.limits {
+			w := l.window(lim.period, t)
+			top, n := l.topKeys(lim.period, t, topBudgetKeys)
+			ps := BudgetPeriodStats{Period: lim.period.String(), WarnAt: b.warnAt, Start: w.start, ResetsAt: w.end,
+				ResetsHuman: humanize.RelTime(w.end, t, "ago", "from now"), Keys: n, TopKeys: []BudgetKeyStats{},
+				Limit: MoneyStats{Currency: b.currency, Amount: lim.amount, Human: humanMoney(lim.amount, b.currency)}}
+			for _, k := range top {
+				share := k.spent / lim.amount
+				ps.TopKeys = append(ps.TopKeys, BudgetKeyStats{Key: k.key, UsedShare: share, UsedHuman: humanPercent(share),
+					Spent: MoneyStats{Currency: b.currency, Amount: k.spent, Human: humanMoney(k.spent, b.currency)}})
+			}
+			bs.Periods = append(bs.Periods, ps)
+		}
+		out = append(out, bs)
+	}
+	slices.SortFunc(out, func(a, b BudgetStats) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+func collectClientStats() []ClientStats {
+	clientTotals.Lock()
+	var out []ClientStats
+	for name, c := range clientTotals.m {
+		cs := ClientStats{Client: name, Answers: c.answers, Tokens: TokenStats{Input: c.input, Output: c.output, CachedInput: c.cached}}
+		costs := map[string]float64{}
+		for _, m := range c.costs {
+			costs[m.currency] += m.amount
+		}
+		cs.Costs = moneyStats(costs)
+		out = append(out, cs)
+	}
+	clientTotals.Unlock()
+	for i := range out {
+		out[i].Tokens.humanize()
+	}
+	slices.SortFunc(out, func(a, b ClientStats) int {
+		return cmp.Or(cmp.Compare(b.Tokens.Input+b.Tokens.Output, a.Tokens.Input+a.Tokens.Output), cmp.Compare(a.Client, b.Client))
+	})
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -67,6 +68,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			cooldown            <duration>
 //			max_cooldown        <duration>
 //		}
+//		budget <name> {
+//			limit     <amount> per hour|day|week|month
+//			key       <placeholder>
+//			match     <route or model>...
+//			downgrade <route>
+//			hard      <amount> [per hour|day|week|month]
+//			warn_at   <percent>
+//			timezone  <IANA zone>
+//		}
+//		budget_sync <duration>|off
+//		client_label <placeholder> [max <n>]
 //		max_request_body <size>
 //	}
 //
@@ -160,6 +172,51 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 
+		case "budget":
+			b := new(Budget)
+			if !d.AllArgs(&b.Name) {
+				return d.ArgErr()
+			}
+			where["budget "+b.Name] = d.Token()
+			if err := unmarshalBudget(d, b); err != nil {
+				return err
+			}
+			r.Budgets = append(r.Budgets, b)
+
+		case "budget_sync":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			if v == "off" {
+				r.BudgetSync = -1 // local only
+				continue
+			}
+			d.Prev()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			r.BudgetSync = dur
+
+		case "client_label":
+			args := d.RemainingArgs()
+			c := &ClientLabel{}
+			switch {
+			case len(args) == 1:
+			case len(args) == 3 && args[1] == "max":
+				n, err := strconv.Atoi(args[2])
+				if err != nil || n < 1 {
+					return d.Errf("client_label max must be a positive integer, got %q", args[2])
+				}
+				c.Max = n
+			default:
+				return d.ArgErr()
+			}
+			c.Value = args[0]
+			r.ClientLabel = c
+			where["client_label"] = d.Token()
+
 		case "max_request_body":
 			var v string
 			if !d.AllArgs(&v) {
@@ -202,7 +259,8 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
-	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "max_request_body"}
+	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "client_label", "max_request_body"}
+	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone"}
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
 	healthSubdirectives   = []string{"interval", "timeout", "prompt", "probe_body", "disable_below", "skip_if_active"}
@@ -429,6 +487,82 @@ func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
 			return err
 		}
 		*target = dur
+	}
+	return nil
+}
+
+// unmarshalBudget reads a budget block.
+func unmarshalBudget(d *caddyfile.Dispenser, b *Budget) error {
+	// amountPer reads "<amount> per <period>"; per <period> is optional
+	// when optional is true
+	amountPer := func(args []string, optional bool) (float64, string, error) {
+		if len(args) != 1 && len(args) != 3 || (len(args) == 1 && !optional) || (len(args) == 3 && args[1] != "per") {
+			return 0, "", d.ArgErr()
+		}
+		v, err := strconv.ParseFloat(args[0], 64)
+		if err != nil || v <= 0 {
+			return 0, "", d.Errf("%s: want a positive amount in the handler's currency, got %q", d.Val(), args[0])
+		}
+		p := ""
+		if len(args) == 3 {
+			if _, ok := parsePeriod(args[2]); !ok {
+				return 0, "", d.Errf("%s: period must be hour, day, week or month, got %q", d.Val(), args[2])
+			}
+			p = args[2]
+		}
+		return v, p, nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "limit":
+			v, p, err := amountPer(d.RemainingArgs(), false)
+			if err != nil {
+				return err
+			}
+			b.Limits = append(b.Limits, BudgetLimit{Amount: v, Period: p})
+		case "hard":
+			v, p, err := amountPer(d.RemainingArgs(), true)
+			if err != nil {
+				return err
+			}
+			b.Hard, b.HardPeriod = v, p
+		case "key":
+			if !d.AllArgs(&b.Key) {
+				return d.ArgErr()
+			}
+		case "match":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			b.Match = append(b.Match, args...)
+		case "downgrade":
+			if !d.AllArgs(&b.Downgrade) {
+				return d.ArgErr()
+			}
+		case "warn_at":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			pct, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+			if err != nil || pct <= 0 || pct > 100 {
+				return d.Errf("warn_at: want a percentage from 1 to 100, got %q", v)
+			}
+			b.WarnAt = pct
+		case "timezone":
+			if !d.AllArgs(&b.Timezone) {
+				return d.ArgErr()
+			}
+			if _, err := time.LoadLocation(b.Timezone); err != nil {
+				return d.Errf("timezone: unknown zone %q (use an IANA name such as Asia/Ho_Chi_Minh)", b.Timezone)
+			}
+		default:
+			return unrecognized(d, "budget", budgetSubdirectives)
+		}
+	}
+	if len(b.Limits) == 0 {
+		return d.Errf("budget %s needs at least one limit", b.Name)
 	}
 	return nil
 }

@@ -140,8 +140,46 @@ func writeStatsTable(w io.Writer, s Stats) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(w, strconv.Itoa(len(s.Deployments))+" deployments; stats since each deployment's state was created")
-	return err
+	if _, err := fmt.Fprintln(w, strconv.Itoa(len(s.Deployments))+" deployments; stats since each deployment's state was created"); err != nil {
+		return err
+	}
+	if len(s.Budgets) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "BUDGET\tPERIOD\tLIMIT\tTOP KEY\tSPENT\tUSED\tKEYS\tRESETS\tACTIONS\tSYNC")
+		for _, b := range s.Budgets {
+			actions := fmt.Sprintf("warned %d, downgraded %d, refused %d", b.Actions["warned"], b.Actions["downgraded"], b.Actions["refused"])
+			sync := b.Sync
+			if b.LastSyncError != "" {
+				sync += " (failing)"
+			}
+			for _, p := range b.Periods {
+				key, spent, used := "-", "0.00 "+p.Limit.Currency, "0%"
+				if len(p.TopKeys) > 0 {
+					top := p.TopKeys[0]
+					key, spent, used = top.Key, top.Spent.Human, top.UsedHuman
+					if key == "" {
+						key = "(all)"
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
+					b.Name, p.Period, p.Limit.Human, key, spent, used, p.Keys, p.ResetsHuman, actions, sync)
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(s.Clients) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CLIENT\tANSWERS\tTOKENS IN\tTOKENS OUT\tCOST")
+		for _, c := range s.Clients {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Client, humanCount(c.Answers), c.Tokens.InputHuman, c.Tokens.OutputHuman, joinMoney(c.Costs))
+		}
+		return tw.Flush()
+	}
+	return nil
 }
 
 // joinMoney writes amounts of several currencies side by side.

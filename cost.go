@@ -375,12 +375,16 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 		return err
 	}
 
+	var observed map[*deployment]float64
 	if stats != nil {
-		n, err := observedMix(w, pr, opts, stats)
+		n, o, err := observedMix(w, pr, opts, stats)
 		if err != nil {
 			return err
 		}
-		notes = append(notes, n...)
+		notes, observed = append(notes, n...), o
+	}
+	if err := budgetProjection(w, pr, opts, observed); err != nil {
+		return err
 	}
 
 	notes = append(notes, pr.warnings...)
@@ -395,7 +399,8 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 
 // observedMix projects opts.Requests at the traffic mix of stats, among
 // this router's deployments.
-func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) ([]string, error) {
+func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) ([]string, map[*deployment]float64, error) {
+	monthly := map[*deployment]float64{}
 	cur := pr.r.currency
 	money := func(v float64) string { return humanMoney(v, cur.Code) }
 	type observed struct {
@@ -438,7 +443,7 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 		when, humanize.Comma(total), humanize.Comma(opts.Requests))
 	if total == 0 {
 		fmt.Fprintln(w, "no requests observed for this router's deployments")
-		return notes, nil
+		return notes, nil, nil
 	}
 	rows := [][]string{{"MODEL", "PROVIDER", "REQUESTS", "SHARE", "AVG IN", "AVG OUT", "MONTHLY"}}
 	var sum float64
@@ -460,6 +465,7 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 		}
 		c := costOf(o.d.price, cur, n, m)
 		sum += c
+		monthly[o.d] += c
 		sumIn, sumOut, sumCached = sumIn+n*m.input, sumOut+n*m.output, sumCached+n*m.cached
 		in := humanize.FtoaWithDigits(math.Round(m.input*10)/10, 1)
 		if m.cached > 0 {
@@ -480,13 +486,131 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 	}
 	rows = append(rows, []string{"TOTAL", "", humanize.Comma(total), "100%", in, avg(sumOut), money(sum)})
 	if err := writeCostTable(w, rows, 2, 3, 4, 5, 6); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if assumed {
 		notes = append([]string{fmt.Sprintf("* no tokens recorded: assumed %s input + %s output tokens/request (--tokens, --output-ratio)",
 			humanize.FtoaWithDigits(opts.mix().input, 1), humanize.FtoaWithDigits(opts.mix().output, 1))}, notes...)
 	}
-	return notes, nil
+	return notes, monthly, nil
+}
+
+// budgetProjection writes, for each budget, when the projected traffic
+// reaches each limit: the observed mix of the deployments the budget covers
+// (with stats), else all traffic on the primary of the first route or model
+// it matches; one key spending it all (the first key to reach the limit).
+func budgetProjection(w io.Writer, pr pricedRouter, opts costOptions, observed map[*deployment]float64) error {
+	r := pr.r
+	if len(r.Budgets) == 0 {
+		return nil
+	}
+	cur := r.currency
+	money := func(v float64) string { return humanMoney(v, cur.Code) }
+	fmt.Fprintln(w, "\nBudgets at the projected traffic (one key spending it all):")
+	rows := [][]string{{"BUDGET", "TRAFFIC", "LIMIT", "PROJECTED", "REACHED"}}
+	for _, bc := range r.Budgets {
+		b, err := newBudget(bc, cur.Code)
+		if err != nil {
+			return err
+		}
+		monthly, basis := pr.budgetTraffic(b, opts, observed)
+		then := "then refused"
+		if b.downgrade != "" {
+			then = "then served from " + b.downgrade
+		}
+		caps := slices.Clone(b.limits)
+		if b.hard > 0 {
+			caps = append(caps, budgetLimit{b.hard, b.hardPeriod})
+		}
+		for i, c := range caps {
+			per := monthly * c.period.shareOfMonth()
+			label := money(c.amount) + " per " + c.period.String()
+			when := "not reached"
+			if per >= c.amount {
+				when = reachedAt(c.period, c.amount/per) + ", " + then
+			}
+			if i == len(b.limits) { // the hard cap
+				label = "hard " + label
+				if per >= c.amount {
+					when = reachedAt(c.period, c.amount/per) + ", then refused"
+				}
+			}
+			rows = append(rows, []string{b.name, basis, label, money(per) + " per " + c.period.String(), when})
+		}
+	}
+	return writeCostTable(w, rows, 2, 3)
+}
+
+// budgetTraffic is the projected monthly spend a budget covers, and what it
+// is based on.
+func (pr pricedRouter) budgetTraffic(b *budget, opts costOptions, observed map[*deployment]float64) (float64, string) {
+	rt := pr.routing
+	names := b.matchNames
+	if observed != nil {
+		covered := map[*deployment]bool{}
+		for _, name := range names {
+			p := rt.byRoute[name].plan
+			if p == nil {
+				p = rt.byModel[name].plan
+			}
+			for _, g := range p {
+				for _, d := range g {
+					covered[d] = true
+				}
+			}
+		}
+		sum := 0.0
+		for d, c := range observed {
+			if len(names) == 0 || covered[d] {
+				sum += c
+			}
+		}
+		return sum, "observed mix"
+	}
+	var d *deployment
+	basis := ""
+	switch {
+	case len(names) > 0:
+		basis = names[0]
+		if d = rt.byRoute[basis].primary(); d == nil {
+			d = rt.byModel[basis].primary()
+		}
+	case rt.defaultRoute != "":
+		basis = rt.defaultRoute
+		d = rt.byRoute[basis].primary()
+	default:
+		basis = "auto"
+		d = rt.all[kindChat].primary()
+	}
+	return costOf(d.price, pr.r.currency, float64(opts.Requests), opts.mix()), "all on " + basis
+}
+
+// shareOfMonth is the part of a (30-day) month a period is.
+func (p period) shareOfMonth() float64 {
+	switch p {
+	case periodHour:
+		return 1.0 / (30 * 24)
+	case periodDay:
+		return 1.0 / 30
+	case periodWeek:
+		return 7.0 / 30
+	}
+	return 1
+}
+
+// reachedAt says when, into each period, a limit is reached after frac of
+// the period's traffic.
+func reachedAt(p period, frac float64) string {
+	switch p {
+	case periodHour:
+		return fmt.Sprintf("every hour after %d minutes", int(math.Ceil(frac*60)))
+	case periodDay:
+		at := time.Duration(frac * float64(24*time.Hour)).Round(time.Minute)
+		return fmt.Sprintf("every day at %02d:%02d", int(at.Hours()), int(at.Minutes())%60)
+	case periodWeek:
+		return fmt.Sprintf("every week on day %d", int(math.Ceil(frac*7)))
+	}
+	return fmt.Sprintf("on day %d of the month", int(math.Ceil(frac*30)))
 }
 
 // humanPrice writes a price per 1M tokens with at least two and at most

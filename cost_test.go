@@ -224,3 +224,30 @@ func TestCostOptions(t *testing.T) {
 		t.Error("an unknown field accepted")
 	}
 }
+
+func TestBudgetReachedAt(t *testing.T) {
+	cases := []struct {
+		p    period
+		frac float64
+		want string
+	}{
+		{periodHour, 0.5, "every hour after 30 minutes"},
+		{periodDay, 0.75, "every day at 18:00"},
+		{periodDay, 0.2571, "every day at 06:10"},
+		{periodWeek, 0.3, "every week on day 3"},
+		{periodMonth, 0.4, "on day 12 of the month"},
+		{periodMonth, 1, "on day 30 of the month"},
+	}
+	for _, c := range cases {
+		if got := reachedAt(c.p, c.frac); got != c.want {
+			t.Errorf("reachedAt(%s, %v) = %q, want %q", c.p, c.frac, got, c.want)
+		}
+	}
+	total := 0.0
+	for p := range periodCount {
+		total += p.shareOfMonth()
+	}
+	if math.Abs(periodDay.shareOfMonth()*30-1) > 1e-12 || math.Abs(periodHour.shareOfMonth()*720-1) > 1e-12 {
+		t.Errorf("shares of a month: %v", total)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,10 +22,13 @@ import (
 // placeholders in the adapted JSON.
 func TestExampleCaddyfile(t *testing.T) {
 	secrets := map[string]string{
-		"GATEWAY_KEY":       "sk-example-gateway-key-0000000001",
 		"HOLYSHEEP_API_KEY": "sk-example-holysheep-key-00000002",
 		"BACKUP_API_KEY":    "sk-example-backup-key-0000000003",
 	}
+	// the team keys are compared literally by map, so they are read when
+	// the Caddyfile is adapted and are part of the config (README, Budgets)
+	t.Setenv("TEAM_STOREFRONT_KEY", "sk-example-storefront-key-00000004")
+	t.Setenv("TEAM_SUPPORT_KEY", "sk-example-support-key-000000005")
 	for k, v := range secrets {
 		t.Setenv(k, v)
 	}
@@ -49,7 +53,10 @@ func TestExampleCaddyfile(t *testing.T) {
 	// secrets are read at load (api keys) or at request time (the
 	// gateway key), never written into the JSON
 	js := string(adapted)
-	for _, ph := range []string{"{env.HOLYSHEEP_API_KEY}", "{env.BACKUP_API_KEY}", "Bearer {env.GATEWAY_KEY}"} {
+	if !strings.Contains(js, `"persist":false`) {
+		t.Error("the config holds the team keys but is persisted to disk (persist_config off is missing)")
+	}
+	for _, ph := range []string{"{env.HOLYSHEEP_API_KEY}", "{env.BACKUP_API_KEY}"} {
 		if !strings.Contains(js, ph) {
 			t.Errorf("adapted JSON lost the placeholder %s", ph)
 		}
@@ -99,6 +106,15 @@ func TestExampleCaddyfile(t *testing.T) {
 	}
 	if r.Currency == nil || r.Currency.Code != "CNY" || r.Currency.Rate != 1 {
 		t.Errorf("currency %+v, want CNY 1", r.Currency)
+	}
+	var daily *Budget
+	for _, b := range r.Budgets {
+		if slices.Contains(b.Match, "complex_reasoning") && b.Downgrade == "simple_qa" && b.Key == "{llm_team}" && b.Limits[0].Period == "day" {
+			daily = b
+		}
+	}
+	if daily == nil || r.ClientLabel == nil || r.ClientLabel.Value != "{llm_team}" {
+		t.Errorf("want a daily budget on complex_reasoning per {llm_team}, downgrading to simple_qa, and client_label {llm_team}: %+v %+v", r.Budgets, r.ClientLabel)
 	}
 
 	// what `caddy validate` does after adapting

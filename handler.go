@@ -86,6 +86,12 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	if !ok {
 		return nil
 	}
+	ex.client = clientOf(r.ClientLabel, ex.repl)
+	if len(r.budgets) > 0 {
+		if p, ok = ex.applyBudgets(p); !ok {
+			return nil
+		}
+	}
 	ex.run(p)
 	if ex.abort {
 		// a stream broke after it was committed: the client got an error
@@ -114,6 +120,8 @@ type exchange struct {
 	status   int         // the status sent to the client, 0 if none
 	abort    bool        // the response must end abnormally
 	counted  bool
+	client   string         // the bounded client label, "" without one
+	charges  []budgetCharge // the budgets the request's cost goes to
 }
 
 // fail answers the request with an error of the router's own.
@@ -206,6 +214,35 @@ func (ex *exchange) resolve() (plan, bool) {
 	}
 	ex.repl.Set("http.llm_router.route", ex.route)
 	return res.plan, true
+}
+
+// applyBudgets checks the request against its budgets: it may be served as
+// resolved, from a budget's downgrade route instead, or refused (false: the
+// client has been answered).
+func (ex *exchange) applyBudgets(p plan) (plan, bool) {
+	r := ex.router
+	t := now()
+	// only chat requests can move to a (chat) downgrade route
+	v := checkBudgets(r.budgets, ex.route, ex.model, ex.repl, t, ex.ep.kind() != kindChat, &ex.charges)
+	if b := v.downgrade; b != nil && v.refuse == nil {
+		ex.route, ex.model = b.downgrade, ""
+		p = r.routing.byRoute[b.downgrade].plan
+		note := "downgraded (" + b.name + ")"
+		ex.w.Header().Set("X-LLM-Budget", note)
+		ex.repl.Set("http.llm_router.budget", note)
+		ex.repl.Set("http.llm_router.route", ex.route)
+		b.count(actionDowngraded)
+		// the budgets of the new route still apply: they can refuse
+		v = checkBudgets(r.budgets, ex.route, "", ex.repl, t, true, &ex.charges)
+	}
+	if b := v.refuse; b != nil {
+		b.count(actionRefused)
+		ex.w.Header().Set("X-LLM-Budget", "refused ("+b.name+")")
+		ex.repl.Set("http.llm_router.budget", "refused ("+b.name+")")
+		ex.fail(budgetRefusal(v, t))
+		return nil, false
+	}
+	return p, true
 }
 
 // routeHeader is the route the client asked for in a header, if any.
@@ -769,10 +806,15 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 func (ex *exchange) observeUsage(d *deployment, u usage) {
 	cost := d.price.cost(u) * d.currency.Rate
 	d.state.stats.recordUsage(u, cost, d.currency.Code)
-	d.metrics.inputTokens.Add(float64(u.input))
-	d.metrics.outputToks.Add(float64(u.output))
-	d.metrics.cachedToks.Add(float64(u.cachedInput))
-	d.metrics.cost.Add(cost)
+	sm := d.metrics.forClient(ex.client)
+	sm.inputTokens.Add(float64(u.input))
+	sm.outputToks.Add(float64(u.output))
+	sm.cachedToks.Add(float64(u.cachedInput))
+	sm.cost.Add(cost)
+	if ex.client != "" {
+		recordClient(ex.client, u, cost, d.currency.Code)
+	}
+	chargeBudgets(ex.charges, cost, now())
 	if u.estimated {
 		ex.router.logger.Info("stream ended without usage; tokens estimated from characters",
 			zap.String("model", d.name), zap.String("provider", d.provider.name),

@@ -312,7 +312,7 @@ func TestFailedConfigChangesNothing(t *testing.T) {
 	resp, body := g.post(chatBody("simple_qa", false))
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 	after := scrape(t)
-	if d := after.delta(before, sel("caddy_llm_router_cost_total", "model", "deepseek-v3.2", "provider", "primary", "currency", "USD")); d <= 0 {
+	if d := after.delta(before, sel("caddy_llm_router_cost_total", "model", "deepseek-v3.2", "provider", "primary", "currency", "USD", "client", "")); d <= 0 {
 		t.Errorf("the running config's cost is no longer counted in USD (+%v)", d)
 	}
 }

@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"errors"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,12 +17,16 @@ type routerMetrics struct {
 	attempts    *prometheus.CounterVec   // model, provider, outcome
 	duration    *prometheus.HistogramVec // model, provider
 	ttft        *prometheus.HistogramVec // model, provider
-	tokens      *prometheus.CounterVec   // model, provider, type
-	cost        *prometheus.CounterVec   // model, provider, currency
+	tokens      *prometheus.CounterVec   // model, provider, type, client
+	cost        *prometheus.CounterVec   // model, provider, currency, client
 	failovers   *prometheus.CounterVec   // model, provider, reason
 	unavailable *prometheus.CounterVec   // route
 	inFlight    *prometheus.GaugeVec     // model, provider
 	health      healthCollector          // health_score and up, read from the live state
+
+	budgetActions      *prometheus.CounterVec // budget, action
+	budgetSyncFailures *prometheus.CounterVec // budget
+	budgets            budgetCollector        // budget_spend, budget_limit, budget_warn_at, read from the ledgers
 }
 
 const (
@@ -63,11 +68,11 @@ func newRouterMetrics() *routerMetrics {
 		ttft: histogram("time_to_first_token_seconds",
 			"Streaming requests: time from arrival to the first event sent to the client.", ttftBuckets),
 		tokens: counter("tokens_total",
-			"Tokens as reported by the providers (estimated when a stream ended without usage), by type: input, output, cached_input.",
-			"model", "provider", "type"),
+			"Tokens as reported by the providers (estimated when a stream ended without usage), by type (input, output, cached_input) and client (client_label; empty without one).",
+			"model", "provider", "type", "client"),
 		cost: counter("cost_total",
-			"Cost of the tokens at the configured prices, in the configured currency.",
-			"model", "provider", "currency"),
+			"Cost of the tokens at the configured prices, in the configured currency, by client (client_label; empty without one).",
+			"model", "provider", "currency", "client"),
 		failovers: counter("failovers_total",
 			"Attempts after which the router moved on to the next candidate, by the deployment failed over from and why.",
 			"model", "provider", "reason"),
@@ -76,6 +81,20 @@ func newRouterMetrics() *routerMetrics {
 			"route"),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("in_flight", "Upstream attempts in progress.")),
 			[]string{"model", "provider"}),
+		budgetActions: counter("budget_actions_total",
+			"What budgets did: warned (a limit's warn_at share reached, once per period and key), downgraded (a request served from the downgrade route), refused (429 budget_exceeded).",
+			"budget", "action"),
+		budgetSyncFailures: counter("budget_sync_failures_total",
+			"Budget syncs with Caddy's storage that failed; the budget kept counting locally.",
+			"budget"),
+		budgets: budgetCollector{
+			spend: prometheus.NewDesc("caddy_llm_router_budget_spend",
+				"Spend in the current period of the budget's most spent key (fleet-wide as of the last sync), in the handler's currency.", []string{"budget", "period"}, nil),
+			limit: prometheus.NewDesc("caddy_llm_router_budget_limit",
+				"A budget's limit per period, in the handler's currency.", []string{"budget", "period"}, nil),
+			warnAt: prometheus.NewDesc("caddy_llm_router_budget_warn_at",
+				"A budget's warn_at, as a share of its limit (0.8 for 80%).", []string{"budget", "period"}, nil),
+		},
 		health: healthCollector{
 			score: prometheus.NewDesc("caddy_llm_router_health_score",
 				"Health score of a deployment, 0 to 100.", []string{"model", "provider"}, nil),
@@ -91,6 +110,7 @@ func (m *routerMetrics) register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		m.requests, m.attempts, m.duration, m.ttft, m.tokens, m.cost,
 		m.failovers, m.unavailable, m.inFlight, &m.health,
+		m.budgetActions, m.budgetSyncFailures, &m.budgets,
 	} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
@@ -103,34 +123,115 @@ func (m *routerMetrics) register(reg prometheus.Registerer) error {
 }
 
 // deploymentMetrics are a deployment's children of the metric vectors,
-// resolved once at provision so the request path does no label lookups.
+// resolved once at provision so the request path does no label lookups
+// (those of a client label once per client).
 type deploymentMetrics struct {
-	attempts    [outcomeCount]prometheus.Counter
-	failovers   [outcomeCount]prometheus.Counter
-	duration    prometheus.Observer
-	ttft        prometheus.Observer
+	attempts  [outcomeCount]prometheus.Counter
+	failovers [outcomeCount]prometheus.Counter
+	duration  prometheus.Observer
+	ttft      prometheus.Observer
+	inFlight  prometheus.Gauge
+	spend     *spendMetrics // with client ""
+
+	model, provider, currency string
+	clients                   sync.Map // client label -> *spendMetrics
+}
+
+// spendMetrics are the tokens and cost children of one client.
+type spendMetrics struct {
 	inputTokens prometheus.Counter
 	outputToks  prometheus.Counter
 	cachedToks  prometheus.Counter
 	cost        prometheus.Counter
-	inFlight    prometheus.Gauge
 }
 
 func (m *routerMetrics) forDeployment(model, provider, currency string) *deploymentMetrics {
 	dm := &deploymentMetrics{
-		duration:    m.duration.WithLabelValues(model, provider),
-		ttft:        m.ttft.WithLabelValues(model, provider),
-		inputTokens: m.tokens.WithLabelValues(model, provider, "input"),
-		outputToks:  m.tokens.WithLabelValues(model, provider, "output"),
-		cachedToks:  m.tokens.WithLabelValues(model, provider, "cached_input"),
-		cost:        m.cost.WithLabelValues(model, provider, currency),
-		inFlight:    m.inFlight.WithLabelValues(model, provider),
+		duration: m.duration.WithLabelValues(model, provider),
+		ttft:     m.ttft.WithLabelValues(model, provider),
+		inFlight: m.inFlight.WithLabelValues(model, provider),
+		model:    model, provider: provider, currency: currency,
 	}
+	dm.spend = m.spendFor(model, provider, currency, "")
 	for i, o := range outcomes {
 		dm.attempts[i] = m.attempts.WithLabelValues(model, provider, string(o))
 		dm.failovers[i] = m.failovers.WithLabelValues(model, provider, string(o))
 	}
 	return dm
+}
+
+func (m *routerMetrics) spendFor(model, provider, currency, client string) *spendMetrics {
+	return &spendMetrics{
+		inputTokens: m.tokens.WithLabelValues(model, provider, "input", client),
+		outputToks:  m.tokens.WithLabelValues(model, provider, "output", client),
+		cachedToks:  m.tokens.WithLabelValues(model, provider, "cached_input", client),
+		cost:        m.cost.WithLabelValues(model, provider, currency, client),
+	}
+}
+
+// forClient is the tokens and cost children of a client (bounded by
+// clientOf).
+func (dm *deploymentMetrics) forClient(client string) *spendMetrics {
+	if client == "" {
+		return dm.spend
+	}
+	if sm, ok := dm.clients.Load(client); ok {
+		return sm.(*spendMetrics)
+	}
+	sm, _ := dm.clients.LoadOrStore(client, metrics.spendFor(dm.model, dm.provider, dm.currency, client))
+	return sm.(*spendMetrics)
+}
+
+// budgetMetrics are a budget's action counters, by action.
+type budgetMetrics struct {
+	actions [actionCount]prometheus.Counter
+}
+
+func (m *routerMetrics) forBudget(name string) *budgetMetrics {
+	bm := new(budgetMetrics)
+	for i, a := range actionNames {
+		bm.actions[i] = m.budgetActions.WithLabelValues(name, a)
+	}
+	return bm
+}
+
+// budgetCollector exports each budget's spend and limits from the ledgers.
+type budgetCollector struct {
+	spend, limit, warnAt *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.spend
+	ch <- c.limit
+	ch <- c.warnAt
+}
+
+// Collect implements prometheus.Collector, from a snapshot of the ledgers.
+func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	t := now()
+	var ledgers []*budgetLedger
+	budgetLedgers.Range(func(_, v any) bool {
+		ledgers = append(ledgers, v.(*budgetLedger))
+		return true
+	})
+	for _, l := range ledgers {
+		b := l.owner()
+		if b == nil {
+			continue
+		}
+		for _, lim := range b.limits {
+			top, _ := l.topKeys(lim.period, t, 1)
+			spent := 0.0
+			if len(top) > 0 {
+				spent = top[0].spent
+			}
+			p := lim.period.String()
+			ch <- prometheus.MustNewConstMetric(c.spend, prometheus.GaugeValue, spent, b.name, p)
+			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, lim.amount, b.name, p)
+			ch <- prometheus.MustNewConstMetric(c.warnAt, prometheus.GaugeValue, b.warnAt, b.name, p)
+		}
+	}
 }
 
 // outcomes lists every outcome, in the order of outcome.index.
@@ -197,4 +298,7 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Interface guards
-var _ prometheus.Collector = (*healthCollector)(nil)
+var (
+	_ prometheus.Collector = (*healthCollector)(nil)
+	_ prometheus.Collector = (*budgetCollector)(nil)
+)

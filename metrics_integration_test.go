@@ -152,14 +152,14 @@ func TestMetricsCounts(t *testing.T) {
 	}
 	estIn, estOut := float64((len(abandoned)+3)/4), float64((len("w0 w1 ")+3)/4)
 	wantIn, wantOut := float64(served.Prompt)+estIn, float64(served.Completion)+estOut
-	if got := dl("caddy_llm_router_tokens_total", with("type", "input")...); got != wantIn {
+	if got := dl("caddy_llm_router_tokens_total", with("type", "input", "client", "")...); got != wantIn {
 		t.Errorf("input tokens +%v, want %v (%d served + %v estimated)", got, wantIn, served.Prompt, estIn)
 	}
-	if got := dl("caddy_llm_router_tokens_total", with("type", "output")...); got != wantOut {
+	if got := dl("caddy_llm_router_tokens_total", with("type", "output", "client", "")...); got != wantOut {
 		t.Errorf("output tokens +%v, want %v (%d served + %v estimated)", got, wantOut, served.Completion, estOut)
 	}
 	wantCost := (wantIn*0.42 + wantOut*0.42) / 1e6
-	if got := dl("caddy_llm_router_cost_total", with("currency", "USD")...); math.Abs(got-wantCost) > 1e-12 {
+	if got := dl("caddy_llm_router_cost_total", with("currency", "USD", "client", "")...); math.Abs(got-wantCost) > 1e-12 {
 		t.Errorf("cost +%v, want %v", got, wantCost)
 	}
 	if got := dl("caddy_llm_router_request_duration_seconds_count", m...); got != 7 {
@@ -271,7 +271,7 @@ func TestMetricsReloadAndTwoHandlers(t *testing.T) {
 	if got := after[key]; got != before+2 {
 		t.Errorf("%s = %v, want %v", key, got, before+2)
 	}
-	if after[sel("caddy_llm_router_cost_total", "model", "deepseek-v3.2", "provider", "primary", "currency", "CNY")] <= 0 {
+	if after[sel("caddy_llm_router_cost_total", "model", "deepseek-v3.2", "provider", "primary", "currency", "CNY", "client", "")] <= 0 {
 		t.Error("the CNY handler's cost was not counted in CNY")
 	}
 }

@@ -59,6 +59,7 @@ const (
 // `{http.llm_router.input_tokens}` | prompt tokens of the answer
 // `{http.llm_router.output_tokens}` | completion tokens of the answer
 // `{http.llm_router.cost}` | the answer's cost, in the configured currency
+// `{http.llm_router.budget}` | `downgraded (<budget>)` or `refused (<budget>)` when a budget acted
 type Router struct {
 	// Providers are the OpenAI-compatible upstreams. The first one is the
 	// default provider of every model that names none. Required.
@@ -85,6 +86,21 @@ type Router struct {
 	// Failover bounds retries across deployments.
 	Failover *Failover `json:"failover,omitempty"`
 
+	// Budgets cap spend per spender and period: at a limit requests are
+	// served from a cheaper route, past a hard cap refused (README,
+	// "Budgets").
+	Budgets []*Budget `json:"budgets,omitempty"`
+
+	// BudgetSync is how often each instance writes its budget spend to
+	// Caddy's storage and reads the other instances' (a fleet sharing one
+	// storage shares its budgets; a restart resets nothing). Default: 5s;
+	// negative: local only, in memory.
+	BudgetSync caddy.Duration `json:"budget_sync,omitempty"`
+
+	// ClientLabel adds a bounded `client` label to the tokens and cost
+	// metrics and a clients section to the stats. Default: none.
+	ClientLabel *ClientLabel `json:"client_label,omitempty"`
+
 	// MaxRequestBody is the largest request body accepted, in bytes;
 	// larger bodies get 413. Default: 8 MB (8,000,000 bytes).
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
@@ -94,6 +110,7 @@ type Router struct {
 	modelsJSON  []byte            // the local GET /models answer
 	modelJSON   map[string][]byte // the local GET /models/{id} answers
 	routing     routing
+	budgets     []*budget
 	scrub       *scrubber
 	currency    Currency
 	logger      *zap.Logger
@@ -372,6 +389,19 @@ func (r *Router) Provision(ctx caddy.Context) error {
 	r.routing = buildRouting(r.deployments, r.Routes, r.DefaultRoute)
 	r.buildModelAnswers()
 	r.scrub = newScrubber(r.providers)
+	sync := time.Duration(r.BudgetSync)
+	for _, bc := range r.Budgets {
+		b, err := newBudget(bc, r.currency.Code)
+		if err != nil {
+			return err
+		}
+		b.logger = r.logger
+		b.metrics = metrics.forBudget(b.name)
+		if b.ledger, err = acquireLedger(ctx, b, sync, r.logger); err != nil {
+			return err
+		}
+		r.budgets = append(r.budgets, b)
+	}
 	r.logLoaded()
 	return nil
 }
@@ -480,6 +510,9 @@ func (r *Router) setDefaults() {
 	}
 	if r.MaxRequestBody == 0 {
 		r.MaxRequestBody = defaultMaxRequestBody
+	}
+	if r.BudgetSync == 0 {
+		r.BudgetSync = caddy.Duration(defaultBudgetSync)
 	}
 }
 
@@ -705,6 +738,38 @@ func (r *Router) validate() error {
 	if r.MaxRequestBody < 0 {
 		return cfgErr("max_request_body", "must not be negative")
 	}
+	budgetNames := map[string]bool{}
+	for _, b := range r.Budgets {
+		subj := "budget " + b.Name
+		if b.Name == "" {
+			return errors.New("llm_router: a budget has no name")
+		}
+		if budgetNames[b.Name] {
+			return cfgErr(subj, "declared twice")
+		}
+		budgetNames[b.Name] = true
+		if _, err := newBudget(b, ""); err != nil {
+			return err
+		}
+		for _, m := range b.Match {
+			_, isRoute := r.Routes[m]
+			if _, isModel := names[m]; !isRoute && !isModel {
+				return cfgErr(subj, "match names unknown route or model %q%s", m, didYouMean(m, append(slices.Clone(routeNames), modelNames...)))
+			}
+		}
+		if d := b.Downgrade; d != "" {
+			models, ok := r.Routes[d]
+			if !ok {
+				return cfgErr(subj, "downgrade names unknown route %q%s", d, didYouMean(d, routeNames))
+			}
+			if kinds[models[0]] != kindChat {
+				return cfgErr(subj, "downgrade route %q serves embeddings", d)
+			}
+		}
+	}
+	if c := r.ClientLabel; c != nil && (c.Value == "" || c.Max < 0) {
+		return cfgErr("client_label", "needs a placeholder and a non-negative max")
+	}
 	return nil
 }
 
@@ -755,6 +820,9 @@ func fallbackLoop(models []*Model) []string {
 func (r *Router) Cleanup() error {
 	for _, d := range r.deployments {
 		releaseState(d)
+	}
+	for _, b := range r.budgets {
+		releaseLedger(b)
 	}
 	for _, p := range r.providers {
 		p.transport.CloseIdleConnections()

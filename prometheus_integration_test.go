@@ -282,7 +282,8 @@ func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, sent i
 		if served.Requests == 0 || served.Cached == 0 {
 			t.Errorf("%s: the mock served %+v; the traffic should reach every deployment, with cached tokens", d.model, served)
 		}
-		match := fmt.Sprintf(`model=%q,provider=%q`, d.model, d.provider)
+		// client="": other tests' client_label series share the model
+		match := fmt.Sprintf(`model=%q,provider=%q,client=""`, d.model, d.provider)
 		byType := map[string]float64{}
 		for _, s := range p.mustQuery(t, `sum by (type) (caddy_llm_router_tokens_total{`+match+`})`).samples {
 			byType[s.metric["type"]] = s.value
@@ -291,13 +292,13 @@ func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, sent i
 			typ  string
 			want int
 		}{{"input", served.Prompt}, {"output", served.Completion}, {"cached_input", served.Cached}} {
-			got := byType[c.typ] - before[sel("caddy_llm_router_tokens_total", "model", d.model, "provider", d.provider, "type", c.typ)]
+			got := byType[c.typ] - before[sel("caddy_llm_router_tokens_total", "model", d.model, "provider", d.provider, "type", c.typ, "client", "")]
 			if got != float64(c.want) {
 				t.Errorf("%s/%s %s tokens: Prometheus +%v, the mock served %d", d.model, d.provider, c.typ, got, c.want)
 			}
 		}
 		cost := p.mustScalarish(t, `sum(caddy_llm_router_cost_total{`+match+`,currency="USD"})`)
-		got := cost - before[sel("caddy_llm_router_cost_total", "model", d.model, "provider", d.provider, "currency", "USD")]
+		got := cost - before[sel("caddy_llm_router_cost_total", "model", d.model, "provider", d.provider, "currency", "USD", "client", "")]
 		want := float64(served.Prompt+served.Completion) * d.price / 1e6
 		if math.Abs(got-want) > 1e-9 {
 			t.Errorf("%s/%s cost: Prometheus +%v USD, want %v (%d+%d tokens at %v/M)", d.model, d.provider, got, want, served.Prompt, served.Completion, d.price)

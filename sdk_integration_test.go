@@ -191,7 +191,7 @@ func TestSDKResponsesCompletionsModels(t *testing.T) {
 		}
 	}
 	served := g.primary.Served("deepseek-chat")
-	if d := after.delta(before, sel("caddy_llm_router_tokens_total", "model", "deepseek-v3.2", "provider", "primary", "type", "output")); d != float64(served.Completion) {
+	if d := after.delta(before, sel("caddy_llm_router_tokens_total", "model", "deepseek-v3.2", "provider", "primary", "type", "output", "client", "")); d != float64(served.Completion) {
 		t.Errorf("output tokens +%v, the mock served %d", d, served.Completion)
 	}
 }

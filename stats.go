@@ -70,13 +70,7 @@ func (s *deploymentStats) recordUsage(u usage, cost float64, currency string) {
 	s.input += u.input
 	s.output += u.output
 	s.cached += u.cachedInput
-	for i := range s.costs {
-		if s.costs[i].currency == currency {
-			s.costs[i].amount += cost
-			return
-		}
-	}
-	s.costs = append(s.costs, money{currency, cost})
+	s.costs = addMoney(s.costs, currency, cost)
 }
 
 // latencyHistogram estimates latency quantiles in constant memory: counts
@@ -140,4 +134,44 @@ func (h *latencyHistogram) quantile(q float64) time.Duration {
 		}
 	}
 	return bucketMid(latencyBuckets - 1)
+}
+
+// clientTotals are the spend of each client label (client_label) since
+// the process started, as the tokens and cost metrics count it.
+var clientTotals = struct {
+	sync.Mutex
+	m map[string]*clientTotal
+}{m: map[string]*clientTotal{}}
+
+type clientTotal struct {
+	answers               int64 // responses with usage
+	input, output, cached int64
+	costs                 []money
+}
+
+// recordClient adds an answer's usage and cost to its client's totals.
+func recordClient(client string, u usage, cost float64, currency string) {
+	clientTotals.Lock()
+	defer clientTotals.Unlock()
+	c := clientTotals.m[client]
+	if c == nil {
+		c = new(clientTotal)
+		clientTotals.m[client] = c
+	}
+	c.answers++
+	c.input += u.input
+	c.output += u.output
+	c.cached += u.cachedInput
+	c.costs = addMoney(c.costs, currency, cost)
+}
+
+// addMoney adds amount in currency to a list of amounts by currency.
+func addMoney(ms []money, currency string, amount float64) []money {
+	for i := range ms {
+		if ms[i].currency == currency {
+			ms[i].amount += amount
+			return ms
+		}
+	}
+	return append(ms, money{currency, amount})
 }
