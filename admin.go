@@ -63,6 +63,28 @@ type Stats struct {
 	// Clients is the spend of each client label (client_label), most
 	// spent first.
 	Clients []ClientStats `json:"clients,omitempty"`
+	// Caches is one entry per response cache store (handlers with the same
+	// max_size share one).
+	Caches []CacheStats `json:"caches,omitempty"`
+}
+
+// CacheStats is a response cache's size, results and savings.
+type CacheStats struct {
+	Entries    int64  `json:"entries"`
+	Bytes      int64  `json:"bytes"`
+	MaxBytes   int64  `json:"max_bytes"`
+	BytesHuman string `json:"bytes_human"`
+	Hits       int64  `json:"hits"`
+	Misses     int64  `json:"misses"`
+	Stale      int64  `json:"stale"`
+	Bypassed   int64  `json:"bypassed"`
+	// HitRatio is (hits + stale) / (hits + stale + misses): the share of the
+	// cacheable requests that no model answered.
+	HitRatio      float64 `json:"hit_ratio"`
+	HitRatioHuman string  `json:"hit_ratio_human"`
+	// Saved is what the hits would have cost at the answering deployments'
+	// prices, per currency.
+	Saved []MoneyStats `json:"saved"`
 }
 
 // BudgetStats is a budget's spend in its current periods.
@@ -230,6 +252,9 @@ func collectStats(t time.Time) Stats {
 	tot.Costs = moneyStats(costs)
 	out.Budgets = collectBudgetStats(t)
 	out.Clients = collectClientStats()
+	for _, c := range liveCacheStores() {
+		out.Caches = append(out.Caches, c.report())
+	}
 	return out
 }
 
@@ -413,6 +438,9 @@ func humanCount(n int64) string {
 	v, unit := humanize.ComputeSI(float64(n))
 	return humanize.FtoaWithDigits(math.Round(v*10)/10, 1) + unit
 }
+
+// humanBytes writes 128000000 as "128 MB".
+func humanBytes(n int64) string { return humanize.Bytes(uint64(max(n, 0))) }
 
 func humanPercent(r float64) string {
 	return humanize.FtoaWithDigits(math.Round(r*1000)/10, 1) + "%"

@@ -26,6 +26,7 @@ type requestBody struct {
 	hasMessages bool
 	hasInput    bool
 	hasPrompt   bool
+	choices     int64 // "n": answers asked for; 0 when absent
 }
 
 type span struct{ start, end int }
@@ -96,6 +97,8 @@ func parseRequestBody(raw []byte) (requestBody, error) {
 			rb.hasInput = raw[val.start] != 'n'
 		case "prompt":
 			rb.hasPrompt = raw[val.start] != 'n'
+		case "n":
+			rb.choices = atoi(raw[val.start:val.end])
 		}
 		return nil
 	})

@@ -14,7 +14,9 @@ import (
 func TestBudgetWindows(t *testing.T) {
 	paris, _ := time.LoadLocation("Europe/Paris")
 	hcm, _ := time.LoadLocation("Asia/Ho_Chi_Minh")
-	at := func(loc *time.Location, y int, m time.Month, d, h, min int) time.Time { return time.Date(y, m, d, h, min, 0, 0, loc) }
+	at := func(loc *time.Location, y int, m time.Month, d, h, min int) time.Time {
+		return time.Date(y, m, d, h, min, 0, 0, loc)
+	}
 	cases := []struct {
 		name       string
 		p          period

@@ -79,6 +79,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		budget_sync <duration>|off
 //		client_label <placeholder> [max <n>]
+//		cache {
+//			ttl            <duration>
+//			max_size       <size>
+//			stale_if_error <duration>|0
+//			match          <route or model>...
+//			key_header     <field>...
+//			streams        on|off
+//		}
 //		max_request_body <size>
 //	}
 //
@@ -183,6 +191,16 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			r.Budgets = append(r.Budgets, b)
 
+		case "cache":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			where["cache"] = d.Token()
+			r.Cache = new(Cache)
+			if err := unmarshalCache(d, r.Cache); err != nil {
+				return err
+			}
+
 		case "budget_sync":
 			var v string
 			if !d.AllArgs(&v) {
@@ -259,7 +277,8 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
-	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "client_label", "max_request_body"}
+	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "client_label", "cache", "max_request_body"}
+	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "streams"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone"}
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
@@ -563,6 +582,73 @@ func unmarshalBudget(d *caddyfile.Dispenser, b *Budget) error {
 	}
 	if len(b.Limits) == 0 {
 		return d.Errf("budget %s needs at least one limit", b.Name)
+	}
+	return nil
+}
+
+// unmarshalCache reads a cache block.
+func unmarshalCache(d *caddyfile.Dispenser, c *Cache) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "ttl":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			c.TTL = dur
+		case "max_size":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil || size == 0 {
+				return d.Errf("max_size: invalid size %q (use e.g. 128MB)", v)
+			}
+			c.MaxSize = int64(size)
+		case "stale_if_error":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			if v == "0" || v == "off" {
+				c.StaleIfError = -1
+				continue
+			}
+			d.Prev()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			c.StaleIfError = dur
+		case "match":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			c.Match = append(c.Match, args...)
+		case "key_header":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			c.KeyHeaders = append(c.KeyHeaders, args...)
+		case "streams":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			switch v {
+			case "on":
+				c.NoStreams = false
+			case "off":
+				c.NoStreams = true
+			default:
+				return d.Errf("streams: want on or off, got %q", v)
+			}
+		default:
+			return unrecognized(d, "cache", cacheSubdirectives)
+		}
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "llm-router",
-		Usage: "stats [--address <admin address>] | cost --config <file> [--stats <file or URL> | --address <admin address>]",
+		Usage: "stats [--address <admin address>] | cost --config <file> [--cache-hit <ratio>] [--stats <file or URL> | --address <admin address>]",
 		Short: "Inspects a running LLM gateway and projects its cost",
 		Long: `
 Commands of the llm_router module.
@@ -50,7 +50,7 @@ Commands of the llm_router module.
 			cmd.AddCommand(stats)
 
 			cost := &cobra.Command{
-				Use:   "cost --config <file> [--adapter <name>] [--requests <n>] [--tokens <n>] [--output-ratio <r>] [--stats <file or URL> | --address <admin address>]",
+				Use:   "cost --config <file> [--adapter <name>] [--requests <n>] [--tokens <n>] [--output-ratio <r>] [--cache-hit <r>] [--stats <file or URL> | --address <admin address>]",
 				Short: "Projects monthly cost per model, per route and for an observed traffic mix",
 				Args:  cobra.NoArgs,
 				RunE: func(c *cobra.Command, _ []string) error {
@@ -62,7 +62,8 @@ Commands of the llm_router module.
 					reqs, _ := f.GetString("requests")
 					toks, _ := f.GetString("tokens")
 					ratio, _ := f.GetFloat64("output-ratio")
-					opts := costOptions{OutputRatio: ratio}
+					hit, _ := f.GetFloat64("cache-hit")
+					opts := costOptions{OutputRatio: ratio, CacheHit: hit}
 					var err error
 					if opts.Requests, err = parseCount("requests", reqs); err != nil {
 						return err
@@ -79,6 +80,7 @@ Commands of the llm_router module.
 			cf.String("requests", strconv.Itoa(defaultCostRequests), "requests per month (3000000 or 3,000,000)")
 			cf.String("tokens", strconv.Itoa(defaultCostTokens), "tokens per request, input and output together")
 			cf.Float64("output-ratio", defaultCostOutputRatio, "share of the tokens that are output")
+			cf.Float64("cache-hit", 0, "share of the requests answered from the response cache (e.g. 0.3), which cost nothing")
 			cf.String("stats", "", "stats to take the traffic mix from: a saved GET /llm_router/stats answer or its URL")
 			cf.String("address", "", "admin API address to read the stats from (e.g. localhost:2019; empty: CADDY_ADMIN or localhost:2019)")
 			cost.MarkFlagsMutuallyExclusive("stats", "address")
@@ -165,6 +167,18 @@ func writeStatsTable(w io.Writer, s Stats) error {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
 					b.Name, p.Period, p.Limit.Human, key, spent, used, p.Keys, p.ResetsHuman, actions, sync)
 			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(s.Caches) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CACHE\tENTRIES\tSIZE\tHITS\tMISSES\tSTALE\tBYPASSED\tHIT RATIO\tSAVED")
+		for _, c := range s.Caches {
+			fmt.Fprintf(tw, "max_size %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", humanBytes(c.MaxBytes), humanCount(c.Entries), c.BytesHuman,
+				humanCount(c.Hits), humanCount(c.Misses), humanCount(c.Stale), humanCount(c.Bypassed), c.HitRatioHuman, joinMoney(c.Saved))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

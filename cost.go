@@ -35,6 +35,7 @@ type costOptions struct {
 	Requests    int64   // per month
 	Tokens      int64   // per request, input and output together
 	OutputRatio float64 // share of Tokens that is output
+	CacheHit    float64 // share of requests answered from the cache, at no cost
 }
 
 func (o costOptions) validate() error {
@@ -45,9 +46,15 @@ func (o costOptions) validate() error {
 		return errors.New("--tokens must not be negative")
 	case o.OutputRatio < 0 || o.OutputRatio > 1 || math.IsNaN(o.OutputRatio):
 		return errors.New("--output-ratio must be between 0 and 1")
+	case o.CacheHit < 0 || o.CacheHit >= 1 || math.IsNaN(o.CacheHit):
+		return errors.New("--cache-hit must be at least 0 and below 1")
 	}
 	return nil
 }
+
+// upstream is the requests a month that reach a model: those the cache
+// does not answer.
+func (o costOptions) upstream() float64 { return float64(o.Requests) * (1 - o.CacheHit) }
 
 // mix is the assumed tokens of one request.
 func (o costOptions) mix() tokenMix {
@@ -295,6 +302,10 @@ func costReport(w io.Writer, targets []costTarget, opts costOptions, stats *Stat
 	fmt.Fprintf(w, "%s requests/month × %s tokens/request (%s input + %s output) = %s tokens/month; %s\n",
 		humanize.Comma(opts.Requests), humanize.Comma(opts.Tokens), humanize.FtoaWithDigits(mix.input, 1),
 		humanize.FtoaWithDigits(mix.output, 1), humanize.Comma(opts.Requests*opts.Tokens), currency)
+	if opts.CacheHit > 0 {
+		fmt.Fprintf(w, "cache hit ratio %s: %s requests/month reach a model, the rest are answered from the cache at no cost\n",
+			humanPercent(opts.CacheHit), humanize.Comma(int64(math.Round(opts.upstream()))))
+	}
 
 	for i, t := range targets {
 		fmt.Fprintf(w, "\nllm_router #%d", i+1)
@@ -324,7 +335,7 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 		}
 		return mix
 	}
-	monthly := func(d *deployment) string { return money(costOf(d.price, cur, float64(opts.Requests), mixOf(d))) }
+	monthly := func(d *deployment) string { return money(costOf(d.price, cur, opts.upstream(), mixOf(d))) }
 	var notes []string
 
 	// per model
@@ -334,7 +345,7 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 		ds := pr.byModel[name]
 		d := ds[0]
 		rows = append(rows, []string{name, d.id.provider, price(d.price.input), price(d.price.output),
-			money(costOf(d.price, cur, 1000, mixOf(d))), monthly(d)})
+			money(costOf(d.price, cur, 1000*(1-opts.CacheHit), mixOf(d))), monthly(d)})
 		var others []string
 		for _, o := range ds[1:] {
 			if o.price != d.price {
@@ -454,7 +465,7 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 			continue
 		}
 		share := float64(o.requests) / float64(total)
-		n := float64(opts.Requests) * share
+		n := opts.upstream() * share
 		m := opts.mix()
 		mark := ""
 		if o.input+o.output > 0 {
@@ -478,7 +489,7 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 		if opts.Requests == 0 {
 			return "-"
 		}
-		return humanize.FtoaWithDigits(math.Round(v/float64(opts.Requests)*10)/10, 1)
+		return humanize.FtoaWithDigits(math.Round(v/opts.upstream()*10)/10, 1)
 	}
 	in := avg(sumIn)
 	if sumCached > 0 {
@@ -582,7 +593,7 @@ func (pr pricedRouter) budgetTraffic(b *budget, opts costOptions, observed map[*
 		basis = "auto"
 		d = rt.all[kindChat].primary()
 	}
-	return costOf(d.price, pr.r.currency, float64(opts.Requests), opts.mix()), "all on " + basis
+	return costOf(d.price, pr.r.currency, opts.upstream(), opts.mix()), "all on " + basis
 }
 
 // shareOfMonth is the part of a (30-day) month a period is.

@@ -251,3 +251,22 @@ func TestBudgetReachedAt(t *testing.T) {
 		t.Errorf("shares of a month: %v", total)
 	}
 }
+
+// TestCostCacheHit: with --cache-hit, only the requests the cache does not
+// answer cost anything.
+func TestCostCacheHit(t *testing.T) {
+	full := string(costReportOf(t, "testdata/full.caddyfile", defaultCostOpts, nil))
+	opts := defaultCostOpts
+	opts.CacheHit = 0.3
+	cached := string(costReportOf(t, "testdata/full.caddyfile", opts, nil))
+	if !strings.Contains(cached, "cache hit ratio 30%: 2,100,000 requests/month reach a model") {
+		t.Errorf("no cache line:\n%s", cached)
+	}
+	// gpt-4.1: 12,000.00 CNY a month without the cache, 70 % of it with
+	if !strings.Contains(full, "12,000.00 CNY") || !strings.Contains(cached, "8,400.00 CNY") {
+		t.Errorf("gpt-4.1's monthly cost does not drop by 30%%:\n%s", cached)
+	}
+	if err := (costOptions{CacheHit: 1}).validate(); err == nil {
+		t.Error("--cache-hit 1 accepted")
+	}
+}

@@ -113,6 +113,9 @@ func TestExampleCaddyfile(t *testing.T) {
 			daily = b
 		}
 	}
+	if r.Cache == nil || len(r.Cache.Match) != 1 || r.Cache.Match[0] != "simple_qa" {
+		t.Errorf("want the cache on simple_qa: %+v", r.Cache)
+	}
 	if daily == nil || r.ClientLabel == nil || r.ClientLabel.Value != "{llm_team}" {
 		t.Errorf("want a daily budget on complex_reasoning per {llm_team}, downgrading to simple_qa, and client_label {llm_team}: %+v %+v", r.Budgets, r.ClientLabel)
 	}

@@ -87,6 +87,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 		return nil
 	}
 	ex.client = clientOf(r.ClientLabel, ex.repl)
+	if r.cache != nil && ex.lookupCache() {
+		return nil // answered from the cache
+	}
+	defer ex.landFlight()
 	if len(r.budgets) > 0 {
 		if p, ok = ex.applyBudgets(p); !ok {
 			return nil
@@ -122,6 +126,17 @@ type exchange struct {
 	counted  bool
 	client   string         // the bounded client label, "" without one
 	charges  []budgetCharge // the budgets the request's cost goes to
+	ns       string         // the resolved plan's cache namespace
+
+	// the response cache, when it applies to the request
+	cacheKey    string       // "" when the cache is not involved
+	cacheResult string       // hit, miss, stale or bypass
+	cacheStore  bool         // a complete answer may be stored
+	stale       *cacheEntry  // an expired answer to fall back on
+	flight      *cacheFlight // the flight this request leads, if any
+	stored      *cacheEntry  // what it stored
+	saved       float64      // what a hit saved, in savedIn
+	savedIn     string
 }
 
 // fail answers the request with an error of the router's own.
@@ -192,7 +207,7 @@ func (ex *exchange) resolve() (plan, bool) {
 	routeHeader := ex.routeHeader()
 	kind := ex.ep.kind()
 	res := ex.router.routing.resolve(routeHeader, ex.body.modelName, kind)
-	ex.route, ex.model = res.route, res.model
+	ex.route, ex.model, ex.ns = res.route, res.model, res.ns
 	switch {
 	case res.plan == nil && res.wrongKind:
 		ex.fail(invalidRequest(http.StatusBadRequest, codeWrongModelKind, "model",
@@ -232,6 +247,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 		ex.repl.Set("http.llm_router.budget", note)
 		ex.repl.Set("http.llm_router.route", ex.route)
 		b.count(actionDowngraded)
+		ex.cacheStore = false // a cheaper answer is not the answer to the original route
 		// the budgets of the new route still apply: they can refuse
 		v = checkBudgets(r.budgets, ex.route, "", ex.repl, t, true, &ex.charges)
 	}
@@ -343,6 +359,9 @@ func (ex *exchange) run(p plan) {
 	for _, s := range skipped {
 		ex.failures = append(ex.failures, s.d.label()+": skipped, "+s.why)
 	}
+	if ex.stale != nil && ex.serveCached(ex.stale, cacheStale) {
+		return
+	}
 	ex.unavailable(p)
 }
 
@@ -411,8 +430,12 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 				http.StatusText(resp.StatusCode), describeBody(resp.Header.Get("Content-Type"), payload))
 			return
 		}
+		cost := 0.0
 		if found {
-			ex.observeUsage(d, u)
+			cost = ex.observeUsage(d, u)
+		}
+		if ex.cacheStore && resp.StatusCode == http.StatusOK {
+			ex.storeAnswer(d, payload, false, cost)
 		}
 	} else {
 		payload = ex.router.scrub.bytes(payload)
@@ -519,6 +542,11 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
 	relay := streamRelay{strip: ex.body.stripUsage(), textKey: ex.ep.textKey()}
+	capture := ex.cacheStore && ex.router.cache.streams
+	if capture {
+		relay.capture = make([]byte, 0, 4096)
+		relay.captureMax = int(ex.router.cache.store.maxSize / maxEntryShare)
+	}
 	if idle := time.Duration(f.StreamIdleTimeout); idle > 0 {
 		relay.idle = idle
 		relay.idleTimer = time.AfterFunc(idle, func() { cancel(errStreamIdle) })
@@ -527,7 +555,10 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	err = relay.relay(ex.w, rc.Flush, events, first)
 
 	if relay.usage != nil {
-		ex.observeUsage(d, *relay.usage)
+		cost := ex.observeUsage(d, *relay.usage)
+		if capture && err == nil && relay.done && relay.capture != nil {
+			ex.storeAnswer(d, relay.capture, true, cost)
+		}
 	} else {
 		// abandoned, broken, or a provider that ignores include_usage:
 		// the provider bills anyway, so count an estimate (~4 characters
@@ -802,8 +833,9 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	}
 }
 
-// observeUsage is the one place a response's token usage is known.
-func (ex *exchange) observeUsage(d *deployment, u usage) {
+// observeUsage is the one place a response's token usage is known; it
+// returns the response's cost, in the deployment's currency.
+func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
 	cost := d.price.cost(u) * d.currency.Rate
 	d.state.stats.recordUsage(u, cost, d.currency.Code)
 	sm := d.metrics.forClient(ex.client)
@@ -823,6 +855,7 @@ func (ex *exchange) observeUsage(d *deployment, u usage) {
 	ex.repl.Set("http.llm_router.input_tokens", u.input)
 	ex.repl.Set("http.llm_router.output_tokens", u.output)
 	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost, 'f', -1, 64))
+	return cost
 }
 
 // finish counts the client request, once, however it ended: one
@@ -842,9 +875,144 @@ func (ex *exchange) finish() {
 		d.state.stats.recordRequest(ex.ep, took)
 	}
 	metrics.requests.WithLabelValues(ex.route, model, provider, statusLabel(ex.status), ex.ep.String()).Inc()
+	if ex.cacheResult != "" {
+		metrics.cacheRequests.WithLabelValues(ex.route, ex.cacheResult).Inc()
+		if ex.saved > 0 {
+			metrics.cacheSaved.WithLabelValues(ex.savedIn).Add(ex.saved)
+		}
+		ex.router.cache.store.count(ex.cacheResult, ex.saved, ex.savedIn)
+	}
 	if hook := requestDoneHook.Load(); hook != nil {
 		(*hook)()
 	}
+}
+
+// lookupCache looks the request up in the response cache and answers it
+// from there when it can (true). Otherwise it sets up what the request
+// needs on its way: the key to store its answer under, a stale answer to
+// fall back on, or the leadership of the key's flight. A request whose key
+// is already in flight waits for that flight (single flight), at most as
+// long as its try budget.
+func (ex *exchange) lookupCache() bool {
+	rc := ex.router.cache
+	if ex.ep != chatEndpoint && ex.ep != embeddingsEndpoint {
+		return false
+	}
+	if rc.match != nil && !rc.match[ex.route] && !rc.match[ex.model] {
+		return false
+	}
+	lookup, store := cacheControl(ex.req.Header)
+	if ex.body.choices > 1 || !lookup {
+		ex.setCacheResult(cacheBypass)
+		if ex.body.choices > 1 || !store {
+			return false
+		}
+	}
+	ex.cacheKey = cacheKey(ex.ep, ex.ns, ex.body.raw, ex.req.Header, rc.keyHeaders)
+	ex.cacheStore = store && (!ex.body.stream || rc.streams || ex.ep == embeddingsEndpoint)
+	if !lookup {
+		return false // no-cache: ask a model, then refresh the entry
+	}
+	ex.setCacheResult(cacheMiss)
+	t := now()
+	e, fresh := rc.store.lookup(ex.cacheKey, t)
+	if fresh && ex.serveCached(e, cacheHit) {
+		return true
+	}
+	ex.stale = e
+	f, leader := rc.store.join(ex.cacheKey)
+	if leader {
+		ex.flight = f
+		return false
+	}
+	wait := time.NewTimer(time.Duration(ex.router.Failover.TryDuration) - t.Sub(ex.start))
+	defer wait.Stop()
+	select {
+	case <-f.done:
+		if f.entry != nil && ex.serveCached(f.entry, cacheHit) {
+			return true
+		}
+	case <-wait.C:
+	case <-ex.req.Context().Done():
+	}
+	return false
+}
+
+// setCacheResult says what the cache did, in the response header and the
+// placeholder (a hit or stale answer sets it again when served).
+func (ex *exchange) setCacheResult(result string) {
+	ex.cacheResult = result
+	ex.w.Header().Set("X-LLM-Cache", result)
+	ex.repl.Set("http.llm_router.cache", result)
+}
+
+// landFlight ends the flight this request led, with what it stored.
+func (ex *exchange) landFlight() {
+	if ex.flight != nil {
+		ex.router.cache.store.land(ex.cacheKey, ex.flight, ex.stored)
+		ex.flight = nil
+	}
+}
+
+// storeAnswer keeps a complete successful answer of deployment d (a JSON
+// answer, or the events of a stream that reached [DONE]) with what it cost.
+func (ex *exchange) storeAnswer(d *deployment, body []byte, stream bool, cost float64) {
+	rc := ex.router.cache
+	e := &cacheEntry{stored: now(), fresh: rc.ttl, stale: rc.stale, stream: stream, body: body,
+		model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
+	if rc.store.put(ex.cacheKey, e) {
+		ex.stored = e
+	}
+}
+
+// serveCached answers the request from a stored answer: as stored, or
+// converted between JSON and stream, as the request wants (false if it
+// cannot be). No model is asked: the answer costs nothing.
+func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
+	body, err := e.bodyFor(ex.body.stream)
+	if err != nil {
+		return false
+	}
+	h := ex.w.Header()
+	h.Set("X-LLM-Model", e.model)
+	h.Set("X-LLM-Provider", e.provider)
+	if ex.route != "" {
+		h.Set("X-LLM-Route", ex.route)
+	}
+	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
+	ex.setCacheResult(result)
+	age := now().Sub(e.stored)
+	h.Set("Age", strconv.Itoa(int(max(age, 0)/time.Second)))
+	if result == cacheStale {
+		h.Set("Warning", fmt.Sprintf(`111 llm_router "all models unavailable; answer cached %s ago"`, age.Round(time.Second)))
+	}
+	ex.repl.Set("http.llm_router.model", e.model)
+	ex.repl.Set("http.llm_router.provider", e.provider)
+	ex.repl.Set("http.llm_router.attempts", ex.attempts)
+	ex.status, ex.model = http.StatusOK, e.model
+	ex.saved, ex.savedIn = e.cost, e.currency
+	if !ex.body.stream {
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		ex.w.WriteHeader(http.StatusOK)
+		_, _ = ex.w.Write(body)
+		return true
+	}
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	ex.w.WriteHeader(http.StatusOK)
+	// the same rule as a live stream: the usage chunk only when asked for
+	relay := streamRelay{strip: !ex.body.includeUsage}
+	events := newSSEReader(bytes.NewReader(body))
+	defer events.release()
+	for {
+		ev, err := events.next()
+		if err != nil || relay.forward(ex.w, ev) != nil {
+			break
+		}
+	}
+	_ = http.NewResponseController(ex.w).Flush()
+	return true
 }
 
 // requestDoneHook, when set (tests only), is called when a request has

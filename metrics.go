@@ -27,6 +27,10 @@ type routerMetrics struct {
 	budgetActions      *prometheus.CounterVec // budget, action
 	budgetSyncFailures *prometheus.CounterVec // budget
 	budgets            budgetCollector        // budget_spend, budget_limit, budget_warn_at, read from the ledgers
+
+	cacheRequests *prometheus.CounterVec // route, result
+	cacheSaved    *prometheus.CounterVec // currency
+	caches        cacheCollector         // cache_entries, cache_bytes, read from the stores
 }
 
 const (
@@ -95,6 +99,16 @@ func newRouterMetrics() *routerMetrics {
 			warnAt: prometheus.NewDesc("caddy_llm_router_budget_warn_at",
 				"A budget's warn_at, as a share of its limit (0.8 for 80%).", []string{"budget", "period"}, nil),
 		},
+		cacheRequests: counter("cache_requests_total",
+			"Requests the response cache applied to, by route and result: hit (answered from the cache), miss (asked a model), stale (every model failed; answered from an expired entry), bypass (Cache-Control, or n > 1).",
+			"route", "result"),
+		cacheSaved: counter("cache_saved_cost_total",
+			"What the answers served from the cache cost when a model first gave them, in the handler's currency: the spend the cache saved.",
+			"currency"),
+		caches: cacheCollector{
+			entries: prometheus.NewDesc("caddy_llm_router_cache_entries", "Answers held by the response caches.", nil, nil),
+			bytes:   prometheus.NewDesc("caddy_llm_router_cache_bytes", "Memory the response caches' answers take, as weighed against max_size.", nil, nil),
+		},
 		health: healthCollector{
 			score: prometheus.NewDesc("caddy_llm_router_health_score",
 				"Health score of a deployment, 0 to 100.", []string{"model", "provider"}, nil),
@@ -111,6 +125,7 @@ func (m *routerMetrics) register(reg prometheus.Registerer) error {
 		m.requests, m.attempts, m.duration, m.ttft, m.tokens, m.cost,
 		m.failovers, m.unavailable, m.inFlight, &m.health,
 		m.budgetActions, m.budgetSyncFailures, &m.budgets,
+		m.cacheRequests, m.cacheSaved, &m.caches,
 	} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
@@ -297,8 +312,31 @@ func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// cacheCollector exports the size of the response caches.
+type cacheCollector struct {
+	entries, bytes *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.entries
+	ch <- c.bytes
+}
+
+// Collect implements prometheus.Collector, from a snapshot of the stores.
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	var entries, bytes float64
+	for _, s := range liveCacheStores() {
+		entries += float64(s.entries.EstimatedSize())
+		bytes += float64(s.entries.WeightedSize())
+	}
+	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, entries)
+	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, bytes)
+}
+
 // Interface guards
 var (
+	_ prometheus.Collector = (*cacheCollector)(nil)
 	_ prometheus.Collector = (*healthCollector)(nil)
 	_ prometheus.Collector = (*budgetCollector)(nil)
 )

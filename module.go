@@ -60,6 +60,7 @@ const (
 // `{http.llm_router.output_tokens}` | completion tokens of the answer
 // `{http.llm_router.cost}` | the answer's cost, in the configured currency
 // `{http.llm_router.budget}` | `downgraded (<budget>)` or `refused (<budget>)` when a budget acted
+// `{http.llm_router.cache}` | `hit`, `miss`, `stale` or `bypass` when the response cache applied
 type Router struct {
 	// Providers are the OpenAI-compatible upstreams. The first one is the
 	// default provider of every model that names none. Required.
@@ -101,6 +102,11 @@ type Router struct {
 	// metrics and a clients section to the stats. Default: none.
 	ClientLabel *ClientLabel `json:"client_label,omitempty"`
 
+	// Cache answers repeated chat and embeddings questions from memory,
+	// and serves a recent answer when every model is down (README,
+	// "Response cache"). Default: off.
+	Cache *Cache `json:"cache,omitempty"`
+
 	// MaxRequestBody is the largest request body accepted, in bytes;
 	// larger bodies get 413. Default: 8 MB (8,000,000 bytes).
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
@@ -111,6 +117,7 @@ type Router struct {
 	modelJSON   map[string][]byte // the local GET /models/{id} answers
 	routing     routing
 	budgets     []*budget
+	cache       *responseCache
 	scrub       *scrubber
 	currency    Currency
 	logger      *zap.Logger
@@ -401,6 +408,14 @@ func (r *Router) Provision(ctx caddy.Context) error {
 			return err
 		}
 		r.budgets = append(r.budgets, b)
+	}
+	if r.Cache != nil {
+		rc, err := newResponseCache(r.Cache)
+		if err != nil {
+			return err
+		}
+		r.cache = rc
+		r.routing.setNamespaces()
 	}
 	r.logLoaded()
 	return nil
@@ -767,6 +782,17 @@ func (r *Router) validate() error {
 			}
 		}
 	}
+	if c := r.Cache; c != nil {
+		if c.MaxSize < 0 || c.TTL < 0 {
+			return cfgErr("cache", "ttl and max_size must not be negative")
+		}
+		for _, m := range c.Match {
+			_, isRoute := r.Routes[m]
+			if _, isModel := names[m]; !isRoute && !isModel {
+				return cfgErr("cache", "match names unknown route or model %q%s", m, didYouMean(m, append(slices.Clone(routeNames), modelNames...)))
+			}
+		}
+	}
 	if c := r.ClientLabel; c != nil && (c.Value == "" || c.Max < 0) {
 		return cfgErr("client_label", "needs a placeholder and a non-negative max")
 	}
@@ -823,6 +849,9 @@ func (r *Router) Cleanup() error {
 	}
 	for _, b := range r.budgets {
 		releaseLedger(b)
+	}
+	if r.cache != nil {
+		r.cache.release()
 	}
 	for _, p := range r.providers {
 		p.transport.CloseIdleConnections()

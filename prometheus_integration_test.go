@@ -37,12 +37,62 @@ const (
 	promWait = 60 * time.Second
 )
 
+// promBudget is the budget of TestDashboardAgainstPrometheus, per team on
+// its own route capped_qa (the rest of the traffic does not touch it): the
+// first answer (about 0.000007 USD at deepseek-v3.2's 0.42 per 1M tokens)
+// is past the tiny limit (warned), the second request is served from
+// simple_qa (downgraded) and takes the team past the hard cap, the third is
+// refused. Each traffic round spends as another team, so each round sees
+// all three actions; the teams are also the client label.
+const (
+	promBudget       = "team_capped"
+	promBudgetRouter = `
+	route capped_qa deepseek-v3.2
+	budget ` + promBudget + ` {
+		limit 0.0000001 per day
+		key {llm_team}
+		match capped_qa
+		downgrade simple_qa
+		hard 0.00001
+	}
+	budget_sync 1s
+	client_label {llm_team}
+`
+	// promTeamsSite is teamsSite letting requests without a gateway key
+	// through with an empty {llm_team}: the client label of the rest of the
+	// traffic stays empty.
+	promTeamsSite = `	map {http.request.header.Authorization} {llm_team} {
+		"Bearer team-a-key" team-a
+		"Bearer team-b-key" team-b
+	}
+`
+)
+
+// promRounds are the traffic rounds of TestDashboardAgainstPrometheus: each
+// spends as one team.
+var promRounds = []struct{ key, client string }{
+	{"Bearer team-a-key", "team-a"},
+	{"Bearer team-b-key", "team-b"},
+}
+
+// promTraffic is what the traffic rounds sent and were answered.
+type promTraffic struct {
+	sent   int            // requests
+	tokens map[string]int // prompt + completion tokens answered, by client label ("" for none)
+}
+
 // TestDashboardAgainstPrometheus drives traffic through the gateway that
 // gives every router metric family series, lets a real Prometheus scrape
 // Caddy's admin /metrics, and checks that every dashboard expression returns
 // data, that the token and cost series Prometheus stored equal both Caddy's
 // own /metrics and what the mocks served, and that the alert rules load and
 // evaluate without errors.
+//
+// The gateway has a budget (promBudgetRouter) whose syncs all fail: the
+// router's directory in Caddy's storage is a file, as in
+// TestBudgetStorageDown, so budget_sync_failures_total grows every second
+// (the budget panels and alerts get data, the budget keeps counting
+// locally).
 func TestDashboardAgainstPrometheus(t *testing.T) {
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -66,7 +116,11 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 		t.Fatal("defaultRouter has no first_byte_timeout 2s line to add a cooldown to")
 	}
 	cfg = strings.Replace(cfg, "first_byte_timeout 2s", "first_byte_timeout 2s\n\t\tcooldown 1ms", 1)
-	g := newGateway(t, cfg)
+	global, storage := withStorage(t, globalOptions)
+	if err := os.WriteFile(filepath.Join(storage, "llm_router"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newGatewayWith(t, global, promTeamsSite, cfg+promBudgetRouter)
 	done := requestsDone(t)
 	g.primary.SetDefault(mockllm.Behavior{CachedTokens: 2})
 	g.backup.SetDefault(mockllm.Behavior{CachedTokens: 2})
@@ -78,14 +132,13 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	p.waitScrapeAfter(t, time.Now(), deadline)
 
 	before := scrape(t)
-	sent := 0
-	round := func() {
-		sent += driveAllPanels(t, g, done)
+	traffic := promTraffic{tokens: map[string]int{}}
+	for i, r := range promRounds {
+		if i > 0 {
+			p.waitScrapeAfter(t, time.Now(), deadline)
+		}
+		driveAllPanels(t, g, done, r.key, r.client, &traffic)
 	}
-
-	round()
-	p.waitScrapeAfter(t, time.Now(), deadline)
-	round()
 	// three scrapes after the last traffic
 	p.waitScrapeAfter(t, time.Now().Add(2*time.Second), deadline)
 	after := scrape(t)
@@ -94,17 +147,38 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	t.Run("dashboard", func(t *testing.T) { p.checkExprs(t, exprs) })
 	t.Run("model variable", func(t *testing.T) { p.checkModelVariable(t) })
 	t.Run("same as caddy", func(t *testing.T) { p.checkSameAsCaddy(t, after) })
-	t.Run("deltas", func(t *testing.T) { p.checkDeltas(t, g, before, sent) })
+	t.Run("deltas", func(t *testing.T) { p.checkDeltas(t, g, before, traffic) })
 	t.Run("alert rules", func(t *testing.T) { p.checkRules(t, deadline) })
 }
 
 // driveAllPanels sends one round of traffic that feeds every panel and
-// waits until the router counted it; it returns the requests sent. Every
-// request completes normally (no abandoned streams), so token counts are
-// exactly what the mocks served.
-func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}) int {
+// waits until the router counted it, adding it to tr. Every request
+// completes normally (no abandoned streams), so token counts are exactly
+// what the mocks served. Its budget traffic spends with gateway key key,
+// whose team is client; the team must not have spent yet.
+func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}, key, client string, tr *promTraffic) {
 	t.Helper()
-	n := 0
+	n, counted := 0, 0
+	settle := func() {
+		t.Helper()
+		for ; counted < n; counted++ {
+			waitFor(t, done, fmt.Sprintf("request %d of %d to be counted", counted+1, n))
+		}
+	}
+	defer func() { tr.sent += n }()
+	answered := func(client, body string) {
+		t.Helper()
+		var r struct {
+			Usage struct {
+				Prompt     int `json:"prompt_tokens"`
+				Completion int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(body), &r); err != nil || r.Usage.Prompt == 0 || r.Usage.Completion == 0 {
+			t.Fatalf("no usage in the answer (%v): %s", err, body)
+		}
+		tr.tokens[client] += r.Usage.Prompt + r.Usage.Completion
+	}
 	ok := func(body, model, provider string, attempts int) {
 		t.Helper()
 		resp, b := g.post(body)
@@ -122,6 +196,37 @@ func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}) int {
 	ok(fmt.Sprintf(usageStream, "simple_qa"), "deepseek-v3.2", "primary", 1)
 	ok(fmt.Sprintf(usageStream, "complex_reasoning"), "gpt-4.1", "primary", 1)
 
+	// the budget, as the team: warned on the first answer, downgraded, then
+	// refused past the hard cap. Each request is counted (and charged)
+	// before the next is checked against the budget.
+	settle()
+	auth := []string{"Authorization", key}
+	resp, body := g.post(chatBody("capped_qa", false), auth...)
+	n++
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	if h, r := resp.Header.Get("X-LLM-Budget"), resp.Header.Get("X-LLM-Route"); h != "" || r != "capped_qa" {
+		t.Errorf("%s's first budget request: X-LLM-Budget %q, X-LLM-Route %q; want none, capped_qa", client, h, r)
+	}
+	answered(client, body)
+	settle()
+	resp, body = g.post(chatBody("capped_qa", false), auth...)
+	n++
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	if h, r := resp.Header.Get("X-LLM-Budget"), resp.Header.Get("X-LLM-Route"); h != "downgraded ("+promBudget+")" || r != "simple_qa" {
+		t.Errorf("%s at its limit: X-LLM-Budget %q, X-LLM-Route %q; want downgraded (%s), simple_qa", client, h, r, promBudget)
+	}
+	answered(client, body)
+	settle()
+	resp, body = g.post(chatBody("capped_qa", false), auth...)
+	n++
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("%s past its hard cap: status %d, want 429; body: %s", client, resp.StatusCode, body)
+	}
+	if e := apiErr(t, body); e.Type != "insufficient_quota" || e.Code != "budget_exceeded" {
+		t.Errorf("%s past its hard cap: error %+v, want insufficient_quota / budget_exceeded", client, e)
+	}
+	settle()
+
 	// a failover on a 503
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503, Times: 1})
 	ok(chatBody("simple_qa", false), "gemini-2.5-flash", "primary", 2)
@@ -133,17 +238,13 @@ func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}) int {
 	// every candidate failing: 503 all_models_unavailable
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503, Times: 1})
 	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 429, Times: 1})
-	resp, body := g.post(chatBody("simple_qa", false))
+	resp, body = g.post(chatBody("simple_qa", false))
 	n++
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("both candidates failing: status %d, want 503; body: %s", resp.StatusCode, body)
 	}
 	apiErr(t, body)
-
-	for i := range n {
-		waitFor(t, done, fmt.Sprintf("request %d of %d to be counted", i+1, n))
-	}
-	return n
+	settle()
 }
 
 // ---------------------------------------------------------------------------
@@ -163,6 +264,8 @@ func (p *promServer) checkFamilies(t *testing.T) {
 		"caddy_llm_router_tokens_total", "caddy_llm_router_cost_total", "caddy_llm_router_failovers_total",
 		"caddy_llm_router_unavailable_total", "caddy_llm_router_health_score", "caddy_llm_router_up",
 		"caddy_llm_router_in_flight",
+		"caddy_llm_router_budget_spend", "caddy_llm_router_budget_limit", "caddy_llm_router_budget_warn_at",
+		"caddy_llm_router_budget_actions_total", "caddy_llm_router_budget_sync_failures_total",
 	} {
 		if !have[name] {
 			t.Errorf("Prometheus has no series of %s", name)
@@ -174,6 +277,14 @@ func (p *promServer) checkFamilies(t *testing.T) {
 		`caddy_llm_router_failovers_total{reason="rate_limited"} > 0`,
 		`caddy_llm_router_unavailable_total{route="simple_qa"} > 0`,
 		`caddy_llm_router_time_to_first_token_seconds_count{model="gpt-4.1"} > 0`,
+		`caddy_llm_router_requests_total{endpoint="chat"} > 0`,
+		`caddy_llm_router_requests_total{route="capped_qa",code="429"} > 0`,
+		`caddy_llm_router_cost_total{client="team-a"} > 0`,
+		`caddy_llm_router_cost_total{client="team-b"} > 0`,
+		`caddy_llm_router_budget_spend{budget="` + promBudget + `",period="day"} > 0`,
+		`caddy_llm_router_budget_limit{budget="` + promBudget + `",period="day"} == 0.0000001`,
+		`caddy_llm_router_budget_warn_at{budget="` + promBudget + `",period="day"} == 0.8`,
+		`caddy_llm_router_budget_sync_failures_total{budget="` + promBudget + `"} > 0`,
 	} {
 		if res := p.mustQuery(t, q); len(res.samples) == 0 {
 			t.Errorf("no data: %s", q)
@@ -245,9 +356,17 @@ func (p *promServer) checkSameAsCaddy(t *testing.T, caddy series) {
 	}
 	caddy = norm
 	for k, v := range caddy {
-		if pv, ok := prom[k]; !ok {
+		pv, ok := prom[k]
+		switch {
+		case !ok:
 			t.Errorf("Prometheus has no %s (Caddy: %v)", k, v)
-		} else if pv != v {
+		case strings.HasPrefix(k, "caddy_llm_router_budget_sync_failures_total{"):
+			// grows every budget_sync (1s) while the storage is blocked:
+			// Prometheus' last scrape and Caddy's differ by a few
+			if pv <= 0 || v <= 0 {
+				t.Errorf("%s: Prometheus %v, Caddy %v; want both > 0", k, pv, v)
+			}
+		case pv != v:
 			t.Errorf("%s: Prometheus %v, Caddy %v", k, pv, v)
 		}
 	}
@@ -263,9 +382,31 @@ func (p *promServer) checkSameAsCaddy(t *testing.T, caddy series) {
 
 var emptyLabel = regexp.MustCompile(`,?[a-zA-Z_][a-zA-Z0-9_]*=""`)
 
+// sumOf adds up the series of name in s whose labels include the given
+// ones, whatever their other labels (e.g. every client).
+func sumOf(s series, name string, labels ...string) float64 {
+	total := 0.0
+	for k, v := range s {
+		inner, ok := strings.CutPrefix(k, name+"{")
+		if !ok {
+			continue
+		}
+		inner = "," + strings.TrimSuffix(inner, "}") + ","
+		match := true
+		for i := 0; i+1 < len(labels); i += 2 {
+			match = match && strings.Contains(inner, fmt.Sprintf(",%s=%q,", labels[i], labels[i+1]))
+		}
+		if match {
+			total += v
+		}
+	}
+	return total
+}
+
 // checkDeltas: what this test added to the token, cost and request series
-// in Prometheus is what the mocks served.
-func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, sent int) {
+// in Prometheus is what the mocks served, summed over clients, and what
+// each client was answered; the budget acted as planned.
+func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, traffic promTraffic) {
 	deployments := []struct {
 		model, provider string
 		mock            *mockllm.Server
@@ -282,8 +423,9 @@ func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, sent i
 		if served.Requests == 0 || served.Cached == 0 {
 			t.Errorf("%s: the mock served %+v; the traffic should reach every deployment, with cached tokens", d.model, served)
 		}
-		// client="": other tests' client_label series share the model
-		match := fmt.Sprintf(`model=%q,provider=%q,client=""`, d.model, d.provider)
+		// every client: the mocks served the team's answers too (other
+		// tests' series of other clients are in before)
+		match := fmt.Sprintf(`model=%q,provider=%q`, d.model, d.provider)
 		byType := map[string]float64{}
 		for _, s := range p.mustQuery(t, `sum by (type) (caddy_llm_router_tokens_total{`+match+`})`).samples {
 			byType[s.metric["type"]] = s.value
@@ -292,30 +434,52 @@ func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, sent i
 			typ  string
 			want int
 		}{{"input", served.Prompt}, {"output", served.Completion}, {"cached_input", served.Cached}} {
-			got := byType[c.typ] - before[sel("caddy_llm_router_tokens_total", "model", d.model, "provider", d.provider, "type", c.typ, "client", "")]
+			got := byType[c.typ] - sumOf(before, "caddy_llm_router_tokens_total", "model", d.model, "provider", d.provider, "type", c.typ)
 			if got != float64(c.want) {
 				t.Errorf("%s/%s %s tokens: Prometheus +%v, the mock served %d", d.model, d.provider, c.typ, got, c.want)
 			}
 		}
 		cost := p.mustScalarish(t, `sum(caddy_llm_router_cost_total{`+match+`,currency="USD"})`)
-		got := cost - before[sel("caddy_llm_router_cost_total", "model", d.model, "provider", d.provider, "currency", "USD", "client", "")]
+		got := cost - sumOf(before, "caddy_llm_router_cost_total", "model", d.model, "provider", d.provider, "currency", "USD")
 		want := float64(served.Prompt+served.Completion) * d.price / 1e6
 		if math.Abs(got-want) > 1e-9 {
 			t.Errorf("%s/%s cost: Prometheus +%v USD, want %v (%d+%d tokens at %v/M)", d.model, d.provider, got, want, served.Prompt, served.Completion, d.price)
 		}
 	}
 
-	sumBefore := func(prefix string) float64 {
-		total := 0.0
-		for k, v := range before {
-			if strings.HasPrefix(k, prefix+"{") {
-				total += v
-			}
-		}
-		return total
+	// the input and output tokens of each team's client label are those of
+	// the answers it got (the rest, client "", follows from the totals
+	// above)
+	clients := map[string]float64{}
+	for _, s := range p.mustQuery(t, `sum by (client) (caddy_llm_router_tokens_total{type=~"input|output"})`).samples {
+		clients[s.metric["client"]] = s.value
 	}
-	if got := p.mustScalarish(t, `sum(caddy_llm_router_requests_total)`) - sumBefore("caddy_llm_router_requests_total"); got != float64(sent) {
-		t.Errorf("requests_total: Prometheus +%v, %d requests sent", got, sent)
+	for client, want := range traffic.tokens {
+		got := clients[client] - sumOf(before, "caddy_llm_router_tokens_total", "client", client, "type", "input") -
+			sumOf(before, "caddy_llm_router_tokens_total", "client", client, "type", "output")
+		if got != float64(want) {
+			t.Errorf("client %q: Prometheus +%v input and output tokens, the answers it got had %d", client, got, want)
+		}
+	}
+	for _, r := range promRounds {
+		if traffic.tokens[r.client] == 0 {
+			t.Errorf("client %q was answered nothing", r.client)
+		}
+	}
+
+	if got := p.mustScalarish(t, `sum(caddy_llm_router_requests_total)`) - sumOf(before, "caddy_llm_router_requests_total"); got != float64(traffic.sent) {
+		t.Errorf("requests_total: Prometheus +%v, %d requests sent", got, traffic.sent)
+	}
+	// each round: one of each action
+	for _, action := range []string{"warned", "downgraded", "refused"} {
+		q := fmt.Sprintf(`sum(caddy_llm_router_budget_actions_total{budget=%q,action=%q})`, promBudget, action)
+		if got := p.mustScalarish(t, q) - sumOf(before, "caddy_llm_router_budget_actions_total", "budget", promBudget, "action", action); got != float64(len(promRounds)) {
+			t.Errorf("budget_actions_total{action=%q}: Prometheus +%v, want %d (one a round)", action, got, len(promRounds))
+		}
+	}
+	if got := p.mustScalarish(t, `sum(caddy_llm_router_requests_total{route="capped_qa",code="429",endpoint="chat"})`) -
+		sumOf(before, "caddy_llm_router_requests_total", "route", "capped_qa", "code", "429"); got != float64(len(promRounds)) {
+		t.Errorf("requests_total{route=capped_qa,code=429}: Prometheus +%v, want %d refusals", got, len(promRounds))
 	}
 	if got := p.mustScalarish(t, `sum(caddy_llm_router_unavailable_total{route="simple_qa"})`) - before[sel("caddy_llm_router_unavailable_total", "route", "simple_qa")]; got != 2 {
 		t.Errorf("unavailable_total{route=simple_qa}: Prometheus +%v, want 2", got)
@@ -386,15 +550,26 @@ func (p *promServer) checkRules(t *testing.T, deadline time.Time) {
 		}
 		var states []string
 		for _, a := range r.Alerts {
-			states = append(states, a.Labels["model"]+a.Labels["route"]+"="+a.State)
+			states = append(states, a.Labels["model"]+a.Labels["route"]+a.Labels["budget"]+"="+a.State)
 		}
 		t.Logf("rule %s: health %s, alerts %v", r.Name, r.Health, states)
-		if r.Name == "LLMRouterAllModelsUnavailable" {
-			active := slices.ContainsFunc(r.Alerts, func(a promAlert) bool {
-				return a.Labels["route"] == "simple_qa" && (a.State == "pending" || a.State == "firing")
+		active := func(label, value string) bool {
+			return slices.ContainsFunc(r.Alerts, func(a promAlert) bool {
+				return a.Labels[label] == value && (a.State == "pending" || a.State == "firing")
 			})
-			if !active {
+		}
+		switch r.Name {
+		case "LLMRouterAllModelsUnavailable":
+			if !active("route", "simple_qa") {
 				t.Errorf("LLMRouterAllModelsUnavailable is not pending for route simple_qa after two 503 all_models_unavailable: %+v", r.Alerts)
+			}
+		case "LLMRouterBudgetNearlySpent":
+			if !active("budget", promBudget) {
+				t.Errorf("LLMRouterBudgetNearlySpent is not pending for budget %s, spent past its limit: %+v", promBudget, r.Alerts)
+			}
+		case "LLMRouterBudgetSyncFailing":
+			if !active("budget", promBudget) {
+				t.Errorf("LLMRouterBudgetSyncFailing is not pending for budget %s, whose storage is blocked: %+v", promBudget, r.Alerts)
 			}
 		}
 	}

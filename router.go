@@ -2,6 +2,8 @@ package llmrouter
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"io"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -21,6 +23,7 @@ type routing struct {
 	byRoute      map[string]kindPlan
 	byModel      map[string]kindPlan
 	all          [kindEmbedding + 1]plan // every deployment of a kind by priority, for requests naming nothing
+	allNS        [kindEmbedding + 1]string
 	defaultRoute string
 }
 
@@ -28,6 +31,7 @@ type routing struct {
 type kindPlan struct {
 	plan
 	kind modelKind
+	ns   string // identifies the upstreams it names, for cache keys
 }
 
 // buildRouting precomputes every plan, so that a request costs a map
@@ -57,7 +61,7 @@ func buildRouting(ds []*deployment, routes map[string][]string, defaultRoute str
 		rt.all[k] = groupByPriority(byPriority(ofKind[k]))
 	}
 	for name, list := range byName {
-		rt.byModel[name] = kindPlan{modelPlan(byName, name, nil), list[0].kind}
+		rt.byModel[name] = kindPlan{plan: modelPlan(byName, name, nil), kind: list[0].kind}
 	}
 	for name, models := range routes {
 		seen := make(map[*deployment]bool)
@@ -120,8 +124,35 @@ func (p plan) primary() *deployment {
 	return p[0][0]
 }
 
+// setNamespaces gives each plan a cache namespace: a hash of the targets
+// (URL, key, upstream id) of its deployments, so that a cached answer is
+// only served for a plan that asks the same upstreams.
+func (rt *routing) setNamespaces() {
+	ns := func(p plan) string {
+		h := sha256.New()
+		for _, g := range p {
+			for _, d := range g {
+				io.WriteString(h, d.target()+"\x00")
+			}
+		}
+		return string(h.Sum(nil))
+	}
+	for name, kp := range rt.byRoute {
+		kp.ns = ns(kp.plan)
+		rt.byRoute[name] = kp
+	}
+	for name, kp := range rt.byModel {
+		kp.ns = ns(kp.plan)
+		rt.byModel[name] = kp
+	}
+	for k := range rt.all {
+		rt.allNS[k] = ns(rt.all[k])
+	}
+}
+
 // resolution is which candidates a request gets, and why.
 type resolution struct {
+	ns        string // the plan's cache namespace
 	plan      plan   // nil: no candidates (unknown name or wrong kind)
 	route     string // the route it is served from, if any
 	model     string // the model name it named, when a known one
@@ -142,7 +173,7 @@ func (rt *routing) resolve(routeHeader, model string, kind modelKind) resolution
 		case kp.kind != kind:
 			res.wrongKind = true
 		default:
-			res.plan = kp.plan
+			res.plan, res.ns = kp.plan, kp.ns
 		}
 		return res
 	}
@@ -158,9 +189,10 @@ func (rt *routing) resolve(routeHeader, model string, kind modelKind) resolution
 		return named(kp, ok, resolution{model: model, name: model})
 	}
 	if kind == kindChat && rt.defaultRoute != "" {
-		return resolution{plan: rt.byRoute[rt.defaultRoute].plan, route: rt.defaultRoute}
+		kp := rt.byRoute[rt.defaultRoute]
+		return resolution{plan: kp.plan, ns: kp.ns, route: rt.defaultRoute}
 	}
-	return resolution{plan: rt.all[kind]}
+	return resolution{plan: rt.all[kind], ns: rt.allNS[kind]}
 }
 
 // known returns the names a request gave that this config knows: the route

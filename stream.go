@@ -31,6 +31,12 @@ type streamRelay struct {
 	idle      time.Duration
 	idleTimer *time.Timer
 
+	// capture, when not nil, collects every upstream event (usage chunk
+	// included) for the response cache, up to captureMax bytes; beyond
+	// that it is dropped (nil)
+	capture    []byte
+	captureMax int
+
 	usage  *usage
 	done   bool  // saw [DONE]
 	chars  int64 // characters of text streamed, to estimate usage
@@ -74,6 +80,13 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *sseReader, 
 // forward relays one event (the caller flushes).
 func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	s.events++
+	if s.capture != nil {
+		if len(s.capture)+len(ev) > s.captureMax {
+			s.capture = nil
+		} else {
+			s.capture = append(s.capture, ev...)
+		}
+	}
 	data := eventData(ev)
 	if len(s.textKey) > 0 {
 		if i := bytes.Index(data, s.textKey); i >= 0 {

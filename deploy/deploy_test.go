@@ -24,24 +24,52 @@ const (
 	promtoolTimeout = 2 * time.Minute
 )
 
-// routerMetrics are the metrics the module exports; hasModel says whether the
-// metric carries a model label (and so must be filtered by $model).
+// routerMetrics are the metrics the module exports, with their labels (a
+// histogram's buckets add le). A metric with a model label must be filtered
+// by $model on the dashboard.
 var routerMetrics = []struct {
-	name     string
-	hasModel bool
+	name   string
+	labels []string
 }{
-	{"caddy_llm_router_requests_total", true},
-	{"caddy_llm_router_attempts_total", true},
-	{"caddy_llm_router_request_duration_seconds", true},
-	{"caddy_llm_router_time_to_first_token_seconds", true},
-	{"caddy_llm_router_tokens_total", true},
-	{"caddy_llm_router_cost_total", true},
-	{"caddy_llm_router_failovers_total", true},
-	{"caddy_llm_router_unavailable_total", false},
-	{"caddy_llm_router_health_score", true},
-	{"caddy_llm_router_up", true},
-	{"caddy_llm_router_in_flight", true},
+	{"caddy_llm_router_requests_total", []string{"route", "model", "provider", "code", "endpoint"}},
+	{"caddy_llm_router_attempts_total", []string{"model", "provider", "outcome"}},
+	{"caddy_llm_router_request_duration_seconds", []string{"model", "provider"}},
+	{"caddy_llm_router_time_to_first_token_seconds", []string{"model", "provider"}},
+	{"caddy_llm_router_tokens_total", []string{"model", "provider", "type", "client"}},
+	{"caddy_llm_router_cost_total", []string{"model", "provider", "currency", "client"}},
+	{"caddy_llm_router_failovers_total", []string{"model", "provider", "reason"}},
+	{"caddy_llm_router_unavailable_total", []string{"route"}},
+	{"caddy_llm_router_health_score", []string{"model", "provider"}},
+	{"caddy_llm_router_up", []string{"model", "provider"}},
+	{"caddy_llm_router_in_flight", []string{"model", "provider"}},
+	{"caddy_llm_router_budget_spend", []string{"budget", "period"}},
+	{"caddy_llm_router_budget_limit", []string{"budget", "period"}},
+	{"caddy_llm_router_budget_warn_at", []string{"budget", "period"}},
+	{"caddy_llm_router_budget_actions_total", []string{"budget", "action"}},
+	{"caddy_llm_router_budget_sync_failures_total", []string{"budget"}},
 }
+
+// histograms are the routerMetrics exported as histograms.
+var histograms = []string{
+	"caddy_llm_router_request_duration_seconds",
+	"caddy_llm_router_time_to_first_token_seconds",
+}
+
+// wantBreakdowns are labels some dashboard panel must break its metric down
+// by (sum by, max by, ...).
+var wantBreakdowns = []struct{ metric, label string }{
+	{"caddy_llm_router_requests_total", "endpoint"},
+	{"caddy_llm_router_cost_total", "client"},
+	{"caddy_llm_router_budget_spend", "budget"},
+	{"caddy_llm_router_budget_spend", "period"},
+	{"caddy_llm_router_budget_limit", "period"},
+	{"caddy_llm_router_budget_actions_total", "action"},
+	{"caddy_llm_router_budget_sync_failures_total", "budget"},
+}
+
+// budgetsRow is the dashboard row that holds every panel of the
+// caddy_llm_router_budget_* metrics.
+const budgetsRow = "Budgets"
 
 var wantAlerts = []string{
 	"LLMRouterDeploymentDown",
@@ -49,6 +77,31 @@ var wantAlerts = []string{
 	"LLMRouterAllModelsUnavailable",
 	"LLMRouterSpendRateHigh",
 	"LLMRouterSlowResponses",
+	"LLMRouterBudgetNearlySpent",
+	"LLMRouterBudgetSyncFailing",
+}
+
+// metricLabels returns the labels of a router metric, or false for an
+// unknown one. A histogram's _bucket, _sum and _count resolve to the
+// histogram (buckets with le).
+func metricLabels(name string) (base string, labels []string, known bool) {
+	for _, m := range routerMetrics {
+		if m.name == name {
+			return m.name, m.labels, true
+		}
+	}
+	for _, h := range histograms {
+		for _, suf := range []string{"_bucket", "_sum", "_count"} {
+			if name == h+suf {
+				_, labels, _ := metricLabels(h)
+				if suf == "_bucket" {
+					labels = append(slices.Clone(labels), "le")
+				}
+				return h, labels, true
+			}
+		}
+	}
+	return name, nil, false
 }
 
 // ---------------------------------------------------------------------------
@@ -86,12 +139,22 @@ type panel struct {
 	Type       string         `json:"type"`
 	Title      string         `json:"title"`
 	Datasource *datasourceRef `json:"datasource"`
-	GridPos    *struct {
-		X, Y, W, H int
-	} `json:"gridPos"`
-	Targets []target `json:"targets"`
-	Panels  []panel  `json:"panels"` // collapsed rows nest their panels
+	GridPos    *gridPos       `json:"gridPos"`
+	Targets    []target       `json:"targets"`
+	Collapsed  bool           `json:"collapsed"`
+	Panels     []panel        `json:"panels"` // collapsed rows nest their panels
 }
+
+type gridPos struct {
+	X, Y, W, H int
+}
+
+func (g gridPos) overlaps(o gridPos) bool {
+	return g.X < o.X+o.W && o.X < g.X+g.W && g.Y < o.Y+o.H && o.Y < g.Y+g.H
+}
+
+// gridWidth is the width of Grafana's dashboard grid.
+const gridWidth = 24
 
 type target struct {
 	RefID      string         `json:"refId"`
@@ -109,6 +172,17 @@ func loadDashboard(path string) (*dashboard, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &d, nil
+}
+
+// nestedGroups returns the panels of each collapsed row.
+func nestedGroups(ps []panel) [][]panel {
+	var out [][]panel
+	for _, p := range ps {
+		if len(p.Panels) > 0 {
+			out = append(out, p.Panels)
+		}
+	}
+	return out
 }
 
 // flattenPanels returns every panel, including those nested in rows.
@@ -181,7 +255,7 @@ func TestDashboardSchema(t *testing.T) {
 	if len(panels) == 0 {
 		t.Fatal("dashboard has no panels")
 	}
-	allowed := []string{"timeseries", "stat", "gauge"}
+	allowed := []string{"timeseries", "stat", "gauge", "bargauge", "row"}
 	ids := map[int]string{}
 	for _, p := range panels {
 		name := fmt.Sprintf("panel %d %q", p.ID, p.Title)
@@ -195,8 +269,24 @@ func TestDashboardSchema(t *testing.T) {
 			t.Errorf("%s: id already used by %q", name, prev)
 		}
 		ids[p.ID] = p.Title
-		if p.GridPos == nil || p.GridPos.W == 0 || p.GridPos.H == 0 {
+		if p.GridPos == nil || p.GridPos.W <= 0 || p.GridPos.H <= 0 {
 			t.Errorf("%s: missing gridPos", name)
+			continue
+		}
+		if g := *p.GridPos; g.X < 0 || g.Y < 0 || g.X+g.W > gridWidth {
+			t.Errorf("%s: gridPos %+v is off the %d-column grid", name, g, gridWidth)
+		}
+		if p.Type == "row" {
+			if g := *p.GridPos; g.X != 0 || g.W != gridWidth || g.H != 1 {
+				t.Errorf("%s: row gridPos %+v, want x=0 w=%d h=1", name, g, gridWidth)
+			}
+			if len(p.Targets) != 0 {
+				t.Errorf("%s: a row has no queries", name)
+			}
+			if !p.Collapsed && len(p.Panels) != 0 {
+				t.Errorf("%s: an expanded row keeps its panels after it, not nested", name)
+			}
+			continue
 		}
 		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
 			t.Errorf("%s: datasource = %+v, want uid ${datasource}", name, p.Datasource)
@@ -212,6 +302,17 @@ func TestDashboardSchema(t *testing.T) {
 		}
 		if nonEmpty == 0 {
 			t.Errorf("%s: no target with a non-empty expr", name)
+		}
+	}
+	// panels shown together do not overlap (a collapsed row's panels are
+	// laid out when it expands: compare them among themselves)
+	for _, group := range append([][]panel{d.Panels}, nestedGroups(d.Panels)...) {
+		for i, a := range group {
+			for _, b := range group[i+1:] {
+				if a.GridPos != nil && b.GridPos != nil && a.GridPos.overlaps(*b.GridPos) {
+					t.Errorf("panels %d %q %+v and %d %q %+v overlap", a.ID, a.Title, *a.GridPos, b.ID, b.Title, *b.GridPos)
+				}
+			}
 		}
 	}
 
@@ -248,35 +349,54 @@ func TestDashboardSchema(t *testing.T) {
 // metricRef matches a router metric name and its optional label selector.
 var metricRef = regexp.MustCompile(`(caddy_llm_router_[a-zA-Z0-9_]+)(\{[^}]*\})?`)
 
+// groupingLabels matches the label lists of aggregations and vector
+// matching: by (...), without (...), on (...), ignoring (...), group_left
+// (...), group_right (...).
+var groupingLabels = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)`)
+
 func TestDashboardMetricsAndModelFilter(t *testing.T) {
 	d, err := loadDashboard(dashboardPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hasModel := map[string]bool{}
-	for _, m := range routerMetrics {
-		hasModel[m.name] = m.hasModel
-	}
 	seen := map[string]bool{}
+	brokenDown := map[[2]string]bool{} // metric, label
 	for _, p := range flattenPanels(d.Panels) {
 		for _, tg := range p.Targets {
+			var exprLabels []string // of every metric the expression reads
+			var bases []string
 			for _, sm := range metricRef.FindAllStringSubmatch(tg.Expr, -1) {
-				base := sm[1]
-				for _, suf := range []string{"_bucket", "_sum", "_count"} {
-					if b, ok := strings.CutSuffix(base, suf); ok {
-						if _, known := hasModel[b]; known {
-							base = b
-						}
-					}
-				}
-				withModel, known := hasModel[base]
+				base, labels, known := metricLabels(sm[1])
 				if !known {
 					t.Errorf("panel %q: unknown metric %s", p.Title, sm[1])
 					continue
 				}
 				seen[base] = true
-				if withModel && !strings.Contains(sm[2], `model=~"$model"`) {
+				bases = append(bases, base)
+				exprLabels = append(exprLabels, labels...)
+				if slices.Contains(labels, "model") && !strings.Contains(sm[2], `model=~"$model"`) {
 					t.Errorf("panel %q target %s: %s%s is not filtered by model=~\"$model\"", p.Title, tg.RefID, sm[1], sm[2])
+				}
+				for _, lm := range regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`).FindAllStringSubmatch(sm[2], -1) {
+					if !slices.Contains(labels, lm[1]) {
+						t.Errorf("panel %q target %s: %s has no label %s (labels: %v)", p.Title, tg.RefID, sm[1], lm[1], labels)
+					}
+				}
+			}
+			// a label to group or match by must be one the expression's
+			// metrics have: a typo would silently merge every series
+			for _, gm := range groupingLabels.FindAllStringSubmatch(tg.Expr, -1) {
+				for _, l := range strings.Split(gm[1], ",") {
+					l = strings.TrimSpace(l)
+					if l == "" {
+						continue
+					}
+					if !slices.Contains(exprLabels, l) {
+						t.Errorf("panel %q target %s: groups by %q, which none of %v has", p.Title, tg.RefID, l, bases)
+					}
+					for _, b := range bases {
+						brokenDown[[2]string{b, l}] = true
+					}
 				}
 			}
 		}
@@ -285,6 +405,62 @@ func TestDashboardMetricsAndModelFilter(t *testing.T) {
 		if !seen[m.name] {
 			t.Errorf("metric %s is not used by any dashboard panel", m.name)
 		}
+	}
+	for _, w := range wantBreakdowns {
+		if !brokenDown[[2]string{w.metric, w.label}] {
+			t.Errorf("no dashboard panel shows %s by %s", w.metric, w.label)
+		}
+	}
+}
+
+// TestDashboardBudgetsRow: the budget panels sit together in their row.
+func TestDashboardBudgetsRow(t *testing.T) {
+	d, err := loadDashboard(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the row each panel belongs to: the last row above it, or the row it
+	// is nested in when collapsed
+	rowOf := map[int]string{}
+	var rows []panel
+	for _, p := range d.Panels {
+		if p.Type == "row" {
+			rows = append(rows, p)
+			for _, n := range p.Panels {
+				rowOf[n.ID] = p.Title
+			}
+		}
+	}
+	for _, p := range d.Panels {
+		if p.Type == "row" || p.GridPos == nil {
+			continue
+		}
+		best := -1
+		for _, r := range rows {
+			if r.GridPos != nil && r.GridPos.Y < p.GridPos.Y && r.GridPos.Y > best {
+				best, rowOf[p.ID] = r.GridPos.Y, r.Title
+			}
+		}
+	}
+	if !slices.ContainsFunc(rows, func(r panel) bool { return r.Title == budgetsRow }) {
+		t.Fatalf("no row titled %q", budgetsRow)
+	}
+	budgetPanels := 0
+	for _, p := range flattenPanels(d.Panels) {
+		usesBudget := slices.ContainsFunc(p.Targets, func(tg target) bool {
+			return strings.Contains(tg.Expr, "caddy_llm_router_budget_")
+		})
+		switch {
+		case usesBudget && rowOf[p.ID] != budgetsRow:
+			t.Errorf("panel %d %q shows budget metrics outside the %q row (row %q)", p.ID, p.Title, budgetsRow, rowOf[p.ID])
+		case usesBudget:
+			budgetPanels++
+		case p.Type != "row" && rowOf[p.ID] == budgetsRow:
+			t.Errorf("panel %d %q in the %q row shows no budget metric", p.ID, p.Title, budgetsRow)
+		}
+	}
+	if budgetPanels == 0 {
+		t.Errorf("the %q row has no panels", budgetsRow)
 	}
 }
 
@@ -386,8 +562,10 @@ var syntheticSeries = func() []map[string]string {
 		s = append(s, map[string]string{"series": series, "values": values})
 	}
 	const dep = `model="gpt-4o", provider="openai"`
-	add(`caddy_llm_router_requests_total{route="chat", `+dep+`, code="200"}`, "0+10x60")
-	add(`caddy_llm_router_requests_total{route="chat", `+dep+`, code="502"}`, "0+1x60")
+	add(`caddy_llm_router_requests_total{route="chat", `+dep+`, code="200", endpoint="chat"}`, "0+10x60")
+	add(`caddy_llm_router_requests_total{route="chat", `+dep+`, code="502", endpoint="responses"}`, "0+1x60")
+	// endpoint "" (an unknown path): Prometheus stores no empty label
+	add(`caddy_llm_router_requests_total{route="chat", `+dep+`, code="404"}`, "0+1x60")
 	for _, o := range []string{"success", "server_error", "rate_limited", "client_error", "canceled"} {
 		add(`caddy_llm_router_attempts_total{`+dep+`, outcome="`+o+`"}`, "0+3x60")
 	}
@@ -398,17 +576,60 @@ var syntheticSeries = func() []map[string]string {
 		add(h+`_sum{`+dep+`}`, "0+9x60")
 		add(h+`_count{`+dep+`}`, "0+8x60")
 	}
-	for _, ty := range []string{"input", "output", "cached_input"} {
-		add(`caddy_llm_router_tokens_total{`+dep+`, type="`+ty+`"}`, "0+1000x60")
+	// client "" (no client_label) and one client
+	for _, client := range []string{"", `, client="team-a"`} {
+		for _, ty := range []string{"input", "output", "cached_input"} {
+			add(`caddy_llm_router_tokens_total{`+dep+`, type="`+ty+`"`+client+`}`, "0+1000x60")
+		}
+		add(`caddy_llm_router_cost_total{`+dep+`, currency="USD"`+client+`}`, "0+0.5x60")
 	}
-	add(`caddy_llm_router_cost_total{`+dep+`, currency="USD"}`, "0+0.5x60")
 	add(`caddy_llm_router_failovers_total{`+dep+`, reason="server_error"}`, "0+1x60")
 	add(`caddy_llm_router_unavailable_total{route="chat"}`, "0+1x60")
 	add(`caddy_llm_router_health_score{`+dep+`}`, "87x60")
 	add(`caddy_llm_router_up{`+dep+`}`, "1x60")
 	add(`caddy_llm_router_in_flight{`+dep+`}`, "3x60")
+	const budget = `budget="team_daily", period="day"`
+	add(`caddy_llm_router_budget_spend{`+budget+`}`, "0+1x60")
+	add(`caddy_llm_router_budget_limit{`+budget+`}`, "100x60")
+	add(`caddy_llm_router_budget_warn_at{`+budget+`}`, "0.8x60")
+	for _, a := range []string{"warned", "downgraded", "refused"} {
+		add(`caddy_llm_router_budget_actions_total{budget="team_daily", action="`+a+`"}`, "0+1x60")
+	}
+	add(`caddy_llm_router_budget_sync_failures_total{budget="team_daily"}`, "0+1x60")
 	return s
 }()
+
+// TestSyntheticSeriesShape: the synthetic series have the labels of the
+// metrics they stand for (an empty label is left out, as Prometheus
+// does), and every router metric has some.
+func TestSyntheticSeriesShape(t *testing.T) {
+	seriesRE := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}$`)
+	labelRE := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="[^"]*"`)
+	covered := map[string]bool{}
+	for _, s := range syntheticSeries {
+		m := seriesRE.FindStringSubmatch(s["series"])
+		if m == nil {
+			t.Errorf("bad series %s", s["series"])
+			continue
+		}
+		base, labels, known := metricLabels(m[1])
+		if !known {
+			t.Errorf("series of unknown metric %s", m[1])
+			continue
+		}
+		covered[base] = true
+		for _, l := range labelRE.FindAllStringSubmatch(m[2], -1) {
+			if !slices.Contains(labels, l[1]) {
+				t.Errorf("%s: %s has no label %s (labels: %v)", s["series"], m[1], l[1], labels)
+			}
+		}
+	}
+	for _, m := range routerMetrics {
+		if !covered[m.name] {
+			t.Errorf("no synthetic series of %s", m.name)
+		}
+	}
+}
 
 // TestDashboardExprsReturnData catches what a syntax check cannot (a typo in a
 // metric or label name, a wrong matcher): each substituted dashboard

@@ -1,0 +1,349 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// cacheRouter is defaultRouter with a response cache (its own size, so
+// that no other test's answers are in it).
+func cacheRouter(block string) string {
+	return defaultRouter + "\tcache {\n" + block + "\n\t}\n"
+}
+
+// question is a chat body asking q, with extra members.
+func question(q string, stream bool, extra string) string {
+	b := `{"model":"simple_qa","messages":[{"role":"user","content":` + fmt.Sprintf("%q", q) + `}]` + extra
+	if stream {
+		b += `,"stream":true`
+	}
+	return b + "}"
+}
+
+// answerText is the assistant text of a chat answer, JSON or stream.
+func answerText(t *testing.T, body string) string {
+	t.Helper()
+	if strings.HasPrefix(body, "data:") {
+		var text strings.Builder
+		for _, d := range sseData(body) {
+			if d == "[DONE]" {
+				continue
+			}
+			var ch struct {
+				Choices []struct {
+					Delta struct {
+						Content string `json:"content"`
+					} `json:"delta"`
+				} `json:"choices"`
+			}
+			if err := json.Unmarshal([]byte(d), &ch); err != nil {
+				t.Fatalf("chunk %q: %v", d, err)
+			}
+			for _, c := range ch.Choices {
+				text.WriteString(c.Delta.Content)
+			}
+		}
+		return text.String()
+	}
+	var c struct {
+		Choices []struct {
+			Message struct {
+				Content string `json:"content"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal([]byte(body), &c); err != nil || len(c.Choices) == 0 {
+		t.Fatalf("not a chat completion (%v): %s", err, body)
+	}
+	return c.Choices[0].Message.Content
+}
+
+func expectCache(t *testing.T, resp *http.Response, want string) {
+	t.Helper()
+	if got := resp.Header.Get("X-LLM-Cache"); got != want {
+		t.Errorf("X-LLM-Cache = %q, want %q", got, want)
+	}
+}
+
+// TestCacheHitsJSONAndStream: the second identical question is answered
+// from the cache, JSON or stream, whatever form the first one had; the key
+// ignores formatting, member order and user, not the question.
+func TestCacheHitsJSONAndStream(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1001KB\n\t\tkey_header X-Team"))
+	done := requestsDone(t)
+	before := scrape(t)
+	upstream := func() int { return len(g.primary.RequestsFor("deepseek-chat")) }
+
+	resp, first := g.post(question("Where is my order?", false, ""))
+	expectModel(t, resp, first, "deepseek-v3.2", "primary", 1)
+	expectCache(t, resp, "miss")
+	resp, again := g.post(question("Where is my order?", false, ""))
+	expectModel(t, resp, again, "deepseek-v3.2", "primary", 0)
+	expectCache(t, resp, "hit")
+	if again != first || resp.Header.Get("Age") != "0" || upstream() != 1 {
+		t.Errorf("hit: body equal %v, Age %q, upstream requests %d", again == first, resp.Header.Get("Age"), upstream())
+	}
+	// the same question, written otherwise, from another user
+	resp, _ = g.post(`{ "messages" : [ { "content":"Where is my order?", "role":"user" } ], "user":"shopper-7", "model":"simple_qa" }`)
+	expectCache(t, resp, "hit")
+	// streamed: replayed from the JSON answer, usage only when asked for
+	resp, body := g.post(question("Where is my order?", true, ""))
+	expectCache(t, resp, "hit")
+	if answerText(t, body) != answerText(t, first) || !strings.HasSuffix(body, "data: [DONE]\n\n") || strings.Contains(body, `"usage"`) {
+		t.Errorf("stream replay of a JSON answer: %q", body)
+	}
+	resp, body = g.post(question("Where is my order?", true, `,"stream_options":{"include_usage":true}`))
+	expectCache(t, resp, "hit")
+	if !strings.Contains(body, `"prompt_tokens"`) {
+		t.Errorf("a client that asked for usage got none: %q", body)
+	}
+	if upstream() != 1 {
+		t.Fatalf("%d upstream requests, want 1", upstream())
+	}
+
+	// a streamed answer serves a JSON request
+	resp, streamed := g.post(question("Do you ship to Lyon?", true, ""))
+	expectCache(t, resp, "miss")
+	resp, body = g.post(question("Do you ship to Lyon?", false, ""))
+	expectCache(t, resp, "hit")
+	var c struct {
+		Object  string `json:"object"`
+		Choices []struct {
+			FinishReason string `json:"finish_reason"`
+		} `json:"choices"`
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if json.Unmarshal([]byte(body), &c); c.Object != "chat.completion" || answerText(t, body) != answerText(t, streamed) ||
+		len(c.Choices) != 1 || c.Choices[0].FinishReason != "stop" || c.Usage.CompletionTokens != 10 {
+		t.Errorf("JSON from a cached stream: %s", body)
+	}
+
+	// another question, another temperature, another key header: misses
+	for _, b := range []string{
+		question("Where is my parcel?", false, ""),
+		question("Where is my order?", false, `,"temperature":0.2`),
+	} {
+		resp, _ = g.post(b)
+		expectCache(t, resp, "miss")
+	}
+	resp, _ = g.post(question("Where is my order?", false, ""), "X-Team", "b")
+	expectCache(t, resp, "miss")
+
+	for range 10 {
+		waitFor(t, done, "a request to be counted")
+	}
+	after := scrape(t)
+	for result, want := range map[string]float64{"hit": 5, "miss": 5} {
+		if d := after.delta(before, sel("caddy_llm_router_cache_requests_total", "route", "simple_qa", "result", result)); d != want {
+			t.Errorf("cache_requests_total{%s} +%v, want %v", result, d, want)
+		}
+	}
+	// four hits of the first answer, one of the Lyon one, each at the
+	// price of its tokens (10 completion tokens each)
+	cost := func(q string) float64 {
+		return float64(mockllm.PromptTokens([]byte(question(q, false, "")))+10) * 0.42 / 1e6
+	}
+	want := 4*cost("Where is my order?") + cost("Do you ship to Lyon?")
+	if d := after.delta(before, sel("caddy_llm_router_cache_saved_cost_total", "currency", "USD")); math.Abs(d-want) > 1e-12 {
+		t.Errorf("saved +%v, want %v", d, want)
+	}
+	if after[sel("caddy_llm_router_cache_entries")] < 5 || after[sel("caddy_llm_router_cache_bytes")] <= 0 {
+		t.Errorf("cache gauges: entries %v bytes %v", after[sel("caddy_llm_router_cache_entries")], after[sel("caddy_llm_router_cache_bytes")])
+	}
+	var cs *CacheStats
+	for _, c := range fetchStats(t).Caches {
+		if c.MaxBytes == 1_001_000 {
+			cs = &c
+		}
+	}
+	if cs == nil || cs.Hits != 5 || cs.Misses != 5 || cs.HitRatioHuman != "50%" || len(cs.Saved) != 1 {
+		t.Errorf("cache stats %+v", cs)
+	}
+}
+
+// TestCacheControl: no-cache skips the lookup and refreshes the entry;
+// no-store neither reads nor writes.
+func TestCacheControl(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1002KB"))
+	q := question("Is the red jacket in stock?", false, "")
+	resp, _ := g.post(q, "Cache-Control", "no-store")
+	expectCache(t, resp, "bypass")
+	resp, _ = g.post(q)
+	expectCache(t, resp, "miss") // no-store stored nothing
+	advanceClock(t, 5*time.Second)
+	resp, _ = g.post(q)
+	expectCache(t, resp, "hit")
+	if resp.Header.Get("Age") != "5" {
+		t.Errorf("Age %q, want 5", resp.Header.Get("Age"))
+	}
+	resp, _ = g.post(q, "Cache-Control", "no-cache")
+	expectCache(t, resp, "bypass")
+	resp, _ = g.post(q)
+	expectCache(t, resp, "hit")
+	if resp.Header.Get("Age") != "0" {
+		t.Errorf("no-cache did not refresh the entry: Age %q", resp.Header.Get("Age"))
+	}
+	resp, _ = g.post(question("Is the red jacket in stock?", false, `,"n":2`))
+	expectCache(t, resp, "bypass")
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 4 {
+		t.Errorf("%d upstream requests, want 4", n)
+	}
+}
+
+// TestCacheSingleFlight: ten identical questions at once make one upstream
+// request; the others are answered from it.
+func TestCacheSingleFlight(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1003KB"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 300 * time.Millisecond})
+	q := question("What are your opening hours?", false, "")
+	var wg sync.WaitGroup
+	results := make(chan string, 10)
+	bodies := make(chan string, 10)
+	for range 10 {
+		wg.Go(func() {
+			resp, body := g.post(q)
+			results <- resp.Header.Get("X-LLM-Cache")
+			bodies <- body
+		})
+	}
+	wg.Wait()
+	close(results)
+	close(bodies)
+	count := map[string]int{}
+	for r := range results {
+		count[r]++
+	}
+	var first string
+	for b := range bodies {
+		if first == "" {
+			first = b
+		}
+		if b != first {
+			t.Errorf("answers differ: %s vs %s", b, first)
+		}
+	}
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+		t.Errorf("%d upstream requests for 10 identical questions, want 1", n)
+	}
+	if count["miss"] != 1 || count["hit"] != 9 {
+		t.Errorf("results %v, want 1 miss and 9 hits", count)
+	}
+}
+
+// TestCacheKeepsOnlyCompleteAnswers: errors, truncated streams and
+// failed-over-from answers are not stored.
+func TestCacheKeepsOnlyCompleteAnswers(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1004KB\n\t\tstale_if_error 0"))
+	q := question("Can I return shoes?", false, "")
+	g.primary.SetDefault(mockllm.Behavior{Status: 500})
+	resp, _ := g.post(q)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	g.primary.Clear()
+	resp, _ = g.post(q)
+	expectCache(t, resp, "miss") // the 503 was not stored
+
+	qs := question("Can I return boots?", true, "")
+	g.primary.Set("deepseek-chat", mockllm.Behavior{BreakAfterChunks: 2, Times: 1})
+	if _, _, err := g.postRaw("/v1/chat/completions", qs); err == nil {
+		t.Fatal("the broken stream ended cleanly")
+	}
+	resp, _ = g.post(qs)
+	expectCache(t, resp, "miss") // the truncated stream was not stored
+	resp, _ = g.post(qs)
+	expectCache(t, resp, "hit")
+}
+
+// TestCacheEviction: the cache stays within max_size.
+func TestCacheEviction(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 20KB"))
+	for i := range 60 {
+		resp, _ := g.post(question(fmt.Sprintf("Question number %d?", i), false, ""))
+		expectCache(t, resp, "miss")
+	}
+	var cs *CacheStats
+	for _, c := range fetchStats(t).Caches {
+		if c.MaxBytes == 20_000 {
+			cs = &c
+		}
+	}
+	if cs == nil || cs.Bytes > 20_000 || cs.Entries >= 60 || cs.Entries == 0 {
+		t.Fatalf("a 20KB cache after 60 answers of ~900 bytes: %+v", cs)
+	}
+	hits := 0
+	for i := range 60 {
+		resp, _ := g.post(question(fmt.Sprintf("Question number %d?", i), false, ""))
+		if resp.Header.Get("X-LLM-Cache") == "hit" {
+			hits++
+		}
+	}
+	if hits == 0 || hits == 60 {
+		t.Errorf("%d of 60 still cached: want some evicted, some kept", hits)
+	}
+}
+
+// TestCacheStaleIfError: when every model fails, an expired answer within
+// stale_if_error is served instead of 503, and says so.
+func TestCacheStaleIfError(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1005KB\n\t\tttl 1m\n\t\tstale_if_error 1h"))
+	q := question("Sản phẩm nào đang giảm giá?", false, "")
+	resp, fresh := g.post(q)
+	expectCache(t, resp, "miss")
+
+	advanceClock(t, 2*time.Minute)
+	g.primary.SetDefault(mockllm.Behavior{Status: 503})
+	for _, stream := range []bool{false, true} {
+		resp, body := g.post(question("Sản phẩm nào đang giảm giá?", stream, ""))
+		if resp.StatusCode != 200 || resp.Header.Get("X-LLM-Cache") != "stale" || !strings.Contains(resp.Header.Get("Warning"), "all models unavailable") {
+			t.Fatalf("stream=%v: %d cache %q warning %q: %s", stream, resp.StatusCode, resp.Header.Get("X-LLM-Cache"), resp.Header.Get("Warning"), body)
+		}
+		if answerText(t, body) != answerText(t, fresh) || resp.Header.Get("X-LLM-Attempts") != "2" || resp.Header.Get("Age") != "120" {
+			t.Errorf("stale answer: attempts %q age %q", resp.Header.Get("X-LLM-Attempts"), resp.Header.Get("Age"))
+		}
+	}
+	// beyond stale_if_error: the 503
+	advanceClock(t, time.Hour)
+	resp, _ = g.post(q)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("an answer older than ttl + stale_if_error: %d", resp.StatusCode)
+	}
+}
+
+// TestCacheSurvivesReload: the stored answers outlive a reload.
+func TestCacheSurvivesReload(t *testing.T) {
+	router := cacheRouter("\t\tmax_size 1006KB")
+	g := newGateway(t, router)
+	q := question("How long does delivery take?", false, "")
+	resp, _ := g.post(q)
+	expectCache(t, resp, "miss")
+	g.reload(strings.Replace(router, "max_request_body", "max_request_body", 1) + "\tmax_request_body 4MB\n")
+	resp, _ = g.post(q)
+	expectCache(t, resp, "hit")
+}
+
+// TestSDKReadsReplayedStream: the official SDK reads a stream replayed
+// from the cache like a live one.
+func TestSDKReadsReplayedStream(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1007KB"))
+	var live, replayed sdkChatStream
+	runSDK(t, "chat-stream", &live)
+	runSDK(t, "chat-stream", &replayed)
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+		t.Fatalf("%d upstream requests, want the second stream from the cache", n)
+	}
+	if live.Error != nil || replayed.Error != nil || replayed.Text != live.Text || replayed.Text == "" ||
+		replayed.FinishReason == nil || *replayed.FinishReason != "stop" || len(replayed.Usage) == 0 || string(replayed.Usage) == "null" {
+		t.Errorf("live %+v, replayed %+v", live, replayed)
+	}
+}

@@ -1,0 +1,125 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestCacheKeyCanonical(t *testing.T) {
+	key := func(body string, h ...string) string {
+		t.Helper()
+		if _, err := parseRequestBody([]byte(body)); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		hdr := http.Header{}
+		for i := 0; i+1 < len(h); i += 2 {
+			hdr.Add(h[i], h[i+1])
+		}
+		return cacheKey(chatEndpoint, "ns", []byte(body), hdr, []string{"X-Team"})
+	}
+	base := key(`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}`)
+	same := []string{
+		`{ "temperature" : 0 , "messages" : [ { "content" : "hi" , "role" : "user" } ] , "model" : "m" }`,
+		`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0,"user":"u1"}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0,"stream":true,"stream_options":{"include_usage":true}}`,
+		`{"mod\u0065l":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}`,
+	}
+	for _, b := range same {
+		if key(b) != base {
+			t.Errorf("%s: another key than the same question", b)
+		}
+	}
+	other := []string{
+		`{"model":"m","messages":[{"role":"user","content":"hi!"}],"temperature":0}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.0}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0,"metadata":{"user":"u1"}}`,
+		`{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":""}],"temperature":0}`,
+		`{"model":"m","messages":[{"role":"system","content":"hi"}],"temperature":0}`,
+	}
+	seen := map[string]string{base: "base"}
+	for _, b := range other {
+		k := key(b)
+		if prev, dup := seen[k]; dup {
+			t.Errorf("%s: same key as %s", b, prev)
+		}
+		seen[k] = b
+	}
+	// the encoding has no ambiguous boundaries
+	if key(`{"a":["ab"]}`) == key(`{"a":["a","b"]}`) || key(`{"a":{"b":1}}`) == key(`{"a":{"b1":""}}`) ||
+		key(`{"ab":1}`) == key(`{"a":1,"b":1}`) {
+		t.Error("two different values hash alike")
+	}
+	if key(`{"a":1}`, "X-Team", "a") == key(`{"a":1}`, "X-Team", "b") || key(`{"a":1}`) == key(`{"a":1}`, "X-Team", "a") {
+		t.Error("key headers are not part of the key")
+	}
+	if cacheKey(embeddingsEndpoint, "ns", []byte(`{"a":1}`), nil, nil) == cacheKey(chatEndpoint, "ns", []byte(`{"a":1}`), nil, nil) ||
+		cacheKey(chatEndpoint, "ns2", []byte(`{"a":1}`), nil, nil) == cacheKey(chatEndpoint, "ns", []byte(`{"a":1}`), nil, nil) {
+		t.Error("endpoint or namespace not in the key")
+	}
+	if strings.Contains(key(`{"messages":[{"content":"secret question"}]}`), "secret") {
+		t.Error("the key holds prompt text")
+	}
+}
+
+func TestCacheControlHeader(t *testing.T) {
+	for v, want := range map[string][2]bool{
+		"": {true, true}, "no-cache": {false, true}, "no-store": {false, false}, "max-age=0, No-Cache": {false, true}, "private": {true, true},
+	} {
+		h := http.Header{}
+		if v != "" {
+			h.Set("Cache-Control", v)
+		}
+		if l, s := cacheControl(h); l != want[0] || s != want[1] {
+			t.Errorf("Cache-Control %q: lookup %v store %v, want %v", v, l, s, want)
+		}
+	}
+}
+
+// TestCacheConversions: a chat answer turned into a stream and back is the
+// same answer, tool calls and usage included.
+func TestCacheConversions(t *testing.T) {
+	const answer = `{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there","tool_calls":[{"id":"call_1","type":"function","function":{"name":"track","arguments":"{\"id\":\"42\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}`
+	stream, err := chatJSONToStream([]byte(answer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(stream), "data: [DONE]\n\n") || strings.Count(string(stream), "data: ") != 4 {
+		t.Fatalf("stream: %s", stream)
+	}
+	back, err := chatStreamToJSON(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b map[string]any
+	_ = json.Unmarshal([]byte(answer), &a)
+	_ = json.Unmarshal(back, &b)
+	delete(a["choices"].([]any)[0].(map[string]any)["message"].(map[string]any), "refusal")
+	if !jsonEqual(mustJSON(a), mustJSON(b)) {
+		t.Errorf("round trip\n got %s\nwant %s", back, answer)
+	}
+
+	// a stream in many chunks, tool call arguments in pieces
+	const chunks = "data: {\"id\":\"c\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"track\",\"arguments\":\"{\\\"id\"}}]}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\":1}\"}}]}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n" +
+		"data: [DONE]\n\n"
+	js, err := chatStreamToJSON([]byte(chunks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(stream), `"id":"call_1","index":0,"type":"function"}]`) {
+		t.Errorf("the stream's tool call has no index: %s", stream)
+	}
+	const want = `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","tool_calls":[{"id":"call_1","type":"function","function":{"name":"track","arguments":"{\"id\":1}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`
+	if !jsonEqual(js, []byte(want)) {
+		t.Errorf("assembled\n got %s\nwant %s", js, want)
+	}
+}
+
+func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
