@@ -27,7 +27,25 @@ type requestBody struct {
 	hasInput    bool
 	hasPrompt   bool
 	choices     int64 // "n": answers asked for; 0 when absent
+
+	// where the members routing rules look at are (rules.go reads them
+	// only when a rule is evaluated)
+	fields [fieldCount]span
 }
+
+// The members of a request body routing rules look at.
+const (
+	fieldMessages     = iota // chat
+	fieldInput               // responses, embeddings
+	fieldPrompt              // completions
+	fieldInstructions        // responses
+	fieldTools
+	fieldFunctions
+	fieldResponseFormat
+	fieldMaxTokens // max_tokens, max_completion_tokens or max_output_tokens
+	fieldTemperature
+	fieldCount
+)
 
 type span struct{ start, end int }
 
@@ -48,6 +66,9 @@ func (e *paramError) Error() string { return e.msg }
 // parseRequestBody validates raw as JSON and indexes its top-level members.
 func parseRequestBody(raw []byte) (requestBody, error) {
 	rb := requestBody{raw: raw, model: absent, streamOpts: absent, usageSpan: absent}
+	for i := range rb.fields {
+		rb.fields[i] = absent
+	}
 	s := jsonScanner{b: raw}
 	s.ws()
 	if s.i >= len(raw) || raw[s.i] != '{' {
@@ -93,12 +114,27 @@ func parseRequestBody(raw []byte) (requestBody, error) {
 			rb.streamOpts = val
 		case "messages":
 			rb.hasMessages = raw[val.start] == '['
+			rb.fields[fieldMessages] = val
 		case "input":
 			rb.hasInput = raw[val.start] != 'n'
+			rb.fields[fieldInput] = val
 		case "prompt":
 			rb.hasPrompt = raw[val.start] != 'n'
+			rb.fields[fieldPrompt] = val
 		case "n":
 			rb.choices = atoi(raw[val.start:val.end])
+		case "instructions":
+			rb.fields[fieldInstructions] = val
+		case "tools":
+			rb.fields[fieldTools] = val
+		case "functions":
+			rb.fields[fieldFunctions] = val
+		case "response_format":
+			rb.fields[fieldResponseFormat] = val
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			rb.fields[fieldMaxTokens] = val
+		case "temperature":
+			rb.fields[fieldTemperature] = val
 		}
 		return nil
 	})

@@ -49,7 +49,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			kind      chat|embedding
 //			probe_body <json>
 //		}
-//		route <name> <model>...
+//		route <name> <model>... [{
+//			when <CEL expression>
+//		}]
 //		default_route <name>
 //		currency <code> [<rate>]
 //		health_check {
@@ -125,6 +127,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.Models = append(r.Models, m)
 
 		case "route":
+			tok := d.Token()
 			args := d.RemainingArgs()
 			if len(args) < 2 {
 				return d.ArgErr()
@@ -136,7 +139,23 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				r.Routes = make(map[string][]string)
 			}
 			r.Routes[args[0]] = args[1:]
-			where["route "+args[0]] = d.Token()
+			where["route "+args[0]] = tok
+			rule := &RouteRule{Route: args[0]}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if d.Val() != "when" {
+					return unrecognized(d, "route", []string{"when"})
+				}
+				where["route "+args[0]+"/when/"+strconv.Itoa(len(rule.When)+1)] = d.Token()
+				expr := d.RemainingArgs()
+				if len(expr) == 0 {
+					return d.ArgErr()
+				}
+				// like Caddy's expression matcher: the rest of the line
+				rule.When = append(rule.When, strings.Join(expr, " "))
+			}
+			if len(rule.When) > 0 {
+				r.RouteRules = append(r.RouteRules, rule)
+			}
 
 		case "default_route":
 			if !d.AllArgs(&r.DefaultRoute) {

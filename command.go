@@ -17,7 +17,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "llm-router",
-		Usage: "stats [--address <admin address>] | cost --config <file> [--cache-hit <ratio>] [--stats <file or URL> | --address <admin address>]",
+		Usage: "stats [--address <admin address>] | cost --config <file> [--cache-hit <ratio>] [--stats <file or URL> | --address <admin address>] | route --config <file> [--header 'Name: value'] <request.json | ->",
 		Short: "Inspects a running LLM gateway and projects its cost",
 		Long: `
 Commands of the llm_router module.
@@ -36,6 +36,16 @@ Commands of the llm_router module.
             caddy llm-router cost --config Caddyfile --requests 3,000,000 \
                 --tokens 500 --output-ratio 0.25 --stats stats.json
             caddy llm-router cost --config caddy.json --address localhost:2019
+
+  route   shows how a request body would be routed, without sending it:
+          the variables the routing rules see, each rule's result, the
+          route chosen and its candidate deployments in order (with
+          today's health scores when --address names a running gateway).
+          Useful to test rules in CI before a deploy.
+
+            caddy llm-router route --config Caddyfile request.json
+            echo '{"messages":[...]}' | caddy llm-router route -c Caddyfile \
+                -H 'X-Team: storefront' -
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			stats := &cobra.Command{
@@ -86,6 +96,38 @@ Commands of the llm_router module.
 			cost.MarkFlagsMutuallyExclusive("stats", "address")
 			_ = cost.MarkFlagRequired("config")
 			cmd.AddCommand(cost)
+
+			route := &cobra.Command{
+				Use:   "route --config <file> [--header 'Name: value']... [--endpoint chat|completions|responses|embeddings] [--handler <n>] [--address <admin address>] <request.json | ->",
+				Short: "Shows how a request would be routed: its variables, each rule's result, the route and its candidates",
+				Args:  cobra.ExactArgs(1),
+				RunE: func(c *cobra.Command, args []string) error {
+					f := c.Flags()
+					config, _ := f.GetString("config")
+					adapter, _ := f.GetString("adapter")
+					headers, _ := f.GetStringArray("header")
+					ep, _ := f.GetString("endpoint")
+					handler, _ := f.GetInt("handler")
+					var stats *Stats
+					if f.Changed("address") {
+						addr, _ := f.GetString("address")
+						var err error
+						if stats, err = fetchAdminStats(addr); err != nil {
+							return err
+						}
+					}
+					return runRoute(c.OutOrStdout(), config, adapter, routeOptions{Endpoint: ep, Headers: headers, Handler: handler}, args[0], stats)
+				},
+			}
+			rf := route.Flags()
+			rf.StringP("config", "c", "", "Caddyfile or JSON config whose rules to apply (required)")
+			rf.StringP("adapter", "a", "", `config adapter (default: "caddyfile" if the file name contains "Caddyfile", else JSON)`)
+			rf.StringArrayP("header", "H", nil, `a request header, "Name: value"; repeatable`)
+			rf.String("endpoint", "chat", "the endpoint the request is for: chat, completions, responses or embeddings")
+			rf.Int("handler", 1, "which llm_router handler of the config, from 1 in document order")
+			rf.String("address", "", "admin API address of a running gateway, to show today's health scores (e.g. localhost:2019)")
+			_ = route.MarkFlagRequired("config")
+			cmd.AddCommand(route)
 		},
 	})
 }

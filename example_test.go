@@ -113,6 +113,9 @@ func TestExampleCaddyfile(t *testing.T) {
 			daily = b
 		}
 	}
+	if len(r.RouteRules) != 2 || r.RouteRules[0].Route != "complex_reasoning" || !strings.Contains(strings.Join(r.RouteRules[0].When, " "), "has_tools") {
+		t.Errorf("want rules sending tool-using requests to complex_reasoning first: %+v", r.RouteRules)
+	}
 	if r.Cache == nil || len(r.Cache.Match) != 1 || r.Cache.Match[0] != "simple_qa" {
 		t.Errorf("want the cache on simple_qa: %+v", r.Cache)
 	}

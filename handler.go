@@ -82,11 +82,11 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	if !ex.readRequest() {
 		return nil
 	}
+	ex.client = clientOf(r.ClientLabel, ex.repl)
 	p, ok := ex.resolve()
 	if !ok {
 		return nil
 	}
-	ex.client = clientOf(r.ClientLabel, ex.repl)
 	if r.cache != nil && ex.lookupCache() {
 		return nil // answered from the cache
 	}
@@ -204,9 +204,23 @@ func (ex *exchange) readRequest() bool {
 // resolve finds the request's candidates (README, "Routing rules"); false
 // means the client has been answered.
 func (ex *exchange) resolve() (plan, bool) {
+	r := ex.router
 	routeHeader := ex.routeHeader()
 	kind := ex.ep.kind()
-	res := ex.router.routing.resolve(routeHeader, ex.body.modelName, kind)
+	reason := "default"
+	switch model := ex.body.modelName; {
+	case routeHeader != "":
+		reason = "header"
+	case model != "" && model != "auto":
+		reason = "model"
+	case r.rules != nil && kind == kindChat:
+		// no route named: the rules classify the request
+		if rule := r.rules.choose(newRuleVars(ex.ep, ex.body, ex.req.Header, ex.client), r.logger, nil); rule != nil {
+			routeHeader, reason = rule.route, rule.reason
+		}
+	}
+	ex.repl.Set("http.llm_router.route_reason", reason)
+	res := r.routing.resolve(routeHeader, ex.body.modelName, kind)
 	ex.route, ex.model, ex.ns = res.route, res.model, res.ns
 	switch {
 	case res.plan == nil && res.wrongKind:

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -235,17 +236,27 @@ func (g *gateway) postPath(path, body string, header ...string) (*http.Response,
 // err is the read error (nil for a clean end).
 func (g *gateway) postRaw(path, body string, header ...string) (*http.Response, string, error) {
 	g.t.Helper()
-	req, err := http.NewRequest(http.MethodPost, gatewayURL+path, strings.NewReader(body))
-	if err != nil {
-		g.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := g.tc.Client.Do(req)
-	if err != nil {
-		g.t.Fatalf("POST %s: %v", path, err)
+	var resp *http.Response
+	for try := 0; ; try++ {
+		req, err := http.NewRequest(http.MethodPost, gatewayURL+path, strings.NewReader(body))
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err = g.tc.Client.Do(req)
+		// a connection closed before any answer: the previous config's
+		// server, shutting down as the new one took the port (the router
+		// itself never closes a connection without an answer)
+		if err != nil && try < 2 && errors.Is(err, io.EOF) {
+			continue
+		}
+		if err != nil {
+			g.t.Fatalf("POST %s: %v", path, err)
+		}
+		break
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

@@ -53,6 +53,7 @@ const (
 // Placeholder | Description
 // ------------|-------------
 // `{http.llm_router.route}` | the route the request was served from, if any
+// `{http.llm_router.route_reason}` | why: `header`, `model`, `rule:<route>#<n>` or `default`
 // `{http.llm_router.model}` | the model name that answered
 // `{http.llm_router.provider}` | its provider
 // `{http.llm_router.attempts}` | upstream attempts made
@@ -72,6 +73,12 @@ type Router struct {
 
 	// Routes maps a query type to its candidate model names, in order.
 	Routes map[string][]string `json:"routes,omitempty"`
+
+	// RouteRules choose a route from the content of requests that name no
+	// route and no model (or "auto"), in order; the first route whose rule
+	// is true serves the request, else DefaultRoute (README, "Routing by
+	// query type").
+	RouteRules []*RouteRule `json:"route_rules,omitempty"`
 
 	// DefaultRoute is the route used when a request names no model (or
 	// "auto") and no route. Without it such requests go to every
@@ -117,6 +124,7 @@ type Router struct {
 	modelJSON   map[string][]byte // the local GET /models/{id} answers
 	routing     routing
 	budgets     []*budget
+	rules       *ruleSet
 	cache       *responseCache
 	scrub       *scrubber
 	currency    Currency
@@ -394,6 +402,13 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		r.deployments = append(r.deployments, d)
 	}
 	r.routing = buildRouting(r.deployments, r.Routes, r.DefaultRoute)
+	if len(r.RouteRules) > 0 {
+		rs, err := compileRules(r.RouteRules)
+		if err != nil {
+			return err
+		}
+		r.rules = rs
+	}
 	r.buildModelAnswers()
 	r.scrub = newScrubber(r.providers)
 	sync := time.Duration(r.BudgetSync)
@@ -721,6 +736,23 @@ func (r *Router) validate() error {
 				return cfgErr(subj, "mixes kinds: %q is a %s model, %q a %s model; a route serves one kind", first, kinds[first], m, kinds[m])
 			}
 		}
+	}
+	for _, rule := range r.RouteRules {
+		models, ok := r.Routes[rule.Route]
+		if !ok {
+			return cfgErr("route_rules", "rules for unknown route %q%s", rule.Route, didYouMean(rule.Route, routeNames))
+		}
+		if kinds[models[0]] != kindChat {
+			return cfgErr("route "+rule.Route, "serves embeddings: rules choose among chat routes")
+		}
+	}
+	if _, err := compileRules(r.RouteRules); err != nil {
+		var re *ruleError
+		if errors.As(err, &re) {
+			return &configError{subject: "route " + re.route, ref: "route " + re.route + "/when/" + strconv.Itoa(re.n),
+				msg: fmt.Sprintf("when #%d: %s", re.n, re.err)}
+		}
+		return err
 	}
 	if r.DefaultRoute != "" {
 		models, ok := r.Routes[r.DefaultRoute]

@@ -68,6 +68,25 @@ const (
 `
 )
 
+// promCacheRouter is the response cache of TestDashboardAgainstPrometheus,
+// on a route of its own, cached_qa (simple_qa's models): the rest of the
+// traffic is not cached, and keeps its exact token, cost and unavailable
+// checks. An answer is fresh for a minute: moving the router's clock two
+// minutes makes it stale, and stale_if_error still serves it when every
+// candidate fails.
+const promCacheRouter = `
+	route cached_qa deepseek-v3.2 gemini-2.5-flash
+	cache {
+		max_size 1MB
+		ttl 1m
+		stale_if_error 1h
+		match cached_qa
+	}
+`
+
+// promCacheResults are the results of caddy_llm_router_cache_requests_total.
+var promCacheResults = []string{"hit", "miss", "stale", "bypass"}
+
 // promRounds are the traffic rounds of TestDashboardAgainstPrometheus: each
 // spends as one team.
 var promRounds = []struct{ key, client string }{
@@ -79,6 +98,8 @@ var promRounds = []struct{ key, client string }{
 type promTraffic struct {
 	sent   int            // requests
 	tokens map[string]int // prompt + completion tokens answered, by client label ("" for none)
+	cache  map[string]int // X-LLM-Cache results of the requests on cached_qa
+	saved  float64        // USD: what the answers served from the cache cost when first given
 }
 
 // TestDashboardAgainstPrometheus drives traffic through the gateway that
@@ -92,7 +113,9 @@ type promTraffic struct {
 // router's directory in Caddy's storage is a file, as in
 // TestBudgetStorageDown, so budget_sync_failures_total grows every second
 // (the budget panels and alerts get data, the budget keeps counting
-// locally).
+// locally). It also has a response cache on a route of its own
+// (promCacheRouter) that each round drives through a miss, hits, a bypass
+// and a stale answer.
 func TestDashboardAgainstPrometheus(t *testing.T) {
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -120,7 +143,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(storage, "llm_router"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := newGatewayWith(t, global, promTeamsSite, cfg+promBudgetRouter)
+	g := newGatewayWith(t, global, promTeamsSite, cfg+promBudgetRouter+promCacheRouter)
 	done := requestsDone(t)
 	g.primary.SetDefault(mockllm.Behavior{CachedTokens: 2})
 	g.backup.SetDefault(mockllm.Behavior{CachedTokens: 2})
@@ -132,7 +155,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	p.waitScrapeAfter(t, time.Now(), deadline)
 
 	before := scrape(t)
-	traffic := promTraffic{tokens: map[string]int{}}
+	traffic := promTraffic{tokens: map[string]int{}, cache: map[string]int{}}
 	for i, r := range promRounds {
 		if i > 0 {
 			p.waitScrapeAfter(t, time.Now(), deadline)
@@ -155,7 +178,9 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 // waits until the router counted it, adding it to tr. Every request
 // completes normally (no abandoned streams), so token counts are exactly
 // what the mocks served. Its budget traffic spends with gateway key key,
-// whose team is client; the team must not have spent yet.
+// whose team is client; the team must not have spent yet. Its cache
+// traffic (driveCache) asks a question of its own, naming client, and
+// moves the router's clock two minutes forward.
 func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}, key, client string, tr *promTraffic) {
 	t.Helper()
 	n, counted := 0, 0
@@ -195,6 +220,14 @@ func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}, key, client 
 	ok(chatBody("simple_qa", true), "deepseek-v3.2", "primary", 1)
 	ok(fmt.Sprintf(usageStream, "simple_qa"), "deepseek-v3.2", "primary", 1)
 	ok(fmt.Sprintf(usageStream, "complex_reasoning"), "gpt-4.1", "primary", 1)
+
+	post := func(body string, header ...string) (*http.Response, string) {
+		t.Helper()
+		resp, b := g.post(body, header...)
+		n++
+		return resp, b
+	}
+	driveCache(t, g, client, tr, post, settle)
 
 	// the budget, as the team: warned on the first answer, downgraded, then
 	// refused past the hard cap. Each request is counted (and charged)
@@ -247,6 +280,75 @@ func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}, key, client 
 	settle()
 }
 
+// driveCache sends one round's response cache traffic on route cached_qa
+// with post (which counts the requests sent; settle waits until the router
+// counted them), adding their cache results and savings to tr: a miss that
+// stores the answer, two hits (the JSON answer as stored, and a stream
+// replayed from it) that ask no model, a bypass (Cache-Control: no-store)
+// that does, and, past the ttl with every candidate failing, the stale
+// answer instead of a 503. The question names round: no earlier round's
+// entry answers it. It moves the router's clock two minutes forward: call
+// it before the round's budget spends, so that the spend and the budget's
+// checks see one clock.
+func driveCache(t *testing.T, g *gateway, round string, tr *promTraffic, post func(string, ...string) (*http.Response, string), settle func()) {
+	t.Helper()
+	question := func(extra string) string {
+		return `{"model":"cached_qa","messages":[{"role":"user","content":"Is there a discount for ` + round + `?"}]` + extra + `}`
+	}
+	asked := func() int { return len(g.primary.RequestsFor("deepseek-chat")) }
+	cached := func(body, result string, attempts int, header ...string) (*http.Response, string) {
+		t.Helper()
+		resp, b := post(body, header...)
+		expectModel(t, resp, b, "deepseek-v3.2", "primary", attempts)
+		if got := resp.Header.Get("X-LLM-Cache"); got != result {
+			t.Fatalf("round %s: X-LLM-Cache %q, want %q; body: %s", round, got, result, b)
+		}
+		tr.cache[result]++
+		return resp, b
+	}
+
+	before := asked()
+	_, first := cached(question(""), "miss", 1)
+	var u struct {
+		Usage struct {
+			Prompt     int `json:"prompt_tokens"`
+			Completion int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(first), &u); err != nil || u.Usage.Prompt == 0 || u.Usage.Completion == 0 {
+		t.Fatalf("no usage in the answer (%v): %s", err, first)
+	}
+	// what the answer cost (deepseek-v3.2: 0.42 USD per 1M tokens), and
+	// so what each answer served from the cache saves
+	cost := float64(u.Usage.Prompt+u.Usage.Completion) * 0.42 / 1e6
+
+	if _, b := cached(question(""), "hit", 0); b != first {
+		t.Errorf("round %s: the hit differs from the stored answer:\n%s\n%s", round, b, first)
+	}
+	_, b := cached(question(`,"stream":true,"stream_options":{"include_usage":true}`), "hit", 0)
+	if !strings.HasSuffix(b, "data: [DONE]\n\n") || !strings.Contains(b, `"prompt_tokens"`) {
+		t.Errorf("round %s: the stream replayed from the cache: %q", round, b)
+	}
+	tr.saved += 2 * cost
+	cached(question(""), "bypass", 1, "Cache-Control", "no-store")
+	if got := asked() - before; got != 2 {
+		t.Errorf("round %s: deepseek-chat asked %d times for a miss, two hits and a bypass; want 2 (the hits ask no model)", round, got)
+	}
+
+	// past the ttl, every candidate of cached_qa failing: the stale answer,
+	// not a 503
+	settle() // the clock must not move under a request being counted
+	advanceClock(t, 2*time.Minute)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 503, Times: 1})
+	resp, b := cached(question(""), "stale", 2)
+	if w := resp.Header.Get("Warning"); !strings.Contains(w, "all models unavailable") || b != first {
+		t.Errorf("round %s: stale answer with Warning %q, body equal to the stored one: %v", round, w, b == first)
+	}
+	tr.saved += cost
+	settle()
+}
+
 // ---------------------------------------------------------------------------
 // Checks.
 
@@ -266,6 +368,8 @@ func (p *promServer) checkFamilies(t *testing.T) {
 		"caddy_llm_router_in_flight",
 		"caddy_llm_router_budget_spend", "caddy_llm_router_budget_limit", "caddy_llm_router_budget_warn_at",
 		"caddy_llm_router_budget_actions_total", "caddy_llm_router_budget_sync_failures_total",
+		"caddy_llm_router_cache_requests_total", "caddy_llm_router_cache_saved_cost_total",
+		"caddy_llm_router_cache_entries", "caddy_llm_router_cache_bytes",
 	} {
 		if !have[name] {
 			t.Errorf("Prometheus has no series of %s", name)
@@ -285,6 +389,13 @@ func (p *promServer) checkFamilies(t *testing.T) {
 		`caddy_llm_router_budget_limit{budget="` + promBudget + `",period="day"} == 0.0000001`,
 		`caddy_llm_router_budget_warn_at{budget="` + promBudget + `",period="day"} == 0.8`,
 		`caddy_llm_router_budget_sync_failures_total{budget="` + promBudget + `"} > 0`,
+		`caddy_llm_router_cache_requests_total{route="cached_qa",result="hit"} > 0`,
+		`caddy_llm_router_cache_requests_total{route="cached_qa",result="miss"} > 0`,
+		`caddy_llm_router_cache_requests_total{route="cached_qa",result="stale"} > 0`,
+		`caddy_llm_router_cache_requests_total{route="cached_qa",result="bypass"} > 0`,
+		`caddy_llm_router_cache_saved_cost_total{currency="USD"} > 0`,
+		`caddy_llm_router_cache_entries > 0`,
+		`caddy_llm_router_cache_bytes > 0`,
 	} {
 		if res := p.mustQuery(t, q); len(res.samples) == 0 {
 			t.Errorf("no data: %s", q)
@@ -405,7 +516,8 @@ func sumOf(s series, name string, labels ...string) float64 {
 
 // checkDeltas: what this test added to the token, cost and request series
 // in Prometheus is what the mocks served, summed over clients, and what
-// each client was answered; the budget acted as planned.
+// each client was answered; the budget acted as planned; the response
+// cache counted the results the rounds caused and what they saved.
 func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, traffic promTraffic) {
 	deployments := []struct {
 		model, provider string
@@ -484,6 +596,41 @@ func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, traffi
 	if got := p.mustScalarish(t, `sum(caddy_llm_router_unavailable_total{route="simple_qa"})`) - before[sel("caddy_llm_router_unavailable_total", "route", "simple_qa")]; got != 2 {
 		t.Errorf("unavailable_total{route=simple_qa}: Prometheus +%v, want 2", got)
 	}
+
+	// the response cache: each result as often as the rounds caused it,
+	// on cached_qa only
+	total := func(q string) float64 { // 0 for no series
+		sum := 0.0
+		for _, s := range p.mustQuery(t, q).samples {
+			sum += s.value
+		}
+		return sum
+	}
+	for _, result := range promCacheResults {
+		want := traffic.cache[result]
+		if want == 0 {
+			t.Errorf("the traffic caused no cache %s", result)
+		}
+		q := fmt.Sprintf(`sum(caddy_llm_router_cache_requests_total{route="cached_qa",result=%q})`, result)
+		if got := total(q) - sumOf(before, "caddy_llm_router_cache_requests_total", "route", "cached_qa", "result", result); got != float64(want) {
+			t.Errorf("cache_requests_total{route=cached_qa,result=%q}: Prometheus +%v, want %d", result, got, want)
+		}
+	}
+	cachedQA := 0
+	for _, n := range traffic.cache {
+		cachedQA += n
+	}
+	if got := total(`sum(caddy_llm_router_cache_requests_total)`) - sumOf(before, "caddy_llm_router_cache_requests_total"); got != float64(cachedQA) {
+		t.Errorf("cache_requests_total: Prometheus +%v over every route, want %d (cached_qa's: no other route is cached)", got, cachedQA)
+	}
+	got := total(`sum(caddy_llm_router_cache_saved_cost_total{currency="USD"})`) - sumOf(before, "caddy_llm_router_cache_saved_cost_total", "currency", "USD")
+	if math.Abs(got-traffic.saved) > 1e-12 {
+		t.Errorf("cache_saved_cost_total{currency=USD}: Prometheus +%v, want %v (what the hits and stale answers cost when first given)", got, traffic.saved)
+	}
+	// a stale answer is an answer, not a 503
+	if got := total(`sum(caddy_llm_router_unavailable_total{route="cached_qa"})`) - before[sel("caddy_llm_router_unavailable_total", "route", "cached_qa")]; got != 0 {
+		t.Errorf("unavailable_total{route=cached_qa}: Prometheus +%v, want 0 (the stale answers were answers)", got)
+	}
 }
 
 type promAlert struct {
@@ -492,7 +639,8 @@ type promAlert struct {
 }
 
 // checkRules: alerts.yml loaded into the real Prometheus, and every rule
-// evaluated without error; the unavailable alert is at least pending.
+// evaluated without error; the unavailable, budget and stale-answer
+// alerts are at least pending where the traffic made them.
 func (p *promServer) checkRules(t *testing.T, deadline time.Time) {
 	src, err := os.ReadFile(promAlertsPath)
 	if err != nil {
@@ -562,6 +710,15 @@ func (p *promServer) checkRules(t *testing.T, deadline time.Time) {
 		case "LLMRouterAllModelsUnavailable":
 			if !active("route", "simple_qa") {
 				t.Errorf("LLMRouterAllModelsUnavailable is not pending for route simple_qa after two 503 all_models_unavailable: %+v", r.Alerts)
+			}
+			if active("route", "cached_qa") {
+				t.Errorf("LLMRouterAllModelsUnavailable is active for route cached_qa, whose clients got stale answers, not 503s: %+v", r.Alerts)
+			}
+		case "LLMRouterServingStale":
+			// (other routes may be active too: the series of other tests
+			// in this process are new to this Prometheus)
+			if !active("route", "cached_qa") {
+				t.Errorf("LLMRouterServingStale is not pending for route cached_qa after two stale answers: %+v", r.Alerts)
 			}
 		case "LLMRouterBudgetNearlySpent":
 			if !active("budget", promBudget) {

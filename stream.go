@@ -219,7 +219,8 @@ func eventData(ev []byte) []byte {
 }
 
 // jsonStringChars counts the characters of a JSON string's content up to
-// its closing quote (an escape counts as one character).
+// its closing quote: Unicode characters, an escape counting as the one it
+// stands for (a surrogate pair, \ud83d\ude00, as one).
 func jsonStringChars(b []byte) int64 {
 	var n int64
 	for i := 0; i < len(b); i++ {
@@ -227,6 +228,14 @@ func jsonStringChars(b []byte) int64 {
 		case c == '"':
 			return n
 		case c == '\\':
+			if i+5 < len(b) && b[i+1] == 'u' {
+				v, _ := hex4(b[i+2 : i+6])
+				i += 5
+				if v < 0xDC00 || v > 0xDFFF { // not the second half of a pair already counted
+					n++
+				}
+				continue
+			}
 			i++
 			n++
 		case c&0xC0 != 0x80: // not a UTF-8 continuation byte
@@ -234,6 +243,25 @@ func jsonStringChars(b []byte) int64 {
 		}
 	}
 	return n
+}
+
+// hex4 reads four hex digits.
+func hex4(b []byte) (uint16, bool) {
+	var v uint16
+	for _, c := range b {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint16(c)
+	}
+	return v, true
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream

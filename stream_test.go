@@ -350,7 +350,8 @@ func TestSSEJSONStringChars(t *testing.T) {
 		{`hello", "content":"more"`, 5},
 		{`a\"b"`, 3},
 		{`a\\"`, 2},
-		{`\u00e9x"`, 6}, // \u counts its escape character, then "00e9"
+		{`\u00e9x"`, 2},       // an escape is the one character it stands for
+		{`\ud83d\ude00!"`, 2}, // a surrogate pair is one character
 		{`é✓😀"`, 3},
 		{`unterminated`, 12},
 		{``, 0},

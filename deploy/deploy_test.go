@@ -47,6 +47,10 @@ var routerMetrics = []struct {
 	{"caddy_llm_router_budget_warn_at", []string{"budget", "period"}},
 	{"caddy_llm_router_budget_actions_total", []string{"budget", "action"}},
 	{"caddy_llm_router_budget_sync_failures_total", []string{"budget"}},
+	{"caddy_llm_router_cache_requests_total", []string{"route", "result"}},
+	{"caddy_llm_router_cache_saved_cost_total", []string{"currency"}},
+	{"caddy_llm_router_cache_entries", nil},
+	{"caddy_llm_router_cache_bytes", nil},
 }
 
 // histograms are the routerMetrics exported as histograms.
@@ -65,11 +69,17 @@ var wantBreakdowns = []struct{ metric, label string }{
 	{"caddy_llm_router_budget_limit", "period"},
 	{"caddy_llm_router_budget_actions_total", "action"},
 	{"caddy_llm_router_budget_sync_failures_total", "budget"},
+	{"caddy_llm_router_cache_requests_total", "route"},
+	{"caddy_llm_router_cache_requests_total", "result"},
+	{"caddy_llm_router_cache_saved_cost_total", "currency"},
 }
 
-// budgetsRow is the dashboard row that holds every panel of the
-// caddy_llm_router_budget_* metrics.
-const budgetsRow = "Budgets"
+// metricRows are the dashboard rows that each hold every panel of a group
+// of metrics (those whose names start with prefix), and only those.
+var metricRows = []struct{ title, prefix string }{
+	{"Budgets", "caddy_llm_router_budget_"},
+	{"Response cache", "caddy_llm_router_cache_"},
+}
 
 var wantAlerts = []string{
 	"LLMRouterDeploymentDown",
@@ -79,6 +89,7 @@ var wantAlerts = []string{
 	"LLMRouterSlowResponses",
 	"LLMRouterBudgetNearlySpent",
 	"LLMRouterBudgetSyncFailing",
+	"LLMRouterServingStale",
 }
 
 // metricLabels returns the labels of a router metric, or false for an
@@ -413,8 +424,10 @@ func TestDashboardMetricsAndModelFilter(t *testing.T) {
 	}
 }
 
-// TestDashboardBudgetsRow: the budget panels sit together in their row.
-func TestDashboardBudgetsRow(t *testing.T) {
+// TestDashboardMetricRows: the panels of each group of metrics in
+// metricRows (budgets, response cache) sit together in their row, and
+// the row holds nothing else.
+func TestDashboardMetricRows(t *testing.T) {
 	d, err := loadDashboard(dashboardPath)
 	if err != nil {
 		t.Fatal(err)
@@ -442,25 +455,29 @@ func TestDashboardBudgetsRow(t *testing.T) {
 			}
 		}
 	}
-	if !slices.ContainsFunc(rows, func(r panel) bool { return r.Title == budgetsRow }) {
-		t.Fatalf("no row titled %q", budgetsRow)
-	}
-	budgetPanels := 0
-	for _, p := range flattenPanels(d.Panels) {
-		usesBudget := slices.ContainsFunc(p.Targets, func(tg target) bool {
-			return strings.Contains(tg.Expr, "caddy_llm_router_budget_")
+	for _, row := range metricRows {
+		t.Run(row.title, func(t *testing.T) {
+			if !slices.ContainsFunc(rows, func(r panel) bool { return r.Title == row.title }) {
+				t.Fatalf("no row titled %q", row.title)
+			}
+			inRow := 0
+			for _, p := range flattenPanels(d.Panels) {
+				uses := slices.ContainsFunc(p.Targets, func(tg target) bool {
+					return strings.Contains(tg.Expr, row.prefix)
+				})
+				switch {
+				case uses && rowOf[p.ID] != row.title:
+					t.Errorf("panel %d %q shows %s* metrics outside the %q row (row %q)", p.ID, p.Title, row.prefix, row.title, rowOf[p.ID])
+				case uses:
+					inRow++
+				case p.Type != "row" && rowOf[p.ID] == row.title:
+					t.Errorf("panel %d %q in the %q row shows no %s* metric", p.ID, p.Title, row.title, row.prefix)
+				}
+			}
+			if inRow == 0 {
+				t.Errorf("the %q row has no panels", row.title)
+			}
 		})
-		switch {
-		case usesBudget && rowOf[p.ID] != budgetsRow:
-			t.Errorf("panel %d %q shows budget metrics outside the %q row (row %q)", p.ID, p.Title, budgetsRow, rowOf[p.ID])
-		case usesBudget:
-			budgetPanels++
-		case p.Type != "row" && rowOf[p.ID] == budgetsRow:
-			t.Errorf("panel %d %q in the %q row shows no budget metric", p.ID, p.Title, budgetsRow)
-		}
-	}
-	if budgetPanels == 0 {
-		t.Errorf("the %q row has no panels", budgetsRow)
 	}
 }
 
@@ -596,6 +613,12 @@ var syntheticSeries = func() []map[string]string {
 		add(`caddy_llm_router_budget_actions_total{budget="team_daily", action="`+a+`"}`, "0+1x60")
 	}
 	add(`caddy_llm_router_budget_sync_failures_total{budget="team_daily"}`, "0+1x60")
+	for _, r := range []string{"hit", "miss", "stale", "bypass"} {
+		add(`caddy_llm_router_cache_requests_total{route="chat", result="`+r+`"}`, "0+2x60")
+	}
+	add(`caddy_llm_router_cache_saved_cost_total{currency="USD"}`, "0+0.2x60")
+	add(`caddy_llm_router_cache_entries{}`, "40x60")
+	add(`caddy_llm_router_cache_bytes{}`, "36000x60")
 	return s
 }()
 

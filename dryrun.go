@@ -1,0 +1,199 @@
+package llmrouter
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"cel.dev/cel-go/cel"
+	"github.com/caddyserver/caddy/v2"
+)
+
+// routeOptions is what `caddy llm-router route` is asked about.
+type routeOptions struct {
+	Endpoint string   // chat, completions, responses or embeddings
+	Headers  []string // "Name: value"
+	Handler  int      // which llm_router of the config, from 1
+}
+
+// runRoute is `caddy llm-router route`: it routes one request body as the
+// gateway would, without sending it, and says why. With stats (from
+// --address), the candidates show today's health.
+func runRoute(w io.Writer, configFile, adapter string, opts routeOptions, bodySrc string, stats *Stats) error {
+	targets, err := loadCostTargets(configFile, adapter)
+	if err != nil {
+		return err
+	}
+	if opts.Handler < 1 || opts.Handler > len(targets) {
+		return fmt.Errorf("--handler %d: the config has %d llm_router handlers", opts.Handler, len(targets))
+	}
+	var raw []byte
+	if bodySrc == "-" {
+		raw, err = io.ReadAll(io.LimitReader(os.Stdin, 64<<20))
+	} else {
+		raw, err = os.ReadFile(bodySrc)
+	}
+	if err != nil {
+		return err
+	}
+	return explainRoute(w, targets[opts.Handler-1], opts, raw, stats)
+}
+
+// explainRoute writes the variables of the request, each rule with its
+// result, and the route and candidates it gets.
+func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stats *Stats) error {
+	r := t.Router
+	ep := chatEndpoint
+	if opts.Endpoint != "" {
+		ep, _, _ = endpointOf("/" + strings.TrimPrefix(upstreamPathOf(opts.Endpoint), "/"))
+		if ep == 0 || ep == modelsEndpoint {
+			return fmt.Errorf("--endpoint %q: want chat, completions, responses or embeddings", opts.Endpoint)
+		}
+	}
+	body, err := parseRequestBody(raw)
+	if err != nil {
+		return fmt.Errorf("the request body: %w", err)
+	}
+	header := http.Header{}
+	for _, h := range opts.Headers {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok {
+			return fmt.Errorf("--header %q: want \"Name: value\"", h)
+		}
+		header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	client := ""
+	if r.ClientLabel != nil {
+		repl := caddy.NewReplacer()
+		for name, vs := range header {
+			repl.Set("http.request.header."+name, vs[0])
+		}
+		client = repl.ReplaceAll(r.ClientLabel.Value, "")
+	}
+	rules, err := compileRules(r.RouteRules)
+	if err != nil {
+		return err
+	}
+	ds := r.newDeployments()
+	rt := buildRouting(ds, r.Routes, r.DefaultRoute)
+
+	fmt.Fprintf(w, "llm_router #%d", max(opts.Handler, 1))
+	if t.Where != "" {
+		fmt.Fprintf(w, ": %s", t.Where)
+	}
+	fmt.Fprintf(w, "; a %s request (%s)\n\n", ep, ep.path())
+
+	vars := newRuleVars(ep, &body, header, client)
+	fmt.Fprintln(w, "Variables:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, v := range ruleVariables {
+		val, _ := vars.ResolveName(v.name)
+		shown := fmt.Sprint(val)
+		if v.typ == cel.StringType {
+			shown = fmt.Sprintf("%q", truncate(fmt.Sprint(val), 80))
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.name, shown, v.doc)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	routeHeader := header.Get("X-LLM-Route")
+	if routeHeader == "" {
+		routeHeader = header.Get("X-Query-Type")
+	}
+	model := body.modelName
+	reason := "default"
+	var outcomes []ruleOutcome
+	switch {
+	case routeHeader != "":
+		reason = "header"
+	case model != "" && model != "auto":
+		reason = "model"
+	case len(rules.rules) > 0 && ep.kind() == kindChat:
+		if rule := rules.choose(newRuleVars(ep, &body, header, client), nil, func(o ruleOutcome) { outcomes = append(outcomes, o) }); rule != nil {
+			routeHeader, reason = rule.route, rule.reason
+		}
+	}
+	fmt.Fprintln(w, "\nRules, in order:")
+	if len(rules.rules) == 0 {
+		fmt.Fprintln(w, "  (none)")
+	}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for i, rule := range rules.rules {
+		result := "not evaluated"
+		switch {
+		case reason == "header" || reason == "model":
+			result = "not evaluated: the request names its " + map[string]string{"header": "route", "model": "model"}[reason]
+		case i < len(outcomes) && outcomes[i].err != nil:
+			result = "error (false): " + outcomes[i].err.Error()
+		case i < len(outcomes) && outcomes[i].result:
+			result = "true: chosen"
+		case i < len(outcomes):
+			result = "false"
+		}
+		fmt.Fprintf(tw, "  %s #%d\t%s\t%s\n", rule.route, rule.n, rule.expr, result)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	res := rt.resolve(routeHeader, model, ep.kind())
+	fmt.Fprintln(w)
+	switch {
+	case res.plan == nil && res.wrongKind:
+		fmt.Fprintf(w, "Answer: 400 model_not_supported: %q is not %s\n", res.name, ep.kind().aModel())
+		return nil
+	case res.plan == nil:
+		fmt.Fprintf(w, "Answer: 404 model_not_found: %q\n", res.name)
+		return nil
+	}
+	switch {
+	case res.route != "":
+		fmt.Fprintf(w, "Route: %s (%s)\n", res.route, reason)
+	default:
+		fmt.Fprintf(w, "Route: none, model %s (%s)\n", orDash(res.model), reason)
+	}
+	health := map[string]DeploymentStats{}
+	if stats != nil {
+		for _, d := range stats.Deployments {
+			health[d.Model+"@"+d.Provider] = d
+		}
+	}
+	fmt.Fprintln(w, "Candidates, in order (within a priority, a draw weighted by weight × health score):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	n := 0
+	for _, g := range res.plan {
+		for _, d := range g {
+			n++
+			state := ""
+			if s, ok := health[d.label()]; ok {
+				state = fmt.Sprintf("\tscore %d\t%s", s.HealthScore, s.State)
+			} else if stats != nil {
+				state = "\t(not in the stats)\t"
+			}
+			fmt.Fprintf(tw, "  %d.\t%s\tupstream %s\tpriority %d\tweight %d%s\n", n, d.label(), d.upstream, d.priority, d.weight, state)
+		}
+	}
+	return tw.Flush()
+}
+
+// upstreamPathOf maps an endpoint name to its path.
+func upstreamPathOf(name string) string {
+	for i, n := range endpointNames {
+		if n == name && i > 0 {
+			return upstreamPaths[i]
+		}
+	}
+	return "/" + name
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

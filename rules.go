@@ -1,0 +1,508 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/decls"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
+	"cel.dev/cel-go/common/types/traits"
+	"cel.dev/cel-go/interpreter"
+	"go.uber.org/zap"
+)
+
+// RouteRule chooses a route from what a request asks, for requests that
+// name no route and no model (or "auto").
+type RouteRule struct {
+	// Route is the route chosen when a When expression is true.
+	Route string `json:"route"`
+
+	// When are CEL expressions over the request (README, "Routing by query
+	// type" lists the variables); the route is chosen when any is true.
+	// Rules are tried in the order of RouteRules, their expressions in
+	// order; the first true one wins.
+	When []string `json:"when"`
+}
+
+// The variables a rule can use, computed once per request from the body
+// scan (README, "Routing by query type").
+var ruleVariables = []struct {
+	name string
+	typ  *cel.Type
+	doc  string
+}{
+	{"endpoint", cel.StringType, "chat, completions, responses or embeddings"},
+	{"model", cel.StringType, "the model as sent (\"\", \"auto\")"},
+	{"messages", cel.IntType, "messages (chat), input items (responses), prompts (completions)"},
+	{"prompt_chars", cel.IntType, "characters of all message text"},
+	{"last_user_chars", cel.IntType, "characters of the last user message"},
+	{"last_user", cel.StringType, "the last user message's text"},
+	{"system", cel.StringType, "the system (and developer) prompt text"},
+	{"has_tools", cel.BoolType, "tools or functions are given"},
+	{"has_images", cel.BoolType, "a message has an image part"},
+	{"json_mode", cel.BoolType, "response_format asks for JSON"},
+	{"max_tokens", cel.IntType, "max_tokens, max_completion_tokens or max_output_tokens; 0 if absent"},
+	{"stream", cel.BoolType, "the request streams"},
+	{"temperature", cel.DoubleType, "the temperature; -1 if absent"},
+	{"header", cel.MapType(cel.StringType, cel.StringType), "request headers by lower-case name (first value)"},
+	{"client", cel.StringType, "the client_label value, \"\" without one"},
+}
+
+// ruleEnv is the CEL environment of routing rules: the variables above,
+// CEL's standard functions, and contains_any.
+var ruleEnv = func() *cel.Env {
+	opts := []cel.EnvOption{
+		cel.Function("contains_any",
+			cel.Overload("contains_any_string_list", []*cel.Type{cel.StringType, cel.ListType(cel.StringType)}, cel.BoolType,
+				cel.BinaryBinding(containsAny)),
+			// the checker has proven the types: no run-time guard (it
+			// would walk the list, allocating, on every request)
+			decls.DisableTypeGuards(true)),
+	}
+	for _, v := range ruleVariables {
+		opts = append(opts, cel.Variable(v.name, v.typ))
+	}
+	env, err := cel.NewEnv(opts...)
+	if err != nil {
+		panic(err)
+	}
+	return env
+}()
+
+// containsAny is contains_any(text, words): whether text contains any of
+// the words, ignoring case (Unicode simple case folding: "Á" matches "á";
+// "ß" does not match "ss").
+func containsAny(text, words ref.Val) ref.Val {
+	t, ok := text.(types.String)
+	list, ok2 := words.(traits.Lister)
+	if !ok || !ok2 {
+		return types.MaybeNoSuchOverloadErr(text)
+	}
+	n, _ := list.Size().(types.Int)
+	for i := types.Int(0); i < n; i++ { // by index: an iterator would allocate
+		if w, ok := list.Get(i).(types.String); ok && containsFold(string(t), string(w)) {
+			return types.True
+		}
+	}
+	return types.False
+}
+
+// containsFold reports whether sub is within s, ignoring case, without
+// allocating.
+func containsFold(s, sub string) bool {
+	if sub == "" {
+		return true
+	}
+	for i := 0; i+len(sub) <= len(s); {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+		_, n := utf8.DecodeRuneInString(s[i:])
+		i += n
+	}
+	return false
+}
+
+// ruleSet is a config's compiled routing rules, in order.
+type ruleSet struct {
+	rules []*compiledRule
+}
+
+type compiledRule struct {
+	route  string
+	n      int    // which When of the route, from 1
+	reason string // the route_reason placeholder: rule:<route>#<n>
+	expr   string
+	prg    cel.Program
+	logged atomic.Int64 // unix seconds of the last logged failure
+}
+
+// ruleError is a rule that does not compile: which route and When.
+type ruleError struct {
+	route string
+	n     int
+	err   string
+}
+
+func (e *ruleError) Error() string {
+	return fmt.Sprintf("route %s: when #%d: %s", e.route, e.n, e.err)
+}
+
+// compileRules type-checks every When at provision (and in the Caddyfile
+// adapter, so that a typo is an error with its line).
+func compileRules(rules []*RouteRule) (*ruleSet, error) {
+	rs := new(ruleSet)
+	for _, r := range rules {
+		for i, expr := range r.When {
+			ast, iss := ruleEnv.Compile(expr)
+			if iss != nil && iss.Err() != nil {
+				return nil, &ruleError{r.Route, i + 1, strings.ReplaceAll(iss.Err().Error(), "\n", " ")}
+			}
+			if ast.OutputType() != cel.BoolType {
+				return nil, &ruleError{r.Route, i + 1, fmt.Sprintf("%q is a %s, not a bool", expr, ast.OutputType())}
+			}
+			prg, err := ruleEnv.Program(ast, cel.EvalOptions(cel.OptOptimize))
+			if err != nil {
+				return nil, &ruleError{r.Route, i + 1, err.Error()}
+			}
+			rs.rules = append(rs.rules, &compiledRule{route: r.Route, n: i + 1, expr: expr, prg: prg,
+				reason: "rule:" + r.Route + "#" + strconv.Itoa(i+1)})
+		}
+	}
+	return rs, nil
+}
+
+// ruleOutcome is what one rule said of a request.
+type ruleOutcome struct {
+	rule   *compiledRule
+	result bool
+	err    error
+}
+
+// choose evaluates the rules in order and returns the first that is true,
+// or nil. A rule failing at run time counts as false; its failure is
+// logged at most once a minute. With trace set, every rule up to the chosen
+// one is reported to it (the dry run).
+func (rs *ruleSet) choose(vars *ruleVars, logger *zap.Logger, trace func(ruleOutcome)) *compiledRule {
+	for _, r := range rs.rules {
+		out, _, err := r.prg.Eval(vars)
+		if err == nil && types.IsError(out) {
+			err = fmt.Errorf("%v", out)
+		}
+		result := err == nil && out == types.True
+		if trace != nil {
+			trace(ruleOutcome{r, result, err})
+		}
+		if err != nil {
+			if t := time.Now().Unix(); logger != nil && t-r.logged.Load() >= 60 && r.logged.Swap(t) != t {
+				logger.Warn("routing rule failed; treated as false",
+					zap.String("route", r.route), zap.Int("when", r.n), zap.String("expression", r.expr), zap.Error(err))
+			}
+			continue
+		}
+		if result {
+			return r
+		}
+	}
+	return nil
+}
+
+// ruleVars is the activation of a request's rules: each variable is
+// computed at most once, when a rule first reads it.
+type ruleVars struct {
+	ep     endpoint
+	body   *requestBody
+	header http.Header
+	client string
+
+	f       contentFeatures
+	scanned bool
+	vals    [16]ref.Val // by index in ruleVariables, once computed
+}
+
+func newRuleVars(ep endpoint, body *requestBody, header http.Header, client string) *ruleVars {
+	return &ruleVars{ep: ep, body: body, header: header, client: client}
+}
+
+// endpointVals are the endpoint names as CEL values, made once.
+var endpointVals = func() (v [endpointCount]ref.Val) {
+	for i := range v {
+		v[i] = types.String(endpoint(i).String())
+	}
+	return v
+}()
+
+// ResolveName implements interpreter.Activation.
+func (a *ruleVars) ResolveName(name string) (any, bool) {
+	i := -1
+	for j, v := range ruleVariables {
+		if v.name == name {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return nil, false
+	}
+	if a.vals[i] != nil {
+		return a.vals[i], true
+	}
+	var v ref.Val
+	switch name {
+	case "endpoint":
+		v = endpointVals[a.ep]
+	case "model":
+		v = types.String(a.body.modelName)
+	case "stream":
+		v = types.Bool(a.body.stream)
+	case "header":
+		m := make(map[string]string, len(a.header))
+		for k, vs := range a.header {
+			if len(vs) > 0 {
+				m[strings.ToLower(k)] = vs[0]
+			}
+		}
+		v = types.DefaultTypeAdapter.NativeToValue(m)
+	case "client":
+		v = types.String(a.client)
+	default:
+		f := a.features()
+		switch name {
+		case "messages":
+			v = types.Int(f.messages)
+		case "prompt_chars":
+			v = types.Int(f.promptChars)
+		case "last_user_chars":
+			v = types.Int(f.lastUserChars)
+		case "last_user":
+			v = types.String(f.lastUser)
+		case "system":
+			v = types.String(f.system)
+		case "has_tools":
+			v = types.Bool(f.hasTools)
+		case "has_images":
+			v = types.Bool(f.hasImages)
+		case "json_mode":
+			v = types.Bool(f.jsonMode)
+		case "max_tokens":
+			v = types.Int(f.maxTokens)
+		case "temperature":
+			v = types.Double(f.temperature)
+		}
+	}
+	a.vals[i] = v
+	return v, true
+}
+
+// Parent implements interpreter.Activation.
+func (a *ruleVars) Parent() interpreter.Activation { return nil }
+
+func (a *ruleVars) features() *contentFeatures {
+	if !a.scanned {
+		a.f = scanContent(a.body)
+		a.scanned = true
+	}
+	return &a.f
+}
+
+// contentFeatures are what the rules know of a request's content.
+type contentFeatures struct {
+	messages                   int64
+	promptChars, lastUserChars int64
+	lastUser, system           string
+	hasTools, hasImages        bool
+	jsonMode                   bool
+	maxTokens                  int64
+	temperature                float64
+}
+
+// scanContent reads the features from the members parseRequestBody found:
+// one scan of their bytes, no decoding into Go values (text is decoded only
+// when it has escapes; otherwise it is the body's own bytes).
+func scanContent(rb *requestBody) contentFeatures {
+	sc := contentScan{f: contentFeatures{temperature: -1}}
+	f := &sc.f
+	if v := rb.field(fieldMaxTokens); len(v) > 0 {
+		f.maxTokens = atoi(v)
+	}
+	if v := rb.field(fieldTemperature); len(v) > 0 && v[0] != 'n' {
+		if t, err := strconv.ParseFloat(string(v), 64); err == nil {
+			f.temperature = t
+		}
+	}
+	for _, i := range []int{fieldTools, fieldFunctions} {
+		if v := rb.field(i); len(v) > 1 && v[0] == '[' && !isEmptyArray(v) {
+			f.hasTools = true
+		}
+	}
+	if v := rb.field(fieldResponseFormat); len(v) > 0 {
+		forEachMember(v, func(key, t []byte) {
+			if string(key) == "type" && (string(t) == `"json_object"` || string(t) == `"json_schema"`) {
+				f.jsonMode = true
+			}
+		})
+	}
+	// chat messages; responses input (a text, or items); completions
+	// prompt (a text, or texts)
+	for _, i := range []int{fieldMessages, fieldInput, fieldPrompt} {
+		v := rb.field(i)
+		switch {
+		case len(v) == 0:
+		case v[0] == '"':
+			sc.text(v)
+		case v[0] == '[':
+			it := jsonScanner{b: v, i: 1}
+			for el := nextElement(&it); el != nil; el = nextElement(&it) {
+				switch el[0] {
+				case '{':
+					sc.message(el)
+				case '"':
+					sc.text(el)
+				}
+			}
+		}
+	}
+	if v := rb.field(fieldInstructions); len(v) > 0 && v[0] == '"' {
+		t, _ := jsonText(v)
+		sc.addSystem(t)
+		f.promptChars += jsonStringChars(v[1:])
+	}
+	return sc.f
+}
+
+// field is the bytes of one of the members rules look at, nil if absent.
+func (rb *requestBody) field(i int) []byte {
+	if sp := rb.fields[i]; sp.start >= 0 {
+		return rb.raw[sp.start:sp.end]
+	}
+	return nil
+}
+
+// nextElement returns the next element of the array s is in, nil at its
+// end (the array is known to be valid).
+func nextElement(s *jsonScanner) []byte {
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == ',' {
+		s.i++
+		s.ws()
+	}
+	if s.i >= len(s.b) || s.b[s.i] == ']' {
+		return nil
+	}
+	start := s.i
+	if s.value(1) != nil {
+		return nil
+	}
+	return s.b[start:s.i]
+}
+
+// contentScan collects the features while scanning.
+type contentScan struct {
+	f contentFeatures
+}
+
+// addSystem adds a system prompt's text (joined by a new line to an earlier
+// one: only then is a string made).
+func (sc *contentScan) addSystem(text string) {
+	switch {
+	case text == "":
+	case sc.f.system == "":
+		sc.f.system = text
+	default:
+		sc.f.system += "\n" + text
+	}
+}
+
+// text is a prompt given as a bare string: a user message.
+func (sc *contentScan) text(lit []byte) {
+	sc.f.messages++
+	sc.f.lastUser, _ = jsonText(lit)
+	sc.f.lastUserChars = jsonStringChars(lit[1:])
+	sc.f.promptChars += sc.f.lastUserChars
+}
+
+// message is one message: its role and its text (a string, or the text of
+// its parts), its images.
+func (sc *contentScan) message(m []byte) {
+	sc.f.messages++
+	var role, text string
+	var chars int64
+	forEachMember(m, func(key, v []byte) {
+		switch string(key) {
+		case "role":
+			role, _ = jsonText(v)
+		case "content":
+			text, chars = contentText(v, &sc.f.hasImages)
+		}
+	})
+	sc.f.promptChars += chars
+	switch role {
+	case "user":
+		sc.f.lastUser, sc.f.lastUserChars = text, chars
+	case "system", "developer":
+		sc.addSystem(text)
+	}
+}
+
+// contentText is a message content's text and its characters: a string, or
+// the text parts of an array (joined by new lines); image parts set images.
+func contentText(v []byte, images *bool) (string, int64) {
+	switch v[0] {
+	case '"':
+		t, _ := jsonText(v)
+		return t, jsonStringChars(v[1:])
+	case '[':
+		var parts []string
+		var chars int64
+		forEachElement(v, func(part []byte) {
+			var typ string
+			var text []byte
+			forEachMember(part, func(key, val []byte) {
+				switch string(key) {
+				case "type":
+					typ, _ = jsonText(val)
+				case "text":
+					text = val
+				}
+			})
+			if strings.Contains(typ, "image") {
+				*images = true
+			}
+			if len(text) > 0 && text[0] == '"' {
+				t, _ := jsonText(text)
+				parts = append(parts, t)
+				chars += jsonStringChars(text[1:])
+			}
+		})
+		if len(parts) == 1 {
+			return parts[0], chars
+		}
+		return strings.Join(parts, "\n"), chars
+	}
+	return "", 0
+}
+
+// jsonText is the text of a JSON string literal: the body's own bytes when
+// it has no escapes (no copy: the body outlives the request's rules), else
+// decoded.
+func jsonText(lit []byte) (string, bool) {
+	if len(lit) < 2 || lit[0] != '"' {
+		return "", false
+	}
+	inner := lit[1 : len(lit)-1]
+	for _, c := range inner {
+		if c == '\\' {
+			var s string
+			err := json.Unmarshal(lit, &s)
+			return s, err == nil
+		}
+	}
+	if len(inner) == 0 {
+		return "", true
+	}
+	return unsafe.String(&inner[0], len(inner)), true
+}
+
+func isEmptyArray(v []byte) bool {
+	for _, c := range v[1:] {
+		if c == ']' {
+			return true
+		}
+		if !isSpace(c) {
+			return false
+		}
+	}
+	return false
+}
+
+// Interface guards
+var _ interpreter.Activation = (*ruleVars)(nil)

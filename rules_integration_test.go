@@ -1,0 +1,87 @@
+package llmrouter
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// rulesRouter is defaultRouter with example.Caddyfile's kind of rules.
+var rulesRouter = strings.Replace(defaultRouter,
+	"\troute simple_qa deepseek-v3.2 gemini-2.5-flash\n\troute complex_reasoning gpt-4.1 claude-sonnet-4.5\n",
+	"\troute complex_reasoning gpt-4.1 claude-sonnet-4.5 {\n\t\twhen has_tools || has_images\n\t\twhen messages > 6\n"+
+		"\t\twhen `last_user_chars > 200 || contains_any(last_user, [\"compare\", \"so sánh\", \"tại sao\"])`\n\t}\n"+
+		"\troute simple_qa deepseek-v3.2 gemini-2.5-flash {\n\t\twhen last_user_chars <= 200\n\t}\n", 1)
+
+// TestRoutingRules: requests naming no route are classified by the rules;
+// a route header or a route or model name still wins.
+func TestRoutingRulesClassify(t *testing.T) {
+	if !strings.Contains(rulesRouter, "when has_tools") {
+		t.Fatal("defaultRouter's routes moved: rulesRouter has no rules")
+	}
+	site := "\theader >X-Route-Reason {http.llm_router.route_reason}\n"
+	g := newGatewayWith(t, globalOptions, site, rulesRouter)
+	msg := func(content string) string {
+		return `{"messages":[{"role":"user","content":"` + content + `"}]}`
+	}
+	cases := []struct {
+		name, body string
+		header     []string
+		model      string
+		route      string
+		reason     string
+	}{
+		{"a short question", msg("Where is my order?"), nil, "deepseek-v3.2", "simple_qa", "rule:simple_qa#1"},
+		{"auto", `{"model":"auto","messages":[{"role":"user","content":"Hi"}]}`, nil, "deepseek-v3.2", "simple_qa", "rule:simple_qa#1"},
+		{"a Vietnamese why", msg("Tại sao đơn hàng bị hủy?"), nil, "gpt-4.1", "complex_reasoning", "rule:complex_reasoning#3"},
+		{"a long question", msg(strings.Repeat("ờ", 201)), nil, "gpt-4.1", "complex_reasoning", "rule:complex_reasoning#3"},
+		{"tools", `{"messages":[{"role":"user","content":"track 42"}],"tools":[{"type":"function","function":{"name":"track","parameters":{}}}]}`, nil, "gpt-4.1", "complex_reasoning", "rule:complex_reasoning#1"},
+		{"an image", `{"messages":[{"role":"user","content":[{"type":"text","text":"this?"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}`, nil, "gpt-4.1", "complex_reasoning", "rule:complex_reasoning#1"},
+		{"a long conversation", `{"messages":[` + strings.Repeat(`{"role":"user","content":"ok"},`, 6) + `{"role":"user","content":"ok"}]}`, nil, "gpt-4.1", "complex_reasoning", "rule:complex_reasoning#2"},
+		{"the route header wins", msg("Tại sao?"), []string{"X-LLM-Route", "simple_qa"}, "deepseek-v3.2", "simple_qa", "header"},
+		{"a route name wins", `{"model":"simple_qa","messages":[{"role":"user","content":"Tại sao?"}]}`, nil, "deepseek-v3.2", "simple_qa", "model"},
+		{"a model name wins", `{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"Tại sao?"}]}`, nil, "gemini-2.5-flash", "", "model"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := g.post(tc.body, tc.header...)
+			expectModel(t, resp, body, tc.model, "primary", 1)
+			if got := resp.Header.Get("X-LLM-Route"); got != tc.route {
+				t.Errorf("X-LLM-Route = %q, want %q", got, tc.route)
+			}
+			if got := resp.Header.Get("X-Route-Reason"); got != tc.reason {
+				t.Errorf("route_reason = %q, want %q", got, tc.reason)
+			}
+		})
+	}
+	// no rule true: the default route
+	g.reload(strings.Replace(rulesRouter, "when last_user_chars <= 200", "when false", 1))
+	resp, body := g.post(msg("Where is my order?"))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+}
+
+// TestRouteDryRun: `caddy llm-router route` explains a request's route;
+// its output is golden.
+func TestRouteDryRun(t *testing.T) {
+	dir := t.TempDir()
+	cf := "{\n\tadmin off\n}\n:8080 {\n\tllm_router /v1/* {" +
+		strings.NewReplacer("{PRIMARY}", "http://127.0.0.1:1", "{BACKUP}", "http://127.0.0.1:2").Replace(rulesRouter) + "\n\t\tclient_label {http.request.header.X-Team}\n\t}\n}\n"
+	config := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(config, []byte(cf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req := filepath.Join(dir, "request.json")
+	if err := os.WriteFile(req, []byte(`{"model":"auto","messages":[{"role":"system","content":"You are the shop's assistant."},{"role":"user","content":"So sánh hai áo khoác này giúp tôi?"}],"temperature":0.3}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runRoute(&out, config, "", routeOptions{Endpoint: "chat", Headers: []string{"X-Team: storefront"}, Handler: 1}, req, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkCostGolden(t, "route_dryrun.golden", out.Bytes())
+	if !strings.Contains(out.String(), "Route: complex_reasoning (rule:complex_reasoning#3)") {
+		t.Errorf("dry run chose otherwise:\n%s", out.String())
+	}
+}

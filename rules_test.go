@@ -1,0 +1,207 @@
+package llmrouter
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// varsOf computes every rule variable of a body.
+func varsOf(t *testing.T, ep endpoint, body string, header http.Header, client string) map[string]any {
+	t.Helper()
+	rb, err := parseRequestBody([]byte(body))
+	if err != nil {
+		t.Fatalf("%s: %v", body, err)
+	}
+	a := newRuleVars(ep, &rb, header, client)
+	out := map[string]any{}
+	for _, v := range ruleVariables {
+		val, ok := a.ResolveName(v.name)
+		if !ok {
+			t.Fatalf("no variable %s", v.name)
+		}
+		out[v.name] = val.(interface{ Value() any }).Value()
+	}
+	return out
+}
+
+func TestRuleVariables(t *testing.T) {
+	long := `{"role":"user","content":"` + strings.Repeat("x", 50) + `"},{"role":"assistant","content":"ok"},`
+	cases := []struct {
+		name   string
+		ep     endpoint
+		body   string
+		header http.Header
+		want   map[string]any
+	}{
+		{"a plain question", chatEndpoint,
+			`{"model":"auto","messages":[{"role":"system","content":"You are a shop assistant."},{"role":"user","content":"Where is my order?"}]}`, nil,
+			map[string]any{"endpoint": "chat", "model": "auto", "messages": int64(2), "prompt_chars": int64(43), "last_user_chars": int64(18),
+				"last_user": "Where is my order?", "system": "You are a shop assistant.", "has_tools": false, "has_images": false,
+				"json_mode": false, "max_tokens": int64(0), "stream": false, "temperature": -1.0}},
+		{"Vietnamese: characters, not bytes", chatEndpoint,
+			`{"messages":[{"role":"user","content":"Sản phẩm nào đang giảm giá?"}],"stream":true,"temperature":0.2,"max_tokens":300}`, nil,
+			map[string]any{"messages": int64(1), "last_user_chars": int64(27), "prompt_chars": int64(27), "last_user": "Sản phẩm nào đang giảm giá?",
+				"stream": true, "temperature": 0.2, "max_tokens": int64(300)}},
+		{"escapes count as the characters they stand for", chatEndpoint,
+			`{"messages":[{"role":"user","content":"caf\u00e9 \ud83d\ude00 \"ok\""}]}`, nil,
+			map[string]any{"last_user_chars": int64(11), "last_user": "café 😀 \"ok\""}},
+		{"tools and JSON mode", chatEndpoint,
+			`{"messages":[{"role":"user","content":"track 42"}],"tools":[{"type":"function","function":{"name":"track"}}],"response_format":{"type":"json_object"},"max_completion_tokens":64}`, nil,
+			map[string]any{"has_tools": true, "json_mode": true, "max_tokens": int64(64)}},
+		{"no tools in an empty list", chatEndpoint, `{"messages":[],"tools":[ ]}`, nil, map[string]any{"has_tools": false, "messages": int64(0)}},
+		{"images as content parts", chatEndpoint,
+			`{"messages":[{"role":"user","content":[{"type":"text","text":"Is this the right size?"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}`, nil,
+			map[string]any{"has_images": true, "last_user": "Is this the right size?", "last_user_chars": int64(23)}},
+		{"a long conversation: the last user message counts", chatEndpoint,
+			`{"messages":[` + strings.Repeat(long, 5) + `{"role":"user","content":"and now?"}]}`, nil,
+			map[string]any{"messages": int64(11), "last_user": "and now?", "last_user_chars": int64(8), "prompt_chars": int64(5*52 + 8)}},
+		{"responses: input and instructions", responsesEndpoint,
+			`{"model":"auto","instructions":"Be brief.","input":[{"role":"user","content":[{"type":"input_text","text":"Hi there"}]}],"max_output_tokens":16}`, nil,
+			map[string]any{"endpoint": "responses", "messages": int64(1), "last_user": "Hi there", "system": "Be brief.", "max_tokens": int64(16), "prompt_chars": int64(17)}},
+		{"completions: the prompt", completionsEndpoint, `{"prompt":"Say hi"}`, nil,
+			map[string]any{"endpoint": "completions", "messages": int64(1), "last_user": "Say hi", "last_user_chars": int64(6)}},
+		{"headers by lower-case name, and the client", chatEndpoint, `{"messages":[]}`, http.Header{"X-Team": {"storefront"}},
+			map[string]any{"client": "storefront"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			client := ""
+			if tc.header != nil {
+				client = tc.header.Get("X-Team")
+			}
+			got := varsOf(t, tc.ep, tc.body, tc.header, client)
+			for k, want := range tc.want {
+				if got[k] != want {
+					t.Errorf("%s = %#v, want %#v", k, got[k], want)
+				}
+			}
+			if tc.header != nil {
+				if h := got["header"].(map[string]string); h["x-team"] != "storefront" {
+					t.Errorf("header = %v", got["header"])
+				}
+			}
+		})
+	}
+}
+
+// exampleRules are the rules of example.Caddyfile's e-commerce chatbot.
+var exampleRules = []*RouteRule{
+	{Route: "complex_reasoning", When: []string{
+		"has_tools || has_images",
+		"messages > 6 || prompt_chars > 4000",
+		`last_user_chars > 600 || contains_any(last_user, ["compare", "so sánh", "why", "tại sao", "explain", "giải thích"])`,
+	}},
+	{Route: "simple_qa", When: []string{"last_user_chars <= 600"}},
+}
+
+func TestRulesChoose(t *testing.T) {
+	rs, err := compileRules(exampleRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for body, want := range map[string]string{
+		`{"messages":[{"role":"user","content":"Where is my order?"}]}`:                                           "rule:simple_qa#1",
+		`{"messages":[{"role":"user","content":"Tại sao đơn hàng của tôi bị hủy?"}]}`:                             "rule:complex_reasoning#3",
+		`{"messages":[{"role":"user","content":"COMPARE these two jackets"}]}`:                                    "rule:complex_reasoning#3",
+		`{"messages":[{"role":"user","content":"track"}],"tools":[{"type":"function"}]}`:                          "rule:complex_reasoning#1",
+		`{"messages":[` + strings.Repeat(`{"role":"user","content":"a"},`, 7) + `{"role":"user","content":"b"}]}`: "rule:complex_reasoning#2",
+		`{"messages":[{"role":"user","content":"` + strings.Repeat("á", 601) + `"}]}`:                             "rule:complex_reasoning#3",
+		`{"messages":[{"role":"user","content":"` + strings.Repeat("á", 600) + `"}]}`:                             "rule:simple_qa#1",
+	} {
+		rb, err := parseRequestBody([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := "none"
+		if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r != nil {
+			got = r.reason
+		}
+		if got != want {
+			t.Errorf("%.60s: %s, want %s", body, got, want)
+		}
+	}
+}
+
+func TestRuleCompileErrors(t *testing.T) {
+	for expr, want := range map[string]string{
+		"has_tools > 3":          "no matching overload",
+		"lenght > 3":             "undeclared reference to 'lenght'",
+		"prompt_chars + 1":       "is a int, not a bool",
+		"contains_any(system)":   "found no matching overload for 'contains_any'",
+		"last_user.size() > 2 &": "Syntax error",
+	} {
+		_, err := compileRules([]*RouteRule{{Route: "r", When: []string{"true", expr}}})
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "when #2") {
+			t.Errorf("%q: %v, want an error with %q", expr, err, want)
+		}
+	}
+}
+
+// TestRuleRuntimeError: a rule that fails when evaluated is false, and its
+// failure is logged once a minute, not per request.
+func TestRuleRuntimeError(t *testing.T) {
+	rs, err := compileRules([]*RouteRule{{Route: "a", When: []string{`header["x-team"] == "b"`}}, {Route: "b", When: []string{"true"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	rb, _ := parseRequestBody([]byte(`{"messages":[]}`))
+	for range 3 {
+		if r := rs.choose(newRuleVars(chatEndpoint, &rb, http.Header{}, ""), zap.New(core), nil); r == nil || r.route != "b" {
+			t.Fatalf("chose %v, want b after a failing rule", r)
+		}
+	}
+	if n := logs.FilterMessage("routing rule failed; treated as false").Len(); n != 1 {
+		t.Errorf("%d failure logs for 3 requests, want 1", n)
+	}
+}
+
+func TestContainsFold(t *testing.T) {
+	for _, c := range []struct {
+		s, sub string
+		want   bool
+	}{
+		{"Giảm GIÁ hôm nay", "giảm giá", true}, {"Straße", "STRASSE", false}, {"ĐƠN HÀNG", "đơn hàng", true}, {"refund please", "Refund", true},
+		{"abc", "", true}, {"abc", "abcd", false}, {"tại sao", "vì sao", false},
+	} {
+		if got := containsFold(c.s, c.sub); got != c.want {
+			t.Errorf("containsFold(%q, %q) = %v", c.s, c.sub, got)
+		}
+	}
+}
+
+// BenchmarkRules evaluates example.Caddyfile's rules on a short question:
+// the allocations are those of the activation (its values, made once a
+// request), not of the evaluation.
+func BenchmarkRules(b *testing.B) {
+	rs, err := compileRules(exampleRules)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(`{"model":"auto","messages":[{"role":"system","content":"You are the shop's assistant."},{"role":"user","content":"Sản phẩm nào đang giảm giá?"}]}`)
+	rb, err := parseRequestBody(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("activation", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			v := newRuleVars(chatEndpoint, &rb, nil, "")
+			for _, name := range []string{"has_tools", "has_images", "messages", "prompt_chars", "last_user_chars", "last_user"} {
+				v.ResolveName(name)
+			}
+		}
+	})
+	b.Run("evaluate", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r == nil || r.route != "simple_qa" {
+				b.Fatal(r)
+			}
+		}
+	})
+}
