@@ -479,6 +479,12 @@ func (s *jsonScanner) array(depth int) error {
 func (s *jsonScanner) str() error {
 	s.i++ // opening quote
 	for s.i < len(s.b) {
+		for s.i < len(s.b) && plainStringByte[s.b[s.i]] {
+			s.i++ // the common case, one table lookup a byte
+		}
+		if s.i >= len(s.b) {
+			break
+		}
 		c := s.b[s.i]
 		switch {
 		case c == '"':
@@ -512,6 +518,15 @@ func (s *jsonScanner) str() error {
 	}
 	return s.errorf("unterminated string")
 }
+
+// plainStringByte is true for the bytes a JSON string holds as they are:
+// not the quote, the backslash or a control character.
+var plainStringByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"slices"
@@ -112,6 +111,11 @@ func newResponseCache(c *Cache) (*responseCache, error) {
 // release undoes newResponseCache.
 func (rc *responseCache) release() { _, _ = cacheStores.Delete(rc.poolKey) }
 
+const (
+	typicalEntry      = 4 << 10 // bytes: an answer with its key and entry
+	maxInitialEntries = 1 << 16
+)
+
 // cacheStores holds the stored answers by size, so that they survive
 // reloads; handlers with the same max_size share one store (their keys
 // cannot meet: a key includes the upstreams that answer it).
@@ -133,6 +137,9 @@ type cacheStore struct {
 func newCacheStore(size int64) (*cacheStore, error) {
 	entries, err := otter.New(&otter.Options[string, *cacheEntry]{
 		MaximumWeight: uint64(size),
+		// room for a full store of typical answers (a few KB each) from
+		// the start: growing the table on the request path costs more
+		InitialCapacity: int(min(size/typicalEntry, maxInitialEntries)),
 		Weigher: func(key string, e *cacheEntry) uint32 {
 			return uint32(min(len(key)+len(e.body)+entryOverhead, 1<<31))
 		},
@@ -253,71 +260,93 @@ func (s *cacheStore) count(result string, saved float64, currency string) {
 // JSON object (parseRequestBody checked it).
 func cacheKey(ep endpoint, ns string, raw []byte, header http.Header, keyHeaders []string) string {
 	c := canonicalizers.Get().(*canonicalizer)
-	defer canonicalizers.Put(c)
-	h := c.hasher(0)
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(ep))
-	h.Write(n[:])
-	io.WriteString(h, ns)
+	defer c.release()
+	out := binary.LittleEndian.AppendUint64(c.scratch(0), uint64(ep))
+	out = appendString(out, 's', ns)
 	for _, name := range keyHeaders {
-		io.WriteString(h, "\x00"+name+"\x00")
-		for _, v := range header.Values(name) {
-			io.WriteString(h, v+"\x00")
+		out = appendString(out, 'k', name)
+		values := header.Values(name)
+		out = appendLen(out, 'a', len(values))
+		for _, v := range values {
+			out = appendString(out, 's', v)
 		}
 	}
-	h.Write([]byte{0})
 	s := jsonScanner{b: raw}
 	s.ws()
-	c.value(&s, h, 1, true)
-	var sum [sha256.Size]byte
-	return string(h.Sum(sum[:0]))
+	out = c.value(&s, out, 1, true)
+	c.bufs[0] = out
+	sum := sha256.Sum256(out)
+	return string(sum[:])
 }
 
 // keyExcluded are top-level members that do not change the answer's text.
 var keyExcluded = []string{"user", "stream", "stream_options"}
 
-// canonicalizer writes a JSON value in a canonical form to a hash, in one
-// pass. The encoding is self-delimiting, so that different values never
-// write the same bytes: a scalar is 's', its length and its bytes as
-// written; an array is 'a', its elements, 'e'; an object is 'o', its member
-// count, then its members sorted by name, each as the name's length, the
-// name and the SHA-256 of its value's encoding (a Merkle tree: no byte is
-// hashed twice). One hasher and member list are kept per depth.
+// canonicalizer writes a JSON value in a canonical form, in one pass, to
+// be hashed. The encoding is self-delimiting, so that different values
+// never write the same bytes: a scalar is 's', its length and its bytes as
+// written; an array is 'a', its elements, 'e'; an object is 'o', its
+// member count, then its members sorted by name, each as 'k', the name's
+// length and the name, then its value: a scalar as above, an object or
+// array as 'h' and the SHA-256 of its encoding (a Merkle tree: no byte is
+// hashed twice). One buffer and member list are kept per depth, and the
+// whole is hashed once (many small writes to a hash cost more than the
+// copy).
 type canonicalizer struct {
-	hashers []hash.Hash
+	bufs    [][]byte
 	members [][]canonMember
-	buf     [binary.MaxVarintLen64]byte
 }
 
 type canonMember struct {
-	key []byte
-	sum [sha256.Size]byte
+	key    []byte
+	scalar []byte            // a scalar value, as written
+	sum    [sha256.Size]byte // else the digest of the value's encoding
 }
 
 var canonicalizers = sync.Pool{New: func() any { return new(canonicalizer) }}
 
-// hasher is the reset hasher of depth d.
-func (c *canonicalizer) hasher(d int) hash.Hash {
-	for len(c.hashers) <= d {
-		c.hashers = append(c.hashers, sha256.New())
+// maxKeptBuffer bounds what a pooled canonicalizer keeps of the buffers a
+// large body made it grow.
+const maxKeptBuffer = 64 << 10
+
+// scratch is the emptied buffer of depth d.
+func (c *canonicalizer) scratch(d int) []byte {
+	for len(c.bufs) <= d {
+		c.bufs = append(c.bufs, nil)
 		c.members = append(c.members, nil)
 	}
-	c.hashers[d].Reset()
-	return c.hashers[d]
+	return c.bufs[d][:0]
 }
 
-func (c *canonicalizer) uvarint(h hash.Hash, tag byte, n int) {
-	c.buf[0] = tag
-	h.Write(c.buf[:1+binary.PutUvarint(c.buf[1:], uint64(n))])
+func (c *canonicalizer) release() {
+	for i, b := range c.bufs {
+		if cap(b) > maxKeptBuffer {
+			c.bufs[i] = nil
+		}
+	}
+	for i := range c.members {
+		clear(c.members[i]) // drop references to the body
+		c.members[i] = c.members[i][:0]
+	}
+	canonicalizers.Put(c)
 }
 
-// value writes the value at s.i to h and moves past it; the input is known
-// to be valid JSON. Top-level members in keyExcluded are left out.
-func (c *canonicalizer) value(s *jsonScanner, h hash.Hash, depth int, top bool) {
+func appendLen(b []byte, tag byte, n int) []byte {
+	return binary.AppendUvarint(append(b, tag), uint64(n))
+}
+
+func appendString[T string | []byte](b []byte, tag byte, v T) []byte {
+	return append(appendLen(b, tag, len(v)), v...)
+}
+
+// value appends the value at s.i to out and moves past it; the input is
+// known to be valid JSON. Top-level members in keyExcluded are left out.
+func (c *canonicalizer) value(s *jsonScanner, out []byte, depth int, top bool) []byte {
 	b := s.b
 	switch b[s.i] {
 	case '{':
 		s.i++
+		_ = c.scratch(depth) // makes members[depth-1] and bufs[depth]
 		members := c.members[depth-1][:0]
 		for {
 			s.ws()
@@ -339,23 +368,34 @@ func (c *canonicalizer) value(s *jsonScanner, h hash.Hash, depth int, top bool) 
 				_ = s.value(depth)
 				continue
 			}
-			sub := c.hasher(depth)
-			c.value(s, sub, depth+1, false)
-			m := canonMember{key: key}
-			sub.Sum(m.sum[:0])
-			members = append(members, m)
+			members = append(members, canonMember{key: key})
+			m := &members[len(members)-1]
+			if ch := b[s.i]; ch != '{' && ch != '[' {
+				// a scalar sorts with its own bytes: no digest needed
+				start := s.i
+				skipScalar(s)
+				m.scalar = b[start:s.i]
+			} else {
+				sub := c.value(s, c.scratch(depth), depth+1, false)
+				m.sum = sha256.Sum256(sub)
+				c.bufs[depth] = sub
+			}
 		}
 		slices.SortFunc(members, func(x, y canonMember) int { return bytes.Compare(x.key, y.key) })
-		c.uvarint(h, 'o', len(members))
-		for _, m := range members {
-			c.uvarint(h, 'k', len(m.key))
-			h.Write(m.key)
-			h.Write(m.sum[:])
+		out = appendLen(out, 'o', len(members))
+		for i := range members {
+			m := &members[i]
+			out = appendString(out, 'k', m.key)
+			if m.scalar != nil {
+				out = appendString(out, 's', m.scalar)
+			} else {
+				out = append(append(out, 'h'), m.sum[:]...)
+			}
 		}
 		c.members[depth-1] = members
 	case '[':
 		s.i++
-		h.Write([]byte{'a'})
+		out = append(out, 'a')
 		for {
 			s.ws()
 			if b[s.i] == ']' {
@@ -366,14 +406,44 @@ func (c *canonicalizer) value(s *jsonScanner, h hash.Hash, depth int, top bool) 
 				s.i++
 				s.ws()
 			}
-			c.value(s, h, depth, false)
+			out = c.value(s, out, depth, false)
 		}
-		h.Write([]byte{'e'})
+		out = append(out, 'e')
 	default:
 		start := s.i
-		_ = s.value(depth)
-		c.uvarint(h, 's', s.i-start)
-		h.Write(b[start:s.i])
+		skipScalar(s)
+		out = appendString(out, 's', b[start:s.i])
+	}
+	return out
+}
+
+// skipScalar moves s past the string, number or literal at s.i, which is
+// known to be valid: a string's end is found by IndexByte (the text of the
+// messages is most of a body's bytes), not by validating every byte again.
+func skipScalar(s *jsonScanner) {
+	b := s.b
+	if b[s.i] != '"' {
+		for s.i < len(b) {
+			switch b[s.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return
+			}
+			s.i++
+		}
+		return
+	}
+	i := s.i + 1
+	for {
+		q := i + bytes.IndexByte(b[i:], '"')
+		escapes := 0 // backslashes just before the quote: odd escapes it
+		for p := q - 1; p >= i && b[p] == '\\'; p-- {
+			escapes++
+		}
+		i = q + 1
+		if escapes%2 == 0 {
+			s.i = i
+			return
+		}
 	}
 }
 

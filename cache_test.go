@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -46,9 +47,14 @@ func TestCacheKeyCanonical(t *testing.T) {
 		}
 		seen[k] = b
 	}
+	// nested objects are sorted too
+	if key(`{"t":{"x":1,"y":[{"p":1,"q":{"r":2,"s":3}}]}}`) != key(`{"t":{"y":[{"q":{"s":3,"r":2},"p":1}],"x":1}}`) {
+		t.Error("nested member order changes the key")
+	}
 	// the encoding has no ambiguous boundaries
 	if key(`{"a":["ab"]}`) == key(`{"a":["a","b"]}`) || key(`{"a":{"b":1}}`) == key(`{"a":{"b1":""}}`) ||
-		key(`{"ab":1}`) == key(`{"a":1,"b":1}`) {
+		key(`{"ab":1}`) == key(`{"a":1,"b":1}`) || key(`{"a":{}}`) == key(`{"a":"{}"}`) ||
+		key(`{"a":[]}`) == key(`{"a":{}}`) || key(`{"a":[[1],[2]]}`) == key(`{"a":[[1,2]]}`) {
 		t.Error("two different values hash alike")
 	}
 	if key(`{"a":1}`, "X-Team", "a") == key(`{"a":1}`, "X-Team", "b") || key(`{"a":1}`) == key(`{"a":1}`, "X-Team", "a") {
@@ -123,3 +129,50 @@ func TestCacheConversions(t *testing.T) {
 }
 
 func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
+
+// FuzzCacheKey: any body the router accepts has a key, and white space
+// between tokens never changes it.
+func FuzzCacheKey(f *testing.F) {
+	f.Add(`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}`)
+	f.Add(`{"a":{"b":[1,{"c":null,"d":true}],"e":"\u00e9"},"stream":false}`)
+	f.Add(`{"user":{"x":1},"z":[[],[{}]]}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		if _, err := parseRequestBody([]byte(body)); err != nil {
+			return
+		}
+		k := cacheKey(chatEndpoint, "ns", []byte(body), nil, nil)
+		var compact, indented bytes.Buffer
+		if err := json.Compact(&compact, []byte(body)); err != nil {
+			t.Fatalf("accepted but not JSON: %v", err)
+		}
+		if err := json.Indent(&indented, []byte(body), " ", "\t"); err != nil {
+			t.Fatal(err)
+		}
+		if cacheKey(chatEndpoint, "ns", compact.Bytes(), nil, nil) != k || cacheKey(chatEndpoint, "ns", indented.Bytes(), nil, nil) != k {
+			t.Errorf("white space changes the key of %q", body)
+		}
+	})
+}
+
+// FuzzSkipScalar: the canonicalizer's fast skip of a valid scalar ends
+// where the validating scanner does.
+func FuzzSkipScalar(f *testing.F) {
+	for _, v := range []string{`"a\"b"`, `"\\\\"`, `"x\\\"y\\"`, `-1.5e3`, `true`, `null`, `"Sản phẩm"`, `"\u0022"`} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if v == "" || v[0] == '{' || v[0] == '[' {
+			return
+		}
+		b := []byte(v + `,"next"]`)
+		want := jsonScanner{b: b}
+		if want.value(1) != nil || want.i != len(v) {
+			return // not one valid scalar
+		}
+		got := jsonScanner{b: b}
+		skipScalar(&got)
+		if got.i != want.i {
+			t.Errorf("%q: skipped to %d, the scanner to %d", v, got.i, want.i)
+		}
+	})
+}

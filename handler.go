@@ -257,7 +257,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 		ex.route, ex.model = b.downgrade, ""
 		p = r.routing.byRoute[b.downgrade].plan
 		note := "downgraded (" + b.name + ")"
-		ex.w.Header().Set("X-LLM-Budget", note)
+		setHeader(ex.w.Header(), hdrBudget, note)
 		ex.repl.Set("http.llm_router.budget", note)
 		ex.repl.Set("http.llm_router.route", ex.route)
 		b.count(actionDowngraded)
@@ -267,7 +267,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 	}
 	if b := v.refuse; b != nil {
 		b.count(actionRefused)
-		ex.w.Header().Set("X-LLM-Budget", "refused ("+b.name+")")
+		setHeader(ex.w.Header(), hdrBudget, "refused ("+b.name+")")
 		ex.repl.Set("http.llm_router.budget", "refused ("+b.name+")")
 		ex.fail(budgetRefusal(v, t))
 		return nil, false
@@ -755,6 +755,21 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 	return req.WithContext(ctx)
 }
 
+// The router's response headers, in canonical form: setting them with
+// setHeader skips Header.Set's canonicalisation, which allocates for each
+// of these names on every request.
+const (
+	hdrModel    = "X-Llm-Model"
+	hdrProvider = "X-Llm-Provider"
+	hdrRoute    = "X-Llm-Route"
+	hdrAttempts = "X-Llm-Attempts"
+	hdrCache    = "X-Llm-Cache"
+	hdrBudget   = "X-Llm-Budget"
+)
+
+// setHeader sets a header whose name is already canonical.
+func setHeader(h http.Header, canonicalName, value string) { h[canonicalName] = []string{value} }
+
 // commitHeaders writes the response headers of the attempt that answers:
 // the provider's end-to-end headers (scrubbed of provider keys) and the
 // router's own.
@@ -766,12 +781,12 @@ func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	removeHopHeaders(h)
 	ex.router.scrub.header(h)
 	h.Del("Content-Length")
-	h.Set("X-LLM-Model", d.name)
-	h.Set("X-LLM-Provider", d.provider.name)
+	setHeader(h, hdrModel, d.name)
+	setHeader(h, hdrProvider, d.provider.name)
 	if ex.route != "" {
-		h.Set("X-LLM-Route", ex.route)
+		setHeader(h, hdrRoute, ex.route)
 	}
-	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
+	setHeader(h, hdrAttempts, strconv.Itoa(ex.attempts))
 	ex.repl.Set("http.llm_router.model", d.name)
 	ex.repl.Set("http.llm_router.provider", d.provider.name)
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
@@ -802,9 +817,9 @@ func (ex *exchange) unavailable(p plan) {
 	}
 	h := ex.w.Header()
 	if ex.route != "" {
-		h.Set("X-LLM-Route", ex.route)
+		setHeader(h, hdrRoute, ex.route)
 	}
-	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
+	setHeader(h, hdrAttempts, strconv.Itoa(ex.attempts))
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
 	ex.fail(&routerError{status: http.StatusServiceUnavailable, typ: typeServerError, code: codeAllUnavailable,
 		msg: msg, retryAfter: retry})
@@ -956,7 +971,7 @@ func (ex *exchange) lookupCache() bool {
 // placeholder (a hit or stale answer sets it again when served).
 func (ex *exchange) setCacheResult(result string) {
 	ex.cacheResult = result
-	ex.w.Header().Set("X-LLM-Cache", result)
+	setHeader(ex.w.Header(), hdrCache, result)
 	ex.repl.Set("http.llm_router.cache", result)
 }
 
@@ -988,12 +1003,12 @@ func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
 		return false
 	}
 	h := ex.w.Header()
-	h.Set("X-LLM-Model", e.model)
-	h.Set("X-LLM-Provider", e.provider)
+	setHeader(h, hdrModel, e.model)
+	setHeader(h, hdrProvider, e.provider)
 	if ex.route != "" {
-		h.Set("X-LLM-Route", ex.route)
+		setHeader(h, hdrRoute, ex.route)
 	}
-	h.Set("X-LLM-Attempts", strconv.Itoa(ex.attempts))
+	setHeader(h, hdrAttempts, strconv.Itoa(ex.attempts))
 	ex.setCacheResult(result)
 	age := now().Sub(e.stored)
 	h.Set("Age", strconv.Itoa(int(max(age, 0)/time.Second)))

@@ -106,3 +106,13 @@ func TestParseRetryAfterNeverNegative(t *testing.T) {
 		}
 	}
 }
+
+// setHeader writes names as given, so a name that is not canonical would
+// be a header that Header.Get never finds.
+func TestRouterHeaderNamesAreCanonical(t *testing.T) {
+	for _, name := range []string{hdrModel, hdrProvider, hdrRoute, hdrAttempts, hdrCache, hdrBudget} {
+		if c := http.CanonicalHeaderKey(name); c != name {
+			t.Errorf("%q is not canonical (%q)", name, c)
+		}
+	}
+}

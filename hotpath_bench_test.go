@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -136,24 +137,49 @@ func BenchmarkMetricsUpdate(b *testing.B) {
 	}
 }
 
+// benchRouter provisions a router on the mock at url: one provider, two
+// models, route simple_qa as default, probes off; edit adds a feature.
+func benchRouter(b *testing.B, url string, edit func(*Router)) *Router {
+	r := &Router{
+		Providers:    []*Provider{{Name: "primary", BaseURL: url + "/v1", APIKey: "sk-bench-key-000000000001"}},
+		Models:       []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat"}, {Name: "gemini-2.5-flash"}},
+		Routes:       map[string][]string{"simple_qa": {"deepseek-v3.2", "gemini-2.5-flash"}, "complex_reasoning": {"gemini-2.5-flash"}},
+		DefaultRoute: "simple_qa",
+		HealthCheck:  &HealthCheck{Off: true},
+	}
+	if edit != nil {
+		edit(r)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	b.Cleanup(cancel)
+	if err := r.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = r.Cleanup() })
+	return r
+}
+
+// serveBench sends one request through r as Caddy would (a replacer in
+// the context, with the team a map directive would have set).
+func serveBench(b *testing.B, r *Router, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+	repl := caddy.NewReplacer()
+	repl.Set("llm_team", "storefront")
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	w := httptest.NewRecorder()
+	if err := r.ServeHTTP(w, req, nil); err != nil || w.Code != 200 {
+		b.Fatalf("%v %d %s", err, w.Code, w.Body)
+	}
+	return w
+}
+
 // BenchmarkServeHTTP runs whole requests through a provisioned router
 // (no Caddy server around it) against the mock on loopback.
 func BenchmarkServeHTTP(b *testing.B) {
 	mock := mockllm.New()
 	srv := httptest.NewServer(mock)
 	defer srv.Close()
-	r := &Router{
-		Providers:   []*Provider{{Name: "primary", BaseURL: srv.URL + "/v1", APIKey: "sk-bench-key-000000000001"}},
-		Models:      []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat"}, {Name: "gemini-2.5-flash"}},
-		Routes:      map[string][]string{"simple_qa": {"deepseek-v3.2", "gemini-2.5-flash"}},
-		HealthCheck: &HealthCheck{Off: true},
-	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
-	if err := r.Provision(ctx); err != nil {
-		b.Fatal(err)
-	}
-	defer r.Cleanup()
+	r := benchRouter(b, srv.URL, nil)
 	for _, stream := range []bool{false, true} {
 		name := "json"
 		if stream {
@@ -163,14 +189,67 @@ func BenchmarkServeHTTP(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
-				repl := caddy.NewReplacer()
-				req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
-				w := httptest.NewRecorder()
-				if err := r.ServeHTTP(w, req, nil); err != nil || w.Code != 200 {
-					b.Fatalf("%v %d", err, w.Code)
-				}
+				serveBench(b, r, body)
 			}
 		})
+	}
+}
+
+// BenchmarkFeatures is the router's own cost of each optional feature: the
+// same JSON requests with and without it (bench/run.sh measures the same
+// through Caddy). Every request asks a different question, so that the
+// cache runs are all misses that store an answer.
+func BenchmarkFeatures(b *testing.B) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	features := []struct {
+		name  string
+		model string
+		edit  func(*Router)
+	}{
+		{"off", "simple_qa", nil},
+		{"budget", "simple_qa", func(r *Router) {
+			r.Budgets = []*Budget{{Name: "bench_daily", Limits: []BudgetLimit{{Amount: 1e6, Period: "day"}}, Key: "{llm_team}", Downgrade: "simple_qa"}}
+			r.BudgetSync = -1
+			r.ClientLabel = &ClientLabel{Value: "{llm_team}"}
+		}},
+		{"rules_off", "auto", nil},
+		{"rules", "auto", func(r *Router) {
+			r.RouteRules = []*RouteRule{
+				{Route: "complex_reasoning", When: []string{"has_tools || has_images", "messages > 8 || prompt_chars > 6000",
+					`last_user_chars > 400 || contains_any(last_user, ["compare", "difference", "why", "explain", "recommend", "so sánh", "khác nhau", "tại sao", "giải thích", "tư vấn"])`}},
+				{Route: "simple_qa", When: []string{"last_user_chars <= 400"}},
+			}
+		}},
+		{"cache_miss", "simple_qa", func(r *Router) { r.Cache = &Cache{MaxSize: 128 << 20} }},
+	}
+	for _, f := range features {
+		r := benchRouter(b, srv.URL, f.edit)
+		b.Run(f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				n++
+				serveBench(b, r, `{"model":"`+f.model+`","messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"Summarise the shipping policy for order `+strconv.Itoa(n)+` placed on Monday with express delivery to Lyon."}],"max_tokens":64}`)
+			}
+		})
+	}
+}
+
+// BenchmarkCacheHit serves a cached answer through a provisioned router
+// (no Caddy server around it): the router's own cost of a hit.
+func BenchmarkCacheHit(b *testing.B) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	r := benchRouter(b, srv.URL, func(r *Router) { r.Cache = &Cache{MaxSize: 1 << 20} })
+	body := `{"model":"simple_qa","messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"You are a helpful assistant. Summarise the shipping policy for an order placed on Monday with express delivery to Lyon."}],"max_tokens":64}`
+	serveBench(b, r, body) // the miss that stores it
+	b.ReportAllocs()
+	for b.Loop() {
+		if w := serveBench(b, r, body); w.Header().Get("X-LLM-Cache") != "hit" {
+			b.Fatal(w.Header())
+		}
 	}
 }

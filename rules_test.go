@@ -2,8 +2,10 @@ package llmrouter
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -123,6 +125,35 @@ func TestRulesChoose(t *testing.T) {
 		if got != want {
 			t.Errorf("%.60s: %s, want %s", body, got, want)
 		}
+		// one by one (the dry run's way, and the fallback after an error)
+		// chooses the same as the combined program
+		oneByOne := "none"
+		if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, func(ruleOutcome) {}); r != nil {
+			oneByOne = r.reason
+		}
+		if oneByOne != got {
+			t.Errorf("%.60s: %s one by one, %s combined", body, oneByOne, got)
+		}
+	}
+}
+
+// TestRulesCombinedWithComments: a When may end in a // comment, which must
+// not swallow the rest of the combined program.
+func TestRulesCombinedWithComments(t *testing.T) {
+	rs, err := compileRules([]*RouteRule{
+		{Route: "a", When: []string{"messages > 5 // long conversations"}},
+		{Route: "b", When: []string{"// any short one\nmessages <= 5"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _ := parseRequestBody([]byte(`{"messages":[{"role":"user","content":"hi"}]}`))
+	if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r == nil || r.route != "b" {
+		t.Fatalf("chose %v, want b", r)
+	}
+	none, _ := compileRules([]*RouteRule{{Route: "a", When: []string{"false // never"}}})
+	if r := none.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r != nil {
+		t.Fatalf("chose %v, want none", r.reason)
 	}
 }
 
@@ -167,11 +198,39 @@ func TestContainsFold(t *testing.T) {
 	}{
 		{"Giảm GIÁ hôm nay", "giảm giá", true}, {"Straße", "STRASSE", false}, {"ĐƠN HÀNG", "đơn hàng", true}, {"refund please", "Refund", true},
 		{"abc", "", true}, {"abc", "abcd", false}, {"tại sao", "vì sao", false},
+		{"xxSxsxsO", "so", true}, {"1-2-3", "-3", true}, {"ab", "b", true}, {"ab", "a", true}, {"sSs", "ss", true},
+		{"SSSSSSSSSSSSSSSSSSSs", "sx", false}, {"đơn", "Đ", true},
 	} {
 		if got := containsFold(c.s, c.sub); got != c.want {
 			t.Errorf("containsFold(%q, %q) = %v", c.s, c.sub, got)
 		}
 	}
+}
+
+// containsFoldEverywhere is containsFold's definition: a comparison at
+// every character.
+func containsFoldEverywhere(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+		_, n := utf8.DecodeRuneInString(s[i:])
+		i += n
+	}
+	return sub == ""
+}
+
+// FuzzContainsFold: the fast search finds what a comparison at every
+// character finds.
+func FuzzContainsFold(f *testing.F) {
+	f.Add("Có so sánh GIÁ không?", "SO SÁNH")
+	f.Add("sSsSs", "ss")
+	f.Add("ĐƠN HÀNG", "đơn")
+	f.Fuzz(func(t *testing.T, s, sub string) {
+		if got, want := containsFold(s, sub), containsFoldEverywhere(s, sub); got != want {
+			t.Errorf("containsFold(%q, %q) = %v, want %v", s, sub, got, want)
+		}
+	})
 }
 
 // BenchmarkRules evaluates example.Caddyfile's rules on a short question:
@@ -204,4 +263,22 @@ func BenchmarkRules(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestRulesMany: more Whens than one combined program can nest still load,
+// and are tried in order.
+func TestRulesMany(t *testing.T) {
+	var rules []*RouteRule
+	for i := range 400 {
+		rules = append(rules, &RouteRule{Route: "r" + strconv.Itoa(i), When: []string{"messages == " + strconv.Itoa(i)}})
+	}
+	rs, err := compileRules(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _ := parseRequestBody([]byte(`{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":"c"}]}`))
+	if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r == nil || r.route != "r3" {
+		t.Fatalf("chose %v, want r3", r)
+	}
+	t.Logf("combined program: %v", rs.first != nil)
 }

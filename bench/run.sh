@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # bench/run.sh: llm_router vs Caddy's reverse_proxy vs the mock upstream
-# directly, on 127.0.0.1, in one bounded run (about 8 minutes).
+# directly, on 127.0.0.1, in one bounded run (about 25 minutes).
 #
 # Builds bench/bin/{caddy,mockllm,loadgen}, then for every scenario starts a
 # fresh mock (and, unless direct, a fresh Caddy so that VmHWM is that
-# scenario's peak RSS), warms up, measures, records, and stops them. At the end
-# it prints one markdown table and writes it to bench/results/latest.md (raw
-# figures: bench/results/<stamp>.raw). See bench/README.md.
+# scenario's peak RSS), warms up, measures, records, and stops them. The
+# features section compares llm_router with and without a feature (budget +
+# client label, routing rules, response cache miss and hit) in interleaved
+# pairs of runs. At the end it prints one markdown table and writes it to
+# bench/results/latest.md (raw figures: bench/results/<stamp>.raw). See
+# bench/README.md.
 #
 # Needs: go, wrk (Debian: apt-get install wrk), taskset (util-linux; only with
 # PIN=1). Environment (defaults in brackets):
@@ -14,6 +17,9 @@
 #   SHORT_DUR  measured duration of the 50 ms-upstream scenarios and of the
 #              -c1 time-to-first-byte runs [5s]
 #   WARMUP     warm-up before each measurement, same load [1s]
+#   FEATURE_DUR  measured duration of each feature run [5s]
+#   ROUNDS     pairs of runs of each feature comparison, in the order
+#              A,B then B,A, alternately [8]
 #   STREAMS    concurrent streams of the open-streams scenario [5000]
 #   PIN        1: Caddy on CPU $CADDY_CPU, the mock on $MOCK_CPU, wrk and
 #              loadgen on $LOAD_CPU; 0: no pinning [1]
@@ -23,7 +29,9 @@
 #              metrics }`) in both Caddy configs [0]
 #   ONLY       a regular expression: run only the scenarios whose id
 #              ("<upstream> <mode> <load> <target>", e.g. "0ms json wrk -c50
-#              llm_router", or "streams llm_router") matches
+#              llm_router", "feature budget", "feature cache-hit", or
+#              "streams llm_router") matches
+#   CACHE_SIZE max_size of the llm_router_cache config [8MB]
 #   KEEP_TMP   1: keep the temporary directory (Caddyfiles, logs)
 set -euo pipefail
 
@@ -35,7 +43,9 @@ RESULTS=$BENCH/results
 
 DUR=${DUR:-10s}
 SHORT_DUR=${SHORT_DUR:-5s}
+FEATURE_DUR=${FEATURE_DUR:-5s}
 WARMUP=${WARMUP:-1s}
+ROUNDS=${ROUNDS:-8}
 STREAMS=${STREAMS:-5000}
 PIN=${PIN:-1}
 CADDY_CPU=${CADDY_CPU:-1}
@@ -45,6 +55,10 @@ MOCK_CPU=${MOCK_CPU:-$LOAD_CPU}
 LOADGEN_GOGC=${LOADGEN_GOGC:-400}
 METRICS=${METRICS:-0}
 ONLY=${ONLY:-}
+if ! [[ $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
+	echo "bench: ROUNDS must be a positive integer, got '$ROUNDS'" >&2
+	exit 1
+fi
 
 need=(go wrk)
 [[ $PIN == 1 ]] && need+=(taskset)
@@ -105,6 +119,13 @@ printf '{"model":"simple_qa","stream":true,"messages":[{"role":"system","content
 	"$PROMPT" >"$TMP/stream_router.body"
 printf '{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"%s"}],"max_tokens":64}' \
 	"$PROMPT" >"$TMP/stream.body"
+# The features section: the JSON body with "model":"auto" (no route named:
+# the default route, or the routing rules, decide). The short question ends
+# on simple_qa either way. The cache-miss runs send json.body through
+# wrk/unique.lua, which makes every request's user message different.
+sed 's/"model":"simple_qa"/"model":"auto"/' "$TMP/json.body" >"$TMP/json_auto.body"
+# The static target's body: the mock's answer to json.body (344 bytes).
+STATIC_ANSWER='{"id":"chatcmpl-mock-1","object":"chat.completion","created":1700000000,"model":"deepseek-v3.2","choices":[{"index":0,"message":{"role":"assistant","content":"w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 "},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":10,"total_tokens":41,"prompt_tokens_details":{"cached_tokens":0}}}'
 
 # ---------------------------------------------------------------- processes
 # start_mock <latency> <chunk delay>: sets MOCK_ADDR
@@ -125,9 +146,62 @@ start_mock() {
 }
 
 # write_caddyfile <target> <port> <admin port> <file>
+#   target: reverse_proxy, llm_router (the baseline), a feature variant of
+#   it (llm_router_budget, llm_router_rules, llm_router_cache), or static
+#   (Caddy's own respond with a stored answer: the ceiling of a cache hit)
 write_caddyfile() {
-	local site
-	if [[ $1 == reverse_proxy ]]; then
+	local site globals="" routes="route simple_qa deepseek-v3.2 gpt-4.1" extra=""
+	case $1 in
+	reverse_proxy | static) ;;
+	llm_router) ;;
+	llm_router_budget)
+		# A budget that applies to every request and never reaches its
+		# limit, keyed by a client header, and a client label. Its spend is
+		# synced to a fresh file_system storage in $TMP.
+		rm -rf "$TMP/storage-budget"
+		globals="storage file_system $TMP/storage-budget"
+		extra="
+		budget bench_daily {
+			limit 1000000 per day
+			key {http.request.header.X-Team}
+			downgrade simple_qa
+		}
+		budget_sync 5s
+		client_label {http.request.header.X-Team}"
+		;;
+	llm_router_rules)
+		# example.Caddyfile's rules, on the bench's two models.
+		routes="route complex_reasoning gpt-4.1 {
+			when has_tools || has_images
+			when messages > 8 || prompt_chars > 6000
+			when \`last_user_chars > 400 || contains_any(last_user, [\"compare\", \"difference\", \"why\", \"explain\", \"recommend\", \"so sánh\", \"khác nhau\", \"tại sao\", \"giải thích\", \"tư vấn\"])\`
+		}
+		route simple_qa deepseek-v3.2 gpt-4.1 {
+			when last_user_chars <= 400
+		}"
+		;;
+	llm_router_cache)
+		# 8MB: the warm-up (1 s at ~10,000 unique requests a second) fills
+		# it, so that the measured misses are those of a full cache, which
+		# evicts as it stores: the state a cache spends its life in. A
+		# cache still filling also pays for the heap growing (fresh pages)
+		# on every store; BENCHMARKS.md has that figure too.
+		extra="
+		cache {
+			ttl 10m
+			max_size ${CACHE_SIZE:-8MB}
+		}"
+		;;
+	*)
+		echo "bench: unknown target $1" >&2
+		return 1
+		;;
+	esac
+	if [[ $1 == static ]]; then
+		# what the mock answers json.body, as Caddy serves a fixed body
+		site="header Content-Type application/json
+	respond \`$STATIC_ANSWER\` 200"
+	elif [[ $1 == reverse_proxy ]]; then
 		site="reverse_proxy $MOCK_ADDR"
 	else
 		# One provider, two models, a default route; metrics are the module's
@@ -139,17 +213,19 @@ write_caddyfile() {
 		}
 		model deepseek-v3.2
 		model gpt-4.1
-		route simple_qa deepseek-v3.2 gpt-4.1
+		$routes
 		default_route simple_qa
 		health_check {
 			interval off
-		}
+		}$extra
 	}"
 	fi
-	local servers=""
-	[[ $METRICS == 1 ]] && servers="servers {
+	if [[ $METRICS == 1 ]]; then
+		globals="servers {
 		metrics
-	}"
+	}${globals:+
+	$globals}"
+	fi
 	cat >"$4" <<EOF
 {
 	admin 127.0.0.1:$3
@@ -159,7 +235,7 @@ write_caddyfile() {
 	log {
 		level WARN
 	}
-	$servers
+	$globals
 }
 
 http://127.0.0.1:$2 {
@@ -168,18 +244,19 @@ http://127.0.0.1:$2 {
 EOF
 }
 
-# start_caddy <target>: sets CADDY_PID and URL
+# start_caddy <target>: sets CADDY_PID, URL and ADMIN (the admin API's base URL)
 start_caddy() {
 	local ports port admin
 	ports=$("$LOADGEN" freeport -n 2)
 	port=$(sed -n 1p <<<"$ports")
 	admin=$(sed -n 2p <<<"$ports")
-	write_caddyfile "$1" "$port" "$admin" "$TMP/Caddyfile"
+	write_caddyfile "$1" "$port" "$admin" "$TMP/Caddyfile" || return 1
 	# Caddy's config and data directories (autosave, storage) stay in $TMP.
 	"${ON_CADDY[@]}" env XDG_CONFIG_HOME="$TMP/xdg-config" XDG_DATA_HOME="$TMP/xdg-data" \
 		"$BIN/caddy" run --config "$TMP/Caddyfile" --adapter caddyfile >"$TMP/caddy.log" 2>&1 &
 	CADDY_PID=$!
 	URL=http://127.0.0.1:$port/v1/chat/completions
+	ADMIN=http://127.0.0.1:$admin
 }
 
 stop_all() {
@@ -203,7 +280,7 @@ FAILED=()
 fail() {
 	echo "    FAILED: $*" >&2
 	FAILED+=("$*")
-	for f in caddy.log mock.log wrk.out load.err; do
+	for f in caddy.log mock.log wrk.out load.err stats.json; do
 		if [[ -s $TMP/$f ]]; then
 			echo "    --- $f (last lines)" >&2
 			tail -n 15 "$TMP/$f" | sed 's/^/    /' >&2
@@ -213,9 +290,13 @@ fail() {
 
 selected() { [[ -z $ONLY || $1 =~ $ONLY ]]; }
 
-# run_wrk <conns> <duration> <body file> <url>: prints the BENCH_JSON object
+# run_wrk <conns> <duration> <body file> <url> [<script>]: prints the
+# BENCH_JSON object. The script is one of bench/wrk (default post.lua); the
+# caller's WRK_HEADERS ("Name: value" lines) are added to every request, and
+# every run gets its own BENCH_SEED (unique.lua's bodies differ across runs).
 run_wrk() {
-	BENCH_BODY=$3 "${ON_LOAD[@]}" wrk -t1 -c"$1" -d"$2" --timeout 10s -s "$BENCH/wrk/post.lua" "$4" >"$TMP/wrk.out" 2>&1 || return 1
+	BENCH_BODY=$3 BENCH_HEADERS=${WRK_HEADERS:-} BENCH_SEED=$(date +%s%N) \
+		"${ON_LOAD[@]}" wrk -t1 -c"$1" -d"$2" --timeout 10s -s "$BENCH/wrk/${5:-post.lua}" "$4" >"$TMP/wrk.out" 2>&1 || return 1
 	sed -n 's/^BENCH_JSON //p' "$TMP/wrk.out" | grep . || return 1
 }
 
@@ -323,6 +404,98 @@ streams() {
 	fi
 }
 
+# feature_run <feature> <variant a|b> <round> <target> <body file> <wrk script>:
+# one run of a feature comparison (JSON, wrk -c50, upstream 0 ms): fresh mock
+# and Caddy, readiness (and the feature's own checks), warm-up, DUR measured.
+feature_run() {
+	local feature=$1 variant=$2 round=$3 target=$4 body=$5 script=$6
+	local id="feature $feature $variant $target (round $round/$ROUNDS)"
+	# The same client header in every run: only the config differs.
+	local WRK_HEADERS="X-Team: bench-team" hdr=(-header "X-Team: bench-team")
+	echo "==> $id ($FEATURE_DUR, ${script%.lua} ${body##*/})"
+	rm -f "$TMP/caddy.log" "$TMP/wrk.out" "$TMP/load.err" "$TMP/stats.json"
+
+	start_mock 0ms 0 || { fail "$id: mock"; return 0; }
+	start_caddy "$target" || { fail "$id: caddy config"; stop_all; return 0; }
+	# What the first answer must show: the rules runs end on simple_qa
+	# (default route or rule), a cache starts cold.
+	local expect=()
+	case $feature/$variant in
+	rules/*) expect=(-expect-header "X-LLM-Route: simple_qa") ;;
+	cache-miss/b | cache-hit/b) expect=(-expect-header "X-LLM-Cache: miss") ;;
+	esac
+	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$body" "${hdr[@]}" "${expect[@]}" -wait 15s 2>"$TMP/load.err"; then
+		fail "$id: not ready"
+		stop_all
+		return 0
+	fi
+	# cache-hit: the same question again is a hit, and so is every request
+	# of the warm-up and the measured run (checked after it).
+	if [[ $feature/$variant == cache-hit/b ]] &&
+		! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$body" "${hdr[@]}" -expect-header "X-LLM-Cache: hit" -wait 0s 2>"$TMP/load.err"; then
+		fail "$id: the second request was not a cache hit"
+		stop_all
+		return 0
+	fi
+
+	local main cpu0 cpu1
+	run_wrk 50 "$WARMUP" "$body" "$URL" "$script" >/dev/null || { fail "$id: wrk warm-up"; stop_all; return 0; }
+	cpu0=$(cpu_ms "$CADDY_PID")
+	main=$(run_wrk 50 "$FEATURE_DUR" "$body" "$URL" "$script") || { fail "$id: wrk"; stop_all; return 0; }
+	cpu1=$(cpu_ms "$CADDY_PID")
+	if ! kill -0 "$CADDY_PID" 2>/dev/null; then
+		fail "$id: caddy exited"
+		stop_all
+		return 0
+	fi
+	local hwm
+	hwm=$(hwm_kb "$CADDY_PID")
+
+	# The feature did its work: the router's stats (GET /llm_router/stats)
+	# show the budget's key and the client label, no hit among unique
+	# bodies, no miss but the first among repeated ones.
+	local want="" why=""
+	case $feature/$variant in
+	budget/b) want='"bench-team"' why="the budget and client label did not see X-Team: bench-team" ;;
+	cache-miss/b) want='"hits":[[:space:]]*0[^0-9.]' why="unique bodies were answered from the cache" ;;
+	cache-hit/b) want='"misses":[[:space:]]*1[^0-9.]' why="requests after the first were not all cache hits" ;;
+	esac
+	if [[ -n $want ]]; then
+		if ! "$LOADGEN" get -url "$ADMIN/llm_router/stats" >"$TMP/stats.json" 2>"$TMP/load.err"; then
+			fail "$id: GET /llm_router/stats"
+			stop_all
+			return 0
+		fi
+		if ! grep -Eq "$want" "$TMP/stats.json"; then
+			fail "$id: $why (stats: no match for $want)"
+			stop_all
+			return 0
+		fi
+	fi
+	stop_all
+	printf '{"kind":"feature","feature":"%s","variant":"%s","target":"%s","body":"%s","script":"%s","round":%d,"main":%s,"hwm_kb":%s,"cpu_ms":%s}\n' \
+		"$feature" "$variant" "$target" "${body##*/}" "$script" "$round" "$main" "$hwm" "$((cpu1 - cpu0))" >>"$RAW"
+	summary "$main"
+}
+
+# feature <name> <target A> <target B> <body file> <wrk script>: ROUNDS
+# pairs of adjacent runs, A,B in odd rounds and B,A in even ones, so that a
+# drift of the machine's speed during the section favours neither side (the
+# table takes the geometric mean of the rounds' B/A).
+feature() {
+	local name=$1 a=$2 b=$3 body=$4 script=$5 round
+	selected "feature $name" || return 0
+	for ((round = 1; round <= ROUNDS; round++)); do
+		if ((round % 2 == 1)); then
+			feature_run "$name" a "$round" "$a" "$body" "$script"
+			feature_run "$name" b "$round" "$b" "$body" "$script"
+		else
+			feature_run "$name" b "$round" "$b" "$body" "$script"
+			feature_run "$name" a "$round" "$a" "$body" "$script"
+		fi
+	done
+}
+
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -332,9 +505,9 @@ fi
 PINNING="none"
 [[ $PIN == 1 ]] && PINNING="Caddy on CPU $CADDY_CPU, mock on CPU $MOCK_CPU, wrk and loadgen on CPU $LOAD_CPU"
 HOST="$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), $(go version | cut -d' ' -f3)"
-printf '{"kind":"meta","meta":{"started":"%s","host":"%s","commit":"%s","pinning":"%s","loadavg_start":"%s","note":"durations %s main, %s at 50 ms upstream and for -c1 TTFB, warm-up %s; metrics: llm_router module metrics always on, Caddy per-server metrics %s"}}\n' \
+printf '{"kind":"meta","meta":{"started":"%s","host":"%s","commit":"%s","pinning":"%s","loadavg_start":"%s","note":"durations %s main, %s at 50 ms upstream and for -c1 TTFB, %s a feature run (%s rounds), warm-up %s; metrics: llm_router module metrics always on, Caddy per-server metrics %s"}}\n' \
 	"$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$HOST" "$COMMIT" "$PINNING" "$(loadavg)" \
-	"$DUR" "$SHORT_DUR" "$WARMUP" "$([[ $METRICS == 1 ]] && echo on || echo off)" >>"$RAW"
+	"$DUR" "$SHORT_DUR" "$FEATURE_DUR" "$ROUNDS" "$WARMUP" "$([[ $METRICS == 1 ]] && echo on || echo off)" >>"$RAW"
 
 # ---------------------------------------------------------------- scenarios
 TARGETS=(direct reverse_proxy llm_router)
@@ -353,6 +526,14 @@ for mode in json stream; do
 		done
 	done
 done
+# Features: the cost of each against the same config without it (JSON,
+# wrk -c50, upstream 0 ms).
+feature budget llm_router llm_router_budget "$TMP/json.body" post.lua
+feature rules llm_router llm_router_rules "$TMP/json_auto.body" post.lua
+feature cache-miss llm_router llm_router_cache "$TMP/json.body" unique.lua
+feature cache-hit reverse_proxy llm_router_cache "$TMP/json.body" post.lua
+# The ceiling of a hit: Caddy answering the same body with no handler work.
+feature cache-hit-ceiling reverse_proxy static "$TMP/json.body" post.lua
 streams llm_router
 streams reverse_proxy
 

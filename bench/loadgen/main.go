@@ -2,10 +2,13 @@
 // cannot replace, plus the small helpers the script needs.
 //
 //	loadgen freeport [-n N]                       print N free 127.0.0.1 TCP ports
-//	loadgen check   -url U -body F [-stream] [-wait D]
+//	loadgen check   -url U -body F [-stream] [-wait D] [-expect-header 'Name: value']...
 //	                                              one request must answer 200 (and, for
 //	                                              a stream, end with data: [DONE]); retried
-//	                                              until -wait has passed
+//	                                              until -wait has passed; the first answer
+//	                                              must carry the -expect-header values
+//	loadgen get     -url U                        GET U (e.g. the admin API's stats), print
+//	                                              the body; fails unless 200
 //	loadgen closed  -url U -body F -c N -d D [-stream]
 //	                                              closed loop, N connections: latency and
 //	                                              time to first body byte (first SSE event)
@@ -18,7 +21,9 @@
 //	                                              of process P while they are all open
 //	loadgen table   -in rows.jsonl -out latest.md render the results table
 //
-// Every measuring subcommand prints one JSON object on stdout.
+// The request-sending subcommands take -header 'Name: value' (repeatable) to
+// add request headers. Every measuring subcommand prints one JSON object on
+// stdout.
 package main
 
 import (
@@ -44,7 +49,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen freeport|check|closed|open|streams|table [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen freeport|check|get|closed|open|streams|table [flags]")
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
@@ -54,6 +59,8 @@ func main() {
 		err = cmdFreeport(args)
 	case "check":
 		err = cmdCheck(args)
+	case "get":
+		err = cmdGet(args)
 	case "closed":
 		err = cmdClosed(args)
 	case "open":
@@ -94,11 +101,34 @@ func cmdFreeport(args []string) error {
 	return nil
 }
 
+// headerList is a repeatable "Name: value" flag.
+type headerList []string
+
+func (h *headerList) String() string { return strings.Join(*h, ", ") }
+
+func (h *headerList) Set(v string) error {
+	name, _, ok := strings.Cut(v, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("want 'Name: value', got %q", v)
+	}
+	*h = append(*h, v)
+	return nil
+}
+
+// each calls f with every header's name and value.
+func (h headerList) each(f func(name, value string)) {
+	for _, kv := range h {
+		name, value, _ := strings.Cut(kv, ":")
+		f(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+}
+
 // reqFlags are the flags shared by the request-sending subcommands.
 type reqFlags struct {
 	url, bodyFile string
 	stream        bool
 	timeout       time.Duration
+	headers       headerList
 	body          []byte
 }
 
@@ -107,6 +137,16 @@ func (r *reqFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.bodyFile, "body", "", "file with the JSON request body (POST)")
 	fs.BoolVar(&r.stream, "stream", false, "the response is an SSE stream: it must end with data: [DONE]")
 	fs.DurationVar(&r.timeout, "timeout", 30*time.Second, "per-request timeout")
+	fs.Var(&r.headers, "header", "add a request header, 'Name: value' (repeatable)")
+}
+
+// header is the request header every subcommand sends.
+func (r *reqFlags) header() http.Header {
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Authorization", "Bearer sk-bench-client")
+	r.headers.each(h.Set)
+	return h
 }
 
 func (r *reqFlags) load() error {
@@ -126,8 +166,7 @@ func (r *reqFlags) newRequest(ctx context.Context) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer sk-bench-client")
+	req.Header = r.header()
 	return req, nil
 }
 
@@ -275,16 +314,17 @@ func printJSON(v any) error {
 }
 
 // do sends one request and reads the whole answer; it returns the latency,
-// the time to the first body byte and an error kind ("" if fine).
-func do(ctx context.Context, client *http.Client, rf *reqFlags) (lat, ttfb time.Duration, kind string) {
+// the time to the first body byte, an error kind ("" if fine) and the
+// response headers (nil without a response).
+func do(ctx context.Context, client *http.Client, rf *reqFlags) (lat, ttfb time.Duration, kind string, hdr http.Header) {
 	req, err := rf.newRequest(ctx)
 	if err != nil {
-		return 0, 0, err.Error()
+		return 0, 0, err.Error(), nil
 	}
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, 0, errKind(err)
+		return 0, 0, errKind(err), nil
 	}
 	w := &bodyWatch{rc: resp.Body, start: start}
 	_, err = io.Copy(io.Discard, w)
@@ -292,13 +332,13 @@ func do(ctx context.Context, client *http.Client, rf *reqFlags) (lat, ttfb time.
 	lat = time.Since(start)
 	switch {
 	case err != nil:
-		return lat, w.first, errKind(err)
+		return lat, w.first, errKind(err), resp.Header
 	case resp.StatusCode != http.StatusOK:
-		return lat, w.first, "status " + strconv.Itoa(resp.StatusCode)
+		return lat, w.first, "status " + strconv.Itoa(resp.StatusCode), resp.Header
 	case rf.stream && !w.sawDone:
-		return lat, w.first, "stream without [DONE]"
+		return lat, w.first, "stream without [DONE]", resp.Header
 	}
-	return lat, w.first, ""
+	return lat, w.first, "", resp.Header
 }
 
 func errKind(err error) string {
@@ -323,6 +363,8 @@ func cmdCheck(args []string) error {
 	var rf reqFlags
 	rf.register(fs)
 	wait := fs.Duration("wait", 10*time.Second, "keep retrying this long")
+	var expect headerList
+	fs.Var(&expect, "expect-header", "the first 200 answer must carry this response header, 'Name: value' (repeatable; not retried)")
 	_ = fs.Parse(args)
 	if err := rf.load(); err != nil {
 		return err
@@ -330,8 +372,17 @@ func cmdCheck(args []string) error {
 	client := &http.Client{Transport: newTransport(1), Timeout: 5 * time.Second}
 	deadline := time.Now().Add(*wait)
 	for {
-		_, _, kind := do(context.Background(), client, &rf)
+		_, _, kind, hdr := do(context.Background(), client, &rf)
 		if kind == "" {
+			var bad []string
+			expect.each(func(name, value string) {
+				if got := hdr.Get(name); got != value {
+					bad = append(bad, fmt.Sprintf("%s: %q, want %q", name, got, value))
+				}
+			})
+			if len(bad) > 0 {
+				return fmt.Errorf("%s: response header %s", rf.url, strings.Join(bad, "; "))
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -339,6 +390,32 @@ func cmdCheck(args []string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ------------------------------------------------------------------ get
+
+func cmdGet(args []string) error {
+	fs := flag.NewFlagSet("get", flag.ExitOnError)
+	url := fs.String("url", "", "URL to GET")
+	_ = fs.Parse(args)
+	if *url == "" {
+		return errors.New("-url is required")
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(*url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d: %s", *url, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	_, err = os.Stdout.Write(b)
+	return err
 }
 
 // ------------------------------------------------------------------ closed loop
@@ -362,7 +439,7 @@ func cmdClosed(args []string) error {
 	for range *conns {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				lat, ttfb, kind := do(ctx, client, &rf)
+				lat, ttfb, kind, _ := do(ctx, client, &rf)
 				if ctx.Err() != nil && kind != "" {
 					return // cut off by the end of the run
 				}
@@ -431,10 +508,7 @@ func cmdOpen(args []string) error {
 		vegeta.MaxWorkers(20000),
 		vegeta.MaxBody(0), // read and discard; bodies are checked by watchTransport
 	)
-	hdr := http.Header{}
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Authorization", "Bearer sk-bench-client")
-	targeter := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: rf.url, Body: rf.body, Header: hdr})
+	targeter := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodPost, URL: rf.url, Body: rf.body, Header: rf.header()})
 	pacer := vegeta.ConstantPacer{Freq: *rate, Per: time.Second}
 
 	var m vegeta.Metrics

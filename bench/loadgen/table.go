@@ -7,23 +7,32 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"sort"
 	"strings"
 )
 
 // Row is one line of the raw results file bench/run.sh writes.
 type Row struct {
-	Kind string `json:"kind"` // "scenario", "streams" or "meta"
+	Kind string `json:"kind"` // "scenario", "feature", "streams" or "meta"
 
 	// scenario
 	Upstream string  `json:"upstream"` // mock latency, e.g. "0ms"
 	Mode     string  `json:"mode"`     // "json" or "stream"
 	Load     string  `json:"load"`     // e.g. "wrk -c50", "open 2000/s"
-	Target   string  `json:"target"`   // "direct", "reverse_proxy", "llm_router"
+	Target   string  `json:"target"`   // "direct", "reverse_proxy", "llm_router" (feature: or a variant, "llm_router_cache")
 	Main     *Result `json:"main"`
 	TTFB     *Result `json:"ttfb"` // separate loadgen run for the time to first byte
 	HWMKB    int64   `json:"hwm_kb"`
 	CPUMS    int64   `json:"cpu_ms"`
+
+	// feature (also Target, Main, HWMKB, CPUMS)
+	Feature string `json:"feature"` // "budget", "rules", "cache-miss", "cache-hit"
+	Variant string `json:"variant"` // "a" (without the feature) or "b" (with it)
+	Body    string `json:"body"`    // request body file, e.g. "json.body"
+	Script  string `json:"script"`  // wrk script, e.g. "unique.lua"
+	Round   int    `json:"round"`
 
 	// streams
 	Streams *StreamsResult `json:"streams"`
@@ -114,7 +123,7 @@ func render(w io.Writer, rows []Row) {
 	type group struct{ upstream, mode, load string }
 	var groups []group
 	seen := map[group]bool{}
-	var streams []*Row
+	var streams, features []*Row
 	meta := map[string]any{}
 	for i := range rows {
 		r := &rows[i]
@@ -125,6 +134,8 @@ func render(w io.Writer, rows []Row) {
 			}
 		case "streams":
 			streams = append(streams, r)
+		case "feature":
+			features = append(features, r)
 		default:
 			byKey[key{r.Upstream, r.Mode, r.Load, r.Target}] = r
 			g := group{r.Upstream, r.Mode, r.Load}
@@ -211,6 +222,9 @@ func render(w io.Writer, rows []Row) {
 	fmt.Fprintln(w, "is that CPU's queueing, so \"added\" over direct is meaningful only for `-c1` and unsaturated open loop.")
 	fmt.Fprintln(w)
 
+	comparisons := compareFeatures(features)
+	renderFeatures(w, comparisons)
+
 	if len(streams) > 0 {
 		fmt.Fprintln(w, "## Concurrent open streams (mock -chunk-delay, each stream ~11 s)")
 		fmt.Fprintln(w)
@@ -227,10 +241,10 @@ func render(w io.Writer, rows []Row) {
 		fmt.Fprintln(w)
 	}
 
-	renderTargets(w, byKey, streams)
+	renderTargets(w, byKey, streams, comparisons)
 }
 
-func renderTargets(w io.Writer, byKey map[key]*Row, streams []*Row) {
+func renderTargets(w io.Writer, byKey map[key]*Row, streams []*Row, features []*featureComparison) {
 	fmt.Fprintln(w, "## Targets (llm_router)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| target | measured | verdict |")
@@ -322,7 +336,250 @@ func renderTargets(w io.Writer, byKey map[key]*Row, streams []*Row) {
 			fmt.Sprintf("%s MB (%.1f KB/stream), %d/%d open, %d errors", mb(s.OpenKB), s.KBPerStream, s.Opened, s.Streams, s.Errors),
 			s.AllOpen && float64(s.OpenKB)/1024 <= 300 && s.Errors == 0, true)
 	}
+	for _, spec := range featureSpecs {
+		var c *featureComparison
+		for _, fc := range features {
+			if fc.name == spec.name {
+				c = fc
+			}
+		}
+		have := c != nil && c.have()
+		measured := ""
+		if have {
+			measured = fmt.Sprintf("%.2f× (rounds: %s; medians %.0f vs %.0f req/s)", c.ratio(), c.roundRatios(), c.medianRPS("b"), c.medianRPS("a"))
+			if e := c.errors("a") + c.errors("b"); e > 0 {
+				measured += fmt.Sprintf(", %d errors", e)
+			}
+		}
+		line(spec.target, measured, have && c.pass(), have)
+	}
 	fmt.Fprintln(w)
+}
+
+// featureSpec is a feature's acceptance criterion: B/A req/s at least min.
+type featureSpec struct {
+	name      string
+	criterion string // in the feature table
+	target    string // in the targets table
+	min       float64
+}
+
+var featureSpecs = []featureSpec{
+	{"budget", "B/A ≥ 0.95", "budget + client_label: json wrk -c50 throughput ≥ 0.95× without them", 0.95},
+	{"rules", "B/A ≥ 0.95", "routing rules (model auto): json wrk -c50 throughput ≥ 0.95× without rules", 0.95},
+	{"cache-miss", "B/A ≥ 0.95", "cache miss: json wrk -c50 throughput ≥ 0.95× cache off", 0.95},
+	{"cache-hit", "B/A ≥ 3.0 (A = reverse_proxy)", "cache hit: json wrk -c50 throughput ≥ 3.0× reverse_proxy", 3.0},
+}
+
+// featureComparison is the interleaved runs of one feature: A without it,
+// B with it, by round.
+type featureComparison struct {
+	name string
+	spec *featureSpec // nil for a feature the table does not know
+	runs map[string]map[int]*Row
+	// target and requests of each variant, as the rows name them
+	target, requests map[string]string
+}
+
+func compareFeatures(rows []*Row) []*featureComparison {
+	byName := map[string]*featureComparison{}
+	var order []string
+	for _, r := range rows {
+		if r.Main == nil || (r.Variant != "a" && r.Variant != "b") {
+			continue
+		}
+		c := byName[r.Feature]
+		if c == nil {
+			c = &featureComparison{name: r.Feature, runs: map[string]map[int]*Row{"a": {}, "b": {}},
+				target: map[string]string{}, requests: map[string]string{}}
+			for i := range featureSpecs {
+				if featureSpecs[i].name == r.Feature {
+					c.spec = &featureSpecs[i]
+				}
+			}
+			byName[r.Feature] = c
+			order = append(order, r.Feature)
+		}
+		c.runs[r.Variant][r.Round] = r
+		c.target[r.Variant] = r.Target
+		c.requests[r.Variant] = requestsOf(r)
+	}
+	// Known features in the criteria's order, then the others as they came.
+	var out []*featureComparison
+	for _, spec := range featureSpecs {
+		if c := byName[spec.name]; c != nil {
+			out = append(out, c)
+			delete(byName, spec.name)
+		}
+	}
+	for _, name := range order {
+		if c := byName[name]; c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// requestsOf describes a feature run's requests.
+func requestsOf(r *Row) string {
+	s := strings.TrimSuffix(r.Body, ".body")
+	switch s {
+	case "json_auto":
+		s = `json, "model":"auto"`
+	case "json":
+		s = `json, "model":"simple_qa"`
+	}
+	if r.Script == "unique.lua" {
+		s += ", every body different"
+	}
+	return s
+}
+
+func (c *featureComparison) have() bool { return len(c.runs["a"]) > 0 && len(c.runs["b"]) > 0 }
+
+func (c *featureComparison) rounds() int { return max(len(c.runs["a"]), len(c.runs["b"])) }
+
+func (c *featureComparison) medianRPS(v string) float64 {
+	var xs []float64
+	for _, r := range c.runs[v] {
+		xs = append(xs, r.Main.RPS)
+	}
+	return median(xs)
+}
+
+// medianCPU is the median Caddy CPU µs per request (0: not measured).
+func (c *featureComparison) medianCPU(v string) float64 {
+	var xs []float64
+	for _, r := range c.runs[v] {
+		if r.CPUMS > 0 && r.Main.Requests > 0 {
+			xs = append(xs, float64(r.CPUMS)*1000/float64(r.Main.Requests))
+		}
+	}
+	return median(xs)
+}
+
+func (c *featureComparison) errors(v string) int {
+	n := 0
+	for _, r := range c.runs[v] {
+		n += r.Main.Errors
+	}
+	return n
+}
+
+// ratio is the geometric mean of the rounds' B/A: each round's A and B ran
+// next to each other (A,B then B,A), so a drift of the machine's speed
+// cancels out, where a ratio of medians would keep it.
+func (c *featureComparison) ratio() float64 {
+	sum, n := 0.0, 0
+	for round, a := range c.runs["a"] {
+		if b := c.runs["b"][round]; b != nil && a.Main.RPS > 0 && b.Main.RPS > 0 {
+			sum += math.Log(b.Main.RPS / a.Main.RPS)
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return math.Exp(sum / float64(n))
+}
+
+// roundRatios is B/A of each round, in round order ("-" where one is missing).
+func (c *featureComparison) roundRatios() string {
+	var rounds []int
+	seen := map[int]bool{}
+	for _, v := range []string{"a", "b"} {
+		for n := range c.runs[v] {
+			if !seen[n] {
+				seen[n] = true
+				rounds = append(rounds, n)
+			}
+		}
+	}
+	sort.Ints(rounds)
+	var parts []string
+	for _, n := range rounds {
+		a, b := c.runs["a"][n], c.runs["b"][n]
+		if a == nil || b == nil || a.Main.RPS <= 0 {
+			parts = append(parts, "-")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%.2f", b.Main.RPS/a.Main.RPS))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (c *featureComparison) pass() bool {
+	return c.spec != nil && c.have() && c.ratio() >= c.spec.min && c.errors("a")+c.errors("b") == 0
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	sort.Float64s(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+func renderFeatures(w io.Writer, cs []*featureComparison) {
+	if len(cs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "## Feature overhead (JSON, wrk -c50, interleaved)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| feature | requests | A | B | rounds | A req/s | B req/s | B/A | B/A per round | A CPU µs/req | B CPU µs/req | errors A / B | criterion | verdict |")
+	fmt.Fprintln(w, "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|")
+	cpu := func(v float64) string {
+		if v <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f", v)
+	}
+	for _, c := range cs {
+		req := c.requests["b"]
+		if c.requests["a"] != "" && c.requests["a"] != req {
+			req = c.requests["a"] + " / " + req
+		}
+		criterion, verdict := "-", "-"
+		if c.spec != nil {
+			criterion = c.spec.criterion
+			switch {
+			case !c.have():
+				verdict = "not measured"
+			case c.pass():
+				verdict = "PASS"
+			case c.errors("a")+c.errors("b") > 0 && c.ratio() >= c.spec.min:
+				verdict = "**FAIL** (errors)"
+			default:
+				verdict = "**FAIL**"
+			}
+		}
+		ratio := "-"
+		if c.have() && c.ratio() > 0 {
+			ratio = fmt.Sprintf("%.2f×", c.ratio())
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %.0f | %.0f | %s | %s | %s | %s | %d / %d | %s | %s |\n",
+			c.name, req, orDash(c.target["a"]), orDash(c.target["b"]), c.rounds(),
+			c.medianRPS("a"), c.medianRPS("b"), ratio, c.roundRatios(),
+			cpu(c.medianCPU("a")), cpu(c.medianCPU("b")), c.errors("a"), c.errors("b"), criterion, verdict)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Each round runs A and B next to each other (A, B in odd rounds, B, A in even ones), each with a fresh mock and Caddy,")
+	fmt.Fprintln(w, "a warm-up, then the measured run. B/A is the geometric mean of the rounds' B/A, so that a drift of the machine's speed")
+	fmt.Fprintln(w, "during the section cancels out; req/s and CPU are medians over the rounds. Run-to-run variance on a shared 2-core machine")
+	fmt.Fprintln(w, "is about ±10 %: read a verdict near its threshold with the per-round ratios. cache-hit-ceiling is Caddy's own `respond`")
+	fmt.Fprintln(w, "with the same answer: the most a cache hit served by any handler could reach.")
+	fmt.Fprintln(w)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // saturated reports whether the direct run of an open-loop group fell short

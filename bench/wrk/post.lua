@@ -1,5 +1,6 @@
 -- wrk script for bench/run.sh: POSTs the JSON body in the file named by
--- $BENCH_BODY and, when done, prints one line "BENCH_JSON {...}" with the
+-- $BENCH_BODY (with the extra headers of $BENCH_HEADERS, "Name: value" lines,
+-- if set) and, when done, prints one line "BENCH_JSON {...}" with the
 -- figures run.sh records (latencies in ms, same fields as loadgen's).
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
@@ -7,6 +8,11 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench-client"
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+  local name, value = line:match("^%s*([^:]-)%s*:%s*(.-)%s*$")
+  assert(name and name ~= "", "BENCH_HEADERS: want 'Name: value' lines, got " .. line)
+  wrk.headers[name] = value
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -1,8 +1,9 @@
 // Package mockllm is a test-only, fault-injecting mock of an OpenAI-compatible
 // LLM upstream. It speaks the real OpenAI wire format for chat completions,
 // legacy completions and the Responses API (each plain and SSE streaming),
-// embeddings, the model list and single models, produces deterministic token
-// counts, records every request it receives and can be told, per upstream
+// embeddings, the model list and single models, with the headers providers
+// send (X-Request-Id, Openai-Version, X-Ratelimit-Remaining-Requests),
+// produces deterministic token counts, records every request it receives and can be told, per upstream
 // model id, to answer with errors (optionally echoing the request headers),
 // delays, hangs, TCP resets, malformed, empty, truncated or mistyped bodies,
 // broken or stalled streams and error events inside a 200 stream.
@@ -24,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -521,10 +523,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.requests = append(s.requests, rec)
+	n := len(s.requests)
 	if rec.Model != "" && !fromPath {
 		s.known[rec.Model] = struct{}{}
 	}
 	s.mu.Unlock()
+	// Headers a provider sends with every answer (OpenAI: x-request-id,
+	// openai-version, the x-ratelimit-* family and more): what a gateway
+	// copies, and how large its response header map gets, are a real
+	// provider's.
+	h := w.Header()
+	h.Set("X-Request-Id", "req_mock_"+strconv.Itoa(n))
+	h.Set("Openai-Version", "2020-10-01")
+	h.Set("X-Ratelimit-Remaining-Requests", "9999")
 	select {
 	case s.arrived <- rec.Model:
 	default:
