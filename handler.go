@@ -137,6 +137,10 @@ type exchange struct {
 	stored      *cacheEntry  // what it stored
 	saved       float64      // what a hit saved, in savedIn
 	savedIn     string
+
+	// the values of the response headers the router sets (setHeader)
+	hdrVals [10]string
+	nHdr    int
 }
 
 // fail answers the request with an error of the router's own.
@@ -257,7 +261,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 		ex.route, ex.model = b.downgrade, ""
 		p = r.routing.byRoute[b.downgrade].plan
 		note := "downgraded (" + b.name + ")"
-		setHeader(ex.w.Header(), hdrBudget, note)
+		ex.setHeader(hdrBudget, note)
 		ex.repl.Set("http.llm_router.budget", note)
 		ex.repl.Set("http.llm_router.route", ex.route)
 		b.count(actionDowngraded)
@@ -267,7 +271,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 	}
 	if b := v.refuse; b != nil {
 		b.count(actionRefused)
-		setHeader(ex.w.Header(), hdrBudget, "refused ("+b.name+")")
+		ex.setHeader(hdrBudget, "refused ("+b.name+")")
 		ex.repl.Set("http.llm_router.budget", "refused ("+b.name+")")
 		ex.fail(budgetRefusal(v, t))
 		return nil, false
@@ -277,10 +281,10 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 
 // routeHeader is the route the client asked for in a header, if any.
 func (ex *exchange) routeHeader() string {
-	if v := ex.req.Header.Get("X-LLM-Route"); v != "" {
+	if v := headerValue(ex.req.Header, hdrRoute); v != "" {
 		return v
 	}
-	return ex.req.Header.Get("X-Query-Type")
+	return headerValue(ex.req.Header, hdrQueryType)
 }
 
 // truncate cuts s to at most n bytes on a character boundary.
@@ -306,18 +310,27 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 // readLimited reads r whole into a buffer sized by its declared length, or
 // fails with *http.MaxBytesError beyond limit bytes.
 func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
-	size := 4096
-	if declared > 0 && declared <= limit {
-		size = int(declared) + 1 // +1 so ReadFrom sees EOF without growing
+	size := int64(4096)
+	if declared >= 0 && declared <= limit {
+		size = declared + 1 // +1 sees EOF without growing: one allocation in all
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	if _, err := buf.ReadFrom(io.LimitReader(r, limit+1)); err != nil {
-		return nil, err
+	b := make([]byte, 0, size)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow, as io.ReadAll does
+		}
+		n, err := r.Read(b[len(b):min(int64(cap(b)), limit+1)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > limit {
+			return nil, &http.MaxBytesError{Limit: limit}
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	if int64(buf.Len()) > limit {
-		return nil, &http.MaxBytesError{Limit: limit}
-	}
-	return buf.Bytes(), nil
 }
 
 // attemptResult is what became of one upstream attempt.
@@ -765,10 +778,33 @@ const (
 	hdrAttempts = "X-Llm-Attempts"
 	hdrCache    = "X-Llm-Cache"
 	hdrBudget   = "X-Llm-Budget"
+
+	hdrQueryType = "X-Query-Type"
 )
 
-// setHeader sets a header whose name is already canonical.
-func setHeader(h http.Header, canonicalName, value string) { h[canonicalName] = []string{value} }
+// setHeader sets a response header whose name is already canonical. The
+// value's one-element slice is cut from the exchange, so the router's
+// headers cost no allocation each; the cap of 1 makes an Add copy it.
+func (ex *exchange) setHeader(canonicalName, value string) {
+	h := ex.w.Header()
+	if ex.nHdr == len(ex.hdrVals) {
+		h[canonicalName] = []string{value}
+		return
+	}
+	i := ex.nHdr
+	ex.hdrVals[i] = value
+	h[canonicalName] = ex.hdrVals[i : i+1 : i+1]
+	ex.nHdr++
+}
+
+// headerValue is Header.Get for a name that is already canonical (the
+// server has canonicalised the request's), without Get's canonicalisation.
+func headerValue(h http.Header, canonicalName string) string {
+	if v := h[canonicalName]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
 
 // commitHeaders writes the response headers of the attempt that answers:
 // the provider's end-to-end headers (scrubbed of provider keys) and the
@@ -781,12 +817,12 @@ func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	removeHopHeaders(h)
 	ex.router.scrub.header(h)
 	h.Del("Content-Length")
-	setHeader(h, hdrModel, d.name)
-	setHeader(h, hdrProvider, d.provider.name)
+	ex.setHeader(hdrModel, d.name)
+	ex.setHeader(hdrProvider, d.provider.name)
 	if ex.route != "" {
-		setHeader(h, hdrRoute, ex.route)
+		ex.setHeader(hdrRoute, ex.route)
 	}
-	setHeader(h, hdrAttempts, strconv.Itoa(ex.attempts))
+	ex.setHeader(hdrAttempts, strconv.Itoa(ex.attempts))
 	ex.repl.Set("http.llm_router.model", d.name)
 	ex.repl.Set("http.llm_router.provider", d.provider.name)
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
@@ -815,11 +851,10 @@ func (ex *exchange) unavailable(p plan) {
 	if len(ex.failures) > 0 {
 		msg += ". Tried: " + strings.Join(ex.failures, "; ")
 	}
-	h := ex.w.Header()
 	if ex.route != "" {
-		setHeader(h, hdrRoute, ex.route)
+		ex.setHeader(hdrRoute, ex.route)
 	}
-	setHeader(h, hdrAttempts, strconv.Itoa(ex.attempts))
+	ex.setHeader(hdrAttempts, strconv.Itoa(ex.attempts))
 	ex.repl.Set("http.llm_router.attempts", ex.attempts)
 	ex.fail(&routerError{status: http.StatusServiceUnavailable, typ: typeServerError, code: codeAllUnavailable,
 		msg: msg, retryAfter: retry})
@@ -971,7 +1006,7 @@ func (ex *exchange) lookupCache() bool {
 // placeholder (a hit or stale answer sets it again when served).
 func (ex *exchange) setCacheResult(result string) {
 	ex.cacheResult = result
-	setHeader(ex.w.Header(), hdrCache, result)
+	ex.setHeader(hdrCache, result)
 	ex.repl.Set("http.llm_router.cache", result)
 }
 
@@ -1003,15 +1038,15 @@ func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
 		return false
 	}
 	h := ex.w.Header()
-	setHeader(h, hdrModel, e.model)
-	setHeader(h, hdrProvider, e.provider)
+	ex.setHeader(hdrModel, e.model)
+	ex.setHeader(hdrProvider, e.provider)
 	if ex.route != "" {
-		setHeader(h, hdrRoute, ex.route)
+		ex.setHeader(hdrRoute, ex.route)
 	}
-	setHeader(h, hdrAttempts, strconv.Itoa(ex.attempts))
+	ex.setHeader(hdrAttempts, strconv.Itoa(ex.attempts))
 	ex.setCacheResult(result)
 	age := now().Sub(e.stored)
-	h.Set("Age", strconv.Itoa(int(max(age, 0)/time.Second)))
+	ex.setHeader("Age", strconv.Itoa(int(max(age, 0)/time.Second)))
 	if result == cacheStale {
 		h.Set("Warning", fmt.Sprintf(`111 llm_router "all models unavailable; answer cached %s ago"`, age.Round(time.Second)))
 	}
@@ -1021,14 +1056,14 @@ func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
 	ex.status, ex.model = http.StatusOK, e.model
 	ex.saved, ex.savedIn = e.cost, e.currency
 	if !ex.body.stream {
-		h.Set("Content-Type", "application/json")
-		h.Set("Content-Length", strconv.Itoa(len(body)))
+		ex.setHeader("Content-Type", "application/json")
+		ex.setHeader("Content-Length", strconv.Itoa(len(body)))
 		ex.w.WriteHeader(http.StatusOK)
 		_, _ = ex.w.Write(body)
 		return true
 	}
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
+	ex.setHeader("Content-Type", "text/event-stream")
+	ex.setHeader("Cache-Control", "no-cache")
 	ex.w.WriteHeader(http.StatusOK)
 	// the same rule as a live stream: the usage chunk only when asked for
 	relay := streamRelay{strip: !ex.body.includeUsage}

@@ -1,8 +1,12 @@
 package llmrouter
 
 import (
+	"errors"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -110,9 +114,58 @@ func TestParseRetryAfterNeverNegative(t *testing.T) {
 // setHeader writes names as given, so a name that is not canonical would
 // be a header that Header.Get never finds.
 func TestRouterHeaderNamesAreCanonical(t *testing.T) {
-	for _, name := range []string{hdrModel, hdrProvider, hdrRoute, hdrAttempts, hdrCache, hdrBudget} {
+	for _, name := range []string{hdrModel, hdrProvider, hdrRoute, hdrAttempts, hdrCache, hdrBudget, hdrQueryType} {
 		if c := http.CanonicalHeaderKey(name); c != name {
 			t.Errorf("%q is not canonical (%q)", name, c)
 		}
+	}
+}
+
+// readLimited reads request and response bodies: whatever the declared
+// length says, it returns exactly the bytes sent, refuses more than limit,
+// and passes a reader's error on.
+func TestReadLimited(t *testing.T) {
+	big := strings.Repeat("x", 10000)
+	broken := errors.New("connection reset")
+	for _, tc := range []struct {
+		name     string
+		r        io.Reader
+		declared int64
+		limit    int64
+		want     string
+		err      error
+	}{
+		{"declared", strings.NewReader("hello"), 5, 100, "hello", nil},
+		{"empty", strings.NewReader(""), 0, 100, "", nil},
+		{"unknown length, grows", strings.NewReader(big), -1, 1 << 20, big, nil},
+		{"one byte at a time", iotest.OneByteReader(strings.NewReader(big)), -1, 1 << 20, big, nil},
+		{"declared too short", strings.NewReader(big), 10, 1 << 20, big, nil},
+		{"declared too long", strings.NewReader("hello"), 50, 100, "hello", nil},
+		{"at the limit", strings.NewReader(big), -1, 10000, big, nil},
+		{"over the limit", strings.NewReader(big), -1, 9999, "", &http.MaxBytesError{}},
+		{"over the limit, declared short", strings.NewReader(big), 10, 9999, "", &http.MaxBytesError{}},
+		{"declared over the limit", strings.NewReader(big), 10000, 9999, "", &http.MaxBytesError{}},
+		{"reader error", io.MultiReader(strings.NewReader("par"), iotest.ErrReader(broken)), 10, 100, "", broken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readLimited(tc.r, tc.declared, tc.limit)
+			var tooLarge *http.MaxBytesError
+			switch {
+			case tc.err == nil && err != nil:
+				t.Fatalf("error %v", err)
+			case tc.err != nil && errors.As(tc.err, &tooLarge):
+				if !errors.As(err, &tooLarge) || tooLarge.Limit != tc.limit {
+					t.Fatalf("error %v, want MaxBytesError{%d}", err, tc.limit)
+				}
+			case tc.err != nil && !errors.Is(err, tc.err):
+				t.Fatalf("error %v, want %v", err, tc.err)
+			case string(got) != tc.want:
+				t.Fatalf("got %d bytes, want %d", len(got), len(tc.want))
+			}
+		})
+	}
+	rd := strings.NewReader("")
+	if n := testing.AllocsPerRun(100, func() { rd.Reset("hello"); _, _ = readLimited(rd, 5, 100) }); n > 1 {
+		t.Errorf("%v allocations for a body of declared length, want 1", n)
 	}
 }

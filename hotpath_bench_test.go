@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,14 +229,18 @@ func BenchmarkFeatures(b *testing.B) {
 		r := benchRouter(b, srv.URL, f.edit)
 		b.Run(f.name, func(b *testing.B) {
 			b.ReportAllocs()
-			n := 0
 			for b.Loop() {
-				n++
-				serveBench(b, r, `{"model":"`+f.model+`","messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"Summarise the shipping policy for order `+strconv.Itoa(n)+` placed on Monday with express delivery to Lyon."}],"max_tokens":64}`)
+				n := benchQuestions.Add(1)
+				serveBench(b, r, `{"model":"`+f.model+`","messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"Summarise the shipping policy for order `+strconv.FormatInt(n, 10)+` placed on Monday with express delivery to Lyon."}],"max_tokens":64}`)
 			}
 		})
 	}
 }
+
+// benchQuestions numbers BenchmarkFeatures' questions across runs: with
+// -count, a later run must not find an earlier run's answers in the cache
+// (its store lives in a pool shared by configs of the same size).
+var benchQuestions atomic.Int64
 
 // BenchmarkCacheHit serves a cached answer through a provisioned router
 // (no Caddy server around it): the router's own cost of a hit.

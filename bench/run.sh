@@ -32,6 +32,8 @@
 #              llm_router", "feature budget", "feature cache-hit", or
 #              "streams llm_router") matches
 #   CACHE_SIZE max_size of the llm_router_cache config [8MB]
+#   CADDY_BIN  a caddy binary to measure instead of building ./cmd/caddy
+#              (e.g. an older commit's, to compare builds under one harness)
 #   KEEP_TMP   1: keep the temporary directory (Caddyfiles, logs)
 set -euo pipefail
 
@@ -96,7 +98,13 @@ fi
 START=$SECONDS
 echo "==> building bench/bin/caddy, bench/bin/mockllm, bench/bin/loadgen"
 mkdir -p "$BIN" "$RESULTS"
-go build -o "$BIN/caddy" ./cmd/caddy
+if [[ -n ${CADDY_BIN:-} ]]; then
+	# another build under the same harness, e.g. an older commit's
+	CADDY=$(realpath "$CADDY_BIN")
+else
+	go build -o "$BIN/caddy" ./cmd/caddy
+	CADDY=$BIN/caddy
+fi
 go build -o "$BIN/mockllm" ./cmd/mockllm
 (cd "$BENCH" && go build -o "$BIN/loadgen" ./loadgen)
 LOADGEN=$BIN/loadgen
@@ -253,7 +261,7 @@ start_caddy() {
 	write_caddyfile "$1" "$port" "$admin" "$TMP/Caddyfile" || return 1
 	# Caddy's config and data directories (autosave, storage) stay in $TMP.
 	"${ON_CADDY[@]}" env XDG_CONFIG_HOME="$TMP/xdg-config" XDG_DATA_HOME="$TMP/xdg-data" \
-		"$BIN/caddy" run --config "$TMP/Caddyfile" --adapter caddyfile >"$TMP/caddy.log" 2>&1 &
+		"$CADDY" run --config "$TMP/Caddyfile" --adapter caddyfile >"$TMP/caddy.log" 2>&1 &
 	CADDY_PID=$!
 	URL=http://127.0.0.1:$port/v1/chat/completions
 	ADMIN=http://127.0.0.1:$admin
