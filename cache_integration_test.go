@@ -71,7 +71,13 @@ func expectCache(t *testing.T, resp *http.Response, want string) {
 	if got := resp.Header.Get("X-LLM-Cache"); got != want {
 		t.Errorf("X-LLM-Cache = %q, want %q", got, want)
 	}
+	if got, ok := resp.Header["X-Cache-Log"]; ok && got[0] != want {
+		t.Errorf("{http.llm_router.cache} = %q, want %q", got[0], want)
+	}
 }
+
+// cacheLogSite reports the cache placeholder in a header, for expectCache.
+const cacheLogSite = "\theader >X-Cache-Log {http.llm_router.cache}\n"
 
 // TestCacheHitsJSONAndStream: the second identical question is answered
 // from the cache, JSON or stream, whatever form the first one had; the key
@@ -174,7 +180,7 @@ func TestCacheHitsJSONAndStream(t *testing.T) {
 // TestCacheControl: no-cache skips the lookup and refreshes the entry;
 // no-store neither reads nor writes.
 func TestCacheControl(t *testing.T) {
-	g := newGateway(t, cacheRouter("\t\tmax_size 1002KB"))
+	g := newGatewayWith(t, globalOptions, cacheLogSite, cacheRouter("\t\tmax_size 1002KB"))
 	q := question("Is the red jacket in stock?", false, "")
 	resp, _ := g.post(q, "Cache-Control", "no-store")
 	expectCache(t, resp, "bypass")
@@ -306,7 +312,7 @@ func TestCacheEviction(t *testing.T) {
 // TestCacheStaleIfError: when every model fails, an expired answer within
 // stale_if_error is served instead of 503, and says so.
 func TestCacheStaleIfError(t *testing.T) {
-	g := newGateway(t, cacheRouter("\t\tmax_size 1005KB\n\t\tttl 1m\n\t\tstale_if_error 1h"))
+	g := newGatewayWith(t, globalOptions, cacheLogSite, cacheRouter("\t\tmax_size 1005KB\n\t\tttl 1m\n\t\tstale_if_error 1h"))
 	q := question("Sản phẩm nào đang giảm giá?", false, "")
 	resp, fresh := g.post(q)
 	expectCache(t, resp, "miss")
@@ -315,7 +321,8 @@ func TestCacheStaleIfError(t *testing.T) {
 	g.primary.SetDefault(mockllm.Behavior{Status: 503})
 	for _, stream := range []bool{false, true} {
 		resp, body := g.post(question("Sản phẩm nào đang giảm giá?", stream, ""))
-		if resp.StatusCode != 200 || resp.Header.Get("X-LLM-Cache") != "stale" || !strings.Contains(resp.Header.Get("Warning"), "all models unavailable") {
+		expectCache(t, resp, "stale")
+		if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Warning"), "all models unavailable") {
 			t.Fatalf("stream=%v: %d cache %q warning %q: %s", stream, resp.StatusCode, resp.Header.Get("X-LLM-Cache"), resp.Header.Get("Warning"), body)
 		}
 		if answerText(t, body) != answerText(t, fresh) || resp.Header.Get("X-LLM-Attempts") != "2" || resp.Header.Get("Age") != "120" {

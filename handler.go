@@ -63,6 +63,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 		ep:     ep,
 		repl:   req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer),
 	}
+	ex.repl.Map(ex.placeholder)
 	defer ex.finish()
 	switch {
 	case ep == 0:
@@ -137,6 +138,9 @@ type exchange struct {
 	stored      *cacheEntry  // what it stored
 	saved       float64      // what a hit saved, in savedIn
 	savedIn     string
+
+	// what the {http.llm_router.*} placeholders report (placeholder)
+	ph placeholderValues
 
 	// the values of the response headers the router sets (setHeader)
 	hdrVals [10]string
@@ -223,7 +227,7 @@ func (ex *exchange) resolve() (plan, bool) {
 			routeHeader, reason = rule.route, rule.reason
 		}
 	}
-	ex.repl.Set("http.llm_router.route_reason", reason)
+	ex.ph.reason = reason
 	res := r.routing.resolve(routeHeader, ex.body.modelName, kind)
 	ex.route, ex.model, ex.ns = res.route, res.model, res.ns
 	switch {
@@ -245,7 +249,7 @@ func (ex *exchange) resolve() (plan, bool) {
 		}
 		return nil, false
 	}
-	ex.repl.Set("http.llm_router.route", ex.route)
+	ex.ph.routed = true
 	return res.plan, true
 }
 
@@ -262,8 +266,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 		p = r.routing.byRoute[b.downgrade].plan
 		note := "downgraded (" + b.name + ")"
 		ex.setHeader(hdrBudget, note)
-		ex.repl.Set("http.llm_router.budget", note)
-		ex.repl.Set("http.llm_router.route", ex.route)
+		ex.ph.budget = note
 		b.count(actionDowngraded)
 		ex.cacheStore = false // a cheaper answer is not the answer to the original route
 		// the budgets of the new route still apply: they can refuse
@@ -271,8 +274,8 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 	}
 	if b := v.refuse; b != nil {
 		b.count(actionRefused)
-		ex.setHeader(hdrBudget, "refused ("+b.name+")")
-		ex.repl.Set("http.llm_router.budget", "refused ("+b.name+")")
+		ex.ph.budget = "refused (" + b.name + ")"
+		ex.setHeader(hdrBudget, ex.ph.budget)
 		ex.fail(budgetRefusal(v, t))
 		return nil, false
 	}
@@ -823,9 +826,7 @@ func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 		ex.setHeader(hdrRoute, ex.route)
 	}
 	ex.setHeader(hdrAttempts, strconv.Itoa(ex.attempts))
-	ex.repl.Set("http.llm_router.model", d.name)
-	ex.repl.Set("http.llm_router.provider", d.provider.name)
-	ex.repl.Set("http.llm_router.attempts", ex.attempts)
+	ex.ph.model, ex.ph.provider, ex.ph.attempted = d.name, d.provider.name, true
 }
 
 // unavailable answers 503 with what became of every candidate and when to
@@ -855,7 +856,7 @@ func (ex *exchange) unavailable(p plan) {
 		ex.setHeader(hdrRoute, ex.route)
 	}
 	ex.setHeader(hdrAttempts, strconv.Itoa(ex.attempts))
-	ex.repl.Set("http.llm_router.attempts", ex.attempts)
+	ex.ph.attempted = true
 	ex.fail(&routerError{status: http.StatusServiceUnavailable, typ: typeServerError, code: codeAllUnavailable,
 		msg: msg, retryAfter: retry})
 	metrics.unavailable.WithLabelValues(ex.route).Inc()
@@ -916,9 +917,7 @@ func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
 			zap.String("model", d.name), zap.String("provider", d.provider.name),
 			zap.Int64("input_tokens", u.input), zap.Int64("output_tokens", u.output), zap.Bool("estimated", true))
 	}
-	ex.repl.Set("http.llm_router.input_tokens", u.input)
-	ex.repl.Set("http.llm_router.output_tokens", u.output)
-	ex.repl.Set("http.llm_router.cost", strconv.FormatFloat(cost, 'f', -1, 64))
+	ex.ph.usage, ex.ph.cost, ex.ph.costKnown = u, cost, true
 	return cost
 }
 
@@ -1007,7 +1006,59 @@ func (ex *exchange) lookupCache() bool {
 func (ex *exchange) setCacheResult(result string) {
 	ex.cacheResult = result
 	ex.setHeader(hdrCache, result)
-	ex.repl.Set("http.llm_router.cache", result)
+
+}
+
+// placeholderValues are what the exchange has learnt that the
+// {http.llm_router.*} placeholders report; a placeholder is unknown (as if
+// never set) until its value is.
+type placeholderValues struct {
+	reason          string // route_reason
+	routed          bool   // the route is resolved (route)
+	budget          string
+	model, provider string // of the answer
+	attempted       bool   // attempts is final
+	usage           usage  // input_tokens, output_tokens
+	cost            float64
+	costKnown       bool // usage and cost are known
+}
+
+// placeholder resolves the {http.llm_router.*} placeholders from the
+// exchange when a log or a later handler asks for one, rather than setting
+// each on the replacer as the request goes: most requests are never asked,
+// and a Set costs a lock, a map insert and an allocation.
+func (ex *exchange) placeholder(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, "http.llm_router.")
+	if !ok {
+		return nil, false
+	}
+	ph := &ex.ph
+	switch name {
+	case "route":
+		return ex.route, ph.routed
+	case "route_reason":
+		return ph.reason, ph.reason != ""
+	case "budget":
+		return ph.budget, ph.budget != ""
+	case "cache":
+		return ex.cacheResult, ex.cacheResult != ""
+	case "model":
+		return ph.model, ph.model != ""
+	case "provider":
+		return ph.provider, ph.provider != ""
+	case "attempts":
+		return ex.attempts, ph.attempted
+	case "input_tokens":
+		return ph.usage.input, ph.costKnown
+	case "output_tokens":
+		return ph.usage.output, ph.costKnown
+	case "cost":
+		if !ph.costKnown {
+			return nil, false
+		}
+		return strconv.FormatFloat(ph.cost, 'f', -1, 64), true
+	}
+	return nil, false
 }
 
 // landFlight ends the flight this request led, with what it stored.
@@ -1050,9 +1101,7 @@ func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
 	if result == cacheStale {
 		h.Set("Warning", fmt.Sprintf(`111 llm_router "all models unavailable; answer cached %s ago"`, age.Round(time.Second)))
 	}
-	ex.repl.Set("http.llm_router.model", e.model)
-	ex.repl.Set("http.llm_router.provider", e.provider)
-	ex.repl.Set("http.llm_router.attempts", ex.attempts)
+	ex.ph.model, ex.ph.provider, ex.ph.attempted = e.model, e.provider, true
 	ex.status, ex.model = http.StatusOK, e.model
 	ex.saved, ex.savedIn = e.cost, e.currency
 	if !ex.body.stream {

@@ -47,8 +47,9 @@ const (
 // event by event. README.md is the user's reference; docs/ARCHITECTURE.md
 // says how the code is laid out.
 //
-// After a request, these placeholders are set (for access logs and later
-// handlers):
+// After a request, these placeholders are known (for access logs and later
+// handlers; a placeholder whose value is not known, such as the model of a
+// request no model answered, is left unknown):
 //
 // Placeholder | Description
 // ------------|-------------

@@ -100,18 +100,42 @@ func TestVerifyKey(t *testing.T) {
 // TestPlaceholders: the {http.llm_router.*} placeholders carry the
 // request's routing and usage to other handlers (here: deferred headers).
 func TestPlaceholders(t *testing.T) {
-	site := "\theader >X-Log {http.llm_router.route}|{http.llm_router.model}|{http.llm_router.provider}|{http.llm_router.attempts}|{http.llm_router.input_tokens}|{http.llm_router.output_tokens}|{http.llm_router.cost}"
+	site := "\theader >X-Log {http.llm_router.route}|{http.llm_router.model}|{http.llm_router.provider}|{http.llm_router.attempts}|{http.llm_router.input_tokens}|{http.llm_router.output_tokens}|{http.llm_router.cost}|{http.llm_router.route_reason}|{http.llm_router.budget}|{http.llm_router.cache}|{http.llm_router.nonesuch}"
 	g := newGatewayWith(t, globalOptions, site, defaultRouter)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 502, Times: 1})
 	resp, body := g.post(chatBody("simple_qa", false))
 	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
 	served := g.primary.Served("gemini-2.5-flash")
 	cost := float64(served.Prompt+served.Completion) * 2.5 / 1e6
-	want := "simple_qa|gemini-2.5-flash|primary|2|" + strconv.Itoa(served.Prompt) + "|" + strconv.Itoa(served.Completion) + "|" + strconv.FormatFloat(cost, 'f', -1, 64)
+	want := "simple_qa|gemini-2.5-flash|primary|2|" + strconv.Itoa(served.Prompt) + "|" + strconv.Itoa(served.Completion) + "|" + strconv.FormatFloat(cost, 'f', -1, 64) +
+		"|model|{http.llm_router.budget}|{http.llm_router.cache}|{http.llm_router.nonesuch}" // unknown: left as written
 	if got := resp.Header.Get("X-Log"); got != want {
 		t.Errorf("placeholders = %q, want %q", got, want)
 	}
 	if resp.StatusCode != http.StatusOK {
 		t.Fatal(resp.StatusCode)
+	}
+
+	// a request no model answers: what is known is reported, the rest is
+	// unknown (not a zero value)
+	g.primary.SetDefault(mockllm.Behavior{Status: 500})
+	resp, body = g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	attempts := resp.Header.Get("X-LLM-Attempts")
+	want = "simple_qa|{http.llm_router.model}|{http.llm_router.provider}|" + attempts +
+		"|{http.llm_router.input_tokens}|{http.llm_router.output_tokens}|{http.llm_router.cost}|model|{http.llm_router.budget}|{http.llm_router.cache}|{http.llm_router.nonesuch}"
+	if resp.Header.Get("X-Log") != want || attempts == "" {
+		t.Errorf("placeholders after a 503 = %q, want %q", resp.Header.Get("X-Log"), want)
+	}
+
+	// the router's own error before routing: nothing is known
+	resp, body = g.post(`{"model":"simple_qa"`)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("X-Log"); got != strings.ReplaceAll(site[len("\theader >X-Log "):], "\n", "") {
+		t.Errorf("placeholders after a 400 = %q", got)
 	}
 }
