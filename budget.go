@@ -398,6 +398,10 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, logger *zap
 			}
 			l.instance = id.String()
 			l.storage = ctx.Storage()
+			// the counter's series exists from the start, at 0: a series
+			// born at 1 is no increase to Prometheus, and the alert on
+			// sync failures would miss the first ones
+			metrics.budgetSyncFailures.WithLabelValues(b.name)
 		}
 		return l, nil
 	})

@@ -215,6 +215,11 @@ func TestBudgetPerTeam(t *testing.T) {
 		t.Errorf("clients %+v", clients)
 	}
 	m := scrape(t)
+	// the sync failure counter exists from the start, at 0, so that the
+	// first failure is an increase the alert sees
+	if v, ok := m[sel("caddy_llm_router_budget_sync_failures_total", "budget", "team_daily")]; !ok || v != 0 {
+		t.Errorf("budget_sync_failures_total before any failure: %v (present %v), want 0", v, ok)
+	}
 	if m[sel("caddy_llm_router_cost_total", "model", "gpt-4.1", "provider", "primary", "currency", "USD", "client", "team-b")] < costPerAnswer-1e-9 {
 		t.Errorf("team-b's cost is not labelled client=team-b")
 	}
