@@ -141,6 +141,8 @@ type exchange struct {
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
+	// the routing rules' variables, kept here rather than allocated apart
+	ruleVars ruleVars
 
 	// the values of the response headers the router sets (setHeader)
 	hdrVals [10]string
@@ -223,7 +225,8 @@ func (ex *exchange) resolve() (plan, bool) {
 		reason = "model"
 	case r.rules != nil && kind == kindChat:
 		// no route named: the rules classify the request
-		if rule := r.rules.choose(newRuleVars(ex.ep, ex.body, ex.req.Header, ex.client), r.logger, nil); rule != nil {
+		ex.ruleVars = ruleVars{ep: ex.ep, body: ex.body, header: ex.req.Header, client: ex.client}
+		if rule := r.rules.choose(&ex.ruleVars, r.logger, nil); rule != nil {
 			routeHeader, reason = rule.route, rule.reason
 		}
 	}

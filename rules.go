@@ -12,7 +12,9 @@ import (
 	"unsafe"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/decls"
+	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
@@ -166,6 +168,8 @@ type ruleSet struct {
 	// When. A When that fails makes it fail; choose then evaluates them one
 	// by one, which treats that When as false and logs it.
 	first cel.Program
+	// native: every When has a Go form (nativeWhen), so choose needs no CEL
+	native bool
 }
 
 type compiledRule struct {
@@ -174,7 +178,8 @@ type compiledRule struct {
 	reason string // the route_reason placeholder: rule:<route>#<n>
 	expr   string
 	prg    cel.Program
-	logged atomic.Int64 // unix seconds of the last logged failure
+	native func(*ruleVars) bool // the When in Go, nil if CEL must evaluate it
+	logged atomic.Int64         // unix seconds of the last logged failure
 }
 
 // ruleError is a rule that does not compile: which route and When.
@@ -206,8 +211,12 @@ func compileRules(rules []*RouteRule) (*ruleSet, error) {
 				return nil, &ruleError{r.Route, i + 1, err.Error()}
 			}
 			rs.rules = append(rs.rules, &compiledRule{route: r.Route, n: i + 1, expr: expr, prg: prg,
-				reason: "rule:" + r.Route + "#" + strconv.Itoa(i+1)})
+				native: nativeWhen(ast.NativeRep().Expr()), reason: "rule:" + r.Route + "#" + strconv.Itoa(i+1)})
 		}
+	}
+	rs.native = len(rs.rules) > 0
+	for _, r := range rs.rules {
+		rs.native = rs.native && r.native != nil
 	}
 	if len(rs.rules) > 0 {
 		// new lines around each When: a // comment in one ends with its line
@@ -239,6 +248,14 @@ type ruleOutcome struct {
 // logged at most once a minute. With trace set, every rule up to the chosen
 // one is reported to it (the dry run).
 func (rs *ruleSet) choose(vars *ruleVars, logger *zap.Logger, trace func(ruleOutcome)) *compiledRule {
+	if trace == nil && rs.native {
+		for _, r := range rs.rules {
+			if r.native(vars) {
+				return r
+			}
+		}
+		return nil
+	}
 	if trace == nil && rs.first != nil {
 		if out, _, err := rs.first.Eval(vars); err == nil {
 			if i, ok := out.(types.Int); ok {
@@ -316,10 +333,6 @@ func (a *ruleVars) ResolveName(name string) (any, bool) {
 	switch name {
 	case "endpoint":
 		v = endpointVals[a.ep]
-	case "model":
-		v = types.String(a.body.modelName)
-	case "stream":
-		v = types.Bool(a.body.stream)
 	case "header":
 		m := make(map[string]string, len(a.header))
 		for k, vs := range a.header {
@@ -328,31 +341,15 @@ func (a *ruleVars) ResolveName(name string) (any, bool) {
 			}
 		}
 		v = types.DefaultTypeAdapter.NativeToValue(m)
-	case "client":
-		v = types.String(a.client)
 	default:
-		f := a.features()
-		switch name {
-		case "messages":
-			v = types.Int(f.messages)
-		case "prompt_chars":
-			v = types.Int(f.promptChars)
-		case "last_user_chars":
-			v = types.Int(f.lastUserChars)
-		case "last_user":
-			v = types.String(f.lastUser)
-		case "system":
-			v = types.String(f.system)
-		case "has_tools":
-			v = types.Bool(f.hasTools)
-		case "has_images":
-			v = types.Bool(f.hasImages)
-		case "json_mode":
-			v = types.Bool(f.jsonMode)
-		case "max_tokens":
-			v = types.Int(f.maxTokens)
-		case "temperature":
-			v = types.Double(f.temperature)
+		if g := intVars[name]; g != nil {
+			v = types.Int(g(a))
+		} else if g := boolVars[name]; g != nil {
+			v = types.Bool(g(a))
+		} else if g := stringVars[name]; g != nil {
+			v = types.String(g(a))
+		} else if g := doubleVars[name]; g != nil {
+			v = types.Double(g(a))
 		}
 	}
 	a.vals[i] = v
@@ -578,6 +575,196 @@ func isEmptyArray(v []byte) bool {
 		}
 	}
 	return false
+}
+
+// The scalar variables of ruleVariables, as Go getters: ResolveName makes
+// CEL values of them, nativeWhen reads them directly. (endpoint and header
+// are ResolveName's own: endpoint as a value made once, header as a map.)
+var (
+	intVars = map[string]func(*ruleVars) int64{
+		"messages":        func(a *ruleVars) int64 { return a.features().messages },
+		"prompt_chars":    func(a *ruleVars) int64 { return a.features().promptChars },
+		"last_user_chars": func(a *ruleVars) int64 { return a.features().lastUserChars },
+		"max_tokens":      func(a *ruleVars) int64 { return a.features().maxTokens },
+	}
+	boolVars = map[string]func(*ruleVars) bool{
+		"stream":     func(a *ruleVars) bool { return a.body.stream },
+		"has_tools":  func(a *ruleVars) bool { return a.features().hasTools },
+		"has_images": func(a *ruleVars) bool { return a.features().hasImages },
+		"json_mode":  func(a *ruleVars) bool { return a.features().jsonMode },
+	}
+	stringVars = map[string]func(*ruleVars) string{
+		"endpoint":  func(a *ruleVars) string { return a.ep.String() },
+		"model":     func(a *ruleVars) string { return a.body.modelName },
+		"client":    func(a *ruleVars) string { return a.client },
+		"last_user": func(a *ruleVars) string { return a.features().lastUser },
+		"system":    func(a *ruleVars) string { return a.features().system },
+	}
+	doubleVars = map[string]func(*ruleVars) float64{
+		"temperature": func(a *ruleVars) float64 { return a.features().temperature },
+	}
+)
+
+// nativeWhen compiles a type-checked When to Go when it is made only of
+// what rules mostly use: the scalar variables, literals, !, && and ||,
+// comparisons of two ints, two doubles or two strings (== and != also of
+// two bools), and contains_any of a string and a list of literal words. It
+// returns nil for anything else, which CEL then evaluates. Why: CEL's
+// interpreter is general, and its working set, cold on every request,
+// costs several times its warm evaluation (BENCHMARKS.md). None of these
+// forms can fail at run time, so a native When is true exactly when CEL
+// says true (TestNativeWhenMatchesCEL).
+func nativeWhen(e celast.Expr) func(*ruleVars) bool {
+	return nativeBool(e)
+}
+
+func nativeBool(e celast.Expr) func(*ruleVars) bool {
+	switch e.Kind() {
+	case celast.LiteralKind:
+		if v, ok := e.AsLiteral().(types.Bool); ok {
+			c := bool(v)
+			return func(*ruleVars) bool { return c }
+		}
+	case celast.IdentKind:
+		return boolVars[e.AsIdent()]
+	case celast.CallKind:
+		call := e.AsCall()
+		if call.IsMemberFunction() {
+			return nil
+		}
+		args := call.Args()
+		switch fn := call.FunctionName(); fn {
+		case operators.LogicalNot:
+			if len(args) != 1 {
+				return nil
+			}
+			if x := nativeBool(args[0]); x != nil {
+				return func(a *ruleVars) bool { return !x(a) }
+			}
+		case operators.LogicalAnd, operators.LogicalOr:
+			xs := make([]func(*ruleVars) bool, len(args))
+			for i, arg := range args {
+				if xs[i] = nativeBool(arg); xs[i] == nil {
+					return nil
+				}
+			}
+			if len(xs) != 2 {
+				return nil
+			}
+			x, y := xs[0], xs[1]
+			if fn == operators.LogicalAnd {
+				return func(a *ruleVars) bool { return x(a) && y(a) }
+			}
+			return func(a *ruleVars) bool { return x(a) || y(a) }
+		case "contains_any":
+			if len(args) != 2 || args[1].Kind() != celast.ListKind || len(args[1].AsList().OptionalIndices()) > 0 {
+				return nil
+			}
+			text := nativeString(args[0])
+			var words []string
+			for _, w := range args[1].AsList().Elements() {
+				lit, ok := literal[types.String](w)
+				if !ok {
+					return nil
+				}
+				words = append(words, string(lit))
+			}
+			if text == nil {
+				return nil
+			}
+			return func(a *ruleVars) bool {
+				t := text(a)
+				for _, w := range words {
+					if containsFold(t, w) {
+						return true
+					}
+				}
+				return false
+			}
+		case operators.Equals, operators.NotEquals, operators.Less, operators.LessEquals, operators.Greater, operators.GreaterEquals:
+			if len(args) != 2 {
+				return nil
+			}
+			if x, y := nativeInt(args[0]), nativeInt(args[1]); x != nil && y != nil {
+				return compare(fn, x, y)
+			}
+			if x, y := nativeDouble(args[0]), nativeDouble(args[1]); x != nil && y != nil {
+				return compare(fn, x, y)
+			}
+			if x, y := nativeString(args[0]), nativeString(args[1]); x != nil && y != nil {
+				return compare(fn, x, y)
+			}
+			if x, y := nativeBool(args[0]), nativeBool(args[1]); x != nil && y != nil {
+				switch fn {
+				case operators.Equals:
+					return func(a *ruleVars) bool { return x(a) == y(a) }
+				case operators.NotEquals:
+					return func(a *ruleVars) bool { return x(a) != y(a) }
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// compare is a comparison of two values of one ordered type, as CEL
+// compares them (strings by code point, which UTF-8's byte order keeps).
+func compare[T int64 | float64 | string](fn string, x, y func(*ruleVars) T) func(*ruleVars) bool {
+	switch fn {
+	case operators.Equals:
+		return func(a *ruleVars) bool { return x(a) == y(a) }
+	case operators.NotEquals:
+		return func(a *ruleVars) bool { return x(a) != y(a) }
+	case operators.Less:
+		return func(a *ruleVars) bool { return x(a) < y(a) }
+	case operators.LessEquals:
+		return func(a *ruleVars) bool { return x(a) <= y(a) }
+	case operators.Greater:
+		return func(a *ruleVars) bool { return x(a) > y(a) }
+	case operators.GreaterEquals:
+		return func(a *ruleVars) bool { return x(a) >= y(a) }
+	}
+	return nil
+}
+
+func nativeInt(e celast.Expr) func(*ruleVars) int64 {
+	if v, ok := literal[types.Int](e); ok {
+		return func(*ruleVars) int64 { return int64(v) }
+	}
+	if e.Kind() == celast.IdentKind {
+		return intVars[e.AsIdent()]
+	}
+	return nil
+}
+
+func nativeDouble(e celast.Expr) func(*ruleVars) float64 {
+	if v, ok := literal[types.Double](e); ok {
+		return func(*ruleVars) float64 { return float64(v) }
+	}
+	if e.Kind() == celast.IdentKind {
+		return doubleVars[e.AsIdent()]
+	}
+	return nil
+}
+
+func nativeString(e celast.Expr) func(*ruleVars) string {
+	if v, ok := literal[types.String](e); ok {
+		return func(*ruleVars) string { return string(v) }
+	}
+	if e.Kind() == celast.IdentKind {
+		return stringVars[e.AsIdent()]
+	}
+	return nil
+}
+
+// literal is e's value when e is a literal of type T.
+func literal[T types.Int | types.Double | types.String](e celast.Expr) (T, bool) {
+	if e.Kind() != celast.LiteralKind {
+		var zero T
+		return zero, false
+	}
+	v, ok := e.AsLiteral().(T)
+	return v, ok
 }
 
 // Interface guards

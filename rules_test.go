@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"cel.dev/cel-go/common/types"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -281,4 +282,90 @@ func TestRulesMany(t *testing.T) {
 		t.Fatalf("chose %v, want r3", r)
 	}
 	t.Logf("combined program: %v", rs.first != nil)
+}
+
+// TestNativeWhenMatchesCEL: a When that has a Go form is true exactly when
+// CEL says it is, on bodies that exercise every variable; and the forms
+// outside the native subset are left to CEL.
+func TestNativeWhenMatchesCEL(t *testing.T) {
+	native := []string{
+		"has_tools || has_images",
+		"messages > 8 || prompt_chars > 6000",
+		`last_user_chars > 400 || contains_any(last_user, ["compare", "difference", "why", "so sánh", "TẠI SAO"])`,
+		"last_user_chars <= 400",
+		"!has_tools && !(messages >= 3)",
+		"messages == 1 && prompt_chars != 0 && last_user_chars < 30",
+		"max_tokens > 0 && max_tokens <= 256",
+		"temperature >= 0.0 && temperature < 0.5",
+		"temperature == -1.0",
+		`model == "auto" || model == ""`,
+		`endpoint == "chat" && client != "storefront"`,
+		`system < "M" || last_user >= "b"`,
+		"stream == true",
+		"json_mode != has_images",
+		"true",
+		"false || stream",
+		`contains_any(system, [])`,
+		`contains_any(last_user, [""])`,
+		`contains_any("fixed text", ["TEXT"])`,
+		"1 < 2",
+		"last_user == system",
+	}
+	celOnly := []string{
+		`header["x-team"] == "vip"`,
+		`last_user.contains("order")`,
+		`size(last_user) > 10`,
+		"messages + 1 > 2",
+		"double(messages) > 1.5",
+		`last_user.matches("^[0-9]+$")`,
+		"messages in [1, 2, 3]",
+		`contains_any(last_user, [system])`,
+		`has(header.x)`,
+	}
+	bodies := []string{
+		`{"model":"auto","messages":[{"role":"system","content":"You are a shop assistant."},{"role":"user","content":"Where is my order?"}]}`,
+		`{"messages":[{"role":"user","content":"Tại sao đơn hàng của tôi bị hủy?"}],"stream":true,"temperature":0.2,"max_tokens":300}`,
+		`{"messages":[{"role":"user","content":"track"}],"tools":[{"type":"function"}],"response_format":{"type":"json_object"}}`,
+		`{"messages":[{"role":"user","content":[{"type":"text","text":"COMPARE sizes"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}],"temperature":0.7}`,
+		`{"model":"gpt-4.1","messages":[` + strings.Repeat(`{"role":"user","content":"a"},`, 9) + `{"role":"user","content":"b"}],"max_tokens":64}`,
+		`{"messages":[{"role":"user","content":"` + strings.Repeat("á", 401) + `"}],"stream":false}`,
+		`{"messages":[]}`,
+	}
+	check := func(expr string, wantNative bool) {
+		t.Helper()
+		rs, err := compileRules([]*RouteRule{{Route: "r", When: []string{expr}}})
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		r := rs.rules[0]
+		if (r.native != nil) != wantNative || rs.native != wantNative {
+			t.Fatalf("%s: native %v, want %v", expr, r.native != nil, wantNative)
+		}
+		for _, body := range bodies {
+			rb, err := parseRequestBody([]byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, client := range []string{"", "storefront"} {
+				out, _, err := r.prg.Eval(newRuleVars(chatEndpoint, &rb, http.Header{"X-Team": {"vip"}}, client))
+				if err != nil {
+					t.Fatalf("%s: CEL: %v", expr, err)
+				}
+				cel := out == types.True
+				if got := rs.choose(newRuleVars(chatEndpoint, &rb, http.Header{"X-Team": {"vip"}}, client), nil, nil) != nil; got != cel {
+					t.Errorf("%s on %.50s (client %q): chose %v, CEL says %v", expr, body, client, got, cel)
+				}
+			}
+		}
+	}
+	for _, expr := range native {
+		check(expr, true)
+	}
+	for _, expr := range celOnly {
+		check(expr, false)
+	}
+	// the example's rules run without CEL
+	if rs, err := compileRules(exampleRules); err != nil || !rs.native {
+		t.Errorf("example rules: native %v, %v", rs != nil && rs.native, err)
+	}
 }
