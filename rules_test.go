@@ -287,30 +287,34 @@ func TestRulesMany(t *testing.T) {
 // TestNativeWhenMatchesCEL: a When that has a Go form is true exactly when
 // CEL says it is, on bodies that exercise every variable; and the forms
 // outside the native subset are left to CEL.
+// nativeWhens have a Go form: TestNativeWhenMatchesCEL and
+// FuzzNativeWhenMatchesCEL hold it to CEL's answers.
+var nativeWhens = []string{
+	"has_tools || has_images",
+	"messages > 8 || prompt_chars > 6000",
+	`last_user_chars > 400 || contains_any(last_user, ["compare", "difference", "why", "so sánh", "TẠI SAO"])`,
+	"last_user_chars <= 400",
+	"!has_tools && !(messages >= 3)",
+	"messages == 1 && prompt_chars != 0 && last_user_chars < 30",
+	"max_tokens > 0 && max_tokens <= 256",
+	"temperature >= 0.0 && temperature < 0.5",
+	"temperature == -1.0",
+	`model == "auto" || model == ""`,
+	`endpoint == "chat" && client != "storefront"`,
+	`system < "M" || last_user >= "b"`,
+	"stream == true",
+	"json_mode != has_images",
+	"true",
+	"false || stream",
+	`contains_any(system, [])`,
+	`contains_any(last_user, [""])`,
+	`contains_any("fixed text", ["TEXT"])`,
+	"1 < 2",
+	"last_user == system",
+}
+
 func TestNativeWhenMatchesCEL(t *testing.T) {
-	native := []string{
-		"has_tools || has_images",
-		"messages > 8 || prompt_chars > 6000",
-		`last_user_chars > 400 || contains_any(last_user, ["compare", "difference", "why", "so sánh", "TẠI SAO"])`,
-		"last_user_chars <= 400",
-		"!has_tools && !(messages >= 3)",
-		"messages == 1 && prompt_chars != 0 && last_user_chars < 30",
-		"max_tokens > 0 && max_tokens <= 256",
-		"temperature >= 0.0 && temperature < 0.5",
-		"temperature == -1.0",
-		`model == "auto" || model == ""`,
-		`endpoint == "chat" && client != "storefront"`,
-		`system < "M" || last_user >= "b"`,
-		"stream == true",
-		"json_mode != has_images",
-		"true",
-		"false || stream",
-		`contains_any(system, [])`,
-		`contains_any(last_user, [""])`,
-		`contains_any("fixed text", ["TEXT"])`,
-		"1 < 2",
-		"last_user == system",
-	}
+	native := nativeWhens
 	celOnly := []string{
 		`header["x-team"] == "vip"`,
 		`last_user.contains("order")`,
@@ -368,4 +372,35 @@ func TestNativeWhenMatchesCEL(t *testing.T) {
 	if rs, err := compileRules(exampleRules); err != nil || !rs.native {
 		t.Errorf("example rules: native %v, %v", rs != nil && rs.native, err)
 	}
+}
+
+// FuzzNativeWhenMatchesCEL: on any request body, each native When says
+// what CEL says.
+func FuzzNativeWhenMatchesCEL(f *testing.F) {
+	f.Add(`{"messages":[{"role":"user","content":"Tại sao đơn hàng của tôi bị hủy?"}],"temperature":0.3}`)
+	f.Add(`{"model":"auto","messages":[{"role":"system","content":"Be brief"},{"role":"user","content":[{"type":"text","text":"COMPARE"},{"type":"image_url"}]}],"tools":[{}],"max_tokens":9}`)
+	f.Add(`{"messages":[]}`)
+	var sets []*ruleSet
+	for _, expr := range nativeWhens {
+		rs, err := compileRules([]*RouteRule{{Route: "r", When: []string{expr}}})
+		if err != nil || !rs.native {
+			f.Fatalf("%s: %v", expr, err)
+		}
+		sets = append(sets, rs)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		rb, err := parseRequestBody([]byte(body))
+		if err != nil {
+			return
+		}
+		for i, rs := range sets {
+			out, _, err := rs.rules[0].prg.Eval(newRuleVars(chatEndpoint, &rb, nil, "storefront"))
+			if err != nil {
+				t.Fatalf("%s: CEL: %v", nativeWhens[i], err)
+			}
+			if got := rs.rules[0].native(newRuleVars(chatEndpoint, &rb, nil, "storefront")); got != (out == types.True) {
+				t.Errorf("%s on %q: native %v, CEL %v", nativeWhens[i], body, got, out)
+			}
+		}
+	})
 }
