@@ -728,31 +728,26 @@ func compare[T int64 | float64 | string](fn string, x, y func(*ruleVars) T) func
 }
 
 func nativeInt(e celast.Expr) func(*ruleVars) int64 {
-	if v, ok := literal[types.Int](e); ok {
-		return func(*ruleVars) int64 { return int64(v) }
-	}
-	if e.Kind() == celast.IdentKind {
-		return intVars[e.AsIdent()]
-	}
-	return nil
+	return nativeScalar(e, intVars, func(v types.Int) int64 { return int64(v) })
 }
 
 func nativeDouble(e celast.Expr) func(*ruleVars) float64 {
-	if v, ok := literal[types.Double](e); ok {
-		return func(*ruleVars) float64 { return float64(v) }
-	}
-	if e.Kind() == celast.IdentKind {
-		return doubleVars[e.AsIdent()]
-	}
-	return nil
+	return nativeScalar(e, doubleVars, func(v types.Double) float64 { return float64(v) })
 }
 
 func nativeString(e celast.Expr) func(*ruleVars) string {
-	if v, ok := literal[types.String](e); ok {
-		return func(*ruleVars) string { return string(v) }
+	return nativeScalar(e, stringVars, func(v types.String) string { return string(v) })
+}
+
+// nativeScalar is e as a getter of T: a literal of CEL type L, or one of
+// vars.
+func nativeScalar[T any, L types.Int | types.Double | types.String](e celast.Expr, vars map[string]func(*ruleVars) T, conv func(L) T) func(*ruleVars) T {
+	if v, ok := literal[L](e); ok {
+		c := conv(v)
+		return func(*ruleVars) T { return c }
 	}
 	if e.Kind() == celast.IdentKind {
-		return stringVars[e.AsIdent()]
+		return vars[e.AsIdent()]
 	}
 	return nil
 }
