@@ -1,7 +1,6 @@
 package llmrouter
 
 import (
-	"context"
 	"math"
 	"net/http"
 	"os"
@@ -269,20 +268,7 @@ func TestBudgetCountsStreams(t *testing.T) {
 	waitFor(t, done, "a request to be counted")
 
 	g.primary.Set("deepseek-chat", mockllm.Behavior{HoldAfterChunks: 2})
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(chatBody("simple_qa", true)))
-	aresp, err := g.tc.Client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	for seen := ""; !strings.Contains(seen, "w1 "); {
-		n, err := aresp.Body.Read(buf)
-		seen += string(buf[:n])
-		if err != nil {
-			t.Fatalf("stream ended early: %v", err)
-		}
-	}
+	aresp, cancel := g.streamUntil(chatBody("simple_qa", true), "w1 ")
 	cancel()
 	aresp.Body.Close()
 	waitFor(t, done, "the abandoned request to be counted")

@@ -163,8 +163,17 @@ func fetchAdminStats(addr string) (*Stats, error) {
 	return &s, nil
 }
 
+// section starts one more table of the stats after a blank line: its
+// header written, its rows to follow, then Flush.
+func section(w io.Writer, header string) *tabwriter.Writer {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	return tw
+}
+
 // writeStatsTable prints stats as an aligned table, one deployment a row,
-// then the totals.
+// then the totals, then a table each for budgets, caches and clients.
 func writeStatsTable(w io.Writer, s Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tPROVIDER\tSTATE\tSCORE\tREQUESTS\tATTEMPTS\tERR%\tP50\tP95\tTTFT P95\tTOKENS IN\tTOKENS OUT\tCOST")
@@ -188,9 +197,7 @@ func writeStatsTable(w io.Writer, s Stats) error {
 		return err
 	}
 	if len(s.Budgets) > 0 {
-		fmt.Fprintln(w)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "BUDGET\tPERIOD\tLIMIT\tTOP KEY\tSPENT\tUSED\tKEYS\tRESETS\tACTIONS\tSYNC")
+		tw := section(w, "BUDGET\tPERIOD\tLIMIT\tTOP KEY\tSPENT\tUSED\tKEYS\tRESETS\tACTIONS\tSYNC")
 		for _, b := range s.Budgets {
 			actions := fmt.Sprintf("warned %d, downgraded %d, refused %d", b.Actions["warned"], b.Actions["downgraded"], b.Actions["refused"])
 			sync := b.Sync
@@ -215,9 +222,7 @@ func writeStatsTable(w io.Writer, s Stats) error {
 		}
 	}
 	if len(s.Caches) > 0 {
-		fmt.Fprintln(w)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "CACHE\tENTRIES\tSIZE\tHITS\tMISSES\tSTALE\tBYPASSED\tHIT RATIO\tSAVED")
+		tw := section(w, "CACHE\tENTRIES\tSIZE\tHITS\tMISSES\tSTALE\tBYPASSED\tHIT RATIO\tSAVED")
 		for _, c := range s.Caches {
 			fmt.Fprintf(tw, "max_size %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", humanBytes(c.MaxBytes), humanCount(c.Entries), c.BytesHuman,
 				humanCount(c.Hits), humanCount(c.Misses), humanCount(c.Stale), humanCount(c.Bypassed), c.HitRatioHuman, joinMoney(c.Saved))
@@ -227,9 +232,7 @@ func writeStatsTable(w io.Writer, s Stats) error {
 		}
 	}
 	if len(s.Clients) > 0 {
-		fmt.Fprintln(w)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "CLIENT\tANSWERS\tTOKENS IN\tTOKENS OUT\tCOST")
+		tw := section(w, "CLIENT\tANSWERS\tTOKENS IN\tTOKENS OUT\tCOST")
 		for _, c := range s.Clients {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Client, humanCount(c.Answers), c.Tokens.InputHuman, c.Tokens.OutputHuman, joinMoney(c.Costs))
 		}

@@ -92,7 +92,7 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 	for _, v := range ruleVariables {
 		val, _ := vars.ResolveName(v.name)
 		shown := fmt.Sprint(val)
-		if v.typ == cel.StringType {
+		if v.celType() == cel.StringType {
 			shown = fmt.Sprintf("%q", truncate(fmt.Sprint(val), 80))
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.name, shown, v.doc)

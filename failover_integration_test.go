@@ -1,7 +1,6 @@
 package llmrouter
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -262,24 +261,9 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	g := newGateway(t, defaultRouter)
 	done := requestsDone(t)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{HoldAfterChunks: 2})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(chatBody("simple_qa", true)))
-	resp, err := g.tc.Client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	// read until the second word has arrived, then hang up
-	var seen strings.Builder
-	buf := make([]byte, 512)
-	for !strings.Contains(seen.String(), "w1 ") {
-		n, err := resp.Body.Read(buf)
-		seen.Write(buf[:n])
-		if err != nil {
-			t.Fatalf("stream ended before two chunks: %v %q", err, seen.String())
-		}
-	}
+	resp, cancel := g.streamUntil(chatBody("simple_qa", true), "w1 ")
+	defer resp.Body.Close()
 	cancel()
 	if got := waitFor(t, g.primary.Canceled(), "the upstream request to be canceled"); got != "deepseek-chat" {
 		t.Errorf("canceled %q, want deepseek-chat", got)

@@ -823,13 +823,23 @@ func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	removeHopHeaders(h)
 	ex.router.scrub.header(h)
 	h.Del("Content-Length")
-	ex.setHeader(hdrModel, d.name)
-	ex.setHeader(hdrProvider, d.provider.name)
+	ex.routerHeaders(d.name, d.provider.name)
+}
+
+// routerHeaders sets the router's own response headers, and what the
+// placeholders report of them: the model and provider that answered ("" if
+// none did), the route, and the attempts made.
+func (ex *exchange) routerHeaders(model, provider string) {
+	if model != "" {
+		ex.setHeader(hdrModel, model)
+		ex.setHeader(hdrProvider, provider)
+		ex.ph.model, ex.ph.provider = model, provider
+	}
 	if ex.route != "" {
 		ex.setHeader(hdrRoute, ex.route)
 	}
 	ex.setHeader(hdrAttempts, strconv.Itoa(ex.attempts))
-	ex.ph.model, ex.ph.provider, ex.ph.attempted = d.name, d.provider.name, true
+	ex.ph.attempted = true
 }
 
 // unavailable answers 503 with what became of every candidate and when to
@@ -855,11 +865,7 @@ func (ex *exchange) unavailable(p plan) {
 	if len(ex.failures) > 0 {
 		msg += ". Tried: " + strings.Join(ex.failures, "; ")
 	}
-	if ex.route != "" {
-		ex.setHeader(hdrRoute, ex.route)
-	}
-	ex.setHeader(hdrAttempts, strconv.Itoa(ex.attempts))
-	ex.ph.attempted = true
+	ex.routerHeaders("", "")
 	ex.fail(&routerError{status: http.StatusServiceUnavailable, typ: typeServerError, code: codeAllUnavailable,
 		msg: msg, retryAfter: retry})
 	metrics.unavailable.WithLabelValues(ex.route).Inc()
@@ -1004,12 +1010,11 @@ func (ex *exchange) lookupCache() bool {
 	return false
 }
 
-// setCacheResult says what the cache did, in the response header and the
-// placeholder (a hit or stale answer sets it again when served).
+// setCacheResult says what the cache did, in the response header (and so
+// in the placeholder); a hit or stale answer sets it again when served.
 func (ex *exchange) setCacheResult(result string) {
 	ex.cacheResult = result
 	ex.setHeader(hdrCache, result)
-
 }
 
 // placeholderValues are what the exchange has learnt that the
@@ -1091,20 +1096,13 @@ func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
 	if err != nil {
 		return false
 	}
-	h := ex.w.Header()
-	ex.setHeader(hdrModel, e.model)
-	ex.setHeader(hdrProvider, e.provider)
-	if ex.route != "" {
-		ex.setHeader(hdrRoute, ex.route)
-	}
-	ex.setHeader(hdrAttempts, strconv.Itoa(ex.attempts))
+	ex.routerHeaders(e.model, e.provider)
 	ex.setCacheResult(result)
 	age := now().Sub(e.stored)
 	ex.setHeader("Age", strconv.Itoa(int(max(age, 0)/time.Second)))
 	if result == cacheStale {
-		h.Set("Warning", fmt.Sprintf(`111 llm_router "all models unavailable; answer cached %s ago"`, age.Round(time.Second)))
+		ex.w.Header().Set("Warning", fmt.Sprintf(`111 llm_router "all models unavailable; answer cached %s ago"`, age.Round(time.Second)))
 	}
-	ex.ph.model, ex.ph.provider, ex.ph.attempted = e.model, e.provider, true
 	ex.status, ex.model = http.StatusOK, e.model
 	ex.saved, ex.savedIn = e.cost, e.currency
 	if !ex.body.stream {

@@ -232,6 +232,30 @@ func (g *gateway) postPath(path, body string, header ...string) (*http.Response,
 	return resp, b
 }
 
+// streamUntil posts a chat stream and reads it until text has arrived;
+// cancel then hangs up, as a client that leaves mid-stream.
+func (g *gateway) streamUntil(body, text string) (resp *http.Response, cancel context.CancelFunc) {
+	g.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(body))
+	resp, err := g.tc.Client.Do(req)
+	if err != nil {
+		cancel()
+		g.t.Fatal(err)
+	}
+	var seen strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(seen.String(), text) {
+		n, err := resp.Body.Read(buf)
+		seen.Write(buf[:n])
+		if err != nil {
+			cancel()
+			g.t.Fatalf("stream ended before %q: %v %q", text, err, seen.String())
+		}
+	}
+	return resp, cancel
+}
+
 // postRaw is postPath that keeps what arrived when the response broke off:
 // err is the read error (nil for a clean end).
 func (g *gateway) postRaw(path, body string, header ...string) (*http.Response, string, error) {

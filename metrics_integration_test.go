@@ -1,7 +1,6 @@
 package llmrouter
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -117,21 +116,7 @@ func TestMetricsCounts(t *testing.T) {
 	// a stream abandoned after two words: usage estimated
 	g.primary.Set("deepseek-chat", mockllm.Behavior{HoldAfterChunks: 2})
 	abandoned := chatBody("simple_qa", true)
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(abandoned))
-	aresp, err := g.tc.Client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	var seen string
-	for !strings.Contains(seen, "w1 ") {
-		n, err := aresp.Body.Read(buf)
-		seen += string(buf[:n])
-		if err != nil {
-			t.Fatalf("stream ended early: %v", err)
-		}
-	}
+	aresp, cancel := g.streamUntil(abandoned, "w1 ")
 	cancel()
 	aresp.Body.Close()
 	waitFor(t, done, "the abandoned request to be counted")

@@ -36,27 +36,65 @@ type RouteRule struct {
 }
 
 // The variables a rule can use, computed once per request from the body
-// scan (README, "Routing by query type").
-var ruleVariables = []struct {
+// scan (README, "Routing by query type"). A scalar's get is its Go getter,
+// of type func(*ruleVars) T for T int64, bool, string or float64: its CEL
+// type, ResolveName's value and the native Whens' getters all come from
+// it. header (a map) has none: ResolveName makes it.
+var ruleVariables = []ruleVariable{
+	{"endpoint", func(a *ruleVars) string { return a.ep.String() }, "chat, completions, responses or embeddings"},
+	{"model", func(a *ruleVars) string { return a.body.modelName }, "the model as sent (\"\", \"auto\")"},
+	{"messages", func(a *ruleVars) int64 { return a.features().messages }, "messages (chat), input items (responses), prompts (completions)"},
+	{"prompt_chars", func(a *ruleVars) int64 { return a.features().promptChars }, "characters of all message text"},
+	{"last_user_chars", func(a *ruleVars) int64 { return a.features().lastUserChars }, "characters of the last user message"},
+	{"last_user", func(a *ruleVars) string { return a.features().lastUser }, "the last user message's text"},
+	{"system", func(a *ruleVars) string { return a.features().system }, "the system (and developer) prompt text"},
+	{"has_tools", func(a *ruleVars) bool { return a.features().hasTools }, "tools or functions are given"},
+	{"has_images", func(a *ruleVars) bool { return a.features().hasImages }, "a message has an image part"},
+	{"json_mode", func(a *ruleVars) bool { return a.features().jsonMode }, "response_format asks for JSON"},
+	{"max_tokens", func(a *ruleVars) int64 { return a.features().maxTokens }, "max_tokens, max_completion_tokens or max_output_tokens; 0 if absent"},
+	{"stream", func(a *ruleVars) bool { return a.body.stream }, "the request streams"},
+	{"temperature", func(a *ruleVars) float64 { return a.features().temperature }, "the temperature; -1 if absent"},
+	{"header", nil, "request headers by lower-case name (first value)"},
+	{"client", func(a *ruleVars) string { return a.client }, "the client_label value, \"\" without one"},
+}
+
+type ruleVariable struct {
 	name string
-	typ  *cel.Type
+	get  any
 	doc  string
-}{
-	{"endpoint", cel.StringType, "chat, completions, responses or embeddings"},
-	{"model", cel.StringType, "the model as sent (\"\", \"auto\")"},
-	{"messages", cel.IntType, "messages (chat), input items (responses), prompts (completions)"},
-	{"prompt_chars", cel.IntType, "characters of all message text"},
-	{"last_user_chars", cel.IntType, "characters of the last user message"},
-	{"last_user", cel.StringType, "the last user message's text"},
-	{"system", cel.StringType, "the system (and developer) prompt text"},
-	{"has_tools", cel.BoolType, "tools or functions are given"},
-	{"has_images", cel.BoolType, "a message has an image part"},
-	{"json_mode", cel.BoolType, "response_format asks for JSON"},
-	{"max_tokens", cel.IntType, "max_tokens, max_completion_tokens or max_output_tokens; 0 if absent"},
-	{"stream", cel.BoolType, "the request streams"},
-	{"temperature", cel.DoubleType, "the temperature; -1 if absent"},
-	{"header", cel.MapType(cel.StringType, cel.StringType), "request headers by lower-case name (first value)"},
-	{"client", cel.StringType, "the client_label value, \"\" without one"},
+}
+
+// celType is the variable's type in CEL.
+func (v ruleVariable) celType() *cel.Type {
+	switch v.get.(type) {
+	case func(*ruleVars) int64:
+		return cel.IntType
+	case func(*ruleVars) bool:
+		return cel.BoolType
+	case func(*ruleVars) string:
+		return cel.StringType
+	case func(*ruleVars) float64:
+		return cel.DoubleType
+	}
+	return cel.MapType(cel.StringType, cel.StringType) // header
+}
+
+// The scalar variables' getters by type, for the native Whens.
+var (
+	intVars    = getters[int64]()
+	boolVars   = getters[bool]()
+	stringVars = getters[string]()
+	doubleVars = getters[float64]()
+)
+
+func getters[T any]() map[string]func(*ruleVars) T {
+	m := map[string]func(*ruleVars) T{}
+	for _, v := range ruleVariables {
+		if g, ok := v.get.(func(*ruleVars) T); ok {
+			m[v.name] = g
+		}
+	}
+	return m
 }
 
 // ruleEnv is the CEL environment of routing rules: the variables above,
@@ -71,7 +109,7 @@ var ruleEnv = func() *cel.Env {
 			decls.DisableTypeGuards(true)),
 	}
 	for _, v := range ruleVariables {
-		opts = append(opts, cel.Variable(v.name, v.typ))
+		opts = append(opts, cel.Variable(v.name, v.celType()))
 	}
 	env, err := cel.NewEnv(opts...)
 	if err != nil {
@@ -330,10 +368,20 @@ func (a *ruleVars) ResolveName(name string) (any, bool) {
 		return a.vals[i], true
 	}
 	var v ref.Val
-	switch name {
-	case "endpoint":
-		v = endpointVals[a.ep]
-	case "header":
+	switch g := ruleVariables[i].get.(type) {
+	case func(*ruleVars) int64:
+		v = types.Int(g(a))
+	case func(*ruleVars) bool:
+		v = types.Bool(g(a))
+	case func(*ruleVars) float64:
+		v = types.Double(g(a))
+	case func(*ruleVars) string:
+		if name == "endpoint" {
+			v = endpointVals[a.ep] // made once: no allocation
+		} else {
+			v = types.String(g(a))
+		}
+	default: // header
 		m := make(map[string]string, len(a.header))
 		for k, vs := range a.header {
 			if len(vs) > 0 {
@@ -341,16 +389,6 @@ func (a *ruleVars) ResolveName(name string) (any, bool) {
 			}
 		}
 		v = types.DefaultTypeAdapter.NativeToValue(m)
-	default:
-		if g := intVars[name]; g != nil {
-			v = types.Int(g(a))
-		} else if g := boolVars[name]; g != nil {
-			v = types.Bool(g(a))
-		} else if g := stringVars[name]; g != nil {
-			v = types.String(g(a))
-		} else if g := doubleVars[name]; g != nil {
-			v = types.Double(g(a))
-		}
 	}
 	a.vals[i] = v
 	return v, true
@@ -576,34 +614,6 @@ func isEmptyArray(v []byte) bool {
 	}
 	return false
 }
-
-// The scalar variables of ruleVariables, as Go getters: ResolveName makes
-// CEL values of them, nativeWhen reads them directly. (endpoint and header
-// are ResolveName's own: endpoint as a value made once, header as a map.)
-var (
-	intVars = map[string]func(*ruleVars) int64{
-		"messages":        func(a *ruleVars) int64 { return a.features().messages },
-		"prompt_chars":    func(a *ruleVars) int64 { return a.features().promptChars },
-		"last_user_chars": func(a *ruleVars) int64 { return a.features().lastUserChars },
-		"max_tokens":      func(a *ruleVars) int64 { return a.features().maxTokens },
-	}
-	boolVars = map[string]func(*ruleVars) bool{
-		"stream":     func(a *ruleVars) bool { return a.body.stream },
-		"has_tools":  func(a *ruleVars) bool { return a.features().hasTools },
-		"has_images": func(a *ruleVars) bool { return a.features().hasImages },
-		"json_mode":  func(a *ruleVars) bool { return a.features().jsonMode },
-	}
-	stringVars = map[string]func(*ruleVars) string{
-		"endpoint":  func(a *ruleVars) string { return a.ep.String() },
-		"model":     func(a *ruleVars) string { return a.body.modelName },
-		"client":    func(a *ruleVars) string { return a.client },
-		"last_user": func(a *ruleVars) string { return a.features().lastUser },
-		"system":    func(a *ruleVars) string { return a.features().system },
-	}
-	doubleVars = map[string]func(*ruleVars) float64{
-		"temperature": func(a *ruleVars) float64 { return a.features().temperature },
-	}
-)
 
 // nativeWhen compiles a type-checked When to Go when it is made only of
 // what rules mostly use: the scalar variables, literals, !, && and ||,
