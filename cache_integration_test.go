@@ -364,3 +364,22 @@ func TestSDKReadsReplayedStream(t *testing.T) {
 		t.Errorf("live %+v, replayed %+v", live, replayed)
 	}
 }
+
+// TestCacheHitContentLength: a JSON hit declares its length, whether
+// net/http adds it (a short answer) or the router does (a long one).
+func TestCacheHitContentLength(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1008KB"))
+	long := `{"id":"chatcmpl-long","object":"chat.completion","created":1700000000,"model":"deepseek-v3.2","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("All orders ship within two days. ", 100) + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":700,"total_tokens":709}}`
+	for _, c := range []struct {
+		q, answer string
+	}{{"Where is my order?", ""}, {"What is your shipping policy?", long}} {
+		g.primary.SetDefault(mockllm.Behavior{Body: c.answer})
+		g.post(question(c.q, false, ""))
+		resp, body := g.post(question(c.q, false, ""))
+		expectCache(t, resp, "hit")
+		if resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 || (c.answer != "" && body != c.answer) {
+			t.Errorf("a hit of %d bytes: Content-Length %d, Transfer-Encoding %v", len(body), resp.ContentLength, resp.TransferEncoding)
+		}
+	}
+}

@@ -3,13 +3,14 @@ package llmrouter
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 )
 
 func TestCacheKeyCanonical(t *testing.T) {
-	key := func(body string, h ...string) string {
+	key := func(body string, h ...string) answerKey {
 		t.Helper()
 		if _, err := parseRequestBody([]byte(body)); err != nil {
 			t.Fatalf("%s: %v", body, err)
@@ -39,7 +40,7 @@ func TestCacheKeyCanonical(t *testing.T) {
 		`{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":""}],"temperature":0}`,
 		`{"model":"m","messages":[{"role":"system","content":"hi"}],"temperature":0}`,
 	}
-	seen := map[string]string{base: "base"}
+	seen := map[answerKey]string{base: "base"}
 	for _, b := range other {
 		k := key(b)
 		if prev, dup := seen[k]; dup {
@@ -50,6 +51,17 @@ func TestCacheKeyCanonical(t *testing.T) {
 	// nested objects are sorted too
 	if key(`{"t":{"x":1,"y":[{"p":1,"q":{"r":2,"s":3}}]}}`) != key(`{"t":{"y":[{"q":{"s":3,"r":2},"p":1}],"x":1}}`) {
 		t.Error("nested member order changes the key")
+	}
+	// objects small and large (two ways of sorting members)
+	var fwd, rev []string
+	for i := range 14 {
+		fwd = append(fwd, fmt.Sprintf(`"k%02d":%d`, i, i))
+		rev = append([]string{fwd[i]}, rev...)
+	}
+	for _, n := range []int{3, 12, 13, 14} {
+		if key("{"+strings.Join(fwd[:n], ",")+"}") != key("{"+strings.Join(rev[14-n:], ",")+"}") {
+			t.Errorf("%d members: their order changes the key", n)
+		}
 	}
 	// the encoding has no ambiguous boundaries
 	if key(`{"a":["ab"]}`) == key(`{"a":["a","b"]}`) || key(`{"a":{"b":1}}`) == key(`{"a":{"b1":""}}`) ||
@@ -64,7 +76,7 @@ func TestCacheKeyCanonical(t *testing.T) {
 		cacheKey(chatEndpoint, "ns2", []byte(`{"a":1}`), nil, nil) == cacheKey(chatEndpoint, "ns", []byte(`{"a":1}`), nil, nil) {
 		t.Error("endpoint or namespace not in the key")
 	}
-	if strings.Contains(key(`{"messages":[{"content":"secret question"}]}`), "secret") {
+	if k := key(`{"messages":[{"content":"secret question"}]}`); bytes.Contains(k[:], []byte("secret")) {
 		t.Error("the key holds prompt text")
 	}
 }

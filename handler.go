@@ -130,7 +130,7 @@ type exchange struct {
 	ns       string         // the resolved plan's cache namespace
 
 	// the response cache, when it applies to the request
-	cacheKey    string       // "" when the cache is not involved
+	cacheKey    answerKey    // when the cache is involved (cacheResult set)
 	cacheResult string       // hit, miss, stale or bypass
 	cacheStore  bool         // a complete answer may be stored
 	stale       *cacheEntry  // an expired answer to fall back on
@@ -392,7 +392,7 @@ func (ex *exchange) run(p plan) {
 	for _, s := range skipped {
 		ex.failures = append(ex.failures, s.d.label()+": skipped, "+s.why)
 	}
-	if ex.stale != nil && ex.serveCached(ex.stale, cacheStale) {
+	if ex.stale != nil && ex.serveCached(ex.stale, cacheStale, now()) {
 		return
 	}
 	ex.unavailable(p)
@@ -946,9 +946,9 @@ func (ex *exchange) finish() {
 		d.metrics.duration.Observe(took.Seconds())
 		d.state.stats.recordRequest(ex.ep, took)
 	}
-	metrics.requests.WithLabelValues(ex.route, model, provider, statusLabel(ex.status), ex.ep.String()).Inc()
+	requestCounters.with(requestLabels{ex.route, model, provider, ex.status, ex.ep}).Inc()
 	if ex.cacheResult != "" {
-		metrics.cacheRequests.WithLabelValues(ex.route, ex.cacheResult).Inc()
+		cacheCounters.with(cacheLabels{ex.route, ex.cacheResult}).Inc()
 		if ex.saved > 0 {
 			metrics.cacheSaved.WithLabelValues(ex.savedIn).Add(ex.saved)
 		}
@@ -986,9 +986,9 @@ func (ex *exchange) lookupCache() bool {
 		return false // no-cache: ask a model, then refresh the entry
 	}
 	ex.setCacheResult(cacheMiss)
-	t := now()
+	t := ex.start // a few microseconds ago: the same for a TTL and an Age in seconds
 	e, fresh := rc.store.lookup(ex.cacheKey, t)
-	if fresh && ex.serveCached(e, cacheHit) {
+	if fresh && ex.serveCached(e, cacheHit, t) {
 		return true
 	}
 	ex.stale = e
@@ -1001,7 +1001,7 @@ func (ex *exchange) lookupCache() bool {
 	defer wait.Stop()
 	select {
 	case <-f.done:
-		if f.entry != nil && ex.serveCached(f.entry, cacheHit) {
+		if f.entry != nil && ex.serveCached(f.entry, cacheHit, now()) {
 			return true
 		}
 	case <-wait.C:
@@ -1088,17 +1088,17 @@ func (ex *exchange) storeAnswer(d *deployment, body []byte, stream bool, cost fl
 	}
 }
 
-// serveCached answers the request from a stored answer: as stored, or
-// converted between JSON and stream, as the request wants (false if it
-// cannot be). No model is asked: the answer costs nothing.
-func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
+// serveCached answers the request from a stored answer, at time t: as
+// stored, or converted between JSON and stream, as the request wants (false
+// if it cannot be). No model is asked: the answer costs nothing.
+func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool {
 	body, err := e.bodyFor(ex.body.stream)
 	if err != nil {
 		return false
 	}
 	ex.routerHeaders(e.model, e.provider)
 	ex.setCacheResult(result)
-	age := now().Sub(e.stored)
+	age := t.Sub(e.stored)
 	ex.setHeader("Age", strconv.Itoa(int(max(age, 0)/time.Second)))
 	if result == cacheStale {
 		ex.w.Header().Set("Warning", fmt.Sprintf(`111 llm_router "all models unavailable; answer cached %s ago"`, age.Round(time.Second)))
@@ -1107,7 +1107,9 @@ func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
 	ex.saved, ex.savedIn = e.cost, e.currency
 	if !ex.body.stream {
 		ex.setHeader("Content-Type", "application/json")
-		ex.setHeader("Content-Length", strconv.Itoa(len(body)))
+		if len(body) > netHTTPHeldBody {
+			ex.setHeader("Content-Length", strconv.Itoa(len(body)))
+		}
 		ex.w.WriteHeader(http.StatusOK)
 		_, _ = ex.w.Write(body)
 		return true
@@ -1128,6 +1130,14 @@ func (ex *exchange) serveCached(e *cacheEntry, result string) bool {
 	_ = http.NewResponseController(ex.w).Flush()
 	return true
 }
+
+// netHTTPHeldBody is how much of a response net/http holds before it sends
+// the headers (its bufferBeforeChunkingSize): a body no larger, written
+// whole by a handler that then returns, gets its Content-Length from
+// net/http. Setting it too would make a hit's ninth header, and a header
+// map beyond eight entries grows into a table, twice (the handler's and
+// the copy net/http sends): about a microsecond of a hit's ~40 under load.
+const netHTTPHeldBody = 2048
 
 // requestDoneHook, when set (tests only), is called when a request has
 // been counted.

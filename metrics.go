@@ -285,6 +285,56 @@ func statusLabel(code int) string {
 	return strconv.Itoa(code)
 }
 
+// requestLabels are the labels of caddy_llm_router_requests_total.
+type requestLabels struct {
+	route, model, provider string
+	status                 int
+	ep                     endpoint
+}
+
+// cacheLabels are the labels of caddy_llm_router_cache_requests_total.
+type cacheLabels struct{ route, result string }
+
+// Every request ends with a requests_total (and, under a cache, a
+// cache_requests_total) increment; these keep the counters by their
+// labels, as WithLabelValues hashes and validates every label value on each
+// call: a measurable share of a cache hit.
+var (
+	requestCounters = counterMemo[requestLabels]{child: func(l requestLabels) prometheus.Counter {
+		return metrics.requests.WithLabelValues(l.route, l.model, l.provider, statusLabel(l.status), l.ep.String())
+	}}
+	cacheCounters = counterMemo[cacheLabels]{child: func(l cacheLabels) prometheus.Counter {
+		return metrics.cacheRequests.WithLabelValues(l.route, l.result)
+	}}
+)
+
+// counterMemo keeps the children of a counter vector by their labels. The
+// router never deletes a child, so a kept one stays the exported series;
+// there are no more of them than the vector has children.
+type counterMemo[L comparable] struct {
+	child func(L) prometheus.Counter
+
+	mu       sync.RWMutex
+	counters map[L]prometheus.Counter
+}
+
+func (m *counterMemo[L]) with(l L) prometheus.Counter {
+	m.mu.RLock()
+	c, ok := m.counters[l]
+	m.mu.RUnlock()
+	if ok {
+		return c
+	}
+	c = m.child(l)
+	m.mu.Lock()
+	if m.counters == nil {
+		m.counters = map[L]prometheus.Counter{}
+	}
+	m.counters[l] = c
+	m.mu.Unlock()
+	return c
+}
+
 // healthCollector exports each deployment's score and rotation state from
 // the live state (no second copy to keep in sync).
 type healthCollector struct {

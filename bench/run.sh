@@ -17,6 +17,8 @@
 #   SHORT_DUR  measured duration of the 50 ms-upstream scenarios and of the
 #              -c1 time-to-first-byte runs [5s]
 #   WARMUP     warm-up before each measurement, same load [1s]
+#   FILL_WARMUP  warm-up of the cache-miss runs, which must fill the cache
+#              (CACHE_SIZE at ~10,000 unique requests a second) [3s]
 #   FEATURE_DUR  measured duration of each feature run [5s]
 #   ROUNDS     pairs of runs of each feature comparison, in the order
 #              A,B then B,A, alternately [8]
@@ -47,6 +49,7 @@ DUR=${DUR:-10s}
 SHORT_DUR=${SHORT_DUR:-5s}
 FEATURE_DUR=${FEATURE_DUR:-5s}
 WARMUP=${WARMUP:-1s}
+FILL_WARMUP=${FILL_WARMUP:-3s}
 ROUNDS=${ROUNDS:-8}
 STREAMS=${STREAMS:-5000}
 PIN=${PIN:-1}
@@ -189,11 +192,11 @@ write_caddyfile() {
 		}"
 		;;
 	llm_router_cache)
-		# 8MB: the warm-up (1 s at ~10,000 unique requests a second) fills
-		# it, so that the measured misses are those of a full cache, which
-		# evicts as it stores: the state a cache spends its life in. A
-		# cache still filling also pays for the heap growing (fresh pages)
-		# on every store; BENCHMARKS.md has that figure too.
+		# 8MB: the cache-miss warm-up (FILL_WARMUP at ~10,000 unique
+		# requests a second, ~640 bytes weighed each) fills it, so that the
+		# measured misses are those of a full cache (feature_run checks).
+		# A cache still filling also pays for the heap growing (fresh
+		# pages) on every store.
 		extra="
 		cache {
 			ttl 10m
@@ -446,8 +449,23 @@ feature_run() {
 		return 0
 	fi
 
-	local main cpu0 cpu1
-	run_wrk 50 "$WARMUP" "$body" "$URL" "$script" >/dev/null || { fail "$id: wrk warm-up"; stop_all; return 0; }
+	local main cpu0 cpu1 warmup=$WARMUP
+	# cache-miss: the misses to measure are those of a full cache, which
+	# evicts as it stores (the state a cache spends its life in), so both
+	# variants warm up long enough to fill it, and B checks that it did.
+	[[ $feature == cache-miss ]] && warmup=$FILL_WARMUP
+	run_wrk 50 "$warmup" "$body" "$URL" "$script" >/dev/null || { fail "$id: wrk warm-up"; stop_all; return 0; }
+	if [[ $feature/$variant == cache-miss/b ]]; then
+		local stats bytes max
+		stats=$("$LOADGEN" get -url "$ADMIN/llm_router/stats" 2>"$TMP/load.err") || { fail "$id: GET /llm_router/stats"; stop_all; return 0; }
+		stats=$(tr -d ' \t\n' <<<"$stats") # indented JSON, for field
+		bytes=$(field "$stats" bytes) max=$(field "$stats" max_bytes)
+		if [[ -z $bytes || -z $max ]] || ((bytes * 10 < max * 9)); then
+			fail "$id: the cache was not full after the $warmup warm-up ($bytes of $max bytes): raise FILL_WARMUP"
+			stop_all
+			return 0
+		fi
+	fi
 	cpu0=$(cpu_ms "$CADDY_PID")
 	main=$(run_wrk 50 "$FEATURE_DUR" "$body" "$URL" "$script") || { fail "$id: wrk"; stop_all; return 0; }
 	cpu1=$(cpu_ms "$CADDY_PID")
