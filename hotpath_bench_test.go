@@ -130,7 +130,7 @@ func BenchmarkMetricsUpdate(b *testing.B) {
 		sm.outputToks.Add(float64(u.output))
 		sm.cachedToks.Add(float64(u.cachedInput))
 		sm.cost.Add(d.price.cost(u))
-		metrics.requests.WithLabelValues("simple_qa", d.name, d.provider.name, statusLabel(200), "chat").Inc()
+		requestCounters.with(requestLabels{"simple_qa", d.name, d.provider.name, 200, chatEndpoint}).Inc()
 		d.state.stats.recordAttempt(outcomeSuccess)
 		d.state.stats.recordRequest(chatEndpoint, 420*time.Millisecond)
 		d.state.stats.recordUsage(u, d.price.cost(u), "USD")
