@@ -1136,7 +1136,7 @@ func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool 
 // whole by a handler that then returns, gets its Content-Length from
 // net/http. Setting it too would make a hit's ninth header, and a header
 // map beyond eight entries grows into a table, twice (the handler's and
-// the copy net/http sends): about a microsecond of a hit's ~40 under load.
+// the copy net/http sends): 1.3 µs and six allocations a hit, in isolation.
 const netHTTPHeldBody = 2048
 
 // requestDoneHook, when set (tests only), is called when a request has
