@@ -141,7 +141,7 @@ func newCacheStore(size int64) (*cacheStore, error) {
 		// the start: growing the table on the request path costs more
 		InitialCapacity: int(min(size/typicalEntry, maxInitialEntries)),
 		Weigher: func(_ answerKey, e *cacheEntry) uint32 {
-			return uint32(min(len(answerKey{})+len(e.body)+entryOverhead, 1<<31))
+			return uint32(min(sha256.Size+len(e.body)+entryOverhead, 1<<31))
 		},
 		// No ExpiryCalculator: lookup tells fresh, stale and dead entries
 		// apart by age itself, and otter's timer wheel cost a fifth of every
