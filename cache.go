@@ -141,7 +141,7 @@ func newCacheStore(size int64) (*cacheStore, error) {
 		// the start: growing the table on the request path costs more
 		InitialCapacity: int(min(size/typicalEntry, maxInitialEntries)),
 		Weigher: func(_ answerKey, e *cacheEntry) uint32 {
-			return uint32(min(sha256.Size+len(e.body)+entryOverhead, 1<<31))
+			return uint32(min(sha256.Size+len(e.body)+e.otherLen()+entryOverhead, 1<<31))
 		},
 		// No ExpiryCalculator: lookup tells fresh, stale and dead entries
 		// apart by age itself, and otter's timer wheel cost a fifth of every
@@ -173,7 +173,7 @@ type cacheEntry struct {
 	provider     string
 	cost         float64 // what the answer cost, in currency
 	currency     string
-	other        atomic.Pointer[[]byte] // body in the other form, made on first need
+	other        atomic.Pointer[[]byte] // body in the other form, made on first need and weighed with the entry
 }
 
 // cacheFlight is an upstream request that others with the same key wait
@@ -477,27 +477,44 @@ func cacheControl(h http.Header) (lookup, store bool) {
 	return lookup, store
 }
 
-// body is the entry's answer in the form a request wants: as stored, or
-// converted (once) from the other form.
-func (e *cacheEntry) bodyFor(stream bool) ([]byte, error) {
+// bodyFor is key's entry e in the form a request wants: as stored, or
+// converted (once) from the other form, which then counts against
+// max_size too: the entry is weighed again, unless it was replaced.
+func (s *cacheStore) bodyFor(key answerKey, e *cacheEntry, stream bool) ([]byte, error) {
 	if stream == e.stream {
 		return e.body, nil
 	}
 	if b := e.other.Load(); b != nil {
 		return *b, nil
 	}
-	var b []byte
-	var err error
-	if stream {
-		b, err = chatJSONToStream(e.body)
-	} else {
-		b, err = chatStreamToJSON(e.body)
-	}
+	b, err := e.convert(stream)
 	if err != nil {
 		return nil, err
 	}
-	e.other.Store(&b)
-	return b, nil
+	if e.other.CompareAndSwap(nil, &b) {
+		s.entries.ComputeIfPresent(key, func(cur *cacheEntry) (*cacheEntry, otter.ComputeOp) {
+			if cur != e {
+				return cur, otter.CancelOp
+			}
+			return e, otter.WriteOp // the weigher sees the other form now
+		})
+	}
+	return *e.other.Load(), nil
+}
+
+func (e *cacheEntry) otherLen() int {
+	if b := e.other.Load(); b != nil {
+		return len(*b)
+	}
+	return 0
+}
+
+// convert makes the entry's answer in the other form.
+func (e *cacheEntry) convert(stream bool) ([]byte, error) {
+	if stream {
+		return chatJSONToStream(e.body)
+	}
+	return chatStreamToJSON(e.body)
 }
 
 // chatJSONToStream turns a chat.completion into the SSE events a stream of

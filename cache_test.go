@@ -188,3 +188,43 @@ func FuzzSkipScalar(f *testing.F) {
 		}
 	})
 }
+
+// TestCacheOtherFormWeighed: an answer served in its other form counts
+// against max_size with it, and an entry replaced meanwhile keeps its own
+// weight.
+func TestCacheOtherFormWeighed(t *testing.T) {
+	s, err := newCacheStore(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}`)
+	key := answerKey{1}
+	e := &cacheEntry{body: answer}
+	s.put(key, e)
+	before := s.entries.WeightedSize()
+	stream, err := s.bodyFor(key, e, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.entries.WeightedSize(); got != before+uint64(len(stream)) {
+		t.Errorf("weighed %d after the stream form (%d bytes), want %d", got, len(stream), before+uint64(len(stream)))
+	}
+	if again, _ := s.bodyFor(key, e, true); &again[0] != &stream[0] {
+		t.Error("the stream form was made twice")
+	}
+
+	// replaced before its other form is made: the new entry's weight stays
+	old := &cacheEntry{body: answer}
+	s.put(key, old)
+	s.put(key, &cacheEntry{body: answer})
+	before = s.entries.WeightedSize()
+	if _, err := s.bodyFor(key, old, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.entries.WeightedSize(); got != before {
+		t.Errorf("a replaced entry's other form changed the weight: %d, want %d", got, before)
+	}
+	if cur, _ := s.entries.GetIfPresent(key); cur == old {
+		t.Error("the replaced entry came back")
+	}
+}

@@ -1092,7 +1092,7 @@ func (ex *exchange) storeAnswer(d *deployment, body []byte, stream bool, cost fl
 // stored, or converted between JSON and stream, as the request wants (false
 // if it cannot be). No model is asked: the answer costs nothing.
 func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool {
-	body, err := e.bodyFor(ex.body.stream)
+	body, err := ex.router.cache.store.bodyFor(ex.cacheKey, e, ex.body.stream)
 	if err != nil {
 		return false
 	}
