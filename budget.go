@@ -141,8 +141,11 @@ func (p period) windowAt(t time.Time, loc *time.Location) window {
 		start = time.Date(y, m, 1, 0, 0, 0, 0, loc)
 		end = time.Date(y, m+1, 1, 0, 0, 0, 0, loc)
 	}
-	return window{start: start, end: end, id: p.String() + "-" + start.Format("2006-01-02T15")}
+	return window{start: start, end: end, id: p.String() + "-" + start.Format(windowStamp)}
 }
+
+// windowStamp is the layout of a window's start in its id.
+const windowStamp = "2006-01-02T15"
 
 // budget is a Budget made ready to serve, in one config.
 type budget struct {
@@ -337,7 +340,8 @@ type budgetLedger struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	lastSync atomic.Pointer[syncResult]
-	syncs    atomic.Int64 // successful syncs
+	pruned   [periodCount]string // the window each period last pruned before (sync only)
+	syncs    atomic.Int64        // successful syncs
 	failures atomic.Int64
 	actions  [actionCount]atomic.Int64
 	logger   *zap.Logger
@@ -604,8 +608,19 @@ func (l *budgetLedger) sync(ctx context.Context, t time.Time) error {
 	}
 	var errs []error
 	for p := range periodCount {
-		if err := l.syncPeriod(ctx, p, l.window(p, t)); err != nil {
+		w := l.window(p, t)
+		if err := l.syncPeriod(ctx, p, w); err != nil {
 			errs = append(errs, err)
+		}
+		if l.pruned[p] != w.id {
+			// housekeeping, not the spend: a failure is logged and retried
+			// at the next sync, and does not count as a failed sync
+			if err := l.prune(ctx, p, w); err != nil {
+				l.logger.Warn("could not delete a budget's past windows from storage; will retry",
+					zap.String("budget", l.name), zap.String("period", p.String()), zap.Error(err))
+			} else {
+				l.pruned[p] = w.id
+			}
 		}
 	}
 	if len(errs) == 0 {
@@ -711,6 +726,40 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 				ks := new(keySpend)
 				ks.periods[p] = periodSpend{id: w.id, base: mine.Spend[key], others: others[key]}
 				l.keys.Add(key, ks)
+			}
+		}
+	}
+	return nil
+}
+
+// prune deletes the budget's files of period p's windows that ended before
+// the one before w: an instance reads only its current windows, so they are
+// never read again, and storage would otherwise gain a directory an hour
+// for an hourly limit, forever. The previous window stays for instances
+// whose clocks are a little behind. Any instance prunes every instance's
+// files (those of instances gone for good included); it runs once per
+// window change, from sync.
+func (l *budgetLedger) prune(ctx context.Context, p period, w window) error {
+	names, err := l.storage.List(ctx, path.Join(budgetStoragePrefix, l.name), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	prefix := p.String() + "-"
+	for _, name := range names {
+		stamp, ok := strings.CutPrefix(path.Base(name), prefix)
+		if !ok {
+			continue
+		}
+		start, err := time.ParseInLocation(windowStamp, stamp, w.start.Location())
+		if err != nil {
+			continue // not a window of ours
+		}
+		if p.windowAt(start, w.start.Location()).end.Before(w.start) {
+			if err := l.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
 			}
 		}
 	}

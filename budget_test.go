@@ -133,3 +133,76 @@ func TestBudgetKeysBounded(t *testing.T) {
 		t.Errorf("team-00000 spent %v after it came back, want 2", s[periodDay])
 	}
 }
+
+// TestBudgetPrunesPastWindows: a sync deletes the files of windows that
+// ended before the previous one, every instance's (a dead one's too), and
+// keeps the current and previous windows and what is not a window.
+func TestBudgetPrunesPastWindows(t *testing.T) {
+	ctx := context.Background()
+	hcm, _ := time.LoadLocation("Asia/Ho_Chi_Minh")
+	b, err := newBudget(&Budget{Name: "pruned", Limits: []BudgetLimit{{1000, "hour"}}, Timezone: "Asia/Ho_Chi_Minh"}, "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.metrics, b.logger = metrics.forBudget("pruned"), zap.NewNop()
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	l := &budgetLedger{name: "pruned", spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: "live"}
+	l.keys, _ = newBudgetKeys(l)
+	l.users = []*budget{b}
+	b.ledger = l
+
+	t0 := time.Date(2026, 11, 28, 10, 30, 0, 0, hcm)
+	file := func(p period, at time.Time, instance string) string {
+		return "llm_router/budgets/pruned/" + p.windowAt(at, hcm).id + "/" + instance + ".json"
+	}
+	var kept, gone []string
+	for _, instance := range []string{"live", "dead"} {
+		for ago, keep := range []bool{true, true, false, false} {
+			for _, p := range []period{periodHour, periodDay, periodWeek, periodMonth} {
+				at := t0
+				switch p {
+				case periodHour:
+					at = t0.Add(-time.Duration(ago) * time.Hour)
+				case periodDay:
+					at = t0.AddDate(0, 0, -ago)
+				case periodWeek:
+					at = t0.AddDate(0, 0, -7*ago)
+				case periodMonth:
+					at = t0.AddDate(0, -ago, 0)
+				}
+				f := file(p, at, instance)
+				if err := st.Store(ctx, f, []byte(`{"spend":{"":1}}`)); err != nil {
+					t.Fatal(err)
+				}
+				if keep {
+					kept = append(kept, f)
+				} else {
+					gone = append(gone, f)
+				}
+			}
+		}
+	}
+	other := "llm_router/budgets/pruned/notes.txt"
+	if err := st.Store(ctx, other, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	kept = append(kept, other)
+
+	if err := l.sync(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range kept {
+		if !st.Exists(ctx, f) {
+			t.Errorf("%s was deleted", f)
+		}
+	}
+	for _, f := range gone {
+		if st.Exists(ctx, f) {
+			t.Errorf("%s was kept", f)
+		}
+	}
+	// the current windows still count both instances' spend
+	if s := l.spend("", t0); s != [periodCount]float64{2, 2, 2, 2} {
+		t.Errorf("spend after pruning: %v", s)
+	}
+}
