@@ -419,7 +419,7 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, logger *zap
 	if !loaded && l.storage != nil {
 		// read back what this instance and the fleet spent so far, so that
 		// a restart resets nothing, then keep in step
-		if err := l.sync(context.Background(), now()); err != nil {
+		if err := l.sync(context.Background(), now(), false); err != nil {
 			l.syncFailed(err)
 		}
 		loopCtx, cancel := context.WithCancel(context.Background())
@@ -451,7 +451,7 @@ func (l *budgetLedger) Destruct() error {
 	if l.cancel != nil {
 		l.cancel()
 		<-l.done
-		if err := l.sync(context.Background(), now()); err != nil {
+		if err := l.sync(context.Background(), now(), false); err != nil {
 			l.syncFailed(err)
 		}
 	}
@@ -571,7 +571,7 @@ func (l *budgetLedger) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := l.sync(ctx, now()); err != nil && ctx.Err() == nil {
+		if err := l.sync(ctx, now(), true); err != nil && ctx.Err() == nil {
 			l.syncFailed(err)
 		}
 	}
@@ -601,8 +601,10 @@ type instanceFile struct {
 // reads the other instances', in one file per instance, budget and period
 // (as caddy-ratelimit does for its zones). Only this instance writes its
 // own file, so adding what it spent since the last sync to what the file
-// holds is exact, for keys in memory and keys dropped from it alike.
-func (l *budgetLedger) sync(ctx context.Context, t time.Time) error {
+// holds is exact, for keys in memory and keys dropped from it alike. With
+// prune (the sync loop's, not a config load's or a stop's), it also deletes
+// the files of past windows.
+func (l *budgetLedger) sync(ctx context.Context, t time.Time, prune bool) error {
 	if l.storage == nil {
 		return nil
 	}
@@ -612,7 +614,7 @@ func (l *budgetLedger) sync(ctx context.Context, t time.Time) error {
 		if err := l.syncPeriod(ctx, p, w); err != nil {
 			errs = append(errs, err)
 		}
-		if l.pruned[p] != w.id {
+		if prune && l.pruned[p] != w.id {
 			// housekeeping, not the spend: a failure is logged and retried
 			// at the next sync, and does not count as a failed sync
 			if err := l.prune(ctx, p, w); err != nil {
@@ -738,7 +740,8 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 // for an hourly limit, forever. The previous window stays for instances
 // whose clocks are a little behind. Any instance prunes every instance's
 // files (those of instances gone for good included); it runs once per
-// window change, from sync.
+// window change, from the sync loop (not at a config load, which would
+// otherwise wait on a first pruning of years of files).
 func (l *budgetLedger) prune(ctx context.Context, p period, w window) error {
 	names, err := l.storage.List(ctx, path.Join(budgetStoragePrefix, l.name), false)
 	if errors.Is(err, fs.ErrNotExist) {

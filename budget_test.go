@@ -114,7 +114,7 @@ func TestBudgetKeysBounded(t *testing.T) {
 	if s := l.spend("team-00000", t0); s[periodDay] != 0 {
 		t.Fatalf("the oldest key is still in memory (%v)", s[periodDay])
 	}
-	if err := l.sync(context.Background(), t0); err != nil {
+	if err := l.sync(context.Background(), t0, false); err != nil {
 		t.Fatal(err)
 	}
 	if len(l.spilled) != 0 {
@@ -126,7 +126,7 @@ func TestBudgetKeysBounded(t *testing.T) {
 	}
 	// the dropped key comes back: its stored spend counts again
 	l.add(b, "team-00000", 1, t0)
-	if err := l.sync(context.Background(), t0); err != nil {
+	if err := l.sync(context.Background(), t0, false); err != nil {
 		t.Fatal(err)
 	}
 	if s := l.spend("team-00000", t0); s[periodDay] != 2 {
@@ -188,7 +188,12 @@ func TestBudgetPrunesPastWindows(t *testing.T) {
 	}
 	kept = append(kept, other)
 
-	if err := l.sync(ctx, t0); err != nil {
+	// a config load's sync leaves them (it may be a first load over years
+	// of files), the sync loop's prunes
+	if err := l.sync(ctx, t0, false); err != nil || !st.Exists(ctx, gone[0]) {
+		t.Fatalf("a sync without prune: err %v, %s deleted %v", err, gone[0], !st.Exists(ctx, gone[0]))
+	}
+	if err := l.sync(ctx, t0, true); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range kept {
