@@ -147,6 +147,14 @@ func (p period) windowAt(t time.Time, loc *time.Location) window {
 // windowStamp is the layout of a window's start in its id.
 const windowStamp = "2006-01-02T15"
 
+// pruneAfter is how long after a window ended its files are kept. A
+// window id does not say its time zone, so an instance reads another
+// zone's stamps (a fleet sharing the storage with another timezone, or
+// this one before a change of it) as up to 26 hours off; two days keep
+// such a window's current files, and the previous window of every period,
+// for instances whose clocks lag.
+const pruneAfter = 48 * time.Hour
+
 // budget is a Budget made ready to serve, in one config.
 type budget struct {
 	name       string
@@ -734,14 +742,13 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	return nil
 }
 
-// prune deletes the budget's files of period p's windows that ended before
-// the one before w: an instance reads only its current windows, so they are
-// never read again, and storage would otherwise gain a directory an hour
-// for an hourly limit, forever. The previous window stays for instances
-// whose clocks are a little behind. Any instance prunes every instance's
-// files (those of instances gone for good included); it runs once per
-// window change, from the sync loop (not at a config load, which would
-// otherwise wait on a first pruning of years of files).
+// prune deletes the budget's files of period p's windows that ended more
+// than pruneAfter before w began: an instance reads only its current
+// windows, so they are never read again, and storage would otherwise gain
+// a directory an hour for an hourly limit, forever. Any instance prunes
+// every instance's files (those of instances gone for good included); it
+// runs once per window change, from the sync loop (not at a config load,
+// which would otherwise wait on a first pruning of years of files).
 func (l *budgetLedger) prune(ctx context.Context, p period, w window) error {
 	names, err := l.storage.List(ctx, path.Join(budgetStoragePrefix, l.name), false)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -760,7 +767,7 @@ func (l *budgetLedger) prune(ctx context.Context, p period, w window) error {
 		if err != nil {
 			continue // not a window of ours
 		}
-		if p.windowAt(start, w.start.Location()).end.Before(w.start) {
+		if p.windowAt(start, w.start.Location()).end.Before(w.start.Add(-pruneAfter)) {
 			if err := l.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}

@@ -134,9 +134,10 @@ func TestBudgetKeysBounded(t *testing.T) {
 	}
 }
 
-// TestBudgetPrunesPastWindows: a sync deletes the files of windows that
-// ended before the previous one, every instance's (a dead one's too), and
-// keeps the current and previous windows and what is not a window.
+// TestBudgetPrunesPastWindows: the sync loop deletes the files of windows
+// that ended more than two days before the current one began, every
+// instance's (a dead one's too), and keeps the newer ones, another time
+// zone's current window and what is not a window.
 func TestBudgetPrunesPastWindows(t *testing.T) {
 	ctx := context.Background()
 	hcm, _ := time.LoadLocation("Asia/Ho_Chi_Minh")
@@ -152,36 +153,38 @@ func TestBudgetPrunesPastWindows(t *testing.T) {
 	b.ledger = l
 
 	t0 := time.Date(2026, 11, 28, 10, 30, 0, 0, hcm)
-	file := func(p period, at time.Time, instance string) string {
-		return "llm_router/budgets/pruned/" + p.windowAt(at, hcm).id + "/" + instance + ".json"
+	file := func(p period, at time.Time, loc *time.Location, instance string) string {
+		return "llm_router/budgets/pruned/" + p.windowAt(at, loc).id + "/" + instance + ".json"
 	}
 	var kept, gone []string
-	for _, instance := range []string{"live", "dead"} {
-		for ago, keep := range []bool{true, true, false, false} {
-			for _, p := range []period{periodHour, periodDay, periodWeek, periodMonth} {
-				at := t0
-				switch p {
-				case periodHour:
-					at = t0.Add(-time.Duration(ago) * time.Hour)
-				case periodDay:
-					at = t0.AddDate(0, 0, -ago)
-				case periodWeek:
-					at = t0.AddDate(0, 0, -7*ago)
-				case periodMonth:
-					at = t0.AddDate(0, -ago, 0)
-				}
-				f := file(p, at, instance)
-				if err := st.Store(ctx, f, []byte(`{"spend":{"":1}}`)); err != nil {
-					t.Fatal(err)
-				}
-				if keep {
-					kept = append(kept, f)
-				} else {
-					gone = append(gone, f)
-				}
-			}
+	store := func(f string, keep bool) {
+		if err := st.Store(ctx, f, []byte(`{"spend":{"":1}}`)); err != nil {
+			t.Fatal(err)
+		}
+		if keep {
+			kept = append(kept, f)
+		} else {
+			gone = append(gone, f)
 		}
 	}
+	for _, instance := range []string{"live", "dead"} {
+		for _, h := range []int{0, 1, 47, 48} {
+			store(file(periodHour, t0.Add(-time.Duration(h)*time.Hour), hcm, instance), true)
+		}
+		for _, h := range []int{50, 72} {
+			store(file(periodHour, t0.Add(-time.Duration(h)*time.Hour), hcm, instance), false)
+		}
+		for d := range 6 {
+			store(file(periodDay, t0.AddDate(0, 0, -d), hcm, instance), d <= 3)
+		}
+		for n := range 4 {
+			store(file(periodWeek, t0.AddDate(0, 0, -7*n), hcm, instance), n <= 1)
+			store(file(periodMonth, t0.AddDate(0, -n, 0), hcm, instance), n <= 1)
+		}
+	}
+	// this hour, for a fleet that keeps the same budget in UTC: its stamp
+	// reads as seven hours ago here
+	store(file(periodHour, t0, time.UTC, "elsewhere"), true)
 	other := "llm_router/budgets/pruned/notes.txt"
 	if err := st.Store(ctx, other, []byte("x")); err != nil {
 		t.Fatal(err)
