@@ -348,8 +348,8 @@ type budgetLedger struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	lastSync atomic.Pointer[syncResult]
-	pruned   [periodCount]string // the window each period last pruned before (sync only)
-	syncs    atomic.Int64        // successful syncs
+	prunedAt string       // the hour window of the last prune (sync only)
+	syncs    atomic.Int64 // successful syncs
 	failures atomic.Int64
 	actions  [actionCount]atomic.Int64
 	logger   *zap.Logger
@@ -617,20 +617,23 @@ func (l *budgetLedger) sync(ctx context.Context, t time.Time, prune bool) error 
 		return nil
 	}
 	var errs []error
+	var windows [periodCount]window
 	for p := range periodCount {
-		w := l.window(p, t)
-		if err := l.syncPeriod(ctx, p, w); err != nil {
+		windows[p] = l.window(p, t)
+		if err := l.syncPeriod(ctx, p, windows[p]); err != nil {
 			errs = append(errs, err)
 		}
-		if prune && l.pruned[p] != w.id {
-			// housekeeping, not the spend: a failure is logged and retried
-			// at the next sync, and does not count as a failed sync
-			if err := l.prune(ctx, p, w); err != nil {
-				l.logger.Warn("could not delete a budget's past windows from storage; will retry",
-					zap.String("budget", l.name), zap.String("period", p.String()), zap.Error(err))
-			} else {
-				l.pruned[p] = w.id
-			}
+	}
+	// every period begins on an hour, so a new hour is when any window may
+	// have gone past keeping
+	if hour := windows[periodHour].id; prune && l.prunedAt != hour {
+		// housekeeping, not the spend: a failure is logged and retried at
+		// the next sync, and does not count as a failed sync
+		if err := l.prune(ctx, windows); err != nil {
+			l.logger.Warn("could not delete a budget's past windows from storage; will retry",
+				zap.String("budget", l.name), zap.Error(err))
+		} else {
+			l.prunedAt = hour
 		}
 	}
 	if len(errs) == 0 {
@@ -742,14 +745,15 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	return nil
 }
 
-// prune deletes the budget's files of period p's windows that ended more
-// than pruneAfter before w began: an instance reads only its current
-// windows, so they are never read again, and storage would otherwise gain
-// a directory an hour for an hourly limit, forever. Any instance prunes
-// every instance's files (those of instances gone for good included); it
-// runs once per window change, from the sync loop (not at a config load,
-// which would otherwise wait on a first pruning of years of files).
-func (l *budgetLedger) prune(ctx context.Context, p period, w window) error {
+// prune deletes the budget's files of windows that ended more than
+// pruneAfter before the current window of their period (in current) began:
+// an instance reads only its current windows, so they are never read
+// again, and storage would otherwise gain a directory an hour for an hourly
+// limit, forever. Any instance prunes every instance's files (those of
+// instances gone for good included); it runs once an hour, from the sync
+// loop (not at a config load, which would otherwise wait on a first
+// pruning of years of files).
+func (l *budgetLedger) prune(ctx context.Context, current [periodCount]window) error {
 	names, err := l.storage.List(ctx, path.Join(budgetStoragePrefix, l.name), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -757,15 +761,17 @@ func (l *budgetLedger) prune(ctx context.Context, p period, w window) error {
 	if err != nil {
 		return err
 	}
-	prefix := p.String() + "-"
 	for _, name := range names {
-		stamp, ok := strings.CutPrefix(path.Base(name), prefix)
+		// a window id is the period's name, "-", the start's windowStamp
+		pname, stamp, _ := strings.Cut(path.Base(name), "-")
+		p, ok := parsePeriod(pname)
 		if !ok {
-			continue
+			continue // not a window
 		}
+		w := current[p]
 		start, err := time.ParseInLocation(windowStamp, stamp, w.start.Location())
 		if err != nil {
-			continue // not a window of ours
+			continue
 		}
 		if p.windowAt(start, w.start.Location()).end.Before(w.start.Add(-pruneAfter)) {
 			if err := l.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -652,16 +652,13 @@ func nativeBool(e celast.Expr) func(*ruleVars) bool {
 				return func(a *ruleVars) bool { return !x(a) }
 			}
 		case operators.LogicalAnd, operators.LogicalOr:
-			xs := make([]func(*ruleVars) bool, len(args))
-			for i, arg := range args {
-				if xs[i] = nativeBool(arg); xs[i] == nil {
-					return nil
-				}
-			}
-			if len(xs) != 2 {
+			if len(args) != 2 {
 				return nil
 			}
-			x, y := xs[0], xs[1]
+			x, y := nativeBool(args[0]), nativeBool(args[1])
+			if x == nil || y == nil {
+				return nil
+			}
 			if fn == operators.LogicalAnd {
 				return func(a *ruleVars) bool { return x(a) && y(a) }
 			}
@@ -671,6 +668,9 @@ func nativeBool(e celast.Expr) func(*ruleVars) bool {
 				return nil
 			}
 			text := nativeString(args[0])
+			if text == nil {
+				return nil
+			}
 			var words []string
 			for _, w := range args[1].AsList().Elements() {
 				lit, ok := literal[types.String](w)
@@ -678,9 +678,6 @@ func nativeBool(e celast.Expr) func(*ruleVars) bool {
 					return nil
 				}
 				words = append(words, string(lit))
-			}
-			if text == nil {
-				return nil
 			}
 			return func(a *ruleVars) bool {
 				t := text(a)

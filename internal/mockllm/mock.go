@@ -2,11 +2,12 @@
 // LLM upstream. It speaks the real OpenAI wire format for chat completions,
 // legacy completions and the Responses API (each plain and SSE streaming),
 // embeddings, the model list and single models, with the headers providers
-// send (X-Request-Id, Openai-Version, X-Ratelimit-Remaining-Requests),
-// produces deterministic token counts, records every request it receives and can be told, per upstream
-// model id, to answer with errors (optionally echoing the request headers),
-// delays, hangs, TCP resets, malformed, empty, truncated or mistyped bodies,
-// broken or stalled streams and error events inside a 200 stream.
+// send (X-Request-Id, Openai-Version, X-Ratelimit-Remaining-Requests). It
+// produces deterministic token counts, records every request it receives
+// and can be told, per upstream model id, to answer with errors
+// (optionally echoing the request headers), delays, hangs, TCP resets,
+// malformed, empty, truncated or mistyped bodies, broken or stalled streams
+// and error events inside a 200 stream.
 //
 // Every wait inside the handler is bounded by the client going away, and the
 // open-ended waits (Hang, StallBeforeFirstChunk, HoldAfterChunks) hijack the
