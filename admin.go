@@ -194,11 +194,16 @@ type LatencyStats struct {
 	P95Human    string  `json:"p95_human"`
 }
 
-// TokenStats count tokens as the providers reported them.
+// TokenStats count tokens as the providers reported them, or as the
+// router estimated them where a provider reported none.
 type TokenStats struct {
-	Input            int64  `json:"input"`
-	Output           int64  `json:"output"`
-	CachedInput      int64  `json:"cached_input"`
+	Input       int64 `json:"input"`
+	Output      int64 `json:"output"`
+	CachedInput int64 `json:"cached_input"`
+	// EstimatedInput and EstimatedOutput are the part of Input and Output
+	// the router estimated (caddy_llm_router_estimated_tokens_total).
+	EstimatedInput   int64  `json:"estimated_input,omitempty"`
+	EstimatedOutput  int64  `json:"estimated_output,omitempty"`
 	InputHuman       string `json:"input_human"`
 	OutputHuman      string `json:"output_human"`
 	CachedInputHuman string `json:"cached_input_human"`
@@ -381,7 +386,7 @@ func (s *sharedState) report(t time.Time) (d DeploymentStats, judged int64, ok b
 		}
 	}
 	d.Latency, d.TimeToFirstToken = st.latency.report(), st.ttft.report()
-	d.Tokens = TokenStats{Input: st.input, Output: st.output, CachedInput: st.cached}
+	d.Tokens = TokenStats{Input: st.input, Output: st.output, CachedInput: st.cached, EstimatedInput: st.estIn, EstimatedOutput: st.estOut}
 	for _, m := range st.costs {
 		costs[m.currency] += m.amount
 	}

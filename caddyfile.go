@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 func init() {
@@ -38,6 +40,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			timeout    <duration>
 //			header     <field> <value>
 //			verify_key
+//			stream_usage on|off
 //		}
 //		model <name> {
 //			provider  <provider>
@@ -152,6 +155,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				// like Caddy's expression matcher: the rest of the line
 				rule.When = append(rule.When, strings.Join(expr, " "))
+				rule.Sources = append(rule.Sources, d.File()+":"+strconv.Itoa(d.Line()))
 			}
 			if len(rule.When) > 0 {
 				r.RouteRules = append(r.RouteRules, rule)
@@ -299,11 +303,27 @@ var (
 	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "client_label", "cache", "max_request_body"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "streams"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone"}
-	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key"}
+	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
 	healthSubdirectives   = []string{"interval", "timeout", "prompt", "probe_body", "disable_below", "skip_if_active"}
 	failoverSubdirectives = []string{"max_attempts", "try_duration", "first_byte_timeout", "stream_idle_timeout", "cooldown", "max_cooldown"}
 )
+
+// onOff reads the one argument of a subdirective that is on or off.
+func onOff(d *caddyfile.Dispenser) (bool, error) {
+	name := d.Val()
+	var v string
+	if !d.AllArgs(&v) {
+		return false, d.ArgErr()
+	}
+	switch v {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, d.Errf("%s: want on or off, got %q", name, v)
+}
 
 // unrecognized is the error for an unknown subdirective of block, with the
 // nearest known one suggested.
@@ -343,6 +363,12 @@ func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
 				return d.ArgErr()
 			}
 			p.VerifyKey = true
+		case "stream_usage":
+			on, err := onOff(d)
+			if err != nil {
+				return err
+			}
+			p.NoStreamUsage = !on
 		default:
 			return unrecognized(d, "provider", providerSubdirectives)
 		}
@@ -418,7 +444,7 @@ func unmarshalModel(d *caddyfile.Dispenser, m *Model, ref string, where map[stri
 			if !d.AllArgs(&m.ProbeBody) {
 				return d.ArgErr()
 			}
-			if !isJSONObject([]byte(m.ProbeBody)) {
+			if !openai.IsObject([]byte(m.ProbeBody)) {
 				return d.Errf("probe_body must be a JSON object (quote it with backticks), got %s", m.ProbeBody)
 			}
 		default:
@@ -462,7 +488,7 @@ func unmarshalHealthCheck(d *caddyfile.Dispenser, h *HealthCheck) error {
 			if !d.AllArgs(&h.ProbeBody) {
 				return d.ArgErr()
 			}
-			if !isJSONObject([]byte(h.ProbeBody)) {
+			if !openai.IsObject([]byte(h.ProbeBody)) {
 				return d.Errf("probe_body must be a JSON object (quote it with backticks), got %s", h.ProbeBody)
 			}
 		case "disable_below":
@@ -653,18 +679,11 @@ func unmarshalCache(d *caddyfile.Dispenser, c *Cache) error {
 			}
 			c.KeyHeaders = append(c.KeyHeaders, args...)
 		case "streams":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+			on, err := onOff(d)
+			if err != nil {
+				return err
 			}
-			switch v {
-			case "on":
-				c.NoStreams = false
-			case "off":
-				c.NoStreams = true
-			default:
-				return d.Errf("streams: want on or off, got %q", v)
-			}
+			c.NoStreams = !on
 		default:
 			return unrecognized(d, "cache", cacheSubdirectives)
 		}

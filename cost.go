@@ -71,9 +71,9 @@ type tokenMix struct {
 // gateway's own formula (unitPrice.cost) on the total usage, times the rate.
 func costOf(p unitPrice, c Currency, n float64, m tokenMix) float64 {
 	u := usage{
-		input:       int64(math.Round(n * m.input)),
-		output:      int64(math.Round(n * m.output)),
-		cachedInput: int64(math.Round(n * m.cached)),
+		Input:       int64(math.Round(n * m.input)),
+		Output:      int64(math.Round(n * m.output)),
+		CachedInput: int64(math.Round(n * m.cached)),
 	}
 	return p.cost(u) * c.Rate
 }

@@ -10,6 +10,8 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // routeOptions is what `caddy llm-router route` is asked about.
@@ -53,8 +55,8 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 			return fmt.Errorf("--endpoint %q: want chat, completions, responses or embeddings", opts.Endpoint)
 		}
 	}
-	body, err := parseRequestBody(raw)
-	if err != nil {
+	var body openai.Request
+	if err := body.Parse(raw, ep.api()); err != nil {
 		return fmt.Errorf("the request body: %w", err)
 	}
 	header := http.Header{}
@@ -105,7 +107,7 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 	if routeHeader == "" {
 		routeHeader = header.Get("X-Query-Type")
 	}
-	model := body.modelName
+	model := body.Model
 	reason := "default"
 	var outcomes []ruleOutcome
 	switch {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // endpoint is the OpenAI API a request is for. Its name is the `endpoint`
@@ -40,23 +42,8 @@ func (e endpoint) kind() modelKind {
 	return kindChat
 }
 
-// Where each API's streamed text is, to estimate the tokens of a stream that
-// ends without usage.
-var (
-	chatTextKey       = []byte(`"content":"`)
-	completionTextKey = []byte(`"text":"`)
-	responsesTextKey  = []byte(`"delta":"`)
-)
-
-func (e endpoint) textKey() []byte {
-	switch e {
-	case completionsEndpoint:
-		return completionTextKey
-	case responsesEndpoint:
-		return responsesTextKey
-	}
-	return chatTextKey
-}
+// api is the wire format of the endpoint's requests and answers.
+func (e endpoint) api() openai.API { return openai.API(e) }
 
 // endpointOf finds the endpoint a path is for, by its suffix (the handler's
 // matcher says where the API root is), the one method it takes, and for

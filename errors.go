@@ -8,9 +8,7 @@ import (
 
 // Error codes and types of the responses the router makes itself.
 const (
-	codeInvalidJSON      = "invalid_json"
 	codeUnreadableBody   = "unreadable_body"
-	codeMissingParam     = "missing_required_parameter"
 	codeModelNotFound    = "model_not_found"
 	codeWrongModelKind   = "model_not_supported"
 	codeTooLarge         = "request_too_large"

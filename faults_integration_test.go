@@ -236,7 +236,7 @@ func TestRouterErrors(t *testing.T) {
 		code, param      string
 		route, model     string
 	}{
-		{"model not a string", "/v1/chat/completions", `{"model":7,"messages":[]}`, nil, 400, "invalid_json", "model", "", ""},
+		{"model not a string", "/v1/chat/completions", `{"model":7,"messages":[]}`, nil, 400, "invalid_type", "model", "", ""},
 		{"no messages, known model", "/v1/chat/completions", `{"model":"gpt-4.1"}`, nil, 400, "missing_required_parameter", "messages", "", "gpt-4.1"},
 		{"no messages, route", "/v1/chat/completions", `{"model":"complex_reasoning"}`, nil, 400, "missing_required_parameter", "messages", "complex_reasoning", ""},
 		{"unknown model", "/v1/chat/completions", `{"model":"gpt-9","messages":[]}`, nil, 404, "model_not_found", "model", "", ""},

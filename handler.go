@@ -17,6 +17,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // This file is a request's path, top-down: ServeHTTP reads and resolves the
@@ -115,7 +117,8 @@ type exchange struct {
 	w        http.ResponseWriter
 	req      *http.Request
 	ep       endpoint
-	body     *requestBody
+	body     *openai.Request // &parsed, once read
+	parsed   openai.Request
 	route    string
 	model    string // the model the request named, when it is a known one
 	repl     *caddy.Replacer
@@ -174,40 +177,15 @@ func (ex *exchange) readRequest() bool {
 		}
 		return false
 	}
-	body, err := parseRequestBody(raw)
+	ex.body = &ex.parsed
+	err = ex.parsed.Parse(raw, ex.ep.api())
+	// labels for the metrics, should the request fail before it is routed
+	ex.route, ex.model = r.routing.known(ex.routeHeader(), ex.parsed.Model)
 	if err != nil {
-		var pe *paramError
-		if errors.As(err, &pe) {
-			ex.fail(invalidRequest(http.StatusBadRequest, codeInvalidJSON, pe.param, pe.msg))
-		} else {
-			ex.fail(invalidRequest(http.StatusBadRequest, codeInvalidJSON, "", "request body is not valid JSON: "+err.Error()))
-		}
+		e := err.(*openai.Error)
+		ex.fail(invalidRequest(http.StatusBadRequest, e.Code, e.Param, e.Message))
 		return false
 	}
-	// labels for the metrics, should the request fail before it is routed
-	ex.route, ex.model = ex.router.routing.known(ex.routeHeader(), body.modelName)
-	switch ex.ep {
-	case chatEndpoint:
-		if !body.hasMessages {
-			ex.fail(invalidRequest(http.StatusBadRequest, codeMissingParam, "messages", "'messages' is a required property and must be an array"))
-			return false
-		}
-	case completionsEndpoint:
-		if !body.hasPrompt {
-			ex.fail(invalidRequest(http.StatusBadRequest, codeMissingParam, "prompt", "'prompt' is a required property"))
-			return false
-		}
-	case responsesEndpoint:
-		body.keepStreamOptions() // usage comes in response.completed
-	case embeddingsEndpoint:
-		if !body.hasInput {
-			ex.fail(invalidRequest(http.StatusBadRequest, codeMissingParam, "input", "'input' is a required property"))
-			return false
-		}
-		body.stream = false
-		body.keepStreamOptions()
-	}
-	ex.body = &body
 	return true
 }
 
@@ -218,7 +196,7 @@ func (ex *exchange) resolve() (plan, bool) {
 	routeHeader := ex.routeHeader()
 	kind := ex.ep.kind()
 	reason := "default"
-	switch model := ex.body.modelName; {
+	switch model := ex.body.Model; {
 	case routeHeader != "":
 		reason = "header"
 	case model != "" && model != "auto":
@@ -231,7 +209,7 @@ func (ex *exchange) resolve() (plan, bool) {
 		}
 	}
 	ex.ph.reason = reason
-	res := r.routing.resolve(routeHeader, ex.body.modelName, kind)
+	res := r.routing.resolve(routeHeader, ex.body.Model, kind)
 	ex.route, ex.model, ex.ns = res.route, res.model, res.ns
 	switch {
 	case res.plan == nil && res.wrongKind:
@@ -239,7 +217,7 @@ func (ex *exchange) resolve() (plan, bool) {
 			fmt.Sprintf("'%s' is not %s: %s needs one", truncate(res.name, maxEchoedName), kind.aModel(), ex.ep.path())))
 		return nil, false
 	case res.plan == nil:
-		what, name := "model", ex.body.modelName
+		what, name := "model", ex.body.Model
 		if routeHeader != "" {
 			what, name = "route", routeHeader
 		}
@@ -404,7 +382,7 @@ func (ex *exchange) attempt(d *deployment) attemptResult {
 	res := attemptResult{started: now()}
 	d.metrics.inFlight.Inc()
 	defer d.metrics.inFlight.Dec()
-	if ex.body.stream {
+	if ex.body.Stream {
 		ex.attemptStream(d, &res)
 	} else {
 		ex.attemptBuffered(d, &res)
@@ -454,8 +432,8 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 		return
 	}
 	if res.outcome == outcomeSuccess {
-		u, found, valid := answerUsage(payload)
-		if !valid || errorMember(payload) {
+		u, found, valid := openai.AnswerUsage(payload)
+		if !valid || openai.IsError(payload) {
 			// a cut-off body, an HTML page from a proxy, an error dressed
 			// as a success: not an answer
 			res.outcome = outcomeServerError
@@ -532,24 +510,24 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		ex.answerBuffered(ctx, d, resp, res)
 		return
 	}
-	if ct := resp.Header.Get("Content-Type"); !isEventStream(ct) {
+	if ct := resp.Header.Get("Content-Type"); !openai.IsEventStream(ct) {
 		res.status, res.outcome = resp.StatusCode, outcomeServerError
 		res.detail = fmt.Sprintf("%d %s to a stream request, but not a stream (%s)", resp.StatusCode,
 			http.StatusText(resp.StatusCode), describeBody(ct, []byte{0}))
 		return
 	}
 
-	events := newSSEReader(resp.Body)
-	defer events.release()
+	events := openai.NewEventReader(resp.Body)
+	defer events.Release()
 	// hold the response until the first event with data
 	var first []byte
 	for first == nil {
-		ev, err := events.next()
+		ev, err := events.Next()
 		if err != nil {
 			ex.transportFailure(ctx, res, orEOF(err))
 			return
 		}
-		if eventData(ev) != nil { // comments such as keep-alives are not the first event
+		if openai.EventData(ev) != nil { // comments such as keep-alives are not the first event
 			first = ev
 		}
 	}
@@ -560,7 +538,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		return
 	}
 	res.status = resp.StatusCode
-	if data := eventData(first); !bytes.Equal(data, doneData) && (!isJSONObject(data) || errorMember(data)) {
+	if data := openai.EventData(first); !bytes.Equal(data, openai.DoneData) && (!openai.IsObject(data) || openai.IsError(data)) {
 		res.outcome = outcomeServerError
 		res.detail = fmt.Sprintf("%d %s, but the stream's first event is not an answer", resp.StatusCode, http.StatusText(resp.StatusCode))
 		return
@@ -574,7 +552,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	ex.commitHeaders(d, resp.Header)
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
-	relay := streamRelay{strip: ex.body.stripUsage(), textKey: ex.ep.textKey()}
+	relay := streamRelay{strip: ex.body.StripUsage(), api: ex.ep.api()}
 	capture := ex.cacheStore && ex.router.cache.streams
 	if capture {
 		relay.capture = make([]byte, 0, 4096)
@@ -597,9 +575,9 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		// the provider bills anyway, so count an estimate (~4 characters
 		// a token) rather than nothing
 		ex.observeUsage(d, usage{
-			input:     int64(len(ex.body.raw)+3) / 4,
-			output:    (relay.chars + 3) / 4,
-			estimated: true,
+			Input:     ex.body.InputTokens(),
+			Output:    (relay.chars + openai.CharsPerToken - 1) / openai.CharsPerToken,
+			Estimated: true,
 		})
 	}
 	switch {
@@ -739,13 +717,13 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 	}
 	p.setAuth(h)
 	h.Set("Content-Type", "application/json")
-	if ex.body.stream {
+	if ex.body.Stream {
 		h.Set("Accept", "text/event-stream")
 	}
-	parts := ex.body.upstreamParts(d.upstream)
+	parts := ex.body.Upstream(d.upstream, p.streamUsage)
 	var small []byte
-	if parts.size <= smallBody {
-		small = parts.join()
+	if parts.Size <= smallBody {
+		small = parts.Join()
 	}
 	newBody := func() io.ReadCloser {
 		if small != nil {
@@ -755,7 +733,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 		}
 		// large: headers first, then the pieces straight to the socket,
 		// not copied into one slice nor through the 4 KiB write buffer
-		return io.NopCloser(parts.reader())
+		return io.NopCloser(parts.Reader())
 	}
 	req := &http.Request{
 		Method:        http.MethodPost,
@@ -765,7 +743,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 		ProtoMinor:    1,
 		Header:        h,
 		Body:          newBody(),
-		ContentLength: int64(parts.size),
+		ContentLength: int64(parts.Size),
 		Host:          u.Host,
 		GetBody: func() (io.ReadCloser, error) {
 			return newBody(), nil
@@ -913,18 +891,20 @@ func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
 	cost := d.price.cost(u) * d.currency.Rate
 	d.state.stats.recordUsage(u, cost, d.currency.Code)
 	sm := d.metrics.forClient(ex.client)
-	sm.inputTokens.Add(float64(u.input))
-	sm.outputToks.Add(float64(u.output))
-	sm.cachedToks.Add(float64(u.cachedInput))
+	sm.inputTokens.Add(float64(u.Input))
+	sm.outputToks.Add(float64(u.Output))
+	sm.cachedToks.Add(float64(u.CachedInput))
 	sm.cost.Add(cost)
 	if ex.client != "" {
 		recordClient(ex.client, u, cost, d.currency.Code)
 	}
 	chargeBudgets(ex.charges, cost, now())
-	if u.estimated {
+	if u.Estimated {
+		d.metrics.estimatedIn.Add(float64(u.Input))
+		d.metrics.estimatedOut.Add(float64(u.Output))
 		ex.router.logger.Info("stream ended without usage; tokens estimated from characters",
 			zap.String("model", d.name), zap.String("provider", d.provider.name),
-			zap.Int64("input_tokens", u.input), zap.Int64("output_tokens", u.output), zap.Bool("estimated", true))
+			zap.Int64("input_tokens", u.Input), zap.Int64("output_tokens", u.Output), zap.Bool("estimated", true))
 	}
 	ex.ph.usage, ex.ph.cost, ex.ph.costKnown = u, cost, true
 	return cost
@@ -974,14 +954,14 @@ func (ex *exchange) lookupCache() bool {
 		return false
 	}
 	lookup, store := cacheControl(ex.req.Header)
-	if ex.body.choices > 1 || !lookup {
+	if ex.body.N > 1 || !lookup {
 		ex.setCacheResult(cacheBypass)
-		if ex.body.choices > 1 || !store {
+		if ex.body.N > 1 || !store {
 			return false
 		}
 	}
-	ex.cacheKey = cacheKey(ex.ep, ex.ns, ex.body.raw, ex.req.Header, rc.keyHeaders)
-	ex.cacheStore = store && (!ex.body.stream || rc.streams || ex.ep == embeddingsEndpoint)
+	ex.cacheKey = cacheKey(ex.ep, ex.ns, ex.body, ex.req.Header, rc.keyHeaders)
+	ex.cacheStore = store && (!ex.body.Stream || rc.streams || ex.ep == embeddingsEndpoint)
 	if !lookup {
 		return false // no-cache: ask a model, then refresh the entry
 	}
@@ -1057,9 +1037,9 @@ func (ex *exchange) placeholder(key string) (any, bool) {
 	case "attempts":
 		return ex.attempts, ph.attempted
 	case "input_tokens":
-		return ph.usage.input, ph.costKnown
+		return ph.usage.Input, ph.costKnown
 	case "output_tokens":
-		return ph.usage.output, ph.costKnown
+		return ph.usage.Output, ph.costKnown
 	case "cost":
 		if !ph.costKnown {
 			return nil, false
@@ -1092,7 +1072,7 @@ func (ex *exchange) storeAnswer(d *deployment, body []byte, stream bool, cost fl
 // stored, or converted between JSON and stream, as the request wants (false
 // if it cannot be). No model is asked: the answer costs nothing.
 func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool {
-	body, err := ex.router.cache.store.bodyFor(ex.cacheKey, e, ex.body.stream)
+	body, err := ex.router.cache.store.bodyFor(ex.cacheKey, e, ex.body.Stream)
 	if err != nil {
 		return false
 	}
@@ -1105,7 +1085,7 @@ func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool 
 	}
 	ex.status, ex.model = http.StatusOK, e.model
 	ex.saved, ex.savedIn = e.cost, e.currency
-	if !ex.body.stream {
+	if !ex.body.Stream {
 		ex.setHeader("Content-Type", "application/json")
 		if len(body) > netHTTPHeldBody {
 			ex.setHeader("Content-Length", strconv.Itoa(len(body)))
@@ -1118,11 +1098,11 @@ func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool 
 	ex.setHeader("Cache-Control", "no-cache")
 	ex.w.WriteHeader(http.StatusOK)
 	// the same rule as a live stream: the usage chunk only when asked for
-	relay := streamRelay{strip: !ex.body.includeUsage}
-	events := newSSEReader(bytes.NewReader(body))
-	defer events.release()
+	relay := streamRelay{strip: ex.body.StripUsage()}
+	events := openai.NewEventReader(bytes.NewReader(body))
+	defer events.Release()
 	for {
-		ev, err := events.next()
+		ev, err := events.Next()
 		if err != nil || relay.forward(ex.w, ev) != nil {
 			break
 		}

@@ -2,7 +2,6 @@ package llmrouter
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+	"github.com/llmrouter/caddy-llm-router/internal/testkit"
 )
 
 // The in-process Caddy that caddytest starts listens on ports free when the
@@ -362,14 +362,6 @@ func advanceClock(t *testing.T, d time.Duration) {
 	t.Cleanup(func() { clockSkew.Add(-int64(d)) })
 }
 
-func jsonEqual(a, b []byte) bool {
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	xb, _ := json.Marshal(x)
-	yb, _ := json.Marshal(y)
-	return bytes.Equal(xb, yb)
-}
+func jsonEqual(a, b []byte) bool { return testkit.JSONEqual(a, b) }
 
 func mockBehaviorStatus(code int) mockllm.Behavior { return mockllm.Behavior{Status: code} }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // Health score arithmetic (README, "Health checks").
@@ -213,9 +215,9 @@ func probeBody(d *deployment, hc *HealthCheck) []byte {
 		override = hc.ProbeBody
 	}
 	if override != "" {
-		rb, err := parseRequestBody([]byte(override))
-		if err == nil { // validate made sure it is a JSON object
-			return rb.upstreamBody(d.upstream)
+		var rb openai.Request
+		if rb.Parse([]byte(override), 0) == nil { // as written: no API's required members
+			return rb.UpstreamBody(d.upstream, openai.AskUsage)
 		}
 	}
 	if d.kind == kindEmbedding {

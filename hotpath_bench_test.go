@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // chatRequest builds a realistic chat body of about size bytes.
@@ -36,8 +37,9 @@ func BenchmarkRequestBody(b *testing.B) {
 		b.Run(fmt.Sprintf("parse_%dKB", size>>10), func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
+			var rb openai.Request // in the exchange, as here: no allocation of its own
 			for b.Loop() {
-				if _, err := parseRequestBody(body); err != nil {
+				if err := rb.Parse(body, openai.Chat); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -45,17 +47,18 @@ func BenchmarkRequestBody(b *testing.B) {
 		b.Run(fmt.Sprintf("parse_and_rewrite_%dKB", size>>10), func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
+			var rb openai.Request
 			for b.Loop() {
-				rb, err := parseRequestBody(body)
+				err := rb.Parse(body, openai.Chat)
 				if err != nil {
 					b.Fatal(err)
 				}
 				// as upstreamRequest sends it: one slice when small, the
 				// pieces when large
-				parts := rb.upstreamParts("deepseek-chat")
-				if parts.size <= smallBody {
-					_ = parts.join()
-				} else if _, err := io.Copy(io.Discard, parts.reader()); err != nil {
+				parts := rb.Upstream("deepseek-chat", openai.AskUsage)
+				if parts.Size <= smallBody {
+					_ = parts.Join()
+				} else if _, err := io.Copy(io.Discard, parts.Reader()); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -95,16 +98,17 @@ func BenchmarkStreamRelay(b *testing.B) {
 func benchRelay(b *testing.B, chunk string) {
 	stream := strings.Repeat(chunk, 64)
 	relay := streamRelay{strip: true}
-	events := newSSEReader(strings.NewReader(stream))
 	src := strings.NewReader(stream)
+	events := openai.NewEventReader(src)
 	b.SetBytes(int64(len(chunk)))
 	b.ReportAllocs()
 	for b.Loop() {
-		ev, err := events.next()
+		ev, err := events.Next()
 		if err == io.EOF {
 			src.Reset(stream)
-			events.r.Reset(src)
-			ev, err = events.next()
+			events.Release()
+			events = openai.NewEventReader(src)
+			ev, err = events.Next()
 		}
 		if err != nil {
 			b.Fatal(err)
@@ -118,7 +122,7 @@ func benchRelay(b *testing.B, chunk string) {
 func BenchmarkMetricsUpdate(b *testing.B) {
 	d := &deployment{name: "deepseek-v3.2", provider: &provider{name: "holysheep"}, price: builtinPrices["deepseek-v3.2"], state: newSharedState(deploymentID{})}
 	d.metrics = metrics.forDeployment(d.name, d.provider.name, "CNY")
-	u := usage{input: 120, output: 10, cachedInput: 64}
+	u := usage{Input: 120, Output: 10, CachedInput: 64}
 	b.ReportAllocs()
 	for b.Loop() {
 		d.metrics.inFlight.Inc()
@@ -126,9 +130,9 @@ func BenchmarkMetricsUpdate(b *testing.B) {
 		d.metrics.duration.Observe(0.42)
 		d.metrics.ttft.Observe(0.12)
 		sm := d.metrics.forClient("")
-		sm.inputTokens.Add(float64(u.input))
-		sm.outputToks.Add(float64(u.output))
-		sm.cachedToks.Add(float64(u.cachedInput))
+		sm.inputTokens.Add(float64(u.Input))
+		sm.outputToks.Add(float64(u.Output))
+		sm.cachedToks.Add(float64(u.CachedInput))
 		sm.cost.Add(d.price.cost(u))
 		requestCounters.with(requestLabels{"simple_qa", d.name, d.provider.name, 200, chatEndpoint}).Inc()
 		d.state.stats.recordAttempt(outcomeSuccess)
@@ -224,6 +228,19 @@ func BenchmarkFeatures(b *testing.B) {
 			}
 		}},
 		{"cache_miss", "simple_qa", func(r *Router) { r.Cache = &Cache{MaxSize: 128 << 20} }},
+		// every cost feature at once, against rules_off (bench/run.sh's
+		// feature all-costs)
+		{"all", "auto", func(r *Router) {
+			r.RouteRules = []*RouteRule{
+				{Route: "complex_reasoning", When: []string{"has_tools || has_images", "messages > 8 || prompt_chars > 6000",
+					`last_user_chars > 400 || contains_any(last_user, ["compare", "difference", "why", "explain", "recommend", "so sánh", "khác nhau", "tại sao", "giải thích", "tư vấn"])`}},
+				{Route: "simple_qa", When: []string{"last_user_chars <= 400"}},
+			}
+			r.Budgets = []*Budget{{Name: "bench_daily_all", Limits: []BudgetLimit{{Amount: 1e6, Period: "day"}}, Key: "{llm_team}", Downgrade: "simple_qa"}}
+			r.BudgetSync = -1
+			r.ClientLabel = &ClientLabel{Value: "{llm_team}"}
+			r.Cache = &Cache{MaxSize: 127 << 20}
+		}},
 	}
 	for _, f := range features {
 		r := benchRouter(b, srv.URL, f.edit)

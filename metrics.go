@@ -18,9 +18,11 @@ type routerMetrics struct {
 	duration    *prometheus.HistogramVec // model, provider
 	ttft        *prometheus.HistogramVec // model, provider
 	tokens      *prometheus.CounterVec   // model, provider, type, client
+	estimated   *prometheus.CounterVec   // model, provider, type
 	cost        *prometheus.CounterVec   // model, provider, currency, client
 	failovers   *prometheus.CounterVec   // model, provider, reason
 	unavailable *prometheus.CounterVec   // route
+	ruleCost    *prometheus.CounterVec   // route, when
 	inFlight    *prometheus.GaugeVec     // model, provider
 	health      healthCollector          // health_score and up, read from the live state
 
@@ -74,6 +76,9 @@ func newRouterMetrics() *routerMetrics {
 		tokens: counter("tokens_total",
 			"Tokens as reported by the providers (estimated when a stream ended without usage), by type (input, output, cached_input) and client (client_label; empty without one).",
 			"model", "provider", "type", "client"),
+		estimated: counter("estimated_tokens_total",
+			"The part of tokens_total the router estimated because the provider reported no usage (a stream abandoned, broken or from a provider with stream_usage off), by type (input, output).",
+			"model", "provider", "type"),
 		cost: counter("cost_total",
 			"Cost of the tokens at the configured prices, in the configured currency, by client (client_label; empty without one).",
 			"model", "provider", "currency", "client"),
@@ -83,6 +88,9 @@ func newRouterMetrics() *routerMetrics {
 		unavailable: counter("unavailable_total",
 			"Requests answered 503 all_models_unavailable, by route.",
 			"route"),
+		ruleCost: counter("rule_cost_exceeded_total",
+			"Routing rule evaluations stopped at the CEL cost limit (the rule counted as false), by route and When (1-based).",
+			"route", "when"),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts(opts("in_flight", "Upstream attempts in progress.")),
 			[]string{"model", "provider"}),
 		budgetActions: counter("budget_actions_total",
@@ -122,8 +130,8 @@ func newRouterMetrics() *routerMetrics {
 // there (another handler of the same config) are fine.
 func (m *routerMetrics) register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
-		m.requests, m.attempts, m.duration, m.ttft, m.tokens, m.cost,
-		m.failovers, m.unavailable, m.inFlight, &m.health,
+		m.requests, m.attempts, m.duration, m.ttft, m.tokens, m.estimated, m.cost,
+		m.failovers, m.unavailable, m.ruleCost, m.inFlight, &m.health,
 		m.budgetActions, m.budgetSyncFailures, &m.budgets,
 		m.cacheRequests, m.cacheSaved, &m.caches,
 	} {
@@ -147,6 +155,8 @@ type deploymentMetrics struct {
 	ttft      prometheus.Observer
 	inFlight  prometheus.Gauge
 	spend     *spendMetrics // with client ""
+	// the estimated part of the tokens: input, output
+	estimatedIn, estimatedOut prometheus.Counter
 
 	model, provider, currency string
 	clients                   sync.Map // client label -> *spendMetrics
@@ -166,6 +176,8 @@ func (m *routerMetrics) forDeployment(model, provider, currency string) *deploym
 		ttft:     m.ttft.WithLabelValues(model, provider),
 		inFlight: m.inFlight.WithLabelValues(model, provider),
 		model:    model, provider: provider, currency: currency,
+		estimatedIn:  m.estimated.WithLabelValues(model, provider, "input"),
+		estimatedOut: m.estimated.WithLabelValues(model, provider, "output"),
 	}
 	dm.spend = m.spendFor(model, provider, currency, "")
 	for i, o := range outcomes {

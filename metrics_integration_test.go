@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // series is a scrape of Caddy's admin /metrics: value by
@@ -135,7 +137,12 @@ func TestMetricsCounts(t *testing.T) {
 	if got := dl("caddy_llm_router_attempts_total", with("outcome", "canceled")...); got != 1 {
 		t.Errorf("attempts_total{canceled} +%v, want 1", got)
 	}
-	estIn, estOut := float64((len(abandoned)+3)/4), float64((len("w0 w1 ")+3)/4)
+	// estimated: input from the request's text, output from what streamed
+	var rb openai.Request
+	if err := rb.Parse([]byte(abandoned), openai.Chat); err != nil {
+		t.Fatal(err)
+	}
+	estIn, estOut := float64(rb.InputTokens()), float64((len("w0 w1 ")+3)/4)
 	wantIn, wantOut := float64(served.Prompt)+estIn, float64(served.Completion)+estOut
 	if got := dl("caddy_llm_router_tokens_total", with("type", "input", "client", "")...); got != wantIn {
 		t.Errorf("input tokens +%v, want %v (%d served + %v estimated)", got, wantIn, served.Prompt, estIn)
@@ -168,6 +175,15 @@ func TestMetricsCounts(t *testing.T) {
 	}
 	if st.Latency.Count != 7 || st.TimeToFirstToken.Count != 4 {
 		t.Errorf("stats: latency count %d, ttft count %d, want 7 and 4", st.Latency.Count, st.TimeToFirstToken.Count)
+	}
+	if float64(st.Tokens.EstimatedInput) != estIn || float64(st.Tokens.EstimatedOutput) != estOut {
+		t.Errorf("stats: estimated tokens %d/%d, want %v/%v", st.Tokens.EstimatedInput, st.Tokens.EstimatedOutput, estIn, estOut)
+	}
+	if got := dl("caddy_llm_router_estimated_tokens_total", with("type", "input")...); got != estIn {
+		t.Errorf("estimated input tokens +%v, want %v", got, estIn)
+	}
+	if got := dl("caddy_llm_router_estimated_tokens_total", with("type", "output")...); got != estOut {
+		t.Errorf("estimated output tokens +%v, want %v", got, estOut)
 	}
 	if float64(st.Tokens.Input) != wantIn || float64(st.Tokens.Output) != wantOut || math.Abs(st.Costs[0].Amount-wantCost) > 1e-12 {
 		t.Errorf("stats: tokens %+v cost %+v, want %v/%v and %v", st.Tokens, st.Costs, wantIn, wantOut, wantCost)

@@ -18,6 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 func init() {
@@ -157,6 +159,15 @@ type Provider struct {
 	// VerifyKey makes the router GET {base_url}/models with the key at load
 	// and refuse to load if the provider answers 401 or 403.
 	VerifyKey bool `json:"verify_key,omitempty"`
+
+	// NoStreamUsage stops the router from asking this provider for a
+	// stream's usage: chat and completions stream requests go without
+	// stream_options (a client's own is dropped too), for providers that
+	// reject the member. Such a stream's tokens are then estimated from
+	// its text and counted as estimated. Default: false (the router sets
+	// stream_options.include_usage and strips the usage chunk from clients
+	// that did not ask for it). Caddyfile: `stream_usage off`.
+	NoStreamUsage bool `json:"no_stream_usage,omitempty"`
 }
 
 // Model is one deployment: a model name served by one provider.
@@ -699,7 +710,7 @@ func (r *Router) validate() error {
 			return modelErr(r.Models, i, "kind", "is a %s model here but a %s model in another deployment", kind, k)
 		}
 		kinds[m.Name] = kind
-		if m.ProbeBody != "" && !isJSONObject([]byte(m.ProbeBody)) {
+		if m.ProbeBody != "" && !openai.IsObject([]byte(m.ProbeBody)) {
 			return modelErr(r.Models, i, "probe_body", "probe_body must be a JSON object")
 		}
 		if _, ok := names[m.Name]; !ok {
@@ -779,7 +790,7 @@ func (r *Router) validate() error {
 		if h.DisableBelow != nil && (*h.DisableBelow < 0 || *h.DisableBelow > 100) {
 			return cfgErr("health_check", "disable_below must be between 0 and 100")
 		}
-		if h.ProbeBody != "" && !isJSONObject([]byte(h.ProbeBody)) {
+		if h.ProbeBody != "" && !openai.IsObject([]byte(h.ProbeBody)) {
 			return cfgErr("health_check", "probe_body must be a JSON object")
 		}
 	}

@@ -1,6 +1,10 @@
 package llmrouter
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
+)
 
 // Price is what a deployment costs per 1M tokens, in price units (list-price
 // US dollars unless the provider bills otherwise; see Currency).
@@ -71,12 +75,15 @@ func priceFor(models []*Model, m *Model) (unitPrice, string) {
 	return unitPrice{}, "model has no price; its cost is counted as 0"
 }
 
+// usage is what one answer consumed (internal/openai reads it).
+type usage = openai.Usage
+
 // cost is the price of u in price units; cached prompt tokens are part of
 // the prompt count and billed at the cached price.
 func (p unitPrice) cost(u usage) float64 {
-	uncached := u.input - u.cachedInput
+	uncached := u.Input - u.CachedInput
 	if uncached < 0 {
 		uncached = 0
 	}
-	return (float64(uncached)*p.input + float64(u.cachedInput)*p.cachedInput + float64(u.output)*p.output) / 1e6
+	return (float64(uncached)*p.input + float64(u.CachedInput)*p.cachedInput + float64(u.Output)*p.output) / 1e6
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // provider is a Provider made ready to serve: its URLs, key and transport.
@@ -28,6 +30,7 @@ type provider struct {
 	timeout     time.Duration
 	transport   *http.Transport
 	urls        [endpointCount]*url.URL // each endpoint's upstream URL
+	streamUsage openai.UsageAsk         // how a stream's usage is asked for
 }
 
 // newProvider resolves placeholders and builds the provider's transport.
@@ -47,6 +50,9 @@ func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provi
 		timeout:     time.Duration(pc.Timeout),
 		headers:     make(http.Header, len(pc.Headers)),
 		transport:   newTransport(),
+	}
+	if pc.NoStreamUsage {
+		p.streamUsage = openai.NoStreamOptions
 	}
 	for field, vals := range pc.Headers {
 		for _, v := range vals {

@@ -132,7 +132,7 @@ func TestBadRequests(t *testing.T) {
 		{"not an object", "/v1/chat/completions", `["model"]`, http.StatusBadRequest, "invalid_json"},
 		{"empty", "/v1/chat/completions", ``, http.StatusBadRequest, "invalid_json"},
 		{"no messages", "/v1/chat/completions", `{"model":"deepseek-v3.2"}`, http.StatusBadRequest, "missing_required_parameter"},
-		{"model not a string", "/v1/chat/completions", `{"model":7,"messages":[]}`, http.StatusBadRequest, "invalid_json"},
+		{"model not a string", "/v1/chat/completions", `{"model":7,"messages":[]}`, http.StatusBadRequest, "invalid_type"},
 		{"embeddings without input", "/v1/embeddings", `{"model":"deepseek-v3.2"}`, http.StatusBadRequest, "missing_required_parameter"},
 	}
 	for _, tc := range cases {

@@ -1,7 +1,6 @@
 package llmrouter
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -9,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
-	"unsafe"
 
 	"cel.dev/cel-go/cel"
 	celast "cel.dev/cel-go/common/ast"
@@ -19,7 +17,10 @@ import (
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
 	"cel.dev/cel-go/interpreter"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // RouteRule chooses a route from what a request asks, for requests that
@@ -33,7 +34,17 @@ type RouteRule struct {
 	// Rules are tried in the order of RouteRules, their expressions in
 	// order; the first true one wins.
 	When []string `json:"when"`
+
+	// Sources are where each When was written ("Caddyfile:42"), for
+	// logs; the Caddyfile adapter sets them. Optional.
+	Sources []string `json:"sources,omitempty"`
 }
+
+// ruleCostLimit bounds one evaluation of a When (CEL's cost units: about
+// one a comparison, one a ten characters of text scanned), so that no rule
+// costs more than a linear scan of a large body. An evaluation over it
+// counts as false, and is logged once per rule and counted.
+var ruleCostLimit uint64 = 1_000_000
 
 // The variables a rule can use, computed once per request from the body
 // scan (README, "Routing by query type"). A scalar's get is its Go getter,
@@ -42,18 +53,18 @@ type RouteRule struct {
 // it. header (a map) has none: ResolveName makes it.
 var ruleVariables = []ruleVariable{
 	{"endpoint", func(a *ruleVars) string { return a.ep.String() }, "chat, completions, responses or embeddings"},
-	{"model", func(a *ruleVars) string { return a.body.modelName }, "the model as sent (\"\", \"auto\")"},
-	{"messages", func(a *ruleVars) int64 { return a.features().messages }, "messages (chat), input items (responses), prompts (completions)"},
-	{"prompt_chars", func(a *ruleVars) int64 { return a.features().promptChars }, "characters of all message text"},
-	{"last_user_chars", func(a *ruleVars) int64 { return a.features().lastUserChars }, "characters of the last user message"},
-	{"last_user", func(a *ruleVars) string { return a.features().lastUser }, "the last user message's text"},
-	{"system", func(a *ruleVars) string { return a.features().system }, "the system (and developer) prompt text"},
-	{"has_tools", func(a *ruleVars) bool { return a.features().hasTools }, "tools or functions are given"},
-	{"has_images", func(a *ruleVars) bool { return a.features().hasImages }, "a message has an image part"},
-	{"json_mode", func(a *ruleVars) bool { return a.features().jsonMode }, "response_format asks for JSON"},
-	{"max_tokens", func(a *ruleVars) int64 { return a.features().maxTokens }, "max_tokens, max_completion_tokens or max_output_tokens; 0 if absent"},
-	{"stream", func(a *ruleVars) bool { return a.body.stream }, "the request streams"},
-	{"temperature", func(a *ruleVars) float64 { return a.features().temperature }, "the temperature; -1 if absent"},
+	{"model", func(a *ruleVars) string { return a.body.Model }, "the model as sent (\"\", \"auto\")"},
+	{"messages", func(a *ruleVars) int64 { return a.body.Messages }, "messages (chat), input items (responses), prompts (completions)"},
+	{"prompt_chars", func(a *ruleVars) int64 { return a.body.TextChars }, "characters of all message text"},
+	{"last_user_chars", func(a *ruleVars) int64 { return a.body.LastUserChars }, "characters of the last user message"},
+	{"last_user", func(a *ruleVars) string { return a.lastUserText() }, "the last user message's text"},
+	{"system", func(a *ruleVars) string { return a.systemText() }, "the system (and developer) prompt text"},
+	{"has_tools", func(a *ruleVars) bool { return a.body.HasTools }, "tools or functions are given"},
+	{"has_images", func(a *ruleVars) bool { return a.body.Images > 0 }, "a message has an image part"},
+	{"json_mode", func(a *ruleVars) bool { return a.body.JSONMode }, "response_format asks for JSON"},
+	{"max_tokens", func(a *ruleVars) int64 { return a.body.MaxTokens }, "max_tokens, max_completion_tokens or max_output_tokens; 0 if absent"},
+	{"stream", func(a *ruleVars) bool { return a.body.Stream }, "the request streams"},
+	{"temperature", func(a *ruleVars) float64 { return a.body.Temperature }, "the temperature; -1 if absent"},
 	{"header", nil, "request headers by lower-case name (first value)"},
 	{"client", func(a *ruleVars) string { return a.client }, "the client_label value, \"\" without one"},
 }
@@ -217,7 +228,11 @@ type compiledRule struct {
 	expr   string
 	prg    cel.Program
 	native func(*ruleVars) bool // the When in Go, nil if CEL must evaluate it
+	source string               // where it was written, if known
 	logged atomic.Int64         // unix seconds of the last logged failure
+	// the cost limit stopped it: logged once
+	costLogged atomic.Bool
+	costCount  prometheus.Counter
 }
 
 // ruleError is a rule that does not compile: which route and When.
@@ -244,12 +259,17 @@ func compileRules(rules []*RouteRule) (*ruleSet, error) {
 			if ast.OutputType() != cel.BoolType {
 				return nil, &ruleError{r.Route, i + 1, fmt.Sprintf("%q is a %s, not a bool", expr, ast.OutputType())}
 			}
-			prg, err := ruleEnv.Program(ast, cel.EvalOptions(cel.OptOptimize))
+			prg, err := ruleEnv.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(ruleCostLimit))
 			if err != nil {
 				return nil, &ruleError{r.Route, i + 1, err.Error()}
 			}
-			rs.rules = append(rs.rules, &compiledRule{route: r.Route, n: i + 1, expr: expr, prg: prg,
-				native: nativeWhen(ast.NativeRep().Expr()), reason: "rule:" + r.Route + "#" + strconv.Itoa(i+1)})
+			cr := &compiledRule{route: r.Route, n: i + 1, expr: expr, prg: prg,
+				native: nativeWhen(ast.NativeRep().Expr()), reason: "rule:" + r.Route + "#" + strconv.Itoa(i+1),
+				costCount: metrics.ruleCost.WithLabelValues(r.Route, strconv.Itoa(i+1))}
+			if i < len(r.Sources) {
+				cr.source = r.Sources[i]
+			}
+			rs.rules = append(rs.rules, cr)
 		}
 	}
 	rs.native = len(rs.rules) > 0
@@ -266,7 +286,7 @@ func compileRules(rules []*RouteRule) (*ruleSet, error) {
 		// past the parser's nesting limit (hundreds of Whens) there is no
 		// combined program, and choose takes them one by one
 		if ast, iss := ruleEnv.Compile(src.String()); iss == nil || iss.Err() == nil {
-			if prg, err := ruleEnv.Program(ast, cel.EvalOptions(cel.OptOptimize)); err == nil {
+			if prg, err := ruleEnv.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(ruleCostLimit*uint64(len(rs.rules)))); err == nil {
 				rs.first = prg
 			}
 		}
@@ -314,10 +334,7 @@ func (rs *ruleSet) choose(vars *ruleVars, logger *zap.Logger, trace func(ruleOut
 			trace(ruleOutcome{r, result, err})
 		}
 		if err != nil {
-			if t := time.Now().Unix(); logger != nil && t-r.logged.Load() >= 60 && r.logged.Swap(t) != t {
-				logger.Warn("routing rule failed; treated as false",
-					zap.String("route", r.route), zap.Int("when", r.n), zap.String("expression", r.expr), zap.Error(err))
-			}
+			r.failed(err, logger)
 			continue
 		}
 		if result {
@@ -327,21 +344,57 @@ func (rs *ruleSet) choose(vars *ruleVars, logger *zap.Logger, trace func(ruleOut
 	return nil
 }
 
+// failed logs and counts a When that failed at run time: one stopped by the
+// cost limit once for the rule's life, others at most once a minute.
+func (r *compiledRule) failed(err error, logger *zap.Logger) {
+	if strings.Contains(err.Error(), "cost limit exceeded") {
+		r.costCount.Inc()
+		if logger != nil && !r.costLogged.Swap(true) {
+			logger.Warn("routing rule stopped at the cost limit; treated as false (logged once)",
+				zap.String("route", r.route), zap.Int("when", r.n), zap.String("source", r.source),
+				zap.String("expression", r.expr), zap.Uint64("cost_limit", ruleCostLimit))
+		}
+		return
+	}
+	if t := time.Now().Unix(); logger != nil && t-r.logged.Load() >= 60 && r.logged.Swap(t) != t {
+		logger.Warn("routing rule failed; treated as false",
+			zap.String("route", r.route), zap.Int("when", r.n), zap.String("source", r.source),
+			zap.String("expression", r.expr), zap.Error(err))
+	}
+}
+
 // ruleVars is the activation of a request's rules: each variable is
 // computed at most once, when a rule first reads it.
 type ruleVars struct {
 	ep     endpoint
-	body   *requestBody
+	body   *openai.Request
 	header http.Header
 	client string
 
-	f       contentFeatures
-	scanned bool
-	vals    [16]ref.Val // by index in ruleVariables, once computed
+	// the texts, made once (a text in parts, or many system messages, is
+	// joined)
+	lastUser, system       string
+	haveLastUser, haveSyst bool
+
+	vals [16]ref.Val // by index in ruleVariables, once computed
 }
 
-func newRuleVars(ep endpoint, body *requestBody, header http.Header, client string) *ruleVars {
+func newRuleVars(ep endpoint, body *openai.Request, header http.Header, client string) *ruleVars {
 	return &ruleVars{ep: ep, body: body, header: header, client: client}
+}
+
+func (a *ruleVars) lastUserText() string {
+	if !a.haveLastUser {
+		a.lastUser, a.haveLastUser = a.body.LastUser(), true
+	}
+	return a.lastUser
+}
+
+func (a *ruleVars) systemText() string {
+	if !a.haveSyst {
+		a.system, a.haveSyst = a.body.System(), true
+	}
+	return a.system
 }
 
 // endpointVals are the endpoint names as CEL values, made once.
@@ -396,224 +449,6 @@ func (a *ruleVars) ResolveName(name string) (any, bool) {
 
 // Parent implements interpreter.Activation.
 func (a *ruleVars) Parent() interpreter.Activation { return nil }
-
-func (a *ruleVars) features() *contentFeatures {
-	if !a.scanned {
-		a.f = scanContent(a.body)
-		a.scanned = true
-	}
-	return &a.f
-}
-
-// contentFeatures are what the rules know of a request's content.
-type contentFeatures struct {
-	messages                   int64
-	promptChars, lastUserChars int64
-	lastUser, system           string
-	hasTools, hasImages        bool
-	jsonMode                   bool
-	maxTokens                  int64
-	temperature                float64
-}
-
-// scanContent reads the features from the members parseRequestBody found:
-// one scan of their bytes, no decoding into Go values (text is decoded only
-// when it has escapes; otherwise it is the body's own bytes).
-func scanContent(rb *requestBody) contentFeatures {
-	sc := contentScan{f: contentFeatures{temperature: -1}}
-	f := &sc.f
-	if v := rb.field(fieldMaxTokens); len(v) > 0 {
-		f.maxTokens = atoi(v)
-	}
-	if v := rb.field(fieldTemperature); len(v) > 0 && v[0] != 'n' {
-		if t, err := strconv.ParseFloat(string(v), 64); err == nil {
-			f.temperature = t
-		}
-	}
-	for _, i := range []int{fieldTools, fieldFunctions} {
-		if v := rb.field(i); len(v) > 1 && v[0] == '[' && !isEmptyArray(v) {
-			f.hasTools = true
-		}
-	}
-	if v := rb.field(fieldResponseFormat); len(v) > 0 {
-		forEachMember(v, func(key, t []byte) {
-			if string(key) == "type" && (string(t) == `"json_object"` || string(t) == `"json_schema"`) {
-				f.jsonMode = true
-			}
-		})
-	}
-	// chat messages; responses input (a text, or items); completions
-	// prompt (a text, or texts)
-	for _, i := range []int{fieldMessages, fieldInput, fieldPrompt} {
-		v := rb.field(i)
-		switch {
-		case len(v) == 0:
-		case v[0] == '"':
-			sc.text(v)
-		case v[0] == '[':
-			it := jsonScanner{b: v, i: 1}
-			for el := nextElement(&it); el != nil; el = nextElement(&it) {
-				switch el[0] {
-				case '{':
-					sc.message(el)
-				case '"':
-					sc.text(el)
-				}
-			}
-		}
-	}
-	if v := rb.field(fieldInstructions); len(v) > 0 && v[0] == '"' {
-		t, _ := jsonText(v)
-		sc.addSystem(t)
-		f.promptChars += jsonStringChars(v[1:])
-	}
-	return sc.f
-}
-
-// field is the bytes of one of the members rules look at, nil if absent.
-func (rb *requestBody) field(i int) []byte {
-	if sp := rb.fields[i]; sp.start >= 0 {
-		return rb.raw[sp.start:sp.end]
-	}
-	return nil
-}
-
-// nextElement returns the next element of the array s is in, nil at its
-// end (the array is known to be valid).
-func nextElement(s *jsonScanner) []byte {
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == ',' {
-		s.i++
-		s.ws()
-	}
-	if s.i >= len(s.b) || s.b[s.i] == ']' {
-		return nil
-	}
-	start := s.i
-	if s.value(1) != nil {
-		return nil
-	}
-	return s.b[start:s.i]
-}
-
-// contentScan collects the features while scanning.
-type contentScan struct {
-	f contentFeatures
-}
-
-// addSystem adds a system prompt's text (joined by a new line to an earlier
-// one: only then is a string made).
-func (sc *contentScan) addSystem(text string) {
-	switch {
-	case text == "":
-	case sc.f.system == "":
-		sc.f.system = text
-	default:
-		sc.f.system += "\n" + text
-	}
-}
-
-// text is a prompt given as a bare string: a user message.
-func (sc *contentScan) text(lit []byte) {
-	sc.f.messages++
-	sc.f.lastUser, _ = jsonText(lit)
-	sc.f.lastUserChars = jsonStringChars(lit[1:])
-	sc.f.promptChars += sc.f.lastUserChars
-}
-
-// message is one message: its role and its text (a string, or the text of
-// its parts), its images.
-func (sc *contentScan) message(m []byte) {
-	sc.f.messages++
-	var role, text string
-	var chars int64
-	forEachMember(m, func(key, v []byte) {
-		switch string(key) {
-		case "role":
-			role, _ = jsonText(v)
-		case "content":
-			text, chars = contentText(v, &sc.f.hasImages)
-		}
-	})
-	sc.f.promptChars += chars
-	switch role {
-	case "user":
-		sc.f.lastUser, sc.f.lastUserChars = text, chars
-	case "system", "developer":
-		sc.addSystem(text)
-	}
-}
-
-// contentText is a message content's text and its characters: a string, or
-// the text parts of an array (joined by new lines); image parts set images.
-func contentText(v []byte, images *bool) (string, int64) {
-	switch v[0] {
-	case '"':
-		t, _ := jsonText(v)
-		return t, jsonStringChars(v[1:])
-	case '[':
-		var parts []string
-		var chars int64
-		forEachElement(v, func(part []byte) {
-			var typ string
-			var text []byte
-			forEachMember(part, func(key, val []byte) {
-				switch string(key) {
-				case "type":
-					typ, _ = jsonText(val)
-				case "text":
-					text = val
-				}
-			})
-			if strings.Contains(typ, "image") {
-				*images = true
-			}
-			if len(text) > 0 && text[0] == '"' {
-				t, _ := jsonText(text)
-				parts = append(parts, t)
-				chars += jsonStringChars(text[1:])
-			}
-		})
-		if len(parts) == 1 {
-			return parts[0], chars
-		}
-		return strings.Join(parts, "\n"), chars
-	}
-	return "", 0
-}
-
-// jsonText is the text of a JSON string literal: the body's own bytes when
-// it has no escapes (no copy: the body outlives the request's rules), else
-// decoded.
-func jsonText(lit []byte) (string, bool) {
-	if len(lit) < 2 || lit[0] != '"' {
-		return "", false
-	}
-	inner := lit[1 : len(lit)-1]
-	for _, c := range inner {
-		if c == '\\' {
-			var s string
-			err := json.Unmarshal(lit, &s)
-			return s, err == nil
-		}
-	}
-	if len(inner) == 0 {
-		return "", true
-	}
-	return unsafe.String(&inner[0], len(inner)), true
-}
-
-func isEmptyArray(v []byte) bool {
-	for _, c := range v[1:] {
-		if c == ']' {
-			return true
-		}
-		if !isSpace(c) {
-			return false
-		}
-	}
-	return false
-}
 
 // nativeWhen compiles a type-checked When to Go when it is made only of
 // what rules mostly use: the scalar variables, literals, !, && and ||,

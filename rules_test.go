@@ -10,16 +10,24 @@ import (
 	"cel.dev/cel-go/common/types"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
+
+// parseBody reads a request body as the router does.
+func parseBody(ep endpoint, body []byte) (*openai.Request, error) {
+	r := new(openai.Request)
+	return r, r.Parse(body, ep.api())
+}
 
 // varsOf computes every rule variable of a body.
 func varsOf(t *testing.T, ep endpoint, body string, header http.Header, client string) map[string]any {
 	t.Helper()
-	rb, err := parseRequestBody([]byte(body))
+	rb, err := parseBody(ep, []byte(body))
 	if err != nil {
 		t.Fatalf("%s: %v", body, err)
 	}
-	a := newRuleVars(ep, &rb, header, client)
+	a := newRuleVars(ep, rb, header, client)
 	out := map[string]any{}
 	for _, v := range ruleVariables {
 		val, ok := a.ResolveName(v.name)
@@ -115,12 +123,12 @@ func TestRulesChoose(t *testing.T) {
 		`{"messages":[{"role":"user","content":"` + strings.Repeat("á", 601) + `"}]}`:                             "rule:complex_reasoning#3",
 		`{"messages":[{"role":"user","content":"` + strings.Repeat("á", 600) + `"}]}`:                             "rule:simple_qa#1",
 	} {
-		rb, err := parseRequestBody([]byte(body))
+		rb, err := parseBody(chatEndpoint, []byte(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := "none"
-		if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r != nil {
+		if r := rs.choose(newRuleVars(chatEndpoint, rb, nil, ""), nil, nil); r != nil {
 			got = r.reason
 		}
 		if got != want {
@@ -129,7 +137,7 @@ func TestRulesChoose(t *testing.T) {
 		// one by one (the dry run's way, and the fallback after an error)
 		// chooses the same as the combined program
 		oneByOne := "none"
-		if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, func(ruleOutcome) {}); r != nil {
+		if r := rs.choose(newRuleVars(chatEndpoint, rb, nil, ""), nil, func(ruleOutcome) {}); r != nil {
 			oneByOne = r.reason
 		}
 		if oneByOne != got {
@@ -148,12 +156,12 @@ func TestRulesCombinedWithComments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, _ := parseRequestBody([]byte(`{"messages":[{"role":"user","content":"hi"}]}`))
-	if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r == nil || r.route != "b" {
+	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"user","content":"hi"}]}`))
+	if r := rs.choose(newRuleVars(chatEndpoint, rb, nil, ""), nil, nil); r == nil || r.route != "b" {
 		t.Fatalf("chose %v, want b", r)
 	}
 	none, _ := compileRules([]*RouteRule{{Route: "a", When: []string{"false // never"}}})
-	if r := none.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r != nil {
+	if r := none.choose(newRuleVars(chatEndpoint, rb, nil, ""), nil, nil); r != nil {
 		t.Fatalf("chose %v, want none", r.reason)
 	}
 }
@@ -181,9 +189,9 @@ func TestRuleRuntimeError(t *testing.T) {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.WarnLevel)
-	rb, _ := parseRequestBody([]byte(`{"messages":[]}`))
+	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[]}`))
 	for range 3 {
-		if r := rs.choose(newRuleVars(chatEndpoint, &rb, http.Header{}, ""), zap.New(core), nil); r == nil || r.route != "b" {
+		if r := rs.choose(newRuleVars(chatEndpoint, rb, http.Header{}, ""), zap.New(core), nil); r == nil || r.route != "b" {
 			t.Fatalf("chose %v, want b after a failing rule", r)
 		}
 	}
@@ -243,14 +251,14 @@ func BenchmarkRules(b *testing.B) {
 		b.Fatal(err)
 	}
 	body := []byte(`{"model":"auto","messages":[{"role":"system","content":"You are the shop's assistant."},{"role":"user","content":"Sản phẩm nào đang giảm giá?"}]}`)
-	rb, err := parseRequestBody(body)
+	rb, err := parseBody(chatEndpoint, body)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Run("activation", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			v := newRuleVars(chatEndpoint, &rb, nil, "")
+			v := newRuleVars(chatEndpoint, rb, nil, "")
 			for _, name := range []string{"has_tools", "has_images", "messages", "prompt_chars", "last_user_chars", "last_user"} {
 				v.ResolveName(name)
 			}
@@ -259,7 +267,7 @@ func BenchmarkRules(b *testing.B) {
 	b.Run("evaluate", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r == nil || r.route != "simple_qa" {
+			if r := rs.choose(newRuleVars(chatEndpoint, rb, nil, ""), nil, nil); r == nil || r.route != "simple_qa" {
 				b.Fatal(r)
 			}
 		}
@@ -277,8 +285,8 @@ func TestRulesMany(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, _ := parseRequestBody([]byte(`{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":"c"}]}`))
-	if r := rs.choose(newRuleVars(chatEndpoint, &rb, nil, ""), nil, nil); r == nil || r.route != "r3" {
+	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":"c"}]}`))
+	if r := rs.choose(newRuleVars(chatEndpoint, rb, nil, ""), nil, nil); r == nil || r.route != "r3" {
 		t.Fatalf("chose %v, want r3", r)
 	}
 	t.Logf("combined program: %v", rs.first != nil)
@@ -346,17 +354,17 @@ func TestNativeWhenMatchesCEL(t *testing.T) {
 			t.Fatalf("%s: native %v, want %v", expr, r.native != nil, wantNative)
 		}
 		for _, body := range bodies {
-			rb, err := parseRequestBody([]byte(body))
+			rb, err := parseBody(chatEndpoint, []byte(body))
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, client := range []string{"", "storefront"} {
-				out, _, err := r.prg.Eval(newRuleVars(chatEndpoint, &rb, http.Header{"X-Team": {"vip"}}, client))
+				out, _, err := r.prg.Eval(newRuleVars(chatEndpoint, rb, http.Header{"X-Team": {"vip"}}, client))
 				if err != nil {
 					t.Fatalf("%s: CEL: %v", expr, err)
 				}
 				cel := out == types.True
-				if got := rs.choose(newRuleVars(chatEndpoint, &rb, http.Header{"X-Team": {"vip"}}, client), nil, nil) != nil; got != cel {
+				if got := rs.choose(newRuleVars(chatEndpoint, rb, http.Header{"X-Team": {"vip"}}, client), nil, nil) != nil; got != cel {
 					t.Errorf("%s on %.50s (client %q): chose %v, CEL says %v", expr, body, client, got, cel)
 				}
 			}
@@ -389,16 +397,16 @@ func FuzzNativeWhenMatchesCEL(f *testing.F) {
 		sets = append(sets, rs)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		rb, err := parseRequestBody([]byte(body))
+		rb, err := parseBody(chatEndpoint, []byte(body))
 		if err != nil {
 			return
 		}
 		for i, rs := range sets {
-			out, _, err := rs.rules[0].prg.Eval(newRuleVars(chatEndpoint, &rb, nil, "storefront"))
+			out, _, err := rs.rules[0].prg.Eval(newRuleVars(chatEndpoint, rb, nil, "storefront"))
 			if err != nil {
 				t.Fatalf("%s: CEL: %v", nativeWhens[i], err)
 			}
-			if got := rs.rules[0].native(newRuleVars(chatEndpoint, &rb, nil, "storefront")); got != (out == types.True) {
+			if got := rs.rules[0].native(newRuleVars(chatEndpoint, rb, nil, "storefront")); got != (out == types.True) {
 				t.Errorf("%s on %q: native %v, CEL %v", nativeWhens[i], body, got, out)
 			}
 		}

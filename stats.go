@@ -23,14 +23,16 @@ type deploymentStats struct {
 	input    int64
 	output   int64
 	cached   int64
-	costs    []money // one per currency the deployment was billed in
+	// the part of input and output the router estimated
+	estIn, estOut int64
+	costs         []money // one per currency the deployment was billed in
 }
 
 func (s *deploymentStats) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests, s.outcomes = [endpointCount]int64{}, [outcomeCount]int64{}
-	s.input, s.output, s.cached, s.costs = 0, 0, 0, nil
+	s.input, s.output, s.cached, s.estIn, s.estOut, s.costs = 0, 0, 0, 0, 0, nil
 	s.latency, s.ttft = latencyHistogram{}, latencyHistogram{}
 }
 
@@ -67,9 +69,13 @@ func (s *deploymentStats) recordFirstToken(d time.Duration) {
 func (s *deploymentStats) recordUsage(u usage, cost float64, currency string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.input += u.input
-	s.output += u.output
-	s.cached += u.cachedInput
+	s.input += u.Input
+	s.output += u.Output
+	s.cached += u.CachedInput
+	if u.Estimated {
+		s.estIn += u.Input
+		s.estOut += u.Output
+	}
 	s.costs = addMoney(s.costs, currency, cost)
 }
 
@@ -159,9 +165,9 @@ func recordClient(client string, u usage, cost float64, currency string) {
 		clientTotals.m[client] = c
 	}
 	c.answers++
-	c.input += u.input
-	c.output += u.output
-	c.cached += u.cachedInput
+	c.input += u.Input
+	c.output += u.Output
+	c.cached += u.CachedInput
 	c.costs = addMoney(c.costs, currency, cost)
 }
 

@@ -156,6 +156,22 @@ start_mock() {
 	return 1
 }
 
+# The features' router config: a budget (keyed by a client header, with a
+# client label) and a cache.
+BUDGET_CONFIG="
+		budget bench_daily {
+			limit 1000000 per day
+			key {http.request.header.X-Team}
+			downgrade simple_qa
+		}
+		budget_sync 5s
+		client_label {http.request.header.X-Team}"
+CACHE_CONFIG="
+		cache {
+			ttl 10m
+			max_size ${CACHE_SIZE:-8MB}
+		}"
+
 # write_caddyfile <target> <port> <admin port> <file>
 #   target: reverse_proxy, llm_router (the baseline), a feature variant of
 #   it (llm_router_budget, llm_router_rules, llm_router_cache), or static
@@ -171,16 +187,9 @@ write_caddyfile() {
 		# synced to a fresh file_system storage in $TMP.
 		rm -rf "$TMP/storage-budget"
 		globals="storage file_system $TMP/storage-budget"
-		extra="
-		budget bench_daily {
-			limit 1000000 per day
-			key {http.request.header.X-Team}
-			downgrade simple_qa
-		}
-		budget_sync 5s
-		client_label {http.request.header.X-Team}"
+		extra=$BUDGET_CONFIG
 		;;
-	llm_router_rules)
+	llm_router_rules | llm_router_all)
 		# example.Caddyfile's rules, on the bench's two models.
 		routes="route complex_reasoning gpt-4.1 {
 			when has_tools || has_images
@@ -190,6 +199,14 @@ write_caddyfile() {
 		route simple_qa deepseek-v3.2 gpt-4.1 {
 			when last_user_chars <= 400
 		}"
+		if [[ $1 == llm_router_all ]]; then
+			# every cost feature at once: the rules above, the budget and
+			# client label, and the cache (on its miss path: the features
+			# section sends it unique questions)
+			rm -rf "$TMP/storage-budget"
+			globals="storage file_system $TMP/storage-budget"
+			extra=$BUDGET_CONFIG$CACHE_CONFIG
+		fi
 		;;
 	llm_router_cache)
 		# 8MB: the cache-miss warm-up (FILL_WARMUP at ~10,000 unique
@@ -197,11 +214,7 @@ write_caddyfile() {
 		# measured misses are those of a full cache (feature_run checks).
 		# A cache still filling also pays for the heap growing (fresh
 		# pages) on every store.
-		extra="
-		cache {
-			ttl 10m
-			max_size ${CACHE_SIZE:-8MB}
-		}"
+		extra=$CACHE_CONFIG
 		;;
 	*)
 		echo "bench: unknown target $1" >&2
@@ -432,7 +445,8 @@ feature_run() {
 	# (default route or rule), a cache starts cold.
 	local expect=()
 	case $feature/$variant in
-	rules/*) expect=(-expect-header "X-LLM-Route: simple_qa") ;;
+	rules/* | all-costs/a) expect=(-expect-header "X-LLM-Route: simple_qa") ;;
+	all-costs/b) expect=(-expect-header "X-LLM-Route: simple_qa" -expect-header "X-LLM-Cache: miss") ;;
 	cache-miss/b | cache-hit/b) expect=(-expect-header "X-LLM-Cache: miss") ;;
 	esac
 	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$body" "${hdr[@]}" "${expect[@]}" -wait 15s 2>"$TMP/load.err"; then
@@ -453,7 +467,7 @@ feature_run() {
 	# cache-miss: the misses to measure are those of a full cache, which
 	# evicts as it stores (the state a cache spends its life in), so both
 	# variants warm up long enough to fill it, and B checks that it did.
-	[[ $feature == cache-miss ]] && warmup=$FILL_WARMUP
+	[[ $feature == cache-miss || $feature == all-costs ]] && warmup=$FILL_WARMUP
 	run_wrk 50 "$warmup" "$body" "$URL" "$script" >/dev/null || { fail "$id: wrk warm-up"; stop_all; return 0; }
 	if [[ $feature/$variant == cache-miss/b ]]; then
 		local stats bytes max
@@ -482,7 +496,7 @@ feature_run() {
 	# bodies, no miss but the first among repeated ones.
 	local want="" why=""
 	case $feature/$variant in
-	budget/b) want='"bench-team"' why="the budget and client label did not see X-Team: bench-team" ;;
+	budget/b | all-costs/b) want='"bench-team"' why="the budget and client label did not see X-Team: bench-team" ;;
 	cache-miss/b) want='"hits":[[:space:]]*0[^0-9.]' why="unique bodies were answered from the cache" ;;
 	cache-hit/b) want='"misses":[[:space:]]*1[^0-9.]' why="requests after the first were not all cache hits" ;;
 	esac
@@ -557,6 +571,7 @@ done
 feature budget llm_router llm_router_budget "$TMP/json.body" post.lua
 feature rules llm_router llm_router_rules "$TMP/json_auto.body" post.lua
 feature cache-miss llm_router llm_router_cache "$TMP/json.body" unique.lua
+feature all-costs llm_router llm_router_all "$TMP/json_auto.body" unique.lua
 feature cache-hit reverse_proxy llm_router_cache "$TMP/json.body" post.lua
 # The ceiling of a hit: Caddy answering the same body with no handler work.
 feature cache-hit-ceiling reverse_proxy static "$TMP/json.body" post.lua

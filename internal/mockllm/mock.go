@@ -129,6 +129,14 @@ type Behavior struct {
 	// CachedTokens is reported as usage.prompt_tokens_details.cached_tokens
 	// (usage.input_tokens_details.cached_tokens for the Responses API).
 	CachedTokens int
+	// PythonJSON makes every JSON document the behavior writes (non-stream
+	// answers, the data of every stream event including the usage chunk and
+	// the Responses API events, error envelopes, Malformed bodies) use the
+	// separators of Python's json.dumps defaults, ", " and ": ", as Python
+	// providers do: {"id": "x", "usage": {"prompt_tokens": 3, ...}}. Strings
+	// are unchanged; Body is still sent verbatim. Healthy answers are still
+	// counted in Served.
+	PythonJSON bool
 	// Times, when positive, applies this behavior to the next Times requests
 	// for the model only, after which the model reverts to the default
 	// behavior (healthy unless SetDefault was used). 0 means until changed.
@@ -546,30 +554,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if readErr != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(readErr, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "Request body too large.", "invalid_request_error", "request_too_large", "")
+			c.writeError(http.StatusRequestEntityTooLarge, "Request body too large.", "invalid_request_error", "request_too_large", "")
 			return
 		}
 		if r.Context().Err() != nil {
 			c.gone()
 			return
 		}
-		writeError(w, http.StatusBadRequest, "Could not read the request body.", "invalid_request_error", nil, "")
+		c.writeError(http.StatusBadRequest, "Could not read the request body.", "invalid_request_error", nil, "")
 		return
 	}
 	if !s.authorized(r) {
-		writeError(w, http.StatusUnauthorized, "Incorrect API key provided", "invalid_request_error", "invalid_api_key", "")
+		c.writeError(http.StatusUnauthorized, "Incorrect API key provided", "invalid_request_error", "invalid_api_key", "")
 		return
 	}
 
 	if serve == nil {
-		writeError(w, http.StatusNotFound,
+		c.writeError(http.StatusNotFound,
 			fmt.Sprintf("Unknown request URL: %s %s. Please check the URL for typos.", r.Method, p),
 			"invalid_request_error", "unknown_url", "")
 		return
 	}
 	if r.Method != want {
 		w.Header().Set("Allow", want)
-		writeError(w, http.StatusMethodNotAllowed,
+		c.writeError(http.StatusMethodNotAllowed,
 			fmt.Sprintf("Method %s is not allowed for %s; use %s.", r.Method, p, want),
 			"invalid_request_error", "method_not_allowed", "")
 		return
@@ -725,7 +733,7 @@ func (c *call) preamble(b Behavior, stream bool) bool {
 		if b.Echo {
 			msg += " Headers: " + echoHeaders(c.r)
 		}
-		writeErrorAs(c.w, status, c.ctype("application/json"), msg, typ, code)
+		c.writeErrorAs(status, c.ctype("application/json"), msg, typ, code)
 		return false
 	}
 	return true
@@ -787,37 +795,77 @@ type errorEnvelope struct {
 }
 
 // writeError writes an OpenAI error envelope. code is a string or nil.
-func writeError(w http.ResponseWriter, status int, msg, typ string, code any, retryAfter string) {
+func (c *call) writeError(status int, msg, typ string, code any, retryAfter string) {
 	if retryAfter != "" {
-		w.Header().Set("Retry-After", retryAfter)
+		c.w.Header().Set("Retry-After", retryAfter)
 	}
-	writeErrorAs(w, status, "application/json", msg, typ, code)
+	c.writeErrorAs(status, "application/json", msg, typ, code)
 }
 
-// writeErrorAs writes an OpenAI error envelope under Content-Type ctype.
-func writeErrorAs(w http.ResponseWriter, status int, ctype, msg, typ string, code any) {
+// writeErrorAs writes an OpenAI error envelope under Content-Type ctype (in
+// Python style if the call's behavior has PythonJSON).
+func (c *call) writeErrorAs(status int, ctype, msg, typ string, code any) {
 	var env errorEnvelope
 	env.Error.Message, env.Error.Type, env.Error.Code = msg, typ, code
 	js, _ := json.Marshal(env)
-	js = append(js, '\n')
-	h := w.Header()
+	js = append(c.styled(js), '\n')
+	h := c.w.Header()
 	h.Set("Content-Type", ctype)
 	h.Set("Content-Length", fmt.Sprint(len(js)))
-	w.WriteHeader(status)
-	_, _ = w.Write(js)
+	c.w.WriteHeader(status)
+	_, _ = c.w.Write(js)
 }
 
-func badRequest(w http.ResponseWriter, msg string, code any) {
-	writeError(w, http.StatusBadRequest, msg, "invalid_request_error", code, "")
+func (c *call) badRequest(msg string, code any) {
+	c.writeError(http.StatusBadRequest, msg, "invalid_request_error", code, "")
+}
+
+// styled is js as the call's behavior writes it: pythonJSON(js) with
+// PythonJSON, else js unchanged.
+func (c *call) styled(js []byte) []byte {
+	if c.b.PythonJSON {
+		return pythonJSON(js)
+	}
+	return js
+}
+
+// pythonJSON rewrites compact JSON (as encoding/json.Marshal writes it) with
+// the separators of Python's json.dumps defaults: outside strings every ','
+// becomes ", " and every ':' becomes ": ". Strings (escaped quotes and
+// backslashes included) are copied untouched. It runs in linear time; input
+// that is not valid JSON (a Malformed body) is rewritten the same way.
+func pythonJSON(js []byte) []byte {
+	out := make([]byte, 0, len(js)+len(js)/4)
+	inString, escaped := false, false
+	for _, ch := range js {
+		out = append(out, ch)
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			if ch == '\\' {
+				escaped = true
+			} else if ch == '"' {
+				inString = false
+			}
+		case ch == '"':
+			inString = true
+		case ch == ',' || ch == ':':
+			out = append(out, ' ')
+		}
+	}
+	return out
 }
 
 const badJSON = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
 
-// finishJSON writes a complete JSON body, records u (unless zero) as served
-// just before the final bytes go out (so a client that has parsed the body
-// always observes it) and rolls that back if writing fails. TruncateAfter
-// cuts the body instead, and nothing is recorded.
+// finishJSON writes a complete JSON body (in Python style with PythonJSON),
+// records u (unless zero) as served just before the final bytes go out (so a
+// client that has parsed the body always observes it) and rolls that back if
+// writing fails. TruncateAfter cuts the (styled) body instead, and nothing is
+// recorded.
 func (c *call) finishJSON(js []byte, u Usage) {
+	js = c.styled(js)
 	h := c.w.Header()
 	h.Set("Content-Type", c.ctype("application/json"))
 	if t := c.b.TruncateAfter; t > 0 && t < len(js) {
@@ -977,7 +1025,7 @@ func (c *call) chat(body []byte) {
 		MaxCompletionTokens *int `json:"max_completion_tokens"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		badRequest(c.w, badJSON, nil)
+		c.badRequest(badJSON, nil)
 		return
 	}
 	b := c.take(req.Model)
@@ -986,11 +1034,11 @@ func (c *call) chat(body []byte) {
 	}
 	var msgs []json.RawMessage
 	if len(req.Messages) == 0 || json.Unmarshal(req.Messages, &msgs) != nil || msgs == nil {
-		badRequest(c.w, "Missing required parameter: 'messages'.", "missing_required_parameter")
+		c.badRequest("Missing required parameter: 'messages'.", "missing_required_parameter")
 		return
 	}
 	if len(msgs) == 0 {
-		badRequest(c.w, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "empty_array")
+		c.badRequest("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "empty_array")
 		return
 	}
 	n := answerLength(b, req.MaxTokens, req.MaxCompletionTokens)
@@ -1020,8 +1068,10 @@ func (c *call) chat(body []byte) {
 	c.finishJSON(append(js, '\n'), served)
 }
 
-// malformed answers 200 application/json with a body that is not valid JSON.
+// malformed answers 200 application/json with a body that is not valid JSON
+// (cut Python-style JSON with PythonJSON).
 func (c *call) malformed(body string) {
+	body = string(c.styled([]byte(body)))
 	c.w.Header().Set("Content-Type", c.ctype("application/json"))
 	c.w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	c.w.WriteHeader(http.StatusOK)
@@ -1036,8 +1086,10 @@ func (c *call) event(data []byte) bool {
 }
 
 // namedEvent writes one SSE event, with an "event:" line before the data
-// when name is set, and flushes it.
+// when name is set, and flushes it. With PythonJSON the data is written in
+// Python style ("[DONE]" is unchanged by that).
 func (c *call) namedEvent(name string, data []byte) bool {
+	data = c.styled(data)
 	var err error
 	if name != "" {
 		_, err = fmt.Fprintf(c.w, "event: %s\ndata: %s\n\n", name, data)
@@ -1203,7 +1255,7 @@ func (c *call) completions(body []byte) {
 		MaxTokens *int `json:"max_tokens"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		badRequest(c.w, badJSON, nil)
+		c.badRequest(badJSON, nil)
 		return
 	}
 	b := c.take(req.Model)
@@ -1212,7 +1264,7 @@ func (c *call) completions(body []byte) {
 	}
 	prompt, ok := promptTokens(req.Prompt)
 	if !ok {
-		badRequest(c.w, "Missing required parameter: 'prompt'.", "missing_required_parameter")
+		c.badRequest("Missing required parameter: 'prompt'.", "missing_required_parameter")
 		return
 	}
 	n := answerLength(b, req.MaxTokens)
@@ -1383,7 +1435,7 @@ func (c *call) responses(body []byte) {
 		User               json.RawMessage `json:"user"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		badRequest(c.w, badJSON, nil)
+		c.badRequest(badJSON, nil)
 		return
 	}
 	b := c.take(req.Model)
@@ -1392,7 +1444,7 @@ func (c *call) responses(body []byte) {
 	}
 	input, ok := inputTokens(req.Input, req.Instructions)
 	if !ok {
-		badRequest(c.w, "Missing required parameter: 'input'.", "missing_required_parameter")
+		c.badRequest("Missing required parameter: 'input'.", "missing_required_parameter")
 		return
 	}
 	n := answerLength(b, req.MaxOutputTokens)
@@ -1494,7 +1546,7 @@ func (c *call) embeddings(body []byte) {
 		Input json.RawMessage `json:"input"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		badRequest(c.w, badJSON, nil)
+		c.badRequest(badJSON, nil)
 		return
 	}
 	b := c.take(req.Model)
@@ -1503,7 +1555,7 @@ func (c *call) embeddings(body []byte) {
 	}
 	inputs, ok := embeddingInputs(req.Input)
 	if !ok {
-		badRequest(c.w, "Missing required parameter: 'input'.", "missing_required_parameter")
+		c.badRequest("Missing required parameter: 'input'.", "missing_required_parameter")
 		return
 	}
 	if b.Malformed {
@@ -1622,7 +1674,7 @@ func (c *call) retrieveModel([]byte) {
 	_, ok := c.s.known[c.model]
 	c.s.mu.Unlock()
 	if !ok {
-		writeError(c.w, http.StatusNotFound,
+		c.writeError(http.StatusNotFound,
 			fmt.Sprintf("The model '%s' does not exist or you do not have access to it.", c.model),
 			"invalid_request_error", "model_not_found", "")
 		return
@@ -1662,6 +1714,7 @@ type behaviorJSON struct {
 	EmptyBody             bool   `json:"empty_body,omitempty"`
 	TruncateAfter         int    `json:"truncate_after,omitempty"`
 	ErrorEvent            bool   `json:"error_event,omitempty"`
+	PythonJSON            bool   `json:"python_json,omitempty"`
 }
 
 // MarshalJSON encodes b with snake_case keys, omitting zero fields, and
@@ -1672,7 +1725,7 @@ func (b Behavior) MarshalJSON() ([]byte, error) {
 		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks,
 		HoldAfterChunks: b.HoldAfterChunks, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times,
 		Echo: b.Echo, ContentType: b.ContentType, EmptyBody: b.EmptyBody, TruncateAfter: b.TruncateAfter,
-		ErrorEvent: b.ErrorEvent}
+		ErrorEvent: b.ErrorEvent, PythonJSON: b.PythonJSON}
 	if b.Latency != 0 {
 		j.Latency = b.Latency.String()
 	}
@@ -1738,6 +1791,8 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.TruncateAfter)
 		case "errorevent":
 			err = json.Unmarshal(v, &out.ErrorEvent)
+		case "pythonjson":
+			err = json.Unmarshal(v, &out.PythonJSON)
 		default:
 			return fmt.Errorf("mockllm: unknown behavior field %q", k)
 		}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -1489,5 +1490,202 @@ func TestBehaviorJSONNewFields(t *testing.T) {
 	var back Behavior
 	if err := json.Unmarshal(js, &back); err != nil || back != want {
 		t.Fatalf("round trip %s: %+v %v", js, back, err)
+	}
+}
+
+func TestPythonJSONFunc(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{``, ``},
+		{`{}`, `{}`},
+		{`[DONE]`, `[DONE]`},
+		{`{"a":1,"b":[1,2,{"c":null}],"d":{},"e":[]}`, `{"a": 1, "b": [1, 2, {"c": null}], "d": {}, "e": []}`},
+		{`["a:b",":",",",""]`, `["a:b", ":", ",", ""]`},
+		{`{"q":"say \"a,b\": c","e":"\\","f":"\\\",:","g":"\u003c,"}`,
+			`{"q": "say \"a,b\": c", "e": "\\", "f": "\\\",:", "g": "\u003c,"}`},
+	} {
+		if got := string(pythonJSON([]byte(tc.in))); got != tc.want {
+			t.Errorf("pythonJSON(%s) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+	v := map[string]any{"text": `he said "hi, there": \ ok`, "list": []any{1.5, "a,b", map[string]any{"k:v": nil, "t": true}}}
+	js, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	py := pythonJSON(js)
+	var a, b any
+	if err := json.Unmarshal(js, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(py, &b); err != nil {
+		t.Fatalf("%v: %s", err, py)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, py); err != nil || !reflect.DeepEqual(a, b) || !bytes.Equal(compact.Bytes(), js) {
+		t.Fatalf("%s -> %s: %v", js, py, err)
+	}
+}
+
+// jsonDocs splits a mock answer into its JSON documents: the body, or the
+// data of each SSE event (with its event name).
+func jsonDocs(t *testing.T, resp *http.Response, b []byte) []sseEvent {
+	t.Helper()
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		return []sseEvent{{data: string(b)}}
+	}
+	events, err := readNamedEvents(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	return events
+}
+
+// TestPythonJSONMode checks that PythonJSON writes every JSON document with
+// Python's json.dumps spacing, with the same values as the compact documents
+// a behavior without it writes.
+func TestPythonJSONMode(t *testing.T) {
+	respBody := `{"model":"m","instructions":"be brief: yes, \"really\"","input":"hello there"%s}`
+	for _, tc := range []struct {
+		name, path, body string
+		b                Behavior
+		usage            bool // the answer reports usage
+	}{
+		{"chat", "/v1/chat/completions", chatBody, Behavior{CachedTokens: 2}, true},
+		{"chat stream include_usage", "/v1/chat/completions", streamBody("m", true), Behavior{Chunks: 3, CachedTokens: 2}, true},
+		{"completions", "/v1/completions", `{"model":"m","prompt":"say: hello, world"}`, Behavior{Chunks: 4}, true},
+		{"completions stream include_usage", "/v1/completions",
+			`{"model":"m","prompt":"say: hello, world","stream":true,"stream_options":{"include_usage":true}}`, Behavior{Chunks: 3}, true},
+		{"responses", "/v1/responses", fmt.Sprintf(respBody, ""), Behavior{Chunks: 3, CachedTokens: 1}, true},
+		{"responses stream", "/v1/responses", fmt.Sprintf(respBody, `,"stream":true`), Behavior{Chunks: 3, CachedTokens: 1}, true},
+		{"embeddings", "/v1/embeddings", `{"model":"m","input":["a b","c"]}`, Behavior{}, true},
+		{"error status", "/v1/chat/completions", chatBody, Behavior{Status: 429, RetryAfter: "1"}, false},
+		{"bad request", "/v1/chat/completions", `{"model":"m","messages":[]}`, Behavior{}, false},
+		{"error event", "/v1/responses", fmt.Sprintf(respBody, `,"stream":true`), Behavior{ErrorEvent: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plain, py := New(), New()
+			plain.Set("m", tc.b)
+			pb := tc.b
+			pb.PythonJSON = true
+			py.Set("m", pb)
+			resp1, b1 := mustPost(t, start(t, plain), tc.path, tc.body)
+			resp2, b2 := mustPost(t, start(t, py), tc.path, tc.body)
+			if resp1.StatusCode != resp2.StatusCode || resp1.Header.Get("Content-Type") != resp2.Header.Get("Content-Type") {
+				t.Fatalf("plain %d %q, python %d %q", resp1.StatusCode, resp1.Header.Get("Content-Type"),
+					resp2.StatusCode, resp2.Header.Get("Content-Type"))
+			}
+			if resp2.ContentLength >= 0 && resp2.ContentLength != int64(len(b2)) {
+				t.Fatalf("Content-Length %d, body %d bytes", resp2.ContentLength, len(b2))
+			}
+			if tc.usage != strings.Contains(string(b2), `"usage": {`) || strings.Contains(string(b1), `"usage": {`) {
+				t.Fatalf("usage spacing:\nplain:  %s\npython: %s", b1, b2)
+			}
+			docs1, docs2 := jsonDocs(t, resp1, b1), jsonDocs(t, resp2, b2)
+			if len(docs1) != len(docs2) || len(docs1) == 0 {
+				t.Fatalf("%d vs %d documents:\nplain:  %s\npython: %s", len(docs1), len(docs2), b1, b2)
+			}
+			for i, d1 := range docs1 {
+				d2 := docs2[i]
+				if d1.name != d2.name {
+					t.Fatalf("event %d: %q vs %q", i, d1.name, d2.name)
+				}
+				if d1.data == "[DONE]" {
+					if d2.data != "[DONE]" {
+						t.Fatalf("event %d: %q", i, d2.data)
+					}
+					continue
+				}
+				// Without the mode the document is compact and unchanged;
+				// with it, it is exactly the Python-spaced form.
+				var compact bytes.Buffer
+				if err := json.Compact(&compact, []byte(d1.data)); err != nil ||
+					strings.TrimSuffix(d1.data, "\n") != compact.String() {
+					t.Fatalf("plain document %d not compact (%v): %s", i, err, d1.data)
+				}
+				if d2.data != string(pythonJSON([]byte(d1.data))) ||
+					!strings.Contains(d2.data, `", "`) || !strings.Contains(d2.data, `": "`) {
+					t.Fatalf("document %d:\nplain:  %s\npython: %s", i, d1.data, d2.data)
+				}
+				var v1, v2 any
+				if err := json.Unmarshal([]byte(d1.data), &v1); err != nil {
+					t.Fatalf("plain document %d: %v: %s", i, err, d1.data)
+				}
+				if err := json.Unmarshal([]byte(d2.data), &v2); err != nil {
+					t.Fatalf("python document %d: %v: %s", i, err, d2.data)
+				}
+				if !reflect.DeepEqual(v1, v2) {
+					t.Fatalf("document %d differs:\nplain:  %s\npython: %s", i, d1.data, d2.data)
+				}
+			}
+			sv1, sv2 := plain.Served("m"), py.Served("m")
+			if sv1 != sv2 || (sv2.Requests == 1) != tc.usage {
+				t.Fatalf("Served: plain %+v, python %+v", sv1, sv2)
+			}
+		})
+	}
+}
+
+// TestPythonJSONUsage checks the usage numbers a Python-spaced answer reports.
+func TestPythonJSONUsage(t *testing.T) {
+	s := New()
+	s.Set("m", Behavior{Chunks: 3, CachedTokens: 2, PythonJSON: true})
+	ts := start(t, s)
+	p := PromptTokens([]byte(chatBody))
+	want := usageJSON{PromptTokens: p, CompletionTokens: 3, TotalTokens: p + 3}
+	want.PromptTokensDetails.CachedTokens = 2
+	_, b := mustPost(t, ts, "/v1/chat/completions", chatBody)
+	var got struct {
+		Usage usageJSON `json:"usage"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil || got.Usage != want ||
+		!strings.Contains(string(b), fmt.Sprintf(`"usage": {"prompt_tokens": %d, "completion_tokens": 3, "total_tokens": %d, "prompt_tokens_details": {"cached_tokens": 2}}`, p, p+3)) {
+		t.Fatalf("%v: %s", err, b)
+	}
+	// The usage chunk of a stream.
+	body := streamBody("m", true)
+	p = PromptTokens([]byte(body))
+	_, b = mustPost(t, ts, "/v1/chat/completions", body)
+	events, err := readEvents(bytes.NewReader(b))
+	if err != nil || len(events) < 2 {
+		t.Fatalf("%v: %s", err, b)
+	}
+	var ch struct {
+		Choices []any     `json:"choices"`
+		Usage   usageJSON `json:"usage"`
+	}
+	last := events[len(events)-2]
+	want = usageJSON{PromptTokens: p, CompletionTokens: 3, TotalTokens: p + 3}
+	want.PromptTokensDetails.CachedTokens = 2
+	if err := json.Unmarshal([]byte(last), &ch); err != nil || ch.Usage != want || len(ch.Choices) != 0 ||
+		!strings.Contains(last, `"choices": [], "usage": {"prompt_tokens": `) {
+		t.Fatalf("%v: %s", err, last)
+	}
+	if sv := s.Served("m"); sv != (Usage{Prompt: PromptTokens([]byte(chatBody)) + p, Completion: 6, Cached: 4, Requests: 2}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+	// A Malformed body is cut Python-style JSON.
+	s.Set("m", Behavior{Malformed: true, PythonJSON: true})
+	if _, b = mustPost(t, ts, "/v1/chat/completions", chatBody); json.Valid(b) || !strings.HasPrefix(string(b), `{"id": "chatcmpl-mock-`) {
+		t.Fatalf("malformed: %s", b)
+	}
+}
+
+func TestBehaviorJSONPythonJSON(t *testing.T) {
+	for _, in := range []string{`{"python_json":true,"chunks":2}`, `{"PythonJSON":true,"chunks":2}`, `{"pythonJson":true,"chunks":2}`} {
+		var b Behavior
+		if err := json.Unmarshal([]byte(in), &b); err != nil || b != (Behavior{PythonJSON: true, Chunks: 2}) {
+			t.Fatalf("%s: %+v %v", in, b, err)
+		}
+		js, err := json.Marshal(b)
+		if err != nil || !strings.Contains(string(js), `"python_json":true`) {
+			t.Fatalf("%s: %v", js, err)
+		}
+		var back Behavior
+		if err := json.Unmarshal(js, &back); err != nil || back != b {
+			t.Fatalf("round trip %s: %+v %v", js, back, err)
+		}
+	}
+	if js, _ := json.Marshal(Behavior{Chunks: 2}); strings.Contains(string(js), "python") {
+		t.Fatalf("zero PythonJSON encoded: %s", js)
 	}
 }

@@ -1,0 +1,251 @@
+package openai
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"slices"
+	"sync"
+)
+
+// Key is a SHA-256 of what the caller writes first (head: the endpoint,
+// the plan, the scope, appended to the buffer it is given) and of the
+// request body in a canonical form: members sorted, insignificant white
+// space dropped, and without "user", "stream" and "stream_options", which
+// do not change an answer's text (so that a streamed and a non-streamed
+// question share one). Two bodies a provider could read differently never
+// share a key; no text is kept. r must have been parsed without error.
+func (r *Request) Key(head func([]byte) []byte) [sha256.Size]byte {
+	c := canonicalizers.Get().(*canonicalizer)
+	defer c.release()
+	out := head(c.scratch(0))
+	// the encoding is about as long as the body: grown once, not by
+	// doubling (a copy of everything so far each time)
+	out = slices.Grow(out, len(r.Raw)+len(r.Raw)/8)
+	s := scanner{b: r.Raw}
+	s.ws()
+	out = c.value(&s, out, 1, true)
+	c.bufs[0] = out
+	return sha256.Sum256(out)
+}
+
+// AppendString appends a length-prefixed string, for a key's head.
+func AppendString[T string | []byte](b []byte, tag byte, v T) []byte {
+	return append(AppendLen(b, tag, len(v)), v...)
+}
+
+// AppendLen appends a tag and a count, for a key's head.
+func AppendLen(b []byte, tag byte, n int) []byte {
+	return binary.AppendUvarint(append(b, tag), uint64(n))
+}
+
+// keyExcluded are top-level members that do not change the answer's text.
+var keyExcluded = []string{"user", "stream", "stream_options"}
+
+// canonicalizer writes a JSON value in a canonical form, in one pass, to
+// be hashed. The encoding is self-delimiting, so that different values
+// never write the same bytes: a scalar is 's', its length and its bytes as
+// written; an array is 'a', its elements, 'e'; an object is 'o', its
+// member count, then its members sorted by name, each as 'k', the name's
+// length and the name, then its value: a scalar as above, an object or
+// array as 'h' and the SHA-256 of its encoding (a Merkle tree: no byte is
+// hashed twice). One buffer and member list are kept per depth, and the
+// whole is hashed once (many small writes to a hash cost more than the
+// copy).
+type canonicalizer struct {
+	bufs    [][]byte
+	members [][]canonMember
+}
+
+type canonMember struct {
+	key    []byte
+	scalar []byte            // a scalar value, as written
+	sum    [sha256.Size]byte // else the digest of the value's encoding
+}
+
+var canonicalizers = sync.Pool{New: func() any { return new(canonicalizer) }}
+
+// maxKeptBuffer bounds what a pooled canonicalizer keeps of the buffers a
+// large body made it grow.
+const maxKeptBuffer = 64 << 10
+
+// scratch is the emptied buffer of depth d.
+func (c *canonicalizer) scratch(d int) []byte {
+	for len(c.bufs) <= d {
+		c.bufs = append(c.bufs, nil)
+		c.members = append(c.members, nil)
+	}
+	return c.bufs[d][:0]
+}
+
+func (c *canonicalizer) release() {
+	for i, b := range c.bufs {
+		if cap(b) > maxKeptBuffer {
+			c.bufs[i] = nil
+		}
+	}
+	for i := range c.members {
+		clear(c.members[i]) // drop references to the body
+		if cap(c.members[i]) > 1024 {
+			c.members[i] = nil
+		}
+		c.members[i] = c.members[i][:0]
+	}
+	canonicalizers.Put(c)
+}
+
+// value appends the value at s.i to out and moves past it; the input is
+// known to be valid JSON (Parse checked it, depth included). Top-level
+// members in keyExcluded are left out.
+func (c *canonicalizer) value(s *scanner, out []byte, depth int, top bool) []byte {
+	b := s.b
+	switch b[s.i] {
+	case '{':
+		s.i++
+		_ = c.scratch(depth) // makes members[depth-1] and bufs[depth]
+		members := c.members[depth-1][:0]
+		for {
+			s.ws()
+			if b[s.i] == '}' {
+				s.i++
+				break
+			}
+			if b[s.i] == ',' {
+				s.i++
+				s.ws()
+			}
+			kstart := s.i
+			skipScalar(s)
+			key := keyName(b[kstart+1 : s.i-1])
+			s.ws()
+			s.i++ // ':'
+			s.ws()
+			if top && slices.Contains(keyExcluded, string(key)) {
+				skipValue(s)
+				continue
+			}
+			members = append(members, canonMember{key: key})
+			m := &members[len(members)-1]
+			if ch := b[s.i]; ch != '{' && ch != '[' {
+				// a scalar sorts with its own bytes: no digest needed
+				start := s.i
+				skipScalar(s)
+				m.scalar = b[start:s.i]
+			} else {
+				sub := c.value(s, c.scratch(depth), depth+1, false)
+				m.sum = sha256.Sum256(sub)
+				c.bufs[depth] = sub
+			}
+		}
+		sortMembers(members)
+		out = AppendLen(out, 'o', len(members))
+		for i := range members {
+			m := &members[i]
+			out = AppendString(out, 'k', m.key)
+			if m.scalar != nil {
+				out = AppendString(out, 's', m.scalar)
+			} else {
+				out = append(append(out, 'h'), m.sum[:]...)
+			}
+		}
+		c.members[depth-1] = members
+	case '[':
+		s.i++
+		out = append(out, 'a')
+		for {
+			s.ws()
+			if b[s.i] == ']' {
+				s.i++
+				break
+			}
+			if b[s.i] == ',' {
+				s.i++
+				s.ws()
+			}
+			out = c.value(s, out, depth, false)
+		}
+		out = append(out, 'e')
+	default:
+		start := s.i
+		skipScalar(s)
+		out = AppendString(out, 's', b[start:s.i])
+	}
+	return out
+}
+
+// sortMembers sorts an object's members by name as encoding/json matches
+// names (case-insensitively), stably: members that some parser takes for
+// one (twice the same name, or "Name" and "name") keep their order, which
+// decides which of them it reads, so two bodies that differ in it never
+// share a key. Objects in requests have a few members, where an insertion
+// sort beats the library's set-up (pdqsort was a fifth of the canonical
+// form's cost in a profile under load).
+func sortMembers(members []canonMember) {
+	if len(members) > 12 {
+		slices.SortStableFunc(members, func(x, y canonMember) int { return compareFold(x.key, y.key) })
+		return
+	}
+	for i := 1; i < len(members); i++ {
+		for j := i; j > 0 && compareFold(members[j-1].key, members[j].key) > 0; j-- {
+			members[j-1], members[j] = members[j], members[j-1]
+		}
+	}
+}
+
+// skipValue moves s past the valid value at s.i.
+func skipValue(s *scanner) {
+	b := s.b
+	switch b[s.i] {
+	case '{', '[':
+		depth := 0
+		for {
+			switch b[s.i] {
+			case '{', '[':
+				depth++
+				s.i++
+			case '}', ']':
+				depth--
+				s.i++
+				if depth == 0 {
+					return
+				}
+			case '"':
+				skipScalar(s)
+			default:
+				s.i++
+			}
+		}
+	default:
+		skipScalar(s)
+	}
+}
+
+// skipScalar moves s past the string, number or literal at s.i, which is
+// known to be valid: a string's end is found by IndexByte (the text of the
+// messages is most of a body's bytes), not by validating every byte again.
+func skipScalar(s *scanner) {
+	b := s.b
+	if b[s.i] != '"' {
+		for s.i < len(b) {
+			switch b[s.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return
+			}
+			s.i++
+		}
+		return
+	}
+	i := s.i + 1
+	for {
+		q := i + bytes.IndexByte(b[i:], '"')
+		escapes := 0 // backslashes just before the quote: odd escapes it
+		for p := q - 1; p >= i && b[p] == '\\'; p-- {
+			escapes++
+		}
+		i = q + 1
+		if escapes%2 == 0 {
+			s.i = i
+			return
+		}
+	}
+}

@@ -1,0 +1,247 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"slices"
+	"strconv"
+)
+
+// ChatJSONToStream turns a chat.completion into the SSE events a stream of
+// it would have been: one chunk per choice with the whole message as its
+// delta, one with each finish reason, a usage chunk, [DONE].
+func ChatJSONToStream(body []byte) ([]byte, error) {
+	var c struct {
+		ID                string          `json:"id"`
+		Created           int64           `json:"created"`
+		Model             string          `json:"model"`
+		SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+		Choices           []struct {
+			Index        int             `json:"index"`
+			Message      json.RawMessage `json:"message"`
+			Logprobs     json.RawMessage `json:"logprobs,omitempty"`
+			FinishReason json.RawMessage `json:"finish_reason"`
+		} `json:"choices"`
+		Usage json.RawMessage `json:"usage,omitempty"`
+	}
+	if err := json.Unmarshal(body, &c); err != nil {
+		return nil, err
+	}
+	type choice struct {
+		Index        int             `json:"index"`
+		Delta        json.RawMessage `json:"delta"`
+		Logprobs     json.RawMessage `json:"logprobs"`
+		FinishReason json.RawMessage `json:"finish_reason"`
+	}
+	type chunk struct {
+		ID                string          `json:"id"`
+		Object            string          `json:"object"`
+		Created           int64           `json:"created"`
+		Model             string          `json:"model"`
+		SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+		Choices           []choice        `json:"choices"`
+		Usage             json.RawMessage `json:"usage,omitempty"`
+	}
+	var out bytes.Buffer
+	emit := func(ch chunk) error {
+		ch.ID, ch.Object, ch.Created, ch.Model, ch.SystemFingerprint = c.ID, "chat.completion.chunk", c.Created, c.Model, c.SystemFingerprint
+		b, err := json.Marshal(ch)
+		if err != nil {
+			return err
+		}
+		out.WriteString("data: ")
+		out.Write(b)
+		out.WriteString("\n\n")
+		return nil
+	}
+	null := json.RawMessage("null")
+	for _, ch := range c.Choices {
+		msg, err := deltaOf(ch.Message)
+		if err != nil {
+			return nil, err
+		}
+		if err := emit(chunk{Choices: []choice{{Index: ch.Index, Delta: msg, Logprobs: orNull(ch.Logprobs), FinishReason: null}}}); err != nil {
+			return nil, err
+		}
+	}
+	for _, ch := range c.Choices {
+		if err := emit(chunk{Choices: []choice{{Index: ch.Index, Delta: json.RawMessage("{}"), Logprobs: null, FinishReason: orNull(ch.FinishReason)}}}); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.Usage) > 0 && string(c.Usage) != "null" {
+		if err := emit(chunk{Choices: []choice{}, Usage: c.Usage}); err != nil {
+			return nil, err
+		}
+	}
+	out.WriteString("data: [DONE]\n\n")
+	return out.Bytes(), nil
+}
+
+// deltaOf is a message as a stream delta: the same members, each tool
+// call with the index a stream gives it.
+func deltaOf(msg json.RawMessage) (json.RawMessage, error) {
+	if len(msg) == 0 || string(msg) == "null" {
+		return json.RawMessage("{}"), nil
+	}
+	if !bytes.Contains(msg, []byte(`"tool_calls"`)) {
+		return msg, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(msg, &m); err != nil {
+		return nil, err
+	}
+	var calls []map[string]json.RawMessage
+	if err := json.Unmarshal(m["tool_calls"], &calls); err != nil {
+		return msg, nil // null or another shape: as it is
+	}
+	for i, c := range calls {
+		c["index"] = json.RawMessage(strconv.Itoa(i))
+	}
+	b, err := json.Marshal(calls)
+	if err != nil {
+		return nil, err
+	}
+	m["tool_calls"] = b
+	return json.Marshal(m)
+}
+
+func orNull(m json.RawMessage) json.RawMessage {
+	if len(m) == 0 {
+		return json.RawMessage("null")
+	}
+	return m
+}
+
+// ChatStreamToJSON assembles the SSE events of a chat stream into the
+// chat.completion they stream: content and refusal concatenated, tool calls
+// merged by index, finish reasons and usage kept.
+func ChatStreamToJSON(events []byte) ([]byte, error) {
+	type toolCall struct {
+		Index    int    `json:"-"`
+		ID       string `json:"id,omitempty"`
+		Type     string `json:"type,omitempty"`
+		Function struct {
+			Name      string `json:"name,omitempty"`
+			Arguments string `json:"arguments"`
+		} `json:"function"`
+	}
+	type message struct {
+		Role      string     `json:"role"`
+		Content   *string    `json:"content"`
+		Refusal   *string    `json:"refusal,omitempty"`
+		ToolCalls []toolCall `json:"tool_calls,omitempty"`
+	}
+	type choice struct {
+		Index        int             `json:"index"`
+		Message      message         `json:"message"`
+		Logprobs     json.RawMessage `json:"logprobs"`
+		FinishReason json.RawMessage `json:"finish_reason"`
+	}
+	var out struct {
+		ID                string          `json:"id"`
+		Object            string          `json:"object"`
+		Created           int64           `json:"created"`
+		Model             string          `json:"model"`
+		SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
+		Choices           []*choice       `json:"choices"`
+		Usage             json.RawMessage `json:"usage,omitempty"`
+	}
+	out.Object = "chat.completion"
+	byIndex := map[int]*choice{}
+	r := NewEventReader(bytes.NewReader(events))
+	defer r.Release()
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		data := EventData(ev)
+		if data == nil || bytes.Equal(data, DoneData) {
+			continue
+		}
+		var ch struct {
+			ID                string          `json:"id"`
+			Created           int64           `json:"created"`
+			Model             string          `json:"model"`
+			SystemFingerprint json.RawMessage `json:"system_fingerprint"`
+			Choices           []struct {
+				Index int `json:"index"`
+				Delta struct {
+					Role      string  `json:"role"`
+					Content   *string `json:"content"`
+					Refusal   *string `json:"refusal"`
+					ToolCalls []struct {
+						Index int `json:"index"`
+						toolCall
+					} `json:"tool_calls"`
+				} `json:"delta"`
+				Logprobs     json.RawMessage `json:"logprobs"`
+				FinishReason json.RawMessage `json:"finish_reason"`
+			} `json:"choices"`
+			Usage json.RawMessage `json:"usage"`
+		}
+		if err := json.Unmarshal(data, &ch); err != nil {
+			return nil, err
+		}
+		if out.ID == "" {
+			out.ID, out.Created, out.Model, out.SystemFingerprint = ch.ID, ch.Created, ch.Model, ch.SystemFingerprint
+		}
+		if len(ch.Usage) > 0 && string(ch.Usage) != "null" {
+			out.Usage = ch.Usage
+		}
+		for _, d := range ch.Choices {
+			c := byIndex[d.Index]
+			if c == nil {
+				c = &choice{Index: d.Index, Message: message{Role: "assistant"}, Logprobs: json.RawMessage("null"), FinishReason: json.RawMessage("null")}
+				byIndex[d.Index] = c
+				out.Choices = append(out.Choices, c)
+			}
+			if d.Delta.Role != "" {
+				c.Message.Role = d.Delta.Role
+			}
+			if d.Delta.Content != nil {
+				s := derefOr(c.Message.Content) + *d.Delta.Content
+				c.Message.Content = &s
+			}
+			if d.Delta.Refusal != nil {
+				s := derefOr(c.Message.Refusal) + *d.Delta.Refusal
+				c.Message.Refusal = &s
+			}
+			for _, dc := range d.Delta.ToolCalls {
+				tc := dc.toolCall
+				tc.Index = dc.Index
+				i := slices.IndexFunc(c.Message.ToolCalls, func(x toolCall) bool { return x.Index == tc.Index })
+				if i < 0 {
+					c.Message.ToolCalls = append(c.Message.ToolCalls, tc)
+					continue
+				}
+				t := &c.Message.ToolCalls[i]
+				if tc.ID != "" {
+					t.ID = tc.ID
+				}
+				if tc.Type != "" {
+					t.Type = tc.Type
+				}
+				t.Function.Name += tc.Function.Name
+				t.Function.Arguments += tc.Function.Arguments
+			}
+			if len(d.FinishReason) > 0 && string(d.FinishReason) != "null" {
+				c.FinishReason = d.FinishReason
+			}
+		}
+	}
+	slices.SortFunc(out.Choices, func(a, b *choice) int { return a.Index - b.Index })
+	return json.Marshal(out)
+}
+
+func derefOr(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,102 @@
+package openai
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/llmrouter/caddy-llm-router/internal/testkit"
+)
+
+// TestChatConversions: a chat answer turned into a stream and back is the
+// same answer, tool calls and usage included.
+func TestChatConversions(t *testing.T) {
+	const answer = `{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there","tool_calls":[{"id":"call_1","type":"function","function":{"name":"track","arguments":"{\"id\":\"42\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}`
+	stream, err := ChatJSONToStream([]byte(answer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(stream), "data: [DONE]\n\n") || strings.Count(string(stream), "data: ") != 4 {
+		t.Fatalf("stream: %s", stream)
+	}
+	back, err := ChatStreamToJSON(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b map[string]any
+	_ = json.Unmarshal([]byte(answer), &a)
+	_ = json.Unmarshal(back, &b)
+	delete(a["choices"].([]any)[0].(map[string]any)["message"].(map[string]any), "refusal")
+	if !testkit.JSONEqual(mustJSON(a), mustJSON(b)) {
+		t.Errorf("round trip\n got %s\nwant %s", back, answer)
+	}
+
+	// a stream in many chunks, tool call arguments in pieces
+	const chunks = "data: {\"id\":\"c\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"track\",\"arguments\":\"{\\\"id\"}}]}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\":1}\"}}]}}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n" +
+		"data: [DONE]\n\n"
+	js, err := ChatStreamToJSON([]byte(chunks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(stream), `"id":"call_1","index":0,"type":"function"}]`) {
+		t.Errorf("the stream's tool call has no index: %s", stream)
+	}
+	const want = `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","tool_calls":[{"id":"call_1","type":"function","function":{"name":"track","arguments":"{\"id\":1}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`
+	if !testkit.JSONEqual(js, []byte(want)) {
+		t.Errorf("assembled\n got %s\nwant %s", js, want)
+	}
+}
+
+func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
+
+// TestChatConversionsShapes: several choices, no usage, refusals, events
+// with CR LF and comments, and what is not a chat answer or stream.
+func TestChatConversionsShapes(t *testing.T) {
+	const two = `{"id":"c","object":"chat.completion","created":2,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"a"},"logprobs":null,"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":null,"refusal":"no"},"logprobs":null,"finish_reason":"stop"}]}`
+	stream, err := ChatJSONToStream([]byte(two))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(stream), "data: "); n != 5 || strings.Contains(string(stream), `"usage"`) {
+		t.Fatalf("two choices, no usage: %d events: %s", n, stream)
+	}
+	back, err := ChatStreamToJSON(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !testkit.JSONEqual(back, []byte(two)) {
+		t.Errorf("round trip\n got %s\nwant %s", back, two)
+	}
+
+	// choices out of order, CR LF, a comment, an event with no data
+	const events = ": ping\r\n\r\n" +
+		"data: {\"id\":\"c\",\"created\":3,\"model\":\"m\",\"choices\":[{\"index\":1,\"delta\":{\"role\":\"assistant\",\"content\":\"B\"}}]}\r\n\r\n" +
+		"event: x\r\n\r\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"A\"},\"finish_reason\":\"length\"}]}\r\n\r\n" +
+		"data: [DONE]\r\n\r\n"
+	js, err := ChatStreamToJSON([]byte(events))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"id":"c","object":"chat.completion","created":3,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"A"},"logprobs":null,"finish_reason":"length"},{"index":1,"message":{"role":"assistant","content":"B"},"logprobs":null,"finish_reason":null}]}`
+	if !testkit.JSONEqual(js, []byte(want)) {
+		t.Errorf("assembled\n got %s\nwant %s", js, want)
+	}
+
+	for _, bad := range []string{``, `[]`, `{"choices":{}}`, `{"choices":[{"index":"0"}]}`} {
+		if _, err := ChatJSONToStream([]byte(bad)); err == nil {
+			t.Errorf("ChatJSONToStream(%s): no error", bad)
+		}
+	}
+	for _, bad := range []string{"data: {\"choices\":\n\n", "data: [1]\n\n", "data: {\"choices\":[]}\n\ndata: {\"cho"} {
+		if _, err := ChatStreamToJSON([]byte(bad)); err == nil {
+			t.Errorf("ChatStreamToJSON(%q): no error", bad)
+		}
+	}
+}

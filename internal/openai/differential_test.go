@@ -1,0 +1,306 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+)
+
+// reading is what a parser makes of the members that decide what a request
+// costs: the model, whether it streams, how many answers.
+type reading struct {
+	model  string
+	stream bool
+	n      int64
+}
+
+// goReading is encoding/json's: member names matched case-insensitively,
+// the last one wins (also how Go relays such as one-api read a body).
+func goReading(body []byte) (reading, error) {
+	var v struct {
+		Model  *string `json:"model"`
+		Stream *bool   `json:"stream"`
+		N      *int64  `json:"n"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return reading{}, err
+	}
+	var r reading
+	if v.Model != nil {
+		r.model = *v.Model
+	}
+	if v.Stream != nil {
+		r.stream = *v.Stream
+	}
+	if v.N != nil {
+		r.n = *v.N
+	}
+	return r, nil
+}
+
+// exactReading matches member names exactly, the first (Java-style
+// parsers) or the last (Python's json, JavaScript's JSON.parse) one
+// winning.
+func exactReading(body []byte, lastWins bool) (reading, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return reading{}, fmt.Errorf("not an object: %v", err)
+	}
+	var r reading
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return reading{}, err
+		}
+		name := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return reading{}, err
+		}
+		if seen[name] && !lastWins {
+			continue
+		}
+		seen[name] = true
+		switch name {
+		case "model":
+			var m *string
+			if err := json.Unmarshal(raw, &m); err != nil {
+				return reading{}, err
+			}
+			r.model = ""
+			if m != nil {
+				r.model = *m
+			}
+		case "stream":
+			var s *bool
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return reading{}, err
+			}
+			r.stream = s != nil && *s
+		case "n":
+			var n *int64
+			if err := json.Unmarshal(raw, &n); err != nil {
+				return reading{}, err
+			}
+			r.n = 0
+			if n != nil {
+				r.n = *n
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return reading{}, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return reading{}, errors.New("data after the object")
+	}
+	return r, nil
+}
+
+// readings are the three parsers' readings of body, by name.
+func readings(body []byte) map[string]func() (reading, error) {
+	return map[string]func() (reading, error){
+		"encoding/json (case-insensitive, last wins)": func() (reading, error) { return goReading(body) },
+		"case-sensitive, first wins":                  func() (reading, error) { return exactReading(body, false) },
+		"case-sensitive, last wins":                   func() (reading, error) { return exactReading(body, true) },
+	}
+}
+
+// checkReadingsAgree: a body Parse accepts is read the same by every
+// parser, as Parse read it; and the body sent upstream is read by every
+// parser as naming the model the gateway chose (the one it bills).
+func checkReadingsAgree(t *testing.T, body []byte) {
+	t.Helper()
+	for _, api := range []API{0, Chat, Completions, Responses, Embeddings} {
+		var r Request
+		if r.Parse(body, api) != nil {
+			continue
+		}
+		want := reading{r.Model, r.Stream, r.N}
+		if api == Embeddings {
+			want.stream = false // embeddings never stream: Parse says so whatever the body
+		}
+		for name, read := range readings(body) {
+			got, err := read()
+			if api == Embeddings {
+				got.stream = false
+			}
+			if err != nil || got != want {
+				t.Fatalf("api %d: Parse accepted %q as %+v, but %s reads %+v (%v)", api, body, want, name, got, err)
+			}
+		}
+		for _, ask := range []UsageAsk{AskUsage, NoStreamOptions} {
+			up := r.UpstreamBody("billed-model", ask)
+			for name, read := range readings(up) {
+				got, err := read()
+				if api == Embeddings {
+					got.stream = false
+				}
+				if err != nil || got != (reading{"billed-model", want.stream, want.n}) {
+					t.Fatalf("api %d: upstream body %q of %q: %s reads %+v (%v), want model billed-model", api, up, body, name, got, err)
+				}
+			}
+			if !json.Valid(up) {
+				t.Fatalf("upstream body %q of %q is not JSON", up, body)
+			}
+		}
+	}
+}
+
+// smuggling are bodies a provider could read otherwise than a lax gateway:
+// each must be refused (or read alike by everyone).
+var smuggling = []string{
+	`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"hi"}],"Model":"o3-pro"}`,
+	`{"Model":"o3-pro","messages":[{"role":"user","content":"hi"}]}`,
+	`{"MODEL":"o3-pro","model":"deepseek-v3.2","messages":[]}`,
+	`{"model":"simple_qa","messages":[],"Stream":true}`,
+	`{"model":"simple_qa","messages":[],"stream":"true"}`,
+	`{"model":"simple_qa","messages":[],"stream":1}`,
+	`{"model":"a","mod\u0065l":"b","messages":[]}`,
+	`{"model":"a","messages":[],"n":2,"N":1}`,
+	`{"model":"a","messages":[],"n":1.0}`,
+	`{"model":"a","messages":[],"n":0}`,
+	`{"model":"a","messages":[],"n":"2"}`,
+	`{"model":"a","messages":[],"ſtream":true}`,                  // U+017F folds to s
+	"{\"model\":\"a\",\"messages\":[],\"\u212aey\":1,\"key\":2}", // Kelvin sign folds to k
+	`{"model":"a","messages":[],"stream":true,"stream_options":{"include_usage":false,"Include_Usage":true}}`,
+	`{"model":"a","messages":[],"stream":true,"Stream_Options":{"include_usage":true}}`,
+	`{"model":"a","messages":[{"role":"user","content":"x","Content":"y"}]}`,
+	"{\"model\":\"a\xff\",\"messages\":[]}",
+	`{"model":"a","messages":[],"model":"a"}`,
+	`{"model":"a","messages":[],"n":129}`,
+}
+
+func TestSmugglingRefused(t *testing.T) {
+	for _, body := range smuggling {
+		var r Request
+		err := r.Parse([]byte(body), Chat)
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Errorf("%s: accepted as model %q stream %v n %d", body, r.Model, r.Stream, r.N)
+			continue
+		}
+		if e.Code == "" || e.Message == "" {
+			t.Errorf("%s: error without code or message: %+v", body, e)
+		}
+		checkReadingsAgree(t, []byte(body))
+	}
+}
+
+// TestSmugglingParams: the refusal names the member at fault, as OpenAI's
+// envelope does.
+func TestSmugglingParams(t *testing.T) {
+	for body, want := range map[string]struct{ param, code string }{
+		`{"model":"a","messages":[],"Model":"b"}`:                              {"Model", CodeDuplicate},
+		`{"Model":"b","messages":[]}`:                                          {"Model", CodeCaseVariant},
+		`{"model":"a","messages":[],"Stream":true}`:                            {"Stream", CodeCaseVariant},
+		`{"model":"a","messages":[],"stream":"true"}`:                          {"stream", CodeInvalidType},
+		`{"model":"a","messages":[],"n":0}`:                                    {"n", CodeInvalidValue},
+		`{"model":"a","messages":[],"n":1.5}`:                                  {"n", CodeInvalidType},
+		`{"model":"a","messages":[],"max_tokens":-1}`:                          {"max_tokens", CodeInvalidValue},
+		`{"model":1,"messages":[]}`:                                            {"model", CodeInvalidType},
+		`{"model":"a","messages":{}}`:                                          {"messages", CodeInvalidType},
+		`{"model":"a","messages":["hi"]}`:                                      {"messages[0]", CodeInvalidType},
+		`{"model":"a","messages":[{"role":1}]}`:                                {"messages[0].role", CodeInvalidType},
+		`{"model":"a"}`:                                                        {"messages", CodeMissingParameter},
+		`{"model":"a","messages":[],"stream_options":true}`:                    {"stream_options", CodeInvalidType},
+		`{"model":"a","messages":[],"stream_options":{"include_usage":"yes"}}`: {"stream_options.include_usage", CodeInvalidType},
+	} {
+		var r Request
+		err := r.Parse([]byte(body), Chat)
+		var e *Error
+		if !errors.As(err, &e) || e.Param != want.param || e.Code != want.code {
+			t.Errorf("%s: got %+v, want param %q code %q", body, err, want.param, want.code)
+		}
+	}
+}
+
+// FuzzReadingsAgree is the differential test of the strict reading: for
+// any body Parse accepts, its model, stream and n are what encoding/json,
+// a case-sensitive first-wins and a case-sensitive last-wins parser read,
+// and the edited body names the billed model to all three. Run it for real
+// with: go test -run '^$' -fuzz '^FuzzReadingsAgree$' -fuzztime 60s ./internal/openai/
+func FuzzReadingsAgree(f *testing.F) {
+	for _, s := range smuggling {
+		f.Add(s)
+	}
+	for _, s := range []string{
+		`{"model":"gpt-4.1","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"x","stream":true,"stream_options":{"include_usage":false},"messages":[]}`,
+		`{"stream":true,"stream_options":null,"messages":[]}`,
+		`{"messages":[],"stream":true,"stream_options":{ }}`,
+		`{"stream_options":{"include_usage":true},"stream":true,"messages":[],"n":3}`,
+		`{"messages":[],"stream":true,"stream_options":{"x":1} , "n":null}`,
+		`{"model":null,"stream":null,"n":null,"messages":[]}`,
+		`{"mod\u0065l":"x","stream_options":{"include_us\u0061ge":false},"stream":true,"messages":[]}`,
+		`{"input":"hello","model":"e"}`,
+		`{"prompt":["a",[1,2],3],"stream":true}`,
+		`{"input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}],"stream":true,"instructions":"be brief"}`,
+		` { "messages" : [ ] , "model" : "a\u00e9" } `,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		checkReadingsAgree(t, []byte(body))
+	})
+}
+
+// TestDuplicateAmongManyMembers: past the small list, names are checked
+// through a set of hashes; a duplicate is found there as well, whether its
+// first occurrence came before or after the switch, and however long.
+func TestDuplicateAmongManyMembers(t *testing.T) {
+	long := strings.Repeat("k", 70000)
+	build := func(names ...string) []byte {
+		var b strings.Builder
+		b.WriteString(`{"messages":[]`)
+		for i := range 100 {
+			fmt.Fprintf(&b, `,"m%d":%d`, i, i)
+		}
+		for _, n := range names {
+			fmt.Fprintf(&b, `,%q:1`, n)
+		}
+		b.WriteString("}")
+		return []byte(b.String())
+	}
+	for _, tc := range []struct {
+		body []byte
+		dup  bool
+	}{
+		{build(), false},
+		{build("M5"), true},  // first seen in the small list
+		{build("m95"), true}, // first seen in the set
+		{build("x", "X"), true},
+		{build(long, strings.ToUpper(long)), true},
+		{build(long, long+"x"), false},
+		{[]byte(`{"` + long + `":1,"messages":[],"` + strings.ToUpper(long) + `":2}`), true},
+	} {
+		var r Request
+		err := r.Parse(tc.body, Chat)
+		var e *Error
+		if got := errors.As(err, &e) && e.Code == CodeDuplicate; got != tc.dup {
+			t.Errorf("%.80s…: duplicate %v (%v), want %v", tc.body[len(tc.body)-80:], got, err, tc.dup)
+		}
+	}
+}
+
+// FuzzStringChars: the characters str counts as it scans (free in the
+// ASCII run) are those StringChars counts, for any valid string.
+func FuzzStringChars(f *testing.F) {
+	for _, s := range []string{`"abc"`, `"é✓"`, `"\u00e9\"\\\n"`, `"\ud83d\ude00x"`, `"\udc00"`, `""`, `"a\/b"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, lit string) {
+		s := scanner{b: []byte(lit)}
+		if len(lit) == 0 || lit[0] != '"' || s.str() != nil {
+			return
+		}
+		if want := StringChars([]byte(lit[1:s.i])); s.chars != want {
+			t.Fatalf("%q: str counted %d characters, StringChars %d", lit[:s.i], s.chars, want)
+		}
+	})
+}

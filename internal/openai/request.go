@@ -1,0 +1,885 @@
+package openai
+
+import (
+	"bytes"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"strconv"
+)
+
+// API is the OpenAI API a request is for; the wire format differs by it.
+// The values match the root package's endpoints.
+type API uint8
+
+const (
+	Chat        API = iota + 1 // POST /chat/completions
+	Completions                // POST /completions
+	Responses                  // POST /responses
+	Embeddings                 // POST /embeddings
+)
+
+// MaxChoices is the largest "n" a request may ask for, as OpenAI allows.
+const MaxChoices = 128
+
+// Error codes of the requests Parse refuses (OpenAI's where it has one).
+const (
+	CodeInvalidJSON      = "invalid_json"
+	CodeInvalidType      = "invalid_type"
+	CodeInvalidValue     = "invalid_value"
+	CodeDuplicate        = "duplicate_parameter"
+	CodeCaseVariant      = "unknown_parameter"
+	CodeMissingParameter = "missing_required_parameter"
+)
+
+// Error is a request body the gateway refuses, with what OpenAI's error
+// envelope says of it: the member at fault (Param, "" for the whole body),
+// a code and a message.
+type Error struct {
+	Param   string
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func refuse(param, code, format string, args ...any) *Error {
+	return &Error{Param: param, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func wrongType(param, want string) *Error {
+	return refuse(param, CodeInvalidType, "Invalid type for '%s': expected %s.", param, want)
+}
+
+// Request is what the gateway knows of a client's request body, found in
+// one validating pass that decodes nothing it does not need.
+//
+// The members the gateway acts on are read as strictly as the strictest
+// provider, so that no provider can read them otherwise: their names are
+// compared after decoding escapes, a top-level member that another would
+// match case-insensitively (as encoding/json and relays written in Go
+// match them) is refused, and so is a member the gateway acts on written
+// in another case ("Model"); "stream" must be a boolean, "n" an integer
+// from 1 to MaxChoices, the token limits non-negative integers. Every other
+// member passes through unread.
+type Request struct {
+	Raw []byte
+	API API
+
+	Model        string  // the model named; "" when absent or null
+	Stream       bool    // a streamed answer (never for embeddings)
+	IncludeUsage bool    // the client asked for a stream's usage chunk
+	N            int64   // answers asked for; 0 when absent
+	MaxTokens    int64   // the largest of max_tokens, max_completion_tokens and max_output_tokens; 0 when absent
+	Temperature  float64 // -1 when absent
+	HasTools     bool    // tools or functions are given
+	JSONMode     bool    // response_format asks for JSON
+
+	// The input, for routing rules and estimates.
+	Messages      int64 // chat messages, Responses input items, prompts, embedding inputs
+	TextChars     int64 // characters of all text the model reads (messages, prompts, instructions)
+	LastUserChars int64 // characters of the last user message's text
+	Images        int64 // image parts
+	Audio         int64 // audio parts
+	Files         int64 // file parts
+	ToolBytes     int64 // bytes of the tool and function definitions
+	TokenIDs      int64 // input given as token ids (completions, embeddings)
+
+	model      span // the "model" value, quotes included
+	streamOpts span // the "stream_options" value
+	// the whole "stream_options" member, with a comma that separates it
+	// from a neighbour, for dropping it
+	streamOptsMember span
+	// where "include_usage":true goes when the client did not ask for it
+	usageAt   span
+	usageText string
+
+	lastUser     span   // the last user message's content (a string or parts)
+	contentChars int64  // of the message being read
+	system       []span // system and developer messages' content, in order
+	systemFirst  [2]span
+	instructions span // the Responses API's "instructions"
+
+	scan scanner
+}
+
+// nameSet holds the folded names of an object's members, to refuse two
+// that a case-insensitive parser would take for one. It lives on Parse's
+// stack (the Request, which lives as long as its exchange, stays small),
+// and so holds offsets into its buffer rather than slices of it, which
+// would move it to the heap.
+type nameSet struct {
+	buf   [256]byte
+	n     int     // bytes of buf in use
+	ends  [24]int // where each name ends in buf
+	count int
+	set   map[uint64]int // for many or long names: hash of a folded name → its key's offset
+}
+
+// Parse reads raw, a request body for api, into r. A body that is not a
+// JSON object, or that the gateway could read otherwise than a provider,
+// is an *Error. An api of 0 reads the members every API shares and
+// requires none.
+func (r *Request) Parse(raw []byte, api API) error {
+	*r = Request{Raw: raw, API: api, Temperature: -1,
+		model: absent, streamOpts: absent, streamOptsMember: absent, usageAt: absent,
+		lastUser: absent, instructions: absent}
+	r.system = r.systemFirst[:0]
+	var names nameSet
+
+	// the scanner is passed to the readers through function values, which
+	// escape analysis cannot follow: kept here, it costs no allocation
+	r.scan = scanner{b: raw}
+	s := &r.scan
+	s.ws()
+	if s.i >= len(raw) {
+		return refuse("", CodeInvalidJSON, "request body is empty")
+	}
+	if raw[s.i] != '{' {
+		return refuse("", CodeInvalidJSON, "request body must be a JSON object")
+	}
+	var seen struct{ messages, input, prompt bool }
+	commaBefore := -1 // the comma before the member being read, -1 for the first
+	err := s.object(0, func(s *scanner, key []byte, keyStart, depth int) error {
+		name := keyName(key)
+		canon, err := names.check(r.Raw, name, keyStart)
+		if err != nil {
+			return err
+		}
+		vstart := s.i
+		switch canon {
+		case "model":
+			err = r.readModel(s)
+		case "stream":
+			err = readBool(s, &r.Stream, "stream")
+		case "stream_options":
+			err = r.readStreamOptions(s, depth)
+			r.streamOptsMember = span{keyStart, s.i}
+			if commaBefore >= 0 {
+				r.streamOptsMember.start = commaBefore // dropped with it, unless the one after is
+			}
+		case "n":
+			err = readInt(s, &r.N, "n", 1, MaxChoices)
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			var v int64
+			if err = readInt(s, &v, canon, 0, 1<<53); err == nil {
+				r.MaxTokens = max(r.MaxTokens, v)
+			}
+		case "temperature":
+			err = r.readTemperature(s)
+		case "user":
+			err = readString(s, "user")
+		case "tools", "functions":
+			err = r.readTools(s, canon, depth)
+		case "response_format":
+			err = r.readResponseFormat(s, depth)
+		case "messages":
+			seen.messages = s.b[s.i] == '['
+			if api == Chat {
+				err = r.readMessages(s, "messages", depth)
+			} else {
+				err = s.value(depth)
+			}
+		case "input":
+			seen.input = s.b[s.i] != 'n'
+			switch api {
+			case Responses:
+				err = r.readResponsesInput(s, depth)
+			case Embeddings:
+				err = r.readPrompts(s, "input", depth)
+			default:
+				err = s.value(depth)
+			}
+		case "prompt":
+			seen.prompt = s.b[s.i] != 'n'
+			if api == Completions {
+				err = r.readPrompts(s, "prompt", depth)
+			} else {
+				err = s.value(depth)
+			}
+		case "instructions":
+			if api == Responses && s.b[s.i] == '"' {
+				if err = s.str(); err == nil {
+					r.instructions = span{vstart, s.i}
+					r.TextChars += s.chars
+				}
+			} else {
+				err = s.value(depth)
+			}
+		default:
+			err = s.value(depth)
+		}
+		if err != nil {
+			return err
+		}
+		commaBefore = -1
+		if j := skipSpace(s.b, s.i); j < len(s.b) && s.b[j] == ',' {
+			commaBefore = j // the next member's
+			if canon == "stream_options" {
+				r.streamOptsMember = span{keyStart, j + 1} // the member and the comma after it
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if e, ok := err.(*Error); ok {
+			return e
+		}
+		return refuse("", CodeInvalidJSON, "request body is not valid JSON: %v", err)
+	}
+	s.ws()
+	if s.i != len(raw) {
+		return refuse("", CodeInvalidJSON, "request body is not valid JSON: unexpected data after the top-level object at byte %d", s.i)
+	}
+	switch api {
+	case Chat:
+		if !seen.messages {
+			return refuse("messages", CodeMissingParameter, "'messages' is a required property and must be an array")
+		}
+	case Completions:
+		if !seen.prompt {
+			return refuse("prompt", CodeMissingParameter, "'prompt' is a required property")
+		}
+	case Embeddings:
+		if !seen.input {
+			return refuse("input", CodeMissingParameter, "'input' is a required property")
+		}
+		r.Stream = false
+	}
+	if r.Stream && (api == Chat || api == Completions) {
+		r.planIncludeUsage()
+	}
+	return nil
+}
+
+// actedOn are the top-level members the gateway reads, by folded name.
+var actedOn = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
+		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
+		"max_output_tokens", "temperature", "user"} {
+		m[string(appendFold(nil, []byte(n)))] = n
+	}
+	return m
+}()
+
+// check refuses a top-level member that another one would be to a
+// case-insensitive parser, and a member the gateway acts on written in
+// another case; it returns the name of a member the gateway acts on, ""
+// for any other. keyStart is the offset of the key's opening quote.
+func (ns *nameSet) check(raw, name []byte, keyStart int) (string, error) {
+	f := appendFold(ns.buf[ns.n:ns.n], name) // in buf when it fits, else new
+	canon := actedOn[string(f)]
+	dup := false
+	if ns.set == nil && ns.count < len(ns.ends) && ns.n+len(f) <= len(ns.buf) {
+		from := 0
+		for _, end := range ns.ends[:ns.count] {
+			if bytes.Equal(ns.buf[from:end], f) {
+				dup = true
+				break
+			}
+			from = end
+		}
+		ns.n += len(f)
+		ns.ends[ns.count] = ns.n
+		ns.count++
+	} else {
+		if ns.set == nil {
+			// many or long names: a set of hashes from here on, so that
+			// the check stays linear (and small)
+			ns.set = make(map[uint64]int, 4*ns.count)
+			from := 0
+			for _, end := range ns.ends[:ns.count] {
+				ns.set[maphash.Bytes(foldSeed, ns.buf[from:end])] = -1
+				from = end
+			}
+		}
+		h := maphash.Bytes(foldSeed, f)
+		if at, seen := ns.set[h]; seen {
+			// the same hash: the same name, or (almost never) a
+			// collision, refused too rather than risk missing a
+			// duplicate; names seen before the set hold -1
+			dup = true
+			if at >= 0 && !bytes.Equal(appendFold(nil, keyName(keyAt(raw, at))), f) {
+				return "", refuse(shown(name), CodeDuplicate, "The request body has too many members to check for duplicates.")
+			}
+		}
+		ns.set[h] = keyStart
+	}
+	if dup {
+		return "", refuse(shown(name), CodeDuplicate,
+			"The request body has the member '%s' twice (member names that differ only in case, or in escapes, are the same member to some providers).", shown(name))
+	}
+	if canon != "" && canon != string(name) {
+		return "", refuse(shown(name), CodeCaseVariant,
+			"Unknown parameter '%s': member names are case-sensitive; did you mean '%s'?", shown(name), canon)
+	}
+	return canon, nil
+}
+
+// foldSeed keys the hashes of member names: unknown to clients, so that
+// none can make two names collide on purpose.
+var foldSeed = maphash.MakeSeed()
+
+// keyAt is the raw name of the key whose opening quote is at i.
+func keyAt(raw []byte, i int) []byte {
+	s := scanner{b: raw, i: i}
+	_ = s.str()
+	return raw[i+1 : s.i-1]
+}
+
+// shown is a member name as an error message repeats it: at most 64 bytes.
+func shown(name []byte) string {
+	if len(name) > 64 {
+		return string(name[:64]) + "…"
+	}
+	return string(name)
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+func (r *Request) readModel(s *scanner) error {
+	start := s.i
+	switch s.b[s.i] {
+	case '"':
+		if err := s.str(); err != nil {
+			return err
+		}
+		name, err := Unquote(s.b[start:s.i])
+		if err != nil {
+			return err
+		}
+		r.Model = name
+	case 'n': // null is as if absent (the edit replaces it)
+		if err := s.literal("null"); err != nil {
+			return err
+		}
+	default:
+		return wrongType("model", "a string")
+	}
+	r.model = span{start, s.i}
+	return nil
+}
+
+// readBool reads a boolean (or null: false).
+func readBool(s *scanner, v *bool, param string) error {
+	switch s.b[s.i] {
+	case 't':
+		*v = true
+		return s.literal("true")
+	case 'f':
+		*v = false
+		return s.literal("false")
+	case 'n':
+		*v = false
+		return s.literal("null")
+	}
+	return wrongType(param, "a boolean")
+}
+
+// readInt reads an integer from lo to hi (or null: 0), written as one.
+func readInt(s *scanner, v *int64, param string, lo, hi int64) error {
+	start := s.i
+	c := s.b[s.i]
+	if c == 'n' {
+		*v = 0
+		return s.literal("null")
+	}
+	if c != '-' && !isDigit(c) {
+		return wrongType(param, "an integer")
+	}
+	if err := s.number(); err != nil {
+		return err
+	}
+	lit := s.b[start:s.i]
+	if bytes.ContainsAny(lit, ".eE") {
+		return wrongType(param, "an integer")
+	}
+	n, err := strconv.ParseInt(string(lit), 10, 64)
+	if err != nil || n < lo {
+		return refuse(param, CodeInvalidValue, "Invalid '%s': expected an integer of at least %d, got %s.", param, lo, shownLit(lit))
+	}
+	if n > hi {
+		return refuse(param, CodeInvalidValue, "Invalid '%s': expected an integer of at most %d, got %s.", param, hi, shownLit(lit))
+	}
+	*v = n
+	return nil
+}
+
+func shownLit(lit []byte) string { return shown(lit) }
+
+func readString(s *scanner, param string) error {
+	switch s.b[s.i] {
+	case '"':
+		return s.str()
+	case 'n':
+		return s.literal("null")
+	}
+	return wrongType(param, "a string")
+}
+
+func (r *Request) readTemperature(s *scanner) error {
+	start := s.i
+	c := s.b[s.i]
+	if c == 'n' {
+		return s.literal("null")
+	}
+	if c != '-' && !isDigit(c) {
+		return wrongType("temperature", "a number")
+	}
+	if err := s.number(); err != nil {
+		return err
+	}
+	t, err := strconv.ParseFloat(string(s.b[start:s.i]), 64)
+	if err != nil {
+		return refuse("temperature", CodeInvalidValue, "Invalid 'temperature': %s is out of range.", shownLit(s.b[start:s.i]))
+	}
+	r.Temperature = t
+	return nil
+}
+
+// readStreamOptions reads "stream_options": an object or null, whose
+// include_usage is a boolean.
+func (r *Request) readStreamOptions(s *scanner, depth int) error {
+	r.streamOpts = span{s.i, -1}
+	defer func() { r.streamOpts.end = s.i }()
+	switch s.b[s.i] {
+	case 'n':
+		return s.literal("null")
+	case '{':
+	default:
+		return wrongType("stream_options", "an object")
+	}
+	var names memberNames
+	return s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+		switch names.check(keyName(key), "stream_options.", "include_usage") {
+		case 0:
+			if err := readBool(s, &r.IncludeUsage, "stream_options.include_usage"); err != nil {
+				return err
+			}
+			return nil
+		case -1:
+			return s.value(depth)
+		}
+		return names.err
+	})
+}
+
+// memberNames checks the members of a nested object the gateway reads:
+// each name it acts on once, in its own case.
+type memberNames struct {
+	seen uint32
+	err  error
+}
+
+// check returns the index of name among known, -1 for a name not known,
+// -2 (with err set) for a second or case-variant one.
+func (m *memberNames) check(name []byte, prefix string, known ...string) int {
+	for i, k := range known {
+		if len(name) < len(k)/3 || !bytes.EqualFold(name, []byte(k)) {
+			continue
+		}
+		if string(name) != k {
+			m.err = refuse(prefix+shown(name), CodeCaseVariant,
+				"Unknown parameter '%s%s': member names are case-sensitive; did you mean '%s%s'?", prefix, shown(name), prefix, k)
+			return -2
+		}
+		if m.seen&(1<<i) != 0 {
+			m.err = refuse(prefix+k, CodeDuplicate, "'%s%s' appears twice.", prefix, k)
+			return -2
+		}
+		m.seen |= 1 << i
+		return i
+	}
+	return -1
+}
+
+func (r *Request) readTools(s *scanner, param string, depth int) error {
+	start := s.i
+	switch s.b[s.i] {
+	case 'n':
+		return s.literal("null")
+	case '[':
+	default:
+		return wrongType(param, "an array")
+	}
+	n := 0
+	err := s.array(depth, func(s *scanner, _, depth int) error {
+		n++
+		return s.value(depth)
+	})
+	r.HasTools = r.HasTools || n > 0
+	r.ToolBytes += int64(s.i - start)
+	return err
+}
+
+func (r *Request) readResponseFormat(s *scanner, depth int) error {
+	switch s.b[s.i] {
+	case 'n':
+		return s.literal("null")
+	case '{':
+	default:
+		return wrongType("response_format", "an object")
+	}
+	var names memberNames
+	return s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+		switch names.check(keyName(key), "response_format.", "type") {
+		case 0:
+			start := s.i
+			if err := readString(s, "response_format.type"); err != nil {
+				return err
+			}
+			switch string(s.b[start:s.i]) {
+			case `"json_object"`, `"json_schema"`:
+				r.JSONMode = true
+			}
+			return nil
+		case -1:
+			return s.value(depth)
+		}
+		return names.err
+	})
+}
+
+// readMessages reads chat messages: an array of message objects.
+func (r *Request) readMessages(s *scanner, param string, depth int) error {
+	if s.b[s.i] != '[' {
+		return wrongType(param, "an array")
+	}
+	return s.array(depth, func(s *scanner, i, depth int) error {
+		if s.b[s.i] != '{' {
+			return wrongType(param+"["+strconv.Itoa(i)+"]", "an object")
+		}
+		return r.readMessage(s, param, i, depth)
+	})
+}
+
+// readMessage reads one message (or Responses input item): its role and
+// its content, a text or parts.
+func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
+	r.Messages++
+	var role, content span = absent, absent
+	var names memberNames
+	err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+		switch names.check(keyName(key), "", "role", "content") {
+		case 0:
+			start := s.i
+			if c := s.b[s.i]; c != '"' && c != 'n' {
+				return wrongType(param+"["+strconv.Itoa(i)+"].role", "a string")
+			}
+			if err := readString(s, ""); err != nil {
+				return err
+			}
+			role = span{start, s.i}
+			return nil
+		case 1:
+			start := s.i
+			if err := r.readContent(s, param, i, depth); err != nil {
+				return err
+			}
+			content = span{start, s.i}
+			return nil
+		case -1:
+			return s.value(depth)
+		}
+		return names.err
+	})
+	if err != nil || !content.ok() {
+		return err
+	}
+	switch string(s.b[max(role.start, 0):max(role.end, 0)]) {
+	case `"user"`:
+		r.lastUser = content
+		r.LastUserChars = r.contentChars
+	case `"system"`, `"developer"`:
+		r.system = append(r.system, content)
+	}
+	return nil
+}
+
+// readContent reads a message's content: a string, parts or null; it sets
+// contentChars to the characters of its text.
+func (r *Request) readContent(s *scanner, param string, i, depth int) error {
+	r.contentChars = 0
+	switch s.b[s.i] {
+	case '"':
+		if err := s.str(); err != nil {
+			return err
+		}
+		r.contentChars = s.chars
+	case '[':
+		if err := s.array(depth, func(s *scanner, j, depth int) error {
+			if s.b[s.i] != '{' {
+				return wrongType(param+"["+strconv.Itoa(i)+"].content["+strconv.Itoa(j)+"]", "an object")
+			}
+			return r.readPart(s, depth)
+		}); err != nil {
+			return err
+		}
+	default:
+		if err := s.value(depth); err != nil {
+			return err
+		}
+	}
+	r.TextChars += r.contentChars
+	return nil
+}
+
+// readPart reads one content part: its type, and its text when it has
+// one.
+func (r *Request) readPart(s *scanner, depth int) error {
+	var typ span = absent
+	var names memberNames
+	err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+		switch names.check(keyName(key), "", "type", "text") {
+		case 0:
+			start := s.i
+			if err := s.value(depth); err != nil {
+				return err
+			}
+			typ = span{start, s.i}
+			return nil
+		case 1:
+			start := s.i
+			if err := s.value(depth); err != nil {
+				return err
+			}
+			if s.b[start] == '"' {
+				r.contentChars += s.chars
+			}
+			return nil
+		case -1:
+			return s.value(depth)
+		}
+		return names.err
+	})
+	if err == nil && typ.ok() {
+		switch t := s.b[typ.start:typ.end]; {
+		case bytes.Contains(t, []byte("image")):
+			r.Images++
+		case bytes.Contains(t, []byte("audio")):
+			r.Audio++
+		case bytes.Contains(t, []byte("file")):
+			r.Files++
+		}
+	}
+	return err
+}
+
+// readResponsesInput reads the Responses API's input: a text (one user
+// message) or items.
+func (r *Request) readResponsesInput(s *scanner, depth int) error {
+	switch s.b[s.i] {
+	case '"':
+		return r.readUserText(s)
+	case '[':
+		return s.array(depth, func(s *scanner, i, depth int) error {
+			if s.b[s.i] != '{' {
+				return wrongType("input["+strconv.Itoa(i)+"]", "an object")
+			}
+			return r.readMessage(s, "input", i, depth)
+		})
+	case 'n':
+		return s.literal("null")
+	}
+	return wrongType("input", "a string or an array")
+}
+
+// readPrompts reads completions' prompt or embeddings' input: a text, or
+// texts, token ids or arrays of token ids.
+func (r *Request) readPrompts(s *scanner, param string, depth int) error {
+	switch s.b[s.i] {
+	case '"':
+		return r.readUserText(s)
+	case 'n':
+		return s.literal("null")
+	case '[':
+	default:
+		return wrongType(param, "a string or an array")
+	}
+	return s.array(depth, func(s *scanner, i, depth int) error {
+		switch c := s.b[s.i]; {
+		case c == '"':
+			return r.readUserText(s)
+		case c == '[':
+			r.Messages++
+			return s.array(depth, func(s *scanner, _, depth int) error {
+				r.TokenIDs++
+				return s.value(depth)
+			})
+		case c == '-' || isDigit(c):
+			r.TokenIDs++
+			return s.number()
+		}
+		return wrongType(param+"["+strconv.Itoa(i)+"]", "a string, a token id or an array of token ids")
+	})
+}
+
+// readUserText reads a text given bare (a prompt, an input): one user
+// message.
+func (r *Request) readUserText(s *scanner) error {
+	start := s.i
+	if err := s.str(); err != nil {
+		return err
+	}
+	r.Messages++
+	r.lastUser = span{start, s.i}
+	r.LastUserChars = s.chars
+	r.TextChars += r.LastUserChars
+	return nil
+}
+
+// planIncludeUsage works out the smallest edit that makes the upstream send
+// a usage chunk when the client did not ask for one.
+func (r *Request) planIncludeUsage() {
+	raw := r.Raw
+	if r.IncludeUsage {
+		return
+	}
+	if !r.streamOpts.ok() {
+		// insert a member right after the top-level '{'; the object is not
+		// empty (it has "stream"), so a trailing comma is always right.
+		open := skipSpace(raw, 0)
+		r.usageAt = span{open + 1, open + 1}
+		r.usageText = `"stream_options":{"include_usage":true},`
+		return
+	}
+	if raw[r.streamOpts.start] != '{' { // null: replace it
+		r.usageAt = r.streamOpts
+		r.usageText = `{"include_usage":true}`
+		return
+	}
+	// an include_usage that is false or null: replace its value
+	s := scanner{b: raw, i: r.streamOpts.start}
+	empty, err := s.open(1, '}')
+	for more := !empty; more && err == nil; {
+		var key []byte
+		if key, _, err = s.key(); err != nil {
+			break
+		}
+		start := s.i
+		if err = s.value(2); err == nil {
+			if string(keyName(key)) == "include_usage" {
+				r.usageAt = span{start, s.i}
+				r.usageText = "true"
+			}
+			more, err = s.next('}')
+		}
+	}
+	if r.usageAt.ok() {
+		return
+	}
+	at := r.streamOpts.start + 1
+	r.usageAt = span{at, at}
+	if raw[skipSpace(raw, at)] == '}' {
+		r.usageText = `"include_usage":true`
+	} else {
+		r.usageText = `"include_usage":true,`
+	}
+}
+
+// StripUsage reports whether a usage-only chunk of the answer must not
+// reach the client: a chat or completions stream whose client did not ask
+// for usage (the gateway asks on its behalf, or the provider sends it
+// unasked).
+func (r *Request) StripUsage() bool {
+	return r.Stream && !r.IncludeUsage && (r.API == Chat || r.API == Completions)
+}
+
+// Body is an attempt's body in up to five pieces: the unedited runs share
+// the client body's memory, the edits are new.
+type Body struct {
+	parts [5][]byte
+	n     int // pieces in use
+	Size  int // total length
+}
+
+func (b *Body) add(p []byte) {
+	b.parts[b.n] = p
+	b.n++
+	b.Size += len(p)
+}
+
+// Join copies the pieces into one slice.
+func (b *Body) Join() []byte {
+	out := make([]byte, 0, b.Size)
+	for _, p := range b.parts[:b.n] {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// Reader reads the pieces in order without joining them.
+func (b *Body) Reader() io.Reader {
+	readers := make([]io.Reader, b.n)
+	for i, p := range b.parts[:b.n] {
+		readers[i] = bytes.NewReader(p)
+	}
+	return io.MultiReader(readers...)
+}
+
+// Usage is how an upstream is asked for a stream's usage.
+type UsageAsk uint8
+
+const (
+	// AskUsage turns stream_options.include_usage on (the default).
+	AskUsage UsageAsk = iota
+	// NoStreamOptions drops stream_options: for providers that reject it.
+	NoStreamOptions
+)
+
+// Upstream is the body for one attempt: Raw with "model" set to model and,
+// for a chat or completions stream, usage asked for (or stream_options
+// dropped); nothing else is touched.
+func (r *Request) Upstream(model string, ask UsageAsk) Body {
+	type edit struct {
+		at   span
+		text string
+	}
+	var edits [2]edit
+	n := 0
+	quoted := Quote(model)
+	if r.model.ok() {
+		edits[n] = edit{r.model, quoted}
+	} else {
+		open := skipSpace(r.Raw, 0)
+		text := `"model":` + quoted
+		if r.Raw[skipSpace(r.Raw, open+1)] != '}' {
+			text += ","
+		}
+		edits[n] = edit{span{open + 1, open + 1}, text}
+	}
+	n++
+	switch {
+	case !r.Stream || (r.API != Chat && r.API != Completions):
+	case ask == NoStreamOptions && r.streamOptsMember.ok():
+		edits[n] = edit{r.streamOptsMember, ""}
+		n++
+	case ask == AskUsage && r.usageAt.ok():
+		edits[n] = edit{r.usageAt, r.usageText}
+		n++
+	}
+	if n == 2 && edits[1].at.start < edits[0].at.start {
+		edits[0], edits[1] = edits[1], edits[0]
+	}
+	var b Body
+	pos := 0
+	for _, e := range edits[:n] {
+		b.add(r.Raw[pos:e.at.start])
+		b.add([]byte(e.text))
+		pos = e.at.end
+	}
+	b.add(r.Raw[pos:])
+	return b
+}
+
+// UpstreamBody is Upstream joined.
+func (r *Request) UpstreamBody(model string, ask UsageAsk) []byte {
+	b := r.Upstream(model, ask)
+	return b.Join()
+}

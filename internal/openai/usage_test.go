@@ -1,0 +1,428 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestUsageParsing(t *testing.T) {
+	body := []byte(`{"id":"x","choices":[{"message":{"content":"\"usage\":{\"prompt_tokens\":999}"}}],"usage":{"prompt_tokens":120,"completion_tokens":10,"total_tokens":130,"prompt_tokens_details":{"cached_tokens":64,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":3}}}`)
+	u, ok, valid := AnswerUsage(body)
+	if !ok || !valid || u != (Usage{Input: 120, Output: 10, CachedInput: 64}) {
+		t.Errorf("AnswerUsage = %+v %v %v", u, ok, valid)
+	}
+	if _, ok, valid := AnswerUsage([]byte(`{"usage":null}`)); ok || !valid {
+		t.Error("null usage parsed")
+	}
+	chunk := []byte(`{"id":"x","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}`)
+	if u, n, ok := ChunkUsage(chunk); !ok || n != 0 || u.Input != 7 || u.Output != 2 {
+		t.Errorf("usage chunk = %+v %d %v", u, n, ok)
+	}
+	// as Python's json.dumps writes it
+	spaced := []byte(`{"id": "x", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}`)
+	if u, n, ok := ChunkUsage(spaced); !ok || n != 0 || u.Input != 7 || u.Output != 2 {
+		t.Errorf("spaced usage chunk = %+v %d %v", u, n, ok)
+	}
+	final := []byte(`{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":2}}`)
+	if u, n, ok := ChunkUsage(final); !ok || n != 1 || u.Output != 2 {
+		t.Errorf("usage on a content chunk = %+v %d %v", u, n, ok)
+	}
+	if n := StringChars([]byte(`a\"é✓" tail`)); n != 4 {
+		t.Errorf("StringChars = %d, want 4", n)
+	}
+}
+
+func TestAnswerUsageTable(t *testing.T) {
+	cases := []struct {
+		name  string
+		body  string
+		want  Usage
+		found bool
+		valid bool
+	}{
+		{"chat", `{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}`, Usage{Input: 12, Output: 3}, true, true},
+		{"cached", `{"usage":{"prompt_tokens":100,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":96}}}`, Usage{100, 1, 96, false}, true, true},
+		{"embeddings", `{"object":"list","data":[{"embedding":[0.1,-2e-3]}],"usage":{"prompt_tokens":8,"total_tokens":8}}`, Usage{Input: 8}, true, true},
+		{"responses shape", `{"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2},"output_tokens_details":{"reasoning_tokens":4}}}`, Usage{5, 7, 2, false}, true, true},
+		{"usage first, spaces", " {\n \"usage\" : { \"completion_tokens\" : 9 , \"prompt_tokens\" : 1 } , \"id\" : \"x\" }\n", Usage{Input: 1, Output: 9}, true, true},
+		{"python spacing", `{"id": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 2}}}`, Usage{3, 4, 2, false}, true, true},
+		{"empty usage", `{"usage":{}}`, Usage{}, true, true},
+		{"zeros", `{"usage":{"prompt_tokens":0,"completion_tokens":0}}`, Usage{}, true, true},
+		{"large", `{"usage":{"prompt_tokens":9223372036854775807}}`, Usage{Input: 1<<63 - 1}, true, true},
+		{"not integers count as 0", `{"usage":{"prompt_tokens":-5,"completion_tokens":1.5,"prompt_tokens_details":{"cached_tokens":"3"}}}`, Usage{}, true, true},
+		{"exponent counts as 0", `{"usage":{"prompt_tokens":1e3,"completion_tokens":null}}`, Usage{}, true, true},
+		{"details null", `{"usage":{"prompt_tokens":4,"prompt_tokens_details":null}}`, Usage{Input: 4}, true, true},
+		{"details not an object", `{"usage":{"prompt_tokens":4,"prompt_tokens_details":[{"cached_tokens":1}]}}`, Usage{Input: 4}, true, true},
+		{"duplicate usage: the last counts", `{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}`, Usage{Input: 2}, true, true},
+		{"duplicate field: the last counts", `{"usage":{"prompt_tokens":1,"prompt_tokens":2}}`, Usage{Input: 2}, true, true},
+		{"no usage", `{"id":"x","choices":[]}`, Usage{}, false, true},
+		{"usage null", `{"usage":null}`, Usage{}, false, true},
+		{"usage array", `{"usage":[{"prompt_tokens":1}]}`, Usage{}, false, true},
+		{"usage number", `{"usage":5}`, Usage{}, false, true},
+		{"usage last null", `{"usage":{"prompt_tokens":1},"usage":null}`, Usage{}, false, true},
+		{"nested usage only", `{"choices":[{"usage":{"prompt_tokens":1}}],"meta":{"usage":{"prompt_tokens":2}}}`, Usage{}, false, true},
+		{"usage in a string", `{"text":"\"usage\":{\"prompt_tokens\":1}"}`, Usage{}, false, true},
+		{"key case", `{"Usage":{"prompt_tokens":1}}`, Usage{}, false, true},
+		{"not an object", `[{"usage":{"prompt_tokens":1}}]`, Usage{}, false, false},
+		{"invalid JSON", `{"usage":{"prompt_tokens":1},}`, Usage{}, false, false},
+		{"invalid JSON after usage", `{"usage":{"prompt_tokens":1},"x":tru}`, Usage{}, false, false},
+		{"truncated", `{"usage":{"prompt_tokens":1}`, Usage{}, false, false},
+		{"empty", ``, Usage{}, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u, found, valid := AnswerUsage([]byte(tc.body))
+			if found != tc.found || valid != tc.valid || (found && u != tc.want) {
+				t.Errorf("AnswerUsage(%s) = %+v, %v, %v; want %+v, %v, %v", tc.body, u, found, valid, tc.want, tc.found, tc.valid)
+			}
+		})
+	}
+}
+
+func TestChunkUsageTable(t *testing.T) {
+	cases := []struct {
+		name    string
+		data    string
+		want    Usage
+		choices int
+		found   bool
+	}{
+		{"usage-only chunk", `{"id":"x","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}`, Usage{Input: 7, Output: 2}, 0, true},
+		{"usage-only chunk, python spacing", `{"id": "x", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}`, Usage{Input: 7, Output: 2}, 0, true},
+		{"content chunk", `{"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}`, Usage{}, 1, false},
+		// without a "usage" anywhere the choices are not counted
+		{"three choices", `{"choices":[{"index":0},{"index":1},{"index":2}]}`, Usage{}, -1, false},
+		{"choices of odd values", `{"choices":[1, "x" ,null,[],{}]}`, Usage{}, -1, false},
+		{"three choices, usage null", `{"choices":[{"index":0},{"index":1},{"index":2}],"usage":null}`, Usage{}, 3, false},
+		{"choices of odd values, usage null", `{"choices":[1, "x" ,null,[],{}],"usage":null}`, Usage{}, 5, false},
+		{"usage on the last content chunk", `{"choices":[{"finish_reason":"stop"}],"usage":{"completion_tokens":4}}`, Usage{Output: 4}, 1, true},
+		{"usage before choices", `{"usage":{"prompt_tokens":1},"choices":[]}`, Usage{Input: 1}, 0, true},
+		{"choices null", `{"choices":null,"usage":{"prompt_tokens":1}}`, Usage{Input: 1}, 0, true},
+		{"choices object", `{"choices":{"0":{}},"usage":{"prompt_tokens":1}}`, Usage{Input: 1}, 0, true},
+		{"responses completed", `{"type":"response.completed","response":{"id":"r","output":[],"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2}}}}`, Usage{5, 7, 2, false}, 0, true},
+		{"responses created", `{"type":"response.created","response":{"id":"r","usage":null}}`, Usage{}, 0, false},
+		{"nested usage only", `{"choices":[{"delta":{"usage":{"prompt_tokens":1}}}]}`, Usage{}, 1, false},
+		{"usage as a text", `{"choices":[{"delta":{"content":"usage"}}]}`, Usage{}, 1, false},
+		{"not JSON", `[DONE]`, Usage{}, -1, false},
+		{"an array with usage", `[{"usage":{"prompt_tokens":1}}]`, Usage{}, 0, false},
+		{"empty", ``, Usage{}, -1, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u, n, found := ChunkUsage([]byte(tc.data))
+			// choices are counted only when a usage object is there
+			if found != tc.found || (found && (n != tc.choices || u != tc.want)) || (!found && n > 0 && n != tc.choices) {
+				t.Errorf("ChunkUsage(%s) = %+v, %d, %v; want %+v, %d, %v", tc.data, u, n, found, tc.want, tc.choices, tc.found)
+			}
+		})
+	}
+}
+
+func TestUsageObject(t *testing.T) {
+	cases := []struct {
+		obj  string
+		want Usage
+		ok   bool
+	}{
+		{`{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":1}}`, Usage{3, 4, 1, false}, true},
+		{`{}`, Usage{}, true},
+		{` { } `, Usage{}, true},
+		{`{"prompt_tokens_details":{"cached_tokens":5,"audio_tokens":2}}`, Usage{CachedInput: 5}, true},
+		{`{"completion_tokens_details":{"cached_tokens":5}}`, Usage{}, true},
+		{`null`, Usage{}, false},
+		{`[]`, Usage{}, false},
+		{`"usage"`, Usage{}, false},
+		{`{"prompt_tokens":}`, Usage{}, false},
+		{``, Usage{}, false},
+	}
+	for _, tc := range cases {
+		u, ok := usageObject([]byte(tc.obj))
+		if ok != tc.ok || (ok && u != tc.want) {
+			t.Errorf("usageObject(%s) = %+v, %v; want %+v, %v", tc.obj, u, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestIsError(t *testing.T) {
+	cases := map[string]bool{
+		`{"error":{"message":"x"}}`:                   true,
+		`{"error":"x"}`:                               true,
+		`{"error":null,"choices":[]}`:                 false,
+		`{"type":"error","message":"x"}`:              true,
+		`{"type":"response.failed","response":{}}`:    true,
+		`{"type":"response.completed","response":{}}`: false,
+		`{"choices":[{"message":{"error":"inner"}}]}`: false,
+		`{"id":"x","object":"chat.completion"}`:       false,
+		`{"Error":{"message":"x"}}`:                   false,
+		`[{"error":{}}]`:                              false,
+		``:                                            false,
+	}
+	for in, want := range cases {
+		if got := IsError([]byte(in)); got != want {
+			t.Errorf("IsError(%s) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestForEachMember(t *testing.T) {
+	var keys, vals []string
+	ok := ForEachMember([]byte(` {"a" : 1, "b\"c":{"d":[1, 2]} ,"e":"x"} `), func(k, v []byte) {
+		keys = append(keys, string(k))
+		vals = append(vals, string(v))
+	})
+	if !ok || strings.Join(keys, "|") != `a|b\"c|e` || strings.Join(vals, "|") != `1|{"d":[1, 2]}|"x"` {
+		t.Errorf("ForEachMember: %v %q %q", ok, keys, vals)
+	}
+	for in, want := range map[string]bool{
+		`{}`: true, ` {} `: true, `{"a":1}`: true, `[]`: false, `{"a":1} x`: false, `{"a":}`: false, ``: false, `null`: false,
+		`{"a":1}{}`: false,
+		// answers are read laxly: a stray byte in a provider's text does
+		// not make its answer "not an answer"
+		"{\"a\":\"\xff\"}": true,
+	} {
+		if got := IsObject([]byte(in)); got != want {
+			t.Errorf("IsObject(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestStreamTextChars(t *testing.T) {
+	cases := []struct {
+		api  API
+		data string
+		want int64
+	}{
+		{Chat, `{"choices":[{"index":0,"delta":{"content":"hello"}}]}`, 5},
+		{Chat, `{"choices": [{"index": 0, "delta": {"content" : "héllo"}}]}`, 5},
+		{Chat, `{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"bc"}}]}`, 3},
+		{Chat, `{"choices":[{"delta":{"content":null}}]}`, 0},
+		{Chat, `{"choices":[{"delta":{"role":"assistant","content":"say \"content\": x"}}]}`, 16},
+		{Chat, `{"choices":[{"text":"abc"}]}`, 0},
+		{Completions, `{"choices":[{"text":"abc","index":0}]}`, 3},
+		{Responses, `{"type":"response.output_text.delta","delta":"ab\u00e9"}`, 3},
+		{Embeddings, `{"content":"x"}`, 0},
+		{0, `{"content":"x"}`, 0},
+		{API(200), `{"content":"x"}`, 0},
+		{Chat, ``, 0},
+		{Chat, `"content"`, 0},
+		{Chat, `"content":`, 0},
+	}
+	for _, tc := range cases {
+		if got := StreamTextChars(tc.api, []byte(tc.data)); got != tc.want {
+			t.Errorf("StreamTextChars(%d, %s) = %d, want %d", tc.api, tc.data, got, tc.want)
+		}
+	}
+}
+
+// jsonMember is one member of a JSON object as encoding/json reads it: the
+// key decoded, the value raw.
+type jsonMember struct {
+	key string
+	val json.RawMessage
+}
+
+// jsonMembers reads the members of a valid JSON value in order (duplicates
+// kept); false if it is not an object.
+func jsonMembers(b []byte) ([]jsonMember, bool) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	var ms []jsonMember
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, false
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, false
+		}
+		ms = append(ms, jsonMember{key, v})
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, false
+	}
+	return ms, true
+}
+
+// tokenCount is a token field as encoding/json reads it: a non-negative
+// integer, or 0 for any other value; false when the integer does not fit
+// an int64.
+func tokenCount(v json.RawMessage) (int64, bool) {
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, true
+		}
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	return n, err == nil
+}
+
+// wantUsage is the usage encoding/json finds in a usage object; comparable
+// is false when a count overflows.
+func wantUsage(obj json.RawMessage) (u Usage, found, comparable bool) {
+	ms, ok := jsonMembers(obj)
+	if !ok {
+		return Usage{}, false, true
+	}
+	for _, m := range ms {
+		var dst *int64
+		switch m.key {
+		case "prompt_tokens", "input_tokens":
+			dst = &u.Input
+		case "completion_tokens", "output_tokens":
+			dst = &u.Output
+		case "prompt_tokens_details", "input_tokens_details":
+			details, _ := jsonMembers(m.val)
+			for _, d := range details {
+				if d.key == "cached_tokens" {
+					n, ok := tokenCount(d.val)
+					if !ok {
+						return u, true, false
+					}
+					u.CachedInput = n
+				}
+			}
+		}
+		if dst != nil {
+			n, ok := tokenCount(m.val)
+			if !ok {
+				return u, true, false
+			}
+			*dst = n
+		}
+	}
+	return u, true, true
+}
+
+// nesting is the deepest nesting of arrays and objects in valid JSON, the
+// outermost counting 1.
+func nesting(b []byte) int {
+	depth, deepest := 0, 0
+	inString := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
+
+// FuzzUsageParser: AnswerUsage and ChunkUsage never panic, and on any JSON
+// object they can read (UTF-8, nested no deeper than MaxDepth) they agree
+// with encoding/json on the usage and the number of choices.
+func FuzzUsageParser(f *testing.F) {
+	f.Add(`{"id":"x","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}`)
+	f.Add(`{"choices":[{"index":0,"delta":{"content":"\"usage\":{}"}}],"usage":null}`)
+	f.Add(`{"usage":{"prompt_tokens":-1,"completion_tokens":1.5e3,"prompt_tokens":"7"}}`)
+	f.Add(`{"usage":{"prompt_tokens":99999999999999999999}}`)
+	f.Add(`{"usage":{"prompt_tokens":1},"usage":{"completion_tokens":2}}`)
+	f.Add(`{"type":"response.completed","response":{"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2}}}}`)
+	f.Add(`{"usage":{"prompt_tokens_details":null,"input_tokens_details":{"cached_tokens":3}},"choices":{"a":[]}}`)
+	f.Add(`[{"usage":{"prompt_tokens":1}}]`)
+	f.Add(`{"usage":{"prompt_tokens":1}`)
+	f.Add(`{"usage":{"prompt_tokens":1}} trailing`)
+	f.Add(`{"id": "x", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}`)
+	f.Add(`{"choices":[{},{}]}`)
+	f.Add(``)
+	f.Fuzz(func(t *testing.T, in string) {
+		b := []byte(in)
+		u, found, valid := AnswerUsage(b)
+		cu, choices, cfound := ChunkUsage(b)
+		if found && !valid {
+			t.Fatalf("AnswerUsage(%q): usage found in a body that is not valid", in)
+		}
+		if valid != IsObject(b) {
+			t.Fatalf("AnswerUsage(%q) valid = %v, IsObject %v", in, valid, !valid)
+		}
+		hasUsageKey := bytes.Contains(b, []byte(`"usage"`))
+		if !hasUsageKey && (choices != -1 || cfound) {
+			t.Fatalf("ChunkUsage(%q) without a usage key: %d choices, found %v", in, choices, cfound)
+		}
+		if !json.Valid(b) || strings.Contains(in, `\u`) {
+			// not JSON: no panic is all that is asked; an escaped key
+			// ("\u0075sage") is compared undecoded, on purpose
+			if valid && !json.Valid(b) {
+				t.Fatalf("AnswerUsage(%q): valid, but not JSON", in)
+			}
+			return
+		}
+		top, isObject := jsonMembers(b)
+		if !isObject {
+			if found || valid || cfound || (hasUsageKey && choices != 0) {
+				t.Fatalf("%q is not an object, yet usage %+v %v %v, chunk %+v %d %v", in, u, found, valid, cu, choices, cfound)
+			}
+			return
+		}
+		if !utf8.Valid(b) || nesting(b) > MaxDepth {
+			// JSON that encoding/json reads but the scanner refuses (it
+			// holds answers to the request rules: UTF-8, MaxDepth); which
+			// of the two an answer should get is not settled here
+			return
+		}
+		if !valid {
+			t.Fatalf("AnswerUsage(%q): not valid, but encoding/json reads an object", in)
+		}
+		var want, cwant Usage
+		var wfound, cwfound bool
+		comparable := true
+		wchoices, nchoices := 0, 0
+		for _, m := range top {
+			switch m.key {
+			case "usage":
+				w, f, ok := wantUsage(m.val)
+				want, wfound, cwant, cwfound = w, f, w, f
+				comparable = comparable && ok
+			case "choices":
+				nchoices++
+				var elems []json.RawMessage
+				if json.Unmarshal(m.val, &elems) == nil {
+					wchoices += len(elems)
+				}
+			case "response":
+				inner, _ := jsonMembers(m.val)
+				for _, r := range inner {
+					if r.key == "usage" {
+						w, f, ok := wantUsage(r.val)
+						cwant, cwfound = w, f
+						comparable = comparable && ok
+					}
+				}
+			}
+		}
+		if !comparable {
+			return // a count beyond int64
+		}
+		if found != wfound || (found && u != want) {
+			t.Fatalf("AnswerUsage(%q) = %+v, %v; encoding/json: %+v, %v", in, u, found, want, wfound)
+		}
+		if cfound != cwfound || (cfound && cu != cwant) {
+			t.Fatalf("ChunkUsage(%q) = %+v, %v; encoding/json: %+v, %v", in, cu, cfound, cwant, cwfound)
+		}
+		if !hasUsageKey {
+			wchoices = -1
+		}
+		if nchoices <= 1 && cfound && choices != wchoices {
+			t.Fatalf("ChunkUsage(%q): %d choices; encoding/json: %d", in, choices, wchoices)
+		}
+	})
+}
