@@ -108,14 +108,17 @@ type BudgetStats struct {
 
 // BudgetPeriodStats is one limit of a budget in its current period.
 type BudgetPeriodStats struct {
-	Period      string           `json:"period"`
-	Limit       MoneyStats       `json:"limit"`
-	WarnAt      float64          `json:"warn_at"` // a share of the limit
-	Start       time.Time        `json:"start"`
-	ResetsAt    time.Time        `json:"resets_at"`
-	ResetsHuman string           `json:"resets_at_human"`
-	Keys        int              `json:"keys"` // keys with spend in this period (in memory)
-	TopKeys     []BudgetKeyStats `json:"top_keys"`
+	Period      string     `json:"period"`
+	Limit       MoneyStats `json:"limit"`
+	WarnAt      float64    `json:"warn_at"` // a share of the limit
+	Start       time.Time  `json:"start"`
+	ResetsAt    time.Time  `json:"resets_at"`
+	ResetsHuman string     `json:"resets_at_human"`
+	Keys        int        `json:"keys"` // keys with spend or reservations in this period (in memory)
+	// Reserved is what requests admitted by this instance and still
+	// running may cost (their reservations, counted against the limit).
+	Reserved MoneyStats       `json:"reserved"`
+	TopKeys  []BudgetKeyStats `json:"top_keys"`
 }
 
 // BudgetKeyStats is one key's spend in a period.
@@ -124,6 +127,8 @@ type BudgetKeyStats struct {
 	Spent     MoneyStats `json:"spent"`
 	UsedShare float64    `json:"used_share"` // of the limit
 	UsedHuman string     `json:"used_human"`
+	// Reserved is what this key's running requests may still cost.
+	Reserved *MoneyStats `json:"reserved,omitempty"`
 }
 
 // ClientStats is one client label's usage.
@@ -296,14 +301,19 @@ func collectBudgetStats(t time.Time) []BudgetStats {
 		}
 		for _, lim := range b.limits {
 			w := l.window(lim.period, t)
-			top, n := l.topKeys(lim.period, t, topBudgetKeys)
+			top, n, reserved := l.topKeys(lim.period, t, topBudgetKeys)
 			ps := BudgetPeriodStats{Period: lim.period.String(), WarnAt: b.warnAt, Start: w.start, ResetsAt: w.end,
 				ResetsHuman: humanize.RelTime(w.end, t, "ago", "from now"), Keys: n, TopKeys: []BudgetKeyStats{},
-				Limit: MoneyStats{Currency: b.currency, Amount: lim.amount, Human: humanMoney(lim.amount, b.currency)}}
+				Limit:    MoneyStats{Currency: b.currency, Amount: lim.amount, Human: humanMoney(lim.amount, b.currency)},
+				Reserved: MoneyStats{Currency: b.currency, Amount: reserved, Human: humanMoney(reserved, b.currency)}}
 			for _, k := range top {
 				share := k.spent / lim.amount
-				ps.TopKeys = append(ps.TopKeys, BudgetKeyStats{Key: k.key, UsedShare: share, UsedHuman: humanPercent(share),
-					Spent: MoneyStats{Currency: b.currency, Amount: k.spent, Human: humanMoney(k.spent, b.currency)}})
+				ks := BudgetKeyStats{Key: k.key, UsedShare: share, UsedHuman: humanPercent(share),
+					Spent: MoneyStats{Currency: b.currency, Amount: k.spent, Human: humanMoney(k.spent, b.currency)}}
+				if k.reserved > 0 {
+					ks.Reserved = &MoneyStats{Currency: b.currency, Amount: k.reserved, Human: humanMoney(k.reserved, b.currency)}
+				}
+				ps.TopKeys = append(ps.TopKeys, ks)
 			}
 			bs.Periods = append(bs.Periods, ps)
 		}

@@ -1,25 +1,14 @@
 package llmrouter
 
 import (
-	"cmp"
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"net/http"
-	"path"
-	"runtime/debug"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/certmagic"
-	lru "github.com/hashicorp/golang-lru/v2"
 	"go.uber.org/zap"
 )
 
@@ -66,6 +55,13 @@ type Budget struct {
 	// Timezone is the IANA zone in which days, weeks (from Monday) and
 	// months begin. Default: UTC.
 	Timezone string `json:"timezone,omitempty"`
+
+	// ReserveOutput is how many output tokens admission reserves for a
+	// request that sets no max_tokens (max_completion_tokens,
+	// max_output_tokens) of its own: its reservation is its estimated input
+	// and this output, at the highest prices among the candidates the
+	// budget covers. Default: 1024.
+	ReserveOutput int64 `json:"reserve_output,omitempty"`
 }
 
 // BudgetLimit is an amount per period.
@@ -87,73 +83,14 @@ type ClientLabel struct {
 }
 
 const (
-	defaultBudgetSync   = 5 * time.Second
-	defaultWarnAt       = 80
-	defaultClientMax    = 100
-	maxBudgetKeys       = 10_000 // live keys per budget; the least recently used are flushed and dropped
-	budgetStoragePrefix = "llm_router/budgets"
-	otherClients        = "other"
+	defaultBudgetSync    = 5 * time.Second
+	defaultWarnAt        = 80
+	defaultReserveOutput = 1024
+	defaultClientMax     = 100
+	maxBudgetKeys        = 10_000 // live keys per budget; the least recently used are flushed and dropped
+	budgetStoragePrefix  = "llm_router/budgets"
+	otherClients         = "other"
 )
-
-// period is a budget period.
-type period uint8
-
-const (
-	periodHour period = iota
-	periodDay
-	periodWeek
-	periodMonth
-	periodCount
-)
-
-var periodNames = [periodCount]string{"hour", "day", "week", "month"}
-
-func (p period) String() string { return periodNames[p] }
-
-func parsePeriod(s string) (period, bool) {
-	i := slices.Index(periodNames[:], s)
-	return period(i), i >= 0
-}
-
-// window is one period: when it began and ends, and its id in storage.
-type window struct {
-	start, end time.Time
-	id         string
-}
-
-// windowAt is the period p that holds t, in loc.
-func (p period) windowAt(t time.Time, loc *time.Location) window {
-	t = t.In(loc)
-	y, m, d := t.Date()
-	var start, end time.Time
-	switch p {
-	case periodHour:
-		start = time.Date(y, m, d, t.Hour(), 0, 0, 0, loc)
-		end = start.Add(time.Hour)
-	case periodDay:
-		start = time.Date(y, m, d, 0, 0, 0, 0, loc)
-		end = time.Date(y, m, d+1, 0, 0, 0, 0, loc)
-	case periodWeek:
-		back := (int(t.Weekday()) + 6) % 7 // days since Monday
-		start = time.Date(y, m, d-back, 0, 0, 0, 0, loc)
-		end = time.Date(y, m, d-back+7, 0, 0, 0, 0, loc)
-	default:
-		start = time.Date(y, m, 1, 0, 0, 0, 0, loc)
-		end = time.Date(y, m+1, 1, 0, 0, 0, 0, loc)
-	}
-	return window{start: start, end: end, id: p.String() + "-" + start.Format(windowStamp)}
-}
-
-// windowStamp is the layout of a window's start in its id.
-const windowStamp = "2006-01-02T15"
-
-// pruneAfter is how long after a window ended its files are kept. A
-// window id does not say its time zone, so an instance reads another
-// zone's stamps (a fleet sharing the storage with another timezone, or
-// this one before a change of it) as up to 26 hours off; two days keep
-// such a window's current files, and the previous window of every period,
-// for instances whose clocks lag.
-const pruneAfter = 48 * time.Hour
 
 // budget is a Budget made ready to serve, in one config.
 type budget struct {
@@ -169,7 +106,9 @@ type budget struct {
 	loc        *time.Location
 	currency   string
 	ledger     *budgetLedger
-	poolKey    string // the ledger's key in budgetLedgers
+	poolKey    string               // the ledger's key in budgetLedgers
+	covers     map[*deployment]bool // the deployments whose answers it pays for (cover)
+	reserveOut int64                // output tokens reserved for a request without a limit of its own
 	metrics    *budgetMetrics
 	logger     *zap.Logger
 }
@@ -198,7 +137,14 @@ func (b *budget) count(action int) {
 // newBudget checks and builds one budget.
 func newBudget(b *Budget, currency string) (*budget, error) {
 	subj := "budget " + b.Name
-	nb := &budget{name: b.Name, hard: b.Hard, key: b.Key, downgrade: b.Downgrade, currency: currency, loc: time.UTC}
+	nb := &budget{name: b.Name, hard: b.Hard, key: b.Key, downgrade: b.Downgrade, currency: currency, loc: time.UTC,
+		reserveOut: defaultReserveOutput}
+	if b.ReserveOutput < 0 {
+		return nil, cfgErr(subj, "reserve_output must not be negative")
+	}
+	if b.ReserveOutput > 0 {
+		nb.reserveOut = b.ReserveOutput
+	}
 	if len(b.Limits) == 0 {
 		return nil, cfgErr(subj, "needs at least one limit")
 	}
@@ -250,554 +196,236 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 	return nb, nil
 }
 
-// applies reports whether the budget covers a request that resolved to
-// route or model.
-func (b *budget) applies(route, model string) bool {
-	return b.match == nil || (route != "" && b.match[route]) || (model != "" && b.match[model])
-}
-
-// budgetCharge is a budget a request is charged to, with the spender's key.
-type budgetCharge struct {
-	b   *budget
-	key string
-}
-
-// budgetVerdict is what the budgets say about one request.
-type budgetVerdict struct {
-	downgrade *budget // serve from this budget's downgrade route
-	refuse    *budget // refuse with 429
-	resetAt   time.Time
-	why       string
-}
-
-// checkBudgets looks at every budget that applies to a request (resolved
-// to route or model, its keys read from repl) at t, adding each to charges,
-// and says whether to serve, downgrade or refuse. A downgraded request is
-// checked again (again = true) for the budgets of its new route: it can
-// still be refused, but is not downgraded twice.
-func checkBudgets(budgets []*budget, route, model string, repl *caddy.Replacer, t time.Time, again bool, charges *[]budgetCharge) budgetVerdict {
-	var v budgetVerdict
-	for _, b := range budgets {
-		if !b.applies(route, model) {
-			continue
+// cover works out which of the config's deployments the budget covers:
+// those whose model is named in match, or that a route named there can
+// serve (its models and their fallbacks); every deployment without match.
+func (b *budget) cover(ds []*deployment, rt routing) {
+	b.covers = make(map[*deployment]bool)
+	for _, d := range ds {
+		if b.match == nil || b.match[d.name] {
+			b.covers[d] = true
 		}
-		key := ""
-		if b.key != "" {
-			key = repl.ReplaceAll(b.key, "")
-		}
-		if slices.ContainsFunc(*charges, func(c budgetCharge) bool { return c.b == b && c.key == key }) {
-			continue
-		}
-		*charges = append(*charges, budgetCharge{b, key})
-		spend := b.ledger.spend(key, t)
-		if b.hard > 0 && spend[b.hardPeriod] >= b.hard {
-			return budgetVerdict{refuse: b, resetAt: b.ledger.window(b.hardPeriod, t).end,
-				why: fmt.Sprintf("hard cap of %s per %s reached (%s spent)", humanMoney(b.hard, b.currency), b.hardPeriod, humanMoney(spend[b.hardPeriod], b.currency))}
-		}
-		for _, l := range b.limits {
-			if spend[l.period] < l.amount {
-				continue
+	}
+	for name := range b.match {
+		if kp, ok := rt.byRoute[name]; ok {
+			for _, g := range kp.plan {
+				for _, d := range g {
+					b.covers[d] = true
+				}
 			}
-			switch {
-			case b.downgrade == "": // no downgrade: the limit is hard
-				return budgetVerdict{refuse: b, resetAt: b.ledger.window(l.period, t).end,
-					why: fmt.Sprintf("limit of %s per %s reached (%s spent)", humanMoney(l.amount, b.currency), l.period, humanMoney(spend[l.period], b.currency))}
-			case again || b.downgrade == route:
-				// already on (or moved to) the cheap route: serve it
-			case v.downgrade == nil:
-				v.downgrade = b
+		}
+	}
+}
+
+// coversAny reports whether the budget covers a candidate of p.
+func (b *budget) coversAny(p plan) bool {
+	for _, g := range p {
+		for _, d := range g {
+			if b.covers[d] {
+				return true
 			}
-			break
 		}
 	}
-	return v
+	return false
 }
 
-// charge adds a request's cost to every budget it was checked against.
-func chargeBudgets(charges []budgetCharge, cost float64, t time.Time) {
-	if cost <= 0 {
-		return
-	}
-	for _, c := range charges {
-		c.b.ledger.add(c.b, c.key, cost, t)
-	}
-}
-
-// budgetLedgers holds each budget's spend by name, so that it survives
-// reloads and is shared by the handlers that name the same budget.
-var budgetLedgers = caddy.NewUsagePool()
-
-// budgetLedger is a budget's spend: per key and period, this instance's own
-// (what storage holds, plus what was added since the last sync) and the
-// other instances' (as last read). Keys are bounded: beyond maxBudgetKeys the
-// least recently used key is dropped from memory; its unsynced spend is
-// written at the next sync.
-type budgetLedger struct {
-	name string
-
-	mu      sync.Mutex
-	keys    *lru.Cache[string, *keySpend]
-	spilled map[string]*keySpend // dropped since the last sync, with unsynced spend
-	users   []*budget            // oldest first: whose settings apply
-	windows [periodCount]atomic.Pointer[window]
-
-	// sync: nil storage means local only
-	storage  certmagic.Storage
-	instance string
-	interval time.Duration
-	cancel   context.CancelFunc
-	done     chan struct{}
-	lastSync atomic.Pointer[syncResult]
-	prunedAt string       // the hour window of the last prune (sync only)
-	syncs    atomic.Int64 // successful syncs
-	failures atomic.Int64
-	actions  [actionCount]atomic.Int64
-	logger   *zap.Logger
-}
-
-type syncResult struct {
-	at  time.Time
-	err string
-}
-
-// keySpend is one key's spend, per period.
-type keySpend struct {
-	periods [periodCount]periodSpend
-}
-
-type periodSpend struct {
-	id     string  // the window it is for; another id is stale
-	base   float64 // this instance's spend as stored at the last sync
-	delta  float64 // added since
-	others float64 // the other instances' spend at the last sync
-	warned bool    // the warn_at threshold was logged for this period
-}
-
-func (p *periodSpend) total() float64 { return p.base + p.delta + p.others }
-
-// current makes p hold window id, starting it afresh when it held another.
-func (p *periodSpend) current(id string) *periodSpend {
-	if p.id != id {
-		*p = periodSpend{id: id}
-	}
-	return p
-}
-
-// acquireLedger returns the shared ledger of b's name (and storage: a
-// config that moves the budget to another storage reads its spend from
-// there), registering b.
-func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, logger *zap.Logger) (*budgetLedger, error) {
-	where := "local"
-	if sync > 0 {
-		st := ctx.Storage()
-		where = fmt.Sprintf("%T", st)
-		if s, ok := st.(fmt.Stringer); ok {
-			where = s.String()
-		}
-	}
-	b.poolKey = b.name + "\x00" + where
-	v, loaded, err := budgetLedgers.LoadOrNew(b.poolKey, func() (caddy.Destructor, error) {
-		l := &budgetLedger{name: b.name, spilled: map[string]*keySpend{}, interval: sync, logger: logger}
-		keys, err := newBudgetKeys(l)
-		if err != nil {
-			return nil, err
-		}
-		l.keys = keys
-		if sync > 0 {
-			id, err := caddy.InstanceID()
-			if err != nil {
-				return nil, err
+// without is p less the candidates an exhausted budget covers.
+func (p plan) without(exhausted []*budget) plan {
+	var out plan
+	for _, g := range p {
+		var kept []*deployment
+		for _, d := range g {
+			if !slices.ContainsFunc(exhausted, func(b *budget) bool { return b.covers[d] }) {
+				kept = append(kept, d)
 			}
-			l.instance = id.String()
-			l.storage = ctx.Storage()
-			// the counter's series exists from the start, at 0: a series
-			// born at 1 is no increase to Prometheus, and the alert on
-			// sync failures would miss the first ones
-			metrics.budgetSyncFailures.WithLabelValues(b.name)
 		}
-		return l, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	l := v.(*budgetLedger)
-	l.mu.Lock()
-	l.users = append(l.users, b)
-	l.mu.Unlock()
-	if !loaded && l.storage != nil {
-		// read back what this instance and the fleet spent so far, so that
-		// a restart resets nothing, then keep in step
-		if err := l.sync(context.Background(), now(), false); err != nil {
-			l.syncFailed(err)
-		}
-		loopCtx, cancel := context.WithCancel(context.Background())
-		l.cancel, l.done = cancel, make(chan struct{})
-		go l.run(loopCtx)
-	}
-	return l, nil
-}
-
-// newBudgetKeys is a ledger's bounded set of keys, spilling what it drops.
-func newBudgetKeys(l *budgetLedger) (*lru.Cache[string, *keySpend], error) {
-	return lru.NewWithEvict(maxBudgetKeys, l.spill)
-}
-
-// releaseLedger undoes acquireLedger.
-func releaseLedger(b *budget) {
-	l := b.ledger
-	l.mu.Lock()
-	if i := slices.Index(l.users, b); i >= 0 {
-		l.users = slices.Delete(l.users, i, i+1)
-	}
-	l.mu.Unlock()
-	_, _ = budgetLedgers.Delete(b.poolKey)
-}
-
-// Destruct stops the sync loop after a last sync: nothing counted is lost
-// when the last config using the budget unloads (a graceful stop).
-func (l *budgetLedger) Destruct() error {
-	if l.cancel != nil {
-		l.cancel()
-		<-l.done
-		if err := l.sync(context.Background(), now(), false); err != nil {
-			l.syncFailed(err)
-		}
-	}
-	return nil
-}
-
-// owner is the budget whose settings apply: the oldest loaded config's.
-func (l *budgetLedger) owner() *budget {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.users) == 0 {
-		return nil
-	}
-	return l.users[0]
-}
-
-// window is the owner's current period p, computed once per period.
-func (l *budgetLedger) window(p period, t time.Time) window {
-	if w := l.windows[p].Load(); w != nil && !t.Before(w.start) && t.Before(w.end) {
-		return *w
-	}
-	loc := time.UTC
-	if o := l.owner(); o != nil {
-		loc = o.loc
-	}
-	w := p.windowAt(t, loc)
-	l.windows[p].Store(&w)
-	return w
-}
-
-// spend is a key's spend in each current period, fleet-wide as far as known.
-func (l *budgetLedger) spend(key string, t time.Time) [periodCount]float64 {
-	var ids [periodCount]string
-	for p := range periodCount {
-		ids[p] = l.window(p, t).id
-	}
-	var out [periodCount]float64
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ks, ok := l.keys.Get(key)
-	if !ok {
-		return out
-	}
-	for p := range periodCount {
-		if ks.periods[p].id == ids[p] {
-			out[p] = ks.periods[p].total()
+		if len(kept) > 0 {
+			out = append(out, kept)
 		}
 	}
 	return out
 }
 
-// add charges cost to key at t, on behalf of b (whose warn_at applies), and
-// logs once per period a limit whose warn_at share is crossed.
-func (l *budgetLedger) add(b *budget, key string, cost float64, t time.Time) {
-	var ids [periodCount]string
-	for p := range periodCount {
-		ids[p] = l.window(p, t).id
+// reservation is what a request's most expensive answer may cost under a
+// budget: its estimated input at the highest input price among the
+// candidates the budget covers, and its output limit (or the budget's
+// reserve_output) at the highest output price.
+func (b *budget) reservation(p plan, est usage) float64 {
+	if est.Output == 0 {
+		est.Output = b.reserveOut
 	}
-	type warning struct {
-		limit budgetLimit
-		spent float64
-	}
-	var warn []warning
-	l.mu.Lock()
-	ks, ok := l.keys.Get(key)
-	if !ok {
-		ks = new(keySpend)
-		l.keys.Add(key, ks)
-	}
-	for p := range periodCount {
-		ks.periods[p].current(ids[p]).delta += cost
-	}
-	for _, lim := range b.limits {
-		ps := &ks.periods[lim.period]
-		if !ps.warned && ps.total() >= b.warnAt*lim.amount {
-			ps.warned = true
-			warn = append(warn, warning{lim, ps.total()})
+	most := 0.0
+	for _, g := range p {
+		for _, d := range g {
+			if b.covers[d] {
+				most = max(most, d.price.cost(est)*d.currency.Rate)
+			}
 		}
 	}
-	l.mu.Unlock()
-	for _, w := range warn {
-		b.count(actionWarned)
-		b.logger.Warn("budget nearly spent",
-			zap.String("budget", b.name), zap.String("key", key), zap.String("period", w.limit.period.String()),
-			zap.String("spent", humanMoney(w.spent, b.currency)), zap.String("limit", humanMoney(w.limit.amount, b.currency)),
-			zap.Float64("warn_at_percent", b.warnAt*100))
-	}
+	return most
 }
 
-// spill keeps the unsynced spend of a key dropped from memory, for the next
-// sync to write (called by the LRU, with l.mu held). Without storage there
-// is nowhere to keep it: the key's spend is forgotten.
-func (l *budgetLedger) spill(key string, ks *keySpend) {
-	if l.storage == nil {
-		return
-	}
-	for _, p := range ks.periods {
-		if p.delta != 0 {
-			l.spilled[key] = ks
-			return
-		}
-	}
+// budgetCharge is a budget a request is charged to: the spender's key, and
+// what admission reserved for it there (in the windows of that moment).
+type budgetCharge struct {
+	b        *budget
+	key      string
+	reserved float64
+	windows  [periodCount]string
 }
 
-func (l *budgetLedger) run(ctx context.Context) {
-	defer close(l.done)
-	defer func() {
-		if v := recover(); v != nil {
-			l.logger.Error("budget sync panicked", zap.String("budget", l.name), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
-		}
-	}()
-	t := time.NewTicker(l.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := l.sync(ctx, now(), true); err != nil && ctx.Err() == nil {
-			l.syncFailed(err)
-		}
-	}
+// budgetVerdict is why a request is refused.
+type budgetVerdict struct {
+	refuse  *budget
+	resetAt time.Time
+	why     string
 }
 
-// syncFailed counts and logs a failed sync; the budget keeps counting
-// locally (fail open).
-func (l *budgetLedger) syncFailed(err error) {
-	metrics.budgetSyncFailures.WithLabelValues(l.name).Inc()
-	l.failures.Add(1)
-	prev := l.lastSync.Load()
-	l.lastSync.Store(&syncResult{at: now(), err: err.Error()})
-	if prev == nil || prev.err == "" || now().Sub(prev.at) > time.Minute {
-		l.logger.Warn("budget spend could not be synced with storage; counting locally until it can",
-			zap.String("budget", l.name), zap.Error(err))
-	}
-}
+// admitResult is what one budget says of a request.
+type admitResult uint8
 
-// instanceFile is what one instance stores for one budget and period.
-type instanceFile struct {
-	Instance string             `json:"instance"`
-	Updated  time.Time          `json:"updated"`
-	Spend    map[string]float64 `json:"spend"` // by key
-}
+const (
+	admitted admitResult = iota // under its limits: reserved
+	atLimit                     // a limit reached: its candidates are not to be used
+	pastHard                    // the hard cap reached: neither are they, and no downgrade
+)
 
-// sync writes this instance's spend of the current periods to storage and
-// reads the other instances', in one file per instance, budget and period
-// (as caddy-ratelimit does for its zones). Only this instance writes its
-// own file, so adding what it spent since the last sync to what the file
-// holds is exact, for keys in memory and keys dropped from it alike. With
-// prune (the sync loop's, not a config load's or a stop's), it also deletes
-// the files of past windows.
-func (l *budgetLedger) sync(ctx context.Context, t time.Time, prune bool) error {
-	if l.storage == nil {
-		return nil
-	}
-	var errs []error
-	var windows [periodCount]window
+// admit checks key's spend and reservations against b's limits at t and,
+// when under them, reserves amount, in one step under the ledger's lock, so
+// that concurrent requests see each other's reservations. A request that
+// cannot move (onDowngrade: it was downgraded already, is on the budget's
+// downgrade route, or is not a chat request) is not stopped by the limit of
+// a budget that has a downgrade route; the hard cap, and the limit of a
+// budget without one, still stop it.
+func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade bool) (admitResult, budgetCharge, budgetVerdict) {
+	c := budgetCharge{b: b, key: key}
+	l := b.ledger
+	var windows [periodCount]window // before the lock: window takes it
 	for p := range periodCount {
 		windows[p] = l.window(p, t)
-		if err := l.syncPeriod(ctx, p, windows[p]); err != nil {
-			errs = append(errs, err)
-		}
+		c.windows[p] = windows[p].id
 	}
-	// every period begins on an hour, so a new hour is when any window may
-	// have gone past keeping
-	if hour := windows[periodHour].id; prune && l.prunedAt != hour {
-		// housekeeping, not the spend: a failure is logged and retried at
-		// the next sync, and does not count as a failed sync
-		if err := l.prune(ctx, windows); err != nil {
-			l.logger.Warn("could not delete a budget's past windows from storage; will retry",
-				zap.String("budget", l.name), zap.Error(err))
-		} else {
-			l.prunedAt = hour
-		}
-	}
-	if len(errs) == 0 {
-		l.lastSync.Store(&syncResult{at: now()})
-		l.syncs.Add(1)
-	}
-	return errors.Join(errs...)
-}
-
-func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error {
-	dir := path.Join(budgetStoragePrefix, l.name, w.id)
-	own := path.Join(dir, l.instance+".json")
-
-	// take the unsynced spend of this period
-	deltas := map[string]float64{}
-	l.mu.Lock()
-	take := func(key string, ks *keySpend) {
-		if ps := &ks.periods[p]; ps.id == w.id && ps.delta != 0 {
-			deltas[key] += ps.delta
-			ps.base += ps.delta
-			ps.delta = 0
-		}
-	}
-	for _, key := range l.keys.Keys() {
-		if ks, ok := l.keys.Peek(key); ok {
-			take(key, ks)
-		}
-	}
-	for key, ks := range l.spilled {
-		take(key, ks)
-		if !slices.ContainsFunc(ks.periods[:], func(ps periodSpend) bool { return ps.delta != 0 }) {
-			delete(l.spilled, key)
-		}
-	}
-	l.mu.Unlock()
-	giveBack := func() {
-		l.mu.Lock()
-		for key, d := range deltas {
-			if ks, ok := l.keys.Peek(key); ok && ks.periods[p].id == w.id {
-				ks.periods[p].base -= d
-				ks.periods[p].delta += d
-			} else {
-				ks := new(keySpend)
-				ks.periods[p] = periodSpend{id: w.id, delta: d}
-				l.spilled[key] = ks
-			}
-		}
-		l.mu.Unlock()
-	}
-
-	mine, err := loadInstanceFile(ctx, l.storage, own)
-	if err != nil {
-		giveBack()
-		return err
-	}
-	if len(deltas) > 0 {
-		for key, d := range deltas {
-			mine.Spend[key] += d
-		}
-		mine.Instance, mine.Updated = l.instance, now()
-		b, _ := json.Marshal(mine)
-		if err := l.storage.Store(ctx, own, b); err != nil {
-			giveBack()
-			return err
-		}
-	}
-
-	others := map[string]float64{}
-	names, err := l.storage.List(ctx, dir, false)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	for _, name := range names {
-		if path.Base(name) == l.instance+".json" || !strings.HasSuffix(name, ".json") {
-			continue
-		}
-		f, err := loadInstanceFile(ctx, l.storage, name)
-		if err != nil {
-			return err
-		}
-		for key, v := range f.Spend {
-			others[key] += v
-		}
-	}
-
-	// what storage says is now this period's truth, for the keys in memory
-	// (what was added meanwhile stays in delta)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, key := range l.keys.Keys() {
-		ks, _ := l.keys.Peek(key)
-		ps := ks.periods[p].current(w.id)
-		ps.base, ps.others = mine.Spend[key], others[key]
+	ks := l.keySpend(key)
+	var spend [periodCount]float64
+	for p := range periodCount {
+		spend[p] = ks.periods[p].current(c.windows[p]).committed()
 	}
-	// while there is room, bring in the keys spent on elsewhere or before a
-	// restart, so that their first request here already knows their spend
-	for _, spent := range []map[string]float64{mine.Spend, others} {
-		for key := range spent {
-			if l.keys.Len() >= maxBudgetKeys {
-				return nil
-			}
-			if !l.keys.Contains(key) {
-				ks := new(keySpend)
-				ks.periods[p] = periodSpend{id: w.id, base: mine.Spend[key], others: others[key]}
-				l.keys.Add(key, ks)
+	if b.hard > 0 && spend[b.hardPeriod] >= b.hard {
+		return pastHard, c, budgetVerdict{refuse: b, resetAt: windows[b.hardPeriod].end,
+			why: fmt.Sprintf("hard cap of %s per %s reached (%s spent or reserved)", humanMoney(b.hard, b.currency), b.hardPeriod, humanMoney(spend[b.hardPeriod], b.currency))}
+	}
+	if !onDowngrade || b.downgrade == "" {
+		for _, lim := range b.limits {
+			if spend[lim.period] >= lim.amount {
+				return atLimit, c, budgetVerdict{refuse: b, resetAt: windows[lim.period].end,
+					why: fmt.Sprintf("limit of %s per %s reached (%s spent or reserved)", humanMoney(lim.amount, b.currency), lim.period, humanMoney(spend[lim.period], b.currency))}
 			}
 		}
 	}
-	return nil
+	for p := range periodCount {
+		ks.periods[p].reserved += amount
+	}
+	c.reserved = amount
+	return admitted, c, budgetVerdict{}
 }
 
-// prune deletes the budget's files of windows that ended more than
-// pruneAfter before the current window of their period (in current) began:
-// an instance reads only its current windows, so they are never read
-// again, and storage would otherwise gain a directory an hour for an hourly
-// limit, forever. Any instance prunes every instance's files (those of
-// instances gone for good included); it runs once an hour, from the sync
-// loop (not at a config load, which would otherwise wait on a first
-// pruning of years of files).
-func (l *budgetLedger) prune(ctx context.Context, current [periodCount]window) error {
-	names, err := l.storage.List(ctx, path.Join(budgetStoragePrefix, l.name), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		// a window id is the period's name, "-", the start's windowStamp
-		pname, stamp, _ := strings.Cut(path.Base(name), "-")
-		p, ok := parsePeriod(pname)
-		if !ok {
-			continue // not a window
+// admitBudgets decides a request's budgets (README, "Budgets"): every
+// budget that covers a candidate of its plan p is checked, and reserves the
+// request's estimated cost est; candidates that an exhausted budget covers
+// are dropped; a plan left with none moves to the exhausted budget's
+// downgrade route (once), else is refused. It returns the plan to serve
+// (nil: refuse, with why), the charges, and the budget that downgraded it.
+func admitBudgets(budgets []*budget, p plan, route string, est usage, keyOf func(*budget) string,
+	t time.Time, canDowngrade bool, routes map[string]kindPlan) (plan, []budgetCharge, *budget, budgetVerdict) {
+	onDowngrade := !canDowngrade
+	var downgraded *budget
+	for {
+		var charges []budgetCharge
+		var exhausted []*budget
+		var hard, limit budgetVerdict
+		for _, b := range budgets {
+			if !b.coversAny(p) {
+				continue
+			}
+			key := keyOf(b)
+			// on the route a budget downgrades to, its own limit does not
+			// stop the request
+			res, c, v := b.admit(key, b.reservation(p, est), t, onDowngrade || b.downgrade == route)
+			switch res {
+			case admitted:
+				charges = append(charges, c)
+				continue
+			case pastHard:
+				if hard.refuse == nil {
+					hard = v
+				}
+			case atLimit:
+				if limit.refuse == nil {
+					limit = v
+				}
+			}
+			exhausted = append(exhausted, b)
 		}
-		w := current[p]
-		start, err := time.ParseInLocation(windowStamp, stamp, w.start.Location())
-		if err != nil {
+		if len(exhausted) == 0 {
+			return p, charges, downgraded, budgetVerdict{}
+		}
+		if kept := p.without(exhausted); len(kept) > 0 {
+			// served by the candidates no exhausted budget covers; a budget
+			// that covers none of them is not charged
+			var still []budgetCharge
+			for _, c := range charges {
+				if c.b.coversAny(kept) {
+					still = append(still, c)
+				} else {
+					c.release()
+				}
+			}
+			return kept, still, downgraded, budgetVerdict{}
+		}
+		releaseCharges(charges)
+		if hard.refuse != nil {
+			return nil, nil, downgraded, hard
+		}
+		b := limit.refuse
+		next, ok := routes[b.downgrade]
+		if onDowngrade || b.downgrade == "" || !ok {
+			return nil, nil, downgraded, limit
+		}
+		p, route, downgraded, onDowngrade = next.plan, b.downgrade, b, true
+	}
+}
+
+// charge adds the cost of an answer of deployment d to every budget of the
+// request that covers d; the first cost a charge gets replaces its
+// reservation.
+func chargeBudgets(charges []budgetCharge, d *deployment, cost float64, t time.Time) {
+	for i := range charges {
+		c := &charges[i]
+		if !c.b.covers[d] {
 			continue
 		}
-		if p.windowAt(start, w.start.Location()).end.Before(w.start.Add(-pruneAfter)) {
-			if err := l.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
-		}
+		c.b.ledger.add(c.b, c.key, cost, t)
+		c.release()
 	}
-	return nil
 }
 
-func loadInstanceFile(ctx context.Context, s certmagic.Storage, key string) (instanceFile, error) {
-	f := instanceFile{Spend: map[string]float64{}}
-	b, err := s.Load(ctx, key)
-	if errors.Is(err, fs.ErrNotExist) {
-		return f, nil
+// release gives back what remains of the charge's reservation.
+func (c *budgetCharge) release() {
+	if c.reserved == 0 {
+		return
 	}
-	if err != nil {
-		return f, err
+	c.b.ledger.unreserve(c.key, c.windows, c.reserved)
+	c.reserved = 0
+}
+
+// releaseCharges releases every reservation still held: a request that
+// ended without (more) cost.
+func releaseCharges(charges []budgetCharge) {
+	for i := range charges {
+		charges[i].release()
 	}
-	if err := json.Unmarshal(b, &f); err != nil {
-		return f, fmt.Errorf("%s: %w", key, err)
-	}
-	if f.Spend == nil {
-		f.Spend = map[string]float64{}
-	}
-	return f, nil
 }
 
 // budgetRefusal is the 429 insufficient_quota for a budget past its cap.
@@ -807,34 +435,6 @@ func budgetRefusal(v budgetVerdict, t time.Time) *routerError {
 		status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded", retryAfter: max(retry, 1),
 		msg: fmt.Sprintf("Budget '%s' is exhausted: %s. It resets at %s.", v.refuse.name, v.why, v.resetAt.Format(time.RFC3339)),
 	}
-}
-
-// budgetKeyStats is a key's spend in a period, for the stats.
-type budgetKeyStats struct {
-	key   string
-	spent float64
-}
-
-// topKeys is the spend of period p's current window, highest first, at
-// most n keys, and the number of keys with spend.
-func (l *budgetLedger) topKeys(p period, t time.Time, n int) ([]budgetKeyStats, int) {
-	id := l.window(p, t).id
-	var all []budgetKeyStats
-	l.mu.Lock()
-	for _, key := range l.keys.Keys() {
-		ks, _ := l.keys.Peek(key)
-		if ps := ks.periods[p]; ps.id == id && ps.total() > 0 {
-			all = append(all, budgetKeyStats{key, ps.total()})
-		}
-	}
-	l.mu.Unlock()
-	slices.SortFunc(all, func(a, b budgetKeyStats) int {
-		return cmp.Or(cmp.Compare(b.spent, a.spent), cmp.Compare(a.key, b.key))
-	})
-	if len(all) > n {
-		return all[:n], len(all)
-	}
-	return all, len(all)
 }
 
 // clientLabels bounds the values of the `client` label: the first max
@@ -876,6 +476,3 @@ func clientOf(c *ClientLabel, repl *caddy.Replacer) string {
 	clientLabels.seen[v] = true
 	return v
 }
-
-// Interface guards
-var _ caddy.Destructor = (*budgetLedger)(nil)

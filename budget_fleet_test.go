@@ -225,7 +225,7 @@ func TestBudgetFleet(t *testing.T) {
 		route simple_qa deepseek-v3.2
 		budget fleet_daily {
 			limit 0.05 per day
-			match complex_reasoning
+			match complex_reasoning simple_qa
 			downgrade simple_qa
 		}
 		budget_sync 300ms

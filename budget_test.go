@@ -3,10 +3,11 @@ package llmrouter
 import (
 	"context"
 	"fmt"
+	"math"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
@@ -42,51 +43,142 @@ func TestBudgetWindows(t *testing.T) {
 	}
 }
 
-// TestCheckBudgets: the verdicts of the budget rules, without a server.
-func TestCheckBudgets(t *testing.T) {
+// testBudget is a budget with an in-memory ledger, covering ds.
+func testBudget(t *testing.T, cfg *Budget, ds []*deployment, rt routing) *budget {
+	t.Helper()
+	b, err := newBudget(cfg, "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.metrics, b.logger = metrics.forBudget(cfg.Name), zap.NewNop()
+	b.ledger = &budgetLedger{name: cfg.Name, spilled: map[string]*keySpend{}}
+	b.ledger.keys, _ = newBudgetKeys(b.ledger)
+	b.ledger.users = []*budget{b}
+	b.cover(ds, rt)
+	return b
+}
+
+// budgetFixture: two routes, complex (gpt-4.1, falling back to claude) and
+// simple (deepseek), as plans.
+func budgetFixture() ([]*deployment, routing) {
+	usd := Currency{Code: "USD", Rate: 1}
+	mk := func(name string, in, out float64, fallback ...string) *deployment {
+		return &deployment{name: name, price: unitPrice{input: in, output: out, cachedInput: in, known: true},
+			currency: usd, weight: 1, priority: 1, fallback: fallback, state: newSharedState(deploymentID{model: name})}
+	}
+	ds := []*deployment{mk("gpt-4.1", 2, 8, "claude-sonnet-4.5"), mk("claude-sonnet-4.5", 3, 15), mk("deepseek-v3.2", 0.28, 0.42)}
+	rt := buildRouting(ds, map[string][]string{"complex": {"gpt-4.1"}, "simple": {"deepseek-v3.2"}}, "simple")
+	return ds, rt
+}
+
+// TestAdmitBudgets: the verdicts of the budget rules, without a server. A
+// budget covers deployments, whatever name the request used to reach them.
+func TestAdmitBudgets(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	mk := func(name string, cfg *Budget) *budget {
-		cfg.Name = name
-		b, err := newBudget(cfg, "USD")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.metrics, b.logger = metrics.forBudget(name), zap.NewNop()
-		b.ledger = &budgetLedger{name: name, spilled: map[string]*keySpend{}}
-		b.ledger.keys, _ = newBudgetKeys(b.ledger)
-		b.ledger.users = []*budget{b}
-		return b
+	ds, rt := budgetFixture()
+	soft := testBudget(t, &Budget{Name: "soft", Limits: []BudgetLimit{{1, "day"}}, Match: []string{"complex"}, Downgrade: "simple", Hard: 2}, ds, rt)
+	strict := testBudget(t, &Budget{Name: "strict", Limits: []BudgetLimit{{1, "day"}}}, ds, rt)
+	if !soft.covers[ds[0]] || !soft.covers[ds[1]] || soft.covers[ds[2]] {
+		t.Fatalf("soft covers %v, want gpt-4.1 and its fallback claude, not deepseek", soft.covers)
 	}
-	soft := mk("soft", &Budget{Limits: []BudgetLimit{{1, "day"}}, Match: []string{"complex"}, Downgrade: "simple", Hard: 2})
-	strict := mk("strict", &Budget{Limits: []BudgetLimit{{1, "day"}}})
-	repl := caddy.NewReplacer()
-	check := func(route string, again bool) budgetVerdict {
-		var charges []budgetCharge
-		return checkBudgets([]*budget{soft, strict}, route, "", repl, t0, again, &charges)
+	noKey := func(*budget) string { return "" }
+	admit := func(p plan, route string, canDowngrade bool) (plan, []budgetCharge, *budget, budgetVerdict) {
+		kept, charges, down, v := admitBudgets([]*budget{soft, strict}, p, route, usage{}, noKey, t0, canDowngrade, rt.byRoute)
+		releaseCharges(charges)
+		return kept, charges, down, v
 	}
-	if v := check("complex", false); v.downgrade != nil || v.refuse != nil {
-		t.Errorf("under every limit: %+v", v)
+	complexPlan, gptPlan, simplePlan := rt.byRoute["complex"].plan, rt.byModel["gpt-4.1"].plan, rt.byRoute["simple"].plan
+	if kept, charges, down, v := admit(complexPlan, "complex", true); down != nil || v.refuse != nil || len(kept) != 2 || len(charges) != 2 {
+		t.Errorf("under every limit: kept %v charges %d down %v refuse %v", kept, len(charges), down, v.refuse)
 	}
 	soft.ledger.add(soft, "", 1.5, t0)
-	if v := check("complex", false); v.downgrade != soft || v.refuse != nil {
-		t.Errorf("soft at its limit: %+v, want a downgrade", v)
+	for name, p := range map[string]plan{"the route": complexPlan, "the model by name": gptPlan} {
+		kept, _, down, v := admit(p, "", true)
+		if down != soft || v.refuse != nil || kept.primary() != ds[2] {
+			t.Errorf("%s, soft at its limit: kept %v down %v refuse %v, want the downgrade to deepseek", name, kept, down, v.refuse)
+		}
 	}
-	if v := check("complex", true); v.downgrade != nil || v.refuse != nil {
-		t.Errorf("already downgraded: %+v, want it served", v)
+	if kept, _, down, v := admit(complexPlan, "complex", false); v.refuse != nil || down != nil || len(kept) != 2 {
+		t.Errorf("at a limit with a downgrade that does not apply (not chat): %v %v, want served", kept, v.refuse)
 	}
-	if v := check("simple", false); v.downgrade != nil || v.refuse != nil {
-		t.Errorf("a route soft does not match: %+v", v)
+	if kept, charges, down, v := admit(simplePlan, "simple", true); down != nil || v.refuse != nil || len(kept) != 1 || len(charges) != 1 || charges[0].b != strict {
+		t.Errorf("a route soft does not cover: kept %v charges %v down %v refuse %v", kept, charges, down, v.refuse)
+	}
+	// a plan that mixes covered and uncovered candidates drops the covered
+	mixed := plan{{ds[0]}, {ds[2]}}
+	if kept, charges, _, v := admit(mixed, "", true); v.refuse != nil || len(kept) != 1 || kept[0][0] != ds[2] || len(charges) != 1 || charges[0].b != strict {
+		t.Errorf("mixed plan, soft at its limit: kept %v charges %v, want deepseek alone, charged to strict only", kept, charges)
 	}
 	soft.ledger.add(soft, "", 0.5, t0)
-	if v := check("complex", false); v.refuse != soft || !v.resetAt.Equal(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) {
-		t.Errorf("past the hard cap: %+v, want refused until midnight", v)
+	if kept, _, _, v := admit(complexPlan, "complex", true); v.refuse != soft || kept != nil || !v.resetAt.Equal(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("past the hard cap: %v %+v, want refused until midnight", kept, v)
 	}
 	strict.ledger.add(strict, "", 1, t0)
-	if v := check("simple", true); v.refuse != strict {
-		t.Errorf("a budget without downgrade at its limit: %+v, want refused even after a downgrade", v)
+	if kept, _, _, v := admit(simplePlan, "simple", true); v.refuse != strict || kept != nil {
+		t.Errorf("a budget without downgrade at its limit: %v %v, want refused", kept, v.refuse)
 	}
 	if s := soft.ledger.spend("", t0.Add(24*time.Hour)); s[periodDay] != 0 {
 		t.Errorf("the next day starts at %v", s[periodDay])
+	}
+}
+
+// TestBudgetReservations: admission reserves a request's most expensive
+// estimate, so that concurrent requests cannot all pass a limit that only
+// one fits under; an answer's cost replaces the reservation, and a request
+// that ends without one gives it back.
+func TestBudgetReservations(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	ds, rt := budgetFixture()
+	b := testBudget(t, &Budget{Name: "reserve", Limits: []BudgetLimit{{0.02, "day"}}, Match: []string{"complex"}}, ds, rt)
+	p := rt.byRoute["complex"].plan
+	// 1000 input and 1000 output tokens: claude, the dearest candidate,
+	// costs 0.003 + 0.015 = 0.018
+	est := usage{Input: 1000, Output: 1000}
+	if got := b.reservation(p, est); math.Abs(got-0.018) > 1e-12 {
+		t.Fatalf("reservation %v, want 0.018 (the dearest candidate's)", got)
+	}
+	if got := b.reservation(p, usage{Input: 1000}); math.Abs(got-(0.003+float64(defaultReserveOutput)*15/1e6)) > 1e-12 {
+		t.Fatalf("reservation without max_tokens %v, want reserve_output's", got)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var admitted [][]budgetCharge
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kept, charges, _, v := admitBudgets([]*budget{b}, p, "complex", est, func(*budget) string { return "" }, t0, false, rt.byRoute)
+			if v.refuse == nil && kept != nil {
+				mu.Lock()
+				admitted = append(admitted, charges)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	// 0.018 fits under 0.02 once; the second sees 0.018 reserved, under
+	// the limit still, and overshoots by at most its own estimate
+	if len(admitted) != 2 {
+		t.Fatalf("%d of 20 concurrent requests admitted under 0.02, want 2", len(admitted))
+	}
+	if got := b.ledger.reserved("", periodDay, t0); math.Abs(got-0.036) > 1e-12 {
+		t.Errorf("reserved %v, want 0.036", got)
+	}
+	chargeBudgets(admitted[0], ds[0], 0.005, t0) // gpt answered for less
+	releaseCharges(admitted[0])                  // nothing left to give back
+	releaseCharges(admitted[1])                  // the other ended without an answer
+	if got := b.ledger.reserved("", periodDay, t0); got != 0 {
+		t.Errorf("reserved %v after both ended, want 0", got)
+	}
+	if s := b.ledger.spend("", t0); math.Abs(s[periodDay]-0.005) > 1e-12 {
+		t.Errorf("spent %v, want the answer's 0.005", s[periodDay])
+	}
+	// an answer of a deployment the budget does not cover is not charged
+	_, charges, _, _ := admitBudgets([]*budget{b}, p, "complex", est, func(*budget) string { return "" }, t0, false, rt.byRoute)
+	chargeBudgets(charges, ds[2], 1, t0)
+	releaseCharges(charges)
+	if s := b.ledger.spend("", t0); math.Abs(s[periodDay]-0.005) > 1e-12 {
+		t.Errorf("spent %v, want 0.005: deepseek is not covered", s[periodDay])
 	}
 }
 

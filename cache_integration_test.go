@@ -157,7 +157,7 @@ func TestCacheHitsJSONAndStream(t *testing.T) {
 	// four hits of the first answer, one of the Lyon one, each at the
 	// price of its tokens (10 completion tokens each)
 	cost := func(q string) float64 {
-		return float64(mockllm.PromptTokens([]byte(question(q, false, "")))+10) * 0.42 / 1e6
+		return (float64(mockllm.PromptTokens([]byte(question(q, false, ""))))*0.28 + 10*0.42) / 1e6
 	}
 	want := 4*cost("Where is my order?") + cost("Do you ship to Lyon?")
 	if d := after.delta(before, sel("caddy_llm_router_cache_saved_cost_total", "currency", "USD")); math.Abs(d-want) > 1e-12 {

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -81,6 +80,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			hard      <amount> [per hour|day|week|month]
 //			warn_at   <percent>
 //			timezone  <IANA zone>
+//			reserve_output <tokens>
 //		}
 //		budget_sync <duration>|off
 //		client_label <placeholder> [max <n>]
@@ -302,7 +302,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 var (
 	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "client_label", "cache", "max_request_body"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "streams"}
-	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone"}
+	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
 	healthSubdirectives   = []string{"interval", "timeout", "prompt", "probe_body", "disable_below", "skip_if_active"}
@@ -551,82 +551,6 @@ func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
 			return err
 		}
 		*target = dur
-	}
-	return nil
-}
-
-// unmarshalBudget reads a budget block.
-func unmarshalBudget(d *caddyfile.Dispenser, b *Budget) error {
-	// amountPer reads "<amount> per <period>"; per <period> is optional
-	// when optional is true
-	amountPer := func(args []string, optional bool) (float64, string, error) {
-		if len(args) != 1 && len(args) != 3 || (len(args) == 1 && !optional) || (len(args) == 3 && args[1] != "per") {
-			return 0, "", d.ArgErr()
-		}
-		v, err := strconv.ParseFloat(args[0], 64)
-		if err != nil || v <= 0 {
-			return 0, "", d.Errf("%s: want a positive amount in the handler's currency, got %q", d.Val(), args[0])
-		}
-		p := ""
-		if len(args) == 3 {
-			if _, ok := parsePeriod(args[2]); !ok {
-				return 0, "", d.Errf("%s: period must be hour, day, week or month, got %q", d.Val(), args[2])
-			}
-			p = args[2]
-		}
-		return v, p, nil
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "limit":
-			v, p, err := amountPer(d.RemainingArgs(), false)
-			if err != nil {
-				return err
-			}
-			b.Limits = append(b.Limits, BudgetLimit{Amount: v, Period: p})
-		case "hard":
-			v, p, err := amountPer(d.RemainingArgs(), true)
-			if err != nil {
-				return err
-			}
-			b.Hard, b.HardPeriod = v, p
-		case "key":
-			if !d.AllArgs(&b.Key) {
-				return d.ArgErr()
-			}
-		case "match":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			b.Match = append(b.Match, args...)
-		case "downgrade":
-			if !d.AllArgs(&b.Downgrade) {
-				return d.ArgErr()
-			}
-		case "warn_at":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
-			}
-			pct, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
-			if err != nil || pct <= 0 || pct > 100 {
-				return d.Errf("warn_at: want a percentage from 1 to 100, got %q", v)
-			}
-			b.WarnAt = pct
-		case "timezone":
-			if !d.AllArgs(&b.Timezone) {
-				return d.ArgErr()
-			}
-			if _, err := time.LoadLocation(b.Timezone); err != nil {
-				return d.Errf("timezone: unknown zone %q (use an IANA name such as Asia/Ho_Chi_Minh)", b.Timezone)
-			}
-		default:
-			return unrecognized(d, "budget", budgetSubdirectives)
-		}
-	}
-	if len(b.Limits) == 0 {
-		return d.Errf("budget %s needs at least one limit", b.Name)
 	}
 	return nil
 }

@@ -34,7 +34,7 @@ Commands of the llm_router module.
 
             caddy llm-router cost --config Caddyfile
             caddy llm-router cost --config Caddyfile --requests 3,000,000 \
-                --tokens 500 --output-ratio 0.25 --stats stats.json
+                --input-tokens 375 --output-tokens 125 --stats stats.json
             caddy llm-router cost --config caddy.json --address localhost:2019
 
   route   shows how a request body would be routed, without sending it:
@@ -60,7 +60,7 @@ Commands of the llm_router module.
 			cmd.AddCommand(stats)
 
 			cost := &cobra.Command{
-				Use:   "cost --config <file> [--adapter <name>] [--requests <n>] [--tokens <n>] [--output-ratio <r>] [--cache-hit <r>] [--stats <file or URL> | --address <admin address>]",
+				Use:   "cost --config <file> [--adapter <name>] [--requests <n>] [--input-tokens <n> --output-tokens <n> | --tokens <n> --output-ratio <r>] [--cache-hit <r>] [--stats <file or URL> | --address <admin address>]",
 				Short: "Projects monthly cost per model, per route and for an observed traffic mix",
 				Args:  cobra.NoArgs,
 				RunE: func(c *cobra.Command, _ []string) error {
@@ -81,6 +81,23 @@ Commands of the llm_router module.
 					if opts.Tokens, err = parseCount("tokens", toks); err != nil {
 						return err
 					}
+					// an explicit split wins over tokens and ratio
+					if f.Changed("input-tokens") || f.Changed("output-tokens") {
+						in, _ := f.GetString("input-tokens")
+						out, _ := f.GetString("output-tokens")
+						nIn, err := parseCount("input-tokens", in)
+						if err != nil {
+							return err
+						}
+						nOut, err := parseCount("output-tokens", out)
+						if err != nil {
+							return err
+						}
+						opts.Tokens, opts.OutputRatio = nIn+nOut, 0
+						if nIn+nOut > 0 {
+							opts.OutputRatio = float64(nOut) / float64(nIn+nOut)
+						}
+					}
 					return runCost(c.OutOrStdout(), config, adapter, opts, statsSrc, addr, f.Changed("address"))
 				},
 			}
@@ -90,6 +107,12 @@ Commands of the llm_router module.
 			cf.String("requests", strconv.Itoa(defaultCostRequests), "requests per month (3000000 or 3,000,000)")
 			cf.String("tokens", strconv.Itoa(defaultCostTokens), "tokens per request, input and output together")
 			cf.Float64("output-ratio", defaultCostOutputRatio, "share of the tokens that are output")
+			cf.String("input-tokens", strconv.Itoa(defaultCostTokens-int(defaultCostTokens*defaultCostOutputRatio)), "input tokens per request (with --output-tokens, instead of --tokens and --output-ratio)")
+			cf.String("output-tokens", strconv.Itoa(int(defaultCostTokens*defaultCostOutputRatio)), "output tokens per request (with --input-tokens)")
+			cost.MarkFlagsMutuallyExclusive("input-tokens", "tokens")
+			cost.MarkFlagsMutuallyExclusive("input-tokens", "output-ratio")
+			cost.MarkFlagsMutuallyExclusive("output-tokens", "tokens")
+			cost.MarkFlagsMutuallyExclusive("output-tokens", "output-ratio")
 			cf.Float64("cache-hit", 0, "share of the requests answered from the response cache (e.g. 0.3), which cost nothing")
 			cf.String("stats", "", "stats to take the traffic mix from: a saved GET /llm_router/stats answer or its URL")
 			cf.String("address", "", "admin API address to read the stats from (e.g. localhost:2019; empty: CADDY_ADMIN or localhost:2019)")

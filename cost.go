@@ -251,6 +251,7 @@ func readCostStats(src string) (*Stats, error) {
 type pricedRouter struct {
 	r        *Router
 	routing  routing
+	ds       []*deployment
 	byModel  map[string][]*deployment // each by priority, then declaration
 	names    []string                 // model names in declaration order
 	warnings []string
@@ -258,7 +259,7 @@ type pricedRouter struct {
 
 func priceRouter(r *Router) pricedRouter {
 	ds := r.newDeployments()
-	pr := pricedRouter{r: r, routing: buildRouting(ds, r.Routes, r.DefaultRoute), byModel: make(map[string][]*deployment)}
+	pr := pricedRouter{r: r, ds: ds, routing: buildRouting(ds, r.Routes, r.DefaultRoute), byModel: make(map[string][]*deployment)}
 	for _, d := range ds {
 		if d.priceMsg != "" {
 			pr.warnings = append(pr.warnings, d.label()+": "+d.priceMsg)
@@ -558,21 +559,12 @@ func (pr pricedRouter) budgetTraffic(b *budget, opts costOptions, observed map[*
 	rt := pr.routing
 	names := b.matchNames
 	if observed != nil {
-		covered := map[*deployment]bool{}
-		for _, name := range names {
-			p := rt.byRoute[name].plan
-			if p == nil {
-				p = rt.byModel[name].plan
-			}
-			for _, g := range p {
-				for _, d := range g {
-					covered[d] = true
-				}
-			}
+		if b.covers == nil {
+			b.cover(pr.ds, rt)
 		}
 		sum := 0.0
 		for d, c := range observed {
-			if len(names) == 0 || covered[d] {
+			if b.covers[d] {
 				sum += c
 			}
 		}

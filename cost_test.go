@@ -136,18 +136,20 @@ func TestCostMultiGolden(t *testing.T) {
 
 // TestCostArithmetic: each built-in price, in USD, in CNY at rate 1 and
 // in EUR at 0.92, for 3,000,000 requests × 500 tokens (375 in, 125 out):
-// 1.5e9 tokens × price per 1M × rate.
+// (1.125e9 input tokens × input price + 3.75e8 output tokens × output
+// price) per 1M × rate. Worked by hand: gpt-4.1 is 3M × (375 × 2 + 125 ×
+// 8) / 1M = 5,250 USD.
 func TestCostArithmetic(t *testing.T) {
 	tests := []struct {
 		model   string
-		per1M   float64
-		monthly string // USD, and CNY at rate 1
-		eur     string // at 0.92
+		in, out float64 // per 1M
+		monthly string  // USD, and CNY at rate 1
+		eur     string  // at 0.92
 	}{
-		{"gpt-4.1", 8, "12,000.00", "11,040.00"},
-		{"claude-sonnet-4.5", 15, "22,500.00", "20,700.00"},
-		{"gemini-2.5-flash", 2.50, "3,750.00", "3,450.00"},
-		{"deepseek-v3.2", 0.42, "630.00", "579.60"},
+		{"gpt-4.1", 2, 8, "5,250.00", "4,830.00"},
+		{"claude-sonnet-4.5", 3, 15, "9,000.00", "8,280.00"},
+		{"gemini-2.5-flash", 0.30, 2.50, "1,275.00", "1,173.00"},
+		{"deepseek-v3.2", 0.28, 0.42, "472.50", "434.70"},
 	}
 	currencies := []struct {
 		json string
@@ -175,10 +177,10 @@ func TestCostArithmetic(t *testing.T) {
 					t.Fatalf("warnings: %v", pr.warnings)
 				}
 				p := pr.byModel[tt.model][0].price
-				if p.input != tt.per1M || p.output != tt.per1M {
-					t.Fatalf("price = %+v, want %v/%v", p, tt.per1M, tt.per1M)
+				if p.input != tt.in || p.output != tt.out {
+					t.Fatalf("price = %+v, want %v/%v", p, tt.in, tt.out)
 				}
-				want := 1.5e9 * tt.per1M / 1e6 * c.rate
+				want := (1.125e9*tt.in + 3.75e8*tt.out) / 1e6 * c.rate
 				if got := costOf(p, r.currency, 3_000_000, defaultCostOpts.mix()); math.Abs(got-want) > 1e-6 {
 					t.Errorf("monthly = %v, want %v", got, want)
 				}

@@ -165,6 +165,16 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 			health[d.Model+"@"+d.Provider] = d
 		}
 	}
+	// the budgets that would pay for each candidate's answer
+	var budgets []*budget
+	for _, bc := range r.Budgets {
+		b, err := newBudget(bc, "")
+		if err != nil {
+			return err
+		}
+		b.cover(ds, rt)
+		budgets = append(budgets, b)
+	}
 	fmt.Fprintln(w, "Candidates, in order (within a priority, a draw weighted by weight × health score):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	n := 0
@@ -176,6 +186,15 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 				state = fmt.Sprintf("\tscore %d\t%s", s.HealthScore, s.State)
 			} else if stats != nil {
 				state = "\t(not in the stats)\t"
+			}
+			var covering []string
+			for _, b := range budgets {
+				if b.covers[d] {
+					covering = append(covering, b.name)
+				}
+			}
+			if len(covering) > 0 {
+				state += "\tbudgets " + strings.Join(covering, ", ")
 			}
 			fmt.Fprintf(tw, "  %d.\t%s\tupstream %s\tpriority %d\tweight %d%s\n", n, d.label(), d.upstream, d.priority, d.weight, state)
 		}

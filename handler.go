@@ -240,18 +240,28 @@ func (ex *exchange) resolve() (plan, bool) {
 func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 	r := ex.router
 	t := now()
+	// what the request may cost: its input as estimated from its text,
+	// and its output limit, or each budget's reserve_output without one
+	keyOf := func(b *budget) string {
+		if b.key == "" {
+			return ""
+		}
+		return ex.repl.ReplaceAll(b.key, "")
+	}
+	est := usage{Input: ex.body.InputTokens(), Output: ex.body.MaxTokens}
+	if n := max(ex.body.N, 1); est.Output > 0 {
+		est.Output *= n
+	}
 	// only chat requests can move to a (chat) downgrade route
-	v := checkBudgets(r.budgets, ex.route, ex.model, ex.repl, t, ex.ep.kind() != kindChat, &ex.charges)
-	if b := v.downgrade; b != nil && v.refuse == nil {
+	kept, charges, downgraded, v := admitBudgets(r.budgets, p, ex.route, est, keyOf, t, ex.ep.kind() == kindChat, r.routing.byRoute)
+	ex.charges = charges
+	if b := downgraded; b != nil {
 		ex.route, ex.model = b.downgrade, ""
-		p = r.routing.byRoute[b.downgrade].plan
 		note := "downgraded (" + b.name + ")"
 		ex.setHeader(hdrBudget, note)
 		ex.ph.budget = note
 		b.count(actionDowngraded)
 		ex.cacheStore = false // a cheaper answer is not the answer to the original route
-		// the budgets of the new route still apply: they can refuse
-		v = checkBudgets(r.budgets, ex.route, "", ex.repl, t, true, &ex.charges)
 	}
 	if b := v.refuse; b != nil {
 		b.count(actionRefused)
@@ -260,6 +270,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 		ex.fail(budgetRefusal(v, t))
 		return nil, false
 	}
+	p = kept
 	return p, true
 }
 
@@ -435,16 +446,19 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 		u, found, valid := openai.AnswerUsage(payload)
 		if !valid || openai.IsError(payload) {
 			// a cut-off body, an HTML page from a proxy, an error dressed
-			// as a success: not an answer
+			// as a success: not an answer, but the provider may have
+			// generated (and billed) one: charged as estimated
 			res.outcome = outcomeServerError
 			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
 				http.StatusText(resp.StatusCode), describeBody(resp.Header.Get("Content-Type"), payload))
+			ex.observeUsage(d, ex.estimate(0))
 			return
 		}
-		cost := 0.0
-		if found {
-			cost = ex.observeUsage(d, u)
+		if !found {
+			// an answer without usage: billed all the same
+			u = ex.estimate(openai.AnswerTextChars(ex.ep.api(), payload))
 		}
+		cost := ex.observeUsage(d, u)
 		if ex.cacheStore && resp.StatusCode == http.StatusOK {
 			ex.storeAnswer(d, payload, false, cost)
 		}
@@ -572,13 +586,9 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		}
 	} else {
 		// abandoned, broken, or a provider that ignores include_usage:
-		// the provider bills anyway, so count an estimate (~4 characters
-		// a token) rather than nothing
-		ex.observeUsage(d, usage{
-			Input:     ex.body.InputTokens(),
-			Output:    (relay.chars + openai.CharsPerToken - 1) / openai.CharsPerToken,
-			Estimated: true,
-		})
+		// the provider bills anyway, so count an estimate rather than
+		// nothing
+		ex.observeUsage(d, ex.estimate(relay.chars))
 	}
 	switch {
 	case err == nil:
@@ -898,16 +908,27 @@ func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
 	if ex.client != "" {
 		recordClient(ex.client, u, cost, d.currency.Code)
 	}
-	chargeBudgets(ex.charges, cost, now())
+	chargeBudgets(ex.charges, d, cost, now())
 	if u.Estimated {
 		d.metrics.estimatedIn.Add(float64(u.Input))
 		d.metrics.estimatedOut.Add(float64(u.Output))
-		ex.router.logger.Info("stream ended without usage; tokens estimated from characters",
+		ex.router.logger.Info("answer without usage; tokens estimated from its text",
 			zap.String("model", d.name), zap.String("provider", d.provider.name),
 			zap.Int64("input_tokens", u.Input), zap.Int64("output_tokens", u.Output), zap.Bool("estimated", true))
 	}
 	ex.ph.usage, ex.ph.cost, ex.ph.costKnown = u, cost, true
 	return cost
+}
+
+// estimate is the usage of an answer whose provider reported none: the
+// request's input as estimated from its text, and outputChars of text at
+// about four characters a token; flagged as estimated.
+func (ex *exchange) estimate(outputChars int64) usage {
+	return usage{
+		Input:     ex.body.InputTokens(),
+		Output:    (outputChars + openai.CharsPerToken - 1) / openai.CharsPerToken,
+		Estimated: true,
+	}
 }
 
 // finish counts the client request, once, however it ended: one
@@ -919,6 +940,7 @@ func (ex *exchange) finish() {
 		return
 	}
 	ex.counted = true
+	releaseCharges(ex.charges) // what no answer's cost replaced
 	model, provider := ex.model, ""
 	if d := ex.answered; d != nil {
 		model, provider = d.name, d.provider.name

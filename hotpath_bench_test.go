@@ -120,7 +120,7 @@ func benchRelay(b *testing.B, chunk string) {
 }
 
 func BenchmarkMetricsUpdate(b *testing.B) {
-	d := &deployment{name: "deepseek-v3.2", provider: &provider{name: "holysheep"}, price: builtinPrices["deepseek-v3.2"], state: newSharedState(deploymentID{})}
+	d := &deployment{name: "deepseek-v3.2", provider: &provider{name: "holysheep"}, price: builtinPrices["deepseek-v3.2"].unitPrice, state: newSharedState(deploymentID{})}
 	d.metrics = metrics.forDeployment(d.name, d.provider.name, "CNY")
 	u := usage{Input: 120, Output: 10, CachedInput: 64}
 	b.ReportAllocs()

@@ -248,7 +248,7 @@ func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		for _, lim := range b.limits {
-			top, _ := l.topKeys(lim.period, t, 1)
+			top, _, _ := l.topKeys(lim.period, t, 1)
 			spent := 0.0
 			if len(top) > 0 {
 				spent = top[0].spent

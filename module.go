@@ -434,6 +434,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		if b.ledger, err = acquireLedger(ctx, b, sync, r.logger); err != nil {
 			return err
 		}
+		b.cover(r.deployments, r.routing)
 		r.budgets = append(r.budgets, b)
 	}
 	if r.Cache != nil {

@@ -25,12 +25,26 @@ type unitPrice struct {
 	known                      bool
 }
 
-// builtinPrices are list prices per 1M tokens (input, output), in USD.
-var builtinPrices = map[string]unitPrice{
-	"gpt-4.1":           {input: 8, output: 8, cachedInput: 8, known: true},
-	"claude-sonnet-4.5": {input: 15, output: 15, cachedInput: 15, known: true},
-	"gemini-2.5-flash":  {input: 2.50, output: 2.50, cachedInput: 2.50, known: true},
-	"deepseek-v3.2":     {input: 0.42, output: 0.42, cachedInput: 0.42, known: true},
+// builtinPrice is a list price per 1M tokens, in USD, as its provider
+// publishes it: input, output and cached (prompt cache hit) input.
+type builtinPrice struct {
+	unitPrice
+	source string // the provider's pricing page
+	read   string // when the figures were read there
+}
+
+// builtinPrices are the providers' list prices, by model name (README,
+// "Prices"). Each row says where it comes from and when it was read;
+// providers change prices, and a Caddyfile `price` always wins.
+var builtinPrices = map[string]builtinPrice{
+	"gpt-4.1": {unitPrice{input: 2, output: 8, cachedInput: 0.50, known: true},
+		"https://platform.openai.com/docs/pricing", "2026-03"},
+	"claude-sonnet-4.5": {unitPrice{input: 3, output: 15, cachedInput: 0.30, known: true},
+		"https://www.anthropic.com/pricing#api (cache reads)", "2026-03"},
+	"gemini-2.5-flash": {unitPrice{input: 0.30, output: 2.50, cachedInput: 0.075, known: true},
+		"https://ai.google.dev/gemini-api/docs/pricing (text input, context cache reads)", "2026-05"},
+	"deepseek-v3.2": {unitPrice{input: 0.28, output: 0.42, cachedInput: 0.028, known: true},
+		"https://api-docs.deepseek.com/quick_start/pricing (deepseek-chat: cache miss, output, cache hit)", "2026-03"},
 }
 
 func (p *Price) validate() error {
@@ -67,10 +81,10 @@ func priceFor(models []*Model, m *Model) (unitPrice, string) {
 		}
 	}
 	if p, ok := builtinPrices[m.Name]; ok {
-		return p, ""
+		return p.unitPrice, ""
 	}
 	if p, ok := builtinPrices[m.Upstream]; ok {
-		return p, ""
+		return p.unitPrice, ""
 	}
 	return unitPrice{}, "model has no price; its cost is counted as 0"
 }

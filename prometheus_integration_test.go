@@ -38,21 +38,31 @@ const (
 )
 
 // promBudget is the budget of TestDashboardAgainstPrometheus, per team on
-// its own route capped_qa (the rest of the traffic does not touch it): the
-// first answer (about 0.000007 USD at deepseek-v3.2's 0.42 per 1M tokens)
-// is past the tiny limit (warned), the second request is served from
-// simple_qa (downgraded) and takes the team past the hard cap, the third is
-// refused. Each traffic round spends as another team, so each round sees
-// all three actions; the teams are also the client label.
+// its own routes capped_qa and capped_cheap, whose deployments nothing else
+// uses (a budget covers deployments, whatever route reaches them): the
+// first answer (about 0.000007 USD at 0.42 per 1M tokens) is past the tiny
+// limit (warned), the second request is served from capped_cheap
+// (downgraded, and covered too) and takes the team past the hard cap, the
+// third is refused. Each traffic round spends as another team, so each
+// round sees all three actions; the teams are also the client label.
 const (
 	promBudget       = "team_capped"
 	promBudgetRouter = `
-	route capped_qa deepseek-v3.2
+	model capped-deepseek {
+		upstream capped-chat
+		price 0.42
+	}
+	model capped-cheap {
+		upstream capped-cheap
+		price 0.42
+	}
+	route capped_qa capped-deepseek
+	route capped_cheap capped-cheap
 	budget ` + promBudget + ` {
 		limit 0.0000001 per day
 		key {llm_team}
-		match capped_qa
-		downgrade simple_qa
+		match capped_qa capped_cheap
+		downgrade capped_cheap
 		hard 0.00001
 	}
 	budget_sync 1s
@@ -236,7 +246,7 @@ func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}, key, client 
 	auth := []string{"Authorization", key}
 	resp, body := g.post(chatBody("capped_qa", false), auth...)
 	n++
-	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	expectModel(t, resp, body, "capped-deepseek", "primary", 1)
 	if h, r := resp.Header.Get("X-LLM-Budget"), resp.Header.Get("X-LLM-Route"); h != "" || r != "capped_qa" {
 		t.Errorf("%s's first budget request: X-LLM-Budget %q, X-LLM-Route %q; want none, capped_qa", client, h, r)
 	}
@@ -244,9 +254,9 @@ func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}, key, client 
 	settle()
 	resp, body = g.post(chatBody("capped_qa", false), auth...)
 	n++
-	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
-	if h, r := resp.Header.Get("X-LLM-Budget"), resp.Header.Get("X-LLM-Route"); h != "downgraded ("+promBudget+")" || r != "simple_qa" {
-		t.Errorf("%s at its limit: X-LLM-Budget %q, X-LLM-Route %q; want downgraded (%s), simple_qa", client, h, r, promBudget)
+	expectModel(t, resp, body, "capped-cheap", "primary", 1)
+	if h, r := resp.Header.Get("X-LLM-Budget"), resp.Header.Get("X-LLM-Route"); h != "downgraded ("+promBudget+")" || r != "capped_cheap" {
+		t.Errorf("%s at its limit: X-LLM-Budget %q, X-LLM-Route %q; want downgraded (%s), capped_cheap", client, h, r, promBudget)
 	}
 	answered(client, body)
 	settle()
@@ -313,14 +323,19 @@ func driveCache(t *testing.T, g *gateway, round string, tr *promTraffic, post fu
 		Usage struct {
 			Prompt     int `json:"prompt_tokens"`
 			Completion int `json:"completion_tokens"`
+			Details    struct {
+				Cached int `json:"cached_tokens"`
+			} `json:"prompt_tokens_details"`
 		} `json:"usage"`
 	}
 	if err := json.Unmarshal([]byte(first), &u); err != nil || u.Usage.Prompt == 0 || u.Usage.Completion == 0 {
 		t.Fatalf("no usage in the answer (%v): %s", err, first)
 	}
-	// what the answer cost (deepseek-v3.2: 0.42 USD per 1M tokens), and
-	// so what each answer served from the cache saves
-	cost := float64(u.Usage.Prompt+u.Usage.Completion) * 0.42 / 1e6
+	// what the answer cost (deepseek-v3.2: 0.28 USD per 1M input tokens,
+	// 0.028 per 1M cached ones, 0.42 per 1M output tokens), and so what
+	// each answer served from the cache saves
+	hitTokens := u.Usage.Details.Cached
+	cost := (float64(u.Usage.Prompt-hitTokens)*0.28 + float64(hitTokens)*0.028 + float64(u.Usage.Completion)*0.42) / 1e6
 
 	if _, b := cached(question(""), "hit", 0); b != first {
 		t.Errorf("round %s: the hit differs from the stored answer:\n%s\n%s", round, b, first)
@@ -524,12 +539,12 @@ func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, traffi
 		model, provider string
 		mock            *mockllm.Server
 		upstream        string
-		price           float64 // per million tokens, input = output = cached input
+		in, out, cached float64 // built-in prices per million tokens
 	}{
-		{"deepseek-v3.2", "primary", g.primary, "deepseek-chat", 0.42},
-		{"gemini-2.5-flash", "primary", g.primary, "gemini-2.5-flash", 2.50},
-		{"gpt-4.1", "primary", g.primary, "gpt-4.1", 8},
-		{"claude-sonnet-4.5", "backup", g.backup, "claude-sonnet-4.5", 15},
+		{"deepseek-v3.2", "primary", g.primary, "deepseek-chat", 0.28, 0.42, 0.028},
+		{"gemini-2.5-flash", "primary", g.primary, "gemini-2.5-flash", 0.30, 2.50, 0.075},
+		{"gpt-4.1", "primary", g.primary, "gpt-4.1", 2, 8, 0.50},
+		{"claude-sonnet-4.5", "backup", g.backup, "claude-sonnet-4.5", 3, 15, 0.30},
 	}
 	for _, d := range deployments {
 		served := d.mock.Served(d.upstream)
@@ -554,9 +569,9 @@ func (p *promServer) checkDeltas(t *testing.T, g *gateway, before series, traffi
 		}
 		cost := p.mustScalarish(t, `sum(caddy_llm_router_cost_total{`+match+`,currency="USD"})`)
 		got := cost - sumOf(before, "caddy_llm_router_cost_total", "model", d.model, "provider", d.provider, "currency", "USD")
-		want := float64(served.Prompt+served.Completion) * d.price / 1e6
+		want := (float64(served.Prompt-served.Cached)*d.in + float64(served.Cached)*d.cached + float64(served.Completion)*d.out) / 1e6
 		if math.Abs(got-want) > 1e-9 {
-			t.Errorf("%s/%s cost: Prometheus +%v USD, want %v (%d+%d tokens at %v/M)", d.model, d.provider, got, want, served.Prompt, served.Completion, d.price)
+			t.Errorf("%s/%s cost: Prometheus +%v USD, want %v (%d+%d tokens, %d cached, at %v/%v/%v per M)", d.model, d.provider, got, want, served.Prompt, served.Completion, served.Cached, d.in, d.out, d.cached)
 		}
 	}
 

@@ -208,11 +208,15 @@ func (s *scrubber) string(v string) string {
 	return v
 }
 
-// header scrubs every header value in place.
+// header scrubs every header value in place, writing only the values it
+// changes: the map may hold slices shared by every response (Caddy's
+// Server header is one), which must not be written to.
 func (s *scrubber) header(h http.Header) {
 	for _, vs := range h {
 		for i, v := range vs {
-			vs[i] = s.string(v)
+			if nv := s.string(v); nv != v {
+				vs[i] = nv
+			}
 		}
 	}
 }

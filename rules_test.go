@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"cel.dev/cel-go/common/types"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -197,6 +198,49 @@ func TestRuleRuntimeError(t *testing.T) {
 	}
 	if n := logs.FilterMessage("routing rule failed; treated as false").Len(); n != 1 {
 		t.Errorf("%d failure logs for 3 requests, want 1", n)
+	}
+}
+
+// TestRuleCostLimit: a rule that CEL stops at the cost limit counts as
+// false (the next rule decides), is logged once for the rule's life with
+// where it was written, and is counted every time.
+func TestRuleCostLimit(t *testing.T) {
+	defer func(l uint64) { ruleCostLimit = l }(ruleCostLimit)
+	ruleCostLimit = 1000 // a small body's text scanned a few times is far below, a large one's above
+	rs, err := compileRules([]*RouteRule{
+		{Route: "a", When: []string{`system.contains("refund") || last_user.matches("order [0-9]+")`}, Sources: []string{"Caddyfile:12"}},
+		{Route: "b", When: []string{"true"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := metrics.ruleCost.WithLabelValues("a", "1")
+	value := func() float64 {
+		var m dto.Metric
+		if err := counter.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	before := value()
+	core, logs := observer.New(zap.WarnLevel)
+	small, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"system","content":"refund"},{"role":"user","content":"hi"}]}`))
+	if r := rs.choose(newRuleVars(chatEndpoint, small, nil, ""), zap.New(core), nil); r == nil || r.route != "a" {
+		t.Fatalf("a small body: chose %v, want a", r)
+	}
+	text := strings.Repeat("x", 100_000)
+	large, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"system","content":"`+text+` refund"},{"role":"user","content":"`+text+`"}]}`))
+	for range 3 {
+		if r := rs.choose(newRuleVars(chatEndpoint, large, nil, ""), zap.New(core), nil); r == nil || r.route != "b" {
+			t.Fatalf("a large body: chose %v, want b (the rule over the limit is false)", r)
+		}
+	}
+	entries := logs.FilterMessageSnippet("cost limit").All()
+	if len(entries) != 1 || entries[0].ContextMap()["source"] != "Caddyfile:12" || entries[0].ContextMap()["route"] != "a" {
+		t.Errorf("cost limit logs %+v, want one naming route a at Caddyfile:12", entries)
+	}
+	if got := value() - before; got != 3 {
+		t.Errorf("rule_cost_exceeded_total{route=a,when=1} +%v, want 3", got)
 	}
 }
 

@@ -130,19 +130,35 @@ func IsError(b []byte) bool {
 
 // streamTextKeys are where each API's streamed text is: a chat delta's
 // content, a completion's text, a Responses text delta.
-var streamTextKeys = [...][]byte{Chat: []byte(`"content"`), Completions: []byte(`"text"`), Responses: []byte(`"delta"`)}
+var streamTextKeys = [Responses + 1][]byte{Chat: []byte(`"content"`), Completions: []byte(`"text"`), Responses: []byte(`"delta"`)}
 
 // StreamTextChars counts the characters of text in one stream event's
 // data, to estimate the output of a stream that ends without usage. It
 // looks for the API's text member whatever the white space around its
 // colon, without parsing the whole event.
 func StreamTextChars(api API, data []byte) int64 {
-	if int(api) >= len(streamTextKeys) || streamTextKeys[api] == nil {
+	return textChars(&streamTextKeys, api, data)
+}
+
+// answerTextKeys are where each API's text is in a JSON answer: a chat
+// message's content, a completion's text, a Responses output text.
+var answerTextKeys = [Responses + 1][]byte{Chat: []byte(`"content"`), Completions: []byte(`"text"`), Responses: []byte(`"text"`)}
+
+// AnswerTextChars counts the characters of text in a JSON answer, to
+// estimate the output of an answer that reports no usage.
+func AnswerTextChars(api API, answer []byte) int64 {
+	return textChars(&answerTextKeys, api, answer)
+}
+
+// textChars counts the characters of the string values of the API's text
+// member in data.
+func textChars(keys *[Responses + 1][]byte, api API, data []byte) int64 {
+	if int(api) >= len(keys) || keys[api] == nil {
 		return 0
 	}
 	var n int64
 	for v := 0; ; {
-		if v = memberValue(data, streamTextKeys[api], v); v < 0 {
+		if v = memberValue(data, keys[api], v); v < 0 {
 			return n
 		}
 		if data[v] == '"' {

@@ -1,0 +1,184 @@
+package llmrouter
+
+import (
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
+)
+
+// spentOf is what the stats say a budget's key spent in its first period.
+func spentOf(t *testing.T, name string) float64 {
+	t.Helper()
+	b := budgetOf(t, name)
+	total := 0.0
+	for _, k := range b.Periods[0].TopKeys {
+		total += k.Spent.Amount
+	}
+	return total
+}
+
+// TestBudgetCoversModelsByName: a budget that matches a route covers its
+// deployments, so a client that names the route's model directly is
+// downgraded and refused like the route, and a fallback into a covered
+// model is charged to the budget.
+func TestBudgetCoversModelsByName(t *testing.T) {
+	setClock(t, time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
+	g := newGatewayWith(t, globalOptions, "", budgetRouter+`
+	budget reasoning {
+		limit 0.03 per hour
+		hard 0.05 per day
+		match complex_reasoning
+		downgrade simple_qa
+	}
+	budget claude_daily {
+		limit 100 per day
+		match claude-sonnet-4.5
+	}
+	budget_sync off
+`)
+	for range 2 {
+		resp, body := g.post(chatBody("gpt-4.1", false))
+		expectModel(t, resp, body, "gpt-4.1", "primary", 1)
+	}
+	if got := spentOf(t, "reasoning"); math.Abs(got-2*costPerAnswer) > 1e-9 {
+		t.Fatalf("naming gpt-4.1: reasoning spent %v, want %v", got, 2*costPerAnswer)
+	}
+	// at the limit: gpt-4.1 by name is downgraded as the route is
+	resp, body := g.post(chatBody("gpt-4.1", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	if h := resp.Header.Get("X-LLM-Budget"); h != "downgraded (reasoning)" {
+		t.Errorf("X-LLM-Budget %q, want the downgrade", h)
+	}
+	// the downgrade route is not covered: its answer is not charged
+	if got := spentOf(t, "reasoning"); math.Abs(got-2*costPerAnswer) > 1e-9 {
+		t.Errorf("reasoning spent %v after a downgraded answer, want it unchanged", got)
+	}
+	// the next hour: a fallback into claude (covered by both budgets) is
+	// charged to both
+	advanceClock(t, time.Hour)
+	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 503, Times: 1})
+	resp, body = g.post(chatBody("complex_reasoning", false))
+	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+	if got := spentOf(t, "claude_daily"); math.Abs(got-costPerAnswer) > 1e-9 {
+		t.Errorf("claude_daily spent %v, want the fallback's %v", got, costPerAnswer)
+	}
+	// 0.051 today: past the hard cap, naming the model is refused as the
+	// route is
+	resp, body = g.post(chatBody("gpt-4.1", false))
+	if resp.StatusCode != http.StatusTooManyRequests || apiErr(t, body).Code != "budget_exceeded" {
+		t.Errorf("gpt-4.1 by name past the hard cap: %d %s", resp.StatusCode, body)
+	}
+	resp, body = g.post(chatBody("claude-sonnet-4.5", false))
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("claude-sonnet-4.5 by name past the hard cap: %d %s", resp.StatusCode, body)
+	}
+	// what no budget at its cap covers is served
+	resp, body = g.post(chatBody("deepseek-v3.2", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+}
+
+// TestBudgetConcurrentReservations: 20 requests at once against a limit
+// that fits three: admission reserves each request's estimate, so the
+// spend overshoots the limit by at most one estimate, for JSON and streams.
+func TestBudgetConcurrentReservations(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		name := map[bool]string{false: "json", true: "stream"}[stream]
+		t.Run(name, func(t *testing.T) {
+			g := newGatewayWith(t, globalOptions, "", budgetRouter+`
+	budget small_`+name+` {
+		limit 0.05 per day
+		match complex_reasoning
+	}
+	budget_sync off
+`)
+			// every request is still in flight when the last is admitted
+			g.primary.Set("gpt-4.1", mockllm.Behavior{Latency: 1e9})
+			body := `{"model":"gpt-4.1","messages":[{"role":"user","content":"Where is my order?"}],"max_tokens":10` +
+				map[bool]string{false: "}", true: `,"stream":true}`}[stream]
+			var rb openai.Request
+			if err := rb.Parse([]byte(body), openai.Chat); err != nil {
+				t.Fatal(err)
+			}
+			estimate := float64(rb.InputTokens()+10) * 1000 / 1e6
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			codes := map[int]int{}
+			for range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, _, err := g.postRaw("/v1/chat/completions", body)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					codes[resp.StatusCode]++
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			spent := spentOf(t, "small_"+name)
+			if spent > 0.05+estimate+1e-9 || codes[200] < 2 || codes[200]+codes[429] != 20 {
+				t.Errorf("%v answered; spent %v against a limit of 0.05 (one estimate: %v)", codes, spent, estimate)
+			}
+			if b := budgetOf(t, "small_"+name); b.Periods[0].Reserved.Amount != 0 {
+				t.Errorf("%v still reserved after every request ended", b.Periods[0].Reserved.Amount)
+			}
+		})
+	}
+}
+
+// TestBudgetChargesWhatProvidersBill: an attempt that reached generation
+// but failed over (a 200 that is not an answer), and an answer without
+// usage, are charged as estimated, from the request's text: an image part
+// counts its fixed estimate, not its bytes.
+func TestBudgetChargesWhatProvidersBill(t *testing.T) {
+	g := newGatewayWith(t, globalOptions, "", budgetRouter+`
+	budget everything {
+		limit 1000 per day
+	}
+	budget_sync off
+`)
+	body := chatBody("simple_qa", false)
+	var rb openai.Request
+	if err := rb.Parse([]byte(body), openai.Chat); err != nil {
+		t.Fatal(err)
+	}
+	// deepseek answers 200 with a body that is not JSON: failed over to
+	// gemini, and charged as estimated
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Malformed: true, Times: 1})
+	resp, out := g.post(body)
+	expectModel(t, resp, out, "gemini-2.5-flash", "primary", 2)
+	ds := statsFor(t, g, "deepseek-v3.2", "primary")
+	if ds.Tokens.EstimatedInput != rb.InputTokens() || ds.Tokens.Input != rb.InputTokens() {
+		t.Errorf("the failed attempt's tokens %+v, want %d estimated input", ds.Tokens, rb.InputTokens())
+	}
+	wantSpend := float64(rb.InputTokens())*1000/1e6 + costPerAnswer
+	if got := spentOf(t, "everything"); math.Abs(got-wantSpend) > 1e-9 {
+		t.Errorf("spent %v, want %v (the estimate and gemini's answer)", got, wantSpend)
+	}
+
+	// an answer without usage, to a request with a 2 MB image
+	noUsage := `{"id":"x","object":"chat.completion","created":1,"model":"deepseek-chat","choices":[{"index":0,"message":{"role":"assistant","content":"A red shoe."},"finish_reason":"stop"}]}`
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Body: noUsage})
+	image := `{"model":"deepseek-v3.2","messages":[{"role":"user","content":[{"type":"text","text":"What is this?"},` +
+		`{"type":"image_url","image_url":{"url":"data:image/png;base64,` + strings.Repeat("iVBORw0K", 256<<10) + `"}}]}]}`
+	if err := rb.Parse([]byte(image), openai.Chat); err != nil {
+		t.Fatal(err)
+	}
+	before := statsFor(t, g, "deepseek-v3.2", "primary").Tokens
+	resp, out = g.post(image)
+	expectModel(t, resp, out, "deepseek-v3.2", "primary", 1)
+	after := statsFor(t, g, "deepseek-v3.2", "primary").Tokens
+	in, outTok := after.EstimatedInput-before.EstimatedInput, after.EstimatedOutput-before.EstimatedOutput
+	if in != rb.InputTokens() || in > 1000 || outTok != 3 {
+		t.Errorf("estimated %d input and %d output tokens for a 2 MB image and %q, want %d (text and one image part) and 3", in, outTok, "A red shoe.", rb.InputTokens())
+	}
+}

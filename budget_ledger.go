@@ -1,0 +1,332 @@
+package llmrouter
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"go.uber.org/zap"
+)
+
+// budgetLedgers holds each budget's spend by name, so that it survives
+// reloads and is shared by the handlers that name the same budget.
+var budgetLedgers = caddy.NewUsagePool()
+
+// budgetLedger is a budget's spend: per key and period, this instance's own
+// (what storage holds, plus what was added since the last sync) and the
+// other instances' (as last read). Keys are bounded: beyond maxBudgetKeys the
+// least recently used key is dropped from memory; its unsynced spend is
+// written at the next sync.
+type budgetLedger struct {
+	name string
+
+	mu      sync.Mutex
+	keys    *lru.Cache[string, *keySpend]
+	spilled map[string]*keySpend // dropped since the last sync, with unsynced spend
+	users   []*budget            // oldest first: whose settings apply
+	windows [periodCount]atomic.Pointer[window]
+
+	// sync: nil storage means local only
+	storage  certmagic.Storage
+	instance string
+	interval time.Duration
+	cancel   context.CancelFunc
+	done     chan struct{}
+	lastSync atomic.Pointer[syncResult]
+	prunedAt string       // the hour window of the last prune (sync only)
+	syncs    atomic.Int64 // successful syncs
+	failures atomic.Int64
+	actions  [actionCount]atomic.Int64
+	logger   *zap.Logger
+}
+
+type syncResult struct {
+	at  time.Time
+	err string
+}
+
+// keySpend is one key's spend, per period.
+type keySpend struct {
+	periods [periodCount]periodSpend
+}
+
+type periodSpend struct {
+	id     string  // the window it is for; another id is stale
+	base   float64 // this instance's spend as stored at the last sync
+	delta  float64 // added since
+	others float64 // the other instances' spend at the last sync
+	// reserved is what admitted requests of this instance may still cost
+	// (budget.admit); local, never synced
+	reserved float64
+	warned   bool // the warn_at threshold was logged for this period
+}
+
+// total is what was spent, fleet-wide as far as known.
+func (p *periodSpend) total() float64 { return p.base + p.delta + p.others }
+
+// committed is what was spent or reserved: what admission compares with a
+// limit.
+func (p *periodSpend) committed() float64 { return p.total() + max(p.reserved, 0) }
+
+// current makes p hold window id, starting it afresh when it held another.
+func (p *periodSpend) current(id string) *periodSpend {
+	if p.id != id {
+		*p = periodSpend{id: id}
+	}
+	return p
+}
+
+// acquireLedger returns the shared ledger of b's name (and storage: a
+// config that moves the budget to another storage reads its spend from
+// there), registering b.
+func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, logger *zap.Logger) (*budgetLedger, error) {
+	where := "local"
+	if sync > 0 {
+		st := ctx.Storage()
+		where = fmt.Sprintf("%T", st)
+		if s, ok := st.(fmt.Stringer); ok {
+			where = s.String()
+		}
+	}
+	b.poolKey = b.name + "\x00" + where
+	v, loaded, err := budgetLedgers.LoadOrNew(b.poolKey, func() (caddy.Destructor, error) {
+		l := &budgetLedger{name: b.name, spilled: map[string]*keySpend{}, interval: sync, logger: logger}
+		keys, err := newBudgetKeys(l)
+		if err != nil {
+			return nil, err
+		}
+		l.keys = keys
+		if sync > 0 {
+			id, err := caddy.InstanceID()
+			if err != nil {
+				return nil, err
+			}
+			l.instance = id.String()
+			l.storage = ctx.Storage()
+			// the counter's series exists from the start, at 0: a series
+			// born at 1 is no increase to Prometheus, and the alert on
+			// sync failures would miss the first ones
+			metrics.budgetSyncFailures.WithLabelValues(b.name)
+		}
+		return l, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	l := v.(*budgetLedger)
+	l.mu.Lock()
+	l.users = append(l.users, b)
+	l.mu.Unlock()
+	if !loaded && l.storage != nil {
+		// read back what this instance and the fleet spent so far, so that
+		// a restart resets nothing, then keep in step
+		if err := l.sync(context.Background(), now(), false); err != nil {
+			l.syncFailed(err)
+		}
+		loopCtx, cancel := context.WithCancel(context.Background())
+		l.cancel, l.done = cancel, make(chan struct{})
+		go l.run(loopCtx)
+	}
+	return l, nil
+}
+
+// newBudgetKeys is a ledger's bounded set of keys, spilling what it drops.
+func newBudgetKeys(l *budgetLedger) (*lru.Cache[string, *keySpend], error) {
+	return lru.NewWithEvict(maxBudgetKeys, l.spill)
+}
+
+// releaseLedger undoes acquireLedger.
+func releaseLedger(b *budget) {
+	l := b.ledger
+	l.mu.Lock()
+	if i := slices.Index(l.users, b); i >= 0 {
+		l.users = slices.Delete(l.users, i, i+1)
+	}
+	l.mu.Unlock()
+	_, _ = budgetLedgers.Delete(b.poolKey)
+}
+
+// Destruct stops the sync loop after a last sync: nothing counted is lost
+// when the last config using the budget unloads (a graceful stop).
+func (l *budgetLedger) Destruct() error {
+	if l.cancel != nil {
+		l.cancel()
+		<-l.done
+		if err := l.sync(context.Background(), now(), false); err != nil {
+			l.syncFailed(err)
+		}
+	}
+	return nil
+}
+
+// owner is the budget whose settings apply: the oldest loaded config's.
+func (l *budgetLedger) owner() *budget {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.users) == 0 {
+		return nil
+	}
+	return l.users[0]
+}
+
+// window is the owner's current period p, computed once per period.
+func (l *budgetLedger) window(p period, t time.Time) window {
+	if w := l.windows[p].Load(); w != nil && !t.Before(w.start) && t.Before(w.end) {
+		return *w
+	}
+	loc := time.UTC
+	if o := l.owner(); o != nil {
+		loc = o.loc
+	}
+	w := p.windowAt(t, loc)
+	l.windows[p].Store(&w)
+	return w
+}
+
+// spend is a key's spend in each current period, fleet-wide as far as known.
+func (l *budgetLedger) spend(key string, t time.Time) [periodCount]float64 {
+	var ids [periodCount]string
+	for p := range periodCount {
+		ids[p] = l.window(p, t).id
+	}
+	var out [periodCount]float64
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ks, ok := l.keys.Get(key)
+	if !ok {
+		return out
+	}
+	for p := range periodCount {
+		if ks.periods[p].id == ids[p] {
+			out[p] = ks.periods[p].total()
+		}
+	}
+	return out
+}
+
+// add charges cost to key at t, on behalf of b (whose warn_at applies), and
+// logs once per period a limit whose warn_at share is crossed.
+func (l *budgetLedger) add(b *budget, key string, cost float64, t time.Time) {
+	var ids [periodCount]string
+	for p := range periodCount {
+		ids[p] = l.window(p, t).id
+	}
+	type warning struct {
+		limit budgetLimit
+		spent float64
+	}
+	var warn []warning
+	l.mu.Lock()
+	ks := l.keySpend(key)
+	for p := range periodCount {
+		ks.periods[p].current(ids[p]).delta += cost
+	}
+	for _, lim := range b.limits {
+		ps := &ks.periods[lim.period]
+		if !ps.warned && ps.total() >= b.warnAt*lim.amount {
+			ps.warned = true
+			warn = append(warn, warning{lim, ps.total()})
+		}
+	}
+	l.mu.Unlock()
+	for _, w := range warn {
+		b.count(actionWarned)
+		b.logger.Warn("budget nearly spent",
+			zap.String("budget", b.name), zap.String("key", key), zap.String("period", w.limit.period.String()),
+			zap.String("spent", humanMoney(w.spent, b.currency)), zap.String("limit", humanMoney(w.limit.amount, b.currency)),
+			zap.Float64("warn_at_percent", b.warnAt*100))
+	}
+}
+
+// keySpend is key's spend, made when the key is new (l.mu held).
+func (l *budgetLedger) keySpend(key string) *keySpend {
+	ks, ok := l.keys.Get(key)
+	if !ok {
+		ks = new(keySpend)
+		l.keys.Add(key, ks)
+	}
+	return ks
+}
+
+// unreserve gives back amount reserved for key in the windows named (a
+// window that has ended since has nothing left to give back).
+func (l *budgetLedger) unreserve(key string, windows [periodCount]string, amount float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ks, ok := l.keys.Get(key)
+	if !ok {
+		return
+	}
+	for p := range periodCount {
+		if ps := &ks.periods[p]; ps.id == windows[p] {
+			ps.reserved = max(ps.reserved-amount, 0)
+		}
+	}
+}
+
+// reserved is what key has reserved in the current period p.
+func (l *budgetLedger) reserved(key string, p period, t time.Time) float64 {
+	id := l.window(p, t).id
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ks, ok := l.keys.Peek(key); ok && ks.periods[p].id == id {
+		return ks.periods[p].reserved
+	}
+	return 0
+}
+
+// spill keeps the unsynced spend of a key dropped from memory, for the next
+// sync to write (called by the LRU, with l.mu held). Without storage there
+// is nowhere to keep it: the key's spend is forgotten.
+func (l *budgetLedger) spill(key string, ks *keySpend) {
+	if l.storage == nil {
+		return
+	}
+	for _, p := range ks.periods {
+		if p.delta != 0 {
+			l.spilled[key] = ks
+			return
+		}
+	}
+}
+
+// budgetKeyStats is a key's spend in a period, for the stats.
+type budgetKeyStats struct {
+	key             string
+	spent, reserved float64
+}
+
+// topKeys is the spend of period p's current window, highest first, at
+// most n keys, the number of keys with spend or reservations, and what
+// all keys have reserved.
+func (l *budgetLedger) topKeys(p period, t time.Time, n int) ([]budgetKeyStats, int, float64) {
+	id := l.window(p, t).id
+	var all []budgetKeyStats
+	reserved := 0.0
+	l.mu.Lock()
+	for _, key := range l.keys.Keys() {
+		ks, _ := l.keys.Peek(key)
+		if ps := ks.periods[p]; ps.id == id && (ps.total() > 0 || ps.reserved > 0) {
+			all = append(all, budgetKeyStats{key, ps.total(), ps.reserved})
+			reserved += ps.reserved
+		}
+	}
+	l.mu.Unlock()
+	slices.SortFunc(all, func(a, b budgetKeyStats) int {
+		return cmp.Or(cmp.Compare(b.spent, a.spent), cmp.Compare(a.key, b.key))
+	})
+	if len(all) > n {
+		return all[:n], len(all), reserved
+	}
+	return all, len(all), reserved
+}
+
+// Interface guards
+var _ caddy.Destructor = (*budgetLedger)(nil)

@@ -1,0 +1,58 @@
+package llmrouter
+
+import (
+	"slices"
+	"time"
+)
+
+// period is a budget period.
+type period uint8
+
+const (
+	periodHour period = iota
+	periodDay
+	periodWeek
+	periodMonth
+	periodCount
+)
+
+var periodNames = [periodCount]string{"hour", "day", "week", "month"}
+
+func (p period) String() string { return periodNames[p] }
+
+func parsePeriod(s string) (period, bool) {
+	i := slices.Index(periodNames[:], s)
+	return period(i), i >= 0
+}
+
+// window is one period: when it began and ends, and its id in storage.
+type window struct {
+	start, end time.Time
+	id         string
+}
+
+// windowAt is the period p that holds t, in loc.
+func (p period) windowAt(t time.Time, loc *time.Location) window {
+	t = t.In(loc)
+	y, m, d := t.Date()
+	var start, end time.Time
+	switch p {
+	case periodHour:
+		start = time.Date(y, m, d, t.Hour(), 0, 0, 0, loc)
+		end = start.Add(time.Hour)
+	case periodDay:
+		start = time.Date(y, m, d, 0, 0, 0, 0, loc)
+		end = time.Date(y, m, d+1, 0, 0, 0, 0, loc)
+	case periodWeek:
+		back := (int(t.Weekday()) + 6) % 7 // days since Monday
+		start = time.Date(y, m, d-back, 0, 0, 0, 0, loc)
+		end = time.Date(y, m, d-back+7, 0, 0, 0, 0, loc)
+	default:
+		start = time.Date(y, m, 1, 0, 0, 0, 0, loc)
+		end = time.Date(y, m+1, 1, 0, 0, 0, 0, loc)
+	}
+	return window{start: start, end: end, id: p.String() + "-" + start.Format(windowStamp)}
+}
+
+// windowStamp is the layout of a window's start in its id.
+const windowStamp = "2006-01-02T15"

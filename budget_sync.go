@@ -1,0 +1,261 @@
+package llmrouter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// pruneAfter is how long after a window ended its files are kept. A
+// window id does not say its time zone, so an instance reads another
+// zone's stamps (a fleet sharing the storage with another timezone, or
+// this one before a change of it) as up to 26 hours off; two days keep
+// such a window's current files, and the previous window of every period,
+// for instances whose clocks lag.
+const pruneAfter = 48 * time.Hour
+
+func (l *budgetLedger) run(ctx context.Context) {
+	defer close(l.done)
+	defer func() {
+		if v := recover(); v != nil {
+			l.logger.Error("budget sync panicked", zap.String("budget", l.name), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	t := time.NewTicker(l.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := l.sync(ctx, now(), true); err != nil && ctx.Err() == nil {
+			l.syncFailed(err)
+		}
+	}
+}
+
+// syncFailed counts and logs a failed sync; the budget keeps counting
+// locally (fail open).
+func (l *budgetLedger) syncFailed(err error) {
+	metrics.budgetSyncFailures.WithLabelValues(l.name).Inc()
+	l.failures.Add(1)
+	prev := l.lastSync.Load()
+	l.lastSync.Store(&syncResult{at: now(), err: err.Error()})
+	if prev == nil || prev.err == "" || now().Sub(prev.at) > time.Minute {
+		l.logger.Warn("budget spend could not be synced with storage; counting locally until it can",
+			zap.String("budget", l.name), zap.Error(err))
+	}
+}
+
+// instanceFile is what one instance stores for one budget and period.
+type instanceFile struct {
+	Instance string             `json:"instance"`
+	Updated  time.Time          `json:"updated"`
+	Spend    map[string]float64 `json:"spend"` // by key
+}
+
+// sync writes this instance's spend of the current periods to storage and
+// reads the other instances', in one file per instance, budget and period
+// (as caddy-ratelimit does for its zones). Only this instance writes its
+// own file, so adding what it spent since the last sync to what the file
+// holds is exact, for keys in memory and keys dropped from it alike. With
+// prune (the sync loop's, not a config load's or a stop's), it also deletes
+// the files of past windows.
+func (l *budgetLedger) sync(ctx context.Context, t time.Time, prune bool) error {
+	if l.storage == nil {
+		return nil
+	}
+	var errs []error
+	var windows [periodCount]window
+	for p := range periodCount {
+		windows[p] = l.window(p, t)
+		if err := l.syncPeriod(ctx, p, windows[p]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// every period begins on an hour, so a new hour is when any window may
+	// have gone past keeping
+	if hour := windows[periodHour].id; prune && l.prunedAt != hour {
+		// housekeeping, not the spend: a failure is logged and retried at
+		// the next sync, and does not count as a failed sync
+		if err := l.prune(ctx, windows); err != nil {
+			l.logger.Warn("could not delete a budget's past windows from storage; will retry",
+				zap.String("budget", l.name), zap.Error(err))
+		} else {
+			l.prunedAt = hour
+		}
+	}
+	if len(errs) == 0 {
+		l.lastSync.Store(&syncResult{at: now()})
+		l.syncs.Add(1)
+	}
+	return errors.Join(errs...)
+}
+
+func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error {
+	dir := path.Join(budgetStoragePrefix, l.name, w.id)
+	own := path.Join(dir, l.instance+".json")
+
+	// take the unsynced spend of this period
+	deltas := map[string]float64{}
+	l.mu.Lock()
+	take := func(key string, ks *keySpend) {
+		if ps := &ks.periods[p]; ps.id == w.id && ps.delta != 0 {
+			deltas[key] += ps.delta
+			ps.base += ps.delta
+			ps.delta = 0
+		}
+	}
+	for _, key := range l.keys.Keys() {
+		if ks, ok := l.keys.Peek(key); ok {
+			take(key, ks)
+		}
+	}
+	for key, ks := range l.spilled {
+		take(key, ks)
+		if !slices.ContainsFunc(ks.periods[:], func(ps periodSpend) bool { return ps.delta != 0 }) {
+			delete(l.spilled, key)
+		}
+	}
+	l.mu.Unlock()
+	giveBack := func() {
+		l.mu.Lock()
+		for key, d := range deltas {
+			if ks, ok := l.keys.Peek(key); ok && ks.periods[p].id == w.id {
+				ks.periods[p].base -= d
+				ks.periods[p].delta += d
+			} else {
+				ks := new(keySpend)
+				ks.periods[p] = periodSpend{id: w.id, delta: d}
+				l.spilled[key] = ks
+			}
+		}
+		l.mu.Unlock()
+	}
+
+	mine, err := loadInstanceFile(ctx, l.storage, own)
+	if err != nil {
+		giveBack()
+		return err
+	}
+	if len(deltas) > 0 {
+		for key, d := range deltas {
+			mine.Spend[key] += d
+		}
+		mine.Instance, mine.Updated = l.instance, now()
+		b, _ := json.Marshal(mine)
+		if err := l.storage.Store(ctx, own, b); err != nil {
+			giveBack()
+			return err
+		}
+	}
+
+	others := map[string]float64{}
+	names, err := l.storage.List(ctx, dir, false)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, name := range names {
+		if path.Base(name) == l.instance+".json" || !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		f, err := loadInstanceFile(ctx, l.storage, name)
+		if err != nil {
+			return err
+		}
+		for key, v := range f.Spend {
+			others[key] += v
+		}
+	}
+
+	// what storage says is now this period's truth, for the keys in memory
+	// (what was added meanwhile stays in delta)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, key := range l.keys.Keys() {
+		ks, _ := l.keys.Peek(key)
+		ps := ks.periods[p].current(w.id)
+		ps.base, ps.others = mine.Spend[key], others[key]
+	}
+	// while there is room, bring in the keys spent on elsewhere or before a
+	// restart, so that their first request here already knows their spend
+	for _, spent := range []map[string]float64{mine.Spend, others} {
+		for key := range spent {
+			if l.keys.Len() >= maxBudgetKeys {
+				return nil
+			}
+			if !l.keys.Contains(key) {
+				ks := new(keySpend)
+				ks.periods[p] = periodSpend{id: w.id, base: mine.Spend[key], others: others[key]}
+				l.keys.Add(key, ks)
+			}
+		}
+	}
+	return nil
+}
+
+// prune deletes the budget's files of windows that ended more than
+// pruneAfter before the current window of their period (in current) began:
+// an instance reads only its current windows, so they are never read
+// again, and storage would otherwise gain a directory an hour for an hourly
+// limit, forever. Any instance prunes every instance's files (those of
+// instances gone for good included); it runs once an hour, from the sync
+// loop (not at a config load, which would otherwise wait on a first
+// pruning of years of files).
+func (l *budgetLedger) prune(ctx context.Context, current [periodCount]window) error {
+	names, err := l.storage.List(ctx, path.Join(budgetStoragePrefix, l.name), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		// a window id is the period's name, "-", the start's windowStamp
+		pname, stamp, _ := strings.Cut(path.Base(name), "-")
+		p, ok := parsePeriod(pname)
+		if !ok {
+			continue // not a window
+		}
+		w := current[p]
+		start, err := time.ParseInLocation(windowStamp, stamp, w.start.Location())
+		if err != nil {
+			continue
+		}
+		if p.windowAt(start, w.start.Location()).end.Before(w.start.Add(-pruneAfter)) {
+			if err := l.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func loadInstanceFile(ctx context.Context, s certmagic.Storage, key string) (instanceFile, error) {
+	f := instanceFile{Spend: map[string]float64{}}
+	b, err := s.Load(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return f, nil
+	}
+	if err != nil {
+		return f, err
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return f, fmt.Errorf("%s: %w", key, err)
+	}
+	if f.Spend == nil {
+		f.Spend = map[string]float64{}
+	}
+	return f, nil
+}
