@@ -1,11 +1,15 @@
 package llmrouter
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -28,8 +32,16 @@ type Budget struct {
 
 	// Key is a placeholder whose value names the spender: one budget per
 	// value, e.g. {llm_team} set by a `map` of gateway keys. It must be
-	// something a client cannot forge. Default: one budget for the handler.
+	// something a client cannot forge. Its values are kept, in memory and
+	// in storage, under a keyed hash, and shown in stats and logs by
+	// fingerprint, since they may be credentials. Default: one budget for
+	// the handler.
 	Key string `json:"key,omitempty"`
+
+	// KeyIsLabel declares the values of Key names fit to show (a team
+	// from a `map`, never a credential): they are kept and shown as they
+	// are. Caddyfile: `key <placeholder> label`. Default: false.
+	KeyIsLabel bool `json:"key_is_label,omitempty"`
 
 	// Match lists the routes and models whose requests the budget applies
 	// to, by the route or model a request resolved to. Default: all.
@@ -100,6 +112,9 @@ type budget struct {
 	hardPeriod period
 	warnAt     float64 // a share, 0..1
 	key        string  // placeholder, "" for one budget
+	keyLabel   bool    // key values are shown as they are
+	keySecret  []byte  // keys the hash of key values (budgetInstance)
+	unsetOnce  atomic.Bool
 	match      map[string]bool
 	matchNames []string // as written
 	downgrade  string
@@ -137,7 +152,7 @@ func (b *budget) count(action int) {
 // newBudget checks and builds one budget.
 func newBudget(b *Budget, currency string) (*budget, error) {
 	subj := "budget " + b.Name
-	nb := &budget{name: b.Name, hard: b.Hard, key: b.Key, downgrade: b.Downgrade, currency: currency, loc: time.UTC,
+	nb := &budget{name: b.Name, hard: b.Hard, key: b.Key, keyLabel: b.KeyIsLabel, downgrade: b.Downgrade, currency: currency, loc: time.UTC,
 		reserveOut: defaultReserveOutput}
 	if b.ReserveOutput < 0 {
 		return nil, cfgErr(subj, "reserve_output must not be negative")
@@ -194,6 +209,34 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 		}
 	}
 	return nb, nil
+}
+
+// unsetKey is the key of the requests whose key placeholder resolved to
+// nothing: counted together, in sight, rather than with the budget's other
+// keys.
+const unsetKey = "(unset)"
+
+// keyOf is the ledger key of a request: its key placeholder's value, as is
+// for a label, else under a keyed hash (a fingerprint is all that storage,
+// stats and logs ever hold of a value that may be a credential).
+func (b *budget) keyOf(repl *caddy.Replacer) string {
+	if b.key == "" {
+		return ""
+	}
+	v := repl.ReplaceAll(b.key, "")
+	if v == "" {
+		if !b.unsetOnce.Swap(true) && b.logger != nil {
+			b.logger.Warn("a budget's key resolved to nothing; such requests are counted under the key (unset)",
+				zap.String("budget", b.name), zap.String("key", b.key))
+		}
+		return unsetKey
+	}
+	if b.keyLabel {
+		return v
+	}
+	mac := hmac.New(sha256.New, b.keySecret)
+	mac.Write([]byte(v))
+	return "#" + hex.EncodeToString(mac.Sum(nil)[:12])
 }
 
 // cover works out which of the config's deployments the budget covers:

@@ -44,9 +44,15 @@ func unmarshalBudget(d *caddyfile.Dispenser, b *Budget) error {
 			}
 			b.Hard, b.HardPeriod = v, p
 		case "key":
-			if !d.AllArgs(&b.Key) {
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 1:
+			case len(args) == 2 && args[1] == "label":
+				b.KeyIsLabel = true
+			default:
 				return d.ArgErr()
 			}
+			b.Key = args[0]
 		case "match":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

@@ -1,8 +1,14 @@
 package llmrouter
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -181,4 +187,82 @@ func TestBudgetChargesWhatProvidersBill(t *testing.T) {
 	if in != rb.InputTokens() || in > 1000 || outTok != 3 {
 		t.Errorf("estimated %d input and %d output tokens for a 2 MB image and %q, want %d (text and one image part) and 3", in, outTok, "A red shoe.", rb.InputTokens())
 	}
+}
+
+// TestBudgetKeySecrets: a budget keyed by the client's Authorization keeps
+// no key value in clear: not in storage (paths or files), the stats, the
+// metrics or the logs; a key that resolves to nothing is counted under
+// (unset).
+func TestBudgetKeySecrets(t *testing.T) {
+	const secret = "sk-client-secret-0123456789abcdef"
+	dir := t.TempDir()
+	logFile := filepath.Join(t.TempDir(), "caddy.log")
+	global := strings.Replace(globalOptions, "grace_period 1ns", "grace_period 1ns\n\tstorage file_system "+dir, 1)
+	global = strings.Replace(global, "log {\n\t\tlevel WARN\n\t}", "log {\n\t\toutput file "+logFile+"\n\t\tlevel DEBUG\n\t}", 1)
+	budget := `
+	budget per_key {
+		limit 0.02 per day
+		key {http.request.header.Authorization}
+		warn_at 10
+	}
+	budget_sync 1h
+`
+	g := newGatewayWith(t, global, "", budgetRouter+budget)
+	for range 2 {
+		resp, body := g.post(chatBody("simple_qa", false), "Authorization", "Bearer "+secret)
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	stats := fetchStats(t)
+	b := budgetOf(t, "per_key")
+	keys := map[string]float64{}
+	for _, k := range b.Periods[0].TopKeys {
+		keys[k.Key] = k.Spent.Amount
+	}
+	if len(keys) != 2 || keys[unsetKey] == 0 {
+		t.Errorf("keys %v, want a fingerprint and (unset)", keys)
+	}
+	statsJSON, _ := json.Marshal(stats)
+	metricsText := scrapeText(t)
+	// unload: the ledger's last sync writes its files
+	if err := loadConfig(fmt.Sprintf(`{"admin":{"listen":"localhost:%d"}}`, adminPort)); err != nil {
+		t.Fatal(err)
+	}
+	var stored []string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := os.ReadFile(p)
+			stored = append(stored, p+"\n"+string(b))
+		}
+		return nil
+	})
+	logs, _ := os.ReadFile(logFile)
+	if !strings.Contains(strings.Join(stored, "\n"), "per_key") {
+		t.Fatalf("the budget's files were not written: %v", stored)
+	}
+	for what, text := range map[string]string{"storage": strings.Join(stored, "\n"), "stats": string(statsJSON),
+		"metrics": metricsText, "logs": string(logs)} {
+		if strings.Contains(text, secret) || strings.Contains(text, "client-secret") {
+			t.Errorf("the key value is in the %s", what)
+		}
+	}
+	if !strings.Contains(string(logs), "budget nearly spent") || !strings.Contains(string(logs), "resolved to nothing") {
+		t.Errorf("the logs lack the warn_at and (unset) warnings:\n%s", logs)
+	}
+}
+
+// scrapeText is Caddy's admin /metrics as text.
+func scrapeText(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -200,9 +200,11 @@ func (b BudgetStats) spent() float64 {
 	return b.Periods[0].TopKeys[0].Spent.Amount
 }
 
-// TestBudgetFleet: two Caddy processes sharing one storage directory, no
-// balancer. Spend at A moves B to the downgrade route within two sync
-// intervals, and neither loses the other's spend when one restarts.
+// TestBudgetFleet: two Caddy processes sharing one storage directory and
+// one data directory (so one Caddy instance ID, the usual shared-volume
+// setup), no balancer. Each writes its spend under its own identity, spend
+// at A moves B to the downgrade route within two sync intervals, and
+// neither loses the other's spend when one restarts.
 func TestBudgetFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds Caddy and runs two processes; skipped with -short")
@@ -234,6 +236,7 @@ func TestBudgetFleet(t *testing.T) {
 		}`
 	a := newCaddyProcess(t, "a", storage, router)
 	b := newCaddyProcess(t, "b", storage, router)
+	b.dataDir = a.dataDir // one XDG_DATA_HOME: one instance ID for both
 	a.start()
 	b.start()
 
@@ -277,5 +280,21 @@ func TestBudgetFleet(t *testing.T) {
 	a.await("two syncs of A", func() bool { return a.budget("fleet_daily").Syncs >= aSyncs+2 })
 	if got := a.budget("fleet_daily").spent(); math.Abs(got-want) > 1e-9 {
 		t.Errorf("A sees %v spent, want %v (its own and B's, across B's restart)", got, want)
+	}
+	// one file per process and window, each written by its own process
+	// only: B's restart took its identity back rather than a third
+	files, err := filepath.Glob(filepath.Join(storage, "llm_router", "budgets", "fleet_daily", "day-*", "*.json"))
+	if err != nil || len(files) != 2 {
+		t.Fatalf("ledger files %v (%v), want two: one per process", files, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var content struct{ Instance string }
+		if err := json.Unmarshal(b, &content); err != nil || content.Instance+".json" != filepath.Base(f) {
+			t.Errorf("%s holds instance %q: written by another process than its name says", f, content.Instance)
+		}
 	}
 }

@@ -160,7 +160,7 @@ func TestBudgetPerTeam(t *testing.T) {
 	g := newGatewayWith(t, global, teamsSite, budgetRouter+`
 	budget team_daily {
 		limit 0.03 per day
-		key {llm_team}
+		key {llm_team} label
 		downgrade simple_qa
 	}
 	client_label {llm_team}

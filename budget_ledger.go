@@ -35,7 +35,8 @@ type budgetLedger struct {
 
 	// sync: nil storage means local only
 	storage  certmagic.Storage
-	instance string
+	instance string          // whose files this ledger writes: this process's identity in the storage
+	who      *budgetInstance // the identity's hold
 	interval time.Duration
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -86,7 +87,7 @@ func (p *periodSpend) current(id string) *periodSpend {
 // acquireLedger returns the shared ledger of b's name (and storage: a
 // config that moves the budget to another storage reads its spend from
 // there), registering b.
-func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, logger *zap.Logger) (*budgetLedger, error) {
+func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance string, logger *zap.Logger) (*budgetLedger, error) {
 	where := "local"
 	if sync > 0 {
 		st := ctx.Storage()
@@ -104,12 +105,12 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, logger *zap
 		}
 		l.keys = keys
 		if sync > 0 {
-			id, err := caddy.InstanceID()
+			l.storage = ctx.Storage()
+			who, err := acquireInstance(l.storage, where, instance, logger)
 			if err != nil {
 				return nil, err
 			}
-			l.instance = id.String()
-			l.storage = ctx.Storage()
+			l.who, l.instance = who, who.id
 			// the counter's series exists from the start, at 0: a series
 			// born at 1 is no increase to Prometheus, and the alert on
 			// sync failures would miss the first ones
@@ -162,6 +163,9 @@ func (l *budgetLedger) Destruct() error {
 		if err := l.sync(context.Background(), now(), false); err != nil {
 			l.syncFailed(err)
 		}
+	}
+	if l.who != nil {
+		l.who.release()
 	}
 	return nil
 }

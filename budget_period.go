@@ -38,8 +38,11 @@ func (p period) windowAt(t time.Time, loc *time.Location) window {
 	var start, end time.Time
 	switch p {
 	case periodHour:
-		start = time.Date(y, m, d, t.Hour(), 0, 0, 0, loc)
+		// an instant, not a wall-clock hour: the hour a DST change
+		// repeats is two windows, each an hour long
+		start = t.Add(-time.Duration(t.Minute())*time.Minute - time.Duration(t.Second())*time.Second - time.Duration(t.Nanosecond()))
 		end = start.Add(time.Hour)
+		return window{start: start, end: end, id: p.String() + "-" + start.UTC().Format(hourStamp)}
 	case periodDay:
 		start = time.Date(y, m, d, 0, 0, 0, 0, loc)
 		end = time.Date(y, m, d+1, 0, 0, 0, 0, loc)
@@ -54,5 +57,10 @@ func (p period) windowAt(t time.Time, loc *time.Location) window {
 	return window{start: start, end: end, id: p.String() + "-" + start.Format(windowStamp)}
 }
 
-// windowStamp is the layout of a window's start in its id.
-const windowStamp = "2006-01-02T15"
+// windowStamp is the layout of a window's start in its id, in the
+// budget's time zone; an hour window's is hourStamp, in UTC (with minutes,
+// for zones half an hour off UTC), as the hour is an instant.
+const (
+	windowStamp = "2006-01-02T15"
+	hourStamp   = "2006-01-02T1504Z"
+)

@@ -2,16 +2,20 @@ package llmrouter
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
@@ -230,6 +234,11 @@ func (l *budgetLedger) prune(ctx context.Context, current [periodCount]window) e
 		}
 		w := current[p]
 		start, err := time.ParseInLocation(windowStamp, stamp, w.start.Location())
+		if p == periodHour {
+			if s, herr := time.Parse(hourStamp, stamp); herr == nil {
+				start, err = s, nil
+			}
+		}
 		if err != nil {
 			continue
 		}
@@ -259,3 +268,155 @@ func loadInstanceFile(ctx context.Context, s certmagic.Storage, key string) (ins
 	}
 	return f, nil
 }
+
+// budgetInstances are this process's ledger identities, one per storage
+// (and override): every budget of the process writes its files under it.
+var budgetInstances = caddy.NewUsagePool()
+
+// storageTimeout bounds one storage operation of a config load, so that a
+// storage that does not answer cannot hang a load (which holds Caddy's
+// config lock).
+const storageTimeout = 5 * time.Second
+
+// budgetInstance is the identity under which a process writes its budget
+// spend: unique among the processes that share the storage, even when they
+// share Caddy's data directory (and so its instance ID), and the same
+// across restarts of one process.
+type budgetInstance struct {
+	id      string
+	storage certmagic.Storage
+	lock    string // held for the process's life, "" if none
+	key     string // in budgetInstances
+	secret  []byte // keys the hash of budget key values, shared by the fleet
+}
+
+// acquireInstance returns the identity of this process in storage (where
+// names it). With an override (budget_instance) that is the identity.
+// Otherwise it is the host name and Caddy's instance ID, which processes
+// sharing a data directory share, plus the first slot number whose lock no
+// other live process holds: the lock is the "something only this process
+// holds". A graceful stop unlocks the slot, so a restart takes the same
+// one; after a crash the stale lock expires within seconds (certmagic
+// keeps a held lock fresh).
+func acquireInstance(storage certmagic.Storage, where, override string, logger *zap.Logger) (*budgetInstance, error) {
+	key := where + "\x00" + override
+	v, _, err := budgetInstances.LoadOrNew(key, func() (caddy.Destructor, error) {
+		bi := &budgetInstance{storage: storage, key: key}
+		secret, err := fleetSecret(storage)
+		if err != nil {
+			// fail open, as a sync does: this process's keys will not
+			// match the fleet's until a restart can read the secret
+			logger.Warn("could not read or make the budget key secret in storage; hashing keys with a secret of this process",
+				zap.Error(err))
+			secret = localSecret
+		}
+		bi.secret = secret
+		if override != "" {
+			bi.id = safeName(override)
+			logger.Info("budget ledger identity", zap.String("instance", bi.id), zap.String("from", "budget_instance"))
+			return bi, nil
+		}
+		host, _ := os.Hostname()
+		uuid, err := caddy.InstanceID()
+		if err != nil {
+			return nil, err
+		}
+		base := safeName(host + "-" + uuid.String())
+		bi.id = base
+		locker, ok := storage.(certmagic.TryLocker)
+		if !ok {
+			logger.Warn("the storage cannot lock: processes that share Caddy's data directory share a budget identity; set budget_instance",
+				zap.String("instance", bi.id))
+			return bi, nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+		defer cancel()
+		for slot := 0; slot < 64; slot++ {
+			name := "llm_router_instance_" + base + "_" + strconv.Itoa(slot)
+			got, err := locker.TryLock(ctx, name)
+			if err != nil {
+				logger.Warn("could not lock a budget identity slot; using the host and instance ID alone",
+					zap.String("instance", bi.id), zap.Error(err))
+				return bi, nil
+			}
+			if got {
+				bi.id, bi.lock = base+"-"+strconv.Itoa(slot), name
+				break
+			}
+		}
+		logger.Info("budget ledger identity", zap.String("instance", bi.id))
+		return bi, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*budgetInstance), nil
+}
+
+// keySecretPath holds the secret that keys the hash of budget key values,
+// the same for every process that shares the storage.
+const keySecretPath = "llm_router/budget_key_secret"
+
+// fleetSecret loads the fleet's key secret from storage, making it (under
+// a storage lock, so that two processes starting together agree) when
+// there is none.
+func fleetSecret(storage certmagic.Storage) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	if b, err := storage.Load(ctx, keySecretPath); err == nil && len(b) >= 32 {
+		return b, nil
+	}
+	if err := storage.Lock(ctx, "llm_router_budget_key_secret"); err != nil {
+		return nil, fmt.Errorf("locking the budget key secret: %w", err)
+	}
+	defer func() { _ = storage.Unlock(context.Background(), "llm_router_budget_key_secret") }()
+	if b, err := storage.Load(ctx, keySecretPath); err == nil && len(b) >= 32 {
+		return b, nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := storage.Store(ctx, keySecretPath, b); err != nil {
+		return nil, fmt.Errorf("storing the budget key secret: %w", err)
+	}
+	return b, nil
+}
+
+// localSecret keys the hash of the key values of budgets kept in memory
+// only: they are never shared, so any secret of this process will do.
+var localSecret = func() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return b
+}()
+
+// release lets go of the identity (budgetInstances destructs it with the
+// last ledger).
+func (bi *budgetInstance) release() { _, _ = budgetInstances.Delete(bi.key) }
+
+// Destruct unlocks the identity's slot, so that this process's restart
+// takes it again.
+func (bi *budgetInstance) Destruct() error {
+	if bi.lock == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	defer cancel()
+	return bi.storage.Unlock(ctx, bi.lock)
+}
+
+// safeName keeps letters, digits, '.', '-' and '_' of a name for a storage
+// path, and replaces the rest.
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// Interface guards
+var _ caddy.Destructor = (*budgetInstance)(nil)

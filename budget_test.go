@@ -41,6 +41,19 @@ func TestBudgetWindows(t *testing.T) {
 	if paris := periodDay.windowAt(at(paris, 2026, 3, 29, 12, 0), paris); paris.end.Sub(paris.start) != 23*time.Hour {
 		t.Errorf("the DST day lasts %v", paris.end.Sub(paris.start))
 	}
+	// the hour that DST's end repeats (Paris, 2026-10-25, 02:00-03:00
+	// twice) is two windows
+	first := time.Date(2026, 10, 25, 0, 30, 0, 0, time.UTC) // 02:30 CEST
+	second := first.Add(time.Hour)                          // 02:30 CET
+	w1, w2 := periodHour.windowAt(first, paris), periodHour.windowAt(second, paris)
+	if w1.id == w2.id || !w1.end.Equal(w2.start) || w1.end.Sub(w1.start) != time.Hour || w2.start.In(paris).Hour() != 2 {
+		t.Errorf("the repeated hour: %s %v..%v and %s %v..%v, want two one-hour windows", w1.id, w1.start, w1.end, w2.id, w2.start, w2.end)
+	}
+	// a zone half an hour off UTC: local hours
+	kolkata, _ := time.LoadLocation("Asia/Kolkata")
+	if w := periodHour.windowAt(time.Date(2026, 11, 28, 10, 45, 0, 0, kolkata), kolkata); w.start.In(kolkata).Minute() != 0 || w.id != "hour-2026-11-28T0430Z" {
+		t.Errorf("Kolkata's hour %s from %v", w.id, w.start.In(kolkata))
+	}
 }
 
 // testBudget is a budget with an in-memory ledger, covering ds.
@@ -301,8 +314,9 @@ func TestBudgetPrunesPastWindows(t *testing.T) {
 			t.Errorf("%s was kept", f)
 		}
 	}
-	// the current windows still count both instances' spend
-	if s := l.spend("", t0); s != [periodCount]float64{2, 2, 2, 2} {
+	// the current windows still count both instances' spend, and the
+	// hour (an instant, the same in every zone) the other fleet's too
+	if s := l.spend("", t0); s != [periodCount]float64{3, 2, 2, 2} {
 		t.Errorf("spend after pruning: %v", s)
 	}
 }

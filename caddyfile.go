@@ -83,6 +83,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			reserve_output <tokens>
 //		}
 //		budget_sync <duration>|off
+//		budget_instance <name>
 //		client_label <placeholder> [max <n>]
 //		cache {
 //			ttl            <duration>
@@ -240,6 +241,11 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			r.BudgetSync = dur
 
+		case "budget_instance":
+			if !d.AllArgs(&r.BudgetInstance) {
+				return d.ArgErr()
+			}
+
 		case "client_label":
 			args := d.RemainingArgs()
 			c := &ClientLabel{}
@@ -300,7 +306,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
-	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "client_label", "cache", "max_request_body"}
+	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "streams"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage"}

@@ -242,12 +242,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 	t := now()
 	// what the request may cost: its input as estimated from its text,
 	// and its output limit, or each budget's reserve_output without one
-	keyOf := func(b *budget) string {
-		if b.key == "" {
-			return ""
-		}
-		return ex.repl.ReplaceAll(b.key, "")
-	}
+	keyOf := func(b *budget) string { return b.keyOf(ex.repl) }
 	est := usage{Input: ex.body.InputTokens(), Output: ex.body.MaxTokens}
 	if n := max(ex.body.N, 1); est.Output > 0 {
 		est.Output *= n

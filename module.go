@@ -108,6 +108,15 @@ type Router struct {
 	// negative: local only, in memory.
 	BudgetSync caddy.Duration `json:"budget_sync,omitempty"`
 
+	// BudgetInstance names this process in the budgets' storage, where
+	// each process writes its own spend (placeholders allowed, e.g.
+	// {env.POD_NAME}); it must differ between processes that share the
+	// storage and stay the same across a process's restarts. Default: the
+	// host name and Caddy's instance ID, plus the first slot no other
+	// running process holds (processes that share Caddy's data directory
+	// share its instance ID).
+	BudgetInstance string `json:"budget_instance,omitempty"`
+
 	// ClientLabel adds a bounded `client` label to the tokens and cost
 	// metrics and a clients section to the stats. Default: none.
 	ClientLabel *ClientLabel `json:"client_label,omitempty"`
@@ -431,8 +440,12 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		}
 		b.logger = r.logger
 		b.metrics = metrics.forBudget(b.name)
-		if b.ledger, err = acquireLedger(ctx, b, sync, r.logger); err != nil {
+		if b.ledger, err = acquireLedger(ctx, b, sync, repl.ReplaceAll(r.BudgetInstance, ""), r.logger); err != nil {
 			return err
+		}
+		b.keySecret = localSecret
+		if who := b.ledger.who; who != nil {
+			b.keySecret = who.secret
 		}
 		b.cover(r.deployments, r.routing)
 		r.budgets = append(r.budgets, b)

@@ -60,7 +60,7 @@ const (
 	route capped_cheap capped-cheap
 	budget ` + promBudget + ` {
 		limit 0.0000001 per day
-		key {llm_team}
+		key {llm_team} label
 		match capped_qa capped_cheap
 		downgrade capped_cheap
 		hard 0.00001

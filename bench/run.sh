@@ -161,7 +161,7 @@ start_mock() {
 BUDGET_CONFIG="
 		budget bench_daily {
 			limit 1000000 per day
-			key {http.request.header.X-Team}
+			key {http.request.header.X-Team} label
 			downgrade simple_qa
 		}
 		budget_sync 5s

@@ -65,6 +65,10 @@ type canonMember struct {
 
 var canonicalizers = sync.Pool{New: func() any { return new(canonicalizer) }}
 
+// largeBody is the body size above which buffers are sized before they
+// are filled.
+const largeBody = 64 << 10
+
 // maxKeptBuffer bounds what a pooled canonicalizer keeps of the buffers a
 // large body made it grow.
 const maxKeptBuffer = 64 << 10
@@ -132,7 +136,16 @@ func (c *canonicalizer) value(s *scanner, out []byte, depth int, top bool) []byt
 				skipScalar(s)
 				m.scalar = b[start:s.i]
 			} else {
-				sub := c.value(s, c.scratch(depth), depth+1, false)
+				buf := c.scratch(depth)
+				if len(b) > largeBody {
+					// a large body: size the buffer once from the value's
+					// length (a fast skip), rather than by doubling, which
+					// copies and allocates twice what it holds
+					t := *s
+					skipValue(&t)
+					buf = slices.Grow(buf, t.i-s.i+(t.i-s.i)/8)
+				}
+				sub := c.value(s, buf, depth+1, false)
 				m.sum = sha256.Sum256(sub)
 				c.bufs[depth] = sub
 			}

@@ -27,8 +27,17 @@ func (r *Request) System() string {
 	case n == 1:
 		return text(r.Raw[r.instructions.start:r.instructions.end])
 	}
-	// many system messages: one builder, so that the cost stays linear
+	// many system messages: one builder, so that the cost stays linear,
+	// sized once (the raw lengths bound the texts)
 	var b strings.Builder
+	size := 0
+	for _, sp := range r.system {
+		size += sp.end - sp.start
+	}
+	if r.instructions.ok() {
+		size += r.instructions.end - r.instructions.start
+	}
+	b.Grow(size)
 	add := func(t string) {
 		if t == "" {
 			return
