@@ -281,6 +281,12 @@ func TestBudgetFleet(t *testing.T) {
 	if got := a.budget("fleet_daily").spent(); math.Abs(got-want) > 1e-9 {
 		t.Errorf("A sees %v spent, want %v (its own and B's, across B's restart)", got, want)
 	}
+	// A restarts too: it reads back its own spend and B's
+	a.stop()
+	a.start()
+	if got := a.budget("fleet_daily").spent(); math.Abs(got-want) > 1e-9 {
+		t.Errorf("A after its restart sees %v spent, want %v", got, want)
+	}
 	// one file per process and window, each written by its own process
 	// only: B's restart took its identity back rather than a third
 	files, err := filepath.Glob(filepath.Join(storage, "llm_router", "budgets", "fleet_daily", "day-*", "*.json"))

@@ -443,13 +443,14 @@ feature_run() {
 	start_caddy "$target" || { fail "$id: caddy config"; stop_all; return 0; }
 	# What the first answer must show: the rules runs end on simple_qa
 	# (default route or rule), a cache starts cold.
-	local expect=()
+	local expect=() streamflag=()
+	[[ $body == *stream* ]] && streamflag=(-stream)
 	case $feature/$variant in
 	rules/* | all-costs/a) expect=(-expect-header "X-LLM-Route: simple_qa") ;;
 	all-costs/b) expect=(-expect-header "X-LLM-Route: simple_qa" -expect-header "X-LLM-Cache: miss") ;;
 	cache-miss/b | cache-hit/b) expect=(-expect-header "X-LLM-Cache: miss") ;;
 	esac
-	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$body" "${hdr[@]}" "${expect[@]}" -wait 15s 2>"$TMP/load.err"; then
+	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$body" "${streamflag[@]}" "${hdr[@]}" "${expect[@]}" -wait 15s 2>"$TMP/load.err"; then
 		fail "$id: not ready"
 		stop_all
 		return 0
@@ -496,7 +497,7 @@ feature_run() {
 	# bodies, no miss but the first among repeated ones.
 	local want="" why=""
 	case $feature/$variant in
-	budget/b | all-costs/b) want='"bench-team"' why="the budget and client label did not see X-Team: bench-team" ;;
+	budget/b | budget-stream/b | all-costs/b) want='"bench-team"' why="the budget and client label did not see X-Team: bench-team" ;;
 	cache-miss/b) want='"hits":[[:space:]]*0[^0-9.]' why="unique bodies were answered from the cache" ;;
 	cache-hit/b) want='"misses":[[:space:]]*1[^0-9.]' why="requests after the first were not all cache hits" ;;
 	esac
@@ -569,6 +570,7 @@ done
 # Features: the cost of each against the same config without it (JSON,
 # wrk -c50, upstream 0 ms).
 feature budget llm_router llm_router_budget "$TMP/json.body" post.lua
+feature budget-stream llm_router llm_router_budget "$TMP/stream_router.body" post.lua
 feature rules llm_router llm_router_rules "$TMP/json_auto.body" post.lua
 feature cache-miss llm_router llm_router_cache "$TMP/json.body" unique.lua
 feature all-costs llm_router llm_router_all "$TMP/json_auto.body" unique.lua

@@ -366,6 +366,7 @@ type featureSpec struct {
 
 var featureSpecs = []featureSpec{
 	{"budget", "B/A ≥ 0.95", "budget + client_label: json wrk -c50 throughput ≥ 0.95× without them", 0.95},
+	{"budget-stream", "B/A ≥ 0.95", "budget + client_label: stream wrk -c50 throughput ≥ 0.95× without them", 0.95},
 	{"rules", "B/A ≥ 0.95", "routing rules (model auto): json wrk -c50 throughput ≥ 0.95× without rules", 0.95},
 	{"cache-miss", "B/A ≥ 0.95", "cache miss: json wrk -c50 throughput ≥ 0.95× cache off", 0.95},
 	{"all-costs", "B/A ≥ 0.95", "every cost feature (rules on model auto, budget + client_label, cache miss on unique questions): json wrk -c50 throughput ≥ 0.95× the plain router", 0.95},
