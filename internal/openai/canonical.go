@@ -137,10 +137,12 @@ func (c *canonicalizer) value(s *scanner, out []byte, depth int, top bool) []byt
 				m.scalar = b[start:s.i]
 			} else {
 				buf := c.scratch(depth)
-				if len(b) > largeBody {
-					// a large body: size the buffer once from the value's
-					// length (a fast skip), rather than by doubling, which
-					// copies and allocates twice what it holds
+				if top && len(b) > largeBody {
+					// a large body's top-level members: size the buffer
+					// once from the value's length (a fast skip), rather
+					// than by doubling, which copies and allocates twice
+					// what it holds (only at the top: a skip at every
+					// level would scan a deep value once per level)
 					t := *s
 					skipValue(&t)
 					buf = slices.Grow(buf, t.i-s.i+(t.i-s.i)/8)
