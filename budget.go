@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,7 +224,7 @@ func (b *budget) keyOf(repl *caddy.Replacer) string {
 	if b.key == "" {
 		return ""
 	}
-	v := repl.ReplaceAll(b.key, "")
+	v := replaceAll(repl, b.key)
 	if v == "" {
 		if !b.unsetOnce.Swap(true) && b.logger != nil {
 			b.logger.Warn("a budget's key resolved to nothing; such requests are counted under the key (unset)",
@@ -449,8 +450,8 @@ func chargeBudgets(charges []budgetCharge, d *deployment, cost float64, t time.T
 		if !c.b.covers[d] {
 			continue
 		}
-		c.b.ledger.add(c.b, c.key, cost, t)
-		c.release()
+		c.b.ledger.settle(c.b, c.key, cost, t, c.windows, c.reserved)
+		c.reserved = 0
 	}
 }
 
@@ -488,12 +489,28 @@ var clientLabels = struct {
 	seen map[string]bool
 }{seen: map[string]bool{}}
 
+// replaceAll is repl.ReplaceAll(s, ""), with a fast path for the usual
+// budget key and client label: one placeholder and nothing else, looked up
+// without parsing the string or building a new one.
+func replaceAll(repl *caddy.Replacer, s string) string {
+	if len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && strings.IndexAny(s[1:len(s)-1], "{}\\") < 0 {
+		v, ok := repl.Get(s[1 : len(s)-1])
+		if !ok {
+			return ""
+		}
+		if str, ok := v.(string); ok {
+			return str
+		}
+	}
+	return repl.ReplaceAll(s, "")
+}
+
 // clientOf is the bounded client label of a request.
 func clientOf(c *ClientLabel, repl *caddy.Replacer) string {
 	if c == nil {
 		return ""
 	}
-	v := repl.ReplaceAll(c.Value, "")
+	v := replaceAll(repl, c.Value)
 	if v == "" {
 		return ""
 	}

@@ -218,6 +218,13 @@ func (l *budgetLedger) spend(key string, t time.Time) [periodCount]float64 {
 // add charges cost to key at t, on behalf of b (whose warn_at applies), and
 // logs once per period a limit whose warn_at share is crossed.
 func (l *budgetLedger) add(b *budget, key string, cost float64, t time.Time) {
+	l.settle(b, key, cost, t, [periodCount]string{}, 0)
+}
+
+// settle adds cost as add does and, in the same hold of the lock, gives
+// back released of what was reserved in the windows named (a request's
+// answer replacing its reservation).
+func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, reservedIn [periodCount]string, released float64) {
 	var ids [periodCount]string
 	for p := range periodCount {
 		ids[p] = l.window(p, t).id
@@ -230,7 +237,11 @@ func (l *budgetLedger) add(b *budget, key string, cost float64, t time.Time) {
 	l.mu.Lock()
 	ks := l.keySpend(key)
 	for p := range periodCount {
-		ks.periods[p].current(ids[p]).delta += cost
+		ps := &ks.periods[p]
+		if released != 0 && ps.id == reservedIn[p] {
+			ps.reserved = max(ps.reserved-released, 0)
+		}
+		ps.current(ids[p]).delta += cost
 	}
 	for _, lim := range b.limits {
 		ps := &ks.periods[lim.period]

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
@@ -318,5 +319,20 @@ func TestBudgetPrunesPastWindows(t *testing.T) {
 	// hour (an instant, the same in every zone) the other fleet's too
 	if s := l.spend("", t0); s != [periodCount]float64{3, 2, 2, 2} {
 		t.Errorf("spend after pruning: %v", s)
+	}
+}
+
+// TestReplaceAllFastPath: the fast path of a lone placeholder says what
+// Caddy's ReplaceAll says, for every form of key.
+func TestReplaceAllFastPath(t *testing.T) {
+	repl := caddy.NewReplacer()
+	repl.Set("team", "team-a")
+	repl.Set("n", 42)
+	repl.Set("empty", "")
+	repl.Set("braces", "{team}")
+	for _, s := range []string{"{team}", "{n}", "{empty}", "{missing}", "{braces}", "x{team}", "{team}x", "{te{am}", "{}", "{", "plain", "{team}{team}", `{te\}am}`} {
+		if got, want := replaceAll(repl, s), repl.ReplaceAll(s, ""); got != want {
+			t.Errorf("replaceAll(%q) = %q, ReplaceAll says %q", s, got, want)
+		}
 	}
 }
