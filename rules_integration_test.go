@@ -67,7 +67,7 @@ func TestRoutingRulesClassify(t *testing.T) {
 func TestRouteDryRun(t *testing.T) {
 	dir := t.TempDir()
 	cf := "{\n\tadmin off\n}\n:8080 {\n\tllm_router /v1/* {" +
-		strings.NewReplacer("{PRIMARY}", "http://127.0.0.1:1", "{BACKUP}", "http://127.0.0.1:2").Replace(rulesRouter) + "\n\t\tclient_label {http.request.header.X-Team}\n\t}\n}\n"
+		strings.NewReplacer("{PRIMARY}", "http://127.0.0.1:1", "{BACKUP}", "http://127.0.0.1:2").Replace(rulesRouter) + "\n\t\tclient_label {http.request.header.X-Team}\n\t\tbudget reasoning_daily {\n\t\t\tlimit 10 per day\n\t\t\tmatch gpt-4.1\n\t\t}\n\t}\n}\n"
 	config := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(config, []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
@@ -83,5 +83,11 @@ func TestRouteDryRun(t *testing.T) {
 	checkCostGolden(t, "route_dryrun.golden", out.Bytes())
 	if !strings.Contains(out.String(), "Route: complex_reasoning (rule:complex_reasoning#3)") {
 		t.Errorf("dry run chose otherwise:\n%s", out.String())
+	}
+	// the budget that pays for gpt-4.1's answers, and only those
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, "upstream") && strings.Contains(line, "budgets reasoning_daily") != strings.Contains(line, "gpt-4.1@") {
+			t.Errorf("candidate line %q: the covering budget is not shown as it should", line)
+		}
 	}
 }
