@@ -266,3 +266,43 @@ func scrapeText(t *testing.T) string {
 	}
 	return string(b)
 }
+
+// TestBudgetSyncSwitch: turning budget_sync on over a budget counted
+// locally writes what it counted to storage at once, and turning it off
+// again keeps the spend known.
+func TestBudgetSyncSwitch(t *testing.T) {
+	global, dir := withStorage(t, globalOptions)
+	budget := func(sync string) string {
+		return `
+	budget switch_daily {
+		limit 1000 per day
+	}
+	budget_sync ` + sync + "\n"
+	}
+	g := newGatewayWith(t, global, "", budgetRouter+budget("off"))
+	load := func(sync string) {
+		body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(budgetRouter + budget(sync))
+		g.tc.InitServer(global+"\n"+siteAddress+" {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	}
+	for range 2 {
+		resp, body := g.post(chatBody("simple_qa", false))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	load("1h")
+	if got := spentOf(t, "switch_daily"); math.Abs(got-2*costPerAnswer) > 1e-9 {
+		t.Errorf("after turning sync on: %v spent, want %v", got, 2*costPerAnswer)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "llm_router", "budgets", "switch_daily", "day-*", "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("ledger files %v, want this instance's, written when sync was turned on", files)
+	}
+	b, _ := os.ReadFile(files[0])
+	var f instanceFile
+	if err := json.Unmarshal(b, &f); err != nil || math.Abs(f.Spend[""]-2*costPerAnswer) > 1e-9 {
+		t.Errorf("stored %s (%v), want the local spend %v", b, err, 2*costPerAnswer)
+	}
+	load("off")
+	if got := spentOf(t, "switch_daily"); math.Abs(got-2*costPerAnswer) > 1e-9 {
+		t.Errorf("after turning sync off: %v spent, want %v", got, 2*costPerAnswer)
+	}
+}

@@ -86,36 +86,25 @@ func (p *periodSpend) current(id string) *periodSpend {
 
 // acquireLedger returns the shared ledger of b's name (and storage: a
 // config that moves the budget to another storage reads its spend from
-// there), registering b.
+// there), registering b. The ledger is the same whether budget_sync is on
+// or off, so that switching it keeps the spend: a config that turns sync on
+// over a local ledger starts its sync (its spend so far is written at the
+// first one); one that turns it off leaves the running sync alone until the
+// ledger goes.
 func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance string, logger *zap.Logger) (*budgetLedger, error) {
-	where := "local"
-	if sync > 0 {
-		st := ctx.Storage()
-		where = fmt.Sprintf("%T", st)
-		if s, ok := st.(fmt.Stringer); ok {
-			where = s.String()
-		}
+	st := ctx.Storage()
+	where := fmt.Sprintf("%T", st)
+	if s, ok := st.(fmt.Stringer); ok {
+		where = s.String()
 	}
 	b.poolKey = b.name + "\x00" + where
-	v, loaded, err := budgetLedgers.LoadOrNew(b.poolKey, func() (caddy.Destructor, error) {
-		l := &budgetLedger{name: b.name, spilled: map[string]*keySpend{}, interval: sync, logger: logger}
+	v, _, err := budgetLedgers.LoadOrNew(b.poolKey, func() (caddy.Destructor, error) {
+		l := &budgetLedger{name: b.name, spilled: map[string]*keySpend{}, logger: logger}
 		keys, err := newBudgetKeys(l)
 		if err != nil {
 			return nil, err
 		}
 		l.keys = keys
-		if sync > 0 {
-			l.storage = ctx.Storage()
-			who, err := acquireInstance(l.storage, where, instance, logger)
-			if err != nil {
-				return nil, err
-			}
-			l.who, l.instance = who, who.id
-			// the counter's series exists from the start, at 0: a series
-			// born at 1 is no increase to Prometheus, and the alert on
-			// sync failures would miss the first ones
-			metrics.budgetSyncFailures.WithLabelValues(b.name)
-		}
 		return l, nil
 	})
 	if err != nil {
@@ -124,18 +113,40 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance st
 	l := v.(*budgetLedger)
 	l.mu.Lock()
 	l.users = append(l.users, b)
+	syncing := l.storage != nil
 	l.mu.Unlock()
-	if !loaded && l.storage != nil {
-		// read back what this instance and the fleet spent so far, so that
-		// a restart resets nothing, then keep in step
-		if err := l.sync(context.Background(), now(), false); err != nil {
-			l.syncFailed(err)
+	if sync > 0 && !syncing {
+		if err := l.startSync(st, where, sync, instance, logger); err != nil {
+			releaseLedger(b)
+			return nil, err
 		}
-		loopCtx, cancel := context.WithCancel(context.Background())
-		l.cancel, l.done = cancel, make(chan struct{})
-		go l.run(loopCtx)
 	}
 	return l, nil
+}
+
+// startSync makes the ledger keep its spend in storage from now on: its
+// identity there, a first sync that reads back what this instance and the
+// fleet spent (so that a restart resets nothing) and writes what it counted
+// locally, then the sync loop.
+func (l *budgetLedger) startSync(st certmagic.Storage, where string, interval time.Duration, instance string, logger *zap.Logger) error {
+	who, err := acquireInstance(st, where, instance, logger)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.storage, l.who, l.instance, l.interval = st, who, who.id, interval
+	l.mu.Unlock()
+	// the counter's series exists from the start, at 0: a series born at 1
+	// is no increase to Prometheus, and the alert on sync failures would
+	// miss the first ones
+	metrics.budgetSyncFailures.WithLabelValues(l.name)
+	if err := l.sync(context.Background(), now(), false); err != nil {
+		l.syncFailed(err)
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	l.cancel, l.done = cancel, make(chan struct{})
+	go l.run(loopCtx)
+	return nil
 }
 
 // newBudgetKeys is a ledger's bounded set of keys, spilling what it drops.
