@@ -295,8 +295,8 @@ func (p plan) without(exhausted []*budget) plan {
 // candidates the budget covers, and its output limit (or the budget's
 // reserve_output) at the highest output price.
 func (b *budget) reservation(p plan, est usage) float64 {
-	if est.Output == 0 {
-		est.Output = b.reserveOut
+	if est.Output == 0 && p.primary() != nil && p.primary().kind == kindChat {
+		est.Output = b.reserveOut // embeddings have no output to reserve
 	}
 	most := 0.0
 	for _, g := range p {

@@ -77,7 +77,7 @@ func testBudget(t *testing.T, cfg *Budget, ds []*deployment, rt routing) *budget
 func budgetFixture() ([]*deployment, routing) {
 	usd := Currency{Code: "USD", Rate: 1}
 	mk := func(name string, in, out float64, fallback ...string) *deployment {
-		return &deployment{name: name, price: unitPrice{input: in, output: out, cachedInput: in, known: true},
+		return &deployment{name: name, kind: kindChat, price: unitPrice{input: in, output: out, cachedInput: in, known: true},
 			currency: usd, weight: 1, priority: 1, fallback: fallback, state: newSharedState(deploymentID{model: name})}
 	}
 	ds := []*deployment{mk("gpt-4.1", 2, 8, "claude-sonnet-4.5"), mk("claude-sonnet-4.5", 3, 15), mk("deepseek-v3.2", 0.28, 0.42)}
