@@ -42,6 +42,17 @@ type Cache struct {
 	// (e.g. X-Team), besides the body.
 	KeyHeaders []string `json:"key_headers,omitempty"`
 
+	// Scope are placeholders whose values are part of every key, so that
+	// no answer is served across them (only their hash is kept, as the
+	// key is one). Default: {http.request.header.Authorization}, the
+	// client's credential: no two clients share an answer.
+	Scope []string `json:"scope,omitempty"`
+
+	// SharedScope shares answers across every client (Caddyfile: `scope
+	// shared`): a client then learns from a hit, and its Age, that
+	// someone asked the same question, and when. Default: false.
+	SharedScope bool `json:"shared_scope,omitempty"`
+
 	// NoStreams keeps streamed answers out of the cache (Caddyfile:
 	// `streams off`); streamed requests are still served from JSON
 	// answers. Default: false (streams are cached and replayed).
@@ -66,11 +77,16 @@ const (
 	cacheBypass = "bypass"
 )
 
+// defaultCacheScope keeps every client's answers apart: the credential it
+// sent.
+var defaultCacheScope = []string{"{http.request.header.Authorization}"}
+
 // responseCache is a config's cache settings over a shared store.
 type responseCache struct {
 	ttl, stale time.Duration
 	match      map[string]bool
 	keyHeaders []string
+	scope      []string // placeholders; nil for a shared cache
 	streams    bool
 	store      *cacheStore
 	poolKey    string
@@ -78,6 +94,13 @@ type responseCache struct {
 
 func newResponseCache(c *Cache) (*responseCache, error) {
 	rc := &responseCache{ttl: time.Duration(c.TTL), stale: time.Duration(c.StaleIfError), keyHeaders: c.KeyHeaders, streams: !c.NoStreams}
+	switch {
+	case c.SharedScope:
+	case len(c.Scope) > 0:
+		rc.scope = c.Scope
+	default:
+		rc.scope = defaultCacheScope
+	}
 	if rc.ttl <= 0 {
 		rc.ttl = defaultCacheTTL
 	}
@@ -163,15 +186,14 @@ func (s *cacheStore) Destruct() error {
 
 // cacheEntry is one stored answer.
 type cacheEntry struct {
-	stored       time.Time
-	fresh, stale time.Duration
-	stream       bool   // body is the SSE events of a chat stream, else a JSON answer
-	body         []byte // as the provider sent it (a stream's usage chunk included)
-	model        string // the deployment that answered
-	provider     string
-	cost         float64 // what the answer cost, in currency
-	currency     string
-	other        atomic.Pointer[[]byte] // body in the other form, made on first need and weighed with the entry
+	stored   time.Time // freshness is the looking config's (lookup)
+	stream   bool      // body is the SSE events of a chat stream, else a JSON answer
+	body     []byte    // as the provider sent it (a stream's usage chunk included)
+	model    string    // the deployment that answered
+	provider string
+	cost     float64 // what the answer cost, in currency
+	currency string
+	other    atomic.Pointer[[]byte] // body in the other form, made on first need and weighed with the entry
 }
 
 // cacheFlight is an upstream request that others with the same key wait
@@ -181,17 +203,19 @@ type cacheFlight struct {
 	entry *cacheEntry // what it stored, nil if nothing
 }
 
-// lookup finds key's entry; fresh reports whether it is within its TTL at t.
-func (s *cacheStore) lookup(key answerKey, t time.Time) (e *cacheEntry, fresh bool) {
+// lookup finds key's entry; fresh reports whether it is within ttl at t.
+// ttl and stale are the looking config's, not those of the config that
+// stored the entry: a reload that shortens them applies to every entry.
+func (s *cacheStore) lookup(key answerKey, t time.Time, ttl, stale time.Duration) (e *cacheEntry, fresh bool) {
 	e, ok := s.entries.GetIfPresent(key)
 	if !ok {
 		return nil, false
 	}
 	age := t.Sub(e.stored)
-	if age > e.fresh+e.stale {
+	if age > ttl+stale {
 		return nil, false
 	}
-	return e, age <= e.fresh
+	return e, age <= ttl
 }
 
 // join makes the caller the leader of key's flight, or returns the flight
@@ -247,8 +271,12 @@ func (s *cacheStore) count(result string, saved float64, currency string) {
 // its plan names (so that handlers and reloads that route it elsewhere do
 // not share answers), the key headers and the body's canonical form
 // (openai.Request.Key). No prompt text is kept.
-func cacheKey(ep endpoint, ns string, body *openai.Request, header http.Header, keyHeaders []string) answerKey {
+func cacheKey(ep endpoint, ns string, body *openai.Request, header http.Header, keyHeaders []string, scope ...string) answerKey {
 	return body.Key(func(out []byte) []byte {
+		out = openai.AppendLen(out, 'c', len(scope))
+		for _, v := range scope {
+			out = openai.AppendString(out, 's', v)
+		}
 		out = binary.LittleEndian.AppendUint64(out, uint64(ep))
 		out = openai.AppendString(out, 's', ns)
 		for _, name := range keyHeaders {

@@ -383,3 +383,68 @@ func TestCacheHitContentLength(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheScope: by default the client's credential is part of the key,
+// so one client never gets another's answer (nor learns from a hit that
+// someone asked); `scope shared` shares answers across clients, and
+// `scope {placeholder}` within a value of it.
+func TestCacheScope(t *testing.T) {
+	cases := []struct {
+		name, block string
+		hitAcross   bool // client B hits client A's answer
+	}{
+		{"default: per credential", "\t\tmax_size 1011KB", false},
+		{"shared", "\t\tmax_size 1012KB\n\t\tscope shared", true},
+		{"by team header", "\t\tmax_size 1013KB\n\t\tscope {http.request.header.X-Team}", true},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGateway(t, cacheRouter(tc.block))
+			q := question(fmt.Sprintf("Where is order %d?", 7000+i), false, "")
+			a := []string{"Authorization", "Bearer client-a", "X-Team", "shop"}
+			b := []string{"Authorization", "Bearer client-b", "X-Team", "shop"}
+			resp, _ := g.post(q, a...)
+			if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+				t.Fatalf("A's first: X-LLM-Cache %q", got)
+			}
+			resp, _ = g.post(q, a...)
+			if got := resp.Header.Get("X-LLM-Cache"); got != "hit" {
+				t.Errorf("A again: X-LLM-Cache %q, want hit", got)
+			}
+			resp, _ = g.post(q, b...)
+			want := map[bool]string{true: "hit", false: "miss"}[tc.hitAcross]
+			if got := resp.Header.Get("X-LLM-Cache"); got != want {
+				t.Errorf("B, same question: X-LLM-Cache %q, want %q", got, want)
+			}
+			if tc.hitAcross {
+				return
+			}
+			if age := resp.Header.Get("Age"); age != "" {
+				t.Errorf("B's miss carries Age %q", age)
+			}
+		})
+	}
+}
+
+// TestCacheFreshnessFromServingConfig: an entry is fresh by the ttl of the
+// config that looks it up, not of the one that stored it: a reload from
+// ttl 10m to ttl 1s makes a 2-second-old entry a miss (not a stale answer,
+// while models are up).
+func TestCacheFreshnessFromServingConfig(t *testing.T) {
+	router := cacheRouter("\t\tmax_size 1014KB\n\t\tttl 10m")
+	g := newGateway(t, router)
+	q := question("How long does express shipping take?", false, "")
+	g.post(q)
+	if resp, _ := g.post(q); resp.Header.Get("X-LLM-Cache") != "hit" {
+		t.Fatalf("the second request: X-LLM-Cache %q, want hit", resp.Header.Get("X-LLM-Cache"))
+	}
+	advanceClock(t, 2*time.Second)
+	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).
+		Replace(strings.Replace(router, "ttl 10m", "ttl 1s\n\t\tstale_if_error 0", 1))
+	g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	before := len(g.primary.Requests())
+	resp, _ := g.post(q)
+	if got := resp.Header.Get("X-LLM-Cache"); got != "miss" || len(g.primary.Requests()) != before+1 {
+		t.Errorf("after the reload to ttl 1s: X-LLM-Cache %q, upstream asked %d times; want a miss that asks a model", got, len(g.primary.Requests())-before)
+	}
+}

@@ -91,6 +91,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			stale_if_error <duration>|0
 //			match          <route or model>...
 //			key_header     <field>...
+//			scope          <placeholder>...|shared
 //			streams        on|off
 //		}
 //		max_request_body <size>
@@ -307,7 +308,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
 	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body"}
-	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "streams"}
+	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "streams"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
@@ -608,6 +609,16 @@ func unmarshalCache(d *caddyfile.Dispenser, c *Cache) error {
 				return d.ArgErr()
 			}
 			c.KeyHeaders = append(c.KeyHeaders, args...)
+		case "scope":
+			args := d.RemainingArgs()
+			switch {
+			case len(args) == 0:
+				return d.ArgErr()
+			case len(args) == 1 && args[0] == "shared":
+				c.SharedScope = true
+			default:
+				c.Scope = append(c.Scope, args...)
+			}
 		case "streams":
 			on, err := onOff(d)
 			if err != nil {

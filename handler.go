@@ -977,14 +977,19 @@ func (ex *exchange) lookupCache() bool {
 			return false
 		}
 	}
-	ex.cacheKey = cacheKey(ex.ep, ex.ns, ex.body, ex.req.Header, rc.keyHeaders)
+	var scope [2]string
+	values := scope[:0]
+	for _, p := range rc.scope {
+		values = append(values, replaceAll(ex.repl, p))
+	}
+	ex.cacheKey = cacheKey(ex.ep, ex.ns, ex.body, ex.req.Header, rc.keyHeaders, values...)
 	ex.cacheStore = store && (!ex.body.Stream || rc.streams || ex.ep == embeddingsEndpoint)
 	if !lookup {
 		return false // no-cache: ask a model, then refresh the entry
 	}
 	ex.setCacheResult(cacheMiss)
 	t := ex.start // a few microseconds ago: the same for a TTL and an Age in seconds
-	e, fresh := rc.store.lookup(ex.cacheKey, t)
+	e, fresh := rc.store.lookup(ex.cacheKey, t, rc.ttl, rc.stale)
 	if fresh && ex.serveCached(e, cacheHit, t) {
 		return true
 	}
@@ -1078,7 +1083,7 @@ func (ex *exchange) landFlight() {
 // answer, or the events of a stream that reached [DONE]) with what it cost.
 func (ex *exchange) storeAnswer(d *deployment, body []byte, stream bool, cost float64) {
 	rc := ex.router.cache
-	e := &cacheEntry{stored: now(), fresh: rc.ttl, stale: rc.stale, stream: stream, body: body,
+	e := &cacheEntry{stored: now(), stream: stream, body: body,
 		model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
 	if rc.store.put(ex.cacheKey, e) {
 		ex.stored = e
