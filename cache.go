@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -53,6 +54,12 @@ type Cache struct {
 	// someone asked the same question, and when. Default: false.
 	SharedScope bool `json:"shared_scope,omitempty"`
 
+	// Store names the store of answers: handlers that declare the same
+	// name share one (the first to load sets its size). Default: the
+	// handler's own store, kept across reloads, which no other handler
+	// sees.
+	Store string `json:"store,omitempty"`
+
 	// NoStreams keeps streamed answers out of the cache (Caddyfile:
 	// `streams off`); streamed requests are still served from JSON
 	// answers. Default: false (streams are cached and replayed).
@@ -77,6 +84,27 @@ const (
 	cacheBypass = "bypass"
 )
 
+// handlerOrdinals numbers the llm_router handlers of one config load, in the
+// order Caddy provisions them (the config's order): a handler's own cache
+// store is found again by its number at the next load.
+var handlerOrdinals struct {
+	sync.Mutex
+	load context.Context // the config load being provisioned
+	next int
+}
+
+// nextHandlerOrdinal is the number of the handler ctx provisions.
+func nextHandlerOrdinal(ctx caddy.Context) int {
+	handlerOrdinals.Lock()
+	defer handlerOrdinals.Unlock()
+	if handlerOrdinals.load != ctx.Context {
+		handlerOrdinals.load, handlerOrdinals.next = ctx.Context, 0
+	}
+	n := handlerOrdinals.next
+	handlerOrdinals.next++
+	return n
+}
+
 // defaultCacheScope keeps every client's answers apart: the credential it
 // sent.
 var defaultCacheScope = []string{"{http.request.header.Authorization}"}
@@ -92,7 +120,7 @@ type responseCache struct {
 	poolKey    string
 }
 
-func newResponseCache(c *Cache) (*responseCache, error) {
+func newResponseCache(c *Cache, ordinal int) (*responseCache, error) {
 	rc := &responseCache{ttl: time.Duration(c.TTL), stale: time.Duration(c.StaleIfError), keyHeaders: c.KeyHeaders, streams: !c.NoStreams}
 	switch {
 	case c.SharedScope:
@@ -120,7 +148,13 @@ func newResponseCache(c *Cache) (*responseCache, error) {
 	if size <= 0 {
 		size = defaultCacheSize
 	}
-	rc.poolKey = "cache/" + strconv.FormatInt(size, 10)
+	// a handler's own store, by its place among the config's llm_router
+	// handlers (the same across reloads that keep the order), or a store
+	// several handlers name
+	rc.poolKey = "cache/" + strconv.FormatInt(size, 10) + "/handler " + strconv.Itoa(ordinal)
+	if c.Store != "" {
+		rc.poolKey = "cache/store " + c.Store
+	}
 	v, _, err := cacheStores.LoadOrNew(rc.poolKey, func() (caddy.Destructor, error) { return newCacheStore(size) })
 	if err != nil {
 		return nil, err

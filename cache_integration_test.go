@@ -448,3 +448,35 @@ func TestCacheFreshnessFromServingConfig(t *testing.T) {
 		t.Errorf("after the reload to ttl 1s: X-LLM-Cache %q, upstream asked %d times; want a miss that asks a model", got, len(g.primary.Requests())-before)
 	}
 }
+
+// TestCacheStorePerHandler: two handlers with the same cache settings never
+// see each other's answers, unless both name one store.
+func TestCacheStorePerHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name, block string
+		shared      bool
+	}{
+		{"own stores", "\t\tmax_size 1015KB\n\t\tscope shared", false},
+		{"a named store", "\t\tmax_size 1015KB\n\t\tscope shared\n\t\tstore faq_shared", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGateway(t, defaultRouter)
+			body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(cacheRouter(tc.block))
+			g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\thandle /a/* {\n\t\tllm_router {"+body+"\n\t\t}\n\t}\n\thandle /b/* {\n\t\tllm_router {"+body+"\n\t\t}\n\t}\n}\n", "caddyfile")
+			q := question("Do you ship to Da Nang? "+tc.name, false, "")
+			resp, _ := g.postPath("/a/v1/chat/completions", q)
+			if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+				t.Fatalf("handler a: X-LLM-Cache %q", got)
+			}
+			resp, _ = g.postPath("/b/v1/chat/completions", q)
+			want := map[bool]string{true: "hit", false: "miss"}[tc.shared]
+			if got := resp.Header.Get("X-LLM-Cache"); got != want {
+				t.Errorf("handler b, the same question: X-LLM-Cache %q, want %q", got, want)
+			}
+			resp, _ = g.postPath("/a/v1/chat/completions", q)
+			if got := resp.Header.Get("X-LLM-Cache"); got != "hit" {
+				t.Errorf("handler a again: X-LLM-Cache %q, want hit", got)
+			}
+		})
+	}
+}

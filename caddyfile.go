@@ -92,6 +92,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			match          <route or model>...
 //			key_header     <field>...
 //			scope          <placeholder>...|shared
+//			store          <name>
 //			streams        on|off
 //		}
 //		max_request_body <size>
@@ -308,7 +309,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
 	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body"}
-	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "streams"}
+	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
@@ -609,6 +610,10 @@ func unmarshalCache(d *caddyfile.Dispenser, c *Cache) error {
 				return d.ArgErr()
 			}
 			c.KeyHeaders = append(c.KeyHeaders, args...)
+		case "store":
+			if !d.AllArgs(&c.Store) {
+				return d.ArgErr()
+			}
 		case "scope":
 			args := d.RemainingArgs()
 			switch {

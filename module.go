@@ -451,7 +451,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		r.budgets = append(r.budgets, b)
 	}
 	if r.Cache != nil {
-		rc, err := newResponseCache(r.Cache)
+		rc, err := newResponseCache(r.Cache, nextHandlerOrdinal(ctx))
 		if err != nil {
 			return err
 		}
