@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -488,22 +487,6 @@ var clientLabels = struct {
 	sync.RWMutex
 	seen map[string]bool
 }{seen: map[string]bool{}}
-
-// replaceAll is repl.ReplaceAll(s, ""), with a fast path for the usual
-// budget key and client label: one placeholder and nothing else, looked up
-// without parsing the string or building a new one.
-func replaceAll(repl *caddy.Replacer, s string) string {
-	if len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && strings.IndexAny(s[1:len(s)-1], "{}\\") < 0 {
-		v, ok := repl.Get(s[1 : len(s)-1])
-		if !ok {
-			return ""
-		}
-		if str, ok := v.(string); ok {
-			return str
-		}
-	}
-	return repl.ReplaceAll(s, "")
-}
 
 // clientOf is the bounded client label of a request.
 func clientOf(c *ClientLabel, repl *caddy.Replacer) string {

@@ -205,36 +205,10 @@ func (l *budgetLedger) window(p period, t time.Time) window {
 	return w
 }
 
-// spend is a key's spend in each current period, fleet-wide as far as known.
-func (l *budgetLedger) spend(key string, t time.Time) [periodCount]float64 {
-	var ids [periodCount]string
-	for p := range periodCount {
-		ids[p] = l.window(p, t).id
-	}
-	var out [periodCount]float64
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ks, ok := l.keys.Get(key)
-	if !ok {
-		return out
-	}
-	for p := range periodCount {
-		if ks.periods[p].id == ids[p] {
-			out[p] = ks.periods[p].total()
-		}
-	}
-	return out
-}
-
-// add charges cost to key at t, on behalf of b (whose warn_at applies), and
-// logs once per period a limit whose warn_at share is crossed.
-func (l *budgetLedger) add(b *budget, key string, cost float64, t time.Time) {
-	l.settle(b, key, cost, t, [periodCount]string{}, 0)
-}
-
-// settle adds cost as add does and, in the same hold of the lock, gives
-// back released of what was reserved in the windows named (a request's
-// answer replacing its reservation).
+// settle charges cost to key at t, on behalf of b (whose warn_at applies),
+// and logs once per period a limit whose warn_at share is crossed; in the
+// same hold of the lock it gives back released of what was reserved in the
+// windows named (a request's answer replacing its reservation).
 func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, reservedIn [periodCount]string, released float64) {
 	var ids [periodCount]string
 	for p := range periodCount {
@@ -295,17 +269,6 @@ func (l *budgetLedger) unreserve(key string, windows [periodCount]string, amount
 			ps.reserved = max(ps.reserved-amount, 0)
 		}
 	}
-}
-
-// reserved is what key has reserved in the current period p.
-func (l *budgetLedger) reserved(key string, p period, t time.Time) float64 {
-	id := l.window(p, t).id
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if ks, ok := l.keys.Peek(key); ok && ks.periods[p].id == id {
-		return ks.periods[p].reserved
-	}
-	return 0
 }
 
 // spill keeps the unsynced spend of a key dropped from memory, for the next

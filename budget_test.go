@@ -336,3 +336,44 @@ func TestReplaceAllFastPath(t *testing.T) {
 		}
 	}
 }
+
+// Ledger reads and writes the tests use; the request path goes through
+// budget.admit and chargeBudgets.
+
+// spend is a key's spend in each current period, fleet-wide as far as known.
+func (l *budgetLedger) spend(key string, t time.Time) [periodCount]float64 {
+	var ids [periodCount]string
+	for p := range periodCount {
+		ids[p] = l.window(p, t).id
+	}
+	var out [periodCount]float64
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ks, ok := l.keys.Get(key)
+	if !ok {
+		return out
+	}
+	for p := range periodCount {
+		if ks.periods[p].id == ids[p] {
+			out[p] = ks.periods[p].total()
+		}
+	}
+	return out
+}
+
+// reserved is what key has reserved in the current period p.
+func (l *budgetLedger) reserved(key string, p period, t time.Time) float64 {
+	id := l.window(p, t).id
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ks, ok := l.keys.Peek(key); ok && ks.periods[p].id == id {
+		return ks.periods[p].reserved
+	}
+	return 0
+}
+
+// add charges cost to key at t, on behalf of b (whose warn_at applies), and
+// logs once per period a limit whose warn_at share is crossed.
+func (l *budgetLedger) add(b *budget, key string, cost float64, t time.Time) {
+	l.settle(b, key, cost, t, [periodCount]string{}, 0)
+}

@@ -171,9 +171,9 @@ const (
 	maxInitialEntries = 1 << 16
 )
 
-// cacheStores holds the stored answers by size, so that they survive
-// reloads; handlers with the same max_size share one store (their keys
-// cannot meet: a key includes the upstreams that answer it).
+// cacheStores holds the stored answers, so that they survive reloads: one
+// store per handler (by its size and its place among the load's cached
+// handlers), or per store name (responseCache.poolKey).
 var cacheStores = caddy.NewUsagePool()
 
 // cacheStore is a bounded set of answers, and the requests in flight to

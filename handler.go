@@ -117,8 +117,7 @@ type exchange struct {
 	w        http.ResponseWriter
 	req      *http.Request
 	ep       endpoint
-	body     *openai.Request // &parsed, once read
-	parsed   openai.Request
+	body     openai.Request // the request, once read (readRequest)
 	route    string
 	model    string // the model the request named, when it is a known one
 	repl     *caddy.Replacer
@@ -177,10 +176,9 @@ func (ex *exchange) readRequest() bool {
 		}
 		return false
 	}
-	ex.body = &ex.parsed
-	err = ex.parsed.Parse(raw, ex.ep.api())
+	err = ex.body.Parse(raw, ex.ep.api())
 	// labels for the metrics, should the request fail before it is routed
-	ex.route, ex.model = r.routing.known(ex.routeHeader(), ex.parsed.Model)
+	ex.route, ex.model = r.routing.known(ex.routeHeader(), ex.body.Model)
 	if err != nil {
 		e := err.(*openai.Error)
 		ex.fail(invalidRequest(http.StatusBadRequest, e.Code, e.Param, e.Message))
@@ -203,7 +201,7 @@ func (ex *exchange) resolve() (plan, bool) {
 		reason = "model"
 	case r.rules != nil && kind == kindChat:
 		// no route named: the rules classify the request
-		ex.ruleVars = ruleVars{ep: ex.ep, body: ex.body, header: ex.req.Header, client: ex.client}
+		ex.ruleVars = ruleVars{ep: ex.ep, body: &ex.body, header: ex.req.Header, client: ex.client}
 		if rule := r.rules.choose(&ex.ruleVars, r.logger, nil); rule != nil {
 			routeHeader, reason = rule.route, rule.reason
 		}
@@ -982,7 +980,7 @@ func (ex *exchange) lookupCache() bool {
 	for _, p := range rc.scope {
 		values = append(values, replaceAll(ex.repl, p))
 	}
-	ex.cacheKey = cacheKey(ex.ep, ex.ns, ex.body, ex.req.Header, rc.keyHeaders, values...)
+	ex.cacheKey = cacheKey(ex.ep, ex.ns, &ex.body, ex.req.Header, rc.keyHeaders, values...)
 	ex.cacheStore = store && (!ex.body.Stream || rc.streams || ex.ep == embeddingsEndpoint)
 	if !lookup {
 		return false // no-cache: ask a model, then refresh the entry
@@ -1069,6 +1067,22 @@ func (ex *exchange) placeholder(key string) (any, bool) {
 		return strconv.FormatFloat(ph.cost, 'f', -1, 64), true
 	}
 	return nil, false
+}
+
+// replaceAll is repl.ReplaceAll(s, ""), with a fast path for what a budget
+// key, a client label or a cache scope usually is: one placeholder and
+// nothing else, looked up without parsing the string or building another.
+func replaceAll(repl *caddy.Replacer, s string) string {
+	if len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' && strings.IndexAny(s[1:len(s)-1], "{}\\") < 0 {
+		v, ok := repl.Get(s[1 : len(s)-1])
+		if !ok {
+			return ""
+		}
+		if str, ok := v.(string); ok {
+			return str
+		}
+	}
+	return repl.ReplaceAll(s, "")
 }
 
 // landFlight ends the flight this request led, with what it stored.

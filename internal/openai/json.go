@@ -454,21 +454,6 @@ func foldedRune(b []byte) (rune, int) {
 	return least, n
 }
 
-// Unquote decodes a JSON string literal (quotes included); the common case
-// without escapes costs one string conversion.
-func Unquote(lit []byte) (string, error) {
-	if len(lit) < 2 || lit[0] != '"' {
-		return "", fmt.Errorf("not a JSON string")
-	}
-	inner := lit[1 : len(lit)-1]
-	if bytes.IndexByte(inner, '\\') >= 0 {
-		var s string
-		err := json.Unmarshal(lit, &s)
-		return s, err
-	}
-	return string(inner), nil
-}
-
 // text is the text of a valid JSON string literal: the literal's own bytes
 // when it has no escapes (no copy: callers keep the body alive while they
 // use it), else decoded.

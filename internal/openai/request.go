@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"io"
 	"strconv"
+	"strings"
 )
 
 // API is the OpenAI API a request is for; the wire format differs by it.
@@ -350,11 +351,8 @@ func (r *Request) readModel(s *scanner) error {
 		if err := s.str(); err != nil {
 			return err
 		}
-		name, err := Unquote(s.b[start:s.i])
-		if err != nil {
-			return err
-		}
-		r.Model = name
+		// a copy: the name outlives the body (metric labels)
+		r.Model = strings.Clone(text(s.b[start:s.i]))
 	case 'n': // null is as if absent (the edit replaces it)
 		if err := s.literal("null"); err != nil {
 			return err
@@ -402,16 +400,14 @@ func readInt(s *scanner, v *int64, param string, lo, hi int64) error {
 	}
 	n, err := strconv.ParseInt(string(lit), 10, 64)
 	if err != nil || n < lo {
-		return refuse(param, CodeInvalidValue, "Invalid '%s': expected an integer of at least %d, got %s.", param, lo, shownLit(lit))
+		return refuse(param, CodeInvalidValue, "Invalid '%s': expected an integer of at least %d, got %s.", param, lo, shown(lit))
 	}
 	if n > hi {
-		return refuse(param, CodeInvalidValue, "Invalid '%s': expected an integer of at most %d, got %s.", param, hi, shownLit(lit))
+		return refuse(param, CodeInvalidValue, "Invalid '%s': expected an integer of at most %d, got %s.", param, hi, shown(lit))
 	}
 	*v = n
 	return nil
 }
-
-func shownLit(lit []byte) string { return shown(lit) }
 
 func readString(s *scanner, param string) error {
 	switch s.b[s.i] {
@@ -437,7 +433,7 @@ func (r *Request) readTemperature(s *scanner) error {
 	}
 	t, err := strconv.ParseFloat(string(s.b[start:s.i]), 64)
 	if err != nil {
-		return refuse("temperature", CodeInvalidValue, "Invalid 'temperature': %s is out of range.", shownLit(s.b[start:s.i]))
+		return refuse("temperature", CodeInvalidValue, "Invalid 'temperature': %s is out of range.", shown(s.b[start:s.i]))
 	}
 	r.Temperature = t
 	return nil
