@@ -177,14 +177,17 @@ const (
 var cacheStores = caddy.NewUsagePool()
 
 // cacheStore is a bounded set of answers, and the requests in flight to
-// fill it.
+// fill it (cache_flight.go).
 type cacheStore struct {
 	entries *otter.Cache[answerKey, *cacheEntry]
 	maxSize int64
 
 	mu      sync.Mutex
-	flights map[answerKey]*cacheFlight
+	flights map[answerKey]*cacheFlight // requests on their way to a model, which others follow
 	saved   []money
+
+	sizeMu   sync.Mutex
+	inFlight int64 // bytes of streams in flight, counted against maxSize (cache_flight.go)
 
 	results [4]atomic.Int64 // hit, miss, stale, bypass
 }
@@ -196,7 +199,7 @@ func newCacheStore(size int64) (*cacheStore, error) {
 		// the start: growing the table on the request path costs more
 		InitialCapacity: int(min(size/typicalEntry, maxInitialEntries)),
 		Weigher: func(_ answerKey, e *cacheEntry) uint32 {
-			return uint32(min(sha256.Size+len(e.body)+e.otherLen()+entryOverhead, 1<<31))
+			return uint32(min(sha256.Size+len(e.body)+entryOverhead, 1<<31))
 		},
 		// No ExpiryCalculator: lookup tells fresh, stale and dead entries
 		// apart by age itself, and otter's timer wheel cost a fifth of every
@@ -218,23 +221,15 @@ func (s *cacheStore) Destruct() error {
 	return nil
 }
 
-// cacheEntry is one stored answer.
+// cacheEntry is one stored answer: as JSON, also when it was streamed (a
+// stream is kept assembled, and replayed as a stream from that).
 type cacheEntry struct {
 	stored   time.Time // freshness is the looking config's (lookup)
-	stream   bool      // body is the SSE events of a chat stream, else a JSON answer
-	body     []byte    // as the provider sent it (a stream's usage chunk included)
+	body     []byte    // the provider's JSON answer, or the one its stream assembles to
 	model    string    // the deployment that answered
 	provider string
 	cost     float64 // what the answer cost, in currency
 	currency string
-	other    atomic.Pointer[[]byte] // body in the other form, made on first need and weighed with the entry
-}
-
-// cacheFlight is an upstream request that others with the same key wait
-// for (single flight).
-type cacheFlight struct {
-	done  chan struct{}
-	entry *cacheEntry // what it stored, nil if nothing
 }
 
 // lookup finds key's entry; fresh reports whether it is within ttl at t.
@@ -250,28 +245,6 @@ func (s *cacheStore) lookup(key answerKey, t time.Time, ttl, stale time.Duration
 		return nil, false
 	}
 	return e, age <= ttl
-}
-
-// join makes the caller the leader of key's flight, or returns the flight
-// to wait for.
-func (s *cacheStore) join(key answerKey) (f *cacheFlight, leader bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f := s.flights[key]; f != nil {
-		return f, false
-	}
-	f = &cacheFlight{done: make(chan struct{})}
-	s.flights[key] = f
-	return f, true
-}
-
-// land ends the leader's flight with what it stored (or nil).
-func (s *cacheStore) land(key answerKey, f *cacheFlight, e *cacheEntry) {
-	s.mu.Lock()
-	delete(s.flights, key)
-	s.mu.Unlock()
-	f.entry = e
-	close(f.done)
 }
 
 // put stores an answer, unless it is too large for the store.
@@ -345,46 +318,6 @@ func cacheControl(h http.Header) (lookup, store bool) {
 		}
 	}
 	return lookup, store
-}
-
-// bodyFor is key's entry e in the form a request wants: as stored, or
-// converted (once) from the other form, which then counts against
-// max_size too: the entry is weighed again, unless it was replaced.
-func (s *cacheStore) bodyFor(key answerKey, e *cacheEntry, stream bool) ([]byte, error) {
-	if stream == e.stream {
-		return e.body, nil
-	}
-	if b := e.other.Load(); b != nil {
-		return *b, nil
-	}
-	b, err := e.convert(stream)
-	if err != nil {
-		return nil, err
-	}
-	if e.other.CompareAndSwap(nil, &b) {
-		s.entries.ComputeIfPresent(key, func(cur *cacheEntry) (*cacheEntry, otter.ComputeOp) {
-			if cur != e {
-				return cur, otter.CancelOp
-			}
-			return e, otter.WriteOp // the weigher sees the other form now
-		})
-	}
-	return *e.other.Load(), nil
-}
-
-func (e *cacheEntry) otherLen() int {
-	if b := e.other.Load(); b != nil {
-		return len(*b)
-	}
-	return 0
-}
-
-// convert makes the entry's answer in the other form.
-func (e *cacheEntry) convert(stream bool) ([]byte, error) {
-	if stream {
-		return openai.ChatJSONToStream(e.body)
-	}
-	return openai.ChatStreamToJSON(e.body)
 }
 
 // cacheStats are a store's figures for the stats API.

@@ -1,7 +1,10 @@
 package llmrouter
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"io"
 	"fmt"
 	"math"
 	"net/http"
@@ -478,5 +481,220 @@ func TestCacheStorePerHandler(t *testing.T) {
 				t.Errorf("handler a again: X-LLM-Cache %q, want hit", got)
 			}
 		})
+	}
+}
+
+// streamed is a chat stream as a client read it.
+type streamed struct {
+	cache string    // X-LLM-Cache
+	first time.Time // when its first event arrived
+	body  string
+	err   error
+}
+
+// readStream posts a chat stream and reads it to its end, noting when its
+// first event arrived (and saying so on started, when not nil).
+func (g *gateway) readStream(ctx context.Context, body string, started chan<- struct{}) streamed {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(body))
+	resp, err := g.tc.Client.Do(req)
+	if err != nil {
+		return streamed{err: err}
+	}
+	defer resp.Body.Close()
+	out := streamed{cache: resp.Header.Get("X-LLM-Cache")}
+	var all strings.Builder
+	r := bufio.NewReader(resp.Body)
+	for {
+		line, err := r.ReadString('\n')
+		all.WriteString(line)
+		if out.first.IsZero() && strings.HasPrefix(line, "data: ") {
+			out.first = time.Now()
+			if started != nil {
+				close(started)
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				out.err = err
+			}
+			out.body = all.String()
+			return out
+		}
+	}
+}
+
+// hasUsageChunk reports whether a stream carries the usage-only chunk.
+func hasUsageChunk(body string) bool {
+	for _, d := range sseData(body) {
+		if strings.HasPrefix(d, "{") && strings.Contains(d, `"usage":{`) && strings.Contains(d, `"choices":[]`) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCacheFollowersStreamLive: identical streams at once make one
+// upstream request, and each follower relays the leader's events as they
+// arrive (its first event with the leader's, not at the stream's end),
+// with the usage chunk only if it asked for one.
+func TestCacheFollowersStreamLive(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1010KB"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ChunkDelay: 200 * time.Millisecond, Chunks: 4})
+	results := make(chan streamed, 5)
+	var wg sync.WaitGroup
+	for i := range 5 {
+		extra := ""
+		if i%2 == 0 {
+			extra = `,"stream_options":{"include_usage":true}`
+		}
+		body := question("Where is my parcel?", true, extra)
+		wg.Go(func() {
+			s := g.readStream(context.Background(), body, nil)
+			if s.err == nil && hasUsageChunk(s.body) != (extra != "") {
+				t.Errorf("usage chunk %v for a client that asked: %v", hasUsageChunk(s.body), extra != "")
+			}
+			results <- s
+		})
+	}
+	wg.Wait()
+	close(results)
+	var leader streamed
+	var followers []streamed
+	for s := range results {
+		if s.err != nil {
+			t.Fatalf("stream: %v", s.err)
+		}
+		if got := answerText(t, s.body); got != "w0 w1 w2 w3 " {
+			t.Errorf("answer %q, want the whole stream", got)
+		}
+		if s.cache == "miss" {
+			leader = s
+		} else {
+			followers = append(followers, s)
+		}
+	}
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 || leader.cache == "" || len(followers) != 4 {
+		t.Fatalf("%d upstream requests, %d followers, want 1 and 4", n, len(followers))
+	}
+	for _, f := range followers {
+		if f.cache != "hit" {
+			t.Errorf("a follower's X-LLM-Cache is %q, want hit", f.cache)
+		}
+		// events come 200 ms apart: a follower that waited for the end
+		// would be 800 ms behind
+		if lag := f.first.Sub(leader.first).Abs(); lag > 50*time.Millisecond {
+			t.Errorf("a follower's first event came %s after the leader's, want within 50ms", lag)
+		}
+	}
+}
+
+// TestCacheFollowersOutliveTheLeader: a leader whose client leaves
+// mid-stream reads on for its followers, who get the whole answer; the
+// upstream request is not canceled, and the answer is stored.
+func TestCacheFollowersOutliveTheLeader(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1011KB"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ChunkDelay: 100 * time.Millisecond, Chunks: 6})
+	q := question("Can I change my delivery address?", true, "")
+	_, hangUp := g.streamUntil(q, "w0")
+	results := make(chan streamed, 2)
+	var started []chan struct{}
+	for range 2 {
+		ch := make(chan struct{})
+		started = append(started, ch)
+		go func() { results <- g.readStream(context.Background(), q, ch) }()
+	}
+	for _, ch := range started {
+		waitFor(t, ch, "a follower's first event")
+	}
+	hangUp()
+	for range 2 {
+		s := waitFor(t, results, "a follower's answer")
+		if s.err != nil || answerText(t, s.body) != "w0 w1 w2 w3 w4 w5 " || !strings.HasSuffix(s.body, "data: [DONE]\n\n") {
+			t.Errorf("follower got %q (%v), want the whole stream", s.body, s.err)
+		}
+	}
+	select {
+	case m := <-g.primary.Canceled():
+		t.Errorf("the upstream request for %s was canceled", m)
+	default:
+	}
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+		t.Errorf("%d upstream requests, want 1", n)
+	}
+	resp, body := g.post(question("Can I change my delivery address?", false, ""))
+	expectCache(t, resp, "hit")
+	if got := answerText(t, body); got != "w0 w1 w2 w3 w4 w5 " {
+		t.Errorf("stored answer %q", got)
+	}
+}
+
+// TestCacheJSONAndStreamFollowers: one stream leader, a JSON follower and
+// a stream follower: both get the complete answer.
+func TestCacheJSONAndStreamFollowers(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1012KB"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ChunkDelay: 100 * time.Millisecond, Chunks: 5})
+	const ask = "Do you ship to Da Nang?"
+	resp, hangUp := g.streamUntil(question(ask, true, ""), "w0")
+	defer hangUp()
+	expectCache(t, resp, "miss")
+	jsonDone := make(chan [2]string, 1)
+	go func() {
+		resp, body := g.post(question(ask, false, ""))
+		jsonDone <- [2]string{resp.Header.Get("X-LLM-Cache"), body}
+	}()
+	s := g.readStream(context.Background(), question(ask, true, ""), nil)
+	if s.err != nil || s.cache != "hit" || answerText(t, s.body) != "w0 w1 w2 w3 w4 " {
+		t.Errorf("stream follower: %s %q %v", s.cache, s.body, s.err)
+	}
+	j := waitFor(t, jsonDone, "the JSON follower's answer")
+	if j[0] != "hit" || answerText(t, j[1]) != "w0 w1 w2 w3 w4 " {
+		t.Errorf("JSON follower: %s %s", j[0], j[1])
+	}
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+		t.Errorf("%d upstream requests, want 1", n)
+	}
+}
+
+// TestCacheFollowerOfAFailedLeader: when the leader gets no answer, its
+// follower asks a model itself (and gets one).
+func TestCacheFollowerOfAFailedLeader(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1013KB\n\t\tstale_if_error 0"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Latency: 300 * time.Millisecond, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
+	q := question("Is there a sale on sneakers?", false, "")
+	leader := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := g.post(q)
+		leader <- resp
+	}()
+	waitFor(t, g.primary.Arrived(), "the leader's request")
+	resp, body := g.post(q)
+	if resp.StatusCode != http.StatusOK || answerText(t, body) == "" {
+		t.Errorf("follower: %d %s", resp.StatusCode, body)
+	}
+	expectCache(t, resp, "miss")
+	if l := waitFor(t, leader, "the leader's answer"); l.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("leader: %d, want 503", l.StatusCode)
+	}
+}
+
+// TestSDKReadsFollowerStream: the official SDK reads a stream that follows
+// another request's, live, like any stream.
+func TestSDKReadsFollowerStream(t *testing.T) {
+	// shared: the Go leader and the SDK send different credentials
+	g := newGateway(t, cacheRouter("\t\tmax_size 1014KB\n\t\tscope shared"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ChunkDelay: 150 * time.Millisecond, Chunks: 8})
+	_, hangUp := g.streamUntil(chatBody("simple_qa", true), "w0")
+	defer hangUp()
+	var follower sdkChatStream
+	runSDK(t, "chat-stream", &follower)
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+		t.Fatalf("%d upstream requests, want the SDK's stream to follow the first", n)
+	}
+	// a replay from a stored answer has 3 chunks; a follower relays the
+	// leader's: the role, 8 words, the finish and the usage
+	if follower.Error != nil || follower.Text != "w0 w1 w2 w3 w4 w5 w6 w7 " || follower.Chunks < 10 ||
+		follower.FinishReason == nil || *follower.FinishReason != "stop" || len(follower.Usage) == 0 || string(follower.Usage) == "null" {
+		t.Errorf("follower %+v", follower)
 	}
 }

@@ -62,6 +62,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 		router: r,
 		w:      w,
 		req:    req,
+		ctx:    req.Context(),
 		ep:     ep,
 		repl:   req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer),
 	}
@@ -90,10 +91,12 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	if !ok {
 		return nil
 	}
-	if r.cache != nil && ex.lookupCache() {
-		return nil // answered from the cache
+	if r.cache != nil {
+		if ex.lookupCache() {
+			return nil // answered from the cache
+		}
+		defer ex.cache.end()
 	}
-	defer ex.landFlight()
 	if len(r.budgets) > 0 {
 		if p, ok = ex.applyBudgets(p); !ok {
 			return nil
@@ -116,6 +119,9 @@ type exchange struct {
 	router   *Router
 	w        http.ResponseWriter
 	req      *http.Request
+	// ctx bounds the upstream requests: the client's, or, for a stream
+	// that others follow, until neither its client nor a follower reads
+	ctx      context.Context
 	ep       endpoint
 	body     openai.Request // the request, once read (readRequest)
 	route    string
@@ -130,16 +136,7 @@ type exchange struct {
 	client   string         // the bounded client label, "" without one
 	charges  []budgetCharge // the budgets the request's cost goes to
 	ns       string         // the resolved plan's cache namespace
-
-	// the response cache, when it applies to the request
-	cacheKey    answerKey    // when the cache is involved (cacheResult set)
-	cacheResult string       // hit, miss, stale or bypass
-	cacheStore  bool         // a complete answer may be stored
-	stale       *cacheEntry  // an expired answer to fall back on
-	flight      *cacheFlight // the flight this request leads, if any
-	stored      *cacheEntry  // what it stored
-	saved       float64      // what a hit saved, in savedIn
-	savedIn     string
+	cache    cacheTicket    // the response cache's part (cache_stage.go)
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
@@ -254,7 +251,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 		ex.setHeader(hdrBudget, note)
 		ex.ph.budget = note
 		b.count(actionDowngraded)
-		ex.cacheStore = false // a cheaper answer is not the answer to the original route
+		ex.cache.dontStore() // a cheaper answer is not the answer to the original route
 	}
 	if b := v.refuse; b != nil {
 		b.count(actionRefused)
@@ -342,6 +339,7 @@ func (ex *exchange) run(p plan) {
 		maxAttempts = len(candidates)
 	}
 	tryDuration := time.Duration(r.Failover.TryDuration)
+	start := now() // after any wait for a flight that failed: a try budget of its own
 
 	var failed *deployment // the previous attempt's, when it failed
 	var failedOutcome outcome
@@ -350,7 +348,7 @@ func (ex *exchange) run(p plan) {
 			ex.failures = append(ex.failures, d.label()+": skipped, over max_attempts "+strconv.Itoa(maxAttempts))
 			continue
 		}
-		if i > 0 && now().Sub(ex.start) >= tryDuration {
+		if i > 0 && now().Sub(start) >= tryDuration {
 			ex.failures = append(ex.failures, d.label()+": skipped, try_duration "+tryDuration.String()+" spent")
 			continue
 		}
@@ -374,7 +372,7 @@ func (ex *exchange) run(p plan) {
 	for _, s := range skipped {
 		ex.failures = append(ex.failures, s.d.label()+": skipped, "+s.why)
 	}
-	if ex.stale != nil && ex.serveCached(ex.stale, cacheStale, now()) {
+	if ex.cache.stale != nil && ex.serveCached(ex.cache.stale, cacheStale, now()) {
 		return
 	}
 	ex.unavailable(p)
@@ -406,7 +404,7 @@ var (
 // response is read before anything is sent, so any failure can still fail
 // over.
 func (ex *exchange) attemptBuffered(d *deployment, res *attemptResult) {
-	ctx, cancel := context.WithTimeoutCause(ex.req.Context(), d.provider.timeout, errAttemptTimeout)
+	ctx, cancel := context.WithTimeoutCause(ex.ctx, d.provider.timeout, errAttemptTimeout)
 	defer cancel()
 	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
 	if err != nil {
@@ -452,8 +450,8 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 			u = ex.estimate(openai.AnswerTextChars(ex.ep.api(), payload))
 		}
 		cost := ex.observeUsage(d, u)
-		if ex.cacheStore && resp.StatusCode == http.StatusOK {
-			ex.storeAnswer(d, payload, false, cost)
+		if resp.StatusCode == http.StatusOK {
+			ex.cache.keepAnswer(d, payload, cost)
 		}
 	} else {
 		payload = ex.router.scrub.bytes(payload)
@@ -496,7 +494,7 @@ func readResponse(resp *http.Response) ([]byte, error) {
 // ends with an error event and an aborted response.
 func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	f := ex.router.Failover
-	ctx, cancel := context.WithCancelCause(ex.req.Context())
+	ctx, cancel := context.WithCancelCause(ex.ctx)
 	defer cancel(nil)
 	timer := time.AfterFunc(time.Duration(f.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer timer.Stop()
@@ -560,10 +558,9 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
 	relay := streamRelay{strip: ex.body.StripUsage(), api: ex.ep.api()}
-	capture := ex.cacheStore && ex.router.cache.streams
-	if capture {
-		relay.capture = make([]byte, 0, 4096)
-		relay.captureMax = int(ex.router.cache.store.maxSize / maxEntryShare)
+	if f := ex.cache.flight; f != nil && ex.cache.store {
+		f.startStream(d.name, d.provider.name)
+		relay.flight = f
 	}
 	if idle := time.Duration(f.StreamIdleTimeout); idle > 0 {
 		relay.idle = idle
@@ -574,8 +571,8 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 
 	if relay.usage != nil {
 		cost := ex.observeUsage(d, *relay.usage)
-		if capture && err == nil && relay.done && relay.capture != nil {
-			ex.storeAnswer(d, relay.capture, true, cost)
+		if relay.flight != nil && err == nil && relay.done {
+			ex.cache.keepStream(d, cost)
 		}
 	} else {
 		// abandoned, broken, or a provider that ignores include_usage:
@@ -586,7 +583,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	switch {
 	case err == nil:
 		// the provider ended the stream
-	case errors.Is(err, errWritingDownstream) || ex.req.Context().Err() != nil:
+	case errors.Is(err, errWritingDownstream) || ex.ctx.Err() != nil:
 		res.outcome, res.detail = outcomeCanceled, "client went away mid-stream"
 	default:
 		// the stream broke after the response was committed: nothing
@@ -598,6 +595,9 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		}
 		res.broken = true
 		msg := fmt.Sprintf("The upstream stream of %s broke after %d events: %s", d.label(), relay.events, res.detail)
+		if relay.flight != nil {
+			relay.flight.fail(msg)
+		}
 		_ = writeStreamError(ex.w, &routerError{typ: typeServerError, code: codeStreamBroken, msg: msg})
 		_ = rc.Flush()
 	}
@@ -635,7 +635,7 @@ func classifyStatus(code int) (o outcome, relay bool) {
 // transportFailure classifies an error that left no usable response.
 func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, err error) {
 	switch cause := context.Cause(ctx); {
-	case ex.req.Context().Err() != nil:
+	case ex.ctx.Err() != nil:
 		res.outcome = outcomeCanceled
 		res.detail = "client went away"
 	case errors.Is(cause, errFirstByteTimeout):
@@ -942,79 +942,16 @@ func (ex *exchange) finish() {
 		d.state.stats.recordRequest(ex.ep, took)
 	}
 	requestCounters.with(requestLabels{ex.route, model, provider, ex.status, ex.ep}).Inc()
-	if ex.cacheResult != "" {
-		cacheCounters.with(cacheLabels{ex.route, ex.cacheResult}).Inc()
-		if ex.saved > 0 {
-			metrics.cacheSaved.WithLabelValues(ex.savedIn).Add(ex.saved)
+	if c := &ex.cache; c.result != "" {
+		cacheCounters.with(cacheLabels{ex.route, c.result}).Inc()
+		if c.saved > 0 {
+			metrics.cacheSaved.WithLabelValues(c.savedIn).Add(c.saved)
 		}
-		ex.router.cache.store.count(ex.cacheResult, ex.saved, ex.savedIn)
+		ex.router.cache.store.count(c.result, c.saved, c.savedIn)
 	}
 	if hook := requestDoneHook.Load(); hook != nil {
 		(*hook)()
 	}
-}
-
-// lookupCache looks the request up in the response cache and answers it
-// from there when it can (true). Otherwise it sets up what the request
-// needs on its way: the key to store its answer under, a stale answer to
-// fall back on, or the leadership of the key's flight. A request whose key
-// is already in flight waits for that flight (single flight), at most as
-// long as its try budget.
-func (ex *exchange) lookupCache() bool {
-	rc := ex.router.cache
-	if ex.ep != chatEndpoint && ex.ep != embeddingsEndpoint {
-		return false
-	}
-	if rc.match != nil && !rc.match[ex.route] && !rc.match[ex.model] {
-		return false
-	}
-	lookup, store := cacheControl(ex.req.Header)
-	if ex.body.N > 1 || !lookup {
-		ex.setCacheResult(cacheBypass)
-		if ex.body.N > 1 || !store {
-			return false
-		}
-	}
-	var scope [2]string
-	values := scope[:0]
-	for _, p := range rc.scope {
-		values = append(values, replaceAll(ex.repl, p))
-	}
-	ex.cacheKey = cacheKey(ex.ep, ex.ns, &ex.body, ex.req.Header, rc.keyHeaders, values...)
-	ex.cacheStore = store && (!ex.body.Stream || rc.streams || ex.ep == embeddingsEndpoint)
-	if !lookup {
-		return false // no-cache: ask a model, then refresh the entry
-	}
-	ex.setCacheResult(cacheMiss)
-	t := ex.start // a few microseconds ago: the same for a TTL and an Age in seconds
-	e, fresh := rc.store.lookup(ex.cacheKey, t, rc.ttl, rc.stale)
-	if fresh && ex.serveCached(e, cacheHit, t) {
-		return true
-	}
-	ex.stale = e
-	f, leader := rc.store.join(ex.cacheKey)
-	if leader {
-		ex.flight = f
-		return false
-	}
-	wait := time.NewTimer(time.Duration(ex.router.Failover.TryDuration) - t.Sub(ex.start))
-	defer wait.Stop()
-	select {
-	case <-f.done:
-		if f.entry != nil && ex.serveCached(f.entry, cacheHit, now()) {
-			return true
-		}
-	case <-wait.C:
-	case <-ex.req.Context().Done():
-	}
-	return false
-}
-
-// setCacheResult says what the cache did, in the response header (and so
-// in the placeholder); a hit or stale answer sets it again when served.
-func (ex *exchange) setCacheResult(result string) {
-	ex.cacheResult = result
-	ex.setHeader(hdrCache, result)
 }
 
 // placeholderValues are what the exchange has learnt that the
@@ -1049,7 +986,7 @@ func (ex *exchange) placeholder(key string) (any, bool) {
 	case "budget":
 		return ph.budget, ph.budget != ""
 	case "cache":
-		return ex.cacheResult, ex.cacheResult != ""
+		return ex.cache.result, ex.cache.result != ""
 	case "model":
 		return ph.model, ph.model != ""
 	case "provider":
@@ -1084,76 +1021,6 @@ func replaceAll(repl *caddy.Replacer, s string) string {
 	}
 	return repl.ReplaceAll(s, "")
 }
-
-// landFlight ends the flight this request led, with what it stored.
-func (ex *exchange) landFlight() {
-	if ex.flight != nil {
-		ex.router.cache.store.land(ex.cacheKey, ex.flight, ex.stored)
-		ex.flight = nil
-	}
-}
-
-// storeAnswer keeps a complete successful answer of deployment d (a JSON
-// answer, or the events of a stream that reached [DONE]) with what it cost.
-func (ex *exchange) storeAnswer(d *deployment, body []byte, stream bool, cost float64) {
-	rc := ex.router.cache
-	e := &cacheEntry{stored: now(), stream: stream, body: body,
-		model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
-	if rc.store.put(ex.cacheKey, e) {
-		ex.stored = e
-	}
-}
-
-// serveCached answers the request from a stored answer, at time t: as
-// stored, or converted between JSON and stream, as the request wants (false
-// if it cannot be). No model is asked: the answer costs nothing.
-func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool {
-	body, err := ex.router.cache.store.bodyFor(ex.cacheKey, e, ex.body.Stream)
-	if err != nil {
-		return false
-	}
-	ex.routerHeaders(e.model, e.provider)
-	ex.setCacheResult(result)
-	age := t.Sub(e.stored)
-	ex.setHeader("Age", strconv.Itoa(int(max(age, 0)/time.Second)))
-	if result == cacheStale {
-		ex.w.Header().Set("Warning", fmt.Sprintf(`111 llm_router "all models unavailable; answer cached %s ago"`, age.Round(time.Second)))
-	}
-	ex.status, ex.model = http.StatusOK, e.model
-	ex.saved, ex.savedIn = e.cost, e.currency
-	if !ex.body.Stream {
-		ex.setHeader("Content-Type", "application/json")
-		if len(body) > netHTTPHeldBody {
-			ex.setHeader("Content-Length", strconv.Itoa(len(body)))
-		}
-		ex.w.WriteHeader(http.StatusOK)
-		_, _ = ex.w.Write(body)
-		return true
-	}
-	ex.setHeader("Content-Type", "text/event-stream")
-	ex.setHeader("Cache-Control", "no-cache")
-	ex.w.WriteHeader(http.StatusOK)
-	// the same rule as a live stream: the usage chunk only when asked for
-	relay := streamRelay{strip: ex.body.StripUsage()}
-	events := openai.NewEventReader(bytes.NewReader(body))
-	defer events.Release()
-	for {
-		ev, err := events.Next()
-		if err != nil || relay.forward(ex.w, ev) != nil {
-			break
-		}
-	}
-	_ = http.NewResponseController(ex.w).Flush()
-	return true
-}
-
-// netHTTPHeldBody is how much of a response net/http holds before it sends
-// the headers (its bufferBeforeChunkingSize): a body no larger, written
-// whole by a handler that then returns, gets its Content-Length from
-// net/http. Setting it too would make a hit's ninth header, and a header
-// map beyond eight entries grows into a table, twice (the handler's and
-// the copy net/http sends): 1.3 µs and six allocations a hit, in isolation.
-const netHTTPHeldBody = 2048
 
 // requestDoneHook, when set (tests only), is called when a request has
 // been counted.

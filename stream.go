@@ -26,11 +26,11 @@ type streamRelay struct {
 	idle      time.Duration
 	idleTimer *time.Timer
 
-	// capture, when not nil, collects every upstream event (usage chunk
-	// included) for the response cache, up to captureMax bytes; beyond
-	// that it is dropped (nil)
-	capture    []byte
-	captureMax int
+	// flight, when not nil, gets every upstream event (usage chunk
+	// included): the response cache's followers relay them, and the
+	// cache keeps the stream. Dropped (nil) when the flight cannot take
+	// more.
+	flight *cacheFlight
 
 	usage  *usage
 	done   bool  // saw [DONE]
@@ -43,13 +43,21 @@ type streamRelay struct {
 // event by event for a live stream, one write for a burst that arrived
 // together. It returns nil at the stream's clean end, an error wrapping
 // errWritingDownstream when the client could not be written to, or the
-// upstream's read error.
+// upstream's read error. A client that goes away while followers of the
+// flight read the stream stops being written to, and the stream is read
+// on for them.
 func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.EventReader, first []byte) error {
 	err := s.forward(w, first)
 	if err == nil {
 		err = flush()
 	}
-	for err == nil {
+	for {
+		if err != nil {
+			if s.flight == nil || !s.flight.leaderLeft() {
+				break
+			}
+			w, flush, err = io.Discard, noFlush, nil
+		}
 		ev, rerr := events.Next()
 		if s.idleTimer != nil {
 			s.idleTimer.Reset(s.idle)
@@ -70,12 +78,8 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 // forward relays one event (the caller flushes).
 func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	s.events++
-	if s.capture != nil {
-		if len(s.capture)+len(ev) > s.captureMax {
-			s.capture = nil
-		} else {
-			s.capture = append(s.capture, ev...)
-		}
+	if s.flight != nil && !s.flight.publish(ev) {
+		s.flight = nil
 	}
 	data := openai.EventData(ev)
 	s.chars += openai.StreamTextChars(s.api, data)
@@ -91,6 +95,8 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	_, err := w.Write(ev)
 	return err
 }
+
+func noFlush() error { return nil }
 
 // writeStreamError ends a committed stream with an error event in the form
 // the official SDKs raise on (a data member "error").

@@ -16,6 +16,7 @@ func ChatJSONToStream(body []byte) ([]byte, error) {
 		ID                string          `json:"id"`
 		Created           int64           `json:"created"`
 		Model             string          `json:"model"`
+		ServiceTier       json.RawMessage `json:"service_tier,omitempty"`
 		SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
 		Choices           []struct {
 			Index        int             `json:"index"`
@@ -39,13 +40,14 @@ func ChatJSONToStream(body []byte) ([]byte, error) {
 		Object            string          `json:"object"`
 		Created           int64           `json:"created"`
 		Model             string          `json:"model"`
+		ServiceTier       json.RawMessage `json:"service_tier,omitempty"`
 		SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
 		Choices           []choice        `json:"choices"`
 		Usage             json.RawMessage `json:"usage,omitempty"`
 	}
 	var out bytes.Buffer
 	emit := func(ch chunk) error {
-		ch.ID, ch.Object, ch.Created, ch.Model, ch.SystemFingerprint = c.ID, "chat.completion.chunk", c.Created, c.Model, c.SystemFingerprint
+		ch.ID, ch.Object, ch.Created, ch.Model, ch.ServiceTier, ch.SystemFingerprint = c.ID, "chat.completion.chunk", c.Created, c.Model, c.ServiceTier, c.SystemFingerprint
 		b, err := json.Marshal(ch)
 		if err != nil {
 			return err
@@ -116,7 +118,9 @@ func orNull(m json.RawMessage) json.RawMessage {
 
 // ChatStreamToJSON assembles the SSE events of a chat stream into the
 // chat.completion they stream: content and refusal concatenated, tool calls
-// merged by index, finish reasons and usage kept.
+// merged by index, log probabilities joined, finish reasons and usage kept.
+// A chunk member it does not know is an error rather than something the
+// answer would silently lose (the cache then does not keep the stream).
 func ChatStreamToJSON(events []byte) ([]byte, error) {
 	type toolCall struct {
 		Index    int    `json:"-"`
@@ -133,10 +137,14 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 		Refusal   *string    `json:"refusal,omitempty"`
 		ToolCalls []toolCall `json:"tool_calls,omitempty"`
 	}
+	type logprobs struct {
+		Content []json.RawMessage `json:"content"`
+		Refusal []json.RawMessage `json:"refusal"`
+	}
 	type choice struct {
 		Index        int             `json:"index"`
 		Message      message         `json:"message"`
-		Logprobs     json.RawMessage `json:"logprobs"`
+		Logprobs     *logprobs       `json:"logprobs"`
 		FinishReason json.RawMessage `json:"finish_reason"`
 	}
 	var out struct {
@@ -144,6 +152,7 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 		Object            string          `json:"object"`
 		Created           int64           `json:"created"`
 		Model             string          `json:"model"`
+		ServiceTier       json.RawMessage `json:"service_tier,omitempty"`
 		SystemFingerprint json.RawMessage `json:"system_fingerprint,omitempty"`
 		Choices           []*choice       `json:"choices"`
 		Usage             json.RawMessage `json:"usage,omitempty"`
@@ -166,9 +175,12 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 		}
 		var ch struct {
 			ID                string          `json:"id"`
+			Object            string          `json:"object"`
 			Created           int64           `json:"created"`
 			Model             string          `json:"model"`
+			ServiceTier       json.RawMessage `json:"service_tier"`
 			SystemFingerprint json.RawMessage `json:"system_fingerprint"`
+			Obfuscation       json.RawMessage `json:"obfuscation"` // padding against length side channels
 			Choices           []struct {
 				Index int `json:"index"`
 				Delta struct {
@@ -180,16 +192,21 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 						toolCall
 					} `json:"tool_calls"`
 				} `json:"delta"`
-				Logprobs     json.RawMessage `json:"logprobs"`
+				Logprobs     *logprobs       `json:"logprobs"`
 				FinishReason json.RawMessage `json:"finish_reason"`
 			} `json:"choices"`
 			Usage json.RawMessage `json:"usage"`
 		}
-		if err := json.Unmarshal(data, &ch); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ch); err != nil {
 			return nil, err
 		}
 		if out.ID == "" {
 			out.ID, out.Created, out.Model, out.SystemFingerprint = ch.ID, ch.Created, ch.Model, ch.SystemFingerprint
+		}
+		if len(ch.ServiceTier) > 0 && string(ch.ServiceTier) != "null" {
+			out.ServiceTier = ch.ServiceTier
 		}
 		if len(ch.Usage) > 0 && string(ch.Usage) != "null" {
 			out.Usage = ch.Usage
@@ -197,7 +214,7 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 		for _, d := range ch.Choices {
 			c := byIndex[d.Index]
 			if c == nil {
-				c = &choice{Index: d.Index, Message: message{Role: "assistant"}, Logprobs: json.RawMessage("null"), FinishReason: json.RawMessage("null")}
+				c = &choice{Index: d.Index, Message: message{Role: "assistant"}, FinishReason: json.RawMessage("null")}
 				byIndex[d.Index] = c
 				out.Choices = append(out.Choices, c)
 			}
@@ -211,6 +228,13 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 			if d.Delta.Refusal != nil {
 				s := derefOr(c.Message.Refusal) + *d.Delta.Refusal
 				c.Message.Refusal = &s
+			}
+			if lp := d.Logprobs; lp != nil {
+				if c.Logprobs == nil {
+					c.Logprobs = &logprobs{}
+				}
+				c.Logprobs.Content = append(c.Logprobs.Content, lp.Content...)
+				c.Logprobs.Refusal = append(c.Logprobs.Refusal, lp.Refusal...)
 			}
 			for _, dc := range d.Delta.ToolCalls {
 				tc := dc.toolCall

@@ -1,0 +1,263 @@
+package llmrouter
+
+import (
+	"context"
+	"sync"
+)
+
+// cacheFlight is a request on its way to a model that identical requests
+// (the same key) follow rather than asking a model themselves: single
+// flight. Its leader publishes the answer as it arrives, a stream event by
+// event, a JSON answer whole; each follower relays what is published at its
+// own pace, from the first event, whenever it joined. A flight not in the
+// store's map (private) has no followers: it only collects a stream for
+// the store.
+type cacheFlight struct {
+	store  *cacheStore
+	key    answerKey
+	shared bool // in store.flights: others may follow it
+
+	mu      sync.Mutex
+	wake    chan struct{} // made by a waiter, closed at the next change
+	version uint64        // counts changes
+	state   flightState
+	// the deployment whose stream is published, from flightStreaming on
+	model, provider string
+	events          []byte // the stream so far, whole events, the usage chunk included
+	ends            []int  // where each event ends in events
+	reserved        int64  // bytes of the store's max_size that events holds
+	entry           *cacheEntry
+	cost            float64 // what the answer cost the leader, once landed
+	currency        string
+	broke           string // why a stream broke, for its followers' error event
+	followers       int
+	leaderGone      bool
+	cancel          context.CancelFunc // ends the leader's upstream request once nobody reads it
+}
+
+type flightState uint8
+
+const (
+	flightWaiting   flightState = iota // the leader has no answer yet
+	flightStreaming                    // a stream's events are being published
+	flightLanded                       // the answer is complete (entry: as JSON, when it could be kept)
+	flightFailed                       // no answer to share: followers ask a model themselves
+	flightBroken                       // the stream broke after events were published
+)
+
+// flightView is what a follower sees of a flight at one moment. events and
+// ends are prefixes that the leader only ever appends to: they can be read
+// without the lock.
+type flightView struct {
+	version         uint64
+	state           flightState
+	model, provider string
+	events          []byte
+	ends            []int
+	entry           *cacheEntry
+	cost            float64
+	currency        string
+	broke           string
+}
+
+// changed records a change and wakes the followers; f.mu is held.
+func (f *cacheFlight) changed() {
+	f.version++
+	if f.wake != nil {
+		close(f.wake)
+		f.wake = nil
+	}
+}
+
+// await returns the flight as soon as it differs from version seen, or
+// false when ctx ends first.
+func (f *cacheFlight) await(ctx context.Context, seen uint64) (flightView, bool) {
+	for {
+		f.mu.Lock()
+		if f.version != seen {
+			v := flightView{version: f.version, state: f.state, model: f.model, provider: f.provider,
+				events: f.events, ends: f.ends, entry: f.entry, cost: f.cost, currency: f.currency, broke: f.broke}
+			f.mu.Unlock()
+			return v, true
+		}
+		if f.wake == nil {
+			f.wake = make(chan struct{})
+		}
+		wake := f.wake
+		f.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return flightView{}, false
+		}
+	}
+}
+
+// startStream says that the leader relays a stream of model at provider.
+func (f *cacheFlight) startStream(model, provider string) {
+	f.mu.Lock()
+	f.state, f.model, f.provider = flightStreaming, model, provider
+	f.changed()
+	f.mu.Unlock()
+}
+
+// publish adds one event of the leader's stream. It returns false, and
+// breaks the flight, when the stream outgrows what the store lets a flight
+// hold (its share of max_size, which the events count against).
+func (f *cacheFlight) publish(ev []byte) bool {
+	f.mu.Lock()
+	if f.state != flightStreaming {
+		f.mu.Unlock()
+		return false
+	}
+	if need := len(f.events) + len(ev); need > cap(f.events) {
+		grown := int64(max(2*cap(f.events), need, 4096))
+		if !f.store.reserve(grown-f.reserved, grown) {
+			f.mu.Unlock()
+			f.fail("the answer is too large to share")
+			return false
+		}
+		f.reserved = grown
+		b := make([]byte, len(f.events), grown)
+		copy(b, f.events)
+		f.events = b
+	}
+	f.events = append(f.events, ev...)
+	f.ends = append(f.ends, len(f.events))
+	f.changed()
+	f.mu.Unlock()
+	return true
+}
+
+// land ends the flight with its answer: e is it as JSON (nil when it
+// could not be kept), cost what it cost the leader.
+func (f *cacheFlight) land(e *cacheEntry, cost float64, currency string) {
+	f.end(func() {
+		f.state, f.entry, f.cost, f.currency = flightLanded, e, cost, currency
+	})
+}
+
+// fail ends the flight without an answer to share: followers that have
+// not relayed anything ask a model themselves; those that have end their
+// stream with why.
+func (f *cacheFlight) fail(why string) {
+	f.end(func() {
+		if f.state == flightStreaming {
+			f.breakLocked(why)
+		} else if f.state == flightWaiting {
+			f.state = flightFailed
+		}
+	})
+}
+
+func (f *cacheFlight) breakLocked(why string) {
+	f.state, f.broke = flightBroken, why
+	f.store.release(f.reserved)
+	f.reserved = 0
+	f.changed()
+}
+
+// end takes the flight out of the store's map (no one joins it after
+// this), then sets its final state with set, once.
+func (f *cacheFlight) end(set func()) {
+	if f.shared {
+		f.store.mu.Lock()
+		if f.store.flights[f.key] == f {
+			delete(f.store.flights, f.key)
+		}
+		f.store.mu.Unlock()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state == flightLanded || f.state == flightFailed {
+		return
+	}
+	if f.state == flightBroken { // broken while streaming: already final
+		return
+	}
+	set()
+	f.store.release(f.reserved)
+	f.reserved = 0
+	f.changed()
+}
+
+// done reports whether the flight has its final state.
+func (f *cacheFlight) done() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state >= flightLanded
+}
+
+// leaderLeft says that the leader's client went away. It reports whether
+// the leader should go on reading its upstream answer for followers;
+// otherwise the upstream request is canceled.
+func (f *cacheFlight) leaderLeft() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leaderGone = true
+	if f.followers > 0 {
+		return true
+	}
+	if f.cancel != nil {
+		f.cancel()
+	}
+	return false
+}
+
+// leave is a follower's goodbye; the last one out after the leader's
+// client cancels the upstream request nobody reads.
+func (f *cacheFlight) leave() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.followers--
+	if f.followers == 0 && f.leaderGone && f.cancel != nil {
+		f.cancel()
+	}
+}
+
+// join makes the caller the leader of key's flight (a new one, which it
+// must end), or a follower of the flight in progress (which it must leave).
+func (s *cacheStore) join(key answerKey) (f *cacheFlight, leader bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.flights[key]; f != nil {
+		f.mu.Lock()
+		f.followers++
+		f.mu.Unlock()
+		return f, false
+	}
+	f = &cacheFlight{store: s, key: key, shared: true}
+	s.flights[key] = f
+	return f, true
+}
+
+// privateFlight collects a stream for the store with no one following.
+func (s *cacheStore) privateFlight(key answerKey) *cacheFlight {
+	return &cacheFlight{store: s, key: key}
+}
+
+// reserve counts n more bytes of events in flight against max_size, by
+// shrinking what stored answers may use; false if the flight would then
+// hold more than one answer may (size, its new total) or the flights more
+// than half the store.
+func (s *cacheStore) reserve(n, size int64) bool {
+	s.sizeMu.Lock()
+	defer s.sizeMu.Unlock()
+	if size > s.maxSize/maxEntryShare || s.inFlight+n > s.maxSize/2 {
+		return false
+	}
+	s.inFlight += n
+	s.entries.SetMaximum(uint64(s.maxSize - s.inFlight))
+	return true
+}
+
+// release gives back n bytes reserved by a flight.
+func (s *cacheStore) release(n int64) {
+	if n == 0 {
+		return
+	}
+	s.sizeMu.Lock()
+	defer s.sizeMu.Unlock()
+	s.inFlight -= n
+	s.entries.SetMaximum(uint64(s.maxSize - s.inFlight))
+}

@@ -1,0 +1,291 @@
+package llmrouter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
+)
+
+// This file is the response cache as a stage of a request's path. The
+// exchange asks it once, before any model (lookupCache: serve a stored
+// answer, follow an identical request in flight, or go on as a miss); on
+// the way, the attempts hand it what answered (cacheTicket.keepAnswer for
+// a JSON answer, the flight that a stream's relay publishes to, and
+// keepStream at the stream's end). cache.go holds the store and the keys;
+// cache_flight.go the requests in flight.
+
+// cacheTicket is one request's business with the response cache; its zero
+// value is a request the cache does not apply to.
+type cacheTicket struct {
+	rc     *responseCache
+	key    answerKey
+	result string      // hit, miss, stale or bypass; "" when the cache does not apply
+	store  bool        // a complete answer is stored under key
+	stale  *cacheEntry // an expired answer to fall back on
+	// flight receives the answer as it arrives: the flight this request
+	// leads, or a private one that collects a stream; nil when the answer
+	// is not kept
+	flight      *cacheFlight
+	stopLeading func() bool // undoes the watch on the leader's client (stream leaders)
+	saved       float64     // what a hit saved, in savedIn
+	savedIn     string
+}
+
+// lookupCache looks the request up in the response cache and answers it
+// from there when it can (true): from a fresh stored answer, or by
+// following an identical request already on its way to a model. Otherwise
+// it sets up the request's ticket: the key to store its answer under, a
+// stale answer to fall back on, the flight it leads.
+func (ex *exchange) lookupCache() bool {
+	rc := ex.router.cache
+	if ex.ep != chatEndpoint && ex.ep != embeddingsEndpoint {
+		return false
+	}
+	if rc.match != nil && !rc.match[ex.route] && !rc.match[ex.model] {
+		return false
+	}
+	t := &ex.cache
+	t.rc = rc
+	lookup, store := cacheControl(ex.req.Header)
+	if ex.body.N > 1 || !lookup {
+		ex.setCacheResult(cacheBypass)
+		if ex.body.N > 1 || !store {
+			return false
+		}
+	}
+	var scope [2]string
+	values := scope[:0]
+	for _, p := range rc.scope {
+		values = append(values, replaceAll(ex.repl, p))
+	}
+	t.key = cacheKey(ex.ep, ex.ns, &ex.body, ex.req.Header, rc.keyHeaders, values...)
+	t.store = store && (!ex.body.Stream || rc.streams || ex.ep == embeddingsEndpoint)
+	if !lookup {
+		// no-cache: ask a model, then refresh the entry
+		if t.store && ex.body.Stream {
+			t.flight = rc.store.privateFlight(t.key)
+		}
+		return false
+	}
+	ex.setCacheResult(cacheMiss)
+	at := ex.start // a few microseconds ago: the same for a TTL and an Age in seconds
+	e, fresh := rc.store.lookup(t.key, at, rc.ttl, rc.stale)
+	if fresh && ex.serveCached(e, cacheHit, at) {
+		return true
+	}
+	t.stale = e
+	if !t.store {
+		return false // nothing to share with followers
+	}
+	f, leader := rc.store.join(t.key)
+	if !leader {
+		if ex.follow(f) {
+			return true
+		}
+		// the leader had no answer to share: this request asks a model
+		// itself, with a try budget of its own, and keeps what it gets
+		if ex.body.Stream {
+			t.flight = rc.store.privateFlight(t.key)
+		}
+		return false
+	}
+	t.flight = f
+	if ex.body.Stream {
+		// a stream's followers relay it as it arrives: the leader reads
+		// it to the end for them even if its own client goes away
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ex.req.Context()))
+		f.cancel = cancel
+		t.stopLeading = context.AfterFunc(ex.req.Context(), func() { f.leaderLeft() })
+		ex.ctx = ctx
+	}
+	return false
+}
+
+// setCacheResult says what the cache did, in the response header (and so
+// in the placeholder); a hit or stale answer sets it again when served.
+func (ex *exchange) setCacheResult(result string) {
+	ex.cache.result = result
+	ex.setHeader(hdrCache, result)
+}
+
+// follow answers the request from flight f, which it has joined as a
+// follower (true), or reports that f ended with nothing this request can
+// use before anything was sent (false): it then asks a model itself. A
+// stream follower relays the leader's events as they arrive, with its own
+// headers and the usage chunk only if it asked; a JSON follower gets the
+// answer once complete.
+func (ex *exchange) follow(f *cacheFlight) bool {
+	defer f.leave()
+	var relay *streamRelay
+	var rc *http.ResponseController
+	var seen uint64
+	sent := 0 // events relayed
+	for {
+		v, ok := f.await(ex.req.Context(), seen)
+		if !ok {
+			ex.status = 499 // the client went away: nobody to answer
+			return true
+		}
+		seen = v.version
+		if ex.body.Stream && len(v.ends) > sent {
+			if relay == nil {
+				ex.routerHeaders(v.model, v.provider)
+				ex.setCacheResult(cacheHit)
+				ex.setHeader("Age", "0")
+				ex.startStream()
+				ex.status, ex.model = http.StatusOK, v.model
+				relay = &streamRelay{strip: ex.body.StripUsage()}
+				rc = http.NewResponseController(ex.w)
+			}
+			start := 0
+			if sent > 0 {
+				start = v.ends[sent-1]
+			}
+			for _, end := range v.ends[sent:] {
+				if relay.forward(ex.w, v.events[start:end]) != nil {
+					return true // the client went away
+				}
+				start = end
+			}
+			sent = len(v.ends)
+			_ = rc.Flush()
+		}
+		switch v.state {
+		case flightLanded:
+			if relay != nil {
+				ex.cache.saved, ex.cache.savedIn = v.cost, v.currency
+				return true
+			}
+			return v.entry != nil && ex.serveCached(v.entry, cacheHit, now())
+		case flightFailed:
+			return false
+		case flightBroken:
+			if relay == nil {
+				return false
+			}
+			ex.abort = true
+			_ = writeStreamError(ex.w, &routerError{typ: typeServerError, code: codeStreamBroken,
+				msg: "The stream this answer shares broke: " + v.broke})
+			_ = rc.Flush()
+			return true
+		}
+	}
+}
+
+// keepAnswer keeps a complete JSON answer of deployment d that cost cost:
+// stored, and handed to the flight's followers.
+func (t *cacheTicket) keepAnswer(d *deployment, body []byte, cost float64) {
+	if !t.store {
+		return
+	}
+	e := &cacheEntry{stored: now(), body: body, model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
+	t.rc.store.put(t.key, e)
+	if t.flight != nil {
+		t.flight.land(e, cost, d.currency.Code)
+	}
+}
+
+// keepStream keeps a stream that reached its end with usage: assembled
+// into its JSON answer (the compact form) and stored, unless the stream
+// has members the answer could not carry. Its followers have had every
+// event already.
+func (t *cacheTicket) keepStream(d *deployment, cost float64) {
+	f := t.flight
+	f.mu.Lock()
+	events := f.events
+	f.mu.Unlock()
+	var e *cacheEntry
+	if body, err := openai.ChatStreamToJSON(events); err == nil {
+		e = &cacheEntry{stored: now(), body: body, model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
+		t.rc.store.put(t.key, e)
+	}
+	f.land(e, cost, d.currency.Code)
+}
+
+// dontStore says that this request's answer is not the answer to its key
+// (a budget moved it to a cheaper route): its followers stop waiting for
+// it.
+func (t *cacheTicket) dontStore() {
+	t.store = false
+	if t.flight != nil {
+		t.flight.fail("the request it followed went to another route")
+	}
+}
+
+// end ends what the request left in flight: followers of an answer that
+// never came ask a model themselves.
+func (t *cacheTicket) end() {
+	if t.stopLeading != nil {
+		t.stopLeading()
+		t.flight.cancel()
+		t.stopLeading = nil
+	}
+	if t.flight != nil {
+		t.flight.fail("the request it followed ended without an answer")
+		t.flight = nil
+	}
+}
+
+// serveCached answers the request from a stored answer, at time t: as
+// stored, or as a stream replayed from it (false if it cannot be). No
+// model is asked: the answer costs nothing.
+func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool {
+	var events []byte
+	if ex.body.Stream {
+		var err error
+		if events, err = openai.ChatJSONToStream(e.body); err != nil {
+			return false
+		}
+	}
+	ex.routerHeaders(e.model, e.provider)
+	ex.setCacheResult(result)
+	age := t.Sub(e.stored)
+	ex.setHeader("Age", strconv.Itoa(int(max(age, 0)/time.Second)))
+	if result == cacheStale {
+		ex.w.Header().Set("Warning", fmt.Sprintf(`111 llm_router "all models unavailable; answer cached %s ago"`, age.Round(time.Second)))
+	}
+	ex.status, ex.model = http.StatusOK, e.model
+	ex.cache.saved, ex.cache.savedIn = e.cost, e.currency
+	if !ex.body.Stream {
+		ex.setHeader("Content-Type", "application/json")
+		if len(e.body) > netHTTPHeldBody {
+			ex.setHeader("Content-Length", strconv.Itoa(len(e.body)))
+		}
+		ex.w.WriteHeader(http.StatusOK)
+		_, _ = ex.w.Write(e.body)
+		return true
+	}
+	ex.startStream()
+	// the same rule as a live stream: the usage chunk only when asked for
+	relay := streamRelay{strip: ex.body.StripUsage()}
+	reader := openai.NewEventReader(bytes.NewReader(events))
+	defer reader.Release()
+	for {
+		ev, err := reader.Next()
+		if err != nil || relay.forward(ex.w, ev) != nil {
+			break
+		}
+	}
+	_ = http.NewResponseController(ex.w).Flush()
+	return true
+}
+
+// startStream sends the headers of a stream the cache answers.
+func (ex *exchange) startStream() {
+	ex.setHeader("Content-Type", "text/event-stream")
+	ex.setHeader("Cache-Control", "no-cache")
+	ex.w.WriteHeader(http.StatusOK)
+}
+
+// netHTTPHeldBody is how much of a response net/http holds before it sends
+// the headers (its bufferBeforeChunkingSize): a body no larger, written
+// whole by a handler that then returns, gets its Content-Length from
+// net/http. Setting it too would make a hit's ninth header, and a header
+// map beyond eight entries grows into a table, twice (the handler's and
+// the copy net/http sends): 1.3 µs and six allocations a hit, in isolation.
+const netHTTPHeldBody = 2048
