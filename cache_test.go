@@ -100,4 +100,3 @@ func TestCacheControlHeader(t *testing.T) {
 		}
 	}
 }
-

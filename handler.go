@@ -115,10 +115,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 
 // exchange is one client request on its way through the candidates.
 type exchange struct {
-	start    time.Time // the request's arrival
-	router   *Router
-	w        http.ResponseWriter
-	req      *http.Request
+	start  time.Time // the request's arrival
+	router *Router
+	w      http.ResponseWriter
+	req    *http.Request
 	// ctx bounds the upstream requests: the client's, or, for a stream
 	// that others follow, until neither its client nor a follower reads
 	ctx      context.Context

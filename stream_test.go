@@ -54,7 +54,6 @@ func runRelay(t *testing.T, s *streamRelay, w io.Writer, flush func() error, r i
 	return s.relay(w, flush, events, first)
 }
 
-
 func TestRelayCleanEnd(t *testing.T) {
 	stream := ": ping\n\n" + relayContent + relayContent + relayUsageOnly + relayDone
 	for name, r := range map[string]func() io.Reader{
