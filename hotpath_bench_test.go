@@ -155,13 +155,27 @@ func benchRouter(b *testing.B, url string, edit func(*Router)) *Router {
 	if edit != nil {
 		edit(r)
 	}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	ctx, cancel := caddy.NewContext(benchCaddyContext(b))
 	b.Cleanup(cancel)
 	if err := r.Provision(ctx); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = r.Cleanup() })
 	return r
+}
+
+// benchCaddyContext is the context of a running (empty) Caddy config, with
+// its storage in a temporary directory: budgets keep their ledgers there.
+func benchCaddyContext(b *testing.B) caddy.Context {
+	if ctx := caddy.ActiveContext(); ctx.Context != nil {
+		return ctx
+	}
+	cfg := `{"admin":{"disabled":true},"storage":{"module":"file_system","root":` + strconv.Quote(b.TempDir()) + `}}`
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = caddy.Stop() })
+	return caddy.ActiveContext()
 }
 
 // serveBench sends one request through r as Caddy would (a replacer in

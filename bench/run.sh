@@ -428,6 +428,32 @@ streams() {
 	fi
 }
 
+# followers: rounds of 5 identical streams at once on the cached router, the
+# mock spacing events 200 ms apart: one leads, four follow; how late each
+# follower's first event is against its leader's.
+followers() {
+	local id="followers llm_router_cache"
+	selected "$id" || return 0
+	echo "==> $id (5 identical streams at once, 20 rounds)"
+	rm -f "$TMP/caddy.log" "$TMP/load.err"
+	start_mock 0 200ms || { fail "$id: mock"; return 0; }
+	start_caddy llm_router_cache
+	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$TMP/json.body" -wait 15s 2>"$TMP/load.err"; then
+		fail "$id: not ready"
+		stop_all
+		return 0
+	fi
+	local out
+	out=$("${ON_LOAD[@]}" "$LOADGEN" followers -url "$URL" -body "$TMP/stream_router.body" -n 5 -rounds 20 -timeout 30s \
+		2>"$TMP/load.err") || { fail "$id: loadgen followers"; stop_all; return 0; }
+	stop_all
+	printf '{"kind":"followers","target":"llm_router_cache","followers":%s}\n' "$out" >>"$RAW"
+	echo "    $out"
+	if ! grep -q '"leaders":20,' <<<"$out"; then
+		fail "$id: not one leader a round (one upstream request for five identical streams)"
+	fi
+}
+
 # feature_run <feature> <variant a|b> <round> <target> <body file> <wrk script>:
 # one run of a feature comparison (JSON, wrk -c50, upstream 0 ms): fresh mock
 # and Caddy, readiness (and the feature's own checks), warm-up, DUR measured.
@@ -577,6 +603,7 @@ feature all-costs llm_router llm_router_all "$TMP/json_auto.body" unique.lua
 feature cache-hit reverse_proxy llm_router_cache "$TMP/json.body" post.lua
 # The ceiling of a hit: Caddy answering the same body with no handler work.
 feature cache-hit-ceiling reverse_proxy static "$TMP/json.body" post.lua
+followers
 streams llm_router
 streams reverse_proxy
 

@@ -19,6 +19,10 @@
 //	loadgen streams -url U -body F -n N -pid P [-ramp D]
 //	                                              open N concurrent streams, sample the VmRSS
 //	                                              of process P while they are all open
+//	loadgen followers -url U -body F [-n N] [-rounds R]
+//	                                              R rounds of N identical streams at once on
+//	                                              a cached route: the followers' first event
+//	                                              against their leader's
 //	loadgen table   -in rows.jsonl -out latest.md render the results table
 //
 // The request-sending subcommands take -header 'Name: value' (repeatable) to
@@ -49,7 +53,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen freeport|check|get|closed|open|streams|table [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen freeport|check|get|closed|open|followers|streams|table [flags]")
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
@@ -65,6 +69,8 @@ func main() {
 		err = cmdClosed(args)
 	case "open":
 		err = cmdOpen(args)
+	case "followers":
+		err = cmdFollowers(args)
 	case "streams":
 		err = cmdStreams(args)
 	case "table":

@@ -15,7 +15,7 @@ import (
 
 // Row is one line of the raw results file bench/run.sh writes.
 type Row struct {
-	Kind string `json:"kind"` // "scenario", "feature", "streams" or "meta"
+	Kind string `json:"kind"` // "scenario", "feature", "streams", "followers" or "meta"
 
 	// scenario
 	Upstream string  `json:"upstream"` // mock latency, e.g. "0ms"
@@ -36,6 +36,9 @@ type Row struct {
 
 	// streams
 	Streams *StreamsResult `json:"streams"`
+
+	// followers
+	Followers *FollowersResult `json:"followers"`
 
 	// meta
 	Meta map[string]any `json:"meta"`
@@ -123,7 +126,7 @@ func render(w io.Writer, rows []Row) {
 	type group struct{ upstream, mode, load string }
 	var groups []group
 	seen := map[group]bool{}
-	var streams, features []*Row
+	var streams, features, followers []*Row
 	meta := map[string]any{}
 	for i := range rows {
 		r := &rows[i]
@@ -134,6 +137,8 @@ func render(w io.Writer, rows []Row) {
 			}
 		case "streams":
 			streams = append(streams, r)
+		case "followers":
+			followers = append(followers, r)
 		case "feature":
 			features = append(features, r)
 		default:
@@ -241,10 +246,24 @@ func render(w io.Writer, rows []Row) {
 		fmt.Fprintln(w)
 	}
 
-	renderTargets(w, byKey, streams, comparisons)
+	for _, r := range followers {
+		f := r.Followers
+		fmt.Fprintln(w, "## Single-flight followers (cache on, mock events 200 ms apart, 5 identical streams at once)")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| rounds | leaders (upstream requests) | followers | errors | leader first event p50 ms | follower first event p50 ms | p99 ms | follower lag behind its leader p50 ms | max ms | stream p50 ms |")
+		fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintf(w, "| %d | %d | %d | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f |\n", f.Rounds, f.Leaders, f.Followers, f.Errors,
+			f.LeaderTTFB50, f.FollowTTFB50, f.FollowTTFB99, f.LagP50, f.LagMax, f.StreamP50)
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "A follower relays its leader's events as they arrive: its first event comes with the leader's, not when the")
+		fmt.Fprintln(w, "leader's stream (~2.2 s here) ends.")
+		fmt.Fprintln(w)
+	}
+
+	renderTargets(w, byKey, streams, comparisons, followers)
 }
 
-func renderTargets(w io.Writer, byKey map[key]*Row, streams []*Row, features []*featureComparison) {
+func renderTargets(w io.Writer, byKey map[key]*Row, streams []*Row, features []*featureComparison, followers []*Row) {
 	fmt.Fprintln(w, "## Targets (llm_router)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| target | measured | verdict |")
@@ -335,6 +354,12 @@ func renderTargets(w io.Writer, byKey map[key]*Row, streams []*Row, features []*
 		line(fmt.Sprintf("%d open streams: RSS ≤ 300 MB", s.Streams),
 			fmt.Sprintf("%s MB (%.1f KB/stream), %d/%d open, %d errors", mb(s.OpenKB), s.KBPerStream, s.Opened, s.Streams, s.Errors),
 			s.AllOpen && float64(s.OpenKB)/1024 <= 300 && s.Errors == 0, true)
+	}
+	for _, r := range followers {
+		f := r.Followers
+		line("single flight: one upstream request for 5 identical streams, each follower's first event within 50 ms of its leader's",
+			fmt.Sprintf("%d leaders in %d rounds, lag max %.2f ms (p50 %.2f), %d errors", f.Leaders, f.Rounds, f.LagMax, f.LagP50, f.Errors),
+			f.Leaders == f.Rounds && f.Followers == f.Rounds*(f.Streams-1) && f.LagMax <= 50 && f.Errors == 0, true)
 	}
 	for _, spec := range featureSpecs {
 		var c *featureComparison

@@ -100,3 +100,29 @@ func TestChatConversionsShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamToJSONKeepsEverything: log probabilities are joined across
+// chunks and the service tier kept; a member the assembly does not know
+// is an error, not something the stored answer silently loses.
+func TestStreamToJSONKeepsEverything(t *testing.T) {
+	const events = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":3,\"model\":\"m\",\"service_tier\":\"default\",\"obfuscation\":\"xy\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"logprobs\":{\"content\":[{\"token\":\"Hi\",\"logprob\":-0.1,\"bytes\":[72,105],\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":null}]}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"},\"logprobs\":{\"content\":[{\"token\":\"!\",\"logprob\":-0.2,\"bytes\":[33],\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":\"stop\"}]}\n\n" +
+		"data: [DONE]\n\n"
+	js, err := ChatStreamToJSON([]byte(events))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"id":"c","object":"chat.completion","created":3,"model":"m","service_tier":"default","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"logprobs":{"content":[{"token":"Hi","logprob":-0.1,"bytes":[72,105],"top_logprobs":[]},{"token":"!","logprob":-0.2,"bytes":[33],"top_logprobs":[]}],"refusal":null},"finish_reason":"stop"}]}`
+	if !testkit.JSONEqual(js, []byte(want)) {
+		t.Errorf("assembled\n got %s\nwant %s", js, want)
+	}
+	for _, unknown := range []string{
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"audio\":{\"data\":\"AAA\"}}}]}\n\n",
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"f\"}}}]}\n\n",
+		"data: {\"id\":\"c\",\"citations\":[\"https://example.com\"],\"choices\":[]}\n\n",
+	} {
+		if _, err := ChatStreamToJSON([]byte(unknown)); err == nil {
+			t.Errorf("ChatStreamToJSON(%q) assembled a stream with a member it would lose", unknown)
+		}
+	}
+}
