@@ -96,6 +96,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			streams        on|off
 //		}
 //		max_request_body <size>
+//		pass_response_header <field>...
 //	}
 //
 // provider and model may be repeated; a model name may be declared again
@@ -247,6 +248,13 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&r.BudgetInstance) {
 				return d.ArgErr()
 			}
+
+		case "pass_response_header":
+			fields := d.RemainingArgs()
+			if len(fields) == 0 {
+				return d.ArgErr()
+			}
+			r.PassResponseHeaders = append(r.PassResponseHeaders, fields...)
 
 		case "client_label":
 			args := d.RemainingArgs()

@@ -122,9 +122,10 @@ func TestBrokenAnswerCountsAsServerError(t *testing.T) {
 }
 
 // TestKeyNeverRelayed: a provider that echoes the request, headers
-// included, in its errors never hands the gateway's key to the client.
+// included, in its errors never hands the gateway's key to the client,
+// even in a header the config relays.
 func TestKeyNeverRelayed(t *testing.T) {
-	g := newGateway(t, defaultRouter)
+	g := newGateway(t, defaultRouter+"\tpass_response_header X-Echo-Authorization\n")
 	for _, status := range []int{400, 422, 429} {
 		for _, isStream := range both {
 			name := fmt.Sprintf("%d stream=%v", status, isStream)
@@ -403,5 +404,26 @@ func TestStreamErrorEventShape(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(data), &ev); err != nil || ev.Error.Code != codeStreamBroken || ev.Error.Message != `broke: "quoted"` {
 		t.Errorf("event %q (%v)", data, err)
+	}
+}
+
+// TestProviderHeadersNotRelayed: the provider's account, cookies and
+// infrastructure stay between it and the gateway; the headers an OpenAI
+// client reads reach the client (TestKeyNeverRelayed passes one more).
+func TestProviderHeadersNotRelayed(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	for _, stream := range both {
+		resp, body := g.post(chatBody("simple_qa", stream))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+		for _, f := range []string{"Set-Cookie", "Alt-Svc", "Openai-Organization", "Server"} {
+			if v := resp.Header.Get(f); v != "" && !(f == "Server" && v == "Caddy") {
+				t.Errorf("stream=%v: %s: %q reached the client", stream, f, v)
+			}
+		}
+		for _, f := range []string{"X-Request-Id", "Openai-Processing-Ms", "X-Ratelimit-Remaining-Requests", "Openai-Version"} {
+			if resp.Header.Get(f) == "" {
+				t.Errorf("stream=%v: %s was not relayed", stream, f)
+			}
+		}
 	}
 }

@@ -793,17 +793,46 @@ func headerValue(h http.Header, canonicalName string) string {
 	return ""
 }
 
+// clientResponseHeaders are the provider response headers an OpenAI
+// client reads (besides X-Ratelimit-*), and a stream's Cache-Control (no
+// cache between the client and the gateway): the only ones relayed unless the
+// config passes more. The rest say things about the provider's account
+// and infrastructure (Openai-Organization, Set-Cookie, Alt-Svc, Server,
+// Via, ...) that are none of the client's business.
+var clientResponseHeaders = []string{
+	"Content-Type", "Cache-Control", "X-Request-Id", "Openai-Processing-Ms", "Openai-Version",
+	"Retry-After", "Retry-After-Ms", "X-Should-Retry",
+}
+
+// relayedHeaders is the set of provider headers relayed: the client
+// headers and those the config passes, in canonical form.
+func relayedHeaders(pass []string) map[string]bool {
+	set := make(map[string]bool, len(clientResponseHeaders)+len(pass))
+	for _, f := range clientResponseHeaders {
+		set[f] = true
+	}
+	for _, f := range pass {
+		set[http.CanonicalHeaderKey(f)] = true
+	}
+	for _, f := range hopHeaders {
+		delete(set, f) // never end-to-end, whatever the config says
+	}
+	delete(set, "Content-Length")
+	return set
+}
+
 // commitHeaders writes the response headers of the attempt that answers:
-// the provider's end-to-end headers (scrubbed of provider keys) and the
+// the provider's headers a client uses (scrubbed of provider keys) and the
 // router's own.
 func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	h := ex.w.Header()
+	pass := ex.router.passHeaders
 	for f, v := range upstream {
-		h[f] = v
+		if pass[f] || strings.HasPrefix(f, "X-Ratelimit-") {
+			h[f] = v
+		}
 	}
-	removeHopHeaders(h)
 	ex.router.scrub.header(h)
-	h.Del("Content-Length")
 	ex.routerHeaders(d.name, d.provider.name)
 }
 

@@ -130,6 +130,14 @@ type Router struct {
 	// larger bodies get 413. Default: 8 MB (8,000,000 bytes).
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
+	// PassResponseHeaders are provider response headers relayed to the
+	// client besides those an OpenAI client uses (Content-Type,
+	// X-Request-Id, Openai-Processing-Ms, Openai-Version, X-Ratelimit-*,
+	// Retry-After, Retry-After-Ms, X-Should-Retry), which are always
+	// relayed. Every other provider header (Set-Cookie, Alt-Svc,
+	// Openai-Organization, Server, ...) is dropped. Default: none.
+	PassResponseHeaders []string `json:"pass_response_headers,omitempty"`
+
 	providers   map[string]*provider
 	deployments []*deployment     // in declaration order
 	modelsJSON  []byte            // the local GET /models answer
@@ -139,6 +147,7 @@ type Router struct {
 	rules       *ruleSet
 	cache       *responseCache
 	scrub       *scrubber
+	passHeaders map[string]bool // canonical names of the provider headers relayed
 	currency    Currency
 	logger      *zap.Logger
 }
@@ -432,6 +441,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 	}
 	r.buildModelAnswers()
 	r.scrub = newScrubber(r.providers)
+	r.passHeaders = relayedHeaders(r.PassResponseHeaders)
 	sync := time.Duration(r.BudgetSync)
 	for _, bc := range r.Budgets {
 		b, err := newBudget(bc, r.currency.Code)

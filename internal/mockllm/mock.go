@@ -545,6 +545,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Request-Id", "req_mock_"+strconv.Itoa(n))
 	h.Set("Openai-Version", "2020-10-01")
 	h.Set("X-Ratelimit-Remaining-Requests", "9999")
+	h.Set("Openai-Processing-Ms", "3")
+	// and what a gateway must not relay: the provider's account, its
+	// cookies and its infrastructure
+	h.Set("Openai-Organization", "org-mock-provider-account")
+	h.Set("Set-Cookie", "__cf_bm=mock-provider-cookie; path=/; HttpOnly")
+	h.Set("Alt-Svc", `h3=":443"; ma=86400`)
+	h.Set("Server", "mock-provider-edge")
 	select {
 	case s.arrived <- rec.Model:
 	default:
