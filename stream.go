@@ -22,7 +22,9 @@ var errWritingDownstream = errors.New("writing to the client")
 type streamRelay struct {
 	strip bool       // the client did not ask for usage: drop the usage-only chunk
 	api   openai.API // whose streamed text is counted, for an estimate
-	// idleTimer, when set, is rearmed for idle after every upstream event
+	// idleTimer, when set, runs for idle while the relay waits for the
+	// provider's next event, and only then: time spent writing to a slow
+	// client is the client's, never the provider's silence
 	idle      time.Duration
 	idleTimer *time.Timer
 
@@ -47,6 +49,7 @@ type streamRelay struct {
 // flight read the stream stops being written to, and the stream is read
 // on for them.
 func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.EventReader, first []byte) error {
+	s.waiting(false)
 	err := s.forward(w, first)
 	if err == nil {
 		err = flush()
@@ -58,10 +61,9 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 			}
 			w, flush, err = io.Discard, noFlush, nil
 		}
+		s.waiting(true)
 		ev, rerr := events.Next()
-		if s.idleTimer != nil {
-			s.idleTimer.Reset(s.idle)
-		}
+		s.waiting(false)
 		if rerr != nil {
 			if rerr == io.EOF {
 				return nil
@@ -73,6 +75,17 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 		}
 	}
 	return fmt.Errorf("%w: %w", errWritingDownstream, err)
+}
+
+// waiting runs the idle timer while the relay waits for the provider.
+func (s *streamRelay) waiting(on bool) {
+	switch {
+	case s.idleTimer == nil:
+	case on:
+		s.idleTimer.Reset(s.idle)
+	default:
+		s.idleTimer.Stop()
+	}
 }
 
 // forward relays one event (the caller flushes).

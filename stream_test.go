@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 	"github.com/llmrouter/caddy-llm-router/internal/testkit"
@@ -266,5 +268,36 @@ func TestRelayPreservesEventBoundaries(t *testing.T) {
 				t.Errorf("relayed %s, want %s", testkit.Short(strings.SplitAfter(out.String(), "\n")), testkit.Short(strings.SplitAfter(tc.stream, "\n")))
 			}
 		})
+	}
+}
+
+// slowWriter is a client that takes its time to read each write.
+type slowWriter struct {
+	delay time.Duration
+	buf   bytes.Buffer
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	<-time.After(w.delay) // the client's slowness, not a synchronisation
+	return w.buf.Write(p)
+}
+
+// TestRelayIdleTimerIsTheProvidersOnly: the idle timer runs while the
+// relay waits for the provider, not while it writes to a slow client.
+func TestRelayIdleTimerIsTheProvidersOnly(t *testing.T) {
+	var fired atomic.Bool
+	s := streamRelay{idle: 20 * time.Millisecond}
+	s.idleTimer = time.AfterFunc(s.idle, func() { fired.Store(true) })
+	defer s.idleTimer.Stop()
+	w := &slowWriter{delay: 60 * time.Millisecond}
+	stream := relayContent + relayContent + relayUsageOnly + relayDone
+	if err := runRelay(t, &s, w, noFlush, strings.NewReader(stream)); err != nil {
+		t.Fatal(err)
+	}
+	if fired.Load() {
+		t.Error("the idle timer fired while the relay was writing to a slow client")
+	}
+	if w.buf.String() != stream {
+		t.Errorf("relayed %q", w.buf.String())
 	}
 }
