@@ -908,7 +908,7 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 			ev = eventErrorStatus
 		}
 	}
-	d.state.observe(ev, t, d.disableBelow, cooldown, res.detail, r.logger)
+	d.state.observeSince(ev, res.started, t, d.disableBelow, cooldown, res.detail, r.logger)
 	if ev != eventSuccess {
 		if ce := r.logger.Check(zap.DebugLevel, "upstream attempt failed"); ce != nil {
 			ce.Write(zap.String("model", d.name), zap.String("provider", d.provider.name),

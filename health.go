@@ -57,6 +57,19 @@ func (e healthEvent) String() string {
 	return "unknown event"
 }
 
+// plural names several events of a kind, for log reasons.
+func (e healthEvent) plural() string {
+	switch e {
+	case eventErrorStatus:
+		return "error statuses"
+	case eventTransport:
+		return "timeouts or transport errors"
+	case eventProbeFailure:
+		return "failed probes"
+	}
+	return e.String() + "s"
+}
+
 // deployment states, as the stats API and logs name them
 const (
 	stateUp       = "up"
@@ -104,16 +117,27 @@ func (s *sharedState) logCooldownOver(v healthView, logger *zap.Logger) {
 	}
 }
 
-// observe applies a health event at t. disableBelow is the threshold of the
-// config that saw the event; cooldown the length of a rate-limit cooldown.
-// Every change of state is logged once, with its reason, after the lock is
-// released.
+// observe applies a health event at t, of something that began then (a
+// probe); observeSince is observe for an attempt that began earlier.
 func (s *sharedState) observe(ev healthEvent, t time.Time, disableBelow int, cooldown time.Duration, detail string, logger *zap.Logger) {
+	s.observeSince(ev, t, t, disableBelow, cooldown, detail, logger)
+}
+
+// observeSince applies a health event at t, of an attempt that began at
+// began. disableBelow is the threshold of the config that saw the event;
+// cooldown the length of a rate-limit cooldown. An outcome changes the score
+// but not the state (disabled or not) if its attempt began before the last
+// change of state: requests in flight when a deployment was disabled do not
+// re-enable it as they succeed, nor do failures that began before it came
+// back disable it again (no flip-flop). Every change of state is logged
+// once, with its reason, after the lock is released.
+func (s *sharedState) observeSince(ev healthEvent, began, t time.Time, disableBelow int, cooldown time.Duration, detail string, logger *zap.Logger) {
 	h := &s.health
 	h.mu.Lock()
 	before := s.viewAt(t)
 	cooled := before.cooldownUntil.IsZero() && h.coolingLogged.CompareAndSwap(true, false)
 	score := int(h.score.Load())
+	current := !began.Before(h.changedAt) // began after the last change of state
 
 	var reason string
 	switch ev {
@@ -126,8 +150,9 @@ func (s *sharedState) observe(ev healthEvent, t time.Time, disableBelow int, coo
 		}
 		h.score.Store(int32(min(maxScore, score+delta)))
 		h.streak = 0
-		if h.disabled.Load() {
+		if h.disabled.Load() && current {
 			h.disabled.Store(false)
+			h.changedAt = t
 			reason = "re-enabled by a " + ev.String()
 		}
 	case eventErrorStatus, eventTransport, eventProbeFailure:
@@ -145,9 +170,10 @@ func (s *sharedState) observe(ev healthEvent, t time.Time, disableBelow int, coo
 		}
 		h.streak++
 		h.lastError, h.lastErrorAt = detail, t
-		if !h.disabled.Load() && score <= disableBelow {
+		if !h.disabled.Load() && score <= disableBelow && current {
 			h.disabled.Store(true)
-			reason = fmt.Sprintf("disabled after %d consecutive %ss (last: %s)", h.streak, ev, detail)
+			h.changedAt = t
+			reason = fmt.Sprintf("disabled after %d consecutive %s (last: %s)", h.streak, ev.plural(), detail)
 		}
 	case eventRateLimited:
 		h.lastError, h.lastErrorAt = detail, t

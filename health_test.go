@@ -58,7 +58,7 @@ func TestHealthStateTransitions(t *testing.T) {
 	if got := logs.FilterMessage("deployment state changed").Len(); got != 1 {
 		t.Errorf("%d state-change logs, want 1", got)
 	}
-	if e := logs.All()[0]; e.ContextMap()["reason"] != "disabled after 5 consecutive timeout or transport errors (last: timeout after 30s)" ||
+	if e := logs.All()[0]; e.ContextMap()["reason"] != "disabled after 5 consecutive timeouts or transport errors (last: timeout after 30s)" ||
 		e.ContextMap()["to"] != stateDisabled || e.Level != zap.WarnLevel {
 		t.Errorf("disable log = %v %v", e.Level, e.ContextMap())
 	}
@@ -89,6 +89,47 @@ func TestHealthStateTransitions(t *testing.T) {
 	msgs := logs.FilterMessage("deployment state changed").All()
 	if len(msgs) != 2 || msgs[0].ContextMap()["reason"] != "cooldown 20s after 429" || msgs[1].ContextMap()["reason"] != "cooldown over" {
 		t.Errorf("cooldown logs: %v", msgs)
+	}
+}
+
+// TestHealthNoFlipFlop: successes of attempts that began before the
+// deployment was disabled leave it disabled, and failures that began
+// before it came back leave it enabled: one logged change each way.
+func TestHealthNoFlipFlop(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	core, logs := observer.New(zap.InfoLevel)
+	logger := zap.New(core)
+	s := newSharedState(deploymentID{"gpt-4.1", "holysheep"})
+	state := func(at time.Time) string { return s.view(at, logger).state }
+	disabledAt := t0.Add(time.Second)
+	for range 10 {
+		s.observeSince(eventErrorStatus, disabledAt, disabledAt, 30, 0, "500", logger)
+	}
+	if state(disabledAt) != stateDisabled {
+		t.Fatal("not disabled by ten 500s")
+	}
+	// requests that were in flight when it was disabled succeed afterwards
+	for i := range 10 {
+		s.observeSince(eventSuccess, t0, disabledAt.Add(time.Duration(i)*time.Millisecond), 30, 0, "", logger)
+	}
+	if state(disabledAt) != stateDisabled {
+		t.Fatal("re-enabled by requests that began before it was disabled")
+	}
+	// one that began after does re-enable it
+	back := disabledAt.Add(time.Second)
+	s.observeSince(eventSuccess, back, back, 30, 0, "", logger)
+	if state(back) != stateUp {
+		t.Fatal("not re-enabled by a request that began after it was disabled")
+	}
+	// failures that began before it came back do not disable it again
+	for range 10 {
+		s.observeSince(eventErrorStatus, disabledAt, back.Add(time.Millisecond), 30, 0, "500", logger)
+	}
+	if state(back) != stateUp {
+		t.Fatal("disabled again by failures that began before it came back")
+	}
+	if got := logs.FilterMessage("deployment state changed").Len(); got != 2 {
+		t.Errorf("%d state changes logged, want 2 (disabled, re-enabled)", got)
 	}
 }
 

@@ -57,6 +57,7 @@ type healthState struct {
 	lastErrorAt time.Time
 	streak      int         // consecutive failures
 	streakEvent healthEvent // of this kind, for log reasons
+	changedAt   time.Time   // the last change between disabled and enabled
 }
 
 func newSharedState(id deploymentID) *sharedState {
