@@ -2,12 +2,14 @@ package llmrouter
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -330,52 +332,88 @@ type attemptResult struct {
 }
 
 // run tries the candidates in order until one answers or the budget is
-// spent, then answers the client.
+// spent, then answers the client. When every candidate in rotation has
+// failed and try_duration has time left, the disabled ones are tried too,
+// best score first, as a last resort before the 503: a deployment
+// disabled a moment ago may well have recovered, and a 503 helps no one.
 func (ex *exchange) run(p plan) {
 	r := ex.router
 	candidates, skipped := p.order(now(), nil, r.logger)
 	maxAttempts := r.Failover.MaxAttempts
-	if maxAttempts <= 0 || maxAttempts > len(candidates) {
-		maxAttempts = len(candidates)
+	if maxAttempts <= 0 {
+		maxAttempts = len(candidates) + len(skipped)
 	}
 	tryDuration := time.Duration(r.Failover.TryDuration)
 	start := now() // after any wait for a flight that failed: a try budget of its own
 
 	var failed *deployment // the previous attempt's, when it failed
 	var failedOutcome outcome
-	for i, d := range candidates {
-		if i >= maxAttempts {
+	try := func(d *deployment, lastResort bool) (done bool) {
+		if ex.attempts >= maxAttempts {
 			ex.failures = append(ex.failures, d.label()+": skipped, over max_attempts "+strconv.Itoa(maxAttempts))
-			continue
+			return false
 		}
-		if i > 0 && now().Sub(start) >= tryDuration {
+		if ex.attempts > 0 && now().Sub(start) >= tryDuration {
 			ex.failures = append(ex.failures, d.label()+": skipped, try_duration "+tryDuration.String()+" spent")
-			continue
+			return false
 		}
 		if failed != nil {
 			failed.metrics.failovers[failedOutcome.index()].Inc()
+		}
+		if lastResort {
+			d.metrics.lastResort.Inc()
 		}
 		ex.attempts++
 		res := ex.attempt(d)
 		ex.observeAttempt(d, &res)
 		if res.committed {
 			ex.answered, ex.status, ex.abort = d, res.status, res.broken
-			return
+			return true
 		}
 		if res.outcome == outcomeCanceled {
 			ex.status = 499 // the client went away: nobody to answer
+			return true
+		}
+		detail := res.detail
+		if lastResort {
+			detail = "(last resort, disabled) " + detail
+		}
+		ex.failures = append(ex.failures, d.label()+": "+detail)
+		failed, failedOutcome = d, res.outcome
+		return false
+	}
+	for _, d := range candidates {
+		if try(d, false) {
 			return
 		}
-		ex.failures = append(ex.failures, d.label()+": "+res.detail)
-		failed, failedOutcome = d, res.outcome
 	}
-	for _, s := range skipped {
-		ex.failures = append(ex.failures, s.d.label()+": skipped, "+s.why)
+	for _, s := range lastResortFirst(skipped) {
+		if s.disabled && try(s.d, true) {
+			return
+		}
+		if !s.disabled {
+			ex.failures = append(ex.failures, s.d.label()+": skipped, "+s.why)
+		}
 	}
 	if ex.cache.stale != nil && ex.serveCached(ex.cache.stale, cacheStale, now()) {
 		return
 	}
 	ex.unavailable(p)
+}
+
+// lastResortFirst orders the candidates left out of rotation for the last
+// resort: the disabled ones by score, best first (stable), then the rest.
+func lastResortFirst(out []skipped) []skipped {
+	slices.SortStableFunc(out, func(a, b skipped) int {
+		if a.disabled != b.disabled {
+			if a.disabled {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(b.score, a.score)
+	})
+	return out
 }
 
 // attempt sends the request to one deployment. It commits a response only

@@ -51,26 +51,54 @@ func TestDisabledDeploymentSkipped(t *testing.T) {
 	}
 
 	// now gemini's connections reset until it is disabled: 100 -> 25 in
-	// five, lower than deepseek's 30
+	// five; each time, disabled deepseek is tried as a last resort, and
+	// its 500s take it from 30 to 0
 	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Reset: true})
 	for range 5 {
+		resp, _ := g.post(chatBody("simple_qa", false))
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-LLM-Attempts") != "2" {
+			t.Fatalf("status %d after %s attempts, want 503 after 2 (the last resort included)", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"))
+		}
+	}
+	if d, m := statsFor(t, g, "deepseek-v3.2", "primary"), statsFor(t, g, "gemini-2.5-flash", "primary"); d.State != stateDisabled || m.State != stateDisabled || d.HealthScore != 0 || m.HealthScore != 25 {
+		t.Fatalf("deepseek %s %d, gemini %s %d; want both disabled at 0 and 25", d.State, d.HealthScore, m.State, m.HealthScore)
+	}
+	// both disabled: both are tried anyway, healthiest (gemini) first,
+	// and the request succeeds when one answers
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
+	g.primary.Set("deepseek-chat", mockllm.Behavior{})
+	resp, body = g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 2)
+	reqs := g.primary.Requests()
+	if last := reqs[len(reqs)-2]; last.Model != "gemini-2.5-flash" {
+		t.Errorf("healthiest first: tried %s before deepseek", last.Model)
+	}
+	// the success re-enabled deepseek: the next request goes straight to it
+	resp, body = g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+}
+
+// TestLastResort: with one candidate disabled (its fault has just
+// cleared) and the other stalling, the disabled one is tried before a 503,
+// answers, and is counted as a last resort.
+func TestLastResort(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 7})
+	for range 7 {
 		g.post(chatBody("simple_qa", false))
 	}
-	if d, m := statsFor(t, g, "deepseek-v3.2", "primary"), statsFor(t, g, "gemini-2.5-flash", "primary"); d.State != stateDisabled || m.State != stateDisabled || d.HealthScore != 30 || m.HealthScore != 25 {
-		t.Fatalf("deepseek %s %d, gemini %s %d; want both disabled at 30 and 25", d.State, d.HealthScore, m.State, m.HealthScore)
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateDisabled {
+		t.Fatalf("deepseek %s after seven 500s, want disabled", st.State)
 	}
-	// both disabled: both are tried anyway, healthiest (deepseek) first,
-	// and the request succeeds when one answers
-	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{})
-	resp, body = g.post(chatBody("simple_qa", false))
-	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
-	reqs := g.primary.Requests()
-	if last := reqs[len(reqs)-2]; last.Model != "deepseek-chat" {
-		t.Errorf("healthiest first: tried %s before gemini", last.Model)
+	before := scrape(t)
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Hang: true, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 2)
+	after := scrape(t)
+	const series = `caddy_llm_router_last_resort_attempts_total{model="deepseek-v3.2",provider="primary"}`
+	if d := after[series] - before[series]; d != 1 {
+		t.Errorf("%s +%v, want 1", series, d)
 	}
-	// the success re-enabled gemini: the next request goes straight to it
-	resp, body = g.post(chatBody("simple_qa", false))
-	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 1)
 }
 
 func TestActiveProbes(t *testing.T) {

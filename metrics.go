@@ -21,6 +21,7 @@ type routerMetrics struct {
 	estimated   *prometheus.CounterVec   // model, provider, type
 	cost        *prometheus.CounterVec   // model, provider, currency, client
 	failovers   *prometheus.CounterVec   // model, provider, reason
+	lastResort  *prometheus.CounterVec   // model, provider
 	unavailable *prometheus.CounterVec   // route
 	ruleCost    *prometheus.CounterVec   // route, when
 	inFlight    *prometheus.GaugeVec     // model, provider
@@ -85,6 +86,9 @@ func newRouterMetrics() *routerMetrics {
 		failovers: counter("failovers_total",
 			"Attempts after which the router moved on to the next candidate, by the deployment failed over from and why.",
 			"model", "provider", "reason"),
+		lastResort: counter("last_resort_attempts_total",
+			"Attempts on a disabled deployment after every enabled candidate of the request failed (a last resort before 503), by deployment.",
+			"model", "provider"),
 		unavailable: counter("unavailable_total",
 			"Requests answered 503 all_models_unavailable, by route.",
 			"route"),
@@ -131,7 +135,7 @@ func newRouterMetrics() *routerMetrics {
 func (m *routerMetrics) register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		m.requests, m.attempts, m.duration, m.ttft, m.tokens, m.estimated, m.cost,
-		m.failovers, m.unavailable, m.ruleCost, m.inFlight, &m.health,
+		m.failovers, m.lastResort, m.unavailable, m.ruleCost, m.inFlight, &m.health,
 		m.budgetActions, m.budgetSyncFailures, &m.budgets,
 		m.cacheRequests, m.cacheSaved, &m.caches,
 	} {
@@ -149,12 +153,13 @@ func (m *routerMetrics) register(reg prometheus.Registerer) error {
 // resolved once at provision so the request path does no label lookups
 // (those of a client label once per client).
 type deploymentMetrics struct {
-	attempts  [outcomeCount]prometheus.Counter
-	failovers [outcomeCount]prometheus.Counter
-	duration  prometheus.Observer
-	ttft      prometheus.Observer
-	inFlight  prometheus.Gauge
-	spend     *spendMetrics // with client ""
+	attempts   [outcomeCount]prometheus.Counter
+	failovers  [outcomeCount]prometheus.Counter
+	lastResort prometheus.Counter
+	duration   prometheus.Observer
+	ttft       prometheus.Observer
+	inFlight   prometheus.Gauge
+	spend      *spendMetrics // with client ""
 	// the estimated part of the tokens: input, output
 	estimatedIn, estimatedOut prometheus.Counter
 
@@ -172,10 +177,11 @@ type spendMetrics struct {
 
 func (m *routerMetrics) forDeployment(model, provider, currency string) *deploymentMetrics {
 	dm := &deploymentMetrics{
-		duration: m.duration.WithLabelValues(model, provider),
-		ttft:     m.ttft.WithLabelValues(model, provider),
-		inFlight: m.inFlight.WithLabelValues(model, provider),
-		model:    model, provider: provider, currency: currency,
+		duration:   m.duration.WithLabelValues(model, provider),
+		ttft:       m.ttft.WithLabelValues(model, provider),
+		inFlight:   m.inFlight.WithLabelValues(model, provider),
+		lastResort: m.lastResort.WithLabelValues(model, provider),
+		model:      model, provider: provider, currency: currency,
 		estimatedIn:  m.estimated.WithLabelValues(model, provider, "input"),
 		estimatedOut: m.estimated.WithLabelValues(model, provider, "output"),
 	}

@@ -213,8 +213,10 @@ func (rt *routing) known(routeHeader, model string) (route, modelName string) {
 
 // skipped is a candidate left out of a request's attempts, and why.
 type skipped struct {
-	d   *deployment
-	why string
+	d        *deployment
+	why      string
+	disabled bool // rather than cooling down: a last resort (exchange.run)
+	score    int
 }
 
 // order turns a plan into the deployments to try, in order: each group
@@ -253,9 +255,9 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) ([]*deploym
 			switch views[i].state {
 			case stateCooldown:
 				left := (views[i].cooldownUntil.Sub(t) + time.Second - 1) / time.Second * time.Second
-				skip = append(skip, skipped{d, "cooling down for " + left.String()})
+				skip = append(skip, skipped{d: d, why: "cooling down for " + left.String()})
 			case stateDisabled:
-				skip = append(skip, skipped{d, "disabled (score " + strconv.Itoa(views[i].score) + ")"})
+				skip = append(skip, skipped{d: d, why: "disabled (score " + strconv.Itoa(views[i].score) + ")", disabled: true, score: views[i].score})
 			}
 		}
 		return up, skip
