@@ -41,7 +41,8 @@ type budgetLedger struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	lastSync atomic.Pointer[syncResult]
-	prunedAt string       // the hour window of the last prune (sync only)
+	syncing  sync.Mutex   // held by the sync in progress (budgetLedger.sync)
+	prunedAt string       // the hour window of the last prune (under syncing)
 	syncs    atomic.Int64 // successful syncs
 	failures atomic.Int64
 	actions  [actionCount]atomic.Int64
@@ -140,7 +141,7 @@ func (l *budgetLedger) startSync(st certmagic.Storage, where string, interval ti
 	// is no increase to Prometheus, and the alert on sync failures would
 	// miss the first ones
 	metrics.budgetSyncFailures.WithLabelValues(l.name)
-	if err := l.sync(context.Background(), now(), false); err != nil {
+	if err := l.boundedSync(); err != nil {
 		l.syncFailed(err)
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
@@ -170,8 +171,11 @@ func releaseLedger(b *budget) {
 func (l *budgetLedger) Destruct() error {
 	if l.cancel != nil {
 		l.cancel()
-		<-l.done
-		if err := l.sync(context.Background(), now(), false); err != nil {
+		select {
+		case <-l.done:
+		case <-time.After(storageTimeout): // a sync hung on the storage: go on
+		}
+		if err := l.boundedSync(); err != nil {
 			l.syncFailed(err)
 		}
 	}
@@ -179,6 +183,13 @@ func (l *budgetLedger) Destruct() error {
 		l.who.release()
 	}
 	return nil
+}
+
+// boundedSync is the sync of a config load or unload: bounded by
+// storageTimeout (storageIO), since Caddy holds its config lock.
+func (l *budgetLedger) boundedSync() error {
+	_, err := storageIO(func(ctx context.Context) (struct{}, error) { return struct{}{}, l.sync(ctx, now(), false) })
+	return err
 }
 
 // owner is the budget whose settings apply: the oldest loaded config's.

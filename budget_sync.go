@@ -80,6 +80,13 @@ func (l *budgetLedger) sync(ctx context.Context, t time.Time, prune bool) error 
 	if l.storage == nil {
 		return nil
 	}
+	// one sync at a time: one that outlived its deadline on a storage that
+	// does not answer may still be running (storageIO); the spend it took
+	// is written by it, or given back when it fails
+	if !l.syncing.TryLock() {
+		return nil
+	}
+	defer l.syncing.Unlock()
 	var errs []error
 	var windows [periodCount]window
 	for p := range periodCount {
@@ -273,10 +280,44 @@ func loadInstanceFile(ctx context.Context, s certmagic.Storage, key string) (ins
 // (and override): every budget of the process writes its files under it.
 var budgetInstances = caddy.NewUsagePool()
 
-// storageTimeout bounds one storage operation of a config load, so that a
-// storage that does not answer cannot hang a load (which holds Caddy's
-// config lock).
-const storageTimeout = 5 * time.Second
+// storageTimeout bounds each storage step of a config load or unload (the
+// identity, the key secret, the first and last sync), so that a storage
+// that does not answer cannot hang a load or a stop, which hold Caddy's
+// config lock.
+var storageTimeout = 5 * time.Second
+
+// errStorageTimeout is a storage step that did not end by its deadline.
+var errStorageTimeout = errors.New("the storage did not answer in time")
+
+// storageIO runs op with a context that ends after storageTimeout, and
+// returns by then even if the storage ignores its context: op then goes on
+// in the background, its result dropped, and the load or unload goes on
+// without it (fail open, as a failed sync does).
+func storageIO[T any](op func(ctx context.Context) (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	done := make(chan result, 1)
+	go func() {
+		defer cancel()
+		defer func() {
+			if v := recover(); v != nil {
+				done <- result{err: fmt.Errorf("storage panicked: %v", v)}
+			}
+		}()
+		v, err := op(ctx)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("%w (%s)", errStorageTimeout, storageTimeout)
+	}
+}
 
 // budgetInstance is the identity under which a process writes its budget
 // spend: unique among the processes that share the storage, even when they
@@ -302,7 +343,7 @@ func acquireInstance(storage certmagic.Storage, where, override string, logger *
 	key := where + "\x00" + override
 	v, _, err := budgetInstances.LoadOrNew(key, func() (caddy.Destructor, error) {
 		bi := &budgetInstance{storage: storage, key: key}
-		secret, err := fleetSecret(storage)
+		secret, err := storageIO(func(ctx context.Context) ([]byte, error) { return fleetSecret(ctx, storage) })
 		if err != nil {
 			// fail open, as a sync does: this process's keys will not
 			// match the fleet's until a restart can read the secret
@@ -329,20 +370,24 @@ func acquireInstance(storage certmagic.Storage, where, override string, logger *
 				zap.String("instance", bi.id))
 			return bi, nil
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-		defer cancel()
-		for slot := 0; slot < 64; slot++ {
-			name := "llm_router_instance_" + base + "_" + strconv.Itoa(slot)
-			got, err := locker.TryLock(ctx, name)
-			if err != nil {
-				logger.Warn("could not lock a budget identity slot; using the host and instance ID alone",
-					zap.String("instance", bi.id), zap.Error(err))
-				return bi, nil
+		slot, err := storageIO(func(ctx context.Context) (int, error) {
+			for slot := 0; slot < 64; slot++ {
+				got, err := locker.TryLock(ctx, slotLock(base, slot))
+				if err != nil || got {
+					return slot, err
+				}
 			}
-			if got {
-				bi.id, bi.lock = base+"-"+strconv.Itoa(slot), name
-				break
-			}
+			return -1, nil
+		})
+		switch {
+		case err != nil:
+			// a slot the storage locks after the deadline stays locked
+			// until its lock goes stale: the next start takes another
+			logger.Warn("could not lock a budget identity slot; using the host and instance ID alone",
+				zap.String("instance", bi.id), zap.Error(err))
+			return bi, nil
+		case slot >= 0:
+			bi.id, bi.lock = base+"-"+strconv.Itoa(slot), slotLock(base, slot)
 		}
 		logger.Info("budget ledger identity", zap.String("instance", bi.id))
 		return bi, nil
@@ -353,6 +398,11 @@ func acquireInstance(storage certmagic.Storage, where, override string, logger *
 	return v.(*budgetInstance), nil
 }
 
+// slotLock names the storage lock of an identity slot.
+func slotLock(base string, slot int) string {
+	return "llm_router_instance_" + base + "_" + strconv.Itoa(slot)
+}
+
 // keySecretPath holds the secret that keys the hash of budget key values,
 // the same for every process that shares the storage.
 const keySecretPath = "llm_router/budget_key_secret"
@@ -360,16 +410,14 @@ const keySecretPath = "llm_router/budget_key_secret"
 // fleetSecret loads the fleet's key secret from storage, making it (under
 // a storage lock, so that two processes starting together agree) when
 // there is none.
-func fleetSecret(storage certmagic.Storage) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-	defer cancel()
+func fleetSecret(ctx context.Context, storage certmagic.Storage) ([]byte, error) {
 	if b, err := storage.Load(ctx, keySecretPath); err == nil && len(b) >= 32 {
 		return b, nil
 	}
 	if err := storage.Lock(ctx, "llm_router_budget_key_secret"); err != nil {
 		return nil, fmt.Errorf("locking the budget key secret: %w", err)
 	}
-	defer func() { _ = storage.Unlock(context.Background(), "llm_router_budget_key_secret") }()
+	defer func() { _ = storage.Unlock(ctx, "llm_router_budget_key_secret") }()
 	if b, err := storage.Load(ctx, keySecretPath); err == nil && len(b) >= 32 {
 		return b, nil
 	}
@@ -401,9 +449,8 @@ func (bi *budgetInstance) Destruct() error {
 	if bi.lock == "" {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
-	defer cancel()
-	return bi.storage.Unlock(ctx, bi.lock)
+	_, err := storageIO(func(ctx context.Context) (struct{}, error) { return struct{}{}, bi.storage.Unlock(ctx, bi.lock) })
+	return err
 }
 
 // safeName keeps letters, digits, '.', '-' and '_' of a name for a storage
