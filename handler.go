@@ -339,6 +339,7 @@ type attemptResult struct {
 func (ex *exchange) run(p plan) {
 	r := ex.router
 	candidates, skipped := p.order(now(), nil, r.logger)
+	ex.homeFirst(candidates) // a Responses continuation goes where its response is
 	maxAttempts := r.Failover.MaxAttempts
 	if maxAttempts <= 0 {
 		maxAttempts = len(candidates) + len(skipped)
@@ -464,6 +465,11 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 	res.status = resp.StatusCode
 	var relay bool
 	res.outcome, relay = classifyStatus(resp.StatusCode)
+	if !relay && ex.namesRequestResource(resp.StatusCode, payload) {
+		// the stored response the request continues is not there: the
+		// client's error, whichever deployment is asked
+		res.outcome, relay = outcomeClientError, true
+	}
 	if !relay {
 		if res.outcome == outcomeRateLimited {
 			res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
@@ -490,6 +496,9 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 		cost := ex.observeUsage(d, u)
 		if resp.StatusCode == http.StatusOK {
 			ex.cache.keepAnswer(d, payload, cost)
+		}
+		if ex.ep == responsesEndpoint {
+			rememberResponse(openai.ResponseID(payload), d)
 		}
 	} else {
 		payload = ex.router.scrub.bytes(payload)
@@ -595,7 +604,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	ex.commitHeaders(d, resp.Header)
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
-	relay := streamRelay{strip: ex.body.StripUsage(), api: ex.ep.api()}
+	relay := streamRelay{strip: ex.body.StripUsage(), api: ex.ep.api(), wantID: ex.ep == responsesEndpoint}
 	if f := ex.cache.flight; f != nil && ex.cache.store {
 		f.startStream(d.name, d.provider.name)
 		relay.flight = f
@@ -606,6 +615,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		defer relay.idleTimer.Stop()
 	}
 	err = relay.relay(ex.w, rc.Flush, events, first)
+	rememberResponse(relay.responseID, d)
 
 	if relay.usage != nil {
 		cost := ex.observeUsage(d, *relay.usage)

@@ -34,6 +34,11 @@ type streamRelay struct {
 	// more.
 	flight *cacheFlight
 
+	// wantID: a Responses API stream, whose response id (responseID,
+	// from its first events) the router remembers (response_homes.go)
+	wantID     bool
+	responseID string
+
 	usage  *usage
 	done   bool  // saw [DONE]
 	chars  int64 // characters of text streamed, to estimate usage
@@ -95,6 +100,11 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		s.flight = nil
 	}
 	data := openai.EventData(ev)
+	if s.wantID {
+		if s.responseID = openai.ResponseID(data); s.responseID != "" {
+			s.wantID = false
+		}
+	}
 	s.chars += openai.StreamTextChars(s.api, data)
 	if bytes.Equal(data, openai.DoneData) {
 		s.done = true

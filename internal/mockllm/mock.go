@@ -17,7 +17,9 @@ package mockllm
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,6 +179,7 @@ type Server struct {
 	canceled chan string
 	arrived  chan string
 	nextID   atomic.Int64
+	tag      string // in this server's response ids, so that two mocks never make the same one
 
 	mu         sync.Mutex
 	requireKey string
@@ -185,6 +188,7 @@ type Server struct {
 	known      map[string]struct{}
 	requests   []Request
 	served     map[string]Usage
+	responses  map[string]struct{} // the ids of the responses it made
 }
 
 // New returns a healthy mock with no API key requirement.
@@ -202,6 +206,10 @@ func (s *Server) init() {
 		s.behaviors = map[string]*entry{}
 		s.known = map[string]struct{}{}
 		s.served = map[string]Usage{}
+		s.responses = map[string]struct{}{}
+		var tag [3]byte
+		_, _ = rand.Read(tag[:])
+		s.tag = hex.EncodeToString(tag[:]) + "_"
 		s.mu.Unlock()
 	})
 }
@@ -821,6 +829,27 @@ func (c *call) writeErrorAs(status int, ctype, msg, typ string, code any) {
 	h.Set("Content-Length", fmt.Sprint(len(js)))
 	c.w.WriteHeader(status)
 	_, _ = c.w.Write(js)
+}
+
+// notFoundParam answers 404 with an envelope that names the parameter, as
+// OpenAI does for a resource the request names.
+func (c *call) notFoundParam(msg, param, code string) {
+	js, _ := json.Marshal(map[string]any{"error": map[string]any{
+		"message": msg, "type": "invalid_request_error", "param": param, "code": code}})
+	js = append(c.styled(js), '\n')
+	h := c.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", fmt.Sprint(len(js)))
+	c.w.WriteHeader(http.StatusNotFound)
+	_, _ = c.w.Write(js)
+}
+
+// madeResponse reports whether the server made the response id.
+func (s *Server) madeResponse(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.responses[id]
+	return ok
 }
 
 func (c *call) badRequest(msg string, code any) {
@@ -1445,6 +1474,12 @@ func (c *call) responses(body []byte) {
 		c.badRequest(badJSON, nil)
 		return
 	}
+	var prev string
+	if json.Unmarshal(req.PreviousResponseID, &prev) == nil && prev != "" && !c.s.madeResponse(prev) {
+		// as OpenAI answers a continuation of a response it does not have
+		c.notFoundParam(fmt.Sprintf("Previous response with id '%s' not found.", prev), "previous_response_id", "previous_response_not_found")
+		return
+	}
 	b := c.take(req.Model)
 	if !c.preamble(b, req.Stream && c.sse()) {
 		return
@@ -1456,7 +1491,10 @@ func (c *call) responses(body []byte) {
 	}
 	n := answerLength(b, req.MaxOutputTokens)
 	seq := c.s.nextID.Add(1)
-	id, msgID := fmt.Sprintf("resp_mock_%d", seq), fmt.Sprintf("msg_mock_%d", seq)
+	id, msgID := fmt.Sprintf("resp_mock_%s%d", c.s.tag, seq), fmt.Sprintf("msg_mock_%d", seq)
+	c.s.mu.Lock()
+	c.s.responses[id] = struct{}{}
+	c.s.mu.Unlock()
 	served := Usage{Prompt: input, Completion: n, Cached: b.CachedTokens, Requests: 1}
 	text := answerText(n)
 

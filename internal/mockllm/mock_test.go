@@ -1564,6 +1564,7 @@ func TestPythonJSONMode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			plain, py := New(), New()
+			py.tag = plain.tag // the same response ids
 			plain.Set("m", tc.b)
 			pb := tc.b
 			pb.PythonJSON = true

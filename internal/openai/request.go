@@ -75,6 +75,10 @@ type Request struct {
 	Temperature  float64 // -1 when absent
 	HasTools     bool    // tools or functions are given
 	JSONMode     bool    // response_format asks for JSON
+	// PreviousResponseID is the Responses API's previous_response_id: the
+	// stored response this one continues, which only the provider that
+	// made it knows; "" when absent or null
+	PreviousResponseID string
 
 	// The input, for routing rules and estimates.
 	Messages      int64 // chat messages, Responses input items, prompts, embedding inputs
@@ -170,6 +174,10 @@ func (r *Request) Parse(raw []byte, api API) error {
 			err = r.readTemperature(s)
 		case "user":
 			err = readString(s, "user")
+		case "previous_response_id":
+			if err = readString(s, canon); err == nil && api == Responses && s.b[vstart] == '"' {
+				r.PreviousResponseID = strings.Clone(text(s.b[vstart:s.i]))
+			}
 		case "tools", "functions":
 			err = r.readTools(s, canon, depth)
 		case "response_format":
@@ -258,7 +266,7 @@ var actedOn = func() map[string]string {
 	m := map[string]string{}
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
-		"max_output_tokens", "temperature", "user"} {
+		"max_output_tokens", "temperature", "user", "previous_response_id"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
 	return m

@@ -1,6 +1,9 @@
 package openai
 
-import "bytes"
+import (
+	"bytes"
+	"strings"
+)
 
 // Usage is what one answer consumed, as the provider reported it, or as
 // estimated (Estimated) when it reported nothing.
@@ -165,4 +168,24 @@ func textChars(keys *[Responses + 1][]byte, api API, data []byte) int64 {
 			n += StringChars(data[v+1:])
 		}
 	}
+}
+
+// ResponseID is the id of a Responses API answer: the top-level "id" of a
+// response object, or that of the "response" a stream event carries
+// (response.created and the ones after it); "" when there is none.
+func ResponseID(data []byte) string {
+	var id string
+	ForEachMember(data, func(key, val []byte) {
+		switch string(key) {
+		case "id":
+			if id == "" && val[0] == '"' {
+				id = strings.Clone(text(val))
+			}
+		case "response":
+			if val[0] == '{' {
+				id = ResponseID(val)
+			}
+		}
+	})
+	return id
 }
