@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/dustin/go-humanize"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
@@ -40,6 +41,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			header     <field> <value>
 //			verify_key
 //			stream_usage on|off
+//			transport http {
+//				<reverse_proxy's transport http subdirectives>
+//			}
 //		}
 //		model <name> {
 //			provider  <provider>
@@ -319,7 +323,7 @@ var (
 	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}
-	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage"}
+	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage", "transport"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
 	healthSubdirectives   = []string{"interval", "timeout", "prompt", "probe_body", "disable_below", "skip_if_active"}
 	failoverSubdirectives = []string{"max_attempts", "try_duration", "first_byte_timeout", "stream_idle_timeout", "cooldown", "max_cooldown"}
@@ -385,6 +389,23 @@ func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
 				return err
 			}
 			p.NoStreamUsage = !on
+		case "transport":
+			// reverse_proxy's own: `transport http { ... }`, read by its
+			// module, so that every subdirective means what it means there
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() != "http" {
+				return d.Errf("provider transport must be http (Caddy's HTTP transport), got %q", d.Val())
+			}
+			if p.Transport != nil {
+				return d.Err("transport already specified")
+			}
+			unm, err := caddyfile.UnmarshalModule(d, "http.reverse_proxy.transport.http")
+			if err != nil {
+				return err
+			}
+			p.Transport = unm.(*reverseproxy.HTTPTransport)
 		default:
 			return unrecognized(d, "provider", providerSubdirectives)
 		}

@@ -637,7 +637,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		// the stream broke after the response was committed: nothing
 		// else can be sent in its place, so the client is told, in a
 		// form the SDKs raise, and the response is aborted
-		res.outcome, res.detail = outcomeConnectError, "stream broke: "+unwrapURLError(err).Error()
+		res.outcome, res.detail = outcomeConnectError, "stream broke: "+transportErrorText(err)
 		if errors.Is(context.Cause(ctx), errStreamIdle) {
 			res.outcome, res.detail = outcomeTimeout, fmt.Sprintf("stream silent for %s", relay.idle)
 		}
@@ -694,7 +694,7 @@ func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, er
 		res.detail = fmt.Sprintf("timeout after %s", now().Sub(res.started).Round(time.Millisecond))
 	default:
 		res.outcome = outcomeConnectError
-		res.detail = unwrapURLError(err).Error()
+		res.detail = transportErrorText(err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
@@ -186,6 +187,15 @@ type Provider struct {
 	// stream_options.include_usage and strips the usage chunk from clients
 	// that did not ask for it). Caddyfile: `stream_usage off`.
 	NoStreamUsage bool `json:"no_stream_usage,omitempty"`
+
+	// Transport makes the provider's connections: Caddy's HTTP transport,
+	// the module behind reverse_proxy's `transport http`, with all its
+	// settings (TLS: trusted CAs, client certificates, server name,
+	// versions; dial and keep-alive; resolvers; forward_proxy_url; HTTP
+	// versions). Default: that transport with the router's pool sizes (512
+	// idle connections a host, 1024 in all, idle for 90s) and a 10s dial
+	// timeout; an HTTPS upstream negotiates HTTP/2.
+	Transport *reverseproxy.HTTPTransport `json:"transport,omitempty"`
 }
 
 // Model is one deployment: a model name served by one provider.
@@ -386,7 +396,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	r.providers = make(map[string]*provider, len(r.Providers))
 	for _, pc := range r.Providers {
-		p, err := newProvider(pc, repl, r.logger)
+		p, err := newProvider(ctx, pc, repl, r.logger)
 		if err != nil {
 			return err
 		}

@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
@@ -34,7 +36,7 @@ type provider struct {
 }
 
 // newProvider resolves placeholders and builds the provider's transport.
-func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provider, error) {
+func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provider, error) {
 	subj := "provider " + pc.Name
 	base := strings.TrimRight(repl.ReplaceKnown(pc.BaseURL, ""), "/")
 	u, err := url.Parse(base)
@@ -42,6 +44,10 @@ func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provi
 		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", base)
 	}
 	key := strings.TrimSpace(repl.ReplaceKnown(pc.APIKey, ""))
+	transport, err := newTransport(ctx, pc.Transport)
+	if err != nil {
+		return nil, cfgErr(subj, "transport: %v", err)
+	}
 	p := &provider{
 		name:        pc.Name,
 		baseURL:     base,
@@ -49,7 +55,7 @@ func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provi
 		fingerprint: keyFingerprint(key),
 		timeout:     time.Duration(pc.Timeout),
 		headers:     make(http.Header, len(pc.Headers)),
-		transport:   newTransport(),
+		transport:   transport,
 	}
 	if pc.NoStreamUsage {
 		p.streamUsage = openai.NoStreamOptions
@@ -77,21 +83,52 @@ func newProvider(pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provi
 	return p, nil
 }
 
-// newTransport is the upstream transport of one provider: keep-alive pools
-// large enough for a busy gateway, and no response header timeout of its own
-// (each attempt's context carries the deadline).
-func newTransport() *http.Transport {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
+// The router's transport defaults, where Caddy's would suit a gateway
+// less: keep-alive pools large enough for a busy one (Caddy keeps 32 idle
+// connections a host), and a dial timeout for providers across the
+// internet.
+const (
+	defaultMaxIdlePerHost = 512
+	defaultMaxIdle        = 1024
+	defaultIdleTimeout    = 90 * time.Second
+	defaultDialTimeout    = 10 * time.Second
+	defaultTLSHandshake   = 10 * time.Second
+)
+
+// newTransport builds the upstream transport of one provider with Caddy's
+// HTTP transport (reverse_proxy's `transport http`), configured by cfg
+// (nil: the defaults), with the router's pool sizes where cfg sets none.
+// There is no response header timeout of its own: each attempt's context
+// carries the deadline.
+func newTransport(ctx caddy.Context, cfg *reverseproxy.HTTPTransport) (*http.Transport, error) {
+	ht := cfg
+	if ht == nil {
+		ht = new(reverseproxy.HTTPTransport)
 	}
+	if ht.KeepAlive == nil {
+		ht.KeepAlive = new(reverseproxy.KeepAlive)
+	}
+	ka := ht.KeepAlive
+	if ka.MaxIdleConnsPerHost == 0 {
+		ka.MaxIdleConnsPerHost = defaultMaxIdlePerHost
+	}
+	if ka.MaxIdleConns == 0 {
+		ka.MaxIdleConns = defaultMaxIdle
+	}
+	if ka.IdleConnTimeout == 0 {
+		ka.IdleConnTimeout = caddy.Duration(defaultIdleTimeout)
+	}
+	if ht.DialTimeout == 0 {
+		ht.DialTimeout = caddy.Duration(defaultDialTimeout)
+	}
+	if err := ht.Provision(ctx); err != nil {
+		return nil, err
+	}
+	t := ht.Transport
+	if t.TLSHandshakeTimeout == 0 {
+		t.TLSHandshakeTimeout = defaultTLSHandshake
+	}
+	return t, nil
 }
 
 // verifyKey asks the provider to list models with the configured key and
@@ -160,6 +197,29 @@ func keyHash(key string) string {
 
 // unwrapURLError drops the url.Error wrapper: its URL may carry query
 // parameters a provider treats as secret, and it only repeats the address.
+// transportErrorText says what kind of failure a transport error was, for
+// the 503 message and logs, without the addresses Go's network errors
+// carry (the deployment's name says which provider it was): "dial:
+// connection refused", "read: connection reset by peer", "DNS lookup
+// failed: no such host", or a TLS error's own text.
+func transportErrorText(err error) string {
+	err = unwrapURLError(err)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "DNS lookup failed: " + dnsErr.Err
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		cause := opErr.Err
+		var se *os.SyscallError
+		if errors.As(cause, &se) {
+			cause = se.Err
+		}
+		return opErr.Op + ": " + cause.Error()
+	}
+	return err.Error()
+}
+
 func unwrapURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {

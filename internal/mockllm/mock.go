@@ -150,6 +150,8 @@ type Behavior struct {
 type Request struct {
 	// Method and Path are the HTTP method and URL path.
 	Method, Path string
+	// Proto is the protocol the request came in, e.g. "HTTP/2.0".
+	Proto string
 	// Header is a copy of the request headers.
 	Header http.Header
 	// Body is the raw request body.
@@ -530,7 +532,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case modelPathID(p) != "":
 		want, serve = http.MethodGet, (*call).retrieveModel
 	}
-	rec := Request{Method: r.Method, Path: p, Header: r.Header.Clone(), Body: body}
+	rec := Request{Method: r.Method, Path: p, Proto: r.Proto, Header: r.Header.Clone(), Body: body}
 	rec.Model, rec.Stream, rec.IncludeUsage = sniff(body)
 	fromPath := serve != nil && want == http.MethodGet && !strings.HasSuffix(p, "/models")
 	if fromPath {

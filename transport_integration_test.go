@@ -1,0 +1,166 @@
+package llmrouter
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// newTLSMock serves h over HTTPS, HTTP/2 included, with a self-signed
+// certificate of its own for 127.0.0.1, which it also writes to a PEM file
+// (the CA a provider's transport must trust).
+func newTLSMock(t *testing.T, h http.Handler) (url, caFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "mock provider"},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:        true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL, caFile
+}
+
+// TestHTTPSUpstream: providers over HTTPS through Caddy's HTTP transport,
+// with a CA given in `transport http`: JSON, streams and failover over
+// HTTP/2; a provider whose CA is wrong fails over with an error that says
+// so.
+func TestHTTPSUpstream(t *testing.T) {
+	secure, other := mockllm.New(), mockllm.New()
+	secureURL, secureCA := newTLSMock(t, secure)
+	otherURL, _ := newTLSMock(t, other)
+	g := newGateway(t, `
+	provider secure {
+		base_url `+secureURL+`/v1
+		api_key sk-secure-test-key-0003
+		transport http {
+			tls_trust_pool file `+secureCA+`
+		}
+	}
+	provider wrong_ca {
+		base_url `+otherURL+`/v1
+		api_key sk-wrong-ca-test-key-04
+		transport http {
+			tls_trust_pool file `+secureCA+`
+		}
+	}
+	model deepseek-v3.2 {
+		provider secure
+		upstream deepseek-chat
+	}
+	model gemini-2.5-flash {
+		provider secure
+	}
+	model gpt-4.1 {
+		provider wrong_ca
+	}
+	route simple_qa deepseek-v3.2 gemini-2.5-flash
+	route mistrusted gpt-4.1 {
+		when false
+	}
+	route mixed gpt-4.1 deepseek-v3.2
+	default_route simple_qa
+	health_check {
+		interval off
+	}
+	failover {
+		first_byte_timeout 2s
+	}
+`)
+	for _, stream := range both {
+		resp, body := g.post(chatBody("simple_qa", stream))
+		expectModel(t, resp, body, "deepseek-v3.2", "secure", 1)
+	}
+	for _, r := range secure.Requests() {
+		if r.Proto != "HTTP/2.0" {
+			t.Errorf("the provider got %s, want HTTP/2.0", r.Proto)
+		}
+	}
+	// failover between deployments of the HTTPS provider
+	secure.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "secure", 2)
+
+	// a CA that is not the provider's: the attempt fails over, and the
+	// 503 of a route with nothing else says why, without an address
+	resp, body = g.post(chatBody("mixed", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "secure", 2)
+	if n := len(other.Requests()); n != 0 {
+		t.Errorf("the provider with an untrusted certificate got %d requests", n)
+	}
+	resp, body = g.post(chatBody("mistrusted", false))
+	msg := apiErr(t, body).Message
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(msg, "certificate") || strings.Contains(msg, "127.0.0.1") {
+		t.Errorf("status %d, message %q: want 503 naming the certificate problem, and no address", resp.StatusCode, msg)
+	}
+}
+
+// TestForwardProxy: a provider reached through an HTTP proxy
+// (`forward_proxy_url` of Caddy's transport).
+func TestForwardProxy(t *testing.T) {
+	var proxied atomic.Int64
+	proxy := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxied.Add(1)
+		(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL, pr.Out.Host = r.URL, r.URL.Host // an absolute-form request: where to
+		}}).ServeHTTP(w, r)
+	}))
+	g := newGateway(t, strings.Replace(defaultRouter, "\t\ttimeout 2s\n\t}\n\tprovider backup",
+		"\t\ttimeout 2s\n\t\ttransport http {\n\t\t\tforward_proxy_url "+proxy.URL+"\n\t\t}\n\t}\n\tprovider backup", 1))
+	for _, stream := range both {
+		resp, body := g.post(chatBody("simple_qa", stream))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	if n := proxied.Load(); n != 2 {
+		t.Errorf("the proxy relayed %d requests, want 2", n)
+	}
+}
+
+// TestTransportErrorTextHasNoAddress: a failed connection is described by
+// its kind, not by the addresses Go's errors carry.
+func TestTransportErrorTextHasNoAddress(t *testing.T) {
+	req, _ := http.NewRequest(http.MethodGet, closedPortURL(t), nil)
+	_, err := (&http.Transport{}).RoundTrip(req)
+	if err == nil {
+		t.Fatal("a closed port answered")
+	}
+	if got := transportErrorText(err); got != "dial: connection refused" {
+		t.Errorf("%q (from %v), want %q", got, err, "dial: connection refused")
+	}
+}
