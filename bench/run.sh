@@ -141,8 +141,15 @@ STATIC_ANSWER='{"id":"chatcmpl-mock-1","object":"chat.completion","created":1700
 # ---------------------------------------------------------------- processes
 # start_mock <latency> <chunk delay>: sets MOCK_ADDR
 start_mock() {
-	local log=$TMP/mock.log i
-	"${ON_MOCK[@]}" "$BIN/mockllm" -listen 127.0.0.1:0 -latency "$1" -chunk-delay "$2" -chunks 10 >"$log" 2>&1 &
+	local log=$TMP/mock.log i tlsflag=()
+	# MOCK_TLS=1: HTTPS (HTTP/2) with a fresh CA in $TMP/mock-ca.pem
+	MOCK_SCHEME=http
+	if [[ ${MOCK_TLS:-0} == 1 ]]; then
+		tlsflag=(-tls-ca "$TMP/mock-ca.pem")
+		MOCK_SCHEME=https
+		rm -f "$TMP/mock-ca.pem"
+	fi
+	"${ON_MOCK[@]}" "$BIN/mockllm" -listen 127.0.0.1:0 -latency "$1" -chunk-delay "$2" -chunks 10 "${tlsflag[@]}" >"$log" 2>&1 &
 	MOCK_PID=$!
 	MOCK_ADDR=""
 	for ((i = 0; i < 100; i++)); do
@@ -221,19 +228,32 @@ write_caddyfile() {
 		return 1
 		;;
 	esac
+	# an HTTPS mock: both proxies trust its CA through Caddy's transport
+	local transport="" provider_transport=""
+	if [[ ${MOCK_SCHEME:-http} == https ]]; then
+		transport=" {
+		transport http {
+			tls_trust_pool file $TMP/mock-ca.pem
+		}
+	}"
+		provider_transport="
+			transport http {
+				tls_trust_pool file $TMP/mock-ca.pem
+			}"
+	fi
 	if [[ $1 == static ]]; then
 		# what the mock answers json.body, as Caddy serves a fixed body
 		site="header Content-Type application/json
 	respond \`$STATIC_ANSWER\` 200"
 	elif [[ $1 == reverse_proxy ]]; then
-		site="reverse_proxy $MOCK_ADDR"
+		site="reverse_proxy ${MOCK_SCHEME:-http}://$MOCK_ADDR$transport"
 	else
 		# One provider, two models, a default route; metrics are the module's
 		# own (always registered in Caddy's registry).
 		site="llm_router /v1/* {
 		provider mock {
-			base_url http://$MOCK_ADDR/v1
-			api_key sk-bench-upstream-0123456789
+			base_url ${MOCK_SCHEME:-http}://$MOCK_ADDR/v1
+			api_key sk-bench-upstream-0123456789$provider_transport
 		}
 		model deepseek-v3.2
 		model gpt-4.1
@@ -339,14 +359,19 @@ scenario() {
 	local upstream=$1 mode=$2 load=$3 target=$4 dur=$DUR
 	local id="$upstream $mode $load $target"
 	selected "$id" || return 0
-	[[ $upstream != 0ms ]] && dur=$SHORT_DUR
+	[[ $upstream != 0ms && $upstream != https ]] && dur=$SHORT_DUR
 	echo "==> $id ($dur)"
 	local body=$TMP/$mode.body streamflag=()
 	[[ $mode == stream ]] && streamflag=(-stream)
 	[[ $mode == stream && $target == llm_router ]] && body=$TMP/stream_router.body
 	rm -f "$TMP/caddy.log" "$TMP/wrk.out" "$TMP/load.err"
 
-	start_mock "$upstream" 0 || { fail "$id: mock"; return 0; }
+	local latency=$upstream
+	[[ $upstream == https ]] && latency=0ms
+	MOCK_TLS=0
+	[[ $upstream == https ]] && MOCK_TLS=1
+	start_mock "$latency" 0 || { fail "$id: mock"; return 0; }
+	MOCK_TLS=0
 	URL=http://$MOCK_ADDR/v1/chat/completions
 	[[ $target != direct ]] && start_caddy "$target"
 	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$body" "${streamflag[@]}" -wait 15s 2>"$TMP/load.err"; then
@@ -590,6 +615,16 @@ for mode in json stream; do
 	for load in "wrk -c1" "open 500/s"; do
 		for target in "${TARGETS[@]}"; do
 			scenario 50ms "$mode" "$load" "$target"
+		done
+	done
+done
+# An HTTPS upstream (HTTP/2, a private CA), both proxies through Caddy's
+# HTTP transport with the same settings: what TLS and HTTP/2 to a real
+# provider cost each.
+for mode in json stream; do
+	for load in "wrk -c1" "wrk -c50"; do
+		for target in reverse_proxy llm_router; do
+			scenario https "$mode" "$load" "$target"
 		done
 	done
 done

@@ -19,6 +19,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,6 +33,7 @@ import (
 	"time"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+	"github.com/llmrouter/caddy-llm-router/internal/testkit"
 )
 
 func main() {
@@ -40,16 +42,17 @@ func main() {
 	latency := flag.Duration("latency", 0, "latency before every response, for all models")
 	chunkDelay := flag.Duration("chunk-delay", 0, "delay between stream chunks, for all models")
 	chunks := flag.Int("chunks", 0, "content chunks / words per answer (0 = 10)")
+	tlsCA := flag.String("tls-ca", "", "serve HTTPS (HTTP/2 and 1.1) with a fresh self-signed certificate for 127.0.0.1, written to this PEM file for clients to trust")
 	flag.Parse()
 
 	def := mockllm.Behavior{Latency: *latency, ChunkDelay: *chunkDelay, Chunks: *chunks}
-	if err := run(*listen, *key, def); err != nil {
+	if err := run(*listen, *key, *tlsCA, def); err != nil {
 		fmt.Fprintln(os.Stderr, "mockllm:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, key string, def mockllm.Behavior) error {
+func run(addr, key, tlsCA string, def mockllm.Behavior) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -62,6 +65,17 @@ func run(addr, key string, def mockllm.Behavior) error {
 		return err
 	}
 	srv := &http.Server{Handler: newHandler(mock, def), ReadHeaderTimeout: 10 * time.Second}
+	if tlsCA != "" {
+		cert, caPEM, err := testkit.SelfSignedCert()
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(tlsCA, caPEM, 0o644); err != nil {
+			return err
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
 	fmt.Fprintf(os.Stderr, "mockllm listening on %s\n", ln.Addr())
 
 	errc := make(chan error, 1)
