@@ -128,7 +128,11 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 	for {
 		v, ok := f.await(ex.req.Context(), seen)
 		if !ok {
-			ex.status = 499 // the client went away: nobody to answer
+			if relay == nil {
+				ex.clientGone()
+			} else {
+				ex.status = 499
+			}
 			return true
 		}
 		seen = v.version

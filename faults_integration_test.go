@@ -427,3 +427,34 @@ func TestProviderHeadersNotRelayed(t *testing.T) {
 		}
 	}
 }
+
+// TestHalfClosedClient: a client that sends its whole request and then
+// closes its side (shutdown(SHUT_WR)) looks to the server like one that
+// left, and the router stops the attempt to spend nothing for nobody; the
+// client, if it still reads, sees 499, never a 200 without an answer.
+func TestHalfClosedClient(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 300 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gatewayURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := chatBody("simple_qa", false)
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		strings.TrimPrefix(gatewayURL, "http://"), len(body), body)
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK && len(b) == 0 {
+		t.Fatal("200 with an empty body")
+	}
+	if resp.StatusCode != 499 {
+		t.Errorf("status %d (%s), want 499", resp.StatusCode, b)
+	}
+}

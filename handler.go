@@ -86,7 +86,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	}
 
 	if !ex.readRequest() {
-		return nil
+		return ex.gone
 	}
 	ex.client = clientOf(r.ClientLabel, ex.repl)
 	p, ok := ex.resolve()
@@ -95,7 +95,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	}
 	if r.cache != nil {
 		if ex.lookupCache() {
-			return nil // answered from the cache
+			return ex.gone // answered from the cache, or gone
 		}
 		defer ex.cache.end()
 	}
@@ -112,7 +112,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 		ex.finish()
 		panic(http.ErrAbortHandler)
 	}
-	return nil
+	return ex.gone
 }
 
 // exchange is one client request on its way through the candidates.
@@ -134,6 +134,7 @@ type exchange struct {
 	answered *deployment // the deployment whose response was sent
 	status   int         // the status sent to the client, 0 if none
 	abort    bool        // the response must end abnormally
+	gone     error       // the client went away before anything was written (clientGone)
 	counted  bool
 	client   string         // the bounded client label, "" without one
 	charges  []budgetCharge // the budgets the request's cost goes to
@@ -148,6 +149,18 @@ type exchange struct {
 	// the values of the response headers the router sets (setHeader)
 	hdrVals [10]string
 	nHdr    int
+}
+
+// errClientGone is the handler's error for a client that went away
+// before anything was written.
+var errClientGone = caddyhttp.Error(499, errors.New("the client went away before the answer"))
+
+// clientGone records that the client went away before anything was
+// written: ServeHTTP returns 499 to Caddy, as reverse_proxy does, so that
+// a client that only half-closed its side sees 499, never an empty 200.
+func (ex *exchange) clientGone() {
+	ex.status = 499
+	ex.gone = errClientGone
 }
 
 // fail answers the request with an error of the router's own.
@@ -168,7 +181,7 @@ func (ex *exchange) readRequest() bool {
 			ex.fail(invalidRequest(http.StatusRequestEntityTooLarge, codeTooLarge, "",
 				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody)))
 		case ex.req.Context().Err() != nil:
-			ex.status = 499 // the client is gone: nobody to answer
+			ex.clientGone()
 		default:
 			ex.fail(invalidRequest(http.StatusBadRequest, codeUnreadableBody, "",
 				"could not read the request body: "+err.Error()))
@@ -365,14 +378,16 @@ func (ex *exchange) run(p plan) {
 			d.metrics.lastResort.Inc()
 		}
 		ex.attempts++
+		span := ex.traceAttempt(d, lastResort)
 		res := ex.attempt(d)
 		ex.observeAttempt(d, &res)
+		endAttempt(span, &res)
 		if res.committed {
 			ex.answered, ex.status, ex.abort = d, res.status, res.broken
 			return true
 		}
 		if res.outcome == outcomeCanceled {
-			ex.status = 499 // the client went away: nobody to answer
+			ex.clientGone()
 			return true
 		}
 		detail := res.detail
@@ -1026,6 +1041,7 @@ func (ex *exchange) finish() {
 		}
 		ex.router.cache.store.count(c.result, c.saved, c.savedIn)
 	}
+	ex.traceRequest()
 	if hook := requestDoneHook.Load(); hook != nil {
 		(*hook)()
 	}
