@@ -75,6 +75,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			stream_idle_timeout <duration>|0
 //			cooldown            <duration>
 //			max_cooldown        <duration>
+//			balance             weighted|latency
 //		}
 //		budget <name> {
 //			limit     <amount> per hour|day|week|month
@@ -326,7 +327,7 @@ var (
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage", "transport"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
 	healthSubdirectives   = []string{"interval", "timeout", "prompt", "probe_body", "disable_below", "skip_if_active"}
-	failoverSubdirectives = []string{"max_attempts", "try_duration", "first_byte_timeout", "stream_idle_timeout", "cooldown", "max_cooldown"}
+	failoverSubdirectives = []string{"max_attempts", "try_duration", "first_byte_timeout", "stream_idle_timeout", "cooldown", "max_cooldown", "balance"}
 )
 
 // onOff reads the one argument of a subdirective that is on or off.
@@ -554,6 +555,16 @@ func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var target *caddy.Duration
 		switch d.Val() {
+		case "balance":
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return d.ArgErr()
+			}
+			if v := args[0]; v != balanceWeighted && v != balanceLatency {
+				return d.Errf("balance must be weighted or latency, got %q", v)
+			}
+			f.Balance = args[0]
+			continue
 		case "max_attempts":
 			n, err := intArg(d, 1)
 			if err != nil {

@@ -136,6 +136,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"missing argument", "\t\tdefault_route", "wrong argument count", 11},
 		{"bad duration", "\t\tfailover {\n\t\t\ttry_duration soon\n\t\t}", `invalid duration "soon"`, 12},
 		{"negative duration", "\t\tfailover {\n\t\t\tcooldown -5s\n\t\t}", `invalid duration "-5s"`, 12},
+		{"unknown balance", "\t\tfailover {\n\t\t\tbalance fastest\n\t\t}", `balance must be weighted or latency, got "fastest"`, 12},
+		{"transport not http", "\t\tprovider q {\n\t\t\ttransport fastcgi\n\t\t}", `provider transport must be http`, 12},
 		{"route to an unknown model", "\t\troute bad a nope", `unknown model "nope"`, 11},
 		{"duplicate deployment", "\t\tmodel a {\n\t\t\tprovider p\n\t\t}", "duplicate deployment", 11},
 		{"fallback loop", "\t\tmodel c {\n\t\t\tfallback d\n\t\t}\n\t\tmodel d {\n\t\t\tfallback c\n\t\t}", "fallback loop: c -> d -> c", 12},

@@ -339,6 +339,7 @@ type attemptResult struct {
 	status     int           // upstream status, 0 when none arrived
 	detail     string        // why it failed, for the 503 message and logs; never a secret
 	retryAfter time.Duration // for 429s: how long the provider asked us to wait
+	firstByte  time.Duration // from the start to the response headers (JSON) or first event (stream); 0 if none came
 	committed  bool          // a response went to the client: stop trying
 	broken     bool          // a committed stream broke: the response must be aborted
 	started    time.Time
@@ -351,7 +352,7 @@ type attemptResult struct {
 // disabled a moment ago may well have recovered, and a 503 helps no one.
 func (ex *exchange) run(p plan) {
 	r := ex.router
-	candidates, skipped := p.order(now(), nil, r.logger)
+	candidates, skipped := p.order(now(), nil, r.logger, balance{latency: r.Failover.Balance == balanceLatency, stream: ex.body.Stream})
 	ex.homeFirst(candidates) // a Responses continuation goes where its response is
 	maxAttempts := r.Failover.MaxAttempts
 	if maxAttempts <= 0 {
@@ -465,6 +466,7 @@ func (ex *exchange) attemptBuffered(d *deployment, res *attemptResult) {
 		ex.transportFailure(ctx, res, err)
 		return
 	}
+	res.firstByte = now().Sub(res.started)
 	ex.answerBuffered(ctx, d, resp, res)
 }
 
@@ -612,6 +614,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	}
 	res.outcome = outcomeSuccess
 	res.committed = true
+	res.firstByte = now().Sub(res.started)
 	ttft := now().Sub(ex.start)
 	d.metrics.ttft.Observe(ttft.Seconds())
 	d.state.stats.recordFirstToken(ttft)
@@ -951,6 +954,12 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	t := now()
 	d.metrics.attempts[res.outcome.index()].Inc()
 	d.state.stats.recordAttempt(res.outcome)
+	switch {
+	case res.outcome == outcomeSuccess && res.firstByte > 0:
+		d.state.recordFirstByte(ex.body.Stream, res.firstByte)
+	case res.outcome == outcomeTimeout:
+		d.state.recordFirstByte(ex.body.Stream, t.Sub(res.started)) // at least that slow
+	}
 	var ev healthEvent
 	var cooldown time.Duration
 	switch res.outcome {

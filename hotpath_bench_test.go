@@ -75,7 +75,7 @@ func BenchmarkSelectCandidates(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	b.ReportAllocs()
 	for b.Loop() {
-		if got, _ := p.order(t0, rng, nil); len(got) != 3 {
+		if got, _ := p.order(t0, rng, nil, balance{}); len(got) != 3 {
 			b.Fatal("short order")
 		}
 	}

@@ -308,6 +308,13 @@ type Failover struct {
 
 	// MaxCooldown caps a 429's Retry-After. Default: 5m.
 	MaxCooldown caddy.Duration `json:"max_cooldown,omitempty"`
+
+	// Balance says how candidates of the same priority share the traffic:
+	// "weighted", by weight × health score, or "latency", by weight ×
+	// health score × the group's fastest recent time to first byte over
+	// the deployment's own (an exponentially decaying average, per
+	// deployment, of streams and of JSON answers apart). Default: weighted.
+	Balance string `json:"balance,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -672,6 +679,9 @@ func editDistance(a, b string) int {
 func (r *Router) validate() error {
 	if len(r.Providers) == 0 {
 		return errors.New("llm_router: at least one provider is required")
+	}
+	if f := r.Failover; f != nil && f.Balance != "" && f.Balance != balanceWeighted && f.Balance != balanceLatency {
+		return cfgErr("failover", "balance must be weighted or latency, got %q", f.Balance)
 	}
 	providers := make(map[string]bool)
 	var providerNames []string

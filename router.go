@@ -223,7 +223,7 @@ type skipped struct {
 // shuffled by weight × health score; deployments that are disabled or
 // cooling down are left out (and returned as skipped, with the reason),
 // unless all are, in which case all are tried, healthiest first.
-func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) ([]*deployment, []skipped) {
+func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance) ([]*deployment, []skipped) {
 	n := 0
 	for _, g := range p {
 		n += len(g)
@@ -237,7 +237,7 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) ([]*deploym
 			views = append(views, d.state.view(t, logger))
 		}
 		if len(g) > 1 {
-			weightedShuffle(out[start:], views[start:], rng)
+			weightedShuffle(out[start:], views[start:], rng, by)
 		}
 	}
 	up := out[:0:0]
@@ -280,12 +280,20 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger) ([]*deploym
 }
 
 // weightedShuffle orders ds (and their views) by a weighted random draw
-// without replacement, weight × score (Efraimidis-Spirakis: sort by
-// U^(1/w)); a zero weight goes last.
-func weightedShuffle(ds []*deployment, views []healthView, rng *rand.Rand) {
+// without replacement, weight × score, and with balance latency × the
+// group's fastest time to first byte over the deployment's own
+// (balance.go); Efraimidis-Spirakis: sort by U^(1/w); a zero weight goes
+// last.
+func weightedShuffle(ds []*deployment, views []healthView, rng *rand.Rand, by balance) {
 	keys := make([]float64, len(ds))
+	if by.latency {
+		latencyFactors(ds, by, keys)
+	}
 	for i, d := range ds {
 		w := float64(d.weight * views[i].score)
+		if by.latency {
+			w *= keys[i]
+		}
 		keys[i] = math.Inf(-1)
 		if w > 0 {
 			keys[i] = math.Log(randFloat(rng)) / w

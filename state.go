@@ -36,6 +36,11 @@ type sharedState struct {
 	health healthState
 	stats  deploymentStats
 
+	// an exponentially decaying average of an attempt's time to first byte
+	// (balance.go), in seconds as float64 bits: of JSON answers (the
+	// response headers) and of streams (the first event)
+	firstByte [2]atomic.Uint64
+
 	mu     sync.Mutex
 	users  []*deployment // oldest first
 	target string        // the owner's upstream (deployment.target) the health and counters are about
