@@ -176,6 +176,15 @@ type DeploymentStats struct {
 	// (handlers with different currencies may share a deployment).
 	Costs []MoneyStats `json:"costs"`
 
+	// Hedges are the hedges started to this deployment (failover
+	// hedge_after), HedgesWon those it answered, HedgeRate their share of
+	// its attempts; HedgeLostCosts is what its attempts that lost a hedge
+	// cost (part of Costs).
+	Hedges         int64        `json:"hedges,omitempty"`
+	HedgesWon      int64        `json:"hedges_won,omitempty"`
+	HedgeRate      float64      `json:"hedge_rate,omitempty"`
+	HedgeLostCosts []MoneyStats `json:"hedge_lost_costs,omitempty"`
+
 	LastError      string     `json:"last_error,omitempty"`
 	LastErrorAt    *time.Time `json:"last_error_at,omitempty"`
 	LastErrorHuman string     `json:"last_error_at_human,omitempty"`
@@ -400,13 +409,25 @@ func (s *sharedState) report(t time.Time) (d DeploymentStats, judged int64, ok b
 	for _, m := range st.costs {
 		costs[m.currency] += m.amount
 	}
+	d.Hedges, d.HedgesWon = st.hedges, st.hedgesWon
+	var lost map[string]float64
+	for _, m := range st.hedgeLostCosts {
+		if lost == nil {
+			lost = map[string]float64{}
+		}
+		lost[m.currency] += m.amount
+	}
 	st.mu.Unlock()
+	if lost != nil {
+		d.HedgeLostCosts = moneyStats(lost)
+	}
 	if len(costs) == 0 {
 		costs[owner.currency.Code] = 0
 	}
 	d.Costs = moneyStats(costs)
 	d.RequestsHuman, d.AttemptsHuman, d.ErrorsHuman = humanCount(d.Requests), humanCount(d.Attempts), humanCount(d.Errors)
 	d.ErrorRate = ratio(d.Errors, judged)
+	d.HedgeRate = ratio(d.Hedges, d.Attempts)
 	d.ErrorRateHuman = humanPercent(d.ErrorRate)
 	d.Tokens.humanize()
 	if !v.cooldownUntil.IsZero() {

@@ -454,6 +454,30 @@ func chargeBudgets(charges []budgetCharge, d *deployment, cost float64, t time.T
 	}
 }
 
+// room reports whether the charge's budget could take the request's
+// reservation once more within its limits and hard cap: what a hedge,
+// which may spend twice, needs.
+func (c *budgetCharge) room() bool {
+	b, l := c.b, c.b.ledger
+	extra := c.reserved
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ks := l.keySpend(c.key)
+	var spend [periodCount]float64
+	for p := range periodCount {
+		spend[p] = ks.periods[p].current(c.windows[p]).committed()
+	}
+	if b.hard > 0 && spend[b.hardPeriod]+extra > b.hard {
+		return false
+	}
+	for _, lim := range b.limits {
+		if spend[lim.period]+extra > lim.amount {
+			return false
+		}
+	}
+	return true
+}
+
 // release gives back what remains of the charge's reservation.
 func (c *budgetCharge) release() {
 	if c.reserved == 0 {

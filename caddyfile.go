@@ -76,6 +76,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			cooldown            <duration>
 //			max_cooldown        <duration>
 //			balance             weighted|latency
+//			hedge_after         <duration>|auto
+//			max_hedges          <n>
 //		}
 //		budget <name> {
 //			limit     <amount> per hour|day|week|month
@@ -327,7 +329,7 @@ var (
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage", "transport"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
 	healthSubdirectives   = []string{"interval", "timeout", "prompt", "probe_body", "disable_below", "skip_if_active"}
-	failoverSubdirectives = []string{"max_attempts", "try_duration", "first_byte_timeout", "stream_idle_timeout", "cooldown", "max_cooldown", "balance"}
+	failoverSubdirectives = []string{"max_attempts", "try_duration", "first_byte_timeout", "stream_idle_timeout", "cooldown", "max_cooldown", "balance", "hedge_after", "max_hedges"}
 )
 
 // onOff reads the one argument of a subdirective that is on or off.
@@ -555,6 +557,26 @@ func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		var target *caddy.Duration
 		switch d.Val() {
+		case "hedge_after":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "auto" {
+				f.HedgeAuto = true
+				if d.NextArg() {
+					return d.ArgErr()
+				}
+				continue
+			}
+			d.Prev()
+			target = &f.HedgeAfter
+		case "max_hedges":
+			n, err := intArg(d, 0)
+			if err != nil {
+				return err
+			}
+			f.MaxHedges = &n
+			continue
 		case "balance":
 			args := d.RemainingArgs()
 			if len(args) != 1 {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -52,6 +53,7 @@ const (
 	outcomeConnectError outcome = "connect_error"
 	outcomeRejected     outcome = "rejected" // 401, 403, 404: a bad key or a model the provider lacks
 	outcomeCanceled     outcome = "canceled"
+	outcomeHedgeLost    outcome = "hedge_lost" // canceled: the other attempt of a hedge answered first
 )
 
 // ServeHTTP answers every request under the handler's matcher: the OpenAI
@@ -140,6 +142,8 @@ type exchange struct {
 	charges  []budgetCharge // the budgets the request's cost goes to
 	ns       string         // the resolved plan's cache namespace
 	cache    cacheTicket    // the response cache's part (cache_stage.go)
+	gate     *hedgeGate     // the hedge in progress, if any (hedge.go)
+	usageMu  sync.Mutex     // serialises spend: a hedge's two attempts may report usage at once
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
@@ -339,6 +343,7 @@ type attemptResult struct {
 	status     int           // upstream status, 0 when none arrived
 	detail     string        // why it failed, for the 503 message and logs; never a secret
 	retryAfter time.Duration // for 429s: how long the provider asked us to wait
+	usage      *usage        // a complete answer's usage, when it lost a hedge (billed all the same)
 	firstByte  time.Duration // from the start to the response headers (JSON) or first event (stream); 0 if none came
 	committed  bool          // a response went to the client: stop trying
 	broken     bool          // a committed stream broke: the response must be aborted
@@ -350,6 +355,8 @@ type attemptResult struct {
 // failed and try_duration has time left, the disabled ones are tried too,
 // best score first, as a last resort before the 503: a deployment
 // disabled a moment ago may well have recovered, and a 503 helps no one.
+// With hedging on (hedge.go), a candidate that has not produced its first
+// byte after the hedge delay gets the next one started beside it.
 func (ex *exchange) run(p plan) {
 	r := ex.router
 	candidates, skipped := p.order(now(), nil, r.logger, balance{latency: r.Failover.Balance == balanceLatency, stream: ex.body.Stream})
@@ -363,7 +370,8 @@ func (ex *exchange) run(p plan) {
 
 	var failed *deployment // the previous attempt's, when it failed
 	var failedOutcome outcome
-	try := func(d *deployment, lastResort bool) (done bool) {
+	// may reports whether another attempt may start (noting why not)
+	may := func(d *deployment) bool {
 		if ex.attempts >= maxAttempts {
 			ex.failures = append(ex.failures, d.label()+": skipped, over max_attempts "+strconv.Itoa(maxAttempts))
 			return false
@@ -372,24 +380,31 @@ func (ex *exchange) run(p plan) {
 			ex.failures = append(ex.failures, d.label()+": skipped, try_duration "+tryDuration.String()+" spent")
 			return false
 		}
+		return true
+	}
+	begin := func(d *deployment, lastResort bool) {
 		if failed != nil {
 			failed.metrics.failovers[failedOutcome.index()].Inc()
+			failed = nil
 		}
 		if lastResort {
 			d.metrics.lastResort.Inc()
 		}
 		ex.attempts++
-		span := ex.traceAttempt(d, lastResort)
-		res := ex.attempt(d)
-		ex.observeAttempt(d, &res)
-		endAttempt(span, &res)
+	}
+	// end records an attempt's outcome; true when the request is over
+	end := func(d *deployment, res *attemptResult, lastResort bool) bool {
+		ex.observeAttempt(d, res)
 		if res.committed {
 			ex.answered, ex.status, ex.abort = d, res.status, res.broken
 			return true
 		}
-		if res.outcome == outcomeCanceled {
+		switch res.outcome {
+		case outcomeCanceled:
 			ex.clientGone()
 			return true
+		case outcomeHedgeLost:
+			return false // the other attempt of the hedge answered
 		}
 		detail := res.detail
 		if lastResort {
@@ -399,8 +414,49 @@ func (ex *exchange) run(p plan) {
 		failed, failedOutcome = d, res.outcome
 		return false
 	}
-	for _, d := range candidates {
-		if try(d, false) {
+	try := func(d *deployment, lastResort bool) (done bool) {
+		if !may(d) {
+			return false
+		}
+		begin(d, lastResort)
+		span := ex.traceAttempt(d, lastResort)
+		res := ex.attempt(d)
+		defer endAttempt(span, &res)
+		return end(d, &res, lastResort)
+	}
+	hedges := 0
+	for i := 0; i < len(candidates); i++ {
+		d := candidates[i]
+		delay := time.Duration(0)
+		if i+1 < len(candidates) && ex.attempts+2 <= maxAttempts {
+			delay = ex.hedgeDelay(d, hedges)
+		}
+		if delay == 0 {
+			if try(d, false) {
+				return
+			}
+			continue
+		}
+		if !may(d) {
+			continue
+		}
+		h := candidates[i+1]
+		begin(d, false)
+		results, hedged := ex.hedgedAttempt(d, h, delay)
+		if hedged {
+			hedges++ // and ex.attempts counted it (hedgedAttempt)
+			i++      // h was tried
+		}
+		over := false
+		for k := range results {
+			hr := &results[k]
+			over = end(hr.d, &hr.res, false) || over
+			endAttempt(hr.span, &hr.res)
+		}
+		if hedged {
+			ex.settleHedge(h, results)
+		}
+		if over {
 			return
 		}
 	}
@@ -436,15 +492,27 @@ func lastResortFirst(out []skipped) []skipped {
 // attempt sends the request to one deployment. It commits a response only
 // on success or on an error that is the client's own.
 func (ex *exchange) attempt(d *deployment) attemptResult {
+	return ex.attemptIn(ex.ctx, d, 0)
+}
+
+// attemptIn is attempt within parent, as attempt i of a hedge (hedge.go),
+// which may commit only if it wins the hedge's gate.
+func (ex *exchange) attemptIn(parent context.Context, d *deployment, i int) attemptResult {
 	res := attemptResult{started: now()}
 	d.metrics.inFlight.Inc()
 	defer d.metrics.inFlight.Dec()
 	if ex.body.Stream {
-		ex.attemptStream(d, &res)
+		ex.attemptStream(parent, d, i, &res)
 	} else {
-		ex.attemptBuffered(d, &res)
+		ex.attemptBuffered(parent, d, i, &res)
 	}
 	return res
+}
+
+// lostHedge says that the attempt reached its commit after the other
+// attempt of its hedge: it is canceled, and writes nothing.
+func lostHedge(res *attemptResult) {
+	res.outcome, res.detail, res.committed = outcomeHedgeLost, "lost the hedge to a faster candidate", false
 }
 
 // Causes of an attempt's cancellation, so that its failure says which
@@ -458,8 +526,8 @@ var (
 // attemptBuffered handles a non-streaming request: the whole upstream
 // response is read before anything is sent, so any failure can still fail
 // over.
-func (ex *exchange) attemptBuffered(d *deployment, res *attemptResult) {
-	ctx, cancel := context.WithTimeoutCause(ex.ctx, d.provider.timeout, errAttemptTimeout)
+func (ex *exchange) attemptBuffered(parent context.Context, d *deployment, i int, res *attemptResult) {
+	ctx, cancel := context.WithTimeoutCause(parent, d.provider.timeout, errAttemptTimeout)
 	defer cancel()
 	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
 	if err != nil {
@@ -467,13 +535,13 @@ func (ex *exchange) attemptBuffered(d *deployment, res *attemptResult) {
 		return
 	}
 	res.firstByte = now().Sub(res.started)
-	ex.answerBuffered(ctx, d, resp, res)
+	ex.answerBuffered(ctx, d, i, resp, res)
 }
 
 // answerBuffered reads a whole upstream response and, unless it calls for
 // failover, passes it to the client: a 2xx whose body is a JSON object, or
 // a 4xx of the client's own making (with every provider key scrubbed out).
-func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *http.Response, res *attemptResult) {
+func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, resp *http.Response, res *attemptResult) {
 	payload, err := readResponse(resp)
 	if err != nil {
 		ex.transportFailure(ctx, res, err)
@@ -503,12 +571,17 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 			res.outcome = outcomeServerError
 			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
 				http.StatusText(resp.StatusCode), describeBody(resp.Header.Get("Content-Type"), payload))
-			ex.observeUsage(d, ex.estimate(0))
+			ex.spend(d, ex.estimate(0))
 			return
 		}
 		if !found {
 			// an answer without usage: billed all the same
 			u = ex.estimate(openai.AnswerTextChars(ex.ep.api(), payload))
+		}
+		if !ex.gate.claim(i) {
+			lostHedge(res)
+			res.usage = &u // billed: the hedge's settlement charges it
+			return
 		}
 		cost := ex.observeUsage(d, u)
 		if resp.StatusCode == http.StatusOK {
@@ -518,6 +591,10 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, resp *htt
 			rememberResponse(openai.ResponseID(payload), d)
 		}
 	} else {
+		if !ex.gate.claim(i) {
+			lostHedge(res)
+			return
+		}
 		payload = ex.router.scrub.bytes(payload)
 	}
 	ex.commitHeaders(d, resp.Header)
@@ -556,9 +633,9 @@ func readResponse(resp *http.Response) ([]byte, error) {
 // first token still fails over; after that, stream.go relays the events one
 // by one, and a stream that breaks or falls silent for stream_idle_timeout
 // ends with an error event and an aborted response.
-func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
+func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, res *attemptResult) {
 	f := ex.router.Failover
-	ctx, cancel := context.WithCancelCause(ex.ctx)
+	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	timer := time.AfterFunc(time.Duration(f.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer timer.Stop()
@@ -576,7 +653,7 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 		if timer.Stop() {
 			timer = time.AfterFunc(d.provider.timeout-now().Sub(res.started), func() { cancel(errAttemptTimeout) })
 		}
-		ex.answerBuffered(ctx, d, resp, res)
+		ex.answerBuffered(ctx, d, i, resp, res)
 		return
 	}
 	if ct := resp.Header.Get("Content-Type"); !openai.IsEventStream(ct) {
@@ -610,6 +687,10 @@ func (ex *exchange) attemptStream(d *deployment, res *attemptResult) {
 	if data := openai.EventData(first); !bytes.Equal(data, openai.DoneData) && (!openai.IsObject(data) || openai.IsError(data)) {
 		res.outcome = outcomeServerError
 		res.detail = fmt.Sprintf("%d %s, but the stream's first event is not an answer", resp.StatusCode, http.StatusText(resp.StatusCode))
+		return
+	}
+	if !ex.gate.claim(i) {
+		lostHedge(res)
 		return
 	}
 	res.outcome = outcomeSuccess
@@ -704,6 +785,8 @@ func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, er
 	case ex.ctx.Err() != nil:
 		res.outcome = outcomeCanceled
 		res.detail = "client went away"
+	case errors.Is(cause, errHedgeLost):
+		lostHedge(res)
 	case errors.Is(cause, errFirstByteTimeout):
 		res.outcome = outcomeTimeout
 		res.detail = fmt.Sprintf("no stream event within %s", time.Duration(ex.router.Failover.FirstByteTimeout))
@@ -963,8 +1046,8 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	var ev healthEvent
 	var cooldown time.Duration
 	switch res.outcome {
-	case outcomeCanceled, outcomeClientError:
-		return // the client's doing, not the deployment's fault
+	case outcomeCanceled, outcomeClientError, outcomeHedgeLost:
+		return // the client's doing, or the other attempt's: not the deployment's fault
 	case outcomeSuccess:
 		ev = eventSuccess
 	case outcomeRateLimited:
@@ -989,9 +1072,22 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	}
 }
 
-// observeUsage is the one place a response's token usage is known; it
-// returns the response's cost, in the deployment's currency.
+// observeUsage is the one place an answer's token usage is known: it is
+// spent (spend) and reported by the placeholders; it returns the answer's
+// cost, in the deployment's currency.
 func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
+	cost := ex.spend(d, u)
+	ex.usageMu.Lock()
+	ex.ph.usage, ex.ph.cost, ex.ph.costKnown = u, cost, true
+	ex.usageMu.Unlock()
+	return cost
+}
+
+// spend counts what an attempt cost, answer or not: metrics, statistics,
+// the client's totals and the request's budgets; it returns the cost.
+func (ex *exchange) spend(d *deployment, u usage) float64 {
+	ex.usageMu.Lock()
+	defer ex.usageMu.Unlock()
 	cost := d.price.cost(u) * d.currency.Rate
 	d.state.stats.recordUsage(u, cost, d.currency.Code)
 	sm := d.metrics.forClient(ex.client)
@@ -1010,7 +1106,6 @@ func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
 			zap.String("model", d.name), zap.String("provider", d.provider.name),
 			zap.Int64("input_tokens", u.Input), zap.Int64("output_tokens", u.Output), zap.Bool("estimated", true))
 	}
-	ex.ph.usage, ex.ph.cost, ex.ph.costKnown = u, cost, true
 	return cost
 }
 

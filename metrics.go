@@ -22,6 +22,8 @@ type routerMetrics struct {
 	cost        *prometheus.CounterVec   // model, provider, currency, client
 	failovers   *prometheus.CounterVec   // model, provider, reason
 	lastResort  *prometheus.CounterVec   // model, provider
+	hedges      *prometheus.CounterVec   // model, provider, result
+	hedgeCost   *prometheus.CounterVec   // model, provider, currency
 	unavailable *prometheus.CounterVec   // route
 	ruleCost    *prometheus.CounterVec   // route, when
 	inFlight    *prometheus.GaugeVec     // model, provider
@@ -86,6 +88,12 @@ func newRouterMetrics() *routerMetrics {
 		failovers: counter("failovers_total",
 			"Attempts after which the router moved on to the next candidate, by the deployment failed over from and why.",
 			"model", "provider", "reason"),
+		hedges: counter("hedges_total",
+			"Hedges started (failover hedge_after): a second attempt beside one without a first byte, by the hedge's deployment and whether it answered (won) or the first attempt did (lost).",
+			"model", "provider", "result"),
+		hedgeCost: counter("hedge_lost_cost_total",
+			"Cost of the attempts canceled because the other attempt of their hedge answered first (their usage, or their input estimated), by deployment; part of cost_total.",
+			"model", "provider", "currency"),
 		lastResort: counter("last_resort_attempts_total",
 			"Attempts on a disabled deployment after every enabled candidate of the request failed (a last resort before 503), by deployment.",
 			"model", "provider"),
@@ -135,7 +143,7 @@ func newRouterMetrics() *routerMetrics {
 func (m *routerMetrics) register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		m.requests, m.attempts, m.duration, m.ttft, m.tokens, m.estimated, m.cost,
-		m.failovers, m.lastResort, m.unavailable, m.ruleCost, m.inFlight, &m.health,
+		m.failovers, m.lastResort, m.hedges, m.hedgeCost, m.unavailable, m.ruleCost, m.inFlight, &m.health,
 		m.budgetActions, m.budgetSyncFailures, &m.budgets,
 		m.cacheRequests, m.cacheSaved, &m.caches,
 	} {
@@ -156,10 +164,12 @@ type deploymentMetrics struct {
 	attempts   [outcomeCount]prometheus.Counter
 	failovers  [outcomeCount]prometheus.Counter
 	lastResort prometheus.Counter
-	duration   prometheus.Observer
-	ttft       prometheus.Observer
-	inFlight   prometheus.Gauge
-	spend      *spendMetrics // with client ""
+	// what this deployment's attempts that lost a hedge cost
+	hedgeLostCost prometheus.Counter
+	duration      prometheus.Observer
+	ttft          prometheus.Observer
+	inFlight      prometheus.Gauge
+	spend         *spendMetrics // with client ""
 	// the estimated part of the tokens: input, output
 	estimatedIn, estimatedOut prometheus.Counter
 
@@ -177,11 +187,12 @@ type spendMetrics struct {
 
 func (m *routerMetrics) forDeployment(model, provider, currency string) *deploymentMetrics {
 	dm := &deploymentMetrics{
-		duration:   m.duration.WithLabelValues(model, provider),
-		ttft:       m.ttft.WithLabelValues(model, provider),
-		inFlight:   m.inFlight.WithLabelValues(model, provider),
-		lastResort: m.lastResort.WithLabelValues(model, provider),
-		model:      model, provider: provider, currency: currency,
+		duration:      m.duration.WithLabelValues(model, provider),
+		ttft:          m.ttft.WithLabelValues(model, provider),
+		inFlight:      m.inFlight.WithLabelValues(model, provider),
+		lastResort:    m.lastResort.WithLabelValues(model, provider),
+		hedgeLostCost: m.hedgeCost.WithLabelValues(model, provider, currency),
+		model:         model, provider: provider, currency: currency,
 		estimatedIn:  m.estimated.WithLabelValues(model, provider, "input"),
 		estimatedOut: m.estimated.WithLabelValues(model, provider, "output"),
 	}
@@ -268,14 +279,14 @@ func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // outcomes lists every outcome, in the order of outcome.index.
-var outcomes = [...]outcome{outcomeSuccess, outcomeClientError, outcomeServerError, outcomeRateLimited, outcomeTimeout, outcomeConnectError, outcomeRejected, outcomeCanceled}
+var outcomes = [...]outcome{outcomeSuccess, outcomeClientError, outcomeServerError, outcomeRateLimited, outcomeTimeout, outcomeConnectError, outcomeRejected, outcomeCanceled, outcomeHedgeLost}
 
 const outcomeCount = len(outcomes)
 
 // failed reports whether an outcome counts against the deployment: every
 // outcome but success, the client's own 4xx and the client going away.
 func (o outcome) failed() bool {
-	return o != outcomeSuccess && o != outcomeClientError && o != outcomeCanceled
+	return o != outcomeSuccess && o != outcomeClientError && o != outcomeCanceled && o != outcomeHedgeLost
 }
 
 func (o outcome) index() int {

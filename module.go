@@ -315,6 +315,22 @@ type Failover struct {
 	// the deployment's own (an exponentially decaying average, per
 	// deployment, of streams and of JSON answers apart). Default: weighted.
 	Balance string `json:"balance,omitempty"`
+
+	// HedgeAfter starts the next candidate beside an attempt that has
+	// produced no first byte (a stream's first event, a JSON answer's
+	// headers) after this long; the first valid first byte wins and the
+	// other attempt is canceled at once (and charged: README, "Hedging").
+	// Default: 0, off. Caddyfile: `hedge_after <duration>|auto`.
+	HedgeAfter caddy.Duration `json:"hedge_after,omitempty"`
+
+	// HedgeAuto sets each attempt's hedge delay from its deployment's
+	// recent time to first byte: twice its decaying average, within 100ms
+	// and 5s; no hedge before the deployment has been measured.
+	HedgeAuto bool `json:"hedge_auto,omitempty"`
+
+	// MaxHedges bounds the hedges one request may start. Default: 1; 0
+	// turns hedging off.
+	MaxHedges *int `json:"max_hedges,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -682,6 +698,9 @@ func (r *Router) validate() error {
 	}
 	if f := r.Failover; f != nil && f.Balance != "" && f.Balance != balanceWeighted && f.Balance != balanceLatency {
 		return cfgErr("failover", "balance must be weighted or latency, got %q", f.Balance)
+	}
+	if f := r.Failover; f != nil && (f.HedgeAfter < 0 || f.MaxHedges != nil && *f.MaxHedges < 0) {
+		return cfgErr("failover", "hedge_after and max_hedges must not be negative")
 	}
 	providers := make(map[string]bool)
 	var providerNames []string

@@ -26,6 +26,10 @@ type deploymentStats struct {
 	// the part of input and output the router estimated
 	estIn, estOut int64
 	costs         []money // one per currency the deployment was billed in
+	// hedges started to this deployment, and those it won (hedge.go); the
+	// cost of its attempts that lost a hedge
+	hedges, hedgesWon int64
+	hedgeLostCosts    []money
 }
 
 func (s *deploymentStats) reset() {
@@ -33,6 +37,7 @@ func (s *deploymentStats) reset() {
 	defer s.mu.Unlock()
 	s.requests, s.outcomes = [endpointCount]int64{}, [outcomeCount]int64{}
 	s.input, s.output, s.cached, s.estIn, s.estOut, s.costs = 0, 0, 0, 0, 0, nil
+	s.hedges, s.hedgesWon, s.hedgeLostCosts = 0, 0, nil
 	s.latency, s.ttft = latencyHistogram{}, latencyHistogram{}
 }
 
@@ -40,6 +45,23 @@ func (s *deploymentStats) reset() {
 type money struct {
 	currency string
 	amount   float64
+}
+
+// recordHedge counts a hedge started to this deployment.
+func (s *deploymentStats) recordHedge(won bool) {
+	s.mu.Lock()
+	s.hedges++
+	if won {
+		s.hedgesWon++
+	}
+	s.mu.Unlock()
+}
+
+// recordHedgeLost adds the cost of an attempt that lost a hedge.
+func (s *deploymentStats) recordHedgeLost(cost float64, currency string) {
+	s.mu.Lock()
+	s.hedgeLostCosts = addMoney(s.hedgeLostCosts, currency, cost)
+	s.mu.Unlock()
 }
 
 // recordAttempt counts one finished upstream attempt.

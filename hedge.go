@@ -1,0 +1,189 @@
+package llmrouter
+
+import (
+	"context"
+	"errors"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+)
+
+// Hedged first byte (`failover { hedge_after <duration>|auto }`): when an
+// attempt has produced no first byte (a stream's first event, a JSON
+// answer) after the delay, the next candidate starts beside it; the first
+// valid first byte wins and the other attempt is canceled at once. Each
+// attempt runs on its own goroutine up to its commit, where it claims the
+// hedgeGate: only the winner writes to the client. The loser's outcome and
+// cost are recorded by the request's goroutine once both have ended, so
+// that the exchange is never written by two goroutines at once.
+
+// Bounds of `hedge_after auto`: twice the deployment's decaying average
+// time to first byte (a cheap stand-in for a high percentile), within
+// these.
+const (
+	minAutoHedge = 100 * time.Millisecond
+	maxAutoHedge = 5 * time.Second
+)
+
+// errHedgeLost cancels the attempt that lost a hedge.
+var errHedgeLost = errors.New("lost the hedge")
+
+// hedgeGate lets the first of two attempts to reach its commit write to
+// the client, and cancels the other.
+type hedgeGate struct {
+	mu      sync.Mutex
+	winner  int // 1 + the winning attempt's index; 0 while none has won
+	cancels [2]context.CancelCauseFunc
+}
+
+// claim reports whether attempt i may commit: the first to ask wins, and
+// the other attempt is canceled. A nil gate (no hedge) always grants.
+func (g *hedgeGate) claim(i int) bool {
+	if g == nil {
+		return true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.winner == 0 {
+		g.winner = i + 1
+		if other := g.cancels[1-i]; other != nil {
+			other(errHedgeLost)
+		}
+	}
+	return g.winner == i+1
+}
+
+// hedgeDelay is how long to wait for d's first byte before hedging; 0: do
+// not hedge this request (off, or no more hedges allowed).
+func (ex *exchange) hedgeDelay(d *deployment, hedges int) time.Duration {
+	f := ex.router.Failover
+	if f.HedgeAfter == 0 && !f.HedgeAuto || hedges >= f.maxHedges() {
+		return 0
+	}
+	// a request the cache serves or that others follow (its flight), and
+	// one whose budget could not pay twice, is not hedged
+	if ex.cache.flight != nil || !budgetsHaveRoom(ex.charges) {
+		return 0
+	}
+	if !f.HedgeAuto {
+		return time.Duration(f.HedgeAfter)
+	}
+	avg := d.state.firstByteAvg(ex.body.Stream)
+	if avg == 0 {
+		return 0 // nothing measured yet: no basis for a delay
+	}
+	return min(max(time.Duration(2*avg*float64(time.Second)), minAutoHedge), maxAutoHedge)
+}
+
+// maxHedges is the number of hedges a request may start (default one).
+func (f *Failover) maxHedges() int {
+	if f.MaxHedges == nil {
+		return 1
+	}
+	return *f.MaxHedges
+}
+
+// hedgedResult is one attempt of a hedge, as its goroutine ended it.
+type hedgedResult struct {
+	i    int
+	d    *deployment
+	res  attemptResult
+	span trace.Span // its trace span, if traced
+}
+
+// hedgedAttempt tries d, and after delay without a first byte also h;
+// the first to commit answers. It returns the attempts made, in the order
+// they ended, and whether h was started.
+func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done []hedgedResult, hedged bool) {
+	gate := &hedgeGate{}
+	ex.gate = gate
+	defer func() { ex.gate = nil }()
+	results := make(chan hedgedResult, 2)
+	start := func(i int, d *deployment) {
+		ctx, cancel := context.WithCancelCause(ex.ctx)
+		gate.mu.Lock()
+		gate.cancels[i] = cancel
+		if gate.winner != 0 && gate.winner != i+1 {
+			cancel(errHedgeLost) // the other won while this one was being started
+		}
+		gate.mu.Unlock()
+		span := ex.traceAttempt(d, false)
+		go func() {
+			r := hedgedResult{i: i, d: d, span: span}
+			defer func() {
+				cancel(nil)
+				if v := recover(); v != nil {
+					ex.router.logger.Error("hedged attempt panicked", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+					r.res = attemptResult{outcome: outcomeServerError, detail: "internal error", started: r.res.started}
+				}
+				results <- r
+			}()
+			r.res = ex.attemptIn(ctx, d, i)
+		}()
+	}
+	start(0, d)
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	select {
+	case r := <-results:
+		return []hedgedResult{r}, false // ended before the delay: no hedge
+	case <-timer.C:
+	}
+	gate.mu.Lock()
+	if gate.winner != 0 {
+		// committed just as the delay passed: its stream is being relayed
+		gate.mu.Unlock()
+		return []hedgedResult{<-results}, false
+	}
+	// the hedge counts from now: under the gate's lock, so that an
+	// attempt that wins after this sees it (X-LLM-Attempts)
+	ex.attempts++
+	gate.mu.Unlock()
+	start(1, h)
+	done = append(done, <-results, <-results)
+	return done, true
+}
+
+// budgetsHaveRoom reports whether every budget of the request could pay
+// for the request a second time (its reservation again) within its
+// limits: a hedge spends up to twice.
+func budgetsHaveRoom(charges []budgetCharge) bool {
+	for i := range charges {
+		if !charges[i].room() {
+			return false
+		}
+	}
+	return true
+}
+
+// settleHedge records a hedge to h once both its attempts have ended:
+// whether h won, and the cost of the attempt that lost, which the provider
+// bills all the same: its usage when it had a complete answer, else its
+// input, estimated and flagged.
+func (ex *exchange) settleHedge(h *deployment, results []hedgedResult) {
+	won := false
+	for _, r := range results {
+		if r.d == h && r.res.committed {
+			won = true
+		}
+		if r.res.outcome != outcomeHedgeLost {
+			continue
+		}
+		u := ex.estimate(0)
+		if r.res.usage != nil {
+			u = *r.res.usage
+		}
+		cost := ex.spend(r.d, u)
+		r.d.metrics.hedgeLostCost.Add(cost)
+		r.d.state.stats.recordHedgeLost(cost, r.d.currency.Code)
+	}
+	h.state.stats.recordHedge(won)
+	result := "lost"
+	if won {
+		result = "won"
+	}
+	metrics.hedges.WithLabelValues(h.name, h.provider.name, result).Inc()
+}

@@ -1,0 +1,106 @@
+package llmrouter
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// hedgeRouter is defaultRouter with hedging after 300 ms, and a first
+// byte timeout long enough that only the hedge can help.
+func hedgeRouter(extra string) string {
+	return strings.Replace(defaultRouter, "first_byte_timeout 2s", "first_byte_timeout 5s\n\t\thedge_after 300ms"+extra, 1)
+}
+
+const hedgeWon = `caddy_llm_router_hedges_total{model="gemini-2.5-flash",provider="primary",result="won"}`
+
+// TestHedgedFirstByte: a stream whose first deployment holds its first
+// byte for 3 s gets its first event from the second, started after 300 ms;
+// the slow attempt is canceled, counted, and its input charged as an
+// estimate.
+func TestHedgedFirstByte(t *testing.T) {
+	g := newGateway(t, hedgeRouter(""))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 3 * time.Second})
+	done := requestsDone(t)
+	before := scrape(t)
+	start := time.Now()
+	s := g.readStream(context.Background(), chatBody("simple_qa", true), nil)
+	if s.err != nil || answerText(t, s.body) == "" {
+		t.Fatalf("stream: %v %q", s.err, s.body)
+	}
+	if took := s.first.Sub(start); took >= time.Second {
+		t.Errorf("first event after %s, want under 1s from the hedge", took)
+	}
+	if got := waitFor(t, g.primary.Canceled(), "the slow attempt to be canceled"); got != "deepseek-chat" {
+		t.Errorf("canceled %q, want the slow deepseek-chat", got)
+	}
+	waitFor(t, done, "the request to be counted")
+	after := scrape(t)
+	if d := after[hedgeWon] - before[hedgeWon]; d != 1 {
+		t.Errorf("%s +%v, want 1", hedgeWon, d)
+	}
+	const lost = `caddy_llm_router_attempts_total{model="deepseek-v3.2",outcome="hedge_lost",provider="primary"}`
+	const estimated = `caddy_llm_router_estimated_tokens_total{model="deepseek-v3.2",provider="primary",type="input"}`
+	if after[lost]-before[lost] != 1 || after[estimated]-before[estimated] <= 0 {
+		t.Errorf("lost attempt: %s +%v, %s +%v; want counted and its input charged as an estimate",
+			lost, after[lost]-before[lost], estimated, after[estimated]-before[estimated])
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.HealthScore != 100 || len(st.HedgeLostCosts) != 1 || st.HedgeLostCosts[0].Amount <= 0 {
+		t.Errorf("the slow deployment: score %d (losing a hedge is not a failure), lost hedges cost %+v", st.HealthScore, st.HedgeLostCosts)
+	}
+	if st := statsFor(t, g, "gemini-2.5-flash", "primary"); st.Hedges != 1 || st.HedgesWon != 1 {
+		t.Errorf("the hedge's deployment: %d hedges, %d won; want 1 and 1", st.Hedges, st.HedgesWon)
+	}
+}
+
+// TestNoHedge: a first deployment that answers within the delay is never
+// hedged; max_hedges 0 and a budget that could not pay twice turn hedging
+// off.
+func TestNoHedge(t *testing.T) {
+	check := func(name, router string, latency time.Duration) {
+		t.Helper()
+		g := newGateway(t, router)
+		g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: latency})
+		done := requestsDone(t)
+		before := scrape(t)
+		resp, body := g.post(chatBody("simple_qa", false), "X-Team", "storefront")
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+		waitFor(t, done, "the request to be counted")
+		if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 0 {
+			t.Errorf("%s: the second deployment got %d requests", name, n)
+		}
+		if d := scrape(t)[hedgeWon] - before[hedgeWon]; d != 0 {
+			t.Errorf("%s: hedged", name)
+		}
+	}
+	check("fast first deployment", hedgeRouter(""), 100*time.Millisecond)
+	check("max_hedges 0", hedgeRouter("\n\t\tmax_hedges 0"), 600*time.Millisecond)
+	// a reservation of about 0.35 USD (budgetRouter's prices, 350 output
+	// tokens reserved) against a limit of 0.5: one fits, two would not
+	budget := strings.Replace(hedgeRouter(""), "default_route simple_qa",
+		"default_route simple_qa\n\tbudget team {\n\t\tlimit 0.5 per day\n\t\tkey {http.request.header.X-Team}\n\t\treserve_output 350\n\t}\n\tbudget_sync off", 1)
+	budget = strings.NewReplacer(
+		"model deepseek-v3.2 {\n\t\tupstream deepseek-chat\n\t}", "model deepseek-v3.2 {\n\t\tupstream deepseek-chat\n\t\tprice 1000\n\t}",
+		"model gemini-2.5-flash\n", "model gemini-2.5-flash {\n\t\tprice 1000\n\t}\n",
+	).Replace(budget)
+	check("budget near its limit", budget, 600*time.Millisecond)
+}
+
+// TestHedgedJSON: a JSON request whose first deployment answers after 3 s
+// is answered by the hedge.
+func TestHedgedJSON(t *testing.T) {
+	g := newGateway(t, hedgeRouter(""))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 3 * time.Second})
+	start := time.Now()
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+	if took := time.Since(start); took >= time.Second {
+		t.Errorf("answered after %s, want under 1s from the hedge", took)
+	}
+	if got := waitFor(t, g.primary.Canceled(), "the slow attempt to be canceled"); got != "deepseek-chat" {
+		t.Errorf("canceled %q", got)
+	}
+}
