@@ -13,12 +13,12 @@ import (
 
 // Hedged first byte (`failover { hedge_after <duration>|auto }`): when an
 // attempt has produced no first byte (a stream's first event, a JSON
-// answer) after the delay, the next candidate starts beside it; the first
-// valid first byte wins and the other attempt is canceled at once. Each
-// attempt runs on its own goroutine up to its commit, where it claims the
-// hedgeGate: only the winner writes to the client. The loser's outcome and
+// answer) after the delay, the next candidate starts beside it, on a
+// goroutine of its own; the first valid first byte wins and the other
+// attempt is canceled at once. Each attempt claims the hedgeGate at its
+// commit: only the winner writes to the client. The loser's outcome and
 // cost are recorded by the request's goroutine once both have ended, so
-// that the exchange is never written by two goroutines at once.
+// that the exchange's records are never written by two goroutines at once.
 
 // Bounds of `hedge_after auto`: twice the deployment's decaying average
 // time to first byte (a cheap stand-in for a high percentile), within
@@ -37,6 +37,8 @@ type hedgeGate struct {
 	mu      sync.Mutex
 	winner  int // 1 + the winning attempt's index; 0 while none has won
 	cancels [2]context.CancelCauseFunc
+	started bool // the hedge was started
+	closed  bool // the first attempt ended: no hedge starts any more
 }
 
 // claim reports whether attempt i may commit: the first to ask wins, and
@@ -96,55 +98,52 @@ type hedgedResult struct {
 
 // hedgedAttempt tries d, and after delay without a first byte also h;
 // the first to commit answers. It returns the attempts made, in the order
-// they ended, and whether h was started.
+// they ended, and whether h was started. d's attempt runs on the request's
+// goroutine, as any attempt: a hedge that never starts costs a timer.
 func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done []hedgedResult, hedged bool) {
 	gate := &hedgeGate{}
 	ex.gate = gate
 	defer func() { ex.gate = nil }()
-	results := make(chan hedgedResult, 2)
-	start := func(i int, d *deployment) {
-		ctx, cancel := context.WithCancelCause(ex.ctx)
+	ctx, cancel := context.WithCancelCause(ex.ctx)
+	gate.cancels[0] = cancel
+	hedge := make(chan hedgedResult, 1)
+	timer := time.AfterFunc(delay, func() {
 		gate.mu.Lock()
-		gate.cancels[i] = cancel
-		if gate.winner != 0 && gate.winner != i+1 {
-			cancel(errHedgeLost) // the other won while this one was being started
+		if gate.winner != 0 || gate.closed {
+			gate.mu.Unlock()
+			return // d answered, or ended, in time
 		}
+		// the hedge counts from now: under the gate's lock, so that an
+		// attempt that wins after this sees it (X-LLM-Attempts)
+		ex.attempts++
+		hctx, hcancel := context.WithCancelCause(ex.ctx)
+		gate.cancels[1], gate.started = hcancel, true
 		gate.mu.Unlock()
-		span := ex.traceAttempt(d, false)
-		go func() {
-			r := hedgedResult{i: i, d: d, span: span}
-			defer func() {
-				cancel(nil)
-				if v := recover(); v != nil {
-					ex.router.logger.Error("hedged attempt panicked", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
-					r.res = attemptResult{outcome: outcomeServerError, detail: "internal error", started: r.res.started}
-				}
-				results <- r
-			}()
-			r.res = ex.attemptIn(ctx, d, i)
+		r := hedgedResult{i: 1, d: h, span: ex.traceAttempt(h, false)}
+		defer func() {
+			hcancel(nil)
+			if v := recover(); v != nil {
+				ex.router.logger.Error("hedged attempt panicked", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+				r.res = attemptResult{outcome: outcomeServerError, detail: "internal error", started: r.res.started}
+			}
+			hedge <- r
 		}()
-	}
-	start(0, d)
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	select {
-	case r := <-results:
-		return []hedgedResult{r}, false // ended before the delay: no hedge
-	case <-timer.C:
-	}
+		r.res = ex.attemptIn(hctx, h, 1)
+	})
+	first := hedgedResult{i: 0, d: d, span: ex.traceAttempt(d, false)}
+	first.res = ex.attemptIn(ctx, d, 0)
+	cancel(nil)
+	timer.Stop()
 	gate.mu.Lock()
-	if gate.winner != 0 {
-		// committed just as the delay passed: its stream is being relayed
-		gate.mu.Unlock()
-		return []hedgedResult{<-results}, false
-	}
-	// the hedge counts from now: under the gate's lock, so that an
-	// attempt that wins after this sees it (X-LLM-Attempts)
-	ex.attempts++
+	gate.closed = true // no hedge starts after this
+	started := gate.started
 	gate.mu.Unlock()
-	start(1, h)
-	done = append(done, <-results, <-results)
-	return done, true
+	if !started {
+		return []hedgedResult{first}, false
+	}
+	// d ended (answered, lost or failed) with the hedge under way: the
+	// hedge's result comes when it ends, at once if d won
+	return []hedgedResult{first, <-hedge}, true
 }
 
 // budgetsHaveRoom reports whether every budget of the request could pay

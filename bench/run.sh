@@ -215,6 +215,22 @@ write_caddyfile() {
 			extra=$BUDGET_CONFIG$CACHE_CONFIG
 		fi
 		;;
+	llm_router_hedge)
+		# hedging after 100 ms (the hedging scenario's slow deployment
+		# takes 1 s for a tenth of its first bytes)
+		extra="
+		failover {
+			hedge_after 100ms
+		}"
+		;;
+	llm_router_hedge_idle)
+		# hedging configured, never triggered (the mock answers at once):
+		# what the feature costs a request that is not hedged
+		extra="
+		failover {
+			hedge_after 10s
+		}"
+		;;
 	llm_router_cache)
 		# 8MB: the cache-miss warm-up (FILL_WARMUP at ~10,000 unique
 		# requests a second, ~640 bytes weighed each) fills it, so that the
@@ -479,6 +495,47 @@ followers() {
 	fi
 }
 
+# mock_requests <control URL>: the requests the mock has received, all
+# models together ({"model": count, ...}: the counts follow the colons)
+mock_requests() {
+	local sum
+	sum=$(curl -fsS "$1/requests" | grep -o ':[0-9]*' | tr -d : | paste -sd+ -)
+	echo $((${sum:-0}))
+}
+
+# hedging <off|on>: streams at 10 connections on a route whose first
+# deployment (deepseek-v3.2) takes 1 s for a tenth of its first bytes and
+# 20 ms otherwise, the second (gpt-4.1) 20 ms: time to first byte with
+# hedging off and on (hedge_after 100ms), and the upstream requests it
+# took.
+hedging() {
+	local variant=$1 id="hedging $1" target=llm_router
+	selected "$id" || return 0
+	[[ $variant == on ]] && target=llm_router_hedge
+	echo "==> $id ($DUR, 10 connections, streams)"
+	rm -f "$TMP/caddy.log" "$TMP/load.err"
+	start_mock 0 0 || { fail "$id: mock"; return 0; }
+	local ctl=http://$MOCK_ADDR/_mock
+	curl -fsS -X POST "$ctl/behavior?model=deepseek-v3.2" -d '{"latency":"20ms","tail_share":0.1,"tail_latency":"1s"}' &&
+		curl -fsS -X POST "$ctl/behavior?model=gpt-4.1" -d '{"latency":"20ms"}' || { fail "$id: mock behavior"; stop_all; return 0; }
+	start_caddy "$target"
+	if ! "${ON_LOAD[@]}" "$LOADGEN" check -url "$URL" -body "$TMP/stream_router.body" -stream -wait 15s 2>"$TMP/load.err"; then
+		fail "$id: not ready"
+		stop_all
+		return 0
+	fi
+	local before after main
+	before=$(mock_requests "$ctl")
+	main=$("${ON_LOAD[@]}" "$LOADGEN" closed -url "$URL" -body "$TMP/stream_router.body" -stream -c 10 -d "$DUR" 2>"$TMP/load.err") ||
+		{ fail "$id: loadgen closed"; stop_all; return 0; }
+	after=$(mock_requests "$ctl")
+	stop_all
+	printf '{"kind":"hedging","variant":"%s","target":"%s","main":%s,"upstream_requests":%s}\n' \
+		"$variant" "$target" "$main" "$((after - before))" >>"$RAW"
+	summary "$main"
+	echo "    upstream requests $((after - before))"
+}
+
 # feature_run <feature> <variant a|b> <round> <target> <body file> <wrk script>:
 # one run of a feature comparison (JSON, wrk -c50, upstream 0 ms): fresh mock
 # and Caddy, readiness (and the feature's own checks), warm-up, DUR measured.
@@ -639,6 +696,10 @@ feature cache-hit reverse_proxy llm_router_cache "$TMP/json.body" post.lua
 # The ceiling of a hit: Caddy answering the same body with no handler work.
 feature cache-hit-ceiling reverse_proxy static "$TMP/json.body" post.lua
 followers
+hedging off
+hedging on
+feature hedge-idle llm_router llm_router_hedge_idle "$TMP/json.body" post.lua
+feature hedge-idle-stream llm_router llm_router_hedge_idle "$TMP/stream_router.body" post.lua
 streams llm_router
 streams reverse_proxy
 

@@ -264,6 +264,7 @@ type Result struct {
 	Max        float64        `json:"max_ms"`
 	TTFB50     float64        `json:"ttfb_p50_ms,omitempty"`
 	TTFB90     float64        `json:"ttfb_p90_ms,omitempty"`
+	TTFB95     float64        `json:"ttfb_p95_ms,omitempty"`
 	TTFB99     float64        `json:"ttfb_p99_ms,omitempty"`
 }
 
@@ -305,7 +306,7 @@ func (c *collector) result(tool string, elapsed time.Duration) Result {
 	lat, ttfb := c.lat.sorted(), c.ttfb.sorted()
 	r := Result{Tool: tool, Requests: c.total, Errors: c.nerr, DurationS: elapsed.Seconds(),
 		P50: lat.pct(50), P90: lat.pct(90), P99: lat.pct(99), Max: lat.pct(100),
-		TTFB50: ttfb.pct(50), TTFB90: ttfb.pct(90), TTFB99: ttfb.pct(99)}
+		TTFB50: ttfb.pct(50), TTFB90: ttfb.pct(90), TTFB95: ttfb.pct(95), TTFB99: ttfb.pct(99)}
 	if len(c.errs) > 0 {
 		r.ErrorKinds = c.errs
 	}
@@ -533,7 +534,7 @@ func cmdOpen(args []string) error {
 	r := col.result("vegeta", elapsed)
 	wt.mu.Lock()
 	ttfb := wt.ttfb.sorted()
-	r.TTFB50, r.TTFB90, r.TTFB99 = ttfb.pct(50), ttfb.pct(90), ttfb.pct(99)
+	r.TTFB50, r.TTFB90, r.TTFB95, r.TTFB99 = ttfb.pct(50), ttfb.pct(90), ttfb.pct(95), ttfb.pct(99)
 	if wt.truncated > 0 {
 		r.Errors += wt.truncated
 		if r.ErrorKinds == nil {

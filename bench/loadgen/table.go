@@ -40,6 +40,9 @@ type Row struct {
 	// followers
 	Followers *FollowersResult `json:"followers"`
 
+	// hedging (also Variant, Target, Main)
+	UpstreamRequests int `json:"upstream_requests"`
+
 	// meta
 	Meta map[string]any `json:"meta"`
 }
@@ -126,7 +129,7 @@ func render(w io.Writer, rows []Row) {
 	type group struct{ upstream, mode, load string }
 	var groups []group
 	seen := map[group]bool{}
-	var streams, features, followers []*Row
+	var streams, features, followers, hedging []*Row
 	meta := map[string]any{}
 	for i := range rows {
 		r := &rows[i]
@@ -139,6 +142,8 @@ func render(w io.Writer, rows []Row) {
 			streams = append(streams, r)
 		case "followers":
 			followers = append(followers, r)
+		case "hedging":
+			hedging = append(hedging, r)
 		case "feature":
 			features = append(features, r)
 		default:
@@ -257,6 +262,23 @@ func render(w io.Writer, rows []Row) {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "A follower relays its leader's events as they arrive: its first event comes with the leader's, not when the")
 		fmt.Fprintln(w, "leader's stream (~2.2 s here) ends.")
+		fmt.Fprintln(w)
+	}
+
+	if len(hedging) > 0 {
+		fmt.Fprintln(w, "## Hedging (streams, 10 connections; the first deployment takes 1 s for 10 % of its first bytes, 20 ms otherwise)")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| hedging | requests | errors | TTFB p50 ms | p90 ms | p95 ms | p99 ms | upstream requests | extra upstream requests |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for _, r := range hedging {
+			m := r.Main
+			if m == nil {
+				continue
+			}
+			extra := r.UpstreamRequests - m.Requests
+			fmt.Fprintf(w, "| %s | %d | %d | %.2f | %.2f | %.2f | %.2f | %d | %d (%.1f %%) |\n", r.Variant, m.Requests, m.Errors,
+				m.TTFB50, m.TTFB90, m.TTFB95, m.TTFB99, r.UpstreamRequests, extra, 100*float64(extra)/float64(max(m.Requests, 1)))
+		}
 		fmt.Fprintln(w)
 	}
 
@@ -417,6 +439,8 @@ var featureSpecs = []featureSpec{
 	{"cache-miss", "B/A ≥ 0.95", "cache miss: json wrk -c50 throughput ≥ 0.95× cache off", 0.95},
 	{"all-costs", "B/A ≥ 0.95", "every cost feature (rules on model auto, budget + client_label, cache miss on unique questions): json wrk -c50 throughput ≥ 0.95× the plain router", 0.95},
 	{"cache-hit", "B/A ≥ 3.0 (A = reverse_proxy)", "cache hit: json wrk -c50 throughput ≥ 3.0× reverse_proxy", 3.0},
+	{"hedge-idle", "B/A ≥ 0.95", "hedging configured, never triggered: json wrk -c50 throughput ≥ 0.95× without it", 0.95},
+	{"hedge-idle-stream", "B/A ≥ 0.95", "hedging configured, never triggered: stream wrk -c50 throughput ≥ 0.95× without it", 0.95},
 }
 
 // featureComparison is the interleaved runs of one feature: A without it,

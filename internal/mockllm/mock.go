@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"sort"
@@ -98,6 +99,10 @@ type Behavior struct {
 	// Latency is waited before the response headers are sent; the wait ends
 	// early if the client goes away.
 	Latency time.Duration
+	// TailShare is the share (0..1) of requests that wait TailLatency
+	// instead of Latency: a latency distribution with a long tail.
+	TailShare   float64
+	TailLatency time.Duration
 	// BodyDelay, with Body (or EmptyBody), is waited between sending the
 	// headers and the body: a slow answer whose status arrives at once.
 	BodyDelay time.Duration
@@ -697,7 +702,11 @@ func (c *call) abort() {
 // preamble applies the faults common to every endpoint. It returns false if
 // the response has been dealt with.
 func (c *call) preamble(b Behavior, stream bool) bool {
-	if !c.sleep(b.Latency) {
+	latency := b.Latency
+	if b.TailShare > 0 && mrand.Float64() < b.TailShare {
+		latency = b.TailLatency
+	}
+	if !c.sleep(latency) {
 		return false
 	}
 	if b.Hang {
@@ -1741,27 +1750,29 @@ func (c *call) retrieveModel([]byte) {
 
 // behaviorJSON is the JSON form of Behavior.
 type behaviorJSON struct {
-	Status                int    `json:"status,omitempty"`
-	RetryAfter            string `json:"retry_after,omitempty"`
-	Body                  string `json:"body,omitempty"`
-	Latency               string `json:"latency,omitempty"`
-	BodyDelay             string `json:"body_delay,omitempty"`
-	Hang                  bool   `json:"hang,omitempty"`
-	Reset                 bool   `json:"reset,omitempty"`
-	Malformed             bool   `json:"malformed,omitempty"`
-	StallBeforeFirstChunk bool   `json:"stall_before_first_chunk,omitempty"`
-	BreakAfterChunks      int    `json:"break_after_chunks,omitempty"`
-	HoldAfterChunks       int    `json:"hold_after_chunks,omitempty"`
-	ChunkDelay            string `json:"chunk_delay,omitempty"`
-	Chunks                int    `json:"chunks,omitempty"`
-	CachedTokens          int    `json:"cached_tokens,omitempty"`
-	Times                 int    `json:"times,omitempty"`
-	Echo                  bool   `json:"echo,omitempty"`
-	ContentType           string `json:"content_type,omitempty"`
-	EmptyBody             bool   `json:"empty_body,omitempty"`
-	TruncateAfter         int    `json:"truncate_after,omitempty"`
-	ErrorEvent            bool   `json:"error_event,omitempty"`
-	PythonJSON            bool   `json:"python_json,omitempty"`
+	Status                int     `json:"status,omitempty"`
+	RetryAfter            string  `json:"retry_after,omitempty"`
+	Body                  string  `json:"body,omitempty"`
+	Latency               string  `json:"latency,omitempty"`
+	TailShare             float64 `json:"tail_share,omitempty"`
+	TailLatency           string  `json:"tail_latency,omitempty"`
+	BodyDelay             string  `json:"body_delay,omitempty"`
+	Hang                  bool    `json:"hang,omitempty"`
+	Reset                 bool    `json:"reset,omitempty"`
+	Malformed             bool    `json:"malformed,omitempty"`
+	StallBeforeFirstChunk bool    `json:"stall_before_first_chunk,omitempty"`
+	BreakAfterChunks      int     `json:"break_after_chunks,omitempty"`
+	HoldAfterChunks       int     `json:"hold_after_chunks,omitempty"`
+	ChunkDelay            string  `json:"chunk_delay,omitempty"`
+	Chunks                int     `json:"chunks,omitempty"`
+	CachedTokens          int     `json:"cached_tokens,omitempty"`
+	Times                 int     `json:"times,omitempty"`
+	Echo                  bool    `json:"echo,omitempty"`
+	ContentType           string  `json:"content_type,omitempty"`
+	EmptyBody             bool    `json:"empty_body,omitempty"`
+	TruncateAfter         int     `json:"truncate_after,omitempty"`
+	ErrorEvent            bool    `json:"error_event,omitempty"`
+	PythonJSON            bool    `json:"python_json,omitempty"`
 }
 
 // MarshalJSON encodes b with snake_case keys, omitting zero fields, and
@@ -1772,9 +1783,12 @@ func (b Behavior) MarshalJSON() ([]byte, error) {
 		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks,
 		HoldAfterChunks: b.HoldAfterChunks, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times,
 		Echo: b.Echo, ContentType: b.ContentType, EmptyBody: b.EmptyBody, TruncateAfter: b.TruncateAfter,
-		ErrorEvent: b.ErrorEvent, PythonJSON: b.PythonJSON}
+		ErrorEvent: b.ErrorEvent, PythonJSON: b.PythonJSON, TailShare: b.TailShare}
 	if b.Latency != 0 {
 		j.Latency = b.Latency.String()
+	}
+	if b.TailLatency != 0 {
+		j.TailLatency = b.TailLatency.String()
 	}
 	if b.BodyDelay != 0 {
 		j.BodyDelay = b.BodyDelay.String()
@@ -1806,6 +1820,10 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.Body)
 		case "latency":
 			out.Latency, err = parseDuration(v)
+		case "tailshare":
+			err = json.Unmarshal(v, &out.TailShare)
+		case "taillatency":
+			out.TailLatency, err = parseDuration(v)
 		case "bodydelay":
 			out.BodyDelay, err = parseDuration(v)
 		case "hang":

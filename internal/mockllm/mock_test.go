@@ -1690,3 +1690,20 @@ func TestBehaviorJSONPythonJSON(t *testing.T) {
 		t.Fatalf("zero PythonJSON encoded: %s", js)
 	}
 }
+
+// TestTailLatencyJSON: the tail of the latency distribution goes through
+// the control API's JSON.
+func TestTailLatencyJSON(t *testing.T) {
+	var b Behavior
+	if err := json.Unmarshal([]byte(`{"latency":"20ms","tail_share":0.1,"tail_latency":"1s"}`), &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Latency != 20*time.Millisecond || b.TailShare != 0.1 || b.TailLatency != time.Second {
+		t.Fatalf("decoded %+v", b)
+	}
+	out, _ := json.Marshal(b)
+	var back Behavior
+	if err := json.Unmarshal(out, &back); err != nil || back != b {
+		t.Errorf("round trip: %s -> %+v (%v)", out, back, err)
+	}
+}
