@@ -181,13 +181,6 @@ func (f *cacheFlight) end(set func()) {
 	f.changed()
 }
 
-// done reports whether the flight has its final state.
-func (f *cacheFlight) done() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.state >= flightLanded
-}
-
 // leaderLeft says that the leader's client went away. It reports whether
 // the leader should go on reading its upstream answer for followers;
 // otherwise the upstream request is canceled.
