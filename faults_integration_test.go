@@ -458,3 +458,35 @@ func TestHalfClosedClient(t *testing.T) {
 		t.Errorf("status %d (%s), want 499", resp.StatusCode, b)
 	}
 }
+
+// TestSlowClientIsNotTheProvidersFault: a client that reads one event at
+// a time, slower than stream_idle_timeout, of events larger than the
+// socket buffers, gets the whole stream: the time the router spends
+// blocked writing to it is not the provider's silence.
+func TestSlowClientIsNotTheProvidersFault(t *testing.T) {
+	g := newGateway(t, strings.Replace(faultRouter, "default_route simple_qa", "default_route simple_qa\n\thealth_check {\n\t\tinterval off\n\t}", 1))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Chunks: 3, ChunkPadding: 2 << 20})
+	resp, err := g.tc.Client.Post(gatewayURL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("simple_qa", true)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	var events []string
+	for {
+		line, err := r.ReadString('\n')
+		if strings.HasPrefix(line, "data: ") {
+			events = append(events, line[:min(len(line), 300)])
+			<-time.After(500 * time.Millisecond) // the client's slowness; stream_idle_timeout is 300ms
+		}
+		if err != nil {
+			break
+		}
+	}
+	if n := len(events); n < 6 || events[n-1] != "data: [DONE]\n" || strings.Contains(strings.Join(events, ""), "upstream_stream_broken") {
+		t.Errorf("%d events, the last %q: want the whole stream", n, events[max(n-1, 0)])
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.HealthScore != 100 || st.Errors != 0 {
+		t.Errorf("score %d errors %d after a slow client, want 100 and 0", st.HealthScore, st.Errors)
+	}
+}

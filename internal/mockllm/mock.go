@@ -128,6 +128,10 @@ type Behavior struct {
 	// ChunkDelay (stream only) is waited before each content chunk and before
 	// the finishing chunk.
 	ChunkDelay time.Duration
+	// ChunkPadding (chat streams only) appends this many dots to the text
+	// of each content chunk: events large enough to fill socket buffers,
+	// so that a slow reader makes the sender wait.
+	ChunkPadding int
 	// Chunks is the number of content chunks in a stream or words in a
 	// non-stream answer (also the completion token count); 0 means
 	// DefaultChunks. A smaller positive max_tokens (max_completion_tokens,
@@ -1252,7 +1256,7 @@ func (c *call) chatStream(id, model string, n int, includeUsage bool, served Usa
 			return true
 		},
 		chunk: func(i int) bool {
-			w := word(i)
+			w := word(i) + strings.Repeat(".", c.b.ChunkPadding)
 			return send(delta{Content: &w}, nil)
 		},
 		close: func() bool {
