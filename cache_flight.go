@@ -181,6 +181,13 @@ func (f *cacheFlight) end(set func()) {
 	f.changed()
 }
 
+// hasFollowers reports whether anyone follows the flight now.
+func (f *cacheFlight) hasFollowers() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.followers > 0
+}
+
 // leaderLeft says that the leader's client went away. It reports whether
 // the leader should go on reading its upstream answer for followers;
 // otherwise the upstream request is canceled.

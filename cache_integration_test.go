@@ -698,3 +698,27 @@ func TestSDKReadsFollowerStream(t *testing.T) {
 		t.Errorf("follower %+v", follower)
 	}
 }
+
+// TestCacheLeaderSlowClientHoldsNoOneBack: a leader whose client stops
+// reading (events larger than the socket buffers) holds its followers back
+// no longer than leaderWriteGrace: it is dropped, and they get the whole
+// stream.
+func TestCacheLeaderSlowClientHoldsNoOneBack(t *testing.T) {
+	defer func(old time.Duration) { leaderWriteGrace = old }(leaderWriteGrace)
+	leaderWriteGrace = 300 * time.Millisecond
+	g := newGateway(t, cacheRouter("\t\tmax_size 200MB"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Chunks: 3, ChunkPadding: 2 << 20, ChunkDelay: 50 * time.Millisecond})
+	q := question("What does the warranty cover?", true, "")
+	resp, hangUp := g.streamUntil(q, "data: ") // the leader reads its first event, then nothing
+	defer hangUp()
+	expectCache(t, resp, "miss")
+	followed := make(chan streamed, 1)
+	go func() { followed <- g.readStream(context.Background(), q, nil) }()
+	s := waitFor(t, followed, "the follower's whole stream while the leader's client does not read")
+	if s.err != nil || s.cache != "hit" || !strings.HasSuffix(s.body, "data: [DONE]\n\n") {
+		t.Errorf("follower: %s %v, ends %q", s.cache, s.err, s.body[max(len(s.body)-200, 0):])
+	}
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+		t.Errorf("%d upstream requests, want 1", n)
+	}
+}

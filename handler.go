@@ -707,6 +707,10 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	if f := ex.cache.flight; f != nil && ex.cache.store {
 		f.startStream(d.name, d.provider.name)
 		relay.flight = f
+		if f.shared {
+			relay.writeDeadline = rc.SetWriteDeadline
+			defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+		}
 	}
 	if idle := time.Duration(f.StreamIdleTimeout); idle > 0 {
 		relay.idle = idle

@@ -33,6 +33,11 @@ type streamRelay struct {
 	// cache keeps the stream. Dropped (nil) when the flight cannot take
 	// more.
 	flight *cacheFlight
+	// writeDeadline, when set, bounds each write to the client while the
+	// flight has followers (leaderWriteGrace): a leader's client that
+	// stops reading is dropped rather than hold them back
+	writeDeadline func(time.Time) error
+	deadlineSet   bool
 
 	// wantID: a Responses API stream, whose response id (responseID,
 	// from its first events) the router remembers (response_homes.go)
@@ -55,6 +60,7 @@ type streamRelay struct {
 // on for them.
 func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.EventReader, first []byte) error {
 	s.waiting(false)
+	s.boundWrites()
 	err := s.forward(w, first)
 	if err == nil {
 		err = flush()
@@ -69,6 +75,7 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 		s.waiting(true)
 		ev, rerr := events.Next()
 		s.waiting(false)
+		s.boundWrites()
 		if rerr != nil {
 			if rerr == io.EOF {
 				return nil
@@ -80,6 +87,26 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 		}
 	}
 	return fmt.Errorf("%w: %w", errWritingDownstream, err)
+}
+
+// leaderWriteGrace is how long a write to the client of a stream that
+// others follow may take: a client that stops reading holds its followers
+// back no longer than this (it is dropped, and the stream goes on for
+// them). Socket buffers take a normal event at once.
+var leaderWriteGrace = 5 * time.Second
+
+// boundWrites gives the next write to the client leaderWriteGrace while
+// the flight has followers, and no bound otherwise.
+func (s *streamRelay) boundWrites() {
+	switch {
+	case s.writeDeadline == nil:
+	case s.flight != nil && s.flight.hasFollowers():
+		_ = s.writeDeadline(time.Now().Add(leaderWriteGrace))
+		s.deadlineSet = true
+	case s.deadlineSet:
+		_ = s.writeDeadline(time.Time{})
+		s.deadlineSet = false
+	}
 }
 
 // waiting runs the idle timer while the relay waits for the provider.
