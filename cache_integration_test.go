@@ -722,3 +722,18 @@ func TestCacheLeaderSlowClientHoldsNoOneBack(t *testing.T) {
 		t.Errorf("%d upstream requests, want 1", n)
 	}
 }
+
+// TestCacheFollowerOfABrokenStream: when the stream a follower relays
+// breaks, the follower gets the same error event and an aborted response,
+// as the leader's client does.
+func TestCacheFollowerOfABrokenStream(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1015KB"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ChunkDelay: 100 * time.Millisecond, BreakAfterChunks: 3, Times: 1})
+	q := question("Is gift wrapping free?", true, "")
+	_, hangUp := g.streamUntil(q, "w0")
+	defer hangUp()
+	s := g.readStream(context.Background(), q, nil)
+	if s.cache != "hit" || s.err == nil || !strings.Contains(s.body, "upstream_stream_broken") {
+		t.Errorf("follower: %s, error %v, body %q; want the error event and an aborted response", s.cache, s.err, s.body)
+	}
+}

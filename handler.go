@@ -97,6 +97,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	}
 	if r.cache != nil {
 		if ex.lookupCache() {
+			if ex.abort { // a followed stream broke: as the leader's client, abort
+				ex.finish()
+				panic(http.ErrAbortHandler)
+			}
 			return ex.gone // answered from the cache, or gone
 		}
 		defer ex.cache.end()
