@@ -351,10 +351,7 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade bool
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ks := l.keySpend(key)
-	var spend [periodCount]float64
-	for p := range periodCount {
-		spend[p] = ks.periods[p].current(c.windows[p]).committed()
-	}
+	spend := ks.committedIn(c.windows)
 	if b.hard > 0 && spend[b.hardPeriod] >= b.hard {
 		return pastHard, c, budgetVerdict{refuse: b, resetAt: windows[b.hardPeriod].end,
 			why: fmt.Sprintf("hard cap of %s per %s reached (%s spent or reserved)", humanMoney(b.hard, b.currency), b.hardPeriod, humanMoney(spend[b.hardPeriod], b.currency))}
@@ -462,11 +459,7 @@ func (c *budgetCharge) room() bool {
 	extra := c.reserved
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ks := l.keySpend(c.key)
-	var spend [periodCount]float64
-	for p := range periodCount {
-		spend[p] = ks.periods[p].current(c.windows[p]).committed()
-	}
+	spend := l.keySpend(c.key).committedIn(c.windows)
 	if b.hard > 0 && spend[b.hardPeriod]+extra > b.hard {
 		return false
 	}

@@ -256,6 +256,16 @@ func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, 
 	}
 }
 
+// committedIn is the key's spend and reservations in each period's
+// window (the ledger's lock held): what admission compares with limits.
+func (ks *keySpend) committedIn(windows [periodCount]string) [periodCount]float64 {
+	var spend [periodCount]float64
+	for p := range periodCount {
+		spend[p] = ks.periods[p].current(windows[p]).committed()
+	}
+	return spend
+}
+
 // keySpend is key's spend, made when the key is new (l.mu held).
 func (l *budgetLedger) keySpend(key string) *keySpend {
 	ks, ok := l.keys.Get(key)

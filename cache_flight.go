@@ -169,10 +169,7 @@ func (f *cacheFlight) end(set func()) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.state == flightLanded || f.state == flightFailed {
-		return
-	}
-	if f.state == flightBroken { // broken while streaming: already final
+	if f.state >= flightLanded { // landed, failed or broken: final
 		return
 	}
 	set()

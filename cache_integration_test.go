@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // cacheRouter is defaultRouter with a response cache (its own size, so
@@ -526,7 +527,7 @@ func (g *gateway) readStream(ctx context.Context, body string, started chan<- st
 // hasUsageChunk reports whether a stream carries the usage-only chunk.
 func hasUsageChunk(body string) bool {
 	for _, d := range sseData(body) {
-		if strings.HasPrefix(d, "{") && strings.Contains(d, `"usage":{`) && strings.Contains(d, `"choices":[]`) {
+		if _, choices, found := openai.ChunkUsage([]byte(d)); found && choices == 0 {
 			return true
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
@@ -69,6 +70,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 		ctx:    req.Context(),
 		ep:     ep,
 		repl:   req.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer),
+		span:   trace.SpanFromContext(req.Context()),
 	}
 	ex.repl.Map(ex.placeholder)
 	defer ex.finish()
@@ -147,6 +149,7 @@ type exchange struct {
 	ns       string         // the resolved plan's cache namespace
 	cache    cacheTicket    // the response cache's part (cache_stage.go)
 	gate     *hedgeGate     // the hedge in progress, if any (hedge.go)
+	span     trace.Span     // the request's trace span, from Caddy's tracing handler (tracing.go)
 	usageMu  sync.Mutex     // serialises spend: a hedge's two attempts may report usage at once
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
@@ -1045,7 +1048,10 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	t := now()
 	d.metrics.attempts[res.outcome.index()].Inc()
 	d.state.stats.recordAttempt(res.outcome)
-	switch {
+	// the average first byte, only for a config that reads it (a shared
+	// atomic written by every request otherwise)
+	switch f := r.Failover; {
+	case f.Balance != balanceLatency && !f.HedgeAuto:
 	case res.outcome == outcomeSuccess && res.firstByte > 0:
 		d.state.recordFirstByte(ex.body.Stream, res.firstByte)
 	case res.outcome == outcomeTimeout:

@@ -90,7 +90,6 @@ func (f *Failover) maxHedges() int {
 
 // hedgedResult is one attempt of a hedge, as its goroutine ended it.
 type hedgedResult struct {
-	i    int
 	d    *deployment
 	res  attemptResult
 	span trace.Span // its trace span, if traced
@@ -119,7 +118,7 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 		hctx, hcancel := context.WithCancelCause(ex.ctx)
 		gate.cancels[1], gate.started = hcancel, true
 		gate.mu.Unlock()
-		r := hedgedResult{i: 1, d: h, span: ex.traceAttempt(h, false)}
+		r := hedgedResult{d: h, span: ex.traceAttempt(h, false)}
 		defer func() {
 			hcancel(nil)
 			if v := recover(); v != nil {
@@ -130,7 +129,7 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 		}()
 		r.res = ex.attemptIn(hctx, h, 1)
 	})
-	first := hedgedResult{i: 0, d: d, span: ex.traceAttempt(d, false)}
+	first := hedgedResult{d: d, span: ex.traceAttempt(d, false)}
 	first.res = ex.attemptIn(ctx, d, 0)
 	cancel(nil)
 	timer.Stop()

@@ -10,8 +10,8 @@ import (
 // handler (the `tracing` directive) has put a span in its context: the
 // GenAI semantic conventions' attributes on that span, and a child span
 // per upstream attempt. Without it nothing is recorded (a span that does
-// not record costs one context lookup), and no prompt or answer text ever
-// is.
+// not record costs one context lookup a request), and no prompt or answer
+// text ever is.
 
 const tracerName = "github.com/llmrouter/caddy-llm-router"
 
@@ -31,7 +31,7 @@ func (ep endpoint) operationName() string {
 // traceRequest sets the request span's attributes, once the request is
 // done (finish).
 func (ex *exchange) traceRequest() {
-	span := trace.SpanFromContext(ex.req.Context())
+	span := ex.span
 	if !span.IsRecording() {
 		return
 	}
@@ -74,7 +74,7 @@ func (ex *exchange) traceRequest() {
 // traceAttempt starts the span of one upstream attempt when the request
 // is traced (nil otherwise); endAttempt closes it with the outcome.
 func (ex *exchange) traceAttempt(d *deployment, lastResort bool) trace.Span {
-	parent := trace.SpanFromContext(ex.req.Context())
+	parent := ex.span
 	if !parent.IsRecording() {
 		return nil
 	}
