@@ -100,7 +100,14 @@ func (ex *exchange) lookupCache() bool {
 		// it to the end for them even if its own client goes away
 		ctx, cancel := context.WithCancel(context.WithoutCancel(ex.req.Context()))
 		f.cancel = cancel
-		t.stopLeading = context.AfterFunc(ex.req.Context(), func() { f.leaderLeft() })
+		leaderLeft := func() { f.leaderLeft() }
+		if ex.detached {
+			// an HTTP/1 leader's client has left when it closes after the
+			// answer started, or a write to it fails (outliveHalfClose)
+			ex.leave = leaderLeft
+		} else {
+			t.stopLeading = context.AfterFunc(ex.req.Context(), leaderLeft)
+		}
 		ex.ctx = ctx
 	}
 	return false
@@ -126,7 +133,7 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 	var seen uint64
 	sent := 0 // events relayed
 	for {
-		v, ok := f.await(ex.req.Context(), seen)
+		v, ok := f.await(ex.ctx, seen)
 		if !ok {
 			if relay == nil {
 				ex.clientGone()
@@ -142,6 +149,7 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 				ex.setCacheResult(cacheHit)
 				ex.setHeader("Age", "0")
 				ex.startStream()
+				ex.answerStarted()
 				ex.status, ex.model = http.StatusOK, v.model
 				relay = &streamRelay{strip: ex.body.StripUsage()}
 				rc = http.NewResponseController(ex.w)
@@ -157,7 +165,9 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 				start = end
 			}
 			sent = len(v.ends)
-			_ = rc.Flush()
+			if rc.Flush() != nil {
+				return true // the client went away
+			}
 		}
 		switch v.state {
 		case flightLanded:

@@ -337,7 +337,9 @@ func TestSkippedCandidatesInUnavailable(t *testing.T) {
 
 // TestClientGoneIsNotTheDeploymentsFault: a client that leaves before the
 // headers, during a buffered read, or mid-stream costs the deployment
-// nothing.
+// nothing. Over HTTP/1 a client that leaves before its answer started
+// cannot be told from one that half-closed (TestHalfClosedClient): the
+// attempt in flight ends on its own merits, and nothing fails over.
 func TestClientGoneIsNotTheDeploymentsFault(t *testing.T) {
 	g := newGateway(t, withHealth("\t\tinterval off"))
 	done := requestsDone(t)
@@ -347,8 +349,8 @@ func TestClientGoneIsNotTheDeploymentsFault(t *testing.T) {
 		stream   bool
 		readTill string // read this much of the answer before leaving
 	}{
-		{"before the headers", mockllm.Behavior{Latency: time.Minute}, false, ""},
-		{"during a buffered read", mockllm.Behavior{Body: `{"id":"x"}`, BodyDelay: time.Minute}, false, ""},
+		{"before the headers", mockllm.Behavior{Latency: 300 * time.Millisecond}, false, ""},
+		{"during a buffered read", mockllm.Behavior{Body: slowAnswer, BodyDelay: 300 * time.Millisecond}, false, ""},
 		{"mid-stream", mockllm.Behavior{HoldAfterChunks: 2}, true, "w1 "},
 	}
 	for _, ph := range phases {
@@ -428,21 +430,22 @@ func TestProviderHeadersNotRelayed(t *testing.T) {
 	}
 }
 
-// TestHalfClosedClient: a client that sends its whole request and then
-// closes its side (shutdown(SHUT_WR)) looks to the server like one that
-// left, and the router stops the attempt to spend nothing for nobody; the
-// client, if it still reads, sees 499, never a 200 without an answer.
-func TestHalfClosedClient(t *testing.T) {
-	g := newGateway(t, defaultRouter)
-	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 300 * time.Millisecond})
+// slowAnswer is a complete chat answer for a mock Body.
+const slowAnswer = `{"id":"chatcmpl-slow","object":"chat.completion","created":1,"model":"deepseek-chat","choices":[{"index":0,"message":{"role":"assistant","content":"late"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`
+
+// halfClosedRequest sends body to path over a raw HTTP/1.1 connection and
+// then closes the connection's sending side (shutdown(SHUT_WR)), as some
+// clients do once their request is written; it returns the response read
+// afterwards.
+func halfClosedRequest(t *testing.T, path, body string) (*http.Response, string) {
+	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(gatewayURL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	body := chatBody("simple_qa", false)
-	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-		strings.TrimPrefix(gatewayURL, "http://"), len(body), body)
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		path, strings.TrimPrefix(gatewayURL, "http://"), len(body), body)
 	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
@@ -450,12 +453,41 @@ func TestHalfClosedClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no response: %v", err)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusOK && len(b) == 0 {
-		t.Fatal("200 with an empty body")
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("the response broke off: %v (%q)", err, b)
 	}
-	if resp.StatusCode != 499 {
-		t.Errorf("status %d (%s), want 499", resp.StatusCode, b)
+	return resp, string(b)
+}
+
+// TestHalfClosedClient: a client that sends its whole request and then
+// closes its side (shutdown(SHUT_WR)) gets its answer, JSON or stream,
+// although net/http cancels the request's context when it reads the
+// client's FIN. Such a client may also have left altogether: when the
+// attempt in flight fails, nothing fails over for it.
+func TestHalfClosedClient(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	done := requestsDone(t)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 300 * time.Millisecond})
+	resp, b := halfClosedRequest(t, "/v1/chat/completions", chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(b, `"content":"w0 w1`) {
+		t.Errorf("JSON: status %d body %q, want the answer", resp.StatusCode, b)
+	}
+	waitFor(t, done, "the JSON request to be counted")
+	resp, b = halfClosedRequest(t, "/v1/chat/completions", chatBody("simple_qa", true))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(b, "w9 ") || !strings.HasSuffix(b, "data: [DONE]\n\n") {
+		t.Errorf("stream: status %d body %q, want the whole stream", resp.StatusCode, b)
+	}
+	waitFor(t, done, "the stream request to be counted")
+
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Latency: 300 * time.Millisecond})
+	resp, b = halfClosedRequest(t, "/v1/chat/completions", chatBody("simple_qa", false))
+	if resp.StatusCode == http.StatusOK {
+		t.Errorf("a failed attempt answered 200: %q", b)
+	}
+	waitFor(t, done, "the failed request to be counted")
+	if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 0 {
+		t.Errorf("failed over %d times for a client that closed its side", n)
 	}
 }
 

@@ -92,6 +92,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	if !ex.readRequest() {
 		return ex.gone
 	}
+	ex.outliveHalfClose()
 	ex.client = clientOf(r.ClientLabel, ex.repl)
 	p, ok := ex.resolve()
 	if !ok {
@@ -131,26 +132,29 @@ type exchange struct {
 	req    *http.Request
 	// ctx bounds the upstream requests: the client's, or, for a stream
 	// that others follow, until neither its client nor a follower reads
-	ctx      context.Context
-	ep       endpoint
-	body     openai.Request // the request, once read (readRequest)
-	route    string
-	model    string // the model the request named, when it is a known one
-	repl     *caddy.Replacer
-	attempts int
-	failures []string    // what became of each candidate, for the 503 message
-	answered *deployment // the deployment whose response was sent
-	status   int         // the status sent to the client, 0 if none
-	abort    bool        // the response must end abnormally
-	gone     error       // the client went away before anything was written (clientGone)
-	counted  bool
-	client   string         // the bounded client label, "" without one
-	charges  []budgetCharge // the budgets the request's cost goes to
-	ns       string         // the resolved plan's cache namespace
-	cache    cacheTicket    // the response cache's part (cache_stage.go)
-	gate     *hedgeGate     // the hedge in progress, if any (hedge.go)
-	span     trace.Span     // the request's trace span, from Caddy's tracing handler (tracing.go)
-	usageMu  sync.Mutex     // serialises spend: a hedge's two attempts may report usage at once
+	ctx       context.Context
+	ep        endpoint
+	body      openai.Request // the request, once read (readRequest)
+	route     string
+	model     string // the model the request named, when it is a known one
+	repl      *caddy.Replacer
+	attempts  int
+	failures  []string    // what became of each candidate, for the 503 message
+	answered  *deployment // the deployment whose response was sent
+	status    int         // the status sent to the client, 0 if none
+	abort     bool        // the response must end abnormally
+	gone      error       // the client went away before anything was written (clientGone)
+	detached  bool        // ctx outlives the client's context (outliveHalfClose)
+	leave     func()      // what a detached client's leaving does once its answer has started
+	stopWatch func() bool // undoes answerStarted's watch
+	counted   bool
+	client    string         // the bounded client label, "" without one
+	charges   []budgetCharge // the budgets the request's cost goes to
+	ns        string         // the resolved plan's cache namespace
+	cache     cacheTicket    // the response cache's part (cache_stage.go)
+	gate      *hedgeGate     // the hedge in progress, if any (hedge.go)
+	span      trace.Span     // the request's trace span, from Caddy's tracing handler (tracing.go)
+	usageMu   sync.Mutex     // serialises spend: a hedge's two attempts may report usage at once
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
@@ -172,6 +176,43 @@ var errClientGone = caddyhttp.Error(499, errors.New("the client went away before
 func (ex *exchange) clientGone() {
 	ex.status = 499
 	ex.gone = errClientGone
+}
+
+// outliveHalfClose detaches an HTTP/1 request's upstream work from its
+// client's context once the body is read whole. An HTTP/1 client that
+// half-closes its side after its body (shutdown(SHUT_WR)) looks to
+// net/http exactly like one that left: the read returns EOF and the
+// request's context is canceled. Only a write tells them apart, so a
+// client that really left is noticed when a write to it fails: a stream
+// at its next event, a JSON answer at its end (an answer the provider
+// finishes and bills whether or not anyone reads it, now counted and
+// charged rather than lost). Its attempts stay bounded by try_duration.
+// HTTP/2 and HTTP/3 end a request stream without closing anything and
+// signal a departure by a reset, so those keep the client's context.
+func (ex *exchange) outliveHalfClose() {
+	if ex.req.ProtoMajor == 1 {
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ex.req.Context()))
+		ex.ctx, ex.detached, ex.leave = ctx, true, cancel
+	}
+}
+
+// answerStarted is called when a stream's headers have gone out. A
+// detached request's client that closes its side from now on has left
+// (one that half-closes does so right after its body, before any
+// answer): its leaving ends the work, as over HTTP/2. One that closed
+// before is told apart by the writes.
+func (ex *exchange) answerStarted() {
+	if ex.detached && ex.req.Context().Err() == nil {
+		ex.stopWatch = context.AfterFunc(ex.req.Context(), ex.leave)
+	}
+}
+
+// clientLeft reports whether a detached request's client closed its side:
+// it half-closed, or it left. Its attempt in flight goes on (its answer
+// is delivered if the client still reads), but no other starts: a
+// failover or a hedge for a client that may be gone is spent on nobody.
+func (ex *exchange) clientLeft() bool {
+	return ex.detached && ex.req.Context().Err() != nil
 }
 
 // fail answers the request with an error of the router's own.
@@ -412,6 +453,10 @@ func (ex *exchange) run(p plan) {
 			return true
 		case outcomeHedgeLost:
 			return false // the other attempt of the hedge answered
+		}
+		if ex.clientLeft() {
+			ex.clientGone() // no further attempt for a client that may be gone
+			return true
 		}
 		detail := res.detail
 		if lastResort {
@@ -710,6 +755,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	ex.commitHeaders(d, resp.Header)
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
+	ex.answerStarted()
 	relay := streamRelay{strip: ex.body.StripUsage(), api: ex.ep.api(), wantID: ex.ep == responsesEndpoint}
 	if f := ex.cache.flight; f != nil && ex.cache.store {
 		f.startStream(d.name, d.provider.name)
@@ -1143,6 +1189,9 @@ func (ex *exchange) finish() {
 		return
 	}
 	ex.counted = true
+	if ex.stopWatch != nil {
+		ex.stopWatch()
+	}
 	releaseCharges(ex.charges) // what no answer's cost replaced
 	model, provider := ex.model, ""
 	if d := ex.answered; d != nil {

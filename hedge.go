@@ -108,9 +108,9 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 	hedge := make(chan hedgedResult, 1)
 	timer := time.AfterFunc(delay, func() {
 		gate.mu.Lock()
-		if gate.winner != 0 || gate.closed {
+		if gate.winner != 0 || gate.closed || ex.clientLeft() {
 			gate.mu.Unlock()
-			return // d answered, or ended, in time
+			return // d answered, or ended, in time; or nobody may read
 		}
 		// the hedge counts from now: under the gate's lock, so that an
 		// attempt that wins after this sees it (X-LLM-Attempts)
