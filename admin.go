@@ -78,13 +78,23 @@ type CacheStats struct {
 	Misses     int64  `json:"misses"`
 	Stale      int64  `json:"stale"`
 	Bypassed   int64  `json:"bypassed"`
-	// HitRatio is (hits + stale) / (hits + stale + misses): the share of the
-	// cacheable requests that no model answered.
+	// SemanticHits are requests answered with the stored answer of a
+	// paraphrase; SemanticBlocked those whose close question a guard
+	// refused (they asked a model).
+	SemanticHits    int64 `json:"semantic_hits"`
+	SemanticBlocked int64 `json:"semantic_blocked"`
+	// HitRatio is (hits + semantic hits + stale) over those plus the
+	// misses and semantic blocks: the share of the cacheable requests that
+	// no model answered.
 	HitRatio      float64 `json:"hit_ratio"`
 	HitRatioHuman string  `json:"hit_ratio_human"`
 	// Saved is what the hits would have cost at the answering deployments'
-	// prices, per currency.
+	// prices, less what embedding questions for the semantic lookup cost,
+	// per currency.
 	Saved []MoneyStats `json:"saved"`
+	// EmbeddingCost is what embedding questions cost, per currency (with
+	// a semantic cache).
+	EmbeddingCost []MoneyStats `json:"embedding_cost,omitempty"`
 }
 
 // BudgetStats is a budget's spend in its current periods.

@@ -64,6 +64,33 @@ type Cache struct {
 	// `streams off`); streamed requests are still served from JSON
 	// answers. Default: false (streams are cached and replayed).
 	NoStreams bool `json:"no_streams,omitempty"`
+
+	// Semantic, when set, answers paraphrases of questions already
+	// answered: a second lookup after an exact miss, by the meaning of
+	// the last user message (cache_semantic.go). Default: off.
+	Semantic *SemanticCache `json:"semantic,omitempty"`
+}
+
+// SemanticCache configures the semantic lookup: the last user message of
+// a chat request is embedded and compared with the questions whose
+// answers are stored, among requests identical in everything else.
+type SemanticCache struct {
+	// Model is the embedding model that embeds questions: one of this
+	// handler's models of kind embedding, called through the router (its
+	// deployments, failover, metrics and cost). Required.
+	Model string `json:"model"`
+
+	// Threshold is the cosine similarity, from 0 to 1, from which a
+	// stored question counts as the same question. Default: 0.95.
+	Threshold float64 `json:"threshold,omitempty"`
+
+	// MaxEntries bounds the questions kept, per handler (or per named
+	// store); the least recently used go first. Default: 10000.
+	MaxEntries int `json:"max_entries,omitempty"`
+
+	// LookupTimeout bounds the embedding of a question: past it the
+	// request is a miss, answered by a model as usual. Default: 300ms.
+	LookupTimeout caddy.Duration `json:"lookup_timeout,omitempty"`
 }
 
 const (
@@ -118,6 +145,7 @@ type responseCache struct {
 	streams    bool
 	store      *cacheStore
 	poolKey    string
+	semantic   *semanticCache // nil without a semantic block
 }
 
 func newResponseCache(c *Cache, ordinal int) (*responseCache, error) {
@@ -160,11 +188,22 @@ func newResponseCache(c *Cache, ordinal int) (*responseCache, error) {
 		return nil, err
 	}
 	rc.store = v.(*cacheStore)
+	if c.Semantic != nil {
+		if rc.semantic, err = newSemanticCache(c.Semantic, rc.poolKey); err != nil {
+			rc.release()
+			return nil, err
+		}
+	}
 	return rc, nil
 }
 
 // release undoes newResponseCache.
-func (rc *responseCache) release() { _, _ = cacheStores.Delete(rc.poolKey) }
+func (rc *responseCache) release() {
+	_, _ = cacheStores.Delete(rc.poolKey)
+	if rc.semantic != nil {
+		rc.semantic.release()
+	}
+}
 
 const (
 	typicalEntry      = 4 << 10 // bytes: an answer with its key and entry
@@ -189,7 +228,8 @@ type cacheStore struct {
 	sizeMu   sync.Mutex
 	inFlight int64 // bytes of streams in flight, counted against maxSize (cache_flight.go)
 
-	results [4]atomic.Int64 // hit, miss, stale, bypass
+	results  [6]atomic.Int64 // hit, miss, stale, bypass, semantic_hit, semantic_blocked
+	embedded []money         // what embedding questions for the semantic lookup cost
 }
 
 func newCacheStore(size int64) (*cacheStore, error) {
@@ -266,6 +306,10 @@ func (s *cacheStore) count(result string, saved float64, currency string) {
 		s.results[2].Add(1)
 	case cacheBypass:
 		s.results[3].Add(1)
+	case cacheSemanticHit:
+		s.results[4].Add(1)
+	case cacheSemanticBlocked:
+		s.results[5].Add(1)
 	}
 	if saved > 0 {
 		s.mu.Lock()
@@ -274,28 +318,42 @@ func (s *cacheStore) count(result string, saved float64, currency string) {
 	}
 }
 
+// countEmbedding adds what embedding a question cost, which the saved
+// figure is reported net of.
+func (s *cacheStore) countEmbedding(cost float64, currency string) {
+	s.mu.Lock()
+	s.embedded = addMoney(s.embedded, currency, cost)
+	s.mu.Unlock()
+}
+
 // cacheKey is the key of a request: a hash of the endpoint, the upstreams
 // its plan names (so that handlers and reloads that route it elsewhere do
 // not share answers), the key headers and the body's canonical form
 // (openai.Request.Key). No prompt text is kept.
 func cacheKey(ep endpoint, ns string, body *openai.Request, header http.Header, keyHeaders []string, scope ...string) answerKey {
 	return body.Key(func(out []byte) []byte {
-		out = openai.AppendLen(out, 'c', len(scope))
-		for _, v := range scope {
+		return appendKeyHead(out, ep, ns, header, keyHeaders, scope)
+	})
+}
+
+// appendKeyHead appends what a key holds besides the body: the scope's
+// values, the endpoint, the plan's namespace and the key headers.
+func appendKeyHead(out []byte, ep endpoint, ns string, header http.Header, keyHeaders []string, scope []string) []byte {
+	out = openai.AppendLen(out, 'c', len(scope))
+	for _, v := range scope {
+		out = openai.AppendString(out, 's', v)
+	}
+	out = binary.LittleEndian.AppendUint64(out, uint64(ep))
+	out = openai.AppendString(out, 's', ns)
+	for _, name := range keyHeaders {
+		out = openai.AppendString(out, 'k', name)
+		values := header.Values(name)
+		out = openai.AppendLen(out, 'a', len(values))
+		for _, v := range values {
 			out = openai.AppendString(out, 's', v)
 		}
-		out = binary.LittleEndian.AppendUint64(out, uint64(ep))
-		out = openai.AppendString(out, 's', ns)
-		for _, name := range keyHeaders {
-			out = openai.AppendString(out, 'k', name)
-			values := header.Values(name)
-			out = openai.AppendLen(out, 'a', len(values))
-			for _, v := range values {
-				out = openai.AppendString(out, 's', v)
-			}
-		}
-		return out
-	})
+	}
+	return out
 }
 
 // answerKey is a cache key: a SHA-256, kept as an array rather than a
@@ -323,9 +381,10 @@ func cacheControl(h http.Header) (lookup, store bool) {
 // cacheStats are a store's figures for the stats API.
 func (s *cacheStore) report() CacheStats {
 	cs := CacheStats{MaxBytes: s.maxSize, Entries: int64(s.entries.EstimatedSize()), Bytes: int64(s.entries.WeightedSize()),
-		Hits: s.results[0].Load(), Misses: s.results[1].Load(), Stale: s.results[2].Load(), Bypassed: s.results[3].Load()}
-	if served := cs.Hits + cs.Stale + cs.Misses; served > 0 {
-		cs.HitRatio = float64(cs.Hits+cs.Stale) / float64(served)
+		Hits: s.results[0].Load(), Misses: s.results[1].Load(), Stale: s.results[2].Load(), Bypassed: s.results[3].Load(),
+		SemanticHits: s.results[4].Load(), SemanticBlocked: s.results[5].Load()}
+	if served := cs.Hits + cs.SemanticHits + cs.Stale + cs.Misses + cs.SemanticBlocked; served > 0 {
+		cs.HitRatio = float64(cs.Hits+cs.SemanticHits+cs.Stale) / float64(served)
 	}
 	cs.HitRatioHuman = humanPercent(cs.HitRatio)
 	cs.BytesHuman = fmt.Sprintf("%s of %s", humanBytes(cs.Bytes), humanBytes(cs.MaxBytes))
@@ -334,8 +393,19 @@ func (s *cacheStore) report() CacheStats {
 	for _, m := range s.saved {
 		saved[m.currency] += m.amount
 	}
+	var embedded map[string]float64
+	if len(s.embedded) > 0 {
+		embedded = map[string]float64{}
+		for _, m := range s.embedded {
+			saved[m.currency] -= m.amount
+			embedded[m.currency] += m.amount
+		}
+	}
 	s.mu.Unlock()
 	cs.Saved = moneyStats(saved)
+	if embedded != nil {
+		cs.EmbeddingCost = moneyStats(embedded)
+	}
 	return cs
 }
 

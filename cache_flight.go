@@ -228,6 +228,13 @@ func (s *cacheStore) join(key answerKey) (f *cacheFlight, leader bool) {
 	return f, true
 }
 
+// flying reports whether a request for key is on its way to a model.
+func (s *cacheStore) flying(key answerKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flights[key] != nil
+}
+
 // privateFlight collects a stream for the store with no one following.
 func (s *cacheStore) privateFlight(key answerKey) *cacheFlight {
 	return &cacheFlight{store: s, key: key}

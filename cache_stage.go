@@ -34,6 +34,11 @@ type cacheTicket struct {
 	stopLeading func() bool // undoes the watch on the leader's client (stream leaders)
 	saved       float64     // what a hit saved, in savedIn
 	savedIn     string
+	// the semantic lookup's (cache_semantic.go): the question, whose
+	// vector is stored with the answer, and what embedding it cost
+	question  *semanticQuestion
+	embedCost float64
+	embedIn   string
 }
 
 // lookupCache looks the request up in the response cache and answers it
@@ -82,6 +87,9 @@ func (ex *exchange) lookupCache() bool {
 	if !t.store {
 		return false // nothing to share with followers
 	}
+	if rc.semantic != nil && !rc.store.flying(t.key) && ex.lookupSemantic(values) {
+		return true
+	}
 	f, leader := rc.store.join(t.key)
 	if !leader {
 		if ex.follow(f) {
@@ -117,7 +125,14 @@ func (ex *exchange) lookupCache() bool {
 // in the placeholder); a hit or stale answer sets it again when served.
 func (ex *exchange) setCacheResult(result string) {
 	ex.cache.result = result
-	ex.setHeader(hdrCache, result)
+	switch result {
+	case cacheSemanticHit:
+		ex.setHeader(hdrCache, "semantic-hit")
+	case cacheSemanticBlocked:
+		ex.setHeader(hdrCache, cacheMiss) // to the client, a miss as any other
+	default:
+		ex.setHeader(hdrCache, result)
+	}
 }
 
 // follow answers the request from flight f, which it has joined as a
@@ -198,7 +213,9 @@ func (t *cacheTicket) keepAnswer(d *deployment, body []byte, cost float64) {
 		return
 	}
 	e := &cacheEntry{stored: now(), body: body, model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
-	t.rc.store.put(t.key, e)
+	if t.rc.store.put(t.key, e) {
+		t.rememberQuestion()
+	}
 	if t.flight != nil {
 		t.flight.land(e, cost, d.currency.Code)
 	}
@@ -216,9 +233,19 @@ func (t *cacheTicket) keepStream(d *deployment, cost float64) {
 	var e *cacheEntry
 	if body, err := openai.ChatStreamToJSON(events); err == nil {
 		e = &cacheEntry{stored: now(), body: body, model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
-		t.rc.store.put(t.key, e)
+		if t.rc.store.put(t.key, e) {
+			t.rememberQuestion()
+		}
 	}
 	f.land(e, cost, d.currency.Code)
+}
+
+// rememberQuestion stores the vector of the question whose answer was
+// just stored, for the semantic lookups of its paraphrases.
+func (t *cacheTicket) rememberQuestion() {
+	if q := t.question; q != nil {
+		t.rc.semantic.store.remember(q, t.key)
+	}
 }
 
 // dontStore says that this request's answer is not the answer to its key

@@ -101,6 +101,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			scope          <placeholder>...|shared
 //			store          <name>
 //			streams        on|off
+//			semantic {
+//				model          <embedding model>
+//				threshold      <0..1>
+//				max_entries    <n>
+//				lookup_timeout <duration>
+//			}
 //		}
 //		max_request_body <size>
 //		pass_response_header <field>...
@@ -231,7 +237,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			where["cache"] = d.Token()
 			r.Cache = new(Cache)
-			if err := unmarshalCache(d, r.Cache); err != nil {
+			if err := unmarshalCache(d, r.Cache, where); err != nil {
 				return err
 			}
 
@@ -324,7 +330,8 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
 	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body"}
-	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams"}
+	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams", "semantic"}
+	semanticSubdirectives = []string{"model", "threshold", "max_entries", "lookup_timeout"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}
 	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage", "transport"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
@@ -625,10 +632,61 @@ func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
 	return nil
 }
 
+// unmarshalSemantic reads a cache's semantic block.
+func unmarshalSemantic(d *caddyfile.Dispenser, c *SemanticCache, where map[string]caddyfile.Token) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		where["cache/semantic/"+d.Val()] = d.Token()
+		switch d.Val() {
+		case "model":
+			if !d.AllArgs(&c.Model) {
+				return d.ArgErr()
+			}
+		case "threshold":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			t, err := strconv.ParseFloat(v, 64)
+			if err != nil || t <= 0 || t > 1 {
+				return d.Errf("threshold must be a similarity above 0 and at most 1, not %q", v)
+			}
+			c.Threshold = t
+		case "max_entries":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("max_entries must be a positive integer, not %q", v)
+			}
+			c.MaxEntries = n
+		case "lookup_timeout":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			c.LookupTimeout = dur
+		default:
+			return unrecognized(d, "semantic", semanticSubdirectives)
+		}
+	}
+	return nil
+}
+
 // unmarshalCache reads a cache block.
-func unmarshalCache(d *caddyfile.Dispenser, c *Cache) error {
+func unmarshalCache(d *caddyfile.Dispenser, c *Cache, where map[string]caddyfile.Token) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
+		case "semantic":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			where["cache/semantic"] = d.Token()
+			c.Semantic = new(SemanticCache)
+			if err := unmarshalSemantic(d, c.Semantic, where); err != nil {
+				return err
+			}
 		case "ttl":
 			dur, err := durationArg(d)
 			if err != nil {

@@ -171,6 +171,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"unknown model subdirective", "\t\tmodel c {\n\t\t\tcolour blue\n\t\t}", `unrecognized model subdirective "colour"`, 12},
 		{"unknown provider subdirective", "\t\tprovider q {\n\t\t\tkey x\n\t\t}", `unrecognized provider subdirective "key"`, 12},
 		{"route with no models", "\t\troute lonely", "wrong argument count", 11},
+		{"semantic unknown model", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshold 0.9\n\t\t\t\tmodel embed\n\t\t\t}\n\t\t}", `names unknown model "embed"`, 14},
+		{"semantic chat model", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tmodel a\n\t\t\t}\n\t\t}", `model "a" is not an embedding model`, 13},
+		{"semantic without model", "\t\tcache {\n\t\t\tttl 1m\n\t\t\tsemantic {\n\t\t\t\tthreshold 0.9\n\t\t\t}\n\t\t}", `needs the embedding model`, 13},
+		{"semantic bad threshold", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshold 1.5\n\t\t\t}\n\t\t}", `threshold must be a similarity above 0 and at most 1, not "1.5"`, 13},
+		{"semantic typo", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshhold 0.9\n\t\t\t}\n\t\t}", `unrecognized semantic subdirective "threshhold" (did you mean "threshold"?)`, 13},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

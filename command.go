@@ -17,7 +17,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "llm-router",
-		Usage: "stats [--address <admin address>] | cost --config <file> [--cache-hit <ratio>] [--stats <file or URL> | --address <admin address>] | route --config <file> [--header 'Name: value'] <request.json | ->",
+		Usage: "stats [--address <admin address>] | cost --config <file> [--cache-hit <ratio>] [--stats <file or URL> | --address <admin address>] | route --config <file> [--header 'Name: value'] <request.json | -> | semantic-calibrate --config <file> <pairs.jsonl>",
 		Short: "Inspects a running LLM gateway and projects its cost",
 		Long: `
 Commands of the llm_router module.
@@ -46,6 +46,17 @@ Commands of the llm_router module.
             caddy llm-router route --config Caddyfile request.json
             echo '{"messages":[...]}' | caddy llm-router route -c Caddyfile \
                 -H 'X-Team: storefront' -
+
+  semantic-calibrate
+          measures, before a semantic cache is turned on, how often it
+          would serve the answer to a different question: both questions
+          of each labelled pair ({"a":…,"b":…,"same":true|false}, one per
+          line) are embedded with the cache's model through the configured
+          providers, the guards applied, and precision and recall printed
+          per threshold, with the lowest threshold that reaches
+          --precision.
+
+            caddy llm-router semantic-calibrate -c Caddyfile pairs.jsonl
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			stats := &cobra.Command{
@@ -151,6 +162,30 @@ Commands of the llm_router module.
 			rf.String("address", "", "admin API address of a running gateway, to show today's health scores (e.g. localhost:2019)")
 			_ = route.MarkFlagRequired("config")
 			cmd.AddCommand(route)
+
+			calibrate := &cobra.Command{
+				Use:   "semantic-calibrate --config <file> [--handler <n>] [--precision <p>] <pairs.jsonl>",
+				Short: "Measures the semantic cache's precision and recall on labelled question pairs, per threshold",
+				Args:  cobra.ExactArgs(1),
+				RunE: func(c *cobra.Command, args []string) error {
+					f := c.Flags()
+					config, _ := f.GetString("config")
+					adapter, _ := f.GetString("adapter")
+					handler, _ := f.GetInt("handler")
+					precision, _ := f.GetFloat64("precision")
+					if precision <= 0 || precision > 1 {
+						return fmt.Errorf("--precision %v: want a share above 0 and at most 1", precision)
+					}
+					return runCalibrate(c.Context(), c.OutOrStdout(), config, adapter, calibrateOptions{Handler: handler, Precision: precision}, args[0])
+				},
+			}
+			kf := calibrate.Flags()
+			kf.StringP("config", "c", "", "Caddyfile or JSON config whose semantic cache to calibrate (required)")
+			kf.StringP("adapter", "a", "", `config adapter (default: "caddyfile" if the file name contains "Caddyfile", else JSON)`)
+			kf.Int("handler", 1, "which llm_router handler of the config, from 1 in document order")
+			kf.Float64("precision", 0.99, "the share of served semantic hits that must be right")
+			_ = calibrate.MarkFlagRequired("config")
+			cmd.AddCommand(calibrate)
 		},
 	})
 }

@@ -145,6 +145,7 @@ type exchange struct {
 	abort     bool        // the response must end abnormally
 	gone      error       // the client went away before anything was written (clientGone)
 	detached  bool        // ctx outlives the client's context (outliveHalfClose)
+	internal  bool        // a request the router makes of itself (embedQuestion)
 	leave     func()      // what a detached client's leaving does once its answer has started
 	stopWatch func() bool // undoes answerStarted's watch
 	counted   bool
@@ -972,6 +973,8 @@ const (
 	hdrCache    = "X-Llm-Cache"
 	hdrBudget   = "X-Llm-Budget"
 
+	hdrCacheSimilarity = "X-Llm-Cache-Similarity"
+
 	hdrQueryType = "X-Query-Type"
 )
 
@@ -1207,6 +1210,12 @@ func (ex *exchange) finish() {
 			metrics.cacheSaved.WithLabelValues(c.savedIn).Add(c.saved)
 		}
 		ex.router.cache.store.count(c.result, c.saved, c.savedIn)
+		if c.embedCost > 0 {
+			ex.router.cache.store.countEmbedding(c.embedCost, c.embedIn)
+		}
+	}
+	if ex.internal {
+		return // the client's request reports itself
 	}
 	ex.traceRequest()
 	if hook := requestDoneHook.Load(); hook != nil {

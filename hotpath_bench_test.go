@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
+	"github.com/llmrouter/caddy-llm-router/internal/semantic"
 )
 
 // chatRequest builds a realistic chat body of about size bytes.
@@ -287,5 +289,59 @@ func BenchmarkCacheHit(b *testing.B) {
 		if w := serveBench(b, r, body); w.Header().Get("X-LLM-Cache") != "hit" {
 			b.Fatal(w.Header())
 		}
+	}
+}
+
+// BenchmarkSemanticStage is the semantic lookup's own cost on a miss,
+// without the embedding request (bench/run.sh and BenchmarkFeatures
+// measure that with the mock): the namespace key, the guard facts, the
+// search of a namespace holding entries questions of 1024 dimensions, and
+// storing the miss's vector with its answer. Compare with
+// BenchmarkFeatures/cache_miss, the whole exact-miss path.
+func BenchmarkSemanticStage(b *testing.B) {
+	const dims = 1024
+	rng := rand.New(rand.NewPCG(1, 2))
+	vector := func() []float32 {
+		v := make([]float32, dims)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	head := func(out []byte) []byte { return append(out, 'S') }
+	for _, entries := range []int{0, 100, 1_000, 10_000} {
+		b.Run(fmt.Sprintf("namespace=%d", entries), func(b *testing.B) {
+			store, err := newSemanticStore(entries + 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var req openai.Request
+			body := []byte(`{"model":"simple_qa","messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"Summarise the shipping policy for order 1 placed on Monday with express delivery to Lyon."}],"max_tokens":64}`)
+			if err := req.Parse(body, openai.Chat); err != nil {
+				b.Fatal(err)
+			}
+			nsKey, _ := req.QuestionKey(head)
+			ns := binary.LittleEndian.Uint64(nsKey[:8])
+			for i := range entries {
+				var key answerKey
+				binary.LittleEndian.PutUint64(key[:], uint64(i)+1<<40)
+				store.remember(&semanticQuestion{ns: ns, vec: vector()}, key)
+			}
+			vecs := make([][]float32, 64)
+			for i := range vecs {
+				vecs[i] = vector()
+			}
+			b.ReportAllocs()
+			n := uint64(0)
+			for b.Loop() {
+				n++
+				key, _ := req.QuestionKey(head)
+				q := &semanticQuestion{ns: binary.LittleEndian.Uint64(key[:8]), vec: vecs[n%64], facts: semantic.Extract(req.LastUser())}
+				store.lookup(q) // the search; its result does not matter here
+				var answer answerKey
+				binary.LittleEndian.PutUint64(answer[:], n)
+				store.remember(q, answer)
+			}
+		})
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmrouter/caddy-llm-router/internal/semantic"
 )
 
 // routerMetrics are the router's Prometheus collectors. They are created
@@ -35,7 +37,13 @@ type routerMetrics struct {
 
 	cacheRequests *prometheus.CounterVec // route, result
 	cacheSaved    *prometheus.CounterVec // currency
-	caches        cacheCollector         // cache_entries, cache_bytes, read from the stores
+
+	semanticGuards     *prometheus.CounterVec   // guard
+	semanticSimilarity [3]prometheus.Observer   // by semanticOutcome
+	semanticSimVec     *prometheus.HistogramVec // result
+	semanticCost       *prometheus.CounterVec   // currency
+	semanticFailures   prometheus.Counter
+	caches             cacheCollector // cache_entries, cache_bytes, read from the stores
 }
 
 const (
@@ -52,6 +60,21 @@ var (
 
 var metrics = newRouterMetrics()
 
+// semanticOutcome is what became of a semantic lookup's best candidate
+// (the result label of caddy_llm_router_cache_semantic_similarity)
+type semanticOutcome int
+
+const (
+	semanticServed  semanticOutcome = iota // at or above the threshold, guards passed: served
+	semanticBlocked                        // at or above the threshold, refused by a guard
+	semanticMissed                         // below the threshold
+)
+
+var semanticOutcomes = [...]string{"hit", "blocked", "miss"}
+
+// similarityBuckets resolve the range where thresholds are set.
+var similarityBuckets = []float64{0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1}
+
 func newRouterMetrics() *routerMetrics {
 	opts := func(name, help string) prometheus.Opts {
 		return prometheus.Opts{Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: name, Help: help}
@@ -65,7 +88,7 @@ func newRouterMetrics() *routerMetrics {
 			Namespace: o.Namespace, Subsystem: o.Subsystem, Name: o.Name, Help: o.Help, Buckets: buckets,
 		}, []string{"model", "provider"})
 	}
-	return &routerMetrics{
+	m := &routerMetrics{
 		requests: counter("requests_total",
 			"Client requests handled by the router, by route, model (the one that answered, else the known one the request named), provider, HTTP status and endpoint (chat, completions, responses, embeddings, models, or empty for an unknown path).",
 			"route", "model", "provider", "code", "endpoint"),
@@ -123,8 +146,20 @@ func newRouterMetrics() *routerMetrics {
 			"Requests the response cache applied to, by route and result: hit (answered from the cache), miss (asked a model), stale (every model failed; answered from an expired entry), bypass (Cache-Control, or n > 1).",
 			"route", "result"),
 		cacheSaved: counter("cache_saved_cost_total",
-			"What the answers served from the cache cost when a model first gave them, in the handler's currency: the spend the cache saved.",
+			"What the answers served from the cache cost when a model first gave them, in the handler's currency: the spend the cache saved (before the semantic lookup's embedding cost, cache_semantic_embedding_cost_total).",
 			"currency"),
+		semanticGuards: counter("cache_semantic_guard_blocks_total",
+			"Semantic lookups whose best candidate was above the threshold but refused by a guard (its numbers, codes, e-mail addresses, URLs or negation differ), by guard.",
+			"guard"),
+		semanticSimVec: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+			Name:    "cache_semantic_similarity",
+			Help:    "Cosine similarity of the best stored question of each semantic lookup that found one, by what became of it: hit (served), blocked (a guard refused it), miss (below the threshold).",
+			Buckets: similarityBuckets}, []string{"result"}),
+		semanticCost: counter("cache_semantic_embedding_cost_total",
+			"What embedding questions for the semantic lookup cost (also in cost_total, under the embedding model); the cache's net saving is cache_saved_cost_total minus this.",
+			"currency"),
+		semanticFailures: prometheus.NewCounter(prometheus.CounterOpts(opts("cache_semantic_embedding_failures_total",
+			"Semantic lookups that got no vector (the embedding failed, was refused by a budget or took longer than lookup_timeout): the request was an ordinary miss."))),
 		caches: cacheCollector{
 			entries: prometheus.NewDesc("caddy_llm_router_cache_entries", "Answers held by the response caches.", nil, nil),
 			bytes:   prometheus.NewDesc("caddy_llm_router_cache_bytes", "Memory the response caches' answers take, as weighed against max_size.", nil, nil),
@@ -136,6 +171,13 @@ func newRouterMetrics() *routerMetrics {
 				"1 if a deployment is in rotation, 0 if it is disabled or cooling down.", []string{"model", "provider"}, nil),
 		},
 	}
+	for o, name := range semanticOutcomes {
+		m.semanticSimilarity[o] = m.semanticSimVec.WithLabelValues(name)
+	}
+	for _, g := range semantic.Guards {
+		m.semanticGuards.WithLabelValues(string(g)) // every guard's series from the start, at 0
+	}
+	return m
 }
 
 // register adds the collectors to a config's registry; collectors already
@@ -146,6 +188,7 @@ func (m *routerMetrics) register(reg prometheus.Registerer) error {
 		m.failovers, m.lastResort, m.hedges, m.hedgeCost, m.unavailable, m.ruleCost, m.inFlight, &m.health,
 		m.budgetActions, m.budgetSyncFailures, &m.budgets,
 		m.cacheRequests, m.cacheSaved, &m.caches,
+		m.semanticGuards, m.semanticSimVec, m.semanticCost, m.semanticFailures,
 	} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError

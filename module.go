@@ -899,6 +899,19 @@ func (r *Router) validate() error {
 				return cfgErr("cache", "match names unknown route or model %q%s", m, didYouMean(m, append(slices.Clone(routeNames), modelNames...)))
 			}
 		}
+		if sc := c.Semantic; sc != nil {
+			switch kind, ok := kinds[sc.Model]; {
+			case sc.Model == "":
+				return cfgErr("cache/semantic", "needs the embedding model that embeds questions (model <name>)")
+			case !ok:
+				return cfgErr("cache/semantic/model", "names unknown model %q%s", sc.Model, didYouMean(sc.Model, modelNames))
+			case kind != kindEmbedding:
+				return cfgErr("cache/semantic/model", "model %q is not an embedding model (kind embedding)", sc.Model)
+			}
+			if sc.Threshold < 0 || sc.Threshold > 1 || sc.MaxEntries < 0 || sc.LookupTimeout < 0 {
+				return cfgErr("cache/semantic", "threshold must be within 0..1; max_entries and lookup_timeout must not be negative")
+			}
+		}
 	}
 	if c := r.ClientLabel; c != nil && (c.Value == "" || c.Max < 0) {
 		return cfgErr("client_label", "needs a placeholder and a non-negative max")

@@ -86,16 +86,24 @@ const (
 // candidate fails.
 const promCacheRouter = `
 	route cached_qa deepseek-v3.2 gemini-2.5-flash
+	model embed-words {
+		kind embedding
+		price 0.02
+	}
 	cache {
 		max_size 1MB
 		ttl 1m
 		stale_if_error 1h
 		match cached_qa
+		semantic {
+			model embed-words
+			threshold 0.5
+		}
 	}
 `
 
 // promCacheResults are the results of caddy_llm_router_cache_requests_total.
-var promCacheResults = []string{"hit", "miss", "stale", "bypass"}
+var promCacheResults = []string{"hit", "miss", "stale", "bypass", cacheSemanticHit, cacheSemanticBlocked}
 
 // promRounds are the traffic rounds of TestDashboardAgainstPrometheus: each
 // spends as one team.
@@ -155,7 +163,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	}
 	g := newGatewayWith(t, global, promTeamsSite, cfg+promBudgetRouter+promCacheRouter)
 	done := requestsDone(t)
-	g.primary.SetDefault(mockllm.Behavior{CachedTokens: 2})
+	g.primary.SetDefault(mockllm.Behavior{CachedTokens: 2, WordVectors: 256}) // word vectors for the semantic cache
 	g.backup.SetDefault(mockllm.Behavior{CachedTokens: 2})
 
 	p := startPrometheus(t, bin)
@@ -302,9 +310,15 @@ func driveAllPanels(t *testing.T, g *gateway, done <-chan struct{}, key, client 
 // checks see one clock.
 func driveCache(t *testing.T, g *gateway, round string, tr *promTraffic, post func(string, ...string) (*http.Response, string), settle func()) {
 	t.Helper()
-	question := func(extra string) string {
-		return `{"model":"cached_qa","messages":[{"role":"user","content":"Is there a discount for ` + round + `?"}]` + extra + `}`
+	// a system prompt of the round's own: no earlier round's question is
+	// in the namespace of a semantic lookup
+	ask := func(q, extra string) string {
+		return `{"model":"cached_qa","messages":[{"role":"system","content":"Round ` + round + `"},{"role":"user","content":"` + q + `"}]` + extra + `}`
 	}
+	question := func(extra string) string { return ask("Is there a discount for "+round+"?", extra) }
+	// an exact miss is looked up by meaning too: each lookup embeds the
+	// question, a request of the router's own
+	embedded := g.primary.Served("embed-words").Requests
 	asked := func() int { return len(g.primary.RequestsFor("deepseek-chat")) }
 	cached := func(body, result string, attempts int, header ...string) (*http.Response, string) {
 		t.Helper()
@@ -350,6 +364,26 @@ func driveCache(t *testing.T, g *gateway, round string, tr *promTraffic, post fu
 		t.Errorf("round %s: deepseek-chat asked %d times for a miss, two hits and a bypass; want 2 (the hits ask no model)", round, got)
 	}
 
+	// the semantic lookup (threshold 0.5, the mock's word vectors): a
+	// paraphrase served the stored answer; a negated question, above the
+	// threshold, refused by the guard; a question below it; an embedding
+	// that fails. Every embedding is a request of the router's own.
+	semantic := func(q, header, label string, attempts int) {
+		t.Helper()
+		resp, b := post(ask(q, ""))
+		expectModel(t, resp, b, "deepseek-v3.2", "primary", attempts)
+		if got := resp.Header.Get("X-LLM-Cache"); got != header {
+			t.Fatalf("round %s: %q: X-LLM-Cache %q, want %q", round, q, got, header)
+		}
+		tr.cache[label]++
+	}
+	semantic("Is there a discount for "+round+" please?", "semantic-hit", cacheSemanticHit, 0)
+	tr.saved += cost
+	semantic("Is there no discount for "+round+"?", "miss", cacheSemanticBlocked, 1)
+	semantic("What are the opening hours for "+round+"?", "miss", "miss", 1)
+	g.primary.Set("embed-words", mockllm.Behavior{Status: 500, Times: 1})
+	semantic("Which discounts apply to "+round+"?", "miss", "miss", 1)
+
 	// past the ttl, every candidate of cached_qa failing: the stale answer,
 	// not a 503
 	settle() // the clock must not move under a request being counted
@@ -361,6 +395,7 @@ func driveCache(t *testing.T, g *gateway, round string, tr *promTraffic, post fu
 		t.Errorf("round %s: stale answer with Warning %q, body equal to the stored one: %v", round, w, b == first)
 	}
 	tr.saved += cost
+	tr.sent += g.primary.Served("embed-words").Requests - embedded + 1 // and the one that failed
 	settle()
 }
 

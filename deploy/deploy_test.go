@@ -51,12 +51,17 @@ var routerMetrics = []struct {
 	{"caddy_llm_router_cache_saved_cost_total", []string{"currency"}},
 	{"caddy_llm_router_cache_entries", nil},
 	{"caddy_llm_router_cache_bytes", nil},
+	{"caddy_llm_router_cache_semantic_guard_blocks_total", []string{"guard"}},
+	{"caddy_llm_router_cache_semantic_similarity", []string{"result"}},
+	{"caddy_llm_router_cache_semantic_embedding_cost_total", []string{"currency"}},
+	{"caddy_llm_router_cache_semantic_embedding_failures_total", nil},
 }
 
 // histograms are the routerMetrics exported as histograms.
 var histograms = []string{
 	"caddy_llm_router_request_duration_seconds",
 	"caddy_llm_router_time_to_first_token_seconds",
+	"caddy_llm_router_cache_semantic_similarity",
 }
 
 // wantBreakdowns are labels some dashboard panel must break its metric down
@@ -72,6 +77,8 @@ var wantBreakdowns = []struct{ metric, label string }{
 	{"caddy_llm_router_cache_requests_total", "route"},
 	{"caddy_llm_router_cache_requests_total", "result"},
 	{"caddy_llm_router_cache_saved_cost_total", "currency"},
+	{"caddy_llm_router_cache_semantic_guard_blocks_total", "guard"},
+	{"caddy_llm_router_cache_semantic_similarity", "result"},
 }
 
 // metricRows are the dashboard rows that each hold every panel of a group
@@ -613,12 +620,24 @@ var syntheticSeries = func() []map[string]string {
 		add(`caddy_llm_router_budget_actions_total{budget="team_daily", action="`+a+`"}`, "0+1x60")
 	}
 	add(`caddy_llm_router_budget_sync_failures_total{budget="team_daily"}`, "0+1x60")
-	for _, r := range []string{"hit", "miss", "stale", "bypass"} {
+	for _, r := range []string{"hit", "miss", "stale", "bypass", "semantic_hit", "semantic_blocked"} {
 		add(`caddy_llm_router_cache_requests_total{route="chat", result="`+r+`"}`, "0+2x60")
 	}
 	add(`caddy_llm_router_cache_saved_cost_total{currency="USD"}`, "0+0.2x60")
 	add(`caddy_llm_router_cache_entries{}`, "40x60")
 	add(`caddy_llm_router_cache_bytes{}`, "36000x60")
+	for _, g := range []string{"number", "negation"} {
+		add(`caddy_llm_router_cache_semantic_guard_blocks_total{guard="`+g+`"}`, "0+1x60")
+	}
+	for _, r := range []string{"hit", "blocked", "miss"} {
+		for i, le := range []string{"0.8", "0.9", "0.95", "+Inf"} {
+			add(fmt.Sprintf(`caddy_llm_router_cache_semantic_similarity_bucket{result="%s", le="%s"}`, r, le), fmt.Sprintf("0+%dx60", i+1))
+		}
+		add(`caddy_llm_router_cache_semantic_similarity_sum{result="`+r+`"}`, "0+3x60")
+		add(`caddy_llm_router_cache_semantic_similarity_count{result="`+r+`"}`, "0+4x60")
+	}
+	add(`caddy_llm_router_cache_semantic_embedding_cost_total{currency="USD"}`, "0+0.01x60")
+	add(`caddy_llm_router_cache_semantic_embedding_failures_total{}`, "0+1x60")
 	return s
 }()
 

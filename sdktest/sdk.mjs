@@ -45,9 +45,14 @@ const cases = {
   // a stream that breaks after its first events
   'stream-error': async () => readChatStream({ model: 'simple_qa', messages }),
 
-  // a complete chat stream (e.g. replayed from the cache)
+  // a complete chat stream (e.g. replayed from the cache); QUESTION
+  // replaces the question
   'chat-stream': async () =>
-    readChatStream({ model: process.env.MODEL ?? 'simple_qa', messages, stream_options: { include_usage: true } }),
+    readChatStream({
+      model: process.env.MODEL ?? 'simple_qa',
+      messages: process.env.QUESTION ? [{ role: 'user', content: process.env.QUESTION }] : messages,
+      stream_options: { include_usage: true },
+    }),
 
   responses: async () => {
     const plain = await attempt(async () => {

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -34,6 +35,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 )
 
 // Created is the fixed "created" timestamp used in every response.
@@ -148,6 +150,16 @@ type Behavior struct {
 	// are unchanged; Body is still sent verbatim. Healthy answers are still
 	// counted in Served.
 	PythonJSON bool
+	// WordVectors, when positive, makes the embeddings of the model
+	// bag-of-words vectors of WordVectors dimensions (see WordVector)
+	// instead of the default 8-dimensional pseudo-random ones: texts that
+	// share words (or word stems: "parcel"/"parcels", "ship"/"shipped") get
+	// close vectors, so a semantic cache can be tested against a mock that
+	// answers paraphrases with similar embeddings. A token id array input is
+	// embedded as the text of its ids ("[1 2 3]"). Usage is counted as for
+	// the default embeddings, and the faults (Latency, Hang, Status, ...)
+	// apply as to any embeddings request.
+	WordVectors int
 	// Times, when positive, applies this behavior to the next Times requests
 	// for the model only, after which the model reverts to the default
 	// behavior (healthy unless SetDefault was used). 0 means until changed.
@@ -1639,7 +1651,11 @@ func (c *call) embeddings(body []byte) {
 	tokens := 0
 	for i, in := range inputs {
 		tokens += in.tokens
-		resp.Data = append(resp.Data, item{Object: "embedding", Index: i, Embedding: vector(in.key)})
+		emb := vector(in.key)
+		if b.WordVectors > 0 {
+			emb = WordVector(in.key, b.WordVectors)
+		}
+		resp.Data = append(resp.Data, item{Object: "embedding", Index: i, Embedding: emb})
 	}
 	resp.Usage.PromptTokens, resp.Usage.TotalTokens = tokens, tokens
 	js, _ := json.Marshal(resp)
@@ -1690,6 +1706,157 @@ func vector(key string) []float64 {
 		v[i] = float64(int64(h.Sum64()%2000001)-1000000) / 1e6
 	}
 	return v
+}
+
+// stopWords are the tokens WordVector ignores: English and Vietnamese
+// function words that carry little of a shop question's meaning, so that
+// "where is my order" and "where's the order" embed alike. Each
+// Vietnamese entry is a syllable, the unit the tokenizer sees ("bao giờ",
+// "làm sao", "có thể" are dropped syllable by syllable).
+//
+// Deliberately absent: negations (not, no, never, "n't" → not, không, chưa,
+// đừng, chẳng), so that "I received it" and "I did not receive it" differ;
+// question words that change what is asked (why, much, many, mấy, bao lâu's
+// "lâu", bao nhiêu's "nhiêu"); and, as no entry has a digit, every token
+// bearing one (order numbers, codes, sizes).
+var stopWords = setOf(
+	// English: articles, pronouns, auxiliaries, prepositions, politeness,
+	// the question words that only frame a question, filler verbs
+	"a", "an", "the", "i", "me", "my", "we", "our", "us", "you", "your",
+	"it", "its", "this", "that", "these", "those", "there",
+	"is", "are", "am", "was", "were", "be", "been", "do", "does", "did",
+	"have", "has", "had", "can", "could", "will", "would", "should", "shall",
+	"to", "of", "for", "in", "on", "at", "by", "with", "from", "about",
+	"and", "or", "so", "if", "just", "yet", "still", "any", "some",
+	"please", "hi", "hello", "hey", "thanks", "thank",
+	"what", "whats", "which", "where", "when", "how",
+	"get", "want", "like", "know", "tell",
+	// Vietnamese: pronouns (tôi, mình, em, anh, chị, bạn, shop as "you"),
+	// copulas and particles, politeness, the frames of "how" (làm sao, như
+	// thế nào), "when" (bao giờ, khi nào), "where" (ở đâu), "can" (có thể),
+	// tense and aspect markers (đã, sẽ, đang, rồi)
+	"tôi", "mình", "em", "anh", "chị", "bạn", "shop", "của", "có", "được",
+	"là", "thì", "mà", "và", "cho", "với", "ạ", "à", "ơi", "nhé", "nhỉ",
+	"vậy", "hả", "hỏi", "muốn", "xin", "vui", "lòng", "giúp", "hãy",
+	"nào", "gì", "bao", "giờ", "khi", "đâu", "ở", "để", "này", "đó",
+	"cái", "các", "những", "bị", "đã", "sẽ", "đang", "rồi", "còn",
+	"làm", "sao", "như", "thế", "thể",
+)
+
+func setOf(words ...string) map[string]bool {
+	m := make(map[string]bool, len(words))
+	for _, w := range words {
+		m[w] = true
+	}
+	return m
+}
+
+// trigramWeight is the weight of each character trigram of a token, next to
+// 1 for the token itself: enough for inflections ("parcel"/"parcels") to
+// share most of their mass, not so much that unrelated words sharing a
+// trigram look alike.
+const trigramWeight = 0.5
+
+// WordVector returns a deterministic unit-length bag-of-words embedding of
+// text with dims dimensions (nil if dims <= 0), the embeddings of
+// Behavior.WordVectors. The text is lower-cased and split into tokens of
+// Unicode letters, marks and digits (everything else separates; "n't" becomes
+// the token "not", other clitics such as "'s" are dropped), and a small list
+// of English and Vietnamese stop words is dropped (articles, pronouns,
+// auxiliaries, prepositions, politeness, the question words what, which,
+// where, when, how and their Vietnamese frames; never a negation such as
+// not, no, never, không, chưa, đừng, nor a token with a digit). Each
+// remaining token adds ±1 to one dimension chosen by the FNV-1a hash of the
+// token (feature hashing; the sign is another bit of the hash, so
+// collisions tend to cancel rather than add up), and each character trigram
+// of the token, with "^" marking its start, adds ±0.5 the same way, so that
+// words sharing a stem ("parcel"/"parcels", "ship"/"shipped") land close.
+// A text with no tokens left embeds as the first unit vector e0.
+func WordVector(text string, dims int) []float64 {
+	if dims <= 0 {
+		return nil
+	}
+	v := make([]float64, dims)
+	add := func(feature string, w float64) {
+		h := fnv.New64a()
+		_, _ = io.WriteString(h, feature)
+		sum := h.Sum64()
+		if sum>>63 == 1 {
+			w = -w
+		}
+		v[sum%uint64(dims)] += w
+	}
+	for _, tok := range wordTokens(text) {
+		// prefixes keep the word "buy" and the trigram "buy" apart
+		add("w:"+tok, 1)
+		// Only the start is marked: "parcel" and "parcels" then share all
+		// of the shorter word's trigrams, and a 2-letter token still has one.
+		r := []rune("^" + tok)
+		for i := 0; i+3 <= len(r); i++ {
+			add("g:"+string(r[i:i+3]), trigramWeight)
+		}
+	}
+	var norm float64
+	for _, x := range v {
+		norm += x * x
+	}
+	if norm == 0 {
+		v[0] = 1
+		return v
+	}
+	norm = math.Sqrt(norm)
+	for i := range v {
+		v[i] /= norm
+	}
+	return v
+}
+
+// wordTokens splits text into the lower-case tokens WordVector embeds.
+func wordTokens(text string) []string {
+	words := strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.IsMark(r) && r != '\'' && r != '’'
+	})
+	var out []string
+	keep := func(tok string) {
+		// stop words have no digits, so a token with a digit always stays
+		if tok != "" && !stopWords[tok] {
+			out = append(out, tok)
+		}
+	}
+	for _, w := range words {
+		parts := strings.FieldsFunc(w, func(r rune) bool { return r == '\'' || r == '’' })
+		if len(parts) == 0 {
+			continue
+		}
+		// "didn't" is "did not": the negation must survive
+		if last := len(parts) - 1; last > 0 && parts[last] == "t" && strings.HasSuffix(parts[last-1], "n") {
+			stem := strings.TrimSuffix(parts[last-1], "n")
+			switch stem {
+			case "ca":
+				stem = "can"
+			case "wo":
+				stem = "will"
+			case "sha":
+				stem = "shall"
+			}
+			for _, p := range parts[:last-1] {
+				keep(p)
+			}
+			keep(stem)
+			keep("not")
+			continue
+		}
+		// other clitics ('s, 'm, 're, 'll, 've, 'd) add nothing
+		keep(parts[0])
+		for _, p := range parts[1:] {
+			switch p {
+			case "s", "m", "re", "ll", "ve", "d":
+			default:
+				keep(p)
+			}
+		}
+	}
+	return out
 }
 
 func (c *call) models([]byte) {
@@ -1777,6 +1944,7 @@ type behaviorJSON struct {
 	TruncateAfter         int     `json:"truncate_after,omitempty"`
 	ErrorEvent            bool    `json:"error_event,omitempty"`
 	PythonJSON            bool    `json:"python_json,omitempty"`
+	WordVectors           int     `json:"word_vectors,omitempty"`
 }
 
 // MarshalJSON encodes b with snake_case keys, omitting zero fields, and
@@ -1787,7 +1955,7 @@ func (b Behavior) MarshalJSON() ([]byte, error) {
 		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks,
 		HoldAfterChunks: b.HoldAfterChunks, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times,
 		Echo: b.Echo, ContentType: b.ContentType, EmptyBody: b.EmptyBody, TruncateAfter: b.TruncateAfter,
-		ErrorEvent: b.ErrorEvent, PythonJSON: b.PythonJSON, TailShare: b.TailShare}
+		ErrorEvent: b.ErrorEvent, PythonJSON: b.PythonJSON, TailShare: b.TailShare, WordVectors: b.WordVectors}
 	if b.Latency != 0 {
 		j.Latency = b.Latency.String()
 	}
@@ -1862,6 +2030,8 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.ErrorEvent)
 		case "pythonjson":
 			err = json.Unmarshal(v, &out.PythonJSON)
+		case "wordvectors":
+			err = json.Unmarshal(v, &out.WordVectors)
 		default:
 			return fmt.Errorf("mockllm: unknown behavior field %q", k)
 		}

@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -1705,5 +1708,252 @@ func TestTailLatencyJSON(t *testing.T) {
 	var back Behavior
 	if err := json.Unmarshal(out, &back); err != nil || back != b {
 		t.Errorf("round trip: %s -> %+v (%v)", out, back, err)
+	}
+}
+
+func cosine(a, b []float64) float64 {
+	var dot, na, nb float64
+	for i := range a {
+		dot += a[i] * b[i]
+		na += a[i] * a[i]
+		nb += b[i] * b[i]
+	}
+	return dot / math.Sqrt(na*nb)
+}
+
+func TestWordVector(t *testing.T) {
+	const text = "Has my parcel shipped yet? Order 123"
+	v := WordVector(text, 64)
+	if len(v) != 64 || !reflect.DeepEqual(v, WordVector(text, 64)) {
+		t.Fatalf("not deterministic: %v", v)
+	}
+	for _, tc := range []struct {
+		text string
+		dims int
+	}{{text, 64}, {text, 256}, {"x", 1}, {"Đơn hàng của tôi đâu?", 256}, {"the a an", 16}, {"", 16}} {
+		v := WordVector(tc.text, tc.dims)
+		var n float64
+		for _, x := range v {
+			n += x * x
+		}
+		if len(v) != tc.dims || math.Abs(n-1) > 1e-9 {
+			t.Errorf("%q/%d: len %d, norm² %v", tc.text, tc.dims, len(v), n)
+		}
+	}
+	// nothing left after the stop words: the fixed vector e0
+	if v := WordVector("Where is it? ...", 8); !reflect.DeepEqual(v, []float64{1, 0, 0, 0, 0, 0, 0, 0}) {
+		t.Errorf("stop words only: %v", v)
+	}
+	if WordVector("x", 0) != nil {
+		t.Error("dims 0 gave a vector")
+	}
+	same := func(a, b string) bool { return reflect.DeepEqual(WordVector(a, 256), WordVector(b, 256)) }
+	// case, punctuation, stop words and clitics do not matter ...
+	if !same("Where's my ORDER?!", "order") || !same("Tôi đã nhận được hàng", "nhận hàng") {
+		t.Error("stop words or case changed the vector")
+	}
+	// ... negations and numbers do, and "n't" is "not"
+	if same("I received my parcel", "I did not receive my parcel") || same("Tôi đã nhận hàng", "Tôi chưa nhận hàng") ||
+		same("order 123", "order 456") || same("no refund", "refund") {
+		t.Error("a negation or a number was dropped")
+	}
+	if !same("I didn't receive it", "I did not receive it") || !same("I can't log in", "I can not log in") {
+		t.Error(`"n't" is not "not"`)
+	}
+}
+
+func TestWordVectorParaphrase(t *testing.T) {
+	for _, tc := range []struct{ q, para, other string }{
+		{"Has my parcel shipped yet?", "Have my parcels been shipped?", "What payment methods do you accept?"},
+		{"How long does shipping take?", "How long will shipping take to Hanoi?", "How do I reset my password?"},
+		{"Đơn hàng của tôi đâu?", "Đơn hàng của tôi đang ở đâu vậy?", "Tôi quên mật khẩu"},
+	} {
+		q := WordVector(tc.q, 256)
+		p, o := cosine(q, WordVector(tc.para, 256)), cosine(q, WordVector(tc.other, 256))
+		if p <= o || p < 0.7 || o > 0.4 {
+			t.Errorf("%q: paraphrase %.3f, unrelated %.3f", tc.q, p, o)
+		}
+	}
+}
+
+func TestEmbeddingsWordVectors(t *testing.T) {
+	s := New()
+	s.Set("sem", Behavior{WordVectors: 32})
+	ts := start(t, s)
+	var got struct {
+		Data []struct {
+			Embedding []float64 `json:"embedding"`
+		} `json:"data"`
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+			TotalTokens  int `json:"total_tokens"`
+		} `json:"usage"`
+	}
+	resp, b := mustPost(t, ts, "/v1/embeddings", `{"model":"sem","input":["where is my order","the order 123"]}`)
+	if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || len(got.Data) != 2 ||
+		got.Usage.PromptTokens != 7 || got.Usage.TotalTokens != 7 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	// JSON round-trips float64 exactly
+	if !reflect.DeepEqual(got.Data[0].Embedding, WordVector("where is my order", 32)) ||
+		!reflect.DeepEqual(got.Data[1].Embedding, WordVector("the order 123", 32)) {
+		t.Fatalf("not WordVector: %s", b)
+	}
+	if sv := s.Served("sem"); sv != (Usage{Prompt: 7, Requests: 1}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+	// other models keep the default vectors
+	_, b = mustPost(t, ts, "/v1/embeddings", `{"model":"e","input":"where is my order"}`)
+	if json.Unmarshal(b, &got) != nil || !reflect.DeepEqual(got.Data[0].Embedding, vector("where is my order")) {
+		t.Fatalf("default model: %s", b)
+	}
+
+	// the faults apply to word-vector embeddings too
+	s.Set("sem", Behavior{WordVectors: 32, Status: 429, RetryAfter: "1", Times: 1})
+	if resp, b := mustPost(t, ts, "/v1/embeddings", `{"model":"sem","input":"x"}`); resp.StatusCode != 429 ||
+		resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("Status: %d %s", resp.StatusCode, b)
+	}
+	for _, b := range []Behavior{{WordVectors: 32, Hang: true}, {WordVectors: 32, Latency: time.Hour}} {
+		s.Set("sem", b)
+		h := newHook(s)
+		ts := start(t, h)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			resp, err := post(ctx, ts.Client(), ts.URL+"/v1/embeddings", `{"model":"sem","input":"x"}`)
+			if err == nil {
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+		recv(t, h.arrived, "arrival")
+		cancel()
+		if err := recv(t, errc, "client error"); err == nil {
+			t.Fatalf("%+v: request succeeded", b)
+		}
+		if m := recv(t, s.Canceled(), "Canceled"); m != "sem" {
+			t.Fatalf("Canceled got %q", m)
+		}
+		recv(t, h.done, "handler return")
+	}
+}
+
+func TestBehaviorJSONWordVectors(t *testing.T) {
+	for _, in := range []string{`{"word_vectors":256}`, `{"WordVectors":256}`, `{"wordVectors":256}`} {
+		var b Behavior
+		if err := json.Unmarshal([]byte(in), &b); err != nil || b != (Behavior{WordVectors: 256}) {
+			t.Fatalf("%s: %+v %v", in, b, err)
+		}
+		js, err := json.Marshal(b)
+		if err != nil || string(js) != `{"word_vectors":256}` {
+			t.Fatalf("%s: %v", js, err)
+		}
+	}
+}
+
+// TestWordVectorShopPairs reports how WordVector separates the labelled pairs
+// of testdata/semantic/shop-pairs.jsonl (run with -v to see the histogram).
+// It asserts only what must hold for any sensible embedding; hard negatives
+// such as "order 123"/"order 456" are expected to score high.
+func TestWordVectorShopPairs(t *testing.T) {
+	f, err := os.Open("../../testdata/semantic/shop-pairs.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const dims = 256
+	type stat struct {
+		sims []float64
+	}
+	byKind := map[string]*stat{}
+	var trues, falses []float64
+	kind := "unknown"
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if k, ok := strings.CutPrefix(text, "# kind:"); ok {
+			kind, _, _ = strings.Cut(strings.TrimSpace(k), " ")
+			continue
+		}
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		var p struct {
+			A, B *string
+			Same *bool
+		}
+		dec := json.NewDecoder(strings.NewReader(text))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&p); err != nil || p.A == nil || p.B == nil || p.Same == nil || *p.A == "" || *p.B == "" {
+			t.Fatalf("line %d: %v: %s", line, err, text)
+		}
+		sim := cosine(WordVector(*p.A, dims), WordVector(*p.B, dims))
+		if *p.Same {
+			trues = append(trues, sim)
+		} else {
+			falses = append(falses, sim)
+		}
+		if byKind[kind] == nil {
+			byKind[kind] = &stat{}
+		}
+		byKind[kind].sims = append(byKind[kind].sims, sim)
+		if testing.Verbose() && (*p.Same && sim < 0.8 || kind == "easy" && sim >= 0.6) {
+			t.Logf("%-13s %.3f  %q / %q", kind, sim, *p.A, *p.B)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(trues) == 0 || len(falses) == 0 {
+		t.Fatalf("%d same:true and %d same:false pairs; want both", len(trues), len(falses))
+	}
+	mean := func(xs []float64) float64 {
+		s := 0.0
+		for _, x := range xs {
+			s += x
+		}
+		return s / float64(len(xs))
+	}
+	// buckets: below 0.5, then [0.5,0.55) ... [0.95,1.0]
+	hist := func(xs []float64) string {
+		var n [11]int
+		for _, x := range xs {
+			i := 0
+			if x >= 0.5 {
+				i = min(int((x-0.5)/0.05+1e-9)+1, 10)
+			}
+			n[i]++
+		}
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "<0.50:%3d", n[0])
+		for i := 1; i < len(n); i++ {
+			fmt.Fprintf(&sb, " %.2f:%3d", 0.5+0.05*float64(i-1), n[i])
+		}
+		return sb.String()
+	}
+	share := func(xs []float64, keep func(float64) bool) string {
+		k := 0
+		for _, x := range xs {
+			if keep(x) {
+				k++
+			}
+		}
+		return fmt.Sprintf("%d/%d", k, len(xs))
+	}
+	t.Logf("same:true  n=%3d mean %.3f  %s", len(trues), mean(trues), hist(trues))
+	t.Logf("same:false n=%3d mean %.3f  %s", len(falses), mean(falses), hist(falses))
+	kinds := make([]string, 0, len(byKind))
+	for k := range byKind {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		xs := byKind[k].sims
+		t.Logf("%-13s n=%3d mean %.3f  ≥0.8 %-6s <0.6 %-6s %s", k, len(xs), mean(xs),
+			share(xs, func(x float64) bool { return x >= 0.8 }), share(xs, func(x float64) bool { return x < 0.6 }), hist(xs))
+	}
+	if mean(trues) <= mean(falses) {
+		t.Fatalf("mean similarity of same:true pairs %.3f is not above that of same:false pairs %.3f", mean(trues), mean(falses))
 	}
 }

@@ -264,3 +264,43 @@ func skipScalar(s *scanner) {
 		}
 	}
 }
+
+// QuestionKey is Key of the body with the last user message's content
+// left out: the namespace of a semantic lookup, in which only that text
+// may differ (everything else that shapes an answer, earlier messages,
+// system prompt, parameters, tools, is the same). ok is false unless the
+// body is chat messages ending with a user message whose content is text
+// only (no image, audio or file part). The body is copied once.
+func (r *Request) QuestionKey(head func([]byte) []byte) (key [sha256.Size]byte, ok bool) {
+	if r.API != Chat || !r.lastIsUser || !r.lastUser.ok() || !textOnly(r.Raw[r.lastUser.start:r.lastUser.end]) {
+		return key, false
+	}
+	raw := make([]byte, 0, len(r.Raw))
+	raw = append(raw, r.Raw[:r.lastUser.start]...)
+	raw = append(raw, "null"...)
+	raw = append(raw, r.Raw[r.lastUser.end:]...)
+	q := Request{Raw: raw}
+	return q.Key(head), true
+}
+
+// textOnly reports whether a message content (a string, parts or null) has
+// only text: a string, or parts all of type "text".
+func textOnly(v []byte) bool {
+	switch v[0] {
+	case '"':
+		return true
+	case '[':
+		only := true
+		forEachElement(v, func(part []byte) {
+			typ := false
+			ForEachMember(part, func(key, val []byte) {
+				if string(key) == "type" {
+					typ = string(val) == `"text"`
+				}
+			})
+			only = only && typ
+		})
+		return only
+	}
+	return false
+}

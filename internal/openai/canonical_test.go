@@ -241,3 +241,49 @@ func TestSkipValue(t *testing.T) {
 		}
 	}
 }
+
+// TestQuestionKey: bodies that differ only in the last user message's text
+// share a question key; any other difference, a last message that is not
+// the user's, or a part that is not text, does not.
+func TestQuestionKey(t *testing.T) {
+	key := func(body string) ([32]byte, bool) {
+		var r Request
+		if err := r.Parse([]byte(body), Chat); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		return r.QuestionKey(func(b []byte) []byte { return append(b, 'q') })
+	}
+	base, ok := key(`{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"where is my order?"}]}`)
+	if !ok {
+		t.Fatal("a plain question has no question key")
+	}
+	same := []string{
+		`{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"has my parcel shipped?"}]}`,
+		`{"messages":[{"role":"system","content":"be brief"},{"content":[{"type":"text","text":"parcel?"}],"role":"user"}],"model":"m","stream":true}`,
+	}
+	for _, b := range same {
+		if k, ok := key(b); !ok || k != base {
+			t.Errorf("%s: another namespace (ok %v)", b, ok)
+		}
+	}
+	other := []string{
+		`{"model":"m","messages":[{"role":"system","content":"be long"},{"role":"user","content":"where is my order?"}]}`,
+		`{"model":"m2","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"where is my order?"}]}`,
+		`{"model":"m","temperature":0,"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"where is my order?"}]}`,
+		`{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"where is my order?"}]}`,
+	}
+	for _, b := range other {
+		if k, ok := key(b); ok && k == base {
+			t.Errorf("%s: shares the namespace", b)
+		}
+	}
+	for _, b := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"where is my order?"},{"role":"assistant","content":"here"}]}`,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}`,
+		`{"model":"m","messages":[{"role":"user","content":null}]}`,
+	} {
+		if _, ok := key(b); ok {
+			t.Errorf("%s: has a question key", b)
+		}
+	}
+}

@@ -100,6 +100,7 @@ type Request struct {
 	usageText string
 
 	lastUser     span   // the last user message's content (a string or parts)
+	lastIsUser   bool   // the last message is the user's (lastUser)
 	contentChars int64  // of the message being read
 	system       []span // system and developer messages' content, in order
 	systemFirst  [2]span
@@ -596,9 +597,10 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	if err != nil || !content.ok() {
 		return err
 	}
+	r.lastIsUser = false
 	switch string(s.b[max(role.start, 0):max(role.end, 0)]) {
 	case `"user"`:
-		r.lastUser = content
+		r.lastUser, r.lastIsUser = content, true
 		r.LastUserChars = r.contentChars
 	case `"system"`, `"developer"`:
 		r.system = append(r.system, content)

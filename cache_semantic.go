@@ -1,0 +1,317 @@
+package llmrouter
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/maypok86/otter/v2"
+	"go.uber.org/zap"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
+	"github.com/llmrouter/caddy-llm-router/internal/semantic"
+	"github.com/llmrouter/caddy-llm-router/internal/vecindex"
+)
+
+// This file is the semantic cache: a second lookup after an exact miss,
+// by the meaning of the last user message. The question is embedded
+// through the handler's own embedding deployments (a request of the
+// router's own: failover, metrics, cost, budgets), searched among the
+// questions stored in its namespace (everything else about the request
+// identical: openai.Request.QuestionKey), and a close enough one is
+// served only if the guards (internal/semantic) find the same numbers,
+// codes, addresses and negation in both. A miss keeps its vector, stored
+// with its answer when the answer is.
+
+const (
+	defaultSemanticThreshold = 0.95
+	defaultSemanticEntries   = 10_000
+	defaultSemanticTimeout   = 300 * time.Millisecond
+	// semanticMaxChars is the longest last user message compared by
+	// meaning: a paraphrase is a short question; a long text that embeds
+	// close to another may still differ in a detail that changes the
+	// answer, and embedding it costs more.
+	semanticMaxChars = 1000
+)
+
+// cache results of the semantic lookup (cache_requests_total's result)
+const (
+	cacheSemanticHit     = "semantic_hit"     // a paraphrase's stored answer was served
+	cacheSemanticBlocked = "semantic_blocked" // a close question, refused by a guard: asked a model
+)
+
+// semanticCache is a config's semantic settings over a store that
+// survives reloads.
+type semanticCache struct {
+	model     string
+	threshold float32
+	timeout   time.Duration
+	store     *semanticStore
+	poolKey   string
+}
+
+// semanticStores holds the questions of each handler (or named store),
+// kept across reloads as the answers are.
+var semanticStores = caddy.NewUsagePool()
+
+func newSemanticCache(c *SemanticCache, answersKey string) (*semanticCache, error) {
+	sc := &semanticCache{model: c.Model, threshold: float32(c.Threshold), timeout: time.Duration(c.LookupTimeout)}
+	if sc.threshold <= 0 {
+		sc.threshold = defaultSemanticThreshold
+	}
+	if sc.timeout <= 0 {
+		sc.timeout = defaultSemanticTimeout
+	}
+	n := c.MaxEntries
+	if n <= 0 {
+		n = defaultSemanticEntries
+	}
+	// vectors of another embedding model are another space: a store per
+	// model and bound
+	sc.poolKey = answersKey + "/semantic " + c.Model + "/" + strconv.Itoa(n)
+	v, _, err := semanticStores.LoadOrNew(sc.poolKey, func() (caddy.Destructor, error) { return newSemanticStore(n) })
+	if err != nil {
+		return nil, err
+	}
+	sc.store = v.(*semanticStore)
+	return sc, nil
+}
+
+// release undoes newSemanticCache.
+func (sc *semanticCache) release() { _, _ = semanticStores.Delete(sc.poolKey) }
+
+// semanticStore is the questions whose answers are stored: their vectors
+// in a bounded index, and beside it, under the same bound, what a hit
+// needs besides. The two evict on their own (the index the least recently
+// used vector, the metadata by otter's policy, as the answers are): a
+// vector found without its metadata is dropped then.
+type semanticStore struct {
+	index *vecindex.Index
+	meta  *otter.Cache[uint64, semanticMeta] // by vector id
+}
+
+// semanticMeta is what a stored question keeps beside its vector.
+type semanticMeta struct {
+	answer answerKey      // the exact key its answer is stored under
+	facts  semantic.Facts // what the guards compare
+}
+
+func newSemanticStore(maxEntries int) (*semanticStore, error) {
+	meta, err := otter.New(&otter.Options[uint64, semanticMeta]{
+		MaximumSize: maxEntries,
+		Executor:    func(fn func()) { fn() }, // maintenance on the caller: no goroutine to stop
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &semanticStore{index: vecindex.New(0, maxEntries), meta: meta}, nil
+}
+
+// Destruct implements caddy.Destructor: the last config using the store
+// let go of it.
+func (s *semanticStore) Destruct() error {
+	s.meta.InvalidateAll()
+	return nil
+}
+
+// remember stores a question's vector with its answer's key.
+func (s *semanticStore) remember(q *semanticQuestion, answer answerKey) {
+	id := binary.LittleEndian.Uint64(answer[:8])
+	if s.index.Add(q.ns, id, q.vec) != nil {
+		return // a vector of other dimensions: the model changed its output
+	}
+	s.meta.Set(id, semanticMeta{answer: answer, facts: q.facts})
+}
+
+// lookup finds the closest stored question of q's namespace.
+func (s *semanticStore) lookup(q *semanticQuestion) (id uint64, m semanticMeta, similarity float32, ok bool) {
+	id, similarity, ok = s.index.Search(q.ns, q.vec)
+	if !ok {
+		return 0, m, 0, false
+	}
+	if m, ok = s.meta.GetIfPresent(id); !ok {
+		s.index.Remove(id)
+	}
+	return id, m, similarity, ok
+}
+
+// semanticQuestion is a request's question as the semantic cache sees
+// it: its namespace, its vector and its guard facts.
+type semanticQuestion struct {
+	ns    uint64
+	vec   []float32
+	facts semantic.Facts
+}
+
+// lookupSemantic is the semantic lookup after an exact miss: it serves a
+// stored answer to a paraphrase (true), or keeps the question in the
+// ticket so that its answer's vector is stored too. Anything that stops
+// it (a request that does not qualify, an embedding that fails or is
+// late) makes the request an ordinary miss.
+func (ex *exchange) lookupSemantic(values []string) bool {
+	rc := ex.router.cache
+	sc := rc.semantic
+	b := &ex.body
+	if ex.ep != chatEndpoint || b.HasTools || b.N > 1 || b.LastUserChars == 0 || b.LastUserChars > semanticMaxChars {
+		return false
+	}
+	nsKey, ok := b.QuestionKey(func(out []byte) []byte {
+		out = append(out, 'S') // never an exact key
+		return appendKeyHead(out, ex.ep, ex.ns, ex.req.Header, rc.keyHeaders, values)
+	})
+	if !ok {
+		return false
+	}
+	text := b.LastUser()
+	vec, err := ex.embedQuestion(sc, text)
+	if err != nil {
+		metrics.semanticFailures.Inc()
+		ex.router.logger.Debug("semantic cache: the question was not embedded; a miss", zap.Error(err))
+		return false
+	}
+	q := &semanticQuestion{ns: binary.LittleEndian.Uint64(nsKey[:8]), vec: vec, facts: semantic.Extract(text)}
+	ex.cache.question = q
+	id, m, sim, found := sc.store.lookup(q)
+	if !found {
+		return false
+	}
+	if sim < sc.threshold {
+		metrics.semanticSimilarity[semanticMissed].Observe(float64(sim))
+		return false
+	}
+	if g, ok := semantic.Check(q.facts, m.facts); !ok {
+		metrics.semanticSimilarity[semanticBlocked].Observe(float64(sim))
+		metrics.semanticGuards.WithLabelValues(string(g)).Inc()
+		ex.setCacheResult(cacheSemanticBlocked)
+		return false
+	}
+	at := now()
+	e, fresh := rc.store.lookup(m.answer, at, rc.ttl, rc.stale)
+	if e == nil {
+		sc.store.index.Remove(id) // its answer is gone
+		return false
+	}
+	if !fresh {
+		if ex.cache.stale == nil {
+			ex.cache.stale = e // stale-if-error holds for a paraphrase too
+		}
+		return false
+	}
+	sc.store.index.Touch(id) // recently useful: evicted last
+	metrics.semanticSimilarity[semanticServed].Observe(float64(sim))
+	ex.setHeader(hdrCacheSimilarity, strconv.FormatFloat(float64(sim), 'f', 4, 32))
+	return ex.serveCached(e, cacheSemanticHit, at)
+}
+
+// embedQuestion embeds text with the semantic cache's model, as a request
+// of the router's own to its embedding deployments: failover, metrics,
+// cost and the client's budgets as for any embeddings request, within the
+// lookup timeout.
+func (ex *exchange) embedQuestion(sc *semanticCache, text string) ([]float32, error) {
+	r := ex.router
+	res := r.routing.resolve("", sc.model, kindEmbedding)
+	if res.plan == nil {
+		return nil, fmt.Errorf("no deployment of %s", sc.model)
+	}
+	body, err := json.Marshal(struct {
+		Model string `json:"model"`
+		Input string `json:"input"`
+	}{sc.model, text})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ex.ctx, sc.timeout)
+	defer cancel()
+	w := &bufferedResponse{header: http.Header{}}
+	sub := &exchange{
+		start:  now(),
+		router: r,
+		w:      w,
+		req: (&http.Request{Method: http.MethodPost, URL: &url.URL{Path: embeddingsEndpoint.path()}, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"application/json"}}}).WithContext(ex.req.Context()),
+		ctx:      ctx,
+		ep:       embeddingsEndpoint,
+		repl:     ex.repl,
+		span:     ex.span,
+		client:   ex.client,
+		route:    res.route,
+		model:    res.model,
+		ns:       res.ns,
+		internal: true,
+	}
+	sub.ph.reason, sub.ph.routed = "semantic_cache", true
+	defer sub.finish()
+	if err := sub.body.Parse(body, openai.Embeddings); err != nil {
+		return nil, err
+	}
+	p := res.plan
+	if len(r.budgets) > 0 {
+		var ok bool
+		if p, ok = sub.applyBudgets(p); !ok {
+			return nil, errors.New("a budget refused the embedding")
+		}
+	}
+	sub.run(p)
+	if sub.ph.costKnown && sub.answered != nil {
+		metrics.semanticCost.WithLabelValues(sub.answered.currency.Code).Add(sub.ph.cost)
+		ex.cache.embedCost, ex.cache.embedIn = sub.ph.cost, sub.answered.currency.Code
+	}
+	if sub.status != http.StatusOK {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("no embedding within lookup_timeout %s", sc.timeout)
+		}
+		return nil, fmt.Errorf("the embedding request ended %d", sub.status)
+	}
+	return embeddingOf(w.body.Bytes())
+}
+
+// embeddingOf reads the vector of an embeddings answer with one input.
+func embeddingOf(answer []byte) ([]float32, error) {
+	var a struct {
+		Data []struct {
+			Embedding []float32 `json:"embedding"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(answer, &a); err != nil {
+		return nil, fmt.Errorf("the embedding answer: %w", err)
+	}
+	if len(a.Data) != 1 || len(a.Data[0].Embedding) == 0 {
+		return nil, errors.New("the embedding answer has no vector")
+	}
+	return a.Data[0].Embedding, nil
+}
+
+// bufferedResponse is the response writer of a request the router makes
+// of itself: it keeps the answer.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+func (b *bufferedResponse) WriteHeader(code int) {
+	if b.status == 0 {
+		b.status = code
+	}
+}
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+
+// Interface guards
+var (
+	_ caddy.Destructor    = (*semanticStore)(nil)
+	_ http.ResponseWriter = (*bufferedResponse)(nil)
+)

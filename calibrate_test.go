@@ -1,0 +1,85 @@
+package llmrouter
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// calibrateConfig is a Caddyfile whose semantic cache embeds with the
+// mock's word vectors; {MOCK} and {BACKUP} are the mocks' URLs.
+const calibrateConfig = `{
+	admin off
+}
+:8080 {
+	llm_router {
+		provider primary {
+			base_url {MOCK}/v1
+			api_key sk-calibration-test
+		}
+		provider backup {
+			base_url {BACKUP}/v1
+			api_key sk-calibration-backup
+		}
+		model deepseek-v3.2
+		model embed-words {
+			kind embedding
+		}
+		model embed-words {
+			provider backup
+			priority 1
+			kind embedding
+		}
+		cache {
+			semantic {
+				model embed-words
+				threshold 0.9
+			}
+		}
+	}
+}
+`
+
+// calibrate runs the command on the shipped pairs against mocks and
+// returns its output.
+func calibrate(t *testing.T, primary *mockllm.Server) string {
+	t.Helper()
+	backup := mockllm.New()
+	backup.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	config := strings.NewReplacer("{MOCK}", newMockServer(primary).URL, "{BACKUP}", newMockServer(backup).URL).Replace(calibrateConfig)
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runCalibrate(context.Background(), &out, path, "", calibrateOptions{Handler: 1, Precision: 0.99}, "testdata/semantic/shop-pairs.jsonl"); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// TestSemanticCalibrateGolden: the calibration of the shipped shop pairs
+// with the mock's word vectors is testdata/semantic/calibrate.golden (the
+// table the README shows); the questions go to the first deployment of
+// the model that answers.
+func TestSemanticCalibrateGolden(t *testing.T) {
+	primary := mockllm.New()
+	primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	got := calibrate(t, primary)
+	checkCostGolden(t, "semantic/calibrate.golden", []byte(got))
+	if n := len(primary.RequestsFor("embed-words")); n == 0 {
+		t.Error("the questions were not embedded by the first deployment")
+	}
+
+	// the first deployment failing, the backup embeds: the same table
+	failing := mockllm.New()
+	failing.Set("embed-words", mockllm.Behavior{Status: 500})
+	if again := calibrate(t, failing); again != strings.Replace(got, "embed-words@primary", "embed-words@backup", 1) {
+		t.Errorf("with the first deployment failing:\n%s", again)
+	}
+}

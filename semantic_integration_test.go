@@ -1,0 +1,243 @@
+package llmrouter
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// semanticRouter is defaultRouter with an embedding model whose mock
+// vectors are hashed words (mockllm.WordVector) and a cache with a
+// semantic block.
+func semanticRouter(semantic string) string {
+	return defaultRouter + `
+	model embed-words {
+		kind embedding
+		price 0.02
+	}
+	cache {
+		semantic {
+			model embed-words
+` + semantic + `
+		}
+	}
+`
+}
+
+// newSemanticGateway starts a gateway over semanticRouter with the mock's
+// embedding model giving word vectors.
+func newSemanticGateway(t *testing.T, semantic string) *gateway {
+	t.Helper()
+	g := newGateway(t, semanticRouter(semantic))
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	return g
+}
+
+// clientKey is the credential the tests' requests send (the official SDK's
+// in sdk.mjs): the cache's default scope.
+const clientKey = "Bearer sk-client-key-for-the-gateway"
+
+// ask sends question q (with system prompt system, if any) as clientKey,
+// or as the credential given.
+func (g *gateway) ask(q, system string, header ...string) (*http.Response, string) {
+	g.t.Helper()
+	msgs := ""
+	if system != "" {
+		msgs = fmt.Sprintf(`{"role":"system","content":%q},`, system)
+	}
+	body := fmt.Sprintf(`{"model":"simple_qa","messages":[%s{"role":"user","content":%q}]}`, msgs, q)
+	if len(header) == 0 {
+		header = []string{"Authorization", clientKey}
+	}
+	resp, b := g.post(body, header...)
+	if resp.StatusCode != http.StatusOK {
+		g.t.Fatalf("%q: status %d: %s", q, resp.StatusCode, b)
+	}
+	return resp, b
+}
+
+func (g *gateway) chatRequests() int { return len(g.primary.RequestsFor("deepseek-chat")) }
+
+// TestSemanticCacheParaphrase: a paraphrase whose similarity reaches the
+// threshold is answered from the stored answer without a chat request,
+// with the similarity and an Age; one below it is a miss; the stats and
+// metrics count the hit, the embedding's cost and the similarity.
+func TestSemanticCacheParaphrase(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9")
+	before := scrape(t)
+	resp, first := g.ask("What is your return policy?", "")
+	expectCache(t, resp, "miss")
+	chats := g.chatRequests()
+
+	// the same words in another order and with stop words: similarity 1
+	resp, b := g.ask("Tell me the return policy please", "")
+	expectCache(t, resp, "semantic-hit")
+	if got := g.chatRequests(); got != chats {
+		t.Errorf("a semantic hit asked a model (%d chat requests, want %d)", got, chats)
+	}
+	if b != first {
+		t.Errorf("served %q, want the stored answer %q", b, first)
+	}
+	sim, err := strconv.ParseFloat(resp.Header.Get("X-LLM-Cache-Similarity"), 64)
+	if err != nil || sim < 0.9 || sim > 1 {
+		t.Errorf("X-LLM-Cache-Similarity = %q", resp.Header.Get("X-LLM-Cache-Similarity"))
+	}
+	if resp.Header.Get("Age") == "" {
+		t.Error("a semantic hit without Age")
+	}
+
+	// a related question, not the same one: below the threshold
+	resp, _ = g.ask("How do I return shoes?", "")
+	expectCache(t, resp, "miss")
+	if got := g.chatRequests(); got != chats+1 {
+		t.Errorf("a question below the threshold: %d chat requests, want %d", got, chats+1)
+	}
+
+	after := scrape(t)
+	if d := after.delta(before, sel("caddy_llm_router_cache_requests_total", "route", "simple_qa", "result", "semantic_hit")); d != 1 {
+		t.Errorf("cache_requests_total{result=semantic_hit} +%v, want 1", d)
+	}
+	if d := after.delta(before, sel("caddy_llm_router_cache_semantic_similarity_count", "result", "hit")); d != 1 {
+		t.Errorf("similarity histogram of hits +%v, want 1", d)
+	}
+	if d := after.delta(before, sel("caddy_llm_router_cache_semantic_similarity_count", "result", "miss")); d != 1 {
+		t.Errorf("similarity histogram of misses +%v, want 1", d)
+	}
+	// every question was embedded through the router, as embeddings
+	// requests of the embedding model
+	if d := after.delta(before, sel("caddy_llm_router_requests_total", "route", "", "model", "embed-words", "provider", "primary", "code", "200", "endpoint", "embeddings")); d != 3 {
+		t.Errorf("embeddings requests +%v, want 3 (one per question)", d)
+	}
+	if d := after.delta(before, sel("caddy_llm_router_cache_semantic_embedding_cost_total", "currency", "USD")); d <= 0 {
+		t.Errorf("the embeddings cost nothing (+%v)", d)
+	}
+	st := fetchStats(t)
+	if len(st.Caches) != 1 || st.Caches[0].SemanticHits != 1 || len(st.Caches[0].EmbeddingCost) != 1 {
+		t.Errorf("stats: %+v", st.Caches)
+	}
+}
+
+// TestSemanticCacheGuards: at the lowest threshold, a question that
+// differs in a number, a code, an address or its negation is never
+// served another's answer; each block is counted by guard.
+func TestSemanticCacheGuards(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.01")
+	cases := []struct {
+		stored, asked, guard string
+	}{
+		{"Where is order 456?", "Where is order 123?", "number"},
+		{"I received my parcel", "I did not receive my parcel", "negation"},
+		{"Tôi đã nhận được hàng", "Tôi chưa nhận được hàng", "negation"},
+		{"Is code SALE10 still valid?", "Is code SALE20 still valid?", "code"},
+		{"Send the invoice to an@example.com", "Send the invoice to binh@example.com", "email"},
+	}
+	for i, c := range cases {
+		system := "case " + strconv.Itoa(i) // a namespace of its own
+		g.ask(c.stored, system)
+		before := scrape(t)
+		chats := g.chatRequests()
+		resp, _ := g.ask(c.asked, system)
+		expectCache(t, resp, "miss")
+		if got := g.chatRequests(); got != chats+1 {
+			t.Errorf("%q after %q: not answered by a model", c.asked, c.stored)
+		}
+		after := scrape(t)
+		if d := after.delta(before, sel("caddy_llm_router_cache_semantic_guard_blocks_total", "guard", c.guard)); d != 1 {
+			t.Errorf("%q after %q: guard %s +%v, want 1", c.asked, c.stored, c.guard, d)
+		}
+		if d := after.delta(before, sel("caddy_llm_router_cache_requests_total", "route", "simple_qa", "result", "semantic_blocked")); d != 1 {
+			t.Errorf("%q after %q: cache_requests_total{result=semantic_blocked} +%v, want 1", c.asked, c.stored, d)
+		}
+	}
+	// and the guards let through what differs only in words
+	g.ask("How long does delivery take?", "case words")
+	resp, _ := g.ask("How long does the delivery take please?", "case words")
+	expectCache(t, resp, "semantic-hit")
+}
+
+// TestSemanticCacheNamespaces: only the last user message is compared by
+// meaning; another system prompt, another client (the default scope) or
+// other parameters never hit.
+func TestSemanticCacheNamespaces(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9")
+	g.ask("What is your return policy?", "")
+	for name, ask := range map[string]func() *http.Response{
+		"another system prompt": func() *http.Response {
+			resp, _ := g.ask("Tell me the return policy please", "You are a pirate.")
+			return resp
+		},
+		"another client": func() *http.Response {
+			resp, _ := g.ask("Tell me the return policy please", "", "Authorization", "Bearer sk-another-client")
+			return resp
+		},
+		"other parameters": func() *http.Response {
+			resp, b := g.post(`{"model":"simple_qa","temperature":0.2,"messages":[{"role":"user","content":"Tell me the return policy please"}]}`, "Authorization", clientKey)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", resp.StatusCode, b)
+			}
+			return resp
+		},
+	} {
+		chats := g.chatRequests()
+		expectCache(t, ask(), "miss")
+		if g.chatRequests() != chats+1 {
+			t.Errorf("%s: not answered by a model", name)
+		}
+	}
+	// and the same question in the original namespace still hits
+	resp, _ := g.ask("Tell me the return policy please", "")
+	expectCache(t, resp, "semantic-hit")
+}
+
+// TestSemanticCacheEmbeddingFails: an embedding that fails, or that takes
+// longer than lookup_timeout, makes the request an ordinary miss,
+// answered by a model.
+func TestSemanticCacheEmbeddingFails(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9\n\t\t\tlookup_timeout 100ms")
+	g.ask("What is your return policy?", "")
+	for _, c := range []struct {
+		name, paraphrase string
+		b                mockllm.Behavior
+	}{
+		{"error", "Tell me the return policy please", mockllm.Behavior{Status: 500}},
+		{"timeout", "Return policy please, tell me", mockllm.Behavior{Latency: 10 * time.Second, WordVectors: 256}},
+	} {
+		name := c.name
+		g.primary.Set("embed-words", c.b)
+		before := scrape(t)
+		chats := g.chatRequests()
+		resp, body := g.ask(c.paraphrase, "")
+		expectCache(t, resp, "miss")
+		if g.chatRequests() != chats+1 || answerText(t, body) == "" {
+			t.Errorf("%s: not answered by a model: %s", name, body)
+		}
+		after := scrape(t)
+		if d := after.delta(before, sel("caddy_llm_router_cache_semantic_embedding_failures_total")); d != 1 {
+			t.Errorf("%s: embedding failures +%v, want 1", name, d)
+		}
+	}
+}
+
+// TestSemanticCacheStreamSDK: a streamed paraphrase is served the stored
+// answer replayed as SSE, which the official SDK reads whole (usage
+// included, as it asked).
+func TestSemanticCacheStreamSDK(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9")
+	_, first := g.ask("What is your return policy?", "")
+	chats := g.chatRequests()
+	var got sdkChatStream
+	runSDK(t, "chat-stream", &got, "QUESTION=Tell me the return policy please")
+	if got.Error != nil {
+		t.Fatalf("the SDK raised %+v", *got.Error)
+	}
+	if g.chatRequests() != chats {
+		t.Errorf("the streamed paraphrase asked a model")
+	}
+	if got.Text != answerText(t, first) || got.FinishReason == nil || *got.FinishReason != "stop" || len(got.Usage) == 0 {
+		t.Errorf("the SDK read %+v, want the stored answer %q with its usage", got, answerText(t, first))
+	}
+}
