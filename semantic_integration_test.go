@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,5 +240,22 @@ func TestSemanticCacheStreamSDK(t *testing.T) {
 	}
 	if got.Text != answerText(t, first) || got.FinishReason == nil || *got.FinishReason != "stop" || len(got.Usage) == 0 {
 		t.Errorf("the SDK read %+v, want the stored answer %q with its usage", got, answerText(t, first))
+	}
+}
+
+// TestSemanticCacheStaleIfError: when every candidate fails, a
+// paraphrase's expired answer is served as stale, as an exact one is.
+func TestSemanticCacheStaleIfError(t *testing.T) {
+	cfg := strings.Replace(semanticRouter("\t\t\tthreshold 0.9"), "\tcache {\n", "\tcache {\n\t\tttl 1m\n\t\tstale_if_error 1h\n", 1)
+	g := newGateway(t, cfg)
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	_, first := g.ask("What is your return policy?", "")
+	advanceClock(t, 2*time.Minute)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 503, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 503, Times: 1})
+	resp, b := g.ask("Tell me the return policy please", "")
+	expectCache(t, resp, "stale")
+	if b != first || !strings.Contains(resp.Header.Get("Warning"), "all models unavailable") {
+		t.Errorf("served %q with Warning %q, want the stored answer %q", b, resp.Header.Get("Warning"), first)
 	}
 }
