@@ -125,14 +125,19 @@ func (ex *exchange) lookupCache() bool {
 // in the placeholder); a hit or stale answer sets it again when served.
 func (ex *exchange) setCacheResult(result string) {
 	ex.cache.result = result
+	ex.setHeader(hdrCache, cacheShown(result))
+}
+
+// cacheShown is what X-LLM-Cache and {http.llm_router.cache} say of a
+// cache result (the metric's label).
+func cacheShown(result string) string {
 	switch result {
 	case cacheSemanticHit:
-		ex.setHeader(hdrCache, "semantic-hit")
+		return "semantic-hit"
 	case cacheSemanticBlocked:
-		ex.setHeader(hdrCache, cacheMiss) // to the client, a miss as any other
-	default:
-		ex.setHeader(hdrCache, result)
+		return cacheMiss // to the client, a miss as any other
 	}
+	return result
 }
 
 // follow answers the request from flight f, which it has joined as a

@@ -1255,7 +1255,7 @@ func (ex *exchange) placeholder(key string) (any, bool) {
 	case "budget":
 		return ph.budget, ph.budget != ""
 	case "cache":
-		return ex.cache.result, ex.cache.result != ""
+		return cacheShown(ex.cache.result), ex.cache.result != ""
 	case "model":
 		return ph.model, ph.model != ""
 	case "provider":

@@ -33,7 +33,8 @@ func semanticRouter(semantic string) string {
 // embedding model giving word vectors.
 func newSemanticGateway(t *testing.T, semantic string) *gateway {
 	t.Helper()
-	g := newGateway(t, semanticRouter(semantic))
+	// {http.llm_router.cache} in a header: expectCache checks it too
+	g := newGatewayWith(t, globalOptions, cacheLogSite, semanticRouter(semantic))
 	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
 	return g
 }
