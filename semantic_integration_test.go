@@ -260,3 +260,19 @@ func TestSemanticCacheStaleIfError(t *testing.T) {
 		t.Errorf("served %q with Warning %q, want the stored answer %q", b, resp.Header.Get("Warning"), first)
 	}
 }
+
+// TestSemanticCacheSurvivesReload: the stored questions outlive a reload
+// that keeps the embedding model and max_entries (here the threshold
+// changes, and applies at once).
+func TestSemanticCacheSurvivesReload(t *testing.T) {
+	g := newGateway(t, semanticRouter("\t\t\tthreshold 0.9"))
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	g.ask("What is your return policy?", "")
+	g.reload(semanticRouter("\t\t\tthreshold 0.85"))
+	chats := g.chatRequests()
+	resp, _ := g.ask("Tell me the return policy please", "")
+	expectCache(t, resp, "semantic-hit")
+	if g.chatRequests() != chats {
+		t.Error("after the reload, the paraphrase asked a model")
+	}
+}
