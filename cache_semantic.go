@@ -131,16 +131,32 @@ func (s *semanticStore) remember(q *semanticQuestion, answer answerKey) {
 	s.meta.Set(id, semanticMeta{answer: answer, facts: q.facts})
 }
 
-// lookup finds the closest stored question of q's namespace.
-func (s *semanticStore) lookup(q *semanticQuestion) (id uint64, m semanticMeta, similarity float32, ok bool) {
-	id, similarity, ok = s.index.Search(q.ns, q.vec)
-	if !ok {
-		return 0, m, 0, false
+// semanticCandidates is how many of the closest stored questions a
+// lookup considers: when a guard refuses the closest (another order
+// number in the same words), a less close one may still be the same
+// question.
+const semanticCandidates = 4
+
+// semanticMatch is a stored question found close to a request's.
+type semanticMatch struct {
+	id         uint64
+	meta       semanticMeta
+	similarity float32
+}
+
+// lookup finds the closest stored questions of q's namespace, closest
+// first, appended to dst.
+func (s *semanticStore) lookup(q *semanticQuestion, dst []semanticMatch) []semanticMatch {
+	var found [semanticCandidates]vecindex.Match
+	for _, m := range s.index.SearchTop(q.ns, q.vec, semanticCandidates, found[:0]) {
+		meta, ok := s.meta.GetIfPresent(m.ID)
+		if !ok {
+			s.index.Remove(m.ID) // its metadata was evicted
+			continue
+		}
+		dst = append(dst, semanticMatch{id: m.ID, meta: meta, similarity: m.Similarity})
 	}
-	if m, ok = s.meta.GetIfPresent(id); !ok {
-		s.index.Remove(id)
-	}
-	return id, m, similarity, ok
+	return dst
 }
 
 // semanticQuestion is a request's question as the semantic cache sees
@@ -179,36 +195,49 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 	}
 	q := &semanticQuestion{ns: binary.LittleEndian.Uint64(nsKey[:8]), vec: vec, facts: semantic.Extract(text)}
 	ex.cache.question = q
-	id, m, sim, found := sc.store.lookup(q)
-	if !found {
+	var found [semanticCandidates]semanticMatch
+	matches := sc.store.lookup(q, found[:0])
+	if len(matches) == 0 {
 		return false
 	}
-	if sim < sc.threshold {
-		metrics.semanticSimilarity[semanticMissed].Observe(float64(sim))
+	if best := matches[0].similarity; best < sc.threshold {
+		metrics.semanticSimilarity[semanticMissed].Observe(float64(best))
 		return false
 	}
-	if g, ok := semantic.Check(q.facts, m.facts); !ok {
-		metrics.semanticSimilarity[semanticBlocked].Observe(float64(sim))
-		metrics.semanticGuards.WithLabelValues(string(g)).Inc()
-		ex.setCacheResult(cacheSemanticBlocked)
-		return false
-	}
-	at := now()
-	e, fresh := rc.store.lookup(m.answer, at, rc.ttl, rc.stale)
-	if e == nil {
-		sc.store.index.Remove(id) // its answer is gone
-		return false
-	}
-	if !fresh {
-		if ex.cache.stale == nil {
-			ex.cache.stale = e // stale-if-error holds for a paraphrase too
+	var blocked semantic.Guard // the guard that refused the closest
+	for _, m := range matches {
+		if m.similarity < sc.threshold {
+			break
 		}
-		return false
+		if g, ok := semantic.Check(q.facts, m.meta.facts); !ok {
+			if blocked == "" {
+				blocked = g
+			}
+			continue
+		}
+		at := now()
+		e, fresh := rc.store.lookup(m.meta.answer, at, rc.ttl, rc.stale)
+		if e == nil {
+			sc.store.index.Remove(m.id) // its answer is gone
+			continue
+		}
+		if !fresh {
+			if ex.cache.stale == nil {
+				ex.cache.stale = e // stale-if-error holds for a paraphrase too
+			}
+			continue
+		}
+		sc.store.index.Touch(m.id) // recently useful: evicted last
+		metrics.semanticSimilarity[semanticServed].Observe(float64(m.similarity))
+		ex.setHeader(hdrCacheSimilarity, strconv.FormatFloat(float64(m.similarity), 'f', 4, 32))
+		return ex.serveCached(e, cacheSemanticHit, at)
 	}
-	sc.store.index.Touch(id) // recently useful: evicted last
-	metrics.semanticSimilarity[semanticServed].Observe(float64(sim))
-	ex.setHeader(hdrCacheSimilarity, strconv.FormatFloat(float64(sim), 'f', 4, 32))
-	return ex.serveCached(e, cacheSemanticHit, at)
+	if blocked != "" {
+		metrics.semanticSimilarity[semanticBlocked].Observe(float64(matches[0].similarity))
+		metrics.semanticGuards.WithLabelValues(string(blocked)).Inc()
+		ex.setCacheResult(cacheSemanticBlocked)
+	}
+	return false
 }
 
 // embedQuestion embeds text with the semantic cache's model, as a request

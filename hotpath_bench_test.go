@@ -337,7 +337,8 @@ func BenchmarkSemanticStage(b *testing.B) {
 				n++
 				key, _ := req.QuestionKey(head)
 				q := &semanticQuestion{ns: binary.LittleEndian.Uint64(key[:8]), vec: vecs[n%64], facts: semantic.Extract(req.LastUser())}
-				store.lookup(q) // the search; its result does not matter here
+				var found [semanticCandidates]semanticMatch
+				store.lookup(q, found[:0]) // the search; its result does not matter here
 				var answer answerKey
 				binary.LittleEndian.PutUint64(answer[:], n)
 				store.remember(q, answer)

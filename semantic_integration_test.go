@@ -276,3 +276,34 @@ func TestSemanticCacheSurvivesReload(t *testing.T) {
 		t.Error("after the reload, the paraphrase asked a model")
 	}
 }
+
+// TestSemanticCacheNextCandidate: when a guard refuses the closest stored
+// question (another order number in the same words), a less close one
+// that passes the guards is served.
+func TestSemanticCacheNextCandidate(t *testing.T) {
+	const (
+		other = "Where is order 123?"
+		same  = "Where is order 456? It was shipped on Monday by express courier from the Hanoi warehouse to Saigon"
+		asked = "Where is order 456?"
+	)
+	cos := func(a, b string) float64 {
+		x, y := mockllm.WordVector(a, 256), mockllm.WordVector(b, 256)
+		s := 0.0
+		for i := range x {
+			s += x[i] * y[i]
+		}
+		return s // unit vectors
+	}
+	if co, cs := cos(asked, other), cos(asked, same); !(co > cs && cs > 0.3) {
+		t.Fatalf("the premise fails: similarity to the other order %.3f, to the same one %.3f", co, cs)
+	}
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.3")
+	_, want := g.ask(same, "")
+	g.ask(other, "")
+	chats := g.chatRequests()
+	resp, b := g.ask(asked, "")
+	expectCache(t, resp, "semantic-hit")
+	if g.chatRequests() != chats || b != want {
+		t.Errorf("served %q, want the answer stored for order 456 (%q)", b, want)
+	}
+}

@@ -111,6 +111,7 @@ type scratch struct {
 	sel   []int32
 	dist2 []uint16
 	hist2 []int32
+	sims  []float32
 }
 
 // New returns an empty index of vectors with dims dimensions, holding at most
@@ -286,19 +287,81 @@ func (x *Index) Search(ns uint64, vec []float32) (id uint64, similarity float32,
 	if ss := normalize(s.q, vec); ss == 0 || math.IsNaN(ss) || math.IsInf(ss, 0) {
 		return 0, 0, false
 	}
-	e, sim := x.searchSpace(sp, s)
-	return e.id, min(sim, 1), true
+	cand := x.candidates(sp, s)
+	bi, sim := best(s.q, sp.vecs, cand)
+	return sp.entries[cand[bi]].id, min(sim, 1), true
 }
 
-// searchSpace returns the best entry of the non-empty sp for the unit query
-// s.q, and its similarity.
+// Match is a stored vector SearchTop found, and its cosine similarity to
+// the query.
+type Match struct {
+	ID         uint64
+	Similarity float32
+}
+
+// SearchTop is Search for the k stored vectors in ns most similar to vec,
+// most similar first, appended to dst: a caller that refuses the best one
+// (a cache's guard) may take the next. The candidates are chosen as
+// Search chooses them; the similarities are exact.
+func (x *Index) SearchTop(ns uint64, vec []float32, k int, dst []Match) []Match {
+	if k < 1 {
+		return dst
+	}
+	s := x.getScratch()
+	defer x.scratch.Put(s)
+
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	sp := x.spaces[ns]
+	if sp == nil || len(vec) != x.dims {
+		return dst
+	}
+	s.q = grow(s.q, x.dims)
+	if ss := normalize(s.q, vec); ss == 0 || math.IsNaN(ss) || math.IsInf(ss, 0) {
+		return dst
+	}
+	cand := x.candidates(sp, s)
+	sims := grow(s.sims, len(cand))
+	s.sims = sims
+	q, vecs := s.q, sp.vecs
+	j := 0
+	for ; j+4 <= len(cand); j += 4 { // as best computes them
+		c := cand[j : j+4 : j+4]
+		sims[j], sims[j+1], sims[j+2], sims[j+3] = dot4(q, vecs[c[0]], vecs[c[1]], vecs[c[2]], vecs[c[3]])
+	}
+	for ; j < len(cand); j++ {
+		sims[j] = dot(q, vecs[cand[j]])
+	}
+	start := len(dst)
+	for ci, i := range cand {
+		sim := min(sims[ci], 1)
+		n := len(dst) - start
+		if n == k && sim <= dst[len(dst)-1].Similarity {
+			continue
+		}
+		if n < k {
+			dst = append(dst, Match{})
+		}
+		// insert in order among the kept ones (k is small)
+		j := len(dst) - 1
+		for ; j > start && dst[j-1].Similarity < sim; j-- {
+			dst[j] = dst[j-1]
+		}
+		dst[j] = Match{ID: sp.entries[i].id, Similarity: sim}
+	}
+	return dst
+}
+
+// candidates returns the positions in the non-empty sp of the entries
+// whose exact similarity to the unit query s.q is computed: all of them in
+// a small namespace, the sign codes' shortlist in a large one.
 //
 // It runs on the caller's goroutine. Splitting a large namespace across
 // cores was measured and rejected: no faster on an idle 2-core machine
 // (waking a second thread costs what the halved scan saves) and p99 6.5 ms
 // instead of 0.5 ms when both cores are busy searching, as the helper
 // goroutines wait for a free P.
-func (x *Index) searchSpace(sp *space, s *scratch) (*entry, float32) {
+func (x *Index) candidates(sp *space, s *scratch) []int32 {
 	n := len(sp.entries)
 	q := s.q
 	cand := s.cand[:0]
@@ -307,8 +370,7 @@ func (x *Index) searchSpace(sp *space, s *scratch) (*entry, float32) {
 			cand = append(cand, int32(i))
 		}
 		s.cand = cand
-		bi, sim := best(q, sp.vecs, cand)
-		return sp.entries[cand[bi]], sim
+		return cand
 	}
 
 	fw, cw := x.fullWords, x.coarseWords
@@ -340,9 +402,8 @@ func (x *Index) searchSpace(sp *space, s *scratch) (*entry, float32) {
 	sel := appendNearest(s.sel[:0], s.dist2, s.hist2, x.rerank, cand)
 	s.cand, s.sel = cand, sel
 
-	// Stage 3: exact cosine.
-	bi, sim := best(q, sp.vecs, sel)
-	return sp.entries[sel[bi]], sim
+	// Stage 3 (the caller's): exact cosine.
+	return sel
 }
 
 // appendNearest appends to dst the k indexes with the smallest dist (as

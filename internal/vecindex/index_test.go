@@ -1,6 +1,7 @@
 package vecindex
 
 import (
+	"cmp"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -623,6 +624,64 @@ func TestKernels(t *testing.T) {
 	for i, c := range cand {
 		if s := dot(a, vecs[c]); s > bs+1e-5 || (i == bi && math.Abs(float64(s-bs)) > 1e-5) {
 			t.Errorf("best = %d (%v), but candidate %d has %v", bi, bs, i, s)
+		}
+	}
+}
+
+// TestSearchTop: in a namespace scanned exactly, SearchTop returns the k
+// most similar vectors in order, as a brute force ranks them; in a large
+// one its first match is Search's; k beyond the namespace returns all.
+func TestSearchTop(t *testing.T) {
+	g := newGen(11, 96, true)
+	x := New(96, 5000)
+	var vecs [][]float32
+	for i := range defaultRerank {
+		v := g.next(make([]float32, 96))
+		vecs = append(vecs, unitize(slices.Clone(v)))
+		mustAdd(t, x, 1, uint64(i), v)
+	}
+	for range 100 {
+		q := unitize(g.next(make([]float32, 96)))
+		type ranked struct {
+			id  int
+			sim float64
+		}
+		var all []ranked
+		for i, v := range vecs {
+			var s float64
+			for j := range q {
+				s += float64(q[j]) * float64(v[j])
+			}
+			all = append(all, ranked{i, s})
+		}
+		slices.SortFunc(all, func(a, b ranked) int { return cmp.Compare(b.sim, a.sim) })
+		got := x.SearchTop(1, q, 4, nil)
+		if len(got) != 4 {
+			t.Fatalf("%d matches, want 4", len(got))
+		}
+		for r, m := range got {
+			if int(m.ID) != all[r].id || math.Abs(float64(m.Similarity)-all[r].sim) > 1e-5 {
+				t.Fatalf("rank %d: %+v, brute force %+v", r, m, all[r])
+			}
+		}
+	}
+	if got := x.SearchTop(2, vecs[0], 4, nil); len(got) != 0 {
+		t.Errorf("an empty namespace: %+v", got)
+	}
+	mustAdd(t, x, 3, 9999, vecs[0])
+	if got := x.SearchTop(3, vecs[0], 4, nil); len(got) != 1 || got[0].ID != 9999 {
+		t.Errorf("a namespace of one: %+v", got)
+	}
+	// a namespace on the three-stage path
+	for i := range 2000 {
+		mustAdd(t, x, 4, uint64(10000+i), g.next(make([]float32, 96)))
+	}
+	for range 50 {
+		q := g.next(make([]float32, 96))
+		id, sim, _ := x.Search(4, q)
+		got := x.SearchTop(4, q, 3, nil)
+		if len(got) != 3 || got[0].ID != id || got[0].Similarity != sim || got[1].Similarity > got[0].Similarity || got[2].Similarity > got[1].Similarity {
+			t.Fatalf("SearchTop %+v, Search %d %v", got, id, sim)
 		}
 	}
 }
