@@ -19,6 +19,8 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -1614,8 +1616,9 @@ func (c *call) responses(body []byte) {
 
 func (c *call) embeddings(body []byte) {
 	var req struct {
-		Model string          `json:"model"`
-		Input json.RawMessage `json:"input"`
+		Model          string          `json:"model"`
+		Input          json.RawMessage `json:"input"`
+		EncodingFormat string          `json:"encoding_format"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		c.badRequest(badJSON, nil)
@@ -1635,9 +1638,9 @@ func (c *call) embeddings(body []byte) {
 		return
 	}
 	type item struct {
-		Object    string    `json:"object"`
-		Index     int       `json:"index"`
-		Embedding []float64 `json:"embedding"`
+		Object    string `json:"object"`
+		Index     int    `json:"index"`
+		Embedding any    `json:"embedding"` // numbers, or base64 of little-endian float32s as OpenAI sends with encoding_format "base64"
 	}
 	resp := struct {
 		Object string `json:"object"`
@@ -1655,7 +1658,15 @@ func (c *call) embeddings(body []byte) {
 		if b.WordVectors > 0 {
 			emb = WordVector(in.key, b.WordVectors)
 		}
-		resp.Data = append(resp.Data, item{Object: "embedding", Index: i, Embedding: emb})
+		var out any = emb
+		if req.EncodingFormat == "base64" {
+			raw := make([]byte, 0, 4*len(emb))
+			for _, f := range emb {
+				raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(float32(f)))
+			}
+			out = base64.StdEncoding.EncodeToString(raw)
+		}
+		resp.Data = append(resp.Data, item{Object: "embedding", Index: i, Embedding: out})
 	}
 	resp.Usage.PromptTokens, resp.Usage.TotalTokens = tokens, tokens
 	js, _ := json.Marshal(resp)

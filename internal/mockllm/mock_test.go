@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -1801,6 +1803,23 @@ func TestEmbeddingsWordVectors(t *testing.T) {
 	}
 	if sv := s.Served("sem"); sv != (Usage{Prompt: 7, Requests: 1}) {
 		t.Fatalf("Served = %+v", sv)
+	}
+	// encoding_format base64: little-endian float32s, as OpenAI sends them
+	var enc struct {
+		Data []struct {
+			Embedding string `json:"embedding"`
+		} `json:"data"`
+	}
+	_, b = mustPost(t, ts, "/v1/embeddings", `{"model":"sem","input":"where is my order","encoding_format":"base64"}`)
+	raw, err := base64.StdEncoding.DecodeString(func() string { _ = json.Unmarshal(b, &enc); return enc.Data[0].Embedding }())
+	want := WordVector("where is my order", 32)
+	if err != nil || len(raw) != 4*len(want) {
+		t.Fatalf("base64: %v %s", err, b)
+	}
+	for i, f := range want {
+		if got := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:])); got != float32(f) {
+			t.Fatalf("base64 component %d: %v, want %v", i, got, float32(f))
+		}
 	}
 	// other models keep the default vectors
 	_, b = mustPost(t, ts, "/v1/embeddings", `{"model":"e","input":"where is my order"}`)

