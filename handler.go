@@ -130,8 +130,10 @@ type exchange struct {
 	router *Router
 	w      http.ResponseWriter
 	req    *http.Request
-	// ctx bounds the upstream requests: the client's, or, for a stream
-	// that others follow, until neither its client nor a follower reads
+	// ctx bounds the upstream requests: the client's; over HTTP/1, once
+	// the body is read, one its half-close does not cancel
+	// (outliveHalfClose); for a stream that others follow, until neither
+	// its client nor a follower reads
 	ctx       context.Context
 	ep        endpoint
 	body      openai.Request // the request, once read (readRequest)
