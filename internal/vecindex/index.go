@@ -279,12 +279,8 @@ func (x *Index) Search(ns uint64, vec []float32) (id uint64, similarity float32,
 
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	sp := x.spaces[ns]
-	if sp == nil || len(vec) != x.dims {
-		return 0, 0, false
-	}
-	s.q = grow(s.q, x.dims)
-	if ss := normalize(s.q, vec); ss == 0 || math.IsNaN(ss) || math.IsInf(ss, 0) {
+	sp := x.query(ns, vec, s)
+	if sp == nil {
 		return 0, 0, false
 	}
 	cand := x.candidates(sp, s)
@@ -312,12 +308,8 @@ func (x *Index) SearchTop(ns uint64, vec []float32, k int, dst []Match) []Match 
 
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	sp := x.spaces[ns]
-	if sp == nil || len(vec) != x.dims {
-		return dst
-	}
-	s.q = grow(s.q, x.dims)
-	if ss := normalize(s.q, vec); ss == 0 || math.IsNaN(ss) || math.IsInf(ss, 0) {
+	sp := x.query(ns, vec, s)
+	if sp == nil {
 		return dst
 	}
 	cand := x.candidates(sp, s)
@@ -350,6 +342,22 @@ func (x *Index) SearchTop(ns uint64, vec []float32, k int, dst []Match) []Match 
 		dst[j] = Match{ID: sp.entries[i].id, Similarity: sim}
 	}
 	return dst
+}
+
+// query is the namespace a search of vec in ns looks at, with the unit
+// query in s.q; nil when there is nothing to search (no such namespace,
+// or a vector of the wrong dimensions, zero or not finite). x.mu must be
+// held shared.
+func (x *Index) query(ns uint64, vec []float32, s *scratch) *space {
+	sp := x.spaces[ns]
+	if sp == nil || len(vec) != x.dims {
+		return nil
+	}
+	s.q = grow(s.q, x.dims)
+	if ss := normalize(s.q, vec); ss == 0 || math.IsNaN(ss) || math.IsInf(ss, 0) {
+		return nil
+	}
+	return sp
 }
 
 // candidates returns the positions in the non-empty sp of the entries
