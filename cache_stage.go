@@ -109,7 +109,7 @@ func (ex *exchange) lookupCache() bool {
 		ctx, cancel := context.WithCancel(context.WithoutCancel(ex.req.Context()))
 		f.cancel = cancel
 		leaderLeft := func() { f.leaderLeft() }
-		if ex.detached {
+		if ex.detached() {
 			// an HTTP/1 leader's client has left when it closes after the
 			// answer started, or a write to it fails (outliveHalfClose)
 			ex.leave = leaderLeft

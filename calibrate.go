@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 	"github.com/llmrouter/caddy-llm-router/internal/semantic"
 )
 
@@ -183,9 +184,10 @@ func (e *calibrationEmbedder) embed(ctx context.Context, texts []string) ([][]fl
 // embed asks one deployment for the vectors of a batch of texts.
 func (d *calibrationTarget) embed(ctx context.Context, texts []string) ([][]float32, error) {
 	body, err := json.Marshal(struct {
-		Model string   `json:"model"`
-		Input []string `json:"input"`
-	}{d.upstream, texts})
+		Model          string   `json:"model"`
+		Input          []string `json:"input"`
+		EncodingFormat string   `json:"encoding_format"`
+	}{d.upstream, texts, "base64"})
 	if err != nil {
 		return nil, err
 	}
@@ -212,26 +214,7 @@ func (d *calibrationTarget) embed(ctx context.Context, texts []string) ([][]floa
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
-	var a struct {
-		Data []struct {
-			Index     int       `json:"index"`
-			Embedding []float32 `json:"embedding"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, fmt.Errorf("the answer is not an embeddings list: %w", err)
-	}
-	if len(a.Data) != len(texts) {
-		return nil, fmt.Errorf("%d vectors for %d inputs", len(a.Data), len(texts))
-	}
-	out := make([][]float32, len(texts))
-	for _, item := range a.Data {
-		if item.Index < 0 || item.Index >= len(texts) || out[item.Index] != nil || len(item.Embedding) == 0 {
-			return nil, fmt.Errorf("vector index %d out of place", item.Index)
-		}
-		out[item.Index] = item.Embedding
-	}
-	return out, nil
+	return openai.EmbeddingVectors(raw, len(texts))
 }
 
 // cosine is the cosine similarity of a and b (0 when either is zero or

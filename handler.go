@@ -146,9 +146,8 @@ type exchange struct {
 	status    int         // the status sent to the client, 0 if none
 	abort     bool        // the response must end abnormally
 	gone      error       // the client went away before anything was written (clientGone)
-	detached  bool        // ctx outlives the client's context (outliveHalfClose)
 	internal  bool        // a request the router makes of itself (embedQuestion)
-	leave     func()      // what a detached client's leaving does once its answer has started
+	leave     func()      // set when ctx outlives the client's context (outliveHalfClose): what the client's leaving does once its answer has started
 	stopWatch func() bool // undoes answerStarted's watch
 	counted   bool
 	client    string         // the bounded client label, "" without one
@@ -195,7 +194,7 @@ func (ex *exchange) clientGone() {
 func (ex *exchange) outliveHalfClose() {
 	if ex.req.ProtoMajor == 1 {
 		ctx, cancel := context.WithCancel(context.WithoutCancel(ex.req.Context()))
-		ex.ctx, ex.detached, ex.leave = ctx, true, cancel
+		ex.ctx, ex.leave = ctx, cancel
 	}
 }
 
@@ -205,7 +204,7 @@ func (ex *exchange) outliveHalfClose() {
 // answer): its leaving ends the work, as over HTTP/2. One that closed
 // before is told apart by the writes.
 func (ex *exchange) answerStarted() {
-	if ex.detached && ex.req.Context().Err() == nil {
+	if ex.detached() && ex.req.Context().Err() == nil {
 		ex.stopWatch = context.AfterFunc(ex.req.Context(), ex.leave)
 	}
 }
@@ -215,8 +214,11 @@ func (ex *exchange) answerStarted() {
 // is delivered if the client still reads), but no other starts: a
 // failover or a hedge for a client that may be gone is spent on nobody.
 func (ex *exchange) clientLeft() bool {
-	return ex.detached && ex.req.Context().Err() != nil
+	return ex.detached() && ex.req.Context().Err() != nil
 }
+
+// detached reports whether ctx outlives the client's context.
+func (ex *exchange) detached() bool { return ex.leave != nil }
 
 // fail answers the request with an error of the router's own.
 func (ex *exchange) fail(e *routerError) {

@@ -9,35 +9,65 @@ import (
 )
 
 // EmbeddingVector reads the vector of an embeddings answer for one input,
-// data[0].embedding: an array of numbers, or a base64 string of
-// little-endian float32s (what "encoding_format": "base64" asks for, as
-// the official SDKs do: a quarter of the bytes, and no number to parse).
-// It is one pass over the answer; encoding/json took 210 µs for 1024
-// numbers.
+// data[0].embedding; see EmbeddingVectors.
 func EmbeddingVector(answer []byte) ([]float32, error) {
-	var emb []byte
+	vecs, err := EmbeddingVectors(answer, 1)
+	if err != nil {
+		return nil, err
+	}
+	return vecs[0], nil
+}
+
+// EmbeddingVectors reads the n vectors of an embeddings answer, in the
+// order of their "index" (that of the inputs): each an array of numbers,
+// or a base64 string of little-endian float32s (what "encoding_format":
+// "base64" asks for, as the official SDKs do: a quarter of the bytes, and
+// no number to parse). It is one pass over the answer; encoding/json took
+// 210 µs for 1024 numbers.
+func EmbeddingVectors(answer []byte, n int) ([][]float32, error) {
+	out := make([][]float32, n)
+	var err error
 	items := 0
 	ok := ForEachMember(answer, func(key, val []byte) {
 		if string(key) != "data" || val[0] != '[' {
 			return
 		}
 		forEachElement(val, func(item []byte) {
+			pos := items
 			items++
-			if items == 1 && item[0] == '{' {
+			var emb []byte
+			if item[0] == '{' {
 				ForEachMember(item, func(k, v []byte) {
-					if string(k) == "embedding" {
+					switch string(k) {
+					case "embedding":
 						emb = v
+					case "index":
+						pos = int(atoi(v))
 					}
 				})
+			}
+			switch {
+			case err != nil:
+			case emb == nil || pos >= n || out[pos] != nil:
+				err = errors.New("the embeddings answer has a vector out of place")
+			default:
+				out[pos], err = embeddingOf(emb)
 			}
 		})
 	})
 	switch {
 	case !ok:
 		return nil, errors.New("the embeddings answer is not a JSON object")
-	case items != 1 || emb == nil:
-		return nil, errors.New("the embeddings answer has no single vector")
+	case err != nil:
+		return nil, err
+	case items != n:
+		return nil, errors.New("the embeddings answer has " + strconv.Itoa(items) + " vectors for " + strconv.Itoa(n) + " inputs")
 	}
+	return out, nil
+}
+
+// embeddingOf reads one "embedding" value: numbers or base64.
+func embeddingOf(emb []byte) ([]float32, error) {
 	var vec []float32
 	switch emb[0] {
 	case '"':
