@@ -423,6 +423,9 @@ func TestBadVectors(t *testing.T) {
 	if id, sim, ok := x.Search(0, []float32{0, 1, 1}); !ok || id != 2 || math.Abs(float64(sim)-1) > 1e-6 {
 		t.Errorf("Search = %d %v %v, want 2 1 true", id, sim, ok)
 	}
+	if id, sim, ok := x.Search(0, []float32{1e-38, 0, 0}); !ok || id != 1 || math.Abs(float64(sim)-1) > 1e-6 {
+		t.Errorf("Search(tiny) = %d %v %v, want 1 1 true", id, sim, ok)
+	}
 	for _, q := range [][]float32{{0, 0, 0}, {nan, 1, 1}} {
 		if _, _, ok := x.Search(0, q); ok {
 			t.Errorf("Search(%v) returned ok", q)
