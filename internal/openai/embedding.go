@@ -48,7 +48,7 @@ func EmbeddingVectors(answer []byte, n int) ([][]float32, error) {
 			}
 			switch {
 			case err != nil:
-			case emb == nil || pos >= n || out[pos] != nil:
+			case emb == nil || pos < 0 || pos >= n || out[pos] != nil:
 				err = errors.New("the embeddings answer has a vector out of place")
 			default:
 				out[pos], err = embeddingOf(emb)

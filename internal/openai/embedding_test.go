@@ -39,6 +39,8 @@ func TestEmbeddingVector(t *testing.T) {
 		`{"data":[{"embedding":[1e999]}]}`,  // not finite as a float32
 		`{"data":[{"embedding":[0.1,0.2]}]`, // cut short
 		`{"data":[{"embedding":null}]}`,
+		`{"data":[{"index":9223372036854775808,"embedding":"AACAPw=="}]}`, // an index past int64 (wrapped, it indexed before the start)
+		`{"data":[{"index":18446744073709551616,"embedding":"AACAPw=="}]}`,
 	} {
 		if got, err := EmbeddingVector([]byte(answer)); err == nil {
 			t.Errorf("%s: read %v, want an error", answer, got)

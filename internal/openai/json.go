@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"unicode"
 	"unicode/utf8"
 	"unsafe"
@@ -562,12 +563,18 @@ func forEachElement(b []byte, f func(val []byte)) {
 	}
 }
 
-// atoi reads a non-negative JSON integer; anything else counts as 0.
+// atoi reads a non-negative JSON integer; anything else counts as 0, and
+// one past int64 as math.MaxInt64.
 func atoi(b []byte) int64 {
 	var n int64
 	for _, c := range b {
 		if c < '0' || c > '9' {
 			return 0
+		}
+		if n > (math.MaxInt64-9)/10 {
+			// saturate rather than wrap: a wrapped count would be
+			// negative usage (a credit) or an index before the start
+			return math.MaxInt64
 		}
 		n = n*10 + int64(c-'0')
 	}

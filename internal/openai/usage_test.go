@@ -53,6 +53,7 @@ func TestAnswerUsageTable(t *testing.T) {
 		{"empty usage", `{"usage":{}}`, Usage{}, true, true},
 		{"zeros", `{"usage":{"prompt_tokens":0,"completion_tokens":0}}`, Usage{}, true, true},
 		{"large", `{"usage":{"prompt_tokens":9223372036854775807}}`, Usage{Input: 1<<63 - 1}, true, true},
+		{"past int64 saturates, never wraps to a credit", `{"usage":{"prompt_tokens":9223372036854775808,"completion_tokens":123456789012345678901234567890}}`, Usage{Input: 1<<63 - 1, Output: 1<<63 - 1}, true, true},
 		{"not integers count as 0", `{"usage":{"prompt_tokens":-5,"completion_tokens":1.5,"prompt_tokens_details":{"cached_tokens":"3"}}}`, Usage{}, true, true},
 		{"exponent counts as 0", `{"usage":{"prompt_tokens":1e3,"completion_tokens":null}}`, Usage{}, true, true},
 		{"details null", `{"usage":{"prompt_tokens":4,"prompt_tokens_details":null}}`, Usage{Input: 4}, true, true},

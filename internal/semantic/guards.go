@@ -26,12 +26,14 @@ const (
 	// one letter and one digit ("A123", "SKU-99X", "2FA", "iphone15"),
 	// compared case-insensitively.
 	GuardCode Guard = "code"
-	// GuardNumber: both questions name the same numbers, tokens of digits
-	// with separators between digits ("123", "1.5", "12:30", "2024-05-01");
-	// "1,000", "1,000,000.5" and "1.000.000" lose their thousands
-	// separators, so "1,000" is "1000". A single "1.000" is left alone,
-	// since it is one thousand in Vietnamese and one in English, and so is
-	// "0,125", a decimal.
+	// GuardNumber: both questions name the same numbers in the same order
+	// (of first mention: "2 to the power of 10" is not "10 to the power of
+	// 2"), tokens of digits with separators between digits ("123", "1.5",
+	// "12:30", "2024-05-01"); "1,000", "1,000,000.5" and "1.000.000" lose
+	// their thousands separators, so "1,000" is "1000". A single "1.000" is
+	// left alone, since it is one thousand in Vietnamese and one in
+	// English, and so is "0,125", a decimal. A leading decimal point is
+	// kept as a zero: ".5" is "0.5", never "5".
 	GuardNumber Guard = "number"
 	// GuardNegation: both questions hold the same number of negation words
 	// (see Facts.Negations for why a count and not presence or parity).
@@ -72,11 +74,12 @@ var Guards = []Guard{GuardEmail, GuardURL, GuardCode, GuardNumber, GuardNegation
 // Facts are what must be equal in two questions before one may be served
 // the other's answer, whatever their similarity.
 //
-// The identifier lists are sets (sorted, distinct, normalised), not
-// multisets: repeating "order 123" does not change which order a question
-// is about, and paraphrases often repeat or drop a repetition. E-mail
-// addresses and URLs are taken whole, so their digits are not also
-// numbers or codes.
+// The identifier lists hold each value once, normalised: repeating
+// "order 123" does not change which order a question is about, and
+// paraphrases often repeat or drop a repetition. Numbers keep the order of
+// their first mention (it can change the question: "from 3 to 5"); the
+// other lists are sorted. E-mail addresses and URLs are taken whole, so
+// their digits are not also numbers or codes.
 type Facts struct {
 	// Emails are e-mail addresses, lower-cased.
 	Emails []string
@@ -86,7 +89,8 @@ type Facts struct {
 	// Codes are tokens of letters and digits, lower-cased.
 	Codes []string
 	// Numbers are digit tokens without thousands separators, with a
-	// leading "-" when written with a minus sign ("-5").
+	// leading "-" when written with a minus sign ("-5"), in the order of
+	// their first mention.
 	Numbers []string
 	// Negations counts negation words (see GuardNegation). Check compares
 	// the counts, which blocks everything that comparing presence would
@@ -177,12 +181,22 @@ type extractor struct {
 }
 
 func (x *extractor) facts() Facts {
-	for _, s := range []*[]string{&x.f.Emails, &x.f.URLs, &x.f.Codes, &x.f.Numbers} {
+	for _, s := range []*[]string{&x.f.Emails, &x.f.URLs, &x.f.Codes} {
 		if len(*s) > 1 {
 			slices.Sort(*s)
 			*s = slices.Compact(*s)
 		}
 	}
+	// Numbers: repeats dropped, first mentions kept in order
+	nums := x.f.Numbers
+	kept := nums[:0]
+	for _, n := range nums {
+		if !slices.Contains(kept, n) {
+			kept = append(kept, n)
+		}
+	}
+	clear(nums[len(kept):])
+	x.f.Numbers = kept
 	return x.f
 }
 
@@ -433,8 +447,15 @@ func (x *extractor) words(s string) {
 		tok := s[start:i]
 		switch {
 		case digits && !letters:
-			minus := strings.HasSuffix(s[:start], "-") || strings.HasSuffix(s[:start], "−")
-			x.f.Numbers = append(x.f.Numbers, x.number(tok, minus))
+			before := s[:start]
+			// a "." right before a number can only be a leading decimal
+			// point: after a digit it would have joined the token
+			point := strings.HasSuffix(before, ".")
+			if point {
+				before = before[:len(before)-1]
+			}
+			minus := strings.HasSuffix(before, "-") || strings.HasSuffix(before, "−")
+			x.f.Numbers = append(x.f.Numbers, x.number(tok, minus, point))
 		case digits:
 			x.f.Codes = append(x.f.Codes, strings.ToLower(tok))
 		case split:
@@ -447,20 +468,25 @@ func (x *extractor) words(s string) {
 
 // number normalises a number token (see GuardNumber). A "-" before a token
 // can only be a minus sign: after a letter or digit it would have joined.
-func (x *extractor) number(tok string, minus bool) string {
+// point: the token follows a leading decimal point (".5").
+func (x *extractor) number(tok string, minus, point bool) string {
 	var drop byte
 	switch {
+	case point:
 	case strings.IndexByte(tok, ',') >= 0 && thousands(tok, ',', '.'):
 		drop = ','
 	case strings.Count(tok, ".") >= 2 && thousands(tok, '.', 0):
 		drop = '.'
 	}
-	if drop == 0 && !minus {
+	if drop == 0 && !minus && !point {
 		return tok
 	}
 	b := x.buf[:0]
 	if minus {
 		b = append(b, '-')
+	}
+	if point {
+		b = append(b, "0."...)
 	}
 	for i := 0; i < len(tok); i++ {
 		if tok[i] != drop {
