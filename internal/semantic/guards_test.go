@@ -31,7 +31,7 @@ func TestCheck(t *testing.T) {
 		{"Is 1.5 enough?", "Is 15 enough?", GuardNumber},
 		{"Is it cold at -5 degrees?", "Is it cold at 5 degrees?", GuardNumber},
 		{"Meet at 12:30", "Meet at 12:31", GuardNumber},
-		{"order 123 and order 123", "order 123", ""}, // a set, not a multiset
+		{"order 123 and order 123", "order 123", ""},      // a set, not a multiset
 		{"orders 1 and 2", "orders 2 and 1", GuardNumber}, // order can matter, so it always does:
 		{"What is 2 to the power of 10?", "What is 10 to the power of 2?", GuardNumber},
 		{"orders 1, 2 and 1", "orders 1 and 2", ""}, // first mentions
