@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -55,6 +57,7 @@ type semanticCache struct {
 	timeout   time.Duration
 	store     *semanticStore
 	poolKey   string
+	logger    *zap.Logger
 }
 
 // semanticStores holds the questions of each handler (or named store),
@@ -93,8 +96,11 @@ func (sc *semanticCache) release() { _, _ = semanticStores.Delete(sc.poolKey) }
 // used vector, the metadata by otter's policy, as the answers are): a
 // vector found without its metadata is dropped then.
 type semanticStore struct {
-	index *vecindex.Index
-	meta  *otter.Cache[uint64, semanticMeta] // by vector id
+	// index is replaced, empty, when the embedding model's vectors change
+	// dimensions (remember): the old ones cannot be compared with the new
+	index      atomic.Pointer[vecindex.Index]
+	maxEntries int
+	meta       *otter.Cache[uint64, semanticMeta] // by vector id
 }
 
 // semanticMeta is what a stored question keeps beside its vector.
@@ -111,7 +117,9 @@ func newSemanticStore(maxEntries int) (*semanticStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &semanticStore{index: vecindex.New(0, maxEntries), meta: meta}, nil
+	s := &semanticStore{maxEntries: maxEntries, meta: meta}
+	s.index.Store(vecindex.New(0, maxEntries))
+	return s, nil
 }
 
 // Destruct implements caddy.Destructor: the last config using the store
@@ -121,13 +129,29 @@ func (s *semanticStore) Destruct() error {
 	return nil
 }
 
-// remember stores a question's vector with its answer's key.
-func (s *semanticStore) remember(q *semanticQuestion, answer answerKey) {
+// remember stores a question's vector with its answer's key. A vector of
+// other dimensions than those stored means the embedding model changed
+// (another upstream model, or a dimensions setting): the stored vectors
+// are dropped for an index of the new ones, and remember reports the old
+// and new dimensions (else 0, 0) for the caller to log.
+func (s *semanticStore) remember(q *semanticQuestion, answer answerKey) (oldDims, newDims int) {
 	id := binary.LittleEndian.Uint64(answer[:8])
-	if s.index.Add(q.ns, id, q.vec) != nil {
-		return // a vector of other dimensions: the model changed its output
-	}
+	// the metadata first: a lookup that finds the vector without it takes
+	// it for evicted, and removes it
 	s.meta.Set(id, semanticMeta{answer: answer, facts: q.facts})
+	x := s.index.Load()
+	err := x.Add(q.ns, id, q.vec)
+	if errors.Is(err, vecindex.ErrDims) && len(q.vec) > 0 {
+		fresh := vecindex.New(len(q.vec), s.maxEntries)
+		if s.index.CompareAndSwap(x, fresh) {
+			oldDims, newDims = x.Dims(), len(q.vec)
+		}
+		err = s.index.Load().Add(q.ns, id, q.vec)
+	}
+	if err != nil {
+		s.meta.Invalidate(id) // a zero or non-finite vector
+	}
+	return oldDims, newDims
 }
 
 // semanticCandidates is how many of the closest stored questions a
@@ -147,10 +171,11 @@ type semanticMatch struct {
 // first, appended to dst.
 func (s *semanticStore) lookup(q *semanticQuestion, dst []semanticMatch) []semanticMatch {
 	var found [semanticCandidates]vecindex.Match
-	for _, m := range s.index.SearchTop(q.ns, q.vec, semanticCandidates, found[:0]) {
+	x := s.index.Load()
+	for _, m := range x.SearchTop(q.ns, q.vec, semanticCandidates, found[:0]) {
 		meta, ok := s.meta.GetIfPresent(m.ID)
 		if !ok {
-			s.index.Remove(m.ID) // its metadata was evicted
+			x.Remove(m.ID) // its metadata was evicted
 			continue
 		}
 		dst = append(dst, semanticMatch{id: m.ID, meta: meta, similarity: m.Similarity})
@@ -186,13 +211,16 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 		return false
 	}
 	text := b.LastUser()
-	vec, err := ex.embedQuestion(sc, text)
+	vec, space, err := ex.embedQuestion(sc, text)
 	if err != nil {
 		metrics.semanticFailures.Inc()
 		ex.router.logger.Debug("semantic cache: the question was not embedded; a miss", zap.Error(err))
 		return false
 	}
-	q := &semanticQuestion{ns: binary.LittleEndian.Uint64(nsKey[:8]), vec: vec, facts: semantic.Extract(text)}
+	// vectors are compared only with those of the same upstream model: a
+	// deployment of the semantic model that is another model underneath
+	// (a fallback) has vectors of another space, even at equal dimensions
+	q := &semanticQuestion{ns: binary.LittleEndian.Uint64(nsKey[:8]) ^ space, vec: vec, facts: semantic.Extract(text)}
 	ex.cache.question = q
 	var found [semanticCandidates]semanticMatch
 	matches := sc.store.lookup(q, found[:0])
@@ -217,7 +245,7 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 		at := now()
 		e, fresh := rc.store.lookup(m.meta.answer, at, rc.ttl, rc.stale)
 		if e == nil {
-			sc.store.index.Remove(m.id) // its answer is gone
+			sc.store.index.Load().Remove(m.id) // its answer is gone
 			continue
 		}
 		if !fresh {
@@ -226,7 +254,7 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 			}
 			continue
 		}
-		sc.store.index.Touch(m.id) // recently useful: evicted last
+		sc.store.index.Load().Touch(m.id) // recently useful: evicted last
 		metrics.semanticSimilarity[semanticServed].Observe(float64(m.similarity))
 		ex.setHeader(hdrCacheSimilarity, strconv.FormatFloat(float64(m.similarity), 'f', 4, 32))
 		return ex.serveCached(e, cacheSemanticHit, at)
@@ -242,12 +270,13 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 // embedQuestion embeds text with the semantic cache's model, as a request
 // of the router's own to its embedding deployments: failover, metrics,
 // cost and the client's budgets as for any embeddings request, within the
-// lookup timeout.
-func (ex *exchange) embedQuestion(sc *semanticCache, text string) ([]float32, error) {
+// lookup timeout. space names the upstream model that answered: vectors
+// of different models are never compared.
+func (ex *exchange) embedQuestion(sc *semanticCache, text string) (vec []float32, space uint64, err error) {
 	r := ex.router
 	res := r.routing.resolve("", sc.model, kindEmbedding)
 	if res.plan == nil {
-		return nil, fmt.Errorf("no deployment of %s", sc.model)
+		return nil, 0, fmt.Errorf("no deployment of %s", sc.model)
 	}
 	// base64, as the official SDKs ask: a quarter of the bytes, and no
 	// numbers to parse (openai.EmbeddingVector reads either form)
@@ -274,28 +303,37 @@ func (ex *exchange) embedQuestion(sc *semanticCache, text string) ([]float32, er
 	sub.ph.reason, sub.ph.routed = "semantic_cache", true
 	defer sub.finish()
 	if err := sub.body.Parse(body, openai.Embeddings); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	p := res.plan
 	if len(r.budgets) > 0 {
 		var ok bool
 		if p, ok = sub.applyBudgets(p); !ok {
-			return nil, errors.New("a budget refused the embedding")
+			return nil, 0, errors.New("a budget refused the embedding")
 		}
 	}
 	sub.run(p)
-	if sub.ph.costKnown && sub.answered != nil {
+	switch {
+	case sub.ph.costKnown && sub.answered != nil:
 		metrics.semanticCost.WithLabelValues(sub.answered.currency.Code).Add(sub.ph.cost)
 		ex.cache.embedCost, ex.cache.embedIn = sub.ph.cost, sub.answered.currency.Code
+	case sub.abandoned.cost > 0: // late: given up at lookup_timeout, billed all the same
+		metrics.semanticCost.WithLabelValues(sub.abandoned.currency).Add(sub.abandoned.cost)
+		ex.cache.embedCost, ex.cache.embedIn = sub.abandoned.cost, sub.abandoned.currency
 	}
-	if sub.status != http.StatusOK {
+	if sub.status != http.StatusOK || sub.answered == nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("no embedding within lookup_timeout %s", sc.timeout)
+			return nil, 0, fmt.Errorf("no embedding within lookup_timeout %s", sc.timeout)
 		}
-		return nil, fmt.Errorf("the embedding request ended %d", sub.status)
+		return nil, 0, fmt.Errorf("the embedding request ended %d", sub.status)
 	}
-	return openai.EmbeddingVector(w.body.Bytes())
+	vec, err = openai.EmbeddingVector(w.body.Bytes())
+	return vec, maphash.String(embeddingSpaces, sub.answered.upstream), err
 }
+
+// embeddingSpaces seeds the hash of an upstream model's name into a
+// namespace (the index lives in this process only).
+var embeddingSpaces = maphash.MakeSeed()
 
 // bufferedResponse is the response writer of a request the router makes
 // of itself: it keeps the answer.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
+	"go.uber.org/zap"
 )
 
 // This file is the response cache as a stage of a request's path. The
@@ -158,7 +159,9 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 			if relay == nil {
 				ex.clientGone()
 			} else {
-				ex.status = 499
+				// never a clean end: a stream cut short must not read as
+				// a complete answer
+				ex.status, ex.abort = 499, true
 			}
 			return true
 		}
@@ -169,7 +172,10 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 				ex.setCacheResult(cacheHit)
 				ex.setHeader("Age", "0")
 				ex.startStream()
-				ex.answerStarted()
+				// no answerStarted: the leader's events are already here,
+				// so the headers go out before a half-closing client's
+				// close is read, which the watch would take for leaving;
+				// a client that left is told by a failed write instead
 				ex.status, ex.model = http.StatusOK, v.model
 				relay = &streamRelay{strip: ex.body.StripUsage()}
 				rc = http.NewResponseController(ex.w)
@@ -245,11 +251,21 @@ func (t *cacheTicket) keepStream(d *deployment, cost float64) {
 	f.land(e, cost, d.currency.Code)
 }
 
+// followed reports whether others follow the flight this request leads.
+func (t *cacheTicket) followed() bool {
+	f := t.flight
+	return f != nil && f.shared && f.hasFollowers()
+}
+
 // rememberQuestion stores the vector of the question whose answer was
 // just stored, for the semantic lookups of its paraphrases.
 func (t *cacheTicket) rememberQuestion() {
 	if q := t.question; q != nil {
-		t.rc.semantic.store.remember(q, t.key)
+		sc := t.rc.semantic
+		if before, after := sc.store.remember(q, t.key); after != 0 {
+			sc.logger.Warn("semantic cache: the embedding model's vectors changed dimensions; the stored questions were dropped",
+				zap.String("model", sc.model), zap.Int("dimensions_before", before), zap.Int("dimensions", after))
+		}
 	}
 }
 

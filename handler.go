@@ -152,11 +152,15 @@ type exchange struct {
 	counted   bool
 	client    string         // the bounded client label, "" without one
 	charges   []budgetCharge // the budgets the request's cost goes to
-	ns        string         // the resolved plan's cache namespace
-	cache     cacheTicket    // the response cache's part (cache_stage.go)
-	gate      *hedgeGate     // the hedge in progress, if any (hedge.go)
-	span      trace.Span     // the request's trace span, from Caddy's tracing handler (tracing.go)
-	usageMu   sync.Mutex     // serialises spend: a hedge's two attempts may report usage at once
+	abandoned struct {       // what attempts given up before an answer were charged (chargeAbandoned)
+		cost     float64
+		currency string
+	}
+	ns      string      // the resolved plan's cache namespace
+	cache   cacheTicket // the response cache's part (cache_stage.go)
+	gate    *hedgeGate  // the hedge in progress, if any (hedge.go)
+	span    trace.Span  // the request's trace span, from Caddy's tracing handler (tracing.go)
+	usageMu sync.Mutex  // serialises spend: a hedge's two attempts may report usage at once
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
@@ -178,6 +182,22 @@ var errClientGone = caddyhttp.Error(499, errors.New("the client went away before
 func (ex *exchange) clientGone() {
 	ex.status = 499
 	ex.gone = errClientGone
+}
+
+// chargeAbandoned charges an attempt given up before its answer (the
+// client left, or the router's own deadline passed, as a semantic
+// lookup's embedding does): the provider has the request and may well
+// finish and bill it, so its estimated input and its output limit (or
+// the default reservation without one) are charged, as admission reserved
+// them. Leaving just before the answer does not escape a budget.
+func (ex *exchange) chargeAbandoned(d *deployment) {
+	u := ex.estimate(0)
+	if u.Output = ex.body.MaxTokens * int64(max(ex.body.N, 1)); u.Output == 0 && ex.ep.kind() == kindChat {
+		u.Output = defaultReserveOutput
+	}
+	cost := ex.spend(d, u)
+	ex.abandoned.cost += cost
+	ex.abandoned.currency = d.currency.Code
 }
 
 // outliveHalfClose detaches an HTTP/1 request's upstream work from its
@@ -326,7 +346,11 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 		ex.cache.dontStore() // a cheaper answer is not the answer to the original route
 	}
 	if b := v.refuse; b != nil {
-		b.count(actionRefused)
+		if !ex.internal {
+			// the router's own request (a semantic lookup's embedding) is
+			// not a client's: its refusal shows as an embedding failure
+			b.count(actionRefused)
+		}
 		ex.ph.budget = "refused (" + b.name + ")"
 		ex.setHeader(hdrBudget, ex.ph.budget)
 		ex.fail(budgetRefusal(v, t))
@@ -450,17 +474,21 @@ func (ex *exchange) run(p plan) {
 		ex.observeAttempt(d, res)
 		if res.committed {
 			ex.answered, ex.status, ex.abort = d, res.status, res.broken
+			ex.gone = nil // answered after all: a hedge, after the other attempt saw the client leave
 			return true
 		}
 		switch res.outcome {
 		case outcomeCanceled:
+			ex.chargeAbandoned(d)
 			ex.clientGone()
 			return true
 		case outcomeHedgeLost:
 			return false // the other attempt of the hedge answered
 		}
-		if ex.clientLeft() {
-			ex.clientGone() // no further attempt for a client that may be gone
+		if ex.clientLeft() && !ex.cache.followed() {
+			// no further attempt for a client that may be gone, unless
+			// others follow this request's flight: they are still here
+			ex.clientGone()
 			return true
 		}
 		detail := res.detail

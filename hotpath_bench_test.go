@@ -146,7 +146,7 @@ func BenchmarkMetricsUpdate(b *testing.B) {
 
 // benchRouter provisions a router on the mock at url: one provider, two
 // models, route simple_qa as default, probes off; edit adds a feature.
-func benchRouter(b *testing.B, url string, edit func(*Router)) *Router {
+func benchRouter(b testing.TB, url string, edit func(*Router)) *Router {
 	r := &Router{
 		Providers:    []*Provider{{Name: "primary", BaseURL: url + "/v1", APIKey: "sk-bench-key-000000000001"}},
 		Models:       []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat"}, {Name: "gemini-2.5-flash"}},
@@ -168,7 +168,7 @@ func benchRouter(b *testing.B, url string, edit func(*Router)) *Router {
 
 // benchCaddyContext is the context of a running (empty) Caddy config, with
 // its storage in a temporary directory: budgets keep their ledgers there.
-func benchCaddyContext(b *testing.B) caddy.Context {
+func benchCaddyContext(b testing.TB) caddy.Context {
 	if ctx := caddy.ActiveContext(); ctx.Context != nil {
 		return ctx
 	}

@@ -499,6 +499,9 @@ func (r *Router) Provision(ctx caddy.Context) error {
 			return err
 		}
 		r.cache = rc
+		if rc.semantic != nil {
+			rc.semantic.logger = r.logger
+		}
 		r.routing.setNamespaces()
 	}
 	r.logLoaded()

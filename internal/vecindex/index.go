@@ -257,6 +257,14 @@ func (x *Index) Touch(id uint64) {
 	x.mu.RUnlock()
 }
 
+// Dims returns the dimensions of the stored vectors, 0 before the first
+// Add of an index made with dims 0.
+func (x *Index) Dims() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.dims
+}
+
 // Len returns the number of stored vectors.
 func (x *Index) Len() int {
 	x.mu.RLock()

@@ -1,0 +1,198 @@
+package llmrouter
+
+// The semantic cache against odd upstreams, odd numbers and races: each
+// test holds one behaviour an adversarial review found missing.
+
+import (
+	"encoding/binary"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
+	"github.com/llmrouter/caddy-llm-router/internal/semantic"
+)
+
+// TestSemanticEmbeddingDimensionsChange: the index is kept across reloads
+// by the router's model name. When that model's vectors change length (an
+// upstream swapped under the name, a dimensions setting), the stored
+// questions are dropped for an index of the new length, so paraphrases
+// hit again, rather than every later vector being refused in silence.
+func TestSemanticEmbeddingDimensionsChange(t *testing.T) {
+	// max_entries of its own: a fresh store, whatever ran before
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9\n\t\t\tmax_entries 4321")
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 128}) // the first upstream
+	g.ask("How long does delivery take?", "")
+
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256}) // the upstream now
+	before := scrape(t)
+	g.ask("What is your return policy?", "")
+	chats := g.chatRequests()
+	resp, _ := g.ask("Tell me the return policy please", "")
+	after := scrape(t)
+	if g.chatRequests() != chats {
+		t.Errorf("after the embedding model's dimensions changed, a paraphrase (similarity 1) asked a model: X-LLM-Cache %q", resp.Header.Get("X-LLM-Cache"))
+	}
+	expectCache(t, resp, "semantic-hit")
+	if d := after.delta(before, sel("caddy_llm_router_cache_semantic_embedding_failures_total")); d == 0 {
+		t.Logf("and nothing counted it: embedding failures +%v while both questions were embedded (and paid for)", d)
+	}
+}
+
+// TestEmbeddingIndexPastInt64: an embeddings answer whose "index" is past
+// int64 is an error, never a panic (a wrapped index was negative).
+func TestEmbeddingIndexPastInt64(t *testing.T) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.Errorf("EmbeddingVector panicked on an index past int64: %v", r)
+		}
+	}()
+	if _, err := openai.EmbeddingVector([]byte(overflowingEmbedding)); err == nil {
+		t.Error("an embedding answer with index 9223372036854775808 was read without error")
+	}
+}
+
+const overflowingEmbedding = `{"object":"list","data":[{"object":"embedding","index":9223372036854775808,"embedding":"AACAPw=="}],"model":"m","usage":{"prompt_tokens":1,"total_tokens":1}}`
+
+// TestSemanticOddEmbeddingIsAMiss: the same answer through the gateway
+// makes the chat request a plain miss, answered by a model.
+func TestSemanticOddEmbeddingIsAMiss(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9\n\t\t\tmax_entries 4322")
+	g.primary.Set("embed-words", mockllm.Behavior{Body: overflowingEmbedding})
+	resp, body, err := g.postRaw("/v1/chat/completions",
+		`{"model":"simple_qa","messages":[{"role":"user","content":"What is your return policy?"}]}`,
+		"Authorization", clientKey)
+	switch {
+	case err != nil:
+		t.Errorf("the chat request failed (the handler panicked?): %v", err)
+	case resp.StatusCode != http.StatusOK:
+		t.Errorf("status %d, want 200 (a plain miss): %s", resp.StatusCode, body)
+	}
+}
+
+// TestSemanticNumberOrder: the same numbers in another order are another
+// question ("2 to the power of 10"), which embeds almost identically.
+func TestSemanticNumberOrder(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.95\n\t\t\tmax_entries 4323")
+	g.ask("What is 2 to the power of 10?", "case order") // 1024
+	chats := g.chatRequests()
+	resp, _ := g.ask("What is 10 to the power of 2?", "case order") // 100
+	if g.chatRequests() == chats {
+		t.Errorf("\"10 to the power of 2\" was served the answer to \"2 to the power of 10\": X-LLM-Cache %q, similarity %s",
+			resp.Header.Get("X-LLM-Cache"), resp.Header.Get("X-LLM-Cache-Similarity"))
+	}
+}
+
+// TestSemanticRememberRacesLookups: a lookup that runs while a question is
+// stored never takes the new vector for one whose metadata was evicted
+// (the metadata is stored first).
+func TestSemanticRememberRacesLookups(t *testing.T) {
+	const n = 20000
+	s, err := newSemanticStore(2 * n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vec := []float32{1, 0.5, 0.25, 0.125}
+	var current atomic.Uint64 // the namespace being stored into
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var buf [semanticCandidates]semanticMatch
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			s.lookup(&semanticQuestion{ns: current.Load(), vec: vec}, buf[:0])
+		}
+	}()
+	for i := 1; i <= n; i++ {
+		current.Store(uint64(i))
+		var key answerKey
+		binary.LittleEndian.PutUint64(key[:8], uint64(i))
+		s.remember(&semanticQuestion{ns: uint64(i), vec: vec}, key)
+	}
+	close(stop)
+	<-done
+	if got := s.index.Load().Len(); got != n {
+		t.Errorf("%d questions remembered, %d vectors left in the index: %d dropped by a concurrent lookup", n, got, n-got)
+	}
+}
+
+// TestSemanticBudgetRefusalCountedOnce: a client past a budget is refused
+// once, and counted once: the router's own embedding request refused on
+// its way is not a second refusal.
+func TestSemanticBudgetRefusalCountedOnce(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", budgetRouter+`
+	model embed-words {
+		kind embedding
+		price 0.02
+	}
+	cache {
+		semantic {
+			model embed-words
+			threshold 0.9
+		}
+	}
+	budget review_daily {
+		limit 0.03 per day
+	}
+	budget_sync 1h
+`)
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	done := requestsDone(t)
+	for _, q := range []string{"What is your return policy?", "How long does delivery take?"} {
+		g.ask(q, "")
+		waitFor(t, done, "a request to be counted")
+	}
+	// 0.034 spent: past the limit, refused
+	before := scrape(t)
+	resp, body := g.post(`{"model":"simple_qa","messages":[{"role":"user","content":"Do you ship abroad?"}]}`, "Authorization", clientKey)
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("past the limit: %d %s", resp.StatusCode, body)
+	}
+	after := scrape(t)
+	if d := after.delta(before, sel("caddy_llm_router_budget_actions_total", "budget", "review_daily", "action", "refused")); d != 1 {
+		t.Errorf("one refused client request: budget_actions_total{refused} +%v, want 1", d)
+	}
+}
+
+// TestSemanticLateEmbeddingCharged: an embedding the router abandons at
+// lookup_timeout has reached the provider, which bills it: it is charged
+// (estimated) and counted in the embedding cost that the net saving
+// subtracts.
+func TestSemanticLateEmbeddingCharged(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9\n\t\t\tlookup_timeout 100ms\n\t\t\tmax_entries 4324")
+	g.primary.Set("embed-words", mockllm.Behavior{Latency: 2 * time.Second, WordVectors: 256})
+	before := scrape(t)
+	g.ask("Do you ship to Da Nang?", "")
+	after := scrape(t)
+	if n := len(g.primary.RequestsFor("embed-words")); n == 0 {
+		t.Fatal("the premise fails: no embedding request reached the provider")
+	}
+	if d := after.delta(before, sel("caddy_llm_router_cache_semantic_embedding_cost_total", "currency", "USD")); d <= 0 {
+		t.Errorf("an embedding sent to the provider and abandoned at lookup_timeout counted no cost (+%v)", d)
+	}
+}
+
+// TestSemanticLeadingDecimalPoint: ".5" is the number 0.5, never 5: "take
+// .5 mg" is not served the answer to "take 5 mg".
+func TestSemanticLeadingDecimalPoint(t *testing.T) {
+	a, b := "Is it safe to take 5 mg of melatonin?", "Is it safe to take .5 mg of melatonin?"
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.95\n\t\t\tmax_entries 4325")
+	g.ask(a, "case decimal")
+	chats := g.chatRequests()
+	resp, _ := g.ask(b, "case decimal")
+	if g.chatRequests() == chats {
+		t.Errorf("%q was served the answer to %q: X-LLM-Cache %q, similarity %s", b, a,
+			resp.Header.Get("X-LLM-Cache"), resp.Header.Get("X-LLM-Cache-Similarity"))
+	}
+	if _, ok := semantic.Check(semantic.Extract(a), semantic.Extract(b)); ok {
+		t.Errorf("the guards find the same facts in %q and %q: %+v / %+v", a, b, semantic.Extract(a), semantic.Extract(b))
+	}
+}
