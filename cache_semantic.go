@@ -101,6 +101,54 @@ type semanticStore struct {
 	index      atomic.Pointer[vecindex.Index]
 	maxEntries int
 	meta       *otter.Cache[uint64, semanticMeta] // by vector id
+
+	// failedInARow counts embeddings that failed or were late since the
+	// last that worked; from semanticFailuresToRest on, lookups rest
+	// until restUntil (unix nanoseconds), twice as long at each of the
+	// rests in a row. A slow embedding provider would otherwise add
+	// lookup_timeout to every request, and bill each abandoned embedding.
+	failedInARow, rests atomic.Int64
+	restUntil           atomic.Int64
+}
+
+// semanticFailuresToRest, semanticFirstRest and semanticLongestRest shape
+// the rest after failed embeddings: 1 s after the third in a row, doubling
+// with each failed probe after it, at most a minute.
+const (
+	semanticFailuresToRest = 3
+	semanticFirstRest      = time.Second
+	semanticLongestRest    = time.Minute
+)
+
+// resting reports whether lookups should skip the embedding at t.
+func (s *semanticStore) resting(t time.Time) bool {
+	return t.UnixNano() < s.restUntil.Load()
+}
+
+// embeddingFailed counts a failed or late embedding; when it starts a
+// rest it returns the rest's length (else 0). The failures of lookups
+// already waiting when a rest began neither start nor lengthen one.
+func (s *semanticStore) embeddingFailed(t time.Time) time.Duration {
+	if s.failedInARow.Add(1) < semanticFailuresToRest || s.resting(t) {
+		return 0
+	}
+	rest := semanticLongestRest
+	if k := s.rests.Add(1) - 1; k < 6 {
+		rest = min(semanticFirstRest<<k, semanticLongestRest)
+	}
+	s.restUntil.Store(t.Add(rest).UnixNano())
+	return rest
+}
+
+// embeddingWorked ends a run of failures (loads first: the common case
+// writes nothing shared).
+func (s *semanticStore) embeddingWorked() {
+	if s.failedInARow.Load() != 0 {
+		s.failedInARow.Store(0)
+	}
+	if s.rests.Load() != 0 {
+		s.rests.Store(0)
+	}
 }
 
 // semanticMeta is what a stored question keeps beside its vector.
@@ -210,13 +258,22 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 	if !ok {
 		return false
 	}
+	if sc.store.resting(now()) {
+		metrics.semanticSkipped.Inc()
+		return false
+	}
 	text := b.LastUser()
 	vec, space, err := ex.embedQuestion(sc, text)
 	if err != nil {
 		metrics.semanticFailures.Inc()
 		ex.router.logger.Debug("semantic cache: the question was not embedded; a miss", zap.Error(err))
+		if rest := sc.store.embeddingFailed(now()); rest > 0 {
+			ex.router.logger.Warn("semantic cache: embeddings failed or were late several times in a row; lookups pause",
+				zap.String("model", sc.model), zap.Duration("pause", rest), zap.Error(err))
+		}
 		return false
 	}
+	sc.store.embeddingWorked()
 	// vectors are compared only with those of the same upstream model: a
 	// deployment of the semantic model that is another model underneath
 	// (a fallback) has vectors of another space, even at equal dimensions

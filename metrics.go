@@ -43,6 +43,7 @@ type routerMetrics struct {
 	semanticSimVec     *prometheus.HistogramVec // result
 	semanticCost       *prometheus.CounterVec   // currency
 	semanticFailures   prometheus.Counter
+	semanticSkipped    prometheus.Counter
 	caches             cacheCollector // cache_entries, cache_bytes, read from the stores
 }
 
@@ -160,6 +161,8 @@ func newRouterMetrics() *routerMetrics {
 			"currency"),
 		semanticFailures: prometheus.NewCounter(prometheus.CounterOpts(opts("cache_semantic_embedding_failures_total",
 			"Semantic lookups that got no vector (the embedding failed, was refused by a budget or took longer than lookup_timeout): the request was an ordinary miss."))),
+		semanticSkipped: prometheus.NewCounter(prometheus.CounterOpts(opts("cache_semantic_lookups_skipped_total",
+			"Semantic lookups not made because the embedding model is resting after embeddings failed or were late several times in a row: the request was an ordinary miss, with no embedding wait."))),
 		caches: cacheCollector{
 			entries: prometheus.NewDesc("caddy_llm_router_cache_entries", "Answers held by the response caches.", nil, nil),
 			bytes:   prometheus.NewDesc("caddy_llm_router_cache_bytes", "Memory the response caches' answers take, as weighed against max_size.", nil, nil),
@@ -188,7 +191,7 @@ func (m *routerMetrics) register(reg prometheus.Registerer) error {
 		m.failovers, m.lastResort, m.hedges, m.hedgeCost, m.unavailable, m.ruleCost, m.inFlight, &m.health,
 		m.budgetActions, m.budgetSyncFailures, &m.budgets,
 		m.cacheRequests, m.cacheSaved, &m.caches,
-		m.semanticGuards, m.semanticSimVec, m.semanticCost, m.semanticFailures,
+		m.semanticGuards, m.semanticSimVec, m.semanticCost, m.semanticFailures, m.semanticSkipped,
 	} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError

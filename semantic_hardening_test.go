@@ -5,6 +5,7 @@ package llmrouter
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -195,4 +196,46 @@ func TestSemanticLeadingDecimalPoint(t *testing.T) {
 	if _, ok := semantic.Check(semantic.Extract(a), semantic.Extract(b)); ok {
 		t.Errorf("the guards find the same facts in %q and %q: %+v / %+v", a, b, semantic.Extract(a), semantic.Extract(b))
 	}
+}
+
+// TestSemanticEmbeddingsRest: after three embeddings in a row failed or
+// were late, lookups skip the embedding (no wait of lookup_timeout, no
+// abandoned embedding billed) for a second, then probe; a probe that
+// fails rests twice as long, one that works ends the rest.
+func TestSemanticEmbeddingsRest(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9\n\t\t\tlookup_timeout 50ms\n\t\t\tmax_entries 4331")
+	g.primary.Set("embed-words", mockllm.Behavior{Latency: 10 * time.Second, WordVectors: 256})
+	embeddings := func() int { return len(g.primary.RequestsFor("embed-words")) }
+	before := scrape(t)
+	for i := range 3 {
+		g.ask(fmt.Sprintf("Question %c about shipping", 'a'+i), "")
+	}
+	if n := embeddings(); n != 3 {
+		t.Fatalf("%d embedding requests, want 3", n)
+	}
+	resp, _ := g.ask("Question d about shipping", "")
+	expectCache(t, resp, "miss")
+	if n := embeddings(); n != 3 {
+		t.Errorf("resting: an embedding was asked (%d requests, want 3)", n)
+	}
+	if d := scrape(t).delta(before, sel("caddy_llm_router_cache_semantic_lookups_skipped_total")); d != 1 {
+		t.Errorf("lookups_skipped_total +%v, want 1", d)
+	}
+
+	advanceClock(t, 1100*time.Millisecond) // the first rest is over: a probe
+	g.ask("Question e about shipping", "")
+	if n := embeddings(); n != 4 {
+		t.Errorf("after the rest: %d embedding requests, want 4 (a probe)", n)
+	}
+	advanceClock(t, 1100*time.Millisecond) // the failed probe rests 2 s
+	g.ask("Question f about shipping", "")
+	if n := embeddings(); n != 4 {
+		t.Errorf("1.1 s into the second rest: %d embedding requests, want 4", n)
+	}
+
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	advanceClock(t, time.Second)
+	g.ask("What is your return policy?", "") // a probe that works
+	resp, _ = g.ask("Tell me the return policy please", "")
+	expectCache(t, resp, "semantic-hit")
 }

@@ -200,7 +200,8 @@ func TestSemanticCacheNamespaces(t *testing.T) {
 // longer than lookup_timeout, makes the request an ordinary miss,
 // answered by a model.
 func TestSemanticCacheEmbeddingFails(t *testing.T) {
-	g := newSemanticGateway(t, "\t\t\tthreshold 0.9\n\t\t\tlookup_timeout 100ms")
+	// a store of its own: failures in a row make lookups rest (TestSemanticEmbeddingsRest)
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9\n\t\t\tlookup_timeout 100ms\n\t\t\tmax_entries 4330")
 	g.ask("What is your return policy?", "")
 	for _, c := range []struct {
 		name, paraphrase string

@@ -55,6 +55,7 @@ var routerMetrics = []struct {
 	{"caddy_llm_router_cache_semantic_similarity", []string{"result"}},
 	{"caddy_llm_router_cache_semantic_embedding_cost_total", []string{"currency"}},
 	{"caddy_llm_router_cache_semantic_embedding_failures_total", nil},
+	{"caddy_llm_router_cache_semantic_lookups_skipped_total", nil},
 }
 
 // histograms are the routerMetrics exported as histograms.
@@ -638,6 +639,7 @@ var syntheticSeries = func() []map[string]string {
 	}
 	add(`caddy_llm_router_cache_semantic_embedding_cost_total{currency="USD"}`, "0+0.01x60")
 	add(`caddy_llm_router_cache_semantic_embedding_failures_total{}`, "0+1x60")
+	add(`caddy_llm_router_cache_semantic_lookups_skipped_total{}`, "0+1x60")
 	return s
 }()
 
