@@ -129,17 +129,7 @@ func TestSemanticRememberRacesLookups(t *testing.T) {
 // its way is not a second refusal.
 func TestSemanticBudgetRefusalCountedOnce(t *testing.T) {
 	global, _ := withStorage(t, globalOptions)
-	g := newGatewayWith(t, global, "", budgetRouter+`
-	model embed-words {
-		kind embedding
-		price 0.02
-	}
-	cache {
-		semantic {
-			model embed-words
-			threshold 0.9
-		}
-	}
+	g := newGatewayWith(t, global, "", semanticRouterOn(budgetRouter, "\t\t\tthreshold 0.9")+`
 	budget review_daily {
 		limit 0.03 per day
 	}

@@ -14,8 +14,11 @@ import (
 // semanticRouter is defaultRouter with an embedding model whose mock
 // vectors are hashed words (mockllm.WordVector) and a cache with a
 // semantic block.
-func semanticRouter(semantic string) string {
-	return defaultRouter + `
+func semanticRouter(semantic string) string { return semanticRouterOn(defaultRouter, semantic) }
+
+// semanticRouterOn is semanticRouter on another base router.
+func semanticRouterOn(base, semantic string) string {
+	return base + `
 	model embed-words {
 		kind embedding
 		price 0.02
