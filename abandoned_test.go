@@ -2,13 +2,17 @@ package llmrouter
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
@@ -39,18 +43,9 @@ func TestAbandonedAttemptIsCharged(t *testing.T) {
 	}()
 	_ = r.ServeHTTP(httptest.NewRecorder(), req, nil)
 
-	var d *deployment
-	for _, x := range r.deployments {
-		if x.name == "deepseek-v3.2" {
-			d = x
-		}
-	}
-	st := &d.state.stats
-	st.mu.Lock()
-	in, out, costs := st.estIn, st.estOut, append([]money(nil), st.costs...)
-	st.mu.Unlock()
-	if in <= 0 || out != 500 || len(costs) != 1 || costs[0].amount <= 0 {
-		t.Errorf("abandoned attempt charged input %d, output %d (want > 0 and the max_tokens 500), costs %+v", in, out, costs)
+	in, out, cost := estimatedCharge(r, "deepseek-v3.2")
+	if in <= 0 || out != 500 || cost <= 0 {
+		t.Errorf("abandoned attempt charged input %d, output %d (want > 0 and the max_tokens 500), cost %v", in, out, cost)
 	}
 	l := r.budgets[0].ledger
 	var windows [periodCount]string
@@ -62,5 +57,147 @@ func TestAbandonedAttemptIsCharged(t *testing.T) {
 	l.mu.Unlock()
 	if spent[periodDay] <= 0 {
 		t.Errorf("the budget was not charged: %+v", spent)
+	}
+}
+
+// estimatedCharge is what deployment name of r was charged as estimated:
+// input and output tokens, and the cost of everything it was charged.
+func estimatedCharge(r *Router, name string) (in, out int64, cost float64) {
+	for _, d := range r.deployments {
+		if d.name != name {
+			continue
+		}
+		st := &d.state.stats
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		for _, c := range st.costs {
+			cost += c.amount
+		}
+		return st.estIn, st.estOut, cost
+	}
+	return 0, 0, 0
+}
+
+// serveOnce sends body to r as Caddy would and returns the response.
+func serveOnce(r *Router, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	w := httptest.NewRecorder()
+	if err := r.ServeHTTP(w, req, nil); err != nil {
+		if he, ok := err.(caddyhttp.HandlerError); ok {
+			w.Code = he.StatusCode
+		}
+	}
+	return w
+}
+
+// TestTimedOutAttemptIsCharged: an attempt that passes the router's own
+// deadline after the provider got the request is charged like one the
+// client left: a JSON request its estimated input and its output limit
+// (the provider generates on without a reader), a stream that never sent
+// its first event its input. Stalling the provider escapes no budget.
+func TestTimedOutAttemptIsCharged(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
+	mock.Set("gemini-2.5-flash", mockllm.Behavior{StallBeforeFirstChunk: true})
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
+		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+		r.Failover = &Failover{FirstByteTimeout: caddy.Duration(50 * time.Millisecond)}
+	})
+
+	w := serveOnce(r, `{"model":"simple_qa","max_tokens":400,"messages":[{"role":"user","content":"Write a long story."}]}`)
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "timeout") {
+		t.Fatalf("JSON: %d %s, want the 503 of a timeout", w.Code, w.Body)
+	}
+	if in, out, cost := estimatedCharge(r, "deepseek-v3.2"); in <= 0 || out != 400 || cost <= 0 {
+		t.Errorf("timed-out JSON attempt charged input %d, output %d (want > 0 and the max_tokens 400), cost %v", in, out, cost)
+	}
+
+	w = serveOnce(r, `{"model":"complex_reasoning","stream":true,"max_tokens":400,"messages":[{"role":"user","content":"Write a long story."}]}`)
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "no stream event") {
+		t.Fatalf("stream: %d %s, want the 503 of a first byte timeout", w.Code, w.Body)
+	}
+	if in, out, cost := estimatedCharge(r, "gemini-2.5-flash"); in <= 0 || out != 0 || cost <= 0 {
+		t.Errorf("timed-out stream attempt charged input %d, output %d (want > 0 and 0), cost %v", in, out, cost)
+	}
+}
+
+// TestJSONAnswerToAStreamIsCharged: a provider that answers a stream
+// request with a JSON answer generated (and bills) it: the attempt fails
+// over, and the answer's usage is charged.
+func TestJSONAnswerToAStreamIsCharged(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("deepseek-chat", mockllm.Behavior{Body: slowAnswer, ContentType: "application/json"})
+	r := benchRouter(t, srv.URL, nil)
+	w := serveOnce(r, chatBody("simple_qa", true))
+	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "gemini-2.5-flash" {
+		t.Fatalf("%d %s via %q, want the stream of the second candidate", w.Code, w.Body, w.Header().Get(hdrModel))
+	}
+	for _, d := range r.deployments {
+		if d.name != "deepseek-v3.2" {
+			continue
+		}
+		st := &d.state.stats
+		st.mu.Lock()
+		in, out := st.input, st.output
+		st.mu.Unlock()
+		if in != 3 || out != 1 {
+			t.Errorf("the JSON answer to a stream was charged input %d, output %d; want its usage, 3 and 1", in, out)
+		}
+	}
+}
+
+// TestUnsentAttemptIsNotCharged: an attempt whose deadline passes while
+// its request is still being written (a provider that stopped reading)
+// never reached the provider's generation: it is charged nothing.
+func TestUnsentAttemptIsNotCharged(t *testing.T) {
+	// a provider that accepts connections and reads nothing, with a
+	// receive buffer of a few KB: a large body cannot be written whole
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		_ = c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return err
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	r := benchRouter(t, "http://"+ln.Addr().String(), func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
+		r.Providers[0].Timeout = caddy.Duration(200 * time.Millisecond)
+	})
+	body := `{"model":"simple_qa","max_tokens":400,"messages":[{"role":"user","content":"` + strings.Repeat("a", 7_500_000) + `"}]}`
+	w := serveOnce(r, body)
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "timeout") {
+		t.Fatalf("%d %s, want the 503 of a timeout", w.Code, w.Body)
+	}
+	if in, out, cost := estimatedCharge(r, "deepseek-v3.2"); in != 0 || out != 0 || cost != 0 {
+		t.Errorf("an attempt never written whole was charged input %d, output %d, cost %v", in, out, cost)
 	}
 }

@@ -147,9 +147,18 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 				ks.periods[p].base -= d
 				ks.periods[p].delta += d
 			} else {
-				ks := new(keySpend)
-				ks.periods[p] = periodSpend{id: w.id, delta: d}
-				l.spilled[key] = ks
+				// added to what is spilled already: the key may have other
+				// periods' spend there, or have left memory again since
+				ks := l.spilled[key]
+				if ks == nil {
+					ks = new(keySpend)
+					l.spilled[key] = ks
+				}
+				if ps := &ks.periods[p]; ps.id == w.id {
+					ps.delta += d
+				} else {
+					*ps = periodSpend{id: w.id, delta: d}
+				}
 			}
 		}
 		l.mu.Unlock()

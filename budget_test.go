@@ -2,9 +2,11 @@ package llmrouter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,6 +239,57 @@ func TestBudgetKeysBounded(t *testing.T) {
 	}
 	if s := l.spend("team-00000", t0); s[periodDay] != 2 {
 		t.Errorf("team-00000 spent %v after it came back, want 2", s[periodDay])
+	}
+}
+
+// failingStorage is a file storage whose writes fail while fail is set.
+type failingStorage struct {
+	certmagic.FileStorage
+	fail atomic.Bool
+}
+
+func (s *failingStorage) Store(ctx context.Context, key string, value []byte) error {
+	if s.fail.Load() {
+		return errors.New("storage unavailable")
+	}
+	return s.FileStorage.Store(ctx, key, value)
+}
+
+// TestBudgetSpilledSpendSurvivesAFailedSync: a key that left memory with
+// spend in two periods keeps both through a sync that fails on one: what
+// the failed write hands back is added to the key's spilled spend, never
+// put in its place.
+func TestBudgetSpilledSpendSurvivesAFailedSync(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	b, err := newBudget(&Budget{Name: "spilled", Limits: []BudgetLimit{{1000, "hour"}, {1000, "day"}}, Key: "{k}"}, "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.metrics, b.logger = metrics.forBudget("spilled"), zap.NewNop()
+	st := &failingStorage{FileStorage: certmagic.FileStorage{Path: t.TempDir()}}
+	l := &budgetLedger{name: "spilled", spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: "test-instance"}
+	l.keys, _ = newBudgetKeys(l)
+	l.users = []*budget{b}
+	b.ledger = l
+	for i := range maxBudgetKeys + 1 {
+		l.add(b, fmt.Sprintf("team-%05d", i), 1, t0)
+	}
+	if _, ok := l.spilled["team-00000"]; !ok {
+		t.Fatal("the oldest key was not spilled")
+	}
+	st.fail.Store(true)
+	if err := l.sync(context.Background(), t0, false); err == nil {
+		t.Fatal("a sync whose writes fail succeeded")
+	}
+	st.fail.Store(false)
+	if err := l.sync(context.Background(), t0, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []period{periodHour, periodDay} {
+		f, err := loadInstanceFile(context.Background(), st, "llm_router/budgets/spilled/"+p.windowAt(t0, time.UTC).id+"/test-instance.json")
+		if err != nil || f.Spend["team-00000"] != 1 {
+			t.Errorf("%s: stored %v for the spilled key (err %v), want 1", p, f.Spend["team-00000"], err)
+		}
 	}
 }
 

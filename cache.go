@@ -45,8 +45,9 @@ type Cache struct {
 
 	// Scope are placeholders whose values are part of every key, so that
 	// no answer is served across them (only their hash is kept, as the
-	// key is one). Default: {http.request.header.Authorization}, the
-	// client's credential: no two clients share an answer.
+	// key is one). Default: the client's credential, the values of its
+	// Authorization, X-Api-Key and Api-Key headers: no two clients share
+	// an answer.
 	Scope []string `json:"scope,omitempty"`
 
 	// SharedScope shares answers across every client (Caddyfile: `scope
@@ -132,16 +133,20 @@ func nextHandlerOrdinal(ctx caddy.Context) int {
 	return n
 }
 
-// defaultCacheScope keeps every client's answers apart: the credential it
-// sent.
-var defaultCacheScope = []string{"{http.request.header.Authorization}"}
+// credentialHeaders are the headers an OpenAI-compatible client sends its
+// credential in (the OpenAI SDKs' Authorization, Azure's api-key,
+// Anthropic's x-api-key): by default every one of them is part of the key,
+// so that no two clients share an answer whichever they use. Read
+// straight from the header map, not through the replacer.
+var credentialHeaders = [...]string{"Authorization", "X-Api-Key", "Api-Key"}
 
 // responseCache is a config's cache settings over a shared store.
 type responseCache struct {
 	ttl, stale time.Duration
 	match      map[string]bool
 	keyHeaders []string
-	scope      []string // placeholders; nil for a shared cache
+	scope      []string // placeholders; nil for a shared cache or the default
+	byClient   bool     // the default scope: the client's credentialHeaders
 	streams    bool
 	store      *cacheStore
 	poolKey    string
@@ -155,7 +160,7 @@ func newResponseCache(c *Cache, ordinal int) (*responseCache, error) {
 	case len(c.Scope) > 0:
 		rc.scope = c.Scope
 	default:
-		rc.scope = defaultCacheScope
+		rc.byClient = true
 	}
 	if rc.ttl <= 0 {
 		rc.ttl = defaultCacheTTL

@@ -273,6 +273,33 @@ func TestCacheKeepsOnlyCompleteAnswers(t *testing.T) {
 	expectCache(t, resp, "miss") // the truncated stream was not stored
 	resp, _ = g.post(qs)
 	expectCache(t, resp, "hit")
+
+	// a stream cut short whose connection closes cleanly, without [DONE]
+	qs = question("Can I return sandals?", true, "")
+	g.primary.Set("deepseek-chat", mockllm.Behavior{EndAfterChunks: 2, Times: 1})
+	_, body, _ := g.postRaw("/v1/chat/completions", qs)
+	if data := sseData(body); len(data) == 0 || !strings.Contains(data[len(data)-1], codeStreamBroken) {
+		t.Errorf("a stream that ended without [DONE] was not reported broken: %q", body)
+	}
+	resp, _ = g.post(qs)
+	expectCache(t, resp, "miss") // it was not stored
+}
+
+// TestCacheKeepsAStreamWithoutUsage: a stream that reaches [DONE] from a
+// provider that sends no usage (stream_usage off) is complete: it is kept
+// (with its estimated cost), and served again.
+func TestCacheKeepsAStreamWithoutUsage(t *testing.T) {
+	router := strings.Replace(cacheRouter("\t\tmax_size 1031KB"), "timeout 2s\n\t}\n\tprovider backup", "timeout 2s\n\t\tstream_usage off\n\t}\n\tprovider backup", 1)
+	g := newGateway(t, router)
+	q := question("Do you sell gift cards?", true, "")
+	resp, first := g.post(q)
+	expectModel(t, resp, first, "deepseek-v3.2", "primary", 1)
+	expectCache(t, resp, "miss")
+	resp, again := g.post(q)
+	expectCache(t, resp, "hit")
+	if answerText(t, again) != answerText(t, first) || !strings.HasSuffix(again, "data: [DONE]\n\n") {
+		t.Errorf("replayed %q, first %q", again, first)
+	}
 }
 
 // TestCacheEviction: the cache stays within max_size, and what it counts
@@ -425,6 +452,18 @@ func TestCacheScope(t *testing.T) {
 			}
 			if age := resp.Header.Get("Age"); age != "" {
 				t.Errorf("B's miss carries Age %q", age)
+			}
+			// clients whose SDK sends its key in another header (Azure's
+			// api-key, Anthropic's x-api-key) are kept apart the same way
+			for _, h := range []string{"X-Api-Key", "Api-Key"} {
+				q := question(fmt.Sprintf("Where is order %d (%s)?", 7000+i, h), false, "")
+				g.post(q, h, "key-a")
+				if resp, _ := g.post(q, h, "key-a"); resp.Header.Get("X-LLM-Cache") != "hit" {
+					t.Errorf("%s: A again: X-LLM-Cache %q, want hit", h, resp.Header.Get("X-LLM-Cache"))
+				}
+				if resp, _ := g.post(q, h, "key-b"); resp.Header.Get("X-LLM-Cache") != "miss" {
+					t.Errorf("%s: B, same question: X-LLM-Cache %q, want miss", h, resp.Header.Get("X-LLM-Cache"))
+				}
 			}
 		})
 	}

@@ -46,8 +46,9 @@ type cacheTicket struct {
 // from there when it can (true): from a fresh stored answer, or by
 // following an identical request already on its way to a model. Otherwise
 // it sets up the request's ticket: the key to store its answer under, a
-// stale answer to fall back on, the flight it leads.
-func (ex *exchange) lookupCache() bool {
+// stale answer to fall back on, the flight it leads. p is the request's
+// plan, which its budgets are asked about before a semantic lookup.
+func (ex *exchange) lookupCache(p plan) bool {
 	rc := ex.router.cache
 	if ex.ep != chatEndpoint && ex.ep != embeddingsEndpoint {
 		return false
@@ -64,8 +65,13 @@ func (ex *exchange) lookupCache() bool {
 			return false
 		}
 	}
-	var scope [2]string
+	var scope [len(credentialHeaders)]string
 	values := scope[:0]
+	if rc.byClient {
+		for _, h := range credentialHeaders {
+			values = append(values, headerValue(ex.req.Header, h))
+		}
+	}
 	for _, p := range rc.scope {
 		values = append(values, replaceAll(ex.repl, p))
 	}
@@ -88,7 +94,7 @@ func (ex *exchange) lookupCache() bool {
 	if !t.store {
 		return false // nothing to share with followers
 	}
-	if rc.semantic != nil && !rc.store.flying(t.key) && ex.lookupSemantic(values) {
+	if rc.semantic != nil && !rc.store.flying(t.key) && !ex.budgetsRefuse(p) && ex.lookupSemantic(values) {
 		return true
 	}
 	f, leader := rc.store.join(t.key)

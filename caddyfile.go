@@ -109,6 +109,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			}
 //		}
 //		max_request_body <size>
+//		service_tiers <tier>...
 //		pass_response_header <field>...
 //	}
 //
@@ -287,6 +288,11 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.ClientLabel = c
 			where["client_label"] = d.Token()
 
+		case "service_tiers":
+			if r.ServiceTiers = d.RemainingArgs(); len(r.ServiceTiers) == 0 {
+				return d.ArgErr()
+			}
+
 		case "max_request_body":
 			var v string
 			if !d.AllArgs(&v) {
@@ -329,7 +335,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
-	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body"}
+	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body", "service_tiers", "pass_response_header"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams", "semantic"}
 	semanticSubdirectives = []string{"model", "threshold", "max_entries", "lookup_timeout"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}

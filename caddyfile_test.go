@@ -166,6 +166,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"negative price", "\t\tmodel c {\n\t\t\tprice -1\n\t\t}", "price must be a non-negative number", 12},
 		{"unknown default route", "\t\tdefault_route nowhere", `unknown route "nowhere"`, 11},
 		{"bad size", "\t\tmax_request_body lots", `invalid size "lots"`, 11},
+		{"service_tiers without a tier", "\t\tservice_tiers", "wrong argument count", 11},
+		{"service_tiers typo", "\t\tservice_tier priority", `unrecognized llm_router subdirective "service_tier" (did you mean "service_tiers"?)`, 11},
 		{"bad currency rate", "\t\tcurrency CNY zero", "currency rate must be a positive number", 11},
 		{"disable_below out of range", "\t\thealth_check {\n\t\t\tdisable_below 101\n\t\t}", "disable_below must be a score from 0 to 100", 12},
 		{"unknown model subdirective", "\t\tmodel c {\n\t\t\tcolour blue\n\t\t}", `unrecognized model subdirective "colour"`, 12},

@@ -159,6 +159,21 @@ func TestKeyNeverRelayed(t *testing.T) {
 	if got := resp.Header.Get("X-Echo-Authorization"); got != "Bearer sk-…0001" {
 		t.Errorf("X-Echo-Authorization of a 200 = %q", got)
 	}
+	// an error event inside a 200 stream is scrubbed too, and is the
+	// stream's one error: a provider failure, blamed on the deployment
+	g.primary.Reset()
+	g.primary.SetDefault(mockllm.Behavior{ErrorEvent: true, Echo: true})
+	scoreBefore := statsFor(t, g, "deepseek-v3.2", "primary").HealthScore
+	_, body, _ = g.postRaw("/v1/chat/completions", chatBody("simple_qa", true), "Authorization", "Bearer client-secret-1")
+	if strings.Contains(body, primaryKey) || strings.Contains(body, "client-secret-1") || !strings.Contains(body, "Bearer sk-…0001") {
+		t.Errorf("error event of a stream: %s", body)
+	}
+	if n := strings.Count(body, `"error"`); n != 1 {
+		t.Errorf("%d error events, want the provider's one: %s", n, body)
+	}
+	if after := statsFor(t, g, "deepseek-v3.2", "primary").HealthScore; after >= scoreBefore {
+		t.Errorf("a stream that failed with an error event left the score at %v (was %v)", after, scoreBefore)
+	}
 }
 
 // TestStreamIdleTimeout: a stream that falls silent after its first events
@@ -385,6 +400,31 @@ func TestClientGoneIsNotTheDeploymentsFault(t *testing.T) {
 		}
 		if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 0 {
 			t.Errorf("%s: failed over for a client that left", ph.name)
+		}
+	}
+}
+
+// TestStreamCutShortIsBroken: a stream whose connection closes cleanly
+// before its end ([DONE]; response.completed for the Responses API) was
+// cut short: the client gets the error event, and the deployment the
+// blame.
+func TestStreamCutShortIsBroken(t *testing.T) {
+	g := newGateway(t, strings.Replace(defaultRouter, "default_route simple_qa", "default_route simple_qa\n\thealth_check {\n\t\tinterval off\n\t}", 1))
+	for path, body := range map[string]string{
+		"/v1/chat/completions": chatBody("simple_qa", true),
+		"/v1/completions":      `{"model":"simple_qa","prompt":"Where is my order?","stream":true}`,
+		"/v1/responses":        `{"model":"simple_qa","input":"Where is my order?","stream":true}`,
+	} {
+		g.primary.Reset()
+		g.primary.Set("deepseek-chat", mockllm.Behavior{EndAfterChunks: 2})
+		before := statsFor(t, g, "deepseek-v3.2", "primary").HealthScore
+		resp, out, _ := g.postRaw(path, body)
+		data := sseData(out)
+		if resp.StatusCode != http.StatusOK || len(data) == 0 || !strings.Contains(data[len(data)-1], codeStreamBroken) {
+			t.Errorf("%s: %d, the stream cut short did not end with the error event: %q", path, resp.StatusCode, out)
+		}
+		if after := statsFor(t, g, "deepseek-v3.2", "primary").HealthScore; after >= before {
+			t.Errorf("%s: score %d after a stream cut short (was %d)", path, after, before)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strconv"
 	"strings"
@@ -99,7 +100,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 		return nil
 	}
 	if r.cache != nil {
-		if ex.lookupCache() {
+		if ex.lookupCache(p) {
 			if ex.abort { // a followed stream broke: as the leader's client, abort
 				ex.finish()
 				panic(http.ErrAbortHandler)
@@ -162,6 +163,8 @@ type exchange struct {
 	span    trace.Span  // the request's trace span, from Caddy's tracing handler (tracing.go)
 	usageMu sync.Mutex  // serialises spend: a hedge's two attempts may report usage at once
 
+	sentTraces [2]sentTrace // what the transport wrote, per attempt of a hedge (send)
+
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
 	// the routing rules' variables, kept here rather than allocated apart
@@ -184,16 +187,22 @@ func (ex *exchange) clientGone() {
 	ex.gone = errClientGone
 }
 
-// chargeAbandoned charges an attempt given up before its answer (the
-// client left, or the router's own deadline passed, as a semantic
-// lookup's embedding does): the provider has the request and may well
-// finish and bill it, so its estimated input and its output limit (or
-// the default reservation without one) are charged, as admission reserved
-// them. Leaving just before the answer does not escape a budget.
+// chargeAbandoned charges an attempt given up before its answer, once
+// the provider had the whole request (attemptResult.sent), when the
+// client left or a deadline of the router's passed (timeout,
+// first_byte_timeout, a semantic lookup's lookup_timeout): the provider
+// may well finish and bill it. A JSON request's
+// generation runs on without a reader, so its estimated input and its
+// output limit (or the default reservation without one) are charged, as
+// admission reserved them; a stream's ends when its connection closes, so
+// its input is. Neither leaving nor stalling the provider just before the
+// answer escapes a budget.
 func (ex *exchange) chargeAbandoned(d *deployment) {
 	u := ex.estimate(0)
-	if u.Output = ex.body.MaxTokens * int64(max(ex.body.N, 1)); u.Output == 0 && ex.ep.kind() == kindChat {
-		u.Output = defaultReserveOutput
+	if !ex.body.Stream {
+		if u.Output = ex.body.MaxTokens * int64(max(ex.body.N, 1)); u.Output == 0 && ex.ep.kind() == kindChat {
+			u.Output = defaultReserveOutput
+		}
 	}
 	cost := ex.spend(d, u)
 	ex.abandoned.cost += cost
@@ -273,6 +282,29 @@ func (ex *exchange) readRequest() bool {
 		ex.fail(invalidRequest(http.StatusBadRequest, e.Code, e.Param, e.Message))
 		return false
 	}
+	return ex.billable()
+}
+
+// defaultServiceTiers are the service tiers that cost no more than the
+// standard price the router charges.
+var defaultServiceTiers = []string{"auto", "default", "flex"}
+
+// billable refuses what the router could not bill as the provider does
+// (false: the client has been answered): a service tier priced above the
+// model's price, and a Responses API background request, whose answer
+// and usage are fetched later, past the router.
+func (ex *exchange) billable() bool {
+	if t := ex.body.ServiceTier; t != "" && !slices.Contains(ex.router.ServiceTiers, t) {
+		ex.fail(invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, "service_tier",
+			fmt.Sprintf("service_tier '%s' is not offered by this gateway (it offers %s): its price is not the one the gateway counts",
+				truncate(t, maxEchoedName), strings.Join(ex.router.ServiceTiers, ", "))))
+		return false
+	}
+	if ex.body.Background {
+		ex.fail(invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, "background",
+			"background responses are not supported by this gateway: their answer and usage would be fetched past it, uncounted"))
+		return false
+	}
 	return true
 }
 
@@ -325,17 +357,8 @@ func (ex *exchange) resolve() (plan, bool) {
 // resolved, from a budget's downgrade route instead, or refused (false: the
 // client has been answered).
 func (ex *exchange) applyBudgets(p plan) (plan, bool) {
-	r := ex.router
 	t := now()
-	// what the request may cost: its input as estimated from its text,
-	// and its output limit, or each budget's reserve_output without one
-	keyOf := func(b *budget) string { return b.keyOf(ex.repl) }
-	est := usage{Input: ex.body.InputTokens(), Output: ex.body.MaxTokens}
-	if n := max(ex.body.N, 1); est.Output > 0 {
-		est.Output *= n
-	}
-	// only chat requests can move to a (chat) downgrade route
-	kept, charges, downgraded, v := admitBudgets(r.budgets, p, ex.route, est, keyOf, t, ex.ep.kind() == kindChat, r.routing.byRoute)
+	kept, charges, downgraded, v := ex.admitBudgets(p, t)
 	ex.charges = charges
 	if b := downgraded; b != nil {
 		ex.route, ex.model = b.downgrade, ""
@@ -358,6 +381,33 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 	}
 	p = kept
 	return p, true
+}
+
+// admitBudgets runs the budgets' admission for plan p at t (README,
+// "Budgets").
+func (ex *exchange) admitBudgets(p plan, t time.Time) (plan, []budgetCharge, *budget, budgetVerdict) {
+	r := ex.router
+	// what the request may cost: its input as estimated from its text,
+	// and its output limit, or each budget's reserve_output without one
+	keyOf := func(b *budget) string { return b.keyOf(ex.repl) }
+	est := usage{Input: ex.body.InputTokens(), Output: ex.body.MaxTokens}
+	if n := max(ex.body.N, 1); est.Output > 0 {
+		est.Output *= n
+	}
+	// only chat requests can move to a (chat) downgrade route
+	return admitBudgets(r.budgets, p, ex.route, est, keyOf, t, ex.ep.kind() == kindChat, r.routing.byRoute)
+}
+
+// budgetsRefuse reports whether the budgets would refuse plan p now,
+// holding nothing: a semantic lookup spends an embedding, which a request
+// refused anyway must not.
+func (ex *exchange) budgetsRefuse(p plan) bool {
+	if len(ex.router.budgets) == 0 {
+		return false
+	}
+	_, charges, _, v := ex.admitBudgets(p, now())
+	releaseCharges(charges)
+	return v.refuse != nil
 }
 
 // routeHeader is the route the client asked for in a header, if any.
@@ -423,6 +473,7 @@ type attemptResult struct {
 	usage      *usage        // a complete answer's usage, when it lost a hedge (billed all the same)
 	firstByte  time.Duration // from the start to the response headers (JSON) or first event (stream); 0 if none came
 	committed  bool          // a response went to the client: stop trying
+	sent       bool          // the request was written whole before the attempt failed (sentTrace): the provider may bill it
 	broken     bool          // a committed stream broke: the response must be aborted
 	started    time.Time
 }
@@ -479,9 +530,15 @@ func (ex *exchange) run(p plan) {
 		}
 		switch res.outcome {
 		case outcomeCanceled:
-			ex.chargeAbandoned(d)
+			if res.sent {
+				ex.chargeAbandoned(d)
+			}
 			ex.clientGone()
 			return true
+		case outcomeTimeout:
+			if res.sent {
+				ex.chargeAbandoned(d)
+			}
 		case outcomeHedgeLost:
 			return false // the other attempt of the hedge answered
 		}
@@ -606,6 +663,8 @@ var (
 	errAttemptTimeout   = errors.New("attempt timeout")
 	errFirstByteTimeout = errors.New("first byte timeout")
 	errStreamIdle       = errors.New("stream idle timeout")
+	errNoDone           = errors.New("the stream ended before its end ([DONE], or response.completed)")
+	errErrorEvent       = errors.New("the provider sent an error event")
 )
 
 // attemptBuffered handles a non-streaming request: the whole upstream
@@ -614,7 +673,7 @@ var (
 func (ex *exchange) attemptBuffered(parent context.Context, d *deployment, i int, res *attemptResult) {
 	ctx, cancel := context.WithTimeoutCause(parent, d.provider.timeout, errAttemptTimeout)
 	defer cancel()
-	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
+	resp, err := ex.send(ctx, d, i, res)
 	if err != nil {
 		ex.transportFailure(ctx, res, err)
 		return
@@ -625,7 +684,7 @@ func (ex *exchange) attemptBuffered(parent context.Context, d *deployment, i int
 
 // answerBuffered reads a whole upstream response and, unless it calls for
 // failover, passes it to the client: a 2xx whose body is a JSON object, or
-// a 4xx of the client's own making (with every provider key scrubbed out).
+// a 4xx of the client's own making, with every provider key scrubbed out.
 func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, resp *http.Response, res *attemptResult) {
 	payload, err := readResponse(resp)
 	if err != nil {
@@ -647,6 +706,9 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		res.detail = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 		return
 	}
+	// whatever the provider wrote, answer or error, loses any provider key
+	// it echoes before it is relayed or kept
+	payload = ex.router.scrub.bytes(payload)
 	if res.outcome == outcomeSuccess {
 		u, found, valid := openai.AnswerUsage(payload)
 		if !valid || openai.IsError(payload) {
@@ -680,7 +742,6 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			lostHedge(res)
 			return
 		}
-		payload = ex.router.scrub.bytes(payload)
 	}
 	ex.commitHeaders(d, resp.Header)
 	ex.w.Header().Set("Content-Length", strconv.Itoa(len(payload)))
@@ -725,7 +786,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	timer := time.AfterFunc(time.Duration(f.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer timer.Stop()
 
-	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(ctx, d))
+	resp, err := ex.send(ctx, d, i, res)
 	if err != nil {
 		ex.transportFailure(ctx, res, err)
 		return
@@ -745,6 +806,17 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		res.status, res.outcome = resp.StatusCode, outcomeServerError
 		res.detail = fmt.Sprintf("%d %s to a stream request, but not a stream (%s)", resp.StatusCode,
 			http.StatusText(resp.StatusCode), describeBody(ct, []byte{0}))
+		// likely an answer all the same (a provider that ignores
+		// "stream"), generated and billed: charged at its usage
+		if payload, err := readResponse(resp); err == nil {
+			u, found, valid := openai.AnswerUsage(payload)
+			if !found || !valid {
+				u = ex.estimate(openai.AnswerTextChars(ex.ep.api(), payload))
+			}
+			ex.spend(d, u)
+		} else {
+			ex.chargeAbandoned(d)
+		}
 		return
 	}
 
@@ -789,7 +861,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
 	ex.answerStarted()
-	relay := streamRelay{strip: ex.body.StripUsage(), api: ex.ep.api(), wantID: ex.ep == responsesEndpoint}
+	relay := streamRelay{strip: ex.body.StripUsage(), scrub: ex.router.scrub, api: ex.ep.api(), wantID: ex.ep == responsesEndpoint}
 	if f := ex.cache.flight; f != nil && ex.cache.store {
 		f.startStream(d.name, d.provider.name)
 		relay.flight = f
@@ -806,16 +878,29 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	err = relay.relay(ex.w, rc.Flush, events, first)
 	rememberResponse(relay.responseID, d)
 
+	switch {
+	case err != nil:
+	case relay.failed:
+		// the provider's error event reached the client, which raises on
+		// it: the stream failed, whatever followed
+		err = errErrorEvent
+	case !relay.done:
+		// a stream ends with [DONE] (a Responses API stream with its
+		// response's end): one that ends before was cut short, however
+		// cleanly its connection closed
+		err = errNoDone
+	}
+	var cost float64
 	if relay.usage != nil {
-		cost := ex.observeUsage(d, *relay.usage)
-		if relay.flight != nil && err == nil && relay.done {
-			ex.cache.keepStream(d, cost)
-		}
+		cost = ex.observeUsage(d, *relay.usage)
 	} else {
 		// abandoned, broken, or a provider that ignores include_usage:
 		// the provider bills anyway, so count an estimate rather than
 		// nothing
-		ex.observeUsage(d, ex.estimate(relay.chars))
+		cost = ex.observeUsage(d, ex.estimate(relay.chars))
+	}
+	if relay.flight != nil && err == nil && relay.done {
+		ex.cache.keepStream(d, cost)
 	}
 	switch {
 	case err == nil:
@@ -830,12 +915,17 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		if errors.Is(context.Cause(ctx), errStreamIdle) {
 			res.outcome, res.detail = outcomeTimeout, fmt.Sprintf("stream silent for %s", relay.idle)
 		}
+		if relay.failed {
+			res.outcome, res.detail = outcomeServerError, "stream broke: "+errErrorEvent.Error()
+		}
 		res.broken = true
 		msg := fmt.Sprintf("The upstream stream of %s broke after %d events: %s", d.label(), relay.events, res.detail)
 		if relay.flight != nil {
 			relay.flight.fail(msg)
 		}
-		_ = writeStreamError(ex.w, &routerError{typ: typeServerError, code: codeStreamBroken, msg: msg})
+		if !relay.failed { // else the client has the provider's
+			_ = writeStreamError(ex.w, &routerError{typ: typeServerError, code: codeStreamBroken, msg: msg})
+		}
 		_ = rc.Flush()
 	}
 }
@@ -941,6 +1031,34 @@ func removeHopHeaders(h http.Header) {
 	}
 	for _, f := range hopHeaders {
 		delete(h, f)
+	}
+}
+
+// send makes attempt i's round trip to d (i: which of a hedge's two),
+// noting in res whether the provider got the whole request: a request
+// that timed out after that may be billed (chargeAbandoned), one that
+// never left may not.
+func (ex *exchange) send(ctx context.Context, d *deployment, i int, res *attemptResult) (*http.Response, error) {
+	st := &ex.sentTraces[i] // the exchange's, not one per attempt: the hot path allocates less
+	if st.trace.WroteRequest == nil {
+		st.trace.WroteRequest = st.wrote
+	}
+	st.sent.Store(false)
+	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(httptrace.WithClientTrace(ctx, &st.trace), d))
+	res.sent = err == nil || st.sent.Load()
+	return resp, err
+}
+
+// sentTrace learns from the transport that a request was written whole.
+// The transport writes on a goroutine of its own, hence the atomic.
+type sentTrace struct {
+	trace httptrace.ClientTrace
+	sent  atomic.Bool
+}
+
+func (st *sentTrace) wrote(info httptrace.WroteRequestInfo) {
+	if info.Err == nil {
+		st.sent.Store(true)
 	}
 }
 

@@ -131,6 +131,13 @@ type Router struct {
 	// larger bodies get 413. Default: 8 MB (8,000,000 bytes).
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
+	// ServiceTiers are the service_tier values a client may ask for; a
+	// request naming another gets 400. The router charges one price per
+	// model, so a tier that costs more than it (priority, scale) would
+	// let a client spend past what its budgets count. Default: auto,
+	// default and flex (which costs less than the standard price).
+	ServiceTiers []string `json:"service_tiers,omitempty"`
+
 	// PassResponseHeaders are provider response headers relayed to the
 	// client besides those an OpenAI client uses (Content-Type,
 	// X-Request-Id, Openai-Processing-Ms, Openai-Version, X-Ratelimit-*,
@@ -612,6 +619,9 @@ func (r *Router) setDefaults() {
 	}
 	if r.MaxRequestBody == 0 {
 		r.MaxRequestBody = defaultMaxRequestBody
+	}
+	if r.ServiceTiers == nil {
+		r.ServiceTiers = defaultServiceTiers
 	}
 	if r.BudgetSync == 0 {
 		r.BudgetSync = caddy.Duration(defaultBudgetSync)

@@ -55,7 +55,7 @@ var ruleVariables = []ruleVariable{
 	{"endpoint", func(a *ruleVars) string { return a.ep.String() }, "chat, completions, responses or embeddings"},
 	{"model", func(a *ruleVars) string { return a.body.Model }, "the model as sent (\"\", \"auto\")"},
 	{"messages", func(a *ruleVars) int64 { return a.body.Messages }, "messages (chat), input items (responses), prompts (completions)"},
-	{"prompt_chars", func(a *ruleVars) int64 { return a.body.TextChars }, "characters of all message text"},
+	{"prompt_chars", func(a *ruleVars) int64 { return a.body.TextChars }, "characters of all text the model reads (messages, prompts, instructions)"},
 	{"last_user_chars", func(a *ruleVars) int64 { return a.body.LastUserChars }, "characters of the last user message"},
 	{"last_user", func(a *ruleVars) string { return a.lastUserText() }, "the last user message's text"},
 	{"system", func(a *ruleVars) string { return a.systemText() }, "the system (and developer) prompt text"},

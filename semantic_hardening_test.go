@@ -153,6 +153,35 @@ func TestSemanticBudgetRefusalCountedOnce(t *testing.T) {
 	}
 }
 
+// TestSemanticLookupSpendsNothingForARefusedRequest: a request its
+// budget refuses gets no semantic lookup, so no embedding is bought for
+// it, even when the budget does not cover the embedding model.
+func TestSemanticLookupSpendsNothingForARefusedRequest(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", semanticRouterOn(budgetRouter, "\t\t\tthreshold 0.9\n\t\t\tmax_entries 4325")+`
+	budget chat_daily {
+		limit 0.01 per day
+		match simple_qa
+	}
+	budget_sync 1h
+`)
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	done := requestsDone(t)
+	g.ask("What is your return policy?", "")
+	waitFor(t, done, "a request to be counted")
+	embeddings := len(g.primary.RequestsFor("embed-words"))
+	if embeddings == 0 {
+		t.Fatal("the premise fails: no embedding for the first question")
+	}
+	resp, body := g.post(`{"model":"simple_qa","messages":[{"role":"user","content":"Do you ship abroad?"}]}`, "Authorization", clientKey)
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("past the limit: %d %s", resp.StatusCode, body)
+	}
+	if n := len(g.primary.RequestsFor("embed-words")); n != embeddings {
+		t.Errorf("a refused request bought %d embeddings", n-embeddings)
+	}
+}
+
 // TestSemanticLateEmbeddingCharged: an embedding the router abandons at
 // lookup_timeout has reached the provider, which bills it: it is charged
 // (estimated) and counted in the embedding cost that the net saving

@@ -21,6 +21,7 @@ var errWritingDownstream = errors.New("writing to the client")
 // streamRelay writes events to the client, pulling the usage out on the way.
 type streamRelay struct {
 	strip bool       // the client did not ask for usage: drop the usage-only chunk
+	scrub *scrubber  // provider keys out of what the provider wrote: an error event may echo the request
 	api   openai.API // whose streamed text is counted, for an estimate
 	// idleTimer, when set, runs for idle while the relay waits for the
 	// provider's next event, and only then: time spent writing to a slow
@@ -45,7 +46,8 @@ type streamRelay struct {
 	responseID string
 
 	usage  *usage
-	done   bool  // saw [DONE]
+	done   bool  // saw [DONE], or a Responses API stream's end (responseEnded)
+	failed bool  // the provider sent an error event: the stream failed, whatever followed
 	chars  int64 // characters of text streamed, to estimate usage
 	events int   // events relayed
 }
@@ -123,6 +125,7 @@ func (s *streamRelay) waiting(on bool) {
 // forward relays one event (the caller flushes).
 func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	s.events++
+	ev = s.scrub.bytes(ev)
 	if s.flight != nil && !s.flight.publish(ev) {
 		s.flight = nil
 	}
@@ -133,13 +136,21 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		}
 	}
 	s.chars += openai.StreamTextChars(s.api, data)
-	if bytes.Equal(data, openai.DoneData) {
+	switch {
+	case bytes.Equal(data, openai.DoneData):
 		s.done = true
-	} else if u, choices, ok := openai.ChunkUsage(data); ok {
-		s.usage = new(usage) // only now: most events have none
-		*s.usage = u
-		if s.strip && choices == 0 {
-			return nil
+	case mayBeError(s.api, data) && openai.IsError(data):
+		s.failed = true
+	default:
+		if s.api == openai.Responses && responseEnded(data) {
+			s.done = true // and the event has the usage
+		}
+		if u, choices, ok := openai.ChunkUsage(data); ok {
+			s.usage = new(usage) // only now: most events have none
+			*s.usage = u
+			if s.strip && choices == 0 {
+				return nil
+			}
 		}
 	}
 	_, err := w.Write(ev)
@@ -147,6 +158,29 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 }
 
 func noFlush() error { return nil }
+
+// mayBeError is a quick test that spares most events IsError's walk: an
+// error event has an "error" member or type, or is the Responses API's
+// response.failed, and a quote inside text is escaped, so answer text
+// never matches.
+func mayBeError(api openai.API, data []byte) bool {
+	return bytes.Contains(data, quotedError) || (api == openai.Responses && bytes.Contains(data, responseFailed))
+}
+
+// responseEnded reports whether a Responses API event ends its response
+// (that API's streams have no [DONE]): response.completed or
+// response.incomplete (response.failed is an error). A quote inside text
+// is escaped, so answer text never matches.
+func responseEnded(data []byte) bool {
+	return bytes.Contains(data, responseCompleted) || bytes.Contains(data, responseIncomplete)
+}
+
+var (
+	responseCompleted  = []byte(`"response.completed"`)
+	responseIncomplete = []byte(`"response.incomplete"`)
+	quotedError        = []byte(`"error"`)
+	responseFailed     = []byte(`"response.failed"`)
+)
 
 // writeStreamError ends a committed stream with an error event in the form
 // the official SDKs raise on (a data member "error").

@@ -51,6 +51,43 @@ func TestSmuggledMembersRefused(t *testing.T) {
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 }
 
+// TestUnbillableRequestsRefused: a service tier priced above the model's
+// price, and a Responses API background request (answered later, past
+// the router), get 400 and reach no provider unless the config offers the
+// tier; the tiers that cost no more are served by default.
+func TestUnbillableRequestsRefused(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	msgs := `"messages":[{"role":"user","content":"Where is my order?"}]`
+	for _, tc := range []struct {
+		path, body, param string
+	}{
+		{"/v1/chat/completions", `{"model":"simple_qa",` + msgs + `,"service_tier":"priority"}`, "service_tier"},
+		{"/v1/responses", `{"model":"simple_qa","input":"Where is my order?","service_tier":"scale"}`, "service_tier"},
+		{"/v1/responses", `{"model":"simple_qa","input":"Where is my order?","background":true}`, "background"},
+	} {
+		resp, body := g.postPath(tc.path, tc.body)
+		e := apiErr(t, body)
+		if resp.StatusCode != http.StatusBadRequest || e.Code != openai.CodeInvalidValue || derefOr(e.Param) != tc.param {
+			t.Errorf("%s: %d %+v (param %s), want 400 invalid_value for %s", tc.body, resp.StatusCode, e, derefOr(e.Param), tc.param)
+		}
+	}
+	if n := len(g.primary.Requests()) + len(g.backup.Requests()); n != 0 {
+		t.Errorf("refused requests reached a provider (%d)", n)
+	}
+	for _, tier := range []string{"auto", "default", "flex"} {
+		resp, body := g.post(`{"model":"deepseek-v3.2",` + msgs + `,"service_tier":"` + tier + `"}`)
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	// offered where the model is priced at that tier
+	g = newGateway(t, defaultRouter+"\tservice_tiers default priority\n")
+	resp, body := g.post(`{"model":"deepseek-v3.2",` + msgs + `,"service_tier":"priority"}`)
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	resp, body = g.post(`{"model":"deepseek-v3.2",` + msgs + `,"service_tier":"flex"}`)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "default, priority") {
+		t.Errorf("a tier the config does not offer: %d %s", resp.StatusCode, body)
+	}
+}
+
 func derefOr(p *string) string {
 	if p == nil {
 		return "<nil>"

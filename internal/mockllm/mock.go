@@ -125,6 +125,11 @@ type Behavior struct {
 	// BreakAfterChunks (stream only), when positive, aborts the connection
 	// abruptly (TCP RST) right after this many content chunks; no [DONE].
 	BreakAfterChunks int
+	// EndAfterChunks (stream only), when positive, ends the response
+	// cleanly (a complete chunked body) right after this many content
+	// chunks: a stream cut short with no [DONE] and no error. Not counted
+	// in Served.
+	EndAfterChunks int
 	// HoldAfterChunks (stream only), when positive, stops sending after this
 	// many content chunks and waits until the client goes away: a mid-stream
 	// stall (the connection stays open, no more bytes, no [DONE]).
@@ -1223,6 +1228,9 @@ func (c *call) runStream(n int, served Usage, p streamPlan) {
 			c.abort()
 			return
 		}
+		if b.EndAfterChunks > 0 && sent == b.EndAfterChunks {
+			return
+		}
 		if b.HoldAfterChunks > 0 && sent == b.HoldAfterChunks {
 			c.waitGone()
 			return
@@ -1944,6 +1952,7 @@ type behaviorJSON struct {
 	Malformed             bool    `json:"malformed,omitempty"`
 	StallBeforeFirstChunk bool    `json:"stall_before_first_chunk,omitempty"`
 	BreakAfterChunks      int     `json:"break_after_chunks,omitempty"`
+	EndAfterChunks        int     `json:"end_after_chunks,omitempty"`
 	HoldAfterChunks       int     `json:"hold_after_chunks,omitempty"`
 	ChunkDelay            string  `json:"chunk_delay,omitempty"`
 	Chunks                int     `json:"chunks,omitempty"`
@@ -1963,7 +1972,7 @@ type behaviorJSON struct {
 func (b Behavior) MarshalJSON() ([]byte, error) {
 	j := behaviorJSON{Status: b.Status, RetryAfter: b.RetryAfter, Body: b.Body,
 		Hang: b.Hang, Reset: b.Reset, Malformed: b.Malformed,
-		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks,
+		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks, EndAfterChunks: b.EndAfterChunks,
 		HoldAfterChunks: b.HoldAfterChunks, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times,
 		Echo: b.Echo, ContentType: b.ContentType, EmptyBody: b.EmptyBody, TruncateAfter: b.TruncateAfter,
 		ErrorEvent: b.ErrorEvent, PythonJSON: b.PythonJSON, TailShare: b.TailShare, WordVectors: b.WordVectors}
@@ -2019,6 +2028,8 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.StallBeforeFirstChunk)
 		case "breakafterchunks":
 			err = json.Unmarshal(v, &out.BreakAfterChunks)
+		case "endafterchunks":
+			err = json.Unmarshal(v, &out.EndAfterChunks)
 		case "holdafterchunks":
 			err = json.Unmarshal(v, &out.HoldAfterChunks)
 		case "chunkdelay":

@@ -482,6 +482,36 @@ func TestBreakAfterChunks(t *testing.T) {
 	}
 }
 
+func TestEndAfterChunks(t *testing.T) {
+	s := New()
+	s.Set("e", Behavior{EndAfterChunks: 2})
+	ts := start(t, s)
+	resp, err := post(context.Background(), freshClient(), ts.URL+"/v1/chat/completions", streamBody("e", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events, err := readEvents(resp.Body)
+	if err != nil {
+		t.Fatalf("the body did not end cleanly: %v", err)
+	}
+	content := 0
+	for _, ev := range events {
+		if ev == "[DONE]" || strings.Contains(ev, `"usage":{`) {
+			t.Fatalf("stream finished: %q", events)
+		}
+		if strings.Contains(ev, `"content":"w`) {
+			content++
+		}
+	}
+	if content != 2 {
+		t.Fatalf("got %d content chunks, want 2", content)
+	}
+	if sv := s.Served("e"); sv != (Usage{}) {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
 func TestStallBeforeFirstChunk(t *testing.T) {
 	s := New()
 	s.Set("s", Behavior{StallBeforeFirstChunk: true})

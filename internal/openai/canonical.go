@@ -58,7 +58,12 @@ type canonicalizer struct {
 }
 
 type canonMember struct {
-	key    []byte
+	key []byte // the name decoded, by which members sort
+	// the name as written, when decoding it loses what it was: a lone
+	// surrogate escape (\ud800) decodes to U+FFFD for encoding/json, while
+	// Python's json keeps the surrogate, so "a\ud800", "a\udbff" and
+	// "a\ufffd" are one name to some parsers and three to others
+	raw    []byte
 	scalar []byte            // a scalar value, as written
 	sum    [sha256.Size]byte // else the digest of the value's encoding
 }
@@ -120,7 +125,8 @@ func (c *canonicalizer) value(s *scanner, out []byte, depth int, top bool) []byt
 			}
 			kstart := s.i
 			skipScalar(s)
-			key := keyName(b[kstart+1 : s.i-1])
+			raw := b[kstart+1 : s.i-1]
+			key := keyName(raw)
 			s.ws()
 			s.i++ // ':'
 			s.ws()
@@ -130,6 +136,9 @@ func (c *canonicalizer) value(s *scanner, out []byte, depth int, top bool) []byt
 			}
 			members = append(members, canonMember{key: key})
 			m := &members[len(members)-1]
+			if len(key) != len(raw) && loneSurrogate(raw) {
+				m.raw = raw
+			}
 			if ch := b[s.i]; ch != '{' && ch != '[' {
 				// a scalar sorts with its own bytes: no digest needed
 				start := s.i
@@ -156,7 +165,11 @@ func (c *canonicalizer) value(s *scanner, out []byte, depth int, top bool) []byt
 		out = AppendLen(out, 'o', len(members))
 		for i := range members {
 			m := &members[i]
-			out = AppendString(out, 'k', m.key)
+			if m.raw != nil {
+				out = AppendString(out, 'r', m.raw) // never the same bytes as a 'k' name
+			} else {
+				out = AppendString(out, 'k', m.key)
+			}
 			if m.scalar != nil {
 				out = AppendString(out, 's', m.scalar)
 			} else {
@@ -186,6 +199,37 @@ func (c *canonicalizer) value(s *scanner, out []byte, depth int, top bool) []byt
 		out = AppendString(out, 's', b[start:s.i])
 	}
 	return out
+}
+
+// loneSurrogate reports whether the raw text of a valid JSON string has a
+// \u escape of a surrogate that is not half of a pair.
+func loneSurrogate(raw []byte) bool {
+	for i := bytes.IndexByte(raw, '\\'); i >= 0 && i+1 < len(raw); {
+		if raw[i+1] != 'u' || i+6 > len(raw) {
+			i += 2 // a one-character escape
+		} else {
+			v, _ := hex4(raw[i+2 : i+6])
+			i += 6
+			switch {
+			case v >= 0xDC00 && v <= 0xDFFF: // a second half first
+				return true
+			case v >= 0xD800 && v <= 0xDBFF:
+				if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+					return true
+				}
+				if w, _ := hex4(raw[i+2 : i+6]); w < 0xDC00 || w > 0xDFFF {
+					return true
+				}
+				i += 6
+			}
+		}
+		j := bytes.IndexByte(raw[i:], '\\')
+		if j < 0 {
+			return false
+		}
+		i += j
+	}
+	return false
 }
 
 // sortMembers sorts an object's members by name as encoding/json matches

@@ -158,7 +158,22 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 		Usage             json.RawMessage `json:"usage,omitempty"`
 	}
 	out.Object = "chat.completion"
-	byIndex := map[int]*choice{}
+	// the texts are gathered in byte buffers, each grown by appending, and
+	// made strings once at the end: a string concatenated at each chunk
+	// would copy all of it each time, quadratic in the stream's length
+	type callText struct {
+		toolCall
+		name, args []byte
+	}
+	type choiceText struct {
+		*choice
+		content, refusal       []byte
+		hasContent, hasRefusal bool
+		calls                  []callText
+		callAt                 map[int]int // a tool call's index → its place in calls
+	}
+	byIndex := map[int]*choiceText{}
+	var texts []*choiceText
 	r := NewEventReader(bytes.NewReader(events))
 	defer r.Release()
 	for {
@@ -214,20 +229,21 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 		for _, d := range ch.Choices {
 			c := byIndex[d.Index]
 			if c == nil {
-				c = &choice{Index: d.Index, Message: message{Role: "assistant"}, FinishReason: json.RawMessage("null")}
+				c = &choiceText{choice: &choice{Index: d.Index, Message: message{Role: "assistant"}, FinishReason: json.RawMessage("null")}}
 				byIndex[d.Index] = c
-				out.Choices = append(out.Choices, c)
+				texts = append(texts, c)
+				out.Choices = append(out.Choices, c.choice)
 			}
 			if d.Delta.Role != "" {
 				c.Message.Role = d.Delta.Role
 			}
 			if d.Delta.Content != nil {
-				s := derefOr(c.Message.Content) + *d.Delta.Content
-				c.Message.Content = &s
+				c.content = append(c.content, *d.Delta.Content...)
+				c.hasContent = true
 			}
 			if d.Delta.Refusal != nil {
-				s := derefOr(c.Message.Refusal) + *d.Delta.Refusal
-				c.Message.Refusal = &s
+				c.refusal = append(c.refusal, *d.Delta.Refusal...)
+				c.hasRefusal = true
 			}
 			if lp := d.Logprobs; lp != nil {
 				if c.Logprobs == nil {
@@ -237,35 +253,44 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 				c.Logprobs.Refusal = append(c.Logprobs.Refusal, lp.Refusal...)
 			}
 			for _, dc := range d.Delta.ToolCalls {
-				tc := dc.toolCall
-				tc.Index = dc.Index
-				i := slices.IndexFunc(c.Message.ToolCalls, func(x toolCall) bool { return x.Index == tc.Index })
-				if i < 0 {
-					c.Message.ToolCalls = append(c.Message.ToolCalls, tc)
-					continue
+				i, ok := c.callAt[dc.Index]
+				if !ok {
+					if c.callAt == nil {
+						c.callAt = map[int]int{}
+					}
+					i = len(c.calls)
+					c.callAt[dc.Index] = i
+					c.calls = append(c.calls, callText{})
 				}
-				t := &c.Message.ToolCalls[i]
-				if tc.ID != "" {
-					t.ID = tc.ID
+				t := &c.calls[i]
+				if dc.ID != "" {
+					t.ID = dc.ID
 				}
-				if tc.Type != "" {
-					t.Type = tc.Type
+				if dc.Type != "" {
+					t.Type = dc.Type
 				}
-				t.Function.Name += tc.Function.Name
-				t.Function.Arguments += tc.Function.Arguments
+				t.name = append(t.name, dc.Function.Name...)
+				t.args = append(t.args, dc.Function.Arguments...)
 			}
 			if len(d.FinishReason) > 0 && string(d.FinishReason) != "null" {
 				c.FinishReason = d.FinishReason
 			}
 		}
 	}
+	for _, c := range texts {
+		if c.hasContent {
+			s := string(c.content)
+			c.Message.Content = &s
+		}
+		if c.hasRefusal {
+			s := string(c.refusal)
+			c.Message.Refusal = &s
+		}
+		for _, t := range c.calls {
+			t.Function.Name, t.Function.Arguments = string(t.name), string(t.args)
+			c.Message.ToolCalls = append(c.Message.ToolCalls, t.toolCall)
+		}
+	}
 	slices.SortFunc(out.Choices, func(a, b *choice) int { return a.Index - b.Index })
 	return json.Marshal(out)
-}
-
-func derefOr(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

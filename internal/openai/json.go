@@ -491,11 +491,17 @@ func Quote(s string) string {
 // escape counting as the one it stands for (a surrogate pair, \ud83d\ude00,
 // as one).
 func StringChars(b []byte) int64 {
-	var n int64
+	n, _ := stringChars(b)
+	return n
+}
+
+// stringChars is StringChars, and where the closing quote is in b (len(b)
+// when there is none).
+func stringChars(b []byte) (n int64, end int) {
 	for i := 0; i < len(b); i++ {
 		switch c := b[i]; {
 		case c == '"':
-			return n
+			return n, i
 		case c == '\\':
 			if i+5 < len(b) && b[i+1] == 'u' {
 				v, _ := hex4(b[i+2 : i+6])
@@ -511,7 +517,7 @@ func StringChars(b []byte) int64 {
 			n++
 		}
 	}
-	return n
+	return n, len(b)
 }
 
 // ForEachMember calls f with each member of the JSON object b (keys raw,

@@ -71,10 +71,17 @@ type Request struct {
 	Stream       bool    // a streamed answer (never for embeddings)
 	IncludeUsage bool    // the client asked for a stream's usage chunk
 	N            int64   // answers asked for; 0 when absent
-	MaxTokens    int64   // the largest of max_tokens, max_completion_tokens and max_output_tokens; 0 when absent
+	MaxTokens    int64   // the output limit of the API: the larger of chat's max_completion_tokens and max_tokens, completions' max_tokens, Responses' max_output_tokens (any of them without an API); 0 when absent
 	Temperature  float64 // -1 when absent
 	HasTools     bool    // tools or functions are given
 	JSONMode     bool    // response_format asks for JSON
+	// ServiceTier is the service_tier asked for ("" when absent or null):
+	// a tier's price may differ from the standard one (priority costs
+	// more, flex less)
+	ServiceTier string
+	// Background is the Responses API's background: the answer is fetched
+	// later, from another endpoint, with usage the router never sees
+	Background bool
 	// PreviousResponseID is the Responses API's previous_response_id: the
 	// stored response this one continues, which only the provider that
 	// made it knows; "" when absent or null
@@ -82,7 +89,7 @@ type Request struct {
 
 	// The input, for routing rules and estimates.
 	Messages      int64 // chat messages, Responses input items, prompts, embedding inputs
-	TextChars     int64 // characters of all text the model reads (messages, prompts, instructions)
+	TextChars     int64 // characters of all text the model reads (messages, prompts, instructions): a message's content, and its other members but the role (tool calls, names, reasoning...): their strings' characters, their member names' and numbers' bytes, a data URL counting as the medium it holds
 	LastUserChars int64 // characters of the last user message's text
 	Images        int64 // image parts
 	Audio         int64 // audio parts
@@ -167,14 +174,23 @@ func (r *Request) Parse(raw []byte, api API) error {
 		case "n":
 			err = readInt(s, &r.N, "n", 1, MaxChoices)
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			// each is checked whatever the API (a provider that reads it
+			// must not be sent what it refuses), but only the API's own
+			// set MaxTokens
 			var v int64
-			if err = readInt(s, &v, canon, 0, 1<<53); err == nil {
+			if err = readInt(s, &v, canon, 0, 1<<53); err == nil && readsLimit(api, canon) {
 				r.MaxTokens = max(r.MaxTokens, v)
 			}
 		case "temperature":
 			err = r.readTemperature(s)
 		case "user":
 			err = readString(s, "user")
+		case "service_tier":
+			if err = readString(s, canon); err == nil && s.b[vstart] == '"' {
+				r.ServiceTier = strings.Clone(text(s.b[vstart:s.i]))
+			}
+		case "background":
+			err = readBool(s, &r.Background, canon)
 		case "previous_response_id":
 			if err = readString(s, canon); err == nil && api == Responses && s.b[vstart] == '"' {
 				r.PreviousResponseID = strings.Clone(text(s.b[vstart:s.i]))
@@ -262,12 +278,30 @@ func (r *Request) Parse(raw []byte, api API) error {
 	return nil
 }
 
+// readsLimit reports whether api reads the output limit member name: chat
+// max_completion_tokens and (deprecated) max_tokens, completions
+// max_tokens, Responses max_output_tokens, embeddings none. Without an API
+// (0) any of them.
+func readsLimit(api API, name string) bool {
+	switch api {
+	case 0:
+		return true
+	case Chat:
+		return name == "max_completion_tokens" || name == "max_tokens"
+	case Completions:
+		return name == "max_tokens"
+	case Responses:
+		return name == "max_output_tokens"
+	}
+	return false
+}
+
 // actedOn are the top-level members the gateway reads, by folded name.
 var actedOn = func() map[string]string {
 	m := map[string]string{}
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
-		"max_output_tokens", "temperature", "user", "previous_response_id"} {
+		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
 	return m
@@ -564,8 +598,8 @@ func (r *Request) readMessages(s *scanner, param string, depth int) error {
 	})
 }
 
-// readMessage reads one message (or Responses input item): its role and
-// its content, a text or parts.
+// readMessage reads one message (or Responses input item): its role, its
+// content, a text or parts, and the size of its other members.
 func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	r.Messages++
 	var role, content span = absent, absent
@@ -590,7 +624,10 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 			content = span{start, s.i}
 			return nil
 		case -1:
-			return s.value(depth)
+			// any other member (tool calls and their arguments, a name,
+			// reasoning, a Responses item's output, a member no API
+			// defines) may be text the model reads: counted too
+			return r.readOther(s, depth)
 		}
 		return names.err
 	})
@@ -606,6 +643,49 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 		r.system = append(r.system, content)
 	}
 	return nil
+}
+
+// readOther reads the value of a message's member other than its role and
+// content (tool calls and their arguments, a name, reasoning, a Responses
+// item's output, a member no API defines), in the same pass, and counts the
+// text in it as the model may read it: a string's characters, and in an
+// object or array, each string's, each member name's bytes and each
+// number's or literal's (null aside). A data URL is not text but the
+// medium it holds, counted as a content part of its kind is (a screenshot
+// in a tool's output is an image, not a megabyte of text).
+func (r *Request) readOther(s *scanner, depth int) error {
+	start := s.i
+	switch s.b[s.i] {
+	case '"':
+		if err := s.str(); err != nil {
+			return err
+		}
+		switch v := s.b[start+1 : s.i-1]; {
+		case !bytes.HasPrefix(v, []byte("data:")):
+			r.TextChars += s.chars
+		case bytes.HasPrefix(v[5:], []byte("image/")):
+			r.Images++
+		case bytes.HasPrefix(v[5:], []byte("audio/")):
+			r.Audio++
+		default:
+			r.Files++
+		}
+		return nil
+	case '{':
+		return s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+			r.TextChars += int64(len(key))
+			return r.readOther(s, depth)
+		})
+	case '[':
+		return s.array(depth, func(s *scanner, _, depth int) error {
+			return r.readOther(s, depth)
+		})
+	case 'n':
+		return s.literal("null")
+	}
+	err := s.value(depth)
+	r.TextChars += int64(s.i - start)
+	return err
 }
 
 // readContent reads a message's content: a string, parts or null; it sets
@@ -660,7 +740,15 @@ func (r *Request) readPart(s *scanner, depth int) error {
 			}
 			return nil
 		case -1:
-			return s.value(depth)
+			start := s.i
+			if err := s.value(depth); err != nil {
+				return err
+			}
+			// a refusal part (an assistant's, sent back) is text too
+			if s.b[start] == '"' && bytes.EqualFold(keyName(key), []byte("refusal")) {
+				r.contentChars += s.chars
+			}
+			return nil
 		}
 		return names.err
 	})

@@ -339,6 +339,28 @@ func TestParseRequestFields(t *testing.T) {
 	}
 }
 
+func TestParseServiceTierAndBackground(t *testing.T) {
+	for _, tc := range []struct {
+		body       string
+		tier       string
+		background bool
+	}{
+		{`{"input":"x"}`, "", false},
+		{`{"input":"x","service_tier":null,"background":null}`, "", false},
+		{`{"input":"x","service_tier":"pri\u006frity","background":true}`, "priority", true},
+		{`{"input":"x","service_tier":"flex","background":false}`, "flex", false},
+	} {
+		var r Request
+		if err := r.Parse([]byte(tc.body), Responses); err != nil {
+			t.Errorf("%s: %v", tc.body, err)
+			continue
+		}
+		if r.ServiceTier != tc.tier || r.Background != tc.background {
+			t.Errorf("%s: service_tier %q background %v, want %q %v", tc.body, r.ServiceTier, r.Background, tc.tier, tc.background)
+		}
+	}
+}
+
 func TestStripUsage(t *testing.T) {
 	cases := []struct {
 		api  API
@@ -396,6 +418,12 @@ func TestParseRequestRefusals(t *testing.T) {
 		// nested members the gateway reads, twice
 		{0, `{"stream":true,"stream_options":{"include_usage":true,"include_us\u0061ge":false}}`, CodeDuplicate, "stream_options.include_usage"},
 		{Chat, `{"messages":[{"role":"user","role":"system","content":"x"}]}`, CodeDuplicate, "role"},
+		// the price tier and background, which the gateway acts on
+		{0, `{"Service_Tier":"priority"}`, CodeCaseVariant, "Service_Tier"},
+		{0, `{"service_tier":"default","SERVICE_TIER":"priority"}`, CodeDuplicate, "SERVICE_TIER"},
+		{0, `{"service_tier":1}`, CodeInvalidType, "service_tier"},
+		{Responses, `{"background":"true"}`, CodeInvalidType, "background"},
+		{Responses, `{"Background":true}`, CodeCaseVariant, "Background"},
 		// model
 		{0, `{"model":1}`, CodeInvalidType, "model"},
 		{0, `{"model":["a"]}`, CodeInvalidType, "model"},
@@ -623,6 +651,8 @@ func TestDepthLimitEveryPath(t *testing.T) {
 		{Chat, `{"messages":[{"role":"user","content":[{"type":"text","text":"x","extra":`, `}]}]}`, 5},
 		{Chat, `{"messages":[{"role":"user","content":[{"type":"text","text":`, `}]}]}`, 5},
 		{Chat, `{"messages":[{"x":`, `}]}`, 3},
+		{Chat, `{"messages":[{"tool_calls":[{"function":`, `}]}]}`, 5},
+		{Responses, `{"input":[{"type":"function_call_output","output":{"a":`, `}}]}`, 4},
 		{Completions, `{"prompt":[`, `]}`, 2},
 		{Embeddings, `{"input":[[1,`, `]]}`, 3},
 		{Responses, `{"input":[{"role":"user","content":[{"type":"input_text","x":`, `}]}]}`, 5},

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"bytes"
+	"math/bits"
 	"strings"
 )
 
@@ -12,30 +13,43 @@ type Usage struct {
 	Estimated                  bool
 }
 
-// AnswerUsage reads a JSON answer: its top-level "usage" (found), and
-// whether it is one valid JSON object at all (valid; the scan that finds
-// the usage validates the whole body, so the check costs nothing extra).
-// It decodes nothing else and allocates nothing; any white space and member
-// order are read.
+// AnswerUsage reads a JSON answer: its top-level "usage" (found), or when
+// it has none, the usage some providers (Moonshot's Kimi) put in its
+// choices; and whether it is one valid JSON object at all (valid; the scan
+// that finds the usage validates the whole body, so the check costs nothing
+// extra). It decodes nothing else and allocates nothing; any white space
+// and member order are read.
 func AnswerUsage(b []byte) (u Usage, found, valid bool) {
+	var choices []byte
 	valid = ForEachMember(b, func(key, val []byte) {
-		if string(key) == "usage" {
+		switch string(key) {
+		case "usage":
 			u, found = usageObject(val)
+		case "choices":
+			if val[0] == '[' {
+				choices = val
+			}
 		}
 	})
+	if valid && !found && choices != nil {
+		u, found = choicesUsage(choices)
+	}
 	return u, found && valid, valid
 }
 
 // ChunkUsage reads a stream event's data: its usage, if any (a chat or
-// completions chunk's "usage", or the "response.usage" of the Responses
-// API's response.completed event), and how many choices it has (a
-// usage-only chunk has none). An event with no usage object is not parsed
-// (choices -1): most chunks are read at the cost of a byte search.
+// completions chunk's "usage", else one in its choices as Moonshot's Kimi
+// sends it, or the "response.usage" of the Responses API's
+// response.completed event), and how many choices it has (a usage-only
+// chunk has none; usage found in a choice comes with that choice). An event
+// with no usage object is not parsed (choices -1): most chunks are read at
+// the cost of a byte search.
 func ChunkUsage(data []byte) (u Usage, choices int, found bool) {
 	if !hasUsageObject(data) {
 		// the common chunk: no usage, or "usage": null
 		return u, -1, false
 	}
+	var list []byte
 	ForEachMember(data, func(key, val []byte) {
 		switch string(key) {
 		case "usage":
@@ -43,6 +57,7 @@ func ChunkUsage(data []byte) (u Usage, choices int, found bool) {
 		case "choices":
 			if val[0] == '[' {
 				forEachElement(val, func([]byte) { choices++ })
+				list = val
 			}
 		case "response":
 			ForEachMember(val, func(key, val []byte) {
@@ -52,7 +67,34 @@ func ChunkUsage(data []byte) (u Usage, choices int, found bool) {
 			})
 		}
 	})
+	if !found && list != nil {
+		u, found = choicesUsage(list)
+	}
 	return u, choices, found
+}
+
+// choicesUsage reads the usage objects of a list of choices (a member
+// "usage" of a choice, not deeper). Several choices with usage each report
+// the whole answer's or their own: each count is the largest of theirs,
+// never a sum that would count the prompt once per choice.
+func choicesUsage(list []byte) (u Usage, found bool) {
+	forEachElement(list, func(choice []byte) {
+		if choice[0] != '{' {
+			return
+		}
+		var cu Usage
+		var ok bool
+		ForEachMember(choice, func(key, val []byte) {
+			if string(key) == "usage" {
+				cu, ok = usageObject(val)
+			}
+		})
+		if ok {
+			u.Input, u.Output, u.CachedInput = max(u.Input, cu.Input), max(u.Output, cu.Output), max(u.CachedInput, cu.CachedInput)
+			found = true
+		}
+	})
+	return u, found
 }
 
 var usageKey = []byte(`"usage"`)
@@ -96,14 +138,24 @@ func memberValue(data, key []byte, from int) int {
 // prompt_tokens, completion_tokens and prompt_tokens_details.cached_tokens
 // (chat, completions, embeddings), or input_tokens, output_tokens and
 // input_tokens_details.cached_tokens (Responses). A null usage is not found.
+//
+// The output is the larger of the completion (or output) tokens and the
+// total less the prompt (or input) tokens: Gemini's thinking models bill
+// thinking tokens that are in total_tokens but not in completion_tokens.
+// Where reasoning tokens are already in completion_tokens (OpenAI's rule,
+// completion_tokens_details.reasoning_tokens being a part of it) the total
+// is their sum and adds nothing.
 func usageObject(obj []byte) (Usage, bool) {
 	var u Usage
+	total := int64(-1)
 	ok := ForEachMember(obj, func(key, val []byte) {
 		switch string(key) {
 		case "prompt_tokens", "input_tokens":
 			u.Input = atoi(val)
 		case "completion_tokens", "output_tokens":
 			u.Output = atoi(val)
+		case "total_tokens":
+			total = atoi(val)
 		case "prompt_tokens_details", "input_tokens_details":
 			ForEachMember(val, func(key, val []byte) {
 				if string(key) == "cached_tokens" {
@@ -112,6 +164,9 @@ func usageObject(obj []byte) (Usage, bool) {
 			})
 		}
 	})
+	if total-u.Input > u.Output { // no overflow: both are at least 0
+		u.Output = total - u.Input
+	}
 	return u, ok
 }
 
@@ -131,43 +186,132 @@ func IsError(b []byte) bool {
 	return isErr
 }
 
+// textKeys are the members whose string values are text a model wrote,
+// for an API, as quoted names. names[alias:] are one text under several
+// names (vLLM and others in transition send both "reasoning" and
+// "reasoning_content"): only the largest of their counts is added.
+type textKeys struct {
+	names [][]byte
+	alias int
+	// ends[c] has bit j set when names[j] ends with c (before its closing
+	// quote): most member names are passed over at one look-up
+	ends [256]uint8
+	// in, when set, is the quoted name of the top-level member the text is
+	// in ("choices"): what comes before its first occurrence as a member
+	// name is not read
+	in []byte
+}
+
+// newTextKeys makes the textKeys of names (at most 8, the last two at most
+// aliases from alias on) in the member in ("" for anywhere).
+func newTextKeys(in string, alias int, names ...string) *textKeys {
+	if len(names) > 8 || len(names)-alias > 2 {
+		panic("openai: too many text keys")
+	}
+	k := &textKeys{alias: alias}
+	if in != "" {
+		k.in = []byte(`"` + in + `"`)
+	}
+	for j, n := range names {
+		k.names = append(k.names, []byte(`"`+n+`"`))
+		k.ends[n[len(n)-1]] |= 1 << j
+	}
+	return k
+}
+
+// chatText is a chat delta's or message's text: its content and refusal,
+// its tool calls' (and legacy function call's) arguments, its reasoning.
+// A reasoning's "reasoning_details" repeat its text, and are not counted.
+var chatText = newTextKeys("choices", 3, "content", "refusal", "arguments", "reasoning_content", "reasoning")
+
 // streamTextKeys are where each API's streamed text is: a chat delta's
-// content, a completion's text, a Responses text delta.
-var streamTextKeys = [Responses + 1][]byte{Chat: []byte(`"content"`), Completions: []byte(`"text"`), Responses: []byte(`"delta"`)}
+// (chatText), a completion's text, and for the Responses API the "delta"
+// of its text, refusal, arguments, reasoning and summary delta events (its
+// .done events and response.completed repeat them, and are not counted).
+var streamTextKeys = [Responses + 1]*textKeys{
+	Chat:        chatText,
+	Completions: newTextKeys("choices", 1, "text"),
+	Responses:   newTextKeys("", 1, "delta"),
+}
 
 // StreamTextChars counts the characters of text in one stream event's
 // data, to estimate the output of a stream that ends without usage. It
-// looks for the API's text member whatever the white space around its
-// colon, without parsing the whole event.
+// looks for the API's text members whatever the white space around their
+// colon, in one pass over the event and without parsing it.
 func StreamTextChars(api API, data []byte) int64 {
-	return textChars(&streamTextKeys, api, data)
+	if int(api) >= len(streamTextKeys) || streamTextKeys[api] == nil {
+		return 0
+	}
+	return textChars(streamTextKeys[api], data)
 }
 
 // answerTextKeys are where each API's text is in a JSON answer: a chat
-// message's content, a completion's text, a Responses output text.
-var answerTextKeys = [Responses + 1][]byte{Chat: []byte(`"content"`), Completions: []byte(`"text"`), Responses: []byte(`"text"`)}
+// message's (chatText), a completion's text, and in a Responses output the
+// texts of its messages, reasoning summaries and reasoning ("text"), its
+// refusals and its function calls' arguments.
+var answerTextKeys = [Responses + 1]*textKeys{
+	Chat:        chatText,
+	Completions: newTextKeys("choices", 1, "text"),
+	Responses:   newTextKeys("output", 3, "text", "refusal", "arguments"),
+}
 
 // AnswerTextChars counts the characters of text in a JSON answer, to
 // estimate the output of an answer that reports no usage.
 func AnswerTextChars(api API, answer []byte) int64 {
-	return textChars(&answerTextKeys, api, answer)
-}
-
-// textChars counts the characters of the string values of the API's text
-// member in data.
-func textChars(keys *[Responses + 1][]byte, api API, data []byte) int64 {
-	if int(api) >= len(keys) || keys[api] == nil {
+	if int(api) >= len(answerTextKeys) || answerTextKeys[api] == nil {
 		return 0
 	}
-	var n int64
-	for v := 0; ; {
-		if v = memberValue(data, keys[api], v); v < 0 {
-			return n
-		}
-		if data[v] == '"' {
-			n += StringChars(data[v+1:])
+	return textChars(answerTextKeys[api], answer)
+}
+
+// textChars counts the characters of the string values of the members keys
+// names in data. It visits each colon once: a member name is the quoted
+// string just before one (white space between them allowed); a colon in a
+// string is passed over, as the quote before it, if any, is an escaped one
+// (\"content\": in a text is not a member), and a counted value is skipped
+// whole.
+func textChars(keys *textKeys, data []byte) int64 {
+	start := 0
+	if keys.in != nil {
+		if start = memberValue(data, keys.in, 0); start < 0 {
+			return 0
 		}
 	}
+	var n int64
+	var aliased [2]int64
+	for i := start; ; {
+		c := bytes.IndexByte(data[i:], ':')
+		if c < 0 {
+			break
+		}
+		c += i
+		i = c + 1
+		p := c - 1
+		for p >= 0 && isSpace(data[p]) {
+			p--
+		}
+		if p < 1 || data[p] != '"' {
+			continue
+		}
+		for m := keys.ends[data[p-1]]; m != 0; m &= m - 1 {
+			j := bits.TrailingZeros8(m)
+			name := keys.names[j]
+			if p+1 < len(name) || !bytes.Equal(data[p+1-len(name):p+1], name) {
+				continue
+			}
+			if v := skipSpace(data, i); v < len(data) && data[v] == '"' {
+				chars, end := stringChars(data[v+1:])
+				i = v + 1 + end
+				if j < keys.alias {
+					n += chars
+				} else {
+					aliased[j-keys.alias] += chars
+				}
+			}
+			break
+		}
+	}
+	return n + max(aliased[0], aliased[1])
 }
 
 // ResponseID is the id of a Responses API answer: the top-level "id" of a

@@ -65,7 +65,11 @@ func TestAnswerUsageTable(t *testing.T) {
 		{"usage array", `{"usage":[{"prompt_tokens":1}]}`, Usage{}, false, true},
 		{"usage number", `{"usage":5}`, Usage{}, false, true},
 		{"usage last null", `{"usage":{"prompt_tokens":1},"usage":null}`, Usage{}, false, true},
-		{"nested usage only", `{"choices":[{"usage":{"prompt_tokens":1}}],"meta":{"usage":{"prompt_tokens":2}}}`, Usage{}, false, true},
+		// a choice's usage (Moonshot's Kimi) when there is no top-level one;
+		// usage anywhere else is not the answer's
+		{"usage in a choice", `{"choices":[{"usage":{"prompt_tokens":1}}],"meta":{"usage":{"prompt_tokens":2}}}`, Usage{Input: 1}, true, true},
+		{"top-level usage over a choice's", `{"choices":[{"usage":{"prompt_tokens":1}}],"usage":{"prompt_tokens":3}}`, Usage{Input: 3}, true, true},
+		{"nested usage only", `{"choices":[{"message":{"usage":{"prompt_tokens":1}}}],"meta":{"usage":{"prompt_tokens":2}}}`, Usage{}, false, true},
 		{"usage in a string", `{"text":"\"usage\":{\"prompt_tokens\":1}"}`, Usage{}, false, true},
 		{"key case", `{"Usage":{"prompt_tokens":1}}`, Usage{}, false, true},
 		{"not an object", `[{"usage":{"prompt_tokens":1}}]`, Usage{}, false, false},
@@ -275,6 +279,7 @@ func wantUsage(obj json.RawMessage) (u Usage, found, comparable bool) {
 	if !ok {
 		return Usage{}, false, true
 	}
+	total := int64(-1)
 	for _, m := range ms {
 		var dst *int64
 		switch m.key {
@@ -282,6 +287,8 @@ func wantUsage(obj json.RawMessage) (u Usage, found, comparable bool) {
 			dst = &u.Input
 		case "completion_tokens", "output_tokens":
 			dst = &u.Output
+		case "total_tokens":
+			dst = &total
 		case "prompt_tokens_details", "input_tokens_details":
 			details, _ := jsonMembers(m.val)
 			for _, d := range details {
@@ -302,7 +309,36 @@ func wantUsage(obj json.RawMessage) (u Usage, found, comparable bool) {
 			*dst = n
 		}
 	}
+	// a total above the parts is output (Gemini's thinking tokens)
+	u.Output = max(u.Output, total-u.Input)
 	return u, true, true
+}
+
+// wantChoicesUsage is the usage encoding/json finds in a list of choices:
+// each choice's last "usage", the largest of each count among them.
+func wantChoicesUsage(list json.RawMessage) (u Usage, found, comparable bool) {
+	var elems []json.RawMessage
+	if json.Unmarshal(list, &elems) != nil {
+		return u, false, true
+	}
+	for _, e := range elems {
+		ms, _ := jsonMembers(e)
+		var cu Usage
+		var cfound bool
+		for _, m := range ms {
+			if m.key == "usage" {
+				var ok bool
+				if cu, cfound, ok = wantUsage(m.val); !ok {
+					return u, false, false
+				}
+			}
+		}
+		if cfound {
+			u.Input, u.Output, u.CachedInput = max(u.Input, cu.Input), max(u.Output, cu.Output), max(u.CachedInput, cu.CachedInput)
+			found = true
+		}
+	}
+	return u, found, true
 }
 
 // nesting is the deepest nesting of arrays and objects in valid JSON, the
@@ -344,6 +380,10 @@ func FuzzUsageParser(f *testing.F) {
 	f.Add(`{"usage":{"prompt_tokens":1}} trailing`)
 	f.Add(`{"id": "x", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}`)
 	f.Add(`{"choices":[{},{}]}`)
+	f.Add(`{"choices":[{"index":0,"delta":{},"usage":{"prompt_tokens":19,"completion_tokens":13,"total_tokens":32}}]}`)
+	f.Add(`{"choices":[{"usage":{"prompt_tokens":1,"total_tokens":9}},{"usage":null},{"usage":{"completion_tokens":4}}],"usage":null}`)
+	f.Add(`{"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":40}}`)
+	f.Add(`{"type":"response.completed","response":{"usage":{"input_tokens":3,"total_tokens":2}},"choices":[{"usage":{"prompt_tokens":1}}]}`)
 	f.Add(``)
 	f.Fuzz(func(t *testing.T, in string) {
 		b := []byte(in)
@@ -387,6 +427,7 @@ func FuzzUsageParser(f *testing.F) {
 		var wfound, cwfound bool
 		comparable := true
 		wchoices, nchoices := 0, 0
+		var list json.RawMessage // the last choices that are a list
 		for _, m := range top {
 			switch m.key {
 			case "usage":
@@ -398,6 +439,9 @@ func FuzzUsageParser(f *testing.F) {
 				var elems []json.RawMessage
 				if json.Unmarshal(m.val, &elems) == nil {
 					wchoices += len(elems)
+					if m.val[0] == '[' {
+						list = m.val
+					}
 				}
 			case "response":
 				inner, _ := jsonMembers(m.val)
@@ -408,6 +452,17 @@ func FuzzUsageParser(f *testing.F) {
 						comparable = comparable && ok
 					}
 				}
+			}
+		}
+		if list != nil && (!wfound || !cwfound) {
+			// no top-level usage: a choice's (Moonshot's Kimi)
+			w, f, ok := wantChoicesUsage(list)
+			comparable = comparable && ok
+			if !wfound {
+				want, wfound = w, f
+			}
+			if !cwfound {
+				cwant, cwfound = w, f
 			}
 		}
 		if !comparable {
