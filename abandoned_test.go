@@ -201,3 +201,72 @@ func TestUnsentAttemptIsNotCharged(t *testing.T) {
 		t.Errorf("an attempt never written whole was charged input %d, output %d, cost %v", in, out, cost)
 	}
 }
+
+// TestProviderTimeoutIsNotCharged: a provider's own 408 generated nothing:
+// the attempt fails over and charges nothing, unlike a timeout of the
+// router's after the provider had the request.
+func TestProviderTimeoutIsNotCharged(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("deepseek-chat", mockllm.Behavior{Status: http.StatusRequestTimeout})
+	r := benchRouter(t, srv.URL, nil)
+	w := serveOnce(r, `{"model":"simple_qa","max_tokens":400,"messages":[{"role":"user","content":"Hi"}]}`)
+	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "gemini-2.5-flash" {
+		t.Fatalf("%d via %q, want the second candidate's answer", w.Code, w.Header().Get(hdrModel))
+	}
+	if in, out, cost := estimatedCharge(r, "deepseek-v3.2"); in != 0 || out != 0 || cost != 0 {
+		t.Errorf("the provider's 408 was charged input %d, output %d, cost %v; want nothing", in, out, cost)
+	}
+}
+
+// TestCutOffAnswerIsCharged: a JSON answer cut off after its 200 headers
+// was generated, and billed, before them: the attempt fails over and is
+// charged its input and output limit, as admission reserved them.
+func TestCutOffAnswerIsCharged(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "5000")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(`{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Yes`))
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer srv.Close()
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
+	})
+	w := serveOnce(r, `{"model":"simple_qa","max_tokens":300,"messages":[{"role":"user","content":"Can I return shoes?"}]}`)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("%d %s, want 503", w.Code, w.Body)
+	}
+	if in, out, cost := estimatedCharge(r, "deepseek-v3.2"); in <= 0 || out != 300 || cost <= 0 {
+		t.Errorf("the cut-off answer was charged input %d, output %d (want > 0 and the max_tokens 300), cost %v", in, out, cost)
+	}
+}
+
+// TestAbandonedChargeCountsEveryAnswer: an attempt given up without an
+// output limit is charged the budget's reserve_output for each answer it
+// asked for, as admission reserved: n does not divide what is charged.
+func TestAbandonedChargeCountsEveryAnswer(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
+		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+		r.Budgets = []*Budget{{Name: "n", Limits: []BudgetLimit{{Amount: 1e6, Period: "day"}}, ReserveOutput: 100}}
+		r.BudgetSync = -1
+	})
+	w := serveOnce(r, `{"model":"simple_qa","n":3,"messages":[{"role":"user","content":"Write a long story."}]}`)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("%d %s, want the 503 of a timeout", w.Code, w.Body)
+	}
+	if _, out, _ := estimatedCharge(r, "deepseek-v3.2"); out != 300 {
+		t.Errorf("3 answers without max_tokens charged %d output tokens, want 3 × reserve_output 100", out)
+	}
+}

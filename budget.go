@@ -293,19 +293,29 @@ func (p plan) without(exhausted []*budget) plan {
 // budget: its estimated input at the highest input price among the
 // candidates the budget covers, and its output limit (or the budget's
 // reserve_output) at the highest output price.
-func (b *budget) reservation(p plan, est usage) float64 {
-	if est.Output == 0 && p.primary() != nil && p.primary().kind == kindChat {
-		est.Output = b.reserveOut // embeddings have no output to reserve
+func (b *budget) reservation(p plan, est demand) float64 {
+	u := est.usage
+	if u.Output == 0 && est.gens > 0 {
+		u.Output = mulSat(b.reserveOut, est.gens)
 	}
 	most := 0.0
 	for _, g := range p {
 		for _, d := range g {
 			if b.covers[d] {
-				most = max(most, d.price.cost(est)*d.currency.Rate)
+				most = max(most, d.price.cost(u)*d.currency.Rate)
 			}
 		}
 	}
 	return most
+}
+
+// demand is what admission reserves for: a request's estimated input, the
+// output limit of all its answers (0 without one), and how many answers
+// the provider generates for it, for which a budget's reserve_output is
+// held each when it gave no limit (0 for embeddings, which have no output).
+type demand struct {
+	usage
+	gens int64
 }
 
 // budgetCharge is a budget a request is charged to: the spender's key, and
@@ -377,7 +387,7 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade bool
 // are dropped; a plan left with none moves to the exhausted budget's
 // downgrade route (once), else is refused. It returns the plan to serve
 // (nil: refuse, with why), the charges, and the budget that downgraded it.
-func admitBudgets(budgets []*budget, p plan, route string, est usage, keyOf func(*budget) string,
+func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf func(*budget) string,
 	t time.Time, canDowngrade bool, routes map[string]kindPlan) (plan, []budgetCharge, *budget, budgetVerdict) {
 	onDowngrade := !canDowngrade
 	var downgraded *budget

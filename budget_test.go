@@ -99,7 +99,7 @@ func TestAdmitBudgets(t *testing.T) {
 	}
 	noKey := func(*budget) string { return "" }
 	admit := func(p plan, route string, canDowngrade bool) (plan, []budgetCharge, *budget, budgetVerdict) {
-		kept, charges, down, v := admitBudgets([]*budget{soft, strict}, p, route, usage{}, noKey, t0, canDowngrade, rt.byRoute)
+		kept, charges, down, v := admitBudgets([]*budget{soft, strict}, p, route, demand{gens: 1}, noKey, t0, canDowngrade, rt.byRoute)
 		releaseCharges(charges)
 		return kept, charges, down, v
 	}
@@ -149,12 +149,19 @@ func TestBudgetReservations(t *testing.T) {
 	p := rt.byRoute["complex"].plan
 	// 1000 input and 1000 output tokens: claude, the dearest candidate,
 	// costs 0.003 + 0.015 = 0.018
-	est := usage{Input: 1000, Output: 1000}
+	est := demand{usage{Input: 1000, Output: 1000}, 1}
 	if got := b.reservation(p, est); math.Abs(got-0.018) > 1e-12 {
 		t.Fatalf("reservation %v, want 0.018 (the dearest candidate's)", got)
 	}
-	if got := b.reservation(p, usage{Input: 1000}); math.Abs(got-(0.003+float64(defaultReserveOutput)*15/1e6)) > 1e-12 {
+	if got := b.reservation(p, demand{usage{Input: 1000}, 1}); math.Abs(got-(0.003+float64(defaultReserveOutput)*15/1e6)) > 1e-12 {
 		t.Fatalf("reservation without max_tokens %v, want reserve_output's", got)
+	}
+	// n answers without a limit hold reserve_output each
+	if got := b.reservation(p, demand{usage{Input: 1000}, 3}); math.Abs(got-(0.003+3*float64(defaultReserveOutput)*15/1e6)) > 1e-12 {
+		t.Fatalf("reservation of 3 answers without max_tokens %v, want 3 reserve_outputs", got)
+	}
+	if got := b.reservation(p, demand{usage{Input: 1000}, 0}); math.Abs(got-0.003) > 1e-12 {
+		t.Fatalf("reservation of an embedding %v, want its input alone", got)
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -283,6 +283,31 @@ func TestCacheKeepsOnlyCompleteAnswers(t *testing.T) {
 	}
 	resp, _ = g.post(qs)
 	expectCache(t, resp, "miss") // it was not stored
+
+	// answers that are not whole are relayed once, never served again: no
+	// choice, a choice without finish_reason, a stream that is only [DONE]
+	for i, b := range []mockllm.Behavior{
+		{Body: `{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0,"total_tokens":3}}`},
+		{Body: `{"id":"x","object":"chat.completion","choices":null}`},
+		{Body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Ye"},"finish_reason":null}]}`},
+	} {
+		q := question(fmt.Sprintf("Can I return hats, size %d?", i), false, "")
+		b.Times = 1
+		g.primary.Set("deepseek-chat", b)
+		resp, body := g.post(q)
+		expectCache(t, resp, "miss")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("answer %d: %d %s", i, resp.StatusCode, body)
+		}
+		resp, _ = g.post(q)
+		expectCache(t, resp, "miss") // it was not stored
+	}
+	qs = question("Can I return scarves?", true, "")
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Body: "data: [DONE]\n\n", Times: 1})
+	resp, body = g.post(qs)
+	if resp.Header.Get(hdrModel) != "gemini-2.5-flash" || !strings.HasSuffix(body, "data: [DONE]\n\n") || answerText(t, body) == "" {
+		t.Errorf("a stream that is only [DONE] was relayed: %s %q, want the next candidate's answer", resp.Header.Get(hdrModel), body)
+	}
 }
 
 // TestCacheKeepsAStreamWithoutUsage: a stream that reaches [DONE] from a

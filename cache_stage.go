@@ -25,6 +25,7 @@ import (
 type cacheTicket struct {
 	rc     *responseCache
 	key    answerKey
+	api    openai.API  // the answers' wire format
 	result string      // hit, miss, stale or bypass; "" when the cache does not apply
 	store  bool        // a complete answer is stored under key
 	stale  *cacheEntry // an expired answer to fall back on
@@ -57,7 +58,7 @@ func (ex *exchange) lookupCache(p plan) bool {
 		return false
 	}
 	t := &ex.cache
-	t.rc = rc
+	t.rc, t.api = rc, ex.ep.api()
 	lookup, store := cacheControl(ex.req.Header)
 	if ex.body.N > 1 || !lookup {
 		ex.setCacheResult(cacheBypass)
@@ -223,24 +224,28 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 	}
 }
 
-// keepAnswer keeps a complete JSON answer of deployment d that cost cost:
-// stored, and handed to the flight's followers.
+// keepAnswer keeps a JSON answer of deployment d that cost cost: stored
+// and handed to the flight's followers when it is whole
+// (openai.IsComplete); followers of one that is not ask a model themselves.
 func (t *cacheTicket) keepAnswer(d *deployment, body []byte, cost float64) {
 	if !t.store {
 		return
 	}
-	e := &cacheEntry{stored: now(), body: body, model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
-	if t.rc.store.put(t.key, e) {
-		t.rememberQuestion()
+	var e *cacheEntry
+	if openai.IsComplete(t.api, body) { // not one cut off or without choices: served once, never again
+		e = &cacheEntry{stored: now(), body: body, model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
+		if t.rc.store.put(t.key, e) {
+			t.rememberQuestion()
+		}
 	}
 	if t.flight != nil {
 		t.flight.land(e, cost, d.currency.Code)
 	}
 }
 
-// keepStream keeps a stream that reached its end with usage: assembled
-// into its JSON answer (the compact form) and stored, unless the stream
-// has members the answer could not carry. Its followers have had every
+// keepStream keeps a stream that reached its end: assembled into its JSON
+// answer (the compact form) and stored, unless the stream has members the
+// answer could not carry or the answer is not whole (openai.IsComplete). Its followers have had every
 // event already.
 func (t *cacheTicket) keepStream(d *deployment, cost float64) {
 	f := t.flight
@@ -248,7 +253,7 @@ func (t *cacheTicket) keepStream(d *deployment, cost float64) {
 	events := f.events
 	f.mu.Unlock()
 	var e *cacheEntry
-	if body, err := openai.ChatStreamToJSON(events); err == nil {
+	if body, err := openai.ChatStreamToJSON(events); err == nil && openai.IsComplete(t.api, body) {
 		e = &cacheEntry{stored: now(), body: body, model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
 		if t.rc.store.put(t.key, e) {
 			t.rememberQuestion()

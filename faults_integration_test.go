@@ -176,6 +176,35 @@ func TestKeyNeverRelayed(t *testing.T) {
 	}
 }
 
+// TestHeaderCredentialNeverRelayed: a provider authenticated by a header
+// of its own (Azure's api-key) has that value masked like its api_key
+// wherever the provider echoes it: error bodies, headers, stream events.
+func TestHeaderCredentialNeverRelayed(t *testing.T) {
+	const azureKey = "azure-secret-value-123456"
+	g := newGateway(t, strings.Replace(defaultRouter, "api_key \"  sk-primary-test-key-0001  \"",
+		"api_key \"  sk-primary-test-key-0001  \"\n\t\theader api-key "+azureKey+"\n\t\theader X-Trace-Id short", 1))
+	for _, isStream := range both {
+		g.primary.Reset()
+		g.primary.SetDefault(mockllm.Behavior{Status: 400, Echo: true})
+		resp, body := g.post(chatBody("simple_qa", isStream))
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Api-Key: …3456") {
+			t.Errorf("stream=%v: %d %s, want the echoed 400 with the header's fingerprint", isStream, resp.StatusCode, body)
+		}
+		if strings.Contains(body, azureKey) {
+			t.Errorf("stream=%v: the api-key header value reached the client: %s", isStream, body)
+		}
+		if !strings.Contains(body, "X-Trace-Id: short") {
+			t.Errorf("stream=%v: a header that is no credential was masked: %s", isStream, body)
+		}
+	}
+	g.primary.Reset()
+	g.primary.SetDefault(mockllm.Behavior{ErrorEvent: true, Echo: true})
+	_, body, _ := g.postRaw("/v1/chat/completions", chatBody("simple_qa", true))
+	if strings.Contains(body, azureKey) || !strings.Contains(body, "…3456") {
+		t.Errorf("error event of a stream: %s", body)
+	}
+}
+
 // TestStreamIdleTimeout: a stream that falls silent after its first events
 // ends with the error event and an abort, and costs the deployment −15.
 func TestStreamIdleTimeout(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -200,9 +201,13 @@ func (ex *exchange) clientGone() {
 func (ex *exchange) chargeAbandoned(d *deployment) {
 	u := ex.estimate(0)
 	if !ex.body.Stream {
-		if u.Output = ex.body.MaxTokens * int64(max(ex.body.N, 1)); u.Output == 0 && ex.ep.kind() == kindChat {
-			u.Output = defaultReserveOutput
+		reserve := int64(defaultReserveOutput)
+		for i, c := range ex.charges {
+			if i == 0 || c.b.reserveOut > reserve {
+				reserve = c.b.reserveOut // what admission held for it
+			}
 		}
+		u.Output = ex.outputLimit(reserve)
 	}
 	cost := ex.spend(d, u)
 	ex.abandoned.cost += cost
@@ -390,12 +395,35 @@ func (ex *exchange) admitBudgets(p plan, t time.Time) (plan, []budgetCharge, *bu
 	// what the request may cost: its input as estimated from its text,
 	// and its output limit, or each budget's reserve_output without one
 	keyOf := func(b *budget) string { return b.keyOf(ex.repl) }
-	est := usage{Input: ex.body.InputTokens(), Output: ex.body.MaxTokens}
-	if n := max(ex.body.N, 1); est.Output > 0 {
-		est.Output *= n
+	est := demand{usage: usage{Input: ex.body.InputTokens(), Output: ex.outputLimit(0)}}
+	if ex.ep.kind() == kindChat {
+		est.gens = ex.body.Generations()
 	}
 	// only chat requests can move to a (chat) downgrade route
 	return admitBudgets(r.budgets, p, ex.route, est, keyOf, t, ex.ep.kind() == kindChat, r.routing.byRoute)
+}
+
+// outputLimit is the most output, in tokens, the request's answers may
+// bill: its output limit (reserve without one) for each answer the
+// provider generates (n, best_of, a prompt list); embeddings produce none.
+func (ex *exchange) outputLimit(reserve int64) int64 {
+	if ex.ep.kind() != kindChat {
+		return 0
+	}
+	per := ex.body.MaxTokens
+	if per == 0 {
+		per = reserve
+	}
+	return mulSat(per, ex.body.Generations())
+}
+
+// mulSat is a*b for non-negative a and b, saturating at the largest int64
+// rather than wrapping.
+func mulSat(a, b int64) int64 {
+	if a != 0 && b > math.MaxInt64/a {
+		return math.MaxInt64
+	}
+	return a * b
 }
 
 // budgetsRefuse reports whether the budgets would refuse plan p now,
@@ -439,11 +467,13 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 }
 
 // readLimited reads r whole into a buffer sized by its declared length, or
-// fails with *http.MaxBytesError beyond limit bytes.
+// fails with *http.MaxBytesError beyond limit bytes. The first buffer is
+// at most preallocMax: memory is held for what arrived, never for what a
+// peer merely declares (a client that announces 8 MB and trickles).
 func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 	size := int64(4096)
 	if declared >= 0 && declared <= limit {
-		size = declared + 1 // +1 sees EOF without growing: one allocation in all
+		size = min(declared+1, preallocMax) // +1 sees EOF without growing: one allocation for most bodies
 	}
 	b := make([]byte, 0, size)
 	for {
@@ -463,6 +493,10 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 		}
 	}
 }
+
+// preallocMax bounds the buffer readLimited allocates before any byte
+// arrives; larger bodies grow it as they come.
+const preallocMax = 64 << 10
 
 // attemptResult is what became of one upstream attempt.
 type attemptResult struct {
@@ -536,7 +570,8 @@ func (ex *exchange) run(p plan) {
 			ex.clientGone()
 			return true
 		case outcomeTimeout:
-			if res.sent {
+			if res.sent && res.status == 0 {
+				// given up by the router; a provider's own 408 generated nothing
 				ex.chargeAbandoned(d)
 			}
 		case outcomeHedgeLost:
@@ -689,6 +724,12 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 	payload, err := readResponse(resp)
 	if err != nil {
 		ex.transportFailure(ctx, res, err)
+		if res.outcome == outcomeConnectError && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			// cut off after its headers: the answer was generated, and
+			// billed, before them (a timeout or the client's leaving is
+			// charged so by end)
+			ex.chargeAbandoned(d)
+		}
 		return
 	}
 	res.status = resp.StatusCode
@@ -841,9 +882,12 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		return
 	}
 	res.status = resp.StatusCode
-	if data := openai.EventData(first); !bytes.Equal(data, openai.DoneData) && (!openai.IsObject(data) || openai.IsError(data)) {
+	if data := openai.EventData(first); bytes.Equal(data, openai.DoneData) || !openai.IsObject(data) || openai.IsError(data) {
+		// an error, or a stream that ends before any answer: fail over,
+		// the input charged as estimated (the provider may bill it)
 		res.outcome = outcomeServerError
 		res.detail = fmt.Sprintf("%d %s, but the stream's first event is not an answer", resp.StatusCode, http.StatusText(resp.StatusCode))
+		ex.spend(d, ex.estimate(0))
 		return
 	}
 	if !ex.gate.claim(i) {

@@ -168,4 +168,10 @@ func TestReadLimited(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { rd.Reset("hello"); _, _ = readLimited(rd, 5, 100) }); n > 1 {
 		t.Errorf("%v allocations for a body of declared length, want 1", n)
 	}
+	// a peer that declares 8 MB and sends 5 bytes holds a small buffer,
+	// not the 8 MB it announced
+	got, err := readLimited(strings.NewReader("hello"), 8<<20, 16<<20)
+	if err != nil || string(got) != "hello" || cap(got) > preallocMax {
+		t.Errorf("declared 8 MB, sent 5 bytes: %q %v, buffer of %d bytes, want at most %d", got, err, cap(got), preallocMax)
+	}
 }

@@ -33,7 +33,13 @@ type provider struct {
 	transport   *http.Transport
 	urls        [endpointCount]*url.URL // each endpoint's upstream URL
 	streamUsage openai.UsageAsk         // how a stream's usage is asked for
+	// secrets are the key and the credentials among the headers: never
+	// relayed, logged or shown, should the provider echo them
+	secrets []secret
 }
+
+// secret is a credential of a provider and what is shown in its place.
+type secret struct{ value, fingerprint string }
 
 // newProvider resolves placeholders and builds the provider's transport.
 func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provider, error) {
@@ -60,9 +66,19 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 	if pc.NoStreamUsage {
 		p.streamUsage = openai.NoStreamOptions
 	}
+	if key != "" {
+		p.secrets = append(p.secrets, secret{key, p.fingerprint})
+	}
 	for field, vals := range pc.Headers {
 		for _, v := range vals {
-			p.headers.Add(field, repl.ReplaceKnown(v, ""))
+			v = repl.ReplaceKnown(v, "")
+			p.headers.Add(field, v)
+			if isCredentialHeader(field) {
+				p.addSecret(v)
+				if _, token, ok := strings.Cut(v, " "); ok { // "Bearer …": the token alone may be echoed
+					p.addSecret(strings.TrimSpace(token))
+				}
+			}
 		}
 	}
 	for ep := chatEndpoint; ep < endpointCount; ep++ {
@@ -158,12 +174,38 @@ func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
 	return nil
 }
 
-// scrubKey replaces the provider's key in text it sent back.
+// scrubKey replaces the provider's key and header credentials in text it
+// sent back.
 func (p *provider) scrubKey(text string) string {
-	if p.key == "" {
-		return text
+	for _, c := range p.secrets {
+		text = strings.ReplaceAll(text, c.value, c.fingerprint)
 	}
-	return strings.ReplaceAll(text, p.key, p.fingerprint)
+	return text
+}
+
+// minSecret is the shortest header value taken for a credential: shorter
+// ones ("1", "true") would be replaced in answers' text.
+const minSecret = 8
+
+// addSecret adds v to the provider's secrets, once.
+func (p *provider) addSecret(v string) {
+	if len(v) < minSecret || slices.ContainsFunc(p.secrets, func(c secret) bool { return c.value == v }) {
+		return
+	}
+	p.secrets = append(p.secrets, secret{v, keyFingerprint(v)})
+}
+
+// isCredentialHeader reports whether a configured request header carries a
+// credential, by its name: Azure's api-key, X-Goog-Api-Key,
+// Ocp-Apim-Subscription-Key, a second Authorization, tokens and secrets.
+func isCredentialHeader(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range [...]string{"key", "auth", "token", "secret", "password", "signature", "cookie", "credential", "subscription"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // setAuth puts the provider's key on an upstream request.
@@ -228,7 +270,8 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// scrubber replaces every configured provider key, wherever it appears in
+// scrubber replaces every configured provider key and header credential
+// (provider.secrets), wherever it appears in
 // what the router relays but did not write itself (provider error bodies and
 // headers), with the key's fingerprint: some providers echo the request,
 // headers included, in their validation errors.
@@ -239,9 +282,11 @@ type scrubber struct {
 func newScrubber(providers map[string]*provider) *scrubber {
 	s := new(scrubber)
 	for _, p := range providers {
-		if p.key != "" && !slices.Contains(s.keys, p.key) {
-			s.keys = append(s.keys, p.key)
-			s.fingerprints = append(s.fingerprints, p.fingerprint)
+		for _, c := range p.secrets {
+			if !slices.Contains(s.keys, c.value) {
+				s.keys = append(s.keys, c.value)
+				s.fingerprints = append(s.fingerprints, c.fingerprint)
+			}
 		}
 	}
 	return s

@@ -71,6 +71,7 @@ type Request struct {
 	Stream       bool    // a streamed answer (never for embeddings)
 	IncludeUsage bool    // the client asked for a stream's usage chunk
 	N            int64   // answers asked for; 0 when absent
+	BestOf       int64   // completions' best_of: answers generated (and billed) to return the N best; 0 when absent
 	MaxTokens    int64   // the output limit of the API: the larger of chat's max_completion_tokens and max_tokens, completions' max_tokens, Responses' max_output_tokens (any of them without an API); 0 when absent
 	Temperature  float64 // -1 when absent
 	HasTools     bool    // tools or functions are given
@@ -173,6 +174,8 @@ func (r *Request) Parse(raw []byte, api API) error {
 			}
 		case "n":
 			err = readInt(s, &r.N, "n", 1, MaxChoices)
+		case "best_of":
+			err = readInt(s, &r.BestOf, "best_of", 0, MaxChoices)
 		case "max_tokens", "max_completion_tokens", "max_output_tokens":
 			// each is checked whatever the API (a provider that reads it
 			// must not be sent what it refuses), but only the API's own
@@ -278,6 +281,17 @@ func (r *Request) Parse(raw []byte, api API) error {
 	return nil
 }
 
+// Generations is how many answers the provider generates, and bills, for
+// the request: n (completions' best_of when larger) for each prompt of a
+// completions request, whose prompt may be a list.
+func (r *Request) Generations() int64 {
+	g := max(r.N, 1)
+	if r.API == Completions {
+		g = max(g, r.BestOf) * max(r.Messages, 1) // Messages counts its prompts
+	}
+	return g
+}
+
 // readsLimit reports whether api reads the output limit member name: chat
 // max_completion_tokens and (deprecated) max_tokens, completions
 // max_tokens, Responses max_output_tokens, embeddings none. Without an API
@@ -301,7 +315,7 @@ var actedOn = func() map[string]string {
 	m := map[string]string{}
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
-		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background"} {
+		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background", "best_of"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
 	return m
