@@ -270,3 +270,81 @@ func TestAbandonedChargeCountsEveryAnswer(t *testing.T) {
 		t.Errorf("3 answers without max_tokens charged %d output tokens, want 3 × reserve_output 100", out)
 	}
 }
+
+// TestFailoverHoldsTheBudgetAgain: an attempt that was charged (here one
+// past its provider's timeout) used up the request's reservation; the
+// next candidate is tried only if the budget can hold the reservation
+// again, as concurrent requests must see it. Under a limit the first
+// charge reached, the request ends without a second spend.
+func TestFailoverHoldsTheBudgetAgain(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
+	price := &Price{Input: 1000}
+	build := func(limit float64) *Router {
+		return benchRouter(t, srv.URL, func(r *Router) {
+			r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+			r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+			r.Budgets = []*Budget{{Name: "team", Limits: []BudgetLimit{{Amount: limit, Period: "day"}}}}
+			r.BudgetSync = -1
+		})
+	}
+	// 350 output tokens at 1000 per 1M: a reservation of about 0.35
+	body := `{"model":"simple_qa","max_tokens":350,"messages":[{"role":"user","content":"Hi"}]}`
+
+	r := build(0.3) // admitted (nothing spent), but the first charge reaches it
+	w := serveOnce(r, body)
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "budget 'team' has no room") {
+		t.Fatalf("%d %s, want the 503 that names the budget", w.Code, w.Body)
+	}
+	if n := len(mock.RequestsFor("gemini-2.5-flash")); n != 0 {
+		t.Errorf("the second candidate was asked %d times past the budget", n)
+	}
+	if got := r.budgets[0].ledger.reserved("", periodDay, now()); got != 0 {
+		t.Errorf("%v still reserved after the request ended", got)
+	}
+
+	r = build(10) // room for both
+	if w := serveOnce(r, body); w.Code != http.StatusOK || w.Header().Get(hdrModel) != "gemini-2.5-flash" {
+		t.Fatalf("%d via %q, want the failover's answer", w.Code, w.Header().Get(hdrModel))
+	}
+	if got := r.budgets[0].ledger.reserved("", periodDay, now()); got != 0 {
+		t.Errorf("%v still reserved after the request ended", got)
+	}
+}
+
+// TestHedgeHoldsTheBudgetTwice: while a hedge runs beside its first
+// attempt, the request holds its reservation twice: both may be billed,
+// and concurrent requests must see that.
+func TestHedgeHoldsTheBudgetTwice(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.SetDefault(mockllm.Behavior{Latency: time.Minute})
+	price := &Price{Input: 1000}
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
+		r.Budgets = []*Budget{{Name: "team", Limits: []BudgetLimit{{Amount: 10, Period: "day"}}}}
+		r.BudgetSync = -1
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/chat/completions",
+		strings.NewReader(`{"model":"simple_qa","max_tokens":350,"messages":[{"role":"user","content":"Hi"}]}`))
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	held := make(chan float64, 1)
+	go func() {
+		<-mock.Arrived()
+		<-mock.Arrived() // both attempts are at the provider
+		held <- r.budgets[0].ledger.reserved("", periodDay, now())
+		cancel()
+	}()
+	_ = r.ServeHTTP(httptest.NewRecorder(), req, nil)
+	one := 350 * 1000 / 1e6
+	if got := <-held; got < 2*one {
+		t.Errorf("%v reserved with a hedge in flight, want twice the reservation (%v)", got, 2*one)
+	}
+}

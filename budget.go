@@ -323,8 +323,38 @@ type demand struct {
 type budgetCharge struct {
 	b        *budget
 	key      string
-	reserved float64
+	amount   float64 // what admission reserved: held again for each further attempt (hold)
+	reserved float64 // what is held now
 	windows  [periodCount]string
+}
+
+// hold makes the charge hold its admission amount for each of copies
+// attempts in flight at t, taking what is missing from the budget as
+// admission would for a request that cannot move (the hard cap, and the
+// limit of a budget without a downgrade, stop it): a failover after an
+// attempt that was charged, or a hedge beside one, spends again, and
+// concurrent requests must see that. With whole (a hedge, which is
+// optional), the extra must fit under the limits entirely. It reports
+// whether the budget had room; without it, what was held stays.
+func (c *budgetCharge) hold(copies int, t time.Time, whole bool) bool {
+	want := c.amount * float64(copies)
+	if c.reserved >= want || c.amount == 0 {
+		return true
+	}
+	res, nc, _ := c.b.admit(c.key, want-c.reserved, t, true, whole)
+	if res != admitted {
+		return false
+	}
+	if nc.windows != c.windows { // a window turned: hold it all in the new ones
+		held := c.reserved
+		c.release()
+		c.windows = nc.windows
+		if res, moved, _ := c.b.admit(c.key, held, t, true, false); res == admitted {
+			c.reserved = moved.reserved
+		}
+	}
+	c.reserved += nc.reserved
+	return true
 }
 
 // budgetVerdict is why a request is refused.
@@ -350,7 +380,10 @@ const (
 // downgrade route, or is not a chat request) is not stopped by the limit of
 // a budget that has a downgrade route; the hard cap, and the limit of a
 // budget without one, still stop it.
-func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade bool) (admitResult, budgetCharge, budgetVerdict) {
+//
+// With whole, the amount itself must fit under the limits and the hard cap,
+// not merely start under them: what an optional extra spend (a hedge) needs.
+func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, whole bool) (admitResult, budgetCharge, budgetVerdict) {
 	c := budgetCharge{b: b, key: key}
 	l := b.ledger
 	var windows [periodCount]window // before the lock: window takes it
@@ -362,13 +395,19 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade bool
 	defer l.mu.Unlock()
 	ks := l.keySpend(key)
 	spend := ks.committedIn(c.windows)
-	if b.hard > 0 && spend[b.hardPeriod] >= b.hard {
+	reached := func(spent, limit float64) bool {
+		if whole {
+			return spent+amount > limit
+		}
+		return spent >= limit
+	}
+	if b.hard > 0 && reached(spend[b.hardPeriod], b.hard) {
 		return pastHard, c, budgetVerdict{refuse: b, resetAt: windows[b.hardPeriod].end,
 			why: fmt.Sprintf("hard cap of %s per %s reached (%s spent or reserved)", humanMoney(b.hard, b.currency), b.hardPeriod, humanMoney(spend[b.hardPeriod], b.currency))}
 	}
 	if !onDowngrade || b.downgrade == "" {
 		for _, lim := range b.limits {
-			if spend[lim.period] >= lim.amount {
+			if reached(spend[lim.period], lim.amount) {
 				return atLimit, c, budgetVerdict{refuse: b, resetAt: windows[lim.period].end,
 					why: fmt.Sprintf("limit of %s per %s reached (%s spent or reserved)", humanMoney(lim.amount, b.currency), lim.period, humanMoney(spend[lim.period], b.currency))}
 			}
@@ -377,7 +416,7 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade bool
 	for p := range periodCount {
 		ks.periods[p].reserved += amount
 	}
-	c.reserved = amount
+	c.amount, c.reserved = amount, amount
 	return admitted, c, budgetVerdict{}
 }
 
@@ -402,7 +441,7 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 			key := keyOf(b)
 			// on the route a budget downgrades to, its own limit does not
 			// stop the request
-			res, c, v := b.admit(key, b.reservation(p, est), t, onDowngrade || b.downgrade == route)
+			res, c, v := b.admit(key, b.reservation(p, est), t, onDowngrade || b.downgrade == route, false)
 			switch res {
 			case admitted:
 				charges = append(charges, c)
@@ -459,26 +498,6 @@ func chargeBudgets(charges []budgetCharge, d *deployment, cost float64, t time.T
 		c.b.ledger.settle(c.b, c.key, cost, t, c.windows, c.reserved)
 		c.reserved = 0
 	}
-}
-
-// room reports whether the charge's budget could take the request's
-// reservation once more within its limits and hard cap: what a hedge,
-// which may spend twice, needs.
-func (c *budgetCharge) room() bool {
-	b, l := c.b, c.b.ledger
-	extra := c.reserved
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	spend := l.keySpend(c.key).committedIn(c.windows)
-	if b.hard > 0 && spend[b.hardPeriod]+extra > b.hard {
-		return false
-	}
-	for _, lim := range b.limits {
-		if spend[lim.period]+extra > lim.amount {
-			return false
-		}
-	}
-	return true
 }
 
 // release gives back what remains of the charge's reservation.

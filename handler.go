@@ -542,6 +542,10 @@ func (ex *exchange) run(p plan) {
 			ex.failures = append(ex.failures, d.label()+": skipped, try_duration "+tryDuration.String()+" spent")
 			return false
 		}
+		if b := ex.holdBudgets(d, 1, false); b != nil {
+			ex.failures = append(ex.failures, d.label()+": skipped, budget '"+b.name+"' has no room for another attempt")
+			return false
+		}
 		return true
 	}
 	begin := func(d *deployment, lastResort bool) {
@@ -1327,6 +1331,25 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 				zap.String("outcome", string(res.outcome)), zap.String("detail", res.detail))
 		}
 	}
+}
+
+// holdBudgets makes every budget of the request that covers d hold its
+// reservation for copies attempts in flight (budgetCharge.hold, whole for
+// a hedge): a failover after a charged attempt, or a hedge, spends again. It returns
+// the budget that has no room for it, nil when all do.
+func (ex *exchange) holdBudgets(d *deployment, copies int, whole bool) *budget {
+	if len(ex.charges) == 0 {
+		return nil
+	}
+	ex.usageMu.Lock()
+	defer ex.usageMu.Unlock()
+	t := now()
+	for i := range ex.charges {
+		if c := &ex.charges[i]; c.b.covers[d] && !c.hold(copies, t, whole) {
+			return c.b
+		}
+	}
+	return nil
 }
 
 // observeUsage is the one place an answer's token usage is known: it is

@@ -65,9 +65,10 @@ func (ex *exchange) hedgeDelay(d *deployment, hedges int) time.Duration {
 	if f.HedgeAfter == 0 && !f.HedgeAuto || hedges >= f.maxHedges() {
 		return 0
 	}
-	// a request the cache serves or that others follow (its flight), and
-	// one whose budget could not pay twice, is not hedged
-	if ex.cache.flight != nil || !budgetsHaveRoom(ex.charges) {
+	// a request the cache serves or that others follow (its flight) is
+	// not hedged; one whose budget cannot hold a second reservation when
+	// the hedge is due is not either (holdBudgets)
+	if ex.cache.flight != nil {
 		return 0
 	}
 	if !f.HedgeAuto {
@@ -108,9 +109,9 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 	hedge := make(chan hedgedResult, 1)
 	timer := time.AfterFunc(delay, func() {
 		gate.mu.Lock()
-		if gate.winner != 0 || gate.closed || ex.clientLeft() {
+		if gate.winner != 0 || gate.closed || ex.clientLeft() || ex.holdBudgets(h, 2, true) != nil {
 			gate.mu.Unlock()
-			return // d answered, or ended, in time; or nobody may read
+			return // d answered, or ended, in time; nobody may read; or the budget cannot pay twice
 		}
 		// the hedge counts from now: under the gate's lock, so that an
 		// attempt that wins after this sees it (X-LLM-Attempts)
@@ -143,18 +144,6 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 	// d ended (answered, lost or failed) with the hedge under way: the
 	// hedge's result comes when it ends, at once if d won
 	return []hedgedResult{first, <-hedge}, true
-}
-
-// budgetsHaveRoom reports whether every budget of the request could pay
-// for the request a second time (its reservation again) within its
-// limits: a hedge spends up to twice.
-func budgetsHaveRoom(charges []budgetCharge) bool {
-	for i := range charges {
-		if !charges[i].room() {
-			return false
-		}
-	}
-	return true
 }
 
 // settleHedge records a hedge to h once both its attempts have ended:
