@@ -110,6 +110,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		max_request_body <size>
 //		service_tiers <tier>...
+//		allow_unpriced <feature>...
 //		pass_response_header <field>...
 //	}
 //
@@ -293,6 +294,11 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 
+		case "allow_unpriced":
+			if r.AllowUnpriced = d.RemainingArgs(); len(r.AllowUnpriced) == 0 {
+				return d.ArgErr()
+			}
+
 		case "max_request_body":
 			var v string
 			if !d.AllArgs(&v) {
@@ -335,7 +341,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
-	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body", "service_tiers", "pass_response_header"}
+	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body", "service_tiers", "allow_unpriced", "pass_response_header"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams", "semantic"}
 	semanticSubdirectives = []string{"model", "threshold", "max_entries", "lookup_timeout"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}

@@ -296,8 +296,9 @@ var defaultServiceTiers = []string{"auto", "default", "flex"}
 
 // billable refuses what the router could not bill as the provider does
 // (false: the client has been answered): a service tier priced above the
-// model's price, and a Responses API background request, whose answer
-// and usage are fetched later, past the router.
+// model's price, a Responses API background request, whose answer and
+// usage are fetched later, past the router, and a feature billed apart
+// from tokens (a hosted tool, audio output) the config does not allow.
 func (ex *exchange) billable() bool {
 	if t := ex.body.ServiceTier; t != "" && !slices.Contains(ex.router.ServiceTiers, t) {
 		ex.fail(invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, "service_tier",
@@ -310,7 +311,33 @@ func (ex *exchange) billable() bool {
 			"background responses are not supported by this gateway: their answer and usage would be fetched past it, uncounted"))
 		return false
 	}
+	for _, f := range ex.body.Unpriced {
+		if !allowedUnpriced(ex.router.AllowUnpriced, f) {
+			param := "tools"
+			switch f {
+			case "web_search":
+				param = "web_search_options"
+			case "audio":
+				param = "modalities"
+			}
+			ex.fail(invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, param,
+				fmt.Sprintf("'%s' is not available through this gateway: the provider bills it apart from tokens, which the gateway cannot count",
+					truncate(f, maxEchoedName))))
+			return false
+		}
+	}
 	return true
+}
+
+// allowedUnpriced reports whether feature is in allowed, or begins with
+// one of them followed by "_" (web_search allows web_search_preview).
+func allowedUnpriced(allowed []string, feature string) bool {
+	for _, a := range allowed {
+		if feature == a || strings.HasPrefix(feature, a) && strings.HasPrefix(feature[len(a):], "_") {
+			return true
+		}
+	}
+	return false
 }
 
 // resolve finds the request's candidates (README, "Routing rules"); false
@@ -395,7 +422,7 @@ func (ex *exchange) admitBudgets(p plan, t time.Time) (plan, []budgetCharge, *bu
 	// what the request may cost: its input as estimated from its text,
 	// and its output limit, or each budget's reserve_output without one
 	keyOf := func(b *budget) string { return b.keyOf(ex.repl) }
-	est := demand{usage: usage{Input: ex.body.InputTokens(), Output: ex.outputLimit(0)}}
+	est := demand{usage: usage{Input: ex.inputTokens(), Output: ex.outputLimit(0)}}
 	if ex.ep.kind() == kindChat {
 		est.gens = ex.body.Generations()
 	}
@@ -780,7 +807,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			ex.cache.keepAnswer(d, payload, cost)
 		}
 		if ex.ep == responsesEndpoint {
-			rememberResponse(openai.ResponseID(payload), d)
+			rememberResponse(openai.ResponseID(payload), d, u)
 		}
 	} else {
 		if !ex.gate.claim(i) {
@@ -924,7 +951,6 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		defer relay.idleTimer.Stop()
 	}
 	err = relay.relay(ex.w, rc.Flush, events, first)
-	rememberResponse(relay.responseID, d)
 
 	switch {
 	case err != nil:
@@ -938,15 +964,14 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// cleanly its connection closed
 		err = errNoDone
 	}
-	var cost float64
+	u := ex.estimate(relay.chars)
 	if relay.usage != nil {
-		cost = ex.observeUsage(d, *relay.usage)
-	} else {
-		// abandoned, broken, or a provider that ignores include_usage:
-		// the provider bills anyway, so count an estimate rather than
-		// nothing
-		cost = ex.observeUsage(d, ex.estimate(relay.chars))
+		u = *relay.usage
 	}
+	// abandoned, broken, or a provider that ignores include_usage: the
+	// provider bills anyway, so an estimate is counted rather than nothing
+	cost := ex.observeUsage(d, u)
+	rememberResponse(relay.responseID, d, u)
 	if relay.flight != nil && err == nil && relay.done {
 		ex.cache.keepStream(d, cost)
 	}
@@ -1394,7 +1419,7 @@ func (ex *exchange) spend(d *deployment, u usage) float64 {
 // about four characters a token; flagged as estimated.
 func (ex *exchange) estimate(outputChars int64) usage {
 	return usage{
-		Input:     ex.body.InputTokens(),
+		Input:     ex.inputTokens(),
 		Output:    (outputChars + openai.CharsPerToken - 1) / openai.CharsPerToken,
 		Estimated: true,
 	}

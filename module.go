@@ -138,6 +138,15 @@ type Router struct {
 	// default and flex (which costs less than the standard price).
 	ServiceTiers []string `json:"service_tiers,omitempty"`
 
+	// AllowUnpriced are the features a provider bills apart from tokens
+	// that clients may use all the same, uncounted by costs and budgets:
+	// hosted tools by type ("web_search" also allows
+	// "web_search_preview" and its dated versions: a name allows itself and
+	// every type it begins followed by "_"), "web_search" for chat's
+	// web_search_options, "audio" for audio output. A request that asks for
+	// one not listed gets 400. Default: none.
+	AllowUnpriced []string `json:"allow_unpriced,omitempty"`
+
 	// PassResponseHeaders are provider response headers relayed to the
 	// client besides those an OpenAI client uses (Content-Type,
 	// X-Request-Id, Openai-Processing-Ms, Openai-Version, X-Ratelimit-*,

@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"bytes"
+	"math"
 	"net/http"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -18,22 +19,53 @@ import (
 // about 100 bytes each.
 const maxResponseHomes = 100_000
 
-// responseHomes maps a response id to the deployment that made it. It is
-// the process's, across reloads: a config that drops the deployment
-// simply has no candidate of that identity.
-var responseHomes = func() *lru.Cache[string, deploymentID] {
-	c, err := lru.New[string, deploymentID](maxResponseHomes)
+// responseHome is where a response was made, and the context a
+// continuation of it makes the provider read again: the response's input
+// (its own predecessors' included) and output, in tokens.
+type responseHome struct {
+	d       deploymentID
+	context int64
+}
+
+// responseHomes maps a response id to its home. It is the process's,
+// across reloads: a config that drops the deployment simply has no
+// candidate of that identity.
+var responseHomes = func() *lru.Cache[string, responseHome] {
+	c, err := lru.New[string, responseHome](maxResponseHomes)
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
 	return c
 }()
 
-// rememberResponse records that d made the response id.
-func rememberResponse(id string, d *deployment) {
+// rememberResponse records that d made the response id, with usage u.
+func rememberResponse(id string, d *deployment, u usage) {
 	if id != "" {
-		responseHomes.Add(id, d.id)
+		responseHomes.Add(id, responseHome{d.id, addSat(u.Input, u.Output)})
 	}
+}
+
+// inputTokens is the request's estimated input: its text
+// (openai.Request.InputTokens) and, for a continuation of a response the
+// router relayed, that response's context, which the provider reads (and
+// bills) again. A continuation of a response it does not know (made
+// elsewhere, or forgotten) is estimated from its own text.
+func (ex *exchange) inputTokens() int64 {
+	n := ex.body.InputTokens()
+	if prev := ex.body.PreviousResponseID; prev != "" && ex.ep == responsesEndpoint {
+		if home, ok := responseHomes.Peek(prev); ok {
+			n = addSat(n, home.context)
+		}
+	}
+	return n
+}
+
+// addSat is a+b for non-negative a and b, saturating at the largest int64.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // homeFirst moves the deployment that made the response a request
@@ -48,7 +80,7 @@ func (ex *exchange) homeFirst(candidates []*deployment) {
 		return
 	}
 	for i, d := range candidates {
-		if d.id == home {
+		if d.id == home.d {
 			copy(candidates[1:i+1], candidates[:i])
 			candidates[0] = d
 			return

@@ -1,10 +1,15 @@
 package llmrouter
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
@@ -60,5 +65,46 @@ func TestResponsesContinuationGoesHome(t *testing.T) {
 	}
 	if after := statsFor(t, g, "gpt-4.1", "primary").HealthScore; after != before {
 		t.Errorf("gpt-4.1's score went from %d to %d on the client's 404", before, after)
+	}
+}
+
+// TestContinuationEstimateCountsItsContext: a continuation makes the
+// provider read the response it continues again, which its own text does
+// not show: its estimated input (what it reserves, and is charged when
+// abandoned) includes that response's input and output.
+func TestContinuationEstimateCountsItsContext(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
+		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+	})
+	post := func(body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/v1/responses", strings.NewReader(body))
+		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		_ = r.ServeHTTP(w, req, nil)
+		return w
+	}
+	w := post(`{"model":"simple_qa","input":"` + strings.Repeat("Tell me about jackets. ", 200) + `"}`)
+	var first struct {
+		ID    string `json:"id"`
+		Usage struct {
+			Input  int64 `json:"input_tokens"`
+			Output int64 `json:"output_tokens"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &first); err != nil || first.ID == "" || first.Usage.Input == 0 {
+		t.Fatalf("first response %d %s", w.Code, w.Body)
+	}
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
+	w = post(`{"model":"simple_qa","input":"And?","previous_response_id":"` + first.ID + `"}`)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("%d %s, want the 503 of a timeout", w.Code, w.Body)
+	}
+	if in, _, _ := estimatedCharge(r, "deepseek-v3.2"); in < first.Usage.Input+first.Usage.Output {
+		t.Errorf("the abandoned continuation was charged %d input tokens, want at least the %d+%d it continues",
+			in, first.Usage.Input, first.Usage.Output)
 	}
 }

@@ -64,6 +64,12 @@ func TestUnbillableRequestsRefused(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"simple_qa",` + msgs + `,"service_tier":"priority"}`, "service_tier"},
 		{"/v1/responses", `{"model":"simple_qa","input":"Where is my order?","service_tier":"scale"}`, "service_tier"},
 		{"/v1/responses", `{"model":"simple_qa","input":"Where is my order?","background":true}`, "background"},
+		// billed apart from tokens: hosted tools, web search, audio output
+		{"/v1/responses", `{"model":"simple_qa","input":"Where is my order?","tools":[{"type":"web_search_preview"}]}`, "tools"},
+		{"/v1/responses", `{"model":"simple_qa","input":"Draw it","tools":[{"type":"function","name":"f"},{"type":"image_generation"}]}`, "tools"},
+		{"/v1/responses", `{"model":"simple_qa","input":"Find it","tools":[{"t\u0079pe":"file_search"}]}`, "tools"},
+		{"/v1/chat/completions", `{"model":"simple_qa",` + msgs + `,"web_search_options":{}}`, "web_search_options"},
+		{"/v1/chat/completions", `{"model":"simple_qa",` + msgs + `,"modalities":["text","audio"],"audio":{"voice":"alloy","format":"wav"}}`, "modalities"},
 	} {
 		resp, body := g.postPath(tc.path, tc.body)
 		e := apiErr(t, body)
@@ -85,6 +91,18 @@ func TestUnbillableRequestsRefused(t *testing.T) {
 	resp, body = g.post(`{"model":"deepseek-v3.2",` + msgs + `,"service_tier":"flex"}`)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "default, priority") {
 		t.Errorf("a tier the config does not offer: %d %s", resp.StatusCode, body)
+	}
+	// function tools are priced as tokens; allowed features pass
+	g = newGateway(t, defaultRouter+"\tallow_unpriced web_search\n")
+	resp, body = g.post(`{"model":"deepseek-v3.2",` + msgs + `,"tools":[{"type":"function","function":{"name":"track"}}]}`)
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	resp, body = g.post(`{"model":"deepseek-v3.2",` + msgs + `,"web_search_options":{"search_context_size":"low"}}`)
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	resp, body = g.postPath("/v1/responses", `{"model":"deepseek-v3.2","input":"Where is my order?","tools":[{"type":"web_search_preview_2025_03_11"}]}`)
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	resp, body = g.postPath("/v1/responses", `{"model":"deepseek-v3.2","input":"Where is my order?","tools":[{"type":"web_searchx"}]}`)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("web_searchx passed an allow list of web_search: %d %s", resp.StatusCode, body)
 	}
 }
 

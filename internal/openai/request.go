@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -83,6 +84,13 @@ type Request struct {
 	// Background is the Responses API's background: the answer is fetched
 	// later, from another endpoint, with usage the router never sees
 	Background bool
+	// Unpriced are the features asked for that a provider bills apart from
+	// tokens, which the gateway cannot count: hosted tools by their type as
+	// sent (any tool type but function and custom: "web_search_preview",
+	// "file_search", "code_interpreter", "image_generation"...),
+	// "web_search" for chat's web_search_options, "audio" for audio output
+	// (modalities, audio); nil for none
+	Unpriced []string
 	// PreviousResponseID is the Responses API's previous_response_id: the
 	// stored response this one continues, which only the provider that
 	// made it knows; "" when absent or null
@@ -200,6 +208,16 @@ func (r *Request) Parse(raw []byte, api API) error {
 			}
 		case "tools", "functions":
 			err = r.readTools(s, canon, depth)
+		case "web_search_options", "audio":
+			if err = s.value(depth); err == nil && s.b[vstart] != 'n' {
+				feature := "audio"
+				if canon == "web_search_options" {
+					feature = "web_search"
+				}
+				r.unpriced(feature)
+			}
+		case "modalities":
+			err = r.readModalities(s, depth)
 		case "response_format":
 			err = r.readResponseFormat(s, depth)
 		case "messages":
@@ -315,7 +333,7 @@ var actedOn = func() map[string]string {
 	m := map[string]string{}
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
-		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background", "best_of"} {
+		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
 	return m
@@ -562,13 +580,71 @@ func (r *Request) readTools(s *scanner, param string, depth int) error {
 		return wrongType(param, "an array")
 	}
 	n := 0
-	err := s.array(depth, func(s *scanner, _, depth int) error {
+	err := s.array(depth, func(s *scanner, i, depth int) error {
 		n++
-		return s.value(depth)
+		if s.b[s.i] != '{' || param != "tools" {
+			return s.value(depth) // a legacy function, or what the provider refuses
+		}
+		var names memberNames
+		const prefix = "tools[]." // the index goes in only on an error: no allocation per tool
+		err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+			switch names.check(keyName(key), prefix, "type") {
+			case 0:
+				vstart := s.i
+				if err := readString(s, prefix+"type"); err != nil || s.b[vstart] != '"' {
+					return err
+				}
+				if t := text(s.b[vstart:s.i]); t != "function" && t != "custom" {
+					r.unpriced(strings.Clone(t))
+				}
+				return nil
+			case -1:
+				return s.value(depth)
+			}
+			return names.err
+		})
+		if e, ok := err.(*Error); ok && strings.HasPrefix(e.Param, prefix) {
+			at := "tools[" + strconv.Itoa(i) + "]."
+			e.Param = at + e.Param[len(prefix):]
+			e.Message = strings.ReplaceAll(e.Message, prefix, at)
+		}
+		return err
 	})
 	r.HasTools = r.HasTools || n > 0
 	r.ToolBytes += int64(s.i - start)
 	return err
+}
+
+// readModalities reads the output modalities: "audio" among them is
+// unpriced.
+func (r *Request) readModalities(s *scanner, depth int) error {
+	switch s.b[s.i] {
+	case 'n':
+		return s.literal("null")
+	case '[':
+	default:
+		return wrongType("modalities", "an array")
+	}
+	return s.array(depth, func(s *scanner, i, depth int) error {
+		vstart := s.i
+		if s.b[s.i] != '"' {
+			return wrongType("modalities["+strconv.Itoa(i)+"]", "a string")
+		}
+		if err := s.str(); err != nil {
+			return err
+		}
+		if text(s.b[vstart:s.i]) == "audio" {
+			r.unpriced("audio")
+		}
+		return nil
+	})
+}
+
+// unpriced adds feature to Unpriced, once.
+func (r *Request) unpriced(feature string) {
+	if !slices.Contains(r.Unpriced, feature) {
+		r.Unpriced = append(r.Unpriced, feature)
+	}
 }
 
 func (r *Request) readResponseFormat(s *scanner, depth int) error {
