@@ -1,6 +1,9 @@
 package openai
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 // TestGenerations: what a request makes the provider generate, and bill:
 // n answers, completions' best_of when larger, for each prompt of a
@@ -69,6 +72,32 @@ func TestIsComplete(t *testing.T) {
 	} {
 		if got := IsComplete(tc.api, []byte(tc.body)); got != tc.want {
 			t.Errorf("%d %s: %v, want %v", tc.api, tc.body, got, tc.want)
+		}
+	}
+}
+
+// FuzzIsComplete: any bytes, never a panic; a whole answer is valid JSON.
+func FuzzIsComplete(f *testing.F) {
+	f.Add(`{"choices":[{"finish_reason":"stop"}]}`)
+	f.Add(`{"choices":[{"finish_reason":"`)
+	f.Add(`{"data":[`)
+	f.Add(`{"status":"completed"`)
+	f.Fuzz(func(t *testing.T, body string) {
+		for api := Chat; api <= Embeddings; api++ {
+			if IsComplete(api, []byte(body)) && !json.Valid([]byte(body)) {
+				t.Errorf("%d: %q complete but not JSON", api, body)
+			}
+		}
+	})
+}
+
+func BenchmarkIsComplete(b *testing.B) {
+	answer := []byte(`{"id":"chatcmpl-mock-1","object":"chat.completion","created":1700000000,"model":"gemini-2.5-flash","choices":[{"index":0,"message":{"role":"assistant","content":"w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 "},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":10,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":0}}}`)
+	b.SetBytes(int64(len(answer)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if !IsComplete(Chat, answer) {
+			b.Fatal("incomplete")
 		}
 	}
 }
