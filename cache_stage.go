@@ -226,13 +226,14 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 
 // keepAnswer keeps a JSON answer of deployment d that cost cost: stored
 // and handed to the flight's followers when it is whole
-// (openai.IsComplete); followers of one that is not ask a model themselves.
-func (t *cacheTicket) keepAnswer(d *deployment, body []byte, cost float64) {
+// (openai.Answer.Complete); followers of one that is not ask a model
+// themselves.
+func (t *cacheTicket) keepAnswer(d *deployment, body []byte, cost float64, whole bool) {
 	if !t.store {
 		return
 	}
 	var e *cacheEntry
-	if openai.IsComplete(t.api, body) { // not one cut off or without choices: served once, never again
+	if whole { // not one cut off or without choices: served once, never again
 		e = &cacheEntry{stored: now(), body: body, model: d.name, provider: d.provider.name, cost: cost, currency: d.currency.Code}
 		if t.rc.store.put(t.key, e) {
 			t.rememberQuestion()

@@ -782,8 +782,9 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 	// it echoes before it is relayed or kept
 	payload = ex.router.scrub.bytes(payload)
 	if res.outcome == outcomeSuccess {
-		u, found, valid := openai.AnswerUsage(payload)
-		if !valid || openai.IsError(payload) {
+		a := openai.ReadAnswer(ex.ep.api(), payload) // one pass: validity, usage, error, wholeness
+		u := a.Usage
+		if !a.Valid || a.Error {
 			// a cut-off body, an HTML page from a proxy, an error dressed
 			// as a success: not an answer, but the provider may have
 			// generated (and billed) one: charged as estimated
@@ -793,7 +794,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			ex.spend(d, ex.estimate(0))
 			return
 		}
-		if !found {
+		if !a.Found {
 			// an answer without usage: billed all the same
 			u = ex.estimate(openai.AnswerTextChars(ex.ep.api(), payload))
 		}
@@ -804,7 +805,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		}
 		cost := ex.observeUsage(d, u)
 		if resp.StatusCode == http.StatusOK {
-			ex.cache.keepAnswer(d, payload, cost)
+			ex.cache.keepAnswer(d, payload, cost, a.Complete)
 		}
 		if ex.ep == responsesEndpoint {
 			rememberResponse(openai.ResponseID(payload), d, u)

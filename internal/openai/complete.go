@@ -1,59 +1,140 @@
 package openai
 
-// IsComplete reports whether answer, a JSON answer of api, is whole enough
-// to be served again from a cache: chat and completions answers have at
-// least one choice and each choice its finish_reason (a choice without one
-// was cut off); a Responses answer has status "completed"; an embeddings
-// answer has at least one vector. One pass over the answer, allocating
-// nothing. Member names are read as written: one spelled otherwise makes
-// the answer incomplete, which only costs a cache entry.
-func IsComplete(api API, answer []byte) bool {
-	s := scanner{b: answer, lax: true}
-	s.ws()
-	if s.i >= len(answer) || answer[s.i] != '{' {
-		return false
-	}
-	whole := false
-	err := s.object(1, func(s *scanner, key []byte, _, depth int) error {
-		switch {
-		case (api == Chat || api == Completions) && string(key) == "choices" && s.b[s.i] == '[':
-			var err error
-			whole, err = choicesFinished(s, depth)
-			return err
-		case api == Responses && string(key) == "status":
-			whole = s.b[s.i] == '"' && hasPrefixAt(s.b, s.i, `"completed"`)
-		case api == Embeddings && string(key) == "data" && s.b[s.i] == '[':
-			j := skipSpace(s.b, s.i+1)
-			whole = j < len(s.b) && s.b[j] != ']'
-		}
-		return s.value(depth)
-	})
-	s.ws()
-	return err == nil && s.i == len(answer) && whole
+// Answer is what the gateway reads of a JSON answer.
+type Answer struct {
+	Usage Usage
+	// Found: the answer reports its usage, at its top level or, as
+	// Moonshot's Kimi does, in its choices
+	Found bool
+	// Valid: the answer is one valid JSON object
+	Valid bool
+	// Error: it is an error rather than an answer: a non-null top-level
+	// "error", or the Responses API's {"type":"error"} (or
+	// "response.failed") event
+	Error bool
+	// Complete: the answer is whole enough to be served again from a
+	// cache: a chat or completions answer has at least one choice and each
+	// choice its finish_reason (a choice without one was cut off); a
+	// Responses answer has status "completed"; an embeddings answer has at
+	// least one vector. Member names are read as written: one spelled
+	// otherwise makes the answer incomplete, which only costs a cache entry.
+	Complete bool
 }
 
-// choicesFinished scans the array of choices at s.i and reports whether
-// it has at least one choice and each a string finish_reason.
-func choicesFinished(s *scanner, depth int) (bool, error) {
-	n, finished := 0, 0
-	err := s.array(depth, func(s *scanner, _, depth int) error {
-		n++
-		if s.b[s.i] != '{' {
-			return s.value(depth)
+// ReadAnswer reads a JSON answer of api in one pass that validates it;
+// any white space and member order are read. It allocates nothing: the
+// loops are written out, as ForEachMember's are, so that the scanner stays
+// on the stack.
+func ReadAnswer(api API, b []byte) Answer {
+	var a Answer
+	s := scanner{b: b, lax: true}
+	s.ws()
+	if s.i >= len(b) || b[s.i] != '{' {
+		return a
+	}
+	var inChoices Usage
+	var foundInChoices bool
+	empty, err := s.open(1, '}')
+	for more := !empty; more && err == nil; {
+		var key []byte
+		if key, _, err = s.key(); err != nil {
+			break
 		}
-		reason := false
-		err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
-			if string(key) == "finish_reason" {
-				reason = s.b[s.i] == '"' && s.i+1 < len(s.b) && s.b[s.i+1] != '"'
+		start := s.i
+		switch {
+		case string(key) == "choices" && b[s.i] == '[':
+			a.Complete, err = s.readChoices(2, &inChoices, &foundInChoices)
+			a.Complete = a.Complete && (api == Chat || api == Completions)
+		case string(key) == "usage":
+			if err = s.value(2); err == nil {
+				a.Usage, a.Found = usageObject(b[start:s.i])
 			}
-			return s.value(depth)
-		})
-		if reason {
-			finished++
+		default:
+			switch {
+			case string(key) == "error":
+				a.Error = a.Error || b[s.i] != 'n'
+			case string(key) == "type":
+				a.Error = a.Error || hasPrefixAt(b, s.i, `"error"`) || hasPrefixAt(b, s.i, `"response.failed"`)
+			case api == Responses && string(key) == "status":
+				a.Complete = hasPrefixAt(b, s.i, `"completed"`)
+			case api == Embeddings && string(key) == "data" && b[s.i] == '[':
+				j := skipSpace(b, s.i+1)
+				a.Complete = j < len(b) && b[j] != ']'
+			}
+			err = s.value(2)
 		}
-		return err
-	})
+		if err == nil {
+			more, err = s.next('}')
+		}
+	}
+	s.ws()
+	a.Valid = err == nil && s.i == len(b)
+	if !a.Found {
+		a.Usage, a.Found = inChoices, foundInChoices
+	}
+	a.Found = a.Found && a.Valid
+	a.Complete = a.Complete && a.Valid && !a.Error
+	return a
+}
+
+// IsComplete reports whether answer, a JSON answer of api, is whole
+// (Answer.Complete).
+func IsComplete(api API, answer []byte) bool {
+	return ReadAnswer(api, answer).Complete
+}
+
+// readChoices scans the array of choices at s.i: whether it has at least
+// one choice and each a string finish_reason, and the usage some choices
+// carry (each count the largest of theirs, never a sum that would count
+// the prompt once per choice).
+func (s *scanner) readChoices(depth int, u *Usage, found *bool) (bool, error) {
+	n, finished := 0, 0
+	empty, err := s.open(depth, ']')
+	for more := !empty; more && err == nil; n++ {
+		if s.i >= len(s.b) {
+			return false, s.errorf("unexpected end of input in array")
+		}
+		if s.b[s.i] != '{' {
+			err = s.value(depth + 1)
+		} else {
+			var reason bool
+			reason, err = s.readChoice(depth+1, u, found)
+			if reason {
+				finished++
+			}
+		}
+		if err == nil {
+			more, err = s.next(']')
+		}
+	}
 	return n > 0 && finished == n, err
+}
+
+// readChoice scans one choice: whether it has a string finish_reason, and
+// its usage, if any, into u.
+func (s *scanner) readChoice(depth int, u *Usage, found *bool) (reason bool, err error) {
+	empty, err := s.open(depth, '}')
+	for more := !empty; more && err == nil; {
+		var key []byte
+		if key, _, err = s.key(); err != nil {
+			break
+		}
+		start := s.i
+		if err = s.value(depth + 1); err != nil {
+			break
+		}
+		switch string(key) {
+		case "finish_reason":
+			reason = s.b[start] == '"' && s.i-start > 2
+		case "usage":
+			if cu, ok := usageObject(s.b[start:s.i]); ok {
+				u.Input, u.Output, u.CachedInput = max(u.Input, cu.Input), max(u.Output, cu.Output), max(u.CachedInput, cu.CachedInput)
+				*found = true
+			}
+		}
+		more, err = s.next('}')
+	}
+	return reason, err
 }
 
 // hasPrefixAt reports whether b holds p at i.

@@ -101,3 +101,14 @@ func BenchmarkIsComplete(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkAnswerUsage(b *testing.B) {
+	answer := []byte(`{"id":"chatcmpl-mock-1","object":"chat.completion","created":1700000000,"model":"gemini-2.5-flash","choices":[{"index":0,"message":{"role":"assistant","content":"w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 "},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":10,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":0}}}`)
+	b.SetBytes(int64(len(answer)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, found, _ := AnswerUsage(answer); !found {
+			b.Fatal("no usage")
+		}
+	}
+}

@@ -18,23 +18,10 @@ type Usage struct {
 // choices; and whether it is one valid JSON object at all (valid; the scan
 // that finds the usage validates the whole body, so the check costs nothing
 // extra). It decodes nothing else and allocates nothing; any white space
-// and member order are read.
+// and member order are read (ReadAnswer, whose Complete it leaves).
 func AnswerUsage(b []byte) (u Usage, found, valid bool) {
-	var choices []byte
-	valid = ForEachMember(b, func(key, val []byte) {
-		switch string(key) {
-		case "usage":
-			u, found = usageObject(val)
-		case "choices":
-			if val[0] == '[' {
-				choices = val
-			}
-		}
-	})
-	if valid && !found && choices != nil {
-		u, found = choicesUsage(choices)
-	}
-	return u, found && valid, valid
+	a := ReadAnswer(0, b)
+	return a.Usage, a.Found, a.Valid
 }
 
 // ChunkUsage reads a stream event's data: its usage, if any (a chat or
@@ -174,16 +161,7 @@ func usageObject(obj []byte) (Usage, bool) {
 // answer: it has a non-null top-level "error", or is the Responses API's
 // {"type":"error"} (or "response.failed") event.
 func IsError(b []byte) bool {
-	isErr := false
-	ForEachMember(b, func(key, val []byte) {
-		switch string(key) {
-		case "error":
-			isErr = isErr || val[0] != 'n'
-		case "type":
-			isErr = isErr || string(val) == `"error"` || string(val) == `"response.failed"`
-		}
-	})
-	return isErr
+	return ReadAnswer(0, b).Error
 }
 
 // textKeys are the members whose string values are text a model wrote,
