@@ -486,17 +486,23 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 	}
 }
 
-// charge adds the cost of an answer of deployment d to every budget of the
-// request that covers d; the first cost a charge gets replaces its
-// reservation.
+// chargeBudgets adds the cost of an attempt of deployment d to every
+// budget of the request that covers d; the cost replaces one attempt's
+// reservation (budgetCharge.hold holds one per attempt in flight).
 func chargeBudgets(charges []budgetCharge, d *deployment, cost float64, t time.Time) {
 	for i := range charges {
 		c := &charges[i]
 		if !c.b.covers[d] {
 			continue
 		}
-		c.b.ledger.settle(c.b, c.key, cost, t, c.windows, c.reserved)
-		c.reserved = 0
+		// an attempt's cost replaces its own hold: a hedge's other attempt
+		// keeps what it holds until its cost comes, or the request ends
+		released := c.reserved
+		if c.amount > 0 {
+			released = min(released, c.amount)
+		}
+		c.b.ledger.settle(c.b, c.key, cost, t, c.windows, released)
+		c.reserved -= released
 	}
 }
 
