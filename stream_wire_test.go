@@ -1,0 +1,59 @@
+package llmrouter
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
+)
+
+// TestRelayLineEndings: whatever a provider's line endings (LF, CR LF, a
+// lone CR, mixed) and however it splits an event's data into several data
+// lines, the relay reads the usage, [DONE] and error events from the data
+// as the SSE spec joins it, and relays the events as they came.
+func TestRelayLineEndings(t *testing.T) {
+	usageSplit := "data: {\"id\":\"x\",\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":120,\"completion_tokens\":10}}\n\n"
+	cases := []struct {
+		name   string
+		stream string
+		usage  *usage
+		done   bool
+		failed bool
+	}{
+		{"CR", strings.ReplaceAll(relayContent+relayUsageOnly+relayDone, "\n", "\r"), &usage{Input: 120, Output: 10, CachedInput: 64}, true, false},
+		{"CR LF", strings.ReplaceAll(relayContent+relayUsageOnly+relayDone, "\n", "\r\n"), &usage{Input: 120, Output: 10, CachedInput: 64}, true, false},
+		{"mixed", relayContent + strings.ReplaceAll(relayUsageOnly, "\n", "\r") + "data: [DONE]\r\n\n", &usage{Input: 120, Output: 10, CachedInput: 64}, true, false},
+		{"usage in two data lines", relayContent + usageSplit + relayDone, &usage{Input: 120, Output: 10}, true, false},
+		{"usage in two CR data lines", relayContent + strings.ReplaceAll(usageSplit, "\n", "\r") + relayDone, &usage{Input: 120, Output: 10}, true, false},
+		{"[DONE] after an event line, CR", relayContent + "event: done\rdata: [DONE]\r\r", nil, true, false},
+		{"error in two data lines", relayContent + "data: {\"error\":\ndata: {\"message\":\"overloaded\"}}\n\n" + relayDone, nil, true, true},
+		// data lines that make [DONE] only when one is read alone are not
+		// the end
+		{"[DONE] is not the first of two lines", relayContent + "data: [DONE]\ndata: x\n\n", nil, false, false},
+	}
+	for _, tc := range cases {
+		for name, r := range map[string]func() io.Reader{
+			"whole":    func() io.Reader { return strings.NewReader(tc.stream) },
+			"one byte": func() io.Reader { return iotest.OneByteReader(strings.NewReader(tc.stream)) },
+		} {
+			var out bytes.Buffer
+			s := streamRelay{api: openai.Chat}
+			if err := runRelay(t, &s, &out, noFlush, r()); err != nil {
+				t.Errorf("%s, %s: relay = %v", tc.name, name, err)
+				continue
+			}
+			if out.String() != tc.stream {
+				t.Errorf("%s, %s: relayed %q, want %q", tc.name, name, out.String(), tc.stream)
+			}
+			if (s.usage == nil) != (tc.usage == nil) || (s.usage != nil && *s.usage != *tc.usage) {
+				t.Errorf("%s, %s: usage %+v, want %+v", tc.name, name, s.usage, tc.usage)
+			}
+			if s.done != tc.done || s.failed != tc.failed {
+				t.Errorf("%s, %s: done %v failed %v, want %v %v", tc.name, name, s.done, s.failed, tc.done, tc.failed)
+			}
+		}
+	}
+}
