@@ -314,22 +314,35 @@ func textChars(keys *textKeys, data []byte) int64 {
 	return n + max(aliased[0], aliased[1])
 }
 
-// ResponseID is the id of a Responses API answer: the top-level "id" of a
-// response object, or that of the "response" a stream event carries
-// (response.created and the ones after it); "" when there is none.
+// ResponseID is the id of a Responses API answer: the "id" of the
+// "response" a stream event carries (response.created and the ones after
+// it), else the top-level "id" of a response object; "" when there is
+// none. It reads one level down, no deeper: one pass over data, whatever
+// its nesting.
 func ResponseID(data []byte) string {
-	var id string
+	var id, inner []byte
 	ForEachMember(data, func(key, val []byte) {
 		switch string(key) {
 		case "id":
-			if id == "" && val[0] == '"' {
-				id = strings.Clone(text(val))
+			if val[0] == '"' {
+				id = val
 			}
 		case "response":
+			inner = nil
 			if val[0] == '{' {
-				id = ResponseID(val)
+				ForEachMember(val, func(key, val []byte) {
+					if string(key) == "id" && val[0] == '"' {
+						inner = val
+					}
+				})
 			}
 		}
 	})
-	return id
+	if inner != nil {
+		id = inner
+	}
+	if id == nil {
+		return ""
+	}
+	return strings.Clone(text(id))
 }
