@@ -57,3 +57,38 @@ func TestRelayLineEndings(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayResponsesEnd: a Responses stream ends (or fails) by its events'
+// top-level type only: a client's metadata that the provider echoes in
+// response.created, or an item's own type, ends nothing.
+func TestRelayResponsesEnd(t *testing.T) {
+	const (
+		created = `data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","error":null,"metadata":{"x":"response.completed","y":"response.incomplete","z":"response.failed","type":"response.completed"}}}` + "\n\n"
+		delta   = `data: {"type":"response.output_text.delta","delta":"hi"}` + "\n\n"
+		item    = `data: {"type":"response.output_item.done","item":{"type":"response.completed","id":"x"}}` + "\n\n"
+		spaced  = `data: {"sequence_number": 9, "type" : "response.completed", "response": {"usage": {"input_tokens": 5, "output_tokens": 7}}}` + "\n\n"
+	)
+	cases := []struct {
+		name         string
+		stream       string
+		done, failed bool
+	}{
+		{"echoed metadata", created + delta, false, false},
+		{"an item's type", created + item, false, false},
+		{"completed", created + delta + `data: {"type":"response.completed","response":{"id":"resp_1","usage":{"input_tokens":5,"output_tokens":7}}}` + "\n\n", true, false},
+		{"completed, spaced, type not first", created + spaced, true, false},
+		{"incomplete", created + `data: {"type":"response.incomplete","response":{"id":"resp_1"}}` + "\n\n", true, false},
+		{"failed", created + `data: {"type":"response.failed","response":{"id":"resp_1","error":{"code":"server_error"}}}` + "\n\n", false, true},
+		{"error event", created + `data: {"type":"error","code":"server_error","message":"x"}` + "\n\n", false, true},
+		{"last type counts", created + `data: {"type":"response.completed","type":"response.output_text.delta","delta":"x"}` + "\n\n", false, false},
+	}
+	for _, tc := range cases {
+		s := streamRelay{api: openai.Responses}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(tc.stream)); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if s.done != tc.done || s.failed != tc.failed {
+			t.Errorf("%s: done %v failed %v, want %v %v", tc.name, s.done, s.failed, tc.done, tc.failed)
+		}
+	}
+}

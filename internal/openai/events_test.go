@@ -54,3 +54,29 @@ func TestResponseIDDeep(t *testing.T) {
 		t.Errorf("depth 1: %q, want deep", got)
 	}
 }
+
+// TestEventType: the event's own top-level type, the last if repeated,
+// decoded; never a member of that name deeper down.
+func TestEventType(t *testing.T) {
+	cases := []struct{ data, want string }{
+		{`{"type":"response.completed","response":{}}`, "response.completed"},
+		{`{"sequence_number": 3, "type" : "response.incomplete"}`, "response.incomplete"},
+		{`{"type":"response.created","response":{"metadata":{"type":"response.completed","x":"response.completed"}}}`, "response.created"},
+		{`{"item":{"type":"response.completed"}}`, ""},
+		{`{"type":"response.c\u006fmpleted"}`, "response.completed"},
+		{`{"type":"response.completed","type":"response.created"}`, "response.created"},
+		{`{"type":"response.completed","type":null}`, ""},
+		{`{"type":1}`, ""},
+		{`{"Type":"response.completed"}`, ""},
+		{`[{"type":"response.completed"}]`, ""},
+		{`{"type":"response.completed",}`, ""},
+		{`{"type":"response.completed"`, ""},
+		{`[DONE]`, ""},
+		{``, ""},
+	}
+	for _, tc := range cases {
+		if got := EventType([]byte(tc.data)); got != tc.want {
+			t.Errorf("EventType(%s) = %q, want %q", tc.data, got, tc.want)
+		}
+	}
+}

@@ -186,6 +186,27 @@ func IsError(b []byte) bool {
 	return isErr
 }
 
+// EventType is the top-level "type" of a stream event's data (the last,
+// as JSON parsers read a repeated member), decoded; "" when there is none.
+// A member of that name deeper in the event (an item's type, a client's
+// metadata echoed in response.created) is not the event's type, and data
+// that is not one JSON object has none. It is data's own bytes when it
+// has no escapes: not to be kept.
+func EventType(data []byte) string {
+	var typ []byte
+	if !ForEachMember(data, func(key, val []byte) {
+		if string(key) == "type" {
+			typ = nil
+			if val[0] == '"' {
+				typ = val
+			}
+		}
+	}) {
+		return "" // not one JSON object: no event's type
+	}
+	return text(typ)
+}
+
 // textKeys are the members whose string values are text a model wrote,
 // for an API, as quoted names. names[alias:] are one text under several
 // names (vLLM and others in transition send both "reasoning" and
