@@ -92,3 +92,31 @@ func TestRelayResponsesEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayUsageWithoutCounts: a usage object without integer counts
+// ("usage":{}, floats, strings) is no usage: the stream is estimated
+// rather than charged nothing, and such a chunk after a real usage does
+// not replace it.
+func TestRelayUsageWithoutCounts(t *testing.T) {
+	for _, bad := range []string{
+		`data: {"id":"x","choices":[],"usage":{}}` + "\n\n",
+		`data: {"id":"x","choices":[],"usage":{"prompt_tokens":12.5,"completion_tokens":3}}` + "\n\n",
+		`data: {"id":"x","choices":[],"usage":{"prompt_tokens":"120","completion_tokens":"10"}}` + "\n\n",
+		`data: {"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"total_tokens":null}}` + "\n\n",
+	} {
+		s := streamRelay{api: openai.Chat}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+bad+relayDone)); err != nil {
+			t.Fatal(err)
+		}
+		if s.usage != nil || !s.done || s.chars != 5 {
+			t.Errorf("%q: usage %+v (done %v, %d characters), want none: the stream is estimated", bad, s.usage, s.done, s.chars)
+		}
+		s = streamRelay{api: openai.Chat}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+relayUsageOnly+bad+relayDone)); err != nil {
+			t.Fatal(err)
+		}
+		if s.usage == nil || *s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) {
+			t.Errorf("%q after a usage: usage %+v, want the first", bad, s.usage)
+		}
+	}
+}

@@ -137,7 +137,13 @@ func memberValue(data, key []byte, from int) int {
 // usageObject reads a usage object in either of OpenAI's shapes:
 // prompt_tokens, completion_tokens and prompt_tokens_details.cached_tokens
 // (chat, completions, embeddings), or input_tokens, output_tokens and
-// input_tokens_details.cached_tokens (Responses). A null usage is not found.
+// input_tokens_details.cached_tokens (Responses). It is found (ok) only
+// when the input and output counts, or the total, are non-negative JSON
+// integers and no count is anything else but null (which, as for
+// encoding/json, leaves a count as it was): an empty usage, a count of
+// 12.5 or "12" would charge the answer nothing, and the caller estimates
+// it instead. A cached count that is not an integer is 0 (the whole input
+// at the full price).
 //
 // The output is the larger of the completion (or output) tokens and the
 // total less the prompt (or input) tokens: Gemini's thinking models bill
@@ -148,14 +154,25 @@ func memberValue(data, key []byte, from int) int {
 func usageObject(obj []byte) (Usage, bool) {
 	var u Usage
 	total := int64(-1)
-	ok := ForEachMember(obj, func(key, val []byte) {
+	const in, out, tot, bad = 1, 2, 4, 8
+	var seen uint8 // counts read as integers, or one that is not
+	count := func(val []byte, dst *int64, bit uint8) {
+		switch n, ok := countOf(val); {
+		case !ok:
+			seen |= bad
+		case n >= 0:
+			*dst = n
+			seen |= bit
+		} // null: as if absent
+	}
+	valid := ForEachMember(obj, func(key, val []byte) {
 		switch string(key) {
 		case "prompt_tokens", "input_tokens":
-			u.Input = atoi(val)
+			count(val, &u.Input, in)
 		case "completion_tokens", "output_tokens":
-			u.Output = atoi(val)
+			count(val, &u.Output, out)
 		case "total_tokens":
-			total = atoi(val)
+			count(val, &total, tot)
 		case "prompt_tokens_details", "input_tokens_details":
 			ForEachMember(val, func(key, val []byte) {
 				if string(key) == "cached_tokens" {
@@ -164,10 +181,30 @@ func usageObject(obj []byte) (Usage, bool) {
 			})
 		}
 	})
+	if !valid || seen&bad != 0 || (seen&(in|out) != in|out && seen&tot == 0) {
+		return Usage{}, false
+	}
 	if total-u.Input > u.Output { // no overflow: both are at least 0
 		u.Output = total - u.Input
 	}
-	return u, ok
+	return u, true
+}
+
+// countOf reads a token count: a non-negative JSON integer (saturated
+// at math.MaxInt64), or null (-1); ok is false for anything else.
+func countOf(val []byte) (n int64, ok bool) {
+	if string(val) == "null" {
+		return -1, true
+	}
+	if len(val) == 0 || val[0] < '0' || val[0] > '9' {
+		return 0, false
+	}
+	for _, c := range val {
+		if c < '0' || c > '9' {
+			return 0, false // a fraction or an exponent
+		}
+	}
+	return atoi(val), true
 }
 
 // IsError reports whether a JSON object is an error rather than an
