@@ -127,3 +127,23 @@ func TestPartCaseVariants(t *testing.T) {
 		}
 	}
 }
+
+// TestEscapedRoleAndPartType: a role or a part type written with escapes
+// is the one it decodes to, as for a provider: "us\u0065r" is the user's
+// message (the rules' last_user), "\u0069mage_url" an image (the estimate).
+func TestEscapedRoleAndPartType(t *testing.T) {
+	var r Request
+	body := `{"model":"m","messages":[{"role":"\u0073ystem","content":"be brief"},{"role":"user","content":"first"},{"role":"us\u0065r","content":[{"type":"text","text":"second"},{"type":"\u0069mage_url","image_url":{"url":"https://x/y.png"}},{"type":"input_\u0061udio","input_audio":{"data":"AA","format":"wav"}}]}]}`
+	if err := r.Parse([]byte(body), Chat); err != nil {
+		t.Fatal(err)
+	}
+	if r.LastUser() != "second" || !r.lastIsUser || r.System() != "be brief" {
+		t.Errorf("LastUser %q (last is the user's: %v), System %q", r.LastUser(), r.lastIsUser, r.System())
+	}
+	if r.Images != 1 || r.Audio != 1 {
+		t.Errorf("%d images, %d audio parts; want 1, 1", r.Images, r.Audio)
+	}
+	if _, ok := r.QuestionKey(func(b []byte) []byte { return b }); ok {
+		t.Error("a question with an image has a question key")
+	}
+}
