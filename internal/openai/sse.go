@@ -93,11 +93,13 @@ func strayBlankLines(b []byte) int {
 func eventEnd(b []byte) int {
 	loneCR := false // the last line ended with a lone CR
 	for i, line := 0, 0; i < len(b); line = i {
-		e := lineEnd(b[i:])
-		if e < 0 {
-			return -1
+		if c := b[i]; c != '\n' && c != '\r' { // else a blank line: no search
+			e := lineEnd(b[i:])
+			if e < 0 {
+				return -1
+			}
+			i += e
 		}
-		i += e
 		blank := i == line
 		switch {
 		case b[i] == '\n':
@@ -241,14 +243,15 @@ func (s *EventReader) peek() ([]byte, error) {
 	return b, nil
 }
 
-// EventData is the data of an event: the values of its "data" fields,
-// joined by new lines as the SSE spec joins them; nil if it has none. A
+// EventData is the data of an event: the values of its "data" fields up
+// to its blank line, joined by new lines as the SSE spec joins them; nil
+// if it has none. A
 // single data line, what every provider sends, is a slice of ev; several
 // are joined in a new slice.
 func EventData(ev []byte) []byte {
 	var data, joined []byte
 	found := false
-	for len(ev) > 0 {
+	for len(ev) > 0 && ev[0] != '\n' && ev[0] != '\r' { // up to the blank line that ends the event
 		line := ev
 		if e := lineEnd(ev); e >= 0 {
 			cr := ev[e] == '\r'

@@ -311,6 +311,11 @@ func TestEventData(t *testing.T) {
 		{"data\n\n", ptr("")},        // a field name alone: an empty value
 		{"data\ndata: x\n\n", ptr("\nx")},
 		{"datax: y\n\n", nil},
+		// the event ends at its blank line
+		{"data: a\n\ndata: b\n\n", ptr("a")},
+		{"data: a\r\rdata: b\r\r", ptr("a")},
+		{"data: a\r\n\r\ndata: b\r\n\r\n", ptr("a")},
+		{"\ndata: a\n\n", nil},
 		{"data: x", ptr("x")},
 		{"Data: x\n\n", nil},
 		{" data: x\n\n", nil},
