@@ -328,9 +328,9 @@ func (r *Request) QuestionKey(head func([]byte) []byte) (key [sha256.Size]byte, 
 }
 
 // textOnly reports whether a message content (a string, parts or null) has
-// only text: a string, or parts each with one "type", "text", and one
-// string "text". Names and the type are read decoded, as providers read
-// them. A part with "type" or "text" in another case is not text only:
+// only text: a string, or parts each with one "type", of "text", and one
+// "text", a string. Names and the type are read decoded, as providers
+// read them. A part with "type" or "text" in another case is not text only:
 // encoding/json reads either name (the last), case-sensitive parsers only
 // one (Parse refuses such parts too).
 func textOnly(v []byte) bool {

@@ -130,11 +130,11 @@ var ErrEventTooLarge = errors.New("stream event larger than 4 MiB")
 // io.EOF; a partial event at the end is dropped (io.ErrUnexpectedEOF),
 // since it never completed.
 //
-// A line that ends with CR may end with CR LF: Next reads the byte after
-// it before going on, except after a blank line that follows a line that
-// ended with a lone CR (a stream with CR line endings), which ends its
-// event at once; an LF after it is then a stray blank line. So an event's
-// bytes never depend on how the stream was cut into reads.
+// A CR may be the first half of a CR LF: Next reads the byte after it
+// before deciding, except for a blank line (a CR) after a line that ended
+// with a lone CR (a stream with CR line endings), which ends its event at
+// once; an LF after it is then a stray blank line. So an event's bytes
+// never depend on how the stream was cut into reads.
 func (s *EventReader) Next() ([]byte, error) {
 	s.buf = s.buf[:0]
 	// the common case: the whole event is buffered, taken at once

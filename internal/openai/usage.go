@@ -196,15 +196,12 @@ func countOf(val []byte) (n int64, ok bool) {
 	if string(val) == "null" {
 		return -1, true
 	}
-	if len(val) == 0 || val[0] < '0' || val[0] > '9' {
-		return 0, false
-	}
 	for _, c := range val {
 		if c < '0' || c > '9' {
-			return 0, false // a fraction or an exponent
+			return 0, false // a sign, a fraction, an exponent, not a number
 		}
 	}
-	return atoi(val), true
+	return atoi(val), len(val) > 0
 }
 
 // IsError reports whether a JSON object is an error rather than an
