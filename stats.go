@@ -91,12 +91,12 @@ func (s *deploymentStats) recordFirstToken(d time.Duration) {
 func (s *deploymentStats) recordUsage(u usage, cost float64, currency string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.input += u.Input
-	s.output += u.Output
-	s.cached += u.CachedInput
+	s.input = addTokens(s.input, u.Input)
+	s.output = addTokens(s.output, u.Output)
+	s.cached = addTokens(s.cached, u.CachedInput)
 	if u.Estimated {
-		s.estIn += u.Input
-		s.estOut += u.Output
+		s.estIn = addTokens(s.estIn, u.Input)
+		s.estOut = addTokens(s.estOut, u.Output)
 	}
 	s.costs = addMoney(s.costs, currency, cost)
 }
@@ -187,9 +187,9 @@ func recordClient(client string, u usage, cost float64, currency string) {
 		clientTotals.m[client] = c
 	}
 	c.answers++
-	c.input += u.Input
-	c.output += u.Output
-	c.cached += u.CachedInput
+	c.input = addTokens(c.input, u.Input)
+	c.output = addTokens(c.output, u.Output)
+	c.cached = addTokens(c.cached, u.CachedInput)
 	c.costs = addMoney(c.costs, currency, cost)
 }
 
@@ -202,4 +202,18 @@ func addMoney(ms []money, currency string, amount float64) []money {
 		}
 	}
 	return append(ms, money{currency, amount})
+}
+
+// addTokens adds token counts, stopping at the int64 bounds rather than
+// wrapping: a provider may report counts up to math.MaxInt64 (usage reads
+// larger ones as that), and a wrapped total would be negative.
+func addTokens(a, b int64) int64 {
+	sum := a + b
+	if (a >= 0) == (b >= 0) && (sum >= 0) != (a >= 0) { // same signs, the sum's differs
+		if a >= 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return sum
 }

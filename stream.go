@@ -162,17 +162,27 @@ func noFlush() error { return nil }
 // mayBeError is a quick test that spares most events IsError's walk: an
 // error event has an "error" member or type, or is the Responses API's
 // response.failed, and a quote inside text is escaped, so answer text
-// never matches.
+// never matches. It decides nothing alone: IsError reads the top level.
 func mayBeError(api openai.API, data []byte) bool {
 	return bytes.Contains(data, quotedError) || (api == openai.Responses && bytes.Contains(data, responseFailed))
 }
 
 // responseEnded reports whether a Responses API event ends its response
-// (that API's streams have no [DONE]): response.completed or
-// response.incomplete (response.failed is an error). A quote inside text
-// is escaped, so answer text never matches.
+// (that API's streams have no [DONE]): its type is response.completed or
+// response.incomplete (response.failed is an error). The byte search
+// spares most events the parse (a type written with escapes, which no
+// provider sends, is missed: the stream then counts as cut short); only
+// the event's own type decides, not the same words in a client's
+// metadata the provider echoes.
 func responseEnded(data []byte) bool {
-	return bytes.Contains(data, responseCompleted) || bytes.Contains(data, responseIncomplete)
+	if !bytes.Contains(data, responseCompleted) && !bytes.Contains(data, responseIncomplete) {
+		return false
+	}
+	switch openai.EventType(data) {
+	case "response.completed", "response.incomplete":
+		return true
+	}
+	return false
 }
 
 var (

@@ -328,7 +328,11 @@ func (r *Request) QuestionKey(head func([]byte) []byte) (key [sha256.Size]byte, 
 }
 
 // textOnly reports whether a message content (a string, parts or null) has
-// only text: a string, or parts all of type "text".
+// only text: a string, or parts each with one "type", of "text", and one
+// "text", a string. Names and the type are read decoded, as providers
+// read them. A part with "type" or "text" in another case is not text only:
+// encoding/json reads either name (the last), case-sensitive parsers only
+// one (Parse refuses such parts too).
 func textOnly(v []byte) bool {
 	switch v[0] {
 	case '"':
@@ -336,13 +340,26 @@ func textOnly(v []byte) bool {
 	case '[':
 		only := true
 		forEachElement(v, func(part []byte) {
-			typ := false
-			ForEachMember(part, func(key, val []byte) {
-				if string(key) == "type" {
-					typ = string(val) == `"text"`
+			if !only {
+				return
+			}
+			types, texts := 0, 0
+			isText := false
+			only = ForEachMember(part, func(key, val []byte) {
+				switch name := keyName(key); {
+				case string(name) == "type":
+					types++
+					isText = val[0] == '"' && text(val) == "text"
+				case string(name) == "text":
+					texts++
+					if val[0] != '"' {
+						texts++ // not a string: not text only
+					}
+				case bytes.EqualFold(name, []byte("type")) || bytes.EqualFold(name, []byte("text")):
+					types++ // a case variant
 				}
 			})
-			only = only && typ
+			only = only && types == 1 && texts == 1 && isText
 		})
 		return only
 	}

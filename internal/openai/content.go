@@ -57,7 +57,8 @@ func (r *Request) System() string {
 }
 
 // contentText is a message content's text: a string, or the text parts of
-// an array joined by new lines. v is known to be valid.
+// an array joined by new lines. v is known to be valid. Member names are
+// read decoded, as providers read them: a part's "te\u0078t" is its text.
 func contentText(v []byte) string {
 	switch v[0] {
 	case '"':
@@ -68,7 +69,7 @@ func contentText(v []byte) string {
 		var only string
 		forEachElement(v, func(part []byte) {
 			ForEachMember(part, func(key, val []byte) {
-				if string(key) != "text" || val[0] != '"' {
+				if val[0] != '"' || string(keyName(key)) != "text" {
 					return
 				}
 				t := text(val)

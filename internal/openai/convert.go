@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"slices"
 	"strconv"
@@ -116,11 +117,13 @@ func orNull(m json.RawMessage) json.RawMessage {
 	return m
 }
 
-// ChatStreamToJSON assembles the SSE events of a chat stream into the
-// chat.completion they stream: content and refusal concatenated, tool calls
-// merged by index, log probabilities joined, finish reasons and usage kept.
-// A chunk member it does not know is an error rather than something the
-// answer would silently lose (the cache then does not keep the stream).
+// ChatStreamToJSON assembles the SSE events of a chat stream, up to its
+// [DONE], into the chat.completion they stream: content and refusal
+// concatenated, tool calls merged by index, log probabilities joined,
+// finish reasons and usage kept. A chunk member it does not know is an
+// error rather than something the answer would silently lose (the cache
+// then does not keep the stream), and so is a member named in another
+// case or twice (checkChunkNames).
 func ChatStreamToJSON(events []byte) ([]byte, error) {
 	type toolCall struct {
 		Index    int    `json:"-"`
@@ -185,8 +188,14 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 			return nil, err
 		}
 		data := EventData(ev)
-		if data == nil || bytes.Equal(data, DoneData) {
+		if data == nil {
 			continue
+		}
+		if bytes.Equal(data, DoneData) {
+			break // the stream's end: a client reads nothing after it
+		}
+		if err := checkChunkNames(data); err != nil {
+			return nil, err
 		}
 		var ch struct {
 			ID                string          `json:"id"`
@@ -293,4 +302,93 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 	}
 	slices.SortFunc(out.Choices, func(a, b *choice) int { return a.Index - b.Index })
 	return json.Marshal(out)
+}
+
+// The members ChatStreamToJSON reads, by object.
+var (
+	chunkTop      = []string{"id", "object", "created", "model", "service_tier", "system_fingerprint", "obfuscation", "choices", "usage"}
+	chunkChoice   = []string{"index", "delta", "logprobs", "finish_reason"}
+	chunkDelta    = []string{"role", "content", "refusal", "tool_calls"}
+	chunkToolCall = []string{"index", "id", "type", "function"}
+	chunkFunction = []string{"name", "arguments"}
+	chunkLogprobs = []string{"content", "refusal"}
+)
+
+// checkChunkNames refuses a chunk with a member, in an object the assembly
+// reads, whose name (decoded) is not exactly one it knows, or that comes
+// twice. encoding/json, which then decodes the chunk, matches names
+// case-insensitively and keeps the last, where the rest of this package
+// and the clients' parsers match them exactly: with names exact and once
+// each, every reading agrees. One pass per level of the five it reads:
+// linear.
+func checkChunkNames(data []byte) error {
+	return checkNames(data, chunkTop, func(i int, val []byte) error {
+		if chunkTop[i] != "choices" || val[0] != '[' {
+			return nil
+		}
+		return checkElements(val, func(choice []byte) error {
+			return checkNames(choice, chunkChoice, func(i int, val []byte) error {
+				switch chunkChoice[i] {
+				case "logprobs":
+					return checkNames(val, chunkLogprobs, nil)
+				case "delta":
+					return checkNames(val, chunkDelta, func(i int, val []byte) error {
+						if chunkDelta[i] != "tool_calls" || val[0] != '[' {
+							return nil
+						}
+						return checkElements(val, func(call []byte) error {
+							return checkNames(call, chunkToolCall, func(i int, val []byte) error {
+								if chunkToolCall[i] != "function" {
+									return nil
+								}
+								return checkNames(val, chunkFunction, nil)
+							})
+						})
+					})
+				}
+				return nil
+			})
+		})
+	})
+}
+
+// checkNames checks the names of obj's members against names, and each
+// value with sub (when not nil); a value that is not an object is left
+// to encoding/json.
+func checkNames(obj []byte, names []string, sub func(i int, val []byte) error) error {
+	if i := skipSpace(obj, 0); i == len(obj) || obj[i] != '{' {
+		return nil
+	}
+	var seen uint32
+	var err error
+	ForEachMember(obj, func(key, val []byte) {
+		if err != nil {
+			return
+		}
+		name := keyName(key)
+		i := slices.Index(names, string(name))
+		switch {
+		case i < 0:
+			err = fmt.Errorf("stream chunk: unknown member %q", shown(name))
+		case seen&(1<<i) != 0:
+			err = fmt.Errorf("stream chunk: member %q appears twice", names[i])
+		default:
+			seen |= 1 << i
+			if sub != nil {
+				err = sub(i, val)
+			}
+		}
+	})
+	return err
+}
+
+// checkElements checks each element of the array arr with check.
+func checkElements(arr []byte, check func(elem []byte) error) error {
+	var err error
+	forEachElement(arr, func(elem []byte) {
+		if err == nil {
+			err = check(elem)
+		}
+	})
+	return err
 }

@@ -126,3 +126,65 @@ func TestStreamToJSONKeepsEverything(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamToJSONStopsAtDone: what follows [DONE] is no part of the
+// answer (a client of the stream stops there), and is not even read.
+func TestStreamToJSONStopsAtDone(t *testing.T) {
+	const head = "data: {\"id\":\"c\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\n" +
+		"data: [DONE]\n\n"
+	const want = `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":"stop"}]}`
+	for _, tail := range []string{
+		"",
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" and more\"}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n",
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":1,\"delta\":{\"content\":\"another\"}}]}\n\n",
+		"data: not JSON\n\n",
+		"data: {\"unknown\":1}\n\n",
+		"data: {\"choices\":[",
+	} {
+		js, err := ChatStreamToJSON([]byte(head + tail))
+		if err != nil {
+			t.Errorf("tail %q: %v", tail, err)
+			continue
+		}
+		if !testkit.JSONEqual(js, []byte(want)) {
+			t.Errorf("tail %q: assembled\n got %s\nwant %s", tail, js, want)
+		}
+	}
+}
+
+// TestStreamToJSONNamesExactly: a chunk's member names are read as the
+// rest of the package reads them, exactly (after escapes): a name in
+// another case, or twice, is refused rather than read as encoding/json
+// would (case-insensitively, the last) where a client's parser reads
+// another.
+func TestStreamToJSONNamesExactly(t *testing.T) {
+	chunk := func(s string) string { return "data: " + s + "\n\ndata: [DONE]\n\n" }
+	for _, bad := range []string{
+		`{"id":"c","choices":[{"index":0,"delta":{"content":"a","Content":"b"}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{"Content":"b"}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{"content":"a","c\u006fntent":"b"}}]}`,
+		`{"id":"c","choices":[],"Choices":[{"index":0,"delta":{"content":"b"}}]}`,
+		`{"id":"c","ID":"d","choices":[]}`,
+		`{"id":"c","choices":[{"index":0,"Index":1,"delta":{"content":"a"}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{"content":"a"},"Delta":{"content":"b"}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"x","Arguments":"y"}}]}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"ID":"call_2","function":{}}]}}]}`,
+		`{"id":"c","choices":[{"index":0,"delta":{},"logprobs":{"content":[],"Content":[]}}]}`,
+		`{"id":"c","ſystem_fingerprint":"fp","choices":[]}`, // U+017F folds to s
+		`{"id":"c","choices":[],"usage":{"prompt_tokens":1},"Usage":{"prompt_tokens":9}}`,
+		" \t{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"Content\":\"b\"}}]}",
+		"{\"id\":\"c\",\"choices\": [ {\"index\":0,\"delta\": {\"Content\":\"b\"}}]}",
+		"",
+	} {
+		if js, err := ChatStreamToJSON([]byte(chunk(bad))); err == nil {
+			t.Errorf("%s: assembled %s", bad, js)
+		}
+	}
+	// escaped names are the names they decode to
+	js, err := ChatStreamToJSON([]byte(chunk(`{"id":"c","choices":[{"ind\u0065x":0,"delta":{"c\u006fntent":"Hi","tool_calls":[{"index":0,"function":{"\u006eame":"f","arguments":""}}]}}]}`)))
+	const want = `{"id":"c","object":"chat.completion","created":0,"model":"","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","tool_calls":[{"function":{"name":"f","arguments":""}}]},"logprobs":null,"finish_reason":null}]}`
+	if err != nil || !testkit.JSONEqual(js, []byte(want)) {
+		t.Errorf("escaped names: %s, %v; want %s", js, err, want)
+	}
+}

@@ -725,11 +725,12 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 		return err
 	}
 	r.lastIsUser = false
-	switch string(s.b[max(role.start, 0):max(role.end, 0)]) {
-	case `"user"`:
+	// decoded, as a provider reads it ("us\u0065r" is the user)
+	switch text(s.b[max(role.start, 0):max(role.end, 0)]) {
+	case "user":
 		r.lastUser, r.lastIsUser = content, true
 		r.LastUserChars = r.contentChars
-	case `"system"`, `"developer"`:
+	case "system", "developer":
 		r.system = append(r.system, content)
 	}
 	return nil
@@ -843,7 +844,11 @@ func (r *Request) readPart(s *scanner, depth int) error {
 		return names.err
 	})
 	if err == nil && typ.ok() {
-		switch t := s.b[typ.start:typ.end]; {
+		t := s.b[typ.start:typ.end]
+		if t[0] == '"' && bytes.IndexByte(t, '\\') >= 0 {
+			t = []byte(text(t)) // "\u0069mage_url" is an image
+		}
+		switch {
 		case bytes.Contains(t, []byte("image")):
 			r.Images++
 		case bytes.Contains(t, []byte("audio")):

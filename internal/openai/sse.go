@@ -17,10 +17,13 @@ const MaxEventSize = 4 << 20
 var DoneData = []byte("[DONE]")
 
 // EventReader splits a text/event-stream into events, each returned with
-// its terminating blank line, in a buffer reused by the next call.
+// its terminating blank line, in a buffer reused by the next call. Lines
+// end with LF, CR LF or a lone CR, as the SSE spec has it; an event's bytes
+// are returned as they came.
 type EventReader struct {
 	r   *bufio.Reader
 	buf []byte
+	err error // the read error that ended the stream, returned from then on
 }
 
 // Small, pooled buffers: thousands of streams stay open at once, and a line
@@ -33,22 +36,35 @@ var eventReaders = sync.Pool{New: func() any {
 func NewEventReader(r io.Reader) *EventReader {
 	s := eventReaders.Get().(*EventReader)
 	s.r.Reset(r)
+	s.err = nil
 	return s
 }
 
 // Release returns the reader to the pool; it must not be used after.
 func (s *EventReader) Release() {
 	s.r.Reset(nil)
+	s.err = nil
 	if cap(s.buf) <= 64<<10 { // don't keep a buffer grown by a huge event
 		s.buf = s.buf[:0]
 		eventReaders.Put(s)
 	}
 }
 
-var (
-	eventEnd     = []byte("\n\n")
-	eventEndCRLF = []byte("\r\n\r\n")
-)
+// lineEnd is the index of the first CR or LF in b, -1 if none: two
+// vectorised searches, the second only over the line the first found.
+func lineEnd(b []byte) int {
+	n := bytes.IndexByte(b, '\n')
+	if n < 0 {
+		n = len(b)
+	}
+	if c := bytes.IndexByte(b[:n], '\r'); c >= 0 {
+		return c
+	}
+	if n == len(b) {
+		return -1
+	}
+	return n
+}
 
 // Ready reports whether a complete event is already buffered, so Next
 // will not wait for the network.
@@ -58,11 +74,53 @@ func (s *EventReader) Ready() bool {
 		return false
 	}
 	b, _ := s.r.Peek(n)
-	// stray blank lines before an event do not end one
-	for len(b) > 0 && (b[0] == '\n' || b[0] == '\r') {
-		b = b[1:]
+	return eventEnd(b[strayBlankLines(b):]) >= 0
+}
+
+// strayBlankLines is the length of the blank lines at the start of b,
+// which are no event's.
+func strayBlankLines(b []byte) int {
+	i := 0
+	for i < len(b) && (b[i] == '\n' || b[i] == '\r') {
+		i++
 	}
-	return bytes.Contains(b, eventEnd) || bytes.Contains(b, eventEndCRLF)
+	return i
+}
+
+// eventEnd is the length of the event at the start of b (whose first line
+// is not blank) up to and with its blank line, as Next reads it; -1 when
+// b does not hold all of it.
+func eventEnd(b []byte) int {
+	loneCR := false // the last line ended with a lone CR
+	for i, line := 0, 0; i < len(b); line = i {
+		if c := b[i]; c != '\n' && c != '\r' { // else a blank line: no search
+			e := lineEnd(b[i:])
+			if e < 0 {
+				return -1
+			}
+			i += e
+		}
+		blank := i == line
+		switch {
+		case b[i] == '\n':
+			i++
+			loneCR = false
+		case blank && loneCR:
+			return i + 1 // a CR stream's blank line: what follows does not matter
+		case i+1 == len(b):
+			return -1 // CR LF or a lone CR: the next byte says
+		case b[i+1] == '\n':
+			i += 2
+			loneCR = false
+		default:
+			i++
+			loneCR = true
+		}
+		if blank {
+			return i
+		}
+	}
+	return -1
 }
 
 // ErrEventTooLarge is an event over MaxEventSize.
@@ -71,54 +129,176 @@ var ErrEventTooLarge = errors.New("stream event larger than 4 MiB")
 // Next returns the next event. At a clean end of the stream it returns
 // io.EOF; a partial event at the end is dropped (io.ErrUnexpectedEOF),
 // since it never completed.
+//
+// A CR may be the first half of a CR LF: Next reads the byte after it
+// before deciding, except for a blank line (a CR) after a line that ended
+// with a lone CR (a stream with CR line endings), which ends its event at
+// once; an LF after it is then a stray blank line. So an event's bytes
+// never depend on how the stream was cut into reads.
 func (s *EventReader) Next() ([]byte, error) {
 	s.buf = s.buf[:0]
-	lineStart := 0 // where the line being read began in buf
-	for {
-		line, err := s.r.ReadSlice('\n')
-		if len(s.buf)+len(line) > MaxEventSize {
-			return nil, ErrEventTooLarge
+	// the common case: the whole event is buffered, taken at once
+	if n := s.r.Buffered(); n > 0 {
+		b, _ := s.r.Peek(n)
+		i := strayBlankLines(b)
+		if e := eventEnd(b[i:]); e >= 0 && e <= MaxEventSize {
+			s.buf = append(s.buf, b[i:i+e]...)
+			_, _ = s.r.Discard(i + e)
+			return s.buf, nil
 		}
-		s.buf = append(s.buf, line...)
-		switch {
-		case err == bufio.ErrBufferFull:
-			continue // the rest of a long line follows
-		case err == io.EOF && len(s.buf) > 0:
-			return nil, io.ErrUnexpectedEOF
-		case err != nil:
+	}
+	// else line by line, reading as it goes
+	loneCR := false // the last line ended with a lone CR
+	for {
+		start := len(s.buf)
+		end, err := s.line(loneCR)
+		if err != nil {
+			if err == io.EOF && len(s.buf) > 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
 			return nil, err
 		}
-		// a whole line, possibly read in pieces: blank if it is only
-		// its terminator
-		whole := s.buf[lineStart:]
-		lineStart = len(s.buf)
-		if len(whole) == 1 || (len(whole) == 2 && whole[0] == '\r') {
-			if len(s.buf) == len(whole) {
-				s.buf, lineStart = s.buf[:0], 0 // a stray blank line, not an event
-				continue
+		blank := s.buf[start] == '\n' || s.buf[start] == '\r'
+		if blank && start == 0 {
+			s.buf = s.buf[:0] // a stray blank line, not an event
+			continue
+		}
+		if end == endCRUnread {
+			// CR LF or a lone CR: the next byte says
+			end = endCR
+			if b, err := s.peek(); err == nil && b[0] == '\n' {
+				if len(s.buf) >= MaxEventSize {
+					return nil, ErrEventTooLarge
+				}
+				s.buf = append(s.buf, '\n')
+				_, _ = s.r.Discard(1)
+				end = endLF
 			}
+		}
+		loneCR = end == endCR
+		if blank {
 			return s.buf, nil
 		}
 	}
 }
 
-// EventData is the value of an event's data field, for the single-line
-// data events OpenAI-compatible providers send; nil if it has none.
+// How a line read by line ends.
+const (
+	endLF       = iota // LF or CR LF
+	endCR              // a lone CR
+	endCRUnread        // a CR whose next byte is not read yet
+)
+
+// line appends the next line and its line ending to buf. A CR that ends
+// what is buffered is endCRUnread; a blank line ending with CR after a
+// line that ended with a lone CR (loneCR) is endCR, whatever follows.
+func (s *EventReader) line(loneCR bool) (int, error) {
+	start := len(s.buf)
+	for {
+		b, err := s.peek()
+		if err != nil {
+			return 0, err
+		}
+		e := lineEnd(b)
+		take, end := len(b), endLF
+		if e >= 0 {
+			take = e + 1
+			if b[e] == '\r' {
+				switch {
+				case loneCR && e == 0 && len(s.buf) == start:
+					end = endCR
+				case e+1 == len(b):
+					end = endCRUnread
+				case b[e+1] == '\n':
+					take++
+				default:
+					end = endCR
+				}
+			}
+		}
+		if len(s.buf)+take > MaxEventSize {
+			return 0, ErrEventTooLarge
+		}
+		s.buf = append(s.buf, b[:take]...)
+		_, _ = s.r.Discard(take)
+		if e >= 0 {
+			return end, nil
+		}
+	}
+}
+
+// peek returns the bytes buffered, reading when there are none. An error
+// is kept: bufio returns it only once.
+func (s *EventReader) peek() ([]byte, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	if s.r.Buffered() == 0 {
+		if _, err := s.r.Peek(1); err != nil {
+			s.err = err
+			return nil, err
+		}
+	}
+	b, _ := s.r.Peek(s.r.Buffered())
+	return b, nil
+}
+
+// EventData is the data of an event: the values of its "data" fields up
+// to its blank line, joined by new lines as the SSE spec joins them; nil
+// if it has none. A
+// single data line, what every provider sends, is a slice of ev; several
+// are joined in a new slice.
 func EventData(ev []byte) []byte {
-	for len(ev) > 0 {
-		i := bytes.IndexByte(ev, '\n')
+	var data, joined []byte
+	found := false
+	for len(ev) > 0 && ev[0] != '\n' && ev[0] != '\r' { // up to the blank line that ends the event
 		line := ev
-		if i >= 0 {
-			line, ev = ev[:i], ev[i+1:]
+		if e := lineEnd(ev); e >= 0 {
+			cr := ev[e] == '\r'
+			line, ev = ev[:e], ev[e+1:]
+			if cr && len(ev) > 0 && ev[0] == '\n' {
+				ev = ev[1:] // CR LF
+			}
 		} else {
 			ev = nil
 		}
-		if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-			rest = bytes.TrimSuffix(rest, []byte("\r"))
-			return bytes.TrimPrefix(rest, []byte(" "))
+		v, ok := dataValue(line)
+		switch {
+		case !ok:
+		case !found:
+			data, found = v, true
+		case joined == nil:
+			// one allocation: what is left of ev bounds the other lines
+			joined = make([]byte, 0, len(data)+1+len(v)+len(ev))
+			joined = append(append(append(joined, data...), '\n'), v...)
+		default:
+			joined = append(append(joined, '\n'), v...)
 		}
 	}
-	return nil
+	if joined != nil {
+		return joined
+	}
+	return data
+}
+
+// dataValue is the value of a "data" field line (after "data:" and one
+// space; a line "data" alone has an empty one).
+func dataValue(line []byte) ([]byte, bool) {
+	const name = "data"
+	if len(line) < len(name) || string(line[:len(name)]) != name {
+		return nil, false
+	}
+	if len(line) == len(name) {
+		return line[len(name):], true
+	}
+	if line[len(name)] != ':' {
+		return nil, false
+	}
+	v := line[len(name)+1:]
+	if len(v) > 0 && v[0] == ' ' {
+		v = v[1:]
+	}
+	return v, true
 }
 
 // IsEventStream reports whether a Content-Type is text/event-stream

@@ -70,7 +70,18 @@ var sseCases = []struct {
 	{name: "no trailing newline", in: "data: a\n\ndata: b", want: []string{"data: a\n\n"}, err: io.ErrUnexpectedEOF},
 	{name: "no trailing blank line", in: "data: a\n\ndata: b\n", want: []string{"data: a\n\n"}, err: io.ErrUnexpectedEOF},
 	{name: "partial only", in: "data: {\"choices\":", err: io.ErrUnexpectedEOF},
-	{name: "trailing bare CR", in: "data: a\n\ndata: b\n\r", want: []string{"data: a\n\n"}, err: io.ErrUnexpectedEOF},
+	// a lone CR ends a line too (the SSE spec: CR, LF or CR LF)
+	{name: "trailing bare CR", in: "data: a\n\ndata: b\n\r", want: []string{"data: a\n\n", "data: b\n\r"}, err: io.EOF},
+	{name: "CR", in: "data: a\r\rdata: b\r\r", want: []string{"data: a\r\r", "data: b\r\r"}, err: io.EOF},
+	{name: "CR, two data lines", in: "event: e\rdata: a\rdata: b\r\r", want: []string{"event: e\rdata: a\rdata: b\r\r"}, err: io.EOF},
+	{name: "CR lines, CRLF blank line", in: "data: a\rdata: b\r\r\ndata: c\r\r", want: []string{"data: a\rdata: b\r\r", "data: c\r\r"}, err: io.EOF},
+	{name: "stray CRs first", in: "\r\r\n\rdata: a\r\r", want: []string{"data: a\r\r"}, err: io.EOF},
+	{name: "LF line, CR blank line", in: "data: a\n\rdata: b\n\n", want: []string{"data: a\n\r", "data: b\n\n"}, err: io.EOF},
+	{name: "LF line, CRLF blank line", in: "data: a\n\r\ndata: b\n\n", want: []string{"data: a\n\r\n", "data: b\n\n"}, err: io.EOF},
+	{name: "CRLF line, CR blank line", in: "data: a\r\n\rdata: b\r\n\r\n", want: []string{"data: a\r\n\r", "data: b\r\n\r\n"}, err: io.EOF},
+	{name: "mixed endings", in: "id: 1\rdata: a\r\ndata: b\n\r\ndata: c\r\r", want: []string{"id: 1\rdata: a\r\ndata: b\n\r\n", "data: c\r\r"}, err: io.EOF},
+	{name: "CR line at the end", in: "data: a\r\rdata: b\r", want: []string{"data: a\r\r"}, err: io.ErrUnexpectedEOF},
+	{name: "CR LF line at the end", in: "data: b\r\n", err: io.ErrUnexpectedEOF},
 	{name: "line longer than the buffer", in: "data: " + strings.Repeat("y", 5000) + "\n\n", want: []string{"data: " + strings.Repeat("y", 5000) + "\n\n"}, err: io.EOF},
 	{name: "line one byte short of the buffer", in: line2K[1:] + "\n\ndata: z\n\n", want: []string{line2K[1:] + "\n\n", "data: z\n\n"}, err: io.EOF},
 	{
@@ -207,6 +218,13 @@ func TestSSEReaderReady(t *testing.T) {
 		{"partial next event missing its CR LF", []string{"data: a\r\n\r\ndata: b\r\n", "\r\n"}, []bool{false, false}, ""},
 		{"CRLF burst", []string{"data: a\r\n\r\ndata: b\r\n\r\n"}, []bool{true, false}, ""},
 		{"comment buffered", []string{"data: a\n\n: keep-alive\n\n"}, []bool{true, false}, ""},
+		{"CR burst", []string{"data: a\r\rdata: b\r\r"}, []bool{true, false}, ""},
+		// a CR blank line after an LF or CR LF line may be the start of
+		// CR LF: Next waits for the byte after it
+		{"CR blank line last", []string{"data: a\n\ndata: b\n\r", "\ndata: c\n\n"}, []bool{false, true, false}, ""},
+		{"CR line last", []string{"data: a\n\ndata: b\r", "\r"}, []bool{false, false}, ""},
+		{"CR LF blank line split", []string{"data: a\r\n\r\ndata: b\r\n\r", "\n"}, []bool{false, false}, ""},
+		{"CR lines", []string{"data: a\r\rdata: b\rdata: c\r\r"}, []bool{true, false}, ""},
 		{
 			"stray blank lines then a partial event", []string{"data: a\n\n\n\ndata: b", "\n\n"}, []bool{false, false},
 			"",
@@ -280,7 +298,24 @@ func TestEventData(t *testing.T) {
 		{"data:\n\n", ptr("")},
 		{"data: \n\n", ptr("")},
 		{"data:\r\n\r\n", ptr("")},
-		{"data: first\ndata: second\n\n", ptr("first")},
+		// the data lines of an event, joined by new lines
+		{"data: first\ndata: second\n\n", ptr("first\nsecond")},
+		{"data: first\r\ndata: second\r\n\r\n", ptr("first\nsecond")},
+		{"data: first\rdata: second\r\r", ptr("first\nsecond")},
+		{"data: a\rdata:b\r\ndata:  c\ndata:\n\n", ptr("a\nb\n c\n")},
+		{"event: x\ndata: {\"a\":\ndata: 1}\nid: 3\n\n", ptr("{\"a\":\n1}")},
+		{"data: a\n: comment\ndata: b\n\n", ptr("a\nb")},
+		{"data: x\r\r", ptr("x")},
+		{"event: e\rdata: x\r\r", ptr("x")},
+		{"data: a\rb\n\n", ptr("a")}, // "b" is a line of its own: a field named b
+		{"data\n\n", ptr("")},        // a field name alone: an empty value
+		{"data\ndata: x\n\n", ptr("\nx")},
+		{"datax: y\n\n", nil},
+		// the event ends at its blank line
+		{"data: a\n\ndata: b\n\n", ptr("a")},
+		{"data: a\r\rdata: b\r\r", ptr("a")},
+		{"data: a\r\n\r\ndata: b\r\n\r\n", ptr("a")},
+		{"\ndata: a\n\n", nil},
 		{"data: x", ptr("x")},
 		{"Data: x\n\n", nil},
 		{" data: x\n\n", nil},
@@ -302,6 +337,42 @@ func TestEventData(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestEventDataAllocations: a single data line is a slice of the event,
+// whatever the line endings; several are joined in one allocation.
+func TestEventDataAllocations(t *testing.T) {
+	for _, ev := range []string{
+		"data: " + string(benchChatChunk) + "\n\n",
+		"data: " + string(benchChatChunk) + "\r\n\r\n",
+		"data: " + string(benchChatChunk) + "\r\r",
+		"event: delta\r\ndata: " + string(benchChatChunk) + "\r\nid: 4\r\n\r\n",
+	} {
+		b := []byte(ev)
+		got := EventData(b)
+		if string(got) != string(benchChatChunk) {
+			t.Fatalf("EventData(%q) = %q", ev, got)
+		}
+		if &got[0] != &b[strings.Index(ev, "{")] {
+			t.Errorf("EventData(%.30q…) is a copy", ev)
+		}
+		if n := testing.AllocsPerRun(100, func() { EventData(b) }); n != 0 {
+			t.Errorf("EventData(%.30q…): %v allocations", ev, n)
+		}
+	}
+	var sb strings.Builder
+	const lines = 100000
+	for i := range lines {
+		fmt.Fprintf(&sb, "data: %d\r\n", i%10)
+	}
+	sb.WriteString("\r\n")
+	b := []byte(sb.String())
+	if n := testing.AllocsPerRun(10, func() { EventData(b) }); n != 1 {
+		t.Errorf("%d data lines: %v allocations, want 1", lines, n)
+	}
+	if got := EventData(b); len(got) != 2*lines-1 || string(got[:6]) != "0\n1\n2\n" {
+		t.Errorf("%d data lines: %d bytes, %.12q", lines, len(got), got)
+	}
+}
 
 func TestStringChars(t *testing.T) {
 	cases := []struct {
@@ -350,9 +421,10 @@ func TestIsEventStream(t *testing.T) {
 }
 
 // FuzzSSEReader: whatever the input and however it is split into reads,
-// the reader does not panic, every event ends in a blank line, and the
-// events are the input in order with only blank lines between them
-// dropped.
+// the reader does not panic, every event ends in a blank line, the events
+// are the input in order with only blank lines between them dropped,
+// their data is what the SSE spec reads, and Next never reads after Ready
+// said an event was buffered.
 func FuzzSSEReader(f *testing.F) {
 	f.Add("data: a\n\ndata: b\n\n", uint8(0))
 	f.Add("\r\n: keep-alive\r\n\r\nevent: x\r\ndata: {}\r\n\r\n", uint8(1))
@@ -360,6 +432,8 @@ func FuzzSSEReader(f *testing.F) {
 	f.Add("\n\n\n", uint8(2))
 	f.Add("data: [DONE]\n\r\n", uint8(5))
 	f.Add("data: x\r\r\n\n", uint8(7))
+	f.Add("data: a\rdata: b\r\rdata: c\r\n\r", uint8(3))
+	f.Add("event: e\r\ndata: 1\ndata: 2\r\r\n: x\n\rdata\n\n", uint8(6))
 	f.Fuzz(func(t *testing.T, in string, split uint8) {
 		var r io.Reader = strings.NewReader(in)
 		switch split % 4 {
@@ -373,11 +447,17 @@ func FuzzSSEReader(f *testing.F) {
 		// a reader fresh from the pool's New, not NewEventReader: whether
 		// the pool had one depends on the GC, and coverage that changes
 		// from run to run sends the fuzzer minimizing in vain
+		reads := &countingReader{r: r}
 		events := eventReaders.New().(*EventReader)
-		events.r.Reset(r)
+		events.r.Reset(reads)
 		rest := in
+		var got []string // the data of the events
 		for n := 0; ; n++ {
+			ready, before := events.Ready(), reads.n
 			ev, err := events.Next()
+			if ready && (err != nil || reads.n != before) {
+				t.Fatalf("Ready, but Next read (%v)", err)
+			}
 			if err != nil {
 				if ev != nil {
 					t.Fatalf("event %q returned with error %v", ev, err)
@@ -388,11 +468,14 @@ func FuzzSSEReader(f *testing.F) {
 				t.Fatalf("more events than bytes of input")
 			}
 			s := string(ev)
-			if !strings.HasSuffix(s, "\n\n") && !strings.HasSuffix(s, "\n\r\n") {
+			if !endsInBlankLine(s) {
 				t.Fatalf("event %q does not end in a blank line", s)
 			}
-			if strings.HasPrefix(s, "\n") || strings.HasPrefix(s, "\r\n") {
+			if strings.HasPrefix(s, "\n") || strings.HasPrefix(s, "\r") {
 				t.Fatalf("event %q starts with a blank line", s)
+			}
+			if d := EventData(ev); d != nil {
+				got = append(got, string(d))
 			}
 			rest = dropBlankLines(rest)
 			if !strings.HasPrefix(rest, s) {
@@ -400,19 +483,76 @@ func FuzzSSEReader(f *testing.F) {
 			}
 			rest = rest[len(s):]
 		}
+		if want := specData(in); !equalStrings(got, want) {
+			t.Fatalf("data %q, want %q as the SSE spec reads %q", got, want, in)
+		}
 	})
+}
+
+// countingReader counts the reads from r.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.n++
+	return c.r.Read(p)
+}
+
+// endsInBlankLine reports whether an event ends with a blank line: a line
+// ending (CR, LF or CR LF) followed by another.
+func endsInBlankLine(s string) bool {
+	for _, end := range []string{"\n\n", "\n\r", "\r\r", "\n\r\n"} {
+		if strings.HasSuffix(s, end) {
+			return true
+		}
+	}
+	return false
+}
+
+// specData is the data of each event of a stream with data, read as the
+// SSE spec's algorithm reads it: lines end with CR LF, LF or CR; a blank
+// line dispatches an event; "data" fields are joined by new lines; an
+// event the stream ends in the middle of is not dispatched.
+func specData(in string) []string {
+	var out []string
+	var data strings.Builder
+	has := false
+	for len(in) > 0 {
+		i := strings.IndexAny(in, "\r\n")
+		if i < 0 {
+			break // an unterminated line: the stream ended mid-event
+		}
+		line := in[:i]
+		if in[i] == '\r' && i+1 < len(in) && in[i+1] == '\n' {
+			i++
+		}
+		in = in[i+1:]
+		if line == "" {
+			if has {
+				out = append(out, data.String())
+			}
+			data.Reset()
+			has = false
+			continue
+		}
+		name, value, colon := strings.Cut(line, ":")
+		if colon {
+			value = strings.TrimPrefix(value, " ")
+		}
+		if name == "data" {
+			if has {
+				data.WriteByte('\n')
+			}
+			data.WriteString(value)
+			has = true
+		}
+	}
+	return out
 }
 
 // dropBlankLines drops the stray blank lines at the start of s.
 func dropBlankLines(s string) string {
-	for {
-		switch {
-		case strings.HasPrefix(s, "\n"):
-			s = s[1:]
-		case strings.HasPrefix(s, "\r\n"):
-			s = s[2:]
-		default:
-			return s
-		}
-	}
+	return strings.TrimLeft(s, "\r\n")
 }

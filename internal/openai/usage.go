@@ -124,7 +124,13 @@ func memberValue(data, key []byte, from int) int {
 // usageObject reads a usage object in either of OpenAI's shapes:
 // prompt_tokens, completion_tokens and prompt_tokens_details.cached_tokens
 // (chat, completions, embeddings), or input_tokens, output_tokens and
-// input_tokens_details.cached_tokens (Responses). A null usage is not found.
+// input_tokens_details.cached_tokens (Responses). It is found (ok) only
+// when the input and output counts, or the total, are non-negative JSON
+// integers and no count is anything else but null (which, as for
+// encoding/json, leaves a count as it was): an empty usage, a count of
+// 12.5 or "12" would charge the answer nothing, and the caller estimates
+// it instead. A cached count that is not an integer is 0 (the whole input
+// at the full price).
 //
 // The output is the larger of the completion (or output) tokens and the
 // total less the prompt (or input) tokens: Gemini's thinking models bill
@@ -135,14 +141,25 @@ func memberValue(data, key []byte, from int) int {
 func usageObject(obj []byte) (Usage, bool) {
 	var u Usage
 	total := int64(-1)
-	ok := ForEachMember(obj, func(key, val []byte) {
+	const in, out, tot, bad = 1, 2, 4, 8
+	var seen uint8 // counts read as integers, or one that is not
+	count := func(val []byte, dst *int64, bit uint8) {
+		switch n, ok := countOf(val); {
+		case !ok:
+			seen |= bad
+		case n >= 0:
+			*dst = n
+			seen |= bit
+		} // null: as if absent
+	}
+	valid := ForEachMember(obj, func(key, val []byte) {
 		switch string(key) {
 		case "prompt_tokens", "input_tokens":
-			u.Input = atoi(val)
+			count(val, &u.Input, in)
 		case "completion_tokens", "output_tokens":
-			u.Output = atoi(val)
+			count(val, &u.Output, out)
 		case "total_tokens":
-			total = atoi(val)
+			count(val, &total, tot)
 		case "prompt_tokens_details", "input_tokens_details":
 			ForEachMember(val, func(key, val []byte) {
 				if string(key) == "cached_tokens" {
@@ -151,10 +168,27 @@ func usageObject(obj []byte) (Usage, bool) {
 			})
 		}
 	})
+	if !valid || seen&bad != 0 || (seen&(in|out) != in|out && seen&tot == 0) {
+		return Usage{}, false
+	}
 	if total-u.Input > u.Output { // no overflow: both are at least 0
 		u.Output = total - u.Input
 	}
-	return u, ok
+	return u, true
+}
+
+// countOf reads a token count: a non-negative JSON integer (saturated
+// at math.MaxInt64), or null (-1); ok is false for anything else.
+func countOf(val []byte) (n int64, ok bool) {
+	if string(val) == "null" {
+		return -1, true
+	}
+	for _, c := range val {
+		if c < '0' || c > '9' {
+			return 0, false // a sign, a fraction, an exponent, not a number
+		}
+	}
+	return atoi(val), len(val) > 0
 }
 
 // IsError reports whether a JSON object is an error rather than an
@@ -162,6 +196,27 @@ func usageObject(obj []byte) (Usage, bool) {
 // {"type":"error"} (or "response.failed") event.
 func IsError(b []byte) bool {
 	return ReadAnswer(0, b).Error
+}
+
+// EventType is the top-level "type" of a stream event's data (the last,
+// as JSON parsers read a repeated member), decoded; "" when there is none.
+// A member of that name deeper in the event (an item's type, a client's
+// metadata echoed in response.created) is not the event's type, and data
+// that is not one JSON object has none. It is data's own bytes when it
+// has no escapes: not to be kept.
+func EventType(data []byte) string {
+	var typ []byte
+	if !ForEachMember(data, func(key, val []byte) {
+		if string(key) == "type" {
+			typ = nil
+			if val[0] == '"' {
+				typ = val
+			}
+		}
+	}) {
+		return "" // not one JSON object: no event's type
+	}
+	return text(typ)
 }
 
 // textKeys are the members whose string values are text a model wrote,
@@ -292,22 +347,35 @@ func textChars(keys *textKeys, data []byte) int64 {
 	return n + max(aliased[0], aliased[1])
 }
 
-// ResponseID is the id of a Responses API answer: the top-level "id" of a
-// response object, or that of the "response" a stream event carries
-// (response.created and the ones after it); "" when there is none.
+// ResponseID is the id of a Responses API answer: the "id" of the
+// "response" a stream event carries (response.created and the ones after
+// it), else the top-level "id" of a response object; "" when there is
+// none. It reads one level down, no deeper: one pass over data, whatever
+// its nesting.
 func ResponseID(data []byte) string {
-	var id string
+	var id, inner []byte
 	ForEachMember(data, func(key, val []byte) {
 		switch string(key) {
 		case "id":
-			if id == "" && val[0] == '"' {
-				id = strings.Clone(text(val))
+			if val[0] == '"' {
+				id = val
 			}
 		case "response":
+			inner = nil
 			if val[0] == '{' {
-				id = ResponseID(val)
+				ForEachMember(val, func(key, val []byte) {
+					if string(key) == "id" && val[0] == '"' {
+						inner = val
+					}
+				})
 			}
 		}
 	})
-	return id
+	if inner != nil {
+		id = inner
+	}
+	if id == nil {
+		return ""
+	}
+	return strings.Clone(text(id))
 }

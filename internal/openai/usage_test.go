@@ -50,25 +50,49 @@ func TestAnswerUsageTable(t *testing.T) {
 		{"responses shape", `{"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2},"output_tokens_details":{"reasoning_tokens":4}}}`, Usage{5, 7, 2, false}, true, true},
 		{"usage first, spaces", " {\n \"usage\" : { \"completion_tokens\" : 9 , \"prompt_tokens\" : 1 } , \"id\" : \"x\" }\n", Usage{Input: 1, Output: 9}, true, true},
 		{"python spacing", `{"id": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 2}}}`, Usage{3, 4, 2, false}, true, true},
-		{"empty usage", `{"usage":{}}`, Usage{}, true, true},
+		// usage without integer counts is no usage (the caller estimates):
+		// an answer charged nothing for "usage":{} or a count of 12.5 was
+		// an answer for free
+		{"empty usage", `{"usage":{}}`, Usage{}, false, true},
 		{"zeros", `{"usage":{"prompt_tokens":0,"completion_tokens":0}}`, Usage{}, true, true},
-		{"large", `{"usage":{"prompt_tokens":9223372036854775807}}`, Usage{Input: 1<<63 - 1}, true, true},
+		{"large", `{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":0}}`, Usage{Input: 1<<63 - 1}, true, true},
 		{"past int64 saturates, never wraps to a credit", `{"usage":{"prompt_tokens":9223372036854775808,"completion_tokens":123456789012345678901234567890}}`, Usage{Input: 1<<63 - 1, Output: 1<<63 - 1}, true, true},
-		{"not integers count as 0", `{"usage":{"prompt_tokens":-5,"completion_tokens":1.5,"prompt_tokens_details":{"cached_tokens":"3"}}}`, Usage{}, true, true},
-		{"exponent counts as 0", `{"usage":{"prompt_tokens":1e3,"completion_tokens":null}}`, Usage{}, true, true},
-		{"details null", `{"usage":{"prompt_tokens":4,"prompt_tokens_details":null}}`, Usage{Input: 4}, true, true},
-		{"details not an object", `{"usage":{"prompt_tokens":4,"prompt_tokens_details":[{"cached_tokens":1}]}}`, Usage{Input: 4}, true, true},
-		{"duplicate usage: the last counts", `{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}`, Usage{Input: 2}, true, true},
-		{"duplicate field: the last counts", `{"usage":{"prompt_tokens":1,"prompt_tokens":2}}`, Usage{Input: 2}, true, true},
+		{"not integers", `{"usage":{"prompt_tokens":-5,"completion_tokens":1.5,"prompt_tokens_details":{"cached_tokens":"3"}}}`, Usage{}, false, true},
+		{"exponent", `{"usage":{"prompt_tokens":1e3,"completion_tokens":null}}`, Usage{}, false, true},
+		{"a float count", `{"usage":{"prompt_tokens":12.5,"completion_tokens":3}}`, Usage{}, false, true},
+		{"a float with no fraction", `{"usage":{"prompt_tokens":12,"completion_tokens":3.0}}`, Usage{}, false, true},
+		{"a string count", `{"usage":{"prompt_tokens":"12","completion_tokens":3}}`, Usage{}, false, true},
+		{"a negative count", `{"usage":{"prompt_tokens":12,"completion_tokens":-3}}`, Usage{}, false, true},
+		{"minus zero", `{"usage":{"prompt_tokens":-0,"completion_tokens":3}}`, Usage{}, false, true},
+		{"a boolean count", `{"usage":{"prompt_tokens":12,"completion_tokens":true}}`, Usage{}, false, true},
+		{"an object count", `{"usage":{"prompt_tokens":12,"completion_tokens":{"n":3}}}`, Usage{}, false, true},
+		{"a bad total beside good counts", `{"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15.5}}`, Usage{}, false, true},
+		{"a bad count, then a good one", `{"usage":{"prompt_tokens":1.5,"prompt_tokens":2,"completion_tokens":1}}`, Usage{}, false, true},
+		{"prompt only", `{"usage":{"prompt_tokens":12}}`, Usage{}, false, true},
+		{"completion only", `{"usage":{"completion_tokens":12}}`, Usage{}, false, true},
+		{"completion null", `{"usage":{"prompt_tokens":12,"completion_tokens":null}}`, Usage{}, false, true},
+		{"all null", `{"usage":{"prompt_tokens":null,"completion_tokens":null,"total_tokens":null}}`, Usage{}, false, true},
+		{"details only", `{"usage":{"prompt_tokens_details":{"cached_tokens":5}}}`, Usage{}, false, true},
+		{"total only", `{"usage":{"total_tokens":20}}`, Usage{Output: 20}, true, true},
+		{"completion null, total", `{"usage":{"prompt_tokens":12,"completion_tokens":null,"total_tokens":20}}`, Usage{Input: 12, Output: 8}, true, true},
+		{"null after a count: encoding/json keeps the count", `{"usage":{"prompt_tokens":5,"prompt_tokens":null,"completion_tokens":1}}`, Usage{Input: 5, Output: 1}, true, true},
+		{"a bad cached count is 0", `{"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":"2"}}}`, Usage{Input: 3, Output: 1}, true, true},
+		{"details null", `{"usage":{"prompt_tokens":4,"completion_tokens":1,"prompt_tokens_details":null}}`, Usage{Input: 4, Output: 1}, true, true},
+		{"details not an object", `{"usage":{"prompt_tokens":4,"completion_tokens":1,"prompt_tokens_details":[{"cached_tokens":1}]}}`, Usage{Input: 4, Output: 1}, true, true},
+		{"duplicate usage: the last counts", `{"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{"prompt_tokens":2,"completion_tokens":1}}`, Usage{Input: 2, Output: 1}, true, true},
+		{"duplicate usage: the last, empty, is none", `{"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{}}`, Usage{}, false, true},
+		{"duplicate field: the last counts", `{"usage":{"prompt_tokens":1,"prompt_tokens":2,"completion_tokens":1}}`, Usage{Input: 2, Output: 1}, true, true},
 		{"no usage", `{"id":"x","choices":[]}`, Usage{}, false, true},
 		{"usage null", `{"usage":null}`, Usage{}, false, true},
 		{"usage array", `{"usage":[{"prompt_tokens":1}]}`, Usage{}, false, true},
 		{"usage number", `{"usage":5}`, Usage{}, false, true},
-		{"usage last null", `{"usage":{"prompt_tokens":1},"usage":null}`, Usage{}, false, true},
+		{"usage last null", `{"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":null}`, Usage{}, false, true},
 		// a choice's usage (Moonshot's Kimi) when there is no top-level one;
 		// usage anywhere else is not the answer's
-		{"usage in a choice", `{"choices":[{"usage":{"prompt_tokens":1}}],"meta":{"usage":{"prompt_tokens":2}}}`, Usage{Input: 1}, true, true},
-		{"top-level usage over a choice's", `{"choices":[{"usage":{"prompt_tokens":1}}],"usage":{"prompt_tokens":3}}`, Usage{Input: 3}, true, true},
+		{"usage in a choice", `{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":1}}],"meta":{"usage":{"prompt_tokens":2,"completion_tokens":1}}}`, Usage{Input: 1, Output: 1}, true, true},
+		{"top-level usage over a choice's", `{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":1}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`, Usage{Input: 3, Output: 1}, true, true},
+		{"an empty top-level usage: a choice's", `{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":1}}],"usage":{}}`, Usage{Input: 1, Output: 1}, true, true},
+		{"an empty usage in a choice", `{"choices":[{"usage":{}}]}`, Usage{}, false, true},
 		{"nested usage only", `{"choices":[{"message":{"usage":{"prompt_tokens":1}}}],"meta":{"usage":{"prompt_tokens":2}}}`, Usage{}, false, true},
 		{"usage in a string", `{"text":"\"usage\":{\"prompt_tokens\":1}"}`, Usage{}, false, true},
 		{"key case", `{"Usage":{"prompt_tokens":1}}`, Usage{}, false, true},
@@ -104,10 +128,15 @@ func TestChunkUsageTable(t *testing.T) {
 		{"choices of odd values", `{"choices":[1, "x" ,null,[],{}]}`, Usage{}, -1, false},
 		{"three choices, usage null", `{"choices":[{"index":0},{"index":1},{"index":2}],"usage":null}`, Usage{}, 3, false},
 		{"choices of odd values, usage null", `{"choices":[1, "x" ,null,[],{}],"usage":null}`, Usage{}, 5, false},
-		{"usage on the last content chunk", `{"choices":[{"finish_reason":"stop"}],"usage":{"completion_tokens":4}}`, Usage{Output: 4}, 1, true},
-		{"usage before choices", `{"usage":{"prompt_tokens":1},"choices":[]}`, Usage{Input: 1}, 0, true},
-		{"choices null", `{"choices":null,"usage":{"prompt_tokens":1}}`, Usage{Input: 1}, 0, true},
-		{"choices object", `{"choices":{"0":{}},"usage":{"prompt_tokens":1}}`, Usage{Input: 1}, 0, true},
+		{"usage on the last content chunk", `{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":4}}`, Usage{Input: 1, Output: 4}, 1, true},
+		{"usage before choices", `{"usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[]}`, Usage{Input: 1, Output: 1}, 0, true},
+		{"choices null", `{"choices":null,"usage":{"prompt_tokens":1,"completion_tokens":1}}`, Usage{Input: 1, Output: 1}, 0, true},
+		{"choices object", `{"choices":{"0":{}},"usage":{"prompt_tokens":1,"completion_tokens":1}}`, Usage{Input: 1, Output: 1}, 0, true},
+		{"empty usage", `{"id":"x","choices":[],"usage":{}}`, Usage{}, 0, false},
+		{"float usage", `{"id":"x","choices":[],"usage":{"prompt_tokens":7.5,"completion_tokens":2}}`, Usage{}, 0, false},
+		{"string usage", `{"id":"x","choices":[],"usage":{"prompt_tokens":"7","completion_tokens":"2"}}`, Usage{}, 0, false},
+		{"responses completed, empty usage", `{"type":"response.completed","response":{"id":"r","usage":{}}}`, Usage{}, 0, false},
+		{"responses completed, float usage", `{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":5.5,"output_tokens":7}}}`, Usage{}, 0, false},
 		{"responses completed", `{"type":"response.completed","response":{"id":"r","output":[],"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2}}}}`, Usage{5, 7, 2, false}, 0, true},
 		{"responses created", `{"type":"response.created","response":{"id":"r","usage":null}}`, Usage{}, 0, false},
 		{"nested usage only", `{"choices":[{"delta":{"usage":{"prompt_tokens":1}}}]}`, Usage{}, 1, false},
@@ -134,10 +163,13 @@ func TestUsageObject(t *testing.T) {
 		ok   bool
 	}{
 		{`{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":1}}`, Usage{3, 4, 1, false}, true},
-		{`{}`, Usage{}, true},
-		{` { } `, Usage{}, true},
-		{`{"prompt_tokens_details":{"cached_tokens":5,"audio_tokens":2}}`, Usage{CachedInput: 5}, true},
-		{`{"completion_tokens_details":{"cached_tokens":5}}`, Usage{}, true},
+		{`{"input_tokens":3,"output_tokens":4,"input_tokens_details":{"cached_tokens":1}}`, Usage{3, 4, 1, false}, true},
+		{`{"prompt_tokens":8,"total_tokens":8}`, Usage{Input: 8}, true},
+		{`{}`, Usage{}, false},
+		{` { } `, Usage{}, false},
+		{`{"prompt_tokens_details":{"cached_tokens":5,"audio_tokens":2}}`, Usage{}, false},
+		{`{"completion_tokens_details":{"cached_tokens":5}}`, Usage{}, false},
+		{`{"prompt_tokens":3,"completion_tokens":4.0}`, Usage{}, false},
 		{`null`, Usage{}, false},
 		{`[]`, Usage{}, false},
 		{`"usage"`, Usage{}, false},
@@ -272,23 +304,39 @@ func tokenCount(v json.RawMessage) (int64, bool) {
 	return n, err == nil
 }
 
-// wantUsage is the usage encoding/json finds in a usage object; comparable
-// is false when a count overflows.
+// isCount reports whether a token count is a non-negative JSON integer.
+func isCount(v json.RawMessage) bool {
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(v) > 0
+}
+
+// wantUsage is the usage encoding/json finds in a usage object: found when
+// no count is other than null or a non-negative integer and the input and
+// output counts, or the total, are integers; comparable is false when a
+// count overflows.
 func wantUsage(obj json.RawMessage) (u Usage, found, comparable bool) {
 	ms, ok := jsonMembers(obj)
 	if !ok {
 		return Usage{}, false, true
 	}
 	total := int64(-1)
+	var in, out, tot, bad bool
 	for _, m := range ms {
 		var dst *int64
 		switch m.key {
 		case "prompt_tokens", "input_tokens":
 			dst = &u.Input
+			in = in || isCount(m.val)
 		case "completion_tokens", "output_tokens":
 			dst = &u.Output
+			out = out || isCount(m.val)
 		case "total_tokens":
 			dst = &total
+			tot = tot || isCount(m.val)
 		case "prompt_tokens_details", "input_tokens_details":
 			details, _ := jsonMembers(m.val)
 			for _, d := range details {
@@ -302,12 +350,19 @@ func wantUsage(obj json.RawMessage) (u Usage, found, comparable bool) {
 			}
 		}
 		if dst != nil {
+			if string(m.val) == "null" {
+				continue // as if absent: encoding/json leaves the count
+			}
+			bad = bad || !isCount(m.val)
 			n, ok := tokenCount(m.val)
 			if !ok {
 				return u, true, false
 			}
 			*dst = n
 		}
+	}
+	if bad || !(in && out || tot) {
+		return Usage{}, false, true
 	}
 	// a total above the parts is output (Gemini's thinking tokens)
 	u.Output = max(u.Output, total-u.Input)
@@ -373,6 +428,9 @@ func FuzzUsageParser(f *testing.F) {
 	f.Add(`{"usage":{"prompt_tokens":-1,"completion_tokens":1.5e3,"prompt_tokens":"7"}}`)
 	f.Add(`{"usage":{"prompt_tokens":99999999999999999999}}`)
 	f.Add(`{"usage":{"prompt_tokens":1},"usage":{"completion_tokens":2}}`)
+	f.Add(`{"usage":{"prompt_tokens":1,"completion_tokens":null,"total_tokens":3}}`)
+	f.Add(`{"usage":{"prompt_tokens":1,"completion_tokens":2.5}}`)
+	f.Add(`{"usage":{}}`)
 	f.Add(`{"type":"response.completed","response":{"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2}}}}`)
 	f.Add(`{"usage":{"prompt_tokens_details":null,"input_tokens_details":{"cached_tokens":3}},"choices":{"a":[]}}`)
 	f.Add(`[{"usage":{"prompt_tokens":1}}]`)

@@ -1,0 +1,56 @@
+package llmrouter
+
+import (
+	"math"
+	"testing"
+)
+
+// TestStatsTokensSaturate: token totals stop at math.MaxInt64 rather than
+// wrap to a negative count, however large the counts a provider reports
+// (a count past int64 is read as math.MaxInt64).
+func TestStatsTokensSaturate(t *testing.T) {
+	huge := usage{Input: math.MaxInt64, Output: math.MaxInt64 - 1, CachedInput: math.MaxInt64, Estimated: true}
+	var s deploymentStats
+	s.recordUsage(usage{Input: 10, Output: 20, CachedInput: 5, Estimated: true}, 0.5, "USD")
+	s.recordUsage(huge, 1, "USD")
+	s.recordUsage(huge, 1, "USD")
+	for name, got := range map[string]int64{"input": s.input, "output": s.output, "cached": s.cached, "estimated input": s.estIn, "estimated output": s.estOut} {
+		if got != math.MaxInt64 {
+			t.Errorf("%s = %d, want %d", name, got, int64(math.MaxInt64))
+		}
+	}
+
+	const client = "TestStatsTokensSaturate"
+	t.Cleanup(func() {
+		clientTotals.Lock()
+		delete(clientTotals.m, client)
+		clientTotals.Unlock()
+	})
+	recordClient(client, usage{Input: 1, Output: 1, CachedInput: 1}, 0, "USD")
+	recordClient(client, huge, 0, "USD")
+	clientTotals.Lock()
+	c := *clientTotals.m[client]
+	clientTotals.Unlock()
+	if c.input != math.MaxInt64 || c.output != math.MaxInt64 || c.cached != math.MaxInt64 || c.answers != 2 {
+		t.Errorf("client totals %+v, want saturated", c)
+	}
+}
+
+func TestAddTokens(t *testing.T) {
+	cases := []struct{ a, b, want int64 }{
+		{1, 2, 3},
+		{math.MaxInt64, 1, math.MaxInt64},
+		{math.MaxInt64 - 1, 1, math.MaxInt64},
+		{math.MaxInt64, math.MaxInt64, math.MaxInt64},
+		{math.MinInt64, -1, math.MinInt64},
+		{math.MaxInt64, -1, math.MaxInt64 - 1},
+		{math.MinInt64, math.MaxInt64, -1},
+		{-5, 3, -2},
+		{0, 0, 0},
+	}
+	for _, tc := range cases {
+		if got := addTokens(tc.a, tc.b); got != tc.want {
+			t.Errorf("addTokens(%d, %d) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

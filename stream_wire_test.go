@@ -1,0 +1,122 @@
+package llmrouter
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
+)
+
+// TestRelayLineEndings: whatever a provider's line endings (LF, CR LF, a
+// lone CR, mixed) and however it splits an event's data into several data
+// lines, the relay reads the usage, [DONE] and error events from the data
+// as the SSE spec joins it, and relays the events as they came.
+func TestRelayLineEndings(t *testing.T) {
+	usageSplit := "data: {\"id\":\"x\",\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":120,\"completion_tokens\":10}}\n\n"
+	cases := []struct {
+		name   string
+		stream string
+		usage  *usage
+		done   bool
+		failed bool
+	}{
+		{"CR", strings.ReplaceAll(relayContent+relayUsageOnly+relayDone, "\n", "\r"), &usage{Input: 120, Output: 10, CachedInput: 64}, true, false},
+		{"CR LF", strings.ReplaceAll(relayContent+relayUsageOnly+relayDone, "\n", "\r\n"), &usage{Input: 120, Output: 10, CachedInput: 64}, true, false},
+		{"mixed", relayContent + strings.ReplaceAll(relayUsageOnly, "\n", "\r") + "data: [DONE]\r\n\n", &usage{Input: 120, Output: 10, CachedInput: 64}, true, false},
+		{"usage in two data lines", relayContent + usageSplit + relayDone, &usage{Input: 120, Output: 10}, true, false},
+		{"usage in two CR data lines", relayContent + strings.ReplaceAll(usageSplit, "\n", "\r") + relayDone, &usage{Input: 120, Output: 10}, true, false},
+		{"[DONE] after an event line, CR", relayContent + "event: done\rdata: [DONE]\r\r", nil, true, false},
+		{"error in two data lines", relayContent + "data: {\"error\":\ndata: {\"message\":\"overloaded\"}}\n\n" + relayDone, nil, true, true},
+		// data lines that make [DONE] only when one is read alone are not
+		// the end
+		{"[DONE] is not the first of two lines", relayContent + "data: [DONE]\ndata: x\n\n", nil, false, false},
+	}
+	for _, tc := range cases {
+		for name, r := range map[string]func() io.Reader{
+			"whole":    func() io.Reader { return strings.NewReader(tc.stream) },
+			"one byte": func() io.Reader { return iotest.OneByteReader(strings.NewReader(tc.stream)) },
+		} {
+			var out bytes.Buffer
+			s := streamRelay{api: openai.Chat}
+			if err := runRelay(t, &s, &out, noFlush, r()); err != nil {
+				t.Errorf("%s, %s: relay = %v", tc.name, name, err)
+				continue
+			}
+			if out.String() != tc.stream {
+				t.Errorf("%s, %s: relayed %q, want %q", tc.name, name, out.String(), tc.stream)
+			}
+			if (s.usage == nil) != (tc.usage == nil) || (s.usage != nil && *s.usage != *tc.usage) {
+				t.Errorf("%s, %s: usage %+v, want %+v", tc.name, name, s.usage, tc.usage)
+			}
+			if s.done != tc.done || s.failed != tc.failed {
+				t.Errorf("%s, %s: done %v failed %v, want %v %v", tc.name, name, s.done, s.failed, tc.done, tc.failed)
+			}
+		}
+	}
+}
+
+// TestRelayResponsesEnd: a Responses stream ends (or fails) by its events'
+// top-level type only: a client's metadata that the provider echoes in
+// response.created, or an item's own type, ends nothing.
+func TestRelayResponsesEnd(t *testing.T) {
+	const (
+		created = `data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","error":null,"metadata":{"x":"response.completed","y":"response.incomplete","z":"response.failed","type":"response.completed"}}}` + "\n\n"
+		delta   = `data: {"type":"response.output_text.delta","delta":"hi"}` + "\n\n"
+		item    = `data: {"type":"response.output_item.done","item":{"type":"response.completed","id":"x"}}` + "\n\n"
+		spaced  = `data: {"sequence_number": 9, "type" : "response.completed", "response": {"usage": {"input_tokens": 5, "output_tokens": 7}}}` + "\n\n"
+	)
+	cases := []struct {
+		name         string
+		stream       string
+		done, failed bool
+	}{
+		{"echoed metadata", created + delta, false, false},
+		{"an item's type", created + item, false, false},
+		{"completed", created + delta + `data: {"type":"response.completed","response":{"id":"resp_1","usage":{"input_tokens":5,"output_tokens":7}}}` + "\n\n", true, false},
+		{"completed, spaced, type not first", created + spaced, true, false},
+		{"incomplete", created + `data: {"type":"response.incomplete","response":{"id":"resp_1"}}` + "\n\n", true, false},
+		{"failed", created + `data: {"type":"response.failed","response":{"id":"resp_1","error":{"code":"server_error"}}}` + "\n\n", false, true},
+		{"error event", created + `data: {"type":"error","code":"server_error","message":"x"}` + "\n\n", false, true},
+		{"last type counts", created + `data: {"type":"response.completed","type":"response.output_text.delta","delta":"x"}` + "\n\n", false, false},
+	}
+	for _, tc := range cases {
+		s := streamRelay{api: openai.Responses}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(tc.stream)); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if s.done != tc.done || s.failed != tc.failed {
+			t.Errorf("%s: done %v failed %v, want %v %v", tc.name, s.done, s.failed, tc.done, tc.failed)
+		}
+	}
+}
+
+// TestRelayUsageWithoutCounts: a usage object without integer counts
+// ("usage":{}, floats, strings) is no usage: the stream is estimated
+// rather than charged nothing, and such a chunk after a real usage does
+// not replace it.
+func TestRelayUsageWithoutCounts(t *testing.T) {
+	for _, bad := range []string{
+		`data: {"id":"x","choices":[],"usage":{}}` + "\n\n",
+		`data: {"id":"x","choices":[],"usage":{"prompt_tokens":12.5,"completion_tokens":3}}` + "\n\n",
+		`data: {"id":"x","choices":[],"usage":{"prompt_tokens":"120","completion_tokens":"10"}}` + "\n\n",
+		`data: {"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"total_tokens":null}}` + "\n\n",
+	} {
+		s := streamRelay{api: openai.Chat}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+bad+relayDone)); err != nil {
+			t.Fatal(err)
+		}
+		if s.usage != nil || !s.done || s.chars != 5 {
+			t.Errorf("%q: usage %+v (done %v, %d characters), want none: the stream is estimated", bad, s.usage, s.done, s.chars)
+		}
+		s = streamRelay{api: openai.Chat}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+relayUsageOnly+bad+relayDone)); err != nil {
+			t.Fatal(err)
+		}
+		if s.usage == nil || *s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) {
+			t.Errorf("%q after a usage: usage %+v, want the first", bad, s.usage)
+		}
+	}
+}
