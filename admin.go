@@ -267,9 +267,9 @@ func collectStats(t time.Time) Stats {
 		tot.Requests += d.Requests
 		tot.Attempts += d.Attempts
 		tot.Errors += d.Errors
-		tot.Tokens.Input += d.Tokens.Input
-		tot.Tokens.Output += d.Tokens.Output
-		tot.Tokens.CachedInput += d.Tokens.CachedInput
+		tot.Tokens.Input = addTokens(tot.Tokens.Input, d.Tokens.Input)
+		tot.Tokens.Output = addTokens(tot.Tokens.Output, d.Tokens.Output)
+		tot.Tokens.CachedInput = addTokens(tot.Tokens.CachedInput, d.Tokens.CachedInput)
 		for _, c := range d.Costs {
 			costs[c.Currency] += c.Amount
 		}

@@ -441,9 +441,9 @@ func observedMix(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) (
 			continue
 		}
 		o.requests += s.Requests
-		o.input += s.Tokens.Input
-		o.output += s.Tokens.Output
-		o.cachedIn += s.Tokens.CachedInput
+		o.input = addTokens(o.input, s.Tokens.Input)
+		o.output = addTokens(o.output, s.Tokens.Output)
+		o.cachedIn = addTokens(o.cachedIn, s.Tokens.CachedInput)
 		total += s.Requests
 	}
 

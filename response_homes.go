@@ -2,7 +2,6 @@ package llmrouter
 
 import (
 	"bytes"
-	"math"
 	"net/http"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -41,7 +40,7 @@ var responseHomes = func() *lru.Cache[string, responseHome] {
 // rememberResponse records that d made the response id, with usage u.
 func rememberResponse(id string, d *deployment, u usage) {
 	if id != "" {
-		responseHomes.Add(id, responseHome{d.id, addSat(u.Input, u.Output)})
+		responseHomes.Add(id, responseHome{d.id, addTokens(u.Input, u.Output)})
 	}
 }
 
@@ -54,18 +53,10 @@ func (ex *exchange) inputTokens() int64 {
 	n := ex.body.InputTokens()
 	if prev := ex.body.PreviousResponseID; prev != "" && ex.ep == responsesEndpoint {
 		if home, ok := responseHomes.Peek(prev); ok {
-			n = addSat(n, home.context)
+			n = addTokens(n, home.context)
 		}
 	}
 	return n
-}
-
-// addSat is a+b for non-negative a and b, saturating at the largest int64.
-func addSat(a, b int64) int64 {
-	if a > math.MaxInt64-b {
-		return math.MaxInt64
-	}
-	return a + b
 }
 
 // homeFirst moves the deployment that made the response a request

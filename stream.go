@@ -145,12 +145,13 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		if s.api == openai.Responses && responseEnded(data) {
 			s.done = true // and the event has the usage
 		}
-		if u, choices, ok := openai.ChunkUsage(data); ok {
+		u, choices, ok := openai.ChunkUsage(data)
+		if ok {
 			s.usage = new(usage) // only now: most events have none
 			*s.usage = u
-			if s.strip && choices == 0 {
-				return nil
-			}
+		}
+		if s.strip && choices == 0 {
+			return nil // a usage-only chunk the client did not ask for, with counts or not
 		}
 	}
 	_, err := w.Write(ev)

@@ -118,5 +118,15 @@ func TestRelayUsageWithoutCounts(t *testing.T) {
 		if s.usage == nil || *s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) {
 			t.Errorf("%q after a usage: usage %+v, want the first", bad, s.usage)
 		}
+		// a client that did not ask for usage never sees a usage-only
+		// chunk, whether or not its counts could be read
+		var out strings.Builder
+		s = streamRelay{api: openai.Chat, strip: true}
+		if err := runRelay(t, &s, &out, noFlush, strings.NewReader(relayContent+bad+relayDone)); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(bad, `"choices":[]`) && strings.Contains(out.String(), `"usage"`) {
+			t.Errorf("%q reached a client that did not ask for usage: %s", bad, out.String())
+		}
 	}
 }
