@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -444,15 +443,6 @@ func (ex *exchange) outputLimit(reserve int64) int64 {
 	return mulSat(per, ex.body.Generations())
 }
 
-// mulSat is a*b for non-negative a and b, saturating at the largest int64
-// rather than wrapping.
-func mulSat(a, b int64) int64 {
-	if a != 0 && b > math.MaxInt64/a {
-		return math.MaxInt64
-	}
-	return a * b
-}
-
 // budgetsRefuse reports whether the budgets would refuse plan p now,
 // holding nothing: a semantic lookup spends an embedding, which a request
 // refused anyway must not.
@@ -784,7 +774,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 	if res.outcome == outcomeSuccess {
 		a := openai.ReadAnswer(ex.ep.api(), payload) // one pass: validity, usage, error, wholeness
 		u := a.Usage
-		if !a.Valid || a.Error {
+		if !a.IsAnswer() {
 			// a cut-off body, an HTML page from a proxy, an error dressed
 			// as a success: not an answer, but the provider may have
 			// generated (and billed) one: charged as estimated
@@ -914,7 +904,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		return
 	}
 	res.status = resp.StatusCode
-	if data := openai.EventData(first); bytes.Equal(data, openai.DoneData) || !openai.IsObject(data) || openai.IsError(data) {
+	if data := openai.EventData(first); bytes.Equal(data, openai.DoneData) || !openai.ReadAnswer(0, data).IsAnswer() {
 		// an error, or a stream that ends before any answer: fail over,
 		// the input charged as estimated (the provider may bill it)
 		res.outcome = outcomeServerError

@@ -217,3 +217,12 @@ func addTokens(a, b int64) int64 {
 	}
 	return sum
 }
+
+// mulSat is a*b for non-negative a and b, saturating at the largest int64
+// rather than wrapping.
+func mulSat(a, b int64) int64 {
+	if a != 0 && b > math.MaxInt64/a {
+		return math.MaxInt64
+	}
+	return a * b
+}

@@ -21,6 +21,10 @@ type Answer struct {
 	Complete bool
 }
 
+// IsAnswer reports whether a is an answer at all: one valid JSON object that
+// is not an error.
+func (a Answer) IsAnswer() bool { return a.Valid && !a.Error }
+
 // ReadAnswer reads a JSON answer of api in one pass that validates it;
 // any white space and member order are read. It allocates nothing: the
 // loops are written out, as ForEachMember's are, so that the scanner stays
