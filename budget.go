@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"math"
 	"net/http"
 	"slices"
@@ -110,10 +111,11 @@ type budget struct {
 	limits     []budgetLimit
 	hard       float64
 	hardPeriod period
-	warnAt     float64 // a share, 0..1
-	key        string  // placeholder, "" for one budget
-	keyLabel   bool    // key values are shown as they are
-	keySecret  []byte  // keys the hash of key values (budgetInstance)
+	warnAt     float64   // a share, 0..1
+	key        string    // placeholder, "" for one budget
+	keyLabel   bool      // key values are shown as they are
+	keySecret  []byte    // keys the hash of key values (budgetInstance)
+	macs       sync.Pool // *keyHasher keyed with keySecret (keyOf)
 	unsetOnce  atomic.Bool
 	match      map[string]bool
 	matchNames []string // as written
@@ -234,10 +236,33 @@ func (b *budget) keyOf(repl *caddy.Replacer) string {
 	if b.keyLabel {
 		return v
 	}
-	mac := hmac.New(sha256.New, b.keySecret)
-	mac.Write([]byte(v))
-	return "#" + hex.EncodeToString(mac.Sum(nil)[:12])
+	h, _ := b.macs.Get().(*keyHasher)
+	if h == nil {
+		h = &keyHasher{mac: hmac.New(sha256.New, b.keySecret)}
+	}
+	h.mac.Reset() // to its keyed state, saved by the first Reset: no rekeying
+	h.in = append(h.in[:0], v...)
+	h.mac.Write(h.in)
+	sum := h.mac.Sum(h.sum[:0])
+	var out [1 + 2*keyHashBytes]byte
+	out[0] = '#'
+	hex.Encode(out[1:], sum[:keyHashBytes])
+	if cap(h.in) <= 1<<10 {
+		b.macs.Put(h)
+	}
+	return string(out[:])
 }
+
+// keyHasher is a reusable HMAC of key values, with its buffers (an
+// HMAC set up anew cost twice the hashing, and eight allocations).
+type keyHasher struct {
+	mac hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
+}
+
+// keyHashBytes is how much of a key value's HMAC names it: 96 bits.
+const keyHashBytes = 12
 
 // cover works out which of the config's deployments the budget covers:
 // those whose model is named in match, or that a route named there can

@@ -2,6 +2,9 @@ package llmrouter
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -436,4 +439,57 @@ func (l *budgetLedger) reserved(key string, p period, t time.Time) float64 {
 // logs once per period a limit whose warn_at share is crossed.
 func (l *budgetLedger) add(b *budget, key string, cost float64, t time.Time) {
 	l.settle(b, key, cost, t, [periodCount]string{}, 0)
+}
+
+// TestBudgetKeyHashed: a key value is named by its HMAC under the
+// instance's secret, the same from a reused (pooled) HMAC as from a fresh
+// one, under concurrent use; a label key is shown as it is.
+func TestBudgetKeyHashed(t *testing.T) {
+	b, err := newBudget(&Budget{Name: "hashed", Limits: []BudgetLimit{{1, "day"}}, Key: "{k}"}, "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.keySecret = []byte("0123456789abcdef0123456789abcdef")
+	want := func(v string) string {
+		mac := hmac.New(sha256.New, b.keySecret)
+		mac.Write([]byte(v))
+		return "#" + hex.EncodeToString(mac.Sum(nil)[:12])
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			repl := caddy.NewReplacer()
+			for i := range 200 {
+				v := fmt.Sprintf("Bearer sk-team-%d-%d", g, i%7)
+				repl.Set("k", v)
+				if got := b.keyOf(repl); got != want(v) {
+					t.Errorf("keyOf(%q) = %q, want %q", v, got, want(v))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.keyLabel = true
+	repl := caddy.NewReplacer()
+	repl.Set("k", "storefront")
+	if got := b.keyOf(repl); got != "storefront" {
+		t.Errorf("label key = %q", got)
+	}
+}
+
+// BenchmarkBudgetKey is the cost of naming a request's budget key by its
+// HMAC (a key that is not a label).
+func BenchmarkBudgetKey(b *testing.B) {
+	bu, err := newBudget(&Budget{Name: "bench", Limits: []BudgetLimit{{1, "day"}}, Key: "{k}"}, "USD")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bu.keySecret = []byte("0123456789abcdef0123456789abcdef")
+	repl := caddy.NewReplacer()
+	repl.Set("k", "Bearer sk-team-storefront-0001")
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = bu.keyOf(repl)
+	}
 }
