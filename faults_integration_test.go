@@ -563,11 +563,28 @@ func TestHalfClosedClient(t *testing.T) {
 // TestSlowClientIsNotTheProvidersFault: a client that reads one event at
 // a time, slower than stream_idle_timeout, of events larger than the
 // socket buffers, gets the whole stream: the time the router spends
-// blocked writing to it is not the provider's silence.
+// blocked writing to it is not the provider's silence. The timeout is a
+// second, not the other fault tests' 300ms: the mock encodes, and the
+// router reads, each 2 MB event within it, under -race on a loaded CI
+// machine too.
 func TestSlowClientIsNotTheProvidersFault(t *testing.T) {
-	g := newGateway(t, strings.Replace(faultRouter, "default_route simple_qa", "default_route simple_qa\n\thealth_check {\n\t\tinterval off\n\t}", 1))
+	const idle, slowness = time.Second, 1500 * time.Millisecond
+	config := strings.Replace(faultRouter, "default_route simple_qa", "default_route simple_qa\n\thealth_check {\n\t\tinterval off\n\t}", 1)
+	config = strings.Replace(config, "stream_idle_timeout 300ms", "stream_idle_timeout "+idle.String(), 1)
+	g := newGateway(t, config)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Chunks: 3, ChunkPadding: 2 << 20})
-	resp, err := g.tc.Client.Post(gatewayURL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("simple_qa", true)))
+	// a small receive buffer, fixed (no autotuning): the router's writes
+	// of 2 MB events block while the client sleeps, whatever the host's
+	// TCP settings
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", httpPort))
+		if err == nil {
+			err = conn.(*net.TCPConn).SetReadBuffer(64 << 10)
+		}
+		return conn, err
+	}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Post(gatewayURL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("simple_qa", true)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,7 +595,11 @@ func TestSlowClientIsNotTheProvidersFault(t *testing.T) {
 		line, err := r.ReadString('\n')
 		if strings.HasPrefix(line, "data: ") {
 			events = append(events, line[:min(len(line), 300)])
-			<-time.After(500 * time.Millisecond) // the client's slowness; stream_idle_timeout is 300ms
+			if len(line) > 1<<20 {
+				// the client's slowness, after each large event: the router
+				// is then blocked writing the next one for longer than idle
+				<-time.After(slowness)
+			}
 		}
 		if err != nil {
 			break
