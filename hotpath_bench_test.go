@@ -146,9 +146,13 @@ func BenchmarkMetricsUpdate(b *testing.B) {
 
 // benchRouter provisions a router on the mock at url: one provider, two
 // models, route simple_qa as default, probes off; edit adds a feature.
+// Its provider's name is its own: the state of a deployment (health,
+// stats) is shared by every loaded config that names the same model and
+// provider, such as a gateway an earlier test left running (go test
+// -count=2).
 func benchRouter(b testing.TB, url string, edit func(*Router)) *Router {
 	r := &Router{
-		Providers:    []*Provider{{Name: "primary", BaseURL: url + "/v1", APIKey: "sk-bench-key-000000000001"}},
+		Providers:    []*Provider{{Name: fmt.Sprintf("bench%d", benchRouters.Add(1)), BaseURL: url + "/v1", APIKey: "sk-bench-key-000000000001"}},
 		Models:       []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat"}, {Name: "gemini-2.5-flash"}},
 		Routes:       map[string][]string{"simple_qa": {"deepseek-v3.2", "gemini-2.5-flash"}, "complex_reasoning": {"gemini-2.5-flash"}},
 		DefaultRoute: "simple_qa",
@@ -165,6 +169,8 @@ func benchRouter(b testing.TB, url string, edit func(*Router)) *Router {
 	b.Cleanup(func() { _ = r.Cleanup() })
 	return r
 }
+
+var benchRouters atomic.Int64
 
 // benchCaddyContext is the context of a running (empty) Caddy config, with
 // its storage in a temporary directory: budgets keep their ledgers there.
