@@ -91,6 +91,7 @@ func (ex *exchange) lookupCache(p plan) bool {
 	if fresh && ex.serveCached(e, cacheHit, at) {
 		return true
 	}
+	ex.outliveHalfClose() // what follows may wait for an answer
 	t.stale = e
 	if !t.store {
 		return false // nothing to share with followers

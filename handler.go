@@ -93,7 +93,6 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	if !ex.readRequest() {
 		return ex.gone
 	}
-	ex.outliveHalfClose()
 	ex.client = clientOf(r.ClientLabel, ex.repl)
 	p, ok := ex.resolve()
 	if !ok {
@@ -109,6 +108,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 		}
 		defer ex.cache.end()
 	}
+	ex.outliveHalfClose()
 	if len(r.budgets) > 0 {
 		if p, ok = ex.applyBudgets(p); !ok {
 			return nil
@@ -224,8 +224,10 @@ func (ex *exchange) chargeAbandoned(d *deployment) {
 // charged rather than lost). Its attempts stay bounded by try_duration.
 // HTTP/2 and HTTP/3 end a request stream without closing anything and
 // signal a departure by a reset, so those keep the client's context.
+// It is done once a request goes further than a fresh cache hit, which
+// answers at once (lookupCache, or here), and not again.
 func (ex *exchange) outliveHalfClose() {
-	if ex.req.ProtoMajor == 1 {
+	if ex.req.ProtoMajor == 1 && ex.leave == nil {
 		ctx, cancel := context.WithCancel(context.WithoutCancel(ex.req.Context()))
 		ex.ctx, ex.leave = ctx, cancel
 	}

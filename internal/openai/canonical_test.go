@@ -287,3 +287,38 @@ func TestQuestionKey(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyInlineAndHashedValues: member values small enough to be copied
+// into their object's encoding and values large enough to be hashed both
+// keep the key canonical (member order, white space) and distinct (any
+// change, at any depth, on either side of inlineValue).
+func TestKeyInlineAndHashedValues(t *testing.T) {
+	key := func(body string) [sha256.Size]byte { t.Helper(); return bodyKey(t, body) }
+	seen := map[[sha256.Size]byte]string{}
+	distinct := func(body string) {
+		t.Helper()
+		k := key(body)
+		if prev, dup := seen[k]; dup {
+			t.Errorf("%.80s…: same key as %.80s…", body, prev)
+		}
+		seen[k] = body
+	}
+	for _, n := range []int{0, 1, inlineValue/2 - 20, inlineValue - 40, inlineValue - 20, inlineValue, inlineValue + 20, 4 * inlineValue} {
+		text := strings.Repeat("x", n)
+		a := fmt.Sprintf(`{"m":[{"role":"user","content":%q}],"o":{"p":{"q":%q,"r":1}}}`, text, text)
+		b := fmt.Sprintf(`{ "o" : { "p" : { "r" : 1 , "q" : %q } } , "m" : [ { "content" : %q , "role" : "user" } ] }`, text, text)
+		if key(a) != key(b) {
+			t.Errorf("%d-byte values: member order or white space changes the key", n)
+		}
+		distinct(a)
+		// one byte changed deep inside, on each side
+		distinct(strings.Replace(a, `"r":1`, `"r":2`, 1))
+		distinct(fmt.Sprintf(`{"m":[{"role":"user","content":%q}],"o":{"p":{"q":%q,"r":1}}}`, text+"y", text))
+		if n == 0 {
+			continue
+		}
+		// the same bytes, moved from one member into another
+		distinct(fmt.Sprintf(`{"m":[{"role":"user","content":%q}],"o":{"p":{"q":%q,"r":1}}}`, text, ""))
+		distinct(fmt.Sprintf(`{"m":[{"role":"user","content":%q}],"o":{"p":{"q":%q,"r":1}}}`, "", text))
+	}
+}
