@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,8 +51,38 @@ var (
 
 func init() { caddytest.Default.AdminPort = adminPort }
 
-// freePort is a TCP port nothing listens on at the moment.
+// freePort is a TCP port nothing listens on at the moment, below the
+// kernel's range of ephemeral ports where it can: a port from that range
+// (what listening on :0 gives) can become the local port of any outgoing
+// connection while a test's config has released it between loads, and the
+// next load then fails with "address already in use".
 func freePort() int {
+	if givenPorts == nil {
+		givenPorts = map[int]bool{} // package initialisation calls this first
+	}
+	first := 32768 // Linux's default ip_local_port_range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				first = n
+			}
+		}
+	}
+	const lowest = 10000
+	for range 200 {
+		if first <= lowest {
+			break
+		}
+		port := lowest + rand.IntN(first-lowest)
+		if givenPorts[port] {
+			continue
+		}
+		if l, err := net.Listen("tcp", fmt.Sprintf(":%d", port)); err == nil {
+			l.Close()
+			givenPorts[port] = true
+			return port
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)
@@ -58,6 +90,9 @@ func freePort() int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// givenPorts are those freePort returned: never twice.
+var givenPorts map[int]bool
 
 // defaultRouter is the router config most tests use: two mock providers,
 // the four models of the README's examples and its two routes. {PRIMARY} and {BACKUP}
