@@ -57,9 +57,6 @@ func init() { caddytest.Default.AdminPort = adminPort }
 // connection while a test's config has released it between loads, and the
 // next load then fails with "address already in use".
 func freePort() int {
-	if givenPorts == nil {
-		givenPorts = map[int]bool{} // package initialisation calls this first
-	}
 	first := 32768 // Linux's default ip_local_port_range
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -91,8 +88,9 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// givenPorts are those freePort returned: never twice.
-var givenPorts map[int]bool
+// givenPorts are those freePort returned: never twice. (Initialised
+// before the ports above: their initialisers depend on it through freePort.)
+var givenPorts = map[int]bool{}
 
 // defaultRouter is the router config most tests use: two mock providers,
 // the four models of the README's examples and its two routes. {PRIMARY} and {BACKUP}
