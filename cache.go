@@ -5,16 +5,18 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/maypok86/otter/v2"
 
+	"github.com/llmrouter/caddy-llm-router/internal/chunkstore"
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
@@ -25,8 +27,8 @@ type Cache struct {
 	// Default: 10m.
 	TTL caddy.Duration `json:"ttl,omitempty"`
 
-	// MaxSize bounds the memory of stored answers, in bytes; the least
-	// valuable are evicted beyond it. Default: 128MB.
+	// MaxSize bounds the memory of stored answers, in bytes; beyond it
+	// the oldest that were not asked for again are evicted. Default: 128MB.
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	// StaleIfError is how long after TTL an answer is still served when
@@ -101,7 +103,6 @@ const (
 	// an answer larger than this share of max_size is not stored, so that
 	// one answer cannot flush the cache
 	maxEntryShare = 16
-	entryOverhead = 256 // bytes of bookkeeping per entry, for the weigher
 )
 
 // cache results, the `result` label of caddy_llm_router_cache_requests_total
@@ -210,11 +211,6 @@ func (rc *responseCache) release() {
 	}
 }
 
-const (
-	typicalEntry      = 4 << 10 // bytes: an answer with its key and entry
-	maxInitialEntries = 1 << 16
-)
-
 // cacheStores holds the stored answers, so that they survive reloads: one
 // store per handler (by its size and its place among the load's cached
 // handlers), or per store name (responseCache.poolKey).
@@ -223,7 +219,10 @@ var cacheStores = caddy.NewUsagePool()
 // cacheStore is a bounded set of answers, and the requests in flight to
 // fill it (cache_flight.go).
 type cacheStore struct {
-	entries *otter.Cache[answerKey, *cacheEntry]
+	// the answers, serialized (encodeEntry) in a store that the garbage
+	// collector never scans: a full default store is ~200,000 answers,
+	// which as Go objects it would mark at every cycle
+	entries *chunkstore.Store
 	maxSize int64
 
 	mu      sync.Mutex
@@ -238,36 +237,20 @@ type cacheStore struct {
 }
 
 func newCacheStore(size int64) (*cacheStore, error) {
-	entries, err := otter.New(&otter.Options[answerKey, *cacheEntry]{
-		MaximumWeight: uint64(size),
-		// room for a full store of typical answers (a few KB each) from
-		// the start: growing the table on the request path costs more
-		InitialCapacity: int(min(size/typicalEntry, maxInitialEntries)),
-		Weigher: func(_ answerKey, e *cacheEntry) uint32 {
-			return uint32(min(sha256.Size+len(e.body)+entryOverhead, 1<<31))
-		},
-		// No ExpiryCalculator: lookup tells fresh, stale and dead entries
-		// apart by age itself, and otter's timer wheel cost a fifth of every
-		// Set (1.29 against 1.05 µs with an eviction). An entry past ttl +
-		// stale_if_error (24h by default) is then never served but stays
-		// until the size bound evicts it, as an entry nobody asks for.
-		Executor: func(fn func()) { fn() }, // maintenance on the caller: no goroutine to stop
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &cacheStore{entries: entries, maxSize: size, flights: map[answerKey]*cacheFlight{}}, nil
+	return &cacheStore{entries: chunkstore.New(size), maxSize: size, flights: map[answerKey]*cacheFlight{}}, nil
 }
 
 // Destruct implements caddy.Destructor: the last config using the store
 // let go of it.
 func (s *cacheStore) Destruct() error {
-	s.entries.InvalidateAll()
+	s.entries.Clear()
 	return nil
 }
 
 // cacheEntry is one stored answer: as JSON, also when it was streamed (a
-// stream is kept assembled, and replayed as a stream from that).
+// stream is kept assembled, and replayed as a stream from that). One read
+// from the store shares its bytes (body and names) with the store's
+// chunk, which is never written again: it is read-only.
 type cacheEntry struct {
 	stored   time.Time // freshness is the looking config's (lookup)
 	body     []byte    // the provider's JSON answer, or the one its stream assembles to
@@ -277,19 +260,55 @@ type cacheEntry struct {
 	currency string
 }
 
+// entryHead is an encoded entry's fixed part: the time it was stored
+// (Unix nanoseconds) and its cost (float64 bits).
+const entryHead = 16
+
+// encodeEntry appends e but its body (which follows it in the record).
+func encodeEntry(b []byte, e *cacheEntry) []byte {
+	b = binary.LittleEndian.AppendUint64(b, uint64(e.stored.UnixNano()))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.cost))
+	for _, s := range [...]string{e.model, e.provider, e.currency} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// decodeEntry reads a record of encodeEntry and its body; the entry's
+// strings and body are the record's bytes (read-only, never written
+// again: chunkstore).
+func decodeEntry(rec []byte) *cacheEntry {
+	e := &cacheEntry{
+		stored: time.Unix(0, int64(binary.LittleEndian.Uint64(rec))),
+		cost:   math.Float64frombits(binary.LittleEndian.Uint64(rec[8:])),
+	}
+	rec = rec[entryHead:]
+	for _, s := range [...]*string{&e.model, &e.provider, &e.currency} {
+		n, k := binary.Uvarint(rec)
+		rec = rec[k:]
+		if n > 0 {
+			*s = unsafe.String(&rec[0], int(n))
+		}
+		rec = rec[n:]
+	}
+	e.body = rec
+	return e
+}
+
 // lookup finds key's entry; fresh reports whether it is within ttl at t.
 // ttl and stale are the looking config's, not those of the config that
 // stored the entry: a reload that shortens them applies to every entry.
 func (s *cacheStore) lookup(key answerKey, t time.Time, ttl, stale time.Duration) (e *cacheEntry, fresh bool) {
-	e, ok := s.entries.GetIfPresent(key)
+	rec, ok := s.entries.Get(key)
 	if !ok {
 		return nil, false
 	}
-	age := t.Sub(e.stored)
+	age := t.Sub(time.Unix(0, int64(binary.LittleEndian.Uint64(rec))))
 	if age > ttl+stale {
 		return nil, false
 	}
-	return e, age <= ttl
+	return decodeEntry(rec), age <= ttl
 }
 
 // put stores an answer, unless it is too large for the store.
@@ -297,7 +316,8 @@ func (s *cacheStore) put(key answerKey, e *cacheEntry) bool {
 	if int64(len(e.body)) > s.maxSize/maxEntryShare {
 		return false
 	}
-	s.entries.Set(key, e)
+	var head [entryHead + 3*binary.MaxVarintLen64 + 256]byte
+	s.entries.Put(key, encodeEntry(head[:0], e), e.body)
 	return true
 }
 
@@ -385,7 +405,7 @@ func cacheControl(h http.Header) (lookup, store bool) {
 
 // cacheStats are a store's figures for the stats API.
 func (s *cacheStore) report() CacheStats {
-	cs := CacheStats{MaxBytes: s.maxSize, Entries: int64(s.entries.EstimatedSize()), Bytes: int64(s.entries.WeightedSize()),
+	cs := CacheStats{MaxBytes: s.maxSize, Entries: int64(s.entries.Len()), Bytes: s.entries.Size(),
 		Hits: s.results[0].Load(), Misses: s.results[1].Load(), Stale: s.results[2].Load(), Bypassed: s.results[3].Load(),
 		SemanticHits: s.results[4].Load(), SemanticBlocked: s.results[5].Load()}
 	if served := cs.Hits + cs.SemanticHits + cs.Stale + cs.Misses + cs.SemanticBlocked; served > 0 {

@@ -251,7 +251,7 @@ func (s *cacheStore) reserve(n, size int64) bool {
 		return false
 	}
 	s.inFlight += n
-	s.entries.SetMaximum(uint64(s.maxSize - s.inFlight))
+	s.entries.SetLimit(s.maxSize - s.inFlight)
 	return true
 }
 
@@ -263,5 +263,5 @@ func (s *cacheStore) release(n int64) {
 	s.sizeMu.Lock()
 	defer s.sizeMu.Unlock()
 	s.inFlight -= n
-	s.entries.SetMaximum(uint64(s.maxSize - s.inFlight))
+	s.entries.SetLimit(s.maxSize - s.inFlight)
 }

@@ -24,11 +24,11 @@ func TestFlightEventsCountAgainstMaxSize(t *testing.T) {
 	if !f.publish(ev) {
 		t.Fatal("publish refused a small event")
 	}
-	if got := s.entries.GetMaximum(); got != size-4096 {
+	if got := s.entries.Limit(); got != size-4096 {
 		t.Errorf("stored answers may use %d bytes while 4 KiB are in flight, want %d", got, size-4096)
 	}
 	f.land(nil, 0, "USD")
-	if got := s.entries.GetMaximum(); got != size {
+	if got := s.entries.Limit(); got != size {
 		t.Errorf("stored answers may use %d bytes after the flight landed, want %d", got, size)
 	}
 
@@ -41,7 +41,7 @@ func TestFlightEventsCountAgainstMaxSize(t *testing.T) {
 	if v, _ := g.await(context.Background(), 0); v.state != flightBroken || v.broke == "" {
 		t.Errorf("state %d (%q), want broken with a reason", v.state, v.broke)
 	}
-	if s.inFlight != 0 || s.entries.GetMaximum() != size {
+	if s.inFlight != 0 || s.entries.Limit() != size {
 		t.Errorf("%d bytes still reserved", s.inFlight)
 	}
 	if _, leader := s.join(answerKey{2}); !leader {

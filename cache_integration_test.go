@@ -329,8 +329,10 @@ func TestCacheKeepsAStreamWithoutUsage(t *testing.T) {
 
 // TestCacheEviction: the cache stays within max_size, and what it counts
 // as kept is really served. Which answers it keeps is the eviction
-// policy's business (W-TinyLFU): with every model failing, a question
-// that missed stores nothing, so the hits are exactly the kept entries.
+// policy's business (internal/chunkstore: oldest first, a second chance
+// for those read): with every model failing, a question that missed
+// stores nothing and reads evict nothing, so the hits are exactly the
+// kept entries.
 func TestCacheEviction(t *testing.T) {
 	g := newGateway(t, cacheRouter("\t\tmax_size 20KB"))
 	for i := range 60 {

@@ -452,8 +452,8 @@ func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	var entries, bytes float64
 	for _, s := range liveCacheStores() {
-		entries += float64(s.entries.EstimatedSize())
-		bytes += float64(s.entries.WeightedSize())
+		entries += float64(s.entries.Len())
+		bytes += float64(s.entries.Size())
 	}
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, entries)
 	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, bytes)
