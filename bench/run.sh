@@ -18,7 +18,7 @@
 #              -c1 time-to-first-byte runs [5s]
 #   WARMUP     warm-up before each measurement, same load [1s]
 #   FILL_WARMUP  warm-up of the cache-miss runs, which must fill the cache
-#              (CACHE_SIZE at ~10,000 unique requests a second) [3s]
+#              (CACHE_SIZE at 6,000-10,000 unique requests a second) [5s]
 #   FEATURE_DUR  measured duration of each feature run [5s]
 #   ROUNDS     pairs of runs of each feature comparison, in the order
 #              A,B then B,A, alternately [8]
@@ -49,7 +49,7 @@ DUR=${DUR:-10s}
 SHORT_DUR=${SHORT_DUR:-5s}
 FEATURE_DUR=${FEATURE_DUR:-5s}
 WARMUP=${WARMUP:-1s}
-FILL_WARMUP=${FILL_WARMUP:-3s}
+FILL_WARMUP=${FILL_WARMUP:-5s}
 ROUNDS=${ROUNDS:-8}
 STREAMS=${STREAMS:-5000}
 PIN=${PIN:-1}
@@ -232,8 +232,8 @@ write_caddyfile() {
 		}"
 		;;
 	llm_router_cache)
-		# 8MB: the cache-miss warm-up (FILL_WARMUP at ~10,000 unique
-		# requests a second, ~640 bytes weighed each) fills it, so that the
+		# 8MB: the cache-miss warm-up (FILL_WARMUP at 6,000-10,000 unique
+		# requests a second, ~500 bytes stored each) fills it, so that the
 		# measured misses are those of a full cache (feature_run checks).
 		# A cache still filling also pays for the heap growing (fresh
 		# pages) on every store.

@@ -55,12 +55,12 @@ type Store struct {
 }
 
 // New makes a store that holds at most limit bytes (chunks and index), in
-// chunks of a sixteenth of it (between 1 KiB and 1 MiB); a record larger
-// than a chunk gets one of its own.
+// chunks of a sixty-fourth of it, between 1 KiB and 1 MiB (a drop evicts
+// little at a time); a record larger than a chunk gets one of its own.
 func New(limit int64) *Store {
 	return &Store{
 		index:     map[Key]place{},
-		chunkSize: int(min(max(limit/16, minChunk), maxChunk)),
+		chunkSize: int(min(max(limit/64, minChunk), maxChunk)),
 		limit:     limit,
 	}
 }

@@ -166,7 +166,7 @@ func TestSetLimit(t *testing.T) {
 
 // TestLargeRecord: a record larger than a chunk gets a chunk of its own.
 func TestLargeRecord(t *testing.T) {
-	s := New(1 << 20) // 64 KiB chunks
+	s := New(1 << 20) // 16 KiB chunks
 	big := value(1, 60<<10)
 	s.Put(key(1), []byte("x"))
 	s.Put(key(2), big)
