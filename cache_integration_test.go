@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -692,6 +693,31 @@ func TestCacheFollowersOutliveTheLeader(t *testing.T) {
 	expectCache(t, resp, "hit")
 	if got := answerText(t, body); got != "w0 w1 w2 w3 w4 w5 " {
 		t.Errorf("stored answer %q", got)
+	}
+}
+
+// TestCacheAnswerStoredBeforeTheJoin: a request whose lookup missed, and
+// whose identical predecessor stored its answer and left the flights
+// before it joined them, is served that answer: one upstream request.
+func TestCacheAnswerStoredBeforeTheJoin(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1016KB"))
+	const ask = "Is there a store in Hue?"
+	var first atomic.Bool
+	hook := func() {
+		if first.CompareAndSwap(false, true) { // the first request, between its lookup and its join
+			resp, _ := g.post(question(ask, false, ""))
+			expectCache(t, resp, "miss")
+		}
+	}
+	cacheJoinHook.Store(&hook)
+	t.Cleanup(func() { cacheJoinHook.Store(nil) })
+	resp, body := g.post(question(ask, false, ""))
+	expectCache(t, resp, "hit")
+	if resp.StatusCode != http.StatusOK || answerText(t, body) == "" {
+		t.Errorf("status %d, %s", resp.StatusCode, body)
+	}
+	if n := len(g.primary.Requests()); n != 1 {
+		t.Errorf("%d upstream requests, want 1", n)
 	}
 }
 

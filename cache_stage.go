@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
@@ -99,8 +100,20 @@ func (ex *exchange) lookupCache(p plan) bool {
 	if rc.semantic != nil && !rc.store.flying(t.key) && !ex.budgetsRefuse(p) && ex.lookupSemantic(values) {
 		return true
 	}
+	if hook := cacheJoinHook.Load(); hook != nil {
+		(*hook)()
+	}
 	f, leader := rc.store.join(t.key)
-	if !leader {
+	if leader {
+		// an identical request may have stored its answer and landed
+		// between the lookup and the join (it stores, then leaves the
+		// flights): its answer is served, to this request and to any
+		// that followed it meanwhile
+		if e, fresh := rc.store.lookup(t.key, at, rc.ttl, rc.stale); fresh {
+			f.land(e, e.cost, e.currency)
+			return ex.serveCached(e, cacheHit, at)
+		}
+	} else {
 		if ex.follow(f) {
 			return true
 		}
@@ -129,6 +142,10 @@ func (ex *exchange) lookupCache(p plan) bool {
 	}
 	return false
 }
+
+// cacheJoinHook, when set (tests only), is called between a miss's lookup
+// and its join of the flights.
+var cacheJoinHook atomic.Pointer[func()]
 
 // setCacheResult says what the cache did, in the response header (and so
 // in the placeholder); a hit or stale answer sets it again when served.
