@@ -1442,7 +1442,7 @@ func (ex *exchange) finish() {
 	if c := &ex.cache; c.result != "" {
 		cacheCounters.with(cacheLabels{ex.route, c.result}).Inc()
 		if c.saved > 0 {
-			metrics.cacheSaved.WithLabelValues(c.savedIn).Add(c.saved)
+			savedCounters.with(c.savedIn).Add(c.saved)
 		}
 		ex.router.cache.store.count(c.result, c.saved, c.savedIn)
 		if c.embedCost > 0 {

@@ -371,7 +371,8 @@ type requestLabels struct {
 type cacheLabels struct{ route, result string }
 
 // Every request ends with a requests_total (and, under a cache, a
-// cache_requests_total) increment; these keep the counters by their
+// cache_requests_total) increment, every hit with a cache_saved_cost_total
+// one; these keep the counters by their
 // labels, as WithLabelValues hashes and validates every label value on each
 // call: a measurable share of a cache hit.
 var (
@@ -380,6 +381,10 @@ var (
 	}}
 	cacheCounters = counterMemo[cacheLabels]{child: func(l cacheLabels) prometheus.Counter {
 		return metrics.cacheRequests.WithLabelValues(l.route, l.result)
+	}}
+	// cache_saved_cost_total by currency, added to on every hit
+	savedCounters = counterMemo[string]{child: func(currency string) prometheus.Counter {
+		return metrics.cacheSaved.WithLabelValues(currency)
 	}}
 )
 
