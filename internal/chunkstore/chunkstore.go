@@ -11,7 +11,10 @@
 // gives): what is asked for stays, what is not leaves in the order it
 // came, and only a write evicts. A record read is a slice of its chunk,
 // valid for as long as the caller keeps it, also after the record or its
-// chunk left the store: nothing is copied on a read.
+// chunk left the store: nothing is copied on a read. (A dropped chunk
+// that a reader still holds stays in memory until the reader lets go: the
+// limit bounds what the store holds, as with any store that hands out
+// what it holds.)
 package chunkstore
 
 import (
@@ -22,9 +25,9 @@ import (
 // Key is a record's key: a SHA-256.
 type Key = [32]byte
 
-// IndexOverhead is what a record costs in the index, in bytes (a key, its
+// indexOverhead is what a record costs in the index, in bytes (a key, its
 // place and the hash table's slack), counted against the limit.
-const IndexOverhead = 64
+const indexOverhead = 64
 
 // header is a record's prefix in its chunk: its key (to clear the index
 // when the chunk is dropped) and its length.
@@ -127,7 +130,7 @@ func (s *Store) Clear() {
 	s.chunks, s.chunkUsed = nil, 0
 }
 
-func (s *Store) size() int64 { return s.chunkUsed + int64(len(s.index))*IndexOverhead }
+func (s *Store) size() int64 { return s.chunkUsed + int64(len(s.index))*indexOverhead }
 
 // record is the record at p, whose chunk is live.
 func (s *Store) record(p place) []byte {
