@@ -149,6 +149,11 @@ start_mock() {
 		MOCK_SCHEME=https
 		rm -f "$TMP/mock-ca.pem"
 	fi
+	# emptied here, not only by the background job's redirection, which may
+	# open the file after the loop below first reads it: the previous
+	# mock's address then looked like this one's, and its Caddy proxied to
+	# a closed port ("not ready", 502s to 127.0.0.1:<the old port>)
+	: >"$log"
 	"${ON_MOCK[@]}" "$BIN/mockllm" -listen 127.0.0.1:0 -latency "$1" -chunk-delay "$2" -chunks 10 "${tlsflag[@]}" >"$log" 2>&1 &
 	MOCK_PID=$!
 	MOCK_ADDR=""
