@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -174,6 +176,34 @@ func TestLargeRecord(t *testing.T) {
 	for i, want := range map[int][]byte{1: []byte("x"), 2: big, 3: []byte("y")} {
 		if got, ok := s.Get(key(i)); !ok || !bytes.Equal(got, want) {
 			t.Errorf("record %d: %d bytes, %v", i, len(got), ok)
+		}
+	}
+}
+
+// TestAgainstAMap: random writes, rewrites, reads and limit changes; a
+// record read is always the last one written under its key (never another
+// key's, never an older version), and the store stays within its limit.
+func TestAgainstAMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	s := New(32 << 10)
+	last := map[int]string{}
+	for op := range 200_000 {
+		k := rng.IntN(400)
+		switch r := rng.IntN(100); {
+		case r < 45:
+			v := fmt.Sprintf("%d/%d/%s", k, op, strings.Repeat("x", rng.IntN(300)))
+			s.Put(key(k), []byte(v[:len(v)/2]), []byte(v[len(v)/2:]))
+			last[k] = v
+		case r < 99:
+			got, ok := s.Get(key(k))
+			if ok && string(got) != last[k] {
+				t.Fatalf("op %d: key %d reads %.40q, last written %.40q", op, k, got, last[k])
+			}
+		default:
+			s.SetLimit(int64(16<<10 + rng.IntN(32<<10)))
+		}
+		if s.Size() > s.Limit() {
+			t.Fatalf("op %d: %d bytes over a limit of %d", op, s.Size(), s.Limit())
 		}
 	}
 }
