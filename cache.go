@@ -279,10 +279,7 @@ func encodeEntry(b []byte, e *cacheEntry) []byte {
 // strings and body are the record's bytes (read-only, never written
 // again: chunkstore).
 func decodeEntry(rec []byte) *cacheEntry {
-	e := &cacheEntry{
-		stored: time.Unix(0, int64(binary.LittleEndian.Uint64(rec))),
-		cost:   math.Float64frombits(binary.LittleEndian.Uint64(rec[8:])),
-	}
+	e := &cacheEntry{stored: storedAt(rec), cost: math.Float64frombits(binary.LittleEndian.Uint64(rec[8:]))}
 	rec = rec[entryHead:]
 	for _, s := range [...]*string{&e.model, &e.provider, &e.currency} {
 		n, k := binary.Uvarint(rec)
@@ -296,6 +293,9 @@ func decodeEntry(rec []byte) *cacheEntry {
 	return e
 }
 
+// storedAt is when the entry encoded in rec was stored.
+func storedAt(rec []byte) time.Time { return time.Unix(0, int64(binary.LittleEndian.Uint64(rec))) }
+
 // lookup finds key's entry; fresh reports whether it is within ttl at t.
 // ttl and stale are the looking config's, not those of the config that
 // stored the entry: a reload that shortens them applies to every entry.
@@ -304,7 +304,7 @@ func (s *cacheStore) lookup(key answerKey, t time.Time, ttl, stale time.Duration
 	if !ok {
 		return nil, false
 	}
-	age := t.Sub(time.Unix(0, int64(binary.LittleEndian.Uint64(rec))))
+	age := t.Sub(storedAt(rec)) // before decoding: a dead entry costs nothing
 	if age > ttl+stale {
 		return nil, false
 	}

@@ -93,8 +93,8 @@ func (sc *semanticCache) release() { _, _ = semanticStores.Delete(sc.poolKey) }
 // semanticStore is the questions whose answers are stored: their vectors
 // in a bounded index, and beside it, under the same bound, what a hit
 // needs besides. The two evict on their own (the index the least recently
-// used vector, the metadata by otter's policy): a
-// vector found without its metadata is dropped then.
+// used vector, the metadata by otter's policy): a vector found without its
+// metadata is dropped then.
 type semanticStore struct {
 	// index is replaced, empty, when the embedding model's vectors change
 	// dimensions (remember): the old ones cannot be compared with the new

@@ -372,9 +372,9 @@ type cacheLabels struct{ route, result string }
 
 // Every request ends with a requests_total (and, under a cache, a
 // cache_requests_total) increment, every hit with a cache_saved_cost_total
-// one; these keep the counters by their
-// labels, as WithLabelValues hashes and validates every label value on each
-// call: a measurable share of a cache hit.
+// one; these keep the counters by their labels, as WithLabelValues hashes
+// and validates every label value on each call: a measurable share of a
+// cache hit.
 var (
 	requestCounters = counterMemo[requestLabels]{child: func(l requestLabels) prometheus.Counter {
 		return metrics.requests.WithLabelValues(l.route, l.model, l.provider, statusLabel(l.status), l.ep.String())
