@@ -227,6 +227,43 @@ func TestStreamIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestStreamHeldOpenAfterDone: a provider that sends the whole stream and
+// then holds its response open is cut off once the stream's end has been
+// waited for: the client gets the complete stream, [DONE] last, with a
+// clean end and no error event; the answer is counted at its usage and the
+// deployment keeps its score. The wait is streamEndGrace, not the stream's
+// idle timeout (a minute here). (The end of the response carries [DONE]:
+// see streamRelay.relay.)
+func TestStreamHeldOpenAfterDone(t *testing.T) {
+	defer func(old time.Duration) { streamEndGrace = old }(streamEndGrace)
+	streamEndGrace = 100 * time.Millisecond
+	g := newGateway(t, strings.NewReplacer(
+		"default_route simple_qa", "default_route simple_qa\n\thealth_check {\n\t\tinterval off\n\t}",
+		"stream_idle_timeout 300ms", "stream_idle_timeout 1m",
+	).Replace(faultRouter))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{HoldAfterDone: true})
+	resp, body, err := g.postRaw("/v1/chat/completions", chatBody("simple_qa", true))
+	if err != nil {
+		t.Fatalf("the stream did not end cleanly: %v", err)
+	}
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	data := sseData(body)
+	if len(data) != 2+mockllm.DefaultChunks+1 || data[len(data)-1] != "[DONE]" || strings.Contains(body, `"error"`) {
+		t.Fatalf("events %q: want the whole stream, [DONE] last", data)
+	}
+	if got := waitFor(t, g.primary.Canceled(), "the held upstream response to be left"); got != "deepseek-chat" {
+		t.Errorf("canceled %q", got)
+	}
+	served := g.primary.Served("deepseek-chat")
+	st := statsFor(t, g, "deepseek-v3.2", "primary")
+	if st.HealthScore != 100 || st.Errors != 0 {
+		t.Errorf("score %d errors %d, want 100 and 0", st.HealthScore, st.Errors)
+	}
+	if st.Tokens.Input != int64(served.Prompt) || st.Tokens.Output != int64(served.Completion) || st.Tokens.EstimatedOutput != 0 {
+		t.Errorf("tokens %+v, want the served %+v, none estimated", st.Tokens, served)
+	}
+}
+
 // TestSlowErrorOnStreamPath: an error answer to a stream request is read
 // within the provider's timeout, not cut by first_byte_timeout.
 func TestSlowErrorOnStreamPath(t *testing.T) {

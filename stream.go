@@ -55,16 +55,21 @@ type streamRelay struct {
 // relay writes first, then every following event of events, to w. Each
 // event is flushed as soon as no further complete event is already waiting:
 // event by event for a live stream, one write for a burst that arrived
-// together. It returns nil at the stream's clean end, an error wrapping
-// errWritingDownstream when the client could not be written to, or the
-// upstream's read error. A client that goes away while followers of the
-// flight read the stream stops being written to, and the stream is read
-// on for them.
+// together (the first event included: its bytes leave with the burst's,
+// microseconds later, in one write instead of two). The stream's last
+// event is not flushed while the idle timer bounds the wait for the
+// provider's end (streamEndGrace): the end of the response writes it, with
+// the chunked body's end. relay returns nil at the stream's clean end, and
+// after its last event whatever the provider does (a reset, a response
+// held open); an error wrapping errWritingDownstream when the client could
+// not be written to; or the upstream's read error. A client that goes away
+// while followers of the flight read the stream stops being written to,
+// and the stream is read on for them.
 func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.EventReader, first []byte) error {
 	s.waiting(false)
 	s.boundWrites()
 	err := s.forward(w, first)
-	if err == nil {
+	if err == nil && !events.Ready() {
 		err = flush()
 	}
 	for {
@@ -79,12 +84,12 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 		s.waiting(false)
 		s.boundWrites()
 		if rerr != nil {
-			if rerr == io.EOF {
+			if rerr == io.EOF || s.done {
 				return nil
 			}
 			return rerr
 		}
-		if err = s.forward(w, ev); err == nil && !events.Ready() {
+		if err = s.forward(w, ev); err == nil && !events.Ready() && !s.endHeld() {
 			err = flush()
 		}
 	}
@@ -111,10 +116,24 @@ func (s *streamRelay) boundWrites() {
 	}
 }
 
-// waiting runs the idle timer while the relay waits for the provider.
+// streamEndGrace bounds the wait for the provider's end of the response
+// after the stream's last event, which the client gets with that end:
+// providers end it at once, and one that holds it open is cut off then,
+// its stream complete.
+var streamEndGrace = time.Second
+
+// endHeld reports whether the stream's last event waits for the end of
+// the response to be written: it ended, and the idle timer bounds the wait
+// for the provider's end (with no bound, the last event is flushed).
+func (s *streamRelay) endHeld() bool { return s.done && s.idleTimer != nil }
+
+// waiting runs the idle timer while the relay waits for the provider, for
+// at most streamEndGrace once the stream ended.
 func (s *streamRelay) waiting(on bool) {
 	switch {
 	case s.idleTimer == nil:
+	case on && s.done:
+		s.idleTimer.Reset(min(s.idle, streamEndGrace))
 	case on:
 		s.idleTimer.Reset(s.idle)
 	default:

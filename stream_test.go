@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -199,35 +200,48 @@ func TestRelayUpstreamError(t *testing.T) {
 }
 
 // TestRelayFlushes: an event is flushed as soon as no other complete event
-// is waiting.
+// is waiting, the first one too; while the idle timer bounds the wait for
+// the provider's end, the stream's last event is left to the end of the
+// response.
 func TestRelayFlushes(t *testing.T) {
 	cases := []struct {
 		name   string
 		chunks []string
-		want   int
+		want   int // flushes with no idle timer; one fewer with it
 	}{
 		{"one event per read", []string{relayContent, relayContent, relayContent, relayDone}, 4},
-		{"burst", []string{relayContent + relayContent + relayContent + relayDone}, 2}, // first event, then the rest together
-		{"pairs", []string{relayContent + relayContent, relayContent + relayDone}, 3},
+		{"burst", []string{relayContent + relayContent + relayContent + relayDone}, 1},
+		{"pairs", []string{relayContent + relayContent, relayContent + relayDone}, 2},
+		{"first alone", []string{relayContent, relayContent + relayContent + relayDone}, 2},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var out bytes.Buffer
-			var flushed []int // bytes written at each flush
-			err := runRelay(t, &streamRelay{}, &out, func() error {
-				flushed = append(flushed, out.Len())
-				return nil
-			}, testkit.NewChunkReader(tc.chunks...))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(flushed) != tc.want {
-				t.Errorf("%d flushes (%v), want %d", len(flushed), flushed, tc.want)
-			}
-			if len(flushed) == 0 || flushed[len(flushed)-1] != out.Len() {
-				t.Errorf("last event not flushed: flushes at %v of %d bytes", flushed, out.Len())
-			}
-		})
+		for _, idle := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/idle timer %v", tc.name, idle), func(t *testing.T) {
+				var out bytes.Buffer
+				var flushed []int // bytes written at each flush
+				s := &streamRelay{}
+				want, last := tc.want, len(strings.Join(tc.chunks, ""))
+				if idle {
+					s.idle = time.Minute
+					s.idleTimer = time.AfterFunc(s.idle, func() {})
+					defer s.idleTimer.Stop()
+					want, last = want-1, last-len(tc.chunks[len(tc.chunks)-1]) // the last read's events wait with [DONE]
+				}
+				err := runRelay(t, s, &out, func() error {
+					flushed = append(flushed, out.Len())
+					return nil
+				}, testkit.NewChunkReader(tc.chunks...))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(flushed) != want {
+					t.Errorf("%d flushes (%v), want %d", len(flushed), flushed, want)
+				}
+				if len(flushed) > 0 && flushed[len(flushed)-1] != last || len(flushed) == 0 && last != 0 {
+					t.Errorf("flushes at %v of %d bytes, want the last at %d", flushed, out.Len(), last)
+				}
+			})
+		}
 	}
 }
 

@@ -10,7 +10,8 @@
 // and error events inside a 200 stream.
 //
 // Every wait inside the handler is bounded by the client going away, and the
-// open-ended waits (Hang, StallBeforeFirstChunk, HoldAfterChunks) hijack the
+// open-ended waits (Hang, StallBeforeFirstChunk, HoldAfterChunks,
+// HoldAfterDone) hijack the
 // HTTP/1 connection first, so closing an httptest.Server or shutting down an
 // http.Server that wraps a Server never blocks on them.
 package mockllm
@@ -134,6 +135,11 @@ type Behavior struct {
 	// many content chunks and waits until the client goes away: a mid-stream
 	// stall (the connection stays open, no more bytes, no [DONE]).
 	HoldAfterChunks int
+	// HoldAfterDone (stream only) sends the whole stream, its last event
+	// ([DONE], or the Responses API's response.completed) included, then
+	// keeps the response open (no end of the chunked body) until the
+	// client goes away. Counted in Served: the answer is complete.
+	HoldAfterDone bool
 	// ChunkDelay (stream only) is waited before each content chunk and before
 	// the finishing chunk.
 	ChunkDelay time.Duration
@@ -1245,6 +1251,10 @@ func (c *call) runStream(n int, served Usage, p streamPlan) {
 	c.s.addServed(c.model, served)
 	if !p.final() {
 		c.s.addServed(c.model, served.neg())
+		return
+	}
+	if b.HoldAfterDone {
+		c.waitGone()
 	}
 }
 
@@ -1954,6 +1964,7 @@ type behaviorJSON struct {
 	BreakAfterChunks      int     `json:"break_after_chunks,omitempty"`
 	EndAfterChunks        int     `json:"end_after_chunks,omitempty"`
 	HoldAfterChunks       int     `json:"hold_after_chunks,omitempty"`
+	HoldAfterDone         bool    `json:"hold_after_done,omitempty"`
 	ChunkDelay            string  `json:"chunk_delay,omitempty"`
 	Chunks                int     `json:"chunks,omitempty"`
 	CachedTokens          int     `json:"cached_tokens,omitempty"`
@@ -1973,7 +1984,7 @@ func (b Behavior) MarshalJSON() ([]byte, error) {
 	j := behaviorJSON{Status: b.Status, RetryAfter: b.RetryAfter, Body: b.Body,
 		Hang: b.Hang, Reset: b.Reset, Malformed: b.Malformed,
 		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks, EndAfterChunks: b.EndAfterChunks,
-		HoldAfterChunks: b.HoldAfterChunks, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times,
+		HoldAfterChunks: b.HoldAfterChunks, HoldAfterDone: b.HoldAfterDone, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times,
 		Echo: b.Echo, ContentType: b.ContentType, EmptyBody: b.EmptyBody, TruncateAfter: b.TruncateAfter,
 		ErrorEvent: b.ErrorEvent, PythonJSON: b.PythonJSON, TailShare: b.TailShare, WordVectors: b.WordVectors}
 	if b.Latency != 0 {
@@ -2032,6 +2043,8 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.EndAfterChunks)
 		case "holdafterchunks":
 			err = json.Unmarshal(v, &out.HoldAfterChunks)
+		case "holdafterdone":
+			err = json.Unmarshal(v, &out.HoldAfterDone)
 		case "chunkdelay":
 			out.ChunkDelay, err = parseDuration(v)
 		case "chunks":

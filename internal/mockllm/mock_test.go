@@ -571,6 +571,38 @@ func TestHoldAfterChunks(t *testing.T) {
 	}
 }
 
+// TestHoldAfterDone: the whole stream, [DONE] included, then a response
+// that stays open until the client leaves; the answer counts as served.
+func TestHoldAfterDone(t *testing.T) {
+	s := New()
+	s.Set("hold", Behavior{HoldAfterDone: true})
+	ts := start(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := post(ctx, ts.Client(), ts.URL+"/v1/chat/completions", streamBody("hold", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "data: [DONE]\n" {
+			break
+		}
+	}
+	cancel() // the mock sees the client leave only if it still holds the response
+	if m := recv(t, s.Canceled(), "Canceled"); m != "hold" {
+		t.Fatalf("Canceled got %q", m)
+	}
+	if sv := s.Served("hold"); sv.Requests != 1 || sv.Completion != DefaultChunks {
+		t.Fatalf("Served = %+v", sv)
+	}
+}
+
 func TestRequireKey(t *testing.T) {
 	s := New()
 	s.SetRequireKey("sk-test")
