@@ -216,7 +216,9 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 				start = end
 			}
 			sent = len(v.ends)
-			if rc.Flush() != nil {
+			// a landed flight's last events leave with the end of the
+			// response, in one write
+			if v.state != flightLanded && rc.Flush() != nil {
 				return true // the client went away
 			}
 		}
@@ -363,7 +365,8 @@ func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool 
 			break
 		}
 	}
-	_ = http.NewResponseController(ex.w).Flush()
+	// no flush: the end of the response writes what is buffered with the
+	// chunked body's end, in one write
 	return true
 }
 
