@@ -55,8 +55,8 @@ type streamRelay struct {
 // relay writes first, then every following event of events, to w. Each
 // event is flushed as soon as no further complete event is already waiting:
 // event by event for a live stream, one write for a burst that arrived
-// together (the first event included: its bytes leave with the burst's,
-// microseconds later, in one write instead of two). The stream's last
+// together. The first event is flushed at once, whatever follows it: the
+// time to the first token is what a client waits on. The stream's last
 // event is not flushed while the idle timer bounds the wait for the
 // provider's end (streamEndGrace): the end of the response writes it, with
 // the chunked body's end. relay returns nil at the stream's clean end, and
@@ -69,7 +69,7 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 	s.waiting(false)
 	s.boundWrites()
 	err := s.forward(w, first)
-	if err == nil && !events.Ready() {
+	if err == nil {
 		err = flush()
 	}
 	for {

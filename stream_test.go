@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -199,33 +200,34 @@ func TestRelayUpstreamError(t *testing.T) {
 	}
 }
 
-// TestRelayFlushes: an event is flushed as soon as no other complete event
-// is waiting, the first one too; while the idle timer bounds the wait for
-// the provider's end, the stream's last event is left to the end of the
-// response.
+// TestRelayFlushes: the first event is flushed at once, every other as
+// soon as no other complete event is waiting; while the idle timer bounds
+// the wait for the provider's end, the stream's last event (and what came
+// with it) is left to the end of the response.
 func TestRelayFlushes(t *testing.T) {
 	cases := []struct {
-		name   string
-		chunks []string
-		want   int // flushes with no idle timer; one fewer with it
+		name        string
+		chunks      []string
+		flushes     []int // bytes written at each flush, with no idle timer
+		flushesHeld []int // with one
 	}{
-		{"one event per read", []string{relayContent, relayContent, relayContent, relayDone}, 4},
-		{"burst", []string{relayContent + relayContent + relayContent + relayDone}, 1},
-		{"pairs", []string{relayContent + relayContent, relayContent + relayDone}, 2},
-		{"first alone", []string{relayContent, relayContent + relayContent + relayDone}, 2},
+		{"one event per read", []string{relayContent, relayContent, relayContent, relayDone}, []int{61, 122, 183, 197}, []int{61, 122, 183}},
+		{"burst", []string{relayContent + relayContent + relayContent + relayDone}, []int{61, 197}, []int{61}},
+		{"pairs", []string{relayContent + relayContent, relayContent + relayDone}, []int{61, 122, 197}, []int{61, 122}},
+		{"first alone", []string{relayContent, relayContent + relayContent + relayDone}, []int{61, 197}, []int{61}},
 	}
 	for _, tc := range cases {
 		for _, idle := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/idle timer %v", tc.name, idle), func(t *testing.T) {
 				var out bytes.Buffer
-				var flushed []int // bytes written at each flush
+				var flushed []int
 				s := &streamRelay{}
-				want, last := tc.want, len(strings.Join(tc.chunks, ""))
+				want := tc.flushes
 				if idle {
 					s.idle = time.Minute
 					s.idleTimer = time.AfterFunc(s.idle, func() {})
 					defer s.idleTimer.Stop()
-					want, last = want-1, last-len(tc.chunks[len(tc.chunks)-1]) // the last read's events wait with [DONE]
+					want = tc.flushesHeld
 				}
 				err := runRelay(t, s, &out, func() error {
 					flushed = append(flushed, out.Len())
@@ -234,11 +236,11 @@ func TestRelayFlushes(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(flushed) != want {
-					t.Errorf("%d flushes (%v), want %d", len(flushed), flushed, want)
+				if !slices.Equal(flushed, want) {
+					t.Errorf("flushes at %v of %d bytes, want %v", flushed, out.Len(), want)
 				}
-				if len(flushed) > 0 && flushed[len(flushed)-1] != last || len(flushed) == 0 && last != 0 {
-					t.Errorf("flushes at %v of %d bytes, want the last at %d", flushed, out.Len(), last)
+				if out.String() != strings.Join(tc.chunks, "") {
+					t.Errorf("relayed %q", out.String())
 				}
 			})
 		}
