@@ -11,9 +11,9 @@
 //
 // Every wait inside the handler is bounded by the client going away, and the
 // open-ended waits (Hang, StallBeforeFirstChunk, HoldAfterChunks,
-// HoldAfterDone) hijack the
-// HTTP/1 connection first, so closing an httptest.Server or shutting down an
-// http.Server that wraps a Server never blocks on them.
+// HoldAfterDone) hijack the HTTP/1 connection first, so closing an
+// httptest.Server or shutting down an http.Server that wraps a Server never
+// blocks on them.
 package mockllm
 
 import (
