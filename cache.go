@@ -189,7 +189,7 @@ func newResponseCache(c *Cache, ordinal int) (*responseCache, error) {
 	if c.Store != "" {
 		rc.poolKey = "cache/store " + c.Store
 	}
-	v, _, err := cacheStores.LoadOrNew(rc.poolKey, func() (caddy.Destructor, error) { return newCacheStore(size) })
+	v, _, err := cacheStores.LoadOrNew(rc.poolKey, func() (caddy.Destructor, error) { return newCacheStore(size), nil })
 	if err != nil {
 		return nil, err
 	}
@@ -236,8 +236,8 @@ type cacheStore struct {
 	embedded []money         // what embedding questions for the semantic lookup cost
 }
 
-func newCacheStore(size int64) (*cacheStore, error) {
-	return &cacheStore{entries: chunkstore.New(size), maxSize: size, flights: map[answerKey]*cacheFlight{}}, nil
+func newCacheStore(size int64) *cacheStore {
+	return &cacheStore{entries: chunkstore.New(size), maxSize: size, flights: map[answerKey]*cacheFlight{}}
 }
 
 // Destruct implements caddy.Destructor: the last config using the store

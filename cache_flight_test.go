@@ -11,10 +11,7 @@ import (
 // and breaks for its followers when it outgrows an answer's share.
 func TestFlightEventsCountAgainstMaxSize(t *testing.T) {
 	const size = 1 << 20
-	s, err := newCacheStore(size)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newCacheStore(size)
 	f, leader := s.join(answerKey{1})
 	if !leader {
 		t.Fatal("the first request does not lead")
@@ -53,10 +50,7 @@ func TestFlightEventsCountAgainstMaxSize(t *testing.T) {
 // reads on while a follower reads; the upstream request is canceled when
 // the last reader leaves.
 func TestFlightFollowersKeepTheLeaderReading(t *testing.T) {
-	s, err := newCacheStore(1 << 20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newCacheStore(1 << 20)
 	f, _ := s.join(answerKey{3})
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
