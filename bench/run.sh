@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh: llm_router vs Caddy's reverse_proxy vs the mock upstream
-# directly, on 127.0.0.1, in one bounded run (about 25 minutes).
+# directly, on 127.0.0.1, in one bounded run (about 33 minutes).
 #
 # Builds bench/bin/{caddy,mockllm,loadgen}, then for every scenario starts a
 # fresh mock (and, unless direct, a fresh Caddy so that VmHWM is that
@@ -22,6 +22,10 @@
 #   FEATURE_DUR  measured duration of each feature run [5s]
 #   ROUNDS     pairs of runs of each feature comparison, in the order
 #              A,B then B,A, alternately [8]
+#   PAIR_ROUNDS  rounds of each reverse_proxy vs llm_router comparison under
+#              wrk (0 ms and HTTPS upstream), in the same alternating order;
+#              direct and the open-loop scenarios run once [4]
+#   PAIR_DUR   measured duration of each of those rounds [5s]
 #   STREAMS    concurrent streams of the open-streams scenario [5000]
 #   PIN        1: Caddy on CPU $CADDY_CPU, the mock on $MOCK_CPU, wrk and
 #              loadgen on $LOAD_CPU; 0: no pinning [1]
@@ -51,6 +55,8 @@ FEATURE_DUR=${FEATURE_DUR:-5s}
 WARMUP=${WARMUP:-1s}
 FILL_WARMUP=${FILL_WARMUP:-5s}
 ROUNDS=${ROUNDS:-8}
+PAIR_ROUNDS=${PAIR_ROUNDS:-4}
+PAIR_DUR=${PAIR_DUR:-5s}
 STREAMS=${STREAMS:-5000}
 PIN=${PIN:-1}
 CADDY_CPU=${CADDY_CPU:-1}
@@ -60,10 +66,12 @@ MOCK_CPU=${MOCK_CPU:-$LOAD_CPU}
 LOADGEN_GOGC=${LOADGEN_GOGC:-400}
 METRICS=${METRICS:-0}
 ONLY=${ONLY:-}
-if ! [[ $ROUNDS =~ ^[1-9][0-9]*$ ]]; then
-	echo "bench: ROUNDS must be a positive integer, got '$ROUNDS'" >&2
-	exit 1
-fi
+for n in ROUNDS PAIR_ROUNDS; do
+	if ! [[ ${!n} =~ ^[1-9][0-9]*$ ]]; then
+		echo "bench: $n must be a positive integer, got '${!n}'" >&2
+		exit 1
+	fi
+done
 
 need=(go wrk)
 [[ $PIN == 1 ]] && need+=(taskset)
@@ -374,14 +382,16 @@ summary() { # summary <json>: one line of the main figures
 		"$(field "$1" rps)" "$(field "$1" p50_ms)" "$(field "$1" p90_ms)" "$(field "$1" p99_ms)" "$(field "$1" errors)"
 }
 
-# scenario <upstream latency> <mode json|stream> <load> <target>
+# scenario <upstream latency> <mode json|stream> <load> <target> [<round>]
 #   load: "wrk -c<N>" (closed loop) or "open <R>/s" (vegeta, open loop)
+#   round: set by pair, which runs PAIR_DUR each round
 scenario() {
-	local upstream=$1 mode=$2 load=$3 target=$4 dur=$DUR
+	local upstream=$1 mode=$2 load=$3 target=$4 round=${5:-0} dur=$DUR
 	local id="$upstream $mode $load $target"
 	selected "$id" || return 0
 	[[ $upstream != 0ms && $upstream != https ]] && dur=$SHORT_DUR
-	echo "==> $id ($dur)"
+	((round > 0)) && dur=$PAIR_DUR
+	echo "==> $id ($dur$( ((round > 0)) && echo ", round $round/$PAIR_ROUNDS"))"
 	local body=$TMP/$mode.body streamflag=()
 	[[ $mode == stream ]] && streamflag=(-stream)
 	[[ $mode == stream && $target == llm_router ]] && body=$TMP/stream_router.body
@@ -436,9 +446,26 @@ scenario() {
 		cpu=$((cpu1 - cpu0))
 	fi
 	stop_all
-	printf '{"kind":"scenario","upstream":"%s","mode":"%s","load":"%s","target":"%s","main":%s,"ttfb":%s,"hwm_kb":%s,"cpu_ms":%s}\n' \
-		"$upstream" "$mode" "$load" "$target" "$main" "$ttfb" "$hwm" "$cpu" >>"$RAW"
+	printf '{"kind":"scenario","upstream":"%s","mode":"%s","load":"%s","target":"%s","round":%d,"main":%s,"ttfb":%s,"hwm_kb":%s,"cpu_ms":%s}\n' \
+		"$upstream" "$mode" "$load" "$target" "$round" "$main" "$ttfb" "$hwm" "$cpu" >>"$RAW"
 	summary "$main"
+}
+
+# pair <upstream latency> <mode> <load>: reverse_proxy and llm_router in
+# PAIR_ROUNDS rounds, next to each other (reverse_proxy first in odd rounds,
+# llm_router in even ones), so that the machine's drift, which one run of
+# each would read as a difference between them, cancels out of their ratio.
+pair() {
+	local round
+	for ((round = 1; round <= PAIR_ROUNDS; round++)); do
+		if ((round % 2)); then
+			scenario "$1" "$2" "$3" reverse_proxy "$round"
+			scenario "$1" "$2" "$3" llm_router "$round"
+		else
+			scenario "$1" "$2" "$3" llm_router "$round"
+			scenario "$1" "$2" "$3" reverse_proxy "$round"
+		fi
+	done
 }
 
 # streams <target>: STREAMS concurrent streams of ~11 s each (mock
@@ -666,7 +693,11 @@ printf '{"kind":"meta","meta":{"started":"%s","host":"%s","commit":"%s","pinning
 # ---------------------------------------------------------------- scenarios
 TARGETS=(direct reverse_proxy llm_router)
 for mode in json stream; do
-	for load in "wrk -c1" "wrk -c50" "open 500/s" "open 2000/s"; do
+	for load in "wrk -c1" "wrk -c50"; do
+		scenario 0ms "$mode" "$load" direct
+		pair 0ms "$mode" "$load"
+	done
+	for load in "open 500/s" "open 2000/s"; do
 		for target in "${TARGETS[@]}"; do
 			scenario 0ms "$mode" "$load" "$target"
 		done
@@ -685,9 +716,7 @@ done
 # provider cost each.
 for mode in json stream; do
 	for load in "wrk -c1" "wrk -c50"; do
-		for target in reverse_proxy llm_router; do
-			scenario https "$mode" "$load" "$target"
-		done
+		pair https "$mode" "$load"
 	done
 done
 # Features: the cost of each against the same config without it (JSON,
