@@ -686,9 +686,9 @@ fi
 PINNING="none"
 [[ $PIN == 1 ]] && PINNING="Caddy on CPU $CADDY_CPU, mock on CPU $MOCK_CPU, wrk and loadgen on CPU $LOAD_CPU"
 HOST="$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), $(go version | cut -d' ' -f3)"
-printf '{"kind":"meta","meta":{"started":"%s","host":"%s","commit":"%s","pinning":"%s","loadavg_start":"%s","note":"durations %s main, %s at 50 ms upstream and for -c1 TTFB, %s a feature run (%s rounds), warm-up %s; metrics: llm_router module metrics always on, Caddy per-server metrics %s"}}\n' \
+printf '{"kind":"meta","meta":{"started":"%s","host":"%s","commit":"%s","pinning":"%s","loadavg_start":"%s","note":"durations %s main, %s a reverse_proxy vs llm_router round under wrk (%s rounds), %s at 50 ms upstream and for -c1 TTFB, %s a feature run (%s rounds), warm-up %s; metrics: llm_router module metrics always on, Caddy per-server metrics %s"}}\n' \
 	"$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$HOST" "$COMMIT" "$PINNING" "$(loadavg)" \
-	"$DUR" "$SHORT_DUR" "$FEATURE_DUR" "$ROUNDS" "$WARMUP" "$([[ $METRICS == 1 ]] && echo on || echo off)" >>"$RAW"
+	"$DUR" "$PAIR_DUR" "$PAIR_ROUNDS" "$SHORT_DUR" "$FEATURE_DUR" "$ROUNDS" "$WARMUP" "$([[ $METRICS == 1 ]] && echo on || echo off)" >>"$RAW"
 
 # ---------------------------------------------------------------- scenarios
 TARGETS=(direct reverse_proxy llm_router)
