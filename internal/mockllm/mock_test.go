@@ -512,17 +512,26 @@ func TestEndAfterChunks(t *testing.T) {
 	}
 }
 
-func TestStallBeforeFirstChunk(t *testing.T) {
+// openStream posts a stream request for model to a new mock that gives it
+// b; cancel makes the client leave. The response is closed, and the
+// client gone, when the test ends.
+func openStream(t *testing.T, model string, b Behavior, includeUsage bool) (*Server, *http.Response, context.CancelFunc) {
+	t.Helper()
 	s := New()
-	s.Set("s", Behavior{StallBeforeFirstChunk: true})
+	s.Set(model, b)
 	ts := start(t, s)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	resp, err := post(ctx, ts.Client(), ts.URL+"/v1/chat/completions", streamBody("s", false))
+	t.Cleanup(cancel)
+	resp, err := post(ctx, ts.Client(), ts.URL+"/v1/chat/completions", streamBody(model, includeUsage))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	t.Cleanup(func() { resp.Body.Close() })
+	return s, resp, cancel
+}
+
+func TestStallBeforeFirstChunk(t *testing.T) {
+	s, resp, cancel := openStream(t, "s", Behavior{StallBeforeFirstChunk: true}, false)
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("status %d headers %v", resp.StatusCode, resp.Header)
 	}
@@ -541,16 +550,7 @@ func TestStallBeforeFirstChunk(t *testing.T) {
 }
 
 func TestHoldAfterChunks(t *testing.T) {
-	s := New()
-	s.Set("hold", Behavior{HoldAfterChunks: 2})
-	ts := start(t, s)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	resp, err := post(ctx, ts.Client(), ts.URL+"/v1/chat/completions", streamBody("hold", false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	s, resp, cancel := openStream(t, "hold", Behavior{HoldAfterChunks: 2}, false)
 	br := bufio.NewReader(resp.Body)
 	content := 0
 	for content < 2 {
@@ -574,16 +574,7 @@ func TestHoldAfterChunks(t *testing.T) {
 // TestHoldAfterDone: the whole stream, [DONE] included, then a response
 // that stays open until the client leaves; the answer counts as served.
 func TestHoldAfterDone(t *testing.T) {
-	s := New()
-	s.Set("hold", Behavior{HoldAfterDone: true})
-	ts := start(t, s)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	resp, err := post(ctx, ts.Client(), ts.URL+"/v1/chat/completions", streamBody("hold", true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	s, resp, cancel := openStream(t, "hold", Behavior{HoldAfterDone: true}, true)
 	br := bufio.NewReader(resp.Body)
 	for {
 		line, err := br.ReadString('\n')
