@@ -517,19 +517,31 @@ func (s *Server) authorized(r *http.Request) bool {
 		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(key)) == 1
 }
 
+// sniffed is what sniff reads from a body.
+type sniffed struct {
+	model                string
+	stream, includeUsage bool
+}
+
+var sniffs memo[sniffed]
+
 // sniff extracts model/stream/include_usage leniently, for recording.
 func sniff(body []byte) (model string, stream, includeUsage bool) {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) != nil {
-		return "", false, false
-	}
-	_ = json.Unmarshal(m["model"], &model)
-	_ = json.Unmarshal(m["stream"], &stream)
-	var so struct {
-		IncludeUsage bool `json:"include_usage"`
-	}
-	_ = json.Unmarshal(m["stream_options"], &so)
-	return model, stream, so.IncludeUsage
+	r := sniffs.get(body, func(body []byte) (r sniffed) {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(body, &m) != nil {
+			return r
+		}
+		_ = json.Unmarshal(m["model"], &r.model)
+		_ = json.Unmarshal(m["stream"], &r.stream)
+		var so struct {
+			IncludeUsage bool `json:"include_usage"`
+		}
+		_ = json.Unmarshal(m["stream_options"], &so)
+		r.includeUsage = so.IncludeUsage
+		return r
+	})
+	return r.model, r.stream, r.includeUsage
 }
 
 // modelPathID returns the {id} of a …/models/{id} path, or "". The id is
@@ -1089,7 +1101,23 @@ func (c *call) chatErrorEvent() {
 	c.event(js)
 }
 
-func (c *call) chat(body []byte) {
+// chatRequest is what a chat completions request body says, as the mock
+// reads it (Go's encoding/json: case-insensitive names, the last duplicate
+// wins).
+type chatRequest struct {
+	badJSON      bool   // the body is not a JSON object of the expected shape
+	messagesErr  string // "", "missing" or "empty"
+	model        string
+	stream       bool
+	includeUsage bool
+	maxTokens    *int // max_tokens, max_completion_tokens: read only
+	maxCompl     *int
+	promptTokens int
+}
+
+var chatRequests memo[chatRequest]
+
+func parseChatRequest(body []byte) (cr chatRequest) {
 	var req struct {
 		Model         string          `json:"model"`
 		Messages      json.RawMessage `json:"messages"`
@@ -1101,36 +1129,56 @@ func (c *call) chat(body []byte) {
 		MaxCompletionTokens *int `json:"max_completion_tokens"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
+		cr.badJSON = true
+		return cr
+	}
+	cr.model, cr.stream = req.Model, req.Stream
+	cr.includeUsage = req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	cr.maxTokens, cr.maxCompl = req.MaxTokens, req.MaxCompletionTokens
+	var msgs []json.RawMessage
+	switch {
+	case len(req.Messages) == 0 || json.Unmarshal(req.Messages, &msgs) != nil || msgs == nil:
+		cr.messagesErr = "missing"
+	case len(msgs) == 0:
+		cr.messagesErr = "empty"
+	default:
+		cr.promptTokens = messageTokens(msgs)
+	}
+	return cr
+}
+
+func (c *call) chat(body []byte) {
+	req := chatRequests.get(body, parseChatRequest)
+	if req.badJSON {
 		c.badRequest(badJSON, nil)
 		return
 	}
-	b := c.take(req.Model)
-	if !c.preamble(b, req.Stream && c.sse()) {
+	b := c.take(req.model)
+	if !c.preamble(b, req.stream && c.sse()) {
 		return
 	}
-	var msgs []json.RawMessage
-	if len(req.Messages) == 0 || json.Unmarshal(req.Messages, &msgs) != nil || msgs == nil {
+	switch req.messagesErr {
+	case "missing":
 		c.badRequest("Missing required parameter: 'messages'.", "missing_required_parameter")
 		return
-	}
-	if len(msgs) == 0 {
+	case "empty":
 		c.badRequest("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "empty_array")
 		return
 	}
-	n := answerLength(b, req.MaxTokens, req.MaxCompletionTokens)
-	prompt := messageTokens(msgs)
+	n := answerLength(b, req.maxTokens, req.maxCompl)
+	prompt := req.promptTokens
 	id := fmt.Sprintf("chatcmpl-mock-%d", c.s.nextID.Add(1))
 	served := Usage{Prompt: prompt, Completion: n, Cached: b.CachedTokens, Requests: 1}
-	if req.Stream && c.sse() {
-		c.chatStream(id, req.Model, n, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, served)
+	if req.stream && c.sse() {
+		c.chatStream(id, req.model, n, req.includeUsage, served)
 		return
 	}
 
 	if b.Malformed {
-		c.malformed(fmt.Sprintf(`{"id":%q,"object":"chat.completion","created":%d,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"w0 w1 `, id, Created, req.Model))
+		c.malformed(fmt.Sprintf(`{"id":%q,"object":"chat.completion","created":%d,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"w0 w1 `, id, Created, req.model))
 		return
 	}
-	resp := completion{ID: id, Object: "chat.completion", Created: Created, Model: req.Model,
+	resp := completion{ID: id, Object: "chat.completion", Created: Created, Model: req.model,
 		Usage: makeUsage(prompt, n, b.CachedTokens)}
 	resp.Choices = make([]struct {
 		Index        int     `json:"index"`
