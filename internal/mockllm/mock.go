@@ -1106,7 +1106,8 @@ func (c *call) chatErrorEvent() {
 // wins).
 type chatRequest struct {
 	badJSON      bool   // the body is not a JSON object of the expected shape
-	messagesErr  string // "", "missing" or "empty"
+	messagesErr  string // what is wrong with messages, as OpenAI says it ("": nothing)
+	messagesCode string // and its error code
 	model        string
 	stream       bool
 	includeUsage bool
@@ -1138,9 +1139,9 @@ func parseChatRequest(body []byte) (cr chatRequest) {
 	var msgs []json.RawMessage
 	switch {
 	case len(req.Messages) == 0 || json.Unmarshal(req.Messages, &msgs) != nil || msgs == nil:
-		cr.messagesErr = "missing"
+		cr.messagesErr, cr.messagesCode = "Missing required parameter: 'messages'.", "missing_required_parameter"
 	case len(msgs) == 0:
-		cr.messagesErr = "empty"
+		cr.messagesErr, cr.messagesCode = "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "empty_array"
 	default:
 		cr.promptTokens = messageTokens(msgs)
 	}
@@ -1157,12 +1158,8 @@ func (c *call) chat(body []byte) {
 	if !c.preamble(b, req.stream && c.sse()) {
 		return
 	}
-	switch req.messagesErr {
-	case "missing":
-		c.badRequest("Missing required parameter: 'messages'.", "missing_required_parameter")
-		return
-	case "empty":
-		c.badRequest("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", "empty_array")
+	if req.messagesErr != "" {
+		c.badRequest(req.messagesErr, req.messagesCode)
 		return
 	}
 	n := answerLength(b, req.maxTokens, req.maxCompl)
