@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,15 +230,27 @@ func TestStreamIdleTimeout(t *testing.T) {
 }
 
 // TestStreamHeldOpenAfterDone: a provider that sends the whole stream and
-// then holds its response open is cut off once the stream's end has been
-// waited for: the client gets the complete stream, [DONE] last, with a
-// clean end and no error event; the answer is counted at its usage and the
+// then holds its response open is cut off once its end has been waited
+// for: the client gets the complete stream, [DONE] last, with a clean end
+// and no error event; the answer is counted at its usage and the
 // deployment keeps its score. The wait is streamEndGrace, not the stream's
-// idle timeout (a minute here). (The end of the response carries [DONE]:
-// see streamRelay.relay.)
+// idle timeout (a minute here), and the client does not share it
+// (TestStreamEndsAtItsLastEvent).
 func TestStreamHeldOpenAfterDone(t *testing.T) {
+	g := streamHeldOpen(t, 100*time.Millisecond)
+	if got := waitFor(t, g.primary.Canceled(), "the held upstream response to be left"); got != "deepseek-chat" {
+		t.Errorf("canceled %q", got)
+	}
+}
+
+// streamHeldOpen sends a stream request to a provider that holds its
+// response open after [DONE], with the router's wait for that end set to
+// grace, and checks that the client got the whole stream, ended cleanly,
+// and that the answer counted at its usage and against nothing.
+func streamHeldOpen(t *testing.T, grace time.Duration) *gateway {
+	t.Helper()
 	defer func(old time.Duration) { streamEndGrace = old }(streamEndGrace)
-	streamEndGrace = 100 * time.Millisecond
+	streamEndGrace = grace
 	g := newGateway(t, strings.NewReplacer(
 		"default_route simple_qa", "default_route simple_qa\n\thealth_check {\n\t\tinterval off\n\t}",
 		"stream_idle_timeout 300ms", "stream_idle_timeout 1m",
@@ -251,9 +265,6 @@ func TestStreamHeldOpenAfterDone(t *testing.T) {
 	if len(data) != 2+mockllm.DefaultChunks+1 || data[len(data)-1] != "[DONE]" || strings.Contains(body, `"error"`) {
 		t.Fatalf("events %q: want the whole stream, [DONE] last", data)
 	}
-	if got := waitFor(t, g.primary.Canceled(), "the held upstream response to be left"); got != "deepseek-chat" {
-		t.Errorf("canceled %q", got)
-	}
 	served := g.primary.Served("deepseek-chat")
 	st := statsFor(t, g, "deepseek-v3.2", "primary")
 	if st.HealthScore != 100 || st.Errors != 0 {
@@ -261,6 +272,71 @@ func TestStreamHeldOpenAfterDone(t *testing.T) {
 	}
 	if st.Tokens.Input != int64(served.Prompt) || st.Tokens.Output != int64(served.Completion) || st.Tokens.EstimatedOutput != 0 {
 		t.Errorf("tokens %+v, want the served %+v, none estimated", st.Tokens, served)
+	}
+	return g
+}
+
+// TestStreamEndsAtItsLastEvent: the client's stream ends at the
+// provider's last event, not at the end of the provider's response: with
+// a provider that holds its response open after [DONE], and a minute
+// before the router would cut it off, the client has its whole stream,
+// ended, at once (within the test client's timeout of seconds), counted
+// at its usage; the provider's response is read to its end apart
+// (drainStreamEnd), and the config unloading ends that read.
+func TestStreamEndsAtItsLastEvent(t *testing.T) {
+	g := streamHeldOpen(t, time.Minute)
+	select {
+	case m := <-g.primary.Canceled():
+		t.Errorf("the held response of %s was cut off before streamEndGrace", m)
+	default:
+	}
+	// the next config's load unloads this one: the read of the held
+	// response ends with it (TestMain's leak check would find it)
+	newGateway(t, defaultRouter)
+	if got := waitFor(t, g.primary.Canceled(), "the held upstream response to be left at unload"); got != "deepseek-chat" {
+		t.Errorf("canceled %q", got)
+	}
+}
+
+// TestStreamConnectionKept: a stream's provider connection serves the
+// next requests although the provider ends its response 20 ms after the
+// stream's last event: that end, read after the client has its answer,
+// returns the connection to the pool rather than closing it (a connection
+// per stream would cost every stream a dial).
+func TestStreamConnectionKept(t *testing.T) {
+	var conns atomic.Int32
+	ended := make(chan http.ConnState, 64) // the provider's side of a response's end
+	mock := mockllm.New()
+	srv := httptest.NewUnstartedServer(mock)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			conns.Add(1)
+		case http.StateIdle, http.StateClosed:
+			ended <- s
+		}
+	}
+	srv.Start()
+	mockServers = append(mockServers, srv)
+	g := newGateway(t, strings.NewReplacer(
+		"default_route simple_qa", "default_route simple_qa\n\thealth_check {\n\t\tinterval off\n\t}",
+		"{PRIMARY}", srv.URL,
+	).Replace(faultRouter))
+	mock.Set("deepseek-chat", mockllm.Behavior{EndDelay: 20 * time.Millisecond})
+	const streams = 6
+	for range streams {
+		resp, body := g.post(chatBody("simple_qa", true))
+		if data := sseData(body); resp.StatusCode != 200 || data[len(data)-1] != "[DONE]" {
+			t.Fatalf("status %d events %q", resp.StatusCode, data)
+		}
+		if s := waitFor(t, ended, "the provider to end its response"); s != http.StateIdle {
+			t.Fatalf("the provider's connection went %v after the stream, want idle", s)
+		}
+	}
+	// the router reads the end a moment after the provider writes it: a
+	// request in between dials, rarely
+	if n := conns.Load(); n > 2 {
+		t.Errorf("%d connections to the provider for %d streams one after another, want them reused", n, streams)
 	}
 }
 

@@ -846,8 +846,26 @@ func readResponse(resp *http.Response) ([]byte, error) {
 // ends with an error event and an aborted response.
 func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, res *attemptResult) {
 	f := ex.router.Failover
-	ctx, cancel := context.WithCancelCause(parent)
-	defer cancel(nil)
+	// The attempt follows parent (the client, a hedge) up to the stream's
+	// last event and not past it: the rest of the provider's response (its
+	// end) is read after the client has its answer (drainStreamEnd), so
+	// that its connection serves the next request, and the end of the
+	// client's request must not cut that read.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	unlink := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	var body io.ReadCloser // the provider's response body, once it came
+	ended := false         // the stream's last event came: its end is drained apart
+	defer func() {
+		if ended && unlink() {
+			go drainStreamEnd(ex.router.ctx, body, cancel, streamEndGrace, ex.router.logger)
+			return
+		}
+		unlink()
+		if body != nil {
+			_ = body.Close()
+		}
+		cancel(nil)
+	}()
 	timer := time.AfterFunc(time.Duration(f.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
 	defer timer.Stop()
 
@@ -856,7 +874,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		ex.transportFailure(ctx, res, err)
 		return
 	}
-	defer resp.Body.Close()
+	body = resp.Body
 
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
 		// an error answer: read like a buffered one, bounded by the
@@ -944,6 +962,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		defer relay.idleTimer.Stop()
 	}
 	err = relay.relay(ex.w, rc.Flush, events, first)
+	ended = err == nil && relay.done
 
 	switch {
 	case err != nil:

@@ -5,6 +5,7 @@
 package llmrouter
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -167,6 +168,7 @@ type Router struct {
 	passHeaders map[string]bool // canonical names of the provider headers relayed
 	currency    Currency
 	logger      *zap.Logger
+	ctx         context.Context // the config's: done when it unloads
 }
 
 // Provider is one OpenAI-compatible upstream API.
@@ -421,6 +423,7 @@ func (r *Router) newDeployments() []*deployment {
 // structures: a transport per provider, the deployments with their shared
 // state, and the routing plans.
 func (r *Router) Provision(ctx caddy.Context) error {
+	r.ctx = ctx
 	r.logger = ctx.Logger()
 	r.setDefaults()
 	if err := r.validate(); err != nil {

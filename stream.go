@@ -5,10 +5,13 @@ package llmrouter
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
@@ -56,19 +59,24 @@ type streamRelay struct {
 // event is flushed as soon as no further complete event is already waiting:
 // event by event for a live stream, one write for a burst that arrived
 // together. The first event is flushed at once, whatever follows it: the
-// time to the first token is what a client waits on. The stream's last
-// event is not flushed while the idle timer bounds the wait for the
-// provider's end (streamEndGrace): the end of the response writes it, with
-// the chunked body's end. relay returns nil at the stream's clean end, and
-// after its last event whatever the provider does (a reset, a response
-// held open); an error wrapping errWritingDownstream when the client could
-// not be written to; or the upstream's read error. A client that goes away
-// while followers of the flight read the stream stops being written to,
-// and the stream is read on for them.
+// time to the first token is what a client waits on. relay returns nil
+// right after the stream's last event ([DONE], or a Responses API
+// stream's end), which it does not flush: the end of the client's
+// response writes it, with the chunked body's end, and the provider's end
+// of its response is not the client's wait (drainStreamEnd reads it
+// afterwards). It returns nil too at a clean end of the response before
+// that event (done tells the two apart), an error wrapping
+// errWritingDownstream when the client could not be written to, or the
+// upstream's read error. A client that goes away while followers of the
+// flight read the stream stops being written to, and the stream is read
+// on for them.
 func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.EventReader, first []byte) error {
 	s.waiting(false)
 	s.boundWrites()
 	err := s.forward(w, first)
+	if err == nil && s.done {
+		return nil
+	}
 	if err == nil {
 		err = flush()
 	}
@@ -84,12 +92,15 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 		s.waiting(false)
 		s.boundWrites()
 		if rerr != nil {
-			if rerr == io.EOF || s.done {
+			if rerr == io.EOF {
 				return nil
 			}
 			return rerr
 		}
-		if err = s.forward(w, ev); err == nil && !events.Ready() && !s.endHeld() {
+		if err = s.forward(w, ev); err == nil && s.done {
+			return nil
+		}
+		if err == nil && !events.Ready() {
 			err = flush()
 		}
 	}
@@ -116,29 +127,48 @@ func (s *streamRelay) boundWrites() {
 	}
 }
 
-// streamEndGrace bounds the wait for the provider's end of the response
-// after the stream's last event, which the client gets with that end:
-// providers end it at once, and one that holds it open is cut off then,
-// its stream complete.
-var streamEndGrace = time.Second
-
-// endHeld reports whether the stream's last event waits for the end of
-// the response to be written: it ended, and the idle timer bounds the wait
-// for the provider's end (with no bound, the last event is flushed).
-func (s *streamRelay) endHeld() bool { return s.done && s.idleTimer != nil }
-
-// waiting runs the idle timer while the relay waits for the provider, for
-// at most streamEndGrace once the stream ended.
+// waiting runs the idle timer while the relay waits for the provider.
 func (s *streamRelay) waiting(on bool) {
 	switch {
 	case s.idleTimer == nil:
-	case on && s.done:
-		s.idleTimer.Reset(min(s.idle, streamEndGrace))
 	case on:
 		s.idleTimer.Reset(s.idle)
 	default:
 		s.idleTimer.Stop()
 	}
+}
+
+// streamEndGrace bounds the read of a provider's response past its
+// stream's last event, which goes on after the client has its answer:
+// providers end the response at once (a chunked body's last chunk, an
+// HTTP/2 stream's end), and reading that end keeps the connection for the
+// next request. One that holds the response open, or sends more than
+// streamEndBytes after the end, is cut off and its connection closed.
+var streamEndGrace = time.Second
+
+const streamEndBytes = 4 << 10
+
+// errStreamEndHeld is the cause of an attempt cut off after its stream's
+// end (streamEndGrace).
+var errStreamEndHeld = errors.New("the provider held its response open after the stream's end")
+
+// drainStreamEnd reads body to its end, within grace (streamEndGrace) and
+// streamEndBytes, then closes it and ends the attempt (cancel). It runs on
+// a goroutine of its own once the client's response is complete; ctx (the
+// router's) ending, as a config unloads, cuts it short.
+func drainStreamEnd(ctx context.Context, body io.ReadCloser, cancel context.CancelCauseFunc, grace time.Duration, logger *zap.Logger) {
+	cut := time.AfterFunc(grace, func() { cancel(errStreamEndHeld) })
+	unload := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+	defer func() {
+		if v := recover(); v != nil {
+			logger.Error("reading the end of a provider's stream", zap.Any("panic", v), zap.Stack("stack"))
+		}
+		cut.Stop()
+		unload()
+		cancel(nil)
+	}()
+	defer body.Close()
+	_, _ = io.CopyN(io.Discard, body, streamEndBytes)
 }
 
 // forward relays one event (the caller flushes).

@@ -201,20 +201,19 @@ func TestRelayUpstreamError(t *testing.T) {
 }
 
 // TestRelayFlushes: the first event is flushed at once, every other as
-// soon as no other complete event is waiting; while the idle timer bounds
-// the wait for the provider's end, the stream's last event (and what came
-// with it) is left to the end of the response.
+// soon as no other complete event is waiting; the stream's last event (and
+// what came with it) is left to the end of the response, which relay
+// reaches at once, with or without an idle timer.
 func TestRelayFlushes(t *testing.T) {
 	cases := []struct {
-		name        string
-		chunks      []string
-		flushes     []int // bytes written at each flush, with no idle timer
-		flushesHeld []int // with one
+		name    string
+		chunks  []string
+		flushes []int // bytes written at each flush
 	}{
-		{"one event per read", []string{relayContent, relayContent, relayContent, relayDone}, []int{61, 122, 183, 197}, []int{61, 122, 183}},
-		{"burst", []string{relayContent + relayContent + relayContent + relayDone}, []int{61, 197}, []int{61}},
-		{"pairs", []string{relayContent + relayContent, relayContent + relayDone}, []int{61, 122, 197}, []int{61, 122}},
-		{"first alone", []string{relayContent, relayContent + relayContent + relayDone}, []int{61, 197}, []int{61}},
+		{"one event per read", []string{relayContent, relayContent, relayContent, relayDone}, []int{61, 122, 183}},
+		{"burst", []string{relayContent + relayContent + relayContent + relayDone}, []int{61}},
+		{"pairs", []string{relayContent + relayContent, relayContent + relayDone}, []int{61, 122}},
+		{"first alone", []string{relayContent, relayContent + relayContent + relayDone}, []int{61}},
 	}
 	for _, tc := range cases {
 		for _, idle := range []bool{false, true} {
@@ -222,12 +221,10 @@ func TestRelayFlushes(t *testing.T) {
 				var out bytes.Buffer
 				var flushed []int
 				s := &streamRelay{}
-				want := tc.flushes
 				if idle {
 					s.idle = time.Minute
 					s.idleTimer = time.AfterFunc(s.idle, func() {})
 					defer s.idleTimer.Stop()
-					want = tc.flushesHeld
 				}
 				err := runRelay(t, s, &out, func() error {
 					flushed = append(flushed, out.Len())
@@ -236,15 +233,46 @@ func TestRelayFlushes(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !slices.Equal(flushed, want) {
-					t.Errorf("flushes at %v of %d bytes, want %v", flushed, out.Len(), want)
+				if !slices.Equal(flushed, tc.flushes) {
+					t.Errorf("flushes at %v of %d bytes, want %v", flushed, out.Len(), tc.flushes)
 				}
-				if out.String() != strings.Join(tc.chunks, "") {
-					t.Errorf("relayed %q", out.String())
+				if out.String() != strings.Join(tc.chunks, "") || !s.done {
+					t.Errorf("relayed %q, done %v", out.String(), s.done)
 				}
 			})
 		}
 	}
+}
+
+// TestRelayStopsAtTheLastEvent: relay returns at the stream's last event
+// without reading on: what follows [DONE] (here a read that fails the
+// test) is not the client's wait.
+func TestRelayStopsAtTheLastEvent(t *testing.T) {
+	for _, api := range []openai.API{openai.Chat, openai.Responses} {
+		stream := relayContent + relayDone
+		if api == openai.Responses {
+			stream = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\"}}\n\n" +
+				"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"usage\":{\"input_tokens\":3,\"output_tokens\":2,\"total_tokens\":5}}}\n\n"
+		}
+		var out bytes.Buffer
+		s := &streamRelay{api: api}
+		var after pastTheEnd
+		if err := runRelay(t, s, &out, noFlush, io.MultiReader(strings.NewReader(stream), &after)); err != nil {
+			t.Fatalf("%v: %v", api, err)
+		}
+		if !s.done || out.String() != stream || after.read {
+			t.Errorf("%v: done %v, relayed %q, read past the end %v", api, s.done, out.String(), after.read)
+		}
+	}
+}
+
+// pastTheEnd is what a provider sends after its stream's end: a relay that
+// reads it waits on the provider for nothing.
+type pastTheEnd struct{ read bool }
+
+func (p *pastTheEnd) Read([]byte) (int, error) {
+	p.read = true
+	return 0, io.EOF
 }
 
 // TestRelayPreservesEventBoundaries: what reaches the client is the

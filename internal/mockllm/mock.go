@@ -140,6 +140,10 @@ type Behavior struct {
 	// keeps the response open (no end of the chunked body) until the
 	// client goes away. Counted in Served: the answer is complete.
 	HoldAfterDone bool
+	// EndDelay (stream only) is waited after the stream's last event, before
+	// the response ends (the chunked body's last chunk): a provider whose
+	// end of response trails its stream.
+	EndDelay time.Duration
 	// ChunkDelay (stream only) is waited before each content chunk and before
 	// the finishing chunk.
 	ChunkDelay time.Duration
@@ -1230,7 +1234,8 @@ func (c *call) namedEvent(name string, data []byte) bool {
 
 // streamPlan is what one streaming endpoint sends; runStream applies the
 // stream faults (StallBeforeFirstChunk, Malformed, ChunkDelay,
-// BreakAfterChunks, HoldAfterChunks) around it and records Served.
+// BreakAfterChunks, HoldAfterChunks, HoldAfterDone, EndDelay) around it
+// and records Served.
 type streamPlan struct {
 	// malformed sends the Malformed fault's events.
 	malformed func()
@@ -1301,6 +1306,7 @@ func (c *call) runStream(n int, served Usage, p streamPlan) {
 	if b.HoldAfterDone {
 		c.waitGone()
 	}
+	c.sleep(b.EndDelay)
 }
 
 func (c *call) chatStream(id, model string, n int, includeUsage bool, served Usage) {
@@ -2011,6 +2017,7 @@ type behaviorJSON struct {
 	HoldAfterChunks       int     `json:"hold_after_chunks,omitempty"`
 	HoldAfterDone         bool    `json:"hold_after_done,omitempty"`
 	ChunkDelay            string  `json:"chunk_delay,omitempty"`
+	EndDelay              string  `json:"end_delay,omitempty"`
 	Chunks                int     `json:"chunks,omitempty"`
 	CachedTokens          int     `json:"cached_tokens,omitempty"`
 	Times                 int     `json:"times,omitempty"`
@@ -2040,6 +2047,9 @@ func (b Behavior) MarshalJSON() ([]byte, error) {
 	}
 	if b.BodyDelay != 0 {
 		j.BodyDelay = b.BodyDelay.String()
+	}
+	if b.EndDelay != 0 {
+		j.EndDelay = b.EndDelay.String()
 	}
 	if b.ChunkDelay != 0 {
 		j.ChunkDelay = b.ChunkDelay.String()
@@ -2092,6 +2102,8 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.HoldAfterDone)
 		case "chunkdelay":
 			out.ChunkDelay, err = parseDuration(v)
+		case "enddelay":
+			out.EndDelay, err = parseDuration(v)
 		case "chunks":
 			err = json.Unmarshal(v, &out.Chunks)
 		case "cachedtokens":
