@@ -48,9 +48,9 @@ func TestAbandonedAttemptIsCharged(t *testing.T) {
 		t.Errorf("abandoned attempt charged input %d, output %d (want > 0 and the max_tokens 500), cost %v", in, out, cost)
 	}
 	l := r.budgets[0].ledger
-	var windows [periodCount]string
+	var windows [periodCount]window
 	for p := range periodCount {
-		windows[p] = l.window(p, now()).id
+		windows[p] = l.window(p, now())
 	}
 	l.mu.Lock()
 	spent := l.keySpend("").committedIn(windows)
@@ -301,7 +301,7 @@ func TestFailoverHoldsTheBudgetAgain(t *testing.T) {
 	if n := len(mock.RequestsFor("gemini-2.5-flash")); n != 0 {
 		t.Errorf("the second candidate was asked %d times past the budget", n)
 	}
-	if got := r.budgets[0].ledger.reserved("", periodDay, now()); got != 0 {
+	if got := r.budgets[0].ledger.reserved("", periodDay); got != 0 {
 		t.Errorf("%v still reserved after the request ended", got)
 	}
 
@@ -309,7 +309,7 @@ func TestFailoverHoldsTheBudgetAgain(t *testing.T) {
 	if w := serveOnce(r, body); w.Code != http.StatusOK || w.Header().Get(hdrModel) != "gemini-2.5-flash" {
 		t.Fatalf("%d via %q, want the failover's answer", w.Code, w.Header().Get(hdrModel))
 	}
-	if got := r.budgets[0].ledger.reserved("", periodDay, now()); got != 0 {
+	if got := r.budgets[0].ledger.reserved("", periodDay); got != 0 {
 		t.Errorf("%v still reserved after the request ended", got)
 	}
 }
@@ -339,7 +339,7 @@ func TestHedgeHoldsTheBudgetTwice(t *testing.T) {
 	go func() {
 		<-mock.Arrived()
 		<-mock.Arrived() // both attempts are at the provider
-		held <- r.budgets[0].ledger.reserved("", periodDay, now())
+		held <- r.budgets[0].ledger.reserved("", periodDay)
 		cancel()
 	}()
 	_ = r.ServeHTTP(httptest.NewRecorder(), req, nil)

@@ -75,6 +75,16 @@ type Budget struct {
 	// and this output, at the highest prices among the candidates the
 	// budget covers. Default: 1024.
 	ReserveOutput int64 `json:"reserve_output,omitempty"`
+
+	// NoOutputCap sends a request this budget covers that sets no output
+	// limit as it is. By default the router gives it one upstream, its
+	// reserve_output per answer (the smallest among the capping budgets
+	// that cover the deployment; see Provider.OutputLimitField), so that
+	// what admission reserved bounds what the answer can cost: without a
+	// cap, an answer may run to the model's own limit, and concurrent
+	// answers overshoot the budget by what each generates beyond its
+	// reservation. Default: false (capped). Caddyfile: `output_cap off`.
+	NoOutputCap bool `json:"no_output_cap,omitempty"`
 }
 
 // BudgetLimit is an amount per period.
@@ -126,6 +136,7 @@ type budget struct {
 	poolKey    string               // the ledger's key in budgetLedgers
 	covers     map[*deployment]bool // the deployments whose answers it pays for (cover)
 	reserveOut int64                // output tokens reserved for a request without a limit of its own
+	capOutput  bool                 // such a request is sent with reserveOut as its limit (Budget.NoOutputCap)
 	metrics    *budgetMetrics
 	logger     *zap.Logger
 }
@@ -155,7 +166,7 @@ func (b *budget) count(action int) {
 func newBudget(b *Budget, currency string) (*budget, error) {
 	subj := "budget " + b.Name
 	nb := &budget{name: b.Name, hard: b.Hard, key: b.Key, keyLabel: b.KeyIsLabel, downgrade: b.Downgrade, currency: currency, loc: time.UTC,
-		reserveOut: defaultReserveOutput}
+		reserveOut: defaultReserveOutput, capOutput: !b.NoOutputCap}
 	if b.ReserveOutput < 0 {
 		return nil, cfgErr(subj, "reserve_output must not be negative")
 	}
@@ -344,13 +355,12 @@ type demand struct {
 }
 
 // budgetCharge is a budget a request is charged to: the spender's key, and
-// what admission reserved for it there (in the windows of that moment).
+// what admission reserved for it there.
 type budgetCharge struct {
 	b        *budget
 	key      string
 	amount   float64 // what admission reserved: held again for each further attempt (hold)
 	reserved float64 // what is held now
-	windows  [periodCount]string
 }
 
 // hold makes the charge hold its admission amount for each of copies
@@ -369,14 +379,6 @@ func (c *budgetCharge) hold(copies int, t time.Time, whole bool) bool {
 	res, nc, _ := c.b.admit(c.key, want-c.reserved, t, true, whole)
 	if res != admitted {
 		return false
-	}
-	if nc.windows != c.windows { // a window turned: hold it all in the new ones
-		held := c.reserved
-		c.release()
-		c.windows = nc.windows
-		if res, moved, _ := c.b.admit(c.key, held, t, true, false); res == admitted {
-			c.reserved = moved.reserved
-		}
 	}
 	c.reserved += nc.reserved
 	return true
@@ -414,12 +416,11 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, who
 	var windows [periodCount]window // before the lock: window takes it
 	for p := range periodCount {
 		windows[p] = l.window(p, t)
-		c.windows[p] = windows[p].id
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ks := l.keySpend(key)
-	spend := ks.committedIn(c.windows)
+	spend := ks.committedIn(windows)
 	reached := func(spent, limit float64) bool {
 		if whole {
 			return spent+amount > limit
@@ -449,12 +450,15 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, who
 // budget that covers a candidate of its plan p is checked, and reserves the
 // request's estimated cost est; candidates that an exhausted budget covers
 // are dropped; a plan left with none moves to the exhausted budget's
-// downgrade route (once), else is refused. It returns the plan to serve
-// (nil: refuse, with why), the charges, and the budget that downgraded it.
+// downgrade route, else is refused. Each budget downgrades a request once,
+// and its limit no longer stops it after that; every other budget's does:
+// a request one budget moves onto a route another budget has exhausted
+// follows that one's downgrade in turn, or is refused. It returns the plan
+// to serve (nil: refuse, with why), the charges, and the budgets that
+// downgraded it, in order.
 func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf func(*budget) string,
-	t time.Time, canDowngrade bool, routes map[string]kindPlan) (plan, []budgetCharge, *budget, budgetVerdict) {
-	onDowngrade := !canDowngrade
-	var downgraded *budget
+	t time.Time, canDowngrade bool, routes map[string]kindPlan) (plan, []budgetCharge, []*budget, budgetVerdict) {
+	var downgraded []*budget
 	for {
 		var charges []budgetCharge
 		var exhausted []*budget
@@ -464,9 +468,10 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 				continue
 			}
 			key := keyOf(b)
-			// on the route a budget downgrades to, its own limit does not
-			// stop the request
-			res, c, v := b.admit(key, b.reservation(p, est), t, onDowngrade || b.downgrade == route, false)
+			// a request that cannot move, or that this budget moved, or on
+			// the route it downgrades to, is not stopped by its limit
+			exempt := !canDowngrade || b.downgrade == route || slices.Contains(downgraded, b)
+			res, c, v := b.admit(key, b.reservation(p, est), t, exempt, false)
 			switch res {
 			case admitted:
 				charges = append(charges, c)
@@ -502,12 +507,14 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 		if hard.refuse != nil {
 			return nil, nil, downgraded, hard
 		}
+		// limit.refuse is not among downgraded (they are exempt), so each
+		// turn adds a budget: the loop ends
 		b := limit.refuse
 		next, ok := routes[b.downgrade]
-		if onDowngrade || b.downgrade == "" || !ok {
+		if !canDowngrade || b.downgrade == "" || !ok {
 			return nil, nil, downgraded, limit
 		}
-		p, route, downgraded, onDowngrade = next.plan, b.downgrade, b, true
+		p, route, downgraded = next.plan, b.downgrade, append(downgraded, b)
 	}
 }
 
@@ -526,7 +533,7 @@ func chargeBudgets(charges []budgetCharge, d *deployment, cost float64, t time.T
 		if c.amount > 0 {
 			released = min(released, c.amount)
 		}
-		c.b.ledger.settle(c.b, c.key, cost, t, c.windows, released)
+		c.b.ledger.settle(c.b, c.key, cost, t, released)
 		c.reserved -= released
 	}
 }
@@ -536,7 +543,7 @@ func (c *budgetCharge) release() {
 	if c.reserved == 0 {
 		return
 	}
-	c.b.ledger.unreserve(c.key, c.windows, c.reserved)
+	c.b.ledger.unreserve(c.key, c.reserved)
 	c.reserved = 0
 }
 

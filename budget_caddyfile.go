@@ -83,6 +83,12 @@ func unmarshalBudget(d *caddyfile.Dispenser, b *Budget) error {
 				return d.Errf("reserve_output: want a positive number of tokens, got %q", v)
 			}
 			b.ReserveOutput = n
+		case "output_cap":
+			on, err := onOff(d)
+			if err != nil {
+				return err
+			}
+			b.NoOutputCap = !on
 		case "timezone":
 			if !d.AllArgs(&b.Timezone) {
 				return d.ArgErr()

@@ -61,11 +61,14 @@ type keySpend struct {
 
 type periodSpend struct {
 	id     string  // the window it is for; another id is stale
+	start  int64   // the window's start (UnixNano): a key's window only moves forward (advance)
 	base   float64 // this instance's spend as stored at the last sync
 	delta  float64 // added since
 	others float64 // the other instances' spend at the last sync
 	// reserved is what admitted requests of this instance may still cost
-	// (budget.admit); local, never synced
+	// (budget.admit); local, never synced. It belongs to no window: a
+	// request's cost lands in the window current when it comes, so what
+	// requests in flight reserved goes on counting across a turn
 	reserved float64
 	warned   bool // the warn_at threshold was logged for this period
 }
@@ -77,10 +80,14 @@ func (p *periodSpend) total() float64 { return p.base + p.delta + p.others }
 // limit.
 func (p *periodSpend) committed() float64 { return p.total() + max(p.reserved, 0) }
 
-// current makes p hold window id, starting it afresh when it held another.
-func (p *periodSpend) current(id string) *periodSpend {
-	if p.id != id {
-		*p = periodSpend{id: id}
+// advance makes p hold window w when w begins after the window p holds:
+// the spend starts afresh, and what requests in flight reserved stays
+// (their costs land in w). A w that does not begin later (a caller that
+// read the clock just before a turn another caller already made) leaves p
+// as it is: the spend of a newer window is never set back.
+func (p *periodSpend) advance(w window) *periodSpend {
+	if s := w.start.UnixNano(); p.id != w.id && (p.id == "" || s > p.start) {
+		*p = periodSpend{id: w.id, start: s, reserved: p.reserved}
 	}
 	return p
 }
@@ -218,12 +225,12 @@ func (l *budgetLedger) window(p period, t time.Time) window {
 
 // settle charges cost to key at t, on behalf of b (whose warn_at applies),
 // and logs once per period a limit whose warn_at share is crossed; in the
-// same hold of the lock it gives back released of what was reserved in the
-// windows named (a request's answer replacing its reservation).
-func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, reservedIn [periodCount]string, released float64) {
-	var ids [periodCount]string
+// same hold of the lock it gives back released of what was reserved (a
+// request's answer replacing its reservation).
+func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, released float64) {
+	var windows [periodCount]window
 	for p := range periodCount {
-		ids[p] = l.window(p, t).id
+		windows[p] = l.window(p, t)
 	}
 	type warning struct {
 		limit budgetLimit
@@ -233,11 +240,9 @@ func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, 
 	l.mu.Lock()
 	ks := l.keySpend(key)
 	for p := range periodCount {
-		ps := &ks.periods[p]
-		if released != 0 && ps.id == reservedIn[p] {
-			ps.reserved = max(ps.reserved-released, 0)
-		}
-		ps.current(ids[p]).delta += cost
+		ps := ks.periods[p].advance(windows[p])
+		ps.reserved = max(ps.reserved-released, 0)
+		ps.delta += cost
 	}
 	for _, lim := range b.limits {
 		ps := &ks.periods[lim.period]
@@ -258,10 +263,10 @@ func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, 
 
 // committedIn is the key's spend and reservations in each period's
 // window (the ledger's lock held): what admission compares with limits.
-func (ks *keySpend) committedIn(windows [periodCount]string) [periodCount]float64 {
+func (ks *keySpend) committedIn(windows [periodCount]window) [periodCount]float64 {
 	var spend [periodCount]float64
 	for p := range periodCount {
-		spend[p] = ks.periods[p].current(windows[p]).committed()
+		spend[p] = ks.periods[p].advance(windows[p]).committed()
 	}
 	return spend
 }
@@ -276,9 +281,8 @@ func (l *budgetLedger) keySpend(key string) *keySpend {
 	return ks
 }
 
-// unreserve gives back amount reserved for key in the windows named (a
-// window that has ended since has nothing left to give back).
-func (l *budgetLedger) unreserve(key string, windows [periodCount]string, amount float64) {
+// unreserve gives back amount reserved for key.
+func (l *budgetLedger) unreserve(key string, amount float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ks, ok := l.keys.Get(key)
@@ -286,9 +290,8 @@ func (l *budgetLedger) unreserve(key string, windows [periodCount]string, amount
 		return
 	}
 	for p := range periodCount {
-		if ps := &ks.periods[p]; ps.id == windows[p] {
-			ps.reserved = max(ps.reserved-amount, 0)
-		}
+		ps := &ks.periods[p]
+		ps.reserved = max(ps.reserved-amount, 0)
 	}
 }
 
@@ -323,8 +326,13 @@ func (l *budgetLedger) topKeys(p period, t time.Time, n int) ([]budgetKeyStats, 
 	l.mu.Lock()
 	for _, key := range l.keys.Keys() {
 		ks, _ := l.keys.Peek(key)
-		if ps := ks.periods[p]; ps.id == id && (ps.total() > 0 || ps.reserved > 0) {
-			all = append(all, budgetKeyStats{key, ps.total(), ps.reserved})
+		ps := ks.periods[p]
+		spent := 0.0
+		if ps.id == id {
+			spent = ps.total()
+		}
+		if spent > 0 || ps.reserved > 0 { // reservations count in every window
+			all = append(all, budgetKeyStats{key, spent, ps.reserved})
 			reserved += ps.reserved
 		}
 	}

@@ -157,7 +157,7 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 				if ps := &ks.periods[p]; ps.id == w.id {
 					ps.delta += d
 				} else {
-					*ps = periodSpend{id: w.id, delta: d}
+					*ps = periodSpend{id: w.id, start: w.start.UnixNano(), delta: d}
 				}
 			}
 		}
@@ -200,13 +200,16 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	}
 
 	// what storage says is now this period's truth, for the keys in memory
-	// (what was added meanwhile stays in delta)
+	// (what was added meanwhile stays in delta), unless a key has moved on
+	// to the next window while the storage answered: what it holds there
+	// is newer than anything read here
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, key := range l.keys.Keys() {
 		ks, _ := l.keys.Peek(key)
-		ps := ks.periods[p].current(w.id)
-		ps.base, ps.others = mine.Spend[key], others[key]
+		if ps := ks.periods[p].advance(w); ps.id == w.id {
+			ps.base, ps.others = mine.Spend[key], others[key]
+		}
 	}
 	// while there is room, bring in the keys spent on elsewhere or before a
 	// restart, so that their first request here already knows their spend
@@ -217,7 +220,7 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 			}
 			if !l.keys.Contains(key) {
 				ks := new(keySpend)
-				ks.periods[p] = periodSpend{id: w.id, base: mine.Spend[key], others: others[key]}
+				ks.periods[p] = periodSpend{id: w.id, start: w.start.UnixNano(), base: mine.Spend[key], others: others[key]}
 				l.keys.Add(key, ks)
 			}
 		}

@@ -102,8 +102,12 @@ func TestAdmitBudgets(t *testing.T) {
 	}
 	noKey := func(*budget) string { return "" }
 	admit := func(p plan, route string, canDowngrade bool) (plan, []budgetCharge, *budget, budgetVerdict) {
-		kept, charges, down, v := admitBudgets([]*budget{soft, strict}, p, route, demand{gens: 1}, noKey, t0, canDowngrade, rt.byRoute)
+		kept, charges, downs, v := admitBudgets([]*budget{soft, strict}, p, route, demand{gens: 1}, noKey, t0, canDowngrade, rt.byRoute)
 		releaseCharges(charges)
+		var down *budget
+		if len(downs) > 0 {
+			down = downs[len(downs)-1]
+		}
 		return kept, charges, down, v
 	}
 	complexPlan, gptPlan, simplePlan := rt.byRoute["complex"].plan, rt.byModel["gpt-4.1"].plan, rt.byRoute["simple"].plan
@@ -187,13 +191,13 @@ func TestBudgetReservations(t *testing.T) {
 	if len(admitted) != 2 {
 		t.Fatalf("%d of 20 concurrent requests admitted under 0.02, want 2", len(admitted))
 	}
-	if got := b.ledger.reserved("", periodDay, t0); math.Abs(got-0.036) > 1e-12 {
+	if got := b.ledger.reserved("", periodDay); math.Abs(got-0.036) > 1e-12 {
 		t.Errorf("reserved %v, want 0.036", got)
 	}
 	chargeBudgets(admitted[0], ds[0], 0.005, t0) // gpt answered for less
 	releaseCharges(admitted[0])                  // nothing left to give back
 	releaseCharges(admitted[1])                  // the other ended without an answer
-	if got := b.ledger.reserved("", periodDay, t0); got != 0 {
+	if got := b.ledger.reserved("", periodDay); got != 0 {
 		t.Errorf("reserved %v after both ended, want 0", got)
 	}
 	if s := b.ledger.spend("", t0); math.Abs(s[periodDay]-0.005) > 1e-12 {
@@ -424,13 +428,12 @@ func (l *budgetLedger) spend(key string, t time.Time) [periodCount]float64 {
 	return out
 }
 
-// reserved is what key has reserved in the current period p.
-func (l *budgetLedger) reserved(key string, p period, t time.Time) float64 {
-	id := l.window(p, t).id
+// reserved is what key has reserved, as period p counts it.
+func (l *budgetLedger) reserved(key string, p period) float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ks, ok := l.keys.Peek(key); ok && ks.periods[p].id == id {
-		return ks.periods[p].reserved
+	if ks, ok := l.keys.Peek(key); ok {
+		return ks.periods[p].reserved // in whatever window: reservations belong to none
 	}
 	return 0
 }
@@ -438,7 +441,7 @@ func (l *budgetLedger) reserved(key string, p period, t time.Time) float64 {
 // add charges cost to key at t, on behalf of b (whose warn_at applies), and
 // logs once per period a limit whose warn_at share is crossed.
 func (l *budgetLedger) add(b *budget, key string, cost float64, t time.Time) {
-	l.settle(b, key, cost, t, [periodCount]string{}, 0)
+	l.settle(b, key, cost, t, 0)
 }
 
 // TestBudgetKeyHashed: a key value is named by its HMAC under the

@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -41,6 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			header     <field> <value>
 //			verify_key
 //			stream_usage on|off
+//			output_limit_field max_completion_tokens|max_tokens
 //			transport http {
 //				<reverse_proxy's transport http subdirectives>
 //			}
@@ -88,6 +90,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			warn_at   <percent>
 //			timezone  <IANA zone>
 //			reserve_output <tokens>
+//			output_cap on|off
 //		}
 //		budget_sync <duration>|off
 //		budget_instance <name>
@@ -344,8 +347,8 @@ var (
 	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body", "service_tiers", "allow_unpriced", "pass_response_header"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams", "semantic"}
 	semanticSubdirectives = []string{"model", "threshold", "max_entries", "lookup_timeout"}
-	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output"}
-	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage", "transport"}
+	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output", "output_cap"}
+	providerSubdirectives = []string{"base_url", "api_key", "timeout", "header", "verify_key", "stream_usage", "output_limit_field", "transport"}
 	modelSubdirectives    = []string{"provider", "upstream", "priority", "weight", "price", "fallback", "kind", "probe_body"}
 	healthSubdirectives   = []string{"interval", "timeout", "prompt", "probe_body", "disable_below", "skip_if_active"}
 	failoverSubdirectives = []string{"max_attempts", "try_duration", "first_byte_timeout", "stream_idle_timeout", "cooldown", "max_cooldown", "balance", "hedge_after", "max_hedges"}
@@ -411,6 +414,13 @@ func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
 				return err
 			}
 			p.NoStreamUsage = !on
+		case "output_limit_field":
+			if !d.AllArgs(&p.OutputLimitField) {
+				return d.ArgErr()
+			}
+			if !slices.Contains(outputLimitFields, p.OutputLimitField) {
+				return d.Errf("output_limit_field: want max_completion_tokens or max_tokens, got %q", p.OutputLimitField)
+			}
 		case "transport":
 			// reverse_proxy's own: `transport http { ... }`, read by its
 			// module, so that every subdirective means what it means there

@@ -158,6 +158,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"budget subdirective typo", "\t\tbudget b {\n\t\t\tlimt 5 per day\n\t\t}", `unrecognized budget subdirective "limt" (did you mean "limit"?)`, 12},
 		{"budget bad timezone", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\ttimezone Mars/Olympus\n\t\t}", `unknown zone "Mars/Olympus"`, 13},
 		{"budget two daily limits", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\tlimit 6 per day\n\t\t}", `two limits per day`, 11},
+		{"budget output_cap not on or off", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\toutput_cap maybe\n\t\t}", `want on or off`, 13},
+		{"provider unknown output_limit_field", "\t\tprovider q {\n\t\t\toutput_limit_field max_output_tokens\n\t\t}", `output_limit_field: want max_completion_tokens or max_tokens, got "max_output_tokens"`, 12},
 		{"rule type error", "\t\troute q a {\n\t\t\twhen messages > 1\n\t\t\twhen has_tools > 3\n\t\t}", "when #2: ERROR: <input>:1:11: found no matching overload for '_>_' applied to '(bool, int)'", 13},
 		{"rule unknown variable", "\t\troute q a {\n\t\t\twhen lenght > 3\n\t\t}", "undeclared reference to 'lenght'", 12},
 		{"rule not a bool", "\t\troute q a {\n\t\t\twhen prompt_chars\n\t\t}", `"prompt_chars" is a int, not a bool`, 12},

@@ -198,6 +198,15 @@ func (ex *exchange) clientGone() {
 // its input is. Neither leaving nor stalling the provider just before the
 // answer escapes a budget.
 func (ex *exchange) chargeAbandoned(d *deployment) {
+	cost := ex.spend(d, ex.abandonedUsage())
+	ex.abandoned.cost += cost
+	ex.abandoned.currency = d.currency.Code
+}
+
+// abandonedUsage is what an attempt given up after the provider had the
+// whole request is charged (chargeAbandoned, a hedge's loser): its
+// estimated input, and for a JSON request the output admission reserved.
+func (ex *exchange) abandonedUsage() usage {
 	u := ex.estimate(0)
 	if !ex.body.Stream {
 		reserve := int64(defaultReserveOutput)
@@ -208,9 +217,7 @@ func (ex *exchange) chargeAbandoned(d *deployment) {
 		}
 		u.Output = ex.outputLimit(reserve)
 	}
-	cost := ex.spend(d, u)
-	ex.abandoned.cost += cost
-	ex.abandoned.currency = d.currency.Code
+	return u
 }
 
 // outliveHalfClose detaches an HTTP/1 request's upstream work from its
@@ -393,12 +400,16 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 	t := now()
 	kept, charges, downgraded, v := ex.admitBudgets(p, t)
 	ex.charges = charges
-	if b := downgraded; b != nil {
-		ex.route, ex.model = b.downgrade, ""
-		note := "downgraded (" + b.name + ")"
+	if len(downgraded) > 0 {
+		names := make([]string, len(downgraded))
+		for i, b := range downgraded {
+			names[i] = b.name
+			b.count(actionDowngraded)
+		}
+		ex.route, ex.model = downgraded[len(downgraded)-1].downgrade, ""
+		note := "downgraded (" + strings.Join(names, ", ") + ")"
 		ex.setHeader(hdrBudget, note)
 		ex.ph.budget = note
-		b.count(actionDowngraded)
 		ex.cache.dontStore() // a cheaper answer is not the answer to the original route
 	}
 	if b := v.refuse; b != nil {
@@ -418,7 +429,7 @@ func (ex *exchange) applyBudgets(p plan) (plan, bool) {
 
 // admitBudgets runs the budgets' admission for plan p at t (README,
 // "Budgets").
-func (ex *exchange) admitBudgets(p plan, t time.Time) (plan, []budgetCharge, *budget, budgetVerdict) {
+func (ex *exchange) admitBudgets(p plan, t time.Time) (plan, []budgetCharge, []*budget, budgetVerdict) {
 	r := ex.router
 	// what the request may cost: its input as estimated from its text,
 	// and its output limit, or each budget's reserve_output without one
@@ -443,6 +454,23 @@ func (ex *exchange) outputLimit(reserve int64) int64 {
 		per = reserve
 	}
 	return mulSat(per, ex.body.Generations())
+}
+
+// outputCap is the output limit an attempt at d is given when the request
+// sets none (0 when it sets one, or for none): the smallest reserve_output
+// among the request's capping budgets that cover d, what each of them
+// reserved for every answer.
+func (ex *exchange) outputCap(d *deployment) int64 {
+	if ex.body.MaxTokens != 0 {
+		return 0
+	}
+	limit := int64(0)
+	for _, c := range ex.charges {
+		if c.b.capOutput && c.b.covers[d] && (limit == 0 || c.b.reserveOut < limit) {
+			limit = c.b.reserveOut
+		}
+	}
+	return limit
 }
 
 // budgetsRefuse reports whether the budgets would refuse plan p now,
@@ -1165,7 +1193,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 	if ex.body.Stream {
 		h.Set("Accept", "text/event-stream")
 	}
-	parts := ex.body.Upstream(d.upstream, p.streamUsage)
+	parts := ex.body.Upstream(d.upstream, p.streamUsage, openai.OutputCap{Tokens: ex.outputCap(d), ChatField: p.limitField})
 	var small []byte
 	if parts.Size <= smallBody {
 		small = parts.Join()

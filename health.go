@@ -243,7 +243,7 @@ func probeBody(d *deployment, hc *HealthCheck) []byte {
 	if override != "" {
 		var rb openai.Request
 		if rb.Parse([]byte(override), 0) == nil { // as written: no API's required members
-			return rb.UpstreamBody(d.upstream, openai.AskUsage)
+			return rb.UpstreamBody(d.upstream, openai.AskUsage, openai.OutputCap{})
 		}
 	}
 	if d.kind == kindEmbedding {

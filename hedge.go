@@ -159,9 +159,15 @@ func (ex *exchange) settleHedge(h *deployment, results []hedgedResult) {
 		if r.res.outcome != outcomeHedgeLost {
 			continue
 		}
+		// its usage when it had its answer; else, once sent, what any
+		// attempt given up mid-generation is (a JSON generation runs on
+		// without a reader); else its input, which it may have reached
 		u := ex.estimate(0)
-		if r.res.usage != nil {
+		switch {
+		case r.res.usage != nil:
 			u = *r.res.usage
+		case r.res.sent:
+			u = ex.abandonedUsage()
 		}
 		cost := ex.spend(r.d, u)
 		r.d.metrics.hedgeLostCost.Add(cost)

@@ -57,7 +57,7 @@ func BenchmarkRequestBody(b *testing.B) {
 				}
 				// as upstreamRequest sends it: one slice when small, the
 				// pieces when large
-				parts := rb.Upstream("deepseek-chat", openai.AskUsage)
+				parts := rb.Upstream("deepseek-chat", openai.AskUsage, openai.OutputCap{})
 				if parts.Size <= smallBody {
 					_ = parts.Join()
 				} else if _, err := io.Copy(io.Discard, parts.Reader()); err != nil {

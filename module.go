@@ -206,6 +206,15 @@ type Provider struct {
 	// that did not ask for it). Caddyfile: `stream_usage off`.
 	NoStreamUsage bool `json:"no_stream_usage,omitempty"`
 
+	// OutputLimitField is the member that carries the output limit the
+	// router gives a chat request that sets none, when a budget covers it
+	// (Budget.NoOutputCap): "max_completion_tokens" (OpenAI's; its
+	// reasoning models refuse max_tokens) or "max_tokens" (for providers
+	// that read only that one). Completions requests use max_tokens and
+	// Responses requests max_output_tokens whatever this says. Default:
+	// max_completion_tokens.
+	OutputLimitField string `json:"output_limit_field,omitempty"`
+
 	// Transport makes the provider's connections: Caddy's HTTP transport,
 	// the module behind reverse_proxy's `transport http`, with all its
 	// settings (TLS: trusted CAs, client certificates, server name,

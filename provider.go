@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"net"
@@ -33,10 +35,14 @@ type provider struct {
 	transport   *http.Transport
 	urls        [endpointCount]*url.URL // each endpoint's upstream URL
 	streamUsage openai.UsageAsk         // how a stream's usage is asked for
+	limitField  string                  // the chat member of an output cap (Provider.OutputLimitField)
 	// secrets are the key and the credentials among the headers: never
 	// relayed, logged or shown, should the provider echo them
 	secrets []secret
 }
+
+// outputLimitFields are the chat members an output cap may go in.
+var outputLimitFields = []string{"max_completion_tokens", "max_tokens"}
 
 // secret is a credential of a provider and what is shown in its place.
 type secret struct{ value, fingerprint string }
@@ -65,6 +71,12 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 	}
 	if pc.NoStreamUsage {
 		p.streamUsage = openai.NoStreamOptions
+	}
+	if f := pc.OutputLimitField; f != "" {
+		if !slices.Contains(outputLimitFields, f) {
+			return nil, cfgErr(subj, "output_limit_field must be max_completion_tokens or max_tokens, not %q", f)
+		}
+		p.limitField = f
 	}
 	if key != "" {
 		p.secrets = append(p.secrets, secret{key, p.fingerprint})
@@ -250,6 +262,30 @@ func transportErrorText(err error) string {
 	if errors.As(err, &dnsErr) {
 		return "DNS lookup failed: " + dnsErr.Err
 	}
+	// TLS failures in words of their own: Go's texts name the hosts and
+	// addresses a certificate is valid for, and its subject
+	var (
+		hostErr      x509.HostnameError
+		authorityErr x509.UnknownAuthorityError
+		invalidErr   x509.CertificateInvalidError
+		alertErr     tls.AlertError
+		recordErr    tls.RecordHeaderError
+		verifyErr    *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &hostErr):
+		return "TLS: the provider's certificate is not valid for its host"
+	case errors.As(err, &authorityErr):
+		return "TLS: the provider's certificate is signed by an unknown authority"
+	case errors.As(err, &invalidErr):
+		return "TLS: the provider's certificate is invalid (" + certInvalidReason(invalidErr.Reason) + ")"
+	case errors.As(err, &alertErr):
+		return "TLS: the provider sent alert " + alertErr.Error()
+	case errors.As(err, &recordErr):
+		return "TLS: the provider did not answer in TLS"
+	case errors.As(err, &verifyErr):
+		return "TLS: the provider's certificate could not be verified"
+	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Err != nil {
 		cause := opErr.Err
@@ -260,6 +296,24 @@ func transportErrorText(err error) string {
 		return opErr.Op + ": " + cause.Error()
 	}
 	return err.Error()
+}
+
+// certInvalidReason names an x509.InvalidReason without the certificate's
+// details.
+func certInvalidReason(r x509.InvalidReason) string {
+	switch r {
+	case x509.Expired:
+		return "expired or not yet valid"
+	case x509.NotAuthorizedToSign:
+		return "signed by a certificate that is not a CA"
+	case x509.IncompatibleUsage:
+		return "not for server authentication"
+	case x509.NameConstraintsWithoutSANs, x509.CANotAuthorizedForThisName, x509.CANotAuthorizedForExtKeyUsage:
+		return "outside its CA's constraints"
+	case x509.TooManyIntermediates, x509.TooManyConstraints:
+		return "chain too long or complex"
+	}
+	return "invalid"
 }
 
 func unwrapURLError(err error) error {

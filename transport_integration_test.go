@@ -1,7 +1,15 @@
 package llmrouter
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -10,6 +18,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 	"github.com/llmrouter/caddy-llm-router/internal/testkit"
@@ -107,6 +116,58 @@ func TestHTTPSUpstream(t *testing.T) {
 	msg := apiErr(t, body).Message
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(msg, "certificate") || strings.Contains(msg, "127.0.0.1") {
 		t.Errorf("status %d, message %q: want 503 naming the certificate problem, and no address", resp.StatusCode, msg)
+	}
+}
+
+// TestTLSNameErrorHasNoAddress: a provider whose certificate is for
+// another host fails with an error that says so, without the host names
+// and addresses Go's text lists (the certificate's and the one dialled).
+func TestTLSNameErrorHasNoAddress(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "gpu-7.llm.corp.internal"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"gpu-7.llm.corp.internal"}, IPAddresses: []net.IP{net.IPv4(10, 20, 30, 40)},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(mockllm.New())
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t, `
+	provider internal {
+		base_url `+strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)+`/v1
+		api_key sk-internal-test-key-0009
+		transport http {
+			tls_trust_pool file `+ca+`
+		}
+	}
+	model gpt-4.1 {
+		provider internal
+	}
+	health_check {
+		interval off
+	}
+`)
+	resp, body := g.post(chatBody("gpt-4.1", false))
+	msg := apiErr(t, body).Message
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(msg, "not valid for its host") {
+		t.Errorf("status %d, message %q: want 503 saying the certificate is not for the host", resp.StatusCode, msg)
+	}
+	for _, leak := range []string{"corp.internal", "10.20.30.40", "localhost", "127.0.0.1"} {
+		if strings.Contains(msg, leak) {
+			t.Errorf("the message %q names %s", msg, leak)
+		}
 	}
 }
 

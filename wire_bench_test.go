@@ -81,7 +81,7 @@ func readBodyOnce(tb testing.TB, rs *ruleSet, raw []byte) {
 	rs.choose(&vars, nil, nil)
 	_ = cacheKey(chatEndpoint, "ns", &body, nil, nil)
 	_ = body.InputTokens()
-	parts := body.Upstream("deepseek-chat", openai.AskUsage)
+	parts := body.Upstream("deepseek-chat", openai.AskUsage, openai.OutputCap{})
 	if _, err := io.Copy(io.Discard, parts.Reader()); err != nil {
 		tb.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -16,6 +17,7 @@ type reading struct {
 	model  string
 	stream bool
 	n      int64
+	limits [len(limitNames)]int64 // max_tokens, max_completion_tokens, max_output_tokens; 0 when absent or null
 }
 
 // goReading is encoding/json's: member names matched case-insensitively,
@@ -26,10 +28,23 @@ func goReading(body []byte) (reading, error) {
 		Stream *bool   `json:"stream"`
 		N      *int64  `json:"n"`
 	}
+	var limits struct {
+		MaxTokens           *int64 `json:"max_tokens"`
+		MaxCompletionTokens *int64 `json:"max_completion_tokens"`
+		MaxOutputTokens     *int64 `json:"max_output_tokens"`
+	}
 	if err := json.Unmarshal(body, &v); err != nil {
 		return reading{}, err
 	}
+	if err := json.Unmarshal(body, &limits); err != nil {
+		return reading{}, err
+	}
 	var r reading
+	for i, l := range []*int64{limits.MaxTokens, limits.MaxCompletionTokens, limits.MaxOutputTokens} {
+		if l != nil {
+			r.limits[i] = *l
+		}
+	}
 	if v.Model != nil {
 		r.model = *v.Model
 	}
@@ -91,6 +106,16 @@ func exactReading(body []byte, lastWins bool) (reading, error) {
 			if n != nil {
 				r.n = *n
 			}
+		case limitNames[0], limitNames[1], limitNames[2]:
+			var l *int64
+			if err := json.Unmarshal(raw, &l); err != nil {
+				return reading{}, err
+			}
+			i := slices.Index(limitNames[:], name)
+			r.limits[i] = 0
+			if l != nil {
+				r.limits[i] = *l
+			}
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
@@ -113,7 +138,10 @@ func readings(body []byte) map[string]func() (reading, error) {
 
 // checkReadingsAgree: a body Parse accepts is read the same by every
 // parser, as Parse read it; and the body sent upstream is read by every
-// parser as naming the model the gateway chose (the one it bills).
+// parser as naming the model the gateway chose (the one it bills) and, with
+// an output cap, as limiting the output to it (the limit a budget
+// reserved): the API's cap member holds the cap, the other members the
+// API reads hold no limit, and the rest are as the client sent them.
 func checkReadingsAgree(t *testing.T, body []byte) {
 	t.Helper()
 	for _, api := range []API{0, Chat, Completions, Responses, Embeddings} {
@@ -121,7 +149,11 @@ func checkReadingsAgree(t *testing.T, body []byte) {
 		if r.Parse(body, api) != nil {
 			continue
 		}
-		want := reading{r.Model, r.Stream, r.N}
+		sent, err := goReading(body)
+		if err != nil {
+			t.Fatalf("api %d: Parse accepted %q, encoding/json refuses it: %v", api, body, err)
+		}
+		want := reading{r.Model, r.Stream, r.N, sent.limits}
 		if api == Embeddings {
 			want.stream = false // embeddings never stream: Parse says so whatever the body
 		}
@@ -135,18 +167,31 @@ func checkReadingsAgree(t *testing.T, body []byte) {
 			}
 		}
 		for _, ask := range []UsageAsk{AskUsage, NoStreamOptions} {
-			up := r.UpstreamBody("billed-model", ask)
-			for name, read := range readings(up) {
-				got, err := read()
-				if api == Embeddings {
-					got.stream = false
+			for _, limit := range []OutputCap{{}, {Tokens: 777}, {Tokens: 777, ChatField: "max_tokens"}} {
+				up := r.UpstreamBody("billed-model", ask, limit)
+				capped := reading{"billed-model", want.stream, want.n, want.limits}
+				if f := limit.field(api); limit.Tokens > 0 && r.MaxTokens == 0 && f != "" {
+					for i, name := range limitNames {
+						switch {
+						case name == f:
+							capped.limits[i] = limit.Tokens
+						case readsLimit(api, name):
+							capped.limits[i] = 0
+						}
+					}
 				}
-				if err != nil || got != (reading{"billed-model", want.stream, want.n}) {
-					t.Fatalf("api %d: upstream body %q of %q: %s reads %+v (%v), want model billed-model", api, up, body, name, got, err)
+				for name, read := range readings(up) {
+					got, err := read()
+					if api == Embeddings {
+						got.stream = false
+					}
+					if err != nil || got != capped {
+						t.Fatalf("api %d, cap %+v: upstream body %q of %q: %s reads %+v (%v), want %+v", api, limit, up, body, name, got, err, capped)
+					}
 				}
-			}
-			if !json.Valid(up) {
-				t.Fatalf("upstream body %q of %q is not JSON", up, body)
+				if !json.Valid(up) {
+					t.Fatalf("upstream body %q of %q is not JSON", up, body)
+				}
 			}
 		}
 	}
@@ -242,6 +287,14 @@ func FuzzReadingsAgree(f *testing.F) {
 		`{"prompt":["a",[1,2],3],"stream":true}`,
 		`{"input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}],"stream":true,"instructions":"be brief"}`,
 		` { "messages" : [ ] , "model" : "a\u00e9" } `,
+		`{"model":"a","messages":[],"max_tokens":null}`,
+		`{"model":"a","messages":[],"max_tokens":0,"max_completion_tokens":-0}`,
+		`{"messages":[],"max_completion_tokens":null,"max_output_tokens":0}`,
+		`{"input":"hi","max_output_tokens":null,"max_tokens":0}`,
+		`{"prompt":"hi","max_tokens":0,"stream":true,"stream_options":{"include_usage":false}}`,
+		`{"model":"a","messages":[],"max_tokens":12}`,
+		`{}`,
+		`{ "max_tokens" : null }`,
 	} {
 		f.Add(s)
 	}

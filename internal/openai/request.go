@@ -114,6 +114,9 @@ type Request struct {
 	// where "include_usage":true goes when the client did not ask for it
 	usageAt   span
 	usageText string
+	// the values of the output limit members the API reads, by
+	// limitNames' index: where an output cap goes (Upstream)
+	limitVals [len(limitNames)]span
 
 	lastUser     span   // the last user message's content (a string or parts)
 	lastIsUser   bool   // the last message is the user's (lastUser)
@@ -145,7 +148,7 @@ type nameSet struct {
 func (r *Request) Parse(raw []byte, api API) error {
 	*r = Request{Raw: raw, API: api, Temperature: -1,
 		model: absent, streamOpts: absent, streamOptsMember: absent, usageAt: absent,
-		lastUser: absent, instructions: absent}
+		lastUser: absent, instructions: absent, limitVals: [len(limitNames)]span{absent, absent, absent}}
 	r.system = r.systemFirst[:0]
 	var names nameSet
 
@@ -191,6 +194,7 @@ func (r *Request) Parse(raw []byte, api API) error {
 			var v int64
 			if err = readInt(s, &v, canon, 0, 1<<53); err == nil && readsLimit(api, canon) {
 				r.MaxTokens = max(r.MaxTokens, v)
+				r.limitVals[slices.Index(limitNames[:], canon)] = span{vstart, s.i}
 			}
 		case "temperature":
 			err = r.readTemperature(s)
@@ -309,6 +313,9 @@ func (r *Request) Generations() int64 {
 	}
 	return g
 }
+
+// limitNames are the output limit members, of every API.
+var limitNames = [...]string{"max_tokens", "max_completion_tokens", "max_output_tokens"}
 
 // readsLimit reports whether api reads the output limit member name: chat
 // max_completion_tokens and (deprecated) max_tokens, completions
@@ -983,7 +990,7 @@ func (r *Request) StripUsage() bool {
 // Body is an attempt's body in up to five pieces: the unedited runs share
 // the client body's memory, the edits are new.
 type Body struct {
-	parts [5][]byte
+	parts [2*maxEdits + 1][]byte
 	n     int // pieces in use
 	Size  int // total length
 }
@@ -1022,16 +1029,72 @@ const (
 	NoStreamOptions
 )
 
-// Upstream is the body for one attempt: Raw with "model" set to model and,
-// for a chat or completions stream, usage asked for (or stream_options
-// dropped); nothing else is touched.
-func (r *Request) Upstream(model string, ask UsageAsk) Body {
+// OutputCap is an output limit Upstream gives a request that sets none
+// (MaxTokens 0): what a budget reserved for each answer.
+type OutputCap struct {
+	Tokens int64 // per answer; 0: none
+	// ChatField is the chat member that carries it: "max_completion_tokens"
+	// (OpenAI's, the default) or "max_tokens" (for providers that read only
+	// that one); completions use max_tokens, Responses max_output_tokens
+	ChatField string
+}
+
+// field is the member that carries the cap in api's requests, "" for none.
+func (c OutputCap) field(api API) string {
+	switch api {
+	case Chat:
+		if c.ChatField == "" {
+			return "max_completion_tokens"
+		}
+		return c.ChatField
+	case Completions:
+		return "max_tokens"
+	case Responses:
+		return "max_output_tokens"
+	}
+	return ""
+}
+
+// maxEdits bounds Upstream's edits: the model, stream_options, an output
+// limit member's value per name, and the cap inserted.
+const maxEdits = 3 + len(limitNames)
+
+// Upstream is the body for one attempt: Raw with "model" set to model; for
+// a chat or completions stream, usage asked for (or stream_options
+// dropped); and, for a request without an output limit, limit as its
+// output limit: the member the API reads that the request has as null or
+// 0 gets it as its value, or it is added; any other such member set to 0
+// (which a provider may take for "no limit") becomes null. Nothing else
+// is touched.
+func (r *Request) Upstream(model string, ask UsageAsk, limit OutputCap) Body {
 	type edit struct {
 		at   span
 		text string
 	}
-	var edits [2]edit
+	var edits [maxEdits]edit
 	n := 0
+	if field := limit.field(r.API); limit.Tokens > 0 && r.MaxTokens == 0 && field != "" {
+		set := false
+		for i, v := range r.limitVals {
+			switch {
+			case !v.ok():
+			case limitNames[i] == field:
+				edits[n] = edit{v, strconv.FormatInt(limit.Tokens, 10)}
+				n++
+				set = true
+			case r.Raw[v.start] != 'n': // 0 or -0, as MaxTokens is 0
+				edits[n] = edit{v, "null"}
+				n++
+			}
+		}
+		if !set {
+			// first, before a model inserted at the same place: the
+			// object holds at least the model after it, hence the comma
+			open := skipSpace(r.Raw, 0)
+			edits[n] = edit{span{open + 1, open + 1}, `"` + field + `":` + strconv.FormatInt(limit.Tokens, 10) + ","}
+			n++
+		}
+	}
 	quoted := Quote(model)
 	if r.model.ok() {
 		edits[n] = edit{r.model, quoted}
@@ -1053,8 +1116,12 @@ func (r *Request) Upstream(model string, ask UsageAsk) Body {
 		edits[n] = edit{r.usageAt, r.usageText}
 		n++
 	}
-	if n == 2 && edits[1].at.start < edits[0].at.start {
-		edits[0], edits[1] = edits[1], edits[0]
+	// in body order; stable, so that of two insertions at one place the
+	// first made comes first
+	for i := 1; i < n; i++ {
+		for j := i; j > 0 && edits[j].at.start < edits[j-1].at.start; j-- {
+			edits[j], edits[j-1] = edits[j-1], edits[j]
+		}
 	}
 	var b Body
 	pos := 0
@@ -1068,7 +1135,7 @@ func (r *Request) Upstream(model string, ask UsageAsk) Body {
 }
 
 // UpstreamBody is Upstream joined.
-func (r *Request) UpstreamBody(model string, ask UsageAsk) []byte {
-	b := r.Upstream(model, ask)
+func (r *Request) UpstreamBody(model string, ask UsageAsk, limit OutputCap) []byte {
+	b := r.Upstream(model, ask, limit)
 	return b.Join()
 }

@@ -185,12 +185,12 @@ func FuzzParseRequestBody(f *testing.F) {
 					continue
 				}
 				for _, ask := range []UsageAsk{AskUsage, NoStreamOptions} {
-					b := r.Upstream(up, ask)
+					b := r.Upstream(up, ask, OutputCap{})
 					out := b.Join()
 					if streamed, _ := io.ReadAll(b.Reader()); !bytes.Equal(streamed, out) || len(out) != b.Size {
 						t.Fatalf("reader gives %q, join %q, size %d", streamed, out, b.Size)
 					}
-					if ask == AskUsage && !bytes.Equal(r.UpstreamBody(up, ask), out) {
+					if ask == AskUsage && !bytes.Equal(r.UpstreamBody(up, ask, OutputCap{}), out) {
 						t.Fatalf("UpstreamBody differs from Upstream")
 					}
 					var after struct {
@@ -206,7 +206,7 @@ func FuzzParseRequestBody(f *testing.F) {
 					if usageEdits && ask == NoStreamOptions && after.StreamOptions != nil {
 						t.Fatalf("api %d: stream_options not dropped: %q -> %q", api, in, out)
 					}
-					if !usageEdits && ask == NoStreamOptions && !bytes.Equal(out, r.UpstreamBody(up, AskUsage)) {
+					if !usageEdits && ask == NoStreamOptions && !bytes.Equal(out, r.UpstreamBody(up, AskUsage, OutputCap{})) {
 						t.Fatalf("api %d: the usage mode changed a body that is not a chat or completions stream: %q", api, in)
 					}
 					// the upstream body is a request Parse accepts, for the
@@ -282,14 +282,14 @@ func TestUpstreamBodyEdits(t *testing.T) {
 		if err := r.Parse([]byte(tc.in), tc.api); err != nil {
 			t.Fatalf("%s: %v", tc.in, err)
 		}
-		if got := string(r.UpstreamBody("up", AskUsage)); got != tc.want {
+		if got := string(r.UpstreamBody("up", AskUsage, OutputCap{})); got != tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.in, got, tc.want)
 		}
 		want := tc.noOpts
 		if want == "" {
 			want = tc.want
 		}
-		if got := string(r.UpstreamBody("up", NoStreamOptions)); got != want {
+		if got := string(r.UpstreamBody("up", NoStreamOptions, OutputCap{})); got != want {
 			t.Errorf("%s, NoStreamOptions:\n got %s\nwant %s", tc.in, got, want)
 		}
 	}
@@ -750,12 +750,12 @@ func TestUpstreamBodyDecodes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			parts := r.Upstream(tc.upstream, AskUsage)
+			parts := r.Upstream(tc.upstream, AskUsage, OutputCap{})
 			out := parts.Join()
 			if streamed, _ := io.ReadAll(parts.Reader()); !bytes.Equal(streamed, out) || len(out) != parts.Size {
 				t.Errorf("reader gives %q, join %q, size %d", streamed, out, parts.Size)
 			}
-			if !bytes.Equal(r.UpstreamBody(tc.upstream, AskUsage), out) {
+			if !bytes.Equal(r.UpstreamBody(tc.upstream, AskUsage, OutputCap{}), out) {
 				t.Errorf("UpstreamBody differs from Upstream")
 			}
 			if !json.Valid(out) {
@@ -794,7 +794,7 @@ func TestUpstreamBodyLeavesTheRestAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := strings.Replace(in, `"a"`, `"up"`, 1)
-	if got := string(r.UpstreamBody("up", AskUsage)); got != want {
+	if got := string(r.UpstreamBody("up", AskUsage, OutputCap{})); got != want {
 		t.Errorf("got %q\nwant %q", got, want)
 	}
 }
@@ -812,7 +812,7 @@ func TestParseRequestReuse(t *testing.T) {
 	if r.Model != "" || r.Stream || r.IncludeUsage || r.N != 0 || r.Messages != 0 || r.System() != "" || r.LastUser() != "" || r.model.ok() {
 		t.Errorf("left over: %+v", r)
 	}
-	if got := string(r.UpstreamBody("m", AskUsage)); got != `{"model":"m","messages":[]}` {
+	if got := string(r.UpstreamBody("m", AskUsage, OutputCap{})); got != `{"model":"m","messages":[]}` {
 		t.Errorf("upstream %s", got)
 	}
 }

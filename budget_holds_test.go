@@ -1,0 +1,410 @@
+package llmrouter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// These tests attack a budget as a client with a valid key would: through
+// a period's turn, concurrency, requests without an output limit, hedges
+// and downgrades, each must stay within its limit plus about one request.
+
+// heldUpstream answers chat completions as a provider does, generating
+// want output tokens or the request's limit if smaller, each answer held
+// until release is closed; it records the limits it was sent.
+type heldUpstream struct {
+	arrived chan struct{}
+	release chan struct{}
+	prompt  int
+	want    int
+
+	mu     sync.Mutex
+	limits []map[string]any // each request's output limit members, as sent
+}
+
+func newHeldUpstream(prompt, want int) *heldUpstream {
+	return &heldUpstream{arrived: make(chan struct{}, 100), release: make(chan struct{}), prompt: prompt, want: want}
+}
+
+func (h *heldUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	raw, _ := io.ReadAll(r.Body)
+	var body map[string]any
+	_ = json.Unmarshal(raw, &body)
+	sent := map[string]any{}
+	out := h.want
+	for _, f := range []string{"max_tokens", "max_completion_tokens"} {
+		if v, ok := body[f]; ok {
+			sent[f] = v
+			if n, ok := v.(float64); ok && int(n) < out {
+				out = int(n)
+			}
+		}
+	}
+	h.mu.Lock()
+	h.limits = append(h.limits, sent)
+	h.mu.Unlock()
+	h.arrived <- struct{}{}
+	select {
+	case <-h.release:
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`,
+		h.prompt, out, h.prompt+out)
+}
+
+// spentIn is what key "" of the router's budget i has spent (not
+// reserved) in period p's current window.
+func spentIn(r *Router, i int, p period) float64 {
+	l := r.budgets[i].ledger
+	id := l.window(p, now()).id
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ks, ok := l.keys.Peek("")
+	if !ok || ks.periods[p].id != id {
+		return 0
+	}
+	return ks.periods[p].total()
+}
+
+// heldRouter is a router with one deployment on up (1,000 a million
+// tokens, in and out) and budget b, kept in memory.
+func heldRouter(t *testing.T, up *heldUpstream, b *Budget) *Router {
+	srv := httptest.NewServer(up)
+	t.Cleanup(srv.Close)
+	return benchRouter(t, srv.URL, func(r *Router) {
+		r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: &Price{Input: 1000}}}
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}}
+		r.Providers[0].Timeout = caddy.Duration(time.Minute)
+		r.Budgets = []*Budget{b}
+		r.BudgetSync = -1
+	})
+}
+
+// admitSome sends n requests at once and returns how many reached the
+// provider (admitted; they are held there) once every other one was
+// answered (refused), and a channel of all their status codes.
+func admitSome(t *testing.T, r *Router, up *heldUpstream, body string, n int) (int, chan int) {
+	t.Helper()
+	codes := make(chan int, n)
+	for range n {
+		go func() { codes <- serveOnce(r, body).Code }()
+	}
+	admitted, refused := 0, 0
+	var early []int
+	for admitted+refused < n {
+		select {
+		case <-up.arrived:
+			admitted++
+		case c := <-codes:
+			early = append(early, c)
+			refused++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("admitted %d, answered %d of %d", admitted, refused, n)
+		}
+	}
+	for _, c := range early {
+		if c != http.StatusTooManyRequests {
+			t.Fatalf("a request ended with %d before any was released", c)
+		}
+	}
+	return admitted, codes
+}
+
+// TestReservationsOutliveWindowTurn: requests admitted just before an hour
+// ends, still in flight when the next begins, are charged in the new hour
+// (their answers come then); their reservations count there too, so the
+// new hour does not admit a full limit's worth beside them.
+func TestReservationsOutliveWindowTurn(t *testing.T) {
+	setClock(t, time.Date(2026, 11, 28, 10, 59, 30, 0, time.UTC))
+	up := newHeldUpstream(10, 100)
+	r := heldRouter(t, up, &Budget{Name: "rollover", Limits: []BudgetLimit{{Amount: 0.3, Period: "hour"}}})
+	// reservation: (estimated input + 100) × 1000 / 1M ≈ 0.105; cost 0.11
+	body := `{"model":"simple_qa","max_tokens":100,"messages":[{"role":"user","content":"Hi"}]}`
+	a1, codes1 := admitSome(t, r, up, body, 4)
+	if a1 != 3 {
+		t.Fatalf("hour 10: %d of 4 admitted, want 3 (the limit fits three reservations)", a1)
+	}
+	if got := r.budgets[0].ledger.reserved("", periodHour); got < 0.3 {
+		t.Fatalf("reserved %.3f for the three in flight", got)
+	}
+	advanceClock(t, time.Minute) // 11:00:30, the three still in flight
+	a2, codes2 := admitSome(t, r, up, body, 3)
+	close(up.release)
+	for range a1 {
+		<-codes1
+	}
+	for range a2 {
+		<-codes2
+	}
+	if a2 != 0 {
+		t.Errorf("hour 11 admitted %d requests beside the 3 still reserved, want none", a2)
+	}
+	if spent := spentIn(r, 0, periodHour); spent > 0.3+0.11+1e-9 {
+		t.Errorf("hour 11 spent %.3f, past the limit 0.3 by more than one request (0.11)", spent)
+	}
+	if got := r.budgets[0].ledger.reserved("", periodHour); got > 1e-9 {
+		t.Errorf("%g still reserved after every request ended", got)
+	}
+}
+
+// TestOutputCapBoundsBurst: requests without an output limit are sent
+// with their reservation's output as their limit, so a burst of them asking
+// for long answers costs what admission reserved, not what the model could
+// write.
+func TestOutputCapBoundsBurst(t *testing.T) {
+	up := newHeldUpstream(10, 5000)
+	r := heldRouter(t, up, &Budget{Name: "burst", Limits: []BudgetLimit{{Amount: 0.3, Period: "day"}}, ReserveOutput: 100})
+	body := `{"model":"simple_qa","messages":[{"role":"user","content":"Write a very long story."}]}`
+	admitted, codes := admitSome(t, r, up, body, 10)
+	close(up.release)
+	for range admitted {
+		<-codes
+	}
+	if spent := spentIn(r, 0, periodDay); spent > 0.3+0.11+1e-9 {
+		t.Errorf("spent %.3f against a limit of 0.3: %d answers admitted on reservations of about 0.11 each", spent, admitted)
+	}
+	for _, sent := range up.limits {
+		if len(sent) != 1 || sent["max_completion_tokens"] != float64(100) {
+			t.Errorf("sent with output limits %v, want max_completion_tokens 100 alone", sent)
+		}
+	}
+}
+
+// TestOutputCapBody: what output limit each request goes upstream with.
+func TestOutputCapBody(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.SetDefault(mockllm.Behavior{Chunks: 500})
+	router := func(field string, budgets ...*Budget) *Router {
+		return benchRouter(t, srv.URL, func(r *Router) {
+			price := &Price{Input: 1}
+			r.Providers[0].OutputLimitField = field
+			r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+			r.Budgets = budgets
+			r.BudgetSync = -1
+		})
+	}
+	day := []BudgetLimit{{Amount: 1000, Period: "day"}}
+	covered := &Budget{Name: "cap_covered", Limits: day, ReserveOutput: 40, Match: []string{"simple_qa"}}
+	wider := &Budget{Name: "cap_wider", Limits: day, ReserveOutput: 30, Match: []string{"gemini-2.5-flash"}}
+	uncapped := &Budget{Name: "cap_off", Limits: day, ReserveOutput: 20, NoOutputCap: true}
+	for _, tc := range []struct {
+		name   string
+		r      *Router
+		body   string
+		want   string // the output limit members the provider got, as JSON
+		tokens int    // the answer's output tokens
+	}{
+		{"no limit: the reservation's", router("", covered), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{"max_completion_tokens":40}`, 40},
+		{"max_tokens for a provider that reads it", router("max_tokens", covered), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":40}`, 40},
+		{"the client's own limit", router("", covered), `{"model":"simple_qa","max_tokens":7,"messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":7}`, 7},
+		{"a null limit is no limit", router("", covered), `{"model":"simple_qa","max_completion_tokens":null,"messages":[{"role":"user","content":"hi"}]}`, `{"max_completion_tokens":40}`, 40},
+		{"a 0 limit is no limit", router("", covered), `{"model":"simple_qa","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":null,"max_completion_tokens":40}`, 40},
+		{"the smallest of the budgets that cover the deployment", router("", covered, wider), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{"max_completion_tokens":40}`, 40},
+		{"output_cap off", router("", uncapped), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{}`, 500},
+		{"no budget", router(""), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{}`, 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(mock.Requests())
+			w := serveOnce(tc.r, tc.body)
+			if w.Code != http.StatusOK {
+				t.Fatalf("%d %s", w.Code, w.Body)
+			}
+			reqs := mock.Requests()[before:]
+			if len(reqs) != 1 {
+				t.Fatalf("%d upstream requests", len(reqs))
+			}
+			var sent map[string]json.RawMessage
+			if err := json.Unmarshal(reqs[0].Body, &sent); err != nil {
+				t.Fatalf("upstream body %s: %v", reqs[0].Body, err)
+			}
+			got := map[string]json.RawMessage{}
+			for _, f := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
+				if v, ok := sent[f]; ok {
+					got[f] = v
+				}
+			}
+			if g, _ := json.Marshal(got); !jsonEqual(g, []byte(tc.want)) {
+				t.Errorf("upstream output limits %s, want %s (body %s)", g, tc.want, reqs[0].Body)
+			}
+			var answer struct {
+				Usage struct {
+					CompletionTokens int `json:"completion_tokens"`
+				} `json:"usage"`
+			}
+			_ = json.Unmarshal(w.Body.Bytes(), &answer)
+			if answer.Usage.CompletionTokens != tc.tokens {
+				t.Errorf("answer of %d output tokens, want %d", answer.Usage.CompletionTokens, tc.tokens)
+			}
+		})
+	}
+}
+
+// TestHedgeLoserJSONCharged: a JSON attempt that loses a hedge is canceled
+// mid-generation, like one its client left: charged its input and its
+// output limit, as its generation runs on without a reader.
+func TestHedgeLoserJSONCharged(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute}) // generating a long answer
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		price := &Price{Input: 1000}
+		r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(20 * time.Millisecond)}
+		r.Budgets = []*Budget{{Name: "hedge_loser", Limits: []BudgetLimit{{Amount: 100, Period: "day"}}}}
+		r.BudgetSync = -1
+	})
+	w := serveOnce(r, `{"model":"simple_qa","max_tokens":500,"messages":[{"role":"user","content":"Write a long story."}]}`)
+	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "gemini-2.5-flash" {
+		t.Fatalf("%d via %q, want the hedge's answer", w.Code, w.Header().Get(hdrModel))
+	}
+	if in, out, _ := estimatedCharge(r, "deepseek-v3.2"); in <= 0 || out != 500 {
+		t.Errorf("the canceled JSON attempt was charged %d input and %d output tokens, want its input and its max_tokens 500", in, out)
+	}
+}
+
+// TestDowngradeKeepsOtherBudgetsLimits: premium (complex_reasoning,
+// downgrade simple_qa) and standard (simple_qa, downgrade cheapest), both
+// at their limits. A request premium moves to simple_qa meets standard's
+// limit there and follows standard's downgrade in turn; it is never
+// served by a deployment whose budget is spent.
+func TestDowngradeKeepsOtherBudgetsLimits(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		price := &Price{Input: 1000}
+		r.Models = []*Model{
+			{Name: "gpt-4.1", Price: price},
+			{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price},
+			{Name: "tiny", Price: &Price{Input: 1}},
+		}
+		r.Routes = map[string][]string{"complex_reasoning": {"gpt-4.1"}, "simple_qa": {"deepseek-v3.2"}, "cheapest": {"tiny"}}
+		r.Budgets = []*Budget{
+			{Name: "premium", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"complex_reasoning"}, Downgrade: "simple_qa"},
+			{Name: "standard", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"simple_qa"}, Downgrade: "cheapest"},
+		}
+		r.BudgetSync = -1
+	})
+	body := func(route string) string {
+		return `{"model":"` + route + `","max_tokens":20,"messages":[{"role":"user","content":"Hi"}]}`
+	}
+	// spend both budgets to their limits
+	for _, route := range []string{"complex_reasoning", "simple_qa"} {
+		for range 10 {
+			if w := serveOnce(r, body(route)); w.Header().Get(hdrBudget) != "" {
+				break
+			}
+		}
+	}
+	if w := serveOnce(r, body("simple_qa")); w.Header().Get(hdrModel) != "tiny" {
+		t.Fatalf("simple_qa at standard's limit answered by %q (%s), want the downgrade to tiny", w.Header().Get(hdrModel), w.Header().Get(hdrBudget))
+	}
+	before := spentIn(r, 1, periodDay)
+	for range 5 {
+		w := serveOnce(r, body("complex_reasoning"))
+		if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "tiny" || w.Header().Get(hdrBudget) != "downgraded (premium, standard)" {
+			t.Fatalf("complex_reasoning with both budgets spent: %d by %q (%s), want tiny, downgraded (premium, standard)", w.Code, w.Header().Get(hdrModel), w.Header().Get(hdrBudget))
+		}
+	}
+	if after := spentIn(r, 1, periodDay); after != before {
+		t.Errorf("standard's spend went from %.4f to %.4f past its limit", before, after)
+	}
+}
+
+// slowListStorage is a file storage whose first List waits for release,
+// signalling entered: a sync whose storage answers slowly.
+type slowListStorage struct {
+	certmagic.FileStorage
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowListStorage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	s.once.Do(func() {
+		close(s.entered)
+		<-s.release
+	})
+	return s.FileStorage.List(ctx, prefix, recursive)
+}
+
+// TestSyncAcrossWindowTurnKeepsSpend: a sync that began in one hour and
+// ends in the next leaves what was charged in the new hour meanwhile, and
+// the next sync writes it.
+func TestSyncAcrossWindowTurnKeepsSpend(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC)
+	t1 := t0.Add(2 * time.Second) // 12:00:01
+	b, err := newBudget(&Budget{Name: "sync_turn", Limits: []BudgetLimit{{1000, "hour"}}}, "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.metrics, b.logger = metrics.forBudget("sync_turn"), zap.NewNop()
+	st := &slowListStorage{FileStorage: certmagic.FileStorage{Path: t.TempDir()}, entered: make(chan struct{}), release: make(chan struct{})}
+	l := &budgetLedger{name: "sync_turn", spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: "test-instance"}
+	l.keys, _ = newBudgetKeys(l)
+	l.users = []*budget{b}
+	b.ledger = l
+	l.add(b, "", 1, t0) // spent in the old hour
+	done := make(chan error, 1)
+	go func() { done <- l.sync(context.Background(), t0, false) }()
+	<-st.entered        // the sync of the hour period is at the storage
+	l.add(b, "", 5, t1) // an answer charged in the new hour meanwhile
+	close(st.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := l.spend("", t1); s[periodHour] != 5 {
+		t.Errorf("the new hour holds %v after the sync, want the 5 charged in it", s[periodHour])
+	}
+	if err := l.sync(context.Background(), t1, false); err != nil {
+		t.Fatal(err)
+	}
+	for at, want := range map[time.Time]float64{t0: 1, t1: 5} {
+		f, _ := loadInstanceFile(context.Background(), st, "llm_router/budgets/sync_turn/"+periodHour.windowAt(at, time.UTC).id+"/test-instance.json")
+		if f.Spend[""] != want {
+			t.Errorf("storage holds %v for the hour of %s, want %v", f.Spend[""], at.Format(time.Kitchen), want)
+		}
+	}
+}
+
+// TestWindowOnlyMovesForward: a caller that read the clock just before a
+// turn another caller already made (admission and settlement take the
+// ledger's lock after reading the clock) neither sets the key back to the
+// old window nor loses what the new one holds.
+func TestWindowOnlyMovesForward(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC)
+	t1 := t0.Add(2 * time.Second)
+	var ps periodSpend
+	ps.advance(periodHour.windowAt(t0, time.UTC)).delta = 1
+	ps.reserved = 2
+	ps.advance(periodHour.windowAt(t1, time.UTC)).delta += 5
+	if ps.delta != 5 || ps.reserved != 2 {
+		t.Fatalf("after the turn: spent %v reserved %v, want 5 and the 2 still reserved", ps.delta, ps.reserved)
+	}
+	ps.advance(periodHour.windowAt(t0, time.UTC)).delta += 1 // a late caller
+	if ps.id != periodHour.windowAt(t1, time.UTC).id || ps.delta != 6 {
+		t.Errorf("a late caller moved the key to %s with %v spent, want the new hour with 6", ps.id, ps.delta)
+	}
+	if !strings.HasPrefix(ps.id, "hour-") {
+		t.Errorf("window id %q", ps.id)
+	}
+}
