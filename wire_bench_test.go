@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,6 +53,27 @@ var adversarialShapes = []struct {
 		b.WriteString("}")
 		return []byte(b.String())
 	}},
+	{"folded_names_top", func(n int) []byte { return membersNamed(n, true) }},
+	{"folded_names_nested", func(n int) []byte { return membersNamed(n, false) }},
+}
+
+// membersNamed is a body whose object (the top level, or metadata)
+// holds member names of n bytes in all that share a long non-ASCII prefix
+// and come in reverse order: the most work for a sort of names that folds
+// them at each comparison.
+func membersNamed(n int, top bool) []byte {
+	prefix := strings.Repeat("θ", 40)
+	var names []string
+	for i, size := 0, 0; size < n; i++ {
+		name := fmt.Sprintf(`"%s%07d":0`, prefix, i)
+		names = append(names, name)
+		size += len(name) + 1
+	}
+	slices.Reverse(names)
+	if top {
+		return []byte(`{"messages":[{"role":"user","content":"x"}],` + strings.Join(names, ",") + `}`)
+	}
+	return []byte(`{"messages":[{"role":"user","content":"x"}],"metadata":{` + strings.Join(names, ",") + `}}`)
 }
 
 // repeatBody is head, then unit repeated, then tail: about n bytes.

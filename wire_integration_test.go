@@ -30,6 +30,9 @@ func TestSmuggledMembersRefused(t *testing.T) {
 		{"n zero", `{"model":"simple_qa",` + msgs + `,"n":0}`, "n", openai.CodeInvalidValue},
 		{"include_usage twice", `{"model":"simple_qa",` + msgs + `,"stream":true,"stream_options":{"include_usage":false,"INCLUDE_USAGE":true}}`,
 			"stream_options.INCLUDE_USAGE", openai.CodeCaseVariant},
+		{"service tier with a dotted I", `{"model":"simple_qa",` + msgs + `,"servİce_tier":"priority"}`, "servİce_tier", openai.CodeCaseVariant},
+		{"another gateway's model list", `{"model":"simple_qa",` + msgs + `,"models":["o3-pro"]}`, "models", openai.CodeUnsupported},
+		{"another gateway's fallbacks", `{"model":"simple_qa",` + msgs + `,"fallbacks":["o3-pro"],"mock_testing_fallbacks":true}`, "fallbacks", openai.CodeUnsupported},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,11 +10,14 @@ import (
 
 // Key is a SHA-256 of what the caller writes first (head: the endpoint,
 // the plan, the scope, appended to the buffer it is given) and of the
-// request body in a canonical form: members sorted, insignificant white
-// space dropped, and without "user", "stream" and "stream_options", which
-// do not change an answer's text (so that a streamed and a non-streamed
-// question share one). Two bodies a provider could read differently never
-// share a key; no text is kept. r must have been parsed without error.
+// request body in a canonical form: the top level's members sorted,
+// insignificant white space dropped, and without "user", "stream" and
+// "stream_options", which do not change an answer's text (so that a
+// streamed and a non-streamed question share one). Two bodies a provider
+// could read differently never share a key: nested members keep their
+// order, which a provider may follow (a JSON schema's properties are
+// generated in the order written); no text is kept. r must have been
+// parsed without error.
 func (r *Request) Key(head func([]byte) []byte) [sha256.Size]byte {
 	c := canonicalizers.Get().(*canonicalizer)
 	defer c.release()
@@ -46,7 +49,8 @@ var keyExcluded = []string{"user", "stream", "stream_options"}
 // be hashed. The encoding is self-delimiting, so that different values
 // never write the same bytes: a scalar is 's', its length and its bytes as
 // written; an array is 'a', its elements, 'e'; an object is 'o', its
-// member count, then its members sorted by name, each as 'k', the name's
+// member count, then its members (the top level's sorted by name, a nested
+// object's in their order), each as 'k', the name's
 // length and the name, then its value: a scalar as above, an object or
 // array as 'v', its length and its encoding when that is at most
 // inlineValue bytes, else as 'h' and the SHA-256 of its encoding (a Merkle
@@ -170,7 +174,9 @@ func (c *canonicalizer) value(s *scanner, out []byte, depth int, top bool) []byt
 			}
 		}
 		c.bufs[depth] = subs
-		sortMembers(members)
+		if top {
+			sortMembers(members)
+		}
 		out = AppendLen(out, 'o', len(members))
 		for i := range members {
 			m := &members[i]
@@ -245,20 +251,19 @@ func loneSurrogate(raw []byte) bool {
 	return false
 }
 
-// sortMembers sorts an object's members by name as encoding/json matches
-// names (case-insensitively), stably: members that some parser takes for
-// one (twice the same name, or "Name" and "name") keep their order, which
-// decides which of them it reads, so two bodies that differ in it never
-// share a key. Objects in requests have a few members, where an insertion
-// sort beats the library's set-up (pdqsort was a fifth of the canonical
-// form's cost in a profile under load).
+// sortMembers sorts the top level's members by name. Parse refused two
+// that any parser takes for one ("Name" and "name", escapes), so the
+// names are distinct and their order is no parser's business: a plain
+// byte order, each comparison as long as the common prefix (a fold at
+// every comparison cost a body of long non-ASCII names seconds). Bodies
+// have a few members, where an insertion sort beats the library's set-up.
 func sortMembers(members []canonMember) {
 	if len(members) > 12 {
-		slices.SortStableFunc(members, func(x, y canonMember) int { return compareFold(x.key, y.key) })
+		slices.SortFunc(members, func(x, y canonMember) int { return bytes.Compare(x.key, y.key) })
 		return
 	}
 	for i := 1; i < len(members); i++ {
-		for j := i; j > 0 && compareFold(members[j-1].key, members[j].key) > 0; j-- {
+		for j := i; j > 0 && bytes.Compare(members[j-1].key, members[j].key) > 0; j-- {
 			members[j-1], members[j] = members[j], members[j-1]
 		}
 	}
@@ -368,7 +373,7 @@ func textOnly(v []byte) bool {
 					if val[0] != '"' {
 						texts++ // not a string: not text only
 					}
-				case bytes.EqualFold(name, []byte("type")) || bytes.EqualFold(name, []byte("text")):
+				case equalFold(name, []byte("type")) || equalFold(name, []byte("text")):
 					types++ // a case variant
 				}
 			})

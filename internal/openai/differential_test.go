@@ -59,8 +59,10 @@ func goReading(body []byte) (reading, error) {
 
 // exactReading matches member names exactly, the first (Java-style
 // parsers) or the last (Python's json, JavaScript's JSON.parse) one
-// winning.
-func exactReading(body []byte, lastWins bool) (reading, error) {
+// winning; with lower, by their strings.ToLower (the case-insensitive
+// lookup of jsoniter and sonic, Go relays' fast decoders, which maps "İ"
+// to "i").
+func exactReading(body []byte, lastWins, lower bool) (reading, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return reading{}, fmt.Errorf("not an object: %v", err)
@@ -73,6 +75,9 @@ func exactReading(body []byte, lastWins bool) (reading, error) {
 			return reading{}, err
 		}
 		name := tok.(string)
+		if lower {
+			name = strings.ToLower(name)
+		}
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
 			return reading{}, err
@@ -131,8 +136,9 @@ func exactReading(body []byte, lastWins bool) (reading, error) {
 func readings(body []byte) map[string]func() (reading, error) {
 	return map[string]func() (reading, error){
 		"encoding/json (case-insensitive, last wins)": func() (reading, error) { return goReading(body) },
-		"case-sensitive, first wins":                  func() (reading, error) { return exactReading(body, false) },
-		"case-sensitive, last wins":                   func() (reading, error) { return exactReading(body, true) },
+		"case-sensitive, first wins":                  func() (reading, error) { return exactReading(body, false, false) },
+		"case-sensitive, last wins":                   func() (reading, error) { return exactReading(body, true, false) },
+		"strings.ToLower, last wins":                  func() (reading, error) { return exactReading(body, true, true) },
 	}
 }
 
@@ -212,6 +218,18 @@ var smuggling = []string{
 	`{"model":"a","messages":[],"n":0}`,
 	`{"model":"a","messages":[],"n":"2"}`,
 	`{"model":"a","messages":[],"ſtream":true}`,                  // U+017F folds to s
+	`{"model":"a","messages":[],"servİce_tier":"priority"}`,      // U+0130 lowers to i (jsoniter, sonic)
+	`{"model":"a","messages":[],"max_completİon_tokens":100000}`, // U+0130 lowers to i
+	`{"model":"a","messages":[],"stream":true,"stream_optİons":{"include_usage":false}}`,
+	`{"model":"a","messages":[],"stream":true,"stream_options":{"ınclude_usage":false,"include_usage":true}}`, // U+0131 uppers to I
+	`{"model":"a","messages":[],"modalİtİes":["text","audio"]}`,
+	`{"model":"cheap","models":["anthropic/claude-opus-4.1"],"messages":[]}`, // OpenRouter's fallback list
+	`{"model":"cheap","Models":["o3-pro"],"messages":[]}`,
+	`{"model":"cheap","route":"fallback","messages":[]}`,
+	`{"model":"cheap","provider":{"order":["pricey"]},"messages":[]}`,
+	`{"model":"cheap","fallbacks":["o3-pro"],"mock_testing_fallbacks":true,"messages":[]}`, // LiteLLM's
+	`{"model":"cheap","context_window_fallbacks":[{"cheap":["o3-pro"]}],"messages":[]}`,
+	`{"model":"cheap","user_config":{"model_list":[]},"messages":[]}`,
 	"{\"model\":\"a\",\"messages\":[],\"\u212aey\":1,\"key\":2}", // Kelvin sign folds to k
 	`{"model":"a","messages":[],"stream":true,"stream_options":{"include_usage":false,"Include_Usage":true}}`,
 	`{"model":"a","messages":[],"stream":true,"Stream_Options":{"include_usage":true}}`,
@@ -248,6 +266,8 @@ func TestSmugglingParams(t *testing.T) {
 		`{"model":"a","messages":[],"n":0}`:                                    {"n", CodeInvalidValue},
 		`{"model":"a","messages":[],"n":1.5}`:                                  {"n", CodeInvalidType},
 		`{"model":"a","messages":[],"max_tokens":-1}`:                          {"max_tokens", CodeInvalidValue},
+		`{"model":"a","messages":[],"models":["b"]}`:                           {"models", CodeUnsupported},
+		`{"model":"a","messages":[],"Fallbacks":["b"]}`:                        {"Fallbacks", CodeCaseVariant},
 		`{"model":1,"messages":[]}`:                                            {"model", CodeInvalidType},
 		`{"model":"a","messages":{}}`:                                          {"messages", CodeInvalidType},
 		`{"model":"a","messages":["hi"]}`:                                      {"messages[0]", CodeInvalidType},
@@ -356,4 +376,26 @@ func FuzzStringChars(f *testing.F) {
 			t.Fatalf("%q: str counted %d characters, StringChars %d", lit[:s.i], s.chars, want)
 		}
 	})
+}
+
+// TestFoldRune: a character folds as the least of its simple-folding
+// orbit and of its lower and upper case's orbits, whichever it starts
+// from.
+func TestFoldRune(t *testing.T) {
+	for _, group := range [][]rune{
+		{'k', 'K', 'K'},
+		{'s', 'S', 'ſ'},
+		{'i', 'I', 'İ', 'ı'},
+		{'θ', 'Θ', 'ϑ', 'ϴ'},
+		{'é', 'É'},
+	} {
+		for _, r := range group {
+			if got, want := foldRune(r), foldRune(group[0]); got != want {
+				t.Errorf("%q folds to %q, %q to %q", r, got, group[0], want)
+			}
+		}
+	}
+	if foldRune('é') == foldRune('e') {
+		t.Error("é folds as e")
+	}
 }

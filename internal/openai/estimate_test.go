@@ -349,9 +349,9 @@ func TestKeyLoneSurrogateNames(t *testing.T) {
 		bodyKey(t, `{"o":{"a\ud83d\ude00":1}}`) != bodyKey(t, `{"o":{"a😀":1}}`) {
 		t.Error("a name escaped and unescaped: two keys")
 	}
-	// sorted by decoded name whatever the order written
-	if bodyKey(t, `{"o":{"b":1,"a\ud800":2,"c":3}}`) != bodyKey(t, `{"o":{"c":3,"a\ud800":2,"b":1}}`) {
-		t.Error("the order of members with a lone surrogate changes the key")
+	// at the top level, sorted by decoded name whatever the order written
+	if bodyKey(t, `{"b":1,"a\ud800":2,"c":3}`) != bodyKey(t, `{"c":3,"a\ud800":2,"b":1}`) {
+		t.Error("the order of top-level members with a lone surrogate changes the key")
 	}
 	// two names that encoding/json takes for one keep their order
 	if bodyKey(t, `{"o":{"a\ud800":1,"a\udbff":2}}`) == bodyKey(t, `{"o":{"a\udbff":2,"a\ud800":1}}`) {

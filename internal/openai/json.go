@@ -393,10 +393,12 @@ func keyName(key []byte) []byte {
 }
 
 // appendFold appends name folded so that two names fold to the same bytes
-// exactly when bytes.EqualFold (and so encoding/json, which matches member
-// names that way) says they are equal: each character becomes the smallest
-// of its Unicode simple-folding orbit ("k", "K" and the Kelvin sign "K" all
-// become "K"; "ſ" becomes "S").
+// when any parser a provider may use takes them for one: bytes.EqualFold
+// (encoding/json), which follows Unicode simple folding ("k", "K" and the
+// Kelvin sign "K"; "s", "S" and "ſ"), and strings.ToLower or ToUpper
+// (jsoniter's and sonic's case-insensitive lookups), which also map "İ" to
+// "i" and "ı" to "I". Each character becomes the smallest character of
+// its folding orbit and of its lower and upper cases' orbits.
 func appendFold(dst, name []byte) []byte {
 	for i := 0; i < len(name); {
 		c := name[i]
@@ -410,49 +412,58 @@ func appendFold(dst, name []byte) []byte {
 		}
 		r, n := utf8.DecodeRune(name[i:])
 		i += n
-		least := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			least = min(least, f)
-		}
-		dst = utf8.AppendRune(dst, least)
+		dst = utf8.AppendRune(dst, foldRune(r))
 	}
 	return dst
 }
 
-// compareFold orders member names as appendFold's results would sort,
-// without making them: names that encoding/json takes for one compare
-// equal.
-func compareFold(a, b []byte) int {
+// equalFold reports whether a and b fold alike (appendFold): whether any
+// parser may take one name for the other.
+func equalFold(a, b []byte) bool {
 	for len(a) > 0 && len(b) > 0 {
 		ra, na := foldedRune(a)
 		rb, nb := foldedRune(b)
 		if ra != rb {
-			if ra < rb {
-				return -1
-			}
-			return 1
+			return false
 		}
 		a, b = a[na:], b[nb:]
 	}
-	return len(a) - len(b)
+	return len(a) == len(b)
 }
 
-// foldedRune is the first character of b folded as appendFold folds it,
-// and its length in b.
+// foldedRune is the first character of b folded, and its length in b.
 func foldedRune(b []byte) (rune, int) {
-	c := b[0]
-	if c < utf8.RuneSelf {
+	if c := b[0]; c < utf8.RuneSelf {
 		if 'a' <= c && c <= 'z' {
 			c -= 'a' - 'A'
 		}
 		return rune(c), 1
 	}
 	r, n := utf8.DecodeRune(b)
+	return foldRune(r), n
+}
+
+// foldRune is appendFold's character: the least of the simple-folding
+// orbits of r and of its lower and upper case.
+func foldRune(r rune) rune {
+	lower, upper := unicode.ToLower(r), unicode.ToUpper(r)
 	least := r
+	seenLower, seenUpper := lower == r, upper == r
 	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
 		least = min(least, f)
+		seenLower, seenUpper = seenLower || f == lower, seenUpper || f == upper
 	}
-	return least, n
+	// a case outside r's orbit ("İ" lowers to "i"): its orbit too
+	for _, c := range [...]rune{lower, upper} {
+		if (c == lower && seenLower) || (c == upper && seenUpper) {
+			continue
+		}
+		least = min(least, c)
+		for f := unicode.SimpleFold(c); f != c; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+	}
+	return least
 }
 
 // text is the text of a valid JSON string literal: the literal's own bytes

@@ -32,6 +32,7 @@ const (
 	CodeDuplicate        = "duplicate_parameter"
 	CodeCaseVariant      = "unknown_parameter"
 	CodeMissingParameter = "missing_required_parameter"
+	CodeUnsupported      = "unsupported_parameter"
 )
 
 // Error is a request body the gateway refuses, with what OpenAI's error
@@ -212,6 +213,9 @@ func (r *Request) Parse(raw []byte, api API) error {
 			}
 		case "tools", "functions":
 			err = r.readTools(s, canon, depth)
+		case "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config":
+			err = refuse(canon, CodeUnsupported,
+				"Unsupported parameter: '%s' chooses the model (or provider) another gateway serves; this gateway chooses it, by 'model' and its routes, and bills what it chose.", canon)
 		case "web_search_options", "audio":
 			if err = s.value(depth); err == nil && s.b[vstart] != 'n' {
 				feature := "audio"
@@ -340,7 +344,8 @@ var actedOn = func() map[string]string {
 	m := map[string]string{}
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
-		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities"} {
+		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities",
+		"models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
 	return m
@@ -559,7 +564,7 @@ type memberNames struct {
 // -2 (with err set) for a second or case-variant one.
 func (m *memberNames) check(name []byte, prefix string, known ...string) int {
 	for i, k := range known {
-		if len(name) < len(k)/3 || !bytes.EqualFold(name, []byte(k)) {
+		if len(name) < len(k)/3 || !equalFold(name, []byte(k)) {
 			continue
 		}
 		if string(name) != k {
@@ -843,7 +848,7 @@ func (r *Request) readPart(s *scanner, depth int) error {
 				return err
 			}
 			// a refusal part (an assistant's, sent back) is text too
-			if s.b[start] == '"' && bytes.EqualFold(keyName(key), []byte("refusal")) {
+			if s.b[start] == '"' && equalFold(keyName(key), []byte("refusal")) {
 				r.contentChars += s.chars
 			}
 			return nil
