@@ -198,21 +198,26 @@ func (ex *exchange) clientGone() {
 // its input is. Neither leaving nor stalling the provider just before the
 // answer escapes a budget.
 func (ex *exchange) chargeAbandoned(d *deployment) {
-	cost := ex.spend(d, ex.abandonedUsage())
+	cost := ex.spend(d, ex.abandonedUsage(d))
 	ex.abandoned.cost += cost
 	ex.abandoned.currency = d.currency.Code
 }
 
-// abandonedUsage is what an attempt given up after the provider had the
-// whole request is charged (chargeAbandoned, a hedge's loser): its
-// estimated input, and for a JSON request the output admission reserved.
-func (ex *exchange) abandonedUsage() usage {
+// abandonedUsage is what an attempt at d given up after the provider had
+// the whole request is charged (chargeAbandoned, a hedge's loser): its
+// estimated input, and for a JSON request the most output it could bill:
+// its output limit, or the cap it was sent with, else what admission
+// reserved.
+func (ex *exchange) abandonedUsage(d *deployment) usage {
 	u := ex.estimate(0)
 	if !ex.body.Stream {
-		reserve := int64(defaultReserveOutput)
-		for i, c := range ex.charges {
-			if i == 0 || c.b.reserveOut > reserve {
-				reserve = c.b.reserveOut // what admission held for it
+		reserve := ex.outputCap(d)
+		if reserve == 0 {
+			reserve = defaultReserveOutput
+			for i, c := range ex.charges {
+				if i == 0 || c.b.reserveOut > reserve {
+					reserve = c.b.reserveOut // what admission held for it
+				}
 			}
 		}
 		u.Output = ex.outputLimit(reserve)

@@ -167,7 +167,7 @@ func (ex *exchange) settleHedge(h *deployment, results []hedgedResult) {
 		case r.res.usage != nil:
 			u = *r.res.usage
 		case r.res.sent:
-			u = ex.abandonedUsage()
+			u = ex.abandonedUsage(r.d)
 		}
 		cost := ex.spend(r.d, u)
 		r.d.metrics.hedgeLostCost.Add(cost)
