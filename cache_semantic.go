@@ -103,7 +103,8 @@ type semanticStore struct {
 	meta       *otter.Cache[uint64, semanticMeta] // by vector id
 
 	// failedInARow counts embeddings that failed or were late since the
-	// last that worked; from semanticFailuresToRest on, lookups rest
+	// last that worked (not those a client's budget refused: that is no
+	// failure of the model); from semanticFailuresToRest on, lookups rest
 	// until restUntil (unix nanoseconds), twice as long at each of the
 	// rests in a row. A slow embedding provider would otherwise add
 	// lookup_timeout to every request, and bill each abandoned embedding.
@@ -267,6 +268,11 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 	if err != nil {
 		metrics.semanticFailures.Inc()
 		ex.router.logger.Debug("semantic cache: the question was not embedded; a miss", zap.Error(err))
+		if errors.Is(err, errEmbeddingRefused) {
+			// the client's budget, not the embedding model: the store's
+			// rest would skip the lookups of every client
+			return false
+		}
 		if rest := sc.store.embeddingFailed(now()); rest > 0 {
 			ex.router.logger.Warn("semantic cache: embeddings failed or were late several times in a row; lookups pause",
 				zap.String("model", sc.model), zap.Duration("pause", rest), zap.Error(err))
@@ -366,7 +372,7 @@ func (ex *exchange) embedQuestion(sc *semanticCache, text string) (vec []float32
 	if len(r.budgets) > 0 {
 		var ok bool
 		if p, ok = sub.applyBudgets(p); !ok {
-			return nil, 0, errors.New("a budget refused the embedding")
+			return nil, 0, errEmbeddingRefused
 		}
 	}
 	sub.run(p)
@@ -387,6 +393,10 @@ func (ex *exchange) embedQuestion(sc *semanticCache, text string) (vec []float32
 	vec, err = openai.EmbeddingVector(w.body.Bytes())
 	return vec, maphash.String(embeddingSpaces, sub.answered.upstream), err
 }
+
+// errEmbeddingRefused is a budget of the client's refusing the embedding
+// of its question: that request's lookup is skipped, and no other's.
+var errEmbeddingRefused = errors.New("a budget refused the embedding")
 
 // embeddingSpaces seeds the hash of an upstream model's name into a
 // namespace (the index lives in this process only).

@@ -229,6 +229,55 @@ func TestSemanticCacheEmbeddingFails(t *testing.T) {
 	}
 }
 
+// TestSemanticCacheBudgetRefusalRestsNoOne: a client's own budget
+// refusing the embedding of its question is no failure of the embedding
+// model. That client's requests are ordinary misses (with no embedding
+// asked); the lookups of every other client go on: three such refusals do
+// not make the store they share rest.
+func TestSemanticCacheBudgetRefusalRestsNoOne(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, cacheLogSite, semanticRouterOn(budgetRouter, "\t\t\tthreshold 0.9\n\t\t\tmax_entries 4391")+`
+	budget embeddings_per_client {
+		limit 0.00001 per day
+		match embed-words
+		key {http.request.header.Authorization}
+	}
+	budget_sync 1h
+`)
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	done := requestsDone(t)
+	// client B (clientKey) asks a question: stored with its vector
+	g.ask("What is your return policy?", "")
+	waitFor(t, done, "a request to be counted")
+	// client A spends its embeddings budget on embeddings of its own
+	const clientA = "Bearer sk-client-a-spent-its-embeddings"
+	resp, body := g.postPath("/v1/embeddings", `{"model":"embed-words","input":"`+strings.Repeat("word ", 3000)+`"}`, "Authorization", clientA)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("client A's embeddings: %d %s", resp.StatusCode, body)
+	}
+	waitFor(t, done, "a request to be counted")
+	// client A asks three questions: its budget refuses their embeddings
+	embeddings := len(g.primary.RequestsFor("embed-words"))
+	before := scrape(t)
+	for i := range 3 {
+		resp, _ := g.ask(fmt.Sprintf("Question %c about shipping", 'a'+i), "", "Authorization", clientA)
+		expectCache(t, resp, "miss")
+	}
+	after := scrape(t)
+	if n := len(g.primary.RequestsFor("embed-words")) - embeddings; n != 0 {
+		t.Errorf("%d embeddings asked past client A's spent budget, want 0", n)
+	}
+	if d := after.delta(before, sel("caddy_llm_router_cache_semantic_embedding_failures_total")); d != 3 {
+		t.Errorf("embedding failures +%v, want 3 (lookups that got no vector)", d)
+	}
+	// client B's paraphrase: its own budget has room
+	resp, _ = g.ask("Tell me the return policy please", "")
+	expectCache(t, resp, "semantic-hit")
+	if d := scrape(t).delta(after, sel("caddy_llm_router_cache_semantic_lookups_skipped_total")); d != 0 {
+		t.Errorf("lookups skipped +%v, want 0: client A's budget refusals made the semantic cache rest for everyone", d)
+	}
+}
+
 // TestSemanticCacheStreamSDK: a streamed paraphrase is served the stored
 // answer replayed as SSE, which the official SDK reads whole (usage
 // included, as it asked).
