@@ -268,9 +268,10 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 	if err != nil {
 		metrics.semanticFailures.Inc()
 		ex.router.logger.Debug("semantic cache: the question was not embedded; a miss", zap.Error(err))
-		if errors.Is(err, errEmbeddingRefused) {
-			// the client's budget, not the embedding model: the store's
-			// rest would skip the lookups of every client
+		if errors.Is(err, errEmbeddingRefused) || errors.Is(err, errLookupAbandoned) {
+			// the client's budget, or the client's leaving, not the
+			// embedding model: the store's rest would skip the lookups of
+			// every client
 			return false
 		}
 		if rest := sc.store.embeddingFailed(now()); rest > 0 {
@@ -385,6 +386,9 @@ func (ex *exchange) embedQuestion(sc *semanticCache, text string) (vec []float32
 		ex.cache.embedCost, ex.cache.embedIn = sub.abandoned.cost, sub.abandoned.currency
 	}
 	if sub.status != http.StatusOK || sub.answered == nil {
+		if ex.ctx.Err() != nil {
+			return nil, 0, errLookupAbandoned
+		}
 		if ctx.Err() != nil {
 			return nil, 0, fmt.Errorf("no embedding within lookup_timeout %s", sc.timeout)
 		}
@@ -397,6 +401,12 @@ func (ex *exchange) embedQuestion(sc *semanticCache, text string) (vec []float32
 // errEmbeddingRefused is a budget of the client's refusing the embedding
 // of its question: that request's lookup is skipped, and no other's.
 var errEmbeddingRefused = errors.New("a budget refused the embedding")
+
+// errLookupAbandoned is a client that left (over HTTP/2 or 3, where that
+// cancels its request) while its question was being embedded: no failure
+// of the embedding model either, or any client could make the lookups of
+// every other rest by leaving three times.
+var errLookupAbandoned = errors.New("the client left during the embedding")
 
 // embeddingSpaces seeds the hash of an upstream model's name into a
 // namespace (the index lives in this process only).

@@ -1,12 +1,16 @@
 package llmrouter
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
@@ -275,6 +279,39 @@ func TestSemanticCacheBudgetRefusalRestsNoOne(t *testing.T) {
 	expectCache(t, resp, "semantic-hit")
 	if d := scrape(t).delta(after, sel("caddy_llm_router_cache_semantic_lookups_skipped_total")); d != 0 {
 		t.Errorf("lookups skipped +%v, want 0: client A's budget refusals made the semantic cache rest for everyone", d)
+	}
+}
+
+// TestSemanticLookupAbandonedRestsNoOne: a client that leaves while its
+// question is being embedded (over HTTP/2, where leaving cancels its
+// request at once) ends that lookup; it is no failure of the embedding
+// model, and three such clients do not make every client's lookups rest.
+func TestSemanticLookupAbandonedRestsNoOne(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("embed-words", mockllm.Behavior{Latency: time.Minute})
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Models = append(r.Models, &Model{Name: "embed-words", Kind: "embedding"})
+		r.Cache = &Cache{Semantic: &SemanticCache{Model: "embed-words", LookupTimeout: caddy.Duration(time.Minute)}}
+	})
+	for i := range semanticFailuresToRest {
+		ctx, cancel := context.WithCancel(context.Background())
+		req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/chat/completions",
+			strings.NewReader(fmt.Sprintf(`{"model":"simple_qa","messages":[{"role":"user","content":"Question %d about shipping"}]}`, i)))
+		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+		req.Header.Set("Authorization", clientKey)
+		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		go func() {
+			<-mock.Arrived() // the embedding model has the question
+			cancel()
+		}()
+		_ = r.ServeHTTP(httptest.NewRecorder(), req, nil)
+		cancel()
+	}
+	if st := r.cache.semantic.store; st.resting(now()) || st.failedInARow.Load() != 0 {
+		t.Errorf("%d clients that left during their embeddings: resting %v, failures in a row %d; want no rest and none counted",
+			semanticFailuresToRest, st.resting(now()), st.failedInARow.Load())
 	}
 }
 
