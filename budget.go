@@ -450,11 +450,13 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, who
 // budget that covers a candidate of its plan p is checked, and reserves the
 // request's estimated cost est; candidates that an exhausted budget covers
 // are dropped; a plan left with none moves to the exhausted budget's
-// downgrade route, else is refused. Each budget downgrades a request once,
-// and its limit no longer stops it after that; every other budget's does:
-// a request one budget moves onto a route another budget has exhausted
-// follows that one's downgrade in turn, or is refused. It returns the plan
-// to serve (nil: refuse, with why), the charges, and the budgets that
+// downgrade route, else is refused. On a budget's downgrade route its
+// limit no longer stops the request; every other budget's does: a request
+// one budget moves onto a route another budget has exhausted follows that
+// one's downgrade in turn, or is refused, and a budget that meets the
+// request at its limit a second time refuses it (two budgets that
+// downgrade to each other's routes never send it back). It returns the
+// plan to serve (nil: refuse, with why), the charges, and the budgets that
 // downgraded it, in order.
 func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf func(*budget) string,
 	t time.Time, canDowngrade bool, routes map[string]kindPlan) (plan, []budgetCharge, []*budget, budgetVerdict) {
@@ -468,9 +470,9 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 				continue
 			}
 			key := keyOf(b)
-			// a request that cannot move, or that this budget moved, or on
-			// the route it downgrades to, is not stopped by its limit
-			exempt := !canDowngrade || b.downgrade == route || slices.Contains(downgraded, b)
+			// a request that cannot move, or on the route this budget
+			// downgrades to, is not stopped by its limit
+			exempt := !canDowngrade || b.downgrade == route
 			res, c, v := b.admit(key, b.reservation(p, est), t, exempt, false)
 			switch res {
 			case admitted:
@@ -507,11 +509,10 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 		if hard.refuse != nil {
 			return nil, nil, downgraded, hard
 		}
-		// limit.refuse is not among downgraded (they are exempt), so each
-		// turn adds a budget: the loop ends
+		// each turn adds a budget not in downgraded: the loop ends
 		b := limit.refuse
 		next, ok := routes[b.downgrade]
-		if !canDowngrade || b.downgrade == "" || !ok {
+		if !canDowngrade || b.downgrade == "" || !ok || slices.Contains(downgraded, b) {
 			return nil, nil, downgraded, limit
 		}
 		p, route, downgraded = next.plan, b.downgrade, append(downgraded, b)

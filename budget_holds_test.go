@@ -218,6 +218,7 @@ func TestOutputCapBody(t *testing.T) {
 		{"a null limit is no limit", router("", covered), `{"model":"simple_qa","max_completion_tokens":null,"messages":[{"role":"user","content":"hi"}]}`, `{"max_completion_tokens":40}`, 40},
 		{"a 0 limit is no limit", router("", covered), `{"model":"simple_qa","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":null,"max_completion_tokens":40}`, 40},
 		{"the smallest of the budgets that cover the deployment", router("", covered, wider), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{"max_completion_tokens":40}`, 40},
+		{"the client's limit where the provider reads it", router("max_tokens", covered), `{"model":"simple_qa","max_tokens":0,"max_completion_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":5,"max_completion_tokens":5}`, 5},
 		{"output_cap off", router("", uncapped), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{}`, 500},
 		{"no budget", router(""), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{}`, 500},
 	} {
@@ -327,6 +328,48 @@ func TestDowngradeKeepsOtherBudgetsLimits(t *testing.T) {
 	}
 	if after := spentIn(r, 1, periodDay); after != before {
 		t.Errorf("standard's spend went from %.4f to %.4f past its limit", before, after)
+	}
+}
+
+// TestDowngradeCycleRefused: two budgets that downgrade to each other's
+// routes, both spent: a request one moves to the other's route is not sent
+// back to the route it was refused on; it is refused.
+func TestDowngradeCycleRefused(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		price := &Price{Input: 1000}
+		r.Models = []*Model{
+			{Name: "gpt-4.1", Price: price},
+			{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price},
+		}
+		r.Routes = map[string][]string{"complex_reasoning": {"gpt-4.1"}, "simple_qa": {"deepseek-v3.2"}}
+		r.Budgets = []*Budget{
+			{Name: "premium", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"complex_reasoning"}, Downgrade: "simple_qa"},
+			{Name: "standard", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"simple_qa"}, Downgrade: "complex_reasoning"},
+		}
+		r.BudgetSync = -1
+	})
+	body := func(route string) string {
+		return `{"model":"` + route + `","max_tokens":20,"messages":[{"role":"user","content":"Hi"}]}`
+	}
+	for _, route := range []string{"complex_reasoning", "simple_qa"} {
+		for range 10 {
+			if w := serveOnce(r, body(route)); w.Header().Get(hdrBudget) != "" {
+				break
+			}
+		}
+	}
+	before := [2]float64{spentIn(r, 0, periodDay), spentIn(r, 1, periodDay)}
+	for _, route := range []string{"complex_reasoning", "simple_qa"} {
+		w := serveOnce(r, body(route))
+		if w.Code != http.StatusTooManyRequests {
+			t.Errorf("%s with both budgets spent: %d by %q (%s), want 429", route, w.Code, w.Header().Get(hdrModel), w.Header().Get(hdrBudget))
+		}
+	}
+	if after := [2]float64{spentIn(r, 0, periodDay), spentIn(r, 1, periodDay)}; after != before {
+		t.Errorf("spend went from %v to %v past the limits", before, after)
 	}
 }
 

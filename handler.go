@@ -212,11 +212,14 @@ func (ex *exchange) abandonedUsage(d *deployment) usage {
 	u := ex.estimate(0)
 	if !ex.body.Stream {
 		reserve := ex.outputCap(d)
+		if ex.ep.api() == openai.Completions {
+			reserve = min(reserve, openai.CompletionsDefaultLimit) // the cap never raises the API default
+		}
 		if reserve == 0 {
 			reserve = defaultReserveOutput
-			for i, c := range ex.charges {
-				if i == 0 || c.b.reserveOut > reserve {
-					reserve = c.b.reserveOut // what admission held for it
+			for i := range ex.charges {
+				if b := ex.charges[i].b; i == 0 || b.reserveOut > reserve {
+					reserve = b.reserveOut // what admission held for it
 				}
 			}
 		}
@@ -462,17 +465,18 @@ func (ex *exchange) outputLimit(reserve int64) int64 {
 }
 
 // outputCap is the output limit an attempt at d is given when the request
-// sets none (0 when it sets one, or for none): the smallest reserve_output
-// among the request's capping budgets that cover d, what each of them
-// reserved for every answer.
+// sets none (0 when no capping budget covers d): the smallest
+// reserve_output among the request's capping budgets that cover d, what
+// each of them reserved for every answer. With a cap, a request's own limit
+// goes in the member the provider reads too (openai.Request.Upstream).
 func (ex *exchange) outputCap(d *deployment) int64 {
-	if ex.body.MaxTokens != 0 {
-		return 0
-	}
 	limit := int64(0)
-	for _, c := range ex.charges {
-		if c.b.capOutput && c.b.covers[d] && (limit == 0 || c.b.reserveOut < limit) {
-			limit = c.b.reserveOut
+	for i := range ex.charges {
+		// the budget alone: a hedge's other attempt may be holding
+		// (budgetCharge.hold) at the same time
+		b := ex.charges[i].b
+		if b.capOutput && b.covers[d] && (limit == 0 || b.reserveOut < limit) {
+			limit = b.reserveOut
 		}
 	}
 	return limit

@@ -145,9 +145,9 @@ func readings(body []byte) map[string]func() (reading, error) {
 // checkReadingsAgree: a body Parse accepts is read the same by every
 // parser, as Parse read it; and the body sent upstream is read by every
 // parser as naming the model the gateway chose (the one it bills) and, with
-// an output cap, as limiting the output to it (the limit a budget
-// reserved): the API's cap member holds the cap, the other members the
-// API reads hold no limit, and the rest are as the client sent them.
+// an output cap, as limiting the output where the provider reads it (the
+// limit a budget reserved): the cap's member holds the request's limit, or
+// the cap without one.
 func checkReadingsAgree(t *testing.T, body []byte) {
 	t.Helper()
 	for _, api := range []API{0, Chat, Completions, Responses, Embeddings} {
@@ -175,15 +175,24 @@ func checkReadingsAgree(t *testing.T, body []byte) {
 		for _, ask := range []UsageAsk{AskUsage, NoStreamOptions} {
 			for _, limit := range []OutputCap{{}, {Tokens: 777}, {Tokens: 777, ChatField: "max_tokens"}} {
 				up := r.UpstreamBody("billed-model", ask, limit)
+				// a member the provider reads holds a limit: the
+				// request's, or the cap without one (completions' default
+				// at most); the others as sent (a 0 nulled reads as 0)
 				capped := reading{"billed-model", want.stream, want.n, want.limits}
-				if f := limit.field(api); limit.Tokens > 0 && r.MaxTokens == 0 && f != "" {
-					for i, name := range limitNames {
-						switch {
-						case name == f:
-							capped.limits[i] = limit.Tokens
-						case readsLimit(api, name):
-							capped.limits[i] = 0
+				if f := limit.field(api); limit.Tokens > 0 && f != "" {
+					tokens := r.MaxTokens
+					if tokens == 0 {
+						tokens = limit.Tokens
+						if api == Completions {
+							tokens = min(tokens, CompletionsDefaultLimit)
 						}
+					}
+					read := false
+					for i, name := range limitNames {
+						read = read || (limit.reads(api, name) && want.limits[i] != 0)
+					}
+					if !read {
+						capped.limits[slices.Index(limitNames[:], f)] = tokens
 					}
 				}
 				for name, read := range readings(up) {
@@ -315,6 +324,10 @@ func FuzzReadingsAgree(f *testing.F) {
 		`{"model":"a","messages":[],"max_tokens":12}`,
 		`{}`,
 		`{ "max_tokens" : null }`,
+		`{"model":"x","max_tokens":0,"max_completion_tokens":5,"messages":[]}`,
+		`{"model":"x","max_completion_tokens":5,"messages":[]}`,
+		`{"model":"x","max_tokens":777,"messages":[]}`,
+		`{"model":"x","prompt":"Say hi"}`,
 	} {
 		f.Add(s)
 	}

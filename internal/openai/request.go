@@ -1044,6 +1044,14 @@ type OutputCap struct {
 	ChatField string
 }
 
+// reads reports whether a provider that takes its limit in c's field
+// reads member name: OpenAI's chat reads max_tokens as well as
+// max_completion_tokens; a provider given max_tokens reads only that.
+func (c OutputCap) reads(api API, name string) bool {
+	f := c.field(api)
+	return name == f || (f == "max_completion_tokens" && name == "max_tokens")
+}
+
 // field is the member that carries the cap in api's requests, "" for none.
 func (c OutputCap) field(api API) string {
 	switch api {
@@ -1064,13 +1072,18 @@ func (c OutputCap) field(api API) string {
 // limit member's value per name, and the cap inserted.
 const maxEdits = 3 + len(limitNames)
 
+// CompletionsDefaultLimit is the output limit of a completions request
+// that sets none, at OpenAI (and vLLM): a cap never raises it.
+const CompletionsDefaultLimit = 16
+
 // Upstream is the body for one attempt: Raw with "model" set to model; for
 // a chat or completions stream, usage asked for (or stream_options
-// dropped); and, for a request without an output limit, limit as its
-// output limit: the member the API reads that the request has as null or
-// 0 gets it as its value, or it is added; any other such member set to 0
-// (which a provider may take for "no limit") becomes null. Nothing else
-// is touched.
+// dropped); and, with limit, an output limit the provider reads: unless a
+// member it reads (limit.reads) holds one already, limit.field gets the
+// request's limit, or limit's tokens without one (at most completions'
+// default), added when absent. Any limit member the API reads that is 0
+// (which a provider may take for "no limit") becomes null. Nothing else is
+// touched.
 func (r *Request) Upstream(model string, ask UsageAsk, limit OutputCap) Body {
 	type edit struct {
 		at   span
@@ -1078,25 +1091,45 @@ func (r *Request) Upstream(model string, ask UsageAsk, limit OutputCap) Body {
 	}
 	var edits [maxEdits]edit
 	n := 0
-	if field := limit.field(r.API); limit.Tokens > 0 && r.MaxTokens == 0 && field != "" {
-		set := false
+	if field := limit.field(r.API); limit.Tokens > 0 && field != "" {
+		tokens := r.MaxTokens
+		if tokens == 0 {
+			tokens = limit.Tokens
+			if r.API == Completions {
+				tokens = min(tokens, CompletionsDefaultLimit)
+			}
+		}
+		text := strconv.FormatInt(tokens, 10)
+		read, at := false, absent // a limit the provider reads; where field's value is
 		for i, v := range r.limitVals {
+			if !v.ok() {
+				continue
+			}
+			lit := string(r.Raw[v.start:v.end])
+			zero := lit == "0" || lit == "-0"
+			read = read || (limit.reads(r.API, limitNames[i]) && !zero && lit != "null")
 			switch {
-			case !v.ok():
 			case limitNames[i] == field:
-				edits[n] = edit{v, strconv.FormatInt(limit.Tokens, 10)}
-				n++
-				set = true
-			case r.Raw[v.start] != 'n': // 0 or -0, as MaxTokens is 0
+				at = v
+			case zero:
 				edits[n] = edit{v, "null"}
 				n++
 			}
 		}
-		if !set {
+		switch {
+		case read:
+			if at.ok() && (string(r.Raw[at.start:at.end]) == "0" || string(r.Raw[at.start:at.end]) == "-0") {
+				edits[n] = edit{at, "null"}
+				n++
+			}
+		case at.ok():
+			edits[n] = edit{at, text}
+			n++
+		default:
 			// first, before a model inserted at the same place: the
 			// object holds at least the model after it, hence the comma
 			open := skipSpace(r.Raw, 0)
-			edits[n] = edit{span{open + 1, open + 1}, `"` + field + `":` + strconv.FormatInt(limit.Tokens, 10) + ","}
+			edits[n] = edit{span{open + 1, open + 1}, `"` + field + `":` + text + ","}
 			n++
 		}
 	}

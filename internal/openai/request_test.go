@@ -843,3 +843,34 @@ func TestParseRequestManyMembers(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamOutputCap: where an output cap goes, per API and provider
+// field, and what it never does (raise completions' default of 16, or add
+// a member beside a limit the provider reads).
+func TestUpstreamOutputCap(t *testing.T) {
+	for _, tc := range []struct {
+		api        API
+		field      string
+		body, want string
+	}{
+		{Chat, "", `{"messages":[]}`, `{"max_completion_tokens":40,"model":"m","messages":[]}`},
+		{Chat, "max_tokens", `{"messages":[]}`, `{"max_tokens":40,"model":"m","messages":[]}`},
+		{Chat, "", `{"messages":[],"max_tokens":7}`, `{"model":"m","messages":[],"max_tokens":7}`},
+		{Chat, "max_tokens", `{"messages":[],"max_completion_tokens":5}`, `{"max_tokens":5,"model":"m","messages":[],"max_completion_tokens":5}`},
+		{Chat, "max_tokens", `{"messages":[],"max_tokens":0,"max_completion_tokens":5}`, `{"model":"m","messages":[],"max_tokens":5,"max_completion_tokens":5}`},
+		{Chat, "", `{"messages":[],"max_tokens":0}`, `{"max_completion_tokens":40,"model":"m","messages":[],"max_tokens":null}`},
+		{Chat, "", `{"messages":[],"max_completion_tokens":null}`, `{"model":"m","messages":[],"max_completion_tokens":40}`},
+		{Completions, "", `{"prompt":"Say hi"}`, `{"max_tokens":16,"model":"m","prompt":"Say hi"}`},
+		{Completions, "", `{"prompt":"Say hi","max_tokens":100}`, `{"model":"m","prompt":"Say hi","max_tokens":100}`},
+		{Responses, "", `{"input":"hi"}`, `{"max_output_tokens":40,"model":"m","input":"hi"}`},
+		{Embeddings, "", `{"input":"hi"}`, `{"model":"m","input":"hi"}`},
+	} {
+		var r Request
+		if err := r.Parse([]byte(tc.body), tc.api); err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		if got := string(r.UpstreamBody("m", AskUsage, OutputCap{Tokens: 40, ChatField: tc.field})); got != tc.want {
+			t.Errorf("api %d, field %q, %s:\n got %s\nwant %s", tc.api, tc.field, tc.body, got, tc.want)
+		}
+	}
+}
