@@ -33,10 +33,7 @@ func TestAbandonedAttemptIsCharged(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/chat/completions",
-		strings.NewReader(`{"model":"simple_qa","max_tokens":500,"messages":[{"role":"user","content":"Write a long story."}]}`))
-	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
-	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	req := h2Request(ctx, `{"model":"simple_qa","max_tokens":500,"messages":[{"role":"user","content":"Write a long story."}]}`)
 	go func() {
 		<-mock.Arrived() // the provider has the request
 		cancel()
@@ -58,6 +55,14 @@ func TestAbandonedAttemptIsCharged(t *testing.T) {
 	if spent[periodDay] <= 0 {
 		t.Errorf("the budget was not charged: %+v", spent)
 	}
+}
+
+// h2Request is a chat request over HTTP/2 (where a client's leaving
+// cancels ctx at once), ready for Router.ServeHTTP.
+func h2Request(ctx context.Context, body string) *http.Request {
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+	return req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
 }
 
 // estimatedCharge is what deployment name of r was charged as estimated:
@@ -331,10 +336,7 @@ func TestHedgeHoldsTheBudgetTwice(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/chat/completions",
-		strings.NewReader(`{"model":"simple_qa","max_tokens":350,"messages":[{"role":"user","content":"Hi"}]}`))
-	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
-	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+	req := h2Request(ctx, `{"model":"simple_qa","max_tokens":350,"messages":[{"role":"user","content":"Hi"}]}`)
 	held := make(chan float64, 1)
 	go func() {
 		<-mock.Arrived()

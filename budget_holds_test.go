@@ -282,15 +282,14 @@ func TestHedgeLoserJSONCharged(t *testing.T) {
 	}
 }
 
-// TestDowngradeKeepsOtherBudgetsLimits: premium (complex_reasoning,
-// downgrade simple_qa) and standard (simple_qa, downgrade cheapest), both
-// at their limits. A request premium moves to simple_qa meets standard's
-// limit there and follows standard's downgrade in turn; it is never
-// served by a deployment whose budget is spent.
-func TestDowngradeKeepsOtherBudgetsLimits(t *testing.T) {
+// spentDowngradeBudgets is a router whose budgets premium
+// (complex_reasoning, downgrade simple_qa) and standard (simple_qa,
+// downgrade standardTo) are both spent, and the body of a request to a
+// route.
+func spentDowngradeBudgets(t *testing.T, standardTo string) (*Router, func(route string) string) {
 	mock := mockllm.New()
 	srv := httptest.NewServer(mock)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	r := benchRouter(t, srv.URL, func(r *Router) {
 		price := &Price{Input: 1000}
 		r.Models = []*Model{
@@ -301,14 +300,13 @@ func TestDowngradeKeepsOtherBudgetsLimits(t *testing.T) {
 		r.Routes = map[string][]string{"complex_reasoning": {"gpt-4.1"}, "simple_qa": {"deepseek-v3.2"}, "cheapest": {"tiny"}}
 		r.Budgets = []*Budget{
 			{Name: "premium", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"complex_reasoning"}, Downgrade: "simple_qa"},
-			{Name: "standard", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"simple_qa"}, Downgrade: "cheapest"},
+			{Name: "standard", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"simple_qa"}, Downgrade: standardTo},
 		}
 		r.BudgetSync = -1
 	})
 	body := func(route string) string {
 		return `{"model":"` + route + `","max_tokens":20,"messages":[{"role":"user","content":"Hi"}]}`
 	}
-	// spend both budgets to their limits
 	for _, route := range []string{"complex_reasoning", "simple_qa"} {
 		for range 10 {
 			if w := serveOnce(r, body(route)); w.Header().Get(hdrBudget) != "" {
@@ -316,6 +314,16 @@ func TestDowngradeKeepsOtherBudgetsLimits(t *testing.T) {
 			}
 		}
 	}
+	return r, body
+}
+
+// TestDowngradeKeepsOtherBudgetsLimits: premium (complex_reasoning,
+// downgrade simple_qa) and standard (simple_qa, downgrade cheapest), both
+// at their limits. A request premium moves to simple_qa meets standard's
+// limit there and follows standard's downgrade in turn; it is never
+// served by a deployment whose budget is spent.
+func TestDowngradeKeepsOtherBudgetsLimits(t *testing.T) {
+	r, body := spentDowngradeBudgets(t, "cheapest")
 	if w := serveOnce(r, body("simple_qa")); w.Header().Get(hdrModel) != "tiny" {
 		t.Fatalf("simple_qa at standard's limit answered by %q (%s), want the downgrade to tiny", w.Header().Get(hdrModel), w.Header().Get(hdrBudget))
 	}
@@ -335,32 +343,7 @@ func TestDowngradeKeepsOtherBudgetsLimits(t *testing.T) {
 // routes, both spent: a request one moves to the other's route is not sent
 // back to the route it was refused on; it is refused.
 func TestDowngradeCycleRefused(t *testing.T) {
-	mock := mockllm.New()
-	srv := httptest.NewServer(mock)
-	defer srv.Close()
-	r := benchRouter(t, srv.URL, func(r *Router) {
-		price := &Price{Input: 1000}
-		r.Models = []*Model{
-			{Name: "gpt-4.1", Price: price},
-			{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price},
-		}
-		r.Routes = map[string][]string{"complex_reasoning": {"gpt-4.1"}, "simple_qa": {"deepseek-v3.2"}}
-		r.Budgets = []*Budget{
-			{Name: "premium", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"complex_reasoning"}, Downgrade: "simple_qa"},
-			{Name: "standard", Limits: []BudgetLimit{{Amount: 0.01, Period: "day"}}, Match: []string{"simple_qa"}, Downgrade: "complex_reasoning"},
-		}
-		r.BudgetSync = -1
-	})
-	body := func(route string) string {
-		return `{"model":"` + route + `","max_tokens":20,"messages":[{"role":"user","content":"Hi"}]}`
-	}
-	for _, route := range []string{"complex_reasoning", "simple_qa"} {
-		for range 10 {
-			if w := serveOnce(r, body(route)); w.Header().Get(hdrBudget) != "" {
-				break
-			}
-		}
-	}
+	r, body := spentDowngradeBudgets(t, "complex_reasoning")
 	before := [2]float64{spentIn(r, 0, periodDay), spentIn(r, 1, periodDay)}
 	for _, route := range []string{"complex_reasoning", "simple_qa"} {
 		w := serveOnce(r, body(route))

@@ -212,8 +212,8 @@ func (ex *exchange) abandonedUsage(d *deployment) usage {
 	u := ex.estimate(0)
 	if !ex.body.Stream {
 		reserve := ex.outputCap(d)
-		if ex.ep.api() == openai.Completions {
-			reserve = min(reserve, openai.CompletionsDefaultLimit) // the cap never raises the API default
+		if reserve > 0 {
+			reserve = ex.body.CappedLimit(reserve) // what it was sent with
 		}
 		if reserve == 0 {
 			reserve = defaultReserveOutput

@@ -297,11 +297,8 @@ func TestSemanticLookupAbandonedRestsNoOne(t *testing.T) {
 	})
 	for i := range semanticFailuresToRest {
 		ctx, cancel := context.WithCancel(context.Background())
-		req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/chat/completions",
-			strings.NewReader(fmt.Sprintf(`{"model":"simple_qa","messages":[{"role":"user","content":"Question %d about shipping"}]}`, i)))
-		req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+		req := h2Request(ctx, fmt.Sprintf(`{"model":"simple_qa","messages":[{"role":"user","content":"Question %d about shipping"}]}`, i))
 		req.Header.Set("Authorization", clientKey)
-		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
 		go func() {
 			<-mock.Arrived() // the embedding model has the question
 			cancel()

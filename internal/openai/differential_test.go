@@ -184,7 +184,7 @@ func checkReadingsAgree(t *testing.T, body []byte) {
 					if tokens == 0 {
 						tokens = limit.Tokens
 						if api == Completions {
-							tokens = min(tokens, CompletionsDefaultLimit)
+							tokens = min(tokens, completionsDefaultLimit)
 						}
 					}
 					read := false

@@ -1072,9 +1072,22 @@ func (c OutputCap) field(api API) string {
 // limit member's value per name, and the cap inserted.
 const maxEdits = 3 + len(limitNames)
 
-// CompletionsDefaultLimit is the output limit of a completions request
+// completionsDefaultLimit is the output limit of a completions request
 // that sets none, at OpenAI (and vLLM): a cap never raises it.
-const CompletionsDefaultLimit = 16
+const completionsDefaultLimit = 16
+
+// CappedLimit is the output limit the request goes upstream with under a
+// cap of tokens for each answer: its own, else the cap (at most
+// completions' default).
+func (r *Request) CappedLimit(tokens int64) int64 {
+	switch {
+	case r.MaxTokens != 0:
+		return r.MaxTokens
+	case r.API == Completions:
+		return min(tokens, completionsDefaultLimit)
+	}
+	return tokens
+}
 
 // Upstream is the body for one attempt: Raw with "model" set to model; for
 // a chat or completions stream, usage asked for (or stream_options
@@ -1092,15 +1105,8 @@ func (r *Request) Upstream(model string, ask UsageAsk, limit OutputCap) Body {
 	var edits [maxEdits]edit
 	n := 0
 	if field := limit.field(r.API); limit.Tokens > 0 && field != "" {
-		tokens := r.MaxTokens
-		if tokens == 0 {
-			tokens = limit.Tokens
-			if r.API == Completions {
-				tokens = min(tokens, CompletionsDefaultLimit)
-			}
-		}
-		text := strconv.FormatInt(tokens, 10)
-		read, at := false, absent // a limit the provider reads; where field's value is
+		text := strconv.FormatInt(r.CappedLimit(limit.Tokens), 10)
+		read, at, atZero := false, absent, false // a limit the provider reads; where field's value is
 		for i, v := range r.limitVals {
 			if !v.ok() {
 				continue
@@ -1110,7 +1116,7 @@ func (r *Request) Upstream(model string, ask UsageAsk, limit OutputCap) Body {
 			read = read || (limit.reads(r.API, limitNames[i]) && !zero && lit != "null")
 			switch {
 			case limitNames[i] == field:
-				at = v
+				at, atZero = v, zero
 			case zero:
 				edits[n] = edit{v, "null"}
 				n++
@@ -1118,7 +1124,7 @@ func (r *Request) Upstream(model string, ask UsageAsk, limit OutputCap) Body {
 		}
 		switch {
 		case read:
-			if at.ok() && (string(r.Raw[at.start:at.end]) == "0" || string(r.Raw[at.start:at.end]) == "-0") {
+			if atZero {
 				edits[n] = edit{at, "null"}
 				n++
 			}
