@@ -393,7 +393,9 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 		if ctx.Err() != nil && ctx.Err() != context.DeadlineExceeded {
 			return probeSkipped // shutting down
 		}
-		detail = "probe: " + unwrapURLError(err).Error()
+		// the failure's class, not Go's text: that names local and remote
+		// addresses, and the detail reaches the admin API and the logs
+		detail = "probe: " + transportErrorText(err)
 	default:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))

@@ -144,6 +144,21 @@ func TestActiveProbes(t *testing.T) {
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 }
 
+// TestProbeErrorHasNoAddress: a probe's transport failure is described by
+// its class in the admin stats, not by Go's text with the local and remote
+// addresses in it.
+func TestProbeErrorHasNoAddress(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\ttimeout 1s"))
+	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Reset: true})
+	for waitFor(t, events, "a failing probe") != probeFailed {
+	}
+	st := statsFor(t, g, "deepseek-v3.2", "primary")
+	if !strings.HasPrefix(st.LastError, "probe: ") || strings.Contains(st.LastError, "127.0.0.1") || strings.Contains(st.LastError, strings.TrimPrefix(g.primaryURL, "http://")) {
+		t.Errorf("last error %q; want the failure's class without addresses", st.LastError)
+	}
+}
+
 func TestProbeSkipIfActive(t *testing.T) {
 	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\tskip_if_active 1h"))
 	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})

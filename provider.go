@@ -173,7 +173,7 @@ func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
 	resp, err := p.transport.RoundTrip(req)
 	if err != nil {
 		logger.Warn("verify_key: provider unreachable; loading anyway",
-			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.Error(unwrapURLError(err)))
+			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.String("error", transportErrorText(err)))
 		return nil
 	}
 	defer resp.Body.Close()
@@ -249,8 +249,6 @@ func keyHash(key string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// unwrapURLError drops the url.Error wrapper: its URL may carry query
-// parameters a provider treats as secret, and it only repeats the address.
 // transportErrorText says what kind of failure a transport error was, for
 // the 503 message and logs, without the addresses Go's network errors
 // carry (the deployment's name says which provider it was): "dial:
@@ -316,6 +314,8 @@ func certInvalidReason(r x509.InvalidReason) string {
 	return "invalid"
 }
 
+// unwrapURLError drops the url.Error wrapper: its URL may carry query
+// parameters a provider treats as secret, and it only repeats the address.
 func unwrapURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
