@@ -50,7 +50,7 @@ func TestAbandonedAttemptIsCharged(t *testing.T) {
 		windows[p] = l.window(p, now())
 	}
 	l.mu.Lock()
-	spent := l.keySpend("").committedIn(windows)
+	spent := l.committedIn("", l.keySpend(""), windows)
 	l.mu.Unlock()
 	if spent[periodDay] <= 0 {
 		t.Errorf("the budget was not charged: %+v", spent)

@@ -420,7 +420,7 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, who
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ks := l.keySpend(key)
-	spend := ks.committedIn(windows)
+	spend := l.committedIn(key, ks, windows)
 	reached := func(spent, limit float64) bool {
 		if whole {
 			return spent+amount > limit

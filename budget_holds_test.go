@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -420,17 +421,76 @@ func TestWindowOnlyMovesForward(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC)
 	t1 := t0.Add(2 * time.Second)
 	var ps periodSpend
-	ps.advance(periodHour.windowAt(t0, time.UTC)).delta = 1
-	ps.reserved = 2
-	ps.advance(periodHour.windowAt(t1, time.UTC)).delta += 5
+	ps.advance(periodHour.windowAt(t0, time.UTC))
+	ps.delta, ps.reserved = 1, 2
+	left := ps.advance(periodHour.windowAt(t1, time.UTC))
+	ps.delta += 5
 	if ps.delta != 5 || ps.reserved != 2 {
 		t.Fatalf("after the turn: spent %v reserved %v, want 5 and the 2 still reserved", ps.delta, ps.reserved)
 	}
-	ps.advance(periodHour.windowAt(t0, time.UTC)).delta += 1 // a late caller
+	if left.id != periodHour.windowAt(t0, time.UTC).id || left.delta != 1 {
+		t.Errorf("the turn left %s with %v unsynced, want the old hour with 1", left.id, left.delta)
+	}
+	if late := ps.advance(periodHour.windowAt(t0, time.UTC)); late.id != "" { // a late caller
+		t.Errorf("a late caller's advance left %+v, want nothing", late)
+	}
+	ps.delta += 1
 	if ps.id != periodHour.windowAt(t1, time.UTC).id || ps.delta != 6 {
 		t.Errorf("a late caller moved the key to %s with %v spent, want the new hour with 6", ps.id, ps.delta)
 	}
 	if !strings.HasPrefix(ps.id, "hour-") {
 		t.Errorf("window id %q", ps.id)
+	}
+}
+
+// TestEndedWindowSpendReachesStorage: spend not yet synced when its key
+// moves on to a new hour (a request charged in it, or a sync's refresh) is
+// written to the ended hour's file at the next sync, a spilled key's too,
+// and a sync that fails keeps it for the one after.
+func TestEndedWindowSpendReachesStorage(t *testing.T) {
+	t0 := time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC)
+	t1 := t0.Add(2 * time.Second) // 12:00:01
+	b, err := newBudget(&Budget{Name: "ended", Limits: []BudgetLimit{{1000, "hour"}}}, "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.metrics, b.logger = metrics.forBudget("ended"), zap.NewNop()
+	st := &failingStorage{FileStorage: certmagic.FileStorage{Path: t.TempDir()}}
+	l := &budgetLedger{name: "ended", spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: "test-instance"}
+	l.keys, _ = newBudgetKeys(l)
+	l.users = []*budget{b}
+	b.ledger = l
+
+	l.add(b, "charged", 1, t0) // spent in the old hour, not synced
+	l.add(b, "charged", 2, t1) // the key turns to the new hour
+	l.add(b, "idle", 3, t0)    // not charged since
+	spilled := new(keySpend)   // dropped from memory before the turn
+	spilled.periods[periodHour].advance(periodHour.windowAt(t0, time.UTC))
+	spilled.periods[periodHour].delta = 4
+	l.spilled["spilled"] = spilled
+
+	st.fail.Store(true)
+	if err := l.sync(context.Background(), t1, false); err == nil {
+		t.Fatal("a sync whose writes fail succeeded")
+	}
+	st.fail.Store(false)
+	if err := l.sync(context.Background(), t1, false); err != nil {
+		t.Fatal(err)
+	}
+	file := func(at time.Time) map[string]float64 {
+		f, err := loadInstanceFile(context.Background(), st, "llm_router/budgets/ended/"+periodHour.windowAt(at, time.UTC).id+"/test-instance.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.Spend
+	}
+	if got, want := file(t0), map[string]float64{"charged": 1, "idle": 3, "spilled": 4}; !maps.Equal(got, want) {
+		t.Errorf("the ended hour's file holds %v, want %v", got, want)
+	}
+	if got, want := file(t1), map[string]float64{"charged": 2}; !maps.Equal(got, want) {
+		t.Errorf("the new hour's file holds %v, want %v", got, want)
+	}
+	if len(l.spilled) != 0 || len(l.ended) != 0 {
+		t.Errorf("left in memory after the syncs: spilled %v, ended %v", l.spilled, l.ended)
 	}
 }

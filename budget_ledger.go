@@ -30,8 +30,12 @@ type budgetLedger struct {
 	mu      sync.Mutex
 	keys    *lru.Cache[string, *keySpend]
 	spilled map[string]*keySpend // dropped since the last sync, with unsynced spend
-	users   []*budget            // oldest first: whose settings apply
-	windows [periodCount]atomic.Pointer[window]
+	// ended is the unsynced spend of windows that have ended, kept for the
+	// next sync to write to those windows' files (syncEnded)
+	ended        map[endedWindowKey]float64
+	endedDropped int       // ended spend not kept since the last sync: the bound was reached
+	users        []*budget // oldest first: whose settings apply
+	windows      [periodCount]atomic.Pointer[window]
 
 	// sync: nil storage means local only
 	storage  certmagic.Storage
@@ -84,12 +88,50 @@ func (p *periodSpend) committed() float64 { return p.total() + max(p.reserved, 0
 // the spend starts afresh, and what requests in flight reserved stays
 // (their costs land in w). A w that does not begin later (a caller that
 // read the clock just before a turn another caller already made) leaves p
-// as it is: the spend of a newer window is never set back.
-func (p *periodSpend) advance(w window) *periodSpend {
+// as it is: the spend of a newer window is never set back. It returns the
+// window p held when it moved on (zero when it did not), whose unsynced
+// delta is the ledger's to keep (budgetLedger.advance).
+func (p *periodSpend) advance(w window) (left periodSpend) {
 	if s := w.start.UnixNano(); p.id != w.id && (p.id == "" || s > p.start) {
+		left = *p
 		*p = periodSpend{id: w.id, start: s, reserved: p.reserved}
 	}
-	return p
+	return left
+}
+
+// endedWindowKey names a key's spend in a window that has ended.
+type endedWindowKey struct {
+	p      period
+	window string // the window's id
+	key    string
+}
+
+// maxEndedSpend bounds the ended windows' unsynced spend kept while
+// storage does not take it: one entry per key, period and window.
+const maxEndedSpend = 4 * maxBudgetKeys
+
+// advance moves key's spend in period p to window w (periodSpend.advance)
+// and keeps the unsynced spend of the window it leaves for the next sync
+// (l.mu held): a key that turns to a new hour before a sync would
+// otherwise drop from storage's record what it spent in the hour before.
+func (l *budgetLedger) advance(key string, p period, ps *periodSpend, w window) *periodSpend {
+	if left := ps.advance(w); left.delta != 0 && l.storage != nil {
+		l.keepEnded(endedWindowKey{p, left.id, key}, left.delta)
+	}
+	return ps
+}
+
+// keepEnded keeps d of an ended window's spend for the next sync, within
+// maxEndedSpend (l.mu held).
+func (l *budgetLedger) keepEnded(k endedWindowKey, d float64) {
+	if _, ok := l.ended[k]; !ok && len(l.ended) >= maxEndedSpend {
+		l.endedDropped++
+		return
+	}
+	if l.ended == nil {
+		l.ended = map[endedWindowKey]float64{}
+	}
+	l.ended[k] += d
 }
 
 // acquireLedger returns the shared ledger of b's name (and storage: a
@@ -240,7 +282,7 @@ func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, 
 	l.mu.Lock()
 	ks := l.keySpend(key)
 	for p := range periodCount {
-		ps := ks.periods[p].advance(windows[p])
+		ps := l.advance(key, p, &ks.periods[p], windows[p])
 		ps.reserved = max(ps.reserved-released, 0)
 		ps.delta += cost
 	}
@@ -261,12 +303,12 @@ func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, 
 	}
 }
 
-// committedIn is the key's spend and reservations in each period's
-// window (the ledger's lock held): what admission compares with limits.
-func (ks *keySpend) committedIn(windows [periodCount]window) [periodCount]float64 {
+// committedIn is key's spend and reservations in each period's window
+// (l.mu held): what admission compares with limits.
+func (l *budgetLedger) committedIn(key string, ks *keySpend, windows [periodCount]window) [periodCount]float64 {
 	var spend [periodCount]float64
 	for p := range periodCount {
-		spend[p] = ks.periods[p].advance(windows[p]).committed()
+		spend[p] = l.advance(key, p, &ks.periods[p], windows[p]).committed()
 	}
 	return spend
 }

@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -55,6 +56,19 @@ func (p period) windowAt(t time.Time, loc *time.Location) window {
 		end = time.Date(y, m+1, 1, 0, 0, 0, 0, loc)
 	}
 	return window{start: start, end: end, id: p.String() + "-" + start.Format(windowStamp)}
+}
+
+// windowStart reads the start of window id (a period's name, "-", the
+// start's windowStamp, or hourStamp for an hour), in loc.
+func windowStart(id string, loc *time.Location) (time.Time, bool) {
+	pname, stamp, _ := strings.Cut(id, "-")
+	if p, ok := parsePeriod(pname); ok && p == periodHour {
+		if s, err := time.Parse(hourStamp, stamp); err == nil {
+			return s, true
+		}
+	}
+	start, err := time.ParseInLocation(windowStamp, stamp, loc)
+	return start, err == nil
 }
 
 // windowStamp is the layout of a window's start in its id, in the

@@ -91,6 +91,11 @@ func (l *budgetLedger) sync(ctx context.Context, t time.Time, prune bool) error 
 	var windows [periodCount]window
 	for p := range periodCount {
 		windows[p] = l.window(p, t)
+	}
+	if err := l.syncEnded(ctx, windows); err != nil {
+		errs = append(errs, err)
+	}
+	for p := range periodCount {
 		if err := l.syncPeriod(ctx, p, windows[p]); err != nil {
 			errs = append(errs, err)
 		}
@@ -154,11 +159,7 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 					ks = new(keySpend)
 					l.spilled[key] = ks
 				}
-				if ps := &ks.periods[p]; ps.id == w.id {
-					ps.delta += d
-				} else {
-					*ps = periodSpend{id: w.id, start: w.start.UnixNano(), delta: d}
-				}
+				l.advance(key, p, &ks.periods[p], w).delta += d
 			}
 		}
 		l.mu.Unlock()
@@ -207,7 +208,7 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	defer l.mu.Unlock()
 	for _, key := range l.keys.Keys() {
 		ks, _ := l.keys.Peek(key)
-		if ps := ks.periods[p].advance(w); ps.id == w.id {
+		if ps := l.advance(key, p, &ks.periods[p], w); ps.id == w.id {
 			ps.base, ps.others = mine.Spend[key], others[key]
 		}
 	}
@@ -228,6 +229,80 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	return nil
 }
 
+// syncEnded adds to this instance's files of windows that have ended the
+// spend they had unsynced when their keys moved on (budgetLedger.advance),
+// first moving every key on, idle and spilled ones included. No limit reads those windows any more, but an
+// instance whose clock lags still does, and they are the record of what
+// was spent. What storage does not take is kept for the next sync, unless
+// its window has gone past keeping (pruneAfter).
+func (l *budgetLedger) syncEnded(ctx context.Context, current [periodCount]window) error {
+	l.mu.Lock()
+	for _, key := range l.keys.Keys() { // idle keys too
+		ks, _ := l.keys.Peek(key)
+		for p := range periodCount {
+			l.advance(key, p, &ks.periods[p], current[p])
+		}
+	}
+	for key, ks := range l.spilled {
+		for p := range periodCount {
+			l.advance(key, p, &ks.periods[p], current[p])
+		}
+		if !slices.ContainsFunc(ks.periods[:], func(ps periodSpend) bool { return ps.delta != 0 }) {
+			delete(l.spilled, key)
+		}
+	}
+	ended, dropped := l.ended, l.endedDropped
+	l.ended, l.endedDropped = nil, 0
+	l.mu.Unlock()
+	if dropped > 0 {
+		l.logger.Warn("storage has not taken the spend of ended windows for a while; dropped what did not fit in memory from their record (limits are unaffected)",
+			zap.String("budget", l.name), zap.Int("dropped", dropped))
+	}
+	if len(ended) == 0 {
+		return nil
+	}
+	byWindow := map[string]map[endedWindowKey]float64{}
+	for k, d := range ended {
+		if byWindow[k.window] == nil {
+			byWindow[k.window] = map[endedWindowKey]float64{}
+		}
+		byWindow[k.window][k] = d
+	}
+	var errs []error
+	for id, spend := range byWindow {
+		own := path.Join(budgetStoragePrefix, l.name, id, l.instance+".json")
+		mine, err := loadInstanceFile(ctx, l.storage, own)
+		if err == nil {
+			for k, d := range spend {
+				mine.Spend[k.key] += d
+			}
+			mine.Instance, mine.Updated = l.instance, now()
+			b, _ := json.Marshal(mine)
+			err = l.storage.Store(ctx, own, b)
+		}
+		if err == nil {
+			continue
+		}
+		errs = append(errs, err)
+		l.mu.Lock()
+		for k, d := range spend {
+			if l.windowKept(k, current) {
+				l.keepEnded(k, d)
+			}
+		}
+		l.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// windowKept says whether k's window is still within pruneAfter of its
+// period's current window: storage keeps its files that long.
+func (l *budgetLedger) windowKept(k endedWindowKey, current [periodCount]window) bool {
+	w := current[k.p]
+	start, ok := windowStart(k.window, w.start.Location())
+	return !ok || !k.p.windowAt(start, w.start.Location()).end.Before(w.start.Add(-pruneAfter))
+}
+
 // prune deletes the budget's files of windows that ended more than
 // pruneAfter before the current window of their period (in current) began:
 // an instance reads only its current windows, so they are never read
@@ -245,23 +320,13 @@ func (l *budgetLedger) prune(ctx context.Context, current [periodCount]window) e
 		return err
 	}
 	for _, name := range names {
-		// a window id is the period's name, "-", the start's windowStamp
-		pname, stamp, _ := strings.Cut(path.Base(name), "-")
+		id := path.Base(name)
+		pname, _, _ := strings.Cut(id, "-")
 		p, ok := parsePeriod(pname)
 		if !ok {
 			continue // not a window
 		}
-		w := current[p]
-		start, err := time.ParseInLocation(windowStamp, stamp, w.start.Location())
-		if p == periodHour {
-			if s, herr := time.Parse(hourStamp, stamp); herr == nil {
-				start, err = s, nil
-			}
-		}
-		if err != nil {
-			continue
-		}
-		if p.windowAt(start, w.start.Location()).end.Before(w.start.Add(-pruneAfter)) {
+		if !l.windowKept(endedWindowKey{p: p, window: id}, current) {
 			if err := l.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
