@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
-	"go.uber.org/zap"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
@@ -380,16 +379,8 @@ func (s *slowListStorage) List(ctx context.Context, prefix string, recursive boo
 func TestSyncAcrossWindowTurnKeepsSpend(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC)
 	t1 := t0.Add(2 * time.Second) // 12:00:01
-	b, err := newBudget(&Budget{Name: "sync_turn", Limits: []BudgetLimit{{1000, "hour"}}}, "USD")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.metrics, b.logger = metrics.forBudget("sync_turn"), zap.NewNop()
 	st := &slowListStorage{FileStorage: certmagic.FileStorage{Path: t.TempDir()}, entered: make(chan struct{}), release: make(chan struct{})}
-	l := &budgetLedger{name: "sync_turn", spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: "test-instance"}
-	l.keys, _ = newBudgetKeys(l)
-	l.users = []*budget{b}
-	b.ledger = l
+	b, l := storedBudget(t, &Budget{Name: "sync_turn", Limits: []BudgetLimit{{1000, "hour"}}}, st, "test-instance")
 	l.add(b, "", 1, t0) // spent in the old hour
 	done := make(chan error, 1)
 	go func() { done <- l.sync(context.Background(), t0, false) }()
@@ -450,16 +441,8 @@ func TestWindowOnlyMovesForward(t *testing.T) {
 func TestEndedWindowSpendReachesStorage(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC)
 	t1 := t0.Add(2 * time.Second) // 12:00:01
-	b, err := newBudget(&Budget{Name: "ended", Limits: []BudgetLimit{{1000, "hour"}}}, "USD")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.metrics, b.logger = metrics.forBudget("ended"), zap.NewNop()
 	st := &failingStorage{FileStorage: certmagic.FileStorage{Path: t.TempDir()}}
-	l := &budgetLedger{name: "ended", spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: "test-instance"}
-	l.keys, _ = newBudgetKeys(l)
-	l.users = []*budget{b}
-	b.ledger = l
+	b, l := storedBudget(t, &Budget{Name: "ended", Limits: []BudgetLimit{{1000, "hour"}}}, st, "test-instance")
 
 	l.add(b, "charged", 1, t0) // spent in the old hour, not synced
 	l.add(b, "charged", 2, t1) // the key turns to the new hour

@@ -217,16 +217,7 @@ func TestBudgetReservations(t *testing.T) {
 // the key returns.
 func TestBudgetKeysBounded(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	b, err := newBudget(&Budget{Name: "bounded", Limits: []BudgetLimit{{1000, "day"}}, Key: "{k}"}, "USD")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.metrics, b.logger = metrics.forBudget("bounded"), zap.NewNop()
-	l := &budgetLedger{name: "bounded", spilled: map[string]*keySpend{}, logger: zap.NewNop(),
-		storage: &certmagic.FileStorage{Path: t.TempDir()}, instance: "test-instance"}
-	l.keys, _ = newBudgetKeys(l)
-	l.users = []*budget{b}
-	b.ledger = l
+	b, l := storedBudget(t, &Budget{Name: "bounded", Limits: []BudgetLimit{{1000, "day"}}, Key: "{k}"}, &certmagic.FileStorage{Path: t.TempDir()}, "test-instance")
 	for i := range maxBudgetKeys + 50 {
 		l.add(b, fmt.Sprintf("team-%05d", i), 1, t0)
 	}
@@ -257,6 +248,22 @@ func TestBudgetKeysBounded(t *testing.T) {
 }
 
 // failingStorage is a file storage whose writes fail while fail is set.
+// storedBudget is budget cfg on a ledger of its own that syncs to st as
+// instance, for tests that drive the sync by hand.
+func storedBudget(t *testing.T, cfg *Budget, st certmagic.Storage, instance string) (*budget, *budgetLedger) {
+	t.Helper()
+	b, err := newBudget(cfg, "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.metrics, b.logger = metrics.forBudget(cfg.Name), zap.NewNop()
+	l := &budgetLedger{name: cfg.Name, spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: instance}
+	l.keys, _ = newBudgetKeys(l)
+	l.users = []*budget{b}
+	b.ledger = l
+	return b, l
+}
+
 type failingStorage struct {
 	certmagic.FileStorage
 	fail atomic.Bool
@@ -275,16 +282,8 @@ func (s *failingStorage) Store(ctx context.Context, key string, value []byte) er
 // put in its place.
 func TestBudgetSpilledSpendSurvivesAFailedSync(t *testing.T) {
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	b, err := newBudget(&Budget{Name: "spilled", Limits: []BudgetLimit{{1000, "hour"}, {1000, "day"}}, Key: "{k}"}, "USD")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.metrics, b.logger = metrics.forBudget("spilled"), zap.NewNop()
 	st := &failingStorage{FileStorage: certmagic.FileStorage{Path: t.TempDir()}}
-	l := &budgetLedger{name: "spilled", spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: "test-instance"}
-	l.keys, _ = newBudgetKeys(l)
-	l.users = []*budget{b}
-	b.ledger = l
+	b, l := storedBudget(t, &Budget{Name: "spilled", Limits: []BudgetLimit{{1000, "hour"}, {1000, "day"}}, Key: "{k}"}, st, "test-instance")
 	for i := range maxBudgetKeys + 1 {
 		l.add(b, fmt.Sprintf("team-%05d", i), 1, t0)
 	}
@@ -314,16 +313,8 @@ func TestBudgetSpilledSpendSurvivesAFailedSync(t *testing.T) {
 func TestBudgetPrunesPastWindows(t *testing.T) {
 	ctx := context.Background()
 	hcm, _ := time.LoadLocation("Asia/Ho_Chi_Minh")
-	b, err := newBudget(&Budget{Name: "pruned", Limits: []BudgetLimit{{1000, "hour"}}, Timezone: "Asia/Ho_Chi_Minh"}, "USD")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.metrics, b.logger = metrics.forBudget("pruned"), zap.NewNop()
 	st := &certmagic.FileStorage{Path: t.TempDir()}
-	l := &budgetLedger{name: "pruned", spilled: map[string]*keySpend{}, logger: zap.NewNop(), storage: st, instance: "live"}
-	l.keys, _ = newBudgetKeys(l)
-	l.users = []*budget{b}
-	b.ledger = l
+	_, l := storedBudget(t, &Budget{Name: "pruned", Limits: []BudgetLimit{{1000, "hour"}}, Timezone: "Asia/Ho_Chi_Minh"}, st, "live")
 
 	t0 := time.Date(2026, 11, 28, 10, 30, 0, 0, hcm)
 	file := func(p period, at time.Time, loc *time.Location, instance string) string {
