@@ -277,3 +277,32 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 		t.Errorf("the client's hang-up counted against the deployment: score %d, errors %d, last error %q", st.HealthScore, st.Errors, st.LastError)
 	}
 }
+
+// TestProviderAccountStatusesFailOver: 402 (the gateway's account with
+// the provider out of credit, as DeepSeek and OpenRouter send it) and 407
+// (a forward proxy's refusal) are about the gateway, not the client's
+// request: the request fails over, and the provider's text (its account
+// and billing owner) never reaches the client.
+func TestProviderAccountStatusesFailOver(t *testing.T) {
+	for _, status := range []int{http.StatusPaymentRequired, http.StatusProxyAuthRequired} {
+		up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+			w.Header().Set("Content-Type", "application/json")
+			if model == "deepseek-chat" {
+				w.WriteHeader(status)
+				io.WriteString(w, `{"error":{"message":"Insufficient Balance: account acct_7Hq2 (billing owner ops@acme.example) has $0.03 left","type":"insufficient_balance","code":"invalid_request_error"}}`)
+				return
+			}
+			io.WriteString(w, `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
+		})
+		srv := routerServer(t, benchRouter(t, up.URL, nil))
+		resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"simple_qa","messages":[{"role":"user","content":"hello"}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(b), "acct_7Hq2") || resp.Header.Get("X-LLM-Attempts") != "2" {
+			t.Errorf("%d from the first deployment: %d (attempts %s) %s, want the fallback's answer", status, resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), b)
+		}
+	}
+}

@@ -53,7 +53,7 @@ const (
 	outcomeRateLimited  outcome = "rate_limited"
 	outcomeTimeout      outcome = "timeout"
 	outcomeConnectError outcome = "connect_error"
-	outcomeRejected     outcome = "rejected" // 401, 403, 404: a bad key or a model the provider lacks
+	outcomeRejected     outcome = "rejected" // 401, 402, 403, 404, 407: the gateway's key, credit or proxy, or a model the provider lacks
 	outcomeCanceled     outcome = "canceled"
 	outcomeHedgeLost    outcome = "hedge_lost" // canceled: the other attempt of a hedge answered first
 )
@@ -795,7 +795,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 	res.status = resp.StatusCode
 	var relay bool
 	res.outcome, relay = classifyStatus(resp.StatusCode)
-	if !relay && ex.namesRequestResource(resp.StatusCode, payload) {
+	if !relay && ex.namesRequestResource(resp.StatusCode, payload, d.upstream) {
 		// the stored response the request continues is not there: the
 		// client's error, whichever deployment is asked
 		res.outcome, relay = outcomeClientError, true
@@ -1072,8 +1072,13 @@ func classifyStatus(code int) (o outcome, relay bool) {
 		return outcomeRateLimited, false
 	case code == http.StatusRequestTimeout:
 		return outcomeTimeout, false
-	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound:
-		return outcomeRejected, false // a bad key or a model the provider lacks
+	case code == http.StatusUnauthorized, code == http.StatusPaymentRequired, code == http.StatusForbidden,
+		code == http.StatusNotFound, code == http.StatusProxyAuthRequired:
+		// the gateway's account with the provider, not the client's
+		// request: a bad key, no credit left (402), a model the provider
+		// lacks, a forward proxy's refusal (407); its text never reaches
+		// the client
+		return outcomeRejected, false
 	case code >= 400 && code < 500:
 		return outcomeClientError, true // the client's own fault: it gets the provider's answer
 	default:

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"go.uber.org/goleak"
 
@@ -398,3 +399,50 @@ func advanceClock(t *testing.T, d time.Duration) {
 func jsonEqual(a, b []byte) bool { return testkit.JSONEqual(a, b) }
 
 func mockBehaviorStatus(code int) mockllm.Behavior { return mockllm.Behavior{Status: code} }
+
+// reviewUpstream is a hand-written provider: handle gets each request's
+// upstream model id and body.
+func reviewUpstream(t *testing.T, handle func(w http.ResponseWriter, model string, body map[string]any)) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var body map[string]any
+		b, _ := io.ReadAll(req.Body)
+		_ = json.Unmarshal(b, &body)
+		model, _ := body["model"].(string)
+		handle(w, model, body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// deploymentTotals is what deployment name of r was charged: input and
+// output tokens (reported or estimated) and their cost.
+func deploymentTotals(r *Router, name string) (in, out int64, cost float64) {
+	for _, d := range r.deployments {
+		if d.name != name {
+			continue
+		}
+		st := &d.state.stats
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		for _, c := range st.costs {
+			cost += c.amount
+		}
+		return st.input, st.output, cost
+	}
+	return 0, 0, 0
+}
+
+// routerServer serves r over real HTTP/1 (as Caddy would: a replacer in
+// the request's context).
+func routerServer(t *testing.T, r *Router) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		_ = r.ServeHTTP(w, req, nil)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func chunk(content string) string {
+	return fmt.Sprintf("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}]}\n\n", content)
+}

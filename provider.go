@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -291,10 +292,35 @@ func transportErrorText(err error) string {
 		if errors.As(cause, &se) {
 			cause = se.Err
 		}
-		return opErr.Op + ": " + cause.Error()
+		// described in turn: a cause may itself carry addresses (a
+		// forward proxy's "proxyconnect" wraps the dial's error)
+		return opErr.Op + ": " + transportErrorText(cause)
 	}
-	return err.Error()
+	var dialErr reverseproxy.DialError
+	if errors.As(err, &dialErr) {
+		// Caddy's dialer wraps the dial's error without a way to reach it
+		// (no Unwrap): its text ends in the cause ("... connect: connection
+		// refused", "... on 127.0.0.53:53: no such host"), after the
+		// addresses
+		text := dialErr.Error()
+		cause := text
+		if i := strings.LastIndex(text, ": "); i >= 0 {
+			cause = text[i+len(": "):]
+		}
+		if strings.Contains(text, ": lookup ") {
+			return "DNS lookup failed: " + cause
+		}
+		return "dial: " + cause
+	}
+	// an error of no known kind (a malformed response, an HTTP/2 GOAWAY)
+	// may quote what the provider sent: bounded, and any address in it
+	// masked
+	return truncate(addressPattern.ReplaceAllString(err.Error(), "<address>"), 300)
 }
+
+// addressPattern matches an IPv4 or bracketed IPv6 address, with its
+// port if any.
+var addressPattern = regexp.MustCompile(`\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9A-Fa-f:.%\w]+\](?::\d+)?`)
 
 // certInvalidReason names an x509.InvalidReason without the certificate's
 // details.

@@ -82,9 +82,56 @@ func (ex *exchange) homeFirst(candidates []*deployment) {
 // namesRequestResource reports whether an error answer is about something
 // only the request names (the stored response it continues), rather than
 // about the deployment: a 404 that mentions previous_response_id or the
-// id itself.
-func (ex *exchange) namesRequestResource(status int, body []byte) bool {
+// id itself, as a whole word. The id is the client's text: one that could
+// be part of any 404 (a letter, a model's name) would let the client read
+// a deployment's own 404, which is otherwise never relayed, and stop its
+// failover, so it must look like an id (minResponseIDLen or longer) and
+// not be the model the deployment was asked for, and be made of an id's
+// bytes only.
+func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel string) bool {
 	prev := ex.body.PreviousResponseID
-	return status == http.StatusNotFound && prev != "" &&
-		(bytes.Contains(body, []byte(prev)) || bytes.Contains(body, []byte("previous_response")))
+	if status != http.StatusNotFound || prev == "" {
+		return false
+	}
+	if bytes.Contains(body, []byte("previous_response")) {
+		return true
+	}
+	return len(prev) >= minResponseIDLen && prev != upstreamModel && isIDWord(prev) && containsWord(body, prev)
+}
+
+// isIDWord reports whether s is made only of the bytes of an id.
+func isIDWord(s string) bool {
+	for i := range len(s) {
+		if !isIDByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isIDByte: letters, digits, '_' and '-'.
+func isIDByte(c byte) bool {
+	return c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// minResponseIDLen is the shortest previous_response_id found in a 404
+// that makes it the client's: providers' ids are long ("resp_" and 48 hex
+// digits at OpenAI).
+const minResponseIDLen = 12
+
+// containsWord reports whether word occurs in b between bytes that cannot
+// be part of an id (letters, digits, '_', '-').
+func containsWord(b []byte, word string) bool {
+	for from := 0; ; {
+		i := bytes.Index(b[from:], []byte(word))
+		if i < 0 {
+			return false
+		}
+		i += from
+		end := i + len(word)
+		if (i == 0 || !isIDByte(b[i-1])) && (end == len(b) || !isIDByte(b[end])) {
+			return true
+		}
+		from = i + 1
+	}
 }

@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -106,5 +107,41 @@ func TestContinuationEstimateCountsItsContext(t *testing.T) {
 	if in, _, _ := estimatedCharge(r, "deepseek-v3.2"); in < first.Usage.Input+first.Usage.Output {
 		t.Errorf("the abandoned continuation was charged %d input tokens, want at least the %d+%d it continues",
 			in, first.Usage.Input, first.Usage.Output)
+	}
+}
+
+// TestPreviousResponseIDMustLookLikeAnID: a deployment's 404 is the
+// client's error (relayed, no failover) only when it names the stored
+// response the request continues; a previous_response_id that is not an
+// id (a letter, the deployment's model name) found in some other 404 does
+// not make it so: the request fails over and the 404's text (an internal
+// address here) never reaches the client.
+func TestPreviousResponseIDMustLookLikeAnID(t *testing.T) {
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		if model == "deepseek-chat" {
+			w.WriteHeader(404)
+			io.WriteString(w, `{"error":{"message":"no route to model deepseek-chat on inference-7.internal.corp (10.20.30.40:8000) for resp_0123456789abcdef","type":"not_found"}}`)
+			return
+		}
+		io.WriteString(w, `{"id":"resp_ok","object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}`)
+	})
+	srv := routerServer(t, benchRouter(t, up.URL, nil))
+	post := func(prev string) (int, string) {
+		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","input":"hello","previous_response_id":"`+prev+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, prev := range []string{"i", "deepseek-chat", "inference-7", "internal.corp", "resp_0123456789"} {
+		if code, b := post(prev); code != 200 || strings.Contains(b, "10.20.30.40") {
+			t.Errorf("previous_response_id %q turned a deployment's 404 into the client's error: %d %s", prev, code, b)
+		}
+	}
+	if code, b := post("resp_0123456789abcdef"); code != 404 {
+		t.Errorf("a 404 naming the stored response: %d %s, want it relayed", code, b)
 	}
 }

@@ -195,6 +195,14 @@ func (rt *routing) resolve(routeHeader, model string, kind modelKind) resolution
 	return resolution{plan: rt.all[kind], ns: rt.allNS[kind]}
 }
 
+// isName reports whether s names a route or model of this config ("auto"
+// included).
+func (rt *routing) isName(s string) bool {
+	_, route := rt.byRoute[s]
+	_, model := rt.byModel[s]
+	return route || model || s == "auto"
+}
+
 // known returns the names a request gave that this config knows: the route
 // of the header or of the model field, else the model name. Unknown names
 // give "", so that metric labels stay bounded by the config.

@@ -37,8 +37,10 @@ func (ex *exchange) traceRequest() {
 	}
 	attrs := make([]attribute.KeyValue, 0, 14)
 	attrs = append(attrs, attribute.String("gen_ai.operation.name", ex.ep.operationName()))
-	if ex.body.Model != "" {
-		attrs = append(attrs, attribute.String("gen_ai.request.model", ex.body.Model))
+	// only a name the config knows: "model" is the client's text, and
+	// nothing else of it goes into a span
+	if m := ex.body.Model; m != "" && ex.router.routing.isName(m) {
+		attrs = append(attrs, attribute.String("gen_ai.request.model", m))
 	}
 	if d := ex.answered; d != nil {
 		attrs = append(attrs,

@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -115,5 +116,24 @@ func TestTracing(t *testing.T) {
 	}
 	if outcomes["deepseek-v3.2"] != "server_error" || outcomes["gemini-2.5-flash"] != "success" {
 		t.Errorf("attempt outcomes %v", outcomes)
+	}
+
+	// "model" is the client's text: a name the config does not know, however
+	// long, is not put in the span (one tracer provider per process: the
+	// same receiver)
+	secret := "Patient John Doe, DOB 1970-01-01, diagnosis: " + strings.Repeat("confidential ", 20000)
+	b, _ := json.Marshal(map[string]any{"model": secret, "messages": []map[string]string{{"role": "user", "content": "hi"}}})
+	if resp, body := g.post(string(b)); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("an unknown model: %d %s", resp.StatusCode, body)
+	}
+	for {
+		s := waitFor(t, spans, "the unknown model's span")
+		if s.GetName() != "gateway" {
+			continue
+		}
+		if m, set := spanAttrs(s)["gen_ai.request.model"]; set {
+			t.Errorf("the span carries the client's unknown model (%d bytes, begins %.40q)", len(m), m)
+		}
+		return
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
@@ -20,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 	"github.com/llmrouter/caddy-llm-router/internal/testkit"
 )
@@ -193,14 +196,43 @@ func TestForwardProxy(t *testing.T) {
 }
 
 // TestTransportErrorTextHasNoAddress: a failed connection is described by
-// its kind, not by the addresses Go's errors carry.
+// its kind, not by the addresses Go's errors carry: through Go's own
+// transport, through Caddy's (whose dialer hides the dial's error in a
+// reverseproxy.DialError), and through a forward proxy that is down (an
+// error wrapping the dial's).
 func TestTransportErrorTextHasNoAddress(t *testing.T) {
-	req, _ := http.NewRequest(http.MethodGet, closedPortURL(t), nil)
-	_, err := (&http.Transport{}).RoundTrip(req)
-	if err == nil {
-		t.Fatal("a closed port answered")
+	caddyTransport := func(proxy string) http.RoundTripper {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: t.Context()})
+		t.Cleanup(cancel)
+		ht := &reverseproxy.HTTPTransport{ForwardProxyURL: proxy}
+		if err := ht.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return ht
 	}
-	if got := transportErrorText(err); got != "dial: connection refused" {
-		t.Errorf("%q (from %v), want %q", got, err, "dial: connection refused")
+	closed := closedPortURL(t)
+	for _, c := range []struct {
+		name      string
+		transport http.RoundTripper
+		url       string
+		want      string
+	}{
+		{"Go's transport", &http.Transport{}, closed, "dial: connection refused"},
+		{"Caddy's transport", caddyTransport(""), closed, "dial: connection refused"},
+		{"a forward proxy that is down", caddyTransport(closed), "http://llm-provider.example/v1/models", "proxyconnect: dial: connection refused"},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, c.url, nil)
+		_, err := c.transport.RoundTrip(req)
+		if err == nil {
+			t.Fatalf("%s: a closed port answered", c.name)
+		}
+		if got := transportErrorText(err); got != c.want {
+			t.Errorf("%s: %q (from %v), want %q", c.name, got, err, c.want)
+		}
+	}
+	// an error of no known kind keeps its words, not its addresses
+	err := errors.New(`net/http: HTTP/1.x transport connection broken: malformed HTTP response "from 10.20.30.40:8000 and [fd00::1]:443"`)
+	if got := transportErrorText(err); strings.Contains(got, "10.20.30.40") || strings.Contains(got, "fd00") || !strings.Contains(got, "malformed HTTP response") {
+		t.Errorf("%q", got)
 	}
 }
