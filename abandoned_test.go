@@ -1,7 +1,9 @@
 package llmrouter
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -348,5 +350,81 @@ func TestHedgeHoldsTheBudgetTwice(t *testing.T) {
 	one := 350 * 1000 / 1e6
 	if got := <-held; got < 2*one {
 		t.Errorf("%v reserved with a hedge in flight, want twice the reservation (%v)", got, 2*one)
+	}
+}
+
+// TestAbandonedStreamChargedAtProviderUsage: a client that leaves a
+// stream (or stops reading it, then leaves) does not end what the provider
+// sent meanwhile: the router reads on, within abandonedStreamGrace, and
+// charges the provider's usage, not an estimate of what the client got.
+func TestAbandonedStreamChargedAtProviderUsage(t *testing.T) {
+	defer func(old time.Duration) { abandonedStreamGrace = old }(abandonedStreamGrace)
+	abandonedStreamGrace = 10 * time.Second // a margin for the read: it returns at [DONE]
+	clientLeft := make(chan struct{})
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, chunk("Once "))
+		w.(http.Flusher).Flush()
+		<-clientLeft
+		// what a provider generated while its client did not read: in
+		// the sockets' buffers when the client leaves
+		for range 1000 {
+			io.WriteString(w, chunk("upon "))
+		}
+		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":7777,"total_tokens":7797}}`+"\n\ndata: [DONE]\n\n")
+	})
+	r := benchRouter(t, up.URL, nil)
+	srv := routerServer(t, r)
+	done := requestsDone(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"Write a long story."}]}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the client leaves
+	resp.Body.Close()
+	close(clientLeft)
+	waitFor(t, done, "the abandoned stream to be counted")
+	if in, out, _ := deploymentTotals(r, "deepseek-v3.2"); in != 20 || out != 7777 {
+		t.Errorf("charged %d input and %d output tokens, want the provider's 20 and 7777", in, out)
+	}
+}
+
+// TestCutStreamChargesTextAfterEarlyUsage: a provider that sends a usage
+// object early (prompt tokens, output so far) and then more text before
+// its stream breaks: the early object is not the bill; the text after it
+// is charged as estimated.
+func TestCutStreamChargesTextAfterEarlyUsage(t *testing.T) {
+	const more = 400 // chunks of 40 characters: 10 tokens each
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Once"},"finish_reason":null}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}`+"\n\n")
+		for range more {
+			io.WriteString(w, chunk(strings.Repeat("word ", 8)))
+		}
+		w.(http.Flusher).Flush()
+		// the connection breaks before the final usage and [DONE]
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	})
+	r := benchRouter(t, up.URL, nil)
+	srv := routerServer(t, r)
+	done := requestsDone(t)
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Write a long story."}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	waitFor(t, done, "the broken stream to be counted")
+	if in, out, _ := deploymentTotals(r, "deepseek-v3.2"); in != 20 || out < more*10 {
+		t.Errorf("charged %d input and %d output tokens, want the provider's 20 and at least the %d streamed after its usage", in, out, more*10)
 	}
 }

@@ -258,7 +258,7 @@ func TestMidStreamBreak(t *testing.T) {
 // TestClientDisconnectCancelsUpstream: a client that goes away mid-stream
 // cancels the upstream request.
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
-	g := newGateway(t, defaultRouter)
+	g := newGateway(t, withHealth("\t\tinterval off")) // a probe is no failover
 	done := requestsDone(t)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{HoldAfterChunks: 2})
 	// read until the second word has arrived, then hang up

@@ -889,7 +889,22 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	// that its connection serves the next request, and the end of the
 	// client's request must not cut that read.
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
-	unlink := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	// Once the stream is relayed, the client's leaving cuts it only
+	// abandonedStreamGrace later: the provider's usage, or what it sent
+	// into the sockets' buffers while the client stopped reading, is read
+	// meanwhile and charged (streamRelay.onClientGone)
+	var relaying atomic.Bool
+	var abandonOnce sync.Once
+	abandon := func(cause error) {
+		abandonOnce.Do(func() { time.AfterFunc(abandonedStreamGrace, func() { cancel(cause) }) })
+	}
+	unlink := context.AfterFunc(parent, func() {
+		if relaying.Load() {
+			abandon(context.Cause(parent))
+		} else {
+			cancel(context.Cause(parent))
+		}
+	})
 	var body io.ReadCloser // the provider's response body, once it came
 	ended := false         // the stream's last event came: its end is drained apart
 	defer func() {
@@ -984,7 +999,9 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	rc := http.NewResponseController(ex.w)
 	ex.w.WriteHeader(resp.StatusCode)
 	ex.answerStarted()
-	relay := streamRelay{strip: ex.body.StripUsage(), scrub: ex.router.scrub, api: ex.ep.api(), wantID: ex.ep == responsesEndpoint}
+	relay := streamRelay{strip: ex.body.StripUsage(), scrub: ex.router.scrub, api: ex.ep.api(), wantID: ex.ep == responsesEndpoint,
+		onClientGone: func() { abandon(errStreamAbandoned) }}
+	relaying.Store(true)
 	if f := ex.cache.flight; f != nil && ex.cache.store {
 		f.startStream(d.name, d.provider.name)
 		relay.flight = f
@@ -1015,7 +1032,14 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	}
 	u := ex.estimate(relay.chars)
 	if relay.usage != nil {
+		est := u
 		u = *relay.usage
+		if err != nil && relay.chars > relay.charsAtUsage && est.Output > u.Output {
+			// a stream cut short after a usage object (a provider that
+			// sends one early): text came after it, so the object is not
+			// the bill, and the estimate of what came is larger
+			u.Output, u.Estimated = est.Output, true
+		}
 	}
 	// abandoned, broken, or a provider that ignores include_usage: the
 	// provider bills anyway, so an estimate is counted rather than nothing

@@ -48,11 +48,19 @@ type streamRelay struct {
 	wantID     bool
 	responseID string
 
-	usage  *usage
-	done   bool  // saw [DONE], or a Responses API stream's end (responseEnded)
-	failed bool  // the provider sent an error event: the stream failed, whatever followed
-	chars  int64 // characters of text streamed, to estimate usage
-	events int   // events relayed
+	// onClientGone, when set, is called once when the client cannot be
+	// written to and nobody else reads the stream: the relay reads on,
+	// discarding, until the stream's end or until the attempt is cut
+	// (abandonedStreamGrace), so that what the provider sent meanwhile is
+	// counted, usage included
+	onClientGone func()
+
+	usage        *usage
+	charsAtUsage int64 // chars when usage was last seen: text after it is not in it
+	done         bool  // saw [DONE], or a Responses API stream's end (responseEnded)
+	failed       bool  // the provider sent an error event: the stream failed, whatever followed
+	chars        int64 // characters of text streamed, to estimate usage
+	events       int   // events relayed
 }
 
 // relay writes first, then every following event of events, to w. Each
@@ -69,7 +77,8 @@ type streamRelay struct {
 // errWritingDownstream when the client could not be written to, or the
 // upstream's read error. A client that goes away while followers of the
 // flight read the stream stops being written to, and the stream is read
-// on for them.
+// on for them; one that goes away with nobody following still has the
+// stream read on (onClientGone), and the relay then returns its error.
 func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.EventReader, first []byte) error {
 	s.waiting(false)
 	s.boundWrites()
@@ -80,10 +89,17 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 	if err == nil {
 		err = flush()
 	}
+	var gone error // the client's write error, once the rest is only read
 	for {
 		if err != nil {
 			if s.flight == nil || !s.flight.leaderLeft() {
-				break
+				if s.onClientGone == nil {
+					break
+				}
+				// what the provider generated while the client did not
+				// read sits in the sockets' buffers, and is billed
+				s.onClientGone()
+				gone = fmt.Errorf("%w: %w", errWritingDownstream, err)
 			}
 			w, flush, err = io.Discard, noFlush, nil
 		}
@@ -92,13 +108,16 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 		s.waiting(false)
 		s.boundWrites()
 		if rerr != nil {
-			if rerr == io.EOF {
+			switch {
+			case gone != nil:
+				return gone
+			case rerr == io.EOF:
 				return nil
 			}
 			return rerr
 		}
 		if err = s.forward(w, ev); err == nil && s.done {
-			return nil
+			return gone
 		}
 		if err == nil && !events.Ready() {
 			err = flush()
@@ -137,6 +156,16 @@ func (s *streamRelay) waiting(on bool) {
 		s.idleTimer.Stop()
 	}
 }
+
+// abandonedStreamGrace is how long a stream whose client has left (and
+// that nobody follows) is read on, discarding, before its upstream request
+// is canceled: what the provider sent while the client stopped reading
+// is in the sockets' buffers, read in milliseconds, and its usage is the
+// bill; a provider still generating is stopped this much later.
+var abandonedStreamGrace = 250 * time.Millisecond
+
+// errStreamAbandoned is the cause of an attempt cut when its client left.
+var errStreamAbandoned = errors.New("the client left the stream")
 
 // streamEndGrace bounds the read of a provider's response past its
 // stream's last event, which goes on after the client has its answer:
@@ -198,6 +227,7 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		if ok {
 			s.usage = new(usage) // only now: most events have none
 			*s.usage = u
+			s.charsAtUsage = s.chars
 		}
 		if s.strip && choices == 0 {
 			return nil // a usage-only chunk the client did not ask for, with counts or not
