@@ -144,7 +144,7 @@ func TestMain(m *testing.M) {
 	}
 	if code == 0 && caddyRunning() {
 		// unload every app so that what the module started must stop
-		if err := loadConfig(fmt.Sprintf(`{"admin":{"listen":"localhost:%d"}}`, adminPort)); err != nil {
+		if err := loadConfig(emptyConfig); err != nil {
 			fmt.Fprintln(os.Stderr, "unloading config:", err)
 			code = 1
 		} else if err := goleak.Find(caddyGoroutines()...); err != nil {
@@ -190,7 +190,10 @@ func caddyRunning() bool {
 }
 
 func loadConfig(cfg string) error {
-	resp, err := http.Post(adminURL+"/load", "application/json", strings.NewReader(cfg))
+	req, _ := http.NewRequest(http.MethodPost, adminURL+"/load", strings.NewReader(cfg))
+	req.Header.Set("Content-Type", "application/json")
+	req.Close = true // no idle connection left to the admin API (goleak in TestMain)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -233,8 +236,20 @@ func newGatewayWith(t *testing.T, global, site, routerBody string) *gateway {
 		t.FailNow()
 	}
 	t.Cleanup(g.tc.Client.CloseIdleConnections)
+	// unloaded at the test's end: a deployment's state (and its probe
+	// loop) survives reloads by design, so a config the next test loads
+	// would inherit this one's probe timers, and probes landing on the next
+	// test's mocks would count as its upstream requests
+	t.Cleanup(func() {
+		if err := loadConfig(emptyConfig); err != nil {
+			t.Errorf("unloading the gateway: %v", err)
+		}
+	})
 	return g
 }
+
+// emptyConfig is a config with nothing but the admin API.
+var emptyConfig = fmt.Sprintf(`{"admin":{"listen":"localhost:%d"}}`, adminPort)
 
 // chatBody is a chat completion request; model "" leaves the field out.
 func chatBody(model string, stream bool) string {
