@@ -70,19 +70,8 @@ func h2Request(ctx context.Context, body string) *http.Request {
 // estimatedCharge is what deployment name of r was charged as estimated:
 // input and output tokens, and the cost of everything it was charged.
 func estimatedCharge(r *Router, name string) (in, out int64, cost float64) {
-	for _, d := range r.deployments {
-		if d.name != name {
-			continue
-		}
-		st := &d.state.stats
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		for _, c := range st.costs {
-			cost += c.amount
-		}
-		return st.estIn, st.estOut, cost
-	}
-	return 0, 0, 0
+	c := chargedTo(r, name)
+	return c.estIn, c.estOut, c.cost
 }
 
 // serveOnce sends body to r as Caddy would and returns the response.
@@ -390,8 +379,8 @@ func TestAbandonedStreamChargedAtProviderUsage(t *testing.T) {
 	resp.Body.Close()
 	close(clientLeft)
 	waitFor(t, done, "the abandoned stream to be counted")
-	if in, out, _ := deploymentTotals(r, "deepseek-v3.2"); in != 20 || out != 7777 {
-		t.Errorf("charged %d input and %d output tokens, want the provider's 20 and 7777", in, out)
+	if c := chargedTo(r, "deepseek-v3.2"); c.in != 20 || c.out != 7777 || c.estOut != 0 {
+		t.Errorf("charged %+v, want the provider's 20 input and 7777 output tokens, none estimated", c)
 	}
 }
 
@@ -424,7 +413,7 @@ func TestCutStreamChargesTextAfterEarlyUsage(t *testing.T) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	waitFor(t, done, "the broken stream to be counted")
-	if in, out, _ := deploymentTotals(r, "deepseek-v3.2"); in != 20 || out < more*10 {
-		t.Errorf("charged %d input and %d output tokens, want the provider's 20 and at least the %d streamed after its usage", in, out, more*10)
+	if c := chargedTo(r, "deepseek-v3.2"); c.in != 20 || c.out < more*10 {
+		t.Errorf("charged %+v, want the provider's 20 input tokens and at least the %d output streamed after its usage", c, more*10)
 	}
 }

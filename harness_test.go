@@ -429,9 +429,17 @@ func reviewUpstream(t *testing.T, handle func(w http.ResponseWriter, model strin
 	return srv
 }
 
-// deploymentTotals is what deployment name of r was charged: input and
-// output tokens (reported or estimated) and their cost.
-func deploymentTotals(r *Router, name string) (in, out int64, cost float64) {
+// deploymentCharge is what a deployment was charged: input and output
+// tokens (reported or estimated), the estimated ones, and the cost of it
+// all.
+type deploymentCharge struct {
+	in, out       int64
+	estIn, estOut int64
+	cost          float64
+}
+
+// chargedTo is what deployment name of r was charged.
+func chargedTo(r *Router, name string) deploymentCharge {
 	for _, d := range r.deployments {
 		if d.name != name {
 			continue
@@ -439,12 +447,13 @@ func deploymentTotals(r *Router, name string) (in, out int64, cost float64) {
 		st := &d.state.stats
 		st.mu.Lock()
 		defer st.mu.Unlock()
-		for _, c := range st.costs {
-			cost += c.amount
+		c := deploymentCharge{in: st.input, out: st.output, estIn: st.estIn, estOut: st.estOut}
+		for _, cost := range st.costs {
+			c.cost += cost.amount
 		}
-		return st.input, st.output, cost
+		return c
 	}
-	return 0, 0, 0
+	return deploymentCharge{}
 }
 
 // routerServer serves r over real HTTP/1 (as Caddy would: a replacer in
