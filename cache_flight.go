@@ -2,7 +2,9 @@ package llmrouter
 
 import (
 	"context"
+	"net/http"
 	"sync"
+	"time"
 )
 
 // cacheFlight is a request on its way to a model that identical requests
@@ -33,6 +35,14 @@ type cacheFlight struct {
 	followers       int
 	leaderGone      bool
 	cancel          context.CancelFunc // ends the leader's upstream request once nobody reads it
+	// the leader's client while the leader relays the stream
+	// (watchLeaderWrites): its write deadline through every wrapper of
+	// the response, for the leader's goroutine (boundLeaderWrites), and
+	// the response, for a follower's join (boundBlockedLeader);
+	// deadlineArmed: a deadline is set
+	leaderDeadline func(time.Time) error
+	leaderResponse http.ResponseWriter
+	deadlineArmed  bool
 }
 
 type flightState uint8
@@ -175,6 +185,12 @@ func (f *cacheFlight) end(set func()) {
 	set()
 	f.store.release(f.reserved)
 	f.reserved = 0
+	// no one follows the stream from here: the leader's writes are its
+	// client's alone (a relay whose flight broke no longer bounds them)
+	if f.deadlineArmed {
+		_ = f.leaderDeadline(time.Time{})
+	}
+	f.leaderDeadline, f.leaderResponse, f.deadlineArmed = nil, nil, false
 	f.changed()
 }
 
@@ -183,6 +199,67 @@ func (f *cacheFlight) hasFollowers() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.followers > 0
+}
+
+// watchLeaderWrites hands the flight the leader's client while the leader
+// relays the stream to it: w, its response, and setDeadline, its write
+// deadline through every wrapper of w. The returned func takes them back
+// and clears the deadline; the leader calls it before its handler
+// returns, after which w must not be used.
+func (f *cacheFlight) watchLeaderWrites(w http.ResponseWriter, setDeadline func(time.Time) error) (stop func()) {
+	f.mu.Lock()
+	f.leaderDeadline, f.leaderResponse = setDeadline, w
+	f.mu.Unlock()
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.leaderDeadline, f.leaderResponse, f.deadlineArmed = nil, nil, false
+		_ = setDeadline(time.Time{})
+	}
+}
+
+// boundLeaderWrites gives the leader's next write to its client
+// leaderWriteGrace while the flight has followers, and no bound otherwise;
+// the leader's relay calls it before each write. Under f.mu, so that a
+// relay that saw no followers cannot clear what a join set.
+func (f *cacheFlight) boundLeaderWrites() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.leaderDeadline == nil:
+	case f.followers > 0:
+		_ = f.leaderDeadline(time.Now().Add(leaderWriteGrace))
+		f.deadlineArmed = true
+	case f.deadlineArmed:
+		_ = f.leaderDeadline(time.Time{})
+		f.deadlineArmed = false
+	}
+}
+
+// boundBlockedLeader bounds, as a follower joins, a write the leader may
+// have been blocked in since before anyone followed (boundLeaderWrites
+// bounds none without followers): a connection's deadline applies to a
+// write in progress. It is set on the innermost writer of the response,
+// which any goroutine may call: Caddy's wrappers keep a handler's
+// deadline in fields of their own, for the handler's goroutine, and the
+// relay sets it through them before its next write.
+func (f *cacheFlight) boundBlockedLeader() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.leaderResponse == nil || f.followers == 0 {
+		return
+	}
+	w := f.leaderResponse
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
+	if http.NewResponseController(w).SetWriteDeadline(time.Now().Add(leaderWriteGrace)) == nil {
+		f.deadlineArmed = true
+	}
 }
 
 // leaderLeft says that the leader's client went away. It reports whether
@@ -216,16 +293,22 @@ func (f *cacheFlight) leave() {
 // must end), or a follower of the flight in progress (which it must leave).
 func (s *cacheStore) join(key answerKey) (f *cacheFlight, leader bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if f := s.flights[key]; f != nil {
-		f.mu.Lock()
-		f.followers++
-		f.mu.Unlock()
-		return f, false
+	if f = s.flights[key]; f == nil {
+		f = &cacheFlight{store: s, key: key, shared: true}
+		s.flights[key] = f
+		s.mu.Unlock()
+		return f, true
 	}
-	f = &cacheFlight{store: s, key: key, shared: true}
-	s.flights[key] = f
-	return f, true
+	f.mu.Lock()
+	f.followers++
+	f.mu.Unlock()
+	s.mu.Unlock()
+	// a leader whose client stopped reading before anyone followed is
+	// blocked in a write with no bound: this follower must not wait on it
+	// longer than leaderWriteGrace (outside the store's lock: an HTTP/2
+	// deadline is a message to the connection's goroutine)
+	f.boundBlockedLeader()
+	return f, false
 }
 
 // flying reports whether a request for key is on its way to a model.

@@ -2,8 +2,14 @@ package llmrouter
 
 import (
 	"context"
+	"net"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // TestFlightEventsCountAgainstMaxSize: a stream in flight shrinks what
@@ -77,3 +83,82 @@ func TestFlightFollowersKeepTheLeaderReading(t *testing.T) {
 		t.Error("a leader nobody follows read on after its client left")
 	}
 }
+
+// TestFlightJoinBoundsABlockedLeader: a leader whose client stopped reading
+// before anyone followed is blocked in a write with no deadline (its
+// relay bounds writes only while the flight has followers). A follower's
+// join bounds that write: it fails within leaderWriteGrace, the leader's
+// client is dropped and the stream is read on for the follower.
+func TestFlightJoinBoundsABlockedLeader(t *testing.T) {
+	defer func(old time.Duration) { leaderWriteGrace = old }(leaderWriteGrace)
+	leaderWriteGrace = 50 * time.Millisecond
+	s := newCacheStore(1 << 20)
+	f, _ := s.join(answerKey{5})
+	f.startStream("m", "p")
+	// a net.Pipe write waits for a reader that never comes, as a stalled
+	// client's socket does, and its deadline applies to a write in progress
+	client, stalled := net.Pipe()
+	defer stalled.Close()
+	w := &deadlineKeeper{ResponseWriter: pipeResponse{client}}
+	stop := f.watchLeaderWrites(w, w.SetWriteDeadline)
+	relay := &streamRelay{api: openai.Chat, flight: f}
+	events := openai.NewEventReader(strings.NewReader(relayContent + relayContent + relayDone))
+	defer events.Release()
+	first, _ := events.Next()
+	relayed, exited := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(exited)
+		relayed <- relay.relay(w, noFlush, events, first)
+	}()
+	defer func() { client.Close(); <-exited }() // the relay is done with events before they are released
+	// the first event is published before it is written: the relay is past
+	// its last bound, in (or on its way into) a write nobody reads
+	v, _ := f.await(context.Background(), 0)
+	for len(v.ends) == 0 {
+		v, _ = f.await(context.Background(), v.version)
+	}
+	if _, leader := s.join(answerKey{5}); leader {
+		t.Fatal("the second request did not follow")
+	}
+	if err := waitFor(t, relayed, "the blocked leader's relay to read on for its follower"); err != nil || !relay.done {
+		t.Errorf("relay: %v, done %t; want the stream read to its end", err, relay.done)
+	}
+	if v, _ := f.await(context.Background(), 0); len(v.ends) != 3 {
+		t.Errorf("%d events published, want 3", len(v.ends))
+	}
+	stop()
+	f.leave()
+	f.land(nil, 0, "USD")
+	if f.leaderDeadline != nil || f.leaderResponse != nil || f.deadlineArmed {
+		t.Error("the flight still holds the leader's write deadline after the stream")
+	}
+}
+
+// pipeResponse is a response written to one end of a net.Pipe, whose
+// write deadline applies to a write in progress, as a connection's does.
+type pipeResponse struct{ net.Conn }
+
+func (pipeResponse) Header() http.Header { return http.Header{} }
+func (pipeResponse) WriteHeader(int)     {}
+
+// deadlineKeeper wraps a response as Caddy's IdleTimeoutWriter does: it
+// keeps the deadline a handler sets in a field that its writes read, on
+// the handler's goroutine (a follower's join must not set it).
+type deadlineKeeper struct {
+	http.ResponseWriter
+	deadline time.Time
+}
+
+func (k *deadlineKeeper) SetWriteDeadline(d time.Time) error {
+	k.deadline = d
+	return http.NewResponseController(k.ResponseWriter).SetWriteDeadline(d)
+}
+
+func (k *deadlineKeeper) Write(p []byte) (int, error) {
+	if !k.deadline.IsZero() && !time.Now().Before(k.deadline) {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return k.ResponseWriter.Write(p)
+}
+
+func (k *deadlineKeeper) Unwrap() http.ResponseWriter { return k.ResponseWriter }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -564,8 +566,13 @@ type streamed struct {
 // readStream posts a chat stream and reads it to its end, noting when its
 // first event arrived (and saying so on started, when not nil).
 func (g *gateway) readStream(ctx context.Context, body string, started chan<- struct{}) streamed {
+	return readStreamOn(ctx, g.tc.Client, body, started)
+}
+
+// readStreamOn is readStream with client c.
+func readStreamOn(ctx context.Context, c *http.Client, body string, started chan<- struct{}) streamed {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(body))
-	resp, err := g.tc.Client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return streamed{err: err}
 	}
@@ -803,18 +810,111 @@ func TestCacheLeaderSlowClientHoldsNoOneBack(t *testing.T) {
 	g := newGateway(t, cacheRouter("\t\tmax_size 200MB"))
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Chunks: 3, ChunkPadding: 2 << 20, ChunkDelay: 50 * time.Millisecond})
 	q := question("What does the warranty cover?", true, "")
-	resp, hangUp := g.streamUntil(q, "data: ") // the leader reads its first event, then nothing
+	// the leader reads its first event, then nothing, and never gives up
+	// (g.untimed): a client that timed out would leave, and the follower
+	// would be served without any bound on the leader's writes
+	resp, hangUp := g.streamUntilOn(g.untimed(), q, "data: ")
 	defer hangUp()
 	expectCache(t, resp, "miss")
-	followed := make(chan streamed, 1)
-	go func() { followed <- g.readStream(context.Background(), q, nil) }()
-	s := waitFor(t, followed, "the follower's whole stream while the leader's client does not read")
+	// bounded by ctx, not the tester's 5 s: the follower's response ends
+	// once the leader has assembled and stored the 6 MiB answer (about
+	// 1.5 s of CPU under -race, on top of relaying it twice), which a run
+	// of go test ./... sharing the cores with other packages stretched
+	// past 5 s; a follower held back by the leader waits the 20 s out
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := readStreamOn(ctx, g.untimed(), q, nil) // the follower's whole stream, while the leader's client does not read
 	if s.err != nil || s.cache != "hit" || !strings.HasSuffix(s.body, "data: [DONE]\n\n") {
 		t.Errorf("follower: %s %v, ends %q", s.cache, s.err, s.body[max(len(s.body)-200, 0):])
 	}
 	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
 		t.Errorf("%d upstream requests, want 1", n)
 	}
+}
+
+// TestCacheLeaderStalledBeforeAnyoneFollowed: a leader whose client
+// stopped reading before anyone followed is blocked in a write that had no
+// bound (it had no followers). Followers that join then, a stream and a
+// JSON one, still get the whole answer: the join bounds that write by
+// leaderWriteGrace, the leader's client is dropped and the stream goes on
+// for them.
+func TestCacheLeaderStalledBeforeAnyoneFollowed(t *testing.T) {
+	defer func(old time.Duration) { leaderWriteGrace = old }(leaderWriteGrace)
+	leaderWriteGrace = 300 * time.Millisecond
+	g := newGateway(t, cacheRouter("\t\tmax_size 2000MB\n\t\tscope shared"))
+	// 6 MiB of events: more than the socket buffers between the router
+	// and a client that does not read take
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Chunks: 6, ChunkPadding: 1 << 20, ChunkDelay: 10 * time.Millisecond})
+	for _, stream := range []bool{true, false} {
+		upstream := len(g.primary.RequestsFor("deepseek-chat"))
+		q := question(fmt.Sprintf("What does the extended warranty cover (streamed follower: %t)?", stream), true, "")
+		hangUp := stalledStream(t, q)
+		waitRelayBlockedWriting(t)
+		// not the tester's 5 s (as in TestCacheLeaderSlowClientHoldsNoOneBack)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if stream {
+			s := readStreamOn(ctx, g.untimed(), q, nil)
+			if s.err != nil || s.cache != "hit" || !strings.HasSuffix(s.body, "data: [DONE]\n\n") {
+				t.Errorf("stream follower: %s %v, ends %q", s.cache, s.err, s.body[max(len(s.body)-200, 0):])
+			}
+		} else {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(strings.Replace(q, `,"stream":true`, "", 1)))
+			resp, err := g.untimed().Do(req)
+			if err == nil {
+				var body []byte
+				body, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if cache := resp.Header.Get("X-LLM-Cache"); err == nil && (cache != "hit" || !strings.HasPrefix(answerText(t, string(body)), "w0 .")) {
+					err = fmt.Errorf("X-LLM-Cache %s, %d bytes", cache, len(body))
+				}
+			}
+			if err != nil {
+				t.Errorf("JSON follower: %v", err)
+			}
+		}
+		cancel()
+		hangUp()
+		if n := len(g.primary.RequestsFor("deepseek-chat")) - upstream; n != 1 {
+			t.Errorf("%d upstream requests, want 1", n)
+		}
+	}
+}
+
+// stalledStream posts a chat stream over a connection of its own, reads
+// its first bytes and then never reads again: a client that stops
+// reading. The returned func closes the connection.
+func stalledStream(t *testing.T, body string) (hangUp func()) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gatewayURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096) // it fills at once
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	buf := make([]byte, 4096)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "X-Llm-Cache: miss") {
+		conn.Close()
+		t.Fatalf("stalled stream: %v %q", err, buf[:n])
+	}
+	return func() { conn.Close() }
+}
+
+// waitRelayBlockedWriting waits until a stream's relay is blocked in a
+// write to its client's connection (read from the goroutines' stacks: the
+// one state no event of the router's marks).
+func waitRelayBlockedWriting(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "(*streamRelay).relay(") && strings.Contains(g, "(*pollDesc).waitWrite(") {
+				return
+			}
+		}
+	}
+	t.Fatal("timed out waiting for a stream's relay to block writing to its client")
 }
 
 // TestCacheFollowerOfABrokenStream: when the stream a follower relays

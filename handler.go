@@ -1006,8 +1006,9 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		f.startStream(d.name, d.provider.name)
 		relay.flight = f
 		if f.shared {
-			relay.writeDeadline = rc.SetWriteDeadline
-			defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
+			// followers bound the writes to this client, from the moment
+			// they join
+			defer f.watchLeaderWrites(ex.w, rc.SetWriteDeadline)()
 		}
 	}
 	if idle := time.Duration(f.StreamIdleTimeout); idle > 0 {

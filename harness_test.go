@@ -285,9 +285,15 @@ func (g *gateway) postPath(path, body string, header ...string) (*http.Response,
 // cancel then hangs up, as a client that leaves mid-stream.
 func (g *gateway) streamUntil(body, text string) (resp *http.Response, cancel context.CancelFunc) {
 	g.t.Helper()
+	return g.streamUntilOn(g.tc.Client, body, text)
+}
+
+// streamUntilOn is streamUntil with client c.
+func (g *gateway) streamUntilOn(c *http.Client, body, text string) (resp *http.Response, cancel context.CancelFunc) {
+	g.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(body))
-	resp, err := g.tc.Client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		cancel()
 		g.t.Fatal(err)
@@ -303,6 +309,15 @@ func (g *gateway) streamUntil(body, text string) (resp *http.Response, cancel co
 		}
 	}
 	return resp, cancel
+}
+
+// untimed is the gateway's client without the tester's 5-second timeout,
+// for a request that its context bounds, or that must not give up by
+// itself.
+func (g *gateway) untimed() *http.Client {
+	c := *g.tc.Client
+	c.Timeout = 0
+	return &c
 }
 
 // postRaw is postPath that keeps what arrived when the response broke off:

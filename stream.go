@@ -35,13 +35,10 @@ type streamRelay struct {
 	// flight, when not nil, gets every upstream event (usage chunk
 	// included): the response cache's followers relay them, and the
 	// cache keeps the stream. Dropped (nil) when the flight cannot take
-	// more.
+	// more. A shared flight bounds each write to the client while it has
+	// followers (cacheFlight.boundLeaderWrites): a leader's client that
+	// stops reading is dropped rather than hold them back.
 	flight *cacheFlight
-	// writeDeadline, when set, bounds each write to the client while the
-	// flight has followers (leaderWriteGrace): a leader's client that
-	// stops reading is dropped rather than hold them back
-	writeDeadline func(time.Time) error
-	deadlineSet   bool
 
 	// wantID: a Responses API stream, whose response id (responseID,
 	// from its first events) the router remembers (response_homes.go)
@@ -133,16 +130,11 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 var leaderWriteGrace = 5 * time.Second
 
 // boundWrites gives the next write to the client leaderWriteGrace while
-// the flight has followers, and no bound otherwise.
+// the flight has followers, and no bound otherwise (a private flight has
+// none: it is not asked).
 func (s *streamRelay) boundWrites() {
-	switch {
-	case s.writeDeadline == nil:
-	case s.flight != nil && s.flight.hasFollowers():
-		_ = s.writeDeadline(time.Now().Add(leaderWriteGrace))
-		s.deadlineSet = true
-	case s.deadlineSet:
-		_ = s.writeDeadline(time.Time{})
-		s.deadlineSet = false
+	if s.flight != nil && s.flight.shared {
+		s.flight.boundLeaderWrites()
 	}
 }
 
