@@ -352,3 +352,81 @@ func BenchmarkSemanticStage(b *testing.B) {
 		})
 	}
 }
+
+// stubUpstream answers a provider's requests in process, without a
+// connection: registered on the provider's transport for "http", it takes
+// the place of the network and the mock (http.Transport.RegisterProtocol),
+// so that BenchmarkRouterOwn measures the router's own work (and the
+// transport's few steps before a connection), which the loopback
+// benchmarks bury under the mock's and the network's.
+type stubUpstream struct{ answer, stream []byte }
+
+var stubJSONHeader = http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req-stub"}, "Openai-Processing-Ms": {"12"}}
+var stubStreamHeader = http.Header{"Content-Type": {"text/event-stream"}, "X-Request-Id": {"req-stub"}, "Cache-Control": {"no-cache"}}
+
+func (s *stubUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	// read the body as a provider would
+	if _, err := io.Copy(io.Discard, req.Body); err != nil {
+		return nil, err
+	}
+	_ = req.Body.Close()
+	body, h := s.answer, stubJSONHeader
+	if req.Header.Get("Accept") == "text/event-stream" {
+		body, h = s.stream, stubStreamHeader
+	}
+	return &http.Response{
+		Status: "200 OK", StatusCode: 200, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h.Clone(), Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)), Request: req,
+	}, nil
+}
+
+func newStubUpstream() *stubUpstream {
+	var stream strings.Builder
+	for _, w := range []string{"Your", " order", " ships", " on", " Monday", "."} {
+		stream.WriteString(`data: {"id":"chatcmpl-stub","object":"chat.completion.chunk","created":1700000000,"model":"deepseek-chat","choices":[{"index":0,"delta":{"content":"` + w + `"},"finish_reason":null}]}` + "\n\n")
+	}
+	stream.WriteString(`data: {"id":"chatcmpl-stub","object":"chat.completion.chunk","created":1700000000,"model":"deepseek-chat","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\n")
+	stream.WriteString(`data: {"id":"chatcmpl-stub","object":"chat.completion.chunk","created":1700000000,"model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":31,"completion_tokens":6,"total_tokens":37}}` + "\n\n")
+	stream.WriteString("data: [DONE]\n\n")
+	return &stubUpstream{
+		answer: []byte(`{"id":"chatcmpl-stub","object":"chat.completion","created":1700000000,"model":"deepseek-chat","choices":[{"index":0,"message":{"role":"assistant","content":"Your order ships on Monday."},"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":6,"total_tokens":37}}`),
+		stream: []byte(stream.String()),
+	}
+}
+
+// BenchmarkRouterOwn is a whole request through a provisioned router whose
+// provider answers in process (stubUpstream): what the router itself costs
+// a request, JSON and stream, without and with a budget.
+func BenchmarkRouterOwn(b *testing.B) {
+	stub := newStubUpstream()
+	for _, f := range []struct {
+		name string
+		edit func(*Router)
+	}{
+		{"plain", nil},
+		{"budget", func(r *Router) {
+			r.Budgets = []*Budget{{Name: "bench_own_daily", Limits: []BudgetLimit{{Amount: 1e6, Period: "day"}}, Key: "{llm_team}", Downgrade: "simple_qa"}}
+			r.BudgetSync = -1
+			r.ClientLabel = &ClientLabel{Value: "{llm_team}"}
+		}},
+	} {
+		r := benchRouter(b, "http://stub.invalid", f.edit)
+		for _, p := range r.providers {
+			p.transport.RegisterProtocol("http", stub)
+		}
+		for _, stream := range []bool{false, true} {
+			name := f.name + "/json"
+			tail := `"max_tokens":64}`
+			if stream {
+				name, tail = f.name+"/stream", `"max_tokens":64,"stream":true}`
+			}
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					n := benchQuestions.Add(1)
+					serveBench(b, r, `{"model":"simple_qa","messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"Summarise the shipping policy for order `+strconv.FormatInt(n, 10)+` placed on Monday with express delivery to Lyon."}],`+tail)
+				}
+			})
+		}
+	}
+}
