@@ -1178,19 +1178,69 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// removeHopHeaders deletes hop-by-hop headers, including any the
-// Connection header names.
-func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
+// notForwarded is droppedRequestHeaders and hopHeaders as a set: a client
+// header is looked up once, rather than each of these deleted from a copy
+// of all of them.
+var notForwarded = func() map[string]struct{} {
+	set := make(map[string]struct{}, len(droppedRequestHeaders)+len(hopHeaders))
+	for _, f := range slices.Concat(droppedRequestHeaders, hopHeaders) {
+		set[f] = struct{}{}
+	}
+	return set
+}()
+
+// forwarded reports whether a client request header (by its name as the
+// server keeps it) may go upstream, leaving aside those Connection names.
+func forwarded(f string) bool {
+	if _, ok := notForwarded[f]; ok {
+		return false
+	}
+	for _, prefix := range gatewayControlPrefixes {
+		if strings.HasPrefix(f, prefix) {
+			return false
+		}
+	}
+	return true
+}
+
+// The values of the content headers of a request upstream, shared by all
+// requests (a header's values are never changed in place; the cap of 1
+// makes an Add copy).
+var (
+	jsonContentType   = []string{"application/json"}
+	acceptEventStream = []string{"text/event-stream"}
+)
+
+// upstreamHeader is the header of a request to p: the client's headers but
+// the hop-by-hop ones (and those Connection names), its credentials, the
+// router's own and another gateway's controls; then p's headers, its key,
+// and the body's type. The kept values are the client's slices, not
+// copies: nothing changes a request header's values in place, and the
+// full slice expression makes an Add copy rather than write into the
+// client's.
+func upstreamHeader(client http.Header, p *provider, stream bool) http.Header {
+	h := make(http.Header, len(client)+len(p.headers)+3)
+	for f, v := range client {
+		if forwarded(f) {
+			h[f] = v[:len(v):len(v)]
+		}
+	}
+	for _, v := range client["Connection"] {
 		for f := range strings.SplitSeq(v, ",") {
 			if f = strings.TrimSpace(f); f != "" {
 				h.Del(f)
 			}
 		}
 	}
-	for _, f := range hopHeaders {
-		delete(h, f)
+	for f, v := range p.headers {
+		h[f] = v
 	}
+	p.setAuth(h)
+	h["Content-Type"] = jsonContentType
+	if stream {
+		h["Accept"] = acceptEventStream
+	}
+	return h
 }
 
 // send makes attempt i's round trip to d (i: which of a hedge's two),
@@ -1226,55 +1276,31 @@ func (st *sentTrace) wrote(info httptrace.WroteRequestInfo) {
 func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Request {
 	p := d.provider
 	u := p.urls[ex.ep]
-	h := ex.req.Header.Clone()
-	removeHopHeaders(h)
-	for _, f := range droppedRequestHeaders {
-		delete(h, f)
-	}
-	for f := range h {
-		for _, prefix := range gatewayControlPrefixes {
-			if strings.HasPrefix(f, prefix) {
-				delete(h, f)
-				break
-			}
-		}
-	}
-	for f, v := range p.headers {
-		h[f] = v
-	}
-	p.setAuth(h)
-	h.Set("Content-Type", "application/json")
-	if ex.body.Stream {
-		h.Set("Accept", "text/event-stream")
-	}
 	parts := ex.body.Upstream(d.upstream, p.streamUsage, openai.OutputCap{Tokens: ex.outputCap(d), ChatField: p.limitField})
-	var small []byte
-	if parts.Size <= smallBody {
-		small = parts.Join()
-	}
-	newBody := func() io.ReadCloser {
-		if small != nil {
-			// known to net/http as in memory: sent with the headers in
-			// one write
-			return io.NopCloser(bytes.NewReader(small))
-		}
-		// large: headers first, then the pieces straight to the socket,
-		// not copied into one slice nor through the 4 KiB write buffer
-		return io.NopCloser(parts.Reader())
-	}
 	req := &http.Request{
 		Method:        http.MethodPost,
 		URL:           u,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        h,
-		Body:          newBody(),
+		Header:        upstreamHeader(ex.req.Header, p, ex.body.Stream),
 		ContentLength: int64(parts.Size),
 		Host:          u.Host,
-		GetBody: func() (io.ReadCloser, error) {
-			return newBody(), nil
-		},
+	}
+	// Each branch's closure holds only what it reads, so that the pieces
+	// of a small body stay off the heap.
+	if parts.Size <= smallBody {
+		// known to net/http as in memory: sent with the headers in one
+		// write
+		small := parts.Join()
+		req.Body = io.NopCloser(bytes.NewReader(small))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(small)), nil }
+	} else {
+		// large: headers first, then the pieces straight to the socket,
+		// not copied into one slice nor through the 4 KiB write buffer
+		pieces := parts
+		req.Body = io.NopCloser(pieces.Reader())
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(pieces.Reader()), nil }
 	}
 	return req.WithContext(ctx)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -173,5 +174,79 @@ func TestReadLimited(t *testing.T) {
 	got, err := readLimited(strings.NewReader("hello"), 8<<20, 16<<20)
 	if err != nil || string(got) != "hello" || cap(got) > preallocMax {
 		t.Errorf("declared 8 MB, sent 5 bytes: %q %v, buffer of %d bytes, want at most %d", got, err, cap(got), preallocMax)
+	}
+}
+
+// TestUpstreamHeaderAsCloned holds upstreamHeader, which copies only the
+// client headers it keeps and shares their values, to what the copy of all
+// of them with the others deleted (as it was built before) sends.
+func TestUpstreamHeaderAsCloned(t *testing.T) {
+	cloned := func(client http.Header, p *provider, stream bool) http.Header {
+		h := client.Clone()
+		for _, v := range h["Connection"] {
+			for f := range strings.SplitSeq(v, ",") {
+				if f = strings.TrimSpace(f); f != "" {
+					h.Del(f)
+				}
+			}
+		}
+		for _, f := range hopHeaders {
+			delete(h, f)
+		}
+		for _, f := range droppedRequestHeaders {
+			delete(h, f)
+		}
+		for f := range h {
+			for _, prefix := range gatewayControlPrefixes {
+				if strings.HasPrefix(f, prefix) {
+					delete(h, f)
+					break
+				}
+			}
+		}
+		for f, v := range p.headers {
+			h[f] = v
+		}
+		if p.key != "" {
+			h.Set("Authorization", "Bearer "+p.key)
+		}
+		h.Set("Content-Type", "application/json")
+		if stream {
+			h.Set("Accept", "text/event-stream")
+		}
+		return h
+	}
+	withKey := &provider{key: "sk-test-key-0001", auth: []string{"Bearer sk-test-key-0001"},
+		headers: http.Header{"X-Portkey-Config": {"provider's own"}, "Api-Key": {"azure"}, "X-Team": {"from the provider"}}}
+	noKey := &provider{headers: http.Header{}}
+	clients := []http.Header{
+		{},
+		{"Content-Type": {"text/plain"}, "Accept": {"*/*"}, "User-Agent": {"sdk/1.0"}, "Content-Length": {"12"}},
+		{"Authorization": {"Bearer client"}, "Cookie": {"a=b"}, "X-Api-Key": {"k"}, "Api-Key": {"k"}, "Proxy-Authorization": {"p"},
+			"Openai-Organization": {"org"}, "Openai-Project": {"proj"}, "Accept-Encoding": {"gzip"}, "X-Llm-Route": {"r"}, "X-Query-Type": {"q"}},
+		{"Connection": {"keep-alive, x-hop-secret", " Upgrade ,"}, "X-Hop-Secret": {"s"}, "Upgrade": {"h2c"}, "Keep-Alive": {"timeout=5"},
+			"Te": {"trailers"}, "Trailer": {"X"}, "Transfer-Encoding": {"chunked"}, "Proxy-Connection": {"close"}, "Proxy-Authenticate": {"x"}},
+		{"X-Portkey-Config": {"{}"}, "X-Litellm-Key": {"k"}, "Helicone-Target-Url": {"u"}, "Cf-Aig-Authorization": {"a"}, "X-Portkeyish": {"kept"},
+			"X-Team": {"client's"}, "X-Request-Id": {"req-1", "req-2"}, "X-Empty": nil, "non canonical key": {"kept as is"}},
+	}
+	for i, client := range clients {
+		for _, p := range []*provider{withKey, noKey} {
+			for _, stream := range []bool{false, true} {
+				before := client.Clone()
+				got, want := upstreamHeader(client, p, stream), cloned(client, p, stream)
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("client %d, key %v, stream %v:\n got %v\nwant %v", i, p.key != "", stream, got, want)
+				}
+				if !reflect.DeepEqual(client, before) {
+					t.Errorf("client %d: upstreamHeader changed the client's header: %v", i, client)
+				}
+				if v := got["X-Request-Id"]; len(v) > 0 {
+					got.Add("X-Request-Id", "added")
+					if !reflect.DeepEqual(client, before) {
+						t.Errorf("client %d: an Add upstream wrote into the client's header: %v", i, client)
+					}
+				}
+			}
+		}
 	}
 }

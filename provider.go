@@ -30,7 +30,8 @@ type provider struct {
 	name        string
 	baseURL     string
 	key         string
-	fingerprint string // safe to log
+	auth        []string // the Authorization header's value, nil without a key (setAuth)
+	fingerprint string   // safe to log
 	headers     http.Header
 	timeout     time.Duration
 	transport   *http.Transport
@@ -81,6 +82,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 	}
 	if key != "" {
 		p.secrets = append(p.secrets, secret{key, p.fingerprint})
+		p.auth = []string{"Bearer " + key}
 	}
 	for field, vals := range pc.Headers {
 		for _, v := range vals {
@@ -221,10 +223,12 @@ func isCredentialHeader(name string) bool {
 	return false
 }
 
-// setAuth puts the provider's key on an upstream request.
+// setAuth puts the provider's key on an upstream request. The value is
+// built once, at provision, and shared by every request (never changed in
+// place; its cap of 1 makes an Add copy).
 func (p *provider) setAuth(h http.Header) {
-	if p.key != "" {
-		h.Set("Authorization", "Bearer "+p.key)
+	if p.auth != nil {
+		h["Authorization"] = p.auth
 	}
 }
 

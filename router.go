@@ -227,6 +227,10 @@ type skipped struct {
 	score    int
 }
 
+// smallPlan is the most candidates whose per-request working lists order
+// keeps on the stack; a larger plan allocates them.
+const smallPlan = 8
+
 // order turns a plan into the deployments to try, in order: each group
 // shuffled by weight × health score; deployments that are disabled or
 // cooling down are left out (and returned as skipped, with the reason),
@@ -237,7 +241,12 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance)
 		n += len(g)
 	}
 	out := make([]*deployment, 0, n)
-	views := make([]healthView, 0, n)
+	// the views on the stack for a plan of usual size
+	var viewsBuf [smallPlan]healthView
+	views := viewsBuf[:0]
+	if n > smallPlan {
+		views = make([]healthView, 0, n)
+	}
 	for _, g := range p {
 		start := len(out)
 		for _, d := range g {
@@ -248,14 +257,20 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance)
 			weightedShuffle(out[start:], views[start:], rng, by)
 		}
 	}
-	up := out[:0:0]
+	nUp := 0
+	for i := range out {
+		if views[i].state == stateUp {
+			nUp++
+		}
+	}
+	if nUp == len(out) {
+		return out, nil // the usual case: no second list
+	}
+	up := make([]*deployment, 0, nUp)
 	for i, d := range out {
 		if views[i].state == stateUp {
 			up = append(up, d)
 		}
-	}
-	if len(up) == len(out) {
-		return out, nil
 	}
 	if len(up) > 0 {
 		var skip []skipped
@@ -293,7 +308,13 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance)
 // (balance.go); Efraimidis-Spirakis: sort by U^(1/w); a zero weight goes
 // last.
 func weightedShuffle(ds []*deployment, views []healthView, rng *rand.Rand, by balance) {
-	keys := make([]float64, len(ds))
+	var keysBuf [smallPlan]float64 // on the stack for a group of usual size
+	var keys []float64
+	if len(ds) <= smallPlan {
+		keys = keysBuf[:len(ds)]
+	} else {
+		keys = make([]float64, len(ds))
+	}
 	if by.latency {
 		latencyFactors(ds, by, keys)
 	}

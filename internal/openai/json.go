@@ -488,13 +488,23 @@ func text(lit []byte) string {
 // Quote is a JSON string literal of s: the text between quotes when nothing
 // in it needs escaping (the common case), else encoding/json's.
 func Quote(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == 0x7f {
-			b, _ := json.Marshal(s)
-			return string(b)
-		}
+	if needsEscape(s) {
+		b, _ := json.Marshal(s)
+		return string(b)
 	}
 	return `"` + s + `"`
+}
+
+// needsEscape reports whether s is not its own JSON string content as it
+// is: it holds a control character, a quote or a backslash (or DEL, which
+// Quote escapes too).
+func needsEscape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // StringChars counts the characters of a JSON string's content, from just

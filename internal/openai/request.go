@@ -992,25 +992,39 @@ func (r *Request) StripUsage() bool {
 	return r.Stream && !r.IncludeUsage && (r.API == Chat || r.API == Completions)
 }
 
-// Body is an attempt's body in up to five pieces: the unedited runs share
-// the client body's memory, the edits are new.
+// Body is an attempt's body in pieces: the unedited runs share the client
+// body's memory, and an edit's text is kept as the string it is, copied
+// only by Join or Reader (no allocation of its own).
 type Body struct {
-	parts [2*maxEdits + 1][]byte
+	parts [2*maxEdits + 1]piece
 	n     int // pieces in use
 	Size  int // total length
 }
 
+// piece is a run of the client's body (b) or an edit's text (s).
+type piece struct {
+	b []byte
+	s string
+}
+
 func (b *Body) add(p []byte) {
-	b.parts[b.n] = p
+	b.parts[b.n].b = p
 	b.n++
 	b.Size += len(p)
+}
+
+func (b *Body) addText(s string) {
+	b.parts[b.n].s = s
+	b.n++
+	b.Size += len(s)
 }
 
 // Join copies the pieces into one slice.
 func (b *Body) Join() []byte {
 	out := make([]byte, 0, b.Size)
 	for _, p := range b.parts[:b.n] {
-		out = append(out, p...)
+		out = append(out, p.b...)
+		out = append(out, p.s...)
 	}
 	return out
 }
@@ -1019,7 +1033,11 @@ func (b *Body) Join() []byte {
 func (b *Body) Reader() io.Reader {
 	readers := make([]io.Reader, b.n)
 	for i, p := range b.parts[:b.n] {
-		readers[i] = bytes.NewReader(p)
+		if p.b != nil {
+			readers[i] = bytes.NewReader(p.b)
+		} else {
+			readers[i] = strings.NewReader(p.s)
+		}
 	}
 	return io.MultiReader(readers...)
 }
@@ -1139,12 +1157,16 @@ func (r *Request) Upstream(model string, ask UsageAsk, limit OutputCap) Body {
 			n++
 		}
 	}
-	quoted := Quote(model)
-	if r.model.ok() {
-		edits[n] = edit{r.model, quoted}
-	} else {
+	switch {
+	case r.model.ok() && r.Raw[r.model.start] == '"' && !needsEscape(model):
+		// between the quotes the body has already (not a null's): no
+		// string to build
+		edits[n] = edit{span{r.model.start + 1, r.model.end - 1}, model}
+	case r.model.ok():
+		edits[n] = edit{r.model, Quote(model)}
+	default:
 		open := skipSpace(r.Raw, 0)
-		text := `"model":` + quoted
+		text := `"model":` + Quote(model)
 		if r.Raw[skipSpace(r.Raw, open+1)] != '}' {
 			text += ","
 		}
@@ -1171,7 +1193,7 @@ func (r *Request) Upstream(model string, ask UsageAsk, limit OutputCap) Body {
 	pos := 0
 	for _, e := range edits[:n] {
 		b.add(r.Raw[pos:e.at.start])
-		b.add([]byte(e.text))
+		b.addText(e.text)
 		pos = e.at.end
 	}
 	b.add(r.Raw[pos:])

@@ -778,6 +778,22 @@ func TestUpstreamBodyDecodes(t *testing.T) {
 	}
 }
 
+// TestUpstreamAllocatesNothing: the edits of a usual request (model and
+// usage) are pieces of the client's body and strings that exist already;
+// only Join copies.
+func TestUpstreamAllocatesNothing(t *testing.T) {
+	var r Request
+	if err := r.Parse([]byte(`{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"hi"}],"max_tokens":64}`), Chat); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { r.Upstream("deepseek-chat", AskUsage, OutputCap{}) }); n != 0 {
+		t.Errorf("Upstream allocates %v times", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { r.UpstreamBody("deepseek-chat", AskUsage, OutputCap{}) }); n != 1 {
+		t.Errorf("UpstreamBody allocates %v times, want 1 (the joined body)", n)
+	}
+}
+
 func btoi(b bool) int {
 	if b {
 		return 1
