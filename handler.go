@@ -829,7 +829,10 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		}
 		if !ex.gate.claim(i) {
 			lostHedge(res)
-			res.usage = &u // billed: the hedge's settlement charges it
+			// billed: the hedge's settlement charges it (a copy of its own,
+			// so that u stays off the heap on every other path)
+			lost := u
+			res.usage = &lost
 			return
 		}
 		cost := ex.observeUsage(d, u)
@@ -846,7 +849,11 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		}
 	}
 	ex.commitHeaders(d, resp.Header)
-	ex.w.Header().Set("Content-Length", strconv.Itoa(len(payload)))
+	if len(payload) > netHTTPHeldBody {
+		// a shorter one gets its length from net/http, as a cache hit
+		// does: one header fewer in the map
+		ex.setHeader("Content-Length", strconv.Itoa(len(payload)))
+	}
 	ex.w.WriteHeader(resp.StatusCode)
 	_, _ = ex.w.Write(payload)
 	res.committed = true
@@ -1012,9 +1019,8 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		}
 	}
 	if idle := time.Duration(f.StreamIdleTimeout); idle > 0 {
-		relay.idle = idle
-		relay.idleTimer = time.AfterFunc(idle, func() { cancel(errStreamIdle) })
-		defer relay.idleTimer.Stop()
+		relay.idle = newIdleWatch(idle, cancel)
+		defer relay.idle.stop()
 	}
 	err = relay.relay(ex.w, rc.Flush, events, first)
 	ended = err == nil && relay.done
@@ -1032,9 +1038,9 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		err = errNoDone
 	}
 	u := ex.estimate(relay.chars)
-	if relay.usage != nil {
+	if relay.found {
 		est := u
-		u = *relay.usage
+		u = relay.usage
 		if err != nil && relay.chars > relay.charsAtUsage && est.Output > u.Output {
 			// a stream cut short after a usage object (a provider that
 			// sends one early): text came after it, so the object is not
@@ -1060,7 +1066,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// form the SDKs raise, and the response is aborted
 		res.outcome, res.detail = outcomeConnectError, "stream broke: "+transportErrorText(err)
 		if errors.Is(context.Cause(ctx), errStreamIdle) {
-			res.outcome, res.detail = outcomeTimeout, fmt.Sprintf("stream silent for %s", relay.idle)
+			res.outcome, res.detail = outcomeTimeout, fmt.Sprintf("stream silent for %s", relay.idle.after)
 		}
 		if relay.failed {
 			res.outcome, res.detail = outcomeServerError, "stream broke: "+errErrorEvent.Error()

@@ -190,3 +190,23 @@ func TestLargeBodyPassesThrough(t *testing.T) {
 		t.Errorf("the provider did not get the %d-byte body intact", len(want))
 	}
 }
+
+// TestAnswerContentLength: a JSON answer declares its length, whether
+// net/http adds it (a short answer, written whole as the handler returns)
+// or the router does (a long one), as a cache hit does
+// (TestCacheHitContentLength).
+func TestAnswerContentLength(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	long := `{"id":"chatcmpl-long","object":"chat.completion","created":1700000000,"model":"deepseek-v3.2","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("All orders ship within two days. ", 100) + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":700,"total_tokens":709}}`
+	for _, answer := range []string{"", long} {
+		g.primary.SetDefault(mockllm.Behavior{Body: answer})
+		resp, body := g.post(chatBody("deepseek-v3.2", false))
+		if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 || (answer != "" && body != answer) {
+			t.Errorf("an answer of %d bytes: status %d, Content-Length %d, Transfer-Encoding %v", len(body), resp.StatusCode, resp.ContentLength, resp.TransferEncoding)
+		}
+		if answer == "" && len(body) > netHTTPHeldBody {
+			t.Errorf("the mock's answer is %d bytes: not a short one", len(body))
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -26,11 +28,10 @@ type streamRelay struct {
 	strip bool       // the client did not ask for usage: drop the usage-only chunk
 	scrub *scrubber  // provider keys out of what the provider wrote: an error event may echo the request
 	api   openai.API // whose streamed text is counted, for an estimate
-	// idleTimer, when set, runs for idle while the relay waits for the
-	// provider's next event, and only then: time spent writing to a slow
-	// client is the client's, never the provider's silence
-	idle      time.Duration
-	idleTimer *time.Timer
+	// idle, when set, ends the stream when the relay has waited that long
+	// for the provider's next event: time spent writing to a slow client
+	// is the client's, never the provider's silence
+	idle *idleWatch
 
 	// flight, when not nil, gets every upstream event (usage chunk
 	// included): the response cache's followers relay them, and the
@@ -52,7 +53,8 @@ type streamRelay struct {
 	// counted, usage included
 	onClientGone func()
 
-	usage        *usage
+	usage        usage // the provider's, when found (by value: most streams have one, and a pointer allocated it)
+	found        bool  // the stream carried usage
 	charsAtUsage int64 // chars when usage was last seen: text after it is not in it
 	done         bool  // saw [DONE], or a Responses API stream's end (responseEnded)
 	failed       bool  // the provider sent an error event: the stream failed, whatever followed
@@ -138,14 +140,10 @@ func (s *streamRelay) boundWrites() {
 	}
 }
 
-// waiting runs the idle timer while the relay waits for the provider.
+// waiting tells the idle watch when the relay waits for the provider.
 func (s *streamRelay) waiting(on bool) {
-	switch {
-	case s.idleTimer == nil:
-	case on:
-		s.idleTimer.Reset(s.idle)
-	default:
-		s.idleTimer.Stop()
+	if s.idle != nil {
+		s.idle.waiting(on)
 	}
 }
 
@@ -158,6 +156,65 @@ var abandonedStreamGrace = 250 * time.Millisecond
 
 // errStreamAbandoned is the cause of an attempt cut when its client left.
 var errStreamAbandoned = errors.New("the client left the stream")
+
+// idleWatch ends a stream whose provider stays silent for after while the
+// relay waits for it (stream_idle_timeout). A timer reset as each wait
+// starts and stopped as it ends cost two timer operations an event; the
+// relay instead notes when each wait starts and that it ended (a clock
+// read and an atomic store), and the timer, armed once, checks when it
+// fires whether the wait in progress has lasted after, re-arming for what
+// is left of it (or for a whole after, when none is in progress). It
+// cancels at the same moment the reset timer did: after of silence.
+type idleWatch struct {
+	after  time.Duration
+	cancel context.CancelCauseFunc // called with errStreamIdle
+	base   time.Time               // the origin of since, on the monotonic clock
+	// since is when the wait in progress began, in nanoseconds after
+	// base, plus one; 0 when the relay is not waiting
+	since   atomic.Int64
+	stopped atomic.Bool
+	timer   *time.Timer
+}
+
+// newIdleWatch starts watching; the relay is not waiting yet.
+func newIdleWatch(after time.Duration, cancel context.CancelCauseFunc) *idleWatch {
+	w := &idleWatch{after: after, cancel: cancel, base: time.Now()}
+	// armed once w.timer is set, which check reads
+	w.timer = time.AfterFunc(time.Duration(math.MaxInt64), w.check)
+	w.timer.Reset(after)
+	return w
+}
+
+func (w *idleWatch) waiting(on bool) {
+	if on {
+		w.since.Store(int64(time.Since(w.base)) + 1)
+	} else {
+		w.since.Store(0)
+	}
+}
+
+// check runs when the timer fires.
+func (w *idleWatch) check() {
+	if w.stopped.Load() {
+		return
+	}
+	left := w.after
+	if s := w.since.Load(); s != 0 {
+		left -= time.Since(w.base) - time.Duration(s-1)
+		if left <= 0 {
+			w.cancel(errStreamIdle)
+			return
+		}
+	}
+	w.timer.Reset(left)
+}
+
+// stop ends the watch. A check already running may re-arm the timer
+// once; that firing finds the watch stopped and does nothing.
+func (w *idleWatch) stop() {
+	w.stopped.Store(true)
+	w.timer.Stop()
+}
 
 // streamEndGrace bounds the read of a provider's response past its
 // stream's last event, which goes on after the client has its answer:
@@ -217,8 +274,7 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		}
 		u, choices, ok := openai.ChunkUsage(data)
 		if ok {
-			s.usage = new(usage) // only now: most events have none
-			*s.usage = u
+			s.usage, s.found = u, true
 			s.charsAtUsage = s.chars
 		}
 		if s.strip && choices == 0 {

@@ -73,7 +73,7 @@ func TestRelayCleanEnd(t *testing.T) {
 		if out.String() != stream {
 			t.Errorf("%s: relayed %q, want %q", name, out.String(), stream)
 		}
-		if !s.done || s.usage == nil || *s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) || s.chars != 10 {
+		if !s.done || !s.found || s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) || s.chars != 10 {
 			t.Errorf("%s: done %v usage %+v chars %d", name, s.done, s.usage, s.chars)
 		}
 	}
@@ -100,7 +100,7 @@ func TestRelayCountsText(t *testing.T) {
 		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(tc.stream)); err != nil {
 			t.Fatal(err)
 		}
-		if s.chars != tc.want || s.usage != nil || !s.done {
+		if s.chars != tc.want || s.found || !s.done {
 			t.Errorf("api %d, %q: %d characters (usage %v, done %v), want %d", tc.api, tc.stream, s.chars, s.usage, s.done, tc.want)
 		}
 	}
@@ -132,12 +132,8 @@ func TestRelayStripsUsageChunk(t *testing.T) {
 			if out.String() != tc.want {
 				t.Errorf("relayed %q, want %q", out.String(), tc.want)
 			}
-			var got usage
-			if s.usage != nil {
-				got = *s.usage
-			}
-			if got != tc.usage {
-				t.Errorf("usage %+v, want %+v", got, tc.usage)
+			if got := s.usage; got != tc.usage || s.found != (tc.usage != usage{}) {
+				t.Errorf("usage %+v (found %v), want %+v", got, s.found, tc.usage)
 			}
 		})
 	}
@@ -222,9 +218,8 @@ func TestRelayFlushes(t *testing.T) {
 				var flushed []int
 				s := &streamRelay{}
 				if idle {
-					s.idle = time.Minute
-					s.idleTimer = time.AfterFunc(s.idle, func() {})
-					defer s.idleTimer.Stop()
+					s.idle = newIdleWatch(time.Minute, func(error) {})
+					defer s.idle.stop()
 				}
 				err := runRelay(t, s, &out, func() error {
 					flushed = append(flushed, out.Len())
@@ -330,9 +325,8 @@ func (w *slowWriter) Write(p []byte) (int, error) {
 // relay waits for the provider, not while it writes to a slow client.
 func TestRelayIdleTimerIsTheProvidersOnly(t *testing.T) {
 	var fired atomic.Bool
-	s := streamRelay{idle: 20 * time.Millisecond}
-	s.idleTimer = time.AfterFunc(s.idle, func() { fired.Store(true) })
-	defer s.idleTimer.Stop()
+	s := streamRelay{idle: newIdleWatch(20*time.Millisecond, func(error) { fired.Store(true) })}
+	defer s.idle.stop()
 	w := &slowWriter{delay: 60 * time.Millisecond}
 	stream := relayContent + relayContent + relayUsageOnly + relayDone
 	if err := runRelay(t, &s, w, noFlush, strings.NewReader(stream)); err != nil {
@@ -344,4 +338,58 @@ func TestRelayIdleTimerIsTheProvidersOnly(t *testing.T) {
 	if w.buf.String() != stream {
 		t.Errorf("relayed %q", w.buf.String())
 	}
+}
+
+// TestIdleWatch: the watch cancels once a single wait has lasted its
+// duration, never sooner (a wait that starts late in the timer's period
+// gets its whole duration), and never while the relay is not waiting, for
+// however long.
+func TestIdleWatch(t *testing.T) {
+	t.Run("a wait that lasts", func(t *testing.T) {
+		const after = 60 * time.Millisecond
+		fired := make(chan time.Time, 1)
+		w := newIdleWatch(after, func(cause error) {
+			if cause != errStreamIdle {
+				t.Errorf("cause %v", cause)
+			}
+			fired <- time.Now()
+		})
+		defer w.stop()
+		time.Sleep(after / 2) // not waiting: the timer's period is half gone
+		start := time.Now()
+		w.waiting(true)
+		select {
+		case at := <-fired:
+			if d := at.Sub(start); d < after {
+				t.Errorf("canceled %v into the wait, before %v", d, after)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a wait of 5 s was never canceled")
+		}
+	})
+	t.Run("short waits", func(t *testing.T) {
+		const after = 200 * time.Millisecond
+		var fired atomic.Bool
+		w := newIdleWatch(after, func(error) { fired.Store(true) })
+		defer w.stop()
+		deadline := time.Now().Add(3 * after)
+		for time.Now().Before(deadline) {
+			w.waiting(true)
+			w.waiting(false)
+			time.Sleep(after / 4) // writing to a slow client
+		}
+		if fired.Load() {
+			t.Error("canceled with no wait as long as its duration")
+		}
+	})
+	t.Run("stopped", func(t *testing.T) {
+		var fired atomic.Bool
+		w := newIdleWatch(10*time.Millisecond, func(error) { fired.Store(true) })
+		w.waiting(true)
+		w.stop()
+		time.Sleep(50 * time.Millisecond)
+		if fired.Load() {
+			t.Error("canceled after stop")
+		}
+	})
 }

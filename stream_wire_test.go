@@ -48,8 +48,8 @@ func TestRelayLineEndings(t *testing.T) {
 			if out.String() != tc.stream {
 				t.Errorf("%s, %s: relayed %q, want %q", tc.name, name, out.String(), tc.stream)
 			}
-			if (s.usage == nil) != (tc.usage == nil) || (s.usage != nil && *s.usage != *tc.usage) {
-				t.Errorf("%s, %s: usage %+v, want %+v", tc.name, name, s.usage, tc.usage)
+			if s.found != (tc.usage != nil) || (s.found && s.usage != *tc.usage) {
+				t.Errorf("%s, %s: usage %+v (found %v), want %+v", tc.name, name, s.usage, s.found, tc.usage)
 			}
 			if s.done != tc.done || s.failed != tc.failed {
 				t.Errorf("%s, %s: done %v failed %v, want %v %v", tc.name, name, s.done, s.failed, tc.done, tc.failed)
@@ -108,14 +108,14 @@ func TestRelayUsageWithoutCounts(t *testing.T) {
 		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+bad+relayDone)); err != nil {
 			t.Fatal(err)
 		}
-		if s.usage != nil || !s.done || s.chars != 5 {
+		if s.found || !s.done || s.chars != 5 {
 			t.Errorf("%q: usage %+v (done %v, %d characters), want none: the stream is estimated", bad, s.usage, s.done, s.chars)
 		}
 		s = streamRelay{api: openai.Chat}
 		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+relayUsageOnly+bad+relayDone)); err != nil {
 			t.Fatal(err)
 		}
-		if s.usage == nil || *s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) {
+		if !s.found || s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) {
 			t.Errorf("%q after a usage: usage %+v, want the first", bad, s.usage)
 		}
 		// a client that did not ask for usage never sees a usage-only
