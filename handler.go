@@ -577,14 +577,16 @@ type attemptResult struct {
 // byte after the hedge delay gets the next one started beside it.
 func (ex *exchange) run(p plan) {
 	r := ex.router
-	candidates, skipped := p.order(now(), nil, r.logger, balance{latency: r.Failover.Balance == balanceLatency, stream: ex.body.Stream})
+	// after any wait for a flight that failed: a try budget of its own; and
+	// the time the candidates' health is read at (one clock read for both)
+	start := now()
+	candidates, skipped := p.order(start, nil, r.logger, balance{latency: r.Failover.Balance == balanceLatency, stream: ex.body.Stream})
 	ex.homeFirst(candidates) // a Responses continuation goes where its response is
 	maxAttempts := r.Failover.MaxAttempts
 	if maxAttempts <= 0 {
 		maxAttempts = len(candidates) + len(skipped)
 	}
 	tryDuration := time.Duration(r.Failover.TryDuration)
-	start := now() // after any wait for a flight that failed: a try budget of its own
 
 	var failed *deployment // the previous attempt's, when it failed
 	var failedOutcome outcome
@@ -876,9 +878,13 @@ func describeBody(contentType string, b []byte) string {
 func readResponse(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
 	b, err := readLimited(resp.Body, resp.ContentLength, maxResponseBody)
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		return nil, fmt.Errorf("upstream response larger than %d bytes", maxResponseBody)
+	if err != nil {
+		// declared here: errors.As takes its address, which puts it on the
+		// heap, and an answer read whole needs none
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, fmt.Errorf("upstream response larger than %d bytes", maxResponseBody)
+		}
 	}
 	return b, err
 }
@@ -997,8 +1003,9 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	}
 	res.outcome = outcomeSuccess
 	res.committed = true
-	res.firstByte = now().Sub(res.started)
-	ttft := now().Sub(ex.start)
+	t := now()
+	res.firstByte = t.Sub(res.started)
+	ttft := t.Sub(ex.start)
 	d.metrics.ttft.Observe(ttft.Seconds())
 	d.state.stats.recordFirstToken(ttft)
 
