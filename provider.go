@@ -361,6 +361,10 @@ func unwrapURLError(err error) error {
 // headers included, in their validation errors.
 type scrubber struct {
 	keys, fingerprints []string
+	// the same as bytes, made once: bytes runs on every stream event, and
+	// []byte(key) allocates each time for a key over 32 bytes (most real
+	// keys)
+	keyBytes, fingerprintBytes [][]byte
 }
 
 func newScrubber(providers map[string]*provider) *scrubber {
@@ -370,6 +374,8 @@ func newScrubber(providers map[string]*provider) *scrubber {
 			if !slices.Contains(s.keys, c.value) {
 				s.keys = append(s.keys, c.value)
 				s.fingerprints = append(s.fingerprints, c.fingerprint)
+				s.keyBytes = append(s.keyBytes, []byte(c.value))
+				s.fingerprintBytes = append(s.fingerprintBytes, []byte(c.fingerprint))
 			}
 		}
 	}
@@ -382,9 +388,9 @@ func (s *scrubber) bytes(b []byte) []byte {
 	if s == nil { // a replay of what was scrubbed before it was kept
 		return b
 	}
-	for i, k := range s.keys {
-		if bytes.Contains(b, []byte(k)) {
-			b = bytes.ReplaceAll(b, []byte(k), []byte(s.fingerprints[i]))
+	for i, k := range s.keyBytes {
+		if bytes.Contains(b, k) {
+			b = bytes.ReplaceAll(b, k, s.fingerprintBytes[i])
 		}
 	}
 	return b

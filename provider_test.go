@@ -58,3 +58,26 @@ func TestKeyFingerprintRevealsLittle(t *testing.T) {
 		}
 	}
 }
+
+// TestScrubberBytes: every provider secret in what a provider wrote gives
+// way to its fingerprint, and an event with none (nearly all of a stream's)
+// is returned as it is, without an allocation, however long the keys.
+func TestScrubberBytes(t *testing.T) {
+	long := "sk-proj-" + strings.Repeat("abcdefghij", 15) + "WXYZ"
+	s := newScrubber(map[string]*provider{
+		"a": {secrets: []secret{{long, keyFingerprint(long)}}},
+		"b": {secrets: []secret{{"sk-short-key-0001", keyFingerprint("sk-short-key-0001")}, {long, keyFingerprint(long)}}},
+	})
+	in := []byte(`data: {"error":{"message":"bad key ` + long + ` (and sk-short-key-0001)"}}`)
+	want := `data: {"error":{"message":"bad key sk-…WXYZ (and sk-…0001)"}}`
+	if got := string(s.bytes(in)); got != want {
+		t.Errorf("scrubbed %q, want %q", got, want)
+	}
+	clean := []byte(`data: {"choices":[{"index":0,"delta":{"content":" shoes"}}]}`)
+	if n := testing.AllocsPerRun(100, func() { s.bytes(clean) }); n != 0 {
+		t.Errorf("an event without secrets: %v allocations", n)
+	}
+	if got := string(s.bytes(clean)); got != string(clean) {
+		t.Errorf("an event without secrets became %q", got)
+	}
+}
