@@ -163,12 +163,13 @@ type exchange struct {
 	span    trace.Span  // the request's trace span, from Caddy's tracing handler (tracing.go)
 	usageMu sync.Mutex  // serialises spend: a hedge's two attempts may report usage at once
 
-	sentTraces [2]sentTrace // what the transport wrote, per attempt of a hedge (send)
+	// what the transport wrote (send): of the attempt, or the first of a
+	// hedge; of a hedge's second, made when one starts
+	sentTrace  sentTrace
+	hedgeTrace *sentTrace
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
-	// the routing rules' variables, kept here rather than allocated apart
-	ruleVars ruleVars
 
 	// the values of the response headers the router sets (setHeader)
 	hdrVals [10]string
@@ -370,8 +371,8 @@ func (ex *exchange) resolve() (plan, bool) {
 		reason = "model"
 	case r.rules != nil && kind == kindChat:
 		// no route named: the rules classify the request
-		ex.ruleVars = ruleVars{ep: ex.ep, body: &ex.body, header: ex.req.Header, client: ex.client}
-		if rule := r.rules.choose(&ex.ruleVars, r.logger, nil); rule != nil {
+		vars := newRuleVars(ex.ep, &ex.body, ex.req.Header, ex.client)
+		if rule := r.rules.choose(vars, r.logger, nil); rule != nil {
 			routeHeader, reason = rule.route, rule.reason
 		}
 	}
@@ -1261,7 +1262,13 @@ func upstreamHeader(client http.Header, p *provider, stream bool) http.Header {
 // that timed out after that may be billed (chargeAbandoned), one that
 // never left may not.
 func (ex *exchange) send(ctx context.Context, d *deployment, i int, res *attemptResult) (*http.Response, error) {
-	st := &ex.sentTraces[i] // the exchange's, not one per attempt: the hot path allocates less
+	st := &ex.sentTrace // the exchange's, not one per attempt: the hot path allocates less
+	if i == 1 {
+		if ex.hedgeTrace == nil {
+			ex.hedgeTrace = new(sentTrace)
+		}
+		st = ex.hedgeTrace
+	}
 	if st.trace.WroteRequest == nil {
 		st.trace.WroteRequest = st.wrote
 	}
