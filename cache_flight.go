@@ -39,10 +39,12 @@ type cacheFlight struct {
 	// (watchLeaderWrites): its write deadline through every wrapper of
 	// the response, for the leader's goroutine (boundLeaderWrites), and
 	// the response, for a follower's join (boundBlockedLeader);
-	// deadlineArmed: a deadline is set
+	// deadlineArmed: a deadline is set; leaderWriting: the relay is
+	// writing an event, not waiting for the provider's next one
 	leaderDeadline func(time.Time) error
 	leaderResponse http.ResponseWriter
 	deadlineArmed  bool
+	leaderWriting  bool
 }
 
 type flightState uint8
@@ -225,6 +227,7 @@ func (f *cacheFlight) watchLeaderWrites(w http.ResponseWriter, setDeadline func(
 func (f *cacheFlight) boundLeaderWrites() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.leaderWriting = true
 	switch {
 	case f.leaderDeadline == nil:
 	case f.followers > 0:
@@ -236,17 +239,34 @@ func (f *cacheFlight) boundLeaderWrites() {
 	}
 }
 
+// leaderWaits lifts the bound while the leader's relay waits for the
+// provider's next event, which is no write of its client's: an HTTP/2
+// stream is reset when its write deadline passes, even with no write
+// pending, so a bound left armed would cut a client that reads well
+// whenever the provider pauses longer than leaderWriteGrace.
+func (f *cacheFlight) leaderWaits() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leaderWriting = false
+	if f.deadlineArmed && f.leaderDeadline != nil {
+		_ = f.leaderDeadline(time.Time{})
+		f.deadlineArmed = false
+	}
+}
+
 // boundBlockedLeader bounds, as a follower joins, a write the leader may
 // have been blocked in since before anyone followed (boundLeaderWrites
 // bounds none without followers): a connection's deadline applies to a
-// write in progress. It is set on the innermost writer of the response,
-// which any goroutine may call: Caddy's wrappers keep a handler's
-// deadline in fields of their own, for the handler's goroutine, and the
-// relay sets it through them before its next write.
+// write in progress. A leader waiting for the provider is left alone
+// (leaderWaits): boundLeaderWrites bounds its next write. The deadline is
+// set on the innermost writer of the response, which any goroutine may
+// call: Caddy's wrappers keep a handler's deadline in fields of their
+// own, for the handler's goroutine, and the relay sets it through them
+// before its next write.
 func (f *cacheFlight) boundBlockedLeader() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.leaderResponse == nil || f.followers == 0 {
+	if f.leaderResponse == nil || f.followers == 0 || !f.leaderWriting {
 		return
 	}
 	w := f.leaderResponse

@@ -558,6 +558,7 @@ func TestCacheStorePerHandler(t *testing.T) {
 // streamed is a chat stream as a client read it.
 type streamed struct {
 	cache string    // X-LLM-Cache
+	proto int       // the HTTP version's major number
 	first time.Time // when its first event arrived
 	body  string
 	err   error
@@ -571,13 +572,18 @@ func (g *gateway) readStream(ctx context.Context, body string, started chan<- st
 
 // readStreamOn is readStream with client c.
 func readStreamOn(ctx context.Context, c *http.Client, body string, started chan<- struct{}) streamed {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(body))
+	return readStreamAt(ctx, c, gatewayURL, body, started)
+}
+
+// readStreamAt is readStreamOn to the gateway at url.
+func readStreamAt(ctx context.Context, c *http.Client, url, body string, started chan<- struct{}) streamed {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
 	resp, err := c.Do(req)
 	if err != nil {
 		return streamed{err: err}
 	}
 	defer resp.Body.Close()
-	out := streamed{cache: resp.Header.Get("X-LLM-Cache")}
+	out := streamed{cache: resp.Header.Get("X-LLM-Cache"), proto: resp.ProtoMajor}
 	var all strings.Builder
 	r := bufio.NewReader(resp.Body)
 	for {
@@ -877,6 +883,44 @@ func TestCacheLeaderStalledBeforeAnyoneFollowed(t *testing.T) {
 		if n := len(g.primary.RequestsFor("deepseek-chat")) - upstream; n != 1 {
 			t.Errorf("%d upstream requests, want 1", n)
 		}
+	}
+}
+
+// TestCacheLeaderOverHTTP2ProviderPauses: over HTTP/2, a leader whose
+// client reads well keeps its stream, with a follower joined, while the
+// provider pauses longer than leaderWriteGrace between events. An HTTP/2
+// write deadline resets the stream when it passes, write pending or not:
+// the bound on the leader's writes must be lifted while the relay waits
+// for the provider, and a follower's join must not arm it then.
+func TestCacheLeaderOverHTTP2ProviderPauses(t *testing.T) {
+	defer func(old time.Duration) { leaderWriteGrace = old }(leaderWriteGrace)
+	leaderWriteGrace = 100 * time.Millisecond
+	g, c, url := newHTTPSGateway(t, cacheRouter("\t\tmax_size 10MB"))
+	// the role chunk at once, then 4 pauses before the content and the finish
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Chunks: 3, ChunkDelay: 400 * time.Millisecond})
+	q := question("Can I return shoes I wore once?", true, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	started := make(chan struct{})
+	leader := make(chan streamed, 1)
+	go func() { leader <- readStreamAt(ctx, c, url, q, started) }()
+	select {
+	case <-started:
+	case l := <-leader:
+		t.Fatalf("the leader's stream ended before its first event: HTTP/%d %v %q", l.proto, l.err, l.body)
+	}
+	// joins in the provider's first pause, and follows every later one
+	follower := readStreamAt(ctx, c, url, q, nil)
+	for name, s := range map[string]streamed{"leader": waitFor(t, leader, "the leader's stream"), "follower": follower} {
+		if s.err != nil || s.proto != 2 || !strings.HasSuffix(s.body, "data: [DONE]\n\n") || answerText(t, s.body) != "w0 w1 w2 " {
+			t.Errorf("%s: HTTP/%d %v, %q", name, s.proto, s.err, s.body)
+		}
+	}
+	if follower.cache != "hit" {
+		t.Errorf("follower X-LLM-Cache %q, want hit (it followed the leader)", follower.cache)
+	}
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+		t.Errorf("%d upstream requests, want 1", n)
 	}
 }
 

@@ -3,6 +3,8 @@ package llmrouter
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -226,12 +229,42 @@ func newGateway(t *testing.T, routerBody string) *gateway {
 // directives before llm_router.
 func newGatewayWith(t *testing.T, global, site, routerBody string) *gateway {
 	t.Helper()
+	return newGatewayAt(t, global, siteAddress, site, routerBody)
+}
+
+// newHTTPSGateway is newGateway on an HTTPS site, with a client that
+// speaks HTTP/2 to it and the site's URL. The site's certificate is a
+// file Caddy loads as the config does (`tls internal` would obtain one in
+// the background, after the config is loaded).
+func newHTTPSGateway(t *testing.T, routerBody string) (g *gateway, c *http.Client, url string) {
+	t.Helper()
+	certPEM, keyPEM, err := testkit.SelfSignedPEM("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := errors.Join(os.WriteFile(certFile, certPEM, 0o600), os.WriteFile(keyFile, keyPEM, 0o600)); err != nil {
+		t.Fatal(err)
+	}
+	url = fmt.Sprintf("https://localhost:%d", httpsPort)
+	g = newGatewayAt(t, globalOptions, url, "\ttls "+certFile+" "+keyFile, routerBody)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return g, &http.Client{Transport: tr}, url
+}
+
+// newGatewayAt is newGatewayWith on the site at address.
+func newGatewayAt(t *testing.T, global, address, site, routerBody string) *gateway {
+	t.Helper()
 	g := &gateway{t: t, primary: mockllm.New(), backup: mockllm.New()}
 	ps, bs := newMockServer(g.primary), newMockServer(g.backup)
 	g.primaryURL, g.backupURL = ps.URL, bs.URL
 	body := strings.NewReplacer("{PRIMARY}", ps.URL, "{BACKUP}", bs.URL).Replace(routerBody)
 	g.tc = caddytest.NewTester(t)
-	g.tc.InitServer(global+"\n"+siteAddress+" {\n"+site+"\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.tc.InitServer(global+"\n"+address+" {\n"+site+"\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

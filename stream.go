@@ -102,6 +102,7 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 			}
 			w, flush, err = io.Discard, noFlush, nil
 		}
+		s.unboundWrites()
 		s.waiting(true)
 		ev, rerr := events.Next()
 		s.waiting(false)
@@ -137,6 +138,14 @@ var leaderWriteGrace = 5 * time.Second
 func (s *streamRelay) boundWrites() {
 	if s.flight != nil && s.flight.shared {
 		s.flight.boundLeaderWrites()
+	}
+}
+
+// unboundWrites lifts that bound while the relay waits for the provider
+// (cacheFlight.leaderWaits): the wait is not the client's.
+func (s *streamRelay) unboundWrites() {
+	if s.flight != nil && s.flight.shared {
+		s.flight.leaderWaits()
 	}
 }
 
