@@ -283,8 +283,7 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		}
 		u, choices, ok := openai.ChunkUsage(data)
 		if ok {
-			s.usage, s.found = u, true
-			s.charsAtUsage = s.chars
+			s.noteUsage(u)
 		}
 		if s.strip && choices == 0 {
 			return nil // a usage-only chunk the client did not ask for, with counts or not
@@ -292,6 +291,20 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	}
 	_, err := w.Write(ev)
 	return err
+}
+
+// noteUsage keeps a usage report of the stream. Counts only grow along a
+// stream (a provider that reports usage in every chunk reports running
+// totals), so each count is the largest reported: a smaller report after
+// a larger one (a trailing chunk of zeros) lowers nothing that is billed.
+func (s *streamRelay) noteUsage(u usage) {
+	if !s.found || u.Output >= s.usage.Output {
+		s.charsAtUsage = s.chars // the text so far is in the report
+	}
+	if s.found {
+		u.Input, u.Output, u.CachedInput = max(u.Input, s.usage.Input), max(u.Output, s.usage.Output), max(u.CachedInput, s.usage.CachedInput)
+	}
+	s.usage, s.found = u, true
 }
 
 func noFlush() error { return nil }

@@ -82,6 +82,27 @@ func TestRelayCleanEnd(t *testing.T) {
 // TestRelayCountsText: the characters of text streamed are counted for
 // each API's text member, whatever the spacing, to estimate the output of
 // a stream that ends without usage.
+// TestRelayUsageNeverShrinks: a provider that reports usage more than
+// once reports running totals; a smaller report after a larger one (a
+// trailing chunk of zeros) lowers no count.
+func TestRelayUsageNeverShrinks(t *testing.T) {
+	zeros := `data: {"id":"x","choices":[],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}` + "\n\n"
+	running := `data: {"choices":[{"index":0,"delta":{"content":"hello"}}],"usage":{"prompt_tokens":120,"completion_tokens":1}}` + "\n\n"
+	for name, c := range map[string]struct {
+		stream string
+		want   usage
+	}{
+		"zeros after the usage": {relayContent + relayUsageOnly + zeros + relayDone, usage{Input: 120, Output: 10, CachedInput: 64}},
+		"running totals":        {running + running + relayUsageOnly + relayDone, usage{Input: 120, Output: 10, CachedInput: 64}},
+		"zeros first":           {zeros + relayContent + relayUsageLast + relayDone, usage{Input: 7, Output: 2}},
+	} {
+		s := streamRelay{api: openai.Chat}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(c.stream)); err != nil || !s.found || s.usage != c.want {
+			t.Errorf("%s: relay %v, usage %+v (found %v), want %+v", name, err, s.usage, s.found, c.want)
+		}
+	}
+}
+
 func TestRelayCountsText(t *testing.T) {
 	cases := []struct {
 		api    openai.API
