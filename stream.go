@@ -297,12 +297,16 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 // stream (a provider that reports usage in every chunk reports running
 // totals), so each count is the largest reported: a smaller report after
 // a larger one (a trailing chunk of zeros) lowers nothing that is billed.
+// The cached input, a discount, comes with the input it is part of.
 func (s *streamRelay) noteUsage(u usage) {
 	if !s.found || u.Output >= s.usage.Output {
 		s.charsAtUsage = s.chars // the text so far is in the report
 	}
 	if s.found {
-		u.Input, u.Output, u.CachedInput = max(u.Input, s.usage.Input), max(u.Output, s.usage.Output), max(u.CachedInput, s.usage.CachedInput)
+		if u.Input < s.usage.Input {
+			u.Input, u.CachedInput = s.usage.Input, s.usage.CachedInput
+		}
+		u.Output = max(u.Output, s.usage.Output)
 	}
 	s.usage, s.found = u, true
 }

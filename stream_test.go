@@ -95,6 +95,8 @@ func TestRelayUsageNeverShrinks(t *testing.T) {
 		"zeros after the usage": {relayContent + relayUsageOnly + zeros + relayDone, usage{Input: 120, Output: 10, CachedInput: 64}},
 		"running totals":        {running + running + relayUsageOnly + relayDone, usage{Input: 120, Output: 10, CachedInput: 64}},
 		"zeros first":           {zeros + relayContent + relayUsageLast + relayDone, usage{Input: 7, Output: 2}},
+		// a discount is not taken from a report whose input is not the one billed
+		"cached input alone after": {relayUsageLast + `data: {"choices":[],"usage":{"prompt_tokens":0,"completion_tokens":0,"prompt_tokens_details":{"cached_tokens":7}}}` + "\n\n" + relayDone, usage{Input: 7, Output: 2}},
 	} {
 		s := streamRelay{api: openai.Chat}
 		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(c.stream)); err != nil || !s.found || s.usage != c.want {
