@@ -37,6 +37,12 @@
 #              ("<upstream> <mode> <load> <target>", e.g. "0ms json wrk -c50
 #              llm_router", "feature budget", "feature cache-hit", or
 #              "streams llm_router") matches
+#   STREAM_USAGE  router: in the reverse_proxy vs llm_router scenarios,
+#              llm_router's stream clients do not ask for usage
+#              (the router asks the provider and strips the usage chunk, as
+#              in production); client: they ask for it, as direct's and
+#              reverse_proxy's do, so that every client receives the same
+#              events [router]
 #   CACHE_SIZE max_size of the llm_router_cache config [8MB]
 #   CADDY_BIN  a caddy binary to measure instead of building ./cmd/caddy
 #              (e.g. an older commit's, to compare builds under one harness)
@@ -66,6 +72,11 @@ MOCK_CPU=${MOCK_CPU:-$LOAD_CPU}
 LOADGEN_GOGC=${LOADGEN_GOGC:-400}
 METRICS=${METRICS:-0}
 ONLY=${ONLY:-}
+STREAM_USAGE=${STREAM_USAGE:-router}
+if [[ $STREAM_USAGE != router && $STREAM_USAGE != client ]]; then
+	echo "bench: STREAM_USAGE must be router or client, got '$STREAM_USAGE'" >&2
+	exit 1
+fi
 for n in ROUNDS PAIR_ROUNDS; do
 	if ! [[ ${!n} =~ ^[1-9][0-9]*$ ]]; then
 		echo "bench: $n must be a positive integer, got '${!n}'" >&2
@@ -138,6 +149,8 @@ printf '{"model":"simple_qa","stream":true,"messages":[{"role":"system","content
 	"$PROMPT" >"$TMP/stream_router.body"
 printf '{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a support agent."},{"role":"user","content":"%s"}],"max_tokens":64}' \
 	"$PROMPT" >"$TMP/stream.body"
+# STREAM_USAGE=client: llm_router's stream clients ask for usage too
+cp "$TMP/stream.body" "$TMP/stream_client.body"
 # The features section: the JSON body with "model":"auto" (no route named:
 # the default route, or the routing rules, decide). The short question ends
 # on simple_qa either way. The cache-miss runs send json.body through
@@ -394,7 +407,7 @@ scenario() {
 	echo "==> $id ($dur$( ((round > 0)) && echo ", round $round/$PAIR_ROUNDS"))"
 	local body=$TMP/$mode.body streamflag=()
 	[[ $mode == stream ]] && streamflag=(-stream)
-	[[ $mode == stream && $target == llm_router ]] && body=$TMP/stream_router.body
+	[[ $mode == stream && $target == llm_router ]] && body=$TMP/stream_$STREAM_USAGE.body
 	rm -f "$TMP/caddy.log" "$TMP/wrk.out" "$TMP/load.err"
 
 	local latency=$upstream
@@ -686,9 +699,11 @@ fi
 PINNING="none"
 [[ $PIN == 1 ]] && PINNING="Caddy on CPU $CADDY_CPU, mock on CPU $MOCK_CPU, wrk and loadgen on CPU $LOAD_CPU"
 HOST="$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), $(go version | cut -d' ' -f3)"
-printf '{"kind":"meta","meta":{"started":"%s","host":"%s","commit":"%s","pinning":"%s","loadavg_start":"%s","note":"durations %s main, %s a reverse_proxy vs llm_router round under wrk (%s rounds), %s at 50 ms upstream and for -c1 TTFB, %s a feature run (%s rounds), warm-up %s; metrics: llm_router module metrics always on, Caddy per-server metrics %s"}}\n' \
+printf '{"kind":"meta","meta":{"started":"%s","host":"%s","commit":"%s","pinning":"%s","loadavg_start":"%s","note":"durations %s main, %s a reverse_proxy vs llm_router round under wrk (%s rounds), %s at 50 ms upstream and for -c1 TTFB, %s a feature run (%s rounds), warm-up %s; metrics: llm_router module metrics always on, Caddy per-server metrics %s; streams: %s"}}\n' \
 	"$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$HOST" "$COMMIT" "$PINNING" "$(loadavg)" \
-	"$DUR" "$PAIR_DUR" "$PAIR_ROUNDS" "$SHORT_DUR" "$FEATURE_DUR" "$ROUNDS" "$WARMUP" "$([[ $METRICS == 1 ]] && echo on || echo off)" >>"$RAW"
+	"$DUR" "$PAIR_DUR" "$PAIR_ROUNDS" "$SHORT_DUR" "$FEATURE_DUR" "$ROUNDS" "$WARMUP" "$([[ $METRICS == 1 ]] && echo on || echo off)" \
+	"$([[ $STREAM_USAGE == client ]] && echo "every client asks for usage and receives the usage chunk" ||
+		echo "llm_router's clients do not ask for usage (it asks the provider and strips the chunk), the others' do")" >>"$RAW"
 
 # ---------------------------------------------------------------- scenarios
 TARGETS=(direct reverse_proxy llm_router)

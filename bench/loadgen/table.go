@@ -376,7 +376,7 @@ func renderTargets(w io.Writer, byKey map[key]*Row, rounds map[key][]*Row, pairs
 	for _, mode := range []string{"json", "stream"} {
 		pairLine(fmt.Sprintf("%s wrk -c50 throughput ≥ 1.0× reverse_proxy", mode), "0ms", mode, "wrk -c50")
 	}
-	pairLine("stream wrk -c1 throughput ≥ 1.0× reverse_proxy (both receive the usage chunk)", "0ms", "stream", "wrk -c1")
+	pairLine("stream wrk -c1 throughput ≥ 1.0× reverse_proxy (every stream carries the usage chunk: see streams in the note)", "0ms", "stream", "wrk -c1")
 	// an HTTPS upstream (HTTP/2), both through Caddy's HTTP transport
 	for _, mode := range []string{"json", "stream"} {
 		pairLine(fmt.Sprintf("HTTPS upstream (HTTP/2): %s wrk -c50 throughput ≥ 1.0× reverse_proxy", mode), "https", mode, "wrk -c50")
