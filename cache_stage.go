@@ -34,7 +34,7 @@ type cacheTicket struct {
 	// leads, or a private one that collects a stream; nil when the answer
 	// is not kept
 	flight      *cacheFlight
-	stopLeading func() bool // undoes the watch on the leader's client (stream leaders)
+	stopLeading func() bool // undoes the watch on the leader's client (leaders over HTTP/2 and 3)
 	saved       float64     // what a hit saved, in savedIn
 	savedIn     string
 	// the semantic lookup's (cache_semantic.go): the question, whose
@@ -125,21 +125,27 @@ func (ex *exchange) lookupCache(p plan) bool {
 		return false
 	}
 	t.flight = f
-	if ex.body.Stream {
-		// a stream's followers relay it as it arrives: the leader reads
-		// it to the end for them even if its own client goes away
-		ctx, cancel := context.WithCancel(context.WithoutCancel(ex.req.Context()))
-		f.cancel = cancel
-		leaderLeft := func() { f.leaderLeft() }
-		if ex.detached() {
-			// an HTTP/1 leader's client has left when it closes after the
-			// answer started, or a write to it fails (outliveHalfClose)
-			ex.leave = leaderLeft
-		} else {
-			t.stopLeading = context.AfterFunc(ex.req.Context(), leaderLeft)
-		}
-		ex.ctx = ctx
+	if ex.detached() && !ex.body.Stream {
+		// an HTTP/1 request's upstream work is detached from its client
+		// already (outliveHalfClose), and a JSON answer has no start
+		// after which its client's close means leaving
+		return false
 	}
+	// the followers wait for this request's answer, a stream's events as
+	// they arrive or a JSON answer whole: the leader gets it for them even
+	// if its own client goes away (over HTTP/2 and 3, leaving cancels the
+	// client's context), until nobody waits
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ex.req.Context()))
+	f.cancel = cancel
+	leaderLeft := func() { f.leaderLeft() }
+	if ex.detached() {
+		// an HTTP/1 leader's client has left when it closes after the
+		// answer started, or a write to it fails (outliveHalfClose)
+		ex.leave = leaderLeft
+	} else {
+		t.stopLeading = context.AfterFunc(ex.req.Context(), leaderLeft)
+	}
+	ex.ctx = ctx
 	return false
 }
 

@@ -1,0 +1,119 @@
+package llmrouter
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+)
+
+// h2Client is a fresh HTTP/2 client to the HTTPS gateway (a connection of
+// its own), with c's TLS settings.
+func h2Client(t *testing.T, c *http.Client) *http.Client {
+	tr := c.Transport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// h1Client is c without HTTP/2: HTTP/1.1 over TLS.
+func h1Client(t *testing.T, c *http.Client) *http.Client {
+	tr := c.Transport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// waitFollowers waits until n requests follow a flight (read from the
+// goroutines' stacks).
+func waitFollowers(t *testing.T, n int) {
+	t.Helper()
+	buf := make([]byte, 4<<20)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*cacheFlight).await(") >= n {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %d followers", n)
+}
+
+// TestH2JSONLeaderLeaves: the client of a JSON request that others follow
+// leaves before the answer. Over HTTP/1 its upstream request goes on and
+// lands for the followers: one upstream request. Over HTTP/2 it must be
+// the same: its leaving must not cancel the answer the followers wait for.
+func TestH2JSONLeaderLeaves(t *testing.T) {
+	g, c, url := newHTTPSGateway(t, cacheRouter("\t\tmax_size 1033KB"))
+	for _, proto := range []int{1, 2} {
+		g.primary.Reset()
+		g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 500 * time.Millisecond})
+		client := h2Client(t, c)
+		if proto == 1 {
+			client = h1Client(t, c)
+		}
+		q := question(fmt.Sprintf("Where is my parcel (HTTP/%d)?", proto), false, "")
+		ctx, leave := context.WithCancel(t.Context())
+		leader := make(chan error, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(q))
+			resp, err := client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			leader <- err
+		}()
+		select {
+		case <-g.primary.Arrived():
+		case err := <-leader:
+			t.Fatalf("HTTP/%d: the leader ended before its request arrived: %v", proto, err)
+		}
+		const followers = 2
+		answers := make(chan string, followers)
+		for range followers {
+			go func() {
+				resp, err := h2Client(t, c).Post(url+"/v1/chat/completions", "application/json", strings.NewReader(q))
+				if err != nil {
+					answers <- err.Error()
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				answers <- fmt.Sprintf("%d %s %s", resp.StatusCode, resp.Header.Get("X-LLM-Cache"), b)
+			}()
+		}
+		waitFollowers(t, followers)
+		leave()
+		waitFor(t, leader, "the leader to leave")
+		for range followers {
+			if a := waitFor(t, answers, "a follower's answer"); !strings.HasPrefix(a, "200 hit ") {
+				t.Errorf("HTTP/%d: follower got %.200s, want the leader's answer (hit)", proto, a)
+			}
+		}
+		if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+			t.Errorf("HTTP/%d: %d upstream requests, want 1 (the leader's, for everyone)", proto, n)
+		}
+	}
+
+	// a leader that nobody follows still ends its upstream request when
+	// its HTTP/2 client leaves
+	g.primary.Reset()
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
+	ctx, leave := context.WithCancel(t.Context())
+	go func() {
+		<-g.primary.Arrived()
+		leave()
+	}()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(question("Where is my parcel now?", false, "")))
+	if resp, err := h2Client(t, c).Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a response (%d) to a client that left", resp.StatusCode)
+	}
+	waitFor(t, g.primary.Canceled(), "the lone leader's upstream request to end")
+}
