@@ -153,6 +153,10 @@ func (ex *exchange) lookupCache(p plan) bool {
 // and its join of the flights.
 var cacheJoinHook atomic.Pointer[func()]
 
+// cacheKeepHook, when set (tests only), is called as a stream that ended
+// is kept, before it is assembled and stored.
+var cacheKeepHook atomic.Pointer[func()]
+
 // setCacheResult says what the cache did, in the response header (and so
 // in the placeholder); a hit or stale answer sets it again when served.
 func (ex *exchange) setCacheResult(result string) {
@@ -275,6 +279,9 @@ func (t *cacheTicket) keepAnswer(d *deployment, body []byte, cost float64, whole
 // answer could not carry or the answer is not whole (openai.IsComplete). Its followers have had every
 // event already.
 func (t *cacheTicket) keepStream(d *deployment, cost float64) {
+	if hook := cacheKeepHook.Load(); hook != nil {
+		(*hook)()
+	}
 	f := t.flight
 	f.mu.Lock()
 	events := f.events

@@ -117,3 +117,42 @@ func TestH2JSONLeaderLeaves(t *testing.T) {
 	}
 	waitFor(t, g.primary.Canceled(), "the lone leader's upstream request to end")
 }
+
+// TestH2CacheLeaderKeepsItsEnd: an HTTP/2 leader whose client reads well,
+// with a follower, gets its stream's end although keeping the answer
+// takes longer than leaderWriteGrace (a large answer to assemble and
+// store, here held by the hook). The stream's last event goes out with
+// the end of the response, after that: an HTTP/2 stream is reset when its
+// write deadline passes, write pending or not, so the bound on the
+// leader's writes must not outlive its relay.
+func TestH2CacheLeaderKeepsItsEnd(t *testing.T) {
+	defer func(old time.Duration) { leaderWriteGrace = old }(leaderWriteGrace)
+	leaderWriteGrace = 100 * time.Millisecond
+	slowKeep := func() { <-time.After(3 * leaderWriteGrace) } // the router's own work, longer than the grace
+	cacheKeepHook.Store(&slowKeep)
+	defer cacheKeepHook.Store(nil)
+	g, c, url := newHTTPSGateway(t, cacheRouter("\t\tmax_size 1037KB"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Chunks: 5, ChunkDelay: 100 * time.Millisecond})
+	q := question("What is in the big box (HTTP/2)?", true, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	started := make(chan struct{})
+	leader := make(chan streamed, 1)
+	go func() { leader <- readStreamAt(ctx, h2Client(t, c), url, q, started) }()
+	select {
+	case <-started:
+	case l := <-leader:
+		t.Fatalf("the leader's stream ended before its first event: HTTP/%d %v %q", l.proto, l.err, l.body)
+	}
+	follower := make(chan streamed, 1)
+	go func() { follower <- readStreamAt(ctx, h2Client(t, c), url, q, nil) }()
+	waitFollowers(t, 1) // it follows before the stream ends
+	for name, s := range map[string]streamed{"leader": waitFor(t, leader, "the leader's stream"), "follower": waitFor(t, follower, "the follower's stream")} {
+		if s.err != nil || s.proto != 2 || !strings.HasSuffix(s.body, "data: [DONE]\n\n") || answerText(t, s.body) != "w0 w1 w2 w3 w4 " {
+			t.Errorf("%s: HTTP/%d %v, %q", name, s.proto, s.err, s.body)
+		}
+	}
+	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
+		t.Errorf("%d upstream requests, want 1", n)
+	}
+}

@@ -81,6 +81,11 @@ type streamRelay struct {
 func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.EventReader, first []byte) error {
 	s.waiting(false)
 	s.boundWrites()
+	// the bound on the writes ends with the relay: the stream's last
+	// event is written with the end of the response, after the answer is
+	// kept (which may take longer than the bound for a large one), and an
+	// HTTP/2 stream is reset when its deadline passes, write pending or not
+	defer s.unboundWrites()
 	err := s.forward(w, first)
 	if err == nil && s.done {
 		return nil
