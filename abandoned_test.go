@@ -417,3 +417,40 @@ func TestCutStreamChargesTextAfterEarlyUsage(t *testing.T) {
 		t.Errorf("charged %+v, want the provider's 20 input tokens and at least the %d output streamed after its usage", c, more*10)
 	}
 }
+
+// TestCutStreamAfterZeroUsageIsCharged: a provider that puts a usage
+// object of zeros in its early chunks (a placeholder until the last) and
+// whose stream is cut before the real one (here: the client leaves while
+// it generates) is charged its estimated input, as a stream without usage
+// is: the zeros are not the bill, and leaving after the first chunk of a
+// 30,000-token prompt escapes no budget.
+func TestCutStreamAfterZeroUsageIsCharged(t *testing.T) {
+	defer func(old time.Duration) { abandonedStreamGrace = old }(abandonedStreamGrace)
+	abandonedStreamGrace = 20 * time.Millisecond // the provider generates on past it
+	clientLeft := make(chan struct{})
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}`+"\n\n")
+		w.(http.Flusher).Flush()
+		<-clientLeft
+		<-t.Context().Done() // still generating when the router cuts it
+	})
+	r := benchRouter(t, up.URL, nil)
+	srv := routerServer(t, r)
+	done := requestsDone(t)
+	prompt := strings.Repeat("lorem ipsum ", 10_000) // 120,000 characters: 30,000 tokens estimated
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"`+prompt+`"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // the client leaves
+	close(clientLeft)
+	waitFor(t, done, "the abandoned stream to be counted")
+	if c := chargedTo(r, "deepseek-v3.2"); c.in < 30_000 || c.estIn != c.in || c.cost <= 0 {
+		t.Errorf("charged %+v, want the estimated input of the 30,000-token prompt", c)
+	}
+}

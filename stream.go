@@ -303,7 +303,14 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 // totals), so each count is the largest reported: a smaller report after
 // a larger one (a trailing chunk of zeros) lowers nothing that is billed.
 // The cached input, a discount, comes with the input it is part of.
+// A report of zeros only is a placeholder (some providers put one in each
+// chunk until the last), never a bill: every request has input. It is not
+// kept, so that a stream cut before its real usage is estimated, not
+// charged nothing.
 func (s *streamRelay) noteUsage(u usage) {
+	if u.Input == 0 && u.Output == 0 && u.CachedInput == 0 {
+		return
+	}
 	if !s.found || u.Output >= s.usage.Output {
 		s.charsAtUsage = s.chars // the text so far is in the report
 	}

@@ -105,6 +105,20 @@ func TestRelayUsageNeverShrinks(t *testing.T) {
 	}
 }
 
+// TestRelayZeroUsageIsNoUsage: a report of zeros only (a provider's
+// placeholder before its last chunk) is not a usage: a stream that has
+// nothing else is estimated, as one without usage.
+func TestRelayZeroUsageIsNoUsage(t *testing.T) {
+	zeros := `data: {"choices":[{"index":0,"delta":{"content":"hello"}}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}` + "\n\n"
+	s := streamRelay{api: openai.Chat}
+	if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(zeros+zeros)); err != nil {
+		t.Fatal(err)
+	}
+	if s.found || s.chars != 10 {
+		t.Errorf("usage %+v (found %v), %d characters; want no usage and 10 characters", s.usage, s.found, s.chars)
+	}
+}
+
 func TestRelayCountsText(t *testing.T) {
 	cases := []struct {
 		api    openai.API
