@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"bytes"
 	"net/http"
+	"strings"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -85,9 +86,10 @@ func (ex *exchange) homeFirst(candidates []*deployment) {
 // id itself, as a whole word. The id is the client's text: one that could
 // be part of any 404 (a letter, a model's name) would let the client read
 // a deployment's own 404, which is otherwise never relayed, and stop its
-// failover, so it must look like an id (minResponseIDLen or longer) and
-// not be the model the deployment was asked for, and be made of an id's
-// bytes only.
+// failover, so it must look like an id (minResponseIDLen or longer, with
+// a digit, as random ids have: not a word of the error's own form such as
+// "invalid_request_error" or "model_not_found") and not be the model the
+// deployment was asked for, and be made of an id's bytes only.
 func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel string) bool {
 	prev := ex.body.PreviousResponseID
 	if status != http.StatusNotFound || prev == "" {
@@ -96,7 +98,8 @@ func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel 
 	if bytes.Contains(body, []byte("previous_response")) {
 		return true
 	}
-	return len(prev) >= minResponseIDLen && prev != upstreamModel && isIDWord(prev) && containsWord(body, prev)
+	return len(prev) >= minResponseIDLen && prev != upstreamModel && isIDWord(prev) &&
+		strings.ContainsAny(prev, "0123456789") && containsWord(body, prev)
 }
 
 // isIDWord reports whether s is made only of the bytes of an id.

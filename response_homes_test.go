@@ -145,3 +145,33 @@ func TestPreviousResponseIDMustLookLikeAnID(t *testing.T) {
 		t.Errorf("a 404 naming the stored response: %d %s, want it relayed", code, b)
 	}
 }
+
+// TestPreviousResponseIDIsNotAnErrorWord: a deployment's own 404 in
+// OpenAI's form (a model it lacks) carries words of the error's form
+// ("invalid_request_error", "model_not_found") as long as an id and made
+// of an id's bytes; a previous_response_id that is one of them must not
+// make that 404 the client's: the request fails over, and the 404's text
+// never reaches the client.
+func TestPreviousResponseIDIsNotAnErrorWord(t *testing.T) {
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		if model == "deepseek-chat" {
+			w.WriteHeader(404)
+			io.WriteString(w, `{"error":{"message":"The model deepseek-chat does not exist on inference-7.internal.corp (10.20.30.40:8000).","type":"invalid_request_error","param":null,"code":"model_not_found"}}`)
+			return
+		}
+		io.WriteString(w, `{"id":"resp_ok","object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}`)
+	})
+	srv := routerServer(t, benchRouter(t, up.URL, nil))
+	for _, prev := range []string{"invalid_request_error", "model_not_found"} {
+		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","input":"hello","previous_response_id":"`+prev+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(b), "10.20.30.40") {
+			t.Errorf("previous_response_id %q turned a deployment's 404 into the client's error: %d %s", prev, resp.StatusCode, b)
+		}
+	}
+}
