@@ -567,6 +567,12 @@ type attemptResult struct {
 	sent       bool          // the request was written whole before the attempt failed (sentTrace): the provider may bill it
 	broken     bool          // a committed stream broke: the response must be aborted
 	started    time.Time
+
+	// errorAnswer: the provider answered with an error status, so it
+	// generated nothing and bills nothing, whatever became of the body
+	// (the client left, a hedge was lost, a deadline passed while it was
+	// read): not charged as given up mid-generation (billable)
+	errorAnswer bool
 }
 
 // run tries the candidates in order until one answers or the budget is
@@ -627,13 +633,13 @@ func (ex *exchange) run(p plan) {
 		}
 		switch res.outcome {
 		case outcomeCanceled:
-			if res.sent {
+			if res.billable() {
 				ex.chargeAbandoned(d)
 			}
 			ex.clientGone()
 			return true
 		case outcomeTimeout:
-			if res.sent && res.status == 0 {
+			if res.billable() && res.status == 0 {
 				// given up by the router; a provider's own 408 generated nothing
 				ex.chargeAbandoned(d)
 			}
@@ -714,6 +720,14 @@ func (ex *exchange) run(p plan) {
 	ex.unavailable(p)
 }
 
+// billable reports whether an attempt given up before its answer was
+// read (canceled, timed out, a hedge's loser) is charged as one the
+// provider generated for: it had the whole request, and did not answer
+// with an error status.
+func (res *attemptResult) billable() bool {
+	return res.sent && !res.errorAnswer
+}
+
 // lastResortFirst orders the candidates left out of rotation for the last
 // resort: the disabled ones by score, best first (stable), then the rest.
 func lastResortFirst(out []skipped) []skipped {
@@ -784,6 +798,7 @@ func (ex *exchange) attemptBuffered(parent context.Context, d *deployment, i int
 // failover, passes it to the client: a 2xx whose body is a JSON object, or
 // a 4xx of the client's own making, with every provider key scrubbed out.
 func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, resp *http.Response, res *attemptResult) {
+	res.errorAnswer = resp.StatusCode < 200 || resp.StatusCode >= 300
 	payload, err := readResponse(resp)
 	if err != nil {
 		ex.transportFailure(ctx, res, err)

@@ -156,8 +156,8 @@ func (ex *exchange) settleHedge(h *deployment, results []hedgedResult) {
 		if r.d == h && r.res.committed {
 			won = true
 		}
-		if r.res.outcome != outcomeHedgeLost {
-			continue
+		if r.res.outcome != outcomeHedgeLost || r.res.errorAnswer {
+			continue // an error answer generated nothing: nothing to bill
 		}
 		// its usage when it had its answer; else, once sent, what any
 		// attempt given up mid-generation is (a JSON generation runs on

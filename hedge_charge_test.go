@@ -1,0 +1,51 @@
+package llmrouter
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// TestHedgeLoserWithErrorStatusNotCharged: the attempt of a hedge that
+// lost while its provider's error answer (a 400: nothing generated) was
+// being read is charged nothing, as an error answer of an attempt that is
+// no hedge's is; not its input and output limit, as if canceled
+// mid-generation.
+func TestHedgeLoserWithErrorStatusNotCharged(t *testing.T) {
+	errStarted := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var body struct{ Model string }
+		b, _ := io.ReadAll(req.Body)
+		_ = json.Unmarshal(b, &body)
+		w.Header().Set("Content-Type", "application/json")
+		if body.Model == "gemini-2.5-flash" {
+			// the hedge: an error answer, its body still coming when
+			// the first attempt answers
+			w.Header().Set("Content-Length", "200")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error":{"message":"Unsupported parameter`)
+			w.(http.Flusher).Flush()
+			close(errStarted)
+			<-req.Context().Done()
+			return
+		}
+		<-errStarted // the first attempt answers once the hedge's error has begun
+		io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
+	}))
+	t.Cleanup(up.Close)
+	r := benchRouter(t, up.URL, func(r *Router) {
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
+	})
+	w := serveOnce(r, `{"model":"simple_qa","max_tokens":500,"messages":[{"role":"user","content":"Hi"}]}`)
+	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "deepseek-v3.2" {
+		t.Fatalf("%d via %q, want the first attempt's answer", w.Code, w.Header().Get(hdrModel))
+	}
+	if c := chargedTo(r, "gemini-2.5-flash"); c.in != 0 || c.out != 0 || c.cost != 0 {
+		t.Errorf("the hedge that answered 400 was charged %+v, want nothing", c)
+	}
+}
