@@ -148,26 +148,30 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 
 // settleHedge records a hedge to h once both its attempts have ended:
 // whether h won, and the cost of the attempt that lost, which the provider
-// bills all the same: its usage when it had a complete answer, else its
-// input, estimated and flagged.
+// bills all the same: its usage when it had a complete answer, else, once
+// the provider had the whole request, what any attempt given up then is
+// charged. One never written whole, or answered with an error status,
+// generated nothing and is charged nothing.
 func (ex *exchange) settleHedge(h *deployment, results []hedgedResult) {
 	won := false
 	for _, r := range results {
 		if r.d == h && r.res.committed {
 			won = true
 		}
-		if r.res.outcome != outcomeHedgeLost || r.res.errorAnswer {
-			continue // an error answer generated nothing: nothing to bill
+		if r.res.outcome != outcomeHedgeLost {
+			continue
 		}
 		// its usage when it had its answer; else, once sent, what any
 		// attempt given up mid-generation is (a JSON generation runs on
-		// without a reader); else its input, which it may have reached
-		u := ex.estimate(0)
+		// without a reader)
+		var u usage
 		switch {
 		case r.res.usage != nil:
 			u = *r.res.usage
-		case r.res.sent:
+		case r.res.billable():
 			u = ex.abandonedUsage(r.d)
+		default:
+			continue // never reached generation (unsent), or an error answer: nothing to bill
 		}
 		cost := ex.spend(r.d, u)
 		r.d.metrics.hedgeLostCost.Add(cost)

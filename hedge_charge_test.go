@@ -1,10 +1,15 @@
 package llmrouter
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,5 +52,68 @@ func TestHedgeLoserWithErrorStatusNotCharged(t *testing.T) {
 	}
 	if c := chargedTo(r, "gemini-2.5-flash"); c.in != 0 || c.out != 0 || c.cost != 0 {
 		t.Errorf("the hedge that answered 400 was charged %+v, want nothing", c)
+	}
+}
+
+// TestUnsentHedgeLoserNotCharged: the hedge of an attempt that answers
+// while the hedge's request is still being written (its provider stopped
+// reading) never reached the provider's generation: like any attempt
+// never written whole (TestUnsentAttemptIsNotCharged), it is charged
+// nothing, not its input.
+func TestUnsentHedgeLoserNotCharged(t *testing.T) {
+	// the hedge's provider accepts connections and reads nothing, with a
+	// receive buffer of a few KB: a large body cannot be written whole
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		_ = c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return err
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hedgeArrived := make(chan struct{})
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if conns = append(conns, c); len(conns) == 1 {
+				close(hedgeArrived)
+			}
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	first := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body)
+		<-hedgeArrived // answers once the hedge is on its way
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
+	}))
+	t.Cleanup(first.Close)
+	r := benchRouter(t, first.URL, func(r *Router) {
+		r.Providers = append(r.Providers, &Provider{Name: r.Providers[0].Name + "-stalled", BaseURL: "http://" + ln.Addr().String() + "/v1", APIKey: "sk-bench-key-000000000002"})
+		r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Provider: r.Providers[0].Name}, {Name: "gemini-2.5-flash", Provider: r.Providers[1].Name}}
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
+	})
+	body := `{"model":"simple_qa","max_tokens":400,"messages":[{"role":"user","content":"` + strings.Repeat("a", 7_500_000) + `"}]}`
+	w := serveOnce(r, body)
+	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "deepseek-v3.2" {
+		t.Fatalf("%d via %q, want the first attempt's answer", w.Code, w.Header().Get(hdrModel))
+	}
+	if c := chargedTo(r, "gemini-2.5-flash"); c.in != 0 || c.out != 0 || c.cost != 0 {
+		t.Errorf("a hedge never written whole was charged %+v, want nothing", c)
 	}
 }
