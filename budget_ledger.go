@@ -313,11 +313,22 @@ func (l *budgetLedger) committedIn(key string, ks *keySpend, windows [periodCoun
 	return spend
 }
 
-// keySpend is key's spend, made when the key is new (l.mu held).
+// keySpend is key's spend, made when the key is new (l.mu held). A key
+// dropped from memory since the last sync comes back with its spend (what
+// a sync has written is read back by the next one). What it had reserved
+// is not brought back: the requests that reserved it gave it back to no
+// one while it was away, and a reservation kept would never be released.
 func (l *budgetLedger) keySpend(key string) *keySpend {
 	ks, ok := l.keys.Get(key)
 	if !ok {
-		ks = new(keySpend)
+		if ks, ok = l.spilled[key]; ok {
+			delete(l.spilled, key)
+			for p := range ks.periods {
+				ks.periods[p].reserved = 0
+			}
+		} else {
+			ks = new(keySpend)
+		}
 		l.keys.Add(key, ks)
 	}
 	return ks
