@@ -152,38 +152,7 @@ func TestJSONAnswerToAStreamIsCharged(t *testing.T) {
 // its request is still being written (a provider that stopped reading)
 // never reached the provider's generation: it is charged nothing.
 func TestUnsentAttemptIsNotCharged(t *testing.T) {
-	// a provider that accepts connections and reads nothing, with a
-	// receive buffer of a few KB: a large body cannot be written whole
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var err error
-		_ = c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return err
-	}}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
+	ln, _ := nonReadingProvider(t)
 	r := benchRouter(t, "http://"+ln.Addr().String(), func(r *Router) {
 		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
 		r.Providers[0].Timeout = caddy.Duration(200 * time.Millisecond)
@@ -453,4 +422,46 @@ func TestCutStreamAfterZeroUsageIsCharged(t *testing.T) {
 	if c := chargedTo(r, "deepseek-v3.2"); c.in < 30_000 || c.estIn != c.in || c.cost <= 0 {
 		t.Errorf("charged %+v, want the estimated input of the 30,000-token prompt", c)
 	}
+}
+
+// nonReadingProvider is a provider that accepts connections and reads
+// nothing, with a receive buffer of a few KB: a large body cannot be
+// written to it whole. arrived is closed at its first connection; the
+// connections close at the test's end.
+func nonReadingProvider(t *testing.T) (ln net.Listener, arrived <-chan struct{}) {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		_ = c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return err
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan struct{})
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if conns = append(conns, c); len(conns) == 1 {
+				close(first)
+			}
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln, first
 }

@@ -575,6 +575,22 @@ func readStreamOn(ctx context.Context, c *http.Client, body string, started chan
 	return readStreamAt(ctx, c, gatewayURL, body, started)
 }
 
+// leadStream starts a stream at url and returns once its first event has
+// arrived (a cache leader, for followers to join); the channel gives the
+// whole stream when it ends.
+func leadStream(ctx context.Context, t *testing.T, c *http.Client, url, body string) <-chan streamed {
+	t.Helper()
+	started := make(chan struct{})
+	leader := make(chan streamed, 1)
+	go func() { leader <- readStreamAt(ctx, c, url, body, started) }()
+	select {
+	case <-started:
+	case l := <-leader:
+		t.Fatalf("the leader's stream ended before its first event: HTTP/%d %v %q", l.proto, l.err, l.body)
+	}
+	return leader
+}
+
 // readStreamAt is readStreamOn to the gateway at url.
 func readStreamAt(ctx context.Context, c *http.Client, url, body string, started chan<- struct{}) streamed {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
@@ -901,14 +917,7 @@ func TestCacheLeaderOverHTTP2ProviderPauses(t *testing.T) {
 	q := question("Can I return shoes I wore once?", true, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	started := make(chan struct{})
-	leader := make(chan streamed, 1)
-	go func() { leader <- readStreamAt(ctx, c, url, q, started) }()
-	select {
-	case <-started:
-	case l := <-leader:
-		t.Fatalf("the leader's stream ended before its first event: HTTP/%d %v %q", l.proto, l.err, l.body)
-	}
+	leader := leadStream(ctx, t, c, url, q)
 	// joins in the provider's first pause, and follows every later one
 	follower := readStreamAt(ctx, c, url, q, nil)
 	for name, s := range map[string]streamed{"leader": waitFor(t, leader, "the leader's stream"), "follower": follower} {

@@ -136,14 +136,7 @@ func TestH2CacheLeaderKeepsItsEnd(t *testing.T) {
 	q := question("What is in the big box (HTTP/2)?", true, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	started := make(chan struct{})
-	leader := make(chan streamed, 1)
-	go func() { leader <- readStreamAt(ctx, h2Client(t, c), url, q, started) }()
-	select {
-	case <-started:
-	case l := <-leader:
-		t.Fatalf("the leader's stream ended before its first event: HTTP/%d %v %q", l.proto, l.err, l.body)
-	}
+	leader := leadStream(ctx, t, h2Client(t, c), url, q)
 	follower := make(chan streamed, 1)
 	go func() { follower <- readStreamAt(ctx, h2Client(t, c), url, q, nil) }()
 	waitFollowers(t, 1) // it follows before the stream ends

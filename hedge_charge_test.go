@@ -1,15 +1,11 @@
 package llmrouter
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,41 +57,8 @@ func TestHedgeLoserWithErrorStatusNotCharged(t *testing.T) {
 // never written whole (TestUnsentAttemptIsNotCharged), it is charged
 // nothing, not its input.
 func TestUnsentHedgeLoserNotCharged(t *testing.T) {
-	// the hedge's provider accepts connections and reads nothing, with a
-	// receive buffer of a few KB: a large body cannot be written whole
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var err error
-		_ = c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return err
-	}}
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	hedgeArrived := make(chan struct{})
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			if conns = append(conns, c); len(conns) == 1 {
-				close(hedgeArrived)
-			}
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
+	// the hedge's provider reads nothing: its body cannot be written whole
+	ln, hedgeArrived := nonReadingProvider(t)
 	first := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		_, _ = io.Copy(io.Discard, req.Body)
 		<-hedgeArrived // answers once the hedge is on its way
