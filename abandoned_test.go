@@ -424,6 +424,43 @@ func TestCutStreamAfterZeroUsageIsCharged(t *testing.T) {
 	}
 }
 
+// TestCutStreamEstimateCountsCJKText: the estimate of a stream cut short
+// (here after an early usage object) counts four characters a token,
+// which holds for English; Chinese text takes about a token a character
+// in the tokenizers of the models served (0.7 in o200k, 1 or more in
+// cl100k), so 4,000 characters streamed are at least 2,800 tokens.
+// Counted in characters, 1,001 tokens were charged: a client that asks
+// for CJK output and leaves before the usage paid about a quarter of it.
+// The estimate counts UTF-8 bytes (three a CJK character).
+func TestCutStreamEstimateCountsCJKText(t *testing.T) {
+	const more = 400 // chunks of 10 CJK characters
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"从"},"finish_reason":null}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}`+"\n\n")
+		for range more {
+			io.WriteString(w, chunk("很久很久以前有一个"+"国"))
+		}
+		w.(http.Flusher).Flush()
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	})
+	r := benchRouter(t, up.URL, nil)
+	srv := routerServer(t, r)
+	done := requestsDone(t)
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"用中文写一个很长的故事。"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	waitFor(t, done, "the broken stream to be counted")
+	if c := chargedTo(r, "deepseek-v3.2"); c.out < more*10*7/10 {
+		t.Errorf("charged %+v, want at least %d output tokens for the %d CJK characters streamed", c, more*10*7/10, more*10)
+	}
+}
+
 // nonReadingProvider is a provider that accepts connections and reads
 // nothing, with a receive buffer of a few KB: a large body cannot be
 // written to it whole. arrived is closed at its first connection; the

@@ -843,7 +843,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		}
 		if !a.Found {
 			// an answer without usage: billed all the same
-			u = ex.estimate(openai.AnswerTextChars(ex.ep.api(), payload))
+			u = ex.estimate(openai.AnswerTextBytes(ex.ep.api(), payload))
 		}
 		if !ex.gate.claim(i) {
 			lostHedge(res)
@@ -975,7 +975,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		if payload, err := readResponse(resp); err == nil {
 			u, found, valid := openai.AnswerUsage(payload)
 			if !found || !valid {
-				u = ex.estimate(openai.AnswerTextChars(ex.ep.api(), payload))
+				u = ex.estimate(openai.AnswerTextBytes(ex.ep.api(), payload))
 			}
 			ex.spend(d, u)
 		} else {
@@ -1060,11 +1060,11 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// cleanly its connection closed
 		err = errNoDone
 	}
-	u := ex.estimate(relay.chars)
+	u := ex.estimate(relay.textBytes)
 	if relay.found {
 		est := u
 		u = relay.usage
-		if err != nil && relay.chars > relay.charsAtUsage && est.Output > u.Output {
+		if err != nil && relay.textBytes > relay.bytesAtUsage && est.Output > u.Output {
 			// a stream cut short after a usage object (a provider that
 			// sends one early): text came after it, so the object is not
 			// the bill, and the estimate of what came is larger
@@ -1570,12 +1570,13 @@ func (ex *exchange) spend(d *deployment, u usage) float64 {
 }
 
 // estimate is the usage of an answer whose provider reported none: the
-// request's input as estimated from its text, and outputChars of text at
-// about four characters a token; flagged as estimated.
-func (ex *exchange) estimate(outputChars int64) usage {
+// request's input as estimated from its text, and outputBytes of text (in
+// UTF-8: openai.StreamTextBytes) at CharsPerToken bytes a token; flagged
+// as estimated.
+func (ex *exchange) estimate(outputBytes int64) usage {
 	return usage{
 		Input:     ex.inputTokens(),
-		Output:    (outputChars + openai.CharsPerToken - 1) / openai.CharsPerToken,
+		Output:    (outputBytes + openai.CharsPerToken - 1) / openai.CharsPerToken,
 		Estimated: true,
 	}
 }

@@ -55,10 +55,10 @@ type streamRelay struct {
 
 	usage        usage // the provider's, when found (by value: most streams have one, and a pointer allocated it)
 	found        bool  // the stream carried usage
-	charsAtUsage int64 // chars when usage was last seen: text after it is not in it
+	bytesAtUsage int64 // textBytes when usage was last seen: text after it is not in it
 	done         bool  // saw [DONE], or a Responses API stream's end (responseEnded)
 	failed       bool  // the provider sent an error event: the stream failed, whatever followed
-	chars        int64 // characters of text streamed, to estimate usage
+	textBytes    int64 // UTF-8 bytes of text streamed, to estimate usage (openai.StreamTextBytes)
 	events       int   // events relayed
 }
 
@@ -276,7 +276,7 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 			s.wantID = false
 		}
 	}
-	s.chars += openai.StreamTextChars(s.api, data)
+	s.textBytes += openai.StreamTextBytes(s.api, data)
 	switch {
 	case bytes.Equal(data, openai.DoneData):
 		s.done = true
@@ -312,7 +312,7 @@ func (s *streamRelay) noteUsage(u usage) {
 		return
 	}
 	if !s.found || u.Output >= s.usage.Output {
-		s.charsAtUsage = s.chars // the text so far is in the report
+		s.bytesAtUsage = s.textBytes // the text so far is in the report
 	}
 	if s.found {
 		if u.Input < s.usage.Input {

@@ -73,8 +73,8 @@ func TestRelayCleanEnd(t *testing.T) {
 		if out.String() != stream {
 			t.Errorf("%s: relayed %q, want %q", name, out.String(), stream)
 		}
-		if !s.done || !s.found || s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) || s.chars != 10 {
-			t.Errorf("%s: done %v usage %+v chars %d", name, s.done, s.usage, s.chars)
+		if !s.done || !s.found || s.usage != (usage{Input: 120, Output: 10, CachedInput: 64}) || s.textBytes != 10 {
+			t.Errorf("%s: done %v usage %+v text bytes %d", name, s.done, s.usage, s.textBytes)
 		}
 	}
 }
@@ -114,8 +114,8 @@ func TestRelayZeroUsageIsNoUsage(t *testing.T) {
 	if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(zeros+zeros)); err != nil {
 		t.Fatal(err)
 	}
-	if s.found || s.chars != 10 {
-		t.Errorf("usage %+v (found %v), %d characters; want no usage and 10 characters", s.usage, s.found, s.chars)
+	if s.found || s.textBytes != 10 {
+		t.Errorf("usage %+v (found %v), %d bytes of text; want no usage and 10", s.usage, s.found, s.textBytes)
 	}
 }
 
@@ -126,7 +126,7 @@ func TestRelayCountsText(t *testing.T) {
 		want   int64
 	}{
 		{openai.Chat, relayContent + relayContent + relayDone, 10},
-		{openai.Chat, `data: {"choices": [{"index": 0, "delta": {"content": "h\u00e9llo"}}]}` + "\n\n" + relayDone, 5},
+		{openai.Chat, `data: {"choices": [{"index": 0, "delta": {"content": "h\u00e9llo"}}]}` + "\n\n" + relayDone, 6}, // é is 2 bytes
 		{openai.Completions, `data: {"choices": [{"text": "abc", "index": 0}]}` + "\n\n" + relayDone, 3},
 		{openai.Responses, `data: {"type":"response.output_text.delta","delta":"abcd"}` + "\n\n" + relayDone, 4},
 		{openai.Responses, relayContent + relayDone, 0},
@@ -137,8 +137,8 @@ func TestRelayCountsText(t *testing.T) {
 		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(tc.stream)); err != nil {
 			t.Fatal(err)
 		}
-		if s.chars != tc.want || s.found || !s.done {
-			t.Errorf("api %d, %q: %d characters (usage %v, done %v), want %d", tc.api, tc.stream, s.chars, s.usage, s.done, tc.want)
+		if s.textBytes != tc.want || s.found || !s.done {
+			t.Errorf("api %d, %q: %d bytes of text (usage %v, done %v), want %d", tc.api, tc.stream, s.textBytes, s.usage, s.done, tc.want)
 		}
 	}
 }

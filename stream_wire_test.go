@@ -108,8 +108,8 @@ func TestRelayUsageWithoutCounts(t *testing.T) {
 		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+bad+relayDone)); err != nil {
 			t.Fatal(err)
 		}
-		if s.found || !s.done || s.chars != 5 {
-			t.Errorf("%q: usage %+v (done %v, %d characters), want none: the stream is estimated", bad, s.usage, s.done, s.chars)
+		if s.found || !s.done || s.textBytes != 5 {
+			t.Errorf("%q: usage %+v (done %v, %d bytes of text), want none: the stream is estimated", bad, s.usage, s.done, s.textBytes)
 		}
 		s = streamRelay{api: openai.Chat}
 		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+relayUsageOnly+bad+relayDone)); err != nil {

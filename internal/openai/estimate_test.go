@@ -8,11 +8,11 @@ import (
 	"testing"
 )
 
-// TestStreamTextCharsEveryText: an event's text is counted wherever the
+// TestStreamTextBytesEveryText: an event's text is counted wherever the
 // model can write it (tool call arguments, reasoning, refusals), not only
 // in "content", so that a client cannot make an answer look free by asking
 // for it in a tool call.
-func TestStreamTextCharsEveryText(t *testing.T) {
+func TestStreamTextBytesEveryText(t *testing.T) {
 	long := strings.Repeat("x", 1000)
 	cases := []struct {
 		name string
@@ -44,14 +44,14 @@ func TestStreamTextCharsEveryText(t *testing.T) {
 		{"responses completed", Responses, `{"type":"response.completed","response":{"output":[{"type":"function_call","arguments":"` + long + `"},{"type":"message","content":[{"type":"output_text","text":"` + long + `"}]}]}}`, 0},
 	}
 	for _, tc := range cases {
-		if got := StreamTextChars(tc.api, []byte(tc.data)); got != tc.want {
-			t.Errorf("%s: StreamTextChars = %d, want %d", tc.name, got, tc.want)
+		if got := StreamTextBytes(tc.api, []byte(tc.data)); got != tc.want {
+			t.Errorf("%s: StreamTextBytes = %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }
 
-// TestAnswerTextCharsEveryText: the same for a JSON answer.
-func TestAnswerTextCharsEveryText(t *testing.T) {
+// TestAnswerTextBytesEveryText: the same for a JSON answer.
+func TestAnswerTextBytesEveryText(t *testing.T) {
 	long := strings.Repeat("y", 1000)
 	cases := []struct {
 		name string
@@ -74,8 +74,8 @@ func TestAnswerTextCharsEveryText(t *testing.T) {
 		{"responses refusal", Responses, `{"object":"response","output":[{"type":"message","content":[{"type":"refusal","refusal":"` + long + `"}]}]}`, 1000},
 	}
 	for _, tc := range cases {
-		if got := AnswerTextChars(tc.api, []byte(tc.data)); got != tc.want {
-			t.Errorf("%s: AnswerTextChars = %d, want %d", tc.name, got, tc.want)
+		if got := AnswerTextBytes(tc.api, []byte(tc.data)); got != tc.want {
+			t.Errorf("%s: AnswerTextBytes = %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }

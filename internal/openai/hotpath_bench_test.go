@@ -34,7 +34,7 @@ func BenchmarkStreamEvent(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(bc.data)))
 			for b.Loop() {
-				StreamTextChars(bc.api, bc.data)
+				StreamTextBytes(bc.api, bc.data)
 			}
 		})
 		b.Run("usage/"+bc.name, func(b *testing.B) {
@@ -59,7 +59,7 @@ func BenchmarkAnswer(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(benchChatAnswer)))
 		for b.Loop() {
-			AnswerTextChars(Chat, benchChatAnswer)
+			AnswerTextBytes(Chat, benchChatAnswer)
 		}
 	})
 }

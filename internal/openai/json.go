@@ -541,6 +541,40 @@ func stringChars(b []byte) (n int64, end int) {
 	return n, len(b)
 }
 
+// stringBytes is the size in UTF-8 of a JSON string's content, from just
+// after its opening quote up to its closing quote (an escape counting as
+// the bytes of the character it stands for), and where the closing quote
+// is in b (len(b) when there is none). Output is estimated from it, not
+// from characters: at CharsPerToken a token, English text is about four
+// bytes a token, while a Chinese, Japanese or Korean character (three
+// bytes) is about one, which a count of characters would bill at a
+// quarter.
+func stringBytes(b []byte) (n int64, end int) {
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return n, i
+		case c == '\\':
+			if i+5 < len(b) && b[i+1] == 'u' {
+				v, _ := hex4(b[i+2 : i+6])
+				i += 5
+				switch {
+				case v >= 0xD800 && v <= 0xDFFF:
+					n += 2 // each half of a surrogate pair: 4 bytes for the pair
+				default:
+					n += int64(utf8.RuneLen(rune(v)))
+				}
+				continue
+			}
+			i++
+			n++
+		default:
+			n++
+		}
+	}
+	return n, len(b)
+}
+
 // ForEachMember calls f with each member of the JSON object b (keys raw,
 // values as their bytes); false if b is not one valid object (white space
 // around it allowed).

@@ -267,15 +267,16 @@ var streamTextKeys = [Responses + 1]*textKeys{
 	Responses:   newTextKeys("", 1, "delta"),
 }
 
-// StreamTextChars counts the characters of text in one stream event's
-// data, to estimate the output of a stream that ends without usage. It
+// StreamTextBytes counts the text in one stream event's data, in UTF-8
+// bytes (stringBytes), to estimate the output of a stream that ends
+// without usage. It
 // looks for the API's text members whatever the white space around their
 // colon, in one pass over the event and without parsing it.
-func StreamTextChars(api API, data []byte) int64 {
+func StreamTextBytes(api API, data []byte) int64 {
 	if int(api) >= len(streamTextKeys) || streamTextKeys[api] == nil {
 		return 0
 	}
-	return textChars(streamTextKeys[api], data)
+	return textBytes(streamTextKeys[api], data)
 }
 
 // answerTextKeys are where each API's text is in a JSON answer: a chat
@@ -288,22 +289,23 @@ var answerTextKeys = [Responses + 1]*textKeys{
 	Responses:   newTextKeys("output", 3, "text", "refusal", "arguments"),
 }
 
-// AnswerTextChars counts the characters of text in a JSON answer, to
-// estimate the output of an answer that reports no usage.
-func AnswerTextChars(api API, answer []byte) int64 {
+// AnswerTextBytes counts the text in a JSON answer, in UTF-8 bytes
+// (stringBytes), to estimate the output of an answer that reports no
+// usage.
+func AnswerTextBytes(api API, answer []byte) int64 {
 	if int(api) >= len(answerTextKeys) || answerTextKeys[api] == nil {
 		return 0
 	}
-	return textChars(answerTextKeys[api], answer)
+	return textBytes(answerTextKeys[api], answer)
 }
 
-// textChars counts the characters of the string values of the members keys
-// names in data. It visits each colon once: a member name is the quoted
+// textBytes counts the UTF-8 bytes of the string values of the members
+// keys names in data. It visits each colon once: a member name is the quoted
 // string just before one (white space between them allowed); a colon in a
 // string is passed over, as the quote before it, if any, is an escaped one
 // (\"content\": in a text is not a member), and a counted value is skipped
 // whole.
-func textChars(keys *textKeys, data []byte) int64 {
+func textBytes(keys *textKeys, data []byte) int64 {
 	start := 0
 	if keys.in != nil {
 		if start = memberValue(data, keys.in, 0); start < 0 {
@@ -333,12 +335,12 @@ func textChars(keys *textKeys, data []byte) int64 {
 				continue
 			}
 			if v := skipSpace(data, i); v < len(data) && data[v] == '"' {
-				chars, end := stringChars(data[v+1:])
+				size, end := stringBytes(data[v+1:])
 				i = v + 1 + end
 				if j < keys.alias {
-					n += chars
+					n += size
 				} else {
-					aliased[j-keys.alias] += chars
+					aliased[j-keys.alias] += size
 				}
 			}
 			break

@@ -227,20 +227,24 @@ func TestForEachMember(t *testing.T) {
 	}
 }
 
-func TestStreamTextChars(t *testing.T) {
+func TestStreamTextBytes(t *testing.T) {
 	cases := []struct {
 		api  API
 		data string
 		want int64
 	}{
 		{Chat, `{"choices":[{"index":0,"delta":{"content":"hello"}}]}`, 5},
-		{Chat, `{"choices": [{"index": 0, "delta": {"content" : "héllo"}}]}`, 5},
+		// UTF-8 bytes, not characters: é is 2, a CJK character 3 (about a
+		// token), an emoji 4, escaped or not
+		{Chat, `{"choices": [{"index": 0, "delta": {"content" : "héllo"}}]}`, 6},
+		{Chat, `{"choices":[{"delta":{"content":"退货政策"}}]}`, 12},
+		{Chat, `{"choices":[{"delta":{"content":"\u9000\u8d27 😀 \ud83d\ude00"}}]}`, 16},
 		{Chat, `{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"bc"}}]}`, 3},
 		{Chat, `{"choices":[{"delta":{"content":null}}]}`, 0},
 		{Chat, `{"choices":[{"delta":{"role":"assistant","content":"say \"content\": x"}}]}`, 16},
 		{Chat, `{"choices":[{"text":"abc"}]}`, 0},
 		{Completions, `{"choices":[{"text":"abc","index":0}]}`, 3},
-		{Responses, `{"type":"response.output_text.delta","delta":"ab\u00e9"}`, 3},
+		{Responses, `{"type":"response.output_text.delta","delta":"ab\u00e9"}`, 4},
 		{Embeddings, `{"content":"x"}`, 0},
 		{0, `{"content":"x"}`, 0},
 		{API(200), `{"content":"x"}`, 0},
@@ -249,8 +253,8 @@ func TestStreamTextChars(t *testing.T) {
 		{Chat, `"content":`, 0},
 	}
 	for _, tc := range cases {
-		if got := StreamTextChars(tc.api, []byte(tc.data)); got != tc.want {
-			t.Errorf("StreamTextChars(%d, %s) = %d, want %d", tc.api, tc.data, got, tc.want)
+		if got := StreamTextBytes(tc.api, []byte(tc.data)); got != tc.want {
+			t.Errorf("StreamTextBytes(%d, %s) = %d, want %d", tc.api, tc.data, got, tc.want)
 		}
 	}
 }
