@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf16"
 )
 
 // reading is what a parser makes of the members that decide what a request
@@ -387,6 +388,42 @@ func FuzzStringChars(f *testing.F) {
 		}
 		if want := StringChars([]byte(lit[1:s.i])); s.chars != want {
 			t.Fatalf("%q: str counted %d characters, StringChars %d", lit[:s.i], s.chars, want)
+		}
+	})
+}
+
+// FuzzStringBytes: stringBytes counts the UTF-8 bytes of what a JSON
+// string holds, escapes decoded, whether the encoder wrote characters as
+// they are (Go, most servers) or escaped everything beyond ASCII, pairs
+// of surrogates included (Python's json.dumps).
+func FuzzStringBytes(f *testing.F) {
+	for _, s := range []string{"", "hello", "héllo", "退货政策", "😀 ok", "a\"b\\c\n\u2028<>&", "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		lit, _ := json.Marshal(s)
+		var held string
+		if err := json.Unmarshal(lit, &held); err != nil {
+			t.Fatal(err)
+		}
+		ascii := []byte{'"'}
+		for _, r := range held {
+			switch {
+			case r < 0x80:
+				b, _ := json.Marshal(string(r))
+				ascii = append(ascii, b[1:len(b)-1]...)
+			case r > 0xFFFF:
+				r1, r2 := utf16.EncodeRune(r)
+				ascii = fmt.Appendf(ascii, "\\u%04x\\u%04x", r1, r2)
+			default:
+				ascii = fmt.Appendf(ascii, "\\u%04x", r)
+			}
+		}
+		ascii = append(ascii, '"')
+		for _, l := range [][]byte{lit, ascii} {
+			if n, end := stringBytes(l[1:]); n != int64(len(held)) || end != len(l)-2 {
+				t.Fatalf("%s: %d bytes, closing quote at %d; want %d, %d", l, n, end, len(held), len(l)-2)
+			}
 		}
 	})
 }
