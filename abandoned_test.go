@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"syscall"
@@ -501,4 +502,51 @@ func nonReadingProvider(t *testing.T) (ln net.Listener, arrived <-chan struct{})
 		}
 	})
 	return ln, first
+}
+
+// lateWriteUpstream answers the first model's request with a 429 at once,
+// keeping its trace, and for the other model reports that trace's request
+// written (an earlier attempt's transport finishing its write after its
+// answer came) before it hangs until the attempt gives up, its own request
+// never written.
+type lateWriteUpstream struct {
+	first string
+	mu    sync.Mutex
+	trace *httptrace.ClientTrace
+}
+
+func (u *lateWriteUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	body, _ := io.ReadAll(req.Body)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if strings.Contains(string(body), u.first) {
+		u.trace = httptrace.ContextClientTrace(req.Context())
+		return &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(`{"error":{"message":"slow down","type":"rate_limit"}}`)), Request: req}, nil
+	}
+	if u.trace != nil && u.trace.WroteRequest != nil {
+		u.trace.WroteRequest(httptrace.WroteRequestInfo{})
+	}
+	<-req.Context().Done()
+	return nil, req.Context().Err()
+}
+
+// TestLateWriteOfEarlierAttemptChargesNoOther: an earlier attempt's
+// transport that reports its request written late (after its 429, while
+// the next attempt runs) does not make the next attempt, never written,
+// look sent: that one times out uncharged.
+func TestLateWriteOfEarlierAttemptChargesNoOther(t *testing.T) {
+	r := benchRouter(t, "http://stub.invalid", func(r *Router) {
+		r.Providers[0].Timeout = caddy.Duration(200 * time.Millisecond)
+	})
+	for _, p := range r.providers {
+		p.transport.RegisterProtocol("http", &lateWriteUpstream{first: `"deepseek-chat"`})
+	}
+	w := serveOnce(r, `{"model":"simple_qa","max_tokens":400,"messages":[{"role":"user","content":"Where is my order?"}]}`)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("%d %s, want 503", w.Code, w.Body)
+	}
+	if in, out, cost := estimatedCharge(r, "gemini-2.5-flash"); in != 0 || out != 0 || cost != 0 {
+		t.Errorf("an attempt never written was charged input %d, output %d, cost %v", in, out, cost)
+	}
 }

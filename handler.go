@@ -163,10 +163,10 @@ type exchange struct {
 	span    trace.Span  // the request's trace span, from Caddy's tracing handler (tracing.go)
 	usageMu sync.Mutex  // serialises spend: a hedge's two attempts may report usage at once
 
-	// what the transport wrote (send): of the attempt, or the first of a
-	// hedge; of a hedge's second, made when one starts
-	sentTrace  sentTrace
-	hedgeTrace *sentTrace
+	// what the transport wrote (send) for the request's first attempt;
+	// sentTraceUsed: it was, and any later attempt has a trace of its own
+	sentTrace     sentTrace
+	sentTraceUsed bool
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
@@ -1277,17 +1277,19 @@ func upstreamHeader(client http.Header, p *provider, stream bool) http.Header {
 // that timed out after that may be billed (chargeAbandoned), one that
 // never left may not.
 func (ex *exchange) send(ctx context.Context, d *deployment, i int, res *attemptResult) (*http.Response, error) {
-	st := &ex.sentTrace // the exchange's, not one per attempt: the hot path allocates less
-	if i == 1 {
-		if ex.hedgeTrace == nil {
-			ex.hedgeTrace = new(sentTrace)
-		}
-		st = ex.hedgeTrace
+	var st *sentTrace
+	if i == 0 && !ex.sentTraceUsed {
+		// the exchange's for its first attempt: most requests make one,
+		// and the hot path allocates less
+		st, ex.sentTraceUsed = &ex.sentTrace, true
+	} else {
+		// one of its own for a failover or a hedge: an earlier attempt's
+		// transport may report on its trace after that attempt ended (its
+		// request's end written after its answer came), which must not
+		// make this attempt look sent
+		st = new(sentTrace)
 	}
-	if st.trace.WroteRequest == nil {
-		st.trace.WroteRequest = st.wrote
-	}
-	st.sent.Store(false)
+	st.trace.WroteRequest = st.wrote
 	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(httptrace.WithClientTrace(ctx, &st.trace), d))
 	res.sent = err == nil || st.sent.Load()
 	return resp, err
