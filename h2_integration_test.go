@@ -1,17 +1,22 @@
 package llmrouter
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // h2Client is a fresh HTTP/2 client to the HTTPS gateway (a connection of
@@ -147,5 +152,66 @@ func TestH2CacheLeaderKeepsItsEnd(t *testing.T) {
 	}
 	if n := len(g.primary.RequestsFor("deepseek-chat")); n != 1 {
 		t.Errorf("%d upstream requests, want 1", n)
+	}
+}
+
+// TestH2BodyOfDeclaredLengthIsWhole: an HTTP/2 client that has sent the
+// whole body its Content-Length declares, but not the end of its stream
+// (a full-duplex client), is answered: the body is whole at its declared
+// length, as over HTTP/1.1, rather than at the stream's end, which would
+// come only when Caddy's read timeout ended the request. (Go's own client
+// holds the body's last bytes until it sees the body's end, so the request
+// is written frame by frame.)
+func TestH2BodyOfDeclaredLengthIsWhole(t *testing.T) {
+	_, _, url := newHTTPSGateway(t, defaultRouter)
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(url, "https://"), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	body := chatBody("simple_qa", false)
+	var head bytes.Buffer
+	enc := hpack.NewEncoder(&head)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", strings.TrimPrefix(url, "https://")},
+		{":path", "/v1/chat/completions"}, {"content-type", "application/json"}, {"content-length", strconv.Itoa(len(body))}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr := http2.NewFramer(conn, conn)
+	_, _ = io.WriteString(conn, http2.ClientPreface)
+	if err := errors.Join(fr.WriteSettings(),
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: head.Bytes(), EndHeaders: true}),
+		fr.WriteData(1, false, []byte(body))); err != nil { // the whole body, the stream left open
+		t.Fatal(err)
+	}
+	status, answer := "", ""
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+		if f.Name == ":status" {
+			status = f.Value
+		}
+	})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no answer while the stream is open (status %q, %q): %v", status, answer, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			_, _ = dec.Write(f.HeaderBlockFragment())
+		case *http2.DataFrame:
+			answer += string(f.Data())
+			if f.StreamEnded() {
+				if status != "200" || answerText(t, answer) == "" {
+					t.Errorf("%s %s", status, answer)
+				}
+				return
+			}
+		case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+			t.Fatalf("the stream ended without an answer: %v", f)
+		}
 	}
 }

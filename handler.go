@@ -523,8 +523,9 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 	return readLimited(req.Body, req.ContentLength, limit)
 }
 
-// readLimited reads r whole into a buffer sized by its declared length, or
-// fails with *http.MaxBytesError beyond limit bytes. The first buffer is
+// readLimited reads r whole (to its end, or to its declared length when
+// it has one) into a buffer sized by that length, or fails with
+// *http.MaxBytesError beyond limit bytes. The first buffer is
 // at most preallocMax: memory is held for what arrived, never for what a
 // peer merely declares (a client that announces 8 MB and trickles).
 func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
@@ -542,7 +543,11 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 		if int64(len(b)) > limit {
 			return nil, &http.MaxBytesError{Limit: limit}
 		}
-		if err == io.EOF {
+		if err == io.EOF || int64(len(b)) == declared {
+			// whole at its declared length, as HTTP/1.1 reads it: an
+			// HTTP/2 client may keep its stream open (full duplex), and
+			// one that sends more than it declared has its stream reset
+			// by the server
 			return b, nil
 		}
 		if err != nil {
