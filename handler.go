@@ -520,15 +520,18 @@ func readBody(req *http.Request, limit int64) ([]byte, error) {
 	if req.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
-	return readLimited(req.Body, req.ContentLength, limit)
+	// whole at its declared length, as HTTP/1.1 reads it: an HTTP/2
+	// client may keep its stream open (full duplex), and one that sends
+	// more than it declared has its stream reset by the server
+	return readLimited(req.Body, req.ContentLength, limit, true)
 }
 
-// readLimited reads r whole (to its end, or to its declared length when
-// it has one) into a buffer sized by that length, or fails with
-// *http.MaxBytesError beyond limit bytes. The first buffer is
+// readLimited reads r whole (to its end, or with atDeclared to its
+// declared length when it has one) into a buffer sized by that length, or
+// fails with *http.MaxBytesError beyond limit bytes. The first buffer is
 // at most preallocMax: memory is held for what arrived, never for what a
 // peer merely declares (a client that announces 8 MB and trickles).
-func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
+func readLimited(r io.Reader, declared, limit int64, atDeclared bool) ([]byte, error) {
 	size := int64(4096)
 	if declared >= 0 && declared <= limit {
 		size = min(declared+1, preallocMax) // +1 sees EOF without growing: one allocation for most bodies
@@ -543,11 +546,7 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 		if int64(len(b)) > limit {
 			return nil, &http.MaxBytesError{Limit: limit}
 		}
-		if err == io.EOF || int64(len(b)) == declared {
-			// whole at its declared length, as HTTP/1.1 reads it: an
-			// HTTP/2 client may keep its stream open (full duplex), and
-			// one that sends more than it declared has its stream reset
-			// by the server
+		if err == io.EOF || atDeclared && int64(len(b)) == declared {
 			return b, nil
 		}
 		if err != nil {
@@ -898,7 +897,7 @@ func describeBody(contentType string, b []byte) string {
 // readResponse reads and closes a buffered response body.
 func readResponse(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
-	b, err := readLimited(resp.Body, resp.ContentLength, maxResponseBody)
+	b, err := readLimited(resp.Body, resp.ContentLength, maxResponseBody, false)
 	if err != nil {
 		// declared here: errors.As takes its address, which puts it on the
 		// heap, and an answer read whole needs none

@@ -149,7 +149,7 @@ func TestReadLimited(t *testing.T) {
 		{"reader error", io.MultiReader(strings.NewReader("par"), iotest.ErrReader(broken)), 10, 100, "", broken},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := readLimited(tc.r, tc.declared, tc.limit)
+			got, err := readLimited(tc.r, tc.declared, tc.limit, false)
 			var tooLarge *http.MaxBytesError
 			switch {
 			case tc.err == nil && err != nil:
@@ -166,14 +166,27 @@ func TestReadLimited(t *testing.T) {
 		})
 	}
 	rd := strings.NewReader("")
-	if n := testing.AllocsPerRun(100, func() { rd.Reset("hello"); _, _ = readLimited(rd, 5, 100) }); n > 1 {
+	if n := testing.AllocsPerRun(100, func() { rd.Reset("hello"); _, _ = readLimited(rd, 5, 100, true) }); n > 1 {
 		t.Errorf("%v allocations for a body of declared length, want 1", n)
 	}
 	// a peer that declares 8 MB and sends 5 bytes holds a small buffer,
 	// not the 8 MB it announced
-	got, err := readLimited(strings.NewReader("hello"), 8<<20, 16<<20)
+	got, err := readLimited(strings.NewReader("hello"), 8<<20, 16<<20, false)
 	if err != nil || string(got) != "hello" || cap(got) > preallocMax {
 		t.Errorf("declared 8 MB, sent 5 bytes: %q %v, buffer of %d bytes, want at most %d", got, err, cap(got), preallocMax)
+	}
+}
+
+// TestReadLimitedAtDeclared: with atDeclared, a body is whole at its
+// declared length, whatever would follow (here an error: the stream of a
+// full-duplex HTTP/2 client, still open); without it, to its end.
+func TestReadLimitedAtDeclared(t *testing.T) {
+	open := func() io.Reader { return io.MultiReader(strings.NewReader("hello"), iotest.ErrReader(errBoom)) }
+	if got, err := readLimited(open(), 5, 100, true); err != nil || string(got) != "hello" {
+		t.Errorf("at its declared length: %q, %v", got, err)
+	}
+	if _, err := readLimited(open(), 5, 100, false); !errors.Is(err, errBoom) {
+		t.Errorf("to its end: %v, want the reader's error", err)
 	}
 }
 
