@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -360,14 +361,26 @@ func TestAbandonedStreamChargedAtProviderUsage(t *testing.T) {
 // is charged as estimated.
 func TestCutStreamChargesTextAfterEarlyUsage(t *testing.T) {
 	const more = 400 // chunks of 40 characters: 10 tokens each
-	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+	r := cutAfterEarlyUsage(t, "Once", strings.Repeat("word ", 8), more,
+		`{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Write a long story."}]}`)
+	if c := chargedTo(r, "deepseek-v3.2"); c.in != 20 || c.out < more*10 {
+		t.Errorf("charged %+v, want the provider's 20 input tokens and at least the %d output streamed after its usage", c, more*10)
+	}
+}
+
+// cutAfterEarlyUsage has a router serve body from a provider whose stream
+// reports usage in its first chunk (first, 20 tokens in, 1 out), then
+// sends more chunks of text, and breaks before its final usage and
+// [DONE]; it returns the router once the request is counted.
+func cutAfterEarlyUsage(t *testing.T, first, text string, more int, body string) *Router {
+	t.Helper()
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
 		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Once"},"finish_reason":null}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}`+"\n\n")
+		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":`+strconv.Quote(first)+`},"finish_reason":null}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}`+"\n\n")
 		for range more {
-			io.WriteString(w, chunk(strings.Repeat("word ", 8)))
+			io.WriteString(w, chunk(text))
 		}
 		w.(http.Flusher).Flush()
-		// the connection breaks before the final usage and [DONE]
 		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
 			conn.Close()
 		}
@@ -375,17 +388,14 @@ func TestCutStreamChargesTextAfterEarlyUsage(t *testing.T) {
 	r := benchRouter(t, up.URL, nil)
 	srv := routerServer(t, r)
 	done := requestsDone(t)
-	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
-		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Write a long story."}]}`))
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	waitFor(t, done, "the broken stream to be counted")
-	if c := chargedTo(r, "deepseek-v3.2"); c.in != 20 || c.out < more*10 {
-		t.Errorf("charged %+v, want the provider's 20 input tokens and at least the %d output streamed after its usage", c, more*10)
-	}
+	return r
 }
 
 // TestCutStreamAfterZeroUsageIsCharged: a provider that puts a usage
@@ -435,28 +445,8 @@ func TestCutStreamAfterZeroUsageIsCharged(t *testing.T) {
 // The estimate counts UTF-8 bytes (three a CJK character).
 func TestCutStreamEstimateCountsCJKText(t *testing.T) {
 	const more = 400 // chunks of 10 CJK characters
-	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"从"},"finish_reason":null}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}`+"\n\n")
-		for range more {
-			io.WriteString(w, chunk("很久很久以前有一个"+"国"))
-		}
-		w.(http.Flusher).Flush()
-		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
-			conn.Close()
-		}
-	})
-	r := benchRouter(t, up.URL, nil)
-	srv := routerServer(t, r)
-	done := requestsDone(t)
-	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
-		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"用中文写一个很长的故事。"}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	waitFor(t, done, "the broken stream to be counted")
+	r := cutAfterEarlyUsage(t, "从", "很久很久以前有一个国", more,
+		`{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"用中文写一个很长的故事。"}]}`)
 	if c := chargedTo(r, "deepseek-v3.2"); c.out < more*10*7/10 {
 		t.Errorf("charged %+v, want at least %d output tokens for the %d CJK characters streamed", c, more*10*7/10, more*10)
 	}

@@ -518,28 +518,7 @@ func StringChars(b []byte) int64 {
 
 // stringChars is StringChars, and where the closing quote is in b (len(b)
 // when there is none).
-func stringChars(b []byte) (n int64, end int) {
-	for i := 0; i < len(b); i++ {
-		switch c := b[i]; {
-		case c == '"':
-			return n, i
-		case c == '\\':
-			if i+5 < len(b) && b[i+1] == 'u' {
-				v, _ := hex4(b[i+2 : i+6])
-				i += 5
-				if v < 0xDC00 || v > 0xDFFF { // not the second half of a pair already counted
-					n++
-				}
-				continue
-			}
-			i++
-			n++
-		case c&0xC0 != 0x80: // not a UTF-8 continuation byte
-			n++
-		}
-	}
-	return n, len(b)
-}
+func stringChars(b []byte) (n int64, end int) { return stringSize(b, false) }
 
 // stringBytes is the size in UTF-8 of a JSON string's content, from just
 // after its opening quote up to its closing quote (an escape counting as
@@ -549,7 +528,11 @@ func stringChars(b []byte) (n int64, end int) {
 // bytes a token, while a Chinese, Japanese or Korean character (three
 // bytes) is about one, which a count of characters would bill at a
 // quarter.
-func stringBytes(b []byte) (n int64, end int) {
+func stringBytes(b []byte) (n int64, end int) { return stringSize(b, true) }
+
+// stringSize is stringChars, or with inBytes stringBytes: one walk over
+// the escapes for both.
+func stringSize(b []byte, inBytes bool) (n int64, end int) {
 	for i := 0; i < len(b); i++ {
 		switch c := b[i]; {
 		case c == '"':
@@ -559,16 +542,18 @@ func stringBytes(b []byte) (n int64, end int) {
 				v, _ := hex4(b[i+2 : i+6])
 				i += 5
 				switch {
-				case v >= 0xD800 && v <= 0xDFFF:
+				case inBytes && v >= 0xD800 && v <= 0xDFFF:
 					n += 2 // each half of a surrogate pair: 4 bytes for the pair
-				default:
+				case inBytes:
 					n += int64(utf8.RuneLen(rune(v)))
+				case v < 0xDC00 || v > 0xDFFF: // not the second half of a pair already counted
+					n++
 				}
 				continue
 			}
 			i++
 			n++
-		default:
+		case inBytes || c&0xC0 != 0x80: // a byte, or a character's first
 			n++
 		}
 	}
