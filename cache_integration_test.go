@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -955,19 +956,27 @@ func stalledStream(t *testing.T, body string) (hangUp func()) {
 }
 
 // waitRelayBlockedWriting waits until a stream's relay is blocked in a
-// write to its client's connection (read from the goroutines' stacks: the
-// one state no event of the router's marks).
+// write to its client's connection.
 func waitRelayBlockedWriting(t *testing.T) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, "(*streamRelay).relay(") && strings.Contains(g, "(*pollDesc).waitWrite(") {
-				return
-			}
+	waitGoroutines(t, "a stream's relay to block writing to its client", func(stacks []string) bool {
+		return slices.ContainsFunc(stacks, func(g string) bool {
+			return strings.Contains(g, "(*streamRelay).relay(") && strings.Contains(g, "(*pollDesc).waitWrite(")
+		})
+	})
+}
+
+// waitGoroutines waits until found holds of the goroutines' stacks (one
+// element each): read for the states no event of the router's marks.
+func waitGoroutines(t *testing.T, what string, found func(stacks []string) bool) {
+	t.Helper()
+	buf := make([]byte, 4<<20)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if found(strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")) {
+			return
 		}
 	}
-	t.Fatal("timed out waiting for a stream's relay to block writing to its client")
+	t.Fatalf("timed out waiting for %s", what)
 }
 
 // TestCacheFollowerOfABrokenStream: when the stream a follower relays

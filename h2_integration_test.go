@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,17 +36,18 @@ func h1Client(t *testing.T, c *http.Client) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// waitFollowers waits until n requests follow a flight (read from the
-// goroutines' stacks).
+// waitFollowers waits until n requests follow a flight.
 func waitFollowers(t *testing.T, n int) {
 	t.Helper()
-	buf := make([]byte, 4<<20)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*cacheFlight).await(") >= n {
-			return
+	waitGoroutines(t, fmt.Sprintf("%d followers", n), func(stacks []string) bool {
+		following := 0
+		for _, g := range stacks {
+			if strings.Contains(g, "(*cacheFlight).await(") {
+				following++
+			}
 		}
-	}
-	t.Fatalf("timed out waiting for %d followers", n)
+		return following >= n
+	})
 }
 
 // TestH2JSONLeaderLeaves: the client of a JSON request that others follow

@@ -301,14 +301,13 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 // noteUsage keeps a usage report of the stream. Counts only grow along a
 // stream (a provider that reports usage in every chunk reports running
 // totals), so each count is the largest reported: a smaller report after
-// a larger one (a trailing chunk of zeros) lowers nothing that is billed.
-// The cached input, a discount, comes with the input it is part of.
-// A report of zeros only is a placeholder (some providers put one in each
-// chunk until the last), never a bill: every request has input. It is not
-// kept, so that a stream cut before its real usage is estimated, not
-// charged nothing.
+// a larger one (a trailing chunk of zeros) lowers nothing that is billed;
+// the cached input, a discount, comes with the input it is part of. A
+// report of zeros only is a placeholder (some providers put one in each
+// chunk until the last), never a bill, as every request has input: it is
+// not kept, so that a stream cut before its real usage is estimated.
 func (s *streamRelay) noteUsage(u usage) {
-	if u.Input == 0 && u.Output == 0 && u.CachedInput == 0 {
+	if u == (usage{}) {
 		return
 	}
 	if !s.found || u.Output >= s.usage.Output {

@@ -96,7 +96,8 @@ func contentText(v []byte) string {
 // What a request's input is estimated to cost in tokens, where a provider
 // reports no usage: text at about four characters a token, and each media
 // part at a fixed figure rather than by its bytes (a base64 image of 2 MB
-// is not 500,000 tokens).
+// is not 500,000 tokens). An answer's text is estimated at CharsPerToken
+// bytes of UTF-8 a token (StreamTextBytes, AnswerTextBytes).
 const (
 	CharsPerToken   = 4
 	ImageTokens     = 765  // a 1024×1024 image at high detail, by OpenAI's tile rule

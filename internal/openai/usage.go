@@ -269,9 +269,9 @@ var streamTextKeys = [Responses + 1]*textKeys{
 
 // StreamTextBytes counts the text in one stream event's data, in UTF-8
 // bytes (stringBytes), to estimate the output of a stream that ends
-// without usage. It
-// looks for the API's text members whatever the white space around their
-// colon, in one pass over the event and without parsing it.
+// without usage. It looks for the API's text members whatever the white
+// space around their colon, in one pass over the event and without
+// parsing it.
 func StreamTextBytes(api API, data []byte) int64 {
 	if int(api) >= len(streamTextKeys) || streamTextKeys[api] == nil {
 		return 0
