@@ -57,6 +57,9 @@ func run(addr, key, tlsCA string, def mockllm.Behavior) error {
 	defer stop()
 
 	mock := mockllm.New()
+	// a standalone mock serves benchmarks: it counts requests, and keeps
+	// none (see Server.SetRecord)
+	mock.SetRecord(false)
 	mock.SetRequireKey(key)
 	mock.SetDefault(def)
 
@@ -136,12 +139,8 @@ func newHandler(mock *mockllm.Server, def mockllm.Behavior) http.Handler {
 		}
 	})
 	mux.HandleFunc("GET /_mock/requests", func(w http.ResponseWriter, _ *http.Request) {
-		counts := map[string]int{}
-		for _, r := range mock.Requests() {
-			counts[r.Model]++
-		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(counts)
+		_ = json.NewEncoder(w).Encode(mock.RequestCounts())
 	})
 	mux.HandleFunc("/_mock/", http.NotFound)
 	mux.Handle("/", mock)

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"math"
 	mrand "math/rand/v2"
 	"net"
@@ -227,6 +228,9 @@ type Server struct {
 	behaviors  map[string]*entry
 	known      map[string]struct{}
 	requests   []Request
+	counts     map[string]int // requests per model, kept even when not recording
+	total      int            // requests since New or Reset: the x-request-id's number
+	noRecord   bool           // SetRecord(false): counts only
 	served     map[string]Usage
 	responses  map[string]struct{} // the ids of the responses it made
 }
@@ -245,6 +249,7 @@ func (s *Server) init() {
 		s.mu.Lock()
 		s.behaviors = map[string]*entry{}
 		s.known = map[string]struct{}{}
+		s.counts = map[string]int{}
 		s.served = map[string]Usage{}
 		s.responses = map[string]struct{}{}
 		var tag [3]byte
@@ -304,6 +309,8 @@ func (s *Server) Reset() {
 	s.def = Behavior{}
 	s.known = map[string]struct{}{}
 	s.requests = nil
+	s.counts = map[string]int{}
+	s.total = 0
 	s.served = map[string]Usage{}
 	s.mu.Unlock()
 	for {
@@ -314,6 +321,27 @@ func (s *Server) Reset() {
 			return
 		}
 	}
+}
+
+// SetRecord turns the recording of requests (Requests, RequestsFor) on,
+// the default, or off: a mock serving a benchmark gets millions of
+// requests, and keeping each one's headers and body grew its heap without
+// bound, its garbage collection taking CPU from the load it measures.
+// RequestCounts is kept either way.
+func (s *Server) SetRecord(on bool) {
+	s.init()
+	s.mu.Lock()
+	s.noRecord = !on
+	s.mu.Unlock()
+}
+
+// RequestCounts returns the number of requests received per model (the
+// model the request body names; "" for none), recorded or not.
+func (s *Server) RequestCounts() map[string]int {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.counts)
 }
 
 // Requests returns a copy of all recorded requests in arrival order.
@@ -591,8 +619,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.Model = modelPathID(p)
 	}
 	s.mu.Lock()
-	s.requests = append(s.requests, rec)
-	n := len(s.requests)
+	s.counts[rec.Model]++
+	s.total++
+	n := s.total
+	if !s.noRecord {
+		s.requests = append(s.requests, rec)
+	}
 	if rec.Model != "" && !fromPath {
 		s.known[rec.Model] = struct{}{}
 	}

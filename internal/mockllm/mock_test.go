@@ -9,11 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -2027,5 +2029,36 @@ func TestWordVectorShopPairs(t *testing.T) {
 	}
 	if mean(trues) <= mean(falses) {
 		t.Fatalf("mean similarity of same:true pairs %.3f is not above that of same:false pairs %.3f", mean(trues), mean(falses))
+	}
+}
+
+// TestSetRecordOff: a mock that records nothing still counts requests per
+// model and numbers its x-request-id, and Reset starts both over.
+func TestSetRecordOff(t *testing.T) {
+	s := New()
+	s.SetRecord(false)
+	ts := start(t, s)
+	var ids []string
+	for _, model := range []string{"a", "b", "a"} {
+		resp, _ := mustPost(t, ts, "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"x"}]}`, model))
+		ids = append(ids, resp.Header.Get("X-Request-Id"))
+	}
+	if got := s.Requests(); len(got) != 0 {
+		t.Fatalf("recorded %d requests with recording off", len(got))
+	}
+	if got, want := s.RequestCounts(), map[string]int{"a": 2, "b": 1}; !maps.Equal(got, want) {
+		t.Fatalf("RequestCounts = %v, want %v", got, want)
+	}
+	if want := []string{"req_mock_1", "req_mock_2", "req_mock_3"}; !slices.Equal(ids, want) {
+		t.Fatalf("x-request-id = %v, want %v", ids, want)
+	}
+	s.Reset()
+	if got := s.RequestCounts(); len(got) != 0 {
+		t.Fatalf("RequestCounts after Reset = %v", got)
+	}
+	s.SetRecord(true)
+	mustPost(t, ts, "/v1/chat/completions", `{"model":"a","messages":[{"role":"user","content":"x"}]}`)
+	if got := s.RequestsFor("a"); len(got) != 1 {
+		t.Fatalf("recorded %d requests with recording back on, want 1", len(got))
 	}
 }
