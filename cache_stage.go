@@ -221,9 +221,13 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 			}
 			for _, end := range v.ends[sent:] {
 				if relay.forward(ex.w, v.events[start:end]) != nil {
+					relay.dropOut()
 					return true // the client went away
 				}
 				start = end
+			}
+			if relay.emit(ex.w) != nil {
+				return true // the client went away
 			}
 			sent = len(v.ends)
 			// a landed flight's last events leave with the end of the
@@ -380,6 +384,7 @@ func (ex *exchange) serveCached(e *cacheEntry, result string, t time.Time) bool 
 	}
 	// no flush: the end of the response writes what is buffered with the
 	// chunked body's end, in one write
+	_ = relay.emit(ex.w)
 	return true
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,14 @@ type streamRelay struct {
 	// counted, usage included
 	onClientGone func()
 
+	// out holds the events forwarded since the last write (emit): a
+	// burst is written in one call through the response writer's
+	// layers, each of which costs per call (Caddy's write deadline is
+	// reset on every one), rather than in one call an event. Taken from
+	// relayBatches when needed and given back once written, so an idle
+	// stream holds none.
+	out *[]byte
+
 	usage        usage // the provider's, when found (by value: most streams have one, and a pointer allocated it)
 	found        bool  // the stream carried usage
 	bytesAtUsage int64 // textBytes when usage was last seen: text after it is not in it
@@ -86,7 +95,11 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 	// kept (which may take longer than the bound for a large one), and an
 	// HTTP/2 stream is reset when its deadline passes, write pending or not
 	defer s.unboundWrites()
+	defer s.dropOut()
 	err := s.forward(w, first)
+	if err == nil {
+		err = s.emit(w)
+	}
 	if err == nil && s.done {
 		return nil
 	}
@@ -96,6 +109,7 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 	var gone error // the client's write error, once the rest is only read
 	for {
 		if err != nil {
+			s.dropOut()
 			if s.flight == nil || !s.flight.leaderLeft() {
 				if s.onClientGone == nil {
 					break
@@ -121,10 +135,15 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 			}
 			return rerr
 		}
-		if err = s.forward(w, ev); err == nil && s.done {
+		err = s.forward(w, ev)
+		ready := err == nil && !s.done && events.Ready()
+		if err == nil && !ready {
+			err = s.emit(w)
+		}
+		if err == nil && s.done {
 			return gone
 		}
-		if err == nil && !events.Ready() {
+		if err == nil && !ready {
 			err = flush()
 		}
 	}
@@ -263,7 +282,57 @@ func drainStreamEnd(ctx context.Context, body io.ReadCloser, cancel context.Canc
 	_, _ = io.CopyN(io.Discard, body, streamEndBytes)
 }
 
-// forward relays one event (the caller flushes).
+// relayBatch bounds the events held for one write: a burst larger is
+// written in pieces of about this size, and an event larger is written
+// alone, not copied.
+const relayBatch = 4 << 10
+
+var relayBatches = sync.Pool{New: func() any {
+	b := make([]byte, 0, relayBatch)
+	return &b
+}}
+
+// hold adds ev to the events to write, writing those held first if ev
+// would make them more than relayBatch, and ev itself at once if larger.
+func (s *streamRelay) hold(w io.Writer, ev []byte) error {
+	if s.out != nil && len(*s.out)+len(ev) > relayBatch {
+		if err := s.emit(w); err != nil {
+			return err
+		}
+	}
+	if len(ev) > relayBatch {
+		_, err := w.Write(ev)
+		return err
+	}
+	if s.out == nil {
+		s.out = relayBatches.Get().(*[]byte)
+	}
+	*s.out = append(*s.out, ev...)
+	return nil
+}
+
+// emit writes the events held (the caller flushes) and gives the buffer
+// back.
+func (s *streamRelay) emit(w io.Writer) error {
+	if s.out == nil {
+		return nil
+	}
+	_, err := w.Write(*s.out)
+	s.dropOut()
+	return err
+}
+
+// dropOut gives back the buffer of held events, written or not.
+func (s *streamRelay) dropOut() {
+	if s.out != nil {
+		*s.out = (*s.out)[:0]
+		relayBatches.Put(s.out)
+		s.out = nil
+	}
+}
+
+// forward relays one event: it is held, to be written with the events
+// that follow it in the same burst (emit; the caller emits and flushes).
 func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	s.events++
 	ev = s.scrub.bytes(ev)
@@ -294,8 +363,7 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 			return nil // a usage-only chunk the client did not ask for, with counts or not
 		}
 	}
-	_, err := w.Write(ev)
-	return err
+	return s.hold(w, ev)
 }
 
 // noteUsage keeps a usage report of the stream. Counts only grow along a

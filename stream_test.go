@@ -177,17 +177,27 @@ func TestRelayStripsUsageChunk(t *testing.T) {
 }
 
 func TestRelayDownstreamWriteFails(t *testing.T) {
-	stream := relayContent + relayContent + relayUsageOnly + relayDone
-	for ok := range 3 { // 4 events, the usage-only one stripped: 3 writes
+	// one event a read: 4 events, the usage-only one stripped, 3 writes
+	stream := []string{relayContent, relayContent, relayUsageOnly, relayDone}
+	for ok := range 3 {
 		w := &failWriter{ok: ok}
 		s := streamRelay{strip: true}
-		err := runRelay(t, &s, w, noFlush, strings.NewReader(stream))
+		err := runRelay(t, &s, w, noFlush, testkit.NewChunkReader(stream...))
 		if !errors.Is(err, errWritingDownstream) || !errors.Is(err, errBoom) {
 			t.Errorf("writer failing after %d writes: relay = %v, want errWritingDownstream wrapping errBoom", ok, err)
 		}
 		if w.writes != ok {
 			t.Errorf("writer failing after %d writes: %d writes", ok, w.writes)
 		}
+	}
+	// a burst: the first event alone, the rest in one write
+	w := &failWriter{ok: 1}
+	if err := runRelay(t, &streamRelay{strip: true}, w, noFlush, strings.NewReader(strings.Join(stream, ""))); !errors.Is(err, errBoom) {
+		t.Errorf("a burst to a writer failing after 1 write: relay = %v, want errBoom", err)
+	}
+	w = &failWriter{ok: 2}
+	if err := runRelay(t, &streamRelay{strip: true}, w, noFlush, strings.NewReader(strings.Join(stream, ""))); err != nil || w.writes != 2 {
+		t.Errorf("a burst: relay = %v after %d writes, want nil after 2", err, w.writes)
 	}
 	// a failing flush is the client's side too
 	flushes := 0
@@ -344,6 +354,47 @@ func TestRelayPreservesEventBoundaries(t *testing.T) {
 				t.Errorf("relayed %s, want %s", testkit.Short(strings.SplitAfter(out.String(), "\n")), testkit.Short(strings.SplitAfter(tc.stream, "\n")))
 			}
 		})
+	}
+}
+
+// writeSizes records the size of each write.
+type writeSizes struct {
+	bytes.Buffer
+	sizes []int
+}
+
+func (w *writeSizes) Write(p []byte) (int, error) {
+	w.sizes = append(w.sizes, len(p))
+	return w.Buffer.Write(p)
+}
+
+// TestRelayWritesInBatches: the events of a burst are written together,
+// in writes of at most relayBatch bytes, and an event larger than that
+// alone; the client gets the stream byte for byte.
+func TestRelayWritesInBatches(t *testing.T) {
+	big := `data: {"choices":[{"index":0,"delta":{"content":"` + strings.Repeat("w", 10<<10) + `"}}]}` + "\n\n"
+	stream := relayContent + strings.Repeat(relayContent, 100) + big + relayContent + relayDone
+	var out writeSizes
+	if err := runRelay(t, &streamRelay{}, &out, noFlush, strings.NewReader(stream)); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != stream {
+		t.Fatalf("relayed %d bytes, not the stream's %d", out.Len(), len(stream))
+	}
+	// the first event alone, then a write where the reader's buffer or
+	// the batch ends (a few for 103 events), the large event alone, and
+	// the last two together
+	alone := 0
+	for _, n := range out.sizes {
+		if n == len(big) {
+			alone++
+		} else if n > relayBatch {
+			t.Errorf("a write of %d bytes, over relayBatch", n)
+		}
+	}
+	last := len(out.sizes) - 1
+	if alone != 1 || len(out.sizes) > 10 || out.sizes[0] != len(relayContent) || out.sizes[last] != len(relayContent+relayDone) {
+		t.Errorf("writes of %v bytes, want the first event, a few of short events, the large one (%d) alone, the last two", out.sizes, len(big))
 	}
 }
 
