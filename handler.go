@@ -336,6 +336,10 @@ func (ex *exchange) billable() bool {
 				param = "web_search_options"
 			case "audio":
 				param = "modalities"
+			default:
+				if f == "plugin" || strings.HasPrefix(f, "plugin_") {
+					param = "plugins"
+				}
 			}
 			ex.fail(invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, param,
 				fmt.Sprintf("'%s' is not available through this gateway: the provider bills it apart from tokens, which the gateway cannot count",

@@ -90,7 +90,9 @@ type Request struct {
 	// sent (any tool type but function and custom: "web_search_preview",
 	// "file_search", "code_interpreter", "image_generation"...),
 	// "web_search" for chat's web_search_options, "audio" for audio output
-	// (modalities, audio); nil for none
+	// (modalities, audio), "plugin_" and its id for each of OpenRouter's
+	// plugins ("plugin_web": its web search, billed by the result); nil
+	// for none
 	Unpriced []string
 	// PreviousResponseID is the Responses API's previous_response_id: the
 	// stored response this one continues, which only the provider that
@@ -226,6 +228,8 @@ func (r *Request) Parse(raw []byte, api API) error {
 			}
 		case "modalities":
 			err = r.readModalities(s, depth)
+		case "plugins":
+			err = r.readPlugins(s, depth)
 		case "response_format":
 			err = r.readResponseFormat(s, depth)
 		case "messages":
@@ -345,7 +349,7 @@ var actedOn = func() map[string]string {
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
 		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities",
-		"models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config"} {
+		"plugins", "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
 	return m
@@ -649,6 +653,58 @@ func (r *Request) readModalities(s *scanner, depth int) error {
 			r.unpriced("audio")
 		}
 		return nil
+	})
+}
+
+// readPlugins reads OpenRouter's plugins, which it bills apart from tokens
+// (the web plugin by the search result, the file parser's OCR by the
+// page): each is unpriced as "plugin_" and its id, one without an id as
+// "plugin" (what OpenRouter would make of it is its own).
+func (r *Request) readPlugins(s *scanner, depth int) error {
+	switch s.b[s.i] {
+	case 'n':
+		return s.literal("null")
+	case '[':
+	default:
+		return wrongType("plugins", "an array")
+	}
+	return s.array(depth, func(s *scanner, i, depth int) error {
+		if s.b[s.i] != '{' {
+			r.unpriced("plugin")
+			return s.value(depth)
+		}
+		id := ""
+		var names memberNames
+		const prefix = "plugins[]."
+		err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+			switch names.check(keyName(key), prefix, "id") {
+			case 0:
+				vstart := s.i
+				if err := s.value(depth); err != nil {
+					return err
+				}
+				if s.b[vstart] == '"' {
+					id = strings.Clone(text(s.b[vstart:s.i]))
+				}
+				return nil
+			case -1:
+				return s.value(depth)
+			}
+			return names.err
+		})
+		if e, ok := err.(*Error); ok && strings.HasPrefix(e.Param, prefix) {
+			at := "plugins[" + strconv.Itoa(i) + "]."
+			e.Param = at + e.Param[len(prefix):]
+			e.Message = strings.ReplaceAll(e.Message, prefix, at)
+		}
+		if err == nil {
+			if id == "" {
+				r.unpriced("plugin")
+			} else {
+				r.unpriced("plugin_" + id)
+			}
+		}
+		return err
 	})
 }
 

@@ -21,6 +21,10 @@ func TestUnpriced(t *testing.T) {
 		{Chat, `{"messages":[],"audio":{"voice":"alloy"}}`, []string{"audio"}},
 		{Responses, `{"input":"x","tools":[{"type":"web_search_preview"},{"type":"file_search"},{"type":"web_search_preview"}]}`, []string{"web_search_preview", "file_search"}},
 		{Responses, `{"input":"x","tools":[{"name":"f","t\u0079pe":"code_interpreter"}]}`, []string{"code_interpreter"}},
+		{Chat, `{"messages":[],"plugins":null}`, nil},
+		{Chat, `{"messages":[],"plugins":[]}`, nil},
+		{Chat, `{"messages":[],"plugins":[{"max_results":3,"\u0069d":"web"},{"id":"file-parser","pdf":{"engine":"mistral-ocr"}},{"id":"web"}]}`, []string{"plugin_web", "plugin_file-parser"}},
+		{Chat, `{"messages":[],"plugins":[{"engine":"exa"},"web"]}`, []string{"plugin"}},
 	} {
 		var r Request
 		if err := r.Parse([]byte(tc.body), tc.api); err != nil {
@@ -37,6 +41,10 @@ func TestUnpriced(t *testing.T) {
 		`{"input":"x","tools":[{"type":7}]}`:                                "tools[0].type",
 		`{"input":"x","modalities":"audio"}`:                                "modalities",
 		`{"input":"x","Modalities":["audio"]}`:                              "Modalities",
+		`{"input":"x","Plugins":[{"id":"web"}]}`:                            "Plugins",
+		`{"input":"x","plugins":{"id":"web"}}`:                              "plugins",
+		`{"input":"x","plugins":[{"id":"x"},{"Id":"web"}]}`:                 "plugins[1].Id",
+		`{"input":"x","plugins":[{"id":"web","id":"x"}]}`:                   "plugins[0].id",
 	} {
 		var r Request
 		err := r.Parse([]byte(body), Responses)
