@@ -53,6 +53,10 @@ var adversarialShapes = []struct {
 		b.WriteString("}")
 		return []byte(b.String())
 	}},
+	// distinct features billed apart from tokens, each a new entry of
+	// Request.Unpriced (a search of the list was quadratic)
+	{"hosted_tool_types", func(n int) []byte { return distinctItems(n, `"tools"`, `{"type":"hosted_%d"}`) }},
+	{"plugin_ids", func(n int) []byte { return distinctItems(n, `"plugins"`, `{"id":"plugin%d"}`) }},
 	{"folded_names_top", func(n int) []byte { return membersNamed(n, true) }},
 	{"folded_names_nested", func(n int) []byte { return membersNamed(n, false) }},
 }
@@ -74,6 +78,21 @@ func membersNamed(n int, top bool) []byte {
 		return []byte(`{"messages":[{"role":"user","content":"x"}],` + strings.Join(names, ",") + `}`)
 	}
 	return []byte(`{"messages":[{"role":"user","content":"x"}],"metadata":{` + strings.Join(names, ",") + `}}`)
+}
+
+// distinctItems is a body of about n bytes whose member (a quoted name)
+// is an array of items made from format and each item's index.
+func distinctItems(n int, member, format string) []byte {
+	var b strings.Builder
+	b.WriteString(`{"messages":[{"role":"user","content":"x"}],` + member + `:[`)
+	for i := 0; b.Len() < n-2; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, format, i)
+	}
+	b.WriteString("]}")
+	return []byte(b.String())
 }
 
 // repeatBody is head, then unit repeated, then tail: about n bytes.

@@ -94,6 +94,8 @@ type Request struct {
 	// plugins ("plugin_web": its web search, billed by the result); nil
 	// for none
 	Unpriced []string
+	// unpricedSet holds Unpriced once it is long (unpriced)
+	unpricedSet map[string]struct{}
 	// PreviousResponseID is the Responses API's previous_response_id: the
 	// stored response this one continues, which only the provider that
 	// made it knows; "" when absent or null
@@ -708,12 +710,32 @@ func (r *Request) readPlugins(s *scanner, depth int) error {
 	})
 }
 
-// unpriced adds feature to Unpriced, once.
+// unpriced adds feature to Unpriced, once. A body may name thousands of
+// distinct tool types or plugin ids: past a few, a set keeps the cost of
+// each addition constant (a search of the list made the parse quadratic,
+// minutes of CPU for a body of a few MB).
 func (r *Request) unpriced(feature string) {
-	if !slices.Contains(r.Unpriced, feature) {
+	if r.unpricedSet == nil {
+		if len(r.Unpriced) < unpricedListMax {
+			if !slices.Contains(r.Unpriced, feature) {
+				r.Unpriced = append(r.Unpriced, feature)
+			}
+			return
+		}
+		r.unpricedSet = make(map[string]struct{}, 2*len(r.Unpriced))
+		for _, f := range r.Unpriced {
+			r.unpricedSet[f] = struct{}{}
+		}
+	}
+	if _, ok := r.unpricedSet[feature]; !ok {
+		r.unpricedSet[feature] = struct{}{}
 		r.Unpriced = append(r.Unpriced, feature)
 	}
 }
+
+// unpricedListMax is how many unpriced features are searched as a list
+// before a set takes over.
+const unpricedListMax = 16
 
 func (r *Request) readResponseFormat(s *scanner, depth int) error {
 	switch s.b[s.i] {

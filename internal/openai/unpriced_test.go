@@ -1,7 +1,9 @@
 package openai
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -51,5 +53,28 @@ func TestUnpriced(t *testing.T) {
 		if e, ok := err.(*Error); !ok || e.Param != param {
 			t.Errorf("%s: %v, want a refusal of %s", body, err, param)
 		}
+	}
+}
+
+// TestUnpricedManyDistinct: past the few searched as a list, features are
+// still kept once each, in the order first asked for.
+func TestUnpricedManyDistinct(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[`)
+	var want []string
+	for i := range 3 * unpricedListMax {
+		fmt.Fprintf(&b, `{"type":"hosted_%d"},{"type":"hosted_%d"},`, i, i/2)
+		if !slices.Contains(want, fmt.Sprintf("hosted_%d", i)) {
+			want = append(want, fmt.Sprintf("hosted_%d", i))
+		}
+	}
+	b.WriteString(`{"type":"hosted_0"}],"plugins":[{"id":"web"},{"id":"web"}]}`)
+	want = append(want, "plugin_web")
+	var r Request
+	if err := r.Parse([]byte(b.String()), Chat); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.Unpriced, want) {
+		t.Errorf("Unpriced = %v, want %v", r.Unpriced, want)
 	}
 }
