@@ -993,3 +993,66 @@ func TestCacheFollowerOfABrokenStream(t *testing.T) {
 		t.Errorf("follower: %s, error %v, body %q; want the error event and an aborted response", s.cache, s.err, s.body)
 	}
 }
+
+// TestCacheKeyHasTheOutputCap: an answer generated under a budget's output
+// cap (a request without a limit sent with reserve_output as its limit,
+// cut there) is not the answer to the same request sent without that cap:
+// not after a reload that changes the cap, nor from another handler's
+// shared store whose budgets cap otherwise.
+func TestCacheKeyHasTheOutputCap(t *testing.T) {
+	capped := func(cap string) string {
+		return defaultRouter + "\tbudget team {\n\t\tlimit 1000 per day\n\t\treserve_output 7\n" + cap + "\t}\n\tbudget_sync off\n"
+	}
+	sentLimit := func(t *testing.T, g *gateway, before int) string {
+		t.Helper()
+		reqs := g.primary.Requests()[before:]
+		if len(reqs) != 1 {
+			t.Fatalf("%d upstream requests, want 1", len(reqs))
+		}
+		var sent struct {
+			Limit json.RawMessage `json:"max_completion_tokens"`
+		}
+		if err := json.Unmarshal(reqs[0].Body, &sent); err != nil {
+			t.Fatal(err)
+		}
+		return string(sent.Limit)
+	}
+	t.Run("a reload", func(t *testing.T) {
+		cache := "\tcache {\n\t\tmax_size 1017KB\n\t}\n"
+		g := newGateway(t, capped("")+cache)
+		q := question("What is your return policy? (a reload)", false, "")
+		before := len(g.primary.Requests())
+		resp, _ := g.post(q)
+		expectCache(t, resp, "miss")
+		if got := sentLimit(t, g, before); got != "7" {
+			t.Fatalf("sent with max_completion_tokens %s, want the cap 7", got)
+		}
+		g.reload(capped("\t\toutput_cap off\n") + cache)
+		before = len(g.primary.Requests())
+		resp, _ = g.post(q)
+		if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+			t.Fatalf("after the reload to output_cap off: X-LLM-Cache %q, want a miss (the stored answer was cut at 7 tokens)", got)
+		}
+		if got := sentLimit(t, g, before); got != "" {
+			t.Errorf("sent with max_completion_tokens %s, want none", got)
+		}
+	})
+	t.Run("a shared store", func(t *testing.T) {
+		g := newGateway(t, defaultRouter)
+		cache := "\tcache {\n\t\tmax_size 1018KB\n\t\tscope shared\n\t\tstore cap_shared\n\t}\n"
+		r := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL)
+		a, b := r.Replace(capped("")+cache), r.Replace(defaultRouter+cache)
+		g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\thandle /a/* {\n\t\tllm_router {"+a+"\n\t\t}\n\t}\n\thandle /b/* {\n\t\tllm_router {"+b+"\n\t\t}\n\t}\n}\n", "caddyfile")
+		q := question("What is your return policy? (a shared store)", false, "")
+		resp, _ := g.postPath("/a/v1/chat/completions", q)
+		expectCache(t, resp, "miss")
+		before := len(g.primary.Requests())
+		resp, _ = g.postPath("/b/v1/chat/completions", q)
+		if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+			t.Fatalf("handler b, without a budget: X-LLM-Cache %q, want a miss (a's answer was cut at 7 tokens)", got)
+		}
+		if got := sentLimit(t, g, before); got != "" {
+			t.Errorf("handler b sent max_completion_tokens %s, want none", got)
+		}
+	})
+}

@@ -531,10 +531,30 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		if rc.semantic != nil {
 			rc.semantic.logger = r.logger
 		}
-		r.routing.setNamespaces()
+		r.routing.setNamespaces(r.askedWith)
 	}
 	r.logLoaded()
 	return nil
+}
+
+// askedWith is what a request without an output limit is sent to d with
+// besides its body: the output cap of the budgets that cover d (the
+// smallest reserve_output of those that cap, as exchange.outputCap gives
+// it) and the member it goes in. An answer cut at one cap is not the
+// answer to a request sent with another, or none: a reload that changes
+// the cap, or a handler of another budget sharing the store, gets a
+// namespace of its own.
+func (r *Router) askedWith(d *deployment) string {
+	limit := int64(0)
+	for _, b := range r.budgets {
+		if b.capOutput && b.covers[d] && (limit == 0 || b.reserveOut < limit) {
+			limit = b.reserveOut
+		}
+	}
+	if limit == 0 {
+		return ""
+	}
+	return strconv.FormatInt(limit, 10) + " " + d.provider.limitField
 }
 
 // logLoaded says, in one line, what this handler serves.

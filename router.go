@@ -125,14 +125,16 @@ func (p plan) primary() *deployment {
 }
 
 // setNamespaces gives each plan a cache namespace: a hash of the targets
-// (URL, key, upstream id) of its deployments, so that a cached answer is
-// only served for a plan that asks the same upstreams.
-func (rt *routing) setNamespaces() {
+// (URL, key, upstream id) of its deployments and of what else each is
+// asked with (asked: the output cap of a request without a limit), so
+// that a cached answer is only served for a plan that asks the same
+// upstreams the same way.
+func (rt *routing) setNamespaces(asked func(*deployment) string) {
 	ns := func(p plan) string {
 		h := sha256.New()
 		for _, g := range p {
 			for _, d := range g {
-				io.WriteString(h, d.target()+"\x00")
+				io.WriteString(h, d.target()+"\x00"+asked(d)+"\x00")
 			}
 		}
 		return string(h.Sum(nil))
