@@ -998,7 +998,8 @@ func TestCacheFollowerOfABrokenStream(t *testing.T) {
 // cap (a request without a limit sent with reserve_output as its limit,
 // cut there) is not the answer to the same request sent without that cap:
 // not after a reload that changes the cap, nor from another handler's
-// shared store whose budgets cap otherwise.
+// shared store whose budgets cap otherwise. Nor is one given under a
+// provider's headers that a reload changed.
 func TestCacheKeyHasTheOutputCap(t *testing.T) {
 	capped := func(cap string) string {
 		return defaultRouter + "\tbudget team {\n\t\tlimit 1000 per day\n\t\treserve_output 7\n" + cap + "\t}\n\tbudget_sync off\n"
@@ -1035,6 +1036,22 @@ func TestCacheKeyHasTheOutputCap(t *testing.T) {
 		}
 		if got := sentLimit(t, g, before); got != "" {
 			t.Errorf("sent with max_completion_tokens %s, want none", got)
+		}
+	})
+	t.Run("a provider's header", func(t *testing.T) {
+		cache := "\tcache {\n\t\tmax_size 1019KB\n\t}\n"
+		g := newGateway(t, defaultRouter+cache)
+		q := question("What is your return policy? (a header)", false, "")
+		resp, _ := g.post(q)
+		expectCache(t, resp, "miss")
+		g.reload(strings.Replace(defaultRouter, "timeout 2s", "timeout 2s\n\t\theader Anthropic-Beta output-128k-2025-02-19", 1) + cache)
+		before := len(g.primary.Requests())
+		resp, _ = g.post(q)
+		if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+			t.Fatalf("after the reload that sends the provider a header: X-LLM-Cache %q, want a miss", got)
+		}
+		if reqs := g.primary.Requests()[before:]; len(reqs) != 1 || reqs[0].Header.Get("Anthropic-Beta") == "" {
+			t.Errorf("%d upstream requests, want 1 with the provider's header", len(reqs))
 		}
 	})
 	t.Run("a shared store", func(t *testing.T) {

@@ -537,24 +537,33 @@ func (r *Router) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// askedWith is what a request without an output limit is sent to d with
-// besides its body: the output cap of the budgets that cover d (the
-// smallest reserve_output of those that cap, as exchange.outputCap gives
-// it) and the member it goes in. An answer cut at one cap is not the
-// answer to a request sent with another, or none: a reload that changes
-// the cap, or a handler of another budget sharing the store, gets a
-// namespace of its own.
+// askedWith is what a request is sent to d with besides its body and its
+// target: the provider's own headers (a beta feature, a region), and for
+// a request without an output limit the output cap of the budgets that
+// cover d (the smallest reserve_output of those that cap, as
+// exchange.outputCap gives it) and the member it goes in. An answer cut
+// at one cap, or given under other headers, is not the answer to a
+// request sent otherwise: a reload that changes them, or a handler with
+// other budgets or headers sharing the store, gets a namespace of its
+// own.
 func (r *Router) askedWith(d *deployment) string {
-	limit := int64(0)
-	for _, b := range r.budgets {
-		if b.capOutput && b.covers[d] && (limit == 0 || b.reserveOut < limit) {
-			limit = b.reserveOut
+	var b strings.Builder
+	fields := slices.Sorted(maps.Keys(d.provider.headers))
+	for _, f := range fields {
+		for _, v := range d.provider.headers[f] {
+			b.WriteString(strconv.Quote(f) + ":" + strconv.Quote(v) + "\n")
 		}
 	}
-	if limit == 0 {
-		return ""
+	limit := int64(0)
+	for _, bg := range r.budgets {
+		if bg.capOutput && bg.covers[d] && (limit == 0 || bg.reserveOut < limit) {
+			limit = bg.reserveOut
+		}
 	}
-	return strconv.FormatInt(limit, 10) + " " + d.provider.limitField
+	if limit > 0 {
+		b.WriteString("cap " + strconv.FormatInt(limit, 10) + " " + d.provider.limitField)
+	}
+	return b.String()
 }
 
 // logLoaded says, in one line, what this handler serves.
