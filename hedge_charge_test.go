@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 // mid-generation.
 func TestHedgeLoserWithErrorStatusNotCharged(t *testing.T) {
 	errStarted := make(chan struct{})
+	errArrived := make(chan struct{}) // the router has the hedge's error status
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		var body struct{ Model string }
 		b, _ := io.ReadAll(req.Body)
@@ -35,13 +37,29 @@ func TestHedgeLoserWithErrorStatusNotCharged(t *testing.T) {
 			<-req.Context().Done()
 			return
 		}
-		<-errStarted // the first attempt answers once the hedge's error has begun
+		// the first attempt answers once the router has the hedge's error
+		// status (its provider having begun it is not enough: the first
+		// answer could win before the status is read, and a hedge given up
+		// before its status is known is charged as canceled mid-generation)
+		<-errArrived
 		io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
 	}))
 	t.Cleanup(up.Close)
 	r := benchRouter(t, up.URL, func(r *Router) {
 		r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
 	})
+	arrived := sync.OnceFunc(func() { close(errArrived) })
+	for _, p := range r.providers {
+		plain := &http.Transport{}
+		t.Cleanup(plain.CloseIdleConnections)
+		p.transport.RegisterProtocol("http", roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := plain.RoundTrip(req)
+			if err == nil && resp.StatusCode == http.StatusBadRequest {
+				arrived()
+			}
+			return resp, err
+		}))
+	}
 	w := serveOnce(r, `{"model":"simple_qa","max_tokens":500,"messages":[{"role":"user","content":"Hi"}]}`)
 	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "deepseek-v3.2" {
 		t.Fatalf("%d via %q, want the first attempt's answer", w.Code, w.Header().Get(hdrModel))
@@ -50,6 +68,11 @@ func TestHedgeLoserWithErrorStatusNotCharged(t *testing.T) {
 		t.Errorf("the hedge that answered 400 was charged %+v, want nothing", c)
 	}
 }
+
+// roundTripFunc is a RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // TestUnsentHedgeLoserNotCharged: the hedge of an attempt that answers
 // while the hedge's request is still being written (its provider stopped
