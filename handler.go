@@ -1199,6 +1199,9 @@ func parseRetryAfter(v string, t time.Time) time.Duration {
 var droppedRequestHeaders = []string{
 	"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key",
 	"Openai-Organization", "Openai-Project",
+	// Google's quota and billing project: a client must not pick which of
+	// the operator's projects pays
+	"X-Goog-User-Project",
 	"Host", "Content-Length", "Accept-Encoding",
 	"X-Llm-Route", "X-Query-Type",
 }

@@ -190,6 +190,19 @@ func TestReadLimitedAtDeclared(t *testing.T) {
 	}
 }
 
+// TestUpstreamHeaderDropsAccountSteering: the headers that pick which of
+// the operator's provider accounts, organizations or projects pays never
+// go upstream from a client.
+func TestUpstreamHeaderDropsAccountSteering(t *testing.T) {
+	client := http.Header{"Openai-Organization": {"org-other"}, "Openai-Project": {"proj-other"}, "X-Goog-User-Project": {"other-project"}}
+	got := upstreamHeader(client, &provider{headers: http.Header{}}, false)
+	for f := range client {
+		if v, ok := got[f]; ok {
+			t.Errorf("%s: %q forwarded upstream", f, v)
+		}
+	}
+}
+
 // TestUpstreamHeaderAsCloned holds upstreamHeader, which copies only the
 // client headers it keeps and shares their values, to what the copy of all
 // of them with the others deleted (as it was built before) sends.
@@ -236,7 +249,7 @@ func TestUpstreamHeaderAsCloned(t *testing.T) {
 		{},
 		{"Content-Type": {"text/plain"}, "Accept": {"*/*"}, "User-Agent": {"sdk/1.0"}, "Content-Length": {"12"}},
 		{"Authorization": {"Bearer client"}, "Cookie": {"a=b"}, "X-Api-Key": {"k"}, "Api-Key": {"k"}, "Proxy-Authorization": {"p"},
-			"Openai-Organization": {"org"}, "Openai-Project": {"proj"}, "Accept-Encoding": {"gzip"}, "X-Llm-Route": {"r"}, "X-Query-Type": {"q"}},
+			"Openai-Organization": {"org"}, "Openai-Project": {"proj"}, "X-Goog-User-Project": {"other-project"}, "Accept-Encoding": {"gzip"}, "X-Llm-Route": {"r"}, "X-Query-Type": {"q"}},
 		{"Connection": {"keep-alive, x-hop-secret", " Upgrade ,"}, "X-Hop-Secret": {"s"}, "Upgrade": {"h2c"}, "Keep-Alive": {"timeout=5"},
 			"Te": {"trailers"}, "Trailer": {"X"}, "Transfer-Encoding": {"chunked"}, "Proxy-Connection": {"close"}, "Proxy-Authenticate": {"x"}},
 		{"X-Portkey-Config": {"{}"}, "X-Litellm-Key": {"k"}, "Helicone-Target-Url": {"u"}, "Cf-Aig-Authorization": {"a"}, "X-Portkeyish": {"kept"},
