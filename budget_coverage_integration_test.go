@@ -306,3 +306,36 @@ func TestBudgetSyncSwitch(t *testing.T) {
 		t.Errorf("after turning sync off: %v spent, want %v", got, 2*costPerAnswer)
 	}
 }
+
+// TestBudgetSyncSwitchKeyed: turning budget_sync on over a budget whose
+// key values are hashed keeps each key's spend: the keys counted locally
+// are the keys the synced config counts under, so a client at its limit
+// stays at it across the reload.
+func TestBudgetSyncSwitchKeyed(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	budget := func(sync string) string {
+		return `
+	budget switch_keyed {
+		limit 0.03 per day
+		key {llm_team}
+	}
+	budget_sync ` + sync + "\n"
+	}
+	g := newGatewayWith(t, global, teamsSite, budgetRouter+budget("off"))
+	teamA := []string{"Authorization", "Bearer team-a-key"}
+	for range 2 {
+		resp, body := g.post(chatBody("simple_qa", false), teamA...)
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	if resp, out := g.post(chatBody("simple_qa", false), teamA...); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("at the limit before the reload: %d %s", resp.StatusCode, out)
+	}
+	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(budgetRouter + budget("1h"))
+	g.tc.InitServer(global+"\n"+siteAddress+" {\n"+teamsSite+"\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	if got := spentOf(t, "switch_keyed"); math.Abs(got-2*costPerAnswer) > 1e-9 {
+		t.Errorf("after turning sync on: %v spent, want %v", got, 2*costPerAnswer)
+	}
+	if resp, out := g.post(chatBody("simple_qa", false), teamA...); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("after turning sync on: %d %s; team a escaped its spent budget", resp.StatusCode, out)
+	}
+}

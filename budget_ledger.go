@@ -41,6 +41,11 @@ type budgetLedger struct {
 	storage  certmagic.Storage
 	instance string          // whose files this ledger writes: this process's identity in the storage
 	who      *budgetInstance // the identity's hold
+	// secret keys the hash of the key values, fixed for the ledger's life
+	// (keySecret): a reload that turns budget_sync on must not rename
+	// every key, which would give each its budget afresh
+	secret   []byte
+	secretMu sync.Mutex // held while secret is read from storage
 	interval time.Duration
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -197,6 +202,36 @@ func (l *budgetLedger) startSync(st certmagic.Storage, where string, interval ti
 	l.cancel, l.done = cancel, make(chan struct{})
 	go l.run(loopCtx)
 	return nil
+}
+
+// keySecret is the secret that keys the hash of the ledger's key values
+// (budget.keyOf), chosen once for the ledger's life: the fleet's secret in
+// storage, whether budget_sync is on or off, so that a reload that turns
+// sync on keeps every key's name, and its spend. Without sync it is read
+// (or made) in storage too, bounded by storageTimeout; when the storage
+// cannot give it, a secret of this process is used (as acquireInstance
+// does), until the ledger goes.
+func (l *budgetLedger) keySecret(st certmagic.Storage, logger *zap.Logger) []byte {
+	l.secretMu.Lock()
+	defer l.secretMu.Unlock()
+	if l.secret != nil {
+		return l.secret
+	}
+	l.mu.Lock()
+	who := l.who
+	l.mu.Unlock()
+	if who != nil {
+		l.secret = who.secret
+		return l.secret
+	}
+	secret, err := storageIO(func(ctx context.Context) ([]byte, error) { return fleetSecret(ctx, st) })
+	if err != nil {
+		logger.Warn("could not read or make the budget key secret in storage; hashing keys with a secret of this process",
+			zap.String("budget", l.name), zap.Error(err))
+		secret = localSecret
+	}
+	l.secret = secret
+	return secret
 }
 
 // newBudgetKeys is a ledger's bounded set of keys, spilling what it drops.

@@ -508,8 +508,9 @@ func fleetSecret(ctx context.Context, storage certmagic.Storage) ([]byte, error)
 	return b, nil
 }
 
-// localSecret keys the hash of the key values of budgets kept in memory
-// only: they are never shared, so any secret of this process will do.
+// localSecret keys the hash of the key values when the storage cannot
+// give the fleet's secret (acquireInstance, budgetLedger.keySecret): such
+// keys are this process's alone until it restarts.
 var localSecret = func() []byte {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)

@@ -515,9 +515,8 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		if b.ledger, err = acquireLedger(ctx, b, sync, repl.ReplaceAll(r.BudgetInstance, ""), r.logger); err != nil {
 			return err
 		}
-		b.keySecret = localSecret
-		if who := b.ledger.who; who != nil {
-			b.keySecret = who.secret
+		if b.key != "" && !b.keyLabel {
+			b.keySecret = b.ledger.keySecret(ctx.Storage(), r.logger)
 		}
 		b.cover(r.deployments, r.routing)
 		r.budgets = append(r.budgets, b)
