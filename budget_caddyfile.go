@@ -16,7 +16,7 @@ func unmarshalBudget(d *caddyfile.Dispenser, b *Budget) error {
 		if len(args) != 1 && len(args) != 3 || (len(args) == 1 && !optional) || (len(args) == 3 && args[1] != "per") {
 			return 0, "", d.ArgErr()
 		}
-		v, err := strconv.ParseFloat(args[0], 64)
+		v, err := parseNumber(args[0])
 		if err != nil || v <= 0 {
 			return 0, "", d.Errf("%s: want a positive amount in the handler's currency, got %q", d.Val(), args[0])
 		}
@@ -68,7 +68,7 @@ func unmarshalBudget(d *caddyfile.Dispenser, b *Budget) error {
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
-			pct, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+			pct, err := parseNumber(strings.TrimSuffix(v, "%"))
 			if err != nil || pct <= 0 || pct > 100 {
 				return d.Errf("warn_at: want a percentage from 1 to 100, got %q", v)
 			}

@@ -2,6 +2,8 @@ package llmrouter
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -196,7 +198,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			c := &Currency{Code: strings.ToUpper(args[0])}
 			if len(args) == 2 {
-				rate, err := strconv.ParseFloat(args[1], 64)
+				rate, err := parseNumber(args[1])
 				if err != nil || rate <= 0 {
 					return d.Errf("currency rate must be a positive number, got %q", args[1])
 				}
@@ -479,7 +481,7 @@ func unmarshalModel(d *caddyfile.Dispenser, m *Model, ref string, where map[stri
 			}
 			var vals []float64
 			for _, a := range args {
-				v, err := strconv.ParseFloat(a, 64)
+				v, err := parseNumber(a)
 				if err != nil || v < 0 {
 					return d.Errf("price must be a non-negative number per 1M tokens, got %q", a)
 				}
@@ -668,7 +670,7 @@ func unmarshalSemantic(d *caddyfile.Dispenser, c *SemanticCache, where map[strin
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
-			t, err := strconv.ParseFloat(v, 64)
+			t, err := parseNumber(v)
 			if err != nil || t <= 0 || t > 1 {
 				return d.Errf("threshold must be a similarity above 0 and at most 1, not %q", v)
 			}
@@ -809,3 +811,15 @@ func intArg(d *caddyfile.Dispenser, least int) (int, error) {
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*Router)(nil)
+
+// parseNumber reads a Caddyfile number: a finite one only. strconv reads
+// "NaN" and "Inf" too, which no check of a range refuses (NaN compares
+// false with everything) and which JSON cannot carry: the adapted config
+// held the handler as null.
+func parseNumber(s string) (float64, error) {
+	v, err := strconv.ParseFloat(s, 64)
+	if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+		err = fmt.Errorf("%q is not a finite number", s)
+	}
+	return v, err
+}

@@ -166,6 +166,14 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"route block typo", "\t\troute q a {\n\t\t\twhn x\n\t\t}", `unrecognized route subdirective "whn" (did you mean "when"?)`, 12},
 		{"bad probe body", "\t\thealth_check {\n\t\t\tprobe_body nope\n\t\t}", `probe_body must be a JSON object`, 12},
 		{"negative price", "\t\tmodel c {\n\t\t\tprice -1\n\t\t}", "price must be a non-negative number", 12},
+		// strconv reads NaN and Inf, which JSON cannot carry: the adapted
+		// config held the handler as null
+		{"NaN price", "\t\tmodel c {\n\t\t\tprice NaN\n\t\t}", "price must be a non-negative number", 12},
+		{"infinite output price", "\t\tmodel c {\n\t\t\tprice 1 Inf\n\t\t}", "price must be a non-negative number", 12},
+		{"budget NaN hard", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\thard NaN\n\t\t}", "want a positive amount", 13},
+		{"budget infinite limit", "\t\tbudget b {\n\t\t\tlimit +Inf per day\n\t\t}", "want a positive amount", 12},
+		{"budget NaN warn_at", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\twarn_at NaN%\n\t\t}", "want a percentage", 13},
+		{"NaN currency rate", "\t\tcurrency CNY NaN", "currency rate must be a positive number", 11},
 		{"unknown default route", "\t\tdefault_route nowhere", `unknown route "nowhere"`, 11},
 		{"bad size", "\t\tmax_request_body lots", `invalid size "lots"`, 11},
 		{"service_tiers without a tier", "\t\tservice_tiers", "wrong argument count", 11},
