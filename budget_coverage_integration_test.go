@@ -281,8 +281,7 @@ func TestBudgetSyncSwitch(t *testing.T) {
 	}
 	g := newGatewayWith(t, global, "", budgetRouter+budget("off"))
 	load := func(sync string) {
-		body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(budgetRouter + budget(sync))
-		g.tc.InitServer(global+"\n"+siteAddress+" {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+		g.reloadWith(global, "", budgetRouter+budget(sync))
 	}
 	for range 2 {
 		resp, body := g.post(chatBody("simple_qa", false))
@@ -330,8 +329,7 @@ func TestBudgetSyncSwitchKeyed(t *testing.T) {
 	if resp, out := g.post(chatBody("simple_qa", false), teamA...); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("at the limit before the reload: %d %s", resp.StatusCode, out)
 	}
-	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(budgetRouter + budget("1h"))
-	g.tc.InitServer(global+"\n"+siteAddress+" {\n"+teamsSite+"\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.reloadWith(global, teamsSite, budgetRouter+budget("1h"))
 	if got := spentOf(t, "switch_keyed"); math.Abs(got-2*costPerAnswer) > 1e-9 {
 		t.Errorf("after turning sync on: %v spent, want %v", got, 2*costPerAnswer)
 	}

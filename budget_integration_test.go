@@ -236,8 +236,7 @@ func TestBudgetSurvivesReload(t *testing.T) {
 		resp, body := g.post(chatBody("simple_qa", false))
 		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 	}
-	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(budgetRouter + budget + "\tmax_request_body 4MB\n")
-	g.tc.InitServer(global+"\n"+siteAddress+" {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.reloadWith(global, "", budgetRouter+budget+"\tmax_request_body 4MB\n")
 	// no downgrade route: the limit refuses
 	resp, out := g.post(chatBody("simple_qa", false))
 	if resp.StatusCode != http.StatusTooManyRequests || apiErr(t, out).Code != "budget_exceeded" {

@@ -514,9 +514,7 @@ func TestCacheFreshnessFromServingConfig(t *testing.T) {
 		t.Fatalf("the second request: X-LLM-Cache %q, want hit", resp.Header.Get("X-LLM-Cache"))
 	}
 	advanceClock(t, 2*time.Second)
-	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).
-		Replace(strings.Replace(router, "ttl 10m", "ttl 1s\n\t\tstale_if_error 0", 1))
-	g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.reload(strings.Replace(router, "ttl 10m", "ttl 1s\n\t\tstale_if_error 0", 1))
 	before := len(g.primary.Requests())
 	resp, _ := g.post(q)
 	if got := resp.Header.Get("X-LLM-Cache"); got != "miss" || len(g.primary.Requests()) != before+1 {
@@ -536,7 +534,7 @@ func TestCacheStorePerHandler(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newGateway(t, defaultRouter)
-			body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(cacheRouter(tc.block))
+			body := g.fill(cacheRouter(tc.block))
 			g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\thandle /a/* {\n\t\tllm_router {"+body+"\n\t\t}\n\t}\n\thandle /b/* {\n\t\tllm_router {"+body+"\n\t\t}\n\t}\n}\n", "caddyfile")
 			q := question("Do you ship to Da Nang? "+tc.name, false, "")
 			resp, _ := g.postPath("/a/v1/chat/completions", q)
@@ -1057,8 +1055,7 @@ func TestCacheKeyHasTheOutputCap(t *testing.T) {
 	t.Run("a shared store", func(t *testing.T) {
 		g := newGateway(t, defaultRouter)
 		cache := "\tcache {\n\t\tmax_size 1018KB\n\t\tscope shared\n\t\tstore cap_shared\n\t}\n"
-		r := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL)
-		a, b := r.Replace(capped("")+cache), r.Replace(defaultRouter+cache)
+		a, b := g.fill(capped("")+cache), g.fill(defaultRouter+cache)
 		g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\thandle /a/* {\n\t\tllm_router {"+a+"\n\t\t}\n\t}\n\thandle /b/* {\n\t\tllm_router {"+b+"\n\t\t}\n\t}\n}\n", "caddyfile")
 		q := question("What is your return policy? (a shared store)", false, "")
 		resp, _ := g.postPath("/a/v1/chat/completions", q)

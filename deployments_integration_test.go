@@ -204,7 +204,7 @@ func TestProbeBody(t *testing.T) {
 // handlers in different currencies are totalled per currency.
 func TestCostFormsAndCurrencies(t *testing.T) {
 	g := newGateway(t, defaultRouter)
-	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(defaultRouter)
+	body := g.fill(defaultRouter)
 	g.tc.InitServer(globalOptions+"\n"+siteAddress+` {
 	handle /a/* {
 		llm_router {`+body+`

@@ -256,15 +256,26 @@ func newHTTPSGateway(t *testing.T, routerBody string) (g *gateway, c *http.Clien
 	return g, &http.Client{Transport: tr}, url
 }
 
+// fill puts the mocks' URLs in a router body's {PRIMARY} and {BACKUP}.
+func (g *gateway) fill(routerBody string) string {
+	return strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(routerBody)
+}
+
+// reloadWith loads another config, as a reload does: one llm_router with
+// routerBody at siteAddress, after the site directives site (reload: the
+// same with the default global options and no site directives).
+func (g *gateway) reloadWith(global, site, routerBody string) {
+	g.tc.InitServer(global+"\n"+siteAddress+" {\n"+site+"\n\tllm_router {"+g.fill(routerBody)+"\n\t}\n}\n", "caddyfile")
+}
+
 // newGatewayAt is newGatewayWith on the site at address.
 func newGatewayAt(t *testing.T, global, address, site, routerBody string) *gateway {
 	t.Helper()
 	g := &gateway{t: t, primary: mockllm.New(), backup: mockllm.New()}
 	ps, bs := newMockServer(g.primary), newMockServer(g.backup)
 	g.primaryURL, g.backupURL = ps.URL, bs.URL
-	body := strings.NewReplacer("{PRIMARY}", ps.URL, "{BACKUP}", bs.URL).Replace(routerBody)
 	g.tc = caddytest.NewTester(t)
-	g.tc.InitServer(global+"\n"+address+" {\n"+site+"\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.tc.InitServer(global+"\n"+address+" {\n"+site+"\n\tllm_router {"+g.fill(routerBody)+"\n\t}\n}\n", "caddyfile")
 	if t.Failed() {
 		t.FailNow()
 	}

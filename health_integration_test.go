@@ -236,8 +236,7 @@ func TestStateSurvivesReload(t *testing.T) {
 // reload loads another router body in place of the running one.
 func (g *gateway) reload(routerBody string) {
 	g.t.Helper()
-	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(routerBody)
-	g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	g.reloadWith(globalOptions, "", routerBody)
 	if g.t.Failed() {
 		g.t.FailNow()
 	}
@@ -322,8 +321,7 @@ func TestFailedConfigChangesNothing(t *testing.T) {
 	rejecting := mockllm.New()
 	rejecting.SetRequireKey("sk-the-right-key-000000001")
 	srv := newMockServer(rejecting)
-	other := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(
-		withHealth("\t\tinterval 5ms\n\t\tprompt \"failed config\"") + "\tcurrency CNY 7\n")
+	other := g.fill(withHealth("\t\tinterval 5ms\n\t\tprompt \"failed config\"") + "\tcurrency CNY 7\n")
 	cf := globalOptions + "\n" + siteAddress + " {\n\troute {\n\t\tllm_router /v1/* {" + other + "\n\t\t}\n" +
 		"\t\tllm_router /fail/* {\n\t\t\tprovider p {\n\t\t\t\tbase_url " + srv.URL + "/v1\n\t\t\t\tapi_key sk-a-wrong-key-0000000042\n\t\t\t\tverify_key\n\t\t\t}\n\t\t\tmodel m\n\t\t}\n\t}\n}\n"
 	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)

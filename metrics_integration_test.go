@@ -241,7 +241,7 @@ func TestMetricsReloadAndTwoHandlers(t *testing.T) {
 		t.Fatalf("%s = %v before the reload", key, before)
 	}
 
-	body := strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(defaultRouter)
+	body := g.fill(defaultRouter)
 	g.tc.InitServer(globalOptions+"\n"+siteAddress+` {
 	handle /a/* {
 		llm_router {`+body+`

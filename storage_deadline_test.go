@@ -104,7 +104,7 @@ func TestStorageThatNeverAnswers(t *testing.T) {
 	})
 	g := newGateway(t, defaultRouter) // the mocks, and a config to go back to
 	global := strings.Replace(globalOptions, "grace_period 1ns", "grace_period 1ns\n\tstorage llm_router_test_hang", 1)
-	site := siteAddress + " {\n\tllm_router {" + strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(defaultRouter) +
+	site := siteAddress + " {\n\tllm_router {" + g.fill(defaultRouter) +
 		"\n\tbudget team {\n\t\tlimit 100 per day\n\t\tkey {http.request.header.X-Team}\n\t}\n\tbudget_sync 1s\n\t}\n}\n"
 	adapt := func(caddyfileText string) []byte {
 		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
@@ -129,7 +129,7 @@ func TestStorageThatNeverAnswers(t *testing.T) {
 		t.Errorf("the timed-out first sync was not counted as failed: %+v", b)
 	}
 	// unloading it (the last sync, the identity's unlock) returns too
-	plain := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + strings.NewReplacer("{PRIMARY}", g.primaryURL, "{BACKUP}", g.backupURL).Replace(defaultRouter) + "\n\t}\n}\n"
+	plain := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(defaultRouter) + "\n\t}\n}\n"
 	if err := waitFor(t, load(adapt(plain)), "the unload on a hung storage"); err != nil {
 		t.Fatal(err)
 	}

@@ -621,12 +621,7 @@ func (r *Request) readTools(s *scanner, param string, depth int) error {
 			}
 			return names.err
 		})
-		if e, ok := err.(*Error); ok && strings.HasPrefix(e.Param, prefix) {
-			at := "tools[" + strconv.Itoa(i) + "]."
-			e.Param = at + e.Param[len(prefix):]
-			e.Message = strings.ReplaceAll(e.Message, prefix, at)
-		}
-		return err
+		return atIndex(err, prefix, "tools", i)
 	})
 	r.HasTools = r.HasTools || n > 0
 	r.ToolBytes += int64(s.i - start)
@@ -694,11 +689,7 @@ func (r *Request) readPlugins(s *scanner, depth int) error {
 			}
 			return names.err
 		})
-		if e, ok := err.(*Error); ok && strings.HasPrefix(e.Param, prefix) {
-			at := "plugins[" + strconv.Itoa(i) + "]."
-			e.Param = at + e.Param[len(prefix):]
-			e.Message = strings.ReplaceAll(e.Message, prefix, at)
-		}
+		err = atIndex(err, prefix, "plugins", i)
 		if err == nil {
 			if id == "" {
 				r.unpriced("plugin")
@@ -708,6 +699,18 @@ func (r *Request) readPlugins(s *scanner, depth int) error {
 		}
 		return err
 	})
+}
+
+// atIndex names the array element i of member in err, an error about one
+// of its members named as prefix (member + "[]."): "tools[3].type" rather
+// than "tools[].type".
+func atIndex(err error, prefix, member string, i int) error {
+	if e, ok := err.(*Error); ok && strings.HasPrefix(e.Param, prefix) {
+		at := member + "[" + strconv.Itoa(i) + "]."
+		e.Param = at + e.Param[len(prefix):]
+		e.Message = strings.ReplaceAll(e.Message, prefix, at)
+	}
+	return err
 }
 
 // unpriced adds feature to Unpriced, once. A body may name thousands of
