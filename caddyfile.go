@@ -809,9 +809,6 @@ func intArg(d *caddyfile.Dispenser, least int) (int, error) {
 	return n, nil
 }
 
-// Interface guards
-var _ caddyfile.Unmarshaler = (*Router)(nil)
-
 // parseNumber reads a Caddyfile number: a finite one only. strconv reads
 // "NaN" and "Inf" too, which no check of a range refuses (NaN compares
 // false with everything) and which JSON cannot carry: the adapted config
@@ -823,3 +820,6 @@ func parseNumber(s string) (float64, error) {
 	}
 	return v, err
 }
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Router)(nil)
