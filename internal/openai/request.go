@@ -590,12 +590,8 @@ func (m *memberNames) check(name []byte, prefix string, known ...string) int {
 
 func (r *Request) readTools(s *scanner, param string, depth int) error {
 	start := s.i
-	switch s.b[s.i] {
-	case 'n':
-		return s.literal("null")
-	case '[':
-	default:
-		return wrongType(param, "an array")
+	if null, err := nullOrArray(s, param); null || err != nil {
+		return err
 	}
 	n := 0
 	err := s.array(depth, func(s *scanner, i, depth int) error {
@@ -628,15 +624,23 @@ func (r *Request) readTools(s *scanner, param string, depth int) error {
 	return err
 }
 
+// nullOrArray reads a member that is null (null: nothing else to read)
+// or checks that it is an array, which the caller reads.
+func nullOrArray(s *scanner, param string) (null bool, err error) {
+	switch s.b[s.i] {
+	case 'n':
+		return true, s.literal("null")
+	case '[':
+		return false, nil
+	}
+	return false, wrongType(param, "an array")
+}
+
 // readModalities reads the output modalities: "audio" among them is
 // unpriced.
 func (r *Request) readModalities(s *scanner, depth int) error {
-	switch s.b[s.i] {
-	case 'n':
-		return s.literal("null")
-	case '[':
-	default:
-		return wrongType("modalities", "an array")
+	if null, err := nullOrArray(s, "modalities"); null || err != nil {
+		return err
 	}
 	return s.array(depth, func(s *scanner, i, depth int) error {
 		vstart := s.i
@@ -658,12 +662,8 @@ func (r *Request) readModalities(s *scanner, depth int) error {
 // page): each is unpriced as "plugin_" and its id, one without an id as
 // "plugin" (what OpenRouter would make of it is its own).
 func (r *Request) readPlugins(s *scanner, depth int) error {
-	switch s.b[s.i] {
-	case 'n':
-		return s.literal("null")
-	case '[':
-	default:
-		return wrongType("plugins", "an array")
+	if null, err := nullOrArray(s, "plugins"); null || err != nil {
+		return err
 	}
 	return s.array(depth, func(s *scanner, i, depth int) error {
 		if s.b[s.i] != '{' {
