@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,8 +155,10 @@ type responseCache struct {
 	semantic   *semanticCache // nil without a semantic block
 }
 
-func newResponseCache(c *Cache, ordinal int) (*responseCache, error) {
-	rc := &responseCache{ttl: time.Duration(c.TTL), stale: time.Duration(c.StaleIfError), keyHeaders: c.KeyHeaders, streams: !c.NoStreams}
+// newResponseCache builds the cache c configures; forwarded are the client
+// headers the router's forward_header opened.
+func newResponseCache(c *Cache, forwarded []string, ordinal int) (*responseCache, error) {
+	rc := &responseCache{ttl: time.Duration(c.TTL), stale: time.Duration(c.StaleIfError), keyHeaders: keyHeaders(c.KeyHeaders, forwarded), streams: !c.NoStreams}
 	switch {
 	case c.SharedScope:
 	case len(c.Scope) > 0:
@@ -201,6 +204,25 @@ func newResponseCache(c *Cache, ordinal int) (*responseCache, error) {
 		}
 	}
 	return rc, nil
+}
+
+// keyHeaders are the request headers whose values a key holds: the
+// cache's key_header fields, then the forwarded ones they do not name
+// already. A forwarded header may change the answer, which must then not
+// be served to a request that sent another value. The headers forwarded
+// by default are not keyed: they change no answer, and they differ on
+// every request. Key headers keep their order and spelling, so that a
+// config without forward_header keeps its keys.
+func keyHeaders(keyed, forwarded []string) []string {
+	out := keyed
+	for _, f := range forwarded {
+		f = http.CanonicalHeaderKey(f)
+		if slices.Contains(defaultForwardedHeaders, f) || slices.ContainsFunc(out, func(k string) bool { return http.CanonicalHeaderKey(k) == f }) {
+			continue
+		}
+		out = append(out[:len(out):len(out)], f) // a copy: never into the config's array
+	}
+	return out
 }
 
 // release undoes newResponseCache.

@@ -1070,3 +1070,60 @@ func TestCacheKeyHasTheOutputCap(t *testing.T) {
 		}
 	})
 }
+
+// TestCacheKeyHasForwardedHeaders: a client header that forward_header
+// opens may change the answer, so its value is part of the key: two
+// requests that differ only in it never share an answer, stored or in
+// flight; the same value hits. The correlation headers forwarded by
+// default are not in the key: they differ on every request.
+func TestCacheKeyHasForwardedHeaders(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1041KB\n\t\tkey_header X-Team")+"\tforward_header x-custom X-Team\n")
+	upstream := func() int { return len(g.primary.RequestsFor("deepseek-chat")) }
+	q := question("Which sizes does the blue coat come in?", false, "")
+
+	resp, _ := g.post(q, "X-Custom", "a", "X-Request-Id", "req-1")
+	expectCache(t, resp, "miss")
+	resp, _ = g.post(q, "X-Custom", "b", "X-Request-Id", "req-2")
+	expectCache(t, resp, "miss")
+	if n := upstream(); n != 2 {
+		t.Fatalf("%d upstream requests for two X-Custom values, want 2", n)
+	}
+	if got := g.primary.RequestsFor("deepseek-chat")[1].Header.Get("X-Custom"); got != "b" {
+		t.Errorf("X-Custom upstream = %q, want b", got)
+	}
+	// the same value again, with other correlation headers: a hit
+	resp, body := g.post(q, "X-Custom", "a", "X-Request-Id", "req-3", "User-Agent", "another-sdk/2.0",
+		"Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "X-Client-Request-Id", "cr-3")
+	expectCache(t, resp, "hit")
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 0)
+	resp, _ = g.post(q, "X-Custom", "b", "X-Request-Id", "req-4")
+	expectCache(t, resp, "hit")
+	// no value is a value of its own; a header both key_header and
+	// forward_header name keys as either would
+	resp, _ = g.post(q)
+	expectCache(t, resp, "miss")
+	resp, _ = g.post(q, "X-Team", "shop")
+	expectCache(t, resp, "miss")
+	resp, _ = g.post(q, "X-Team", "shop", "X-Request-Id", "req-5")
+	expectCache(t, resp, "hit")
+	if n := upstream(); n != 4 {
+		t.Errorf("%d upstream requests, want 4", n)
+	}
+
+	// in flight: a request with another value does not follow the
+	// identical one on its way to a model; one with the same value does
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ChunkDelay: 20 * time.Millisecond, Times: 1})
+	q = question("Does the blue coat come in XL?", true, "")
+	_, hangUp := g.streamUntil(q, "w0") // no X-Custom
+	defer hangUp()
+	resp, _ = g.post(q, "X-Custom", "a")
+	expectCache(t, resp, "miss")
+	resp, body = g.post(q, "X-Request-Id", "req-6")
+	expectCache(t, resp, "hit")
+	if !strings.HasSuffix(body, "data: [DONE]\n\n") {
+		t.Errorf("follower's stream: %q", body)
+	}
+	if n := upstream(); n != 6 {
+		t.Errorf("%d upstream requests, want 6 (the leader and the request with X-Custom)", n)
+	}
+}

@@ -117,6 +117,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		service_tiers <tier>...
 //		allow_unpriced <feature>...
 //		pass_response_header <field>...
+//		forward_header <field>...
 //	}
 //
 // provider and model may be repeated; a model name may be declared again
@@ -276,6 +277,18 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			r.PassResponseHeaders = append(r.PassResponseHeaders, fields...)
 
+		case "forward_header":
+			fields := d.RemainingArgs()
+			if len(fields) == 0 {
+				return d.ArgErr()
+			}
+			for _, f := range fields {
+				if why := unforwardable(f); why != "" {
+					return d.Errf("forward_header %q is never forwarded: %s", f, why)
+				}
+			}
+			r.ForwardHeaders = append(r.ForwardHeaders, fields...)
+
 		case "client_label":
 			args := d.RemainingArgs()
 			c := &ClientLabel{}
@@ -346,7 +359,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
-	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body", "service_tiers", "allow_unpriced", "pass_response_header"}
+	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body", "service_tiers", "allow_unpriced", "pass_response_header", "forward_header"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams", "semantic"}
 	semanticSubdirectives = []string{"model", "threshold", "max_entries", "lookup_timeout"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output", "output_cap"}

@@ -187,6 +187,12 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"semantic chat model", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tmodel a\n\t\t\t}\n\t\t}", `model "a" is not an embedding model`, 13},
 		{"semantic without model", "\t\tcache {\n\t\t\tttl 1m\n\t\t\tsemantic {\n\t\t\t\tthreshold 0.9\n\t\t\t}\n\t\t}", `needs the embedding model`, 13},
 		{"semantic bad threshold", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshold 1.5\n\t\t\t}\n\t\t}", `threshold must be a similarity above 0 and at most 1, not "1.5"`, 13},
+		{"forward a credential", "\t\tforward_header X-Custom authorization", `forward_header "authorization" is never forwarded: a client credential`, 11},
+		{"forward another gateway's control", "\t\tforward_header X-Custom\n\t\tforward_header x-portkey-config", `forward_header "x-portkey-config" is never forwarded: another gateway's control header`, 12},
+		{"forward account steering", "\t\tforward_header OpenAI-Organization", `forward_header "OpenAI-Organization" is never forwarded: picks which of the operator's provider accounts`, 11},
+		{"forward a hop-by-hop header", "\t\tforward_header Keep-Alive", `forward_header "Keep-Alive" is never forwarded: hop-by-hop`, 11},
+		{"forward the router's own", "\t\tforward_header X-LLM-Route", `forward_header "X-LLM-Route" is never forwarded: the router's own`, 11},
+		{"forward_header without a field", "\t\tforward_header", "wrong argument count", 11},
 		{"semantic typo", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshhold 0.9\n\t\t\t}\n\t\t}", `unrecognized semantic subdirective "threshhold" (did you mean "threshold"?)`, 13},
 	}
 	for _, tc := range cases {

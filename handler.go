@@ -22,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
@@ -1194,17 +1195,12 @@ func parseRetryAfter(v string, t time.Time) time.Duration {
 	return 0
 }
 
-// Request headers never forwarded upstream: hop-by-hop ones, the client's
-// credentials (the provider's key replaces them), and the router's own.
-var droppedRequestHeaders = []string{
-	"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key",
-	"Openai-Organization", "Openai-Project",
-	// Google's quota and billing project: a client must not pick which of
-	// the operator's projects pays
-	"X-Goog-User-Project",
-	"Host", "Content-Length", "Accept-Encoding",
-	"X-Llm-Route", "X-Query-Type",
-}
+// defaultForwardedHeaders are the client request headers forwarded
+// upstream without any forward_header: correlation and trace context,
+// which change neither what the provider serves nor what it bills.
+// Traceparent and Tracestate are the request's as the server holds it:
+// under Caddy's tracing handler, those it put there for its server span.
+var defaultForwardedHeaders = []string{"User-Agent", "Traceparent", "Tracestate", "X-Request-Id", "X-Client-Request-Id"}
 
 // gatewayControlPrefixes are the client header prefixes another gateway
 // acts on (Portkey's configs and targets, LiteLLM's, Helicone's target URL,
@@ -1218,29 +1214,58 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// notForwarded is droppedRequestHeaders and hopHeaders as a set: a client
-// header is looked up once, rather than each of these deleted from a copy
-// of all of them.
-var notForwarded = func() map[string]struct{} {
-	set := make(map[string]struct{}, len(droppedRequestHeaders)+len(hopHeaders))
-	for _, f := range slices.Concat(droppedRequestHeaders, hopHeaders) {
-		set[f] = struct{}{}
+// neverForwarded are the client request headers no forward_header may
+// open, by canonical name, with why.
+var neverForwarded = func() map[string]string {
+	why := map[string]string{}
+	for _, group := range []struct {
+		reason string
+		fields []string
+	}{
+		{"a client credential: the provider's key is sent instead", []string{"Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key"}},
+		// Google's quota and billing project among them
+		{"picks which of the operator's provider accounts or projects pays", []string{"Openai-Organization", "Openai-Project", "X-Goog-User-Project"}},
+		{"hop-by-hop", hopHeaders},
+		{"set by the router for the request it sends", []string{"Host", "Content-Length", "Content-Type", "Content-Encoding", "Accept-Encoding"}},
+		{"the router's own request header", []string{hdrRoute, hdrQueryType}},
+	} {
+		for _, f := range group.fields {
+			if _, set := why[f]; !set {
+				why[f] = group.reason
+			}
+		}
 	}
-	return set
+	return why
 }()
 
-// forwarded reports whether a client request header (by its name as the
-// server keeps it) may go upstream, leaving aside those Connection names.
-func forwarded(f string) bool {
-	if _, ok := notForwarded[f]; ok {
-		return false
+// unforwardable says why no config may forward a client's request header
+// named field (in any case), or "" if one may.
+func unforwardable(field string) string {
+	if !httpguts.ValidHeaderFieldName(field) {
+		return "not a header field name"
+	}
+	f := http.CanonicalHeaderKey(field)
+	if why, ok := neverForwarded[f]; ok {
+		return why
 	}
 	for _, prefix := range gatewayControlPrefixes {
 		if strings.HasPrefix(f, prefix) {
-			return false
+			return "another gateway's control header (" + prefix + "*): it could steer a provider that is a gateway to another model or account"
 		}
 	}
-	return true
+	return ""
+}
+
+// forwardedHeaders is the allowlist of client request headers sent
+// upstream: the defaults and those the config opens, canonical, each once.
+func forwardedHeaders(opened []string) []string {
+	out := slices.Clone(defaultForwardedHeaders)
+	for _, f := range opened {
+		if f = http.CanonicalHeaderKey(f); !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // The values of the content headers of a request upstream, shared by all
@@ -1251,24 +1276,33 @@ var (
 	acceptEventStream = []string{"text/event-stream"}
 )
 
-// upstreamHeader is the header of a request to p: the client's headers but
-// the hop-by-hop ones (and those Connection names), its credentials, the
-// router's own and another gateway's controls; then p's headers, its key,
-// and the body's type. The kept values are the client's slices, not
-// copies: nothing changes a request header's values in place, and the
-// full slice expression makes an Add copy rather than write into the
-// client's.
-func upstreamHeader(client http.Header, p *provider, stream bool) http.Header {
-	h := make(http.Header, len(client)+len(p.headers)+3)
-	for f, v := range client {
-		if forwarded(f) {
+// upstreamHeader is the header of a request to p: the client's headers
+// named in forward (the router's allowlist, canonical), less those the
+// client's Connection header calls hop-by-hop; then p's headers, its key,
+// and the body's type. Every other client header is dropped: one could
+// change what the provider serves, or bills the operator for. Each name
+// of the allowlist is looked up in the client's header, rather than each
+// of the client's headers in a set: the list is a handful of names, and
+// an SDK sends a dozen headers or more. The kept values are the client's
+// slices, not copies: nothing changes a request header's values in place,
+// and the full slice expression makes an Add copy rather than write into
+// the client's.
+func upstreamHeader(client http.Header, forward []string, p *provider, stream bool) http.Header {
+	h := make(http.Header, min(len(client), len(forward))+len(p.headers)+3)
+	for _, f := range forward {
+		if v, ok := client[f]; ok {
 			h[f] = v[:len(v):len(v)]
 		}
 	}
 	for _, v := range client["Connection"] {
 		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				h.Del(f)
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			for _, name := range forward {
+				if strings.EqualFold(f, name) {
+					delete(h, name)
+				}
 			}
 		}
 	}
@@ -1331,7 +1365,7 @@ func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Re
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        upstreamHeader(ex.req.Header, p, ex.body.Stream),
+		Header:        upstreamHeader(ex.req.Header, ex.router.forward, p, ex.body.Stream),
 		ContentLength: int64(parts.Size),
 		Host:          u.Host,
 	}

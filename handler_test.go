@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -192,41 +193,64 @@ func TestReadLimitedAtDeclared(t *testing.T) {
 
 // TestUpstreamHeaderDropsAccountSteering: the headers that pick which of
 // the operator's provider accounts, organizations or projects pays never
-// go upstream from a client.
+// go upstream from a client, and no forward_header may open them, in any
+// spelling.
 func TestUpstreamHeaderDropsAccountSteering(t *testing.T) {
 	client := http.Header{"Openai-Organization": {"org-other"}, "Openai-Project": {"proj-other"}, "X-Goog-User-Project": {"other-project"}}
-	got := upstreamHeader(client, &provider{headers: http.Header{}}, false)
+	got := upstreamHeader(client, forwardedHeaders(nil), &provider{headers: http.Header{}}, false)
 	for f := range client {
 		if v, ok := got[f]; ok {
 			t.Errorf("%s: %q forwarded upstream", f, v)
 		}
+		for _, spelling := range []string{f, strings.ToLower(f), strings.ToUpper(f)} {
+			if unforwardable(spelling) == "" {
+				t.Errorf("forward_header %s is allowed", spelling)
+			}
+		}
 	}
 }
 
-// TestUpstreamHeaderAsCloned holds upstreamHeader, which copies only the
-// client headers it keeps and shares their values, to what the copy of all
-// of them with the others deleted (as it was built before) sends.
+// TestUnforwardable: what no forward_header may open (credentials,
+// account steering, hop-by-hop and body headers, the router's own,
+// another gateway's controls), in any case; and what it may.
+func TestUnforwardable(t *testing.T) {
+	for _, f := range []string{
+		"Authorization", "proxy-authorization", "COOKIE", "x-api-key", "Api-Key",
+		"openai-organization", "OpenAI-Project", "x-goog-user-project",
+		"Connection", "keep-alive", "te", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection",
+		"host", "content-length", "Content-Type", "content-encoding", "Accept-Encoding",
+		"x-llm-route", "X-Query-Type",
+		"X-Portkey-Config", "x-litellm-key", "helicone-target-url", "cf-aig-authorization",
+		"bad name", "", "X-Team:",
+	} {
+		if unforwardable(f) == "" {
+			t.Errorf("forward_header %q is allowed", f)
+		}
+	}
+	for _, f := range []string{"X-Custom", "anthropic-beta", "OpenAI-Beta", "X-Portkeyish", "Accept", "x-stainless-lang"} {
+		if why := unforwardable(f); why != "" {
+			t.Errorf("forward_header %q refused: %s", f, why)
+		}
+	}
+}
+
+// TestUpstreamHeaderAsCloned holds upstreamHeader, which looks up only the
+// allowed client headers and shares their values, to a copy of all of
+// them with the others deleted: only the allowlist reaches the provider,
+// less what the client's Connection header calls hop-by-hop, then the
+// provider's headers, its key and the body's type.
 func TestUpstreamHeaderAsCloned(t *testing.T) {
-	cloned := func(client http.Header, p *provider, stream bool) http.Header {
+	cloned := func(client http.Header, forward []string, p *provider, stream bool) http.Header {
 		h := client.Clone()
-		for _, v := range h["Connection"] {
+		for f := range h {
+			if !slices.Contains(forward, f) {
+				delete(h, f)
+			}
+		}
+		for _, v := range client["Connection"] {
 			for f := range strings.SplitSeq(v, ",") {
 				if f = strings.TrimSpace(f); f != "" {
 					h.Del(f)
-				}
-			}
-		}
-		for _, f := range hopHeaders {
-			delete(h, f)
-		}
-		for _, f := range droppedRequestHeaders {
-			delete(h, f)
-		}
-		for f := range h {
-			for _, prefix := range gatewayControlPrefixes {
-				if strings.HasPrefix(f, prefix) {
-					delete(h, f)
-					break
 				}
 			}
 		}
@@ -250,29 +274,86 @@ func TestUpstreamHeaderAsCloned(t *testing.T) {
 		{"Content-Type": {"text/plain"}, "Accept": {"*/*"}, "User-Agent": {"sdk/1.0"}, "Content-Length": {"12"}},
 		{"Authorization": {"Bearer client"}, "Cookie": {"a=b"}, "X-Api-Key": {"k"}, "Api-Key": {"k"}, "Proxy-Authorization": {"p"},
 			"Openai-Organization": {"org"}, "Openai-Project": {"proj"}, "X-Goog-User-Project": {"other-project"}, "Accept-Encoding": {"gzip"}, "X-Llm-Route": {"r"}, "X-Query-Type": {"q"}},
-		{"Connection": {"keep-alive, x-hop-secret", " Upgrade ,"}, "X-Hop-Secret": {"s"}, "Upgrade": {"h2c"}, "Keep-Alive": {"timeout=5"},
-			"Te": {"trailers"}, "Trailer": {"X"}, "Transfer-Encoding": {"chunked"}, "Proxy-Connection": {"close"}, "Proxy-Authenticate": {"x"}},
-		{"X-Portkey-Config": {"{}"}, "X-Litellm-Key": {"k"}, "Helicone-Target-Url": {"u"}, "Cf-Aig-Authorization": {"a"}, "X-Portkeyish": {"kept"},
-			"X-Team": {"client's"}, "X-Request-Id": {"req-1", "req-2"}, "X-Empty": nil, "non canonical key": {"kept as is"}},
+		{"Connection": {"keep-alive, x-hop-secret", " Upgrade ,", "x-request-id"}, "X-Hop-Secret": {"s"}, "Upgrade": {"h2c"}, "Keep-Alive": {"timeout=5"},
+			"Te": {"trailers"}, "Trailer": {"X"}, "Transfer-Encoding": {"chunked"}, "Proxy-Connection": {"close"}, "Proxy-Authenticate": {"x"},
+			"X-Request-Id": {"named by Connection"}, "X-Custom": {"kept"}},
+		{"X-Portkey-Config": {"{}"}, "X-Litellm-Key": {"k"}, "Helicone-Target-Url": {"u"}, "Cf-Aig-Authorization": {"a"}, "X-Portkeyish": {"dropped"},
+			"X-Team": {"client's"}, "X-Request-Id": {"req-1", "req-2"}, "X-Empty": nil, "non canonical key": {"dropped"}},
+		{"Anthropic-Beta": {"context-1m-2025-08-07"}, "Openai-Beta": {"assistants=v2"}, "X-Stainless-Lang": {"python"}, "X-Custom": {"c"},
+			"Traceparent": {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, "Tracestate": {"k=v"}, "X-Client-Request-Id": {"cr-1"}, "User-Agent": {"OpenAI/Python 1.0"}, "X-Request-Id": {"req-9"}},
 	}
-	for i, client := range clients {
-		for _, p := range []*provider{withKey, noKey} {
-			for _, stream := range []bool{false, true} {
-				before := client.Clone()
-				got, want := upstreamHeader(client, p, stream), cloned(client, p, stream)
-				if !reflect.DeepEqual(got, want) {
-					t.Errorf("client %d, key %v, stream %v:\n got %v\nwant %v", i, p.key != "", stream, got, want)
-				}
-				if !reflect.DeepEqual(client, before) {
-					t.Errorf("client %d: upstreamHeader changed the client's header: %v", i, client)
-				}
-				if v := got["X-Request-Id"]; len(v) > 0 {
-					got.Add("X-Request-Id", "added")
+	for _, forward := range [][]string{forwardedHeaders(nil), forwardedHeaders([]string{"x-custom", "X-Team", "accept"})} {
+		for i, client := range clients {
+			for _, p := range []*provider{withKey, noKey} {
+				for _, stream := range []bool{false, true} {
+					before := client.Clone()
+					got, want := upstreamHeader(client, forward, p, stream), cloned(client, forward, p, stream)
+					if !reflect.DeepEqual(got, want) {
+						t.Errorf("forward %v, client %d, key %v, stream %v:\n got %v\nwant %v", forward, i, p.key != "", stream, got, want)
+					}
 					if !reflect.DeepEqual(client, before) {
-						t.Errorf("client %d: an Add upstream wrote into the client's header: %v", i, client)
+						t.Errorf("client %d: upstreamHeader changed the client's header: %v", i, client)
+					}
+					if v := got["X-Request-Id"]; len(v) > 0 {
+						got.Add("X-Request-Id", "added")
+						if !reflect.DeepEqual(client, before) {
+							t.Errorf("client %d: an Add upstream wrote into the client's header: %v", i, client)
+						}
 					}
 				}
 			}
+		}
+	}
+	// the defaults, and nothing else of the client's
+	got := upstreamHeader(clients[len(clients)-1], forwardedHeaders(nil), noKey, false)
+	for _, f := range []string{"Anthropic-Beta", "Openai-Beta", "X-Stainless-Lang", "X-Custom"} {
+		if v, ok := got[f]; ok {
+			t.Errorf("%s: %q forwarded by default", f, v)
+		}
+	}
+	for _, f := range defaultForwardedHeaders {
+		if len(got[f]) != 1 {
+			t.Errorf("%s not forwarded by default: %v", f, got)
+		}
+	}
+}
+
+// TestForwardedHeadersKeyed: the fields forward_header opens are part of
+// the cache key, once each, after the key_header fields (which keep their
+// spelling, and so the keys of a config without forward_header); the ones
+// forwarded by default are not.
+func TestForwardedHeadersKeyed(t *testing.T) {
+	cases := []struct {
+		keyed, forwarded, want []string
+	}{
+		{nil, nil, nil},
+		{[]string{"x-team"}, nil, []string{"x-team"}},
+		{nil, []string{"x-custom", "User-Agent", "x-request-id"}, []string{"X-Custom"}},
+		{[]string{"x-team", "X-Lang"}, []string{"X-Team", "x-custom", "X-CUSTOM", "x-lang"}, []string{"x-team", "X-Lang", "X-Custom"}},
+	}
+	for _, tc := range cases {
+		keyed := slices.Clone(tc.keyed)
+		if got := keyHeaders(keyed, tc.forwarded); !slices.Equal(got, tc.want) {
+			t.Errorf("keyHeaders(%q, %q) = %q, want %q", tc.keyed, tc.forwarded, got, tc.want)
+		}
+		if !slices.Equal(keyed, tc.keyed) {
+			t.Errorf("keyHeaders changed the config's key_header: %q", keyed)
+		}
+	}
+}
+
+// TestForwardHeadersValidated: a JSON config (no Caddyfile to refuse it
+// first) that opens a header never forwarded does not load.
+func TestForwardHeadersValidated(t *testing.T) {
+	r := func(forward ...string) *Router {
+		return &Router{Providers: []*Provider{{Name: "p"}}, Models: []*Model{{Name: "a"}}, ForwardHeaders: forward}
+	}
+	if err := r("X-Custom", "anthropic-beta").validate(); err != nil {
+		t.Errorf("forward_headers X-Custom, anthropic-beta: %v", err)
+	}
+	for _, f := range []string{"cookie", "X-Goog-User-Project", "Helicone-Target-Url", "Content-Length"} {
+		if err := r("X-Custom", f).validate(); err == nil || !strings.Contains(err.Error(), "forward_header") || !strings.Contains(err.Error(), f) {
+			t.Errorf("forward_headers %s: %v, want an error naming it", f, err)
 		}
 	}
 }

@@ -157,6 +157,19 @@ type Router struct {
 	// Openai-Organization, Server, ...) is dropped. Default: none.
 	PassResponseHeaders []string `json:"pass_response_headers,omitempty"`
 
+	// ForwardHeaders are client request headers sent on to the provider
+	// besides User-Agent, Traceparent, Tracestate, X-Request-Id and
+	// X-Client-Request-Id, which are always forwarded (they change
+	// neither the answer nor the bill). Every other client header is
+	// dropped: one such as Anthropic-Beta or OpenAI-Beta could change
+	// what the provider serves, and bills the operator for. The values of
+	// these are part of the response cache's key, so that no answer given
+	// under one value is served for another. Names are case-insensitive;
+	// credentials, account and project selectors, hop-by-hop and body
+	// headers, the router's own and another gateway's controls are
+	// refused. Default: none.
+	ForwardHeaders []string `json:"forward_headers,omitempty"`
+
 	providers   map[string]*provider
 	deployments []*deployment     // in declaration order
 	modelsJSON  []byte            // the local GET /models answer
@@ -167,6 +180,7 @@ type Router struct {
 	cache       *responseCache
 	scrub       *scrubber
 	passHeaders map[string]bool // canonical names of the provider headers relayed
+	forward     []string        // canonical names of the client request headers forwarded
 	currency    Currency
 	logger      *zap.Logger
 	ctx         context.Context // the config's: done when it unloads
@@ -504,6 +518,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 	r.buildModelAnswers()
 	r.scrub = newScrubber(r.providers)
 	r.passHeaders = relayedHeaders(r.PassResponseHeaders)
+	r.forward = forwardedHeaders(r.ForwardHeaders)
 	sync := time.Duration(r.BudgetSync)
 	for _, bc := range r.Budgets {
 		b, err := newBudget(bc, r.currency.Code)
@@ -522,7 +537,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		r.budgets = append(r.budgets, b)
 	}
 	if r.Cache != nil {
-		rc, err := newResponseCache(r.Cache, nextHandlerOrdinal(ctx))
+		rc, err := newResponseCache(r.Cache, r.ForwardHeaders, nextHandlerOrdinal(ctx))
 		if err != nil {
 			return err
 		}
@@ -764,6 +779,11 @@ func (r *Router) validate() error {
 	}
 	if f := r.Failover; f != nil && (f.HedgeAfter < 0 || f.MaxHedges != nil && *f.MaxHedges < 0) {
 		return cfgErr("failover", "hedge_after and max_hedges must not be negative")
+	}
+	for _, f := range r.ForwardHeaders {
+		if why := unforwardable(f); why != "" {
+			return cfgErr("forward_header", "%q is never forwarded: %s", f, why)
+		}
 	}
 	providers := make(map[string]bool)
 	var providerNames []string

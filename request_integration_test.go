@@ -9,9 +9,10 @@ import (
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
-// TestUpstreamRequest: the provider sees its own key (trimmed), never the
-// client's credentials nor headers that steer another gateway, the
-// upstream model id, and otherwise the client's body byte for byte.
+// TestUpstreamRequest: the provider sees its own key (trimmed) and
+// headers, never the client's credentials, account selectors nor headers
+// that steer another gateway, the upstream model id, and otherwise the
+// client's body byte for byte.
 func TestUpstreamRequest(t *testing.T) {
 	router := strings.Replace(defaultRouter, "timeout 2s\n\t}\n\tprovider backup",
 		"timeout 2s\n\t\theader OpenAI-Organization org-gateway\n\t}\n\tprovider backup", 1)
@@ -62,6 +63,64 @@ func TestUpstreamRequest(t *testing.T) {
 			if strings.Contains(strings.Join(v, " "), "gateway-client-secret") {
 				t.Errorf("client secret forwarded in %s", k)
 			}
+		}
+	}
+}
+
+// TestForwardHeaders: of the client's headers only the answer-neutral
+// correlation ones reach the provider unless forward_header opens more:
+// a beta switch, an SDK's telemetry or any other header could change what
+// the provider serves and bills the operator for.
+func TestForwardHeaders(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	client := []string{
+		"Anthropic-Beta", "context-1m-2025-08-07",
+		"OpenAI-Beta", "assistants=v2",
+		"X-Stainless-Lang", "python",
+		"X-Custom", "tenant-a",
+		"X-Request-Id", "req-11",
+		"X-Client-Request-Id", "client-req-11",
+		"User-Agent", "OpenAI/Python 1.99.0",
+		"Traceparent", traceparent,
+	}
+	sent := func() http.Header {
+		t.Helper()
+		before := len(g.primary.Requests())
+		resp, body := g.post(chatBody("deepseek-v3.2", false), client...)
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+		reqs := g.primary.Requests()[before:]
+		if len(reqs) != 1 {
+			t.Fatalf("upstream saw %d requests, want 1", len(reqs))
+		}
+		return reqs[0].Header
+	}
+	forwarded := map[string]string{"X-Request-Id": "req-11", "X-Client-Request-Id": "client-req-11", "User-Agent": "OpenAI/Python 1.99.0", "Traceparent": traceparent}
+	up := sent()
+	for _, f := range []string{"Anthropic-Beta", "OpenAI-Beta", "X-Stainless-Lang", "X-Custom"} {
+		if v := up.Values(f); len(v) > 0 {
+			t.Errorf("client header %s = %q reached the provider", f, v)
+		}
+	}
+	for f, want := range forwarded {
+		if got := up.Values(f); len(got) != 1 || got[0] != want {
+			t.Errorf("%s = %q upstream, want the client's %q", f, got, want)
+		}
+	}
+
+	g.reload(defaultRouter + "\tforward_header x-custom\n")
+	up = sent()
+	if got := up.Values("X-Custom"); len(got) != 1 || got[0] != "tenant-a" {
+		t.Errorf("forward_header x-custom: X-Custom = %q upstream, want the client's", got)
+	}
+	for _, f := range []string{"Anthropic-Beta", "OpenAI-Beta", "X-Stainless-Lang"} {
+		if v := up.Values(f); len(v) > 0 {
+			t.Errorf("forward_header x-custom: client header %s = %q reached the provider", f, v)
+		}
+	}
+	for f, want := range forwarded {
+		if got := up.Values(f); len(got) != 1 || got[0] != want {
+			t.Errorf("forward_header x-custom: %s = %q upstream, want the client's %q", f, got, want)
 		}
 	}
 }

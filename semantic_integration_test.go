@@ -395,3 +395,22 @@ func TestSemanticCacheNextCandidate(t *testing.T) {
 		t.Errorf("served %q, want the answer stored for order 456 (%q)", b, want)
 	}
 }
+
+// TestSemanticCacheForwardedHeader: a client header that forward_header
+// opens selects the namespace, as a key_header does: a paraphrase sent
+// with another value is answered by a model, one with the same value is
+// served the stored answer.
+func TestSemanticCacheForwardedHeader(t *testing.T) {
+	g := newGatewayWith(t, globalOptions, cacheLogSite, semanticRouterOn(defaultRouter+"\tforward_header X-Custom\n", "\t\t\tthreshold 0.9"))
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	resp, _ := g.ask("What is your return policy?", "", "Authorization", clientKey, "X-Custom", "a")
+	expectCache(t, resp, "miss")
+	chats := g.chatRequests()
+	resp, _ = g.ask("Tell me the return policy please", "", "Authorization", clientKey, "X-Custom", "b")
+	expectCache(t, resp, "miss")
+	if got := g.chatRequests(); got != chats+1 {
+		t.Errorf("another X-Custom: %d chat requests, want %d", got, chats+1)
+	}
+	resp, _ = g.ask("Tell me the return policy please", "", "Authorization", clientKey, "X-Custom", "a", "X-Request-Id", "req-2")
+	expectCache(t, resp, "semantic-hit")
+}

@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -72,7 +73,8 @@ func TestTracing(t *testing.T) {
 	g := newGatewayWith(t, globalOptions, "\ttracing {\n\t\tspan gateway\n\t}\n", defaultRouter)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 1})
 	const prompt = "Where is my order?" // chatBody's question
-	resp, body := g.post(chatBody("simple_qa", false))
+	const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	resp, body := g.post(chatBody("simple_qa", false), "Traceparent", "00-"+clientTrace+"-00f067aa0ba902b7-01")
 	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
 
 	var request *tracepb.Span
@@ -116,6 +118,18 @@ func TestTracing(t *testing.T) {
 	}
 	if outcomes["deepseek-v3.2"] != "server_error" || outcomes["gemini-2.5-flash"] != "success" {
 		t.Errorf("attempt outcomes %v", outcomes)
+	}
+	// the trace goes on upstream: the client's trace, under the request's
+	// span (Caddy's tracing puts it in the request's header, which the
+	// router forwards)
+	if got := hex.EncodeToString(request.GetTraceId()); got != clientTrace {
+		t.Errorf("request span's trace %s, want the client's %s", got, clientTrace)
+	}
+	upTrace := "00-" + clientTrace + "-" + hex.EncodeToString(request.GetSpanId()) + "-"
+	for _, r := range g.primary.Requests() {
+		if got := r.Header.Get("Traceparent"); !strings.HasPrefix(got, upTrace) {
+			t.Errorf("upstream Traceparent %q, want %s..", got, upTrace)
+		}
 	}
 
 	// "model" is the client's text: a name the config does not know, however
