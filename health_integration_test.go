@@ -357,3 +357,35 @@ func TestFailedConfigChangesNothing(t *testing.T) {
 		t.Errorf("the running config's cost is no longer counted in USD (+%v)", d)
 	}
 }
+
+// TestLastResortSparesCooldown: a disabled deployment that answered its
+// last-resort attempt with 429 and a Retry-After is cooling down: the
+// provider asked for the pause, and later requests' last resort leave it
+// alone until the pause is over.
+func TestLastResortSparesCooldown(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 7})
+	for range 7 {
+		g.post(chatBody("simple_qa", false))
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateDisabled {
+		t.Fatalf("deepseek %s after seven 500s, want disabled", st.State)
+	}
+	// gemini fails; deepseek, tried as a last resort, asks for a minute
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 429, RetryAfter: "60"})
+	resp, _ := g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-LLM-Attempts") != "2" {
+		t.Fatalf("status %d after %s attempts, want 503 after 2", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"))
+	}
+	before := len(g.primary.RequestsFor("deepseek-chat"))
+	// gemini fails again within the minute: deepseek is not asked again
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-LLM-Attempts") != "1" {
+		t.Errorf("status %d after %s attempts, want 503 after 1: %s", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body)
+	}
+	if n := len(g.primary.RequestsFor("deepseek-chat")) - before; n != 0 {
+		t.Errorf("deepseek, cooling down after a 429, got %d more requests as a last resort", n)
+	}
+}

@@ -277,11 +277,13 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance)
 	if len(up) > 0 {
 		var skip []skipped
 		for i, d := range out {
-			switch views[i].state {
-			case stateCooldown:
+			switch {
+			case views[i].state == stateCooldown, !views[i].cooldownUntil.IsZero():
+				// a disabled one cooling down too is no last resort:
+				// its provider asked for the pause
 				left := (views[i].cooldownUntil.Sub(t) + time.Second - 1) / time.Second * time.Second
 				skip = append(skip, skipped{d: d, why: "cooling down for " + left.String()})
-			case stateDisabled:
+			case views[i].state == stateDisabled:
 				skip = append(skip, skipped{d: d, why: "disabled (score " + strconv.Itoa(views[i].score) + ")", disabled: true, score: views[i].score})
 			}
 		}
