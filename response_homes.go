@@ -89,7 +89,8 @@ func (ex *exchange) homeFirst(candidates []*deployment) {
 // failover, so it must look like an id (minResponseIDLen or longer, with
 // a digit, as random ids have: not a word of the error's own form such as
 // "invalid_request_error" or "model_not_found") and not be the model the
-// deployment was asked for, and be made of an id's bytes only.
+// deployment was asked for nor a part of its name, and be made of an id's
+// bytes only.
 func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel string) bool {
 	prev := ex.body.PreviousResponseID
 	if status != http.StatusNotFound || prev == "" {
@@ -98,8 +99,16 @@ func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel 
 	if bytes.Contains(body, []byte("previous_response")) {
 		return true
 	}
-	return len(prev) >= minResponseIDLen && prev != upstreamModel && isIDWord(prev) &&
+	return len(prev) >= minResponseIDLen && !inModelName(prev, upstreamModel) && isIDWord(prev) &&
 		strings.ContainsAny(prev, "0123456789") && containsWord(body, prev)
+}
+
+// inModelName reports whether s is the upstream model's name or a part of
+// it, in any case: a model id in parts ("accounts/fireworks/models/llama-…",
+// "meta-llama/Llama-3.3-70B-Instruct") has words a client can guess as
+// well as the whole, and a provider's "model not found" names them.
+func inModelName(s, model string) bool {
+	return strings.Contains(strings.ToLower(model), strings.ToLower(s))
 }
 
 // isIDWord reports whether s is made only of the bytes of an id.

@@ -175,3 +175,36 @@ func TestPreviousResponseIDIsNotAnErrorWord(t *testing.T) {
 		}
 	}
 }
+
+// TestPreviousResponseIDIsNotPartOfTheModel: an upstream model id in
+// parts ("accounts/fireworks/models/llama-v3p1-405b-instruct", or
+// "meta-llama/Llama-3.3-70B-Instruct") is a deployment's own 404's word
+// too, and each part of it is as guessable as the whole: a
+// previous_response_id that is one of its parts must not make the 404 the
+// client's either.
+func TestPreviousResponseIDIsNotPartOfTheModel(t *testing.T) {
+	const upstream = "accounts/fireworks/models/llama-v3p1-405b-instruct"
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		if model == upstream {
+			w.WriteHeader(404)
+			io.WriteString(w, `{"error":{"message":"The model `+upstream+` does not exist on inference-7.internal.corp (10.20.30.40:8000).","type":"invalid_request_error","param":null,"code":"model_not_found"}}`)
+			return
+		}
+		io.WriteString(w, `{"id":"resp_ok","object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}`)
+	})
+	srv := routerServer(t, benchRouter(t, up.URL, func(r *Router) {
+		r.Models[0].Upstream = upstream
+	}))
+	for _, prev := range []string{"llama-v3p1-405b-instruct", "LLAMA-V3P1-405B-INSTRUCT", "v3p1-405b-instruct"} {
+		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","input":"hello","previous_response_id":"`+prev+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(b), "10.20.30.40") {
+			t.Errorf("previous_response_id %q turned a deployment's 404 into the client's error: %d %s", prev, resp.StatusCode, b)
+		}
+	}
+}
