@@ -38,9 +38,14 @@ var responseHomes = func() *lru.Cache[string, responseHome] {
 	return c
 }()
 
+// maxResponseIDLen bounds the length of an id remembered, so that the
+// map's size in bytes is bounded too: providers' ids are tens of bytes
+// ("resp_" and 48 hex digits at OpenAI); a longer one is not an id.
+const maxResponseIDLen = 256
+
 // rememberResponse records that d made the response id, with usage u.
 func rememberResponse(id string, d *deployment, u usage) {
-	if id != "" {
+	if id != "" && len(id) <= maxResponseIDLen {
 		responseHomes.Add(id, responseHome{d.id, addTokens(u.Input, u.Output)})
 	}
 }

@@ -208,3 +208,28 @@ func TestPreviousResponseIDIsNotPartOfTheModel(t *testing.T) {
 		}
 	}
 }
+
+// TestLongResponseIDNotRemembered: the response ids remembered are
+// bounded in number, and each in length: a provider that answers with an
+// id of a megabyte (a bug, a proxy's page in its place) must not have the
+// router keep it, 100,000 such ids being 100 GB.
+func TestLongResponseIDNotRemembered(t *testing.T) {
+	long := "resp_" + strings.Repeat("0123456789abcdef", 1<<16)
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"`+long+`","object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}`)
+	})
+	srv := routerServer(t, benchRouter(t, up.URL, nil))
+	resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","input":"hello"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if _, ok := responseHomes.Peek(long); ok {
+		t.Errorf("a response id of %d bytes was remembered", len(long))
+	}
+}
