@@ -1096,7 +1096,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// the stream broke after the response was committed: nothing
 		// else can be sent in its place, so the client is told, in a
 		// form the SDKs raise, and the response is aborted
-		res.outcome, res.detail = outcomeConnectError, "stream broke: "+transportErrorText(err)
+		res.outcome, res.detail = outcomeConnectError, "stream broke: "+ex.router.scrub.string(transportErrorText(err))
 		if errors.Is(context.Cause(ctx), errStreamIdle) {
 			res.outcome, res.detail = outcomeTimeout, fmt.Sprintf("stream silent for %s", relay.idle.after)
 		}
@@ -1165,7 +1165,9 @@ func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, er
 		res.detail = fmt.Sprintf("timeout after %s", now().Sub(res.started).Round(time.Millisecond))
 	default:
 		res.outcome = outcomeConnectError
-		res.detail = transportErrorText(err)
+		// the text may quote what the provider sent, which may echo
+		// the request's key
+		res.detail = ex.router.scrub.string(transportErrorText(err))
 	}
 }
 

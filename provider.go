@@ -176,7 +176,7 @@ func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
 	resp, err := p.transport.RoundTrip(req)
 	if err != nil {
 		logger.Warn("verify_key: provider unreachable; loading anyway",
-			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.String("error", transportErrorText(err)))
+			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.String("error", p.scrubKey(transportErrorText(err))))
 		return nil
 	}
 	defer resp.Body.Close()

@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -234,5 +236,48 @@ func TestTransportErrorTextHasNoAddress(t *testing.T) {
 	err := errors.New(`net/http: HTTP/1.x transport connection broken: malformed HTTP response "from 10.20.30.40:8000 and [fd00::1]:443"`)
 	if got := transportErrorText(err); strings.Contains(got, "10.20.30.40") || strings.Contains(got, "fd00") || !strings.Contains(got, "malformed HTTP response") {
 		t.Errorf("%q", got)
+	}
+}
+
+// TestTransportErrorHasNoKey: a provider that echoes the request in a
+// response Go cannot parse (a header line without its colon, here) has
+// its words quoted in the transport's error, which becomes the 503's
+// message, the logs' and the span's: the provider's key in it is masked,
+// as in any body or header the provider sends.
+func TestTransportErrorHasNoKey(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nEcho Authorization "+req.Header.Get("Authorization")+"\r\n\r\n")
+			}()
+		}
+	}()
+	const key = "sk-bench-key-000000000001"
+	srv := routerServer(t, benchRouter(t, "http://"+l.Addr().String(), nil))
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	if strings.Contains(string(b), key) || strings.Contains(string(b), "000000000001") {
+		t.Errorf("the provider's key is in the client's 503: %s", b)
 	}
 }
