@@ -1337,7 +1337,7 @@ func (ex *exchange) send(ctx context.Context, d *deployment, i int, res *attempt
 		st = new(sentTrace)
 	}
 	st.trace.WroteRequest = st.wrote
-	resp, err := d.provider.transport.RoundTrip(ex.upstreamRequest(httptrace.WithClientTrace(ctx, &st.trace), d))
+	resp, err := d.provider.roundTrip(ex.upstreamRequest(httptrace.WithClientTrace(ctx, &st.trace), d))
 	res.sent = err == nil || st.sent.Load()
 	return resp, err
 }

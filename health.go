@@ -386,7 +386,7 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 	}
 	d.provider.setAuth(req.Header)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := d.provider.transport.RoundTrip(req)
+	resp, err := d.provider.roundTrip(req)
 	var detail string
 	switch {
 	case err != nil:

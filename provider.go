@@ -162,6 +162,24 @@ func newTransport(ctx caddy.Context, cfg *reverseproxy.HTTPTransport) (*http.Tra
 	return t, nil
 }
 
+// errSwitchingProtocols is the failure of a provider that answered 101.
+var errSwitchingProtocols = errors.New("the provider answered 101 Switching Protocols to a request for no upgrade")
+
+// roundTrip makes one round trip with the provider's transport. A 101
+// Switching Protocols (with upgrade headers, to a request that asks for no
+// upgrade: the router forwards none) is a failure: Go's transport hands
+// its caller the raw connection as the body, which the request's context
+// no longer closes, so reading it would wait for as long as the provider
+// keeps it open, past every deadline.
+func (p *provider) roundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := p.transport.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		_ = resp.Body.Close()
+		return nil, errSwitchingProtocols
+	}
+	return resp, err
+}
+
 // verifyKey asks the provider to list models with the configured key and
 // fails on 401/403, so a wrong key is found at load and not at the first
 // customer request. A provider that cannot be reached only gets a warning.
@@ -173,7 +191,7 @@ func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
 		return err
 	}
 	p.setAuth(req.Header)
-	resp, err := p.transport.RoundTrip(req)
+	resp, err := p.roundTrip(req)
 	if err != nil {
 		logger.Warn("verify_key: provider unreachable; loading anyway",
 			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.String("error", p.scrubKey(transportErrorText(err))))

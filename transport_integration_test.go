@@ -18,6 +18,7 @@ import (
 	"net/http/httputil"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -279,5 +280,53 @@ func TestTransportErrorHasNoKey(t *testing.T) {
 	}
 	if strings.Contains(string(b), key) || strings.Contains(string(b), "000000000001") {
 		t.Errorf("the provider's key is in the client's 503: %s", b)
+	}
+}
+
+// TestSwitchingProtocolsIsBounded: a provider that answers 101 Switching
+// Protocols (with the headers of an upgrade the request never asked for)
+// and then says nothing hands Go's transport's caller the raw connection,
+// which the attempt's deadline no longer closes: the attempt must still
+// end within the provider's timeout and fail over, JSON or stream.
+func TestSwitchingProtocolsIsBounded(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+				<-done // silent, the connection open
+			}()
+		}
+	}()
+	srv := routerServer(t, benchRouter(t, "http://"+l.Addr().String(), func(r *Router) {
+		r.Providers[0].Timeout = caddy.Duration(300 * time.Millisecond)
+	}))
+	// before the router's server closes (cleanups run last first): a
+	// handler still reading the 101's connection would hold that close
+	t.Cleanup(func() { close(done); l.Close() })
+	client := &http.Client{Timeout: 10 * time.Second} // a bound on a hang
+	for _, stream := range []bool{false, true} {
+		body := `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}],"stream":` + strconv.FormatBool(stream) + `}`
+		resp, err := client.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("stream %v: %v (the attempt hung on the 101's connection)", stream, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("stream %v: status %d: %s; want 503", stream, resp.StatusCode, b)
+		}
 	}
 }
