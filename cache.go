@@ -392,8 +392,19 @@ func appendKeyHead(out []byte, ep endpoint, ns string, header http.Header, keyHe
 	}
 	out = binary.LittleEndian.AppendUint64(out, uint64(ep))
 	out = openai.AppendString(out, 's', ns)
+	var conn []string
+	if len(keyHeaders) > 0 {
+		conn = header["Connection"]
+	}
 	for _, name := range keyHeaders {
-		out = openai.AppendString(out, 'k', name)
+		tag := byte('k')
+		if len(conn) > 0 && namedInConnection(conn, name) {
+			// hop-by-hop for this request: a forwarded header so named is
+			// not sent upstream (upstreamHeader), and the answer given
+			// without it is not the answer to its value
+			tag = 'h'
+		}
+		out = openai.AppendString(out, tag, name)
 		values := header.Values(name)
 		out = openai.AppendLen(out, 'a', len(values))
 		for _, v := range values {
@@ -401,6 +412,19 @@ func appendKeyHead(out []byte, ep endpoint, ns string, header http.Header, keyHe
 		}
 	}
 	return out
+}
+
+// namedInConnection reports whether the values of a request's Connection
+// header name field.
+func namedInConnection(conn []string, field string) bool {
+	for _, v := range conn {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), field) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // answerKey is a cache key: a SHA-256, kept as an array rather than a

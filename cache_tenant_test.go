@@ -1,0 +1,41 @@
+package llmrouter
+
+import (
+	"testing"
+)
+
+// TestCacheKeyHasForwardedHeadersAsSent: a forwarded header that the
+// client's Connection header names is hop-by-hop, and the router does not
+// send it upstream; the answer it gets is the answer without the header,
+// so it must not be stored under the header's value. Otherwise one client
+// (here in a shared scope) asks with X-Tenant-Locale: vi and
+// "Connection: X-Tenant-Locale", the model answers as if no locale were
+// given, and every later client that sends X-Tenant-Locale: vi is served
+// that answer: a poisoned entry.
+func TestCacheKeyHasForwardedHeadersAsSent(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1043KB\n\t\tscope shared")+"\tforward_header X-Tenant-Locale\n")
+	upstream := func() int { return len(g.primary.RequestsFor("deepseek-chat")) }
+	q := question("Which sizes does the red coat come in?", false, "")
+
+	// the attacker: the locale in the key, but not sent upstream
+	resp, _ := g.post(q, "Authorization", "Bearer attacker", "X-Tenant-Locale", "vi", "Connection", "X-Tenant-Locale")
+	expectCache(t, resp, "miss")
+	if n := upstream(); n != 1 {
+		t.Fatalf("%d upstream requests, want 1", n)
+	}
+	if got := g.primary.RequestsFor("deepseek-chat")[0].Header.Values("X-Tenant-Locale"); len(got) != 0 {
+		t.Fatalf("a header the client's Connection names reached the provider: %q", got)
+	}
+	// another client with the locale: never the answer given without it
+	resp, _ = g.post(q, "Authorization", "Bearer victim", "X-Tenant-Locale", "vi")
+	expectCache(t, resp, "miss")
+	if n := upstream(); n != 2 {
+		t.Fatalf("%d upstream requests, want 2: the client with the locale was served the answer given without it", n)
+	}
+	if got := g.primary.RequestsFor("deepseek-chat")[1].Header.Get("X-Tenant-Locale"); got != "vi" {
+		t.Errorf("X-Tenant-Locale upstream = %q, want vi", got)
+	}
+	// and the answer given with it is the one that client gets again
+	resp, _ = g.post(q, "Authorization", "Bearer victim", "X-Tenant-Locale", "vi")
+	expectCache(t, resp, "hit")
+}
