@@ -63,8 +63,8 @@ type Stats struct {
 	// Clients is the spend of each client label (client_label), most
 	// spent first.
 	Clients []ClientStats `json:"clients,omitempty"`
-	// Caches is one entry per response cache store (handlers with the same
-	// max_size share one).
+	// Caches is one entry per response cache store (a handler's own, or
+	// one that handlers name with store).
 	Caches []CacheStats `json:"caches,omitempty"`
 }
 

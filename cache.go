@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/llmrouter/caddy-llm-router/internal/chunkstore"
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
@@ -114,16 +115,21 @@ const (
 	cacheBypass = "bypass"
 )
 
-// handlerOrdinals numbers the llm_router handlers of one config load, in the
-// order Caddy provisions them (the config's order): a handler's own cache
-// store is found again by its number at the next load.
+// handlerOrdinals numbers the llm_router handlers of one server of a config
+// load, in the order Caddy provisions them (the config's order): a
+// handler's own cache store is found again by its server and number at
+// the next load. Caddy provisions each server's routes under a context of
+// its own (caddyhttp.ServerCtxKey), so the numbers start again at 0 on
+// every server: the server's listen addresses tell the handlers of two
+// servers apart (handlerPlace).
 var handlerOrdinals struct {
 	sync.Mutex
-	load context.Context // the config load being provisioned
+	load context.Context // the config load (and server) being provisioned
 	next int
 }
 
-// nextHandlerOrdinal is the number of the handler ctx provisions.
+// nextHandlerOrdinal is the number of the handler ctx provisions among
+// its server's.
 func nextHandlerOrdinal(ctx caddy.Context) int {
 	handlerOrdinals.Lock()
 	defer handlerOrdinals.Unlock()
@@ -133,6 +139,18 @@ func nextHandlerOrdinal(ctx caddy.Context) int {
 	n := handlerOrdinals.next
 	handlerOrdinals.next++
 	return n
+}
+
+// handlerPlace names the handler ctx provisions, the same across reloads
+// that keep its server and its place among the server's handlers, and
+// never the same for two handlers of one load: its server's listen
+// addresses (no two servers share one) and its number.
+func handlerPlace(ctx caddy.Context) string {
+	place := "handler " + strconv.Itoa(nextHandlerOrdinal(ctx))
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
+		place = "server " + strconv.Quote(strings.Join(srv.Listen, " ")) + "/" + place
+	}
+	return place
 }
 
 // credentialHeaders are the headers an OpenAI-compatible client sends its
@@ -157,7 +175,7 @@ type responseCache struct {
 
 // newResponseCache builds the cache c configures; forwarded are the client
 // headers the router's forward_header opened.
-func newResponseCache(c *Cache, forwarded []string, ordinal int) (*responseCache, error) {
+func newResponseCache(c *Cache, forwarded []string, place string) (*responseCache, error) {
 	rc := &responseCache{ttl: time.Duration(c.TTL), stale: time.Duration(c.StaleIfError), keyHeaders: keyHeaders(c.KeyHeaders, forwarded), streams: !c.NoStreams}
 	switch {
 	case c.SharedScope:
@@ -185,10 +203,10 @@ func newResponseCache(c *Cache, forwarded []string, ordinal int) (*responseCache
 	if size <= 0 {
 		size = defaultCacheSize
 	}
-	// a handler's own store, by its place among the config's llm_router
-	// handlers (the same across reloads that keep the order), or a store
-	// several handlers name
-	rc.poolKey = "cache/" + strconv.FormatInt(size, 10) + "/handler " + strconv.Itoa(ordinal)
+	// a handler's own store, by its server and place among the server's
+	// llm_router handlers (the same across reloads that keep the order), or
+	// a store several handlers name
+	rc.poolKey = "cache/" + strconv.FormatInt(size, 10) + "/" + place
 	if c.Store != "" {
 		rc.poolKey = "cache/store " + c.Store
 	}

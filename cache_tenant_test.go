@@ -1,6 +1,10 @@
 package llmrouter
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -37,5 +41,39 @@ func TestCacheKeyHasForwardedHeadersAsSent(t *testing.T) {
 	}
 	// and the answer given with it is the one that client gets again
 	resp, _ = g.post(q, "Authorization", "Bearer victim", "X-Tenant-Locale", "vi")
+	expectCache(t, resp, "hit")
+}
+
+// TestCacheStorePerServer: two handlers of one config on two servers
+// (sites on two ports, as two tenants' or an internal and a public
+// gateway's may be) have a store each, as two handlers of one server do.
+// Caddy provisions each server's handlers under a context of its own, so
+// numbering the handlers by context started again at 0 on every server:
+// the first cached handler of each server got the same store, and a
+// client of one site was served, and learnt of, the other's answers.
+func TestCacheStorePerServer(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	other := fmt.Sprintf("http://localhost:%d", freePort())
+	body := g.fill(cacheRouter("\t\tmax_size 1044KB\n\t\tscope shared"))
+	g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\tllm_router {"+body+"\n\t}\n}\n"+
+		other+" {\n\tllm_router {"+body+"\n\t}\n}\n", "caddyfile")
+	q := question("Is the store on Le Loi street open on Sundays?", false, "")
+	resp, _ := g.post(q)
+	expectCache(t, resp, "miss")
+
+	resp, err := g.tc.Client.Post(other+"/v1/chat/completions", "application/json", strings.NewReader(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the other site: %d %s", resp.StatusCode, b)
+	}
+	if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+		t.Errorf("the other server's handler, the same question: X-LLM-Cache %q (Age %q), want miss: it sees the first one's answers",
+			got, resp.Header.Get("Age"))
+	}
+	resp, _ = g.post(q)
 	expectCache(t, resp, "hit")
 }

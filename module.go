@@ -537,7 +537,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		r.budgets = append(r.budgets, b)
 	}
 	if r.Cache != nil {
-		rc, err := newResponseCache(r.Cache, r.ForwardHeaders, nextHandlerOrdinal(ctx))
+		rc, err := newResponseCache(r.Cache, r.ForwardHeaders, handlerPlace(ctx))
 		if err != nil {
 			return err
 		}
