@@ -1073,10 +1073,11 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	if relay.found {
 		est := u
 		u = relay.usage
-		if err != nil && relay.textBytes > relay.bytesAtUsage && est.Output > u.Output {
-			// a stream cut short after a usage object (a provider that
-			// sends one early): text came after it, so the object is not
-			// the bill, and the estimate of what came is larger
+		if relay.textBytes > relay.bytesAtUsage && est.Output > u.Output {
+			// text came after the last usage object (a provider that
+			// sends one early, then none at its end, whether the stream
+			// was cut short or ended with [DONE]): the object is not the
+			// bill, and the estimate of what came is larger
 			u.Output, u.Estimated = est.Output, true
 		}
 	}
