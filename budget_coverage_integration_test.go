@@ -141,9 +141,11 @@ func TestBudgetConcurrentReservations(t *testing.T) {
 }
 
 // TestBudgetChargesWhatProvidersBill: an attempt that reached generation
-// but failed over (a 200 that is not an answer), and an answer without
-// usage, are charged as estimated, from the request's text: an image part
-// counts its fixed estimate, not its bytes.
+// but failed over (a 200 whose answer is cut short: generated, and billed,
+// whole), and an answer without usage, are charged as estimated, from the
+// request's text (and for the cut answer its output cap, as any answer cut
+// off after its headers): an image part counts its fixed estimate, not its
+// bytes.
 func TestBudgetChargesWhatProvidersBill(t *testing.T) {
 	// a 2 MB request under -race on a busy machine: more than the usual 2 s
 	g := newGatewayWith(t, globalOptions, "", strings.Replace(budgetRouter, "timeout 2s", "timeout 20s", 1)+`
@@ -157,16 +159,17 @@ func TestBudgetChargesWhatProvidersBill(t *testing.T) {
 	if err := rb.Parse([]byte(body), openai.Chat); err != nil {
 		t.Fatal(err)
 	}
-	// deepseek answers 200 with a body that is not JSON: failed over to
-	// gemini, and charged as estimated
+	// deepseek answers 200 with an answer cut short (not JSON): failed
+	// over to gemini, and charged as estimated: its input, and the output
+	// cap it was sent with (reserve_output, 1,024)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Malformed: true, Times: 1})
 	resp, out := g.post(body)
 	expectModel(t, resp, out, "gemini-2.5-flash", "primary", 2)
 	ds := statsFor(t, g, "deepseek-v3.2", "primary")
-	if ds.Tokens.EstimatedInput != rb.InputTokens() || ds.Tokens.Input != rb.InputTokens() {
-		t.Errorf("the failed attempt's tokens %+v, want %d estimated input", ds.Tokens, rb.InputTokens())
+	if ds.Tokens.EstimatedInput != rb.InputTokens() || ds.Tokens.Input != rb.InputTokens() || ds.Tokens.EstimatedOutput != defaultReserveOutput {
+		t.Errorf("the failed attempt's tokens %+v, want %d estimated input and %d output", ds.Tokens, rb.InputTokens(), defaultReserveOutput)
 	}
-	wantSpend := float64(rb.InputTokens())*1000/1e6 + costPerAnswer
+	wantSpend := float64(rb.InputTokens()+defaultReserveOutput)*1000/1e6 + costPerAnswer
 	if got := spentOf(t, "everything"); math.Abs(got-wantSpend) > 1e-9 {
 		t.Errorf("spent %v, want %v (the estimate and gemini's answer)", got, wantSpend)
 	}

@@ -201,8 +201,10 @@ func (ex *exchange) clientGone() {
 // answer escapes a budget.
 func (ex *exchange) chargeAbandoned(d *deployment) {
 	cost := ex.spend(d, ex.abandonedUsage(d))
+	ex.usageMu.Lock() // a hedge's two attempts may each be cut off (answerBuffered)
 	ex.abandoned.cost += cost
 	ex.abandoned.currency = d.currency.Code
+	ex.usageMu.Unlock()
 }
 
 // abandonedUsage is what an attempt at d given up after the provider had
@@ -847,7 +849,14 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			res.outcome = outcomeServerError
 			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
 				http.StatusText(resp.StatusCode), describeBody(resp.Header.Get("Content-Type"), payload))
-			ex.spend(d, ex.estimate(0))
+			if !a.Valid && cutObject(payload) {
+				// a JSON answer cut short, however cleanly its body
+				// ended: generated whole, and billed, before its
+				// headers, as one cut off with a read error is
+				ex.chargeAbandoned(d)
+			} else {
+				ex.spend(d, ex.estimate(0))
+			}
 			return
 		}
 		if !a.Found {
@@ -884,6 +893,13 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 	ex.w.WriteHeader(resp.StatusCode)
 	_, _ = ex.w.Write(payload)
 	res.committed = true
+}
+
+// cutObject reports whether b, which is not one valid JSON object, begins
+// as one: an answer cut short rather than a page or text of another kind.
+func cutObject(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && b[0] == '{'
 }
 
 // describeBody says briefly what a body that is not an answer was, for the

@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -38,5 +39,30 @@ func TestWholeStreamChargesTextAfterEarlyUsage(t *testing.T) {
 	waitFor(t, done, "the stream to be counted")
 	if c := chargedTo(r, "deepseek-v3.2"); c.in != 20 || c.out < more*10 {
 		t.Errorf("charged %+v, want the provider's 20 input tokens and at least the %d output streamed after its usage", c, more*10)
+	}
+}
+
+// TestCleanlyCutAnswerIsCharged: a JSON 200 whose body is a cut answer
+// that ends cleanly (a proxy that ends the body early at a length it
+// declares, or a close-delimited body) was generated, and billed, before
+// its headers went out, as one cut off with a read error is: it is charged
+// its input and its output limit, not its input alone.
+func TestCleanlyCutAnswerIsCharged(t *testing.T) {
+	cut := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("word ", 800)
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(cut)))
+		io.WriteString(w, cut)
+	})
+	r := benchRouter(t, up.URL, func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
+	})
+	w := serveOnce(r, `{"model":"simple_qa","max_tokens":3000,"messages":[{"role":"user","content":"Write a long story."}]}`)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("%d %s, want 503", w.Code, w.Body)
+	}
+	if c := chargedTo(r, "deepseek-v3.2"); c.in <= 0 || c.out != 3000 || c.cost <= 0 {
+		t.Errorf("the cut answer was charged %+v, want its input and the max_tokens 3000", c)
 	}
 }
