@@ -71,6 +71,12 @@ func (ex *exchange) hedgeDelay(d *deployment, hedges int) time.Duration {
 	if ex.cache.flight != nil {
 		return 0
 	}
+	// a Responses API continuation only its home can answer (homeFirst):
+	// another deployment's quick 404 for the response it lacks is the
+	// client's error, relayed, and would win over the home's answer
+	if ex.ep == responsesEndpoint && ex.body.PreviousResponseID != "" {
+		return 0
+	}
 	if !f.HedgeAuto {
 		return time.Duration(f.HedgeAfter)
 	}

@@ -1,11 +1,19 @@
 package llmrouter
 
 import (
+	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
 // TestWholeStreamChargesTextAfterEarlyUsage: a provider that reports
@@ -64,5 +72,45 @@ func TestCleanlyCutAnswerIsCharged(t *testing.T) {
 	}
 	if c := chargedTo(r, "deepseek-v3.2"); c.in <= 0 || c.out != 3000 || c.cost <= 0 {
 		t.Errorf("the cut answer was charged %+v, want its input and the max_tokens 3000", c)
+	}
+}
+
+// TestHedgeSparesAContinuation: a Responses API continuation can only be
+// answered by the deployment that stored the response it continues (its
+// home, tried first). A hedge beside it went to another deployment,
+// whose quick 404 previous_response_not_found (the client's error, which
+// is relayed) won: the client got a 404 while its home was generating,
+// and the home's answer, billed by its provider, was thrown away (charged
+// as the hedge's loser). A continuation is not hedged.
+func TestHedgeSparesAContinuation(t *testing.T) {
+	home, other := mockllm.New(), mockllm.New()
+	homeSrv, otherSrv := httptest.NewServer(home), httptest.NewServer(other)
+	defer homeSrv.Close()
+	defer otherSrv.Close()
+	r := benchRouter(t, otherSrv.URL, func(r *Router) {
+		r.Providers = append(r.Providers, &Provider{Name: r.Providers[0].Name + "-home", BaseURL: homeSrv.URL + "/v1", APIKey: "sk-bench-key-000000000002"})
+		r.Models[1].Provider = r.Providers[1].Name // gemini-2.5-flash at home
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(10 * time.Millisecond)}
+	})
+	post := func(body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/v1/responses", strings.NewReader(body))
+		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		w := httptest.NewRecorder()
+		_ = r.ServeHTTP(w, req, nil)
+		return w
+	}
+	w := post(`{"model":"gemini-2.5-flash","input":"Which jacket is warmer?"}`)
+	var first struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &first); err != nil || first.ID == "" {
+		t.Fatalf("first response %d %s", w.Code, w.Body)
+	}
+	// the home answers after the hedge delay: time for the other
+	// deployment's 404
+	home.Set("gemini-2.5-flash", mockllm.Behavior{Latency: 2 * time.Second, Times: 1})
+	w = post(`{"model":"simple_qa","input":"And the cheaper one?","previous_response_id":"` + first.ID + `"}`)
+	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "gemini-2.5-flash" {
+		t.Errorf("%d from %q: %.300s; want the home's answer", w.Code, w.Header().Get(hdrModel), w.Body)
 	}
 }
