@@ -76,9 +76,14 @@ func estimatedCharge(r *Router, name string) (in, out int64, cost float64) {
 	return c.estIn, c.estOut, c.cost
 }
 
-// serveOnce sends body to r as Caddy would and returns the response.
+// serveOnce sends a chat body to r as Caddy would and returns the response.
 func serveOnce(r *Router, body string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
+	return serveOnceAt(r, "/v1/chat/completions", body)
+}
+
+// serveOnceAt is serveOnce to the endpoint at path.
+func serveOnceAt(r *Router, path, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
 	w := httptest.NewRecorder()
 	if err := r.ServeHTTP(w, req, nil); err != nil {

@@ -83,13 +83,7 @@ func TestDisabledDeploymentSkipped(t *testing.T) {
 // answers, and is counted as a last resort.
 func TestLastResort(t *testing.T) {
 	g := newGateway(t, withHealth("\t\tinterval off"))
-	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 7})
-	for range 7 {
-		g.post(chatBody("simple_qa", false))
-	}
-	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateDisabled {
-		t.Fatalf("deepseek %s after seven 500s, want disabled", st.State)
-	}
+	disableDeepseek(t, g)
 	before := scrape(t)
 	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Hang: true, Times: 1})
 	resp, body := g.post(chatBody("simple_qa", false))
@@ -364,13 +358,7 @@ func TestFailedConfigChangesNothing(t *testing.T) {
 // alone until the pause is over.
 func TestLastResortSparesCooldown(t *testing.T) {
 	g := newGateway(t, withHealth("\t\tinterval off"))
-	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 7})
-	for range 7 {
-		g.post(chatBody("simple_qa", false))
-	}
-	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateDisabled {
-		t.Fatalf("deepseek %s after seven 500s, want disabled", st.State)
-	}
+	disableDeepseek(t, g)
 	// gemini fails; deepseek, tried as a last resort, asks for a minute
 	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 429, RetryAfter: "60"})
@@ -387,5 +375,18 @@ func TestLastResortSparesCooldown(t *testing.T) {
 	}
 	if n := len(g.primary.RequestsFor("deepseek-chat")) - before; n != 0 {
 		t.Errorf("deepseek, cooling down after a 429, got %d more requests as a last resort", n)
+	}
+}
+
+// disableDeepseek has seven requests fail on deepseek-v3.2 (500s, each
+// failing over) so that its score disables it, the fault then cleared.
+func disableDeepseek(t *testing.T, g *gateway) {
+	t.Helper()
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 7})
+	for range 7 {
+		g.post(chatBody("simple_qa", false))
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateDisabled {
+		t.Fatalf("deepseek %s after seven 500s, want disabled", st.State)
 	}
 }

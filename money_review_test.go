@@ -1,7 +1,6 @@
 package llmrouter
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -92,13 +91,7 @@ func TestHedgeSparesAContinuation(t *testing.T) {
 		r.Models[1].Provider = r.Providers[1].Name // gemini-2.5-flash at home
 		r.Failover = &Failover{HedgeAfter: caddy.Duration(10 * time.Millisecond)}
 	})
-	post := func(body string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(http.MethodPost, "/v1/responses", strings.NewReader(body))
-		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		_ = r.ServeHTTP(w, req, nil)
-		return w
-	}
+	post := func(body string) *httptest.ResponseRecorder { return serveOnceAt(r, "/v1/responses", body) }
 	w := post(`{"model":"gemini-2.5-flash","input":"Which jacket is warmer?"}`)
 	var first struct {
 		ID string `json:"id"`

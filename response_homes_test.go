@@ -1,7 +1,6 @@
 package llmrouter
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -81,13 +80,7 @@ func TestContinuationEstimateCountsItsContext(t *testing.T) {
 		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
 		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
 	})
-	post := func(body string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(http.MethodPost, "/v1/responses", strings.NewReader(body))
-		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
-		w := httptest.NewRecorder()
-		_ = r.ServeHTTP(w, req, nil)
-		return w
-	}
+	post := func(body string) *httptest.ResponseRecorder { return serveOnceAt(r, "/v1/responses", body) }
 	w := post(`{"model":"simple_qa","input":"` + strings.Repeat("Tell me about jackets. ", 200) + `"}`)
 	var first struct {
 		ID    string `json:"id"`
@@ -163,17 +156,7 @@ func TestPreviousResponseIDIsNotAnErrorWord(t *testing.T) {
 		io.WriteString(w, `{"id":"resp_ok","object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}`)
 	})
 	srv := routerServer(t, benchRouter(t, up.URL, nil))
-	for _, prev := range []string{"invalid_request_error", "model_not_found"} {
-		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","input":"hello","previous_response_id":"`+prev+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || strings.Contains(string(b), "10.20.30.40") {
-			t.Errorf("previous_response_id %q turned a deployment's 404 into the client's error: %d %s", prev, resp.StatusCode, b)
-		}
-	}
+	expectFailoverWith(t, srv, "invalid_request_error", "model_not_found")
 }
 
 // TestPreviousResponseIDIsNotPartOfTheModel: an upstream model id in
@@ -196,17 +179,7 @@ func TestPreviousResponseIDIsNotPartOfTheModel(t *testing.T) {
 	srv := routerServer(t, benchRouter(t, up.URL, func(r *Router) {
 		r.Models[0].Upstream = upstream
 	}))
-	for _, prev := range []string{"llama-v3p1-405b-instruct", "LLAMA-V3P1-405B-INSTRUCT", "v3p1-405b-instruct"} {
-		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","input":"hello","previous_response_id":"`+prev+`"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || strings.Contains(string(b), "10.20.30.40") {
-			t.Errorf("previous_response_id %q turned a deployment's 404 into the client's error: %d %s", prev, resp.StatusCode, b)
-		}
-	}
+	expectFailoverWith(t, srv, "llama-v3p1-405b-instruct", "LLAMA-V3P1-405B-INSTRUCT", "v3p1-405b-instruct")
 }
 
 // TestLongResponseIDNotRemembered: the response ids remembered are
@@ -231,5 +204,24 @@ func TestLongResponseIDNotRemembered(t *testing.T) {
 	}
 	if _, ok := responseHomes.Peek(long); ok {
 		t.Errorf("a response id of %d bytes was remembered", len(long))
+	}
+}
+
+// expectFailoverWith sends srv a continuation of each id in prevs, whose
+// first deployment answers 404 naming its model (and an internal
+// address): none of them may make that 404 the client's, each fails over
+// to a 200 without the address.
+func expectFailoverWith(t *testing.T, srv *httptest.Server, prevs ...string) {
+	t.Helper()
+	for _, prev := range prevs {
+		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","input":"hello","previous_response_id":"`+prev+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(b), "10.20.30.40") {
+			t.Errorf("previous_response_id %q turned a deployment's 404 into the client's error: %d %s", prev, resp.StatusCode, b)
+		}
 	}
 }

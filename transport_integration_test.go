@@ -246,29 +246,11 @@ func TestTransportErrorTextHasNoAddress(t *testing.T) {
 // message, the logs' and the span's: the provider's key in it is masked,
 // as in any body or header the provider sends.
 func TestTransportErrorHasNoKey(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nEcho Authorization "+req.Header.Get("Authorization")+"\r\n\r\n")
-			}()
-		}
-	}()
+	addr := rawProvider(t, func(c net.Conn, req *http.Request) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nEcho Authorization "+req.Header.Get("Authorization")+"\r\n\r\n")
+	})
 	const key = "sk-bench-key-000000000001"
-	srv := routerServer(t, benchRouter(t, "http://"+l.Addr().String(), nil))
+	srv := routerServer(t, benchRouter(t, "http://"+addr, nil))
 	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`))
 	if err != nil {
 		t.Fatal(err)
@@ -289,33 +271,17 @@ func TestTransportErrorHasNoKey(t *testing.T) {
 // which the attempt's deadline no longer closes: the attempt must still
 // end within the provider's timeout and fail over, JSON or stream.
 func TestSwitchingProtocolsIsBounded(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	done := make(chan struct{})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-				<-done // silent, the connection open
-			}()
-		}
-	}()
-	srv := routerServer(t, benchRouter(t, "http://"+l.Addr().String(), func(r *Router) {
+	addr := rawProvider(t, func(c net.Conn, _ *http.Request) {
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+		<-done // silent, the connection open
+	})
+	srv := routerServer(t, benchRouter(t, "http://"+addr, func(r *Router) {
 		r.Providers[0].Timeout = caddy.Duration(300 * time.Millisecond)
 	}))
 	// before the router's server closes (cleanups run last first): a
 	// handler still reading the 101's connection would hold that close
-	t.Cleanup(func() { close(done); l.Close() })
+	t.Cleanup(func() { close(done) })
 	client := &http.Client{Timeout: 10 * time.Second} // a bound on a hang
 	for _, stream := range []bool{false, true} {
 		body := `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}],"stream":` + strconv.FormatBool(stream) + `}`
@@ -329,4 +295,32 @@ func TestSwitchingProtocolsIsBounded(t *testing.T) {
 			t.Errorf("stream %v: status %d: %s; want 503", stream, resp.StatusCode, b)
 		}
 	}
+}
+
+// rawProvider is a provider speaking raw bytes on loopback: answer writes
+// what it says to each request read, the connection closed after it. It
+// returns the provider's address.
+func rawProvider(t *testing.T, answer func(c net.Conn, req *http.Request)) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				answer(c, req)
+			}()
+		}
+	}()
+	return l.Addr().String()
 }
