@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/llmrouter/caddy-llm-router/internal/chunkstore"
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
@@ -49,9 +50,9 @@ type Cache struct {
 
 	// Scope are placeholders whose values are part of every key, so that
 	// no answer is served across them (only their hash is kept, as the
-	// key is one). Default: the client's credential, the values of its
-	// Authorization, X-Api-Key and Api-Key headers: no two clients share
-	// an answer.
+	// key is one); a request for which one is empty is not cached.
+	// Default: the client's credential, the values of its Authorization,
+	// X-Api-Key and Api-Key headers: no two clients share an answer.
 	Scope []string `json:"scope,omitempty"`
 
 	// SharedScope shares answers across every client (Caddyfile: `scope
@@ -171,6 +172,19 @@ type responseCache struct {
 	store      *cacheStore
 	poolKey    string
 	semantic   *semanticCache // nil without a semantic block
+	// emptyScopeWarned: a request whose scope placeholder was empty has
+	// been logged (once a handler: a misconfiguration repeats on every
+	// request)
+	emptyScopeWarned atomic.Bool
+}
+
+// warnEmptyScope logs, once, that a request bypassed the cache because
+// its scope placeholder p was empty.
+func (rc *responseCache) warnEmptyScope(logger *zap.Logger, p string) {
+	if !rc.emptyScopeWarned.Load() && rc.emptyScopeWarned.CompareAndSwap(false, true) {
+		logger.Warn("cache: a request's scope placeholder is empty, so it is not cached (logged once)",
+			zap.String("placeholder", p))
+	}
 }
 
 // newResponseCache builds the cache c configures; forwarded are the client

@@ -75,7 +75,16 @@ func (ex *exchange) lookupCache(p plan) bool {
 		}
 	}
 	for _, p := range rc.scope {
-		values = append(values, replaceAll(ex.repl, p))
+		v := replaceAll(ex.repl, p)
+		if v == "" {
+			// no identity (an unmapped client, a misspelt placeholder):
+			// sharing with every other such request would cross
+			// tenants, so this one is not cached at all
+			rc.warnEmptyScope(ex.router.logger, p)
+			ex.setCacheResult(cacheBypass)
+			return false
+		}
+		values = append(values, v)
 	}
 	t.key = cacheKey(ex.ep, ex.ns, &ex.body, ex.req.Header, rc.keyHeaders, values...)
 	t.store = store && (!ex.body.Stream || rc.streams || ex.ep == embeddingsEndpoint)

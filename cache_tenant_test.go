@@ -77,3 +77,28 @@ func TestCacheStorePerServer(t *testing.T) {
 	resp, _ = g.post(q)
 	expectCache(t, resp, "hit")
 }
+
+// TestCacheScopeEmptyBypasses: a scope placeholder that resolves to
+// nothing (a client the map does not know, a misspelt placeholder) names
+// no tenant: such requests must not share answers with each other, so
+// they are not cached at all, while those with a value share within it.
+func TestCacheScopeEmptyBypasses(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1042KB\n\t\tscope {http.request.header.X-Team}"))
+	upstream := func() int { return len(g.primary.RequestsFor("deepseek-chat")) }
+	q := question("Which coupons does my account have?", false, "")
+
+	for i, client := range []string{"Bearer team-less-a", "Bearer team-less-b"} {
+		resp, _ := g.post(q, "Authorization", client)
+		expectCache(t, resp, "bypass")
+		if n := upstream(); n != i+1 {
+			t.Fatalf("%d upstream requests after %d requests without a team, want %d: one was served another's answer", n, i+1, i+1)
+		}
+	}
+	resp, _ := g.post(q, "Authorization", "Bearer a", "X-Team", "shop")
+	expectCache(t, resp, "miss")
+	resp, _ = g.post(q, "Authorization", "Bearer b", "X-Team", "shop")
+	expectCache(t, resp, "hit")
+	if n := upstream(); n != 3 {
+		t.Errorf("%d upstream requests, want 3", n)
+	}
+}
