@@ -351,6 +351,11 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		s.done = true
 	case mayBeError(s.api, data) && openai.IsError(data):
 		s.failed = true
+		// an error event may report what the provider billed (the
+		// Responses API's response.failed carries its response's usage)
+		if u, _, ok := openai.ChunkUsage(data); ok {
+			s.noteUsage(u)
+		}
 	default:
 		if s.api == openai.Responses && responseEnded(data) {
 			s.done = true // and the event has the usage

@@ -130,3 +130,38 @@ func TestRelayUsageWithoutCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayErrorEventUsage: an error event that reports usage (the
+// Responses API's response.failed carries its response, usage included;
+// a chat provider's mid-stream error chunk may carry the usage so far) is
+// still a report of what the provider billed: the stream fails, and is
+// charged that usage rather than an estimate of its text (none, for a
+// reasoning model that failed while thinking).
+func TestRelayErrorEventUsage(t *testing.T) {
+	cases := []struct {
+		name   string
+		api    openai.API
+		stream string
+		want   usage
+	}{
+		{"response.failed", openai.Responses,
+			`data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress"}}` + "\n\n" +
+				`data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"server_error","message":"x"},"usage":{"input_tokens":900,"output_tokens":30000,"total_tokens":30900}}}` + "\n\n",
+			usage{Input: 900, Output: 30000}},
+		{"chat error chunk", openai.Chat,
+			relayContent + `data: {"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"error"}],"error":{"message":"overloaded"},"usage":{"prompt_tokens":900,"completion_tokens":30000}}` + "\n\n",
+			usage{Input: 900, Output: 30000}},
+	}
+	for _, tc := range cases {
+		s := streamRelay{api: tc.api}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(tc.stream)); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !s.failed {
+			t.Errorf("%s: not failed", tc.name)
+		}
+		if !s.found || s.usage != tc.want {
+			t.Errorf("%s: usage %+v (found %v), want %+v: the error event's usage is the bill", tc.name, s.usage, s.found, tc.want)
+		}
+	}
+}
