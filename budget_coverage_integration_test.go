@@ -340,3 +340,37 @@ func TestBudgetSyncSwitchKeyed(t *testing.T) {
 		t.Errorf("after turning sync on: %d %s; team a escaped its spent budget", resp.StatusCode, out)
 	}
 }
+
+// TestErrorAnswerWithUsageIsCharged: a 200 whose body is an error that
+// reports usage (a Responses API response with status "failed" and its
+// usage, a chat error carrying what was generated before it) is not an
+// answer, and fails over; but the provider reported what it billed, and
+// that is charged, not an estimate of the input alone.
+func TestErrorAnswerWithUsageIsCharged(t *testing.T) {
+	g := newGatewayWith(t, globalOptions, "", budgetRouter+`
+	budget everything {
+		limit 1000 per day
+	}
+	budget_sync off
+`)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Times: 1,
+		Body: `{"error":{"message":"overloaded","type":"server_error"},"usage":{"prompt_tokens":900,"completion_tokens":30000,"total_tokens":30900}}`})
+	resp, out := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, out, "gemini-2.5-flash", "primary", 2)
+	ds := statsFor(t, g, "deepseek-v3.2", "primary")
+	if ds.Tokens.Input != 900 || ds.Tokens.Output != 30000 {
+		t.Errorf("the failed attempt's tokens %+v, want the 900 input and 30,000 output it reported", ds.Tokens)
+	}
+
+	// a stream whose first event is such an error
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Times: 1, ContentType: "text/event-stream",
+		Body: `data: {"error":{"message":"overloaded"},"usage":{"prompt_tokens":700,"completion_tokens":20000}}` + "\n\n"})
+	resp, out = g.post(chatBody("simple_qa", true))
+	if resp.StatusCode != 200 {
+		t.Fatalf("stream: %d %s", resp.StatusCode, out)
+	}
+	after := statsFor(t, g, "deepseek-v3.2", "primary")
+	if in, o := after.Tokens.Input-ds.Tokens.Input, after.Tokens.Output-ds.Tokens.Output; in != 700 || o != 20000 {
+		t.Errorf("the failed stream's tokens: %d input, %d output, want the 700 and 20,000 it reported", in, o)
+	}
+}

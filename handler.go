@@ -845,16 +845,22 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		if !a.IsAnswer() {
 			// a cut-off body, an HTML page from a proxy, an error dressed
 			// as a success: not an answer, but the provider may have
-			// generated (and billed) one: charged as estimated
+			// generated (and billed) one: charged its usage if it reports
+			// one, else as estimated
 			res.outcome = outcomeServerError
 			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
 				http.StatusText(resp.StatusCode), describeBody(resp.Header.Get("Content-Type"), payload))
-			if !a.Valid && cutObject(payload) {
+			switch {
+			case a.Found:
+				// an error that reports what the provider billed (a
+				// failed response's usage): that, not an estimate
+				ex.spend(d, a.Usage)
+			case !a.Valid && cutObject(payload):
 				// a JSON answer cut short, however cleanly its body
 				// ended: generated whole, and billed, before its
 				// headers, as one cut off with a read error is
 				ex.chargeAbandoned(d)
-			} else {
+			default:
 				ex.spend(d, ex.estimate(0))
 			}
 			return
@@ -1035,7 +1041,11 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// the input charged as estimated (the provider may bill it)
 		res.outcome = outcomeServerError
 		res.detail = fmt.Sprintf("%d %s, but the stream's first event is not an answer", resp.StatusCode, http.StatusText(resp.StatusCode))
-		ex.spend(d, ex.estimate(0))
+		if u, _, ok := openai.ChunkUsage(data); ok {
+			ex.spend(d, u) // an error event that reports what the provider billed
+		} else {
+			ex.spend(d, ex.estimate(0))
+		}
 		return
 	}
 	if !ex.gate.claim(i) {
