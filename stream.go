@@ -127,6 +127,9 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 		s.waiting(false)
 		s.boundWrites()
 		if rerr != nil {
+			if rerr == io.ErrUnexpectedEOF {
+				s.notePartial(events.Partial())
+			}
 			switch {
 			case gone != nil:
 				return gone
@@ -393,6 +396,17 @@ func (s *streamRelay) noteUsage(u usage) {
 		u.Output = max(u.Output, s.usage.Output)
 	}
 	s.usage, s.found = u, true
+}
+
+// notePartial reads the usage of the last event of a stream that ended
+// before the blank line after it (ev, not relayed): a provider's report of
+// what it billed is the bill, whether or not the event completed.
+func (s *streamRelay) notePartial(ev []byte) {
+	if data := openai.EventData(ev); data != nil {
+		if u, _, ok := openai.ChunkUsage(data); ok {
+			s.noteUsage(u)
+		}
+	}
 }
 
 func noFlush() error { return nil }

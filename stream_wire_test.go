@@ -165,3 +165,30 @@ func TestRelayErrorEventUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayUsageInUnendedLastEvent: a provider that ends its stream
+// without the blank line after its last event (the usage chunk, whose
+// line is whole) did report its usage: the event is not relayed (it never
+// completed, and the stream counts as cut short), but its usage is the
+// bill, not an estimate of the text.
+func TestRelayUsageInUnendedLastEvent(t *testing.T) {
+	usageLine := strings.TrimSuffix(relayUsageOnly, "\n\n")
+	for _, end := range []string{"", "\n", "\r\n", "\r"} {
+		for name, r := range map[string]func() io.Reader{
+			"whole":    func() io.Reader { return strings.NewReader(relayContent + usageLine + end) },
+			"one byte": func() io.Reader { return iotest.OneByteReader(strings.NewReader(relayContent + usageLine + end)) },
+		} {
+			var out bytes.Buffer
+			s := streamRelay{api: openai.Chat}
+			if err := runRelay(t, &s, &out, noFlush, r()); err != io.ErrUnexpectedEOF {
+				t.Errorf("%q, %s: relay = %v, want %v", end, name, err, io.ErrUnexpectedEOF)
+			}
+			if out.String() != relayContent {
+				t.Errorf("%q, %s: relayed %q, want %q", end, name, out.String(), relayContent)
+			}
+			if want := (usage{Input: 120, Output: 10, CachedInput: 64}); !s.found || s.usage != want {
+				t.Errorf("%q, %s: usage %+v (found %v), want %+v", end, name, s.usage, s.found, want)
+			}
+		}
+	}
+}

@@ -24,6 +24,8 @@ type EventReader struct {
 	r   *bufio.Reader
 	buf []byte
 	err error // the read error that ended the stream, returned from then on
+	// partial: buf holds the event Next dropped, cut off at the end (Partial)
+	partial bool
 }
 
 // Small, pooled buffers: thousands of streams stay open at once, and a line
@@ -44,6 +46,7 @@ func NewEventReader(r io.Reader) *EventReader {
 func (s *EventReader) Release() {
 	s.r.Reset(nil)
 	s.err = nil
+	s.partial = false
 	if cap(s.buf) <= 64<<10 { // don't keep a buffer grown by a huge event
 		s.buf = s.buf[:0]
 		eventReaders.Put(s)
@@ -137,6 +140,7 @@ var ErrEventTooLarge = errors.New("stream event larger than 4 MiB")
 // never depend on how the stream was cut into reads.
 func (s *EventReader) Next() ([]byte, error) {
 	s.buf = s.buf[:0]
+	s.partial = false
 	// the common case: the whole event is buffered, taken at once
 	if n := s.r.Buffered(); n > 0 {
 		b, _ := s.r.Peek(n)
@@ -154,6 +158,7 @@ func (s *EventReader) Next() ([]byte, error) {
 		end, err := s.line(loneCR)
 		if err != nil {
 			if err == io.EOF && len(s.buf) > 0 {
+				s.partial = true
 				return nil, io.ErrUnexpectedEOF
 			}
 			return nil, err
@@ -180,6 +185,18 @@ func (s *EventReader) Next() ([]byte, error) {
 			return s.buf, nil
 		}
 	}
+}
+
+// Partial is the event that the last call of Next dropped as cut off by
+// the stream's end (io.ErrUnexpectedEOF): its lines so far, valid until
+// the next call; nil after any other result. It never completed, so it is
+// no event to relay, but what it says (a usage a provider sent without the
+// blank line after it) may still be read (EventData).
+func (s *EventReader) Partial() []byte {
+	if !s.partial {
+		return nil
+	}
+	return s.buf
 }
 
 // How a line read by line ends.
