@@ -1036,7 +1036,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		return
 	}
 	res.status = resp.StatusCode
-	if data := openai.EventData(first); bytes.Equal(data, openai.DoneData) || !openai.ReadAnswer(0, data).IsAnswer() {
+	if data := openai.EventData(first); openai.IsDone(data) || !openai.ReadAnswer(0, data).IsAnswer() {
 		// an error, or a stream that ends before any answer: fail over,
 		// the input charged as estimated (the provider may bill it)
 		res.outcome = outcomeServerError

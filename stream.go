@@ -350,7 +350,7 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	}
 	s.textBytes += openai.StreamTextBytes(s.api, data)
 	switch {
-	case bytes.Equal(data, openai.DoneData):
+	case openai.IsDone(data):
 		s.done = true
 	case mayBeError(s.api, data) && openai.IsError(data):
 		s.failed = true

@@ -192,3 +192,19 @@ func TestRelayUsageInUnendedLastEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayDoneWithTrailingSpace: "data: [DONE] " ends the stream for the
+// official SDKs (they test the data's start): the relay ends it too,
+// rather than call a whole stream cut short and add its own error event
+// after the client's end.
+func TestRelayDoneWithTrailingSpace(t *testing.T) {
+	for _, done := range []string{"data: [DONE] \n\n", "data: [DONE]\t\r\n\r\n", "data:[DONE]  \n\n"} {
+		s := streamRelay{api: openai.Chat}
+		if err := runRelay(t, &s, io.Discard, noFlush, strings.NewReader(relayContent+relayUsageOnly+done)); err != nil {
+			t.Fatalf("%q: %v", done, err)
+		}
+		if !s.done || s.failed {
+			t.Errorf("%q: done %v failed %v, want the stream ended", done, s.done, s.failed)
+		}
+	}
+}

@@ -191,7 +191,7 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 		if data == nil {
 			continue
 		}
-		if bytes.Equal(data, DoneData) {
+		if IsDone(data) {
 			break // the stream's end: a client reads nothing after it
 		}
 		if err := checkChunkNames(data); err != nil {

@@ -16,6 +16,13 @@ const MaxEventSize = 4 << 20
 // DoneData is the data of the event that ends an OpenAI stream.
 var DoneData = []byte("[DONE]")
 
+// IsDone reports whether an event's data is [DONE], the end of an OpenAI
+// stream: white space after it (spaces, tabs) is allowed, as the official
+// SDKs, which test the data's start, take it for the end too.
+func IsDone(data []byte) bool {
+	return bytes.Equal(bytes.TrimRight(data, " \t"), DoneData)
+}
+
 // EventReader splits a text/event-stream into events, each returned with
 // its terminating blank line, in a buffer reused by the next call. Lines
 // end with LF, CR LF or a lone CR, as the SSE spec has it; an event's bytes
