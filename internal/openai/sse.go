@@ -20,6 +20,9 @@ var DoneData = []byte("[DONE]")
 // stream: white space after it (spaces, tabs) is allowed, as the official
 // SDKs, which test the data's start, take it for the end too.
 func IsDone(data []byte) bool {
+	if len(data) < len(DoneData) || data[0] != '[' {
+		return false // every other event (a JSON object): one byte read
+	}
 	return bytes.Equal(bytes.TrimRight(data, " \t"), DoneData)
 }
 

@@ -556,3 +556,15 @@ func specData(in string) []string {
 func dropBlankLines(s string) string {
 	return strings.TrimLeft(s, "\r\n")
 }
+
+func TestIsDone(t *testing.T) {
+	for data, want := range map[string]bool{
+		"[DONE]": true, "[DONE]  ": true, "[DONE]\t": true, "[DONE] \t ": true,
+		"": false, "[DON": false, "[DONE]x": false, "[DONE] x": false, " [DONE]": false,
+		`{"choices":[]}`: false, "[done]": false,
+	} {
+		if got := IsDone([]byte(data)); got != want {
+			t.Errorf("IsDone(%q) = %v, want %v", data, got, want)
+		}
+	}
+}
