@@ -117,8 +117,9 @@ func (s *sharedState) logCooldownOver(v healthView, logger *zap.Logger) {
 	}
 }
 
-// observe applies a health event at t, of something that began then (a
-// probe); observeSince is observe for an attempt that began earlier.
+// observe applies a health event at t, of something that began then;
+// observeSince is observe for an attempt (a request or a probe) that began
+// earlier.
 func (s *sharedState) observe(ev healthEvent, t time.Time, disableBelow int, cooldown time.Duration, detail string, logger *zap.Logger) {
 	s.observeSince(ev, t, t, disableBelow, cooldown, detail, logger)
 }
@@ -401,7 +402,7 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-			s.observe(eventProbeSuccess, now(), d.disableBelow, 0, "", d.logger)
+			s.observeSince(eventProbeSuccess, t, now(), d.disableBelow, 0, "", d.logger)
 			return probeOK
 		}
 		detail = fmt.Sprintf("probe: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
@@ -419,7 +420,7 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 			}
 		}
 	}
-	s.observe(eventProbeFailure, now(), d.disableBelow, 0, detail, d.logger)
+	s.observeSince(eventProbeFailure, t, now(), d.disableBelow, 0, detail, d.logger)
 	return probeFailed
 }
 
