@@ -172,7 +172,9 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance st
 	l.mu.Unlock()
 	if sync > 0 && !syncing {
 		if err := l.startSync(st, where, sync, instance, logger); err != nil {
+			b.ledger = l // releaseLedger's, not yet set by the caller
 			releaseLedger(b)
+			b.ledger = nil
 			return nil, err
 		}
 	}
