@@ -126,6 +126,9 @@ func (s *sharedState) reset() {
 	h.coolingLogged.Store(false)
 	h.lastSuccess.Store(0)
 	h.lastError, h.lastErrorAt, h.streak, h.streakEvent = "", time.Time{}, 0, 0
+	// a change of state: attempts in flight to the old upstream do not
+	// disable the fresh one as they fail (observeSince)
+	h.changedAt = now()
 	h.mu.Unlock()
 	s.stats.reset()
 }
