@@ -308,9 +308,11 @@ func collectBudgetStats(t time.Time) []BudgetStats {
 		if b.hard > 0 {
 			bs.Hard = &MoneyStats{Currency: b.currency, Amount: b.hard, Human: humanMoney(b.hard, b.currency) + " per " + b.hardPeriod.String()}
 		}
+		l.mu.Lock()
 		if l.storage != nil {
 			bs.Sync = "every " + l.interval.String()
 		}
+		l.mu.Unlock()
 		if r := l.lastSync.Load(); r != nil {
 			at := r.at
 			bs.LastSync, bs.LastSyncError = &at, r.err

@@ -118,6 +118,7 @@ const (
 // budget is a Budget made ready to serve, in one config.
 type budget struct {
 	name       string
+	syncEvery  time.Duration // its config's budget_sync; 0: off
 	limits     []budgetLimit
 	hard       float64
 	hardPeriod period

@@ -45,8 +45,9 @@ type budgetLedger struct {
 	// (keySecret): a reload that turns budget_sync on must not rename
 	// every key, which would give each its budget afresh
 	secret   []byte
-	secretMu sync.Mutex // held while secret is read from storage
-	interval time.Duration
+	secretMu sync.Mutex    // held while secret is read from storage
+	interval time.Duration // under mu once the sync loop runs
+	wake     chan struct{} // the owner changed: re-read interval
 	cancel   context.CancelFunc
 	done     chan struct{}
 	lastSync atomic.Pointer[syncResult]
@@ -154,7 +155,7 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance st
 	}
 	b.poolKey = b.name + "\x00" + where
 	v, _, err := budgetLedgers.LoadOrNew(b.poolKey, func() (caddy.Destructor, error) {
-		l := &budgetLedger{name: b.name, spilled: map[string]*keySpend{}, logger: logger}
+		l := &budgetLedger{name: b.name, spilled: map[string]*keySpend{}, logger: logger, wake: make(chan struct{}, 1)}
 		keys, err := newBudgetKeys(l)
 		if err != nil {
 			return nil, err
@@ -166,6 +167,7 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance st
 		return nil, err
 	}
 	l := v.(*budgetLedger)
+	b.syncEvery = sync
 	l.mu.Lock()
 	l.users = append(l.users, b)
 	syncing := l.storage != nil
@@ -247,6 +249,14 @@ func releaseLedger(b *budget) {
 	l.mu.Lock()
 	if i := slices.Index(l.users, b); i >= 0 {
 		l.users = slices.Delete(l.users, i, i+1)
+	}
+	// the new owner's interval, if it syncs (off keeps the sync going)
+	if len(l.users) > 0 && l.storage != nil && l.users[0].syncEvery > 0 && l.users[0].syncEvery != l.interval {
+		l.interval = l.users[0].syncEvery
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
 	}
 	l.mu.Unlock()
 	_, _ = budgetLedgers.Delete(b.poolKey)

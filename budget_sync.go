@@ -35,12 +35,21 @@ func (l *budgetLedger) run(ctx context.Context) {
 			l.logger.Error("budget sync panicked", zap.String("budget", l.name), zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
 		}
 	}()
-	t := time.NewTicker(l.interval)
+	l.mu.Lock()
+	interval := l.interval
+	l.mu.Unlock()
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-l.wake: // the owner changed its interval
+			l.mu.Lock()
+			interval = l.interval
+			l.mu.Unlock()
+			t.Reset(interval)
+			continue
 		case <-t.C:
 		}
 		if err := l.sync(ctx, now(), true); err != nil && ctx.Err() == nil {
