@@ -275,13 +275,7 @@ func scrapeText(t *testing.T) string {
 // again keeps the spend known.
 func TestBudgetSyncSwitch(t *testing.T) {
 	global, dir := withStorage(t, globalOptions)
-	budget := func(sync string) string {
-		return `
-	budget switch_daily {
-		limit 1000 per day
-	}
-	budget_sync ` + sync + "\n"
-	}
+	budget := budgetWithSync("switch_daily", "limit 1000 per day")
 	g := newGatewayWith(t, global, "", budgetRouter+budget("off"))
 	load := func(sync string) {
 		g.reloadWith(global, "", budgetRouter+budget(sync))
@@ -315,14 +309,7 @@ func TestBudgetSyncSwitch(t *testing.T) {
 // stays at it across the reload.
 func TestBudgetSyncSwitchKeyed(t *testing.T) {
 	global, _ := withStorage(t, globalOptions)
-	budget := func(sync string) string {
-		return `
-	budget switch_keyed {
-		limit 0.03 per day
-		key {llm_team}
-	}
-	budget_sync ` + sync + "\n"
-	}
+	budget := budgetWithSync("switch_keyed", "limit 0.03 per day", "key {llm_team}")
 	g := newGatewayWith(t, global, teamsSite, budgetRouter+budget("off"))
 	teamA := []string{"Authorization", "Bearer team-a-key"}
 	for range 2 {
@@ -372,5 +359,14 @@ func TestErrorAnswerWithUsageIsCharged(t *testing.T) {
 	after := statsFor(t, g, "deepseek-v3.2", "primary")
 	if in, o := after.Tokens.Input-ds.Tokens.Input, after.Tokens.Output-ds.Tokens.Output; in != 700 || o != 20000 {
 		t.Errorf("the failed stream's tokens: %d input, %d output, want the 700 and 20,000 it reported", in, o)
+	}
+}
+
+// budgetWithSync gives, for a budget_sync interval, the router lines of
+// budget name (lines, one subdirective each) and of that budget_sync:
+// tests reload the same budget with one interval, then another.
+func budgetWithSync(name string, lines ...string) func(sync string) string {
+	return func(sync string) string {
+		return "\n\tbudget " + name + " {\n\t\t" + strings.Join(lines, "\n\t\t") + "\n\t}\n\tbudget_sync " + sync + "\n"
 	}
 }

@@ -8,13 +8,7 @@ import "testing"
 // `off` keeps the sync going as it was (README, budget_sync).
 func TestBudgetSyncIntervalReload(t *testing.T) {
 	global, _ := withStorage(t, globalOptions)
-	budget := func(sync string) string {
-		return `
-	budget interval_daily {
-		limit 1000 per day
-	}
-	budget_sync ` + sync + "\n"
-	}
+	budget := budgetWithSync("interval_daily", "limit 1000 per day")
 	g := newGatewayWith(t, global, "", budgetRouter+budget("1h"))
 	if got := budgetOf(t, "interval_daily").Sync; got != "every 1h0m0s" {
 		t.Fatalf("sync %q", got)

@@ -29,13 +29,7 @@ func ledgerUsers(name string) int {
 // one user: nothing of the failed config stays behind.
 func TestBudgetSyncStartFailure(t *testing.T) {
 	global, _ := withStorage(t, globalOptions)
-	budget := func(sync string) string {
-		return `
-	budget startfail_daily {
-		limit 1000 per day
-	}
-	budget_sync ` + sync + "\n"
-	}
+	budget := budgetWithSync("startfail_daily", "limit 1000 per day")
 	g := newGatewayWith(t, global, "", budgetRouter+budget("off"))
 	if n := ledgerUsers("startfail_daily"); n != 1 {
 		t.Fatalf("%d users of the ledger, want 1", n)
