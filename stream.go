@@ -356,18 +356,12 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 		s.failed = true
 		// an error event may report what the provider billed (the
 		// Responses API's response.failed carries its response's usage)
-		if u, _, ok := openai.ChunkUsage(data); ok {
-			s.noteUsage(u)
-		}
+		s.noteChunkUsage(data)
 	default:
 		if s.api == openai.Responses && responseEnded(data) {
 			s.done = true // and the event has the usage
 		}
-		u, choices, ok := openai.ChunkUsage(data)
-		if ok {
-			s.noteUsage(u)
-		}
-		if s.strip && choices == 0 {
+		if choices := s.noteChunkUsage(data); s.strip && choices == 0 {
 			return nil // a usage-only chunk the client did not ask for, with counts or not
 		}
 	}
@@ -403,10 +397,18 @@ func (s *streamRelay) noteUsage(u usage) {
 // what it billed is the bill, whether or not the event completed.
 func (s *streamRelay) notePartial(ev []byte) {
 	if data := openai.EventData(ev); data != nil {
-		if u, _, ok := openai.ChunkUsage(data); ok {
-			s.noteUsage(u)
-		}
+		s.noteChunkUsage(data)
 	}
+}
+
+// noteChunkUsage keeps the usage an event's data reports, if any
+// (noteUsage), and returns its number of choices (openai.ChunkUsage).
+func (s *streamRelay) noteChunkUsage(data []byte) (choices int) {
+	u, choices, ok := openai.ChunkUsage(data)
+	if ok {
+		s.noteUsage(u)
+	}
+	return choices
 }
 
 func noFlush() error { return nil }
