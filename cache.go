@@ -447,7 +447,8 @@ func appendKeyHead(out []byte, ep endpoint, ns string, header http.Header, keyHe
 }
 
 // namedInConnection reports whether the values of a request's Connection
-// header name field.
+// header name field: hop-by-hop for that request, so upstreamHeader does
+// not send it and appendKeyHead keys it apart.
 func namedInConnection(conn []string, field string) bool {
 	for _, v := range conn {
 		for f := range strings.SplitSeq(v, ",") {

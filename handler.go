@@ -482,10 +482,16 @@ func (ex *exchange) outputCap(d *deployment) int64 {
 	for i := range ex.charges {
 		// the budget alone: a hedge's other attempt may be holding
 		// (budgetCharge.hold) at the same time
-		b := ex.charges[i].b
-		if b.capOutput && b.covers[d] && (limit == 0 || b.reserveOut < limit) {
-			limit = b.reserveOut
-		}
+		limit = tighterCap(limit, ex.charges[i].b, d)
+	}
+	return limit
+}
+
+// tighterCap is limit (0: none), or b's output cap on d where b caps d
+// more tightly: the smallest cap of the budgets that cap is the one sent.
+func tighterCap(limit int64, b *budget, d *deployment) int64 {
+	if b.capOutput && b.covers[d] && (limit == 0 || b.reserveOut < limit) {
+		return b.reserveOut
 	}
 	return limit
 }
@@ -1318,21 +1324,10 @@ var (
 // the client's.
 func upstreamHeader(client http.Header, forward []string, p *provider, stream bool) http.Header {
 	h := make(http.Header, min(len(client), len(forward))+len(p.headers)+3)
+	conn := client["Connection"]
 	for _, f := range forward {
-		if v, ok := client[f]; ok {
+		if v, ok := client[f]; ok && (len(conn) == 0 || !namedInConnection(conn, f)) {
 			h[f] = v[:len(v):len(v)]
-		}
-	}
-	for _, v := range client["Connection"] {
-		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f == "" {
-				continue
-			}
-			for _, name := range forward {
-				if strings.EqualFold(f, name) {
-					delete(h, name)
-				}
-			}
 		}
 	}
 	for f, v := range p.headers {

@@ -570,9 +570,7 @@ func (r *Router) askedWith(d *deployment) string {
 	}
 	limit := int64(0)
 	for _, bg := range r.budgets {
-		if bg.capOutput && bg.covers[d] && (limit == 0 || bg.reserveOut < limit) {
-			limit = bg.reserveOut
-		}
+		limit = tighterCap(limit, bg, d)
 	}
 	if limit > 0 {
 		b.WriteString("cap " + strconv.FormatInt(limit, 10) + " " + d.provider.limitField)

@@ -278,9 +278,9 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance)
 		var skip []skipped
 		for i, d := range out {
 			switch {
-			case views[i].state == stateCooldown, !views[i].cooldownUntil.IsZero():
-				// a disabled one cooling down too is no last resort:
-				// its provider asked for the pause
+			case !views[i].cooldownUntil.IsZero():
+				// cooling down, disabled or not: a disabled one cooling
+				// down is no last resort, its provider asked for the pause
 				left := (views[i].cooldownUntil.Sub(t) + time.Second - 1) / time.Second * time.Second
 				skip = append(skip, skipped{d: d, why: "cooling down for " + left.String()})
 			case views[i].state == stateDisabled:
