@@ -101,9 +101,15 @@ func heldRouter(t *testing.T, up *heldUpstream, b *Budget) *Router {
 // answered (refused), and a channel of all their status codes.
 func admitSome(t *testing.T, r *Router, up *heldUpstream, body string, n int) (int, chan int) {
 	t.Helper()
+	return admitSomeAt(t, r, up, "/v1/chat/completions", body, n)
+}
+
+// admitSomeAt is admitSome for the endpoint at path.
+func admitSomeAt(t *testing.T, r *Router, up *heldUpstream, path, body string, n int) (int, chan int) {
+	t.Helper()
 	codes := make(chan int, n)
 	for range n {
-		go func() { codes <- serveOnce(r, body).Code }()
+		go func() { codes <- serveOnceAt(r, path, body).Code }()
 	}
 	admitted, refused := 0, 0
 	var early []int
@@ -183,6 +189,45 @@ func TestOutputCapBoundsBurst(t *testing.T) {
 		if len(sent) != 1 || sent["max_completion_tokens"] != float64(100) {
 			t.Errorf("sent with output limits %v, want max_completion_tokens 100 alone", sent)
 		}
+	}
+}
+
+// TestUnseenContextReserved: a Responses request that makes the provider
+// read context it stores (a response this instance did not relay, a
+// conversation, stored items, a stored prompt) reserves context_reserve
+// tokens for it, not the few its own text shows: ten at once against a
+// limit that two such contexts pass are two (admission admits while under
+// the limit), not ten. A request without stored context reserves its text
+// alone.
+func TestUnseenContextReserved(t *testing.T) {
+	// at 1,000 a million input tokens, the default reserve of 128,000
+	// tokens is 128; each request's own text about 0.02
+	const limit = 200
+	for _, tc := range []struct {
+		name, body string
+		most       int
+	}{
+		{"previous_response_id", `{"model":"simple_qa","input":"And?","previous_response_id":"resp_made_elsewhere_0123456789"}`, 2},
+		{"conversation", `{"model":"simple_qa","input":"And?","conversation":"conv_0123456789abcdef"}`, 2},
+		{"conversation object", `{"model":"simple_qa","input":"And?","conversation":{"id":"conv_0123456789abcdef"}}`, 2},
+		{"item_reference", `{"model":"simple_qa","input":[{"type":"item_reference","id":"msg_0123456789"},{"role":"user","content":"And?"}]}`, 2},
+		{"item by id alone", `{"model":"simple_qa","input":[{"id":"msg_0123456789"},{"role":"user","content":"And?"}]}`, 2},
+		{"escaped item_reference", `{"model":"simple_qa","input":[{"type":"item_\u0072eference","id":"msg_0123456789"}]}`, 2},
+		{"stored prompt", `{"model":"simple_qa","prompt":{"id":"pmpt_0123456789","version":"2"},"input":"And?"}`, 2},
+		{"no stored context", `{"model":"simple_qa","input":[{"type":"message","role":"user","content":"And?"}]}`, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newHeldUpstream(10, 10)
+			r := heldRouter(t, up, &Budget{Name: "continuations", Limits: []BudgetLimit{{Amount: limit, Period: "day"}}, ReserveOutput: 10})
+			admitted, codes := admitSomeAt(t, r, up, "/v1/responses", tc.body, 10)
+			close(up.release)
+			for range admitted {
+				<-codes
+			}
+			if tc.most == 10 && admitted != 10 || admitted > tc.most {
+				t.Errorf("%d of 10 admitted against a limit of %d, want %d", admitted, limit, tc.most)
+			}
+		})
 	}
 }
 

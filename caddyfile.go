@@ -114,6 +114,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			}
 //		}
 //		max_request_body <size>
+//		context_reserve <tokens>
 //		service_tiers <tier>...
 //		allow_unpriced <feature>...
 //		pass_response_header <field>...
@@ -329,6 +330,18 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.MaxRequestBody = int64(size)
 			where["max_request_body"] = d.Token()
 
+		case "context_reserve":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return d.Errf("context_reserve: want a positive number of tokens, got %q", v)
+			}
+			r.ContextReserve = n
+			where["context_reserve"] = d.Token()
+
 		default:
 			return unrecognized(d, "llm_router", routerSubdirectives)
 		}
@@ -359,7 +372,7 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // The subdirectives of each block, for "did you mean" suggestions.
 var (
-	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body", "service_tiers", "allow_unpriced", "pass_response_header", "forward_header"}
+	routerSubdirectives   = []string{"provider", "model", "route", "default_route", "currency", "health_check", "failover", "budget", "budget_sync", "budget_instance", "client_label", "cache", "max_request_body", "context_reserve", "service_tiers", "allow_unpriced", "pass_response_header", "forward_header"}
 	cacheSubdirectives    = []string{"ttl", "max_size", "stale_if_error", "match", "key_header", "scope", "store", "streams", "semantic"}
 	semanticSubdirectives = []string{"model", "threshold", "max_entries", "lookup_timeout"}
 	budgetSubdirectives   = []string{"limit", "key", "match", "downgrade", "hard", "warn_at", "timezone", "reserve_output", "output_cap"}

@@ -176,6 +176,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"NaN currency rate", "\t\tcurrency CNY NaN", "currency rate must be a positive number", 11},
 		{"unknown default route", "\t\tdefault_route nowhere", `unknown route "nowhere"`, 11},
 		{"bad size", "\t\tmax_request_body lots", `invalid size "lots"`, 11},
+		{"context_reserve not a number", "\t\tcontext_reserve 128k", `context_reserve: want a positive number of tokens, got "128k"`, 11},
+		{"context_reserve zero", "\t\tcontext_reserve 0", `context_reserve: want a positive number of tokens, got "0"`, 11},
 		{"service_tiers without a tier", "\t\tservice_tiers", "wrong argument count", 11},
 		{"service_tiers typo", "\t\tservice_tier priority", `unrecognized llm_router subdirective "service_tier" (did you mean "service_tiers"?)`, 11},
 		{"bad currency rate", "\t\tcurrency CNY zero", "currency rate must be a positive number", 11},
@@ -231,6 +233,17 @@ func TestCaddyfileHealthCheckOff(t *testing.T) {
 	}
 	if !strings.Contains(string(findHandler(t, out)), `"health_check":{"off":true}`) {
 		t.Errorf("interval off did not adapt to off:true: %s", findHandler(t, out))
+	}
+}
+
+func TestCaddyfileContextReserve(t *testing.T) {
+	src := ":8080 {\n\tllm_router {\n\t\tprovider p\n\t\tmodel a\n\t\tcontext_reserve 1000000\n\t}\n}\n"
+	out, err := adapt(t, "Caddyfile", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(findHandler(t, out)), `"context_reserve":1000000`) {
+		t.Errorf("context_reserve did not adapt: %s", findHandler(t, out))
 	}
 }
 

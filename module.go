@@ -38,6 +38,7 @@ const (
 	defaultCooldown          = 30 * time.Second
 	defaultMaxCooldown       = 5 * time.Minute
 	defaultMaxRequestBody    = 8_000_000
+	defaultContextReserve    = 128_000
 	defaultHealthInterval    = 30 * time.Second
 	defaultHealthTimeout     = 10 * time.Second
 	defaultHealthPrompt      = "ping"
@@ -131,6 +132,17 @@ type Router struct {
 	// MaxRequestBody is the largest request body accepted, in bytes;
 	// larger bodies get 413. Default: 8 MB (8,000,000 bytes).
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+
+	// ContextReserve is how many input tokens a Responses API request is
+	// taken to read from context the provider stores and the router cannot
+	// see: a previous_response_id this instance did not relay (made
+	// before a restart, on another instance, or forgotten), a
+	// conversation, an item_reference input item, a stored prompt. Budgets
+	// reserve it at admission, and an answer without usage is charged it,
+	// so that concurrent continuations cannot pass a hard cap on an
+	// estimate of their own text. Set it to the largest context window of
+	// the models such requests reach. Default: 128,000 tokens.
+	ContextReserve int64 `json:"context_reserve,omitempty"`
 
 	// ServiceTiers are the service_tier values a client may ask for; a
 	// request naming another gets 400. The router charges one price per
@@ -683,6 +695,9 @@ func (r *Router) setDefaults() {
 	if r.MaxRequestBody == 0 {
 		r.MaxRequestBody = defaultMaxRequestBody
 	}
+	if r.ContextReserve == 0 {
+		r.ContextReserve = defaultContextReserve
+	}
 	if r.ServiceTiers == nil {
 		r.ServiceTiers = defaultServiceTiers
 	}
@@ -940,6 +955,9 @@ func (r *Router) validate() error {
 	}
 	if r.MaxRequestBody < 0 {
 		return cfgErr("max_request_body", "must not be negative")
+	}
+	if r.ContextReserve < 0 {
+		return cfgErr("context_reserve", "must not be negative")
 	}
 	budgetNames := map[string]bool{}
 	for _, b := range r.Budgets {

@@ -53,14 +53,22 @@ func rememberResponse(id string, d *deployment, u usage) {
 // inputTokens is the request's estimated input: its text
 // (openai.Request.InputTokens) and, for a continuation of a response the
 // router relayed, that response's context, which the provider reads (and
-// bills) again. A continuation of a response it does not know (made
-// elsewhere, or forgotten) is estimated from its own text.
+// bills) again. Stored context the router does not know the size of (a
+// response made elsewhere, or forgotten, a conversation, a stored item or
+// prompt) counts as context_reserve tokens.
 func (ex *exchange) inputTokens() int64 {
 	n := ex.body.InputTokens()
-	if prev := ex.body.PreviousResponseID; prev != "" && ex.ep == responsesEndpoint {
-		if home, ok := responseHomes.Peek(prev); ok {
-			n = addTokens(n, home.context)
-		}
+	if ex.ep != responsesEndpoint {
+		return n
+	}
+	unseen := ex.body.ReadsStored
+	if prev := ex.body.PreviousResponseID; prev != "" {
+		home, ok := responseHomes.Peek(prev)
+		n = addTokens(n, home.context)
+		unseen = unseen || !ok
+	}
+	if unseen {
+		n = addTokens(n, ex.router.ContextReserve)
 	}
 	return n
 }

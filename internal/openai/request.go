@@ -100,6 +100,12 @@ type Request struct {
 	// stored response this one continues, which only the provider that
 	// made it knows; "" when absent or null
 	PreviousResponseID string
+	// ReadsStored is set when a Responses API request makes the provider
+	// read context it keeps and the body does not carry, besides
+	// previous_response_id: a conversation, an item_reference input item
+	// (an item given by its id alone), a stored prompt. Its size is
+	// unknown to the gateway, which reserves a bound for it.
+	ReadsStored bool
 
 	// The input, for routing rules and estimates.
 	Messages      int64 // chat messages, Responses input items, prompts, embedding inputs
@@ -257,7 +263,12 @@ func (r *Request) Parse(raw []byte, api API) error {
 				err = r.readPrompts(s, "prompt", depth)
 			} else {
 				err = s.value(depth)
+				// the Responses API's prompt names a stored one
+				r.ReadsStored = r.ReadsStored || api == Responses && seen.prompt
 			}
+		case "conversation":
+			err = s.value(depth)
+			r.ReadsStored = r.ReadsStored || api == Responses && s.b[vstart] != 'n'
 		case "instructions":
 			if api == Responses && s.b[s.i] == '"' {
 				if err = s.str(); err == nil {
@@ -350,7 +361,7 @@ var actedOn = func() map[string]string {
 	m := map[string]string{}
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
-		"max_output_tokens", "temperature", "user", "previous_response_id", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities",
+		"max_output_tokens", "temperature", "user", "previous_response_id", "conversation", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities",
 		"plugins", "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
@@ -785,10 +796,22 @@ func (r *Request) readMessages(s *scanner, param string, depth int) error {
 // content, a text or parts, and the size of its other members.
 func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	r.Messages++
-	var role, content span = absent, absent
+	var role, content, typ span = absent, absent, absent
 	var names memberNames
+	known, hasID := messageMembers, false
+	if param == "input" {
+		known = itemMembers
+	}
 	err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
-		switch names.check(keyName(key), "", "role", "content") {
+		switch names.check(keyName(key), "", known...) {
+		case 2: // a Responses item's type, read as text too
+			start := s.i
+			err := r.readOther(s, depth)
+			typ = span{start, s.i}
+			return err
+		case 3: // a Responses item's id
+			hasID = s.b[s.i] == '"'
+			return r.readOther(s, depth)
 		case 0:
 			start := s.i
 			if c := s.b[s.i]; c != '"' && c != 'n' {
@@ -814,8 +837,19 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 		}
 		return names.err
 	})
-	if err != nil || !content.ok() {
+	if err != nil {
 		return err
+	}
+	if param == "input" && !r.ReadsStored {
+		// an item_reference, its type given or not (an item of an id
+		// alone): a stored item the provider reads
+		switch t := text(s.b[max(typ.start, 0):max(typ.end, 0)]); {
+		case t == "item_reference", t == "" && !role.ok() && !content.ok() && hasID:
+			r.ReadsStored = true
+		}
+	}
+	if !content.ok() {
+		return nil
 	}
 	r.lastIsUser = false
 	// decoded, as a provider reads it ("us\u0065r" is the user)
@@ -828,6 +862,13 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	}
 	return nil
 }
+
+// The members of a message, and of a Responses API input item, that the
+// gateway reads (memberNames.check).
+var (
+	messageMembers = []string{"role", "content"}
+	itemMembers    = []string{"role", "content", "type", "id"}
+)
 
 // readOther reads the value of a message's member other than its role and
 // content (tool calls and their arguments, a name, reasoning, a Responses

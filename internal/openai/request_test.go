@@ -361,6 +361,43 @@ func TestParseServiceTierAndBackground(t *testing.T) {
 	}
 }
 
+// TestParseReadsStored: what makes a Responses request read context the
+// provider stores, which its body does not carry.
+func TestParseReadsStored(t *testing.T) {
+	for _, tc := range []struct {
+		api    API
+		body   string
+		stored bool
+	}{
+		{Responses, `{"input":"x"}`, false},
+		{Responses, `{"input":"x","conversation":null,"prompt":null}`, false},
+		{Responses, `{"input":"x","conversation":"conv_1"}`, true},
+		{Responses, `{"input":"x","conversation":{"id":"conv_1"}}`, true},
+		{Responses, `{"prompt":{"id":"pmpt_1"}}`, true},
+		{Responses, `{"input":[{"type":"item_reference","id":"msg_1"}]}`, true},
+		{Responses, `{"input":[{"type":"item_r\u0065ference","id":"msg_1"}]}`, true},
+		{Responses, `{"input":[{"type":null,"id":"msg_1"}]}`, true},
+		{Responses, `{"input":[{"id":"msg_1"}]}`, true},
+		// items that carry what the model reads, with their ids
+		{Responses, `{"input":[{"type":"message","id":"msg_1","role":"assistant","content":"hi"}]}`, false},
+		{Responses, `{"input":[{"type":"function_call_output","id":"fc_1","call_id":"c","output":"42"}]}`, false},
+		{Responses, `{"input":[{"role":"user","content":"x","id":"msg_1"}]}`, false},
+		{Responses, `{"input":[{"id":null}]}`, false},
+		// not the Responses API: passed through unread
+		{Chat, `{"messages":[{"role":"user","content":"x","type":"item_reference","id":"m"}],"conversation":"c"}`, false},
+		{Completions, `{"prompt":"x","conversation":"c"}`, false},
+	} {
+		var r Request
+		if err := r.Parse([]byte(tc.body), tc.api); err != nil {
+			t.Errorf("%s: %v", tc.body, err)
+			continue
+		}
+		if r.ReadsStored != tc.stored {
+			t.Errorf("%s: ReadsStored %v, want %v", tc.body, r.ReadsStored, tc.stored)
+		}
+	}
+}
+
 func TestStripUsage(t *testing.T) {
 	cases := []struct {
 		api  API
@@ -415,6 +452,9 @@ func TestParseRequestRefusals(t *testing.T) {
 		{0, `{"stream":true,"stream_options":{"Include_Usage":true}}`, CodeCaseVariant, "stream_options.Include_Usage"},
 		{0, `{"response_format":{"TYPE":"json_object"}}`, CodeCaseVariant, "response_format.TYPE"},
 		{Chat, `{"messages":[{"Role":"user","content":"x"}]}`, CodeCaseVariant, "Role"},
+		{Responses, `{"input":[{"TYPE":"item_reference","id":"msg_1"}]}`, CodeCaseVariant, "TYPE"},
+		{Responses, `{"input":[{"type":"item_reference","Id":"msg_1"}]}`, CodeCaseVariant, "Id"},
+		{Responses, `{"input":"x","Conversation":"conv_1"}`, CodeCaseVariant, "Conversation"},
 		// nested members the gateway reads, twice
 		{0, `{"stream":true,"stream_options":{"include_usage":true,"include_us\u0061ge":false}}`, CodeDuplicate, "stream_options.include_usage"},
 		{Chat, `{"messages":[{"role":"user","role":"system","content":"x"}]}`, CodeDuplicate, "role"},
