@@ -192,13 +192,13 @@ func TestOutputCapBoundsBurst(t *testing.T) {
 	}
 }
 
-// TestUnseenContextReserved: a Responses request that makes the provider
-// read context it stores (a response this instance did not relay, a
-// conversation, stored items, a stored prompt) reserves context_reserve
-// tokens for it, not the few its own text shows: ten at once against a
-// limit that two such contexts pass are two (admission admits while under
-// the limit), not ten. A request without stored context reserves its text
-// alone.
+// TestUnseenContextReserved: a request that makes the provider read input
+// the router cannot size (context the provider stores: a response this
+// instance did not relay, a conversation, stored items, a stored prompt;
+// a document) reserves context_reserve tokens for it, not the few its own
+// text shows: ten at once against a limit that two such contexts pass are
+// two (admission admits while under the limit), not ten. A request
+// without such input reserves its text alone.
 func TestUnseenContextReserved(t *testing.T) {
 	// at 1,000 a million input tokens, the default reserve of 128,000
 	// tokens is 128; each request's own text about 0.02
@@ -215,11 +215,16 @@ func TestUnseenContextReserved(t *testing.T) {
 		{"escaped item_reference", `{"model":"simple_qa","input":[{"type":"item_\u0072eference","id":"msg_0123456789"}]}`, 2},
 		{"stored prompt", `{"model":"simple_qa","prompt":{"id":"pmpt_0123456789","version":"2"},"input":"And?"}`, 2},
 		{"no stored context", `{"model":"simple_qa","input":[{"type":"message","role":"user","content":"And?"}]}`, 10},
+		{"chat document", `{"model":"simple_qa","messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-0123456789"}},{"type":"text","text":"Sum it up."}]}]}`, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			up := newHeldUpstream(10, 10)
 			r := heldRouter(t, up, &Budget{Name: "continuations", Limits: []BudgetLimit{{Amount: limit, Period: "day"}}, ReserveOutput: 10})
-			admitted, codes := admitSomeAt(t, r, up, "/v1/responses", tc.body, 10)
+			path := "/v1/responses"
+			if strings.Contains(tc.body, `"messages"`) {
+				path = "/v1/chat/completions"
+			}
+			admitted, codes := admitSomeAt(t, r, up, path, tc.body, 10)
 			close(up.release)
 			for range admitted {
 				<-codes

@@ -133,15 +133,17 @@ type Router struct {
 	// larger bodies get 413. Default: 8 MB (8,000,000 bytes).
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
 
-	// ContextReserve is how many input tokens a Responses API request is
-	// taken to read from context the provider stores and the router cannot
-	// see: a previous_response_id this instance did not relay (made
-	// before a restart, on another instance, or forgotten), a
-	// conversation, an item_reference input item, a stored prompt. Budgets
-	// reserve it at admission, and an answer without usage is charged it,
-	// so that concurrent continuations cannot pass a hard cap on an
-	// estimate of their own text. Set it to the largest context window of
-	// the models such requests reach. Default: 128,000 tokens.
+	// ContextReserve is how many input tokens a request is taken to read,
+	// besides its text, when the router cannot size that input: context
+	// the provider stores (a Responses API previous_response_id this
+	// instance did not relay, made before a restart, on another instance,
+	// or forgotten; a conversation; an item_reference input item; a
+	// stored prompt) or a document (a file part), whose pages the provider
+	// reads whatever its bytes. Budgets reserve it at admission, and an
+	// answer without usage is charged it, so that concurrent such requests
+	// cannot pass a hard cap on an estimate of their own text. Set it to
+	// the largest context window of the models they reach. Default:
+	// 128,000 tokens.
 	ContextReserve int64 `json:"context_reserve,omitempty"`
 
 	// ServiceTiers are the service_tier values a client may ask for; a

@@ -53,16 +53,13 @@ func rememberResponse(id string, d *deployment, u usage) {
 // inputTokens is the request's estimated input: its text
 // (openai.Request.InputTokens) and, for a continuation of a response the
 // router relayed, that response's context, which the provider reads (and
-// bills) again. Stored context the router does not know the size of (a
-// response made elsewhere, or forgotten, a conversation, a stored item or
-// prompt) counts as context_reserve tokens.
+// bills) again. Input the router cannot size (a response made elsewhere,
+// or forgotten, a conversation, a stored item or prompt, a document)
+// counts as context_reserve tokens besides.
 func (ex *exchange) inputTokens() int64 {
 	n := ex.body.InputTokens()
-	if ex.ep != responsesEndpoint {
-		return n
-	}
-	unseen := ex.body.ReadsStored
-	if prev := ex.body.PreviousResponseID; prev != "" {
+	unseen := ex.body.UnseenInput
+	if prev := ex.body.PreviousResponseID; prev != "" && ex.ep == responsesEndpoint {
 		home, ok := responseHomes.Peek(prev)
 		n = addTokens(n, home.context)
 		unseen = unseen || !ok

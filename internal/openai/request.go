@@ -100,12 +100,14 @@ type Request struct {
 	// stored response this one continues, which only the provider that
 	// made it knows; "" when absent or null
 	PreviousResponseID string
-	// ReadsStored is set when a Responses API request makes the provider
-	// read context it keeps and the body does not carry, besides
-	// previous_response_id: a conversation, an item_reference input item
-	// (an item given by its id alone), a stored prompt. Its size is
-	// unknown to the gateway, which reserves a bound for it.
-	ReadsStored bool
+	// UnseenInput is set when the request makes the provider read input
+	// whose size the gateway cannot count: context the provider stores
+	// (a Responses API conversation, an item_reference input item or an
+	// item given by its id alone, a stored prompt; previous_response_id
+	// is apart), or a document (a file part, a file's data URL), whose
+	// pages the provider reads as text and images whatever its bytes. The
+	// gateway reserves a bound for it.
+	UnseenInput bool
 
 	// The input, for routing rules and estimates.
 	Messages      int64 // chat messages, Responses input items, prompts, embedding inputs
@@ -264,11 +266,11 @@ func (r *Request) Parse(raw []byte, api API) error {
 			} else {
 				err = s.value(depth)
 				// the Responses API's prompt names a stored one
-				r.ReadsStored = r.ReadsStored || api == Responses && seen.prompt
+				r.UnseenInput = r.UnseenInput || api == Responses && seen.prompt
 			}
 		case "conversation":
 			err = s.value(depth)
-			r.ReadsStored = r.ReadsStored || api == Responses && s.b[vstart] != 'n'
+			r.UnseenInput = r.UnseenInput || api == Responses && s.b[vstart] != 'n'
 		case "instructions":
 			if api == Responses && s.b[s.i] == '"' {
 				if err = s.str(); err == nil {
@@ -840,12 +842,12 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	if err != nil {
 		return err
 	}
-	if param == "input" && !r.ReadsStored {
+	if param == "input" && !r.UnseenInput {
 		// an item_reference, its type given or not (an item of an id
 		// alone): a stored item the provider reads
 		switch t := text(s.b[max(typ.start, 0):max(typ.end, 0)]); {
 		case t == "item_reference", t == "" && !role.ok() && !content.ok() && hasID:
-			r.ReadsStored = true
+			r.UnseenInput = true
 		}
 	}
 	if !content.ok() {
@@ -894,6 +896,7 @@ func (r *Request) readOther(s *scanner, depth int) error {
 			r.Audio++
 		default:
 			r.Files++
+			r.UnseenInput = true
 		}
 		return nil
 	case '{':
@@ -989,6 +992,7 @@ func (r *Request) readPart(s *scanner, depth int) error {
 			r.Audio++
 		case bytes.Contains(t, []byte("file")):
 			r.Files++
+			r.UnseenInput = true
 		}
 	}
 	return err

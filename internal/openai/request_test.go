@@ -361,9 +361,10 @@ func TestParseServiceTierAndBackground(t *testing.T) {
 	}
 }
 
-// TestParseReadsStored: what makes a Responses request read context the
-// provider stores, which its body does not carry.
-func TestParseReadsStored(t *testing.T) {
+// TestParseUnseenInput: what makes a request read input the gateway
+// cannot size: context the provider stores, which the body does not
+// carry, and documents.
+func TestParseUnseenInput(t *testing.T) {
 	for _, tc := range []struct {
 		api    API
 		body   string
@@ -386,14 +387,19 @@ func TestParseReadsStored(t *testing.T) {
 		// not the Responses API: passed through unread
 		{Chat, `{"messages":[{"role":"user","content":"x","type":"item_reference","id":"m"}],"conversation":"c"}`, false},
 		{Completions, `{"prompt":"x","conversation":"c"}`, false},
+		// documents, by reference or inline, in either API; images are not
+		{Chat, `{"messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-1"}}]}]}`, true},
+		{Responses, `{"input":[{"role":"user","content":[{"type":"input_file","file_url":"https://example.com/a.pdf"}]}]}`, true},
+		{Chat, `{"messages":[{"role":"tool","tool_call_id":"c","content":"x","extra":"data:application/pdf;base64,JVBERi0="}]}`, true},
+		{Chat, `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}`, false},
 	} {
 		var r Request
 		if err := r.Parse([]byte(tc.body), tc.api); err != nil {
 			t.Errorf("%s: %v", tc.body, err)
 			continue
 		}
-		if r.ReadsStored != tc.stored {
-			t.Errorf("%s: ReadsStored %v, want %v", tc.body, r.ReadsStored, tc.stored)
+		if r.UnseenInput != tc.stored {
+			t.Errorf("%s: UnseenInput %v, want %v", tc.body, r.UnseenInput, tc.stored)
 		}
 	}
 }
