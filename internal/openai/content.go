@@ -94,10 +94,12 @@ func contentText(v []byte) string {
 }
 
 // What a request's input is estimated to cost in tokens, where a provider
-// reports no usage: text at about four characters a token, and each media
-// part at a fixed figure rather than by its bytes (a base64 image of 2 MB
-// is not 500,000 tokens). An answer's text is estimated at CharsPerToken
-// bytes of UTF-8 a token (StreamTextBytes, AnswerTextBytes).
+// reports no usage: text at about four bytes of UTF-8 a token (an English
+// character is one byte; a Chinese, Japanese or Korean one three, as they
+// take about a token each), and each media part at a fixed figure rather
+// than by its bytes (a base64 image of 2 MB is not 500,000 tokens). An
+// answer's text is estimated the same way (StreamTextBytes,
+// AnswerTextBytes).
 const (
 	CharsPerToken   = 4
 	ImageTokens     = 765  // a 1024×1024 image at high detail, by OpenAI's tile rule
@@ -109,7 +111,7 @@ const (
 // InputTokens estimates the request's input tokens (see the constants
 // above); tool definitions count as text.
 func (r *Request) InputTokens() int64 {
-	chars := r.TextChars + r.ToolBytes
-	return (chars+CharsPerToken-1)/CharsPerToken + r.TokenIDs +
+	text := r.TextChars + r.textWide + r.ToolBytes // in bytes of UTF-8
+	return (text+CharsPerToken-1)/CharsPerToken + r.TokenIDs +
 		r.Messages*MessageOverhead + r.Images*ImageTokens + r.Audio*AudioTokens + r.Files*FileTokens
 }

@@ -129,6 +129,38 @@ func TestInputCountsEveryMessageMember(t *testing.T) {
 	}
 }
 
+// TestInputCountsUTF8Bytes: the input estimate counts text in bytes of
+// UTF-8, as the provider's tokenizer sees it: a Chinese character is
+// about a token, not a quarter of one, so that a Chinese prompt reserves
+// what it costs; characters stay characters for the rules (prompt_chars),
+// and an escape counts as what it decodes to.
+func TestInputCountsUTF8Bytes(t *testing.T) {
+	zh := strings.Repeat("请推荐一件适合冬天穿的外套", 100) // 1,300 characters, 3,900 bytes
+	for _, tc := range []struct {
+		name, body    string
+		chars, tokens int64
+	}{
+		{"raw", `{"messages":[{"role":"user","content":"` + zh + `"}]}`, 1300, 975 + MessageOverhead},
+		{"escaped", `{"messages":[{"role":"user","content":"` + strings.Repeat(`\u8bf7`, 400) + `"}]}`, 400, 300 + MessageOverhead},
+		{"a pair escaped", `{"messages":[{"role":"user","content":"` + strings.Repeat(`\ud83d\ude00`, 100) + `"}]}`, 100, 100 + MessageOverhead},
+		{"parts", `{"messages":[{"role":"user","content":[{"type":"text","text":"` + zh + `"}]}]}`, 1300, 975 + MessageOverhead},
+		{"responses input", `{"input":"` + zh + `","instructions":"` + zh + `"}`, 2600, 1950 + MessageOverhead},
+		{"english", `{"messages":[{"role":"user","content":"` + strings.Repeat("abcd", 100) + `"}]}`, 400, 100 + MessageOverhead},
+	} {
+		api := Chat
+		if strings.Contains(tc.body, `"input"`) {
+			api = Responses
+		}
+		var r Request
+		if err := r.Parse([]byte(tc.body), api); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if r.TextChars != tc.chars || r.InputTokens() != tc.tokens {
+			t.Errorf("%s: TextChars %d, InputTokens %d; want %d and %d", tc.name, r.TextChars, r.InputTokens(), tc.chars, tc.tokens)
+		}
+	}
+}
+
 // TestInputCountsTools: tool and function definitions are counted, for
 // every API (this was already so).
 func TestInputCountsTools(t *testing.T) {

@@ -53,8 +53,10 @@ type scanner struct {
 	// gateway only looks for usage and errors in an answer; refusing one
 	// for a stray byte would fail over an answer the provider billed.
 	lax bool
-	// chars is the character count of the last string str scanned
-	chars int64
+	// chars is the character count of the last string str scanned, and
+	// wide how many more bytes than characters its UTF-8 takes (decoded):
+	// 2 for a Chinese character, 0 for English
+	chars, wide int64
 }
 
 // maxAnswerDepth bounds the nesting of an answer, as encoding/json does.
@@ -228,14 +230,15 @@ func (s *scanner) value(depth int) error {
 // str scans a string; it must be valid UTF-8 (unless lax). It leaves in
 // s.chars the characters of its content, counted as StringChars counts
 // them, at no cost in the common ASCII run: the bytes it scanned, less
-// what escapes and multi-byte characters take beyond one each.
+// what escapes and multi-byte characters take beyond one each; and in
+// s.wide the bytes its multi-byte characters take beyond one each.
 func (s *scanner) str() error {
 	plain := &plainStringByte
 	if s.lax {
 		plain = &plainAnswerByte
 	}
 	b, i := s.b, s.i+1 // after the opening quote; locals, not s's fields, in the loop
-	start, extra := i, 0
+	start, extra, wide := i, 0, 0
 	for i < len(b) {
 		for i < len(b) && plain[b[i]] {
 			i++ // the common case, one table lookup a byte
@@ -246,7 +249,7 @@ func (s *scanner) str() error {
 		c := b[i]
 		switch {
 		case c == '"':
-			s.i, s.chars = i+1, int64(i-start-extra)
+			s.i, s.chars, s.wide = i+1, int64(i-start-extra), int64(wide)
 			return nil
 		case c == '\\':
 			if i+1 >= len(b) {
@@ -268,8 +271,15 @@ func (s *scanner) str() error {
 				}
 				i += 6
 				extra += 5
-				if v >= 0xDC00 && v <= 0xDFFF { // the second half of a pair: counted with the first
+				switch {
+				case v >= 0xDC00 && v <= 0xDFFF: // the second half of a pair: counted with the first
 					extra++
+				case v >= 0xD800 && v <= 0xDBFF: // a pair: four bytes
+					wide += 3
+				case v >= 0x800:
+					wide += 2
+				case v >= 0x80:
+					wide++
 				}
 			default:
 				s.i = i
@@ -286,6 +296,7 @@ func (s *scanner) str() error {
 			}
 			i += n
 			extra += n - 1
+			wide += n - 1
 		}
 	}
 	s.i = i

@@ -131,9 +131,12 @@ type Request struct {
 	// limitNames' index: where an output cap goes (Upstream)
 	limitVals [len(limitNames)]span
 
-	lastUser     span   // the last user message's content (a string or parts)
-	lastIsUser   bool   // the last message is the user's (lastUser)
-	contentChars int64  // of the message being read
+	lastUser     span  // the last user message's content (a string or parts)
+	lastIsUser   bool  // the last message is the user's (lastUser)
+	contentChars int64 // of the message being read
+	// textWide is how many more bytes than characters the text counted in
+	// TextChars takes in UTF-8: the estimate counts bytes (InputTokens)
+	textWide     int64
 	system       []span // system and developer messages' content, in order
 	systemFirst  [2]span
 	instructions span // the Responses API's "instructions"
@@ -276,6 +279,7 @@ func (r *Request) Parse(raw []byte, api API) error {
 				if err = s.str(); err == nil {
 					r.instructions = span{vstart, s.i}
 					r.TextChars += s.chars
+					r.textWide += s.wide
 				}
 			} else {
 				err = s.value(depth)
@@ -890,6 +894,7 @@ func (r *Request) readOther(s *scanner, depth int) error {
 		switch v := s.b[start+1 : s.i-1]; {
 		case !bytes.HasPrefix(v, []byte("data:")):
 			r.TextChars += s.chars
+			r.textWide += s.wide
 		case bytes.HasPrefix(v[5:], []byte("image/")):
 			r.Images++
 		case bytes.HasPrefix(v[5:], []byte("audio/")):
@@ -926,6 +931,7 @@ func (r *Request) readContent(s *scanner, param string, i, depth int) error {
 			return err
 		}
 		r.contentChars = s.chars
+		r.textWide += s.wide
 	case '[':
 		if err := s.array(depth, func(s *scanner, j, depth int) error {
 			if s.b[s.i] != '{' {
@@ -965,6 +971,7 @@ func (r *Request) readPart(s *scanner, depth int) error {
 			}
 			if s.b[start] == '"' {
 				r.contentChars += s.chars
+				r.textWide += s.wide
 			}
 			return nil
 		case -1:
@@ -975,6 +982,7 @@ func (r *Request) readPart(s *scanner, depth int) error {
 			// a refusal part (an assistant's, sent back) is text too
 			if s.b[start] == '"' && equalFold(keyName(key), []byte("refusal")) {
 				r.contentChars += s.chars
+				r.textWide += s.wide
 			}
 			return nil
 		}
@@ -1058,6 +1066,7 @@ func (r *Request) readUserText(s *scanner) error {
 	r.lastUser = span{start, s.i}
 	r.LastUserChars = s.chars
 	r.TextChars += r.LastUserChars
+	r.textWide += s.wide
 	return nil
 }
 
