@@ -804,7 +804,7 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	r.Messages++
 	var role, content, typ span = absent, absent, absent
 	var names memberNames
-	known, hasID := messageMembers, false
+	known, hasID, sealed := messageMembers, false, false
 	if param == "input" {
 		known = itemMembers
 	}
@@ -817,6 +817,9 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 			return err
 		case 3: // a Responses item's id
 			hasID = s.b[s.i] == '"'
+			return r.readOther(s, depth)
+		case 4: // a reasoning item's own content
+			sealed = s.b[s.i] == '"'
 			return r.readOther(s, depth)
 		case 0:
 			start := s.i
@@ -847,10 +850,13 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 		return err
 	}
 	if param == "input" && !r.UnseenInput {
-		// an item_reference, its type given or not (an item of an id
-		// alone): a stored item the provider reads
+		// a stored item the provider reads: an item_reference, its type
+		// given or not (an item of an id alone), or a reasoning item by
+		// its id, without its encrypted_content (a stored response's
+		// reasoning, which the provider reads back)
 		switch t := text(s.b[max(typ.start, 0):max(typ.end, 0)]); {
-		case t == "item_reference", t == "" && !role.ok() && !content.ok() && hasID:
+		case t == "item_reference", t == "" && !role.ok() && !content.ok() && hasID,
+			t == "reasoning" && hasID && !sealed:
 			r.UnseenInput = true
 		}
 	}
@@ -873,7 +879,7 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 // gateway reads (memberNames.check).
 var (
 	messageMembers = []string{"role", "content"}
-	itemMembers    = []string{"role", "content", "type", "id"}
+	itemMembers    = []string{"role", "content", "type", "id", "encrypted_content"}
 )
 
 // readOther reads the value of a message's member other than its role and

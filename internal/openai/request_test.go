@@ -384,6 +384,11 @@ func TestParseUnseenInput(t *testing.T) {
 		{Responses, `{"input":[{"type":"function_call_output","id":"fc_1","call_id":"c","output":"42"}]}`, false},
 		{Responses, `{"input":[{"role":"user","content":"x","id":"msg_1"}]}`, false},
 		{Responses, `{"input":[{"id":null}]}`, false},
+		// a reasoning item by its id is read back from storage; with its
+		// encrypted_content, from the body
+		{Responses, `{"input":[{"type":"reasoning","id":"rs_1","summary":[]}]}`, true},
+		{Responses, `{"input":[{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":null}]}`, true},
+		{Responses, `{"input":[{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"gAAAAB"}]}`, false},
 		// not the Responses API: passed through unread
 		{Chat, `{"messages":[{"role":"user","content":"x","type":"item_reference","id":"m"}],"conversation":"c"}`, false},
 		{Completions, `{"prompt":"x","conversation":"c"}`, false},
