@@ -1141,7 +1141,11 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		if relay.flight != nil {
 			relay.flight.fail(msg)
 		}
-		if !relay.failed { // else the client has the provider's
+		// the client has the provider's error event; unless the SDKs
+		// raise on it (the Responses API's "error" and response.failed
+		// events they yield as any other), the router's follows, so that
+		// they raise rather than meet a bare transport error
+		if !relay.raised {
 			_ = writeStreamError(ex.w, &routerError{typ: typeServerError, code: codeStreamBroken, msg: msg})
 		}
 		_ = rc.Flush()

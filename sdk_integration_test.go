@@ -195,3 +195,28 @@ func TestSDKResponsesCompletionsModels(t *testing.T) {
 		t.Errorf("output tokens +%v, the mock served %d", d, served.Completion)
 	}
 }
+
+// TestSDKResponsesErrorEventRaises: a Responses API stream whose provider
+// sends its "error" event mid-way makes the official SDK raise an
+// APIError, as a chat stream's error does. The SDKs raise only on an event
+// with an "error" object; they yield the Responses API's own error event
+// (and response.failed) as one more event, and the aborted response that
+// follows was a bare transport error ("terminated").
+func TestSDKResponsesErrorEventRaises(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ErrorEvent: true})
+	var got struct {
+		Types []string  `json:"types"`
+		Error *sdkError `json:"error"`
+	}
+	runSDK(t, "responses-stream", &got)
+	if got.Error == nil {
+		t.Fatalf("the SDK returned a failed stream without raising: %+v", got)
+	}
+	if got.Error.Name != "APIError" || got.Error.Code == nil || *got.Error.Code != "upstream_stream_broken" {
+		t.Errorf("the SDK raised %+v, want APIError with code upstream_stream_broken", *got.Error)
+	}
+	if !slices.Contains(got.Types, "error") {
+		t.Errorf("events %v: the provider's error event was not relayed", got.Types)
+	}
+}

@@ -74,6 +74,20 @@ const cases = {
     return { plain, streamed };
   },
 
+  // a Responses API stream read to its end (or to the error the SDK
+  // raises), keeping the event types and the text; MODEL names the model
+  'responses-stream': async () => {
+    const out = { types: [], text: '' };
+    const res = await attempt(async () => {
+      const stream = await client.responses.create({ model: process.env.MODEL ?? 'simple_qa', input: 'Where is my order?', stream: true });
+      for await (const ev of stream) {
+        out.types.push(ev.type);
+        if (ev.type === 'response.output_text.delta') out.text += ev.delta;
+      }
+    });
+    return { ...out, error: res.error ?? null };
+  },
+
   completions: async () => {
     const plain = await attempt(async () => {
       const r = await client.completions.create({ model: 'simple_qa', prompt: 'Where is my order?', max_tokens: 5 });

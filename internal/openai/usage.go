@@ -198,6 +198,21 @@ func IsError(b []byte) bool {
 	return ReadAnswer(0, b).Error
 }
 
+// SDKsRaise reports whether the official SDKs raise on a stream event's
+// data: its top-level "error" (the last, as their parsers keep) is an
+// object with members (Python's SDK tests it for truth, so "{}" is not
+// one). They yield any other event to the caller, the Responses API's
+// {"type":"error"} and response.failed events included.
+func SDKsRaise(data []byte) bool {
+	raises := false
+	ForEachMember(data, func(key, val []byte) {
+		if string(key) == "error" {
+			raises = val[0] == '{' && val[skipSpace(val, 1)] != '}'
+		}
+	})
+	return raises
+}
+
 // EventType is the top-level "type" of a stream event's data (the last,
 // as JSON parsers read a repeated member), decoded; "" when there is none.
 // A member of that name deeper in the event (an item's type, a client's

@@ -544,3 +544,22 @@ func FuzzUsageParser(f *testing.F) {
 		}
 	})
 }
+
+// TestSDKsRaise: the stream events the official SDKs raise on, and those
+// they yield (the Responses API's own error events among them).
+func TestSDKsRaise(t *testing.T) {
+	for data, want := range map[string]bool{
+		`{"error":{"message":"boom","type":"server_error","param":null,"code":null}}`: true,
+		`{"error": {"message": "boom"}}`:                                              true,
+		`{"error":{"message":"x"},"error":null}`:                                      false,
+		`{"error":{}}`:                                                                false,
+		`{"error":null}`:                                                              false,
+		`{"type":"error","code":"server_error","message":"boom","param":null}`:        false,
+		`{"type":"response.failed","response":{"error":{"code":"server_error"}}}`:     false,
+		`not json`: false,
+	} {
+		if got := SDKsRaise([]byte(data)); got != want {
+			t.Errorf("SDKsRaise(%s) = %v, want %v", data, got, want)
+		}
+	}
+}
