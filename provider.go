@@ -340,9 +340,10 @@ func transportErrorText(err error) string {
 	return truncate(addressPattern.ReplaceAllString(err.Error(), "<address>"), 300)
 }
 
-// addressPattern matches an IPv4 or bracketed IPv6 address, with its
-// port if any.
-var addressPattern = regexp.MustCompile(`\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9A-Fa-f:.%\w]+\](?::\d+)?`)
+// addressPattern matches an IPv4 or bracketed IPv6 address (hex digits
+// with at least one colon, and a zone), with its port if any: a word in
+// brackets ("[DONE]", in the text of errNoDone) is no address.
+var addressPattern = regexp.MustCompile(`\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(?:%[\w.-]+)?\](?::\d+)?`)
 
 // certInvalidReason names an x509.InvalidReason without the certificate's
 // details.

@@ -324,3 +324,21 @@ func rawProvider(t *testing.T, answer func(c net.Conn, req *http.Request)) strin
 	}()
 	return l.Addr().String()
 }
+
+// TestStreamCutShortMessage: the error event of a stream that ended
+// before its [DONE] names the event it lacks. The mask of bracketed IPv6
+// addresses took any bracketed word for one, and the client read "the
+// stream ended before its end (<address>, or response.completed)".
+func TestStreamCutShortMessage(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{EndAfterChunks: 2})
+	_, body, _ := g.postRaw("/v1/chat/completions", chatBody("simple_qa", true))
+	data := sseData(body)
+	if len(data) == 0 || !strings.Contains(data[len(data)-1], "ended before its end ([DONE], or response.completed)") {
+		t.Errorf("events %q: want the stream error naming [DONE]", data)
+	}
+	// an address in brackets is still masked, a word in brackets is not
+	if got := transportErrorText(errors.New("at [::1]:443 and [fe80::1%eth0] after [DONE]")); got != "at <address> and <address> after [DONE]" {
+		t.Errorf("%q", got)
+	}
+}
