@@ -835,6 +835,11 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		// client's error, whichever deployment is asked
 		res.outcome, relay = outcomeClientError, true
 	}
+	if !relay && ex.namesConversation(resp.StatusCode, payload, d.upstream) {
+		// the conversation is not at this deployment: another may have
+		// it (failover), and the deployment is not at fault
+		res.outcome = outcomeClientError
+	}
 	if !relay {
 		if res.outcome == outcomeRateLimited {
 			res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
@@ -888,7 +893,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			ex.cache.keepAnswer(d, payload, cost, a.Complete)
 		}
 		if ex.ep == responsesEndpoint {
-			rememberResponse(openai.ResponseID(payload), d, u)
+			ex.rememberAnswer(openai.ResponseID(payload), d, u)
 		}
 	} else {
 		if !ex.gate.claim(i) {
@@ -1116,7 +1121,9 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	// abandoned, broken, or a provider that ignores include_usage: the
 	// provider bills anyway, so an estimate is counted rather than nothing
 	cost := ex.observeUsage(d, u)
-	rememberResponse(relay.responseID, d, u)
+	if ex.ep == responsesEndpoint {
+		ex.rememberAnswer(relay.responseID, d, u)
+	}
 	if relay.flight != nil && err == nil && relay.done {
 		ex.cache.keepStream(d, cost)
 	}

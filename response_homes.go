@@ -14,6 +14,16 @@ import (
 // and sends a continuation there first. Another deployment would answer
 // 404, which is then the client's error (the response is not there), not
 // the deployment's fault.
+//
+// A request in a conversation (the Conversations API's conversation)
+// reads what the provider stored of it, which only the account that made
+// it has. Conversations are made past the router (POST /conversations), so
+// the first deployment asked may well not have it: its 404 naming the
+// conversation fails over to the next candidate without costing the
+// deployment its health (a client could otherwise disable every
+// deployment by naming conversations nobody has). The deployment that
+// answered in a conversation is its home from then on, remembered as a
+// response's.
 
 // maxResponseHomes bounds the responses remembered, the most recent kept:
 // about 100 bytes each.
@@ -50,6 +60,26 @@ func rememberResponse(id string, d *deployment, u usage) {
 	}
 }
 
+// rememberAnswer records the homes of a Responses API answer of d with
+// usage u: of its response id, and of the conversation the request is in
+// (whose stored context is now what this answer read and wrote).
+func (ex *exchange) rememberAnswer(id string, d *deployment, u usage) {
+	rememberResponse(id, d, u)
+	rememberResponse(ex.body.Conversation, d, u)
+}
+
+// continued is the stored response or conversation the request continues
+// at the provider, "" for none.
+func (ex *exchange) continued() string {
+	if ex.ep != responsesEndpoint {
+		return ""
+	}
+	if ex.body.PreviousResponseID != "" {
+		return ex.body.PreviousResponseID
+	}
+	return ex.body.Conversation
+}
+
 // inputTokens is the request's estimated input: its text
 // (openai.Request.InputTokens) and, for a continuation of a response the
 // router relayed, that response's context, which the provider reads (and
@@ -59,7 +89,7 @@ func rememberResponse(id string, d *deployment, u usage) {
 func (ex *exchange) inputTokens() int64 {
 	n := ex.body.InputTokens()
 	unseen := ex.body.UnseenInput
-	if prev := ex.body.PreviousResponseID; prev != "" && ex.ep == responsesEndpoint {
+	if prev := ex.continued(); prev != "" {
 		home, ok := responseHomes.Peek(prev)
 		n = addTokens(n, home.context)
 		unseen = unseen || !ok
@@ -73,8 +103,8 @@ func (ex *exchange) inputTokens() int64 {
 // homeFirst moves the deployment that made the response a request
 // continues to the front of its candidates, when it is one of them.
 func (ex *exchange) homeFirst(candidates []*deployment) {
-	prev := ex.body.PreviousResponseID
-	if ex.ep != responsesEndpoint || prev == "" {
+	prev := ex.continued()
+	if prev == "" {
 		return
 	}
 	home, ok := responseHomes.Get(prev)
@@ -109,8 +139,24 @@ func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel 
 	if bytes.Contains(body, []byte("previous_response")) {
 		return true
 	}
-	return len(prev) >= minResponseIDLen && !inModelName(prev, upstreamModel) && isIDWord(prev) &&
-		strings.ContainsAny(prev, "0123456789") && containsWord(body, prev)
+	return namesID(body, prev, upstreamModel)
+}
+
+// namesConversation reports whether an error answer is a 404 about the
+// conversation the request is in, by its id as a whole word (under the
+// rules of namesRequestResource): the conversation is not at that
+// deployment, which is the request's doing, not the deployment's fault.
+func (ex *exchange) namesConversation(status int, body []byte, upstreamModel string) bool {
+	conv := ex.body.Conversation
+	return status == http.StatusNotFound && conv != "" && ex.ep == responsesEndpoint && namesID(body, conv, upstreamModel)
+}
+
+// namesID reports whether body names id, the client's text, as the id of
+// something stored: id looks like one and is not the model's name nor a
+// part of it.
+func namesID(body []byte, id, upstreamModel string) bool {
+	return len(id) >= minResponseIDLen && !inModelName(id, upstreamModel) && isIDWord(id) &&
+		strings.ContainsAny(id, "0123456789") && containsWord(body, id)
 }
 
 // inModelName reports whether s is the upstream model's name or a part of

@@ -225,3 +225,62 @@ func expectFailoverWith(t *testing.T, srv *httptest.Server, prevs ...string) {
 		}
 	}
 }
+
+// TestConversationNotFoundIsNotTheDeployments: a Responses API request in
+// a conversation (conversation, the Conversations API) that a deployment
+// does not have gets its 404 naming the conversation: the client's doing,
+// not the deployment's. It fails over (another deployment, on the account
+// that made the conversation, may have it) without costing the deployment
+// its health: a client naming conversations nobody has cannot disable
+// every deployment. The deployment that answered in a conversation is
+// tried first for the rest of it.
+func TestConversationNotFoundIsNotTheDeployments(t *testing.T) {
+	const known = "conv_68a1b2c3d4e5f60718293a4b"
+	upstream := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		conv, _ := body["conversation"].(string)
+		if obj, ok := body["conversation"].(map[string]any); ok {
+			conv, _ = obj["id"].(string)
+		}
+		if conv != "" && (conv != known || model != "m2") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"error":{"message":"Conversation with id '`+conv+`' not found.","type":"invalid_request_error","param":null,"code":null}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"resp_0123456789abcdef","object":"response","status":"completed","model":"`+model+`","output":[],"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}`)
+	})
+	g := newGateway(t, `
+	provider p {
+		base_url `+upstream.URL+`/v1
+		api_key sk-conversation-test-0001
+	}
+	model m1
+	model m2
+	route r m1 m2
+	health_check {
+		interval off
+	}
+`)
+	score := func() (int, int) {
+		return statsFor(t, g, "m1", "p").HealthScore, statsFor(t, g, "m2", "p").HealthScore
+	}
+	m1, m2 := score()
+	for _, conv := range []string{`"conv_0000aaaa1111bbbb2222"`, `{"id":"conv_0000aaaa1111bbbb3333"}`, `"conv_0000aaaa1111bbbb4444"`} {
+		resp, body := g.postPath("/v1/responses", `{"model":"r","input":"Hi","conversation":`+conv+`}`)
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("conversation %s nobody has: %d %s", conv, resp.StatusCode, body)
+		}
+	}
+	if a, b := score(); a != m1 || b != m2 {
+		t.Errorf("scores went from %d, %d to %d, %d on conversations the client named", m1, m2, a, b)
+	}
+
+	resp, body := g.postPath("/v1/responses", `{"model":"r","input":"Hi","conversation":"`+known+`"}`)
+	expectModel(t, resp, body, "m2", "p", 2)
+	resp, body = g.postPath("/v1/responses", `{"model":"r","input":"And then?","conversation":{"id":"`+known+`"}}`)
+	expectModel(t, resp, body, "m2", "p", 1)
+	if a, _ := score(); a != m1 {
+		t.Errorf("m1's score went from %d to %d", m1, a)
+	}
+}

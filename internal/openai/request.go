@@ -102,12 +102,17 @@ type Request struct {
 	PreviousResponseID string
 	// UnseenInput is set when the request makes the provider read input
 	// whose size the gateway cannot count: context the provider stores
-	// (a Responses API conversation, an item_reference input item or an
-	// item given by its id alone, a stored prompt; previous_response_id
-	// is apart), or a document (a file part, a file's data URL), whose
+	// (a Responses API item_reference input item or an item given by
+	// its id alone, a reasoning item by its id, a stored prompt;
+	// previous_response_id and conversation are apart), or a document (a file part, a file's data URL), whose
 	// pages the provider reads as text and images whatever its bytes. The
 	// gateway reserves a bound for it.
 	UnseenInput bool
+	// Conversation is the id of the Responses API's conversation (given
+	// as its id or as an object with the id): a conversation the provider
+	// stored, which only the account that made it knows; "" when absent
+	// or null
+	Conversation string
 
 	// The input, for routing rules and estimates.
 	Messages      int64 // chat messages, Responses input items, prompts, embedding inputs
@@ -226,6 +231,8 @@ func (r *Request) Parse(raw []byte, api API) error {
 			if err = readString(s, canon); err == nil && api == Responses && s.b[vstart] == '"' {
 				r.PreviousResponseID = strings.Clone(text(s.b[vstart:s.i]))
 			}
+		case "conversation":
+			err = r.readConversation(s, depth)
 		case "tools", "functions":
 			err = r.readTools(s, canon, depth)
 		case "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config":
@@ -271,9 +278,6 @@ func (r *Request) Parse(raw []byte, api API) error {
 				// the Responses API's prompt names a stored one
 				r.UnseenInput = r.UnseenInput || api == Responses && seen.prompt
 			}
-		case "conversation":
-			err = s.value(depth)
-			r.UnseenInput = r.UnseenInput || api == Responses && s.b[vstart] != 'n'
 		case "instructions":
 			if api == Responses && s.b[s.i] == '"' {
 				if err = s.str(); err == nil {
@@ -567,6 +571,42 @@ func (r *Request) readStreamOptions(s *scanner, depth int) error {
 		case 0:
 			if err := readBool(s, &r.IncludeUsage, "stream_options.include_usage"); err != nil {
 				return err
+			}
+			return nil
+		case -1:
+			return s.value(depth)
+		}
+		return names.err
+	})
+}
+
+// readConversation reads the Responses API's conversation: its id, or an
+// object whose "id" is.
+func (r *Request) readConversation(s *scanner, depth int) error {
+	start := s.i
+	switch s.b[s.i] {
+	case 'n':
+		return s.literal("null")
+	case '"':
+		err := s.str()
+		if err == nil && r.API == Responses {
+			r.Conversation = strings.Clone(text(s.b[start:s.i]))
+		}
+		return err
+	case '{':
+	default:
+		return wrongType("conversation", "a string or an object")
+	}
+	var names memberNames
+	return s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+		switch names.check(keyName(key), "conversation.", "id") {
+		case 0:
+			vstart := s.i
+			if err := readString(s, "conversation.id"); err != nil {
+				return err
+			}
+			if r.API == Responses && s.b[vstart] == '"' {
+				r.Conversation = strings.Clone(text(s.b[vstart:s.i]))
 			}
 			return nil
 		case -1:

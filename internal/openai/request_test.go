@@ -372,8 +372,9 @@ func TestParseUnseenInput(t *testing.T) {
 	}{
 		{Responses, `{"input":"x"}`, false},
 		{Responses, `{"input":"x","conversation":null,"prompt":null}`, false},
-		{Responses, `{"input":"x","conversation":"conv_1"}`, true},
-		{Responses, `{"input":"x","conversation":{"id":"conv_1"}}`, true},
+		// a conversation is apart (Conversation), as previous_response_id is
+		{Responses, `{"input":"x","conversation":"conv_1"}`, false},
+		{Responses, `{"input":"x","conversation":{"id":"conv_1"}}`, false},
 		{Responses, `{"prompt":{"id":"pmpt_1"}}`, true},
 		{Responses, `{"input":[{"type":"item_reference","id":"msg_1"}]}`, true},
 		{Responses, `{"input":[{"type":"item_r\u0065ference","id":"msg_1"}]}`, true},
@@ -405,6 +406,23 @@ func TestParseUnseenInput(t *testing.T) {
 		}
 		if r.UnseenInput != tc.stored {
 			t.Errorf("%s: UnseenInput %v, want %v", tc.body, r.UnseenInput, tc.stored)
+		}
+	}
+}
+
+// TestParseConversation: the Responses API's conversation, by its id or
+// as an object with the id.
+func TestParseConversation(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"input":"x"}`:                                            "",
+		`{"input":"x","conversation":null}`:                        "",
+		`{"input":"x","conversation":"conv_\u0031"}`:               "conv_1",
+		`{"input":"x","conversation":{"id":"conv_2","extra":[1]}}`: "conv_2",
+		`{"input":"x","conversation":{"id":null}}`:                 "",
+	} {
+		var r Request
+		if err := r.Parse([]byte(body), Responses); err != nil || r.Conversation != want {
+			t.Errorf("%s: conversation %q (%v), want %q", body, r.Conversation, err, want)
 		}
 	}
 }
@@ -469,6 +487,11 @@ func TestParseRequestRefusals(t *testing.T) {
 		// nested members the gateway reads, twice
 		{0, `{"stream":true,"stream_options":{"include_usage":true,"include_us\u0061ge":false}}`, CodeDuplicate, "stream_options.include_usage"},
 		{Chat, `{"messages":[{"role":"user","role":"system","content":"x"}]}`, CodeDuplicate, "role"},
+		{Responses, `{"input":"x","Conversation":"conv_1"}`, CodeCaseVariant, "Conversation"},
+		{Responses, `{"input":"x","conversation":{"id":"conv_1","ID":"conv_2"}}`, CodeCaseVariant, "conversation.ID"},
+		{Responses, `{"input":"x","conversation":{"id":"conv_1","i\u0064":"conv_2"}}`, CodeDuplicate, "conversation.id"},
+		{Responses, `{"input":"x","conversation":1}`, CodeInvalidType, "conversation"},
+		{Responses, `{"input":"x","conversation":{"id":1}}`, CodeInvalidType, "conversation.id"},
 		// the price tier and background, which the gateway acts on
 		{0, `{"Service_Tier":"priority"}`, CodeCaseVariant, "Service_Tier"},
 		{0, `{"service_tier":"default","SERVICE_TIER":"priority"}`, CodeDuplicate, "SERVICE_TIER"},
