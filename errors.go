@@ -61,9 +61,20 @@ func (e *routerError) write(w http.ResponseWriter) {
 	if e.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
+	if e.retryAfter > maxSDKRetryWait {
+		// the official Node SDK sleeps whatever Retry-After says before
+		// each of its retries (hours, to a budget period's end), Python's
+		// retries at once past a minute: a wait this long is better left
+		// to the client than to a retry inside the SDK's call
+		h.Set("X-Should-Retry", "false")
+	}
 	w.WriteHeader(e.status)
 	_, _ = w.Write(b)
 }
+
+// maxSDKRetryWait is the longest Retry-After, in seconds, of an error the
+// SDKs may retry by themselves: a minute, the most Python's SDK honours.
+const maxSDKRetryWait = 60
 
 // invalidRequest is a 4xx of the client's own making.
 func invalidRequest(status int, code, param, msg string) *routerError {

@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,5 +219,34 @@ func TestSDKResponsesErrorEventRaises(t *testing.T) {
 	}
 	if !slices.Contains(got.Types, "error") {
 		t.Errorf("events %v: the provider's error event was not relayed", got.Types)
+	}
+}
+
+// TestSDKBudgetRefusalRaisesAtOnce: a request refused by a budget past
+// its hard cap makes the official SDK raise its RateLimitError at once,
+// with its default retries on. The Node SDK sleeps whatever Retry-After
+// says before each retry, and the refusal's Retry-After is the time to the
+// period's end (hours, for a daily budget): the call hung that long, twice.
+// A refusal that cannot clear within a minute says X-Should-Retry: false,
+// which both SDKs obey.
+func TestSDKBudgetRefusalRaisesAtOnce(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", budgetRouter+`
+	budget daily {
+		limit 0.000001 per day
+	}
+`)
+	g.post(chatBody("simple_qa", false)) // spends past the limit
+	resp, body := g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("past the limit: %d %s", resp.StatusCode, body)
+	}
+	var got struct {
+		Hung  bool      `json:"hung"`
+		Error *sdkError `json:"error"`
+	}
+	runSDK(t, "chat-default-retries", &got)
+	if got.Hung || got.Error == nil || got.Error.Name != "RateLimitError" || got.Error.Code == nil || *got.Error.Code != "budget_exceeded" {
+		t.Errorf("the SDK, Retry-After %s: %+v (error %+v), want RateLimitError budget_exceeded at once", resp.Header.Get("Retry-After"), got, got.Error)
 	}
 }

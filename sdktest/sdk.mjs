@@ -88,6 +88,16 @@ const cases = {
     return { ...out, error: res.error ?? null };
   },
 
+  // a chat request with the SDK's default retries (two), raced against
+  // WAIT_MS (default 5000): what it raised, or hung: true when it was
+  // still waiting then (the SDK sleeps whatever Retry-After says)
+  'chat-default-retries': async () => {
+    const retrying = new OpenAI({ timeout: 10_000 });
+    const call = attempt(() => retrying.chat.completions.create({ model: process.env.MODEL ?? 'simple_qa', messages }));
+    const wait = new Promise((resolve) => setTimeout(() => resolve({ hung: true }), Number(process.env.WAIT_MS ?? 5000)).unref());
+    return Promise.race([call, wait]);
+  },
+
   completions: async () => {
     const plain = await attempt(async () => {
       const r = await client.completions.create({ model: 'simple_qa', prompt: 'Where is my order?', max_tokens: 5 });
@@ -121,3 +131,4 @@ if (!cases[name]) {
   process.exit(2);
 }
 console.log(JSON.stringify(await cases[name]()));
+process.exit(0); // an SDK call still waiting (chat-default-retries) does not hold the answer back
