@@ -333,7 +333,7 @@ func (p plan) without(exhausted []*budget) plan {
 func (b *budget) reservation(p plan, est demand) float64 {
 	u := est.usage
 	if u.Output == 0 && est.gens > 0 {
-		u.Output = mulSat(b.reserveOut, est.gens)
+		u.Output = mulSat(max(b.reserveOut, est.minOut), est.gens)
 	}
 	most := 0.0
 	for _, g := range p {
@@ -353,6 +353,9 @@ func (b *budget) reservation(p plan, est demand) float64 {
 type demand struct {
 	usage
 	gens int64
+	// minOut is the least output limit a request without one is sent
+	// with under a cap (openai.ResponsesMinLimit): reserved at least
+	minOut int64
 }
 
 // budgetCharge is a budget a request is charged to: the spender's key, and

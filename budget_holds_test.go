@@ -527,3 +527,46 @@ func TestEndedWindowSpendReachesStorage(t *testing.T) {
 		t.Errorf("left in memory after the syncs: spilled %v, ended %v", l.spilled, l.ended)
 	}
 }
+
+// TestResponsesOutputCapFloor: OpenAI's Responses API refuses a
+// max_output_tokens below 16 ("integer_below_min_value"). A Responses
+// request without a limit under a budget whose reserve_output is smaller
+// was sent with that as its limit, and its client got a 400 about a
+// member it never sent; it now goes with 16, and reserves as much.
+func TestResponsesOutputCapFloor(t *testing.T) {
+	sent := make(chan any, 1)
+	upstream := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		sent <- body["max_output_tokens"]
+		w.Header().Set("Content-Type", "application/json")
+		if n, ok := body["max_output_tokens"].(float64); ok && n < 16 {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"error":{"message":"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got %v instead.","type":"invalid_request_error","param":"max_output_tokens","code":"integer_below_min_value"}}`, n)
+			return
+		}
+		io.WriteString(w, `{"id":"resp_0123456789abcdef","object":"response","status":"completed","model":"`+model+`","output":[],"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}`)
+	})
+	g := newGateway(t, `
+	provider p {
+		base_url `+upstream.URL+`/v1
+		api_key sk-floor-test-key-0001
+	}
+	model m1 {
+		price 1 2
+	}
+	budget tiny_answers {
+		limit 1000 per day
+		reserve_output 8
+	}
+	budget_sync off
+`)
+	resp, body := g.postPath("/v1/responses", `{"model":"m1","input":"Yes or no?"}`)
+	if got := <-sent; got != float64(16) {
+		t.Errorf("sent with max_output_tokens %v, want 16", got)
+	}
+	expectModel(t, resp, body, "m1", "p", 1)
+	// the client's own limit goes as it is: its 400 is the client's
+	resp, _ = g.postPath("/v1/responses", `{"model":"m1","input":"Yes or no?","max_output_tokens":4}`)
+	if got := <-sent; got != float64(4) || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("the client's max_output_tokens 4: sent %v, status %d", got, resp.StatusCode)
+	}
+}

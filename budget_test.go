@@ -156,18 +156,24 @@ func TestBudgetReservations(t *testing.T) {
 	p := rt.byRoute["complex"].plan
 	// 1000 input and 1000 output tokens: claude, the dearest candidate,
 	// costs 0.003 + 0.015 = 0.018
-	est := demand{usage{Input: 1000, Output: 1000}, 1}
+	est := demand{usage: usage{Input: 1000, Output: 1000}, gens: 1}
 	if got := b.reservation(p, est); math.Abs(got-0.018) > 1e-12 {
 		t.Fatalf("reservation %v, want 0.018 (the dearest candidate's)", got)
 	}
-	if got := b.reservation(p, demand{usage{Input: 1000}, 1}); math.Abs(got-(0.003+float64(defaultReserveOutput)*15/1e6)) > 1e-12 {
+	if got := b.reservation(p, demand{usage: usage{Input: 1000}, gens: 1}); math.Abs(got-(0.003+float64(defaultReserveOutput)*15/1e6)) > 1e-12 {
 		t.Fatalf("reservation without max_tokens %v, want reserve_output's", got)
 	}
 	// n answers without a limit hold reserve_output each
-	if got := b.reservation(p, demand{usage{Input: 1000}, 3}); math.Abs(got-(0.003+3*float64(defaultReserveOutput)*15/1e6)) > 1e-12 {
+	if got := b.reservation(p, demand{usage: usage{Input: 1000}, gens: 3}); math.Abs(got-(0.003+3*float64(defaultReserveOutput)*15/1e6)) > 1e-12 {
 		t.Fatalf("reservation of 3 answers without max_tokens %v, want 3 reserve_outputs", got)
 	}
-	if got := b.reservation(p, demand{usage{Input: 1000}, 0}); math.Abs(got-0.003) > 1e-12 {
+	// a Responses request sent with at least 16 (openai.ResponsesMinLimit) reserves that
+	b.reserveOut = 8
+	if got := b.reservation(p, demand{usage: usage{Input: 1000}, gens: 1, minOut: 16}); math.Abs(got-(0.003+16*15/1e6)) > 1e-12 {
+		t.Fatalf("reservation of a Responses request under reserve_output 8: %v, want 16 output tokens'", got)
+	}
+	b.reserveOut = defaultReserveOutput
+	if got := b.reservation(p, demand{usage: usage{Input: 1000}, gens: 0}); math.Abs(got-0.003) > 1e-12 {
 		t.Fatalf("reservation of an embedding %v, want its input alone", got)
 	}
 	var wg sync.WaitGroup

@@ -454,6 +454,9 @@ func (ex *exchange) admitBudgets(p plan, t time.Time) (plan, []budgetCharge, []*
 	if ex.ep.kind() == kindChat {
 		est.gens = ex.body.Generations()
 	}
+	if ex.ep == responsesEndpoint {
+		est.minOut = openai.ResponsesMinLimit // what a cap sends it with at least (CappedLimit)
+	}
 	// only chat requests can move to a (chat) downgrade route
 	return admitBudgets(r.budgets, p, ex.route, est, keyOf, t, ex.ep.kind() == kindChat, r.routing.byRoute)
 }

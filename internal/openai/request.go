@@ -1275,15 +1275,22 @@ const maxEdits = 3 + len(limitNames)
 // that sets none, at OpenAI (and vLLM): a cap never raises it.
 const completionsDefaultLimit = 16
 
+// ResponsesMinLimit is the smallest max_output_tokens OpenAI's Responses
+// API takes: a smaller one is refused (integer_below_min_value).
+const ResponsesMinLimit = 16
+
 // CappedLimit is the output limit the request goes upstream with under a
 // cap of tokens for each answer: its own, else the cap (at most
-// completions' default).
+// completions' default; at least the Responses API's minimum, which the
+// client, who set no limit, could not have known to avoid).
 func (r *Request) CappedLimit(tokens int64) int64 {
 	switch {
 	case r.MaxTokens != 0:
 		return r.MaxTokens
 	case r.API == Completions:
 		return min(tokens, completionsDefaultLimit)
+	case r.API == Responses:
+		return max(tokens, ResponsesMinLimit)
 	}
 	return tokens
 }
