@@ -208,8 +208,8 @@ func TestUnseenContextReserved(t *testing.T) {
 		most       int
 	}{
 		{"previous_response_id", `{"model":"simple_qa","input":"And?","previous_response_id":"resp_made_elsewhere_0123456789"}`, 2},
-		{"conversation", `{"model":"simple_qa","input":"And?","conversation":"conv_0123456789abcdef"}`, 2},
-		{"conversation object", `{"model":"simple_qa","input":"And?","conversation":{"id":"conv_0123456789abcdef"}}`, 2},
+		{"conversation", `{"model":"simple_qa","input":"And?","conversation":"conv_ID"}`, 2},
+		{"conversation object", `{"model":"simple_qa","input":"And?","conversation":{"id":"conv_ID"}}`, 2},
 		{"item_reference", `{"model":"simple_qa","input":[{"type":"item_reference","id":"msg_0123456789"},{"role":"user","content":"And?"}]}`, 2},
 		{"item by id alone", `{"model":"simple_qa","input":[{"id":"msg_0123456789"},{"role":"user","content":"And?"}]}`, 2},
 		{"escaped item_reference", `{"model":"simple_qa","input":[{"type":"item_\u0072eference","id":"msg_0123456789"}]}`, 2},
@@ -224,7 +224,10 @@ func TestUnseenContextReserved(t *testing.T) {
 			if strings.Contains(tc.body, `"messages"`) {
 				path = "/v1/chat/completions"
 			}
-			admitted, codes := admitSomeAt(t, r, up, path, tc.body, 10)
+			// a conversation the router answered in is remembered, with
+			// its context: each run's is new
+			body := strings.Replace(tc.body, "conv_ID", fmt.Sprintf("conv_%016x", time.Now().UnixNano()), 1)
+			admitted, codes := admitSomeAt(t, r, up, path, body, 10)
 			close(up.release)
 			for range admitted {
 				<-codes

@@ -483,7 +483,6 @@ func TestParseRequestRefusals(t *testing.T) {
 		{Chat, `{"messages":[{"Role":"user","content":"x"}]}`, CodeCaseVariant, "Role"},
 		{Responses, `{"input":[{"TYPE":"item_reference","id":"msg_1"}]}`, CodeCaseVariant, "TYPE"},
 		{Responses, `{"input":[{"type":"item_reference","Id":"msg_1"}]}`, CodeCaseVariant, "Id"},
-		{Responses, `{"input":"x","Conversation":"conv_1"}`, CodeCaseVariant, "Conversation"},
 		// nested members the gateway reads, twice
 		{0, `{"stream":true,"stream_options":{"include_usage":true,"include_us\u0061ge":false}}`, CodeDuplicate, "stream_options.include_usage"},
 		{Chat, `{"messages":[{"role":"user","role":"system","content":"x"}]}`, CodeDuplicate, "role"},
