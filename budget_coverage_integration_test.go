@@ -370,3 +370,48 @@ func budgetWithSync(name string, lines ...string) func(sync string) string {
 		return "\n\tbudget " + name + " {\n\t\t" + strings.Join(lines, "\n\t\t") + "\n\t}\n\tbudget_sync " + sync + "\n"
 	}
 }
+
+// TestEstimateCountsEveryInput: the input a provider bills includes a
+// structured-output schema (chat's response_format, the Responses API's
+// text.format), a stored prompt's variables and a completions suffix, as
+// it includes tool definitions.
+// A request that puts its bulk there must not be reserved for, or charged
+// when its answer has no usage, as if it were a few words.
+func TestEstimateCountsEveryInput(t *testing.T) {
+	g := newGatewayWith(t, globalOptions, "", budgetRouter+`
+	budget everything {
+		limit 1000 per day
+	}
+	budget_sync off
+`)
+	schema := `{"type":"object","properties":{"a":{"type":"string","description":"` + strings.Repeat("word ", 8000) + `"}}}`
+	cases := []struct {
+		name, path, body, answer string
+	}{
+		{"chat response_format", "/v1/chat/completions",
+			`{"model":"deepseek-v3.2","messages":[{"role":"user","content":"Hi"}],"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":` + schema + `}}}`,
+			`{"id":"x","object":"chat.completion","created":1,"model":"deepseek-chat","choices":[{"index":0,"message":{"role":"assistant","content":"{}"},"finish_reason":"stop"}]}`},
+		{"responses text.format", "/v1/responses",
+			`{"model":"deepseek-v3.2","input":"Hi","text":{"format":{"type":"json_schema","name":"x","schema":` + schema + `}}}`,
+			`{"id":"resp_x","object":"response","status":"completed","model":"deepseek-chat","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"{}"}]}]}`},
+		{"responses prompt variables", "/v1/responses",
+			`{"model":"deepseek-v3.2","prompt":{"id":"pmpt_1","variables":{"document":"` + strings.Repeat("word ", 8000) + `"}}}`,
+			`{"id":"resp_y","object":"response","status":"completed","model":"deepseek-chat","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"ok"}]}]}`},
+		{"completions suffix", "/v1/completions",
+			`{"model":"deepseek-v3.2","prompt":"Hi","suffix":"` + strings.Repeat("word ", 8000) + `"}`,
+			`{"id":"x","object":"text_completion","created":1,"model":"deepseek-chat","choices":[{"index":0,"text":"ok","finish_reason":"stop"}]}`},
+	}
+	for _, tc := range cases {
+		g.primary.Set("deepseek-chat", mockllm.Behavior{Body: tc.answer})
+		before := statsFor(t, g, "deepseek-v3.2", "primary").Tokens
+		resp, out := g.postPath(tc.path, tc.body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", tc.name, resp.StatusCode, out)
+		}
+		after := statsFor(t, g, "deepseek-v3.2", "primary").Tokens
+		// 40,000 characters of text: about 10,000 tokens
+		if in := after.EstimatedInput - before.EstimatedInput; in < 8000 {
+			t.Errorf("%s: the answer without usage was charged %d estimated input tokens, want about 10,000", tc.name, in)
+		}
+	}
+}

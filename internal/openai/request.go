@@ -116,7 +116,7 @@ type Request struct {
 
 	// The input, for routing rules and estimates.
 	Messages      int64 // chat messages, Responses input items, prompts, embedding inputs
-	TextChars     int64 // characters of all text the model reads (messages, prompts, instructions): a message's content, and its other members but the role (tool calls, names, reasoning...): their strings' characters, their member names' and numbers' bytes, a data URL counting as the medium it holds
+	TextChars     int64 // characters of all text the model reads (messages, prompts, instructions, a structured output's schema, a completions suffix, a stored prompt's variables): a message's content, and its other members but the role (tool calls, names, reasoning...): their strings' characters, their member names' and numbers' bytes, a data URL counting as the medium it holds
 	LastUserChars int64 // characters of the last user message's text
 	Images        int64 // image parts
 	Audio         int64 // audio parts
@@ -271,12 +271,25 @@ func (r *Request) Parse(raw []byte, api API) error {
 			}
 		case "prompt":
 			seen.prompt = s.b[s.i] != 'n'
-			if api == Completions {
+			switch api {
+			case Completions:
 				err = r.readPrompts(s, "prompt", depth)
+			case Responses:
+				// a stored prompt, named; its variables are text the
+				// model reads
+				err = r.readOther(s, depth)
+				r.UnseenInput = r.UnseenInput || seen.prompt
+			default:
+				err = s.value(depth)
+			}
+		case "text", "suffix":
+			// text the model reads, billed as input: the Responses API's
+			// text.format (a structured output's schema), completions'
+			// suffix; counted as a message's other members are
+			if api == Responses && canon == "text" || api == Completions && canon == "suffix" {
+				err = r.readOther(s, depth)
 			} else {
 				err = s.value(depth)
-				// the Responses API's prompt names a stored one
-				r.UnseenInput = r.UnseenInput || api == Responses && seen.prompt
 			}
 		case "instructions":
 			if api == Responses && s.b[s.i] == '"' {
@@ -370,7 +383,7 @@ func readsLimit(api API, name string) bool {
 var actedOn = func() map[string]string {
 	m := map[string]string{}
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
-		"instructions", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
+		"instructions", "text", "suffix", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
 		"max_output_tokens", "temperature", "user", "previous_response_id", "conversation", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities",
 		"plugins", "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config"} {
 		m[string(appendFold(nil, []byte(n)))] = n
@@ -819,7 +832,10 @@ func (r *Request) readResponseFormat(s *scanner, depth int) error {
 			}
 			return nil
 		case -1:
-			return s.value(depth)
+			// json_schema: the schema is part of the prompt the
+			// provider bills, as tool definitions are
+			r.TextChars += int64(len(key))
+			return r.readOther(s, depth)
 		}
 		return names.err
 	})
