@@ -137,6 +137,7 @@ type budget struct {
 	poolKey    string               // the ledger's key in budgetLedgers
 	covers     map[*deployment]bool // the deployments whose answers it pays for (cover)
 	reserveOut int64                // output tokens reserved for a request without a limit of its own
+	ceiling    float64              // the most one reservation holds (admit)
 	capOutput  bool                 // such a request is sent with reserveOut as its limit (Budget.NoOutputCap)
 	metrics    *budgetMetrics
 	logger     *zap.Logger
@@ -200,6 +201,10 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 	}
 	if b.Hard < 0 {
 		return nil, cfgErr(subj, "hard must not be negative")
+	}
+	nb.ceiling = 2 * b.Hard
+	for _, l := range nb.limits {
+		nb.ceiling = max(nb.ceiling, 2*l.amount)
 	}
 	nb.warnAt = defaultWarnAt / 100.0
 	if b.WarnAt != 0 {
@@ -414,8 +419,15 @@ const (
 //
 // With whole, the amount itself must fit under the limits and the hard cap,
 // not merely start under them: what an optional extra spend (a hedge) needs.
+//
+// A reservation holds at most twice the budget's largest limit (or hard
+// cap), which stops the key as surely as any more would: a request's
+// estimate may be astronomical (max_tokens 2^53 for 128 answers), and
+// added to the reservations in flight it would round them away, so that
+// taking it back left them unheld.
 func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, whole bool) (admitResult, budgetCharge, budgetVerdict) {
 	c := budgetCharge{b: b, key: key}
+	amount = min(amount, b.ceiling)
 	l := b.ledger
 	var windows [periodCount]window // before the lock: window takes it
 	for p := range periodCount {

@@ -57,6 +57,13 @@ func (h *heldUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.limits = append(h.limits, sent)
 	h.mu.Unlock()
+	if out == h.want && h.want > 0 && len(sent) > 0 && sent["max_tokens"] == float64(1<<53) {
+		// past any model's limit: refused at once, as OpenAI does
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `{"error":{"message":"max_tokens is too large","type":"invalid_request_error","param":"max_tokens","code":"invalid_value"}}`)
+		return
+	}
 	h.arrived <- struct{}{}
 	select {
 	case <-h.release:
@@ -571,5 +578,41 @@ func TestResponsesOutputCapFloor(t *testing.T) {
 	resp, _ = g.postPath("/v1/responses", `{"model":"m1","input":"Yes or no?","max_output_tokens":4}`)
 	if got := <-sent; got != float64(4) || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("the client's max_output_tokens 4: sent %v, status %d", got, resp.StatusCode)
+	}
+}
+
+// TestHugeReservationKeepsOthers: a request with an absurd output limit
+// (max_tokens 2^53, n 128) reserves an amount so large that adding the
+// others' reservations to it, then taking it away, must not lose them: a
+// client that sent one beside requests in flight, answered at once with
+// a 400 (not charged), must not have wiped their reservations, and with
+// them the limit's hold on concurrent requests.
+func TestHugeReservationKeepsOthers(t *testing.T) {
+	up := newHeldUpstream(10, 100)
+	r := heldRouter(t, up, &Budget{Name: "huge", Limits: []BudgetLimit{{Amount: 0.3, Period: "day"}}})
+	// reservation: (estimated input + 100) × 1000 / 1M ≈ 0.105
+	body := `{"model":"simple_qa","max_tokens":100,"messages":[{"role":"user","content":"Hi"}]}`
+	a1, codes1 := admitSome(t, r, up, body, 1)
+	if a1 != 1 {
+		t.Fatalf("%d of 1 admitted", a1)
+	}
+	huge := `{"model":"simple_qa","max_tokens":9007199254740992,"n":128,"messages":[{"role":"user","content":"Hi"}]}`
+	if code := serveOnce(r, huge).Code; code != http.StatusBadRequest {
+		t.Fatalf("the huge request ended %d, want the provider's 400", code)
+	}
+	if got := r.budgets[0].ledger.reserved("", periodDay); got < 0.1 {
+		t.Errorf("reserved %.3f after the huge request, want the first request's 0.105 still held", got)
+	}
+	// 0.105 in flight: two more fit under 0.3 (the second starts at 0.21)
+	a2, codes2 := admitSome(t, r, up, body, 3)
+	close(up.release)
+	for range a1 {
+		<-codes1
+	}
+	for range a2 {
+		<-codes2
+	}
+	if a2 != 2 {
+		t.Errorf("%d of 3 admitted beside the one in flight, want 2", a2)
 	}
 }
