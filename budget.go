@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -237,7 +238,8 @@ const unsetKey = "(unset)"
 
 // keyOf is the ledger key of a request: its key placeholder's value, as is
 // for a label, else under a keyed hash (a fingerprint is all that storage,
-// stats and logs ever hold of a value that may be a credential).
+// stats and logs ever hold of a value that may be a credential), its
+// credential's scheme spelled one way (appendCredential).
 func (b *budget) keyOf(repl *caddy.Replacer) string {
 	if b.key == "" {
 		return ""
@@ -258,7 +260,7 @@ func (b *budget) keyOf(repl *caddy.Replacer) string {
 		h = &keyHasher{mac: hmac.New(sha256.New, b.keySecret)}
 	}
 	h.mac.Reset() // to its keyed state, saved by the first Reset: no rekeying
-	h.in = append(h.in[:0], v...)
+	h.in = appendCredential(h.in[:0], v)
 	h.mac.Write(h.in)
 	sum := h.mac.Sum(h.sum[:0])
 	var out [1 + 2*keyHashBytes]byte
@@ -268,6 +270,36 @@ func (b *budget) keyOf(repl *caddy.Replacer) string {
 		b.macs.Put(h)
 	}
 	return string(out[:])
+}
+
+// credentialSchemes are the auth schemes of the credentials a key value
+// may begin with, in their registered spelling.
+var credentialSchemes = [...]string{"Bearer", "Basic"}
+
+// appendCredential appends v to b with the auth scheme it begins with
+// (Bearer, Basic) in one spelling, followed by one space: a scheme is
+// case-insensitive and any run of white space may follow it (RFC 9110
+// §11), so the auth in front of the router takes every spelling as the
+// same credential (Caddy's basic_auth takes "basic" and "BASIC" as
+// "Basic"), and each must not be a spender with a budget of its own.
+// Every other value, and one spelled so already, is appended as it is.
+func appendCredential(b []byte, v string) []byte {
+	i := strings.IndexAny(v, " \t")
+	if i <= 0 {
+		return append(b, v...)
+	}
+	j := i
+	for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
+		j++
+	}
+	for _, scheme := range credentialSchemes {
+		if strings.EqualFold(v[:i], scheme) {
+			b = append(b, scheme...)
+			b = append(b, ' ')
+			return append(b, v[j:]...)
+		}
+	}
+	return append(b, v...)
 }
 
 // keyHasher is a reusable HMAC of key values, with its buffers (an

@@ -415,3 +415,43 @@ func TestEstimateCountsEveryInput(t *testing.T) {
 		}
 	}
 }
+
+// spentBasicAuthGateway is a gateway behind Caddy's basic_auth (user alice,
+// password pw) whose budget is keyed by the client's Authorization, with
+// alice's budget spent (0.017 an answer against 0.02: the second answer
+// took her past it); it returns alice's credential, base64.
+func spentBasicAuthGateway(t *testing.T) (*gateway, string) {
+	t.Helper()
+	const alice = "YWxpY2U6cHc=" // alice:pw
+	g := newGatewayWith(t, globalOptions, "\tbasic_auth {\n\t\talice $2a$04$WlD5pY1rSkmAUX1O5c6fteDCdSY7JRy/h3WRi7o35dIZvXQPpLfZ.\n\t}", budgetRouter+`
+	budget per_key {
+		limit 0.02 per day
+		key {http.request.header.Authorization}
+	}
+	budget_sync off
+`)
+	if resp, _ := g.post(chatBody("simple_qa", false), "Authorization", "Basic YWxpY2U6eHg="); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a wrong password got %d, want basic_auth's 401", resp.StatusCode) // alice:xx
+	}
+	for i := range 2 {
+		resp, body := g.post(chatBody("simple_qa", false), "Authorization", "Basic "+alice)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("answer %d: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	return g, alice
+}
+
+// TestBudgetKeyCredentialSchemeCase: a budget keyed by the client's
+// Authorization counts one credential as one spender, however its scheme
+// is written: Caddy's basic_auth (Go's Request.BasicAuth) takes "Basic",
+// "basic" and "BASIC" alike (an auth scheme is case-insensitive, RFC 9110
+// §11.1), so each spelling must not get a budget of its own.
+func TestBudgetKeyCredentialSchemeCase(t *testing.T) {
+	g, alice := spentBasicAuthGateway(t)
+	for _, scheme := range []string{"Basic", "basic", "BASIC", "bAsIc"} {
+		if resp, body := g.post(chatBody("simple_qa", false), "Authorization", scheme+" "+alice); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("alice as %q past her budget: %d %s, want 429", scheme+" …", resp.StatusCode, truncate(body, 120))
+		}
+	}
+}
