@@ -128,6 +128,29 @@ func TestTimedOutAttemptIsCharged(t *testing.T) {
 	}
 }
 
+// TestTimedOutCompletionsChargedItsDefault: a completions request without
+// max_tokens generates at most the API's default of 16 tokens an answer
+// (README, "Reservations"); given up after the provider had it, it is
+// charged that, not the 1,024 of a chat request's reservation: what the
+// provider could not have generated is not billed.
+func TestTimedOutCompletionsChargedItsDefault(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}}
+		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+	})
+	w := serveOnceAt(r, "/v1/completions", `{"model":"simple_qa","n":2,"prompt":"Once upon a time"}`)
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "timeout") {
+		t.Fatalf("%d %s, want the 503 of a timeout", w.Code, w.Body)
+	}
+	if in, out, _ := estimatedCharge(r, "deepseek-v3.2"); in <= 0 || out != 2*16 {
+		t.Errorf("timed-out completions attempt charged input %d, output %d; want > 0 and 2 answers of 16", in, out)
+	}
+}
+
 // TestJSONAnswerToAStreamIsCharged: a provider that answers a stream
 // request with a JSON answer generated (and bills) it: the attempt fails
 // over, and the answer's usage is charged.

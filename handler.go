@@ -211,14 +211,12 @@ func (ex *exchange) chargeAbandoned(d *deployment) {
 // the whole request is charged (chargeAbandoned, a hedge's loser): its
 // estimated input, and for a JSON request the most output it could bill:
 // its output limit, or the cap it was sent with, else what admission
-// reserved.
+// reserved; never more than a completions request without a limit
+// generates (the API's default).
 func (ex *exchange) abandonedUsage(d *deployment) usage {
 	u := ex.estimate(0)
 	if !ex.body.Stream {
 		reserve := ex.outputCap(d)
-		if reserve > 0 {
-			reserve = ex.body.CappedLimit(reserve) // what it was sent with
-		}
 		if reserve == 0 {
 			reserve = defaultReserveOutput
 			for i := range ex.charges {
@@ -227,7 +225,9 @@ func (ex *exchange) abandonedUsage(d *deployment) usage {
 				}
 			}
 		}
-		u.Output = ex.outputLimit(reserve)
+		// what it was sent with: its own limit, or the cap, a completions
+		// request's default at most
+		u.Output = ex.outputLimit(ex.body.CappedLimit(reserve))
 	}
 	return u
 }
