@@ -279,6 +279,8 @@ func TestOutputCapBody(t *testing.T) {
 		{"a 0 limit is no limit", router("", covered), `{"model":"simple_qa","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":null,"max_completion_tokens":40}`, 40},
 		{"the smallest of the budgets that cover the deployment", router("", covered, wider), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{"max_completion_tokens":40}`, 40},
 		{"the client's limit where the provider reads it", router("max_tokens", covered), `{"model":"simple_qa","max_tokens":0,"max_completion_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":5,"max_completion_tokens":5}`, 5},
+		{"the client's limit where the provider reads it, output_cap off", router("max_tokens", uncapped), `{"model":"simple_qa","max_completion_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":5,"max_completion_tokens":5}`, 5},
+		{"the client's limit where the provider reads it, no budget", router("max_tokens"), `{"model":"simple_qa","max_completion_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, `{"max_tokens":5,"max_completion_tokens":5}`, 5},
 		{"output_cap off", router("", uncapped), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{}`, 500},
 		{"no budget", router(""), `{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`, `{}`, 500},
 	} {

@@ -1396,7 +1396,13 @@ func (st *sentTrace) wrote(info httptrace.WroteRequestInfo) {
 func (ex *exchange) upstreamRequest(ctx context.Context, d *deployment) *http.Request {
 	p := d.provider
 	u := p.urls[ex.ep]
-	parts := ex.body.Upstream(d.upstream, p.streamUsage, openai.OutputCap{Tokens: ex.outputCap(d), ChatField: p.limitField})
+	limit := ex.outputCap(d)
+	if limit == 0 {
+		// uncapped, the request's own limit still goes where the provider
+		// reads it: what was reserved for it, and what it asked for
+		limit = ex.body.MaxTokens
+	}
+	parts := ex.body.Upstream(d.upstream, p.streamUsage, openai.OutputCap{Tokens: limit, ChatField: p.limitField})
 	req := &http.Request{
 		Method:        http.MethodPost,
 		URL:           u,
