@@ -125,6 +125,7 @@ type budget struct {
 	hardPeriod period
 	warnAt     float64   // a share, 0..1
 	key        string    // placeholder, "" for one budget
+	keyHeaders []string  // the request headers key reads, canonical (keyHeaderTwice)
 	keyLabel   bool      // key values are shown as they are
 	keySecret  []byte    // keys the hash of key values (budgetInstance)
 	macs       sync.Pool // *keyHasher keyed with keySecret (keyOf)
@@ -221,6 +222,16 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 		}
 		nb.loc = loc
 	}
+	for rest := b.Key; ; {
+		i := strings.Index(rest, "{"+headerPlaceholder)
+		if i < 0 {
+			break
+		}
+		rest = rest[i+1+len(headerPlaceholder):]
+		if j := strings.IndexByte(rest, '}'); j > 0 {
+			nb.keyHeaders = append(nb.keyHeaders, http.CanonicalHeaderKey(rest[:j]))
+		}
+	}
 	if len(b.Match) > 0 {
 		nb.matchNames = b.Match
 		nb.match = make(map[string]bool, len(b.Match))
@@ -229,6 +240,25 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 		}
 	}
 	return nb, nil
+}
+
+// headerPlaceholder begins Caddy's placeholder of a request header.
+const headerPlaceholder = "http.request.header."
+
+// keyHeaderTwice is the first request header that a budget's key reads
+// and h has more than once, "" when none: Caddy's placeholder joins the
+// values ("Basic <credential>,junk") while the auth in front of the router
+// reads the first, so each second value would name a spender with a
+// budget of its own.
+func keyHeaderTwice(budgets []*budget, h http.Header) string {
+	for _, b := range budgets {
+		for _, name := range b.keyHeaders {
+			if len(h[name]) > 1 {
+				return name
+			}
+		}
+	}
+	return ""
 }
 
 // unsetKey is the key of the requests whose key placeholder resolved to

@@ -455,3 +455,20 @@ func TestBudgetKeyCredentialSchemeCase(t *testing.T) {
 		}
 	}
 }
+
+// TestBudgetKeyHeaderGivenTwice: a header the budget key reads, sent twice,
+// is refused: Caddy's placeholder joins the values ("Basic …,junk") while
+// the auth in front reads the first (basic_auth), so each junk second
+// value would be a spender with a budget of its own.
+func TestBudgetKeyHeaderGivenTwice(t *testing.T) {
+	g, alice := spentBasicAuthGateway(t)
+	for _, junk := range []string{"x1", "x2", "Basic " + alice} {
+		resp, body := g.post(chatBody("simple_qa", false), "Authorization", "Basic "+alice, "Authorization", junk)
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("alice past her budget, with a second Authorization %q: 200 %s", junk, truncate(body, 120))
+		}
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `"param":null`) || !strings.Contains(body, "Authorization") {
+			t.Errorf("second Authorization %q: %d %s, want an OpenAI-style 400 naming the header", junk, resp.StatusCode, truncate(body, 200))
+		}
+	}
+}

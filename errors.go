@@ -16,6 +16,7 @@ const (
 	codeMethodNotAllowed = "method_not_allowed"
 	codeAllUnavailable   = "all_models_unavailable"
 	codeStreamBroken     = "upstream_stream_broken"
+	codeDuplicateHeader  = "duplicate_header"
 	typeInvalidRequest   = "invalid_request_error"
 	typeServerError      = "server_error"
 )

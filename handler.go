@@ -94,6 +94,11 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	if !ex.readRequest() {
 		return ex.gone
 	}
+	if name := keyHeaderTwice(r.budgets, req.Header); name != "" {
+		ex.fail(invalidRequest(http.StatusBadRequest, codeDuplicateHeader, "",
+			fmt.Sprintf("The request has the header '%s' more than once: a budget is kept for its value, which must be one", name)))
+		return nil
+	}
 	ex.client = clientOf(r.ClientLabel, ex.repl)
 	p, ok := ex.resolve()
 	if !ok {

@@ -376,7 +376,7 @@ func (g *gateway) postRaw(path, body string, header ...string) (*http.Response, 
 		}
 		req.Header.Set("Content-Type", "application/json")
 		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Set(header[i], header[i+1])
+			req.Header.Add(header[i], header[i+1]) // a field given twice is sent twice
 		}
 		resp, err = g.tc.Client.Do(req)
 		// a connection closed before any answer: the previous config's
