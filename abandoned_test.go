@@ -151,6 +151,28 @@ func TestTimedOutCompletionsChargedItsDefault(t *testing.T) {
 	}
 }
 
+// TestTimedOutResponseChargedOneAnswer: the Responses API makes one
+// answer a request; an "n" in its body is no parameter of it (a provider
+// that takes the request ignores it), so a request given up after the
+// provider had it is charged one answer's output limit, not n.
+func TestTimedOutResponseChargedOneAnswer(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}}
+		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+	})
+	w := serveOnceAt(r, "/v1/responses", `{"model":"simple_qa","n":100,"max_output_tokens":400,"input":"Write a long story."}`)
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "timeout") {
+		t.Fatalf("%d %s, want the 503 of a timeout", w.Code, w.Body)
+	}
+	if in, out, _ := estimatedCharge(r, "deepseek-v3.2"); in <= 0 || out != 400 {
+		t.Errorf("timed-out response charged input %d, output %d; want > 0 and one answer's 400", in, out)
+	}
+}
+
 // TestJSONAnswerToAStreamIsCharged: a provider that answers a stream
 // request with a JSON answer generated (and bills) it: the attempt fails
 // over, and the answer's usage is charged.

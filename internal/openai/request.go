@@ -349,8 +349,12 @@ func (r *Request) Parse(raw []byte, api API) error {
 
 // Generations is how many answers the provider generates, and bills, for
 // the request: n (completions' best_of when larger) for each prompt of a
-// completions request, whose prompt may be a list.
+// completions request, whose prompt may be a list; one for a Responses
+// API request, which has no n (a provider that takes one ignores it).
 func (r *Request) Generations() int64 {
+	if r.API == Responses {
+		return 1
+	}
 	g := max(r.N, 1)
 	if r.API == Completions {
 		g = max(g, r.BestOf) * max(r.Messages, 1) // Messages counts its prompts
