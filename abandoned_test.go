@@ -265,6 +265,38 @@ func TestCutOffAnswerIsCharged(t *testing.T) {
 	}
 }
 
+// TestStreamCutBeforeFirstEventIsCharged: a stream whose 200 came and was
+// cut before its first event had reached the provider's generation (its
+// headers go out first): charged its estimated input, as one that stalled
+// there until first_byte_timeout is, or one whose first event is no
+// answer; not nothing.
+func TestStreamCutBeforeFirstEventIsCharged(t *testing.T) {
+	for _, clean := range []bool{false, true} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			if clean {
+				return // the response ends, with no event
+			}
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+		}))
+		r := benchRouter(t, srv.URL, func(r *Router) {
+			r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
+		})
+		w := serveOnce(r, `{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"Can I return shoes?"}]}`)
+		srv.Close()
+		if w.Code != http.StatusServiceUnavailable {
+			t.Fatalf("clean end %v: %d %s, want 503", clean, w.Code, w.Body)
+		}
+		if in, out, cost := estimatedCharge(r, "deepseek-v3.2"); in <= 0 || out != 0 || cost <= 0 {
+			t.Errorf("clean end %v: the stream cut before its first event was charged input %d, output %d, cost %v; want its input", clean, in, out, cost)
+		}
+	}
+}
+
 // TestAbandonedChargeCountsEveryAnswer: an attempt given up without an
 // output limit is charged the budget's reserve_output for each answer it
 // asked for, as admission reserved: n does not divide what is charged.

@@ -1042,6 +1042,13 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		ev, err := events.Next()
 		if err != nil {
 			ex.transportFailure(ctx, res, orEOF(err))
+			if res.outcome == outcomeConnectError {
+				// cut (or ended) by the provider's side after its 200, which
+				// a stream sends before generating: charged its input as
+				// one whose first event is no answer (the client's leaving
+				// and the router's deadlines are charged by run)
+				ex.spend(d, ex.estimate(0))
+			}
 			return
 		}
 		if openai.EventData(ev) != nil { // comments such as keep-alives are not the first event
