@@ -94,22 +94,34 @@ func serveOnceAt(r *Router, path, body string) *httptest.ResponseRecorder {
 	return w
 }
 
+// stalledRouter is a router whose deployment deepseek-v3.2 (route
+// simple_qa) never answers, its provider giving up after 50 ms, and
+// gemini-2.5-flash serves complex_reasoning; edit, when set, changes more.
+// The mock is returned for more faults.
+func stalledRouter(t *testing.T, edit func(*Router)) (*Router, *mockllm.Server) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	t.Cleanup(srv.Close)
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
+	return benchRouter(t, srv.URL, func(r *Router) {
+		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
+		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+		if edit != nil {
+			edit(r)
+		}
+	}), mock
+}
+
 // TestTimedOutAttemptIsCharged: an attempt that passes the router's own
 // deadline after the provider got the request is charged like one the
 // client left: a JSON request its estimated input and its output limit
 // (the provider generates on without a reader), a stream that never sent
 // its first event its input. Stalling the provider escapes no budget.
 func TestTimedOutAttemptIsCharged(t *testing.T) {
-	mock := mockllm.New()
-	srv := httptest.NewServer(mock)
-	defer srv.Close()
-	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
-	mock.Set("gemini-2.5-flash", mockllm.Behavior{StallBeforeFirstChunk: true})
-	r := benchRouter(t, srv.URL, func(r *Router) {
-		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
-		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+	r, mock := stalledRouter(t, func(r *Router) {
 		r.Failover = &Failover{FirstByteTimeout: caddy.Duration(50 * time.Millisecond)}
 	})
+	mock.Set("gemini-2.5-flash", mockllm.Behavior{StallBeforeFirstChunk: true})
 
 	w := serveOnce(r, `{"model":"simple_qa","max_tokens":400,"messages":[{"role":"user","content":"Write a long story."}]}`)
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "timeout") {
@@ -134,14 +146,7 @@ func TestTimedOutAttemptIsCharged(t *testing.T) {
 // charged that, not the 1,024 of a chat request's reservation: what the
 // provider could not have generated is not billed.
 func TestTimedOutCompletionsChargedItsDefault(t *testing.T) {
-	mock := mockllm.New()
-	srv := httptest.NewServer(mock)
-	defer srv.Close()
-	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
-	r := benchRouter(t, srv.URL, func(r *Router) {
-		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}}
-		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
-	})
+	r, _ := stalledRouter(t, nil)
 	w := serveOnceAt(r, "/v1/completions", `{"model":"simple_qa","n":2,"prompt":"Once upon a time"}`)
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "timeout") {
 		t.Fatalf("%d %s, want the 503 of a timeout", w.Code, w.Body)
@@ -156,14 +161,7 @@ func TestTimedOutCompletionsChargedItsDefault(t *testing.T) {
 // that takes the request ignores it), so a request given up after the
 // provider had it is charged one answer's output limit, not n.
 func TestTimedOutResponseChargedOneAnswer(t *testing.T) {
-	mock := mockllm.New()
-	srv := httptest.NewServer(mock)
-	defer srv.Close()
-	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
-	r := benchRouter(t, srv.URL, func(r *Router) {
-		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}}
-		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
-	})
+	r, _ := stalledRouter(t, nil)
 	w := serveOnceAt(r, "/v1/responses", `{"model":"simple_qa","n":100,"max_output_tokens":400,"input":"Write a long story."}`)
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "timeout") {
 		t.Fatalf("%d %s, want the 503 of a timeout", w.Code, w.Body)
@@ -301,13 +299,7 @@ func TestStreamCutBeforeFirstEventIsCharged(t *testing.T) {
 // output limit is charged the budget's reserve_output for each answer it
 // asked for, as admission reserved: n does not divide what is charged.
 func TestAbandonedChargeCountsEveryAnswer(t *testing.T) {
-	mock := mockllm.New()
-	srv := httptest.NewServer(mock)
-	defer srv.Close()
-	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
-	r := benchRouter(t, srv.URL, func(r *Router) {
-		r.Routes = map[string][]string{"simple_qa": {"deepseek-v3.2"}, "complex_reasoning": {"gemini-2.5-flash"}}
-		r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
+	r, _ := stalledRouter(t, func(r *Router) {
 		r.Budgets = []*Budget{{Name: "n", Limits: []BudgetLimit{{Amount: 1e6, Period: "day"}}, ReserveOutput: 100}}
 		r.BudgetSync = -1
 	})

@@ -139,6 +139,13 @@ func admitSomeAt(t *testing.T, r *Router, up *heldUpstream, path, body string, n
 	return admitted, codes
 }
 
+// waitCodes waits for the n answers of requests released (admitSome).
+func waitCodes(codes chan int, n int) {
+	for range n {
+		<-codes
+	}
+}
+
 // TestReservationsOutliveWindowTurn: requests admitted just before an hour
 // ends, still in flight when the next begins, are charged in the new hour
 // (their answers come then); their reservations count there too, so the
@@ -159,12 +166,8 @@ func TestReservationsOutliveWindowTurn(t *testing.T) {
 	advanceClock(t, time.Minute) // 11:00:30, the three still in flight
 	a2, codes2 := admitSome(t, r, up, body, 3)
 	close(up.release)
-	for range a1 {
-		<-codes1
-	}
-	for range a2 {
-		<-codes2
-	}
+	waitCodes(codes1, a1)
+	waitCodes(codes2, a2)
 	if a2 != 0 {
 		t.Errorf("hour 11 admitted %d requests beside the 3 still reserved, want none", a2)
 	}
@@ -186,9 +189,7 @@ func TestOutputCapBoundsBurst(t *testing.T) {
 	body := `{"model":"simple_qa","messages":[{"role":"user","content":"Write a very long story."}]}`
 	admitted, codes := admitSome(t, r, up, body, 10)
 	close(up.release)
-	for range admitted {
-		<-codes
-	}
+	waitCodes(codes, admitted)
 	if spent := spentIn(r, 0, periodDay); spent > 0.3+0.11+1e-9 {
 		t.Errorf("spent %.3f against a limit of 0.3: %d answers admitted on reservations of about 0.11 each", spent, admitted)
 	}
@@ -236,9 +237,7 @@ func TestUnseenContextReserved(t *testing.T) {
 			body := strings.Replace(tc.body, "conv_ID", fmt.Sprintf("conv_%016x", time.Now().UnixNano()), 1)
 			admitted, codes := admitSomeAt(t, r, up, path, body, 10)
 			close(up.release)
-			for range admitted {
-				<-codes
-			}
+			waitCodes(codes, admitted)
 			if tc.most == 10 && admitted != 10 || admitted > tc.most {
 				t.Errorf("%d of 10 admitted against a limit of %d, want %d", admitted, limit, tc.most)
 			}
@@ -608,12 +607,8 @@ func TestHugeReservationKeepsOthers(t *testing.T) {
 	// 0.105 in flight: two more fit under 0.3 (the second starts at 0.21)
 	a2, codes2 := admitSome(t, r, up, body, 3)
 	close(up.release)
-	for range a1 {
-		<-codes1
-	}
-	for range a2 {
-		<-codes2
-	}
+	waitCodes(codes1, a1)
+	waitCodes(codes2, a2)
 	if a2 != 2 {
 		t.Errorf("%d of 3 admitted beside the one in flight, want 2", a2)
 	}
