@@ -73,8 +73,11 @@ func (ex *exchange) hedgeDelay(d *deployment, hedges int) time.Duration {
 	}
 	// a Responses API continuation only its home can answer (homeFirst):
 	// another deployment's quick 404 for the response it lacks is the
-	// client's error, relayed, and would win over the home's answer
-	if ex.ep == responsesEndpoint && ex.body.PreviousResponseID != "" {
+	// client's error, relayed, and would win over the home's answer; nor
+	// a request in a conversation, to which the provider appends each
+	// generation it completes (a JSON loser's too): the turn would be
+	// added twice
+	if ex.continued() != "" {
 		return 0
 	}
 	if !f.HedgeAuto {

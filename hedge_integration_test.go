@@ -104,3 +104,21 @@ func TestHedgedJSON(t *testing.T) {
 		t.Errorf("canceled %q", got)
 	}
 }
+
+// TestHedgeSparesAConversation: a Responses API request in a
+// conversation ("conversation": an id, or {"id": …}) has its input and
+// output appended to that conversation by the provider once it completes,
+// and a JSON generation completes without a reader: a hedge beside it
+// would add the turn to the conversation twice (the loser's too), and the
+// conversation lives at one provider only. It is not hedged.
+func TestHedgeSparesAConversation(t *testing.T) {
+	g := newGateway(t, hedgeRouter(""))
+	for _, conv := range []string{`"conv_68c1d2e3f4a5b6c7d8e9f0a1"`, `{"id":"conv_68c1d2e3f4a5b6c7d8e9f0a1"}`} {
+		g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 600 * time.Millisecond, Times: 1})
+		resp, body := g.postPath("/v1/responses", `{"model":"simple_qa","input":"And the cheaper one?","conversation":`+conv+`}`)
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+		if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 0 {
+			t.Errorf("conversation %s: hedged, the second deployment got %d requests", conv, n)
+		}
+	}
+}
