@@ -41,6 +41,12 @@ const (
 	// close to another may still differ in a detail that changes the
 	// answer, and embedding it costs more.
 	semanticMaxChars = 1000
+	// semanticMaxDims is the longest vector kept: twice the longest of
+	// today's embedding models (4096). The index is bounded by max_entries
+	// vectors, each as long as the model makes it: a broken or
+	// misconfigured upstream's vector of a million dimensions (4 MiB)
+	// would make max_entries of them gigabytes.
+	semanticMaxDims = 8192
 )
 
 // cache results of the semantic lookup (cache_requests_total's result)
@@ -394,7 +400,9 @@ func (ex *exchange) embedQuestion(sc *semanticCache, text string) (vec []float32
 		}
 		return nil, 0, fmt.Errorf("the embedding request ended %d", sub.status)
 	}
-	vec, err = openai.EmbeddingVector(w.body.Bytes())
+	if vec, err = openai.EmbeddingVector(w.body.Bytes()); err == nil && len(vec) > semanticMaxDims {
+		return nil, 0, fmt.Errorf("the embedding has %d dimensions, more than the %d kept", len(vec), semanticMaxDims)
+	}
 	return vec, maphash.String(embeddingSpaces, sub.answered.upstream), err
 }
 

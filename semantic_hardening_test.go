@@ -7,9 +7,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
@@ -70,6 +73,30 @@ func TestSemanticOddEmbeddingIsAMiss(t *testing.T) {
 		t.Errorf("the chat request failed (the handler panicked?): %v", err)
 	case resp.StatusCode != http.StatusOK:
 		t.Errorf("status %d, want 200 (a plain miss): %s", resp.StatusCode, body)
+	}
+}
+
+// TestSemanticHugeEmbeddingIsAMiss: an embedding model that answers with
+// a vector far longer than any embedding model's (a misconfigured or
+// broken upstream: here a million dimensions, 4 MiB a question) makes the
+// lookup an ordinary miss, and nothing of it is kept: max_entries such
+// vectors would hold gigabytes, when the index is sized at a few KB a
+// question.
+func TestSemanticHugeEmbeddingIsAMiss(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	mock.Set("embed-words", mockllm.Behavior{WordVectors: 1 << 20})
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		r.Models = append(r.Models, &Model{Name: "embed-words", Kind: "embedding"})
+		r.Cache = &Cache{Semantic: &SemanticCache{Model: "embed-words", MaxEntries: 4325, LookupTimeout: caddy.Duration(time.Minute)}}
+	})
+	w := serveOnce(r, `{"model":"simple_qa","messages":[{"role":"user","content":"What is your return policy?"}]}`)
+	if w.Code != http.StatusOK {
+		t.Fatalf("%d %s, want the model's answer", w.Code, w.Body)
+	}
+	if x := r.cache.semantic.store.index.Load(); x.Len() != 0 || x.Dims() != 0 {
+		t.Errorf("a vector of %d dimensions was kept: the index holds %d of %d dimensions", 1<<20, x.Len(), x.Dims())
 	}
 }
 
