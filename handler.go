@@ -904,7 +904,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			ex.rememberAnswer(openai.ResponseID(payload), d, u)
 		}
 	} else {
-		if !ex.gate.claim(i) {
+		if !ex.gate.claimError(i) {
 			lostHedge(res)
 			return
 		}

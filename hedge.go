@@ -39,6 +39,11 @@ type hedgeGate struct {
 	cancels [2]context.CancelCauseFunc
 	started bool // the hedge was started
 	closed  bool // the first attempt ended: no hedge starts any more
+	// firstDone is closed when the first attempt has ended; hedgeDone is
+	// the hedge's context's end: the first attempt won, or the request's
+	// context ended (claimError)
+	firstDone chan struct{}
+	hedgeDone <-chan struct{}
 }
 
 // claim reports whether attempt i may commit: the first to ask wins, and
@@ -56,6 +61,23 @@ func (g *hedgeGate) claim(i int) bool {
 		}
 	}
 	return g.winner == i+1
+}
+
+// claimError is claim for an attempt whose answer is an error status,
+// relayed as the client's own. The hedge's (i 1) waits for the first
+// attempt to end, and claims only if that one did not answer: without the
+// hedge its deployment would only have been asked once the first failed,
+// and its quick 400 (a smaller context window, a parameter it lacks) is
+// no reason to drop the first attempt, which may well answer. It waits
+// past the hedge's own attempt timeout: its answer is in hand.
+func (g *hedgeGate) claimError(i int) bool {
+	if g != nil && i == 1 {
+		select {
+		case <-g.firstDone:
+		case <-g.hedgeDone:
+		}
+	}
+	return g.claim(i)
 }
 
 // hedgeDelay is how long to wait for d's first byte before hedging; 0: do
@@ -110,7 +132,7 @@ type hedgedResult struct {
 // they ended, and whether h was started. d's attempt runs on the request's
 // goroutine, as any attempt: a hedge that never starts costs a timer.
 func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done []hedgedResult, hedged bool) {
-	gate := &hedgeGate{}
+	gate := &hedgeGate{firstDone: make(chan struct{})}
 	ex.gate = gate
 	defer func() { ex.gate = nil }()
 	ctx, cancel := context.WithCancelCause(ex.ctx)
@@ -126,7 +148,7 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 		// attempt that wins after this sees it (X-LLM-Attempts)
 		ex.attempts++
 		hctx, hcancel := context.WithCancelCause(ex.ctx)
-		gate.cancels[1], gate.started = hcancel, true
+		gate.cancels[1], gate.hedgeDone, gate.started = hcancel, hctx.Done(), true
 		gate.mu.Unlock()
 		r := hedgedResult{d: h, span: ex.traceAttempt(h, false)}
 		defer func() {
@@ -141,6 +163,7 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 	})
 	first := hedgedResult{d: d, span: ex.traceAttempt(d, false)}
 	first.res = ex.attemptIn(ctx, d, 0)
+	close(gate.firstDone)
 	cancel(nil)
 	timer.Stop()
 	gate.mu.Lock()

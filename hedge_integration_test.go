@@ -122,3 +122,28 @@ func TestHedgeSparesAConversation(t *testing.T) {
 		}
 	}
 }
+
+// TestHedgeErrorAnswerWaitsForTheFirst: a hedge's quick error answer (a
+// 400 from a deployment that cannot take the request: a smaller context
+// window, a parameter it lacks) is no reason to drop the first attempt,
+// which may well answer: without the hedge that deployment would only
+// have been asked after the first failed. The first attempt's answer is
+// relayed; when the first attempt fails, the hedge's error answer is, as
+// a failover's would be.
+func TestHedgeErrorAnswerWaitsForTheFirst(t *testing.T) {
+	g := newGateway(t, hedgeRouter(""))
+	for _, stream := range []bool{false, true} {
+		g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 800 * time.Millisecond, Times: 1})
+		g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 400, Times: 1})
+		resp, body := g.post(chatBody("simple_qa", stream))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 2)
+	}
+	// the first attempt fails after the hedge's error answer: that answer
+	// is the client's
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 800 * time.Millisecond, Status: 500, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 400, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != 400 || resp.Header.Get("X-LLM-Model") != "gemini-2.5-flash" {
+		t.Errorf("%d from %q: %s; want the hedge's 400", resp.StatusCode, resp.Header.Get("X-LLM-Model"), body)
+	}
+}
