@@ -713,7 +713,7 @@ func (ex *exchange) run(p plan) {
 		}
 		h := candidates[i+1]
 		begin(d, false)
-		results, hedged := ex.hedgedAttempt(d, h, delay)
+		results, hedged := ex.hedgedAttempt(d, h, delay, start.Add(tryDuration))
 		if hedged {
 			hedges++ // and ex.attempts counted it (hedgedAttempt)
 			i++      // h was tried

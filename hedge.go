@@ -127,11 +127,13 @@ type hedgedResult struct {
 	span trace.Span // its trace span, if traced
 }
 
-// hedgedAttempt tries d, and after delay without a first byte also h;
-// the first to commit answers. It returns the attempts made, in the order
-// they ended, and whether h was started. d's attempt runs on the request's
-// goroutine, as any attempt: a hedge that never starts costs a timer.
-func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done []hedgedResult, hedged bool) {
+// hedgedAttempt tries d, and after delay without a first byte also h,
+// unless that is at tryEnd or later (try_duration: no new attempt starts
+// then); the first to commit answers. It returns the attempts made, in the
+// order they ended, and whether h was started. d's attempt runs on the
+// request's goroutine, as any attempt: a hedge that never starts costs a
+// timer.
+func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd time.Time) (done []hedgedResult, hedged bool) {
 	gate := &hedgeGate{firstDone: make(chan struct{})}
 	ex.gate = gate
 	defer func() { ex.gate = nil }()
@@ -140,9 +142,9 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration) (done [
 	hedge := make(chan hedgedResult, 1)
 	timer := time.AfterFunc(delay, func() {
 		gate.mu.Lock()
-		if gate.winner != 0 || gate.closed || ex.clientLeft() || ex.holdBudgets(h, 2, true) != nil {
+		if gate.winner != 0 || gate.closed || !now().Before(tryEnd) || ex.clientLeft() || ex.holdBudgets(h, 2, true) != nil {
 			gate.mu.Unlock()
-			return // d answered, or ended, in time; nobody may read; or the budget cannot pay twice
+			return // d answered, or ended, in time; try_duration is spent; nobody may read; or the budget cannot pay twice
 		}
 		// the hedge counts from now: under the gate's lock, so that an
 		// attempt that wins after this sees it (X-LLM-Attempts)

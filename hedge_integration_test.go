@@ -147,3 +147,16 @@ func TestHedgeErrorAnswerWaitsForTheFirst(t *testing.T) {
 		t.Errorf("%d from %q: %s; want the hedge's 400", resp.StatusCode, resp.Header.Get("X-LLM-Model"), body)
 	}
 }
+
+// TestNoHedgeAfterTryDuration: try_duration is the time after which no
+// new attempt starts; a hedge is one. A first attempt still waiting for
+// its first byte when try_duration is spent gets no hedge beside it.
+func TestNoHedgeAfterTryDuration(t *testing.T) {
+	g := newGateway(t, hedgeRouter("\n\t\ttry_duration 100ms"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 600 * time.Millisecond, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 0 {
+		t.Errorf("a hedge started after try_duration: the second deployment got %d requests", n)
+	}
+}
