@@ -102,6 +102,12 @@ func (ex *exchange) hedgeDelay(d *deployment, hedges int) time.Duration {
 	if ex.continued() != "" {
 		return 0
 	}
+	// nor one with a feature the provider runs and bills apart from tokens
+	// (allow_unpriced): the canceled attempt's hosted tool calls are
+	// neither undone (a remote MCP tool's action) nor counted
+	if len(ex.body.Unpriced) > 0 {
+		return 0
+	}
 	if !f.HedgeAuto {
 		return time.Duration(f.HedgeAfter)
 	}

@@ -160,3 +160,24 @@ func TestNoHedgeAfterTryDuration(t *testing.T) {
 		t.Errorf("a hedge started after try_duration: the second deployment got %d requests", n)
 	}
 }
+
+// TestHedgeSparesHostedTools: a request with a feature the provider runs
+// and bills apart from tokens (allow_unpriced: a remote MCP server's
+// tools, web search) is not hedged: the canceled attempt's tool calls are
+// neither undone (an MCP tool's action would be taken twice) nor counted
+// (a second search bill no budget sees).
+func TestHedgeSparesHostedTools(t *testing.T) {
+	g := newGateway(t, hedgeRouter("")+"\tallow_unpriced mcp web_search\n")
+	for _, c := range []struct{ path, body string }{
+		{"/v1/responses", `{"model":"simple_qa","input":"Open a ticket for the broken checkout","tools":[{"type":"mcp","server_label":"tickets","server_url":"https://tickets.example.com/mcp","require_approval":"never"}]}`},
+		{"/v1/chat/completions", `{"model":"simple_qa","web_search_options":{},"messages":[{"role":"user","content":"Today's news?"}]}`},
+	} {
+		g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 600 * time.Millisecond, Times: 1})
+		before := len(g.primary.RequestsFor("gemini-2.5-flash"))
+		resp, body := g.postPath(c.path, c.body)
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+		if n := len(g.primary.RequestsFor("gemini-2.5-flash")) - before; n != 0 {
+			t.Errorf("%s: hedged, the second deployment got %d requests", c.path, n)
+		}
+	}
+}
