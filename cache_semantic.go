@@ -274,10 +274,10 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 	if err != nil {
 		metrics.semanticFailures.Inc()
 		ex.router.logger.Debug("semantic cache: the question was not embedded; a miss", zap.Error(err))
-		if errors.Is(err, errEmbeddingRefused) || errors.Is(err, errLookupAbandoned) {
-			// the client's budget, or the client's leaving, not the
-			// embedding model: the store's rest would skip the lookups of
-			// every client
+		if errors.Is(err, errEmbeddingRefused) || errors.Is(err, errLookupAbandoned) || errors.Is(err, errQuestionRefused) {
+			// the client's budget, the client's leaving, or the client's
+			// question, not the embedding model: the store's rest would
+			// skip the lookups of every client
 			return false
 		}
 		if rest := sc.store.embeddingFailed(now()); rest > 0 {
@@ -398,6 +398,9 @@ func (ex *exchange) embedQuestion(sc *semanticCache, text string) (vec []float32
 		if ctx.Err() != nil {
 			return nil, 0, fmt.Errorf("no embedding within lookup_timeout %s", sc.timeout)
 		}
+		if sub.answered != nil && sub.status >= 400 && sub.status < 500 {
+			return nil, 0, fmt.Errorf("%w: %d", errQuestionRefused, sub.status)
+		}
 		return nil, 0, fmt.Errorf("the embedding request ended %d", sub.status)
 	}
 	if vec, err = openai.EmbeddingVector(w.body.Bytes()); err == nil && len(vec) > semanticMaxDims {
@@ -415,6 +418,13 @@ var errEmbeddingRefused = errors.New("a budget refused the embedding")
 // of the embedding model either, or any client could make the lookups of
 // every other rest by leaving three times.
 var errLookupAbandoned = errors.New("the client left during the embedding")
+
+// errQuestionRefused is an embedding model answering the question with
+// the client's error (a 4xx it relays: a question longer than the model
+// takes): the router's request differs from the others only by the
+// question, so it is no failure of the model, and a rest would let one
+// client's questions pause the lookups of every other.
+var errQuestionRefused = errors.New("the embedding model refused the question")
 
 // embeddingSpaces seeds the hash of an upstream model's name into a
 // namespace (the index lives in this process only).

@@ -209,6 +209,31 @@ func TestSemanticLookupSpendsNothingForARefusedRequest(t *testing.T) {
 	}
 }
 
+// TestSemanticQuestionRefusedRestsNoOne: an embedding model that refuses
+// a question as the client's error (a 4xx it relays: a question longer
+// than a 512-token model takes, 413 from a text-embeddings-inference
+// server) has not failed: the router's request is the same every time
+// but for the question. That client's lookups are misses; three such
+// questions in a row (any client's, a long one in a language the model
+// tokenizes finely) do not make the lookups of every client rest.
+func TestSemanticQuestionRefusedRestsNoOne(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9\n\t\t\tmax_entries 4332")
+	g.ask("What is your return policy?", "")
+	g.primary.Set("embed-words", mockllm.Behavior{Status: http.StatusRequestEntityTooLarge})
+	const clientA = "Bearer sk-client-a-asks-long-questions"
+	for i := range semanticFailuresToRest {
+		resp, _ := g.ask(fmt.Sprintf("Question %c, a long one", 'a'+i), "", "Authorization", clientA)
+		expectCache(t, resp, "miss")
+	}
+	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	before := scrape(t)
+	resp, _ := g.ask("Tell me the return policy please", "")
+	expectCache(t, resp, "semantic-hit")
+	if d := scrape(t).delta(before, sel("caddy_llm_router_cache_semantic_lookups_skipped_total")); d != 0 {
+		t.Errorf("lookups skipped +%v, want 0: one client's refused questions made the semantic cache rest for everyone", d)
+	}
+}
+
 // TestSemanticLateEmbeddingCharged: an embedding the router abandons at
 // lookup_timeout has reached the provider, which bills it: it is charged
 // (estimated) and counted in the embedding cost that the net saving
