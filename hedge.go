@@ -148,9 +148,14 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd 
 	hedge := make(chan hedgedResult, 1)
 	timer := time.AfterFunc(delay, func() {
 		gate.mu.Lock()
-		if gate.winner != 0 || gate.closed || !now().Before(tryEnd) || ex.clientLeft() || ex.holdBudgets(h, 2, true) != nil {
+		t := now()
+		// h's health now, not when the candidates were ordered: a hedge is
+		// optional, and not sent to a deployment that went into a cooldown
+		// (its provider asked for a pause) or was disabled meanwhile
+		if gate.winner != 0 || gate.closed || !t.Before(tryEnd) || h.state.viewAt(t).state != stateUp ||
+			ex.clientLeft() || ex.holdBudgets(h, 2, true) != nil {
 			gate.mu.Unlock()
-			return // d answered, or ended, in time; try_duration is spent; nobody may read; or the budget cannot pay twice
+			return // d answered, or ended, in time; try_duration is spent; h is not up; nobody may read; or the budget cannot pay twice
 		}
 		// the hedge counts from now: under the gate's lock, so that an
 		// attempt that wins after this sees it (X-LLM-Attempts)

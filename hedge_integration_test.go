@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,39 @@ func TestHedgeSparesHostedTools(t *testing.T) {
 		if n := len(g.primary.RequestsFor("gemini-2.5-flash")) - before; n != 0 {
 			t.Errorf("%s: hedged, the second deployment got %d requests", c.path, n)
 		}
+	}
+}
+
+// TestNoHedgeToACoolingDeployment: a hedge is an optional second request:
+// it is not sent to a deployment that went into a cooldown (its provider
+// asked for a pause with a 429 and Retry-After) or was disabled while the
+// first attempt waited for its first byte.
+func TestNoHedgeToACoolingDeployment(t *testing.T) {
+	g := newGateway(t, strings.Replace(hedgeRouter(""), "hedge_after 300ms", "hedge_after 1s", 1))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 1500 * time.Millisecond, Times: 1})
+	type answer struct {
+		model string
+		code  int
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, _ := g.post(chatBody("simple_qa", false))
+		done <- answer{resp.Header.Get("X-LLM-Model"), resp.StatusCode}
+	}()
+	if got := waitFor(t, g.primary.Arrived(), "the first attempt"); got != "deepseek-chat" {
+		t.Fatalf("first arrived %q", got)
+	}
+	// meanwhile another request finds gemini-2.5-flash rate limited, with
+	// a Retry-After: it cools down for 30 s
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: http.StatusTooManyRequests, RetryAfter: "30", Times: 1})
+	if resp, body := g.post(`{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode == http.StatusOK {
+		t.Fatalf("the premise fails: %d %s", resp.StatusCode, body)
+	}
+	a := waitFor(t, done, "the hedged request")
+	if a.code != http.StatusOK || a.model != "deepseek-v3.2" {
+		t.Errorf("%d from %q, want the first attempt's answer", a.code, a.model)
+	}
+	if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 1 {
+		t.Errorf("the cooling deployment got %d requests, want 1 (the one that made it cool down)", n)
 	}
 }
