@@ -198,10 +198,11 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd 
 // charged. One never written whole, or answered with an error status,
 // generated nothing and is charged nothing.
 func (ex *exchange) settleHedge(h *deployment, results []hedgedResult) {
-	won := false
+	won, answered := false, false
 	for _, r := range results {
-		if r.d == h && r.res.committed {
-			won = true
+		if r.res.committed {
+			answered = true
+			won = won || r.d == h
 		}
 		if r.res.outcome != outcomeHedgeLost {
 			continue
@@ -223,9 +224,13 @@ func (ex *exchange) settleHedge(h *deployment, results []hedgedResult) {
 		r.d.state.stats.recordHedgeLost(cost, r.d.currency.Code)
 	}
 	h.state.stats.recordHedge(won)
-	result := "lost"
-	if won {
+	// who answered: the hedge, the first attempt, or neither
+	result := "failed"
+	switch {
+	case won:
 		result = "won"
+	case answered:
+		result = "lost"
 	}
 	metrics.hedges.WithLabelValues(h.name, h.provider.name, result).Inc()
 }

@@ -216,3 +216,23 @@ func TestNoHedgeToACoolingDeployment(t *testing.T) {
 		t.Errorf("the cooling deployment got %d requests, want 1 (the one that made it cool down)", n)
 	}
 }
+
+// TestHedgeNeitherAnswered: hedges_total's result names who answered: a
+// hedge whose two attempts both failed was not lost to the first attempt
+// (result="lost" says the first attempt answered), it is "failed".
+func TestHedgeNeitherAnswered(t *testing.T) {
+	g := newGateway(t, hedgeRouter(""))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 600 * time.Millisecond, Status: 500, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
+	done := requestsDone(t)
+	before := scrape(t)
+	if resp, body := g.post(chatBody("simple_qa", false)); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("%d %s, want 503", resp.StatusCode, body)
+	}
+	waitFor(t, done, "the request to be counted")
+	after := scrape(t)
+	const prefix = `caddy_llm_router_hedges_total{model="gemini-2.5-flash",provider="primary",result=`
+	if lost, failed := after[prefix+`"lost"}`]-before[prefix+`"lost"}`], after[prefix+`"failed"}`]-before[prefix+`"failed"}`]; lost != 0 || failed != 1 {
+		t.Errorf("hedges_total: lost +%v, failed +%v; want 0 and 1 (neither attempt answered)", lost, failed)
+	}
+}

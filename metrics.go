@@ -113,7 +113,7 @@ func newRouterMetrics() *routerMetrics {
 			"Attempts after which the router moved on to the next candidate, by the deployment failed over from and why.",
 			"model", "provider", "reason"),
 		hedges: counter("hedges_total",
-			"Hedges started (failover hedge_after): a second attempt beside one without a first byte, by the hedge's deployment and whether it answered (won) or the first attempt did (lost).",
+			"Hedges started (failover hedge_after): a second attempt beside one without a first byte, by the hedge's deployment and whether it answered (won), the first attempt did (lost), or neither (failed).",
 			"model", "provider", "result"),
 		hedgeCost: counter("hedge_lost_cost_total",
 			"Cost of the attempts canceled because the other attempt of their hedge answered first (their usage, or their input estimated), by deployment; part of cost_total.",
