@@ -113,6 +113,27 @@ func TestSemanticNumberOrder(t *testing.T) {
 	}
 }
 
+// TestSemanticIdentifierOrder: the same codes, e-mail addresses or URLs
+// in another order are another question, as numbers are ("from account
+// AC12 to AC34" is not "from AC34 to AC12"), and embed almost
+// identically (here exactly: bags of words).
+func TestSemanticIdentifierOrder(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.95\n\t\t\tmax_entries 4324")
+	for _, c := range [][2]string{
+		{"Can I move my booking from seat A12 to seat B34?", "Can I move my booking from seat B34 to seat A12?"},
+		{"Forward the invoice from alice@example.com to bob@example.com", "Forward the invoice from bob@example.com to alice@example.com"},
+		{"Redirect https://shop.example.com/old to https://shop.example.com/new", "Redirect https://shop.example.com/new to https://shop.example.com/old"},
+	} {
+		g.ask(c[0], "case order")
+		chats := g.chatRequests()
+		resp, _ := g.ask(c[1], "case order")
+		if g.chatRequests() == chats {
+			t.Errorf("%q was served the answer to %q: X-LLM-Cache %q, similarity %s",
+				c[1], c[0], resp.Header.Get("X-LLM-Cache"), resp.Header.Get("X-LLM-Cache-Similarity"))
+		}
+	}
+}
+
 // TestSemanticRememberRacesLookups: a lookup that runs while a question is
 // stored never takes the new vector for one whose metadata was evicted
 // (the metadata is stored first).

@@ -14,17 +14,20 @@ type Guard string
 
 // The guards, in the order Check applies them.
 const (
-	// GuardEmail: both questions name the same e-mail addresses (compared
-	// case-insensitively).
+	// GuardEmail: both questions name the same e-mail addresses in the same
+	// order of first mention ("from alice@… to bob@…" is not "from bob@…
+	// to alice@…"), compared case-insensitively.
 	GuardEmail Guard = "email"
-	// GuardURL: both questions name the same URLs (http://, https:// and
+	// GuardURL: both questions name the same URLs in the same order of
+	// first mention (http://, https:// and
 	// www. forms; scheme and host compared case-insensitively, the rest
 	// exactly; no path is the same as "/"). Schemes are not guessed:
 	// "www.x.com", "http://www.x.com" and "https://www.x.com" differ.
 	GuardURL Guard = "url"
-	// GuardCode: both questions name the same codes, tokens with at least
-	// one letter and one digit ("A123", "SKU-99X", "2FA", "iphone15"),
-	// compared case-insensitively.
+	// GuardCode: both questions name the same codes in the same order of
+	// first mention ("from seat A12 to B34" is not "from B34 to A12"),
+	// tokens with at least one letter and one digit ("A123", "SKU-99X",
+	// "2FA", "iphone15"), compared case-insensitively.
 	GuardCode Guard = "code"
 	// GuardNumber: both questions name the same numbers in the same order
 	// (of first mention: "2 to the power of 10" is not "10 to the power of
@@ -76,12 +79,13 @@ var Guards = []Guard{GuardEmail, GuardURL, GuardCode, GuardNumber, GuardNegation
 //
 // The identifier lists hold each value once, normalised: repeating
 // "order 123" does not change which order a question is about, and
-// paraphrases often repeat or drop a repetition. Numbers keep the order of
-// their first mention (it can change the question: "from 3 to 5"); the
-// other lists are sorted. E-mail addresses and URLs are taken whole, so
-// their digits are not also numbers or codes.
+// paraphrases often repeat or drop a repetition. Each list keeps the order
+// of first mention, which can change the question ("from 3 to 5", "from
+// seat A12 to B34", "from alice@… to bob@…"). E-mail addresses and URLs
+// are taken whole, so their digits are not also numbers or codes.
 type Facts struct {
-	// Emails are e-mail addresses, lower-cased.
+	// Emails are e-mail addresses, lower-cased, in the order of their
+	// first mention (as are URLs and Codes).
 	Emails []string
 	// URLs are URLs with scheme and host lower-cased and an empty path
 	// written "/"; "www." URLs have no scheme.
@@ -181,22 +185,20 @@ type extractor struct {
 }
 
 func (x *extractor) facts() Facts {
-	for _, s := range []*[]string{&x.f.Emails, &x.f.URLs, &x.f.Codes} {
-		if len(*s) > 1 {
-			slices.Sort(*s)
-			*s = slices.Compact(*s)
+	// repeats dropped, first mentions kept in order: the order of two
+	// identifiers can change the question as that of two numbers does
+	// ("from seat A12 to B34", "from alice@… to bob@…")
+	for _, s := range []*[]string{&x.f.Emails, &x.f.URLs, &x.f.Codes, &x.f.Numbers} {
+		l := *s
+		kept := l[:0]
+		for _, v := range l {
+			if !slices.Contains(kept, v) {
+				kept = append(kept, v)
+			}
 		}
+		clear(l[len(kept):])
+		*s = kept
 	}
-	// Numbers: repeats dropped, first mentions kept in order
-	nums := x.f.Numbers
-	kept := nums[:0]
-	for _, n := range nums {
-		if !slices.Contains(kept, n) {
-			kept = append(kept, n)
-		}
-	}
-	clear(nums[len(kept):])
-	x.f.Numbers = kept
 	return x.f
 }
 
