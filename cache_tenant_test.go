@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -100,5 +101,22 @@ func TestCacheScopeEmptyBypasses(t *testing.T) {
 	expectCache(t, resp, "hit")
 	if n := upstream(); n != 3 {
 		t.Errorf("%d upstream requests, want 3", n)
+	}
+}
+
+// TestCacheScopeNotBothSharedAndScoped: a JSON config with shared_scope
+// and scope placeholders loaded, and shared_scope won: answers meant to
+// stay within a team were served to every client. It must not load.
+func TestCacheScopeNotBothSharedAndScoped(t *testing.T) {
+	var r Router
+	cfg := `{"providers":[{"name":"p","base_url":"http://127.0.0.1:1/v1"}],"models":[{"name":"a"}],
+		"cache":{"shared_scope":true,"scope":["{http.request.header.X-Team}"]}}`
+	if err := json.Unmarshal([]byte(cfg), &r); err != nil {
+		t.Fatal(err)
+	}
+	r.setDefaults()
+	err := r.Validate()
+	if err == nil || !strings.Contains(err.Error(), "cannot be combined with scope placeholders") {
+		t.Fatalf("Validate() = %v, want the contradiction refused", err)
 	}
 }

@@ -785,12 +785,15 @@ func unmarshalCache(d *caddyfile.Dispenser, c *Cache, where map[string]caddyfile
 				return d.ArgErr()
 			}
 		case "scope":
+			where["cache/scope"] = d.Token()
 			args := d.RemainingArgs()
 			switch {
 			case len(args) == 0:
 				return d.ArgErr()
 			case len(args) == 1 && args[0] == "shared":
 				c.SharedScope = true
+			case slices.Contains(args, "shared"):
+				return d.Errf("cache: %s", errSharedScope)
 			default:
 				c.Scope = append(c.Scope, args...)
 			}

@@ -195,6 +195,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"forward a hop-by-hop header", "\t\tforward_header Keep-Alive", `forward_header "Keep-Alive" is never forwarded: hop-by-hop`, 11},
 		{"forward the router's own", "\t\tforward_header X-LLM-Route", `forward_header "X-LLM-Route" is never forwarded: the router's own`, 11},
 		{"forward_header without a field", "\t\tforward_header", "wrong argument count", 11},
+		// scope per team, then shared: the second silently won, sharing
+		// every team's answers with every other
+		{"cache scope and shared", "\t\tcache {\n\t\t\tscope {http.request.header.X-Team}\n\t\t\tscope shared\n\t\t}", `scope shared shares across every client; it cannot be combined with scope placeholders`, 13},
+		{"cache shared with a placeholder", "\t\tcache {\n\t\t\tscope shared {http.request.header.X-Team}\n\t\t}", `scope shared shares across every client; it cannot be combined with scope placeholders`, 12},
 		{"semantic typo", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshhold 0.9\n\t\t\t}\n\t\t}", `unrecognized semantic subdirective "threshhold" (did you mean "threshold"?)`, 13},
 	}
 	for _, tc := range cases {

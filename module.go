@@ -994,6 +994,9 @@ func (r *Router) validate() error {
 		if c.MaxSize < 0 || c.TTL < 0 {
 			return cfgErr("cache", "ttl and max_size must not be negative")
 		}
+		if c.SharedScope && len(c.Scope) > 0 {
+			return cfgErr("cache/scope", "%s", errSharedScope)
+		}
 		for _, m := range c.Match {
 			_, isRoute := r.Routes[m]
 			if _, isModel := names[m]; !isRoute && !isModel {
@@ -1019,6 +1022,11 @@ func (r *Router) validate() error {
 	}
 	return nil
 }
+
+// errSharedScope refuses a cache scope that is both shared and scoped: one
+// of the two would be ignored, and if it were the placeholders, every
+// client would be served every other's answers.
+const errSharedScope = "scope shared shares across every client; it cannot be combined with scope placeholders"
 
 // fallbackLoop returns a cycle of fallback names, or nil.
 func fallbackLoop(models []*Model) []string {
