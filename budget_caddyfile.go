@@ -29,7 +29,11 @@ func unmarshalBudget(d *caddyfile.Dispenser, b *Budget) error {
 		}
 		return v, p, nil
 	}
+	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, seen, "limit", "match"); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "limit":
 			v, p, err := amountPer(d.RemainingArgs(), false)

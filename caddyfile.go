@@ -130,7 +130,11 @@ func (r *Router) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	// where each named part was declared, to point errors at its line
 	where := make(map[string]caddyfile.Token)
+	seen := make(map[string]bool)
 	for d.NextBlock(0) {
+		if err := once(d, seen, "provider", "model", "route", "budget", "pass_response_header", "forward_header"); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "provider":
 			p := new(Provider)
@@ -405,7 +409,11 @@ func unrecognized(d *caddyfile.Dispenser, block string, known []string) error {
 }
 
 func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
+	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, seen, "header"); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "base_url":
 			if !d.AllArgs(&p.BaseURL) {
@@ -458,9 +466,6 @@ func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
 			if d.Val() != "http" {
 				return d.Errf("provider transport must be http (Caddy's HTTP transport), got %q", d.Val())
 			}
-			if p.Transport != nil {
-				return d.Err("transport already specified")
-			}
 			unm, err := caddyfile.UnmarshalModule(d, "http.reverse_proxy.transport.http")
 			if err != nil {
 				return err
@@ -477,7 +482,11 @@ func unmarshalProvider(d *caddyfile.Dispenser, p *Provider) error {
 // subdirective that validation may complain about, under ref + "/" + its
 // name (and "/fallback/<name>" for each fallback).
 func unmarshalModel(d *caddyfile.Dispenser, m *Model, ref string, where map[string]caddyfile.Token) error {
+	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, seen, "fallback"); err != nil {
+			return err
+		}
 		where[ref+"/"+d.Val()] = d.Token()
 		switch d.Val() {
 		case "provider":
@@ -552,7 +561,11 @@ func unmarshalModel(d *caddyfile.Dispenser, m *Model, ref string, where map[stri
 }
 
 func unmarshalHealthCheck(d *caddyfile.Dispenser, h *HealthCheck) error {
+	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, seen); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "interval":
 			if !d.NextArg() {
@@ -611,7 +624,11 @@ func unmarshalHealthCheck(d *caddyfile.Dispenser, h *HealthCheck) error {
 }
 
 func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
+	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, seen); err != nil {
+			return err
+		}
 		var target *caddy.Duration
 		switch d.Val() {
 		case "hedge_after":
@@ -684,7 +701,11 @@ func unmarshalFailover(d *caddyfile.Dispenser, f *Failover) error {
 
 // unmarshalSemantic reads a cache's semantic block.
 func unmarshalSemantic(d *caddyfile.Dispenser, c *SemanticCache, where map[string]caddyfile.Token) error {
+	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, seen); err != nil {
+			return err
+		}
 		where["cache/semantic/"+d.Val()] = d.Token()
 		switch d.Val() {
 		case "model":
@@ -726,7 +747,11 @@ func unmarshalSemantic(d *caddyfile.Dispenser, c *SemanticCache, where map[strin
 
 // unmarshalCache reads a cache block.
 func unmarshalCache(d *caddyfile.Dispenser, c *Cache, where map[string]caddyfile.Token) error {
+	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if err := once(d, seen, "match", "key_header", "scope"); err != nil {
+			return err
+		}
 		switch d.Val() {
 		case "semantic":
 			if d.NextArg() {
@@ -807,6 +832,21 @@ func unmarshalCache(d *caddyfile.Dispenser, c *Cache, where map[string]caddyfile
 			return unrecognized(d, "cache", cacheSubdirectives)
 		}
 	}
+	return nil
+}
+
+// once refuses a subdirective given twice in one block, unless it is one
+// of the repeatable ones whose values add up: the second would silently
+// replace the first (a second api_key, cache block or budget key).
+func once(d *caddyfile.Dispenser, seen map[string]bool, repeatable ...string) error {
+	v := d.Val()
+	if slices.Contains(repeatable, v) {
+		return nil
+	}
+	if seen[v] {
+		return d.Errf("%s given twice in one block; give it once", v)
+	}
+	seen[v] = true
 	return nil
 }
 

@@ -199,6 +199,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		// every team's answers with every other
 		{"cache scope and shared", "\t\tcache {\n\t\t\tscope {http.request.header.X-Team}\n\t\t\tscope shared\n\t\t}", `scope shared shares across every client; it cannot be combined with scope placeholders`, 13},
 		{"cache shared with a placeholder", "\t\tcache {\n\t\t\tscope shared {http.request.header.X-Team}\n\t\t}", `scope shared shares across every client; it cannot be combined with scope placeholders`, 12},
+		// a setting given twice: the second silently replaced the first
+		{"api_key twice", "\t\tprovider q {\n\t\t\tapi_key {env.A}\n\t\t\tapi_key {env.B}\n\t\t}", `api_key given twice`, 13},
+		{"cache block twice", "\t\tcache {\n\t\t\tscope {http.request.header.X-Team}\n\t\t}\n\t\tcache {\n\t\t\tttl 1h\n\t\t}", `cache given twice`, 14},
+		{"budget key twice", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\tkey {http.request.header.X-User}\n\t\t\tkey {http.request.header.X-Team}\n\t\t}", `key given twice`, 14},
+		{"model price twice", "\t\tmodel c {\n\t\t\tprice 1 2\n\t\t\tprice 0.1\n\t\t}", `price given twice`, 13},
+		{"failover cooldown twice", "\t\tfailover {\n\t\t\tcooldown 5s\n\t\t\tcooldown 10s\n\t\t}", `cooldown given twice`, 13},
+		{"currency twice", "\t\tcurrency CNY 7.2\n\t\tcurrency USD", `currency given twice`, 12},
 		{"semantic typo", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshhold 0.9\n\t\t\t}\n\t\t}", `unrecognized semantic subdirective "threshhold" (did you mean "threshold"?)`, 13},
 	}
 	for _, tc := range cases {
