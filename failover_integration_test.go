@@ -163,6 +163,25 @@ func TestCooldownCapAndDefault(t *testing.T) {
 	expectModel(t, resp, body, "gpt-4.1", "primary", 1)
 }
 
+// TestCooldownLongerThanMaxCooldown: max_cooldown caps a provider's
+// Retry-After, not the operator's own cooldown. A cooldown of 10m was cut
+// to the default max_cooldown of 5m without a word.
+func TestCooldownLongerThanMaxCooldown(t *testing.T) {
+	router := strings.Replace(defaultRouter, "first_byte_timeout 2s", "first_byte_timeout 2s\n\t\tcooldown 10m", 1)
+	g := newGateway(t, router)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 429, Times: 1})
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 2)
+
+	advanceClock(t, 6*time.Minute)
+	resp, body = g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 1) // deepseek still cooling down
+
+	advanceClock(t, 4*time.Minute)
+	resp, body = g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+}
+
 // TestAllCandidatesFail: a 503 envelope that lists every attempt and says
 // when to come back.
 func TestAllCandidatesFail(t *testing.T) {

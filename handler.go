@@ -1596,11 +1596,12 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 		ev = eventSuccess
 	case outcomeRateLimited:
 		ev = eventRateLimited
-		cooldown = res.retryAfter
+		// max_cooldown caps what the provider asks for, not the
+		// operator's own cooldown
+		cooldown = min(res.retryAfter, time.Duration(r.Failover.MaxCooldown))
 		if cooldown <= 0 {
 			cooldown = time.Duration(r.Failover.Cooldown)
 		}
-		cooldown = min(cooldown, time.Duration(r.Failover.MaxCooldown))
 	default:
 		ev = eventTransport // also a committed stream that broke
 		if res.status != 0 && !res.broken {
