@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -52,12 +53,20 @@ type secret struct{ value, fingerprint string }
 // newProvider resolves placeholders and builds the provider's transport.
 func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *zap.Logger) (*provider, error) {
 	subj := "provider " + pc.Name
-	base := strings.TrimRight(repl.ReplaceKnown(pc.BaseURL, ""), "/")
+	base, err := resolveAtLoad(repl, pc.BaseURL)
+	if err != nil {
+		return nil, cfgErr(subj, "base_url: %v", err)
+	}
+	base = strings.TrimRight(base, "/")
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", base)
 	}
-	key := strings.TrimSpace(repl.ReplaceKnown(pc.APIKey, ""))
+	key, err := resolveAtLoad(repl, pc.APIKey)
+	if err != nil {
+		return nil, cfgErr(subj, "api_key: %v", err)
+	}
+	key = strings.TrimSpace(key)
 	transport, err := newTransport(ctx, pc.Transport)
 	if err != nil {
 		return nil, cfgErr(subj, "transport: %v", err)
@@ -86,7 +95,10 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 	}
 	for field, vals := range pc.Headers {
 		for _, v := range vals {
-			v = repl.ReplaceKnown(v, "")
+			v, err := resolveAtLoad(repl, v)
+			if err != nil {
+				return nil, cfgErr(subj, "header %s: %v", field, err)
+			}
 			p.headers.Add(field, v)
 			if isCredentialHeader(field) {
 				p.addSecret(v)
@@ -112,6 +124,27 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 			zap.String("provider", p.name), zap.String("key", p.fingerprint))
 	}
 	return p, nil
+}
+
+// loadPlaceholder matches a placeholder ({env.KEY}, {http.request.host})
+// with the backslash that escapes it, if any, and not braces of another
+// kind (a JSON value's).
+var loadPlaceholder = regexp.MustCompile(`\\?\{([A-Za-z_][\w.\-]*)\}`)
+
+// resolveAtLoad resolves the placeholders of a provider setting, which is
+// read once, at load: {env.*}, {file.*}, {system.*}. A placeholder known
+// only per request is an error: no request is there to resolve it, and it
+// would go upstream as written on every request.
+func resolveAtLoad(repl *caddy.Replacer, v string) (string, error) {
+	for _, m := range loadPlaceholder.FindAllStringSubmatch(v, -1) {
+		if m[0][0] == '\\' {
+			continue // escaped: literal braces
+		}
+		if _, known := repl.Get(m[1]); !known {
+			return "", fmt.Errorf("placeholder {%s} is not known at load, where provider settings are resolved (use {env.*} or {file.*})", m[1])
+		}
+	}
+	return repl.ReplaceKnown(v, ""), nil
 }
 
 // The router's transport defaults, where Caddy's would suit a gateway

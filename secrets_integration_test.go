@@ -139,3 +139,45 @@ func TestPlaceholders(t *testing.T) {
 		t.Errorf("placeholders after a 400 = %q", got)
 	}
 }
+
+// TestProviderPlaceholdersResolvedAtLoad: a provider's base_url, api_key
+// and headers are resolved once, at load. A placeholder known only per
+// request ({http.request.header.X-Tenant}) loaded and went upstream as
+// written, the literal text, on every request; it is now a config error
+// that names it. {env.*} still resolves, and braces that are no
+// placeholder (a JSON value) are sent as they are.
+func TestProviderPlaceholdersResolvedAtLoad(t *testing.T) {
+	g := newGateway(t, defaultRouter) // a running Caddy to load into
+	mock := g.primary
+	srv := struct{ URL string }{g.primaryURL}
+	t.Setenv("LLMR_TEST_ORG", "org-from-env")
+	load := func(headers string) error {
+		cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {\n\t\tprovider p {\n\t\t\tbase_url " + srv.URL +
+			"/v1\n\t\t\tapi_key sk-placeholder-test-0001\n" + headers + "\t\t}\n\t\tmodel deepseek-v3.2\n\t}\n}\n"
+		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loadConfig(string(cfg))
+	}
+	err := load("\t\t\theader X-Tenant {http.request.header.X-Tenant}\n")
+	if err == nil || !strings.Contains(err.Error(), "{http.request.header.X-Tenant}") {
+		t.Fatalf("a per-request placeholder in a provider header loaded (err %v)", err)
+	}
+	err = load("\t\t\theader X-Org {env.LLMR_TEST_ORG}\n\t\t\theader X-Meta `{\"a\":1}`\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(gatewayURL+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("deepseek-v3.2", false)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	got := mock.Requests()
+	if len(got) != 1 || got[0].Header.Get("X-Org") != "org-from-env" || got[0].Header.Get("X-Meta") != `{"a":1}` {
+		t.Errorf("upstream headers: %+v", got)
+	}
+}
