@@ -206,6 +206,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"model price twice", "\t\tmodel c {\n\t\t\tprice 1 2\n\t\t\tprice 0.1\n\t\t}", `price given twice`, 13},
 		{"failover cooldown twice", "\t\tfailover {\n\t\t\tcooldown 5s\n\t\t\tcooldown 10s\n\t\t}", `cooldown given twice`, 13},
 		{"currency twice", "\t\tcurrency CNY 7.2\n\t\tcurrency USD", `currency given twice`, 12},
+		// a credential as a label: every client's key in the metrics and stats
+		{"client_label of a credential", "\t\tclient_label {http.request.header.Authorization} max 50", `client_label: {http.request.header.Authorization} is a client credential`, 11},
+		{"client_label of a credential in text", "\t\tclient_label team-{http.request.header.X-Api-Key}", `client_label: {http.request.header.X-Api-Key} is a client credential`, 11},
+		{"client_label of a credential after another", "\t\tclient_label {http.request.header.X-Team}{http.request.header.Authorization}", `client_label: {http.request.header.Authorization} is a client credential`, 11},
+		{"budget label of a credential", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\tkey {http.request.header.Authorization} label\n\t\t}", `budget b: key {http.request.header.Authorization} is a client credential`, 11},
 		{"semantic typo", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshhold 0.9\n\t\t\t}\n\t\t}", `unrecognized semantic subdirective "threshhold" (did you mean "threshold"?)`, 13},
 	}
 	for _, tc := range cases {

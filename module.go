@@ -971,6 +971,9 @@ func (r *Router) validate() error {
 			return cfgErr(subj, "declared twice")
 		}
 		budgetNames[b.Name] = true
+		if ph := credentialPlaceholder(b.Key); b.KeyIsLabel && ph != "" {
+			return cfgErr(subj, "key %s is a client credential: without label its values are kept and shown hashed", ph)
+		}
 		if _, err := newBudget(b, ""); err != nil {
 			return err
 		}
@@ -1020,7 +1023,30 @@ func (r *Router) validate() error {
 	if c := r.ClientLabel; c != nil && (c.Value == "" || c.Max < 0) {
 		return cfgErr("client_label", "needs a placeholder and a non-negative max")
 	}
+	if c := r.ClientLabel; c != nil {
+		if ph := credentialPlaceholder(c.Value); ph != "" {
+			return cfgErr("client_label", "%s is a client credential: its values would be metrics labels and stats for all to read; label by who the client is ({http.auth.user.id}, a team header)", ph)
+		}
+	}
 	return nil
+}
+
+// credentialPlaceholder returns the first placeholder in v that reads a
+// client credential (a request header, cookie or query parameter named as
+// credentials are, as isCredentialHeader reads names), or "". Its values
+// must not be shown as they are.
+func credentialPlaceholder(v string) string {
+	for _, m := range loadPlaceholder.FindAllStringSubmatch(v, -1) {
+		if m[0][0] == '\\' {
+			continue
+		}
+		for _, prefix := range [...]string{"http.request.header.", "http.request.cookie.", "http.request.uri.query."} {
+			if name, ok := strings.CutPrefix(m[1], prefix); ok && isCredentialHeader(name) {
+				return "{" + m[1] + "}"
+			}
+		}
+	}
+	return ""
 }
 
 // errSharedScope refuses a cache scope that is both shared and scoped: one
