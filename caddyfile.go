@@ -508,7 +508,7 @@ func unmarshalModel(d *caddyfile.Dispenser, m *Model, ref string, where map[stri
 			if err != nil {
 				return err
 			}
-			m.Weight = n
+			m.Weight = &n
 		case "price":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 3 {

@@ -271,8 +271,9 @@ type Model struct {
 	Priority int `json:"priority,omitempty"`
 
 	// Weight is this deployment's share of traffic among deployments of
-	// equal priority. Default: 1.
-	Weight int `json:"weight,omitempty"`
+	// equal priority; 0 asks it only when the others failed. Default: 1
+	// (a pointer, so that an explicit 0 is not taken for the default).
+	Weight *int `json:"weight,omitempty"`
 
 	// Price overrides the built-in price table, per 1M tokens in the
 	// configured price unit.
@@ -447,7 +448,7 @@ func (r *Router) newDeployments() []*deployment {
 			name:      m.Name,
 			upstream:  m.Upstream,
 			priority:  m.Priority,
-			weight:    m.Weight,
+			weight:    *m.Weight,
 			fallback:  m.Fallback,
 			price:     price,
 			priceMsg:  msg,
@@ -645,8 +646,9 @@ func (r *Router) setDefaults() {
 		if m.Priority == 0 {
 			m.Priority = 1
 		}
-		if m.Weight == 0 {
-			m.Weight = 1
+		if m.Weight == nil {
+			one := 1
+			m.Weight = &one
 		}
 	}
 	r.currency = Currency{Code: "USD", Rate: 1}
@@ -850,7 +852,7 @@ func (r *Router) validate() error {
 		if m.Priority < 0 {
 			return modelErr(r.Models, i, "priority", "priority must be 1 or more")
 		}
-		if m.Weight < 0 {
+		if m.Weight != nil && *m.Weight < 0 {
 			return modelErr(r.Models, i, "weight", "weight must not be negative")
 		}
 		if err := m.Price.validate(); err != nil {

@@ -154,3 +154,29 @@ func TestRoutingByPriority(t *testing.T) {
 	resp, body = g.post(chatBody("auto", false))
 	expectModel(t, resp, body, "cheap", "primary", 2)
 }
+
+// TestWeightZero: a deployment of weight 0 is asked only when the others
+// of its priority failed (README). The default (weight 1) replaced the 0,
+// so it took half the traffic.
+func TestWeightZero(t *testing.T) {
+	g := newGateway(t, `
+	provider primary {
+		base_url {PRIMARY}/v1
+	}
+	provider backup {
+		base_url {BACKUP}/v1
+	}
+	model best
+	model best {
+		provider backup
+		weight 0
+	}
+`)
+	for range 20 {
+		resp, body := g.post(chatBody("best", false))
+		expectModel(t, resp, body, "best", "primary", 1)
+	}
+	g.primary.Set("best", mockBehaviorStatus(503))
+	resp, body := g.post(chatBody("best", false))
+	expectModel(t, resp, body, "best", "backup", 2)
+}
