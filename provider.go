@@ -90,7 +90,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		p.limitField = f
 	}
 	if key != "" {
-		p.secrets = append(p.secrets, secret{key, p.fingerprint})
+		p.addSecret(key) // unless too short to be one: a local server's "EMPTY"
 		p.auth = []string{"Bearer " + key}
 	}
 	for field, vals := range pc.Headers {
@@ -249,8 +249,9 @@ func (p *provider) scrubKey(text string) string {
 	return text
 }
 
-// minSecret is the shortest header value taken for a credential: shorter
-// ones ("1", "true") would be replaced in answers' text.
+// minSecret is the shortest key or header value taken for a credential:
+// shorter ones ("1", "true", vLLM's "EMPTY", Ollama's "ollama") are no
+// secret, and would be replaced in answers' text.
 const minSecret = 8
 
 // addSecret adds v to the provider's secrets, once.

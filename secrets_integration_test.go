@@ -181,3 +181,30 @@ func TestProviderPlaceholdersResolvedAtLoad(t *testing.T) {
 		t.Errorf("upstream headers: %+v", got)
 	}
 }
+
+// TestShortKeyNotScrubbedFromAnswers: a placeholder key of a local
+// server (vLLM's "EMPTY", Ollama's "ollama") is no secret, and scrubbing
+// it replaced the word in every answer: a model that wrote "EMPTY" was
+// relayed as "…". Keys too short to be secrets are left alone, as short
+// header credentials are.
+func TestShortKeyNotScrubbedFromAnswers(t *testing.T) {
+	g := newGateway(t, `
+	provider primary {
+		base_url {PRIMARY}/v1
+		api_key EMPTY
+	}
+	model local
+`)
+	answer := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"local","choices":[{"index":0,"message":{"role":"assistant","content":"Set OPENAI_API_KEY=EMPTY for vLLM."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`
+	g.primary.Set("local", mockllm.Behavior{Body: answer})
+	resp, body := g.post(chatBody("local", false))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if !strings.Contains(body, "OPENAI_API_KEY=EMPTY for vLLM") {
+		t.Errorf("the answer was altered: %s", body)
+	}
+	if got := g.primary.Requests(); len(got) != 1 || got[0].Header.Get("Authorization") != "Bearer EMPTY" {
+		t.Errorf("upstream requests: %+v", got)
+	}
+}
