@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
@@ -822,6 +823,12 @@ func (r *Router) validate() error {
 		}
 		if p.Timeout < 0 {
 			return cfgErr(subj, "timeout must not be negative")
+		}
+		for field := range p.Headers {
+			// no request could carry it: every one would fail in the transport
+			if !httpguts.ValidHeaderFieldName(field) {
+				return cfgErr(subj, "header %q is not a header field name", field)
+			}
 		}
 	}
 	if len(r.Models) == 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
@@ -67,6 +68,10 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		return nil, cfgErr(subj, "api_key: %v", err)
 	}
 	key = strings.TrimSpace(key)
+	if !httpguts.ValidHeaderFieldValue(key) {
+		// never the key itself: the error is logged and shown
+		return nil, cfgErr(subj, "api_key: not a valid header value (a line break or control character inside the key?)")
+	}
 	transport, err := newTransport(ctx, pc.Transport)
 	if err != nil {
 		return nil, cfgErr(subj, "transport: %v", err)
@@ -98,6 +103,9 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 			v, err := resolveAtLoad(repl, v)
 			if err != nil {
 				return nil, cfgErr(subj, "header %s: %v", field, err)
+			}
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, cfgErr(subj, "header %s: not a valid header value (a line break or control character?)", field)
 			}
 			p.headers.Add(field, v)
 			if isCredentialHeader(field) {

@@ -208,3 +208,35 @@ func TestShortKeyNotScrubbedFromAnswers(t *testing.T) {
 		t.Errorf("upstream requests: %+v", got)
 	}
 }
+
+// TestProviderHeadersValidAtLoad: a provider header whose name or value
+// no HTTP request can carry (a space in the name; a line break inside a
+// key read from a variable) loaded, and every request to the provider
+// then failed in Go's transport, a 503 for every client. It is now a load
+// error that names the setting and never the key.
+func TestProviderHeadersValidAtLoad(t *testing.T) {
+	g := newGateway(t, defaultRouter) // a running Caddy to load into
+	t.Setenv("LLMR_TEST_BROKEN_KEY", "sk-first-half-0001\nsk-second-half-0002")
+	load := func(lines string) error {
+		cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {\n\t\tprovider p {\n\t\t\tbase_url " + g.primaryURL +
+			"/v1\n" + lines + "\t\t}\n\t\tmodel deepseek-v3.2\n\t}\n}\n"
+		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+		if err != nil {
+			return err // what validation finds, the adapter reports
+		}
+		return loadConfig(string(cfg))
+	}
+	for _, tc := range []struct{ lines, want string }{
+		{"\t\t\tapi_key sk-placeholder-test-0001\n\t\t\theader \"X Bad\" v\n", `header "X Bad" is not a header field name`},
+		{"\t\t\tapi_key {env.LLMR_TEST_BROKEN_KEY}\n", "api_key: not a valid header value"},
+		{"\t\t\tapi_key sk-placeholder-test-0001\n\t\t\theader X-Org {env.LLMR_TEST_BROKEN_KEY}\n", "header X-Org: not a valid header value"},
+	} {
+		err := load(tc.lines)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: load error %v, want %q", tc.lines, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "half") {
+			t.Errorf("the error shows the key: %v", err)
+		}
+	}
+}
