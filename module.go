@@ -798,6 +798,10 @@ func (r *Router) validate() error {
 	if f := r.Failover; f != nil && (f.HedgeAfter < 0 || f.MaxHedges != nil && *f.MaxHedges < 0) {
 		return cfgErr("failover", "hedge_after and max_hedges must not be negative")
 	}
+	if f := r.Failover; f != nil && f.HedgeAuto && f.HedgeAfter != 0 {
+		// one delay or the other: auto would win without a word
+		return cfgErr("failover", "hedge_after and hedge_auto are both set; give a delay or auto")
+	}
 	for _, f := range r.ForwardHeaders {
 		if why := unforwardable(f); why != "" {
 			return cfgErr("forward_header", "%q is never forwarded: %s", f, why)

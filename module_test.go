@@ -1,8 +1,10 @@
 package llmrouter
 
 import (
+	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -83,5 +85,20 @@ func TestFallbackLoopLong(t *testing.T) {
 	loop := fallbackLoop(models)
 	if len(loop) != n+1 || loop[0] != loop[n] {
 		t.Fatalf("ring: fallbackLoop returned %d names", len(loop))
+	}
+}
+
+// TestHedgeAfterAndAuto: a JSON failover with hedge_after and hedge_auto
+// loaded, and auto won without a word. One or the other.
+func TestHedgeAfterAndAuto(t *testing.T) {
+	var r Router
+	cfg := `{"providers":[{"name":"p","base_url":"http://127.0.0.1:1/v1"}],"models":[{"name":"a"}],
+		"failover":{"hedge_after":1000000000,"hedge_auto":true}}`
+	if err := json.Unmarshal([]byte(cfg), &r); err != nil {
+		t.Fatal(err)
+	}
+	r.setDefaults()
+	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "hedge_after and hedge_auto") {
+		t.Fatalf("Validate() = %v, want the contradiction refused", err)
 	}
 }
