@@ -259,7 +259,7 @@ func collectStats(t time.Time) Stats {
 		}
 	}
 	slices.SortFunc(out.Deployments, func(a, b DeploymentStats) int {
-		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Provider, b.Provider))
+		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Upstream, b.Upstream))
 	})
 	tot := &out.Totals
 	costs := map[string]float64{}

@@ -261,3 +261,48 @@ func TestHumanAmount(t *testing.T) {
 		t.Errorf("humanMoney = %q", got)
 	}
 }
+
+// TestTwoHandlersOneNameTwoUpstreams: two handlers that each name a
+// provider "primary", at different upstreams (two tenants' accounts),
+// shared one health state by the name: the first's 429 cooled down the
+// second's deployment, whose own upstream was healthy, and its requests
+// went to a lower priority.
+func TestTwoHandlersOneNameTwoUpstreams(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.tc.InitServer(globalOptions+"\n"+siteAddress+` {
+	handle /a/* {
+		llm_router {
+			provider primary {
+				base_url `+g.primaryURL+`/v1
+			}
+			model m
+		}
+	}
+	handle /b/* {
+		llm_router {
+			provider primary {
+				base_url `+g.backupURL+`/v1
+			}
+			provider spare {
+				base_url `+g.backupURL+`/v1
+			}
+			model m
+			model m {
+				provider spare
+				priority 2
+			}
+		}
+	}
+}
+`, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	g.primary.Set("m", mockllm.Behavior{Status: 429, RetryAfter: "600"})
+	resp, body := g.postPath("/a/v1/chat/completions", chatBody("m", false))
+	if resp.StatusCode != 503 {
+		t.Fatalf("/a: %d %s", resp.StatusCode, body)
+	}
+	resp, body = g.postPath("/b/v1/chat/completions", chatBody("m", false))
+	expectModel(t, resp, body, "m", "primary", 1)
+}

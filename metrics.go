@@ -428,17 +428,28 @@ func (c *healthCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector. It reads a snapshot of the
-// states, so no lock is held while Prometheus consumes the channel.
+// states, so no lock is held while Prometheus consumes the channel. A
+// deployment ID with states at two upstreams (two handlers, or a reload
+// that changed one while the old config is still loaded) is one series:
+// the worse of them, as a series may be gathered only once.
 func (c *healthCollector) Collect(ch chan<- prometheus.Metric) {
 	t := now()
+	type health struct{ score, up float64 }
+	worst := map[deploymentID]health{}
 	for _, s := range liveStates() {
 		v := s.viewAt(t)
-		up := 0.0
+		h := health{float64(v.score), 0}
 		if v.state == stateUp {
-			up = 1
+			h.up = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.score, prometheus.GaugeValue, float64(v.score), s.id.model, s.id.provider)
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, s.id.model, s.id.provider)
+		if w, seen := worst[s.id]; seen {
+			h = health{min(h.score, w.score), min(h.up, w.up)}
+		}
+		worst[s.id] = h
+	}
+	for id, h := range worst {
+		ch <- prometheus.MustNewConstMetric(c.score, prometheus.GaugeValue, h.score, id.model, id.provider)
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, h.up, id.model, id.provider)
 	}
 }
 

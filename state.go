@@ -7,20 +7,22 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 )
 
 // deploymentID names a deployment the way every metric label and stats row
-// does: model name and provider name. Deployments with the same ID, in two
-// handlers or across a reload, are one deployment and share one state;
-// deployments with different IDs never share, even when they send the same
-// upstream id to the same URL with the same key (an alias).
+// does: model name and provider name. Deployments with the same ID and the
+// same upstream (deployment.target), in two handlers or across a reload,
+// are one deployment and share one state; deployments with different IDs
+// never share, even when they send the same upstream id to the same URL
+// with the same key (an alias), and neither do two of one ID at different
+// upstreams (two handlers' providers of one name with their own accounts):
+// one's 429 is no cooldown of the other's.
 type deploymentID struct{ model, provider string }
 
 func (id deploymentID) String() string { return id.model + "@" + id.provider }
 
 // sharedStates holds the state of every deployment a loaded config uses,
-// keyed by deploymentID.String(). A config takes a reference in Provision and
+// keyed by stateKey. A config takes a reference in Provision and
 // releases it in Cleanup; the last release drops the state, so a deployment
 // removed from the config is forgotten and one kept survives the reload.
 var sharedStates = caddy.NewUsagePool()
@@ -41,10 +43,9 @@ type sharedState struct {
 	// response headers) and of streams (the first event)
 	firstByte [2]atomic.Uint64
 
-	mu     sync.Mutex
-	users  []*deployment // oldest first
-	target string        // the owner's upstream (deployment.target) the health and counters are about
-	probe  *probeLoop    // running, or nil
+	mu    sync.Mutex
+	users []*deployment // oldest first
+	probe *probeLoop    // running, or nil
 }
 
 // healthState is a deployment's health. The request path reads it without a
@@ -74,7 +75,7 @@ func newSharedState(id deploymentID) *sharedState {
 // acquireState returns the shared state of id and registers d as one of its
 // users. Every call is paired with releaseState in Cleanup.
 func acquireState(d *deployment) (*sharedState, error) {
-	v, _, err := sharedStates.LoadOrNew(d.id.String(), func() (caddy.Destructor, error) {
+	v, _, err := sharedStates.LoadOrNew(stateKey(d), func() (caddy.Destructor, error) {
 		return newSharedState(d.id), nil
 	})
 	if err != nil {
@@ -82,55 +83,28 @@ func acquireState(d *deployment) (*sharedState, error) {
 	}
 	s := v.(*sharedState)
 	s.mu.Lock()
-	if len(s.users) == 0 {
-		s.target = d.target()
-	}
 	s.users = append(s.users, d)
 	s.mu.Unlock()
 	s.syncProbe()
 	return s, nil
 }
 
-// releaseState undoes acquireState. When the new owner's upstream differs
-// from the one the state was about (a reload changed the base URL, key or
-// upstream id), the health and counters start afresh: they described
-// another endpoint.
+// stateKey is the key of d's state in sharedStates: its ID and its
+// upstream. A reload that changes the base URL, key or upstream id gets a
+// state of its own, fresh: the old one was about another endpoint (and
+// attempts still in flight to it update only the old one).
+func stateKey(d *deployment) string { return d.id.String() + "\x00" + d.target() }
+
+// releaseState undoes acquireState.
 func releaseState(d *deployment) {
 	s := d.state
 	s.mu.Lock()
 	if i := slices.Index(s.users, d); i >= 0 {
 		s.users = slices.Delete(s.users, i, i+1)
 	}
-	var fresh *deployment
-	if len(s.users) > 0 && s.users[0].target() != s.target {
-		fresh = s.users[0]
-		s.target = fresh.target()
-	}
 	s.mu.Unlock()
-	if fresh != nil {
-		s.reset()
-		fresh.logger.Info("deployment's upstream changed; its health and stats start afresh",
-			zap.String("model", s.id.model), zap.String("provider", s.id.provider))
-	}
 	s.syncProbe()
-	_, _ = sharedStates.Delete(d.id.String())
-}
-
-// reset puts health and counters back to those of a new state.
-func (s *sharedState) reset() {
-	h := &s.health
-	h.mu.Lock()
-	h.score.Store(maxScore)
-	h.disabled.Store(false)
-	h.cooldownUntil.Store(0)
-	h.coolingLogged.Store(false)
-	h.lastSuccess.Store(0)
-	h.lastError, h.lastErrorAt, h.streak, h.streakEvent = "", time.Time{}, 0, 0
-	// a change of state: attempts in flight to the old upstream do not
-	// disable the fresh one as they fail (observeSince)
-	h.changedAt = now()
-	h.mu.Unlock()
-	s.stats.reset()
+	_, _ = sharedStates.Delete(stateKey(d))
 }
 
 // owner is the deployment whose settings apply: that of the oldest config

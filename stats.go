@@ -32,15 +32,6 @@ type deploymentStats struct {
 	hedgeLostCosts    []money
 }
 
-func (s *deploymentStats) reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests, s.outcomes = [endpointCount]int64{}, [outcomeCount]int64{}
-	s.input, s.output, s.cached, s.estIn, s.estOut, s.costs = 0, 0, 0, 0, 0, nil
-	s.hedges, s.hedgesWon, s.hedgeLostCosts = 0, 0, nil
-	s.latency, s.ttft = latencyHistogram{}, latencyHistogram{}
-}
-
 // money is an amount in one currency.
 type money struct {
 	currency string
