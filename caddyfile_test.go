@@ -211,6 +211,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"client_label of a credential in text", "\t\tclient_label team-{http.request.header.X-Api-Key}", `client_label: {http.request.header.X-Api-Key} is a client credential`, 11},
 		{"client_label of a credential after another", "\t\tclient_label {http.request.header.X-Team}{http.request.header.Authorization}", `client_label: {http.request.header.Authorization} is a client credential`, 11},
 		{"budget label of a credential", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\tkey {http.request.header.Authorization} label\n\t\t}", `budget b: key {http.request.header.Authorization} is a client credential`, 11},
+		// a request for model "auto" is routed automatically: the route was
+		// reached only by the header
+		{"route named auto", "\t\troute auto a", `"auto" is reserved for automatic routing`, 11},
 		{"semantic typo", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshhold 0.9\n\t\t\t}\n\t\t}", `unrecognized semantic subdirective "threshhold" (did you mean "threshold"?)`, 13},
 	}
 	for _, tc := range cases {

@@ -908,6 +908,9 @@ func (r *Router) validate() error {
 	routeNames := slices.Sorted(maps.Keys(r.Routes))
 	for _, name := range routeNames {
 		subj := "route " + name
+		if name == "auto" { // a request for "auto" is routed by rules and default_route, never to it
+			return cfgErr(subj, `"auto" is reserved for automatic routing`)
+		}
 		if _, clash := names[name]; clash {
 			return cfgErr(subj, "a route and a model cannot share a name")
 		}
