@@ -833,6 +833,10 @@ func (r *Router) validate() error {
 			if !httpguts.ValidHeaderFieldName(field) {
 				return cfgErr(subj, "header %q is not a header field name", field)
 			}
+			// setAuth would replace it without a word
+			if p.APIKey != "" && http.CanonicalHeaderKey(field) == "Authorization" {
+				return cfgErr(subj, "api_key and header Authorization both set the Authorization header; give one")
+			}
 		}
 	}
 	if len(r.Models) == 0 {
