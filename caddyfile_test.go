@@ -216,6 +216,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"route named auto", "\t\troute auto a", `"auto" is reserved for automatic routing`, 11},
 		// the api_key's Authorization replaced the header's without a word
 		{"api_key and an Authorization header", "\t\tprovider q {\n\t\t\tapi_key sk-one-0000000001\n\t\t\theader authorization \"Bearer sk-two-0000000002\"\n\t\t}", `api_key and header Authorization both set the Authorization header`, 11},
+		// headers the router or the connection sets: dropped without a word
+		{"provider header Host", "\t\tprovider q {\n\t\t\theader Host api.example.test\n\t\t}", `header Host is set by the router or the connection, not by the config`, 11},
+		{"provider header Content-Type", "\t\tprovider q {\n\t\t\theader content-type text/plain\n\t\t}", `header Content-Type is set by the router or the connection, not by the config`, 11},
 		{"semantic typo", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshhold 0.9\n\t\t\t}\n\t\t}", `unrecognized semantic subdirective "threshhold" (did you mean "threshold"?)`, 13},
 	}
 	for _, tc := range cases {

@@ -1275,6 +1275,12 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
+// routerSetHeaders are the request headers the router, or Go's transport,
+// sets on a request upstream: neither a client's nor a provider's `header`
+// may (Host is the base_url's; an Accept-Encoding of the config's would
+// turn off the transport's decompression).
+var routerSetHeaders = []string{"Host", "Content-Length", "Content-Type", "Content-Encoding", "Accept-Encoding"}
+
 // neverForwarded are the client request headers no forward_header may
 // open, by canonical name, with why.
 var neverForwarded = func() map[string]string {
@@ -1287,7 +1293,7 @@ var neverForwarded = func() map[string]string {
 		// Google's quota and billing project among them
 		{"picks which of the operator's provider accounts or projects pays", []string{"Openai-Organization", "Openai-Project", "X-Goog-User-Project"}},
 		{"hop-by-hop", hopHeaders},
-		{"set by the router for the request it sends", []string{"Host", "Content-Length", "Content-Type", "Content-Encoding", "Accept-Encoding"}},
+		{"set by the router for the request it sends", routerSetHeaders},
 		{"the router's own request header", []string{hdrRoute, hdrQueryType}},
 	} {
 		for _, f := range group.fields {

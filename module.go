@@ -833,6 +833,10 @@ func (r *Router) validate() error {
 			if !httpguts.ValidHeaderFieldName(field) {
 				return cfgErr(subj, "header %q is not a header field name", field)
 			}
+			// dropped, or replaced, on every request without a word
+			if f := http.CanonicalHeaderKey(field); slices.Contains(routerSetHeaders, f) || f != "Proxy-Authorization" && slices.Contains(hopHeaders, f) {
+				return cfgErr(subj, "header %s is set by the router or the connection, not by the config", field)
+			}
 			// setAuth would replace it without a word
 			if p.APIKey != "" && http.CanonicalHeaderKey(field) == "Authorization" {
 				return cfgErr(subj, "api_key and header Authorization both set the Authorization header; give one")
