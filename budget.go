@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -114,6 +115,7 @@ const (
 	maxBudgetKeys        = 10_000 // live keys per budget; the least recently used are flushed and dropped
 	budgetStoragePrefix  = "llm_router/budgets"
 	otherClients         = "other"
+	maxClientLabelBytes  = 128 // longer client_label values are cut to this (and "…")
 )
 
 // budget is a Budget made ready to serve, in one config.
@@ -651,6 +653,17 @@ var clientLabels = struct {
 	seen map[string]bool
 }{seen: map[string]bool{}}
 
+// clientLabelValue is a client_label value fit for a label: the value may
+// come from a header the client sets, but Prometheus panics on a label
+// value that is not UTF-8, and each kept value is exported in a tokens and
+// a cost series of every deployment.
+func clientLabelValue(v string) string {
+	if len(v) > maxClientLabelBytes || !utf8.ValidString(v) {
+		v = truncate(strings.ToValidUTF8(v, "\uFFFD"), maxClientLabelBytes)
+	}
+	return v
+}
+
 // clientOf is the bounded client label of a request.
 func clientOf(c *ClientLabel, repl *caddy.Replacer) string {
 	if c == nil {
@@ -660,6 +673,7 @@ func clientOf(c *ClientLabel, repl *caddy.Replacer) string {
 	if v == "" {
 		return ""
 	}
+	v = clientLabelValue(v)
 	clientLabels.RLock()
 	ok := clientLabels.seen[v]
 	n := len(clientLabels.seen)

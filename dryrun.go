@@ -73,7 +73,7 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 		for name, vs := range header {
 			repl.Set("http.request.header."+name, vs[0])
 		}
-		client = repl.ReplaceAll(r.ClientLabel.Value, "")
+		client = clientLabelValue(repl.ReplaceAll(r.ClientLabel.Value, ""))
 	}
 	rules, err := compileRules(r.RouteRules)
 	if err != nil {

@@ -1,0 +1,52 @@
+package llmrouter
+
+import (
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// TestClientLabelFromClientBytes: a client_label read from a header the
+// client sets may be any bytes. One that is not UTF-8 (which Prometheus
+// refuses as a label value, by panicking) neither breaks the request nor
+// escapes the cost accounting and the budget; a huge one is not exported
+// whole in every tokens and cost series.
+func TestClientLabelFromClientBytes(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", budgetRouter+`
+	budget all_daily {
+		limit 10 per day
+	}
+	client_label {http.request.header.X-Team}
+`)
+	before := scrape(t)
+	teams := []string{"team\xff", strings.Repeat("t", 8<<10)}
+	for _, team := range teams {
+		for _, stream := range []bool{false, true} {
+			resp, body := g.post(chatBody("gpt-4.1", stream), "X-Team", team)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("stream %v: %d %s", stream, resp.StatusCode, body)
+			}
+		}
+	}
+	want := 2 * float64(len(teams)) * costPerAnswer
+	spent := budgetOf(t, "all_daily").Periods[0].TopKeys
+	if len(spent) != 1 || math.Abs(spent[0].Spent.Amount-want) > 1e-9 {
+		t.Errorf("budget spend %+v, want %v", spent, want)
+	}
+	after := scrape(t)
+	var cost float64
+	for k, v := range after {
+		if strings.HasPrefix(k, "caddy_llm_router_") && (!utf8.ValidString(k) || len(k) > 1024) {
+			t.Errorf("series %.200q… (%d bytes): not UTF-8 or too long", k, len(k))
+		}
+		if strings.HasPrefix(k, "caddy_llm_router_cost_total") {
+			cost += v - before[k]
+		}
+	}
+	if math.Abs(cost-want) > 1e-9 {
+		t.Errorf("cost_total grew by %v, want %v", cost, want)
+	}
+}
