@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -266,7 +268,7 @@ func writeStatsTable(w io.Writer, s Stats) error {
 				key, spent, used := "-", "0.00 "+p.Limit.Currency, "0%"
 				if len(p.TopKeys) > 0 {
 					top := p.TopKeys[0]
-					key, spent, used = top.Key, top.Spent.Human, top.UsedHuman
+					key, spent, used = terminalSafe(top.Key), top.Spent.Human, top.UsedHuman
 					if key == "" {
 						key = "(all)"
 					}
@@ -292,11 +294,25 @@ func writeStatsTable(w io.Writer, s Stats) error {
 	if len(s.Clients) > 0 {
 		tw := section(w, "CLIENT\tANSWERS\tTOKENS IN\tTOKENS OUT\tCOST")
 		for _, c := range s.Clients {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Client, humanCount(c.Answers), c.Tokens.InputHuman, c.Tokens.OutputHuman, joinMoney(c.Costs))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", terminalSafe(c.Client), humanCount(c.Answers), c.Tokens.InputHuman, c.Tokens.OutputHuman, joinMoney(c.Costs))
 		}
 		return tw.Flush()
 	}
 	return nil
+}
+
+// terminalSafe is s as printed to a terminal: budget keys and client
+// labels may come from the request, so one with a control character (an
+// escape sequence, a newline or a tab that would forge rows), or bytes that
+// are not UTF-8, is shown escaped as in a Go string.
+func terminalSafe(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			q := strconv.Quote(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
 }
 
 // joinMoney writes amounts of several currencies side by side.

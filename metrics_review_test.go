@@ -1,10 +1,12 @@
 package llmrouter
 
 import (
+	"bytes"
 	"math"
 	"net/http"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -48,5 +50,36 @@ func TestClientLabelFromClientBytes(t *testing.T) {
 	}
 	if math.Abs(cost-want) > 1e-9 {
 		t.Errorf("cost_total grew by %v, want %v", cost, want)
+	}
+}
+
+// TestStatsTableClientText: `caddy llm-router stats` prints client labels
+// and budget keys, which may come from the request (here its query,
+// percent-decoded), to the operator's terminal: a control character in
+// them (an escape sequence, a newline) is shown escaped, not written raw.
+func TestStatsTableClientText(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", budgetRouter+`
+	budget per_team {
+		limit 10 per day
+		key {http.request.uri.query.team} label
+	}
+	client_label {http.request.uri.query.team}
+`)
+	resp, body := g.postPath("/v1/chat/completions?team=%1B%5D0%3Bowned%07%0Dfake%09row%0A", chatBody("gpt-4.1", false))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	var table bytes.Buffer
+	if err := runStats(&table, strings.TrimPrefix(adminURL, "http://")); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range table.String() {
+		if r != '\n' && unicode.IsControl(r) {
+			t.Fatalf("stats table holds control character %q:\n%q", r, table.String())
+		}
+	}
+	if !strings.Contains(table.String(), `\x1b]0;owned\a\rfake\trow\n`) {
+		t.Errorf("the team is not shown escaped:\n%s", table.String())
 	}
 }
