@@ -1130,7 +1130,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 			// sends one early, then none at its end, whether the stream
 			// was cut short or ended with [DONE]): the object is not the
 			// bill, and the estimate of what came is larger
-			u.Output, u.Estimated = est.Output, true
+			u.Output, u.Estimated, u.InputReported = est.Output, true, true
 		}
 	}
 	// abandoned, broken, or a provider that ignores include_usage: the
@@ -1670,7 +1670,9 @@ func (ex *exchange) spend(d *deployment, u usage) float64 {
 	}
 	chargeBudgets(ex.charges, d, cost, now())
 	if u.Estimated {
-		d.metrics.estimatedIn.Add(float64(u.Input))
+		if !u.InputReported {
+			d.metrics.estimatedIn.Add(float64(u.Input))
+		}
 		d.metrics.estimatedOut.Add(float64(u.Output))
 		ex.router.logger.Info("answer without usage; tokens estimated from its text",
 			zap.String("model", d.name), zap.String("provider", d.provider.name),

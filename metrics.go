@@ -104,7 +104,7 @@ func newRouterMetrics() *routerMetrics {
 			"Tokens as reported by the providers (estimated when a stream ended without usage), by type (input, output, cached_input) and client (client_label; empty without one).",
 			"model", "provider", "type", "client"),
 		estimated: counter("estimated_tokens_total",
-			"The part of tokens_total the router estimated because the provider reported no usage (a stream abandoned, broken or from a provider with stream_usage off), by type (input, output).",
+			"The part of tokens_total the router estimated because the provider reported no usage (a stream abandoned, broken or from a provider with stream_usage off) or none for the text after its last report (output only), by type (input, output).",
 			"model", "provider", "type"),
 		cost: counter("cost_total",
 			"Cost of the tokens at the configured prices, in the configured currency, by client (client_label; empty without one).",

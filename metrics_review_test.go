@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"bytes"
+	dto "github.com/prometheus/client_model/go"
 	"math"
 	"net/http"
 	"strings"
@@ -81,5 +82,35 @@ func TestStatsTableClientText(t *testing.T) {
 	}
 	if !strings.Contains(table.String(), `\x1b]0;owned\a\rfake\trow\n`) {
 		t.Errorf("the team is not shown escaped:\n%s", table.String())
+	}
+}
+
+// TestEarlyUsageInputNotEstimated: a stream whose provider reported usage
+// early and then sent more text is charged the provider's input and an
+// estimate of its output; estimated_tokens_total (and the stats'
+// estimated_input) count only the output, the part the router estimated,
+// not the provider's input.
+func TestEarlyUsageInputNotEstimated(t *testing.T) {
+	const more = 400 // chunks of 40 characters: 10 tokens each
+	r := cutAfterEarlyUsage(t, "Once", strings.Repeat("word ", 8), more,
+		`{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Write a long story."}]}`)
+	c := chargedTo(r, "deepseek-v3.2")
+	if c.in != 20 || c.out < more*10 {
+		t.Fatalf("charged %+v, want the provider's 20 input tokens and at least %d output", c, more*10)
+	}
+	if c.estIn != 0 || c.estOut != c.out {
+		t.Errorf("stats: estimated input %d, output %d; want 0 (the provider reported it) and %d", c.estIn, c.estOut, c.out)
+	}
+	provider := r.Providers[0].Name
+	value := func(typ string) float64 {
+		var m dto.Metric
+		if err := metrics.estimated.WithLabelValues("deepseek-v3.2", provider, typ).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	in, out := value("input"), value("output")
+	if in != 0 || out != float64(c.out) {
+		t.Errorf("estimated_tokens_total input %v, output %v; want 0 and %d", in, out, c.out)
 	}
 }

@@ -86,7 +86,9 @@ func (s *deploymentStats) recordUsage(u usage, cost float64, currency string) {
 	s.output = addTokens(s.output, u.Output)
 	s.cached = addTokens(s.cached, u.CachedInput)
 	if u.Estimated {
-		s.estIn = addTokens(s.estIn, u.Input)
+		if !u.InputReported {
+			s.estIn = addTokens(s.estIn, u.Input)
+		}
 		s.estOut = addTokens(s.estOut, u.Output)
 	}
 	s.costs = addMoney(s.costs, currency, cost)

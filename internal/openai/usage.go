@@ -7,10 +7,12 @@ import (
 )
 
 // Usage is what one answer consumed, as the provider reported it, or as
-// estimated (Estimated) when it reported nothing.
+// estimated (Estimated) when it reported nothing. With Estimated,
+// InputReported says the input is still the provider's: only the output
+// was estimated (text that came after its last report).
 type Usage struct {
 	Input, Output, CachedInput int64
-	Estimated                  bool
+	Estimated, InputReported   bool
 }
 
 // AnswerUsage reads a JSON answer: its top-level "usage" (found), or when

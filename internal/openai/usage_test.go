@@ -45,11 +45,11 @@ func TestAnswerUsageTable(t *testing.T) {
 		valid bool
 	}{
 		{"chat", `{"id":"x","usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}`, Usage{Input: 12, Output: 3}, true, true},
-		{"cached", `{"usage":{"prompt_tokens":100,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":96}}}`, Usage{100, 1, 96, false}, true, true},
+		{"cached", `{"usage":{"prompt_tokens":100,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":96}}}`, Usage{Input: 100, Output: 1, CachedInput: 96}, true, true},
 		{"embeddings", `{"object":"list","data":[{"embedding":[0.1,-2e-3]}],"usage":{"prompt_tokens":8,"total_tokens":8}}`, Usage{Input: 8}, true, true},
-		{"responses shape", `{"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2},"output_tokens_details":{"reasoning_tokens":4}}}`, Usage{5, 7, 2, false}, true, true},
+		{"responses shape", `{"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2},"output_tokens_details":{"reasoning_tokens":4}}}`, Usage{Input: 5, Output: 7, CachedInput: 2}, true, true},
 		{"usage first, spaces", " {\n \"usage\" : { \"completion_tokens\" : 9 , \"prompt_tokens\" : 1 } , \"id\" : \"x\" }\n", Usage{Input: 1, Output: 9}, true, true},
-		{"python spacing", `{"id": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 2}}}`, Usage{3, 4, 2, false}, true, true},
+		{"python spacing", `{"id": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 2}}}`, Usage{Input: 3, Output: 4, CachedInput: 2}, true, true},
 		// usage without integer counts is no usage (the caller estimates):
 		// an answer charged nothing for "usage":{} or a count of 12.5 was
 		// an answer for free
@@ -137,7 +137,7 @@ func TestChunkUsageTable(t *testing.T) {
 		{"string usage", `{"id":"x","choices":[],"usage":{"prompt_tokens":"7","completion_tokens":"2"}}`, Usage{}, 0, false},
 		{"responses completed, empty usage", `{"type":"response.completed","response":{"id":"r","usage":{}}}`, Usage{}, 0, false},
 		{"responses completed, float usage", `{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":5.5,"output_tokens":7}}}`, Usage{}, 0, false},
-		{"responses completed", `{"type":"response.completed","response":{"id":"r","output":[],"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2}}}}`, Usage{5, 7, 2, false}, 0, true},
+		{"responses completed", `{"type":"response.completed","response":{"id":"r","output":[],"usage":{"input_tokens":5,"output_tokens":7,"input_tokens_details":{"cached_tokens":2}}}}`, Usage{Input: 5, Output: 7, CachedInput: 2}, 0, true},
 		{"responses created", `{"type":"response.created","response":{"id":"r","usage":null}}`, Usage{}, 0, false},
 		{"nested usage only", `{"choices":[{"delta":{"usage":{"prompt_tokens":1}}}]}`, Usage{}, 1, false},
 		{"usage as a text", `{"choices":[{"delta":{"content":"usage"}}]}`, Usage{}, 1, false},
@@ -162,8 +162,8 @@ func TestUsageObject(t *testing.T) {
 		want Usage
 		ok   bool
 	}{
-		{`{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":1}}`, Usage{3, 4, 1, false}, true},
-		{`{"input_tokens":3,"output_tokens":4,"input_tokens_details":{"cached_tokens":1}}`, Usage{3, 4, 1, false}, true},
+		{`{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":1}}`, Usage{Input: 3, Output: 4, CachedInput: 1}, true},
+		{`{"input_tokens":3,"output_tokens":4,"input_tokens_details":{"cached_tokens":1}}`, Usage{Input: 3, Output: 4, CachedInput: 1}, true},
 		{`{"prompt_tokens":8,"total_tokens":8}`, Usage{Input: 8}, true},
 		{`{}`, Usage{}, false},
 		{` { } `, Usage{}, false},
