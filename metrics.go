@@ -144,7 +144,7 @@ func newRouterMetrics() *routerMetrics {
 				"A budget's warn_at, as a share of its limit (0.8 for 80%).", []string{"budget", "period"}, nil),
 		},
 		cacheRequests: counter("cache_requests_total",
-			"Requests the response cache applied to, by route and result: hit (answered from the cache), miss (asked a model), stale (every model failed; answered from an expired entry), bypass (Cache-Control, or n > 1).",
+			"Requests the response cache applied to, by route and result: hit (answered from the cache), miss (asked a model), stale (every model failed; answered from an expired entry), bypass (Cache-Control, n > 1, or an empty scope), semantic_hit (a paraphrase's stored answer), semantic_blocked (a close question a guard refused: asked a model).",
 			"route", "result"),
 		cacheSaved: counter("cache_saved_cost_total",
 			"What the answers served from the cache cost when a model first gave them, in the handler's currency: the spend the cache saved (before the semantic lookup's embedding cost, cache_semantic_embedding_cost_total).",
