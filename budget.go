@@ -284,7 +284,7 @@ func (b *budget) keyOf(repl *caddy.Replacer) string {
 		}
 		return unsetKey
 	}
-	if b.keyLabel {
+	if b.keyLabel && fitLabel(v) {
 		return v
 	}
 	h, _ := b.macs.Get().(*keyHasher)
@@ -302,6 +302,27 @@ func (b *budget) keyOf(repl *caddy.Replacer) string {
 		b.macs.Put(h)
 	}
 	return string(out[:])
+}
+
+// maxLabelKey is the longest budget key value kept as it is under
+// `label`, in bytes: a team or tenant name is short, and a longer value (a
+// client's header of kilobytes) is kept by its fingerprint, so that the
+// keys a budget holds (maxBudgetKeys) are bounded in bytes too.
+const maxLabelKey = 128
+
+// fitLabel reports whether a label key value can be kept and shown as it
+// is: short, UTF-8, no control characters (it is written to logs, stats
+// and storage).
+func fitLabel(v string) bool {
+	if len(v) > maxLabelKey || !utf8.ValidString(v) {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // credentialSchemes are the auth schemes of the credentials a key value

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -475,6 +476,19 @@ func TestBudgetKeyHashed(t *testing.T) {
 	repl.Set("k", "storefront")
 	if got := b.keyOf(repl); got != "storefront" {
 		t.Errorf("label key = %q", got)
+	}
+	// a value no one would choose as a label (a client's header of
+	// kilobytes, bytes that are not text) is kept by its fingerprint: the
+	// ledger holds up to maxBudgetKeys of them, each kept and stored
+	for _, v := range []string{strings.Repeat("t", maxLabelKey+1), "team\xff", "team\x1b[2J"} {
+		repl.Set("k", v)
+		if got := b.keyOf(repl); got != want(v) {
+			t.Errorf("label key of %q = %q, want its fingerprint", v[:min(len(v), 20)], got)
+		}
+	}
+	repl.Set("k", strings.Repeat("t", maxLabelKey))
+	if got := b.keyOf(repl); got != strings.Repeat("t", maxLabelKey) {
+		t.Errorf("a label of %d bytes = %q, want it as it is", maxLabelKey, got)
 	}
 }
 
