@@ -223,6 +223,7 @@ func TestUnseenContextReserved(t *testing.T) {
 		{"escaped item_reference", `{"model":"simple_qa","input":[{"type":"item_\u0072eference","id":"msg_0123456789"}]}`, 2},
 		{"stored prompt", `{"model":"simple_qa","prompt":{"id":"pmpt_0123456789","version":"2"},"input":"And?"}`, 2},
 		{"no stored context", `{"model":"simple_qa","input":[{"type":"message","role":"user","content":"And?"}]}`, 10},
+		{"tool output document", `{"model":"simple_qa","input":[{"type":"function_call_output","call_id":"call_1","output":[{"type":"input_file","file_id":"file-0123456789"}]}]}`, 2},
 		{"chat document", `{"model":"simple_qa","messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-0123456789"}},{"type":"text","text":"Sum it up."}]}]}`, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

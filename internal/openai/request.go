@@ -971,10 +971,25 @@ func (r *Request) readOther(s *scanner, depth int) error {
 		}
 		return nil
 	case '{':
-		return s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+		// an object of type file or input_file is a document (a tool's
+		// output in parts, as the Responses API's function_call_output
+		// may be): read by the provider page by page, as a file part is
+		document, files := false, r.Files
+		err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
 			r.TextChars += int64(len(key))
-			return r.readOther(s, depth)
+			vstart := s.i
+			err := r.readOther(s, depth)
+			if err == nil && s.b[vstart] == '"' && equalFold(keyName(key), []byte("type")) {
+				t := text(s.b[vstart:s.i])
+				document = document || t == "file" || t == "input_file"
+			}
+			return err
 		})
+		if err == nil && document {
+			r.Files = max(r.Files, files+1) // once, its data URL counted or not
+			r.UnseenInput = true
+		}
+		return err
 	case '[':
 		return s.array(depth, func(s *scanner, _, depth int) error {
 			return r.readOther(s, depth)

@@ -398,6 +398,10 @@ func TestParseUnseenInput(t *testing.T) {
 		{Responses, `{"input":[{"role":"user","content":[{"type":"input_file","file_url":"https://example.com/a.pdf"}]}]}`, true},
 		{Chat, `{"messages":[{"role":"tool","tool_call_id":"c","content":"x","extra":"data:application/pdf;base64,JVBERi0="}]}`, true},
 		{Chat, `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}`, false},
+		// a tool's output in parts, a document among them
+		{Responses, `{"input":[{"type":"function_call_output","call_id":"c","output":[{"type":"input_file","file_id":"file-1"}]}]}`, true},
+		{Responses, `{"input":[{"type":"function_call_output","call_id":"c","output":[{"type":"input_f\u0069le","file_url":"https://example.com/a.pdf"}]}]}`, true},
+		{Responses, `{"input":[{"type":"function_call_output","call_id":"c","output":[{"type":"input_image","image_url":"https://example.com/a.png"}]}]}`, false},
 	} {
 		var r Request
 		if err := r.Parse([]byte(tc.body), tc.api); err != nil {
