@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"hash"
@@ -349,10 +350,27 @@ func appendCredential(b []byte, v string) []byte {
 		if strings.EqualFold(v[:i], scheme) {
 			b = append(b, scheme...)
 			b = append(b, ' ')
+			if scheme == "Basic" {
+				return appendBasic(b, v[j:])
+			}
 			return append(b, v[j:]...)
 		}
 	}
 	return append(b, v...)
+}
+
+// appendBasic appends a Basic credential to b in its canonical base64:
+// Go's decoder (basic_auth's) ignores the unused low bits of the last
+// character before the padding, so up to 16 spellings are one user's
+// password. One that does not decode is appended as it is.
+func appendBasic(b []byte, cred string) []byte {
+	n := len(b)
+	dec, err := base64.StdEncoding.AppendDecode(b, []byte(cred))
+	if err != nil {
+		return append(b[:n], cred...)
+	}
+	enc := base64.StdEncoding.AppendEncode(dec, dec[n:])
+	return append(b[:n], enc[len(dec):]...)
 }
 
 // keyHasher is a reusable HMAC of key values, with its buffers (an

@@ -456,6 +456,20 @@ func TestBudgetKeyCredentialSchemeCase(t *testing.T) {
 	}
 }
 
+// TestBudgetKeyBasicCredentialSpelling: a Basic credential is one spender
+// however its base64 is spelled: Go's decoder (basic_auth's) ignores the
+// unused low bits of the last character before the padding, so
+// "YWxpY2U6cHc=", "…cHd=", "…cHe=" and "…cHf=" are all alice:pw.
+func TestBudgetKeyBasicCredentialSpelling(t *testing.T) {
+	g, alice := spentBasicAuthGateway(t)
+	for _, c := range []string{"c", "d", "e", "f"} {
+		cred := strings.TrimSuffix(alice, "c=") + c + "="
+		if resp, body := g.post(chatBody("simple_qa", false), "Authorization", "Basic "+cred); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("alice as %q past her budget: %d %s, want 429", cred, resp.StatusCode, truncate(body, 120))
+		}
+	}
+}
+
 // TestBudgetKeyHeaderGivenTwice: a header the budget key reads, sent twice,
 // is refused: Caddy's placeholder joins the values ("Basic …,junk") while
 // the auth in front reads the first (basic_auth), so each junk second
