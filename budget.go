@@ -9,6 +9,7 @@ import (
 	"hash"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -128,7 +129,8 @@ type budget struct {
 	hardPeriod period
 	warnAt     float64   // a share, 0..1
 	key        string    // placeholder, "" for one budget
-	keyHeaders []string  // the request headers key reads, canonical (keyHeaderTwice)
+	keyHeaders []string  // the request headers key reads, canonical (keyValueTwice)
+	keyQuery   []string  // the query parameters key reads (keyValueTwice)
 	keyLabel   bool      // key values are shown as they are
 	keySecret  []byte    // keys the hash of key values (budgetInstance)
 	macs       sync.Pool // *keyHasher keyed with keySecret (keyOf)
@@ -225,16 +227,10 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 		}
 		nb.loc = loc
 	}
-	for rest := b.Key; ; {
-		i := strings.Index(rest, "{"+headerPlaceholder)
-		if i < 0 {
-			break
-		}
-		rest = rest[i+1+len(headerPlaceholder):]
-		if j := strings.IndexByte(rest, '}'); j > 0 {
-			nb.keyHeaders = append(nb.keyHeaders, http.CanonicalHeaderKey(rest[:j]))
-		}
+	for _, name := range placeholderNames(b.Key, headerPlaceholder) {
+		nb.keyHeaders = append(nb.keyHeaders, http.CanonicalHeaderKey(name))
 	}
+	nb.keyQuery = placeholderNames(b.Key, queryPlaceholder)
 	if len(b.Match) > 0 {
 		nb.matchNames = b.Match
 		nb.match = make(map[string]bool, len(b.Match))
@@ -245,19 +241,48 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 	return nb, nil
 }
 
-// headerPlaceholder begins Caddy's placeholder of a request header.
-const headerPlaceholder = "http.request.header."
+// Caddy's placeholders of a request header and of a query parameter
+// begin so.
+const (
+	headerPlaceholder = "http.request.header."
+	queryPlaceholder  = "http.request.uri.query."
+)
 
-// keyHeaderTwice is the first request header that a budget's key reads
-// and h has more than once, "" when none: Caddy's placeholder joins the
-// values ("Basic <credential>,junk") while the auth in front of the router
-// reads the first, so each second value would name a spender with a
-// budget of its own.
-func keyHeaderTwice(budgets []*budget, h http.Header) string {
+// placeholderNames are the names in the placeholders of key that begin
+// with prefix.
+func placeholderNames(key, prefix string) (names []string) {
+	for rest := key; ; {
+		i := strings.Index(rest, "{"+prefix)
+		if i < 0 {
+			return names
+		}
+		rest = rest[i+1+len(prefix):]
+		if j := strings.IndexByte(rest, '}'); j > 0 {
+			names = append(names, rest[:j])
+		}
+	}
+}
+
+// keyValueTwice names the first request header or query parameter that a
+// budget's key reads and req has more than once, "" when none: Caddy's
+// placeholder joins the values ("Basic <credential>,junk") while the auth
+// in front of the router reads the first (basic_auth), or one of them (a
+// query or header matcher), so each second value would name a spender
+// with a budget of its own.
+func keyValueTwice(budgets []*budget, req *http.Request) string {
+	var query url.Values // parsed once, if a key reads it
 	for _, b := range budgets {
 		for _, name := range b.keyHeaders {
-			if len(h[name]) > 1 {
-				return name
+			if len(req.Header[name]) > 1 {
+				return "the header '" + name + "'"
+			}
+		}
+		for _, name := range b.keyQuery {
+			if query == nil {
+				query = req.URL.Query()
+			}
+			if len(query[name]) > 1 {
+				return "the query parameter '" + name + "'"
 			}
 		}
 	}

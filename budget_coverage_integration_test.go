@@ -470,6 +470,36 @@ func TestBudgetKeyBasicCredentialSpelling(t *testing.T) {
 	}
 }
 
+// TestBudgetKeyQueryGivenTwice: a query parameter the budget key reads,
+// given twice, is refused as a header is: Caddy's placeholder joins the
+// values ("sk-alice…,x1") while a check in front (the query matcher, or
+// Go's URL.Query().Get) passes on one of them, so each junk second value
+// would be a spender with a budget of its own.
+func TestBudgetKeyQueryGivenTwice(t *testing.T) {
+	const alice = "sk-alice-0123456789"
+	g := newGatewayWith(t, globalOptions, "\t@stranger not query key="+alice+"\n\trespond @stranger 401", budgetRouter+`
+	budget per_key {
+		limit 0.02 per day
+		key {http.request.uri.query.key}
+	}
+	budget_sync off
+`)
+	if resp, _ := g.postPath("/v1/chat/completions?key=sk-mallory", chatBody("simple_qa", false)); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a wrong key got %d, want 401", resp.StatusCode)
+	}
+	for i := range 2 {
+		if resp, body := g.postPath("/v1/chat/completions?key="+alice, chatBody("simple_qa", false)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("answer %d: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	for _, junk := range []string{"x1", "x2"} {
+		resp, body := g.postPath("/v1/chat/completions?key="+alice+"&key="+junk, chatBody("simple_qa", false))
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `"param":null`) || !strings.Contains(body, "'key'") {
+			t.Errorf("alice past her budget, with a second key %q: %d %s, want an OpenAI-style 400 naming the parameter", junk, resp.StatusCode, truncate(body, 200))
+		}
+	}
+}
+
 // TestBudgetKeyHeaderGivenTwice: a header the budget key reads, sent twice,
 // is refused: Caddy's placeholder joins the values ("Basic …,junk") while
 // the auth in front reads the first (basic_auth), so each junk second

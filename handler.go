@@ -94,9 +94,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	if !ex.readRequest() {
 		return ex.gone
 	}
-	if name := keyHeaderTwice(r.budgets, req.Header); name != "" {
+	if what := keyValueTwice(r.budgets, req); what != "" {
 		ex.fail(invalidRequest(http.StatusBadRequest, codeDuplicateHeader, "",
-			fmt.Sprintf("The request has the header '%s' more than once: a budget is kept for its value, which must be one", name)))
+			fmt.Sprintf("The request has %s more than once: a budget is kept for its value, which must be one", what)))
 		return nil
 	}
 	ex.client = clientOf(r.ClientLabel, ex.repl)
