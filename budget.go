@@ -318,6 +318,16 @@ func (b *budget) keyOf(repl *caddy.Replacer) string {
 		h = &keyHasher{mac: hmac.New(sha256.New, b.keySecret)}
 	}
 	h.mac.Reset() // to its keyed state, saved by the first Reset: no rekeying
+	if !lonePlaceholder(b.key) && len(b.keyHeaders) > 0 {
+		// a credential among other values ("{…X-Project}/{…Authorization}"):
+		// each header's value spelled one way, wherever it is in the key
+		v, _ = repl.ReplaceFunc(b.key, func(name string, val any) (any, error) {
+			if s, ok := val.(string); ok && strings.HasPrefix(name, headerPlaceholder) {
+				return string(appendCredential(nil, s)), nil
+			}
+			return val, nil
+		})
+	}
 	h.in = appendCredential(h.in[:0], v)
 	h.mac.Write(h.in)
 	sum := h.mac.Sum(h.sum[:0])
@@ -349,6 +359,12 @@ func fitLabel(v string) bool {
 		}
 	}
 	return true
+}
+
+// lonePlaceholder reports whether key is one placeholder and nothing else
+// (replaceAll's fast path).
+func lonePlaceholder(key string) bool {
+	return len(key) > 2 && key[0] == '{' && key[len(key)-1] == '}' && strings.IndexAny(key[1:len(key)-1], "{}\\") < 0
 }
 
 // credentialSchemes are the auth schemes of the credentials a key value

@@ -420,13 +420,13 @@ func TestEstimateCountsEveryInput(t *testing.T) {
 // password pw) whose budget is keyed by the client's Authorization, with
 // alice's budget spent (0.017 an answer against 0.02: the second answer
 // took her past it); it returns alice's credential, base64.
-func spentBasicAuthGateway(t *testing.T) (*gateway, string) {
+func spentBasicAuthGateway(t *testing.T, key string) (*gateway, string) {
 	t.Helper()
 	const alice = "YWxpY2U6cHc=" // alice:pw
 	g := newGatewayWith(t, globalOptions, "\tbasic_auth {\n\t\talice $2a$04$WlD5pY1rSkmAUX1O5c6fteDCdSY7JRy/h3WRi7o35dIZvXQPpLfZ.\n\t}", budgetRouter+`
 	budget per_key {
 		limit 0.02 per day
-		key {http.request.header.Authorization}
+		key `+key+`
 	}
 	budget_sync off
 `)
@@ -448,11 +448,17 @@ func spentBasicAuthGateway(t *testing.T) (*gateway, string) {
 // "basic" and "BASIC" alike (an auth scheme is case-insensitive, RFC 9110
 // §11.1), so each spelling must not get a budget of its own.
 func TestBudgetKeyCredentialSchemeCase(t *testing.T) {
-	g, alice := spentBasicAuthGateway(t)
-	for _, scheme := range []string{"Basic", "basic", "BASIC", "bAsIc"} {
-		if resp, body := g.post(chatBody("simple_qa", false), "Authorization", scheme+" "+alice); resp.StatusCode != http.StatusTooManyRequests {
-			t.Errorf("alice as %q past her budget: %d %s, want 429", scheme+" …", resp.StatusCode, truncate(body, 120))
-		}
+	// the credential alone, or in a key of several placeholders (a
+	// project's budget per client key)
+	for _, key := range []string{"{http.request.header.Authorization}", "{http.request.header.X-Project}/{http.request.header.Authorization}"} {
+		t.Run(key, func(t *testing.T) {
+			g, alice := spentBasicAuthGateway(t, key)
+			for _, scheme := range []string{"Basic", "basic", "BASIC", "bAsIc"} {
+				if resp, body := g.post(chatBody("simple_qa", false), "Authorization", scheme+" "+alice); resp.StatusCode != http.StatusTooManyRequests {
+					t.Errorf("alice as %q past her budget: %d %s, want 429", scheme+" …", resp.StatusCode, truncate(body, 120))
+				}
+			}
+		})
 	}
 }
 
@@ -461,7 +467,7 @@ func TestBudgetKeyCredentialSchemeCase(t *testing.T) {
 // unused low bits of the last character before the padding, so
 // "YWxpY2U6cHc=", "…cHd=", "…cHe=" and "…cHf=" are all alice:pw.
 func TestBudgetKeyBasicCredentialSpelling(t *testing.T) {
-	g, alice := spentBasicAuthGateway(t)
+	g, alice := spentBasicAuthGateway(t, "{http.request.header.Authorization}")
 	for _, c := range []string{"c", "d", "e", "f"} {
 		cred := strings.TrimSuffix(alice, "c=") + c + "="
 		if resp, body := g.post(chatBody("simple_qa", false), "Authorization", "Basic "+cred); resp.StatusCode != http.StatusTooManyRequests {
@@ -505,7 +511,7 @@ func TestBudgetKeyQueryGivenTwice(t *testing.T) {
 // the auth in front reads the first (basic_auth), so each junk second
 // value would be a spender with a budget of its own.
 func TestBudgetKeyHeaderGivenTwice(t *testing.T) {
-	g, alice := spentBasicAuthGateway(t)
+	g, alice := spentBasicAuthGateway(t, "{http.request.header.Authorization}")
 	for _, junk := range []string{"x1", "x2", "Basic " + alice} {
 		resp, body := g.post(chatBody("simple_qa", false), "Authorization", "Basic "+alice, "Authorization", junk)
 		if resp.StatusCode == http.StatusOK {
