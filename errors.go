@@ -17,6 +17,7 @@ const (
 	codeAllUnavailable   = "all_models_unavailable"
 	codeStreamBroken     = "upstream_stream_broken"
 	codeDuplicateHeader  = "duplicate_header"
+	codeNoConversation   = "conversation_not_found"
 	typeInvalidRequest   = "invalid_request_error"
 	typeServerError      = "server_error"
 )

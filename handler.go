@@ -174,6 +174,11 @@ type exchange struct {
 	sentTrace     sentTrace
 	sentTraceUsed bool
 
+	// how many attempts were answered 404 for the request's conversation
+	// (namesConversation): when all were, and no candidate was skipped,
+	// the conversation is nowhere, the client's error (unavailable)
+	convMissing int
+
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
 
@@ -847,6 +852,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		// the conversation is not at this deployment: another may have
 		// it (failover), and the deployment is not at fault
 		res.outcome = outcomeClientError
+		ex.convMissing++ // never hedged: on the request's goroutine
 	}
 	if !relay {
 		if res.outcome == outcomeRateLimited {
@@ -1551,6 +1557,15 @@ func (ex *exchange) routerHeaders(model, provider string) {
 // unavailable answers 503 with what became of every candidate and when to
 // come back: the end of the first cooldown among them.
 func (ex *exchange) unavailable(p plan) {
+	if ex.convMissing > 0 && ex.convMissing == len(ex.failures) {
+		// every candidate was asked, and none has the conversation: the
+		// client's error, as the provider's 404 says, not an outage that
+		// an SDK retries (503 with Retry-After) on every deployment again
+		ex.routerHeaders("", "")
+		ex.fail(invalidRequest(http.StatusNotFound, codeNoConversation, "conversation",
+			fmt.Sprintf("Conversation with id '%s' not found at any deployment of this gateway's route.", truncate(ex.body.Conversation, maxEchoedName))))
+		return
+	}
 	t := now()
 	var first time.Time
 	for _, g := range p {

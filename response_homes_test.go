@@ -267,9 +267,12 @@ func TestConversationNotFoundIsNotTheDeployments(t *testing.T) {
 	}
 	m1, m2 := score()
 	for _, conv := range []string{`"conv_0000aaaa1111bbbb2222"`, `{"id":"conv_0000aaaa1111bbbb3333"}`, `"conv_0000aaaa1111bbbb4444"`} {
+		// nobody has it: the client's 404, not an outage (503 with
+		// Retry-After, which an SDK retries on every deployment again)
 		resp, body := g.postPath("/v1/responses", `{"model":"r","input":"Hi","conversation":`+conv+`}`)
-		if resp.StatusCode == http.StatusOK {
-			t.Fatalf("conversation %s nobody has: %d %s", conv, resp.StatusCode, body)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"param":"conversation"`) || resp.Header.Get("Retry-After") != "" {
+			t.Errorf("conversation %s nobody has: %d (Retry-After %q) %s, want an OpenAI-style 404 about the conversation",
+				conv, resp.StatusCode, resp.Header.Get("Retry-After"), body)
 		}
 	}
 	if a, b := score(); a != m1 || b != m2 {
