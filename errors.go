@@ -18,6 +18,7 @@ const (
 	codeStreamBroken     = "upstream_stream_broken"
 	codeDuplicateHeader  = "duplicate_header"
 	codeNoConversation   = "conversation_not_found"
+	codeNoItem           = "item_not_found"
 	typeInvalidRequest   = "invalid_request_error"
 	typeServerError      = "server_error"
 )

@@ -175,9 +175,11 @@ type exchange struct {
 	sentTraceUsed bool
 
 	// how many attempts were answered 404 for the request's conversation
-	// (namesConversation): when all were, and no candidate was skipped,
-	// the conversation is nowhere, the client's error (unavailable)
-	convMissing int
+	// or stored items (namesStored), and the last one's param: when all
+	// were, and no candidate was skipped, what the request names is
+	// nowhere, the client's error (unavailable)
+	storedMissing int
+	missingParam  string
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
@@ -848,11 +850,13 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		// client's error, whichever deployment is asked
 		res.outcome, relay = outcomeClientError, true
 	}
-	if !relay && ex.namesConversation(resp.StatusCode, payload, d.upstream) {
-		// the conversation is not at this deployment: another may have
-		// it (failover), and the deployment is not at fault
+	if param, ok := ex.namesStored(resp.StatusCode, payload, d.upstream); !relay && ok {
+		// the conversation, or a stored item, is not at this deployment:
+		// another may have it (failover), and the deployment is not at
+		// fault
 		res.outcome = outcomeClientError
-		ex.convMissing++ // never hedged: on the request's goroutine
+		ex.storedMissing++ // never hedged (hedgeDelay): on the request's goroutine
+		ex.missingParam = param
 	}
 	if !relay {
 		if res.outcome == outcomeRateLimited {
@@ -1557,13 +1561,18 @@ func (ex *exchange) routerHeaders(model, provider string) {
 // unavailable answers 503 with what became of every candidate and when to
 // come back: the end of the first cooldown among them.
 func (ex *exchange) unavailable(p plan) {
-	if ex.convMissing > 0 && ex.convMissing == len(ex.failures) {
-		// every candidate was asked, and none has the conversation: the
-		// client's error, as the provider's 404 says, not an outage that
-		// an SDK retries (503 with Retry-After) on every deployment again
+	if ex.storedMissing > 0 && ex.storedMissing == len(ex.failures) {
+		// every candidate was asked, and none has the conversation (or
+		// stored item): the client's error, as the provider's 404 says,
+		// not an outage that an SDK retries (503 with Retry-After) on
+		// every deployment again
 		ex.routerHeaders("", "")
-		ex.fail(invalidRequest(http.StatusNotFound, codeNoConversation, "conversation",
-			fmt.Sprintf("Conversation with id '%s' not found at any deployment of this gateway's route.", truncate(ex.body.Conversation, maxEchoedName))))
+		msg := fmt.Sprintf("Conversation with id '%s' not found at any deployment of this gateway's route.", truncate(ex.body.Conversation, maxEchoedName))
+		code := codeNoConversation
+		if ex.missingParam == "input" {
+			msg, code = "An input item given by its id was not found at any deployment of this gateway's route.", codeNoItem
+		}
+		ex.fail(invalidRequest(http.StatusNotFound, code, ex.missingParam, msg))
 		return
 	}
 	t := now()

@@ -102,6 +102,12 @@ func (ex *exchange) hedgeDelay(d *deployment, hedges int) time.Duration {
 	if ex.continued() != "" {
 		return 0
 	}
+	// nor one naming stored input items (item_reference), which live at
+	// one provider account too: another's 404 would only be a second
+	// request for nothing
+	if len(ex.body.StoredItems) > 0 {
+		return 0
+	}
 	// nor one with a feature the provider runs and bills apart from tokens
 	// (allow_unpriced): the canceled attempt's hosted tool calls are
 	// neither undone (a remote MCP tool's action) nor counted

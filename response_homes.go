@@ -142,13 +142,25 @@ func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel 
 	return namesID(body, prev, upstreamModel)
 }
 
-// namesConversation reports whether an error answer is a 404 about the
-// conversation the request is in, by its id as a whole word (under the
-// rules of namesRequestResource): the conversation is not at that
-// deployment, which is the request's doing, not the deployment's fault.
-func (ex *exchange) namesConversation(status int, body []byte, upstreamModel string) bool {
-	conv := ex.body.Conversation
-	return status == http.StatusNotFound && conv != "" && ex.ep == responsesEndpoint && namesID(body, conv, upstreamModel)
+// namesStored reports whether an error answer is a 404 about stored
+// context the request names, by its id as a whole word (under the rules of
+// namesRequestResource): the conversation the request is in, or a stored
+// input item (item_reference); param is "conversation" or "input". The
+// conversation or item is not at that deployment, which is the request's
+// doing, not the deployment's fault.
+func (ex *exchange) namesStored(status int, body []byte, upstreamModel string) (param string, ok bool) {
+	if status != http.StatusNotFound || ex.ep != responsesEndpoint {
+		return "", false
+	}
+	if conv := ex.body.Conversation; conv != "" && namesID(body, conv, upstreamModel) {
+		return "conversation", true
+	}
+	for _, id := range ex.body.StoredItems {
+		if namesID(body, id, upstreamModel) {
+			return "input", true
+		}
+	}
+	return "", false
 }
 
 // namesID reports whether body names id, the client's text, as the id of

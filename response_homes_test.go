@@ -287,3 +287,45 @@ func TestConversationNotFoundIsNotTheDeployments(t *testing.T) {
 		t.Errorf("m1's score went from %d to %d", m1, a)
 	}
 }
+
+// TestStoredItemNotFoundIsNotTheDeployments: a Responses API request that
+// names stored items (item_reference, or an item by its id alone) a
+// deployment does not have gets its 404 naming the item: the client's
+// doing, as for a conversation. It fails over without costing the
+// deployment its health: a client naming items nobody has cannot disable
+// every deployment.
+func TestStoredItemNotFoundIsNotTheDeployments(t *testing.T) {
+	upstream := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		items, _ := body["input"].([]any)
+		item, _ := items[0].(map[string]any)
+		id, _ := item["id"].(string)
+		io.WriteString(w, `{"error":{"message":"Item with id '`+id+`' not found.","type":"invalid_request_error","param":"input","code":null}}`)
+	})
+	g := newGateway(t, `
+	provider p {
+		base_url `+upstream.URL+`/v1
+		api_key sk-stored-item-test-0001
+	}
+	model m1
+	model m2
+	route r m1 m2
+	health_check {
+		interval off
+	}
+`)
+	score := func() (int, int) {
+		return statsFor(t, g, "m1", "p").HealthScore, statsFor(t, g, "m2", "p").HealthScore
+	}
+	m1, m2 := score()
+	for _, item := range []string{`{"type":"item_reference","id":"msg_0000aaaa1111bbbb2222"}`, `{"id":"msg_0000aaaa1111bbbb3333"}`, `{"type":"item_reference","id":"msg_0000aaaa1111bbbb4444"}`} {
+		resp, body := g.postPath("/v1/responses", `{"model":"r","input":[`+item+`,{"role":"user","content":"And?"}]}`)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"param":"input"`) {
+			t.Errorf("item %s nobody has: %d %s, want an OpenAI-style 404 about the input", item, resp.StatusCode, body)
+		}
+	}
+	if a, b := score(); a != m1 || b != m2 {
+		t.Errorf("scores went from %d, %d to %d, %d on items the client named", m1, m2, a, b)
+	}
+}

@@ -108,6 +108,10 @@ type Request struct {
 	// pages the provider reads as text and images whatever its bytes. The
 	// gateway reserves a bound for it.
 	UnseenInput bool
+	// StoredItems are the ids of the first stored items the Responses API
+	// input names (maxStoredItems at most): a 404 naming one is about
+	// the request's reference, not the deployment
+	StoredItems []string
 	// Conversation is the id of the Responses API's conversation (given
 	// as its id or as an object with the id): a conversation the provider
 	// stored, which only the account that made it knows; "" when absent
@@ -865,6 +869,7 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	var role, content, typ span = absent, absent, absent
 	var names memberNames
 	known, hasID, sealed := messageMembers, false, false
+	id := absent
 	if param == "input" {
 		known = itemMembers
 	}
@@ -877,7 +882,10 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 			return err
 		case 3: // a Responses item's id
 			hasID = s.b[s.i] == '"'
-			return r.readOther(s, depth)
+			start := s.i
+			err := r.readOther(s, depth)
+			id = span{start, s.i}
+			return err
 		case 4: // a reasoning item's own content
 			sealed = s.b[s.i] == '"'
 			return r.readOther(s, depth)
@@ -909,7 +917,7 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	if err != nil {
 		return err
 	}
-	if param == "input" && !r.UnseenInput {
+	if param == "input" && (!r.UnseenInput || len(r.StoredItems) < maxStoredItems) {
 		// a stored item the provider reads: an item_reference, its type
 		// given or not (an item of an id alone), or a reasoning item by
 		// its id, without its encrypted_content (a stored response's
@@ -918,6 +926,9 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 		case t == "item_reference", t == "" && !role.ok() && !content.ok() && hasID,
 			t == "reasoning" && hasID && !sealed:
 			r.UnseenInput = true
+			if hasID && len(r.StoredItems) < maxStoredItems {
+				r.StoredItems = append(r.StoredItems, strings.Clone(text(s.b[id.start:id.end])))
+			}
 		}
 	}
 	if !content.ok() {
@@ -934,6 +945,9 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	}
 	return nil
 }
+
+// maxStoredItems bounds Request.StoredItems: a 404 is searched for each.
+const maxStoredItems = 8
 
 // The members of a message, and of a Responses API input item, that the
 // gateway reads (memberNames.check).
