@@ -19,6 +19,7 @@ const (
 	codeDuplicateHeader  = "duplicate_header"
 	codeNoConversation   = "conversation_not_found"
 	codeNoItem           = "item_not_found"
+	codeNoPrompt         = "prompt_not_found"
 	typeInvalidRequest   = "invalid_request_error"
 	typeServerError      = "server_error"
 )

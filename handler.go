@@ -1569,8 +1569,11 @@ func (ex *exchange) unavailable(p plan) {
 		ex.routerHeaders("", "")
 		msg := fmt.Sprintf("Conversation with id '%s' not found at any deployment of this gateway's route.", truncate(ex.body.Conversation, maxEchoedName))
 		code := codeNoConversation
-		if ex.missingParam == "input" {
+		switch ex.missingParam {
+		case "input":
 			msg, code = "An input item given by its id was not found at any deployment of this gateway's route.", codeNoItem
+		case "prompt":
+			msg, code = fmt.Sprintf("Prompt with id '%s' not found at any deployment of this gateway's route.", truncate(ex.body.StoredPrompt, maxEchoedName)), codeNoPrompt
 		}
 		ex.fail(invalidRequest(http.StatusNotFound, code, ex.missingParam, msg))
 		return

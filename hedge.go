@@ -102,10 +102,10 @@ func (ex *exchange) hedgeDelay(d *deployment, hedges int) time.Duration {
 	if ex.continued() != "" {
 		return 0
 	}
-	// nor one naming stored input items (item_reference), which live at
-	// one provider account too: another's 404 would only be a second
-	// request for nothing
-	if len(ex.body.StoredItems) > 0 {
+	// nor one naming stored input items (item_reference) or a stored
+	// prompt, which live at one provider account too: another's 404
+	// would only be a second request for nothing
+	if len(ex.body.StoredItems) > 0 || ex.body.StoredPrompt != "" {
 		return 0
 	}
 	// nor one with a feature the provider runs and bills apart from tokens

@@ -144,8 +144,9 @@ func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel 
 
 // namesStored reports whether an error answer is a 404 about stored
 // context the request names, by its id as a whole word (under the rules of
-// namesRequestResource): the conversation the request is in, or a stored
-// input item (item_reference); param is "conversation" or "input". The
+// namesRequestResource): the conversation the request is in, a stored
+// input item (item_reference) or prompt; param is "conversation",
+// "input" or "prompt". The
 // conversation or item is not at that deployment, which is the request's
 // doing, not the deployment's fault.
 func (ex *exchange) namesStored(status int, body []byte, upstreamModel string) (param string, ok bool) {
@@ -159,6 +160,9 @@ func (ex *exchange) namesStored(status int, body []byte, upstreamModel string) (
 		if namesID(body, id, upstreamModel) {
 			return "input", true
 		}
+	}
+	if id := ex.body.StoredPrompt; id != "" && namesID(body, id, upstreamModel) {
+		return "prompt", true
 	}
 	return "", false
 }

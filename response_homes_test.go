@@ -298,6 +298,11 @@ func TestStoredItemNotFoundIsNotTheDeployments(t *testing.T) {
 	upstream := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
+		if prompt, ok := body["prompt"].(map[string]any); ok {
+			id, _ := prompt["id"].(string)
+			io.WriteString(w, `{"error":{"message":"Prompt with id '`+id+`' not found.","type":"invalid_request_error","param":"prompt","code":null}}`)
+			return
+		}
 		items, _ := body["input"].([]any)
 		item, _ := items[0].(map[string]any)
 		id, _ := item["id"].(string)
@@ -323,6 +328,13 @@ func TestStoredItemNotFoundIsNotTheDeployments(t *testing.T) {
 		resp, body := g.postPath("/v1/responses", `{"model":"r","input":[`+item+`,{"role":"user","content":"And?"}]}`)
 		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"param":"input"`) {
 			t.Errorf("item %s nobody has: %d %s, want an OpenAI-style 404 about the input", item, resp.StatusCode, body)
+		}
+	}
+	// a stored prompt nobody has, likewise
+	for _, id := range []string{"pmpt_0000aaaa1111bbbb5555", "pmpt_0000aaaa1111bbbb6666"} {
+		resp, body := g.postPath("/v1/responses", `{"model":"r","prompt":{"id":"`+id+`"},"input":"And?"}`)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"param":"prompt"`) {
+			t.Errorf("prompt %s nobody has: %d %s, want an OpenAI-style 404 about the prompt", id, resp.StatusCode, body)
 		}
 	}
 	if a, b := score(); a != m1 || b != m2 {

@@ -108,10 +108,12 @@ type Request struct {
 	// pages the provider reads as text and images whatever its bytes. The
 	// gateway reserves a bound for it.
 	UnseenInput bool
-	// StoredItems are the ids of the first stored items the Responses API
-	// input names (maxStoredItems at most): a 404 naming one is about
-	// the request's reference, not the deployment
-	StoredItems []string
+	// StoredItems are the ids of the first stored input items the
+	// Responses API request names by reference (maxStoredItems at most),
+	// and StoredPrompt the id of its stored prompt: a 404 naming one is
+	// about the request's reference, not the deployment
+	StoredItems  []string
+	StoredPrompt string
 	// Conversation is the id of the Responses API's conversation (given
 	// as its id or as an object with the id): a conversation the provider
 	// stored, which only the account that made it knows; "" when absent
@@ -281,7 +283,7 @@ func (r *Request) Parse(raw []byte, api API) error {
 			case Responses:
 				// a stored prompt, named; its variables are text the
 				// model reads
-				err = r.readOther(s, depth)
+				err = r.readStoredPrompt(s, depth)
 				r.UnseenInput = r.UnseenInput || seen.prompt
 			default:
 				err = s.value(depth)
@@ -944,6 +946,24 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 		r.system = append(r.system, content)
 	}
 	return nil
+}
+
+// readStoredPrompt reads the Responses API's prompt, a stored prompt by
+// its id, counted as a message's other members are (its variables are
+// text the model reads), and its id (StoredPrompt).
+func (r *Request) readStoredPrompt(s *scanner, depth int) error {
+	if s.b[s.i] != '{' {
+		return r.readOther(s, depth)
+	}
+	return s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+		r.TextChars += int64(len(key))
+		start := s.i
+		err := r.readOther(s, depth)
+		if err == nil && s.b[start] == '"' && string(keyName(key)) == "id" {
+			r.StoredPrompt = strings.Clone(text(s.b[start:s.i]))
+		}
+		return err
+	})
 }
 
 // maxStoredItems bounds Request.StoredItems: a 404 is searched for each.
