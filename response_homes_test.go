@@ -250,21 +250,7 @@ func TestConversationNotFoundIsNotTheDeployments(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":"resp_0123456789abcdef","object":"response","status":"completed","model":"`+model+`","output":[],"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}`)
 	})
-	g := newGateway(t, `
-	provider p {
-		base_url `+upstream.URL+`/v1
-		api_key sk-conversation-test-0001
-	}
-	model m1
-	model m2
-	route r m1 m2
-	health_check {
-		interval off
-	}
-`)
-	score := func() (int, int) {
-		return statsFor(t, g, "m1", "p").HealthScore, statsFor(t, g, "m2", "p").HealthScore
-	}
+	g, score := twoModelGateway(t, upstream.URL)
 	m1, m2 := score()
 	for _, conv := range []string{`"conv_0000aaaa1111bbbb2222"`, `{"id":"conv_0000aaaa1111bbbb3333"}`, `"conv_0000aaaa1111bbbb4444"`} {
 		// nobody has it: the client's 404, not an outage (503 with
@@ -308,21 +294,7 @@ func TestStoredItemNotFoundIsNotTheDeployments(t *testing.T) {
 		id, _ := item["id"].(string)
 		io.WriteString(w, `{"error":{"message":"Item with id '`+id+`' not found.","type":"invalid_request_error","param":"input","code":null}}`)
 	})
-	g := newGateway(t, `
-	provider p {
-		base_url `+upstream.URL+`/v1
-		api_key sk-stored-item-test-0001
-	}
-	model m1
-	model m2
-	route r m1 m2
-	health_check {
-		interval off
-	}
-`)
-	score := func() (int, int) {
-		return statsFor(t, g, "m1", "p").HealthScore, statsFor(t, g, "m2", "p").HealthScore
-	}
+	g, score := twoModelGateway(t, upstream.URL)
 	m1, m2 := score()
 	for _, item := range []string{`{"type":"item_reference","id":"msg_0000aaaa1111bbbb2222"}`, `{"id":"msg_0000aaaa1111bbbb3333"}`, `{"type":"item_reference","id":"msg_0000aaaa1111bbbb4444"}`} {
 		resp, body := g.postPath("/v1/responses", `{"model":"r","input":[`+item+`,{"role":"user","content":"And?"}]}`)
@@ -339,5 +311,25 @@ func TestStoredItemNotFoundIsNotTheDeployments(t *testing.T) {
 	}
 	if a, b := score(); a != m1 || b != m2 {
 		t.Errorf("scores went from %d, %d to %d, %d on items the client named", m1, m2, a, b)
+	}
+}
+
+// twoModelGateway is a gateway with route r over m1 then m2, both at the
+// provider p at url, probes off, and a reading of their health scores.
+func twoModelGateway(t *testing.T, url string) (*gateway, func() (int, int)) {
+	g := newGateway(t, `
+	provider p {
+		base_url `+url+`/v1
+		api_key sk-two-model-test-0001
+	}
+	model m1
+	model m2
+	route r m1 m2
+	health_check {
+		interval off
+	}
+`)
+	return g, func() (int, int) {
+		return statsFor(t, g, "m1", "p").HealthScore, statsFor(t, g, "m2", "p").HealthScore
 	}
 }
