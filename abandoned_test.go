@@ -157,12 +157,20 @@ func TestTimedOutCompletionsChargedItsDefault(t *testing.T) {
 }
 
 // TestTimedOutResponseChargedOneAnswer: the Responses API makes one
-// answer a request; an "n" in its body is no parameter of it (a provider
-// that takes the request ignores it), so a request given up after the
-// provider had it is charged one answer's output limit, not n.
+// answer a request, and has no "n": one above 1 is refused before any
+// provider has it (a provider that honours it would bill answers the
+// gateway counts as one), and a request given up after the provider had
+// it is charged one answer's output limit.
 func TestTimedOutResponseChargedOneAnswer(t *testing.T) {
 	r, _ := stalledRouter(t, nil)
 	w := serveOnceAt(r, "/v1/responses", `{"model":"simple_qa","n":100,"max_output_tokens":400,"input":"Write a long story."}`)
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `"param":"n"`) {
+		t.Fatalf("n 100: %d %s, want a 400 about n", w.Code, w.Body)
+	}
+	if in, out, _ := estimatedCharge(r, "deepseek-v3.2"); in != 0 || out != 0 {
+		t.Errorf("the refused request was charged input %d, output %d", in, out)
+	}
+	w = serveOnceAt(r, "/v1/responses", `{"model":"simple_qa","n":1,"max_output_tokens":400,"input":"Write a long story."}`)
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "timeout") {
 		t.Fatalf("%d %s, want the 503 of a timeout", w.Code, w.Body)
 	}

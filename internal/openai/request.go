@@ -346,6 +346,13 @@ func (r *Request) Parse(raw []byte, api API) error {
 			return refuse("input", CodeMissingParameter, "'input' is a required property")
 		}
 		r.Stream = false
+	case Responses:
+		// not a parameter of the API (OpenAI refuses it): a provider that
+		// ignores it makes one answer, one that honours it several, and
+		// the gateway could not tell which it bills
+		if r.N > 1 {
+			return refuse("n", CodeUnsupported, "Unsupported parameter: 'n' is not a parameter of the Responses API, which makes one answer a request.")
+		}
 	}
 	if r.Stream && (api == Chat || api == Completions) {
 		r.planIncludeUsage()
@@ -925,7 +932,7 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 		// its id, without its encrypted_content (a stored response's
 		// reasoning, which the provider reads back)
 		switch t := text(s.b[max(typ.start, 0):max(typ.end, 0)]); {
-		case t == "item_reference", t == "" && !role.ok() && !content.ok() && hasID,
+		case t == "item_reference", t == "" && !given(s.b, role) && !given(s.b, content) && hasID,
 			t == "reasoning" && hasID && !sealed:
 			r.UnseenInput = true
 			if hasID && len(r.StoredItems) < maxStoredItems {
@@ -968,6 +975,10 @@ func (r *Request) readStoredPrompt(s *scanner, depth int) error {
 
 // maxStoredItems bounds Request.StoredItems: a 404 is searched for each.
 const maxStoredItems = 8
+
+// given reports whether a member's value v is there and not null: a
+// provider may read a null member as an absent one.
+func given(b []byte, v span) bool { return v.ok() && b[v.start] != 'n' }
 
 // The members of a message, and of a Responses API input item, that the
 // gateway reads (memberNames.check).

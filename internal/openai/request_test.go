@@ -385,6 +385,9 @@ func TestParseUnseenInput(t *testing.T) {
 		{Responses, `{"input":[{"type":"function_call_output","id":"fc_1","call_id":"c","output":"42"}]}`, false},
 		{Responses, `{"input":[{"role":"user","content":"x","id":"msg_1"}]}`, false},
 		{Responses, `{"input":[{"id":null}]}`, false},
+		// a null role or content is no content: a provider may read the
+		// item as an id alone
+		{Responses, `{"input":[{"id":"msg_1","role":null,"content":null}]}`, true},
 		// a reasoning item by its id is read back from storage; with its
 		// encrypted_content, from the body
 		{Responses, `{"input":[{"type":"reasoning","id":"rs_1","summary":[]}]}`, true},
@@ -486,6 +489,7 @@ func TestParseRequestRefusals(t *testing.T) {
 		{0, `{"response_format":{"TYPE":"json_object"}}`, CodeCaseVariant, "response_format.TYPE"},
 		{Chat, `{"messages":[{"Role":"user","content":"x"}]}`, CodeCaseVariant, "Role"},
 		{Responses, `{"input":[{"TYPE":"item_reference","id":"msg_1"}]}`, CodeCaseVariant, "TYPE"},
+		{Responses, `{"input":"x","n":2}`, CodeUnsupported, "n"},
 		{Responses, `{"input":[{"type":"item_reference","Id":"msg_1"}]}`, CodeCaseVariant, "Id"},
 		// nested members the gateway reads, twice
 		{0, `{"stream":true,"stream_options":{"include_usage":true,"include_us\u0061ge":false}}`, CodeDuplicate, "stream_options.include_usage"},
