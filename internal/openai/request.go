@@ -101,10 +101,11 @@ type Request struct {
 	// made it knows; "" when absent or null
 	PreviousResponseID string
 	// UnseenInput is set when the request makes the provider read input
-	// whose size the gateway cannot count: context the provider stores
-	// (a Responses API item_reference input item or an item given by
-	// its id alone, a reasoning item by its id, a stored prompt;
-	// previous_response_id and conversation are apart), or a document (a file part, a file's data URL), whose
+	// whose size the gateway cannot count: context the provider stores (a
+	// Responses API item_reference input item or an item given by its id
+	// alone, a reasoning item by its id, a stored prompt, a chat
+	// assistant's audio by its id; previous_response_id and conversation
+	// are apart), or a document (a file part, a file's data URL), whose
 	// pages the provider reads as text and images whatever its bytes. The
 	// gateway reserves a bound for it.
 	UnseenInput bool
@@ -916,6 +917,11 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 			content = span{start, s.i}
 			return nil
 		case -1:
+			if param == "messages" && s.b[s.i] == '{' && equalFold(keyName(key), []byte("audio")) {
+				// an assistant's audio by its id: the provider reads the
+				// stored audio back, at a size the body does not show
+				r.UnseenInput = true
+			}
 			// any other member (tool calls and their arguments, a name,
 			// reasoning, a Responses item's output, a member no API
 			// defines) may be text the model reads: counted too

@@ -401,6 +401,9 @@ func TestParseUnseenInput(t *testing.T) {
 		{Responses, `{"input":[{"role":"user","content":[{"type":"input_file","file_url":"https://example.com/a.pdf"}]}]}`, true},
 		{Chat, `{"messages":[{"role":"tool","tool_call_id":"c","content":"x","extra":"data:application/pdf;base64,JVBERi0="}]}`, true},
 		{Chat, `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}`, false},
+		// an assistant's audio, by its id: stored by the provider
+		{Chat, `{"messages":[{"role":"assistant","audio":{"id":"audio_1"}},{"role":"user","content":"x"}]}`, true},
+		{Chat, `{"messages":[{"role":"assistant","content":"hi","audio":null},{"role":"user","content":"x"}]}`, false},
 		// a tool's output in parts, a document among them
 		{Responses, `{"input":[{"type":"function_call_output","call_id":"c","output":[{"type":"input_file","file_id":"file-1"}]}]}`, true},
 		{Responses, `{"input":[{"type":"function_call_output","call_id":"c","output":[{"type":"input_f\u0069le","file_url":"https://example.com/a.pdf"}]}]}`, true},
