@@ -145,10 +145,9 @@ func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel 
 // namesStored reports whether an error answer is a 404 about stored
 // context the request names, by its id as a whole word (under the rules of
 // namesRequestResource): the conversation the request is in, a stored
-// input item (item_reference) or prompt; param is "conversation",
-// "input" or "prompt". The
-// conversation or item is not at that deployment, which is the request's
-// doing, not the deployment's fault.
+// input item (item_reference) or prompt; param is "conversation", "input"
+// or "prompt". The conversation or item is not at that deployment, which
+// is the request's doing, not the deployment's fault.
 func (ex *exchange) namesStored(status int, body []byte, upstreamModel string) (param string, ok bool) {
 	if status != http.StatusNotFound || ex.ep != responsesEndpoint {
 		return "", false
