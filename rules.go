@@ -284,9 +284,13 @@ func compileRules(rules []*RouteRule) (*ruleSet, error) {
 		}
 		src.WriteString("-1")
 		// past the parser's nesting limit (hundreds of Whens) there is no
-		// combined program, and choose takes them one by one
+		// combined program, and choose takes them one by one. Its cost
+		// limit is one When's: under it, every When it evaluated was too,
+		// so it chooses as one by one does; over it, choose goes one by
+		// one, where a When over the limit is false (a larger limit would
+		// let a When costing more than one limit be true here).
 		if ast, iss := ruleEnv.Compile(src.String()); iss == nil || iss.Err() == nil {
-			if prg, err := ruleEnv.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(ruleCostLimit*uint64(len(rs.rules)))); err == nil {
+			if prg, err := ruleEnv.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(ruleCostLimit)); err == nil {
 				rs.first = prg
 			}
 		}

@@ -456,3 +456,33 @@ func FuzzNativeWhenMatchesCEL(f *testing.F) {
 		}
 	})
 }
+
+// TestRuleCostLimitCombined: a When over the cost limit is false however
+// choose evaluates the rules: the combined program (the gateway's way)
+// chooses what one by one (the dry run's way) does, also when the When
+// costs more than one limit but less than the combined program's.
+func TestRuleCostLimitCombined(t *testing.T) {
+	defer func(l uint64) { ruleCostLimit = l }(ruleCostLimit)
+	ruleCostLimit = 1000
+	rs, err := compileRules([]*RouteRule{
+		{Route: "a", When: []string{`last_user.contains("compare")`}},
+		{Route: "b", When: []string{"true"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs.native || rs.first == nil {
+		t.Fatal("want a combined CEL program")
+	}
+	// a text costing between one limit and two to scan
+	text := strings.Repeat("x", 15_000) + " compare"
+	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"user","content":"`+text+`"}]}`))
+	oneByOne := rs.choose(newRuleVars(chatEndpoint, rb, nil, ""), nil, func(ruleOutcome) {})
+	combined := rs.choose(newRuleVars(chatEndpoint, rb, nil, ""), nil, nil)
+	if oneByOne == nil || oneByOne.route != "b" {
+		t.Fatalf("one by one: chose %v, want b (a is over the limit)", oneByOne)
+	}
+	if combined != oneByOne {
+		t.Errorf("combined: chose %s, one by one %s", combined.route, oneByOne.route)
+	}
+}
