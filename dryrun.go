@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 
 	"cel.dev/cel-go/cel"
-	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
@@ -69,11 +69,15 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 	}
 	client := ""
 	if r.ClientLabel != nil {
-		repl := caddy.NewReplacer()
-		for name, vs := range header {
-			repl.Set("http.request.header."+name, vs[0])
+		// the placeholders of a request with these headers, as Caddy
+		// resolves them for the gateway (a header's name in any case, its
+		// values joined)
+		req, err := http.NewRequest(http.MethodPost, "http://localhost"+ep.path(), nil)
+		if err != nil {
+			return err
 		}
-		client = clientLabelValue(repl.ReplaceAll(r.ClientLabel.Value, ""))
+		req.Header = header
+		client = clientLabelValue(replaceAll(caddyhttp.NewTestReplacer(req), r.ClientLabel.Value))
 	}
 	rules, err := compileRules(r.RouteRules)
 	if err != nil {

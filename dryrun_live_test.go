@@ -1,0 +1,78 @@
+package llmrouter
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestRouteDryRunMatchesLive: `caddy llm-router route` chooses the route,
+// and the reason, the gateway does for the same request, over many bodies
+// and headers (client_label written with a header name in lower case, as
+// Caddy's placeholders allow).
+func TestRouteDryRunMatchesLive(t *testing.T) {
+	router := strings.Replace(rulesRouter, "\t\twhen has_tools || has_images\n",
+		"\t\twhen `client == \"vip\"`\n\t\twhen has_tools || has_images\n", 1) +
+		"\n\t\tclient_label {http.request.header.x-team}\n"
+	site := "\theader >X-Route-Reason {http.llm_router.route_reason}\n"
+	g := newGatewayWith(t, globalOptions, site, router)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(config, []byte("{\n\tadmin off\n}\n:8080 {\n\tllm_router /v1/* {"+g.fill(router)+"\n\t}\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	msgs := []string{
+		`[{"role":"user","content":"Where is my order?"}]`,
+		`[{"role":"user","content":"COMPARE these"}]`,
+		`[{"role":"system","content":"compare"},{"role":"user","content":"hi"}]`,
+		`[{"role":"user","content":[{"type":"text","text":"so s\u00e1nh"},{"type":"text","text":" x"}]}]`,
+		`[{"role":"user","content":"` + strings.Repeat("a", 201) + `"}]`,
+		`[{"role":"user","content":"compare"},{"role":"assistant","content":"ok"},{"role":"user","content":"thanks"}]`,
+		`[` + strings.Repeat(`{"role":"user","content":"ok"},`, 6) + `{"role":"user","content":"ok"}]`,
+	}
+	models := []string{``, `"model":"auto",`, `"model":"simple_qa",`, `"model":"gpt-4.1",`, `"model":"GPT-4.1",`}
+	headers := [][]string{nil, {"X-Team", "vip"}, {"X-LLM-Route", "simple_qa"}, {"X-Query-Type", "complex_reasoning"}}
+	routeLine := regexp.MustCompile(`(?m)^(Route: .*|Answer: .*)$`)
+	n := 0
+	for _, m := range msgs {
+		for _, model := range models {
+			for _, h := range headers {
+				body := `{` + model + `"messages":` + m + `}`
+				resp, _ := g.post(body, h...)
+				live := "404"
+				if resp.StatusCode == 200 {
+					route := resp.Header.Get("X-LLM-Route")
+					if route == "" {
+						live = "Route: none, model " + resp.Header.Get("X-LLM-Model") + " (" + resp.Header.Get("X-Route-Reason") + ")"
+					} else {
+						live = "Route: " + route + " (" + resp.Header.Get("X-Route-Reason") + ")"
+					}
+				}
+				req := filepath.Join(dir, "request.json")
+				if err := os.WriteFile(req, []byte(body), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				var hs []string
+				if h != nil {
+					hs = []string{h[0] + ": " + h[1]}
+				}
+				var out bytes.Buffer
+				if err := runRoute(&out, config, "", routeOptions{Endpoint: "chat", Headers: hs, Handler: 1}, req, nil); err != nil {
+					t.Fatal(err)
+				}
+				dry := routeLine.FindString(out.String())
+				if strings.HasPrefix(dry, "Answer: 404") {
+					dry = "404"
+				}
+				if dry != live {
+					t.Errorf("%s %v: dry run %q, live %q", body, h, dry, live)
+				}
+				n++
+			}
+		}
+	}
+	t.Logf("%d requests compared", n)
+}
