@@ -79,7 +79,9 @@ func buildRouting(ds []*deployment, routes map[string][]string, defaultRoute str
 }
 
 // modelPlan is a model's deployments by priority, then its fallback models'
-// plans, each deployment once.
+// plans, each deployment once. The fallbacks are those of all its
+// deployments, in their order: one that only a backup deployment declares
+// is still the model's.
 func modelPlan(byName map[string][]*deployment, name string, seen map[*deployment]bool) plan {
 	if seen == nil {
 		seen = make(map[*deployment]bool)
@@ -93,8 +95,10 @@ func modelPlan(byName map[string][]*deployment, name string, seen map[*deploymen
 	}
 	p := groupByPriority(fresh)
 	if len(fresh) > 0 {
-		for _, fb := range fresh[0].fallback {
-			p = append(p, modelPlan(byName, fb, seen)...)
+		for _, d := range byName[name] {
+			for _, fb := range d.fallback {
+				p = append(p, modelPlan(byName, fb, seen)...)
+			}
 		}
 	}
 	return p
