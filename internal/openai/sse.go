@@ -64,19 +64,26 @@ func (s *EventReader) Release() {
 }
 
 // lineEnd is the index of the first CR or LF in b, -1 if none: two
-// vectorised searches, the second only over the line the first found.
+// vectorised searches per window, the second only over the line the first
+// found. The windows keep a stream of short lines with CR endings and no
+// LF linear: a search for LF over all of b at each line would be
+// quadratic in b.
 func lineEnd(b []byte) int {
-	n := bytes.IndexByte(b, '\n')
-	if n < 0 {
-		n = len(b)
+	const window = 512
+	for off := 0; off < len(b); off += window {
+		w := b[off:min(off+window, len(b))]
+		n := bytes.IndexByte(w, '\n')
+		if n < 0 {
+			n = len(w)
+		}
+		if c := bytes.IndexByte(w[:n], '\r'); c >= 0 {
+			return off + c
+		}
+		if n < len(w) {
+			return off + n
+		}
 	}
-	if c := bytes.IndexByte(b[:n], '\r'); c >= 0 {
-		return c
-	}
-	if n == len(b) {
-		return -1
-	}
-	return n
+	return -1
 }
 
 // Ready reports whether a complete event is already buffered, so Next

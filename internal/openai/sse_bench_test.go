@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -51,6 +52,23 @@ func BenchmarkEventData(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(int64(len(ev)))
 			b.ReportAllocs()
+			for b.Loop() {
+				if EventData(ev) == nil {
+					b.Fatal("no data")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEventDataCRLines: an event of many short lines ending in a lone
+// CR (no LF anywhere); ns/op must grow about as the size does (it grew as
+// its square when each line's end was searched for over the rest).
+func BenchmarkEventDataCRLines(b *testing.B) {
+	for _, n := range []int{64 << 10, 256 << 10} {
+		ev := append(bytes.Repeat([]byte("data: a\r"), n/8), '\r')
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			b.SetBytes(int64(len(ev)))
 			for b.Loop() {
 				if EventData(ev) == nil {
 					b.Fatal("no data")

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -276,6 +277,22 @@ func TestSSEReaderRelease(t *testing.T) {
 	huge := "data: " + strings.Repeat("h", 100<<10) + "\n\n"
 	if got, err := readEvents(strings.NewReader(huge)); !equalStrings(got, []string{huge}) || err != io.EOF {
 		t.Fatalf("huge event: %d events, %v", len(got), err)
+	}
+}
+
+// TestLineEnd: the first CR or LF is found wherever it falls against
+// lineEnd's search windows.
+func TestLineEnd(t *testing.T) {
+	for _, n := range []int{0, 1, 511, 512, 513, 1023, 1024, 1500} {
+		for _, tail := range []string{"\n", "\r", "\r\n", "\n\r"} {
+			b := append(bytes.Repeat([]byte("a"), n), tail...)
+			if got := lineEnd(b); got != n {
+				t.Errorf("lineEnd(%d a's + %q) = %d, want %d", n, tail, got, n)
+			}
+			if got := lineEnd(b[:n]); got != -1 {
+				t.Errorf("lineEnd(%d a's) = %d, want -1", n, got)
+			}
+		}
 	}
 }
 
