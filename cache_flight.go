@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"context"
+	"math/bits"
 	"net/http"
 	"sync"
 	"time"
@@ -27,7 +28,7 @@ type cacheFlight struct {
 	model, provider string
 	events          []byte // the stream so far, whole events, the usage chunk included
 	ends            []int  // where each event ends in events
-	reserved        int64  // bytes of the store's max_size that events holds
+	reserved        int64  // bytes of the store's max_size that events and ends hold
 	entry           *cacheEntry
 	cost            float64 // what the answer cost the leader, once landed
 	currency        string
@@ -122,17 +123,33 @@ func (f *cacheFlight) publish(ev []byte) bool {
 		f.mu.Unlock()
 		return false
 	}
-	if need := len(f.events) + len(ev); need > cap(f.events) {
-		grown := int64(max(2*cap(f.events), need, 4096))
-		if !f.store.reserve(grown-f.reserved, grown) {
+	// both buffers grow here, by doubling, so that what they hold is
+	// what is reserved: the ends too, 8 bytes an event, which a stream of
+	// tiny events (":\n\n" keep-alives) makes most of it
+	evCap, endsCap := cap(f.events), cap(f.ends)
+	if need := len(f.events) + len(ev); need > evCap {
+		evCap = max(2*evCap, need, 4096)
+	}
+	if len(f.ends) == endsCap {
+		endsCap = max(2*endsCap, 64)
+	}
+	if held := int64(evCap + endSize*endsCap); held > f.reserved {
+		if !f.store.reserve(held-f.reserved, held) {
 			f.mu.Unlock()
 			f.fail("the answer is too large to share")
 			return false
 		}
-		f.reserved = grown
-		b := make([]byte, len(f.events), grown)
+		f.reserved = held
+	}
+	if evCap > cap(f.events) {
+		b := make([]byte, len(f.events), evCap)
 		copy(b, f.events)
 		f.events = b
+	}
+	if endsCap > cap(f.ends) {
+		e := make([]int, len(f.ends), endsCap)
+		copy(e, f.ends)
+		f.ends = e
 	}
 	f.events = append(f.events, ev...)
 	f.ends = append(f.ends, len(f.events))
@@ -140,6 +157,9 @@ func (f *cacheFlight) publish(ev []byte) bool {
 	f.mu.Unlock()
 	return true
 }
+
+// endSize is what an entry of cacheFlight.ends holds, in bytes.
+const endSize = bits.UintSize / 8
 
 // land ends the flight with its answer: e is it as JSON (nil when it
 // could not be kept), cost what it cost the leader.

@@ -27,8 +27,8 @@ func TestFlightEventsCountAgainstMaxSize(t *testing.T) {
 	if !f.publish(ev) {
 		t.Fatal("publish refused a small event")
 	}
-	if got := s.entries.Limit(); got != size-4096 {
-		t.Errorf("stored answers may use %d bytes while 4 KiB are in flight, want %d", got, size-4096)
+	if got := s.entries.Limit(); got != size-4096-64*endSize {
+		t.Errorf("stored answers may use %d bytes while 4 KiB of events and 64 ends are in flight, want %d", got, size-4096-64*endSize)
 	}
 	f.land(nil, 0, "USD")
 	if got := s.entries.Limit(); got != size {
@@ -49,6 +49,25 @@ func TestFlightEventsCountAgainstMaxSize(t *testing.T) {
 	}
 	if _, leader := s.join(answerKey{2}); !leader {
 		t.Error("a broken flight is still joined")
+	}
+}
+
+// TestFlightTinyEventsCountAgainstMaxSize: what a flight holds for each
+// event, where it ends, counts against max_size too: a provider that
+// streams tiny events (":\n\n" keep-alives) made the ends, 8 bytes an
+// event of 3, hold nearly three times the bytes reserved.
+func TestFlightTinyEventsCountAgainstMaxSize(t *testing.T) {
+	const size = 1 << 20
+	s := newCacheStore(size)
+	f, _ := s.join(answerKey{5})
+	f.startStream("m", "p")
+	for i := 0; f.publish([]byte(":\n\n")); i++ {
+		if held := int64(cap(f.events) + 8*cap(f.ends)); held > s.inFlight {
+			t.Fatalf("after %d events the flight holds %d bytes, %d reserved", i+1, held, s.inFlight)
+		}
+	}
+	if held := cap(f.events) + 8*cap(f.ends); held > size/maxEntryShare {
+		t.Errorf("the flight held %d bytes, beyond an answer's share %d", held, size/maxEntryShare)
 	}
 }
 
