@@ -343,8 +343,9 @@ func (b *budget) keyOf(repl *caddy.Replacer) string {
 // maxLabelKey is the longest budget key value kept as it is under
 // `label`, in bytes: a team or tenant name is short, and a longer value (a
 // client's header of kilobytes) is kept by its fingerprint, so that the
-// keys a budget holds (maxBudgetKeys) are bounded in bytes too.
-const maxLabelKey = 128
+// keys a budget holds (maxBudgetKeys) are bounded in bytes too; the bound
+// of a client_label value, for the same reason.
+const maxLabelKey = maxClientLabelBytes
 
 // fitLabel reports whether a label key value can be kept and shown as it
 // is: short, UTF-8, no control characters (it is written to logs, stats
