@@ -1629,12 +1629,7 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 		ev = eventSuccess
 	case outcomeRateLimited:
 		ev = eventRateLimited
-		// max_cooldown caps what the provider asks for, not the
-		// operator's own cooldown
-		cooldown = min(res.retryAfter, time.Duration(r.Failover.MaxCooldown))
-		if cooldown <= 0 {
-			cooldown = time.Duration(r.Failover.Cooldown)
-		}
+		cooldown = r.Failover.cooldownFor(res.retryAfter)
 	default:
 		ev = eventTransport // also a committed stream that broke
 		if res.status != 0 && !res.broken {
@@ -1648,6 +1643,16 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 				zap.String("outcome", string(res.outcome)), zap.String("detail", res.detail))
 		}
 	}
+}
+
+// cooldownFor is the cooldown after a 429 whose Retry-After asked for
+// retryAfter (0: none, or unreadable): max_cooldown caps what the provider
+// asks for, not the operator's own cooldown.
+func (f *Failover) cooldownFor(retryAfter time.Duration) time.Duration {
+	if d := min(retryAfter, time.Duration(f.MaxCooldown)); d > 0 {
+		return d
+	}
+	return time.Duration(f.Cooldown)
 }
 
 // holdBudgets makes every budget of the request that covers d hold its

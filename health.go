@@ -230,6 +230,7 @@ type probeSettings struct {
 	skipIfActive time.Duration
 	url          *url.URL
 	body         []byte
+	failover     *Failover // the cooldown after a probe's 429
 }
 
 // probeBody is the request of a deployment's probe: the model's own
@@ -286,6 +287,7 @@ const (
 	probeOK      probeResult = "ok"
 	probeFailed  probeResult = "failed"
 	probeSkipped probeResult = "skipped"
+	probeLimited probeResult = "rate limited"
 )
 
 // probeHook, when set (tests only), is called after every probe round.
@@ -376,6 +378,11 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 	if ps.skipIfActive > 0 && s.recentlyServed(t, ps.skipIfActive) {
 		return probeSkipped
 	}
+	if !s.viewAt(t).cooldownUntil.IsZero() {
+		// the provider asked for a pause (a 429): a probe now would be
+		// another request it asked not to get, and its 429 no news
+		return probeSkipped
+	}
 	ctx, cancel := context.WithTimeout(ctx, ps.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ps.url.String(), bytes.NewReader(ps.body))
@@ -406,6 +413,15 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 			return probeOK
 		}
 		detail = fmt.Sprintf("probe: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		if resp.StatusCode == http.StatusTooManyRequests {
+			// the deployment answers, and asks for a pause: a cooldown, as
+			// a request's 429 is, not a failed probe (which would disable
+			// a deployment only rate-limited)
+			t1 := now()
+			cooldown := ps.failover.cooldownFor(parseRetryAfter(resp.Header.Get("Retry-After"), t1))
+			s.observeSince(eventRateLimited, t, t1, d.disableBelow, cooldown, detail, d.logger)
+			return probeLimited
+		}
 		if msg := providerMessage(body); msg != "" {
 			detail += ": " + truncate(d.provider.scrubKey(msg), 300)
 		}

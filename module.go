@@ -507,6 +507,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 				interval:     time.Duration(hc.Interval),
 				timeout:      time.Duration(hc.Timeout),
 				skipIfActive: time.Duration(hc.SkipIfActive),
+				failover:     r.Failover,
 				url:          d.provider.urls[chatEndpoint],
 				body:         probeBody(d, hc),
 			}
