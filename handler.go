@@ -878,7 +878,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			// one, else as estimated
 			res.outcome = outcomeServerError
 			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
-				http.StatusText(resp.StatusCode), describeBody(resp.Header.Get("Content-Type"), payload))
+				http.StatusText(resp.StatusCode), describeBody(ex.router.scrub, resp.Header.Get("Content-Type"), payload))
 			switch {
 			case a.Found:
 				// an error that reports what the provider billed (a
@@ -938,13 +938,15 @@ func cutObject(b []byte) bool {
 }
 
 // describeBody says briefly what a body that is not an answer was, for the
-// 503 message and logs (never its content: it may echo the request).
-func describeBody(contentType string, b []byte) string {
+// 503 message and logs (never its content: it may echo the request). The
+// Content-Type is the provider's text: scrubbed of keys, and only then cut
+// (a key cut in two is no longer found).
+func describeBody(scrub *scrubber, contentType string, b []byte) string {
 	switch {
 	case len(b) == 0:
 		return "empty"
 	case contentType != "":
-		return fmt.Sprintf("%d bytes of %s", len(b), truncate(contentType, 64))
+		return fmt.Sprintf("%d bytes of %s", len(b), truncate(scrub.string(contentType), 64))
 	default:
 		return fmt.Sprintf("%d bytes", len(b))
 	}
@@ -1029,7 +1031,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	if ct := resp.Header.Get("Content-Type"); !openai.IsEventStream(ct) {
 		res.status, res.outcome = resp.StatusCode, outcomeServerError
 		res.detail = fmt.Sprintf("%d %s to a stream request, but not a stream (%s)", resp.StatusCode,
-			http.StatusText(resp.StatusCode), describeBody(ct, []byte{0}))
+			http.StatusText(resp.StatusCode), describeBody(ex.router.scrub, ct, []byte{0}))
 		// likely an answer all the same (a provider that ignores
 		// "stream"), generated and billed: charged at its usage
 		if payload, err := readResponse(resp); err == nil {
