@@ -204,12 +204,12 @@ func (d *calibrationTarget) embed(ctx context.Context, texts []string) ([][]floa
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return nil, errors.New(transportErrorText(err))
+		return nil, errors.New(transportErrorText(err, nil))
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
-		return nil, errors.New(transportErrorText(err))
+		return nil, errors.New(transportErrorText(err, nil))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))

@@ -1,6 +1,8 @@
 package llmrouter
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -32,5 +34,45 @@ func TestNotAnAnswerDetailScrubbed(t *testing.T) {
 		if st := statsFor(t, g, "deepseek-v3.2", "primary"); strings.Contains(st.LastError, "sk-primary") {
 			t.Errorf("the stats' last error carries (part of) the provider's key: %s", st.LastError)
 		}
+	}
+}
+
+// TestTransportErrorKeyAcrossCut: a transport error that quotes what the
+// provider sent is cut to its bound only after the provider's key is
+// masked in it: an echoed key that straddles the cut was no longer found
+// whole, and its first characters reached the 503 as they were.
+func TestTransportErrorKeyAcrossCut(t *testing.T) {
+	const key = "sk-bench-key-000000000001" // benchRouter's
+	echo := func(pad string) string {
+		return rawProvider(t, func(c net.Conn, req *http.Request) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nEcho"+pad+" Authorization "+req.Header.Get("Authorization")+"\r\n\r\n")
+		})
+	}
+	// where the key falls in the error's text, unpadded
+	req, _ := http.NewRequest(http.MethodGet, "http://"+echo("")+"/", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	_, err := tr.RoundTrip(req)
+	if err == nil {
+		t.Fatal("a header line without its colon was read")
+	}
+	at := strings.Index(transportErrorText(err, nil), key)
+	if at < 0 {
+		t.Fatalf("the transport's error does not quote the header: %v", err)
+	}
+	// padded, so that the key starts ten bytes before the 300-byte cut
+	srv := routerServer(t, benchRouter(t, "http://"+echo(strings.Repeat("x", 300-10-at)), nil))
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"simple_qa","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	if strings.Contains(string(b), "sk-bench") {
+		t.Errorf("the 503 carries the first characters of the provider's key: %s", b)
 	}
 }

@@ -1163,7 +1163,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// the stream broke after the response was committed: nothing
 		// else can be sent in its place, so the client is told, in a
 		// form the SDKs raise, and the response is aborted
-		res.outcome, res.detail = outcomeConnectError, "stream broke: "+ex.router.scrub.string(transportErrorText(err))
+		res.outcome, res.detail = outcomeConnectError, "stream broke: "+transportErrorText(err, ex.router.scrub.string)
 		if errors.Is(context.Cause(ctx), errStreamIdle) {
 			res.outcome, res.detail = outcomeTimeout, fmt.Sprintf("stream silent for %s", relay.idle.after)
 		}
@@ -1238,7 +1238,7 @@ func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, er
 		res.outcome = outcomeConnectError
 		// the text may quote what the provider sent, which may echo
 		// the request's key
-		res.detail = ex.router.scrub.string(transportErrorText(err))
+		res.detail = transportErrorText(err, ex.router.scrub.string)
 	}
 }
 

@@ -403,7 +403,7 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 		}
 		// the failure's class, not Go's text: that names local and remote
 		// addresses, and the detail reaches the admin API and the logs
-		detail = "probe: " + d.provider.scrubKey(transportErrorText(err))
+		detail = "probe: " + transportErrorText(err, d.provider.scrubKey)
 	default:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))

@@ -235,7 +235,7 @@ func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
 	resp, err := p.roundTrip(req)
 	if err != nil {
 		logger.Warn("verify_key: provider unreachable; loading anyway",
-			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.String("error", p.scrubKey(transportErrorText(err))))
+			zap.String("provider", p.name), zap.String("key", p.fingerprint), zap.String("error", transportErrorText(err, p.scrubKey)))
 		return nil
 	}
 	defer resp.Body.Close()
@@ -318,8 +318,10 @@ func keyHash(key string) string {
 // the 503 message and logs, without the addresses Go's network errors
 // carry (the deployment's name says which provider it was): "dial:
 // connection refused", "read: connection reset by peer", "DNS lookup
-// failed: no such host", or a TLS error's own text.
-func transportErrorText(err error) string {
+// failed: no such host", or a TLS error's own text. scrub (nil: none)
+// masks keys in what the text quotes of the provider, before the text is
+// cut to its bound: a key cut in two is no longer found.
+func transportErrorText(err error, scrub func(string) string) string {
 	err = unwrapURLError(err)
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
@@ -358,7 +360,7 @@ func transportErrorText(err error) string {
 		}
 		// described in turn: a cause may itself carry addresses (a
 		// forward proxy's "proxyconnect" wraps the dial's error)
-		return opErr.Op + ": " + transportErrorText(cause)
+		return opErr.Op + ": " + transportErrorText(cause, scrub)
 	}
 	var dialErr reverseproxy.DialError
 	if errors.As(err, &dialErr) {
@@ -379,7 +381,11 @@ func transportErrorText(err error) string {
 	// an error of no known kind (a malformed response, an HTTP/2 GOAWAY)
 	// may quote what the provider sent: bounded, and any address in it
 	// masked
-	return truncate(addressPattern.ReplaceAllString(err.Error(), "<address>"), 300)
+	text := err.Error()
+	if scrub != nil {
+		text = scrub(text)
+	}
+	return truncate(addressPattern.ReplaceAllString(text, "<address>"), 300)
 }
 
 // addressPattern matches an IPv4 or bracketed IPv6 address (hex digits

@@ -229,13 +229,13 @@ func TestTransportErrorTextHasNoAddress(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: a closed port answered", c.name)
 		}
-		if got := transportErrorText(err); got != c.want {
+		if got := transportErrorText(err, nil); got != c.want {
 			t.Errorf("%s: %q (from %v), want %q", c.name, got, err, c.want)
 		}
 	}
 	// an error of no known kind keeps its words, not its addresses
 	err := errors.New(`net/http: HTTP/1.x transport connection broken: malformed HTTP response "from 10.20.30.40:8000 and [fd00::1]:443"`)
-	if got := transportErrorText(err); strings.Contains(got, "10.20.30.40") || strings.Contains(got, "fd00") || !strings.Contains(got, "malformed HTTP response") {
+	if got := transportErrorText(err, nil); strings.Contains(got, "10.20.30.40") || strings.Contains(got, "fd00") || !strings.Contains(got, "malformed HTTP response") {
 		t.Errorf("%q", got)
 	}
 }
@@ -338,7 +338,7 @@ func TestStreamCutShortMessage(t *testing.T) {
 		t.Errorf("events %q: want the stream error naming [DONE]", data)
 	}
 	// an address in brackets is still masked, a word in brackets is not
-	if got := transportErrorText(errors.New("at [::1]:443 and [fe80::1%eth0] after [DONE]")); got != "at <address> and <address> after [DONE]" {
+	if got := transportErrorText(errors.New("at [::1]:443 and [fe80::1%eth0] after [DONE]"), nil); got != "at <address> and <address> after [DONE]" {
 		t.Errorf("%q", got)
 	}
 }
