@@ -72,6 +72,19 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		// never the key itself: the error is logged and shown
 		return nil, cfgErr(subj, "api_key: not a valid header value (a line break or control character inside the key?)")
 	}
+	if tc := pc.Transport; tc != nil && tc.TLS != nil && tc.TLS.ServerName != "" {
+		// resolved now, as every provider setting: with a placeholder left
+		// in it, Caddy's transport resolves the name at each dial with the
+		// replacer of the request's context, which a probe's and
+		// verify_key's have none of (a panic on the transport's own
+		// goroutine, the server down); and one known per request would let
+		// a client pick the name the provider's certificate is checked for
+		name, err := resolveAtLoad(repl, tc.TLS.ServerName)
+		if err != nil {
+			return nil, cfgErr(subj, "transport tls_server_name: %v", err)
+		}
+		tc.TLS.ServerName = name
+	}
 	transport, err := newTransport(ctx, pc.Transport)
 	if err != nil {
 		return nil, cfgErr(subj, "transport: %v", err)
