@@ -375,10 +375,14 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 		}
 	}()
 	t := now()
-	if ps.skipIfActive > 0 && s.recentlyServed(t, ps.skipIfActive) {
+	v := s.viewAt(t)
+	if ps.skipIfActive > 0 && v.state != stateDisabled && s.recentlyServed(t, ps.skipIfActive) {
+		// live traffic says how it is; not of a disabled one, which gets
+		// none: its last success came before it was disabled, and only a
+		// probe brings it back
 		return probeSkipped
 	}
-	if !s.viewAt(t).cooldownUntil.IsZero() {
+	if !v.cooldownUntil.IsZero() {
 		// the provider asked for a pause (a 429): a probe now would be
 		// another request it asked not to get, and its 429 no news
 		return probeSkipped

@@ -34,3 +34,43 @@ func TestProbeRateLimitedCoolsDown(t *testing.T) {
 		t.Errorf("after a probe's 429: %s with score %d, want %s with %d", st.State, st.HealthScore, stateCooldown, maxScore)
 	}
 }
+
+// TestDisabledProbedDespiteSkipIfActive: skip_if_active spares a deployment
+// whose live traffic says it is healthy; one disabled since it last served
+// gets no traffic to say so, and only a probe brings it back. Its success
+// before it was disabled made every probe skip for skip_if_active (an
+// hour, here) after it: a deployment that failed for a moment stayed out
+// of rotation all that time.
+func TestDisabledProbedDespiteSkipIfActive(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\tskip_if_active 1h"))
+	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})
+	waitFor(t, events, "a probe") // before any traffic: probed
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	// past the probes that may have raced the request: every later round
+	// is skipped while it is up
+	for r := waitFor(t, events, "a probe round"); r != probeSkipped; r = waitFor(t, events, "a probe round") {
+	}
+	// 100 -> 30 in seven 500s: disabled
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500})
+	for range 7 {
+		g.post(chatBody("simple_qa", false))
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateDisabled {
+		t.Fatalf("deepseek %s after seven 500s, want disabled", st.State)
+	}
+	g.primary.Set("deepseek-chat", mockllm.Behavior{}) // healthy again
+	var got []probeResult
+	for r := range 10 { // skipped rounds before it was disabled included
+		got = append(got, waitFor(t, events, "a probe round"))
+		if got[r] == probeOK {
+			break
+		}
+		if r == 9 {
+			t.Fatalf("the disabled deployment, healthy again, was not probed back in ten rounds: %v", got)
+		}
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateUp {
+		t.Errorf("after a successful probe: %s", st.State)
+	}
+}
