@@ -1531,12 +1531,22 @@ func relayedHeaders(pass []string) map[string]bool {
 
 // commitHeaders writes the response headers of the attempt that answers:
 // the provider's headers a client uses (scrubbed of provider keys) and the
-// router's own.
+// router's own. Those the provider's Connection header names are
+// hop-by-hop, for the router alone, whatever their names (RFC 9110, 7.6.1).
 func (ex *exchange) commitHeaders(d *deployment, upstream http.Header) {
 	h := ex.w.Header()
 	pass := ex.router.passHeaders
+	var hop map[string]bool // a set, not a search per header: linear in what the provider sent
+	if conn := upstream["Connection"]; len(conn) > 0 {
+		hop = make(map[string]bool)
+		for _, v := range conn {
+			for f := range strings.SplitSeq(v, ",") {
+				hop[http.CanonicalHeaderKey(strings.TrimSpace(f))] = true
+			}
+		}
+	}
 	for f, v := range upstream {
-		if pass[f] || strings.HasPrefix(f, "X-Ratelimit-") {
+		if (pass[f] || strings.HasPrefix(f, "X-Ratelimit-")) && !hop[f] {
 			h[f] = v
 		}
 	}
