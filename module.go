@@ -1134,7 +1134,7 @@ func (r *Router) Cleanup() error {
 		r.cache.release()
 	}
 	for _, p := range r.providers {
-		p.transport.CloseIdleConnections()
+		p.cleanup()
 	}
 	return nil
 }

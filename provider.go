@@ -37,6 +37,11 @@ type provider struct {
 	headers     http.Header
 	timeout     time.Duration
 	transport   *http.Transport
+	// rt makes the round trips: Caddy's transport, whose own RoundTrip
+	// goes over HTTP/3 with `versions 3` (transport, inside it, speaks TCP
+	// only); nil: transport
+	rt          http.RoundTripper
+	cleanup     func()                  // closes idle connections, HTTP/3's included
 	urls        [endpointCount]*url.URL // each endpoint's upstream URL
 	streamUsage openai.UsageAsk         // how a stream's usage is asked for
 	limitField  string                  // the chat member of an output cap (Provider.OutputLimitField)
@@ -85,7 +90,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		}
 		tc.TLS.ServerName = name
 	}
-	transport, err := newTransport(ctx, pc.Transport)
+	ht, err := newTransport(ctx, pc.Transport)
 	if err != nil {
 		return nil, cfgErr(subj, "transport: %v", err)
 	}
@@ -96,7 +101,9 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		fingerprint: keyFingerprint(key),
 		timeout:     time.Duration(pc.Timeout),
 		headers:     make(http.Header, len(pc.Headers)),
-		transport:   transport,
+		transport:   ht.Transport,
+		rt:          ht,
+		cleanup:     func() { _ = ht.Cleanup() },
 	}
 	if pc.NoStreamUsage {
 		p.streamUsage = openai.NoStreamOptions
@@ -185,7 +192,7 @@ const (
 // (nil: the defaults), with the router's pool sizes where cfg sets none.
 // There is no response header timeout of its own: each attempt's context
 // carries the deadline.
-func newTransport(ctx caddy.Context, cfg *reverseproxy.HTTPTransport) (*http.Transport, error) {
+func newTransport(ctx caddy.Context, cfg *reverseproxy.HTTPTransport) (*reverseproxy.HTTPTransport, error) {
 	ht := cfg
 	if ht == nil {
 		ht = new(reverseproxy.HTTPTransport)
@@ -209,11 +216,10 @@ func newTransport(ctx caddy.Context, cfg *reverseproxy.HTTPTransport) (*http.Tra
 	if err := ht.Provision(ctx); err != nil {
 		return nil, err
 	}
-	t := ht.Transport
-	if t.TLSHandshakeTimeout == 0 {
+	if t := ht.Transport; t.TLSHandshakeTimeout == 0 {
 		t.TLSHandshakeTimeout = defaultTLSHandshake
 	}
-	return t, nil
+	return ht, nil
 }
 
 // errSwitchingProtocols is the failure of a provider that answered 101.
@@ -226,12 +232,20 @@ var errSwitchingProtocols = errors.New("the provider answered 101 Switching Prot
 // no longer closes, so reading it would wait for as long as the provider
 // keeps it open, past every deadline.
 func (p *provider) roundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := p.transport.RoundTrip(req)
+	resp, err := p.roundTripper().RoundTrip(req)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		_ = resp.Body.Close()
 		return nil, errSwitchingProtocols
 	}
 	return resp, err
+}
+
+// roundTripper is what makes the provider's round trips.
+func (p *provider) roundTripper() http.RoundTripper {
+	if p.rt == nil {
+		return p.transport
+	}
+	return p.rt
 }
 
 // verifyKey asks the provider to list models with the configured key and
