@@ -1403,7 +1403,11 @@ func (ex *exchange) send(ctx context.Context, d *deployment, i int, res *attempt
 		st = new(sentTrace)
 	}
 	st.trace.WroteRequest = st.wrote
-	resp, err := d.provider.roundTrip(ex.upstreamRequest(httptrace.WithClientTrace(ctx, &st.trace), d))
+	// the client request's Caddy variables hidden from the transport: it
+	// notes in them the forward proxy it picks (caddyhttp.SetVar, a map
+	// without a lock), and the two attempts of a hedge wrote them at once
+	ctx = context.WithValue(httptrace.WithClientTrace(ctx, &st.trace), caddyhttp.VarsCtxKey, nil)
+	resp, err := d.provider.roundTrip(ex.upstreamRequest(ctx, d))
 	res.sent = err == nil || st.sent.Load()
 	return resp, err
 }
