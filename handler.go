@@ -1635,6 +1635,15 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 		d.state.recordFirstByte(ex.body.Stream, res.firstByte)
 	case res.outcome == outcomeTimeout:
 		d.state.recordFirstByte(ex.body.Stream, t.Sub(res.started)) // at least that slow
+	case res.outcome == outcomeHedgeLost && res.firstByte > 0:
+		d.state.recordFirstByte(ex.body.Stream, res.firstByte) // beaten at the commit
+	case res.outcome == outcomeHedgeLost:
+		// no first byte when the other won: at least that slow, which
+		// says something when slower than its average (a hedge canceled
+		// soon after it started is no sign of speed)
+		if took, avg := t.Sub(res.started), d.state.firstByteAvg(ex.body.Stream); avg > 0 && took.Seconds() > avg {
+			d.state.recordFirstByte(ex.body.Stream, took)
+		}
 	}
 	var ev healthEvent
 	var cooldown time.Duration
