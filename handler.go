@@ -37,7 +37,9 @@ import (
 const smallBody = 3 << 10
 
 // maxResponseBody bounds a buffered (non-streaming) upstream response; large
-// embedding batches are the biggest legitimate ones.
+// embedding batches are the biggest legitimate ones. A stream's event has
+// the same bound (openai.MaxEventSize): a Responses API stream ends with
+// its whole response.
 const maxResponseBody = 256 << 20
 
 // maxEchoedName bounds a name the router repeats in an error message.

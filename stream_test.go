@@ -214,6 +214,8 @@ func TestRelayDownstreamWriteFails(t *testing.T) {
 }
 
 func TestRelayUpstreamError(t *testing.T) {
+	defer func(old int) { openai.MaxEventSize = old }(openai.MaxEventSize)
+	openai.MaxEventSize = 4 << 20 // quick to pass
 	errUpstream := errors.New("connection reset by peer")
 	cases := []struct {
 		name string

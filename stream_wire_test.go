@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"bytes"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -205,6 +206,46 @@ func TestRelayDoneWithTrailingSpace(t *testing.T) {
 		}
 		if !s.done || s.failed {
 			t.Errorf("%q: done %v failed %v, want the stream ended", done, s.done, s.failed)
+		}
+	}
+}
+
+// TestLargeResponsesEventRelayed: a Responses API stream's last event,
+// response.completed, carries the whole response (every output text
+// again, their log probabilities when asked for, an image tool's base64
+// result), so it is as large as the same answer as JSON, which is read up
+// to 256 MiB. One of 5 MiB (about 4,000 tokens with top_logprobs 20) is
+// relayed and charged at its usage: the stream is not broken, the client
+// gets its answer, and the deployment is not blamed.
+func TestLargeResponsesEventRelayed(t *testing.T) {
+	logprobs := strings.Repeat(`{"token":"word","bytes":[119,111,114,100],"logprob":-0.25},`, 5<<20/56)
+	up := reviewUpstream(t, func(w http.ResponseWriter, _ string, _ map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","usage":null}}`+"\n\n")
+		io.WriteString(w, `data: {"type":"response.output_text.delta","delta":"word"}`+"\n\n")
+		io.WriteString(w, `data: {"type":"response.completed","response":{"id":"resp_1","status":"completed","output":[{"type":"message","content":[{"type":"output_text","text":"word","logprobs":[`+
+			logprobs+`{}]}]}],"usage":{"input_tokens":100,"output_tokens":4000,"total_tokens":4100}}}`+"\n\n")
+	})
+	r := benchRouter(t, up.URL, nil)
+	srv := routerServer(t, r)
+	done := requestsDone(t)
+	resp, err := http.Post(srv.URL+"/v1/responses", "application/json",
+		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"top_logprobs":20,"include":["message.output_text.logprobs"],"input":"Write."}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	waitFor(t, done, "the stream to be counted")
+	if err != nil || !bytes.Contains(body, []byte(`"type":"response.completed"`)) || bytes.Contains(body, []byte(codeStreamBroken)) {
+		t.Errorf("%v, %d bytes, last bytes %q: want the whole stream", err, len(body), body[max(0, len(body)-300):])
+	}
+	if c := chargedTo(r, "deepseek-v3.2"); c.in != 100 || c.out != 4000 || c.estIn+c.estOut != 0 {
+		t.Errorf("charged %+v, want the provider's usage (100 in, 4000 out)", c)
+	}
+	for _, d := range r.deployments {
+		if s := d.state.health.score.Load(); d.name == "deepseek-v3.2" && s != maxScore {
+			t.Errorf("health score %d, want %d: the provider did nothing wrong", s, maxScore)
 		}
 	}
 }

@@ -10,8 +10,14 @@ import (
 )
 
 // MaxEventSize bounds one SSE event, so a provider that never ends a line
-// cannot make the gateway buffer without limit.
-const MaxEventSize = 4 << 20
+// cannot make the gateway buffer without limit. It is the bound of a whole
+// JSON answer (the router's maxResponseBody): a Responses API stream's
+// last event, response.completed, is the whole response again (every
+// output text, their log probabilities when asked for, an image tool's
+// base64 result), as large as the same answer unstreamed, and a smaller
+// bound broke such a stream at its end, its usage unread and its
+// provider blamed. A variable for the tests only.
+var MaxEventSize = 256 << 20
 
 // DoneData is the data of the event that ends an OpenAI stream.
 var DoneData = []byte("[DONE]")
@@ -144,7 +150,7 @@ func eventEnd(b []byte) int {
 }
 
 // ErrEventTooLarge is an event over MaxEventSize.
-var ErrEventTooLarge = errors.New("stream event larger than 4 MiB")
+var ErrEventTooLarge = errors.New("stream event larger than 256 MiB")
 
 // Next returns the next event. At a clean end of the stream it returns
 // io.EOF; a partial event at the end is dropped (io.ErrUnexpectedEOF),

@@ -145,7 +145,16 @@ func TestSSEReaderEverySplit(t *testing.T) {
 	}
 }
 
+// smallEvents lowers MaxEventSize to 4 MiB for the test, so that events
+// over it are quick to make.
+func smallEvents(t *testing.T) {
+	old := MaxEventSize
+	MaxEventSize = 4 << 20
+	t.Cleanup(func() { MaxEventSize = old })
+}
+
 func TestSSEReaderEventSize(t *testing.T) {
+	smallEvents(t)
 	mb := "data: " + strings.Repeat("m", 1<<20) + "\n\n"
 	limit := "data: " + strings.Repeat("l", MaxEventSize-len("data: \n\n")) + "\n\n"
 	cases := []struct {
