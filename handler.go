@@ -1076,9 +1076,11 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		return
 	}
 	res.status = resp.StatusCode
-	if data := openai.EventData(first); openai.IsDone(data) || !openai.ReadAnswer(0, data).IsAnswer() {
+	if data := openai.EventData(first); openai.IsDone(data) || !openai.ReadAnswer(0, data).IsAnswer() && !openai.RequestsFault(data) {
 		// an error, or a stream that ends before any answer: fail over,
-		// the input charged as estimated (the provider may bill it)
+		// the input charged as estimated (the provider may bill it). An
+		// error of the request's own is the client's answer, as a 400
+		// is: relayed, and tried nowhere else
 		res.outcome = outcomeServerError
 		res.detail = fmt.Sprintf("%d %s, but the stream's first event is not an answer", resp.StatusCode, http.StatusText(resp.StatusCode))
 		if u, _, ok := openai.ChunkUsage(data); ok {
@@ -1171,6 +1173,12 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		}
 		if relay.failed {
 			res.outcome, res.detail = outcomeServerError, "stream broke: "+errErrorEvent.Error()
+			if relay.requests {
+				// the request's own fault (a prompt the provider's policy
+				// flagged): the client's, as a 400 is, never the
+				// deployment's health
+				res.outcome = outcomeClientError
+			}
 		}
 		res.broken = true
 		msg := fmt.Sprintf("The upstream stream of %s broke after %d events: %s", d.label(), relay.events, res.detail)

@@ -67,6 +67,7 @@ type streamRelay struct {
 	bytesAtUsage int64 // textBytes when usage was last seen: text after it is not in it
 	done         bool  // saw [DONE], or a Responses API stream's end (responseEnded)
 	failed       bool  // the provider sent an error event: the stream failed, whatever followed
+	requests     bool  // its first error event blames the request, not the provider (openai.RequestsFault)
 	raised       bool  // one the official SDKs raise on (openai.SDKsRaise)
 	textBytes    int64 // UTF-8 bytes of text streamed, to estimate usage (openai.StreamTextBytes)
 	events       int   // events relayed
@@ -354,6 +355,9 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	case openai.IsDone(data):
 		s.done = true
 	case mayBeError(s.api, data) && openai.IsError(data):
+		if !s.failed {
+			s.requests = openai.RequestsFault(data)
+		}
 		s.failed = true
 		s.raised = s.raised || openai.SDKsRaise(data)
 		// an error event may report what the provider billed (the

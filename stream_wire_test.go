@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 
@@ -247,5 +248,62 @@ func TestLargeResponsesEventRelayed(t *testing.T) {
 		if s := d.state.health.score.Load(); d.name == "deepseek-v3.2" && s != maxScore {
 			t.Errorf("health score %d, want %d: the provider did nothing wrong", s, maxScore)
 		}
+	}
+}
+
+// TestRequestsOwnStreamErrorBlamesNoDeployment: an error event that
+// reports the request's own fault (a prompt the provider's policy
+// flagged, sent mid-stream as OpenAI does with cyber_policy or
+// invalid_prompt; an invalid_request_error) is the client's, as the same
+// error in a 400 is: it costs the deployment no health, so that a client
+// cannot disable every deployment of a route by sending such prompts, and
+// one before any answer is relayed rather than tried on every candidate.
+func TestRequestsOwnStreamErrorBlamesNoDeployment(t *testing.T) {
+	const (
+		created = `data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","usage":null}}` + "\n\n"
+		delta   = `data: {"type":"response.output_text.delta","delta":"Sure"}` + "\n\n"
+	)
+	cases := []struct {
+		name, path, body, stream string
+	}{
+		{"response.failed, cyber_policy", "/v1/responses", `{"model":"simple_qa","stream":true,"input":"Write."}`,
+			created + delta + `data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"cyber_policy","message":"Your request was flagged for possible cybersecurity risk."}}}` + "\n\n"},
+		{"error event, invalid_prompt", "/v1/responses", `{"model":"simple_qa","stream":true,"input":"Write."}`,
+			created + `data: {"type":"error","code":"invalid_prompt","message":"Invalid prompt: your prompt was flagged as potentially violating our usage policy.","param":null}` + "\n\n"},
+		{"chat, invalid_request_error", "/v1/chat/completions", `{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"Write."}]}`,
+			chunk("Sure") + `data: {"error":{"message":"Invalid prompt.","type":"invalid_request_error","param":null,"code":"invalid_prompt"}}` + "\n\n"},
+		{"first event, invalid_request_error", "/v1/chat/completions", `{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"Write."}]}`,
+			`data: {"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}` + "\n\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked atomic.Int32
+			up := reviewUpstream(t, func(w http.ResponseWriter, _ string, _ map[string]any) {
+				asked.Add(1)
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, tc.stream)
+			})
+			r := benchRouter(t, up.URL, nil)
+			srv := routerServer(t, r)
+			done := requestsDone(t)
+			resp, err := http.Post(srv.URL+tc.path, "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body) // ends with an abort
+			resp.Body.Close()
+			waitFor(t, done, "the stream to be counted")
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"error"`) {
+				t.Errorf("%d %q, want the provider's error event", resp.StatusCode, body)
+			}
+			if n := asked.Load(); n != 1 {
+				t.Errorf("the provider was asked %d times, want once: the request's own error is not tried elsewhere", n)
+			}
+			for _, d := range r.deployments {
+				if s := d.state.health.score.Load(); s != maxScore {
+					t.Errorf("%s: health score %d, want %d: the request's own error", d.name, s, maxScore)
+				}
+			}
+		})
 	}
 }

@@ -215,6 +215,62 @@ func SDKsRaise(data []byte) bool {
 	return raises
 }
 
+// RequestsFault reports whether a stream's error event blames the request
+// rather than the provider, as a 400 would: its error's code is one a
+// request causes (a prompt the provider's policy flagged, which OpenAI
+// reports mid-stream; a context too long; an image it could not use), or
+// its type is invalid_request_error with no code (a code names what is
+// wrong, and invalid_api_key or model_not_found, of that type too, are
+// the deployment's). The error is the data's top-level "error" object,
+// the Responses API's error event itself, or response.failed's
+// response.error.
+func RequestsFault(data []byte) bool {
+	var obj, code, typ []byte
+	valid := ForEachMember(data, func(key, val []byte) {
+		switch string(key) {
+		case "error":
+			obj = val
+		case "code":
+			code = val // the Responses API's error event
+		case "response":
+			ForEachMember(val, func(key, val []byte) {
+				if string(key) == "error" {
+					obj = val
+				}
+			})
+		}
+	})
+	if !valid {
+		return false // not one JSON object: no error of any kind
+	}
+	if obj != nil && obj[0] == '{' {
+		code = nil
+		ForEachMember(obj, func(key, val []byte) {
+			switch string(key) {
+			case "code":
+				code = val
+			case "type":
+				typ = val
+			}
+		})
+	}
+	if c := text(code); c != "" {
+		return requestCodes[c]
+	}
+	return text(typ) == "invalid_request_error"
+}
+
+// requestCodes are the error codes of OpenAI's APIs (the Responses API's
+// response.error codes among them) that a request causes.
+var requestCodes = map[string]bool{
+	"invalid_prompt": true, "cyber_policy": true, "bio_policy": true, "content_policy_violation": true,
+	"context_length_exceeded": true, "string_above_max_length": true,
+	"invalid_image": true, "invalid_image_format": true, "invalid_base64_image": true, "invalid_image_url": true,
+	"image_too_large": true, "image_too_small": true, "image_parse_error": true, "image_content_policy_violation": true,
+	"invalid_image_mode": true, "image_file_too_large": true, "unsupported_image_media_type": true,
+	"empty_image_file": true, "failed_to_download_image": true, "image_file_not_found": true,
+}
+
 // EventType is the top-level "type" of a stream event's data (the last,
 // as JSON parsers read a repeated member), decoded; "" when there is none.
 // A member of that name deeper in the event (an item's type, a client's

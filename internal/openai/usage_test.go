@@ -563,3 +563,27 @@ func TestSDKsRaise(t *testing.T) {
 		}
 	}
 }
+
+func TestRequestsFault(t *testing.T) {
+	for data, want := range map[string]bool{
+		`{"error":{"message":"Invalid prompt","type":"invalid_request_error","param":null,"code":"invalid_prompt"}}`: true,
+		`{"error":{"message":"too long","type":"invalid_request_error","param":"messages","code":null}}`:             true,
+		`{"error": {"type": "invalid_request_error"}}`:                                                               true,
+		`{"type":"error","code":"invalid_prompt","message":"flagged","param":null}`:                                  true,
+		`{"type":"response.failed","response":{"id":"r","error":{"code":"cyber_policy","message":"flagged"}}}`:       true,
+		`{"type":"response.failed","response":{"id":"r","error":{"code":"failed_to_download_image"}}}`:               true,
+		// the deployment's, or the provider's
+		`{"error":{"message":"Incorrect API key","type":"invalid_request_error","code":"invalid_api_key"}}`: false,
+		`{"error":{"message":"no such model","type":"invalid_request_error","code":"model_not_found"}}`:     false,
+		`{"error":{"message":"boom","type":"server_error","param":null,"code":null}}`:                       false,
+		`{"type":"error","code":"server_error","message":"boom","param":null}`:                              false,
+		`{"type":"response.failed","response":{"error":{"code":"rate_limit_exceeded"}}}`:                    false,
+		`{"error":"invalid_prompt"}`:        false,
+		`{"error":{"code":"invalid_prompt"`: false,
+		`not json`:                          false,
+	} {
+		if got := RequestsFault([]byte(data)); got != want {
+			t.Errorf("RequestsFault(%s) = %v, want %v", data, got, want)
+		}
+	}
+}
