@@ -1050,8 +1050,12 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 
 	events := openai.NewEventReader(resp.Body)
 	defer events.Release()
-	// hold the response until the first event with data
+	// hold the response until the first event with data; of a Responses
+	// API stream, the first past its opening events (response.created,
+	// response.in_progress), which the provider sends as it takes the
+	// request, before the model runs: held too, and relayed before it
 	var first []byte
+	var opening [][]byte
 	for first == nil {
 		ev, err := events.Next()
 		if err != nil {
@@ -1065,7 +1069,11 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 			}
 			return
 		}
-		if openai.EventData(ev) != nil { // comments such as keep-alives are not the first event
+		switch data := openai.EventData(ev); {
+		case data == nil: // comments such as keep-alives are not the first event
+		case ex.ep == responsesEndpoint && len(opening) < maxOpeningEvents && openai.ResponseOpening(data):
+			opening = append(opening, bytes.Clone(ev))
+		default:
 			first = ev
 		}
 	}
@@ -1107,7 +1115,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	ex.w.WriteHeader(resp.StatusCode)
 	ex.answerStarted()
 	relay := streamRelay{strip: ex.body.StripUsage(), scrub: ex.router.scrub, api: ex.ep.api(), wantID: ex.ep == responsesEndpoint,
-		onClientGone: func() { abandon(errStreamAbandoned) }}
+		opening: opening, onClientGone: func() { abandon(errStreamAbandoned) }}
 	relaying.Store(true)
 	if f := ex.cache.flight; f != nil && ex.cache.store {
 		f.startStream(d.name, d.provider.name)
@@ -1195,6 +1203,10 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		_ = rc.Flush()
 	}
 }
+
+// maxOpeningEvents bounds the opening events of a Responses API stream
+// held before its first output: a provider sends two.
+const maxOpeningEvents = 4
 
 // orEOF turns a clean end before the first event into an error that says
 // so.

@@ -42,6 +42,11 @@ type streamRelay struct {
 	// stops reading is dropped rather than hold them back.
 	flight *cacheFlight
 
+	// opening: a Responses API stream's opening events (response.created,
+	// response.in_progress), held until its first output came: relayed
+	// before it
+	opening [][]byte
+
 	// wantID: a Responses API stream, whose response id (responseID,
 	// from its first events) the router remembers (response_homes.go)
 	wantID     bool
@@ -98,7 +103,16 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 	// HTTP/2 stream is reset when its deadline passes, write pending or not
 	defer s.unboundWrites()
 	defer s.dropOut()
-	err := s.forward(w, first)
+	var err error
+	for _, ev := range s.opening {
+		if err = s.forward(w, ev); err != nil {
+			break
+		}
+	}
+	s.opening = nil
+	if err == nil {
+		err = s.forward(w, first)
+	}
 	if err == nil {
 		err = s.emit(w)
 	}

@@ -2,12 +2,16 @@ package llmrouter
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
@@ -303,6 +307,56 @@ func TestRequestsOwnStreamErrorBlamesNoDeployment(t *testing.T) {
 				if s := d.state.health.score.Load(); s != maxScore {
 					t.Errorf("%s: health score %d, want %d: the request's own error", d.name, s, maxScore)
 				}
+			}
+		})
+	}
+}
+
+// TestResponsesStreamFailsOverBeforeItsOutput: a Responses API stream
+// opens with response.created and response.in_progress as soon as the
+// provider takes the request, before the model runs: a stream that fails
+// or stalls after them, before any output, has sent the client nothing
+// of an answer, and fails over as a chat stream that fails before its
+// first chunk does (within first_byte_timeout). The events held are
+// relayed, in order, with the answer that follows them.
+func TestResponsesStreamFailsOverBeforeItsOutput(t *testing.T) {
+	const (
+		created    = `data: {"type":"response.created","response":{"id":"resp_%s","status":"in_progress","usage":null}}` + "\n\n"
+		inProgress = `data: {"type":"response.in_progress","response":{"id":"resp_%s","status":"in_progress","usage":null}}` + "\n\n"
+		delta      = `data: {"type":"response.output_text.delta","delta":"Hi"}` + "\n\n"
+		completed  = `data: {"type":"response.completed","response":{"id":"resp_%s","status":"completed","usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}}` + "\n\n"
+	)
+	for _, fault := range []string{"error", "stall"} {
+		t.Run(fault, func(t *testing.T) {
+			up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprintf(w, created+inProgress, model, model)
+				if model == "gemini-2.5-flash" {
+					fmt.Fprintf(w, delta+completed, model)
+					return
+				}
+				if fault == "error" {
+					io.WriteString(w, `data: {"type":"response.failed","response":{"id":"resp_x","status":"failed","error":{"code":"server_error","message":"overloaded"}}}`+"\n\n")
+					return
+				}
+				w.(http.Flusher).Flush()
+				<-t.Context().Done() // the router gives up on it
+			})
+			r := benchRouter(t, up.URL, func(r *Router) {
+				r.Failover = &Failover{FirstByteTimeout: caddy.Duration(300 * time.Millisecond), StreamIdleTimeout: caddy.Duration(3 * time.Second)}
+			})
+			srv := routerServer(t, r)
+			done := requestsDone(t)
+			resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","stream":true,"input":"Hi."}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			waitFor(t, done, "the request to be counted")
+			want := fmt.Sprintf(created+inProgress+delta+completed, "gemini-2.5-flash", "gemini-2.5-flash", "gemini-2.5-flash")
+			if err != nil || resp.Header.Get("X-LLM-Model") != "gemini-2.5-flash" || string(body) != want {
+				t.Errorf("%v, model %q, body %q; want the second candidate's whole stream %q", err, resp.Header.Get("X-LLM-Model"), body, want)
 			}
 		})
 	}

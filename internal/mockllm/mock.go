@@ -99,8 +99,9 @@ type Behavior struct {
 	// processing your request.","type":"server_error","param":null,
 	// "code":null}}; for the Responses API "event: error" with data
 	// {"type":"error","code":"server_error","message":...,"param":null,
-	// "sequence_number":1} right after response.created. Not counted in
-	// Served.
+	// "sequence_number":3} right after its output's first event
+	// (response.output_item.added, after response.created and
+	// response.in_progress). Not counted in Served.
 	ErrorEvent bool
 	// Latency is waited before the response headers are sent; the wait ends
 	// early if the client goes away.
@@ -1673,7 +1674,11 @@ func (c *call) responses(body []byte) {
 					`{"type":"response.created","sequence_number":0,"response":{"id":%q,"object":"response","created_at":%d,"status":"in_prog`, id, Created))
 			},
 			open: func() bool {
-				if !send(responseEvent{Type: "response.created", Response: response(false)}) {
+				if !send(responseEvent{Type: "response.created", Response: response(false)}) ||
+					!send(responseEvent{Type: "response.in_progress", Response: response(false)}) ||
+					!send(responseEvent{Type: "response.output_item.added", OutputIndex: &zero,
+						Item: &outputMessage{Type: "message", ID: msgID, Status: "in_progress", Role: "assistant",
+							Content: []*outputText{}}}) {
 					return false
 				}
 				if b.ErrorEvent {
@@ -1681,12 +1686,8 @@ func (c *call) responses(body []byte) {
 						Message: c.errorEventMessage(), Param: json.RawMessage("null")})
 					return false
 				}
-				return send(responseEvent{Type: "response.in_progress", Response: response(false)}) &&
-					send(responseEvent{Type: "response.output_item.added", OutputIndex: &zero,
-						Item: &outputMessage{Type: "message", ID: msgID, Status: "in_progress", Role: "assistant",
-							Content: []*outputText{}}}) &&
-					send(responseEvent{Type: "response.content_part.added", ItemID: msgID, OutputIndex: &zero,
-						ContentIndex: &zero, Part: newOutputText("")})
+				return send(responseEvent{Type: "response.content_part.added", ItemID: msgID, OutputIndex: &zero,
+					ContentIndex: &zero, Part: newOutputText("")})
 			},
 			chunk: func(i int) bool {
 				w := word(i)

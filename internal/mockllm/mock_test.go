@@ -1380,8 +1380,8 @@ func TestResponsesFaults(t *testing.T) {
 	s.Set("r", Behavior{ErrorEvent: true})
 	resp, b := mustPost(t, ts, "/v1/responses", streamReq)
 	events, err = readNamedEvents(bytes.NewReader(b))
-	if resp.StatusCode != 200 || err != nil || len(events) != 2 || events[0].name != "response.created" || events[1].name != "error" ||
-		events[1].data != `{"type":"error","sequence_number":1,"code":"server_error","message":"The server had an error while processing your request.","param":null}` {
+	if resp.StatusCode != 200 || err != nil || len(events) != 4 || events[0].name != "response.created" || events[2].name != "response.output_item.added" || events[3].name != "error" ||
+		events[3].data != `{"type":"error","sequence_number":3,"code":"server_error","message":"The server had an error while processing your request.","param":null}` {
 		t.Fatalf("error event: %v %+v", err, events)
 	}
 

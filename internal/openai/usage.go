@@ -271,6 +271,18 @@ var requestCodes = map[string]bool{
 	"empty_image_file": true, "failed_to_download_image": true, "image_file_not_found": true,
 }
 
+// ResponseOpening reports whether a Responses API stream event's data is
+// one of the events that open its stream as the provider takes the
+// request, before the model runs: response.created, response.queued,
+// response.in_progress. They carry no output.
+func ResponseOpening(data []byte) bool {
+	switch EventType(data) {
+	case "response.created", "response.queued", "response.in_progress":
+		return true
+	}
+	return false
+}
+
 // EventType is the top-level "type" of a stream event's data (the last,
 // as JSON parsers read a repeated member), decoded; "" when there is none.
 // A member of that name deeper in the event (an item's type, a client's

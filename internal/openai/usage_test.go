@@ -587,3 +587,19 @@ func TestRequestsFault(t *testing.T) {
 		}
 	}
 }
+
+func TestResponseOpening(t *testing.T) {
+	for data, want := range map[string]bool{
+		`{"type":"response.created","response":{"id":"r","status":"in_progress"}}`:                  true,
+		`{"type":"response.in_progress","sequence_number":1,"response":{"id":"r"}}`:                 true,
+		`{"type":"response.queued","response":{"id":"r"}}`:                                          true,
+		`{"type":"response.output_item.added","item":{"type":"response.created"}}`:                  false,
+		`{"type":"error","code":"server_error","message":"x"}`:                                      false,
+		`{"type":"response.created","response":{"id":"r","status":"in_prog`:                         false,
+		`{"type":"response.output_text.delta","delta":"hi","metadata":{"type":"response.created"}}`: false,
+	} {
+		if got := ResponseOpening([]byte(data)); got != want {
+			t.Errorf("ResponseOpening(%s) = %v, want %v", data, got, want)
+		}
+	}
+}
