@@ -1048,7 +1048,8 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		return
 	}
 
-	events := openai.NewEventReader(resp.Body)
+	src := &progressReader{r: resp.Body} // told of the idle watch once the stream commits
+	events := openai.NewEventReader(src)
 	defer events.Release()
 	// hold the response until the first event with data; of a Responses
 	// API stream, the first past its opening events (response.created,
@@ -1128,6 +1129,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	}
 	if idle := time.Duration(f.StreamIdleTimeout); idle > 0 {
 		relay.idle = newIdleWatch(idle, cancel)
+		src.idle = relay.idle
 		defer relay.idle.stop()
 	}
 	err = relay.relay(ex.w, rc.Flush, events, first)

@@ -210,7 +210,8 @@ var abandonedStreamGrace = 250 * time.Millisecond
 var errStreamAbandoned = errors.New("the client left the stream")
 
 // idleWatch ends a stream whose provider stays silent for after while the
-// relay waits for it (stream_idle_timeout). A timer reset as each wait
+// relay waits for it (stream_idle_timeout): no bytes, not no event, as an
+// event may be large and arrive slowly (progressReader). A timer reset as each wait
 // starts and stopped as it ends cost two timer operations an event; the
 // relay instead notes when each wait starts and that it ended (a clock
 // read and an atomic store), and the timer, armed once, checks when it
@@ -226,6 +227,10 @@ type idleWatch struct {
 	since   atomic.Int64
 	stopped atomic.Bool
 	timer   *time.Timer
+	// reads counts the reads from the provider in the wait in progress
+	// (the relay's goroutine only): bytes that keep coming, a large
+	// event's, are no silence (progress)
+	reads int
 }
 
 // newIdleWatch starts watching; the relay is not waiting yet.
@@ -239,10 +244,36 @@ func newIdleWatch(after time.Duration, cancel context.CancelCauseFunc) *idleWatc
 
 func (w *idleWatch) waiting(on bool) {
 	if on {
+		w.reads = 0
 		w.since.Store(int64(time.Since(w.base)) + 1)
 	} else {
 		w.since.Store(0)
 	}
+}
+
+// progress notes a read of the provider's bytes: the silence of the wait
+// in progress starts again. The first read of a wait costs no clock read:
+// it is its end in the common case (an event arrives in one read), and
+// one that brings part of an event only is timed at the next.
+func (w *idleWatch) progress() {
+	if w.reads++; w.reads > 1 && w.since.Load() != 0 {
+		w.since.Store(int64(time.Since(w.base)) + 1)
+	}
+}
+
+// progressReader is the provider's response body as the event reader
+// reads it, telling the idle watch (once there is one) of each read.
+type progressReader struct {
+	r    io.Reader
+	idle *idleWatch
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 && p.idle != nil {
+		p.idle.progress()
+	}
+	return n, err
 }
 
 // check runs when the timer fires.

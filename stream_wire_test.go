@@ -361,3 +361,42 @@ func TestResponsesStreamFailsOverBeforeItsOutput(t *testing.T) {
 		})
 	}
 }
+
+// TestLargeEventArrivingSlowlyIsNoSilence: stream_idle_timeout bounds the
+// provider's silence; a large event (a Responses API stream's last, with
+// the whole response) whose bytes keep coming for longer than that is no
+// silence: the stream is relayed whole, and the deployment not blamed.
+func TestLargeEventArrivingSlowlyIsNoSilence(t *testing.T) {
+	const pieces = 20
+	up := reviewUpstream(t, func(w http.ResponseWriter, _ string, _ map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, chunk("Hi"))
+		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"`)
+		for range pieces { // a slow link: a piece every 50 ms, a second in all
+			w.(http.Flusher).Flush()
+			<-time.After(50 * time.Millisecond)
+			io.WriteString(w, strings.Repeat("x", 50<<10))
+		}
+		io.WriteString(w, `"},"finish_reason":"stop"}]}`+"\n\n"+relayDone)
+	})
+	r := benchRouter(t, up.URL, func(r *Router) {
+		r.Failover = &Failover{StreamIdleTimeout: caddy.Duration(300 * time.Millisecond)}
+	})
+	srv := routerServer(t, r)
+	done := requestsDone(t)
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"Hi."}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	waitFor(t, done, "the stream to be counted")
+	if err != nil || !bytes.HasSuffix(body, []byte(relayDone)) || bytes.Contains(body, []byte(codeStreamBroken)) {
+		t.Errorf("%v, %d bytes ending %q: want the whole stream", err, len(body), body[max(0, len(body)-200):])
+	}
+	for _, d := range r.deployments {
+		if s := d.state.health.score.Load(); s != maxScore {
+			t.Errorf("%s: health score %d, want %d: the provider was never silent", d.name, s, maxScore)
+		}
+	}
+}
