@@ -144,6 +144,10 @@ func TestSemanticCacheGuards(t *testing.T) {
 		{"Tôi đã nhận được hàng", "Tôi chưa nhận được hàng", "negation"},
 		{"Is code SALE10 still valid?", "Is code SALE20 still valid?", "code"},
 		{"Send the invoice to an@example.com", "Send the invoice to binh@example.com", "email"},
+		// numbers written with Unicode number characters that are not
+		// decimal digits: superscripts, fractions
+		{"What is 10²?", "What is 10³?", "number"},
+		{"Add ½ cup of sugar", "Add ¼ cup of sugar", "number"},
 	}
 	for i, c := range cases {
 		system := "case " + strconv.Itoa(i) // a namespace of its own

@@ -32,8 +32,10 @@ const (
 	// GuardNumber: both questions name the same numbers in the same order
 	// (of first mention: "2 to the power of 10" is not "10 to the power of
 	// 2"), tokens of digits with separators between digits ("123", "1.5",
-	// "12:30", "2024-05-01"); "1,000", "1,000,000.5" and "1.000.000" lose
-	// their thousands separators, so "1,000" is "1000". A single "1.000" is
+	// "12:30", "2024-05-01"), a digit being any Unicode number character
+	// (superscripts, fractions, Roman numerals: "10²" is not "10³");
+	// "1,000", "1,000,000.5" and "1.000.000" lose their thousands
+	// separators, so "1,000" is "1000". A single "1.000" is
 	// left alone, since it is one thousand in Vietnamese and one in
 	// English, and so is "0,125", a decimal. A leading decimal point is
 	// kept as a zero: ".5" is "0.5", never "5".
@@ -382,7 +384,10 @@ func kindOfSlow(r rune) int {
 	switch {
 	case unicode.IsLetter(r):
 		return letter
-	case unicode.IsDigit(r):
+	case unicode.IsNumber(r):
+		// every number character, not only decimal digits: "10²" is not
+		// "10³", nor "½ cup" "¼ cup", nor "chapter Ⅻ" "chapter Ⅸ",
+		// which an embedding model may well place together
 		return digit
 	case unicode.IsMark(r):
 		return mark

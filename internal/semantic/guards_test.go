@@ -135,6 +135,7 @@ func TestExtract(t *testing.T) {
 		{"don't-care no_way", Facts{Negations: 2}},
 		{"the cat's toy isn't here", Facts{Negations: 1}},
 		{"Ｎｏ １２３", Facts{Numbers: []string{"１２３"}}}, // NFC leaves full-width forms alone
+		{"10² or 10³, ½ cup, chapter Ⅻ", Facts{Numbers: []string{"10²", "10³", "½", "Ⅻ"}}},
 	} {
 		if got := Extract(c.text); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("Extract(%q)\n got %+v\nwant %+v", c.text, got, c.want)
