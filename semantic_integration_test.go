@@ -148,6 +148,11 @@ func TestSemanticCacheGuards(t *testing.T) {
 		// decimal digits: superscripts, fractions
 		{"What is 10²?", "What is 10³?", "number"},
 		{"Add ½ cup of sugar", "Add ¼ cup of sugar", "number"},
+		// a negation's apostrophe as other keyboards and editors type it
+		{"I received my parcel", "I didn´t receive my parcel", "negation"},
+		{"The shop is open on Sunday", "The shop isn`t open on Sunday", "negation"},
+		{"We ship to Norway", "We donʼt ship to Norway", "negation"},
+		{"My card was charged", "My card wasn‘t charged", "negation"},
 	}
 	for i, c := range cases {
 		system := "case " + strconv.Itoa(i) // a namespace of its own

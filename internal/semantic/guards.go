@@ -50,9 +50,11 @@ const (
 	// neither, nor, cannot, without; every word ending in n't or n’t
 	// (don't, doesn't, didn't, isn't, aren't, wasn't, weren't, won't,
 	// wouldn't, can't, couldn't, shouldn't, haven't, hasn't, hadn't,
-	// mustn't, needn't, ain't, …); and without the apostrophe: dont,
-	// doesnt, didnt, isnt, arent, wasnt, werent, wont, wouldnt, cant,
-	// couldnt, shouldnt, havent, hasnt, hadnt, mustnt, neednt, aint.
+	// mustn't, needn't, ain't, …), also with ‘, ʼ, ´, ` or ′ for the
+	// apostrophe, as other keyboards and editors type it (didn´t); and
+	// without the apostrophe: dont, doesnt, didnt, isnt, arent, wasnt,
+	// werent, wont, wouldnt, cant, couldnt, shouldnt, havent, hasnt,
+	// hadnt, mustnt, neednt, aint.
 	//
 	// Vietnamese: không, chưa, chẳng, chả, đừng, chớ, hông, ko, k (a token
 	// of its own only: "5k" is a code, "K-pop" no negation), khong (the
@@ -403,10 +405,37 @@ func joins(r rune, prev, next int) bool {
 		return next == letter || next == digit
 	case '.', ',', ':', '/':
 		return prev == digit && next == digit
-	case '\'', '’':
+	case '\'', '’', '‘', '´', '`', '′':
 		return prev == letter && next == letter
 	}
 	return false
+}
+
+// apostrophe reports whether r is written for an apostrophe: the ASCII
+// one, the typographic one, and what keyboards and editors put in its
+// place (a left quote, a modifier letter, the acute accent of a German
+// keyboard's key, a backtick, a prime): "didn´t" is a negation as
+// "didn't" is.
+func apostrophe(r rune) bool {
+	switch r {
+	case '\'', '’', '‘', 'ʼ', '´', '`', '′':
+		return true
+	}
+	return false
+}
+
+// endsNt reports whether w is a word ending in n't, with any apostrophe,
+// in any case ("don't", "DIDN’T", "isn`t").
+func endsNt(w string) bool {
+	if len(w) < 4 || w[len(w)-1]|0x20 != 't' {
+		return false
+	}
+	r, n := utf8.DecodeLastRuneInString(w[:len(w)-1])
+	if !apostrophe(r) {
+		return false
+	}
+	rest := w[:len(w)-1-n]
+	return len(rest) > 1 && rest[len(rest)-1]|0x20 == 'n'
 }
 
 // words cuts s into tokens and records their facts.
@@ -559,11 +588,11 @@ func (x *extractor) word(tok string) {
 	}
 }
 
-// negation looks a word up lower-cased, with ’ as ', in a fixed buffer. It
-// runs on every word, so most are turned away by their length and first
-// byte before any lower-casing.
+// negation looks a word up lower-cased, with any apostrophe as ', in a
+// fixed buffer. It runs on every word, so most are turned away by their
+// length and first byte before any lower-casing.
 func (x *extractor) negation(w string) bool {
-	if hasSuffixFold(w, "n't") || hasSuffixFold(w, "n’t") {
+	if endsNt(w) {
 		return true
 	}
 	c := w[0]
@@ -578,7 +607,7 @@ func (x *extractor) negation(w string) bool {
 		r, n := decodeRune(w, i)
 		i += n
 		switch {
-		case r == '’':
+		case apostrophe(r):
 			r = '\''
 		case 'A' <= r && r <= 'Z':
 			r += 'a' - 'A'

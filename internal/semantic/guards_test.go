@@ -131,6 +131,7 @@ func TestExtract(t *testing.T) {
 		{"lỗ hổng bảo mật ở đâu", Facts{}},
 		{"Nobody, no one, nothing: none of it is here nor there, without a doubt", Facts{Negations: 6}},
 		{"I DON'T, she won’t, they ain't, we needn't", Facts{Negations: 4}},
+		{"didn´t, isn`t, donʼt, wasn‘t, can′t; rock´n´roll, `n`t`", Facts{Negations: 5}},
 		{"Bạn có giao hàng không? Chưa, chẳng, chả, đừng, chớ, hông, khong", Facts{Negations: 8}},
 		{"don't-care no_way", Facts{Negations: 2}},
 		{"the cat's toy isn't here", Facts{Negations: 1}},
