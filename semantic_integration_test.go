@@ -148,6 +148,11 @@ func TestSemanticCacheGuards(t *testing.T) {
 		// decimal digits: superscripts, fractions
 		{"What is 10²?", "What is 10³?", "number"},
 		{"Add ½ cup of sugar", "Add ¼ cup of sugar", "number"},
+		// thousands grouped by a narrow no-break space (French, as
+		// software formats numbers) or an apostrophe (Swiss): a
+		// million is not a thousand
+		{"Can I pay 1\u202f000 € by card?", "Can I pay 1\u202f000\u202f000 € by card?", "number"},
+		{"Is CHF 1'000 the limit?", "Is CHF 1'000'000 the limit?", "number"},
 		// a negation's apostrophe as other keyboards and editors type it
 		{"I received my parcel", "I didn´t receive my parcel", "negation"},
 		{"The shop is open on Sunday", "The shop isn`t open on Sunday", "negation"},

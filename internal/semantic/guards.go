@@ -35,7 +35,10 @@ const (
 	// "12:30", "2024-05-01"), a digit being any Unicode number character
 	// (superscripts, fractions, Roman numerals: "10²" is not "10³");
 	// "1,000", "1,000,000.5" and "1.000.000" lose their thousands
-	// separators, so "1,000" is "1000". A single "1.000" is
+	// separators, so "1,000" is "1000", and so do numbers grouped by an
+	// apostrophe ("1'000'000", Swiss) or a no-break, narrow no-break, thin
+	// or figure space ("1 000 000", as software writes French or Russian
+	// numbers; an ordinary space separates two numbers). A single "1.000" is
 	// left alone, since it is one thousand in Vietnamese and one in
 	// English, and so is "0,125", a decimal. A leading decimal point is
 	// kept as a zero: ".5" is "0.5", never "5".
@@ -141,9 +144,10 @@ func Check(a, b Facts) (blocked Guard, ok bool) {
 // www. starts a URL that runs to the piece's end (less trailing
 // punctuation), an "@" with an address on both sides is an e-mail, and the
 // rest is cut into tokens of letters and digits. Inside a token, "-" and
-// "_" join letters and digits ("SKU-99X"), ".", ",", ":" and "/" join
-// digits only ("1,000", "12:30", "24/7", so a sentence's full stop does
-// not), and an apostrophe joins letters only ("don't"). A token of digits
+// "_" join letters and digits ("SKU-99X"), ".", ",", ":", "/" and a
+// groupSpace join digits only ("1,000", "12:30", "24/7", so a sentence's
+// full stop does not), and an apostrophe joins letters ("don't") or
+// digits ("1'000"). A token of digits
 // is a number, one of letters and digits a code, one of letters a word
 // checked against the negation lists. Numbers spelt in words ("three"),
 // bare host names ("example.com"), units and currency symbols ("$5" and
@@ -159,7 +163,7 @@ func Extract(text string) Facts {
 		if r >= utf8.RuneSelf {
 			r, n = utf8.DecodeRuneInString(text[i:])
 		}
-		if isSpace(r) {
+		if isSpace(r) && !inNumber(text, i, r, n) {
 			i += n
 			continue
 		}
@@ -169,7 +173,7 @@ func Extract(text string) Facts {
 			if r >= utf8.RuneSelf {
 				r, n = utf8.DecodeRuneInString(text[j:])
 			}
-			if isSpace(r) {
+			if isSpace(r) && !inNumber(text, j, r, n) {
 				break
 			}
 			j += n
@@ -178,6 +182,29 @@ func Extract(text string) Facts {
 		i = j
 	}
 	return x.facts()
+}
+
+// groupSpace reports whether r is a space that groups a number's digits
+// in thousands, as software writes numbers in French (a narrow no-break
+// space: "1 000 000"), Russian (a no-break space) and typesetting (a
+// thin or figure space), never between two numbers.
+func groupSpace(r rune) bool {
+	switch r {
+	case '\u00a0', '\u2007', '\u2009', '\u202f':
+		return true
+	}
+	return false
+}
+
+// inNumber reports whether r, the space of n bytes at text[i], groups the
+// digits of one number: a groupSpace between two digits.
+func inNumber(text string, i int, r rune, n int) bool {
+	if !groupSpace(r) || i == 0 || i+n >= len(text) {
+		return false
+	}
+	before, _ := utf8.DecodeLastRuneInString(text[:i])
+	after, _ := decodeRune(text, i+n)
+	return kindOf(before) == digit && kindOf(after) == digit
 }
 
 // extractor accumulates the facts of one text.
@@ -403,9 +430,12 @@ func joins(r rune, prev, next int) bool {
 	switch r {
 	case '-', '_':
 		return next == letter || next == digit
-	case '.', ',', ':', '/':
+	case '.', ',', ':', '/', '\u00a0', '\u2007', '\u2009', '\u202f':
 		return prev == digit && next == digit
-	case '\'', '’', '‘', '´', '`', '′':
+	case '\'', '’':
+		// "don't", and a Swiss thousands' separator ("1'000")
+		return prev == next && (prev == letter || prev == digit)
+	case '‘', '´', '`', '′':
 		return prev == letter && next == letter
 	}
 	return false
@@ -507,8 +537,16 @@ func (x *extractor) words(s string) {
 // point: the token follows a leading decimal point (".5").
 func (x *extractor) number(tok string, minus, point bool) string {
 	var drop byte
+	if !point && strings.ContainsFunc(tok, groupRune) {
+		// thousands grouped by an apostrophe or a space ("1'000'000.5",
+		// "1 000,5"): each written as ' for thousands to check; a token
+		// grouped otherwise ("5'11") is kept as written
+		if g := strings.Map(oneGroupRune, tok); thousands(g, '\'', '.') || thousands(g, '\'', ',') {
+			tok, drop = g, '\''
+		}
+	}
 	switch {
-	case point:
+	case point, drop != 0:
 	case strings.IndexByte(tok, ',') >= 0 && thousands(tok, ',', '.'):
 		drop = ','
 	case strings.Count(tok, ".") >= 2 && thousands(tok, '.', 0):
@@ -530,6 +568,18 @@ func (x *extractor) number(tok string, minus, point bool) string {
 		}
 	}
 	return string(b)
+}
+
+// groupRune reports whether r may group a number's digits in thousands
+// besides "," and ".": an apostrophe or a groupSpace.
+func groupRune(r rune) bool { return r == '\'' || r == '’' || groupSpace(r) }
+
+// oneGroupRune writes every groupRune as ', for thousands.
+func oneGroupRune(r rune) rune {
+	if groupRune(r) {
+		return '\''
+	}
+	return r
 }
 
 // thousands reports whether tok is digits grouped in threes by sep
