@@ -153,6 +153,10 @@ func TestSemanticCacheGuards(t *testing.T) {
 		// million is not a thousand
 		{"Can I pay 1\u202f000 € by card?", "Can I pay 1\u202f000\u202f000 € by card?", "number"},
 		{"Is CHF 1'000 the limit?", "Is CHF 1'000'000 the limit?", "number"},
+		// a minus sign as word processors (an en dash) and CJK input
+		// (a full-width hyphen-minus) write it
+		{"Will it be 5 °C in Sa Pa tonight?", "Will it be –5 °C in Sa Pa tonight?", "number"},
+		{"Is 3 the answer?", "Is －3 the answer?", "number"},
 		// a negation's apostrophe as other keyboards and editors type it
 		{"I received my parcel", "I didn´t receive my parcel", "negation"},
 		{"The shop is open on Sunday", "The shop isn`t open on Sunday", "negation"},

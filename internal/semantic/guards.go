@@ -41,7 +41,8 @@ const (
 	// numbers; an ordinary space separates two numbers). A single "1.000" is
 	// left alone, since it is one thousand in Vietnamese and one in
 	// English, and so is "0,125", a decimal. A leading decimal point is
-	// kept as a zero: ".5" is "0.5", never "5".
+	// kept as a zero: ".5" is "0.5", never "5"; a minus sign is kept, also
+	// written as an en dash or a full-width hyphen-minus ("–5" is "-5").
 	GuardNumber Guard = "number"
 	// GuardNegation: both questions hold the same number of negation words
 	// (see Facts.Negations for why a count and not presence or parity).
@@ -520,7 +521,7 @@ func (x *extractor) words(s string) {
 			if point {
 				before = before[:len(before)-1]
 			}
-			minus := strings.HasSuffix(before, "-") || strings.HasSuffix(before, "−")
+			minus := strings.HasSuffix(before, "-") || strings.HasSuffix(before, "−") || dashMinus(before)
 			x.f.Numbers = append(x.f.Numbers, x.number(tok, minus, point))
 		case digits:
 			x.f.Codes = append(x.f.Codes, strings.ToLower(tok))
@@ -530,6 +531,19 @@ func (x *extractor) words(s string) {
 			x.f.Negations++
 		}
 	}
+}
+
+// dashMinus reports whether before, the text just before a number, ends
+// in a dash written for a minus sign: an en dash (as word processors
+// write one), a full-width or small hyphen-minus (CJK input), after
+// anything but a letter or digit ("–5" is minus five, "5–7" a range).
+func dashMinus(before string) bool {
+	r, n := utf8.DecodeLastRuneInString(before)
+	if r != '–' && r != '－' && r != '﹣' {
+		return false
+	}
+	prev, _ := utf8.DecodeLastRuneInString(before[:len(before)-n])
+	return !isAlnum(prev)
 }
 
 // number normalises a number token (see GuardNumber). A "-" before a token

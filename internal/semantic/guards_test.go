@@ -124,6 +124,7 @@ func TestExtract(t *testing.T) {
 		{"12,5 or 1,0000 or 1234,567", Facts{Numbers: []string{"12,5", "1,0000", "1234,567"}}},
 		{"a dose of .25 or .5, the end.5", Facts{Numbers: []string{"0.25", "0.5"}}},
 		{"from -5 to −7 and 3-4", Facts{Numbers: []string{"-5", "-7", "3-4"}}},
+		{"–5 or －6 or ﹣7, pages 8–9, A–10", Facts{Numbers: []string{"-5", "-6", "-7", "8", "9", "10"}}},
 		{"Giá 50k, vitamin K", Facts{Codes: []string{"50k"}, Negations: 1}},
 		{"K-pop, k_means, no-brainer", Facts{Negations: 1}},
 		{"0,125 or 0.125.000", Facts{Numbers: []string{"0,125", "0.125.000"}}},
