@@ -168,6 +168,7 @@ type responseCache struct {
 	keyHeaders []string
 	scope      []string // placeholders; nil for a shared cache or the default
 	byClient   bool     // the default scope: the client's credentialHeaders
+	own        bool     // the handler's own store (no store name): keys hold the request's base (requestBase)
 	streams    bool
 	store      *cacheStore
 	poolKey    string
@@ -221,7 +222,8 @@ func newResponseCache(c *Cache, forwarded []string, place string) (*responseCach
 	// llm_router handlers (the same across reloads that keep the order), or
 	// a store several handlers name
 	rc.poolKey = "cache/" + strconv.FormatInt(size, 10) + "/" + place
-	if c.Store != "" {
+	rc.own = c.Store == ""
+	if !rc.own {
 		rc.poolKey = "cache/store " + c.Store
 	}
 	v, _, err := cacheStores.LoadOrNew(rc.poolKey, func() (caddy.Destructor, error) { return newCacheStore(size), nil })

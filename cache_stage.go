@@ -9,8 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/llmrouter/caddy-llm-router/internal/openai"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
 // This file is the response cache as a stage of a request's path. The
@@ -67,8 +69,12 @@ func (ex *exchange) lookupCache(p plan) bool {
 			return false
 		}
 	}
-	var scope [len(credentialHeaders)]string
+	var scope [len(credentialHeaders) + 2]string
 	values := scope[:0]
+	if rc.own {
+		host, path := requestBase(ex.req)
+		values = append(values, host, path)
+	}
 	if rc.byClient {
 		for _, h := range credentialHeaders {
 			values = append(values, headerValue(ex.req.Header, h))
@@ -156,6 +162,20 @@ func (ex *exchange) lookupCache(p plan) bool {
 	}
 	ex.ctx = ctx
 	return false
+}
+
+// requestBase is where a request reached its handler: its host and its
+// path as the client sent it (before any rewrite, handle_path's prefix
+// strip included). A handler's own store is found again at a reload by
+// its place among its server's handlers, which a reload may give another
+// handler (a site or route added before it); the base in every key of an
+// own store keeps the answers of one tenant's host or path from the
+// handler that takes its place.
+func requestBase(r *http.Request) (host, path string) {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		return orig.Host, orig.URL.Path
+	}
+	return r.Host, r.URL.Path
 }
 
 // cacheJoinHook, when set (tests only), is called between a miss's lookup

@@ -120,3 +120,42 @@ func TestCacheScopeNotBothSharedAndScoped(t *testing.T) {
 		t.Fatalf("Validate() = %v, want the contradiction refused", err)
 	}
 }
+
+// TestCacheStoreNotAnotherHandlersAfterReorder: a handler's own store is
+// found again at a reload by the handler's place among its server's
+// handlers; a reload that puts another handler in that place (here a
+// tenant's route added before the others: the Caddyfile puts the longer
+// path first) must not hand that handler the answers of the one that was
+// there: the new tenant /shop was served what /a's clients asked, and /a
+// what /b's did. handle_path strips the prefix before the handler: the
+// path the client sent tells the tenants apart all the same.
+func TestCacheStoreNotAnotherHandlersAfterReorder(t *testing.T) {
+	for _, directive := range []string{"handle", "handle_path"} {
+		t.Run(directive, func(t *testing.T) {
+			g := newGateway(t, defaultRouter)
+			body := g.fill(cacheRouter("\t\tmax_size 1016KB\n\t\tscope shared"))
+			handle := func(path string) string {
+				return "\t" + directive + " " + path + " {\n\t\tllm_router {" + body + "\n\t\t}\n\t}\n"
+			}
+			g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n"+handle("/a/*")+handle("/b/*")+"}\n", "caddyfile")
+			qa := question("What did a customer of tenant a ask? "+directive, false, "")
+			qb := question("What did a customer of tenant b ask? "+directive, false, "")
+			resp, _ := g.postPath("/a/v1/chat/completions", qa)
+			expectCache(t, resp, "miss")
+			resp, _ = g.postPath("/b/v1/chat/completions", qb)
+			expectCache(t, resp, "miss")
+
+			g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n"+handle("/a/*")+handle("/b/*")+handle("/shop/*")+"}\n", "caddyfile")
+			for _, c := range []struct{ path, q string }{{"/shop", qa}, {"/a", qb}} {
+				resp, _ = g.postPath(c.path+"/v1/chat/completions", c.q)
+				if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+					t.Errorf("handler %s after the reload: X-LLM-Cache %q (Age %q), want miss: it was served another handler's answer",
+						c.path, got, resp.Header.Get("Age"))
+				}
+			}
+			// and the handlers cache their own answers as before
+			resp, _ = g.postPath("/shop/v1/chat/completions", qa)
+			expectCache(t, resp, "hit")
+		})
+	}
+}
