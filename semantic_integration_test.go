@@ -153,6 +153,8 @@ func TestSemanticCacheGuards(t *testing.T) {
 		// million is not a thousand
 		{"Can I pay 1\u202f000 € by card?", "Can I pay 1\u202f000\u202f000 € by card?", "number"},
 		{"Is CHF 1'000 the limit?", "Is CHF 1'000'000 the limit?", "number"},
+		// and by an ordinary space, as French is often typed
+		{"Puis-je payer 1 000 € par carte ?", "Puis-je payer 1 000 000 € par carte ?", "number"},
 		// a minus sign as word processors (an en dash) and CJK input
 		// (a full-width hyphen-minus) write it
 		{"Will it be 5 °C in Sa Pa tonight?", "Will it be –5 °C in Sa Pa tonight?", "number"},

@@ -38,7 +38,9 @@ const (
 	// separators, so "1,000" is "1000", and so do numbers grouped by an
 	// apostrophe ("1'000'000", Swiss) or a no-break, narrow no-break, thin
 	// or figure space ("1 000 000", as software writes French or Russian
-	// numbers; an ordinary space separates two numbers). A single "1.000" is
+	// numbers). Digits grouped by ordinary spaces are one number as written
+	// ("1 000 000", "0912 345 678"), never groups that repeats would then
+	// drop: "1 000 000" is not "1 000". A single "1.000" is
 	// left alone, since it is one thousand in Vietnamese and one in
 	// English, and so is "0,125", a decimal. A leading decimal point is
 	// kept as a zero: ".5" is "0.5", never "5"; a minus sign is kept, also
@@ -211,6 +213,13 @@ func inNumber(text string, i int, r rune, n int) bool {
 // extractor accumulates the facts of one text.
 type extractor struct {
 	f Facts
+	// numAtEnd: the last piece ended with a number; joinable: no token of
+	// the current piece was seen yet, and the last piece ended with a
+	// number. A number that starts a piece after it continues it, grouped
+	// by a space ("1 000 000", as French is often typed): one number,
+	// never groups that repeats would then drop ("1 000 000" holding
+	// just 1 and 000, as "1 000" does).
+	numAtEnd, joinable bool
 	// buf holds a lower-cased word for the negation lookup and a number
 	// being normalised; fixed so that neither allocates.
 	buf [32]byte
@@ -236,14 +245,16 @@ func (x *extractor) facts() Facts {
 
 // piece handles text without white space.
 func (x *extractor) piece(c string) {
+	x.joinable, x.numAtEnd = x.numAtEnd, false
 	if p := urlStart(c); p >= 0 {
 		if u, ok := normURL(c[p:]); ok {
-			x.mail(c[:p])
+			x.mail(c[:p], false)
 			x.f.URLs = append(x.f.URLs, u)
+			x.joinable = false
 			return
 		}
 	}
-	x.mail(c)
+	x.mail(c, true)
 }
 
 // urlStart returns where the first http://, https:// or www. in c starts,
@@ -323,10 +334,11 @@ func normURL(u string) (string, bool) {
 	return b.String(), true
 }
 
-// mail takes the e-mail addresses out of c and hands the rest to words.
-// Each byte is looked at at most twice: a scan back from an "@" and one
-// forward from it both stop at the next "@".
-func (x *extractor) mail(c string) {
+// mail takes the e-mail addresses out of c, a piece or the start of one
+// (atEnd: the whole), and hands the rest to words. Each byte is looked at
+// at most twice: a scan back from an "@" and one forward from it both
+// stop at the next "@".
+func (x *extractor) mail(c string, atEnd bool) {
 	done, from := 0, 0 // c[:done] is handled; c[from:] may hold an "@"
 	for {
 		i := strings.IndexByte(c[from:], '@')
@@ -360,11 +372,12 @@ func (x *extractor) mail(c string) {
 		if start == at || !validDomain(c[at+1:end]) {
 			continue
 		}
-		x.words(c[done:start])
+		x.words(c[done:start], done == 0, false)
 		x.f.Emails = append(x.f.Emails, strings.ToLower(c[start:end]))
+		x.joinable = false
 		done, from = end, end
 	}
-	x.words(c[done:])
+	x.words(c[done:], done == 0, atEnd)
 }
 
 func localRune(r rune) bool {
@@ -470,7 +483,7 @@ func endsNt(w string) bool {
 }
 
 // words cuts s into tokens and records their facts.
-func (x *extractor) words(s string) {
+func (x *extractor) words(s string, atStart, atEnd bool) {
 	for i := 0; i < len(s); {
 		r, n := rune(s[i]), 1
 		if r >= utf8.RuneSelf {
@@ -512,7 +525,14 @@ func (x *extractor) words(s string) {
 			i += n
 		}
 		tok := s[start:i]
+		joinable := x.joinable
+		x.joinable = false
 		switch {
+		case digits && !letters && joinable && atStart && start == 0:
+			// a group of the number that ended the last piece
+			last := &x.f.Numbers[len(x.f.Numbers)-1]
+			*last += " " + x.number(tok, false, false)
+			x.numAtEnd = atEnd && i == len(s)
 		case digits && !letters:
 			before := s[:start]
 			// a "." right before a number can only be a leading decimal
@@ -523,6 +543,7 @@ func (x *extractor) words(s string) {
 			}
 			minus := strings.HasSuffix(before, "-") || strings.HasSuffix(before, "−") || dashMinus(before)
 			x.f.Numbers = append(x.f.Numbers, x.number(tok, minus, point))
+			x.numAtEnd = atEnd && i == len(s)
 		case digits:
 			x.f.Codes = append(x.f.Codes, strings.ToLower(tok))
 		case split:
