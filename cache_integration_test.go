@@ -295,6 +295,10 @@ func TestCacheKeepsOnlyCompleteAnswers(t *testing.T) {
 		{Body: `{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0,"total_tokens":3}}`},
 		{Body: `{"id":"x","object":"chat.completion","choices":null}`},
 		{Body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Ye"},"finish_reason":null}]}`},
+		// a generation that failed midway, as OpenRouter reports one: an
+		// error in the choice, finish_reason "error"
+		{Body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Ye"},"finish_reason":"error","error":{"code":502,"message":"Upstream error"}}]}`},
+		{Body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Ye"},"finish_reason":"error"}]}`},
 	} {
 		q := question(fmt.Sprintf("Can I return hats, size %d?", i), false, "")
 		b.Times = 1
@@ -307,6 +311,18 @@ func TestCacheKeepsOnlyCompleteAnswers(t *testing.T) {
 		resp, _ = g.post(q)
 		expectCache(t, resp, "miss") // it was not stored
 	}
+	// the same failure in a stream: the finishing chunk says "error"
+	qs = question("Can I return gloves?", true, "")
+	chunk := `data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}` + "\n\n"
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Times: 1,
+		Body: fmt.Sprintf(chunk, `{"role":"assistant","content":"Ye"}`, "null") + fmt.Sprintf(chunk, `{}`, `"error"`) + "data: [DONE]\n\n"})
+	resp, body = g.post(qs)
+	if resp.StatusCode != http.StatusOK || answerText(t, body) != "Ye" {
+		t.Fatalf("the stream that failed midway: %d %q", resp.StatusCode, body)
+	}
+	resp, _ = g.post(qs)
+	expectCache(t, resp, "miss") // it was not stored
+
 	qs = question("Can I return scarves?", true, "")
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Body: "data: [DONE]\n\n", Times: 1})
 	resp, body = g.post(qs)

@@ -14,7 +14,8 @@ type Answer struct {
 	Error bool
 	// Complete: the answer is whole enough to be served again from a
 	// cache: a chat or completions answer has at least one choice and each
-	// choice its finish_reason (a choice without one was cut off); a
+	// choice its finish_reason (a choice without one was cut off; one with
+	// finish_reason "error" or an "error" failed midway); a
 	// Responses answer has status "completed"; an embeddings answer has at
 	// least one vector. Member names are read as written: one spelled
 	// otherwise makes the answer incomplete, which only costs a cache entry.
@@ -114,9 +115,13 @@ func (s *scanner) readChoices(depth int, u *Usage, found *bool) (bool, error) {
 	return n > 0 && finished == n, err
 }
 
-// readChoice scans one choice: whether it has a string finish_reason, and
-// its usage, if any, into u.
+// readChoice scans one choice: whether it has a string finish_reason that
+// ends a generation, and its usage, if any, into u. A choice whose
+// generation failed midway has no such end: finish_reason "error", or a
+// non-null "error" member, as OpenRouter reports a provider that broke
+// off after some text.
 func (s *scanner) readChoice(depth int, u *Usage, found *bool) (reason bool, err error) {
+	failed := false
 	empty, err := s.open(depth, '}')
 	for more := !empty; more && err == nil; {
 		var key []byte
@@ -129,7 +134,9 @@ func (s *scanner) readChoice(depth int, u *Usage, found *bool) (reason bool, err
 		}
 		switch string(key) {
 		case "finish_reason":
-			reason = s.b[start] == '"' && s.i-start > 2
+			reason = s.b[start] == '"' && s.i-start > 2 && string(s.b[start:s.i]) != `"error"`
+		case "error":
+			failed = s.b[start] != 'n'
 		case "usage":
 			if cu, ok := usageObject(s.b[start:s.i]); ok {
 				u.Input, u.Output, u.CachedInput = max(u.Input, cu.Input), max(u.Output, cu.Output), max(u.CachedInput, cu.CachedInput)
@@ -138,7 +145,7 @@ func (s *scanner) readChoice(depth int, u *Usage, found *bool) (reason bool, err
 		}
 		more, err = s.next('}')
 	}
-	return reason, err
+	return reason && !failed, err
 }
 
 // hasPrefixAt reports whether b holds p at i.
