@@ -166,10 +166,12 @@ type Router struct {
 
 	// PassResponseHeaders are provider response headers relayed to the
 	// client besides those an OpenAI client uses (Content-Type,
-	// X-Request-Id, Openai-Processing-Ms, Openai-Version, X-Ratelimit-*,
-	// Retry-After, Retry-After-Ms, X-Should-Retry), which are always
-	// relayed. Every other provider header (Set-Cookie, Alt-Svc,
-	// Openai-Organization, Server, ...) is dropped. Default: none.
+	// Cache-Control, X-Request-Id, Openai-Processing-Ms, Openai-Version,
+	// X-Ratelimit-*, Retry-After, Retry-After-Ms, X-Should-Retry), which
+	// are always relayed. Every other provider header (Set-Cookie,
+	// Alt-Svc, Openai-Organization, Server, ...) is dropped. Names are
+	// case-insensitive; hop-by-hop headers and Content-Length belong to
+	// one connection and are never relayed. Default: none.
 	PassResponseHeaders []string `json:"pass_response_headers,omitempty"`
 
 	// ForwardHeaders are client request headers sent on to the provider
