@@ -31,7 +31,9 @@ type Cache struct {
 	TTL caddy.Duration `json:"ttl,omitempty"`
 
 	// MaxSize bounds the memory of stored answers, in bytes; beyond it
-	// the oldest that were not asked for again are evicted. Default: 128MB.
+	// the oldest that were not asked for again are evicted. An answer
+	// larger than a sixteenth of it is not stored. Default: 128MB
+	// (128,000,000 bytes).
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	// StaleIfError is how long after TTL an answer is still served when
