@@ -48,8 +48,10 @@ type Budget struct {
 	// are. Caddyfile: `key <placeholder> label`. Default: false.
 	KeyIsLabel bool `json:"key_is_label,omitempty"`
 
-	// Match lists the routes and models whose requests the budget applies
-	// to, by the route or model a request resolved to. Default: all.
+	// Match lists the routes and models whose answers the budget pays
+	// for: the deployments of each model named, and every deployment a
+	// route named can use (its models and their fallbacks), however a
+	// request reaches them. Default: every deployment.
 	Match []string `json:"match,omitempty"`
 
 	// Downgrade is the route that serves a request once a limit is reached.

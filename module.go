@@ -68,7 +68,7 @@ const (
 // `{http.llm_router.output_tokens}` | completion tokens of the answer
 // `{http.llm_router.cost}` | the answer's cost, in the configured currency
 // `{http.llm_router.budget}` | `downgraded (<budget>)` or `refused (<budget>)` when a budget acted
-// `{http.llm_router.cache}` | `hit`, `miss`, `stale` or `bypass` when the response cache applied
+// `{http.llm_router.cache}` | `hit`, `semantic-hit`, `miss`, `stale` or `bypass` when the response cache applied
 type Router struct {
 	// Providers are the OpenAI-compatible upstreams. The first one is the
 	// default provider of every model that names none. Required.
@@ -221,8 +221,12 @@ type Provider struct {
 	// to reading the whole response. Default: 30s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	// Headers are extra request headers sent upstream (placeholders
-	// allowed), e.g. an organisation id.
+	// Headers are extra request headers sent upstream, e.g. an
+	// organisation id. Placeholders known at load ({env.*}, {file.*}) are
+	// resolved then; one known only per request is a config error. Never
+	// a header the router or the connection sets (Host, Content-Type,
+	// Content-Length, Content-Encoding, Accept-Encoding, hop-by-hop
+	// headers but Proxy-Authorization), nor Authorization beside APIKey.
 	Headers http.Header `json:"headers,omitempty"`
 
 	// VerifyKey makes the router GET {base_url}/models with the key at load
@@ -377,8 +381,8 @@ type Failover struct {
 	Balance string `json:"balance,omitempty"`
 
 	// HedgeAfter starts the next candidate beside an attempt that has
-	// produced no first byte (a stream's first event, a JSON answer's
-	// headers) after this long; the first valid first byte wins and the
+	// produced no first byte (a stream's first event, a JSON answer read
+	// whole) after this long; the first valid first byte wins and the
 	// other attempt is canceled at once (and charged: README, "Hedging").
 	// Default: 0, off. Caddyfile: `hedge_after <duration>|auto`.
 	HedgeAfter caddy.Duration `json:"hedge_after,omitempty"`
