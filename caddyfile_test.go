@@ -219,6 +219,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		// headers the router or the connection sets: dropped without a word
 		{"provider header Host", "\t\tprovider q {\n\t\t\theader Host api.example.test\n\t\t}", `header Host is set by the router or the connection, not by the config`, 11},
 		{"provider header Content-Type", "\t\tprovider q {\n\t\t\theader content-type text/plain\n\t\t}", `header Content-Type is set by the router or the connection, not by the config`, 11},
+		// transport settings the router's requests cannot honour: the
+		// provider's key went upstream in plaintext without a word
+		{"transport tls to an http base_url", "\t\tprovider q {\n\t\t\tbase_url http://127.0.0.1:2/v1\n\t\t\ttransport http {\n\t\t\t\ttls_insecure_skip_verify\n\t\t\t}\n\t\t}", `base_url "http://127.0.0.1:2/v1" is plain http, but its transport sets up TLS`, 11},
+		{"transport tls_except_ports", "\t\tprovider q {\n\t\t\tbase_url https://127.0.0.1:2/v1\n\t\t\ttransport http {\n\t\t\t\ttls\n\t\t\t\ttls_except_ports 2\n\t\t\t}\n\t\t}", `transport: tls_except_ports`, 11},
+		{"transport proxy_protocol", "\t\tprovider q {\n\t\t\ttransport http {\n\t\t\t\tproxy_protocol v2\n\t\t\t}\n\t\t}", `transport: proxy_protocol`, 11},
 		{"semantic typo", "\t\tcache {\n\t\t\tsemantic {\n\t\t\t\tthreshhold 0.9\n\t\t\t}\n\t\t}", `unrecognized semantic subdirective "threshhold" (did you mean "threshold"?)`, 13},
 	}
 	for _, tc := range cases {

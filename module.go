@@ -255,7 +255,11 @@ type Provider struct {
 	// the module behind reverse_proxy's `transport http`, with all its
 	// settings (TLS: trusted CAs, client certificates, server name,
 	// versions; dial and keep-alive; resolvers; forward_proxy_url; HTTP
-	// versions). Default: that transport with the router's pool sizes (512
+	// versions). BaseURL's scheme says whether TLS is used: TLS settings
+	// with an http:// BaseURL are refused, as are tls_except_ports and
+	// proxy_protocol, which reverse_proxy applies around this transport
+	// per request; a placeholder in tls_server_name is resolved at load.
+	// Default: that transport with the router's pool sizes (512
 	// idle connections a host, 1024 in all, idle for 90s) and a 10s dial
 	// timeout; an HTTPS upstream negotiates HTTP/2.
 	Transport *reverseproxy.HTTPTransport `json:"transport,omitempty"`
@@ -834,6 +838,13 @@ func (r *Router) validate() error {
 		}
 		if p.Timeout < 0 {
 			return cfgErr(subj, "timeout must not be negative")
+		}
+		base := p.BaseURL
+		if base == "" {
+			base = DefaultBaseURL
+		}
+		if err := transportFits(base, p.Transport); err != nil {
+			return cfgErr(subj, "%v", err)
 		}
 		for field := range p.Headers {
 			// no request could carry it: every one would fail in the transport

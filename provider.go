@@ -90,6 +90,9 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		}
 		tc.TLS.ServerName = name
 	}
+	if err := transportFits(base, pc.Transport); err != nil {
+		return nil, cfgErr(subj, "%v", err)
+	}
 	ht, err := newTransport(ctx, pc.Transport)
 	if err != nil {
 		return nil, cfgErr(subj, "transport: %v", err)
@@ -220,6 +223,33 @@ func newTransport(ctx caddy.Context, cfg *reverseproxy.HTTPTransport) (*reversep
 		t.TLSHandshakeTimeout = defaultTLSHandshake
 	}
 	return ht, nil
+}
+
+// transportFits refuses the settings of Caddy's HTTP transport that
+// reverse_proxy applies per request, around the transport the router
+// uses directly, and that the router's requests would silently go
+// without: TLS for an http:// base_url (reverse_proxy makes the upstream
+// https; the router's URL says http, and the key went in plaintext),
+// tls_except_ports (the base_url's scheme decides) and what needs a client
+// request's data (proxy_protocol). base is the base_url, resolved or
+// literal. (A placeholder in tls_server_name is resolved at load, in
+// newProvider.)
+func transportFits(base string, t *reverseproxy.HTTPTransport) error {
+	if t == nil {
+		return nil
+	}
+	if t.TLS != nil {
+		if len(t.TLS.ExceptPorts) > 0 {
+			return errors.New("transport: tls_except_ports does not apply to a provider: its base_url's scheme says whether TLS is used")
+		}
+		if u, err := url.Parse(base); err == nil && u.Scheme == "http" {
+			return fmt.Errorf("base_url %q is plain http, but its transport sets up TLS: write https:// (the key would go in plaintext)", base)
+		}
+	}
+	if t.ProxyProtocol != "" {
+		return errors.New("transport: proxy_protocol is not supported for a provider (it sends a client's address)")
+	}
+	return nil
 }
 
 // errSwitchingProtocols is the failure of a provider that answered 101.
