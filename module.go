@@ -287,7 +287,9 @@ type Model struct {
 	Weight *int `json:"weight,omitempty"`
 
 	// Price overrides the built-in price table, per 1M tokens in the
-	// configured price unit.
+	// configured price unit. Default: the price of another deployment of
+	// the same name that sets one, else the built-in table (by name, then
+	// by upstream id), else 0, with a warning at load.
 	Price *Price `json:"price,omitempty"`
 
 	// Fallback lists model names tried after this name's deployments.
