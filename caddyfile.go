@@ -85,7 +85,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		budget <name> {
 //			limit     <amount> per hour|day|week|month
-//			key       <placeholder>
+//			key       <placeholder> [label]
 //			match     <route or model>...
 //			downgrade <route>
 //			hard      <amount> [per hour|day|week|month]
