@@ -795,6 +795,11 @@ type promServer struct {
 	base   string
 	log    *syncBuffer
 	client *http.Client
+	// at is the time queries are evaluated at: that of the last scrape
+	// waitScrapeAfter saw succeed ("" for now). A later scrape that times
+	// out, as one may on a loaded machine, marks every series stale, and
+	// a query at "now" would find none of what that scrape held.
+	at string
 }
 
 // syncBuffer collects the process' output; it is read while the process
@@ -925,10 +930,12 @@ func (p *promServer) waitReady(t *testing.T, deadline time.Time) {
 func (p *promServer) waitScrapeAfter(t *testing.T, t0 time.Time, deadline time.Time) {
 	t.Helper()
 	target := float64(t0.UnixMilli()) / 1000
+	p.at = ""
 	for {
 		up := p.mustQuery(t, `up{job="`+promJob+`"}`)
 		ts := p.mustQuery(t, `timestamp(up{job="`+promJob+`"})`)
 		if len(up.samples) == 1 && up.samples[0].value == 1 && len(ts.samples) == 1 && ts.samples[0].value > target {
+			p.at = strconv.FormatFloat(ts.samples[0].value, 'f', 3, 64)
 			return
 		}
 		if time.Now().After(deadline) {
@@ -987,13 +994,17 @@ func (p *promServer) mustGet(t *testing.T, path string, out any) {
 	}
 }
 
-// query runs an instant query at the current time.
+// query runs an instant query at p.at, else at the current time.
 func (p *promServer) query(expr string) (promResult, error) {
 	var data struct {
 		ResultType string          `json:"resultType"`
 		Result     json.RawMessage `json:"result"`
 	}
-	if err := p.get("/api/v1/query?"+url.Values{"query": {expr}}.Encode(), &data); err != nil {
+	q := url.Values{"query": {expr}}
+	if p.at != "" {
+		q.Set("time", p.at)
+	}
+	if err := p.get("/api/v1/query?"+q.Encode(), &data); err != nil {
 		return promResult{}, err
 	}
 	res := promResult{resultType: data.ResultType}
