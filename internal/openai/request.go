@@ -963,19 +963,33 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 
 // readStoredPrompt reads the Responses API's prompt, a stored prompt by
 // its id, counted as a message's other members are (its variables are
-// text the model reads), and its id (StoredPrompt).
+// text the model reads), and its id (StoredPrompt), read strictly as
+// conversation's is: a 404 is matched against it and it keeps the request
+// from being hedged, so an "Id" (encoding/json's id) or a second id (a
+// first-wins parser's) must not pass unread.
 func (r *Request) readStoredPrompt(s *scanner, depth int) error {
 	if s.b[s.i] != '{' {
 		return r.readOther(s, depth)
 	}
+	var names memberNames
 	return s.object(depth, func(s *scanner, key []byte, _, depth int) error {
 		r.TextChars += int64(len(key))
 		start := s.i
-		err := r.readOther(s, depth)
-		if err == nil && s.b[start] == '"' && string(keyName(key)) == "id" {
-			r.StoredPrompt = strings.Clone(text(s.b[start:s.i]))
+		switch names.check(keyName(key), "prompt.", "id") {
+		case 0:
+			if err := readString(s, "prompt.id"); err != nil {
+				return err
+			}
+			if s.b[start] == '"' {
+				r.TextChars += s.chars
+				r.textWide += s.wide
+				r.StoredPrompt = strings.Clone(text(s.b[start:s.i]))
+			}
+			return nil
+		case -1:
+			return r.readOther(s, depth)
 		}
-		return err
+		return names.err
 	})
 }
 

@@ -502,6 +502,12 @@ func TestParseRequestRefusals(t *testing.T) {
 		{Responses, `{"input":"x","conversation":{"id":"conv_1","i\u0064":"conv_2"}}`, CodeDuplicate, "conversation.id"},
 		{Responses, `{"input":"x","conversation":1}`, CodeInvalidType, "conversation"},
 		{Responses, `{"input":"x","conversation":{"id":1}}`, CodeInvalidType, "conversation.id"},
+		// a stored prompt's id, which a 404 is matched against and which
+		// keeps a request from being hedged: read as strictly
+		{Responses, `{"input":"x","prompt":{"Id":"pmpt_1"}}`, CodeCaseVariant, "prompt.Id"},
+		{Responses, `{"input":"x","prompt":{"id":"pmpt_1","ID":"pmpt_2"}}`, CodeCaseVariant, "prompt.ID"},
+		{Responses, `{"input":"x","prompt":{"id":"pmpt_1","i\u0064":"pmpt_2"}}`, CodeDuplicate, "prompt.id"},
+		{Responses, `{"input":"x","prompt":{"id":1}}`, CodeInvalidType, "prompt.id"},
 		// the price tier and background, which the gateway acts on
 		{0, `{"Service_Tier":"priority"}`, CodeCaseVariant, "Service_Tier"},
 		{0, `{"service_tier":"default","SERVICE_TIER":"priority"}`, CodeDuplicate, "SERVICE_TIER"},
