@@ -1092,6 +1092,12 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// is: relayed, and tried nowhere else
 		res.outcome = outcomeServerError
 		res.detail = fmt.Sprintf("%d %s, but the stream's first event is not an answer", resp.StatusCode, http.StatusText(resp.StatusCode))
+		if openai.RateLimited(data) {
+			// a rate limit in the stream is a 429 without Retry-After:
+			// a cooldown, no health lost
+			res.outcome = outcomeRateLimited
+			res.detail = fmt.Sprintf("%d %s, but the stream's first event is a rate limit", resp.StatusCode, http.StatusText(resp.StatusCode))
+		}
 		if u, _, ok := openai.ChunkUsage(data); ok {
 			ex.spend(d, u) // an error event that reports what the provider billed
 		} else {
@@ -1183,11 +1189,15 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		}
 		if relay.failed {
 			res.outcome, res.detail = outcomeServerError, "stream broke: "+errErrorEvent.Error()
-			if relay.requests {
+			switch {
+			case relay.requests:
 				// the request's own fault (a prompt the provider's policy
 				// flagged): the client's, as a 400 is, never the
 				// deployment's health
 				res.outcome = outcomeClientError
+			case relay.rateLimited:
+				// as a 429 without Retry-After: a cooldown, no health lost
+				res.outcome = outcomeRateLimited
 			}
 		}
 		res.broken = true

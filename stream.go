@@ -73,6 +73,7 @@ type streamRelay struct {
 	done         bool  // saw [DONE], or a Responses API stream's end (responseEnded)
 	failed       bool  // the provider sent an error event: the stream failed, whatever followed
 	requests     bool  // its first error event blames the request, not the provider (openai.RequestsFault)
+	rateLimited  bool  // its first error event is a rate limit, as a 429 is (openai.RateLimited)
 	raised       bool  // one the official SDKs raise on (openai.SDKsRaise)
 	textBytes    int64 // UTF-8 bytes of text streamed, to estimate usage (openai.StreamTextBytes)
 	events       int   // events relayed
@@ -402,6 +403,7 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	case mayBeError(s.api, data) && openai.IsError(data):
 		if !s.failed {
 			s.requests = openai.RequestsFault(data)
+			s.rateLimited = openai.RateLimited(data)
 		}
 		s.failed = true
 		s.raised = s.raised || openai.SDKsRaise(data)

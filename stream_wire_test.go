@@ -400,3 +400,70 @@ func TestLargeEventArrivingSlowlyIsNoSilence(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamRateLimitEventIsA429: a provider that reports a rate limit
+// inside a 200 stream (an error event or a Responses API response.failed
+// whose code is rate_limit_exceeded or insufficient_quota; Anthropic's
+// rate_limit_error type) says what a 429 says: the deployment cools down
+// and loses no health, and a stream that has sent no answer yet fails
+// over.
+func TestStreamRateLimitEventIsA429(t *testing.T) {
+	const (
+		created = `data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","usage":null}}` + "\n\n"
+		delta   = `data: {"type":"response.output_text.delta","delta":"Sure"}` + "\n\n"
+		chatReq = `{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"Write."}]}`
+		respReq = `{"model":"simple_qa","stream":true,"input":"Write."}`
+	)
+	cases := []struct {
+		name, path, body, stream string
+		failsOver                bool
+	}{
+		{"chat, first event", "/v1/chat/completions", chatReq,
+			`data: {"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}` + "\n\n", true},
+		{"chat, first event, rate_limit_error", "/v1/chat/completions", chatReq,
+			`data: {"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}` + "\n\n", true},
+		{"responses, first event", "/v1/responses", respReq,
+			created + `data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"rate_limit_exceeded","message":"Rate limit reached."}}}` + "\n\n", true},
+		{"chat, mid-stream, insufficient_quota", "/v1/chat/completions", chatReq,
+			chunk("Sure") + `data: {"error":{"message":"You exceeded your current quota.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}` + "\n\n", false},
+		{"responses, mid-stream", "/v1/responses", respReq,
+			created + delta + `data: {"type":"error","code":"rate_limit_exceeded","message":"Rate limit reached.","param":null}` + "\n\n", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				if model == "deepseek-chat" {
+					io.WriteString(w, tc.stream)
+					return
+				}
+				if strings.HasSuffix(tc.path, "responses") {
+					io.WriteString(w, created+delta+`data: {"type":"response.completed","response":{"id":"resp_2","status":"completed","usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}}`+"\n\n")
+					return
+				}
+				io.WriteString(w, chunk("Hi")+"data: [DONE]\n\n")
+			})
+			r := benchRouter(t, up.URL, nil)
+			srv := routerServer(t, r)
+			done := requestsDone(t)
+			resp, err := http.Post(srv.URL+tc.path, "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body) // a broken stream ends with an abort
+			resp.Body.Close()
+			waitFor(t, done, "the stream to be counted")
+			if got := resp.Header.Get("X-LLM-Model") == "gemini-2.5-flash"; got != tc.failsOver {
+				t.Errorf("answered by %q; failed over: %v, want %v", resp.Header.Get("X-LLM-Model"), got, tc.failsOver)
+			}
+			for _, d := range r.deployments {
+				if s := d.state.health.score.Load(); s != maxScore {
+					t.Errorf("%s: health score %d, want %d: a rate limit costs no health", d.name, s, maxScore)
+				}
+				if v := d.state.viewAt(time.Now()); d.name == "deepseek-v3.2" && v.cooldownUntil.IsZero() {
+					t.Errorf("%s: %s, want a cooldown after its rate limit", d.name, v.state)
+				}
+			}
+		})
+	}
+}

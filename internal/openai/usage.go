@@ -225,13 +225,37 @@ func SDKsRaise(data []byte) bool {
 // the Responses API's error event itself, or response.failed's
 // response.error.
 func RequestsFault(data []byte) bool {
-	var obj, code, typ []byte
+	code, typ, ok := eventError(data)
+	if code != "" {
+		return requestCodes[code]
+	}
+	return ok && typ == "invalid_request_error"
+}
+
+// RateLimited reports whether a stream's error event is a rate limit, as
+// a 429 is: its error's code (or, with no code, its type) is OpenAI's
+// rate_limit_exceeded or insufficient_quota, or Anthropic's
+// rate_limit_error. The error is found as RequestsFault finds it.
+func RateLimited(data []byte) bool {
+	code, typ, _ := eventError(data)
+	if code == "" {
+		code = typ
+	}
+	return rateLimitCodes[code]
+}
+
+var rateLimitCodes = map[string]bool{"rate_limit_exceeded": true, "insufficient_quota": true, "rate_limit_error": true}
+
+// eventError is the code and type of a stream error event's error (see
+// RequestsFault); ok is false when data is not one JSON object.
+func eventError(data []byte) (code, typ string, ok bool) {
+	var obj, c, t []byte
 	valid := ForEachMember(data, func(key, val []byte) {
 		switch string(key) {
 		case "error":
 			obj = val
 		case "code":
-			code = val // the Responses API's error event
+			c = val // the Responses API's error event
 		case "response":
 			ForEachMember(val, func(key, val []byte) {
 				if string(key) == "error" {
@@ -241,23 +265,20 @@ func RequestsFault(data []byte) bool {
 		}
 	})
 	if !valid {
-		return false // not one JSON object: no error of any kind
+		return "", "", false // not one JSON object: no error of any kind
 	}
 	if obj != nil && obj[0] == '{' {
-		code = nil
+		c = nil
 		ForEachMember(obj, func(key, val []byte) {
 			switch string(key) {
 			case "code":
-				code = val
+				c = val
 			case "type":
-				typ = val
+				t = val
 			}
 		})
 	}
-	if c := text(code); c != "" {
-		return requestCodes[c]
-	}
-	return text(typ) == "invalid_request_error"
+	return text(c), text(t), true
 }
 
 // requestCodes are the error codes of OpenAI's APIs (the Responses API's
