@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"net/http"
@@ -118,42 +119,77 @@ const (
 	cacheBypass = "bypass"
 )
 
-// handlerOrdinals numbers the llm_router handlers of one server of a config
-// load, in the order Caddy provisions them (the config's order): a
-// handler's own cache store is found again by its server and number at
-// the next load. Caddy provisions each server's routes under a context of
-// its own (caddyhttp.ServerCtxKey), so the numbers start again at 0 on
-// every server: the server's listen addresses tell the handlers of two
-// servers apart (handlerPlace).
-var handlerOrdinals struct {
+// ownStores tells apart the own stores (no store name) of one server of a
+// config load. A handler's own store is found again at a reload by its
+// server and a hash of its whole config (ownStoreKey): never by its place
+// among the server's handlers, which a reload may give another handler
+// (a route added before it, two routes swapped) that is told apart from
+// it only by a matcher the handler never sees (a header, a remote IP).
+// Two handlers of one server with the same config cannot be told apart
+// that way either: once a second one is provisioned, each of them gets a
+// store of its own that no later load finds (claimOwnStore). Caddy
+// provisions each server's routes under a context of its own
+// (caddyhttp.ServerCtxKey), one server after another.
+var ownStores struct {
 	sync.Mutex
-	load context.Context // the config load (and server) being provisioned
-	next int
+	load  context.Context           // the config load (and server) being provisioned
+	byKey map[string]*responseCache // the handler of each key; nil once a second one has it
+	fresh int64                     // numbers the stores of handlers with a repeated config
 }
 
-// nextHandlerOrdinal is the number of the handler ctx provisions among
-// its server's.
-func nextHandlerOrdinal(ctx caddy.Context) int {
-	handlerOrdinals.Lock()
-	defer handlerOrdinals.Unlock()
-	if handlerOrdinals.load != ctx.Context {
-		handlerOrdinals.load, handlerOrdinals.next = ctx.Context, 0
-	}
-	n := handlerOrdinals.next
-	handlerOrdinals.next++
-	return n
-}
-
-// handlerPlace names the handler ctx provisions, the same across reloads
-// that keep its server and its place among the server's handlers, and
-// never the same for two handlers of one load: its server's listen
-// addresses (no two servers share one) and its number.
-func handlerPlace(ctx caddy.Context) string {
-	place := "handler " + strconv.Itoa(nextHandlerOrdinal(ctx))
+// ownStoreKey is the pool key of the own store of the handler ctx
+// provisions, whose config (as loaded, before defaults) is cfg: its
+// server's listen addresses (no two servers share one) and a hash of cfg,
+// which holds the store's size.
+func ownStoreKey(ctx caddy.Context, cfg []byte) string {
+	sum := sha256.Sum256(cfg)
+	key := "cache/own " + hex.EncodeToString(sum[:])
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
-		place = "server " + strconv.Quote(strings.Join(srv.Listen, " ")) + "/" + place
+		key = "cache/own server " + strconv.Quote(strings.Join(srv.Listen, " ")) + "/" + hex.EncodeToString(sum[:])
 	}
-	return place
+	return key
+}
+
+// claimOwnStore records rc's own store among its server's in this load.
+// A second handler with the same key (the same config on the same server)
+// makes the key ambiguous: both, and any further one, then leave the
+// store found under it for one of their own, found by no later load, so
+// that neither serves what the other, or the handler of the last load
+// that had that config, stored.
+func claimOwnStore(ctx caddy.Context, rc *responseCache) error {
+	ownStores.Lock()
+	defer ownStores.Unlock()
+	if ownStores.load != ctx.Context {
+		ownStores.load, ownStores.byKey = ctx.Context, map[string]*responseCache{}
+	}
+	first, seen := ownStores.byKey[rc.poolKey]
+	if !seen {
+		ownStores.byKey[rc.poolKey] = rc
+		return nil
+	}
+	ownStores.byKey[rc.poolKey] = nil
+	for _, h := range []*responseCache{first, rc} {
+		if h == nil {
+			continue // already moved
+		}
+		ownStores.fresh++
+		if err := h.rebind(h.poolKey + " load-only " + strconv.FormatInt(ownStores.fresh, 10)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forgetOwnStore drops rc from ownStores, which would otherwise hold the
+// last load's stores until the next load.
+func forgetOwnStore(rc *responseCache) {
+	ownStores.Lock()
+	defer ownStores.Unlock()
+	for k, h := range ownStores.byKey {
+		if h == rc {
+			delete(ownStores.byKey, k)
+		}
+	}
 }
 
 // credentialHeaders are the headers an OpenAI-compatible client sends its
@@ -174,6 +210,8 @@ type responseCache struct {
 	streams    bool
 	store      *cacheStore
 	poolKey    string
+	cfg        *Cache // what the stores are made of (acquire)
+	size       int64
 	semantic   *semanticCache // nil without a semantic block
 	// emptyScopeWarned: a request whose scope placeholder was empty has
 	// been logged (once a handler: a misconfiguration repeats on every
@@ -192,7 +230,9 @@ func (rc *responseCache) warnEmptyScope(logger *zap.Logger, p string) {
 
 // newResponseCache builds the cache c configures; forwarded are the client
 // headers the router's forward_header opened.
-func newResponseCache(c *Cache, forwarded []string, place string) (*responseCache, error) {
+// ownKey is the pool key of the handler's own store (ownStoreKey), used
+// when c names no store.
+func newResponseCache(c *Cache, forwarded []string, ownKey string) (*responseCache, error) {
 	rc := &responseCache{ttl: time.Duration(c.TTL), stale: time.Duration(c.StaleIfError), keyHeaders: keyHeaders(c.KeyHeaders, forwarded), streams: !c.NoStreams}
 	switch {
 	case c.SharedScope:
@@ -220,26 +260,48 @@ func newResponseCache(c *Cache, forwarded []string, place string) (*responseCach
 	if size <= 0 {
 		size = defaultCacheSize
 	}
-	// a handler's own store, by its server and place among the server's
-	// llm_router handlers (the same across reloads that keep the order), or
+	// a handler's own store, by its server and config (ownStoreKey), or
 	// a store several handlers name
-	rc.poolKey = "cache/" + strconv.FormatInt(size, 10) + "/" + place
 	rc.own = c.Store == ""
+	key := ownKey
 	if !rc.own {
-		rc.poolKey = "cache/store " + c.Store
+		key = "cache/store " + c.Store
 	}
-	v, _, err := cacheStores.LoadOrNew(rc.poolKey, func() (caddy.Destructor, error) { return newCacheStore(size), nil })
-	if err != nil {
+	rc.cfg, rc.size = c, size
+	if err := rc.acquire(key); err != nil {
 		return nil, err
 	}
-	rc.store = v.(*cacheStore)
-	if c.Semantic != nil {
-		if rc.semantic, err = newSemanticCache(c.Semantic, rc.poolKey); err != nil {
-			rc.release()
-			return nil, err
-		}
-	}
 	return rc, nil
+}
+
+// acquire takes the store (and semantic store) under key from the pools.
+func (rc *responseCache) acquire(key string) error {
+	rc.poolKey = key
+	v, _, err := cacheStores.LoadOrNew(key, func() (caddy.Destructor, error) { return newCacheStore(rc.size), nil })
+	if err != nil {
+		return err
+	}
+	rc.store = v.(*cacheStore)
+	if sc := rc.cfg.Semantic; sc != nil {
+		var logger *zap.Logger
+		if rc.semantic != nil {
+			logger = rc.semantic.logger
+		}
+		if rc.semantic, err = newSemanticCache(sc, key); err != nil {
+			rc.semantic = nil
+			_, _ = cacheStores.Delete(key)
+			return err
+		}
+		rc.semantic.logger = logger
+	}
+	return nil
+}
+
+// rebind gives rc, at provisioning, the store under key instead of its
+// own (claimOwnStore).
+func (rc *responseCache) rebind(key string) error {
+	rc.release()
+	return rc.acquire(key)
 }
 
 // keyHeaders are the request headers whose values a key holds: the
@@ -270,8 +332,8 @@ func (rc *responseCache) release() {
 }
 
 // cacheStores holds the stored answers, so that they survive reloads: one
-// store per handler (by its size and its place among the load's cached
-// handlers), or per store name (responseCache.poolKey).
+// store per handler (by its server and config, ownStoreKey), or per store
+// name (responseCache.poolKey).
 var cacheStores = caddy.NewUsagePool()
 
 // cacheStore is a bounded set of answers, and the requests in flight to

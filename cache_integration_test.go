@@ -416,16 +416,21 @@ func TestCacheStaleIfError(t *testing.T) {
 	}
 }
 
-// TestCacheSurvivesReload: the stored answers outlive a reload.
+// TestCacheSurvivesReload: the stored answers outlive a reload that
+// keeps the handler's config (here one that changes the site around it);
+// one that changes the config starts an empty store.
 func TestCacheSurvivesReload(t *testing.T) {
 	router := cacheRouter("\t\tmax_size 1006KB")
 	g := newGateway(t, router)
 	q := question("How long does delivery take?", false, "")
 	resp, _ := g.post(q)
 	expectCache(t, resp, "miss")
-	g.reload(strings.Replace(router, "max_request_body", "max_request_body", 1) + "\tmax_request_body 4MB\n")
+	g.reloadWith(globalOptions, "\theader X-Reloaded 1", router)
 	resp, _ = g.post(q)
 	expectCache(t, resp, "hit")
+	g.reload(router + "\tmax_request_body 4MB\n")
+	resp, _ = g.post(q)
+	expectCache(t, resp, "miss")
 }
 
 // TestSDKReadsReplayedStream: the official SDK reads a stream replayed

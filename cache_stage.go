@@ -167,10 +167,9 @@ func (ex *exchange) lookupCache(p plan) bool {
 // requestBase is where a request reached its handler: its host and its
 // path as the client sent it (before any rewrite, handle_path's prefix
 // strip included). A handler's own store is found again at a reload by
-// its place among its server's handlers, which a reload may give another
-// handler (a site or route added before it); the base in every key of an
-// own store keeps the answers of one tenant's host or path from the
-// handler that takes its place.
+// its server and config (ownStoreKey); the base in every key of an own
+// store keeps, besides, the answers of one tenant's host or path from any
+// other.
 func requestBase(r *http.Request) (host, path string) {
 	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
 		return orig.Host, orig.URL.Path

@@ -121,7 +121,7 @@ func TestCacheScopeNotBothSharedAndScoped(t *testing.T) {
 	}
 }
 
-// TestCacheStoreNotAnotherHandlersAfterReorder: a handler's own store is
+// TestCacheStoreNotAnotherHandlersAfterReorder: a handler's own store was
 // found again at a reload by the handler's place among its server's
 // handlers; a reload that puts another handler in that place (here a
 // tenant's route added before the others: the Caddyfile puts the longer
@@ -157,5 +157,48 @@ func TestCacheStoreNotAnotherHandlersAfterReorder(t *testing.T) {
 			resp, _ = g.postPath("/shop/v1/chat/completions", qa)
 			expectCache(t, resp, "hit")
 		})
+	}
+}
+
+// TestCacheStoreNotAnotherHandlersByMatcher: two handlers on one host and
+// path, told apart only by a header matcher (a tenant each, each with a
+// store of its own, answers shared within the tenant), have the same host
+// and path in their keys; a reload that swaps their places must not hand
+// one the other's store: tenant b was served, and learnt of, what tenant
+// a's clients asked. Nor must a handler whose config changed take the
+// store of the one that had its place.
+func TestCacheStoreNotAnotherHandlersByMatcher(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	same := g.fill(cacheRouter("\t\tmax_size 1015KB\n\t\tscope shared"))
+	other := g.fill(cacheRouter("\t\tmax_size 1015KB\n\t\tscope shared\n\t\tmatch simple_qa deepseek-v3.2"))
+	tenant := func(name, body string) string {
+		return "\t@" + name + " header X-Tenant " + name + "\n\thandle @" + name + " {\n\t\tllm_router {" + body + "\n\t\t}\n\t}\n"
+	}
+	site := func(tenants ...string) {
+		g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n"+strings.Join(tenants, "")+"}\n", "caddyfile")
+	}
+	site(tenant("a", same), tenant("b", same))
+	q := question("What did a customer of tenant a ask?", false, "")
+	resp, _ := g.post(q, "X-Tenant", "a")
+	expectCache(t, resp, "miss")
+	resp, _ = g.post(q, "X-Tenant", "a")
+	expectCache(t, resp, "hit")
+
+	site(tenant("b", same), tenant("a", same))
+	resp, _ = g.post(q, "X-Tenant", "b")
+	if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+		t.Errorf("tenant b after the reload that swapped the handlers: X-LLM-Cache %q (Age %q), want miss: it was served tenant a's answer",
+			got, resp.Header.Get("Age"))
+	}
+
+	q = question("What else did a customer of tenant a ask?", false, "")
+	site(tenant("a", same), tenant("b", other))
+	resp, _ = g.post(q, "X-Tenant", "a")
+	expectCache(t, resp, "miss")
+	site(tenant("b", other), tenant("a", same))
+	resp, _ = g.post(q, "X-Tenant", "b")
+	if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+		t.Errorf("tenant b (its own config) after the reload that swapped the handlers: X-LLM-Cache %q (Age %q), want miss: it was served tenant a's answer",
+			got, resp.Header.Get("Age"))
 	}
 }

@@ -6,6 +6,7 @@ package llmrouter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -477,6 +478,15 @@ func (r *Router) newDeployments() []*deployment {
 func (r *Router) Provision(ctx caddy.Context) error {
 	r.ctx = ctx
 	r.logger = ctx.Logger()
+	var ownKey string
+	if r.Cache != nil && r.Cache.Store == "" {
+		// the config as loaded, before defaults: its own store's identity
+		cfg, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		ownKey = ownStoreKey(ctx, cfg)
+	}
 	r.setDefaults()
 	if err := r.validate(); err != nil {
 		return err
@@ -566,13 +576,18 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		r.budgets = append(r.budgets, b)
 	}
 	if r.Cache != nil {
-		rc, err := newResponseCache(r.Cache, r.ForwardHeaders, handlerPlace(ctx))
+		rc, err := newResponseCache(r.Cache, r.ForwardHeaders, ownKey)
 		if err != nil {
 			return err
 		}
 		r.cache = rc
 		if rc.semantic != nil {
 			rc.semantic.logger = r.logger
+		}
+		if rc.own {
+			if err := claimOwnStore(ctx, rc); err != nil {
+				return err
+			}
 		}
 		r.routing.setNamespaces(r.askedWith)
 	}
@@ -1150,6 +1165,7 @@ func (r *Router) Cleanup() error {
 		releaseLedger(b)
 	}
 	if r.cache != nil {
+		forgetOwnStore(r.cache)
 		r.cache.release()
 	}
 	for _, p := range r.providers {

@@ -370,18 +370,29 @@ func TestSemanticCacheStaleIfError(t *testing.T) {
 }
 
 // TestSemanticCacheSurvivesReload: the stored questions outlive a reload
-// that keeps the embedding model and max_entries (here the threshold
-// changes, and applies at once).
+// that keeps the handler's config, and, in a named store, one that keeps
+// the embedding model and max_entries (here the threshold changes, and
+// applies at once).
 func TestSemanticCacheSurvivesReload(t *testing.T) {
-	g := newGateway(t, semanticRouter("\t\t\tthreshold 0.9"))
-	g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
-	g.ask("What is your return policy?", "")
-	g.reload(semanticRouter("\t\t\tthreshold 0.85"))
-	chats := g.chatRequests()
-	resp, _ := g.ask("Tell me the return policy please", "")
-	expectCache(t, resp, "semantic-hit")
-	if g.chatRequests() != chats {
-		t.Error("after the reload, the paraphrase asked a model")
+	named := func(semantic string) string {
+		return strings.Replace(semanticRouter(semantic), "\tcache {\n", "\tcache {\n\t\tstore semantic_reload\n", 1)
+	}
+	for _, tc := range []struct{ name, before, after, site string }{
+		{"own store", semanticRouter("\t\t\tthreshold 0.9"), semanticRouter("\t\t\tthreshold 0.9"), "\theader X-Reloaded 1"},
+		{"named store", named("\t\t\tthreshold 0.9"), named("\t\t\tthreshold 0.85"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGateway(t, tc.before)
+			g.primary.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+			g.ask("What is your return policy?", "")
+			g.reloadWith(globalOptions, tc.site, tc.after)
+			chats := g.chatRequests()
+			resp, _ := g.ask("Tell me the return policy please", "")
+			expectCache(t, resp, "semantic-hit")
+			if g.chatRequests() != chats {
+				t.Error("after the reload, the paraphrase asked a model")
+			}
+		})
 	}
 }
 
