@@ -1208,8 +1208,14 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// the client has the provider's error event; unless the SDKs
 		// raise on it (the Responses API's "error" and response.failed
 		// events they yield as any other), the router's follows, so that
-		// they raise rather than meet a bare transport error
-		if !relay.raised {
+		// they raise rather than meet a bare transport error: the
+		// provider's own error when it blames the request (a flagged
+		// prompt is no provider failure to retry), else the router's
+		switch {
+		case relay.raised:
+		case relay.requests:
+			_ = writeEnvelope(ex.w, openai.ErrorEnvelope(relay.requestsErr))
+		default:
 			_ = writeStreamError(ex.w, &routerError{typ: typeServerError, code: codeStreamBroken, msg: msg})
 		}
 		_ = rc.Flush()

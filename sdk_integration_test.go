@@ -250,3 +250,47 @@ func TestSDKBudgetRefusalRaisesAtOnce(t *testing.T) {
 		t.Errorf("the SDK, Retry-After %s: %+v (error %+v), want RateLimitError budget_exceeded at once", resp.Header.Get("Retry-After"), got, got.Error)
 	}
 }
+
+// TestSDKResponsesRequestsOwnErrorRaisesIt: a Responses API stream whose
+// provider flags the prompt mid-way (its "error" event, or response.failed,
+// with cyber_policy or invalid_prompt: the request's own fault, relayed
+// and counted against no deployment) makes the official SDK raise that
+// error, as the same error in a 400 would: the router's own event that
+// follows (the SDKs yield those two events without raising) said
+// server_error / upstream_stream_broken, a provider failure the client
+// could retry forever.
+func TestSDKResponsesRequestsOwnErrorRaisesIt(t *testing.T) {
+	const (
+		created = `data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","usage":null}}` + "\n\n"
+		delta   = `data: {"type":"response.output_text.delta","delta":"Sure"}` + "\n\n"
+	)
+	for _, tc := range []struct{ name, event, code, message string }{
+		{"error event", `data: {"type":"error","code":"invalid_prompt","message":"Invalid prompt: flagged.","param":null}` + "\n\n",
+			"invalid_prompt", "Invalid prompt: flagged."},
+		{"response.failed", `data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"cyber_policy","message":"Flagged for possible cybersecurity risk."}}}` + "\n\n",
+			"cyber_policy", "Flagged for possible cybersecurity risk."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGateway(t, defaultRouter)
+			g.primary.Set("deepseek-chat", mockllm.Behavior{Body: created + delta + tc.event, ContentType: "text/event-stream"})
+			var got struct {
+				Types []string  `json:"types"`
+				Error *sdkError `json:"error"`
+			}
+			runSDK(t, "responses-stream", &got)
+			if got.Error == nil {
+				t.Fatalf("the SDK returned a failed stream without raising: %+v", got)
+			}
+			if got.Error.Code == nil || *got.Error.Code != tc.code || !strings.Contains(got.Error.Message, tc.message) {
+				t.Errorf("the SDK raised %+v (code %v), want the provider's error %s %q", *got.Error, deref(got.Error.Code), tc.code, tc.message)
+			}
+		})
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}

@@ -67,16 +67,17 @@ type streamRelay struct {
 	// stream holds none.
 	out *[]byte
 
-	usage        usage // the provider's, when found (by value: most streams have one, and a pointer allocated it)
-	found        bool  // the stream carried usage
-	bytesAtUsage int64 // textBytes when usage was last seen: text after it is not in it
-	done         bool  // saw [DONE], or a Responses API stream's end (responseEnded)
-	failed       bool  // the provider sent an error event: the stream failed, whatever followed
-	requests     bool  // its first error event blames the request, not the provider (openai.RequestsFault)
-	rateLimited  bool  // its first error event is a rate limit, as a 429 is (openai.RateLimited)
-	raised       bool  // one the official SDKs raise on (openai.SDKsRaise)
-	textBytes    int64 // UTF-8 bytes of text streamed, to estimate usage (openai.StreamTextBytes)
-	events       int   // events relayed
+	usage        usage  // the provider's, when found (by value: most streams have one, and a pointer allocated it)
+	found        bool   // the stream carried usage
+	bytesAtUsage int64  // textBytes when usage was last seen: text after it is not in it
+	done         bool   // saw [DONE], or a Responses API stream's end (responseEnded)
+	failed       bool   // the provider sent an error event: the stream failed, whatever followed
+	requests     bool   // its first error event blames the request, not the provider (openai.RequestsFault)
+	requestsErr  []byte // that event's data, when requests: the error the client is told (openai.ErrorEnvelope)
+	rateLimited  bool   // its first error event is a rate limit, as a 429 is (openai.RateLimited)
+	raised       bool   // one the official SDKs raise on (openai.SDKsRaise)
+	textBytes    int64  // UTF-8 bytes of text streamed, to estimate usage (openai.StreamTextBytes)
+	events       int    // events relayed
 }
 
 // relay writes first, then every following event of events, to w. Each
@@ -403,6 +404,9 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 	case mayBeError(s.api, data) && openai.IsError(data):
 		if !s.failed {
 			s.requests = openai.RequestsFault(data)
+			if s.requests {
+				s.requestsErr = bytes.Clone(data) // scrubbed with ev
+			}
 			s.rateLimited = openai.RateLimited(data)
 		}
 		s.failed = true
@@ -499,13 +503,19 @@ var (
 	responseFailed     = []byte(`"response.failed"`)
 )
 
+// writeEnvelope ends a committed stream with an error event whose data is
+// the error envelope b.
+func writeEnvelope(w io.Writer, b []byte) error {
+	out := make([]byte, 0, len(b)+8)
+	out = append(out, "data: "...)
+	out = append(out, b...)
+	out = append(out, "\n\n"...)
+	_, err := w.Write(out)
+	return err
+}
+
 // writeStreamError ends a committed stream with an error event in the form
 // the official SDKs raise on (a data member "error").
 func writeStreamError(w io.Writer, e *routerError) error {
-	b := make([]byte, 0, 256)
-	b = append(b, "data: "...)
-	b = append(b, e.envelope()...)
-	b = append(b, "\n\n"...)
-	_, err := w.Write(b)
-	return err
+	return writeEnvelope(w, e.envelope())
 }

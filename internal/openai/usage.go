@@ -2,6 +2,7 @@ package openai
 
 import (
 	"bytes"
+	"encoding/json"
 	"math/bits"
 	"strings"
 )
@@ -279,6 +280,55 @@ func eventError(data []byte) (code, typ string, ok bool) {
 		})
 	}
 	return text(c), text(t), true
+}
+
+// ErrorEnvelope is a stream error event's error (found as RequestsFault
+// finds it) in the form the official SDKs raise on, as a 4xx body has it:
+// {"error":{"message","type","param","code"}}. The Responses API's error
+// event and response.failed's error name no type: the type is then
+// invalid_request_error, what a 400 with that code says.
+func ErrorEnvelope(data []byte) []byte {
+	src := data
+	var obj []byte
+	ForEachMember(data, func(key, val []byte) {
+		switch string(key) {
+		case "error":
+			obj = val
+		case "response":
+			ForEachMember(val, func(key, val []byte) {
+				if string(key) == "error" {
+					obj = val
+				}
+			})
+		}
+	})
+	inner := obj != nil && obj[0] == '{'
+	if inner {
+		src = obj
+	}
+	var e struct {
+		Message string          `json:"message"`
+		Type    string          `json:"type"`
+		Param   json.RawMessage `json:"param"`
+		Code    json.RawMessage `json:"code"`
+	}
+	_ = json.Unmarshal(src, &e) // what it reads of a member of another kind: nothing
+	if !inner {
+		e.Type = "" // the Responses API's error event: its type is the event's
+	}
+	if e.Type == "" {
+		e.Type = "invalid_request_error"
+	}
+	if e.Param == nil {
+		e.Param = json.RawMessage("null")
+	}
+	if e.Code == nil {
+		e.Code = json.RawMessage("null")
+	}
+	b, _ := json.Marshal(struct {
+		Error any `json:"error"`
+	}{e})
+	return b
 }
 
 // requestCodes are the error codes of OpenAI's APIs (the Responses API's
