@@ -387,7 +387,7 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 		// another request it asked not to get, and its 429 no news
 		return probeSkipped
 	}
-	ctx, cancel := context.WithTimeout(ctx, ps.timeout)
+	ctx, cancel := context.WithTimeout(withLoadReplacer(ctx), ps.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ps.url.String(), bytes.NewReader(ps.body))
 	if err != nil {

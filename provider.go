@@ -278,11 +278,20 @@ func (p *provider) roundTripper() http.RoundTripper {
 	return p.rt
 }
 
+// withLoadReplacer gives a request of the router's own (a probe,
+// verify_key's) the replacer Caddy's transport and its network_proxy look
+// for in a request's context, with the placeholders known at load, as
+// Caddy's own active health checks do: without it a proxy URL that is a
+// placeholder fails every such request.
+func withLoadReplacer(ctx context.Context) context.Context {
+	return context.WithValue(ctx, caddy.ReplacerCtxKey, caddy.NewReplacer())
+}
+
 // verifyKey asks the provider to list models with the configured key and
 // fails on 401/403, so a wrong key is found at load and not at the first
 // customer request. A provider that cannot be reached only gets a warning.
 func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, min(p.timeout, 15*time.Second))
+	ctx, cancel := context.WithTimeout(withLoadReplacer(ctx), min(p.timeout, 15*time.Second))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.urls[modelsEndpoint].String(), nil)
 	if err != nil {
