@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"net/http"
 	"net/http/httputil"
 	"strings"
@@ -39,5 +40,31 @@ func TestProbeThroughPlaceholderProxy(t *testing.T) {
 	}
 	if proxied.Load() == 0 {
 		t.Error("no probe went through the proxy")
+	}
+}
+
+// TestProxyURLKnownOnlyPerRequestRefused: a forward proxy URL is resolved
+// at load, as every provider setting: one known only per request (a
+// client's header) let a client send the provider's requests, its API key
+// in them, through a proxy of its choosing. Such a config now fails to
+// load, naming the setting.
+func TestProxyURLKnownOnlyPerRequestRefused(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	router := strings.Replace(defaultRouter, "\t\ttimeout 2s\n\t}\n\tprovider backup",
+		"\t\ttimeout 2s\n\t\ttransport http {\n\t\t\tforward_proxy_url {http.request.header.X-Egress}\n\t\t}\n\t}\n\tprovider backup", 1)
+	cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(router) + "\n\t}\n}\n"
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loadConfig(string(adapted)); err == nil || !strings.Contains(err.Error(), "forward_proxy_url") {
+		// loaded: a client picks the proxy, which gets the provider's key
+		var seen atomic.Value
+		proxy := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen.Store(r.Header.Get("Authorization"))
+			http.Error(w, "no", http.StatusBadGateway)
+		}))
+		g.post(chatBody("simple_qa", false), "X-Egress", proxy.URL)
+		t.Fatalf("a per-request forward_proxy_url loaded (%v); the client's proxy got Authorization %q", err, seen.Load())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -76,6 +77,11 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 	if !httpguts.ValidHeaderFieldValue(key) {
 		// never the key itself: the error is logged and shown
 		return nil, cfgErr(subj, "api_key: not a valid header value (a line break or control character inside the key?)")
+	}
+	if tc := pc.Transport; tc != nil {
+		if err := resolveProxyAtLoad(repl, tc); err != nil {
+			return nil, cfgErr(subj, "transport forward_proxy_url (network_proxy url): %v", err)
+		}
 	}
 	if tc := pc.Transport; tc != nil && tc.TLS != nil && tc.TLS.ServerName != "" {
 		// resolved now, as every provider setting: with a placeholder left
@@ -176,6 +182,39 @@ func resolveAtLoad(repl *caddy.Replacer, v string) (string, error) {
 		}
 	}
 	return repl.ReplaceKnown(v, ""), nil
+}
+
+// resolveProxyAtLoad resolves the placeholders of the transport's forward
+// proxy URL (forward_proxy_url, which Caddy's Caddyfile writes as
+// network_proxy url) at load, as every provider setting: Caddy resolves
+// it per request, and one known per request would let a client send the
+// provider's requests, its key in them, through a proxy of its choosing.
+func resolveProxyAtLoad(repl *caddy.Replacer, tc *reverseproxy.HTTPTransport) error {
+	if tc.ForwardProxyURL != "" {
+		u, err := resolveAtLoad(repl, tc.ForwardProxyURL)
+		if err != nil {
+			return err
+		}
+		tc.ForwardProxyURL = u
+	}
+	if len(tc.NetworkProxyRaw) == 0 {
+		return nil
+	}
+	var np map[string]any
+	if json.Unmarshal(tc.NetworkProxyRaw, &np) != nil || np["from"] != "url" {
+		return nil // another source of proxies, or Caddy's to refuse
+	}
+	raw, ok := np["url"].(string)
+	if !ok {
+		return nil
+	}
+	u, err := resolveAtLoad(repl, raw)
+	if err != nil {
+		return err
+	}
+	np["url"] = u
+	tc.NetworkProxyRaw, err = json.Marshal(np)
+	return err
 }
 
 // The router's transport defaults, where Caddy's would suit a gateway
