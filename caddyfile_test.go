@@ -219,6 +219,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		// headers the router or the connection sets: dropped without a word
 		{"provider header Host", "\t\tprovider q {\n\t\t\theader Host api.example.test\n\t\t}", `header Host is set by the router or the connection, not by the config`, 11},
 		{"provider header Content-Type", "\t\tprovider q {\n\t\t\theader content-type text/plain\n\t\t}", `header Content-Type is set by the router or the connection, not by the config`, 11},
+		// an https request's own headers go through a proxy's tunnel to the
+		// provider: the proxy's password with them
+		{"provider header Proxy-Authorization to https", "\t\tprovider q {\n\t\t\theader Proxy-Authorization \"Basic cHJveHk6cHc=\"\n\t\t}", `header Proxy-Authorization would reach the provider`, 11},
 		// transport settings the router's requests cannot honour: the
 		// provider's key went upstream in plaintext without a word
 		{"transport tls to an http base_url", "\t\tprovider q {\n\t\t\tbase_url http://127.0.0.1:2/v1\n\t\t\ttransport http {\n\t\t\t\ttls_insecure_skip_verify\n\t\t\t}\n\t\t}", `base_url "http://127.0.0.1:2/v1" is plain http, but its transport sets up TLS`, 11},

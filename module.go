@@ -227,7 +227,9 @@ type Provider struct {
 	// resolved then; one known only per request is a config error. Never
 	// a header the router or the connection sets (Host, Content-Type,
 	// Content-Length, Content-Encoding, Accept-Encoding, hop-by-hop
-	// headers but Proxy-Authorization), nor Authorization beside APIKey.
+	// headers but Proxy-Authorization, and that one only with an http://
+	// BaseURL: an https request's headers go through a proxy's tunnel to
+	// the provider), nor Authorization beside APIKey.
 	Headers http.Header `json:"headers,omitempty"`
 
 	// VerifyKey makes the router GET {base_url}/models with the key at load
@@ -862,6 +864,11 @@ func (r *Router) validate() error {
 		}
 		if err := transportFits(base, p.Transport); err != nil {
 			return cfgErr(subj, "%v", err)
+		}
+		if !strings.Contains(base, "{") {
+			if err := proxyAuthFits(base, p.Headers); err != nil {
+				return cfgErr(subj, "%v", err)
+			}
 		}
 		for field := range p.Headers {
 			// no request could carry it: every one would fail in the transport

@@ -99,6 +99,9 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 	if err := transportFits(base, pc.Transport); err != nil {
 		return nil, cfgErr(subj, "%v", err)
 	}
+	if err := proxyAuthFits(base, pc.Headers); err != nil {
+		return nil, cfgErr(subj, "%v", err)
+	}
 	ht, err := newTransport(ctx, pc.Transport)
 	if err != nil {
 		return nil, cfgErr(subj, "transport: %v", err)
@@ -287,6 +290,25 @@ func transportFits(base string, t *reverseproxy.HTTPTransport) error {
 	}
 	if t.ProxyProtocol != "" {
 		return errors.New("transport: proxy_protocol is not supported for a provider (it sends a client's address)")
+	}
+	return nil
+}
+
+// proxyAuthFits refuses a Proxy-Authorization among a provider's headers
+// when base (the base_url, resolved or literal) is not plain http: Go's
+// transport sends a request's own headers to the proxy only for http://
+// URLs; an https:// request goes through the proxy's CONNECT tunnel with
+// them, and the proxy's credentials reached the provider. Caddy's
+// transport sends those of forward_proxy_url (user:password@) to the
+// proxy alone.
+func proxyAuthFits(base string, headers http.Header) error {
+	if u, err := url.Parse(base); err == nil && u.Scheme == "http" {
+		return nil
+	}
+	for f := range headers {
+		if http.CanonicalHeaderKey(f) == "Proxy-Authorization" {
+			return errors.New("header Proxy-Authorization would reach the provider: an https request's headers go through the proxy's tunnel; give the proxy's credentials in transport http's forward_proxy_url (http://user:password@proxy:port)")
+		}
 	}
 	return nil
 }
