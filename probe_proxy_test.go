@@ -1,35 +1,25 @@
 package llmrouter
 
 import (
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"net/http"
-	"net/http/httputil"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 // TestProbeThroughPlaceholderProxy: a provider reached through a forward
-// proxy whose URL is a placeholder ({env.*}, resolved per request by
-// Caddy's network_proxy with the replacer of the request's context) is
-// probed through it, as live requests are. A probe's context had no
-// replacer: every probe failed ("failed to obtain replacer from request")
+// proxy whose URL is a placeholder ({env.*}) is probed through it, as live
+// requests are. Caddy's network_proxy once resolved it per request with
+// the replacer of the request's context, and a probe's had none: every
+// probe failed ("failed to obtain replacer from request")
 // and took 20 points, and a deployment serving well was disabled within
 // four rounds.
 func TestProbeThroughPlaceholderProxy(t *testing.T) {
-	var proxied atomic.Int64
-	proxy := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		proxied.Add(1)
-		(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL, pr.Out.Host = r.URL, r.URL.Host
-		}}).ServeHTTP(w, r)
-	}))
+	proxy, proxied := newForwardProxy()
 	t.Setenv("LLM_ROUTER_TEST_PROXY", proxy.URL)
-	router := strings.Replace(withHealth("\t\tinterval 20ms\n\t\ttimeout 1s"), "\t\ttimeout 2s\n\t}\n\tprovider backup",
-		"\t\ttimeout 2s\n\t\ttransport http {\n\t\t\tforward_proxy_url {env.LLM_ROUTER_TEST_PROXY}\n\t\t}\n\t}\n\tprovider backup", 1)
-	if !strings.Contains(router, "forward_proxy_url") {
-		t.Fatal("no transport added")
-	}
+	router := viaProxy(t, withHealth("\t\tinterval 20ms\n\t\ttimeout 1s"), "{env.LLM_ROUTER_TEST_PROXY}")
 	g := newGateway(t, router)
 	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})
 	for range 3 {
@@ -50,8 +40,7 @@ func TestProbeThroughPlaceholderProxy(t *testing.T) {
 // load, naming the setting.
 func TestProxyURLKnownOnlyPerRequestRefused(t *testing.T) {
 	g := newGateway(t, defaultRouter)
-	router := strings.Replace(defaultRouter, "\t\ttimeout 2s\n\t}\n\tprovider backup",
-		"\t\ttimeout 2s\n\t\ttransport http {\n\t\t\tforward_proxy_url {http.request.header.X-Egress}\n\t\t}\n\t}\n\tprovider backup", 1)
+	router := viaProxy(t, defaultRouter, "{http.request.header.X-Egress}")
 	cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(router) + "\n\t}\n}\n"
 	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
 	if err != nil {

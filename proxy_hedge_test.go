@@ -1,10 +1,6 @@
 package llmrouter
 
 import (
-	"net/http"
-	"net/http/httputil"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,18 +14,8 @@ import (
 // hedge, on two goroutines, wrote that map at once (a data race, and
 // Go's fatal "concurrent map writes").
 func TestHedgeThroughForwardProxy(t *testing.T) {
-	var proxied atomic.Int64
-	proxy := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		proxied.Add(1)
-		(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL, pr.Out.Host = r.URL, r.URL.Host
-		}}).ServeHTTP(w, r)
-	}))
-	router := strings.Replace(hedgeRouter(""), "\t\ttimeout 2s\n\t}\n\tprovider backup",
-		"\t\ttimeout 2s\n\t\ttransport http {\n\t\t\tforward_proxy_url "+proxy.URL+"\n\t\t}\n\t}\n\tprovider backup", 1)
-	if router == hedgeRouter("") {
-		t.Fatal("no transport added")
-	}
+	proxy, proxied := newForwardProxy()
+	router := viaProxy(t, hedgeRouter(""), proxy.URL)
 	g := newGateway(t, router)
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 3 * time.Second})
 	for range 3 {

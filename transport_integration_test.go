@@ -177,18 +177,36 @@ func TestTLSNameErrorHasNoAddress(t *testing.T) {
 	}
 }
 
-// TestForwardProxy: a provider reached through an HTTP proxy
-// (`forward_proxy_url` of Caddy's transport).
-func TestForwardProxy(t *testing.T) {
-	var proxied atomic.Int64
-	proxy := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		proxied.Add(1)
+// newForwardProxy is an HTTP forward proxy on loopback; relayed counts
+// the requests it passed on.
+func newForwardProxy() (proxy *httptest.Server, relayed *atomic.Int64) {
+	relayed = new(atomic.Int64)
+	proxy = newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		relayed.Add(1)
 		(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL, pr.Out.Host = r.URL, r.URL.Host // an absolute-form request: where to
 		}}).ServeHTTP(w, r)
 	}))
-	g := newGateway(t, strings.Replace(defaultRouter, "\t\ttimeout 2s\n\t}\n\tprovider backup",
-		"\t\ttimeout 2s\n\t\ttransport http {\n\t\t\tforward_proxy_url "+proxy.URL+"\n\t\t}\n\t}\n\tprovider backup", 1))
+	return proxy, relayed
+}
+
+// viaProxy puts router's primary provider (the one whose block ends with
+// `timeout 2s`, as defaultRouter's) behind forward_proxy_url proxyURL.
+func viaProxy(t *testing.T, router, proxyURL string) string {
+	t.Helper()
+	const end = "\t\ttimeout 2s\n\t}\n\tprovider backup"
+	if !strings.Contains(router, end) {
+		t.Fatal("viaProxy: no primary provider block ending with timeout 2s")
+	}
+	return strings.Replace(router, end,
+		"\t\ttimeout 2s\n\t\ttransport http {\n\t\t\tforward_proxy_url "+proxyURL+"\n\t\t}\n\t}\n\tprovider backup", 1)
+}
+
+// TestForwardProxy: a provider reached through an HTTP proxy
+// (`forward_proxy_url` of Caddy's transport).
+func TestForwardProxy(t *testing.T) {
+	proxy, proxied := newForwardProxy()
+	g := newGateway(t, viaProxy(t, defaultRouter, proxy.URL))
 	for _, stream := range both {
 		resp, body := g.post(chatBody("simple_qa", stream))
 		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
