@@ -303,11 +303,7 @@ func TestRequestsOwnStreamErrorBlamesNoDeployment(t *testing.T) {
 			if n := asked.Load(); n != 1 {
 				t.Errorf("the provider was asked %d times, want once: the request's own error is not tried elsewhere", n)
 			}
-			for _, d := range r.deployments {
-				if s := d.state.health.score.Load(); s != maxScore {
-					t.Errorf("%s: health score %d, want %d: the request's own error", d.name, s, maxScore)
-				}
-			}
+			expectFullHealth(t, r, "the request's own error")
 		})
 	}
 }
@@ -394,11 +390,7 @@ func TestLargeEventArrivingSlowlyIsNoSilence(t *testing.T) {
 	if err != nil || !bytes.HasSuffix(body, []byte(relayDone)) || bytes.Contains(body, []byte(codeStreamBroken)) {
 		t.Errorf("%v, %d bytes ending %q: want the whole stream", err, len(body), body[max(0, len(body)-200):])
 	}
-	for _, d := range r.deployments {
-		if s := d.state.health.score.Load(); s != maxScore {
-			t.Errorf("%s: health score %d, want %d: the provider was never silent", d.name, s, maxScore)
-		}
-	}
+	expectFullHealth(t, r, "the provider was never silent")
 }
 
 // TestStreamRateLimitEventIsA429: a provider that reports a rate limit
@@ -456,14 +448,23 @@ func TestStreamRateLimitEventIsA429(t *testing.T) {
 			if got := resp.Header.Get("X-LLM-Model") == "gemini-2.5-flash"; got != tc.failsOver {
 				t.Errorf("answered by %q; failed over: %v, want %v", resp.Header.Get("X-LLM-Model"), got, tc.failsOver)
 			}
+			expectFullHealth(t, r, "a rate limit costs no health")
 			for _, d := range r.deployments {
-				if s := d.state.health.score.Load(); s != maxScore {
-					t.Errorf("%s: health score %d, want %d: a rate limit costs no health", d.name, s, maxScore)
-				}
 				if v := d.state.viewAt(time.Now()); d.name == "deepseek-v3.2" && v.cooldownUntil.IsZero() {
 					t.Errorf("%s: %s, want a cooldown after its rate limit", d.name, v.state)
 				}
 			}
 		})
+	}
+}
+
+// expectFullHealth: every deployment of r has its full score (why says
+// what should have cost none).
+func expectFullHealth(t *testing.T, r *Router, why string) {
+	t.Helper()
+	for _, d := range r.deployments {
+		if s := d.state.health.score.Load(); s != maxScore {
+			t.Errorf("%s: health score %d, want %d: %s", d.name, s, maxScore, why)
+		}
 	}
 }
