@@ -1085,7 +1085,9 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		return
 	}
 	res.status = resp.StatusCode
-	if data := openai.EventData(first); openai.IsDone(data) || !openai.ReadAnswer(0, data).IsAnswer() && !openai.RequestsFault(data) {
+	data := openai.EventData(first)
+	answer := !openai.IsDone(data) && openai.ReadAnswer(0, data).IsAnswer()
+	if !answer && (openai.IsDone(data) || !openai.RequestsFault(data)) {
 		// an error, or a stream that ends before any answer: fail over,
 		// the input charged as estimated (the provider may bill it). An
 		// error of the request's own is the client's answer, as a 400
@@ -1105,7 +1107,9 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		}
 		return
 	}
-	if !ex.gate.claim(i) {
+	// an error event of the request's own is an error answer, as a 400
+	// is: a hedge's waits for the first attempt (claimError)
+	if answer && !ex.gate.claim(i) || !answer && !ex.gate.claimError(i) {
 		lostHedge(res)
 		return
 	}

@@ -64,7 +64,8 @@ func (g *hedgeGate) claim(i int) bool {
 }
 
 // claimError is claim for an attempt whose answer is an error status,
-// relayed as the client's own. The hedge's (i 1) waits for the first
+// relayed as the client's own, or a stream whose first event is an error
+// blaming the request (openai.RequestsFault), as such a status is. The hedge's (i 1) waits for the first
 // attempt to end, and claims only if that one did not answer: without the
 // hedge its deployment would only have been asked once the first failed,
 // and its quick 400 (a smaller context window, a parameter it lacks) is

@@ -236,3 +236,16 @@ func TestHedgeNeitherAnswered(t *testing.T) {
 		t.Errorf("hedges_total: lost +%v, failed +%v; want 0 and 1 (neither attempt answered)", lost, failed)
 	}
 }
+
+// TestHedgeRequestsFaultEventWaitsForTheFirst: a stream's first event
+// that is an error blaming the request (a context too long for the
+// hedge's smaller window) is the hedge's error answer as a 400 is: it
+// waits for the first attempt, whose answer is relayed.
+func TestHedgeRequestsFaultEventWaitsForTheFirst(t *testing.T) {
+	g := newGateway(t, hedgeRouter(""))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 800 * time.Millisecond, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Times: 1,
+		Body: `data: {"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}` + "\n\n"})
+	resp, body := g.post(chatBody("simple_qa", true))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 2)
+}
