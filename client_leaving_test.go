@@ -125,3 +125,48 @@ func TestHedgeAnswerAfterClientLeftIsNoError(t *testing.T) {
 		t.Errorf("the handler returned errClientGone (499) for a request it answered 200 with its hedge")
 	}
 }
+
+// TestFirstAnswerAfterFailedHedgeAndClientLeftIsNoError: the mirror of
+// TestHedgeAnswerAfterClientLeftIsNoError: the hedge fails, the client
+// closes its side, and the first attempt then answers 200: the request
+// is counted as answered 200, not as a 499 of a client gone before its
+// answer.
+func TestFirstAnswerAfterFailedHedgeAndClientLeftIsNoError(t *testing.T) {
+	router := strings.Replace(defaultRouter, "first_byte_timeout 2s", "first_byte_timeout 5s\n\t\thedge_after 100ms", 1)
+	g := newGateway(t, router)
+	done := requestsDone(t)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Latency: 1500 * time.Millisecond, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
+	before := scrape(t)
+
+	body := chatBody("simple_qa", false)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gatewayURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		strings.TrimPrefix(gatewayURL, "http://"), len(body), body)
+	waitFor(t, g.primary.Arrived(), "the first attempt")
+	if got := waitFor(t, g.primary.Arrived(), "the hedge"); got != "gemini-2.5-flash" {
+		t.Fatalf("hedge arrived at %q", got)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no response: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-LLM-Model") != "deepseek-v3.2" {
+		t.Fatalf("status %d model %q body %q: want the first attempt's answer", resp.StatusCode, resp.Header.Get("X-LLM-Model"), b)
+	}
+	waitFor(t, done, "the request to be counted")
+	after := scrape(t)
+	for k, v := range after {
+		if strings.HasPrefix(k, "caddy_llm_router_requests_total{") && strings.Contains(k, `code="499"`) && v != before[k] {
+			t.Errorf("%s +%v: the request answered 200 was counted as a client gone before its answer", k, v-before[k])
+		}
+	}
+}

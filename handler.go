@@ -198,7 +198,13 @@ var errClientGone = caddyhttp.Error(499, errors.New("the client went away before
 // clientGone records that the client went away before anything was
 // written: ServeHTTP returns 499 to Caddy, as reverse_proxy does, so that
 // a client that only half-closed its side sees 499, never an empty 200.
+// Nothing changes once an attempt answered: the other attempt of its
+// hedge, ending after it (run records the first attempt's end first),
+// failed or was canceled after the client had its answer.
 func (ex *exchange) clientGone() {
+	if ex.answered != nil {
+		return
+	}
 	ex.status = 499
 	ex.gone = errClientGone
 }

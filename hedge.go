@@ -142,8 +142,8 @@ type hedgedResult struct {
 
 // hedgedAttempt tries d, and after delay without a first byte also h,
 // unless that is at tryEnd or later (try_duration: no new attempt starts
-// then); the first to commit answers. It returns the attempts made, in the
-// order they ended, and whether h was started. d's attempt runs on the
+// then); the first to commit answers. It returns the attempts made, d's
+// first whichever ended first, and whether h was started. d's attempt runs on the
 // request's goroutine, as any attempt: a hedge that never starts costs a
 // timer.
 func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd time.Time) (done []hedgedResult, hedged bool) {
