@@ -72,6 +72,10 @@ func TestAnswerTextBytesEveryText(t *testing.T) {
 		{"responses function call", Responses, `{"object":"response","output":[{"type":"function_call","call_id":"c1","name":"f","arguments":"` + long + `"}]}`, 1000},
 		{"responses reasoning", Responses, `{"object":"response","output":[{"type":"reasoning","summary":[{"type":"summary_text","text":"` + long + `"}],"content":[{"type":"reasoning_text","text":"` + long + `"}]}]}`, 2000},
 		{"responses refusal", Responses, `{"object":"response","output":[{"type":"message","content":[{"type":"refusal","refusal":"` + long + `"}]}]}`, 1000},
+		// a custom tool's call (type "custom", which the router serves as
+		// priced) writes its text in "input"
+		{"responses custom tool call", Responses, `{"object":"response","output":[{"type":"custom_tool_call","call_id":"c1","name":"exec","input":"` + long + `"}],"tools":[{"type":"custom","name":"exec"}]}`, 1000},
+		{"chat custom tool call", Chat, `{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"custom","custom":{"name":"exec","input":"` + long + `"}}]}}]}`, 1000},
 	}
 	for _, tc := range cases {
 		if got := AnswerTextBytes(tc.api, []byte(tc.data)); got != tc.want {

@@ -409,9 +409,10 @@ func newTextKeys(in string, alias int, names ...string) *textKeys {
 }
 
 // chatText is a chat delta's or message's text: its content and refusal,
-// its tool calls' (and legacy function call's) arguments, its reasoning.
-// A reasoning's "reasoning_details" repeat its text, and are not counted.
-var chatText = newTextKeys("choices", 3, "content", "refusal", "arguments", "reasoning_content", "reasoning")
+// its tool calls' (and legacy function call's) arguments, a custom tool
+// call's input, its reasoning. A reasoning's "reasoning_details" repeat
+// its text, and are not counted.
+var chatText = newTextKeys("choices", 4, "content", "refusal", "arguments", "input", "reasoning_content", "reasoning")
 
 // streamTextKeys are where each API's streamed text is: a chat delta's
 // (chatText), a completion's text, and for the Responses API the "delta"
@@ -438,11 +439,11 @@ func StreamTextBytes(api API, data []byte) int64 {
 // answerTextKeys are where each API's text is in a JSON answer: a chat
 // message's (chatText), a completion's text, and in a Responses output the
 // texts of its messages, reasoning summaries and reasoning ("text"), its
-// refusals and its function calls' arguments.
+// refusals, its function calls' arguments and its custom tool calls' input.
 var answerTextKeys = [Responses + 1]*textKeys{
 	Chat:        chatText,
 	Completions: newTextKeys("choices", 1, "text"),
-	Responses:   newTextKeys("output", 3, "text", "refusal", "arguments"),
+	Responses:   newTextKeys("output", 4, "text", "refusal", "arguments", "input"),
 }
 
 // AnswerTextBytes counts the text in a JSON answer, in UTF-8 bytes
