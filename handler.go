@@ -904,7 +904,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		}
 		if !a.Found {
 			// an answer without usage: billed all the same
-			u = ex.estimate(openai.AnswerTextBytes(ex.ep.api(), payload))
+			u = ex.estimate(ex.generatedBytes(openai.AnswerTextBytes(ex.ep.api(), payload)))
 		}
 		if !ex.gate.claim(i) {
 			lostHedge(res)
@@ -1045,7 +1045,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		if payload, err := readResponse(resp); err == nil {
 			u, found, valid := openai.AnswerUsage(payload)
 			if !found || !valid {
-				u = ex.estimate(openai.AnswerTextBytes(ex.ep.api(), payload))
+				u = ex.estimate(ex.generatedBytes(openai.AnswerTextBytes(ex.ep.api(), payload)))
 			}
 			ex.spend(d, u)
 		} else {
@@ -1798,6 +1798,17 @@ func (ex *exchange) estimate(outputBytes int64) usage {
 		Output:    (outputBytes + openai.CharsPerToken - 1) / openai.CharsPerToken,
 		Estimated: true,
 	}
+}
+
+// generatedBytes is the text the provider generated for an answer that
+// returned out bytes of it: a completions request's best_of candidates
+// are all generated, and billed, for the n (default 1) returned.
+func (ex *exchange) generatedBytes(out int64) int64 {
+	n := max(ex.body.N, 1)
+	if ex.ep != completionsEndpoint || ex.body.BestOf <= n {
+		return out
+	}
+	return mulSat(out, ex.body.BestOf) / n
 }
 
 // finish counts the client request, once, however it ended: one

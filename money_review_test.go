@@ -107,3 +107,23 @@ func TestHedgeSparesAContinuation(t *testing.T) {
 		t.Errorf("%d from %q: %.300s; want the home's answer", w.Code, w.Header().Get(hdrModel), w.Body)
 	}
 }
+
+// TestBestOfAnswerWithoutUsageChargesEveryCandidate: a completions request
+// with best_of has the provider generate, and bill, best_of completions
+// for the n it returns. An answer without usage was estimated from the
+// text returned alone, a quarter of what a best_of 4 request generated.
+func TestBestOfAnswerWithoutUsageChargesEveryCandidate(t *testing.T) {
+	text := strings.Repeat("word ", 80) // 400 bytes: 100 tokens
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"index":0,"text":"`+text+`","logprobs":null,"finish_reason":"stop"}]}`)
+	})
+	r := benchRouter(t, up.URL, nil)
+	w := serveOnceAt(r, "/v1/completions", `{"model":"deepseek-v3.2","prompt":"Write a long story.","best_of":4,"max_tokens":200}`)
+	if w.Code != http.StatusOK {
+		t.Fatalf("%d %s, want 200", w.Code, w.Body)
+	}
+	if c := chargedTo(r, "deepseek-v3.2"); c.out < 4*100 {
+		t.Errorf("charged %+v, want the output of the 4 completions generated (at least 400 tokens), not of the one returned", c)
+	}
+}
