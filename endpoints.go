@@ -47,8 +47,8 @@ func (e endpoint) api() openai.API { return openai.API(e) }
 
 // endpointOf finds the endpoint a path is for, by its suffix (the handler's
 // matcher says where the API root is), the one method it takes, and for
-// GET …/models/{id} the id. It returns 0 for a path the router does not
-// serve.
+// GET …/models/{id} what follows the path's first "/models/" (serveModels
+// finds the id in it). It returns 0 for a path the router does not serve.
 func endpointOf(path string) (ep endpoint, method, modelID string) {
 	switch {
 	case strings.HasSuffix(path, "/chat/completions"):
@@ -62,7 +62,7 @@ func endpointOf(path string) (ep endpoint, method, modelID string) {
 	case strings.HasSuffix(path, "/models"):
 		return modelsEndpoint, http.MethodGet, ""
 	}
-	if i := strings.LastIndex(path, "/models/"); i >= 0 && len(path) > i+len("/models/") {
+	if i := strings.Index(path, "/models/"); i >= 0 && len(path) > i+len("/models/") {
 		return modelsEndpoint, http.MethodGet, path[i+len("/models/"):]
 	}
 	return 0, "", ""
@@ -157,17 +157,26 @@ func (r *Router) buildModelAnswers() {
 }
 
 // serveModels answers GET …/models, or GET …/models/{id} when id is set,
-// and returns the status sent.
+// and returns the status sent. id is what follows the path's first
+// "/models/": a model id in parts may have "/models/" in it (Fireworks'
+// "accounts/fireworks/models/…"), and so may the API root, so the longest
+// tail of id after a "/models/" that names a model or route is the one
+// asked for.
 func (r *Router) serveModels(w http.ResponseWriter, id string) int {
 	body := r.modelsJSON
-	if id != "" {
+	for id != "" {
 		var ok bool
-		if body, ok = r.modelJSON[id]; !ok {
+		if body, ok = r.modelJSON[id]; ok {
+			break
+		}
+		i := strings.Index(id, "/models/")
+		if i < 0 {
 			e := invalidRequest(http.StatusNotFound, codeModelNotFound, "model",
 				"The model '"+truncate(id, maxEchoedName)+"' does not exist on this gateway")
 			e.write(w)
 			return e.status
 		}
+		id = id[i+len("/models/"):]
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
