@@ -1753,6 +1753,7 @@ func (ex *exchange) holdBudgets(d *deployment, copies int, whole bool) *budget {
 // spent (spend) and reported by the placeholders; it returns the answer's
 // cost, in the deployment's currency.
 func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
+	u = d.billed(u)
 	cost := ex.spend(d, u)
 	ex.usageMu.Lock()
 	ex.ph.usage, ex.ph.cost, ex.ph.costKnown = u, cost, true
@@ -1763,6 +1764,7 @@ func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
 // spend counts what an attempt cost, answer or not: metrics, statistics,
 // the client's totals and the request's budgets; it returns the cost.
 func (ex *exchange) spend(d *deployment, u usage) float64 {
+	u = d.billed(u)
 	ex.usageMu.Lock()
 	defer ex.usageMu.Unlock()
 	cost := d.price.cost(u) * d.currency.Rate
@@ -1798,6 +1800,17 @@ func (ex *exchange) estimate(outputBytes int64) usage {
 		Output:    (outputBytes + openai.CharsPerToken - 1) / openai.CharsPerToken,
 		Estimated: true,
 	}
+}
+
+// billed is usage u as d's provider bills it: an embedding's tokens are
+// all input, whatever the report calls them (a provider that reports only
+// total_tokens, as Voyage AI does, has them read as output, which an
+// embedding model's price may put at nothing).
+func (d *deployment) billed(u usage) usage {
+	if d.kind == kindEmbedding && u.Output != 0 {
+		u.Input, u.Output = addTokens(u.Input, u.Output), 0
+	}
+	return u
 }
 
 // generatedBytes is the text the provider generated for an answer that

@@ -127,3 +127,26 @@ func TestBestOfAnswerWithoutUsageChargesEveryCandidate(t *testing.T) {
 		t.Errorf("charged %+v, want the output of the 4 completions generated (at least 400 tokens), not of the one returned", c)
 	}
 }
+
+// TestEmbeddingTotalOnlyUsageIsInput: an embedding's tokens are all input.
+// A provider that reports only usage.total_tokens (Voyage AI does) had
+// them taken for output tokens, which an embedding model prices at
+// nothing when its price says so ("price 0.02 0", as list prices show no
+// output price): such embeddings were free to every budget.
+func TestEmbeddingTotalOnlyUsageIsInput(t *testing.T) {
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"`+model+`","usage":{"total_tokens":1000000}}`)
+	})
+	zero := 0.0
+	r := benchRouter(t, up.URL, func(r *Router) {
+		r.Models = append(r.Models, &Model{Name: "text-embedding-3-small", Price: &Price{Input: 0.02, Output: &zero}})
+	})
+	w := serveOnceAt(r, "/v1/embeddings", `{"model":"text-embedding-3-small","input":"hello"}`)
+	if w.Code != http.StatusOK {
+		t.Fatalf("%d %s, want 200", w.Code, w.Body)
+	}
+	if c := chargedTo(r, "text-embedding-3-small"); c.in != 1000000 || c.out != 0 || c.cost < 0.0199 {
+		t.Errorf("charged %+v, want the 1M tokens reported as input, at 0.02", c)
+	}
+}
