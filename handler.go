@@ -183,6 +183,10 @@ type exchange struct {
 	storedMissing int
 	missingParam  string
 
+	// homeSkipped is the home of the response the request continues when
+	// it is a candidate skipped for now (homeFirst)
+	homeSkipped deploymentID
+
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
 
@@ -628,7 +632,7 @@ func (ex *exchange) run(p plan) {
 	// the time the candidates' health is read at (one clock read for both)
 	start := now()
 	candidates, skipped := p.order(start, nil, r.logger, balance{latency: r.Failover.Balance == balanceLatency, stream: ex.body.Stream})
-	ex.homeFirst(candidates) // a Responses continuation goes where its response is
+	ex.homeFirst(candidates, skipped) // a Responses continuation goes where its response is
 	maxAttempts := r.Failover.MaxAttempts
 	if maxAttempts <= 0 {
 		maxAttempts = len(candidates) + len(skipped)
@@ -855,8 +859,12 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 	res.outcome, relay = classifyStatus(resp.StatusCode)
 	if !relay && ex.namesRequestResource(resp.StatusCode, payload, d.upstream) {
 		// the stored response the request continues is not there: the
-		// client's error, whichever deployment is asked
-		res.outcome, relay = outcomeClientError, true
+		// client's error, whichever deployment is asked, unless the
+		// response's home is a candidate skipped for now (a cooldown):
+		// then the request fails over, with no fault of d's, and ends
+		// with the home's pause (a 503 with Retry-After) rather than a
+		// 404 that tells the client its response is gone
+		res.outcome, relay = outcomeClientError, !ex.awayFromHome(d)
 	}
 	if param, ok := ex.namesStored(resp.StatusCode, payload, d.upstream); !relay && ok {
 		// the conversation, or a stored item, is not at this deployment:

@@ -101,8 +101,11 @@ func (ex *exchange) inputTokens() int64 {
 }
 
 // homeFirst moves the deployment that made the response a request
-// continues to the front of its candidates, when it is one of them.
-func (ex *exchange) homeFirst(candidates []*deployment) {
+// continues to the front of its candidates, when it is one of them. When
+// it is one of the skipped (cooling down, disabled), homeSkipped notes it:
+// another deployment's 404 for the response then says only that the
+// response is not there.
+func (ex *exchange) homeFirst(candidates []*deployment, skipped []skipped) {
 	prev := ex.continued()
 	if prev == "" {
 		return
@@ -118,6 +121,19 @@ func (ex *exchange) homeFirst(candidates []*deployment) {
 			return
 		}
 	}
+	for _, s := range skipped {
+		if s.d.id == home.d {
+			ex.homeSkipped = home.d
+			return
+		}
+	}
+}
+
+// awayFromHome reports whether d is not the home of the response the
+// request continues, which is one of its candidates though skipped for
+// now (homeFirst): d's 404 for that response is no answer to relay.
+func (ex *exchange) awayFromHome(d *deployment) bool {
+	return ex.homeSkipped != (deploymentID{}) && d.id != ex.homeSkipped
 }
 
 // namesRequestResource reports whether an error answer is about something

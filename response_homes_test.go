@@ -333,3 +333,36 @@ func twoModelGateway(t *testing.T, url string) (*gateway, func() (int, int)) {
 		return statsFor(t, g, "m1", "p").HealthScore, statsFor(t, g, "m2", "p").HealthScore
 	}
 }
+
+// TestContinuationWaitsForItsCoolingHome: a continuation whose home is
+// cooling down (its provider asked for a pause) went to another candidate,
+// whose 404 "previous response not found" was relayed as the client's own
+// error: told that its response does not exist, the client starts over,
+// though the response is at its home, back in seconds. That 404 says only
+// that the response is not there: the request fails over, with no health
+// lost, and ends in a 503 whose Retry-After is the home's pause.
+func TestContinuationWaitsForItsCoolingHome(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 500, Times: 1})
+	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Which jacket is warmer?"}`)
+	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+	var first struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(body), &first); err != nil || first.ID == "" {
+		t.Fatalf("no response id in %s", body)
+	}
+	// the home is rate limited: a pause of 30 s
+	g.backup.Set("claude-sonnet-4.5", mockllm.Behavior{Status: 429, RetryAfter: "30", Times: 1})
+	if resp, body = g.postPath("/v1/responses", `{"model":"claude-sonnet-4.5","input":"Hi"}`); resp.StatusCode < 400 {
+		t.Fatalf("%d %s, want the rate limit", resp.StatusCode, body)
+	}
+	before := statsFor(t, g, "gpt-4.1", "primary").HealthScore
+	resp, body = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"`+first.ID+`"}`)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Retry-After") == "1" {
+		t.Errorf("%d (Retry-After %q) %s; want 503 with the home's pause", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if after := statsFor(t, g, "gpt-4.1", "primary").HealthScore; after != before {
+		t.Errorf("gpt-4.1's score went from %d to %d on a response it never had", before, after)
+	}
+}
