@@ -1103,7 +1103,8 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	answer := !openai.IsDone(data) && openai.ReadAnswer(0, data).IsAnswer()
 	if !answer && (openai.IsDone(data) || !openai.RequestsFault(data)) {
 		// an error, or a stream that ends before any answer: fail over,
-		// the input charged as estimated (the provider may bill it). An
+		// the input charged as estimated (the provider may bill it), but
+		// for a rate limit, which generated nothing, as a 429 did not. An
 		// error of the request's own is the client's answer, as a 400
 		// is: relayed, and tried nowhere else
 		res.outcome = outcomeServerError
@@ -1114,9 +1115,12 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 			res.outcome = outcomeRateLimited
 			res.detail = fmt.Sprintf("%d %s, but the stream's first event is a rate limit", resp.StatusCode, http.StatusText(resp.StatusCode))
 		}
-		if u, _, ok := openai.ChunkUsage(data); ok {
+		switch u, _, ok := openai.ChunkUsage(data); {
+		case ok:
 			ex.spend(d, u) // an error event that reports what the provider billed
-		} else {
+		case res.outcome == outcomeRateLimited:
+			// refused before generating, as a 429 is: nothing to bill
+		default:
 			ex.spend(d, ex.estimate(0))
 		}
 		return
