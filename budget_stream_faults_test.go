@@ -76,3 +76,56 @@ func TestStreamRateLimitFirstEventNotCharged(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamRequestsFaultFirstEventNotCharged: an error event that blames
+// the request (a prompt too long for the model's context, one the
+// provider's policy flags), sent before any output, is the provider's
+// 400 in a stream (README, Failover): it generated nothing, and the
+// attempt is charged nothing, as the 400 is. One that reports usage is
+// charged that.
+func TestStreamRequestsFaultFirstEventNotCharged(t *testing.T) {
+	const created = `data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","usage":null}}` + "\n\n"
+	cases := []struct {
+		name, path, body, stream string
+		want                     float64
+	}{
+		{"chat, context_length_exceeded", "/v1/chat/completions",
+			`{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("Write a long story. ", 200) + `"}]}`,
+			`data: {"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}` + "\n\n", 0},
+		{"responses, invalid_prompt after its opening event", "/v1/responses",
+			`{"model":"simple_qa","stream":true,"input":"Write a long story about a lighthouse keeper."}`,
+			created + `data: {"type":"error","code":"invalid_prompt","message":"Invalid prompt: your prompt was flagged as potentially violating our usage policy.","param":null}` + "\n\n", 0},
+		{"responses, response.failed with usage", "/v1/responses",
+			`{"model":"simple_qa","stream":true,"input":"Write a long story about a lighthouse keeper."}`,
+			created + `data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"invalid_prompt","message":"Invalid prompt."},"usage":{"input_tokens":7,"output_tokens":3,"total_tokens":10}}}` + "\n\n", 10 * 1000 / 1e6},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			up := reviewUpstream(t, func(w http.ResponseWriter, _ string, _ map[string]any) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, tc.stream)
+			})
+			r := benchRouter(t, up.URL, func(r *Router) {
+				price := &Price{Input: 1000}
+				r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+				r.Budgets = []*Budget{{Name: "stream_requests_fault", Limits: []BudgetLimit{{Amount: 100, Period: "day"}}}}
+				r.BudgetSync = -1
+			})
+			srv := routerServer(t, r)
+			done := requestsDone(t)
+			resp, err := http.Post(srv.URL+tc.path, "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body) // ends with an abort
+			resp.Body.Close()
+			waitFor(t, done, "the stream to be counted")
+			if !strings.Contains(string(body), `"error"`) {
+				t.Fatalf("%d %q, want the provider's error relayed", resp.StatusCode, body)
+			}
+			if got := spentIn(r, 0, periodDay); got < tc.want*0.999 || got > tc.want*1.001 {
+				t.Errorf("budget spent %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1100,8 +1100,9 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	}
 	res.status = resp.StatusCode
 	data := openai.EventData(first)
+	refused := openai.RequestsFault(data) // the provider's 400, in the stream
 	answer := !openai.IsDone(data) && openai.ReadAnswer(0, data).IsAnswer()
-	if !answer && (openai.IsDone(data) || !openai.RequestsFault(data)) {
+	if !answer && (openai.IsDone(data) || !refused) {
 		// an error, or a stream that ends before any answer: fail over,
 		// the input charged as estimated (the provider may bill it), but
 		// for a rate limit, which generated nothing, as a 429 did not. An
@@ -1188,8 +1189,13 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		}
 	}
 	// abandoned, broken, or a provider that ignores include_usage: the
-	// provider bills anyway, so an estimate is counted rather than nothing
-	cost := ex.observeUsage(d, u)
+	// provider bills anyway, so an estimate is counted rather than nothing;
+	// but a request refused at its first event, with no text and no usage
+	// after it, generated nothing, as the 400 it stands for did not
+	var cost float64
+	if !refused || relay.found || relay.textBytes > 0 {
+		cost = ex.observeUsage(d, u)
+	}
 	if ex.ep == responsesEndpoint {
 		ex.rememberAnswer(relay.responseID, d, u)
 	}
