@@ -3,8 +3,14 @@ package llmrouter
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
 // TestStreamRateLimitFirstEventNotCharged: a rate limit reported as a
@@ -127,5 +133,45 @@ func TestStreamRequestsFaultFirstEventNotCharged(t *testing.T) {
 				t.Errorf("budget spent %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestHedgeStreamRefusalWaitsForFirst: a hedge whose stream opens with an
+// error that blames the request (context_length_exceeded: its deployment's
+// context window is smaller) does not win over the first attempt, which
+// may well answer, as a hedge's 400 does not (hedgeGate.claimError): the
+// client gets the first attempt's answer, and the budget pays for that
+// answer, not for the first attempt as a loser and the hedge's refusal.
+func TestHedgeStreamRefusalWaitsForFirst(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	t.Cleanup(srv.Close)
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Second}) // slow, but answers
+	mock.Set("gemini-2.5-flash", mockllm.Behavior{ContentType: "text/event-stream",
+		Body: `data: {"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}` + "\n\n"})
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		price := &Price{Input: 1000}
+		r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(20 * time.Millisecond)}
+		r.Budgets = []*Budget{{Name: "hedge_refusal", Limits: []BudgetLimit{{Amount: 100, Period: "day"}}}}
+		r.BudgetSync = -1
+	})
+	done := requestsDone(t)
+	resp, err := http.Post(routerServer(t, r).URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"Write a long story."}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body) // a relayed refusal ends with an abort
+	resp.Body.Close()
+	waitFor(t, done, "the stream to be counted")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(hdrModel) != "deepseek-v3.2" || !strings.Contains(string(body), "[DONE]") {
+		t.Fatalf("%d via %q: %q, want the first attempt's answer", resp.StatusCode, resp.Header.Get(hdrModel), body)
+	}
+	if c := chargedTo(r, "deepseek-v3.2"); c.estIn != 0 || c.in == 0 {
+		t.Errorf("the first attempt was charged %+v, want its answer's usage", c)
+	}
+	if c := chargedTo(r, "gemini-2.5-flash"); c.cost != 0 {
+		t.Errorf("the hedge's refusal was charged %+v, want nothing", c)
 	}
 }

@@ -612,7 +612,8 @@ type attemptResult struct {
 	broken     bool          // a committed stream broke: the response must be aborted
 	started    time.Time
 
-	// errorAnswer: the provider answered with an error status, so it
+	// errorAnswer: the provider answered with an error status (or a
+	// stream whose first event is the request's own error), so it
 	// generated nothing and bills nothing, whatever became of the body
 	// (the client left, a hedge was lost, a deadline passed while it was
 	// read): not charged as given up mid-generation (billable)
@@ -1126,8 +1127,12 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		}
 		return
 	}
-	// an error event of the request's own is an error answer, as a 400
-	// is: a hedge's waits for the first attempt (claimError)
+	if !answer {
+		// the provider's 400, in the stream: relayed as one, so it wins a
+		// hedge only as one does (claimError), and a hedge's that loses
+		// generated nothing to charge
+		res.errorAnswer = true
+	}
 	if answer && !ex.gate.claim(i) || !answer && !ex.gate.claimError(i) {
 		lostHedge(res)
 		return
