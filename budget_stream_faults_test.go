@@ -14,10 +14,11 @@ import (
 )
 
 // TestStreamRateLimitFirstEventNotCharged: a rate limit reported as a
-// stream's first event (its output's, for a Responses API stream) is a 429
-// (README, Failover): the provider generated nothing, and the attempt is
-// charged nothing, as a 429 is; the budget pays for the answer of the
-// deployment it failed over to, and holds nothing after.
+// stream's first event (its output's, for a Responses API stream), or as
+// the error of a 200 JSON answer, is a 429 (README, Failover): the
+// provider generated nothing, and the attempt is charged nothing, as a 429
+// is, and costs its deployment a cooldown, not health; the budget pays for
+// the answer of the deployment it failed over to, and holds nothing after.
 func TestStreamRateLimitFirstEventNotCharged(t *testing.T) {
 	const (
 		created = `data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","usage":null}}` + "\n\n"
@@ -31,14 +32,22 @@ func TestStreamRateLimitFirstEventNotCharged(t *testing.T) {
 			`data: {"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}` + "\n\n"},
 		{"responses, after its opening event", "/v1/responses", respReq,
 			created + `data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"rate_limit_exceeded","message":"Rate limit reached."}}}` + "\n\n"},
+		{"chat JSON, a 200 with an error", "/v1/chat/completions", strings.Replace(chatReq, `"stream":true,`, "", 1),
+			`{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			jsonAnswers := !strings.Contains(tc.body, `"stream":true`)
 			up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
 				w.Header().Set("Content-Type", "text/event-stream")
+				if jsonAnswers {
+					w.Header().Set("Content-Type", "application/json")
+				}
 				switch {
 				case model == "deepseek-chat":
 					io.WriteString(w, tc.limited)
+				case jsonAnswers:
+					io.WriteString(w, `{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
 				case strings.HasSuffix(tc.path, "responses"):
 					io.WriteString(w, `data: {"type":"response.output_text.delta","delta":"Hi"}`+"\n\n"+
 						`data: {"type":"response.completed","response":{"id":"resp_2","status":"completed","usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}}`+"\n\n")
@@ -66,6 +75,17 @@ func TestStreamRateLimitFirstEventNotCharged(t *testing.T) {
 			}
 			if c := chargedTo(r, "deepseek-v3.2"); c.cost != 0 || c.in != 0 {
 				t.Errorf("the rate-limited attempt was charged %d input tokens (%v), want nothing, as a 429", c.in, c.cost)
+			}
+			for _, d := range r.deployments {
+				if d.name != "deepseek-v3.2" {
+					continue
+				}
+				if s := d.state.health.score.Load(); s != maxScore {
+					t.Errorf("%s: health score %d, want %d: a rate limit costs no health", d.name, s, maxScore)
+				}
+				if v := d.state.viewAt(time.Now()); v.cooldownUntil.IsZero() {
+					t.Errorf("%s: %s, want a cooldown after its rate limit", d.name, v.state)
+				}
 			}
 			const want = 6 * 1000 / 1e6 // the answer's 5 input and 1 output tokens
 			if got := spentIn(r, 0, periodDay); got < want*0.999 || got > want*1.001 {

@@ -896,11 +896,20 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			res.outcome = outcomeServerError
 			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
 				http.StatusText(resp.StatusCode), describeBody(ex.router.scrub, resp.Header.Get("Content-Type"), payload))
+			if a.Valid && openai.RateLimited(payload) {
+				// a rate limit under a 200, as in a stream's first event:
+				// a 429 (with its Retry-After, if any), no health lost
+				res.outcome = outcomeRateLimited
+				res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+				res.detail = fmt.Sprintf("%d %s with a rate limit error", resp.StatusCode, http.StatusText(resp.StatusCode))
+			}
 			switch {
 			case a.Found:
 				// an error that reports what the provider billed (a
 				// failed response's usage): that, not an estimate
 				ex.spend(d, a.Usage)
+			case res.outcome == outcomeRateLimited:
+				// refused before generating, as a 429 is: nothing to bill
 			case !a.Valid && cutObject(payload):
 				// a JSON answer cut short, however cleanly its body
 				// ended: generated whole, and billed, before its
