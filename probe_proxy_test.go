@@ -57,3 +57,30 @@ func TestProxyURLKnownOnlyPerRequestRefused(t *testing.T) {
 		t.Fatalf("a per-request forward_proxy_url loaded (%v); the client's proxy got Authorization %q", err, seen.Load())
 	}
 }
+
+// TestProxyURLPlaceholderAfterLoadRefused: a forward proxy URL that still
+// holds a placeholder once resolved at load (one escaped in the config, or
+// one inside the value of an {env.*}) is refused too: Caddy resolves what
+// it is given once more, per request, so the client's header picked the
+// proxy that got the provider's key.
+func TestProxyURLPlaceholderAfterLoadRefused(t *testing.T) {
+	t.Setenv("LLM_ROUTER_TEST_EGRESS", "{http.request.header.X-Egress}")
+	g := newGateway(t, defaultRouter)
+	for _, proxyURL := range []string{`\{http.request.header.X-Egress}`, "{env.LLM_ROUTER_TEST_EGRESS}"} {
+		router := viaProxy(t, defaultRouter, proxyURL)
+		cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(router) + "\n\t}\n}\n"
+		adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := loadConfig(string(adapted)); err == nil || !strings.Contains(err.Error(), "forward_proxy_url") {
+			var seen atomic.Value
+			proxy := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen.Store(r.Header.Get("Authorization"))
+				http.Error(w, "no", http.StatusBadGateway)
+			}))
+			g.post(chatBody("simple_qa", false), "X-Egress", proxy.URL)
+			t.Errorf("forward_proxy_url %s loaded (%v); the client's proxy got Authorization %v", proxyURL, err, seen.Load())
+		}
+	}
+}

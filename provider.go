@@ -90,7 +90,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		// verify_key's have none of (a panic on the transport's own
 		// goroutine, the server down); and one known per request would let
 		// a client pick the name the provider's certificate is checked for
-		name, err := resolveAtLoad(repl, tc.TLS.ServerName)
+		name, err := resolveForCaddy(repl, tc.TLS.ServerName)
 		if err != nil {
 			return nil, cfgErr(subj, "transport tls_server_name: %v", err)
 		}
@@ -187,6 +187,25 @@ func resolveAtLoad(repl *caddy.Replacer, v string) (string, error) {
 	return repl.ReplaceKnown(v, ""), nil
 }
 
+// resolveForCaddy resolves at load (resolveAtLoad) a setting that Caddy's
+// transport resolves once more, per request (tls_server_name,
+// forward_proxy_url), and refuses a value that still holds a placeholder
+// then: one escaped in the config (\{…}, unescaped by the resolving), or
+// one inside an {env.*}'s value, would be resolved with the request's
+// replacer, and a client's header would pick the name or the proxy.
+func resolveForCaddy(repl *caddy.Replacer, v string) (string, error) {
+	out, err := resolveAtLoad(repl, v)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range loadPlaceholder.FindAllString(out, -1) {
+		if m[0] != '\\' {
+			return "", fmt.Errorf("%q still holds a placeholder once resolved at load, which would be resolved again per request", m)
+		}
+	}
+	return out, nil
+}
+
 // resolveProxyAtLoad resolves the placeholders of the transport's forward
 // proxy URL (forward_proxy_url, which Caddy's Caddyfile writes as
 // network_proxy url) at load, as every provider setting: Caddy resolves
@@ -194,7 +213,7 @@ func resolveAtLoad(repl *caddy.Replacer, v string) (string, error) {
 // provider's requests, its key in them, through a proxy of its choosing.
 func resolveProxyAtLoad(repl *caddy.Replacer, tc *reverseproxy.HTTPTransport) error {
 	if tc.ForwardProxyURL != "" {
-		u, err := resolveAtLoad(repl, tc.ForwardProxyURL)
+		u, err := resolveForCaddy(repl, tc.ForwardProxyURL)
 		if err != nil {
 			return err
 		}
@@ -211,7 +230,7 @@ func resolveProxyAtLoad(repl *caddy.Replacer, tc *reverseproxy.HTTPTransport) er
 	if !ok {
 		return nil
 	}
-	u, err := resolveAtLoad(repl, raw)
+	u, err := resolveForCaddy(repl, raw)
 	if err != nil {
 		return err
 	}

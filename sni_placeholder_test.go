@@ -46,14 +46,19 @@ func TestTLSServerNamePlaceholder(t *testing.T) {
 	resp, body := g.post(chatBody("sni-probed", false))
 	expectModel(t, resp, body, "sni-probed", "secure", 1)
 
-	cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {\n\t\tprovider secure {\n\t\t\tbase_url " + url +
-		"/v1\n\t\t\ttransport http {\n\t\t\t\ttls_server_name {http.request.host}\n\t\t\t}\n\t\t}\n\t\tmodel sni-probed {\n\t\t\tprovider secure\n\t\t}\n\t}\n}\n"
-	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = loadConfig(string(adapted))
-	if err == nil || !strings.Contains(err.Error(), "tls_server_name") {
-		t.Errorf("a per-request tls_server_name loaded: %v", err)
+	// a name known per request: written as such, or left in the value of
+	// an {env.*}, which Caddy's transport would resolve again at each dial
+	t.Setenv("LLM_ROUTER_TEST_SNI_HOST", "{http.request.host}")
+	for _, name := range []string{"{http.request.host}", "{env.LLM_ROUTER_TEST_SNI_HOST}"} {
+		cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {\n\t\tprovider secure {\n\t\t\tbase_url " + url +
+			"/v1\n\t\t\ttransport http {\n\t\t\t\ttls_server_name " + name + "\n\t\t\t}\n\t\t}\n\t\tmodel sni-probed {\n\t\t\tprovider secure\n\t\t}\n\t}\n}\n"
+		adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = loadConfig(string(adapted))
+		if err == nil || !strings.Contains(err.Error(), "tls_server_name") {
+			t.Errorf("a per-request tls_server_name %s loaded: %v", name, err)
+		}
 	}
 }
