@@ -405,6 +405,12 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 		if ctx.Err() != nil && ctx.Err() != context.DeadlineExceeded {
 			return probeSkipped // shutting down
 		}
+		if !s.uses(d) {
+			// d's config was unloaded while its probe was in flight: its
+			// Cleanup closed the provider's transport, which for HTTP/3
+			// ends the requests in flight too; no news about the target
+			return probeSkipped
+		}
 		// the failure's class, not Go's text: that names local and remote
 		// addresses, and the detail reaches the admin API and the logs
 		detail = "probe: " + transportErrorText(err, d.provider.scrubKey)

@@ -118,6 +118,14 @@ func (s *sharedState) owner() *deployment {
 	return s.users[0]
 }
 
+// uses says whether d's config still uses the state: false once its
+// Cleanup released it (releaseState).
+func (s *sharedState) uses(d *deployment) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.users, d)
+}
+
 // Destruct implements caddy.Destructor: the last config let go of the state.
 func (s *sharedState) Destruct() error {
 	s.mu.Lock()
