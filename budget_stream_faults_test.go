@@ -27,20 +27,23 @@ func TestStreamRateLimitFirstEventNotCharged(t *testing.T) {
 	)
 	cases := []struct {
 		name, path, body, limited string
+		jsonLimit                 bool // the rate limit comes as a 200 JSON body, whatever the request asked
 	}{
 		{"chat", "/v1/chat/completions", chatReq,
-			`data: {"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}` + "\n\n"},
+			`data: {"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}` + "\n\n", false},
 		{"responses, after its opening event", "/v1/responses", respReq,
-			created + `data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"rate_limit_exceeded","message":"Rate limit reached."}}}` + "\n\n"},
+			created + `data: {"type":"response.failed","response":{"id":"resp_1","status":"failed","error":{"code":"rate_limit_exceeded","message":"Rate limit reached."}}}` + "\n\n", false},
 		{"chat JSON, a 200 with an error", "/v1/chat/completions", strings.Replace(chatReq, `"stream":true,`, "", 1),
-			`{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}`},
+			`{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}`, true},
+		{"chat stream, a 200 JSON error", "/v1/chat/completions", chatReq,
+			`{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}`, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			jsonAnswers := !strings.Contains(tc.body, `"stream":true`)
 			up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
 				w.Header().Set("Content-Type", "text/event-stream")
-				if jsonAnswers {
+				if jsonAnswers || model == "deepseek-chat" && tc.jsonLimit {
 					w.Header().Set("Content-Type", "application/json")
 				}
 				switch {
@@ -85,6 +88,12 @@ func TestStreamRateLimitFirstEventNotCharged(t *testing.T) {
 				}
 				if v := d.state.viewAt(time.Now()); v.cooldownUntil.IsZero() {
 					t.Errorf("%s: %s, want a cooldown after its rate limit", d.name, v.state)
+				}
+				d.state.stats.mu.Lock()
+				limited, failed := d.state.stats.outcomes[outcomeRateLimited.index()], d.state.stats.outcomes[outcomeServerError.index()]
+				d.state.stats.mu.Unlock()
+				if limited != 1 || failed != 0 {
+					t.Errorf("%s: attempts %d rate_limited, %d server_error; want its one attempt rate_limited", d.name, limited, failed)
 				}
 			}
 			const want = 6 * 1000 / 1e6 // the answer's 5 input and 1 output tokens

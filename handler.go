@@ -1062,6 +1062,19 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// "stream"), generated and billed: charged at its usage
 		if payload, err := readResponse(resp); err == nil {
 			u, found, valid := openai.AnswerUsage(payload)
+			if openai.RateLimited(payload) {
+				// a rate limit in a 200 JSON body, as answerBuffered
+				// reads one for a request that is no stream: a 429 (its
+				// Retry-After honoured), no health lost, billed only
+				// what it reports
+				res.outcome = outcomeRateLimited
+				res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+				res.detail = fmt.Sprintf("%d %s to a stream request, with a rate limit error", resp.StatusCode, http.StatusText(resp.StatusCode))
+				if found && valid {
+					ex.spend(d, u)
+				}
+				return
+			}
 			if !found || !valid {
 				u = ex.estimate(ex.generatedBytes(openai.AnswerTextBytes(ex.ep.api(), payload)))
 			}
