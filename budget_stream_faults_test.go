@@ -161,6 +161,14 @@ func TestStreamRequestsFaultFirstEventNotCharged(t *testing.T) {
 			if got := spentIn(r, 0, periodDay); got < tc.want*0.999 || got > tc.want*1.001 {
 				t.Errorf("budget spent %v, want %v", got, tc.want)
 			}
+			for _, d := range r.deployments {
+				d.state.stats.mu.Lock()
+				n := d.state.stats.ttft.n
+				d.state.stats.mu.Unlock()
+				if n != 0 {
+					t.Errorf("%s: %d times to first token observed, want none: a refusal has no first token, as the 400 it stands for has not", d.name, n)
+				}
+			}
 		})
 	}
 }

@@ -1163,9 +1163,13 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	res.committed = true
 	t := now()
 	res.firstByte = t.Sub(res.started)
-	ttft := t.Sub(ex.start)
-	d.metrics.ttft.Observe(ttft.Seconds())
-	d.state.stats.recordFirstToken(ttft)
+	if answer {
+		// a refusal has no first token, as the 400 it stands for has
+		// not: its quick error would flatter the time to first token
+		ttft := t.Sub(ex.start)
+		d.metrics.ttft.Observe(ttft.Seconds())
+		d.state.stats.recordFirstToken(ttft)
+	}
 
 	ex.commitHeaders(d, resp.Header)
 	rc := http.NewResponseController(ex.w)

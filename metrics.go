@@ -99,7 +99,7 @@ func newRouterMetrics() *routerMetrics {
 		duration: histogram("request_duration_seconds",
 			"Time from a client request's arrival to the end of its response, by the model that answered.", durationBuckets),
 		ttft: histogram("time_to_first_token_seconds",
-			"Streaming requests: time from arrival to the first event sent to the client.", ttftBuckets),
+			"Streaming requests: time from arrival to the first event of an answer sent to the client (none for a stream refused at its first event).", ttftBuckets),
 		tokens: counter("tokens_total",
 			"Tokens as reported by the providers (estimated when a stream ended without usage), by type (input, output, cached_input) and client (client_label; empty without one).",
 			"model", "provider", "type", "client"),
