@@ -21,42 +21,8 @@ import (
 // speaks TCP only, so the setting was ignored without a word (and a
 // provider serving HTTP/3 alone could not be reached).
 func TestHTTP3Upstream(t *testing.T) {
-	cert, caPEM, err := testkit.SelfSignedCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, caPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	mock := mockllm.New()
-	srv := &http3.Server{Handler: mock, TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})}
-	go func() { _ = srv.Serve(udp) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		_ = udp.Close()
-	})
-	g := newGateway(t, `
-	provider quic {
-		base_url https://`+udp.LocalAddr().String()+`/v1
-		api_key sk-quic-test-key-000005
-		transport http {
-			tls_trust_pool file `+ca+`
-			versions 3
-		}
-	}
-	model h3-model {
-		provider quic
-		upstream deepseek-chat
-	}
-	health_check {
-		interval off
-	}
-`)
+	g := newGateway(t, h3Router(t, mock, "interval off"))
 	resp, body := g.post(chatBody("h3-model", false))
 	expectModel(t, resp, body, "h3-model", "quic", 1)
 	for _, r := range mock.Requests() {
@@ -72,18 +38,6 @@ func TestHTTP3Upstream(t *testing.T) {
 // unlike HTTP/1 and 2's, ends the requests in flight too: the probe failed
 // and the deployment, serving well, lost health points at every reload.
 func TestProbeInFlightAcrossReload(t *testing.T) {
-	cert, caPEM, err := testkit.SelfSignedCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, caPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	mock := mockllm.New()
 	var hold atomic.Bool
 	arrived, release := make(chan struct{}, 1), make(chan struct{})
@@ -97,30 +51,7 @@ func TestProbeInFlightAcrossReload(t *testing.T) {
 		}
 		mock.ServeHTTP(w, r)
 	})
-	srv := &http3.Server{Handler: handler, TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})}
-	go func() { _ = srv.Serve(udp) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		_ = udp.Close()
-	})
-	router := `
-	provider quic {
-		base_url https://` + udp.LocalAddr().String() + `/v1
-		api_key sk-quic-test-key-000005
-		transport http {
-			tls_trust_pool file ` + ca + `
-			versions 3
-		}
-	}
-	model h3-model {
-		provider quic
-		upstream deepseek-chat
-	}
-	health_check {
-		interval 20ms
-		timeout 5s
-	}
-`
+	router := h3Router(t, handler, "interval 20ms\n\t\ttimeout 5s")
 	g := newGateway(t, router)
 	events := probeEvents(t, deploymentID{"h3-model", "quic"})
 	if r := waitFor(t, events, "a probe"); r != probeOK {
@@ -134,4 +65,46 @@ func TestProbeInFlightAcrossReload(t *testing.T) {
 		st := statsFor(t, g, "h3-model", "quic")
 		t.Errorf("the probe in flight at the reload failed (%s): health %v", st.LastError, st.HealthScore)
 	}
+}
+
+// h3Router is a router config with one deployment, h3-model, of a
+// provider serving HTTP/3 alone (h on loopback, under a test CA), reached
+// with `versions 3`; health holds the health_check block's settings.
+func h3Router(t *testing.T, h http.Handler, health string) string {
+	t.Helper()
+	cert, caPEM, err := testkit.SelfSignedCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http3.Server{Handler: h, TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})}
+	go func() { _ = srv.Serve(udp) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		_ = udp.Close()
+	})
+	return `
+	provider quic {
+		base_url https://` + udp.LocalAddr().String() + `/v1
+		api_key sk-quic-test-key-000005
+		transport http {
+			tls_trust_pool file ` + ca + `
+			versions 3
+		}
+	}
+	model h3-model {
+		provider quic
+		upstream deepseek-chat
+	}
+	health_check {
+		` + health + `
+	}
+`
 }
