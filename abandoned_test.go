@@ -330,13 +330,10 @@ func TestFailoverHoldsTheBudgetAgain(t *testing.T) {
 	srv := httptest.NewServer(mock)
 	defer srv.Close()
 	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute})
-	price := &Price{Input: 1000}
 	build := func(limit float64) *Router {
 		return benchRouter(t, srv.URL, func(r *Router) {
-			r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+			pricedPair(r, "team", limit)
 			r.Providers[0].Timeout = caddy.Duration(50 * time.Millisecond)
-			r.Budgets = []*Budget{{Name: "team", Limits: []BudgetLimit{{Amount: limit, Period: "day"}}}}
-			r.BudgetSync = -1
 		})
 	}
 	// 350 output tokens at 1000 per 1M: a reservation of about 0.35
@@ -371,12 +368,9 @@ func TestHedgeHoldsTheBudgetTwice(t *testing.T) {
 	srv := httptest.NewServer(mock)
 	defer srv.Close()
 	mock.SetDefault(mockllm.Behavior{Latency: time.Minute})
-	price := &Price{Input: 1000}
 	r := benchRouter(t, srv.URL, func(r *Router) {
-		r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+		pricedPair(r, "team", 10)
 		r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
-		r.Budgets = []*Budget{{Name: "team", Limits: []BudgetLimit{{Amount: 10, Period: "day"}}}}
-		r.BudgetSync = -1
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -329,11 +329,8 @@ func TestHedgeLoserJSONCharged(t *testing.T) {
 	defer srv.Close()
 	mock.Set("deepseek-chat", mockllm.Behavior{Latency: time.Minute}) // generating a long answer
 	r := benchRouter(t, srv.URL, func(r *Router) {
-		price := &Price{Input: 1000}
-		r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+		pricedPair(r, "hedge_loser", 100)
 		r.Failover = &Failover{HedgeAfter: caddy.Duration(20 * time.Millisecond)}
-		r.Budgets = []*Budget{{Name: "hedge_loser", Limits: []BudgetLimit{{Amount: 100, Period: "day"}}}}
-		r.BudgetSync = -1
 	})
 	w := serveOnce(r, `{"model":"simple_qa","max_tokens":500,"messages":[{"role":"user","content":"Write a long story."}]}`)
 	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "gemini-2.5-flash" {

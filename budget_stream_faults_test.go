@@ -59,10 +59,7 @@ func TestStreamRateLimitFirstEventNotCharged(t *testing.T) {
 				}
 			})
 			r := benchRouter(t, up.URL, func(r *Router) {
-				price := &Price{Input: 1000}
-				r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
-				r.Budgets = []*Budget{{Name: "stream_rate_limit", Limits: []BudgetLimit{{Amount: 100, Period: "day"}}}}
-				r.BudgetSync = -1
+				pricedPair(r, "stream_rate_limit", 100)
 			})
 			srv := routerServer(t, r)
 			done := requestsDone(t)
@@ -141,10 +138,7 @@ func TestStreamRequestsFaultFirstEventNotCharged(t *testing.T) {
 				io.WriteString(w, tc.stream)
 			})
 			r := benchRouter(t, up.URL, func(r *Router) {
-				price := &Price{Input: 1000}
-				r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
-				r.Budgets = []*Budget{{Name: "stream_requests_fault", Limits: []BudgetLimit{{Amount: 100, Period: "day"}}}}
-				r.BudgetSync = -1
+				pricedPair(r, "stream_requests_fault", 100)
 			})
 			srv := routerServer(t, r)
 			done := requestsDone(t)
@@ -187,11 +181,8 @@ func TestHedgeStreamRefusalWaitsForFirst(t *testing.T) {
 	mock.Set("gemini-2.5-flash", mockllm.Behavior{ContentType: "text/event-stream",
 		Body: `data: {"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}` + "\n\n"})
 	r := benchRouter(t, srv.URL, func(r *Router) {
-		price := &Price{Input: 1000}
-		r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+		pricedPair(r, "hedge_refusal", 100)
 		r.Failover = &Failover{HedgeAfter: caddy.Duration(20 * time.Millisecond)}
-		r.Budgets = []*Budget{{Name: "hedge_refusal", Limits: []BudgetLimit{{Amount: 100, Period: "day"}}}}
-		r.BudgetSync = -1
 	})
 	done := requestsDone(t)
 	resp, err := http.Post(routerServer(t, r).URL+"/v1/chat/completions", "application/json",
@@ -211,4 +202,15 @@ func TestHedgeStreamRefusalWaitsForFirst(t *testing.T) {
 	if c := chargedTo(r, "gemini-2.5-flash"); c.cost != 0 {
 		t.Errorf("the hedge's refusal was charged %+v, want nothing", c)
 	}
+}
+
+// pricedPair gives r the two deployments deepseek-v3.2 (upstream
+// deepseek-chat) and gemini-2.5-flash at 1000 an input token's million,
+// and one daily budget, name, of limit, synced never (the ledger's
+// figures are the test's).
+func pricedPair(r *Router, name string, limit float64) {
+	price := &Price{Input: 1000}
+	r.Models = []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat", Price: price}, {Name: "gemini-2.5-flash", Price: price}}
+	r.Budgets = []*Budget{{Name: name, Limits: []BudgetLimit{{Amount: limit, Period: "day"}}}}
+	r.BudgetSync = -1
 }
