@@ -98,23 +98,7 @@ func TestHedgeAnswerAfterClientLeftIsNoError(t *testing.T) {
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Latency: 600 * time.Millisecond})
 	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Latency: 700 * time.Millisecond})
 
-	body := chatBody("simple_qa", false)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(gatewayURL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-		strings.TrimPrefix(gatewayURL, "http://"), len(body), body)
-	time.Sleep(250 * time.Millisecond) // the hedge has started
-	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("no response: %v", err)
-	}
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := hedgedThenHalfClosed(t, g)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-LLM-Model") != "gemini-2.5-flash" {
 		t.Fatalf("status %d model %q body %q: want the hedge's answer", resp.StatusCode, resp.Header.Get("X-LLM-Model"), b)
 	}
@@ -139,12 +123,31 @@ func TestFirstAnswerAfterFailedHedgeAndClientLeftIsNoError(t *testing.T) {
 	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
 	before := scrape(t)
 
+	resp, b := hedgedThenHalfClosed(t, g)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-LLM-Model") != "deepseek-v3.2" {
+		t.Fatalf("status %d model %q body %q: want the first attempt's answer", resp.StatusCode, resp.Header.Get("X-LLM-Model"), b)
+	}
+	waitFor(t, done, "the request to be counted")
+	after := scrape(t)
+	for k, v := range after {
+		if strings.HasPrefix(k, "caddy_llm_router_requests_total{") && strings.Contains(k, `code="499"`) && v != before[k] {
+			t.Errorf("%s +%v: the request answered 200 was counted as a client gone before its answer", k, v-before[k])
+		}
+	}
+}
+
+// hedgedThenHalfClosed sends a chat request for simple_qa on a connection
+// of its own, closes the client's side once the first attempt
+// (deepseek-chat) and its hedge (gemini-2.5-flash) have reached g's
+// primary mock, and reads the answer.
+func hedgedThenHalfClosed(t *testing.T, g *gateway) (*http.Response, []byte) {
+	t.Helper()
 	body := chatBody("simple_qa", false)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(gatewayURL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	fmt.Fprintf(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
 		strings.TrimPrefix(gatewayURL, "http://"), len(body), body)
 	waitFor(t, g.primary.Arrived(), "the first attempt")
@@ -159,14 +162,5 @@ func TestFirstAnswerAfterFailedHedgeAndClientLeftIsNoError(t *testing.T) {
 		t.Fatalf("no response: %v", err)
 	}
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-LLM-Model") != "deepseek-v3.2" {
-		t.Fatalf("status %d model %q body %q: want the first attempt's answer", resp.StatusCode, resp.Header.Get("X-LLM-Model"), b)
-	}
-	waitFor(t, done, "the request to be counted")
-	after := scrape(t)
-	for k, v := range after {
-		if strings.HasPrefix(k, "caddy_llm_router_requests_total{") && strings.Contains(k, `code="499"`) && v != before[k] {
-			t.Errorf("%s +%v: the request answered 200 was counted as a client gone before its answer", k, v-before[k])
-		}
-	}
+	return resp, b
 }
