@@ -606,7 +606,7 @@ func TestLateWriteOfEarlierAttemptChargesNoOther(t *testing.T) {
 		r.Providers[0].Timeout = caddy.Duration(200 * time.Millisecond)
 	})
 	for _, p := range r.providers {
-		p.transport.RegisterProtocol("http", &lateWriteUpstream{first: `"deepseek-chat"`})
+		p.transport.Transport.RegisterProtocol("http", &lateWriteUpstream{first: `"deepseek-chat"`})
 	}
 	w := serveOnce(r, `{"model":"simple_qa","max_tokens":400,"messages":[{"role":"user","content":"Where is my order?"}]}`)
 	if w.Code != http.StatusServiceUnavailable {

@@ -141,7 +141,7 @@ func newCalibrationEmbedder(r *Router) (*calibrationEmbedder, error) {
 		}
 		e.deployments = append(e.deployments, calibrationTarget{
 			label: m.Name + "@" + m.Provider, upstream: upstream, url: p.urls[embeddingsEndpoint].String(),
-			key: p.key, headers: p.headers, client: &http.Client{Transport: p.roundTripper(), Timeout: timeout},
+			key: p.key, headers: p.headers, client: &http.Client{Transport: p.transport, Timeout: timeout},
 		})
 	}
 	if len(e.deployments) == 0 {

@@ -897,11 +897,7 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
 				http.StatusText(resp.StatusCode), describeBody(ex.router.scrub, resp.Header.Get("Content-Type"), payload))
 			if a.Valid && openai.RateLimited(payload) {
-				// a rate limit under a 200, as in a stream's first event:
-				// a 429 (with its Retry-After, if any), no health lost
-				res.outcome = outcomeRateLimited
-				res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
-				res.detail = fmt.Sprintf("%d %s with a rate limit error", resp.StatusCode, http.StatusText(resp.StatusCode))
+				rateLimitedAnswer(res, resp, "")
 			}
 			switch {
 			case a.Found:
@@ -961,6 +957,17 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 func cutObject(b []byte) bool {
 	b = bytes.TrimLeft(b, " \t\r\n")
 	return len(b) > 0 && b[0] == '{'
+}
+
+// rateLimitedAnswer makes res the 429 that a 2xx JSON answer whose error
+// is a rate limit (openai.RateLimited) stands for, as a stream's first
+// event that is one does: a cooldown (the response's Retry-After
+// honoured), no health lost. to says what the answer was to, for the
+// detail ("" or " to a stream request,").
+func rateLimitedAnswer(res *attemptResult, resp *http.Response, to string) {
+	res.outcome = outcomeRateLimited
+	res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+	res.detail = fmt.Sprintf("%d %s%s with a rate limit error", resp.StatusCode, http.StatusText(resp.StatusCode), to)
 }
 
 // describeBody says briefly what a body that is not an answer was, for the
@@ -1063,13 +1070,8 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		if payload, err := readResponse(resp); err == nil {
 			u, found, valid := openai.AnswerUsage(payload)
 			if openai.RateLimited(payload) {
-				// a rate limit in a 200 JSON body, as answerBuffered
-				// reads one for a request that is no stream: a 429 (its
-				// Retry-After honoured), no health lost, billed only
-				// what it reports
-				res.outcome = outcomeRateLimited
-				res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
-				res.detail = fmt.Sprintf("%d %s to a stream request, with a rate limit error", resp.StatusCode, http.StatusText(resp.StatusCode))
+				// billed only what it reports
+				rateLimitedAnswer(res, resp, " to a stream request,")
 				if found && valid {
 					ex.spend(d, u)
 				}

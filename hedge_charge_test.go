@@ -52,7 +52,7 @@ func TestHedgeLoserWithErrorStatusNotCharged(t *testing.T) {
 	for _, p := range r.providers {
 		plain := &http.Transport{}
 		t.Cleanup(plain.CloseIdleConnections)
-		p.transport.RegisterProtocol("http", roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		p.transport.Transport.RegisterProtocol("http", roundTripFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := plain.RoundTrip(req)
 			if err == nil && resp.StatusCode == http.StatusBadRequest {
 				arrived()

@@ -413,7 +413,7 @@ func BenchmarkRouterOwn(b *testing.B) {
 	} {
 		r := benchRouter(b, "http://stub.invalid", f.edit)
 		for _, p := range r.providers {
-			p.transport.RegisterProtocol("http", stub)
+			p.transport.Transport.RegisterProtocol("http", stub)
 		}
 		for _, stream := range []bool{false, true} {
 			name := f.name + "/json"

@@ -1176,7 +1176,7 @@ func (r *Router) Cleanup() error {
 		r.cache.release()
 	}
 	for _, p := range r.providers {
-		p.cleanup()
+		_ = p.transport.Cleanup() // idle connections, HTTP/3's included
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // TestProbeStaleFailureNoFlipFlop: a probe that was sent before the
@@ -26,7 +28,7 @@ func TestProbeStaleFailureNoFlipFlop(t *testing.T) {
 	u, _ := url.Parse(srv.URL + "/chat/completions")
 	d := &deployment{
 		id: deploymentID{"m", "p"}, name: "m",
-		provider:     &provider{name: "p", transport: tr},
+		provider:     &provider{name: "p", transport: &reverseproxy.HTTPTransport{Transport: tr}},
 		disableBelow: 30,
 		probe:        &probeSettings{timeout: 10 * time.Second, url: u, body: []byte(`{}`)},
 	}

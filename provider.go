@@ -37,12 +37,10 @@ type provider struct {
 	fingerprint string   // safe to log
 	headers     http.Header
 	timeout     time.Duration
-	transport   *http.Transport
-	// rt makes the round trips: Caddy's transport, whose own RoundTrip
-	// goes over HTTP/3 with `versions 3` (transport, inside it, speaks TCP
-	// only); nil: transport
-	rt          http.RoundTripper
-	cleanup     func()                  // closes idle connections, HTTP/3's included
+	// transport makes the round trips: Caddy's transport itself, whose
+	// RoundTrip goes over HTTP/3 with `versions 3` (the http.Transport
+	// inside it speaks TCP only)
+	transport   *reverseproxy.HTTPTransport
 	urls        [endpointCount]*url.URL // each endpoint's upstream URL
 	streamUsage openai.UsageAsk         // how a stream's usage is asked for
 	limitField  string                  // the chat member of an output cap (Provider.OutputLimitField)
@@ -78,25 +76,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		// never the key itself: the error is logged and shown
 		return nil, cfgErr(subj, "api_key: not a valid header value (a line break or control character inside the key?)")
 	}
-	if tc := pc.Transport; tc != nil {
-		if err := resolveProxyAtLoad(repl, tc); err != nil {
-			return nil, cfgErr(subj, "transport forward_proxy_url (network_proxy url): %v", err)
-		}
-	}
-	if tc := pc.Transport; tc != nil && tc.TLS != nil && tc.TLS.ServerName != "" {
-		// resolved now, as every provider setting: with a placeholder left
-		// in it, Caddy's transport resolves the name at each dial with the
-		// replacer of the request's context, which a probe's and
-		// verify_key's have none of (a panic on the transport's own
-		// goroutine, the server down); and one known per request would let
-		// a client pick the name the provider's certificate is checked for
-		name, err := resolveForCaddy(repl, tc.TLS.ServerName)
-		if err != nil {
-			return nil, cfgErr(subj, "transport tls_server_name: %v", err)
-		}
-		tc.TLS.ServerName = name
-	}
-	if err := transportFits(base, pc.Transport); err != nil {
+	if err := resolveTransport(repl, base, pc.Transport); err != nil {
 		return nil, cfgErr(subj, "%v", err)
 	}
 	if err := proxyAuthFits(base, pc.Headers); err != nil {
@@ -113,9 +93,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		fingerprint: keyFingerprint(key),
 		timeout:     time.Duration(pc.Timeout),
 		headers:     make(http.Header, len(pc.Headers)),
-		transport:   ht.Transport,
-		rt:          ht,
-		cleanup:     func() { _ = ht.Cleanup() },
+		transport:   ht,
 	}
 	if pc.NoStreamUsage {
 		p.streamUsage = openai.NoStreamOptions
@@ -185,6 +163,33 @@ func resolveAtLoad(repl *caddy.Replacer, v string) (string, error) {
 		}
 	}
 	return repl.ReplaceKnown(v, ""), nil
+}
+
+// resolveTransport resolves at load, as every provider setting, what
+// Caddy's transport would resolve per request (forward_proxy_url,
+// tls_server_name), and refuses what it cannot honour for base
+// (transportFits). tc may be nil (the default transport).
+func resolveTransport(repl *caddy.Replacer, base string, tc *reverseproxy.HTTPTransport) error {
+	if tc == nil {
+		return nil
+	}
+	if err := resolveProxyAtLoad(repl, tc); err != nil {
+		return fmt.Errorf("transport forward_proxy_url (network_proxy url): %v", err)
+	}
+	if tc.TLS != nil && tc.TLS.ServerName != "" {
+		// with a placeholder left in it, Caddy's transport resolves the
+		// name at each dial with the replacer of the request's context,
+		// which a probe's and verify_key's have none of (a panic on the
+		// transport's own goroutine, the server down); and one known per
+		// request would let a client pick the name the provider's
+		// certificate is checked for
+		name, err := resolveForCaddy(repl, tc.TLS.ServerName)
+		if err != nil {
+			return fmt.Errorf("transport tls_server_name: %v", err)
+		}
+		tc.TLS.ServerName = name
+	}
+	return transportFits(base, tc)
 }
 
 // resolveForCaddy resolves at load (resolveAtLoad) a setting that Caddy's
@@ -342,20 +347,12 @@ var errSwitchingProtocols = errors.New("the provider answered 101 Switching Prot
 // no longer closes, so reading it would wait for as long as the provider
 // keeps it open, past every deadline.
 func (p *provider) roundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := p.roundTripper().RoundTrip(req)
+	resp, err := p.transport.RoundTrip(req)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		_ = resp.Body.Close()
 		return nil, errSwitchingProtocols
 	}
 	return resp, err
-}
-
-// roundTripper is what makes the provider's round trips.
-func (p *provider) roundTripper() http.RoundTripper {
-	if p.rt == nil {
-		return p.transport
-	}
-	return p.rt
 }
 
 // withLoadReplacer gives a request of the router's own (a probe,
