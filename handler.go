@@ -1125,9 +1125,11 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	}
 	res.status = resp.StatusCode
 	data := openai.EventData(first)
-	refused := openai.RequestsFault(data) // the provider's 400, in the stream
 	answer := !openai.IsDone(data) && openai.ReadAnswer(0, data).IsAnswer()
-	if !answer && (openai.IsDone(data) || !refused) {
+	// the provider's 400, in the stream (read only when the first event
+	// is no answer: most streams' is)
+	refused := !answer && !openai.IsDone(data) && openai.RequestsFault(data)
+	if !answer && !refused {
 		// an error, or a stream that ends before any answer: fail over,
 		// the input charged as estimated (the provider may bill it), but
 		// for a rate limit, which generated nothing, as a 429 did not. An
