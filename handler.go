@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -795,11 +796,23 @@ func (ex *exchange) attempt(d *deployment) attemptResult {
 }
 
 // attemptIn is attempt within parent, as attempt i of a hedge (hedge.go),
-// which may commit only if it wins the hedge's gate.
-func (ex *exchange) attemptIn(parent context.Context, d *deployment, i int) attemptResult {
-	res := attemptResult{started: now()}
+// which may commit only if it wins the hedge's gate. A panic in the
+// attempt is its failure, logged: up the request's goroutine it would
+// close the client's connection with no answer (and leave a hedge's
+// other attempt waiting on this one), rather than fail over; one after
+// the commit breaks the response.
+func (ex *exchange) attemptIn(parent context.Context, d *deployment, i int) (res attemptResult) {
+	res.started = now()
 	d.metrics.inFlight.Inc()
 	defer d.metrics.inFlight.Dec()
+	defer func() {
+		if v := recover(); v != nil {
+			ex.router.logger.Error("attempt panicked", zap.String("model", d.name), zap.String("provider", d.provider.name),
+				zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			res.outcome, res.detail = outcomeServerError, "internal error"
+			res.broken = res.committed
+		}
+	}()
 	if ex.body.Stream {
 		ex.attemptStream(parent, d, i, &res)
 	} else {

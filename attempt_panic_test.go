@@ -1,0 +1,104 @@
+package llmrouter
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// panicOnClose is a provider's response body whose Close panics, as a
+// stand-in for any panic in an attempt's read, cleanup or charge; closed
+// is closed first.
+type panicOnClose struct {
+	io.ReadCloser
+	closed chan struct{}
+}
+
+func (b panicOnClose) Close() error {
+	_ = b.ReadCloser.Close()
+	close(b.closed)
+	panic("body close")
+}
+
+// TestAttemptPanicFailsOver: a panic in an attempt (here as its
+// provider's response body is closed, after the answer was read) went up
+// the request's goroutine to net/http, which closed the client's
+// connection with no answer; with a hedge under way, that hedge then wrote
+// to a response whose handler had returned, and a hedge whose answer is an
+// error status waited for ever for the first attempt to end. The panic is
+// the attempt's failure now, logged: the request fails over, or the
+// hedge answers, as after any failed attempt.
+func TestAttemptPanicFailsOver(t *testing.T) {
+	const answer = `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`
+	for _, hedged := range []bool{false, true} {
+		t.Run(map[bool]string{false: "failover", true: "hedge"}[hedged], func(t *testing.T) {
+			hedgeArrived := make(chan struct{})
+			firstClosed := make(chan struct{})
+			up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+				w.Header().Set("Content-Type", "application/json")
+				if model == "gemini-2.5-flash" {
+					if hedged {
+						// the hedge answers once the first attempt has
+						// panicked
+						close(hedgeArrived)
+						select {
+						case <-firstClosed:
+						case <-t.Context().Done():
+						}
+					}
+					io.WriteString(w, answer)
+					return
+				}
+				if hedged {
+					select { // the first attempt answers with the hedge under way
+					case <-hedgeArrived:
+					case <-t.Context().Done():
+					}
+				}
+				io.WriteString(w, answer)
+			})
+			r := benchRouter(t, up.URL, func(r *Router) {
+				if hedged {
+					r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
+				}
+			})
+			core, logs := observer.New(zap.ErrorLevel)
+			r.logger = zap.New(core)
+			for _, p := range r.providers {
+				plain := &http.Transport{}
+				t.Cleanup(plain.CloseIdleConnections)
+				p.transport.Transport.RegisterProtocol("http", roundTripFunc(func(req *http.Request) (*http.Response, error) {
+					body, _ := req.GetBody()
+					b, _ := io.ReadAll(body)
+					resp, err := plain.RoundTrip(req)
+					if err == nil && strings.Contains(string(b), `"deepseek-chat"`) {
+						resp.Body = panicOnClose{resp.Body, firstClosed}
+					}
+					return resp, err
+				}))
+			}
+			srv := routerServer(t, r)
+			done := requestsDone(t)
+			resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
+				strings.NewReader(`{"model":"simple_qa","messages":[{"role":"user","content":"Hi"}]}`))
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			waitFor(t, done, "the request to be counted")
+			if resp.StatusCode != http.StatusOK || resp.Header.Get(hdrModel) != "gemini-2.5-flash" {
+				t.Errorf("%d via %q %s, want gemini-2.5-flash's answer", resp.StatusCode, resp.Header.Get(hdrModel), body)
+			}
+			if n := logs.FilterMessage("attempt panicked").Len(); n != 1 {
+				t.Errorf("%d panics logged, want 1: %v", n, logs.All())
+			}
+		})
+	}
+}
