@@ -60,6 +60,11 @@ const (
 	outcomeRejected     outcome = "rejected" // 401, 402, 403, 404, 407: the gateway's key, credit or proxy, or a model the provider lacks
 	outcomeCanceled     outcome = "canceled"
 	outcomeHedgeLost    outcome = "hedge_lost" // canceled: the other attempt of a hedge answered first
+	// a 404 for stored context the request names (the response it
+	// continues, away from its home; a conversation, a stored item or
+	// prompt) that the deployment lacks: failed over, not relayed, so
+	// neither the client's error nor the deployment's fault
+	outcomeNotHere outcome = "not_here"
 )
 
 // ServeHTTP answers every request under the handler's matcher: the OpenAI
@@ -878,13 +883,16 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		// then the request fails over, with no fault of d's, and ends
 		// with the home's pause (a 503 with Retry-After) rather than a
 		// 404 that tells the client its response is gone
-		res.outcome, relay = outcomeClientError, !ex.awayFromHome(d)
+		res.outcome, relay = outcomeClientError, true
+		if ex.awayFromHome(d) {
+			res.outcome, relay = outcomeNotHere, false
+		}
 	}
 	if param, ok := ex.namesStored(resp.StatusCode, payload, d.upstream); !relay && ok {
 		// the conversation, or a stored item, is not at this deployment:
 		// another may have it (failover), and the deployment is not at
 		// fault
-		res.outcome = outcomeClientError
+		res.outcome = outcomeNotHere
 		ex.storedMissing++ // never hedged (hedgeDelay): on the request's goroutine
 		ex.missingParam = param
 	}
@@ -1764,8 +1772,8 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 	var ev healthEvent
 	var cooldown time.Duration
 	switch res.outcome {
-	case outcomeCanceled, outcomeClientError, outcomeHedgeLost:
-		return // the client's doing, or the other attempt's: not the deployment's fault
+	case outcomeCanceled, outcomeClientError, outcomeHedgeLost, outcomeNotHere:
+		return // the client's doing, the other attempt's, or the request's: not the deployment's fault
 	case outcomeSuccess:
 		ev = eventSuccess
 	case outcomeRateLimited:

@@ -325,14 +325,15 @@ func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // outcomes lists every outcome, in the order of outcome.index.
-var outcomes = [...]outcome{outcomeSuccess, outcomeClientError, outcomeServerError, outcomeRateLimited, outcomeTimeout, outcomeConnectError, outcomeRejected, outcomeCanceled, outcomeHedgeLost}
+var outcomes = [...]outcome{outcomeSuccess, outcomeClientError, outcomeServerError, outcomeRateLimited, outcomeTimeout, outcomeConnectError, outcomeRejected, outcomeCanceled, outcomeHedgeLost, outcomeNotHere}
 
 const outcomeCount = len(outcomes)
 
 // failed reports whether an outcome counts against the deployment: every
-// outcome but success, the client's own 4xx and the client going away.
+// outcome but success, the client's own 4xx, the client going away, a
+// hedge lost and stored context the deployment lacks.
 func (o outcome) failed() bool {
-	return o != outcomeSuccess && o != outcomeClientError && o != outcomeCanceled && o != outcomeHedgeLost
+	return o != outcomeSuccess && o != outcomeClientError && o != outcomeCanceled && o != outcomeHedgeLost && o != outcomeNotHere
 }
 
 func (o outcome) index() int {

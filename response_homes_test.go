@@ -252,6 +252,7 @@ func TestConversationNotFoundIsNotTheDeployments(t *testing.T) {
 	})
 	g, score := twoModelGateway(t, upstream.URL)
 	m1, m2 := score()
+	counts := scrape(t)
 	for _, conv := range []string{`"conv_0000aaaa1111bbbb2222"`, `{"id":"conv_0000aaaa1111bbbb3333"}`, `"conv_0000aaaa1111bbbb4444"`} {
 		// nobody has it: the client's 404, not an outage (503 with
 		// Retry-After, which an SDK retries on every deployment again)
@@ -264,6 +265,7 @@ func TestConversationNotFoundIsNotTheDeployments(t *testing.T) {
 	if a, b := score(); a != m1 || b != m2 {
 		t.Errorf("scores went from %d, %d to %d, %d on conversations the client named", m1, m2, a, b)
 	}
+	expectNotHere(t, counts, "m1", "p", 3)
 
 	resp, body := g.postPath("/v1/responses", `{"model":"r","input":"Hi","conversation":"`+known+`"}`)
 	expectModel(t, resp, body, "m2", "p", 2)
@@ -358,11 +360,35 @@ func TestContinuationWaitsForItsCoolingHome(t *testing.T) {
 		t.Fatalf("%d %s, want the rate limit", resp.StatusCode, body)
 	}
 	before := statsFor(t, g, "gpt-4.1", "primary").HealthScore
+	counts := scrape(t)
 	resp, body = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"`+first.ID+`"}`)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Retry-After") == "1" {
 		t.Errorf("%d (Retry-After %q) %s; want 503 with the home's pause", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 	if after := statsFor(t, g, "gpt-4.1", "primary").HealthScore; after != before {
 		t.Errorf("gpt-4.1's score went from %d to %d on a response it never had", before, after)
+	}
+	expectNotHere(t, counts, "gpt-4.1", "primary", 1)
+}
+
+// expectNotHere checks that the attempts at model@provider since before
+// were n answered 404 for stored context they lack, which failed over:
+// outcome not_here, in attempts_total and failovers_total, never
+// client_error (the client's own 4xx, relayed), as the client was not
+// answered with them.
+func expectNotHere(t *testing.T, before series, model, provider string, n float64) {
+	t.Helper()
+	after := scrape(t)
+	for _, c := range []struct {
+		metric, label, outcome string
+		want                   float64
+	}{
+		{"caddy_llm_router_attempts_total", "outcome", "not_here", n},
+		{"caddy_llm_router_attempts_total", "outcome", "client_error", 0},
+		{"caddy_llm_router_failovers_total", "reason", "client_error", 0},
+	} {
+		if d := after.delta(before, sel(c.metric, "model", model, "provider", provider, c.label, c.outcome)); d != c.want {
+			t.Errorf("%s{%s=%q} of %s@%s +%v, want %v", c.metric, c.label, c.outcome, model, provider, d, c.want)
+		}
 	}
 }
