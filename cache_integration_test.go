@@ -855,7 +855,7 @@ func TestCacheLeaderSlowClientHoldsNoOneBack(t *testing.T) {
 	// the leader reads its first event, then nothing, and never gives up
 	// (g.untimed): a client that timed out would leave, and the follower
 	// would be served without any bound on the leader's writes
-	resp, hangUp := g.streamUntilOn(g.untimed(), q, "data: ")
+	resp, hangUp := g.streamUntilOn(g.untimed(), gatewayURL, q, "data: ")
 	defer hangUp()
 	expectCache(t, resp, "miss")
 	// bounded by ctx, not the tester's 5 s: the follower's response ends

@@ -223,8 +223,9 @@ func (ex *exchange) follow(f *cacheFlight) bool {
 				ex.clientGone()
 			} else {
 				// never a clean end: a stream cut short must not read as
-				// a complete answer
-				ex.status, ex.abort = 499, true
+				// a complete answer; its status is the 200 the client
+				// had, as a leader's that leaves mid-stream is
+				ex.abort = true
 			}
 			return true
 		}

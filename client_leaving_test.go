@@ -164,3 +164,35 @@ func hedgedThenHalfClosed(t *testing.T, g *gateway) (*http.Response, []byte) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp, b
 }
+
+// TestFollowerLeavingMidStreamIsCountedAsAnswered: a stream follower whose
+// HTTP/2 client leaves after its stream began had its headers, 200, as a
+// leader that leaves mid-stream has: requests_total counted it 499, the
+// code of a client gone before any answer, though the leader's and a
+// follower's whose write failed (over HTTP/1) are counted 200.
+func TestFollowerLeavingMidStreamIsCountedAsAnswered(t *testing.T) {
+	g, c, url := newHTTPSGateway(t, cacheRouter("\t\tmax_size 1009KB"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ChunkDelay: 100 * time.Millisecond, Chunks: 8})
+	q := question("Review: is the red scarf wool?", true, "")
+	done := requestsDone(t)
+	before := scrape(t)
+	leader, hangUpLeader := g.streamUntilOn(h2Client(t, c), url, q, "w0") // reads on to the end
+	defer hangUpLeader()
+	follower, hangUp := g.streamUntilOn(h2Client(t, c), url, q, "w0")
+	if follower.Header.Get("X-LLM-Cache") != "hit" || follower.StatusCode != http.StatusOK {
+		t.Fatalf("not a follower: %d, X-LLM-Cache %q", follower.StatusCode, follower.Header.Get("X-LLM-Cache"))
+	}
+	hangUp()
+	waitFor(t, done, "the follower to be counted")
+	_, _ = io.Copy(io.Discard, leader.Body)
+	leader.Body.Close()
+	waitFor(t, done, "the leader to be counted")
+	after := scrape(t)
+	counted := func(model, provider, code string) float64 {
+		return after.delta(before, sel("caddy_llm_router_requests_total", "route", "simple_qa", "model", model, "provider", provider, "code", code, "endpoint", "chat"))
+	}
+	if l, f, gone, goneHit := counted("deepseek-v3.2", "primary", "200"), counted("deepseek-v3.2", "", "200"),
+		counted("", "", "499"), counted("deepseek-v3.2", "", "499"); l != 1 || f != 1 || gone != 0 || goneHit != 0 {
+		t.Errorf("requests_total: leader 200 +%v, follower 200 +%v, 499 +%v and +%v; want 1, 1, 0, 0: the follower had its 200", l, f, gone, goneHit)
+	}
+}

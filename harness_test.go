@@ -329,14 +329,14 @@ func (g *gateway) postPath(path, body string, header ...string) (*http.Response,
 // cancel then hangs up, as a client that leaves mid-stream.
 func (g *gateway) streamUntil(body, text string) (resp *http.Response, cancel context.CancelFunc) {
 	g.t.Helper()
-	return g.streamUntilOn(g.tc.Client, body, text)
+	return g.streamUntilOn(g.tc.Client, gatewayURL, body, text)
 }
 
-// streamUntilOn is streamUntil with client c.
-func (g *gateway) streamUntilOn(c *http.Client, body, text string) (resp *http.Response, cancel context.CancelFunc) {
+// streamUntilOn is streamUntil with client c, to the site at url.
+func (g *gateway) streamUntilOn(c *http.Client, url, body, text string) (resp *http.Response, cancel context.CancelFunc) {
 	g.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gatewayURL+"/v1/chat/completions", strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", strings.NewReader(body))
 	resp, err := c.Do(req)
 	if err != nil {
 		cancel()
