@@ -97,8 +97,61 @@ func TestAttemptPanicFailsOver(t *testing.T) {
 				t.Errorf("%d via %q %s, want gemini-2.5-flash's answer", resp.StatusCode, resp.Header.Get(hdrModel), body)
 			}
 			if n := logs.FilterMessage("attempt panicked").Len(); n != 1 {
-				t.Errorf("%d panics logged, want 1: %v", n, logs.All())
+				t.Errorf("%d panics logged, want 1", n)
 			}
 		})
+	}
+}
+
+// TestCommittedHedgePanicAborts: a hedge that won and relayed its stream,
+// then panicked (its provider's body closing, after a stream that ended
+// without [DONE]), was taken by its goroutine's recover for a failure
+// that never answered: the request went on to the 503 of every candidate
+// failed, written after the stream the client already had, and counted
+// 503. The response is the hedge's, aborted as a stream that breaks is.
+func TestCommittedHedgePanicAborts(t *testing.T) {
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		if model == "gemini-2.5-flash" {
+			io.WriteString(w, chunk("hi")) // and no [DONE]
+			return
+		}
+		w.(http.Flusher).Flush()
+		<-t.Context().Done() // loses the hedge
+	})
+	r := benchRouter(t, up.URL, func(r *Router) {
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
+	})
+	core, logs := observer.New(zap.ErrorLevel)
+	r.logger = zap.New(core)
+	for _, p := range r.providers {
+		plain := &http.Transport{}
+		t.Cleanup(plain.CloseIdleConnections)
+		p.transport.Transport.RegisterProtocol("http", roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			body, _ := req.GetBody()
+			b, _ := io.ReadAll(body)
+			resp, err := plain.RoundTrip(req)
+			if err == nil && strings.Contains(string(b), `"gemini-2.5-flash"`) {
+				resp.Body = panicOnClose{resp.Body, make(chan struct{})}
+			}
+			return resp, err
+		}))
+	}
+	srv := routerServer(t, r)
+	done := requestsDone(t)
+	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"Hi"}]}`))
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body) // ends with an abort
+	resp.Body.Close()
+	waitFor(t, done, "the request to be counted")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(hdrModel) != "gemini-2.5-flash" ||
+		!strings.Contains(string(body), `"hi"`) || strings.Contains(string(body), codeAllUnavailable) {
+		t.Errorf("%d via %q %q, want the hedge's stream alone", resp.StatusCode, resp.Header.Get(hdrModel), body)
+	}
+	if n := logs.FilterMessage("attempt panicked").Len(); n != 1 {
+		t.Errorf("%d panics logged, want 1", n)
 	}
 }
