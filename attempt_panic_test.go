@@ -1,13 +1,17 @@
 package llmrouter
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -152,6 +156,72 @@ func TestCommittedHedgePanicAborts(t *testing.T) {
 		t.Errorf("%d via %q %q, want the hedge's stream alone", resp.StatusCode, resp.Header.Get(hdrModel), body)
 	}
 	if n := logs.FilterMessage("attempt panicked").Len(); n != 1 {
+		t.Errorf("%d panics logged, want 1", n)
+	}
+}
+
+// panickyTracer's spans record, and starting one named with model panics
+// (a span processor's bug, say); started is closed first.
+type panickyTracer struct {
+	noop.Tracer
+	model   string
+	started chan struct{}
+}
+
+func (p *panickyTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if strings.Contains(name, p.model) {
+		close(p.started)
+		panic("span start")
+	}
+	return p.Tracer.Start(ctx, name, opts...)
+}
+
+// tracerOf is the provider of one tracer.
+type tracerOf struct {
+	noop.TracerProvider
+	t trace.Tracer
+}
+
+func (p tracerOf) Tracer(string, ...trace.TracerOption) trace.Tracer { return p.t }
+
+// recordingSpan is the request's span, recording, of tracer tp.
+type recordingSpan struct {
+	noop.Span
+	tp trace.TracerProvider
+}
+
+func (s recordingSpan) IsRecording() bool                    { return true }
+func (s recordingSpan) TracerProvider() trace.TracerProvider { return s.tp }
+
+// TestHedgeStartPanicIsLogged: a panic on the hedge's goroutine before its
+// attempt (here as its trace span starts) was past the goroutine's
+// recover, which was set up after that: it crashed the process, Caddy and
+// every request in it. It is logged, the hedge is a failed attempt, and
+// the first attempt answers.
+func TestHedgeStartPanicIsLogged(t *testing.T) {
+	tp := &panickyTracer{model: "gemini", started: make(chan struct{})}
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		select { // the first attempt answers once the hedge has panicked
+		case <-tp.started:
+		case <-t.Context().Done():
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
+	})
+	r := benchRouter(t, up.URL, func(r *Router) {
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
+	})
+	core, logs := observer.New(zap.ErrorLevel)
+	r.logger = zap.New(core)
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(`{"model":"simple_qa","messages":[{"role":"user","content":"Hi"}]}`))
+	ctx := context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+	req = req.WithContext(trace.ContextWithSpan(ctx, recordingSpan{tp: tracerOf{t: tp}}))
+	w := httptest.NewRecorder()
+	_ = r.ServeHTTP(w, req, nil)
+	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "deepseek-v3.2" {
+		t.Errorf("%d via %q %s, want the first attempt's answer", w.Code, w.Header().Get(hdrModel), w.Body)
+	}
+	if n := logs.FilterMessage("hedged attempt panicked").Len(); n != 1 {
 		t.Errorf("%d panics logged, want 1", n)
 	}
 }

@@ -154,31 +154,32 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd 
 	gate.cancels[0] = cancel
 	hedge := make(chan hedgedResult, 1)
 	timer := time.AfterFunc(delay, func() {
-		gate.mu.Lock()
-		t := now()
-		// h's health now, not when the candidates were ordered: a hedge is
-		// optional, and not sent to a deployment that went into a cooldown
-		// (its provider asked for a pause) or was disabled meanwhile
-		if gate.winner != 0 || gate.closed || !t.Before(tryEnd) || h.state.viewAt(t).state != stateUp ||
-			ex.clientLeft() || ex.holdBudgets(h, 2, true) != nil {
-			gate.mu.Unlock()
-			return // d answered, or ended, in time; try_duration is spent; h is not up; nobody may read; or the budget cannot pay twice
-		}
-		// the hedge counts from now: under the gate's lock, so that an
-		// attempt that wins after this sees it (X-LLM-Attempts)
-		ex.attempts++
-		hctx, hcancel := context.WithCancelCause(ex.ctx)
-		gate.cancels[1], gate.hedgeDone, gate.started = hcancel, hctx.Done(), true
-		gate.mu.Unlock()
-		r := hedgedResult{d: h, span: ex.traceAttempt(h, false)}
+		r := hedgedResult{d: h}
+		var hcancel context.CancelCauseFunc // set once the hedge started
+		// first, before anything that may panic: a panic past this
+		// goroutine ends the process; a hedge started that panicked is a
+		// failed attempt, whose result hedgedAttempt waits for
 		defer func() {
-			hcancel(nil)
-			if v := recover(); v != nil {
+			v := recover()
+			if v != nil {
 				ex.router.logger.Error("hedged attempt panicked", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			}
+			if hcancel == nil {
+				return
+			}
+			hcancel(nil)
+			if v != nil {
 				r.res = attemptResult{outcome: outcomeServerError, detail: "internal error", started: r.res.started}
 			}
 			hedge <- r
 		}()
+		var hctx context.Context
+		hctx, hcancel = ex.startHedge(gate, h, tryEnd)
+		if hcancel == nil {
+			return
+		}
+		r.res.started = now()
+		r.span = ex.traceAttempt(h, false)
 		r.res = ex.attemptIn(hctx, h, 1)
 	})
 	first := hedgedResult{d: d, span: ex.traceAttempt(d, false)}
@@ -196,6 +197,28 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd 
 	// d ended (answered, lost or failed) with the hedge under way: the
 	// hedge's result comes when it ends, at once if d won
 	return []hedgedResult{first, <-hedge}, true
+}
+
+// startHedge starts the hedge to h, under the gate's lock (released
+// whatever happens), and returns its context; a nil cancel when it does
+// not start.
+func (ex *exchange) startHedge(gate *hedgeGate, h *deployment, tryEnd time.Time) (context.Context, context.CancelCauseFunc) {
+	gate.mu.Lock()
+	defer gate.mu.Unlock()
+	t := now()
+	// h's health now, not when the candidates were ordered: a hedge is
+	// optional, and not sent to a deployment that went into a cooldown
+	// (its provider asked for a pause) or was disabled meanwhile
+	if gate.winner != 0 || gate.closed || !t.Before(tryEnd) || h.state.viewAt(t).state != stateUp ||
+		ex.clientLeft() || ex.holdBudgets(h, 2, true) != nil {
+		return nil, nil // d answered, or ended, in time; try_duration is spent; h is not up; nobody may read; or the budget cannot pay twice
+	}
+	// the hedge counts from now: under the gate's lock, so that an
+	// attempt that wins after this sees it (X-LLM-Attempts)
+	ex.attempts++
+	hctx, hcancel := context.WithCancelCause(ex.ctx)
+	gate.cancels[1], gate.hedgeDone, gate.started = hcancel, hctx.Done(), true
+	return hctx, hcancel
 }
 
 // settleHedge records a hedge to h once both its attempts have ended:
