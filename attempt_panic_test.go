@@ -33,11 +33,10 @@ func (b panicOnClose) Close() error {
 // TestAttemptPanicFailsOver: a panic in an attempt (here as its
 // provider's response body is closed, after the answer was read) went up
 // the request's goroutine to net/http, which closed the client's
-// connection with no answer; with a hedge under way, that hedge then wrote
-// to a response whose handler had returned, and a hedge whose answer is an
-// error status waited for ever for the first attempt to end. The panic is
-// the attempt's failure now, logged: the request fails over, or the
-// hedge answers, as after any failed attempt.
+// connection with no answer, though another candidate, or the hedge under
+// way, could answer. The panic is the attempt's failure now, logged: the
+// request fails over, or the hedge answers, as after any failed attempt;
+// the attempt is charged as one given up after the provider had it.
 func TestAttemptPanicFailsOver(t *testing.T) {
 	const answer = `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`
 	for _, hedged := range []bool{false, true} {
@@ -102,6 +101,10 @@ func TestAttemptPanicFailsOver(t *testing.T) {
 			}
 			if n := logs.FilterMessage("attempt panicked").Len(); n != 1 {
 				t.Errorf("%d panics logged, want 1", n)
+			}
+			// the provider answered it, and bills it
+			if c := chargedTo(r, "deepseek-v3.2"); c.in == 0 || c.out == 0 {
+				t.Errorf("the attempt that panicked after its answer was charged %+v, want its input and output", c)
 			}
 		})
 	}

@@ -805,7 +805,7 @@ func (ex *exchange) attempt(d *deployment) attemptResult {
 // attempt is its failure, logged: up the request's goroutine it would
 // close the client's connection with no answer (and leave a hedge's
 // other attempt waiting on this one), rather than fail over; one after
-// the commit breaks the response.
+// the commit breaks the response, one before it is charged as given up.
 func (ex *exchange) attemptIn(parent context.Context, d *deployment, i int) (res attemptResult) {
 	res.started = now()
 	d.metrics.inFlight.Inc()
@@ -816,6 +816,11 @@ func (ex *exchange) attemptIn(parent context.Context, d *deployment, i int) (res
 				zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
 			res.outcome, res.detail = outcomeServerError, "internal error"
 			res.broken = res.committed
+			if !res.committed && res.billable() {
+				// given up once the provider had the request, as any
+				// attempt cut off then: what it may have billed is charged
+				ex.chargeAbandoned(d)
+			}
 		}
 	}()
 	if ex.body.Stream {
