@@ -747,16 +747,22 @@ func clientLabelValue(v string) string {
 	return v
 }
 
-// clientOf is the bounded client label of a request.
-func clientOf(c *ClientLabel, repl *caddy.Replacer) string {
+// clientValue is the client_label value of a request, fit for a label
+// but not bounded: what routing rules read as client, whatever the
+// metrics count it as.
+func clientValue(c *ClientLabel, repl *caddy.Replacer) string {
 	if c == nil {
 		return ""
 	}
-	v := replaceAll(repl, c.Value)
-	if v == "" {
+	return clientLabelValue(replaceAll(repl, c.Value))
+}
+
+// boundedClient is v, a client_label value, as the metrics and stats count
+// it: "other" once max other values are kept.
+func boundedClient(c *ClientLabel, v string) string {
+	if c == nil || v == "" {
 		return ""
 	}
-	v = clientLabelValue(v)
 	clientLabels.RLock()
 	ok := clientLabels.seen[v]
 	n := len(clientLabels.seen)

@@ -77,7 +77,7 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 			return err
 		}
 		req.Header = header
-		client = clientLabelValue(replaceAll(caddyhttp.NewTestReplacer(req), r.ClientLabel.Value))
+		client = clientValue(r.ClientLabel, caddyhttp.NewTestReplacer(req)) // as rules read it
 	}
 	rules, err := compileRules(r.RouteRules)
 	if err != nil {

@@ -107,7 +107,8 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 			fmt.Sprintf("The request has %s more than once: a budget is kept for its value, which must be one", what)))
 		return nil
 	}
-	ex.client = clientOf(r.ClientLabel, ex.repl)
+	ex.ruleClient = clientValue(r.ClientLabel, ex.repl)
+	ex.client = boundedClient(r.ClientLabel, ex.ruleClient)
 	p, ok := ex.resolve()
 	if !ok {
 		return nil
@@ -165,9 +166,12 @@ type exchange struct {
 	leave     func()      // set when ctx outlives the client's context (outliveHalfClose): what the client's leaving does once its answer has started
 	stopWatch func() bool // undoes answerStarted's watch
 	counted   bool
-	client    string         // the bounded client label, "" without one
-	charges   []budgetCharge // the budgets the request's cost goes to
-	abandoned struct {       // what attempts given up before an answer were charged (chargeAbandoned)
+	client    string // the bounded client label, "" without one
+	// the client label's own value, which rules read: a client's route
+	// does not depend on how many others the metrics keep apart
+	ruleClient string
+	charges    []budgetCharge // the budgets the request's cost goes to
+	abandoned  struct {       // what attempts given up before an answer were charged (chargeAbandoned)
 		cost     float64
 		currency string
 	}
@@ -408,7 +412,7 @@ func (ex *exchange) resolve() (plan, bool) {
 		reason = "model"
 	case r.rules != nil && kind == kindChat:
 		// no route named: the rules classify the request
-		vars := newRuleVars(ex.ep, &ex.body, ex.req.Header, ex.client)
+		vars := newRuleVars(ex.ep, &ex.body, ex.req.Header, ex.ruleClient)
 		if rule := r.rules.choose(vars, r.logger, nil); rule != nil {
 			routeHeader, reason = rule.route, rule.reason
 		}

@@ -91,3 +91,25 @@ func TestRouteDryRun(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleClientPastLabelMax: a rule reads the client's own client_label
+// value, also once the labels the metrics keep apart are all taken (max,
+// shared by every handler and config) and the metrics count it as
+// "other": which route a client gets must not depend on how many other
+// clients came first.
+func TestRuleClientPastLabelMax(t *testing.T) {
+	router := strings.Replace(rulesRouter, "\t\twhen has_tools || has_images\n",
+		"\t\twhen `client == \"vip\"`\n\t\twhen has_tools || has_images\n", 1) +
+		"\n\t\tclient_label {http.request.header.x-team} max 1\n"
+	site := "\theader >X-Route-Reason {http.llm_router.route_reason}\n"
+	g := newGatewayWith(t, globalOptions, site, router)
+	body := `{"messages":[{"role":"user","content":"Where is my order?"}]}`
+	// fills the one label the metrics keep (if no earlier test did)
+	resp, out := g.post(body, "X-Team", "filler-team")
+	expectModel(t, resp, out, "deepseek-v3.2", "primary", 1)
+	resp, out = g.post(body, "X-Team", "vip")
+	expectModel(t, resp, out, "gpt-4.1", "primary", 1)
+	if got := resp.Header.Get("X-Route-Reason"); got != "rule:complex_reasoning#1" {
+		t.Errorf("route_reason = %q, want rule:complex_reasoning#1", got)
+	}
+}
