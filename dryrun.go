@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -98,8 +99,11 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 	for _, v := range ruleVariables {
 		val, _ := vars.ResolveName(v.name)
 		shown := fmt.Sprint(val)
-		if v.celType() == cel.StringType {
+		switch {
+		case v.celType() == cel.StringType:
 			shown = fmt.Sprintf("%q", truncate(fmt.Sprint(val), 80))
+		case v.get == nil:
+			shown = shownHeaders(header)
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.name, shown, v.doc)
 	}
@@ -204,6 +208,33 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 		}
 	}
 	return tw.Flush()
+}
+
+// shownHeaders is the header variable as the dry run prints it: by name,
+// in order, a credential's value hidden (the output goes to terminals and
+// CI logs; the rules read it all the same).
+func shownHeaders(h http.Header) string {
+	names := make([]string, 0, len(h))
+	for k, vs := range h {
+		if len(vs) > 0 {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		v := h[k][0]
+		if isCredentialHeader(k) {
+			v = "(hidden)"
+		}
+		fmt.Fprintf(&b, "%s: %s", strings.ToLower(k), v)
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 // upstreamPathOf maps an endpoint name to its path.

@@ -62,20 +62,29 @@ func TestRoutingRulesClassify(t *testing.T) {
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 }
 
-// TestRouteDryRun: `caddy llm-router route` explains a request's route;
-// its output is golden.
-func TestRouteDryRun(t *testing.T) {
+// dryRunFiles writes a Caddyfile with rulesRouter, a client label and a
+// budget, and a request body that its rules send to complex_reasoning, for
+// `caddy llm-router route`.
+func dryRunFiles(t *testing.T) (config, request string) {
+	t.Helper()
 	dir := t.TempDir()
 	cf := "{\n\tadmin off\n}\n:8080 {\n\tllm_router /v1/* {" +
 		strings.NewReplacer("{PRIMARY}", "http://127.0.0.1:1", "{BACKUP}", "http://127.0.0.1:2").Replace(rulesRouter) + "\n\t\tclient_label {http.request.header.X-Team}\n\t\tbudget reasoning_daily {\n\t\t\tlimit 10 per day\n\t\t\tmatch gpt-4.1\n\t\t}\n\t}\n}\n"
-	config := filepath.Join(dir, "Caddyfile")
+	config = filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(config, []byte(cf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	req := filepath.Join(dir, "request.json")
-	if err := os.WriteFile(req, []byte(`{"model":"auto","messages":[{"role":"system","content":"You are the shop's assistant."},{"role":"user","content":"So sánh hai áo khoác này giúp tôi?"}],"temperature":0.3}`), 0o600); err != nil {
+	request = filepath.Join(dir, "request.json")
+	if err := os.WriteFile(request, []byte(`{"model":"auto","messages":[{"role":"system","content":"You are the shop's assistant."},{"role":"user","content":"So sánh hai áo khoác này giúp tôi?"}],"temperature":0.3}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return config, request
+}
+
+// TestRouteDryRun: `caddy llm-router route` explains a request's route;
+// its output is golden.
+func TestRouteDryRun(t *testing.T) {
+	config, req := dryRunFiles(t)
 	var out bytes.Buffer
 	if err := runRoute(&out, config, "", routeOptions{Endpoint: "chat", Headers: []string{"X-Team: storefront"}, Handler: 1}, req, nil); err != nil {
 		t.Fatal(err)
@@ -111,5 +120,32 @@ func TestRuleClientPastLabelMax(t *testing.T) {
 	expectModel(t, resp, out, "gpt-4.1", "primary", 1)
 	if got := resp.Header.Get("X-Route-Reason"); got != "rule:complex_reasoning#1" {
 		t.Errorf("route_reason = %q, want rule:complex_reasoning#1", got)
+	}
+}
+
+// TestRouteDryRunHidesCredentials: the dry run's output (a CI log) shows
+// the header variable with credential headers' values hidden, and in one
+// order; the rules still read the values.
+func TestRouteDryRunHidesCredentials(t *testing.T) {
+	config, req := dryRunFiles(t)
+	const secret = "sk-team-secret-0000000001"
+	headers := []string{"Authorization: Bearer " + secret, "X-Api-Key: " + secret, "X-Team: storefront", "Accept: application/json"}
+	var first string
+	for range 5 {
+		var out bytes.Buffer
+		if err := runRoute(&out, config, "", routeOptions{Endpoint: "chat", Headers: headers, Handler: 1}, req, nil); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.String(), secret) {
+			t.Fatalf("the dry run shows a client credential:\n%s", out.String())
+		}
+		if first == "" {
+			first = out.String()
+		} else if out.String() != first {
+			t.Fatalf("two runs differ:\n%s\n%s", first, out.String())
+		}
+	}
+	if !strings.Contains(first, "x-team: storefront") || !strings.Contains(first, "authorization: (hidden)") {
+		t.Errorf("the header variable is not shown as it should be:\n%s", first)
 	}
 }
