@@ -60,6 +60,11 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 	if err := body.Parse(raw, ep.api()); err != nil {
 		return fmt.Errorf("the request body: %w", err)
 	}
+	if r.ServiceTiers == nil { // not provisioned
+		r.ServiceTiers = defaultServiceTiers
+	}
+	// refused before it is routed, as the gateway does (readRequest)
+	refused := r.unbillable(&body)
 	header := http.Header{}
 	for _, h := range opts.Headers {
 		name, value, ok := strings.Cut(h, ":")
@@ -119,6 +124,8 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 	reason := "default"
 	var outcomes []ruleOutcome
 	switch {
+	case refused != nil:
+		reason = "refused"
 	case routeHeader != "":
 		reason = "header"
 	case model != "" && model != "auto":
@@ -136,6 +143,8 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 	for i, rule := range rules.rules {
 		result := "not evaluated"
 		switch {
+		case reason == "refused":
+			result = "not evaluated: the request is refused"
 		case reason == "header" || reason == "model":
 			result = "not evaluated: the request names its " + map[string]string{"header": "route", "model": "model"}[reason]
 		case i < len(outcomes) && outcomes[i].err != nil:
@@ -151,8 +160,12 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 		return err
 	}
 
-	res := rt.resolve(routeHeader, model, ep.kind())
 	fmt.Fprintln(w)
+	if refused != nil {
+		fmt.Fprintf(w, "Answer: %d %s (param %s): %s\n", refused.status, refused.code, refused.param, refused.msg)
+		return nil
+	}
+	res := rt.resolve(routeHeader, model, ep.kind())
 	switch {
 	case res.plan == nil && res.wrongKind:
 		fmt.Fprintf(w, "Answer: 400 model_not_supported: %q is not %s\n", res.name, ep.kind().aModel())

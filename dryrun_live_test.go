@@ -2,6 +2,9 @@ package llmrouter
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -75,4 +78,57 @@ func TestRouteDryRunMatchesLive(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests compared", n)
+}
+
+// TestRouteDryRunRefusesAsLive: a body the gateway refuses before routing
+// (a service tier it does not offer, a background response, a hosted
+// tool it cannot bill) is refused by the dry run too, with the same code
+// and param, rather than shown a route it would never get.
+func TestRouteDryRunRefusesAsLive(t *testing.T) {
+	g := newGatewayWith(t, globalOptions, "", rulesRouter+"\n\t\tallow_unpriced file_search\n")
+	dir := t.TempDir()
+	config := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(config, []byte("{\n\tadmin off\n}\n:8080 {\n\tllm_router /v1/* {"+g.fill(rulesRouter+"\n\t\tallow_unpriced file_search\n")+"\n\t}\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const msgs = `"messages":[{"role":"user","content":"Where is my order?"}]`
+	answer := regexp.MustCompile(`(?m)^(Route: [a-z_]+|Answer: [0-9]+ [a-z_]+( \(param [a-z_]+\))?)`)
+	for _, body := range []string{
+		`{` + msgs + `}`,
+		`{"service_tier":"priority",` + msgs + `}`,
+		`{"service_tier":"flex",` + msgs + `}`,
+		`{"background":true,` + msgs + `}`,
+		`{"tools":[{"type":"web_search_preview"}],` + msgs + `}`,
+		`{"tools":[{"type":"file_search"}],` + msgs + `}`,
+		`{"web_search_options":{},` + msgs + `}`,
+	} {
+		resp, out := g.post(body)
+		live := "Route: " + resp.Header.Get("X-LLM-Route")
+		if resp.StatusCode != http.StatusOK {
+			var e struct {
+				Error struct {
+					Code  string  `json:"code"`
+					Param *string `json:"param"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(out), &e); err != nil {
+				t.Fatalf("%s: %d %s", body, resp.StatusCode, out)
+			}
+			live = fmt.Sprintf("Answer: %d %s", resp.StatusCode, e.Error.Code)
+			if e.Error.Param != nil {
+				live += " (param " + *e.Error.Param + ")"
+			}
+		}
+		req := filepath.Join(dir, "request.json")
+		if err := os.WriteFile(req, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var dry bytes.Buffer
+		if err := runRoute(&dry, config, "", routeOptions{Endpoint: "chat", Handler: 1}, req, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := answer.FindString(dry.String()); got != live {
+			t.Errorf("%s: dry run %q, live %q", body, got, live)
+		}
+	}
 }

@@ -349,24 +349,33 @@ func (ex *exchange) readRequest() bool {
 var defaultServiceTiers = []string{"auto", "default", "flex"}
 
 // billable refuses what the router could not bill as the provider does
-// (false: the client has been answered): a service tier priced above the
+// (false: the client has been answered; see unbillable).
+func (ex *exchange) billable() bool {
+	if e := ex.router.unbillable(&ex.body); e != nil {
+		ex.fail(e)
+		return false
+	}
+	return true
+}
+
+// unbillable is the 400 for a request the router could not bill as the
+// provider does, nil for one it can: a service tier priced above the
 // model's price, a Responses API background request, whose answer and
 // usage are fetched later, past the router, and a feature billed apart
 // from tokens (a hosted tool, audio output) the config does not allow.
-func (ex *exchange) billable() bool {
-	if t := ex.body.ServiceTier; t != "" && !slices.Contains(ex.router.ServiceTiers, t) {
-		ex.fail(invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, "service_tier",
+// The dry run asks it too.
+func (r *Router) unbillable(body *openai.Request) *routerError {
+	if t := body.ServiceTier; t != "" && !slices.Contains(r.ServiceTiers, t) {
+		return invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, "service_tier",
 			fmt.Sprintf("service_tier '%s' is not offered by this gateway (it offers %s): its price is not the one the gateway counts",
-				truncate(t, maxEchoedName), strings.Join(ex.router.ServiceTiers, ", "))))
-		return false
+				truncate(t, maxEchoedName), strings.Join(r.ServiceTiers, ", ")))
 	}
-	if ex.body.Background {
-		ex.fail(invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, "background",
-			"background responses are not supported by this gateway: their answer and usage would be fetched past it, uncounted"))
-		return false
+	if body.Background {
+		return invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, "background",
+			"background responses are not supported by this gateway: their answer and usage would be fetched past it, uncounted")
 	}
-	for _, f := range ex.body.Unpriced {
-		if !allowedUnpriced(ex.router.AllowUnpriced, f) {
+	for _, f := range body.Unpriced {
+		if !allowedUnpriced(r.AllowUnpriced, f) {
 			param := "tools"
 			switch f {
 			case "web_search":
@@ -378,13 +387,12 @@ func (ex *exchange) billable() bool {
 					param = "plugins"
 				}
 			}
-			ex.fail(invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, param,
+			return invalidRequest(http.StatusBadRequest, openai.CodeInvalidValue, param,
 				fmt.Sprintf("'%s' is not available through this gateway: the provider bills it apart from tokens, which the gateway cannot count",
-					truncate(f, maxEchoedName))))
-			return false
+					truncate(f, maxEchoedName)))
 		}
 	}
-	return true
+	return nil
 }
 
 // allowedUnpriced reports whether feature is in allowed, or begins with
