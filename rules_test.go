@@ -486,3 +486,34 @@ func TestRuleCostLimitCombined(t *testing.T) {
 		t.Errorf("combined: chose %s, one by one %s", combined.route, oneByOne.route)
 	}
 }
+
+// TestRuleCostScansText: contains_any and size cost what they scan of
+// their text, as CEL's own string functions do, so that a rule calling
+// them in a loop the client sizes (one a header) is stopped at the cost
+// limit rather than scanning a large body once a header.
+func TestRuleCostScansText(t *testing.T) {
+	text := strings.Repeat("x", 1_000_000)
+	rb, err := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"user","content":"`+text+`"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := http.Header{}
+	for i := range 1000 {
+		header.Set("X-Hint-"+strconv.Itoa(i), "1")
+	}
+	for _, when := range []string{
+		`header.exists(k, contains_any(last_user, [k]))`,
+		`header.exists(k, size(last_user) < size(k))`,
+		`header.exists(k, last_user.size() < k.size())`,
+	} {
+		rs, err := compileRules([]*RouteRule{{Route: "a", When: []string{when}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var outcomes []ruleOutcome
+		rs.choose(newRuleVars(chatEndpoint, rb, header, ""), nil, func(o ruleOutcome) { outcomes = append(outcomes, o) })
+		if len(outcomes) != 1 || outcomes[0].err == nil || !strings.Contains(outcomes[0].err.Error(), "cost limit exceeded") {
+			t.Errorf("%s over a 1 MB text and 1000 headers: %+v, want stopped at the cost limit", when, outcomes)
+		}
+	}
+}
