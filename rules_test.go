@@ -64,6 +64,9 @@ func TestRuleVariables(t *testing.T) {
 		{"tools and JSON mode", chatEndpoint,
 			`{"messages":[{"role":"user","content":"track 42"}],"tools":[{"type":"function","function":{"name":"track"}}],"response_format":{"type":"json_object"},"max_completion_tokens":64}`, nil,
 			map[string]any{"has_tools": true, "json_mode": true, "max_tokens": int64(64)}},
+		// decoded, as a provider reads it
+		{"JSON mode written with an escape", chatEndpoint,
+			`{"messages":[],"response_format":{"type":"json_\u006fbject"}}`, nil, map[string]any{"json_mode": true}},
 		{"no tools in an empty list", chatEndpoint, `{"messages":[],"tools":[ ]}`, nil, map[string]any{"has_tools": false, "messages": int64(0)}},
 		{"images as content parts", chatEndpoint,
 			`{"messages":[{"role":"user","content":[{"type":"text","text":"Is this the right size?"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}`, nil,

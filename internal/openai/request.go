@@ -844,8 +844,9 @@ func (r *Request) readResponseFormat(s *scanner, depth int) error {
 			if err := readString(s, "response_format.type"); err != nil {
 				return err
 			}
-			switch string(s.b[start:s.i]) {
-			case `"json_object"`, `"json_schema"`:
+			// decoded, as a provider reads it ("json_\u006fbject")
+			switch text(s.b[start:s.i]) {
+			case "json_object", "json_schema":
 				r.JSONMode = true
 			}
 			return nil
