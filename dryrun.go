@@ -60,11 +60,6 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 	if err := body.Parse(raw, ep.api()); err != nil {
 		return fmt.Errorf("the request body: %w", err)
 	}
-	if r.ServiceTiers == nil { // not provisioned
-		r.ServiceTiers = defaultServiceTiers
-	}
-	// refused before it is routed, as the gateway does (readRequest)
-	refused := r.unbillable(&body)
 	header := http.Header{}
 	for _, h := range opts.Headers {
 		name, value, ok := strings.Cut(h, ":")
@@ -73,24 +68,49 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 		}
 		header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
 	}
-	client := ""
-	if r.ClientLabel != nil {
-		// the placeholders of a request with these headers, as Caddy
-		// resolves them for the gateway (a header's name in any case, its
-		// values joined)
-		req, err := http.NewRequest(http.MethodPost, "http://localhost"+ep.path(), nil)
-		if err != nil {
-			return err
-		}
-		req.Header = header
-		client = clientValue(r.ClientLabel, caddyhttp.NewTestReplacer(req)) // as rules read it
+	req, err := http.NewRequest(http.MethodPost, "http://localhost"+ep.path(), nil)
+	if err != nil {
+		return err
 	}
+	req.Header = header
 	rules, err := compileRules(r.RouteRules)
 	if err != nil {
 		return err
 	}
 	ds := r.newDeployments()
 	rt := buildRouting(ds, r.Routes, r.DefaultRoute)
+	// the budgets that would pay for each candidate's answer
+	var budgets []*budget
+	for _, bc := range r.Budgets {
+		b, err := newBudget(bc, "")
+		if err != nil {
+			return err
+		}
+		b.cover(ds, rt)
+		budgets = append(budgets, b)
+	}
+	// refused before it is routed, as the gateway does (ServeHTTP), on
+	// the defaults provisioning sets
+	maxBody := r.MaxRequestBody
+	if maxBody == 0 {
+		maxBody = defaultMaxRequestBody
+	}
+	if r.ServiceTiers == nil {
+		r.ServiceTiers = defaultServiceTiers
+	}
+	refused := r.unbillable(&body)
+	if int64(len(raw)) > maxBody {
+		refused = bodyTooLarge(maxBody)
+	} else if refused == nil {
+		refused = keyGivenTwice(budgets, req)
+	}
+	client := ""
+	if r.ClientLabel != nil {
+		// the placeholders of a request with these headers, as Caddy
+		// resolves them for the gateway (a header's name in any case, its
+		// values joined)
+		client = clientValue(r.ClientLabel, caddyhttp.NewTestReplacer(req)) // as rules read it
+	}
 
 	fmt.Fprintf(w, "llm_router #%d", max(opts.Handler, 1))
 	if t.Where != "" {
@@ -162,7 +182,11 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 
 	fmt.Fprintln(w)
 	if refused != nil {
-		fmt.Fprintf(w, "Answer: %d %s (param %s): %s\n", refused.status, refused.code, refused.param, refused.msg)
+		param := ""
+		if refused.param != "" {
+			param = " (param " + refused.param + ")"
+		}
+		fmt.Fprintf(w, "Answer: %d %s%s: %s\n", refused.status, refused.code, param, refused.msg)
 		return nil
 	}
 	res := rt.resolve(routeHeader, model, ep.kind())
@@ -185,16 +209,6 @@ func explainRoute(w io.Writer, t costTarget, opts routeOptions, raw []byte, stat
 		for _, d := range stats.Deployments {
 			health[d.Model+"@"+d.Provider] = d
 		}
-	}
-	// the budgets that would pay for each candidate's answer
-	var budgets []*budget
-	for _, bc := range r.Budgets {
-		b, err := newBudget(bc, "")
-		if err != nil {
-			return err
-		}
-		b.cover(ds, rt)
-		budgets = append(budgets, b)
 	}
 	fmt.Fprintln(w, "Candidates, in order (within a priority, a draw weighted by weight × health score):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -80,29 +80,38 @@ func TestRouteDryRunMatchesLive(t *testing.T) {
 	t.Logf("%d requests compared", n)
 }
 
-// TestRouteDryRunRefusesAsLive: a body the gateway refuses before routing
-// (a service tier it does not offer, a background response, a hosted
-// tool it cannot bill) is refused by the dry run too, with the same code
-// and param, rather than shown a route it would never get.
+// TestRouteDryRunRefusesAsLive: a request the gateway refuses before
+// routing (a body over max_request_body, a budget's key header given
+// twice, a service tier it does not offer, a background response, a hosted
+// tool it cannot bill) is refused by the dry run too, with the same status,
+// code and param, rather than shown a route it would never get.
 func TestRouteDryRunRefusesAsLive(t *testing.T) {
-	g := newGatewayWith(t, globalOptions, "", rulesRouter+"\n\t\tallow_unpriced file_search\n")
+	router := rulesRouter + "\n\t\tallow_unpriced file_search\n\t\tmax_request_body 2KB\n" +
+		"\t\tbudget team {\n\t\t\tlimit 100 per day\n\t\t\tkey {http.request.header.X-Team}\n\t\t}\n"
+	g := newGatewayWith(t, globalOptions, "", router)
 	dir := t.TempDir()
 	config := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(config, []byte("{\n\tadmin off\n}\n:8080 {\n\tllm_router /v1/* {"+g.fill(rulesRouter+"\n\t\tallow_unpriced file_search\n")+"\n\t}\n}\n"), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte("{\n\tadmin off\n}\n:8080 {\n\tllm_router /v1/* {"+g.fill(router)+"\n\t}\n}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	const msgs = `"messages":[{"role":"user","content":"Where is my order?"}]`
 	answer := regexp.MustCompile(`(?m)^(Route: [a-z_]+|Answer: [0-9]+ [a-z_]+( \(param [a-z_]+\))?)`)
-	for _, body := range []string{
-		`{` + msgs + `}`,
-		`{"service_tier":"priority",` + msgs + `}`,
-		`{"service_tier":"flex",` + msgs + `}`,
-		`{"background":true,` + msgs + `}`,
-		`{"tools":[{"type":"web_search_preview"}],` + msgs + `}`,
-		`{"tools":[{"type":"file_search"}],` + msgs + `}`,
-		`{"web_search_options":{},` + msgs + `}`,
+	for _, tc := range []struct {
+		body   string
+		header []string
+	}{
+		{`{` + msgs + `}`, nil},
+		{`{` + msgs + `}`, []string{"X-Team", "a"}},
+		{`{` + msgs + `}`, []string{"X-Team", "a", "X-Team", "b"}},
+		{`{"user":"` + strings.Repeat("u", 2100) + `",` + msgs + `}`, nil},
+		{`{"service_tier":"priority",` + msgs + `}`, nil},
+		{`{"service_tier":"flex",` + msgs + `}`, nil},
+		{`{"background":true,` + msgs + `}`, nil},
+		{`{"tools":[{"type":"web_search_preview"}],` + msgs + `}`, nil},
+		{`{"tools":[{"type":"file_search"}],` + msgs + `}`, nil},
+		{`{"web_search_options":{},` + msgs + `}`, nil},
 	} {
-		resp, out := g.post(body)
+		resp, out := g.post(tc.body, tc.header...)
 		live := "Route: " + resp.Header.Get("X-LLM-Route")
 		if resp.StatusCode != http.StatusOK {
 			var e struct {
@@ -112,7 +121,7 @@ func TestRouteDryRunRefusesAsLive(t *testing.T) {
 				} `json:"error"`
 			}
 			if err := json.Unmarshal([]byte(out), &e); err != nil {
-				t.Fatalf("%s: %d %s", body, resp.StatusCode, out)
+				t.Fatalf("%s: %d %s", tc.body, resp.StatusCode, out)
 			}
 			live = fmt.Sprintf("Answer: %d %s", resp.StatusCode, e.Error.Code)
 			if e.Error.Param != nil {
@@ -120,15 +129,19 @@ func TestRouteDryRunRefusesAsLive(t *testing.T) {
 			}
 		}
 		req := filepath.Join(dir, "request.json")
-		if err := os.WriteFile(req, []byte(body), 0o600); err != nil {
+		if err := os.WriteFile(req, []byte(tc.body), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		var hs []string
+		for i := 0; i+1 < len(tc.header); i += 2 {
+			hs = append(hs, tc.header[i]+": "+tc.header[i+1])
+		}
 		var dry bytes.Buffer
-		if err := runRoute(&dry, config, "", routeOptions{Endpoint: "chat", Handler: 1}, req, nil); err != nil {
+		if err := runRoute(&dry, config, "", routeOptions{Endpoint: "chat", Headers: hs, Handler: 1}, req, nil); err != nil {
 			t.Fatal(err)
 		}
 		if got := answer.FindString(dry.String()); got != live {
-			t.Errorf("%s: dry run %q, live %q", body, got, live)
+			t.Errorf("%.60s %v: dry run %q, live %q", tc.body, tc.header, got, live)
 		}
 	}
 }

@@ -102,9 +102,8 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request, _ caddyhttp
 	if !ex.readRequest() {
 		return ex.gone
 	}
-	if what := keyValueTwice(r.budgets, req); what != "" {
-		ex.fail(invalidRequest(http.StatusBadRequest, codeDuplicateHeader, "",
-			fmt.Sprintf("The request has %s more than once: a budget is kept for its value, which must be one", what)))
+	if e := keyGivenTwice(r.budgets, req); e != nil {
+		ex.fail(e)
 		return nil
 	}
 	ex.ruleClient = clientValue(r.ClientLabel, ex.repl)
@@ -323,8 +322,7 @@ func (ex *exchange) readRequest() bool {
 		var tooLarge *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooLarge):
-			ex.fail(invalidRequest(http.StatusRequestEntityTooLarge, codeTooLarge, "",
-				fmt.Sprintf("request body is larger than the limit of %d bytes", r.MaxRequestBody)))
+			ex.fail(bodyTooLarge(r.MaxRequestBody))
 		case ex.req.Context().Err() != nil:
 			ex.clientGone()
 		default:
@@ -342,6 +340,22 @@ func (ex *exchange) readRequest() bool {
 		return false
 	}
 	return ex.billable()
+}
+
+// bodyTooLarge is the 413 for a body over max_request_body.
+func bodyTooLarge(limit int64) *routerError {
+	return invalidRequest(http.StatusRequestEntityTooLarge, codeTooLarge, "",
+		fmt.Sprintf("request body is larger than the limit of %d bytes", limit))
+}
+
+// keyGivenTwice is the 400 for a request that gives a budget's key header
+// or query parameter more than once, nil for one that does not.
+func keyGivenTwice(budgets []*budget, req *http.Request) *routerError {
+	if what := keyValueTwice(budgets, req); what != "" {
+		return invalidRequest(http.StatusBadRequest, codeDuplicateHeader, "",
+			fmt.Sprintf("The request has %s more than once: a budget is kept for its value, which must be one", what))
+	}
+	return nil
 }
 
 // defaultServiceTiers are the service tiers that cost no more than the
