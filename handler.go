@@ -462,6 +462,9 @@ func (ex *exchange) resolve() (plan, bool) {
 		return nil, false
 	}
 	ex.ph.routed = true
+	if reason != "header" && reason != "model" {
+		return ex.withHome(res.plan), true
+	}
 	return res.plan, true
 }
 

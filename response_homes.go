@@ -100,6 +100,37 @@ func (ex *exchange) inputTokens() int64 {
 	return n
 }
 
+// withHome is plan p of a request that named no route or model, with the
+// deployment that made the response it continues as one more candidate
+// when it is not one already (homeFirst then tries it first): the rules
+// (or the default route) chose p, and may put a conversation's next turn
+// on deployments that cannot have its response. Added here, before the
+// budgets' admission, so that its answer is paid for as any candidate's.
+func (ex *exchange) withHome(p plan) plan {
+	prev := ex.continued()
+	if prev == "" {
+		return p
+	}
+	home, ok := responseHomes.Peek(prev)
+	if !ok {
+		return p
+	}
+	for _, g := range p {
+		for _, d := range g {
+			if d.id == home.d {
+				return p
+			}
+		}
+	}
+	for _, d := range ex.router.deployments {
+		if d.id == home.d && d.kind == kindChat {
+			// a copy: p is the config's, shared by every request
+			return append(p[:len(p):len(p)], []*deployment{d})
+		}
+	}
+	return p
+}
+
 // homeFirst moves the deployment that made the response a request
 // continues to the front of its candidates, when it is one of them. When
 // it is one of the skipped (cooling down, disabled), homeSkipped notes it:

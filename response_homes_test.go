@@ -392,3 +392,34 @@ func expectNotHere(t *testing.T, before series, model, provider string, n float6
 		}
 	}
 }
+
+// TestRuleRoutedContinuationGoesHome: a continuation that names no route
+// (model "auto") goes to the deployment that made its response even when
+// the rules classify this turn into a route without it: a client sending
+// "auto" every turn must not get a 404 for its own conversation because
+// the gateway moved it to another provider.
+func TestRuleRoutedContinuationGoesHome(t *testing.T) {
+	router := strings.Replace(rulesRouter, "model gpt-4.1 {\n\t\tfallback claude-sonnet-4.5\n\t}",
+		"model gpt-4.1 {\n\t\tprovider backup\n\t\tfallback claude-sonnet-4.5\n\t}", 1)
+	if router == rulesRouter {
+		t.Fatal("rulesRouter's gpt-4.1 moved")
+	}
+	g := newGateway(t, router)
+	resp, body := g.postPath("/v1/responses", `{"model":"auto","input":"Where is my order?"}`)
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	var first struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(body), &first); err != nil || first.ID == "" {
+		t.Fatalf("no response id in %s", body)
+	}
+	// a comparison: complex_reasoning by the rules, whose models are all
+	// at the backup, which does not have the response
+	resp, body = g.postPath("/v1/responses", `{"model":"auto","input":"Compare it with the blue one","previous_response_id":"`+first.ID+`"}`)
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	// a route named is the client's choice: routed as it says
+	resp, _ = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And now?","previous_response_id":"`+first.ID+`"}`)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("a named route's continuation elsewhere: %d, want the provider's 404", resp.StatusCode)
+	}
+}
