@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -211,13 +212,40 @@ func fetchAdminStats(addr string) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
+	type result struct {
+		s   *Stats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := readAdminStats(addr)
+		done <- result{s, err}
+	}()
+	timer := time.NewTimer(adminStatsTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.s, r.err
+	case <-timer.C:
+		return nil, fmt.Errorf("reading stats from %s: no answer within %s", addr, adminStatsTimeout)
+	}
+}
+
+// adminStatsTimeout bounds reading the stats from the admin API: Caddy's
+// AdminAPIRequest sets no deadline, so an address that accepts the
+// connection and never answers (a hung process, another service) would
+// hang the command. A variable for tests.
+var adminStatsTimeout = 30 * time.Second
+
+// readAdminStats is one GET /llm_router/stats, without a deadline.
+func readAdminStats(addr string) (*Stats, error) {
 	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, "/llm_router/stats", nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("reading stats from %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
 	var s Stats
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&s); err != nil {
 		return nil, fmt.Errorf("decoding stats from %s: %w", addr, err)
 	}
 	return &s, nil

@@ -2,7 +2,10 @@ package llmrouter
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -55,5 +58,43 @@ func TestStatsTable(t *testing.T) {
 	}
 	if buf.String() != string(golden) {
 		t.Errorf("table differs from testdata/stats_table.golden:\n%s", buf.String())
+	}
+}
+
+// TestStatsAdminNoAnswer: an admin address that accepts the connection and
+// never answers (a hung Caddy, another service on the port) fails the
+// stats command within its deadline instead of hanging it.
+func TestStatsAdminNoAnswer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-accepted
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	defer func(d time.Duration) { adminStatsTimeout = d }(adminStatsTimeout)
+	adminStatsTimeout = 200 * time.Millisecond
+
+	done := make(chan error, 1)
+	go func() { done <- runStats(io.Discard, l.Addr().String()) }()
+	err = waitFor(t, done, "caddy llm-router stats to give up on an admin API that never answers")
+	if err == nil || !strings.Contains(err.Error(), "no answer") {
+		t.Errorf("err = %v, want no answer within the deadline", err)
 	}
 }
