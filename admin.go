@@ -270,6 +270,8 @@ func collectStats(t time.Time) Stats {
 		tot.Tokens.Input = addTokens(tot.Tokens.Input, d.Tokens.Input)
 		tot.Tokens.Output = addTokens(tot.Tokens.Output, d.Tokens.Output)
 		tot.Tokens.CachedInput = addTokens(tot.Tokens.CachedInput, d.Tokens.CachedInput)
+		tot.Tokens.EstimatedInput = addTokens(tot.Tokens.EstimatedInput, d.Tokens.EstimatedInput)
+		tot.Tokens.EstimatedOutput = addTokens(tot.Tokens.EstimatedOutput, d.Tokens.EstimatedOutput)
 		for _, c := range d.Costs {
 			costs[c.Currency] += c.Amount
 		}

@@ -3,6 +3,8 @@ package llmrouter
 import (
 	"math"
 	"testing"
+
+	"go.uber.org/zap"
 )
 
 // TestStatsTokensSaturate: token totals stop at math.MaxInt64 rather than
@@ -52,5 +54,31 @@ func TestAddTokens(t *testing.T) {
 		if got := addTokens(tc.a, tc.b); got != tc.want {
 			t.Errorf("addTokens(%d, %d) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
+	}
+}
+
+// TestStatsTotalsEstimated: the totals add up every deployment's tokens,
+// the estimated part included (README, "Stats and cost CLI").
+func TestStatsTotalsEstimated(t *testing.T) {
+	d := &deployment{id: deploymentID{"totals-estimated", "p"}, name: "totals-estimated", upstream: "m",
+		logger: zap.NewNop(), provider: &provider{name: "p", baseURL: "http://totals-estimated.invalid/v1"}}
+	s, err := acquireState(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.state = s
+	defer releaseState(d)
+	s.stats.recordUsage(usage{Input: 30, Output: 7, Estimated: true}, 0.1, "USD")
+
+	st := collectStats(now())
+	var in, out int64
+	for _, ds := range st.Deployments {
+		in, out = addTokens(in, ds.Tokens.EstimatedInput), addTokens(out, ds.Tokens.EstimatedOutput)
+	}
+	if in < 30 || out < 7 {
+		t.Fatalf("deployments' estimated tokens %d/%d, want at least this test's 30/7", in, out)
+	}
+	if got := st.Totals.Tokens; got.EstimatedInput != in || got.EstimatedOutput != out {
+		t.Errorf("totals' estimated tokens %d/%d, want %d/%d, the deployments' sum", got.EstimatedInput, got.EstimatedOutput, in, out)
 	}
 }
