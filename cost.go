@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"math"
+	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -68,14 +69,11 @@ type tokenMix struct {
 }
 
 // costOf is what n requests of mix m cost at price p, in currency c: the
-// gateway's own formula (unitPrice.cost) on the total usage, times the rate.
+// gateway's own formula (unitPrice.costOf) on the total usage, times the
+// rate. The usage stays in floats: a month's tokens may be past int64,
+// which would wrap.
 func costOf(p unitPrice, c Currency, n float64, m tokenMix) float64 {
-	u := usage{
-		Input:       int64(math.Round(n * m.input)),
-		Output:      int64(math.Round(n * m.output)),
-		CachedInput: int64(math.Round(n * m.cached)),
-	}
-	return p.cost(u) * c.Rate
+	return p.costOf(math.Round(n*m.input), math.Round(n*m.cached), math.Round(n*m.output)) * c.Rate
 }
 
 // costTarget is one llm_router handler found in a config.
@@ -302,7 +300,7 @@ func costReport(w io.Writer, targets []costTarget, opts costOptions, stats *Stat
 	}
 	fmt.Fprintf(w, "%s requests/month × %s tokens/request (%s input + %s output) = %s tokens/month; %s\n",
 		humanize.Comma(opts.Requests), humanize.Comma(opts.Tokens), humanize.FtoaWithDigits(mix.input, 1),
-		humanize.FtoaWithDigits(mix.output, 1), humanize.Comma(opts.Requests*opts.Tokens), currency)
+		humanize.FtoaWithDigits(mix.output, 1), humanize.BigComma(new(big.Int).Mul(big.NewInt(opts.Requests), big.NewInt(opts.Tokens))), currency)
 	if opts.CacheHit > 0 {
 		fmt.Fprintf(w, "cache hit ratio %s: %s requests/month reach a model, the rest are answered from the cache at no cost\n",
 			humanPercent(opts.CacheHit), humanize.Comma(int64(math.Round(opts.upstream()))))

@@ -272,3 +272,18 @@ func TestCostCacheHit(t *testing.T) {
 		t.Error("--cache-hit 1 accepted")
 	}
 }
+
+// TestCostHugeTraffic: traffic past int64 tokens a month is priced as
+// asked, not wrapped into a negative count or a cost that leaves out the
+// input.
+func TestCostHugeTraffic(t *testing.T) {
+	opts := costOptions{Requests: 10_000_000_000_000, Tokens: 2_000_000, OutputRatio: 0.25}
+	got := string(costReportOf(t, "testdata/full.caddyfile", opts, nil))
+	if !strings.Contains(got, "= 20,000,000,000,000,000,000 tokens/month") {
+		t.Errorf("tokens a month not 2×10^19:\n%s", got)
+	}
+	// deepseek-v3.2: 1.5×10^19 input at 0.28 and 5×10^18 output at 0.42 per 1M
+	if !strings.Contains(got, "6,300,000,000,000.00 CNY") {
+		t.Errorf("deepseek-v3.2's monthly cost is not 6,300,000,000,000.00 CNY:\n%s", got)
+	}
+}

@@ -95,9 +95,12 @@ type usage = openai.Usage
 // cost is the price of u in price units; cached prompt tokens are part of
 // the prompt count and billed at the cached price.
 func (p unitPrice) cost(u usage) float64 {
-	uncached := u.Input - u.CachedInput
-	if uncached < 0 {
-		uncached = 0
-	}
-	return (float64(uncached)*p.input + float64(u.CachedInput)*p.cachedInput + float64(u.Output)*p.output) / 1e6
+	return p.costOf(float64(u.Input), float64(u.CachedInput), float64(u.Output))
+}
+
+// costOf is cost on token counts as floats: `caddy llm-router cost`
+// projects counts past int64 with it.
+func (p unitPrice) costOf(input, cachedInput, output float64) float64 {
+	uncached := max(input-cachedInput, 0)
+	return (uncached*p.input + cachedInput*p.cachedInput + output*p.output) / 1e6
 }
