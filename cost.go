@@ -63,6 +63,16 @@ func (o costOptions) mix() tokenMix {
 	return tokenMix{input: float64(o.Tokens) - out, output: out}
 }
 
+// mixOf is the assumed tokens of one request to d: an embedding
+// request's are all input.
+func (o costOptions) mixOf(d *deployment) tokenMix {
+	m := o.mix()
+	if d.kind == kindEmbedding {
+		return tokenMix{input: m.input + m.output}
+	}
+	return m
+}
+
 // tokenMix is the average tokens of one request.
 type tokenMix struct {
 	input, output, cached float64 // cached is part of input
@@ -324,16 +334,9 @@ func costReport(w io.Writer, targets []costTarget, opts costOptions, stats *Stat
 
 func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats) error {
 	r, cur := pr.r, pr.r.currency
-	mix := opts.mix()
 	money := func(v float64) string { return humanMoney(v, cur.Code) }
 	price := func(v float64) string { return humanPrice(v * cur.Rate) }
-	// an embedding request's tokens are all input
-	mixOf := func(d *deployment) tokenMix {
-		if d.kind == kindEmbedding {
-			return tokenMix{input: mix.input + mix.output}
-		}
-		return mix
-	}
+	mixOf := opts.mixOf
 	monthly := func(d *deployment) string { return money(costOf(d.price, cur, opts.upstream(), mixOf(d))) }
 	var notes []string
 
@@ -377,7 +380,7 @@ func costReportOne(w io.Writer, pr pricedRouter, opts costOptions, stats *Stats)
 		rows = append(rows, []string{label, d.label(), monthly(d)})
 	}
 	if r.DefaultRoute == "" {
-		first := pr.routing.all[kindChat].primary()
+		first := pr.autoPrimary()
 		rows = append(rows, []string{"auto (no default_route)", first.label(), monthly(first)})
 		notes = append(notes, "auto: without default_route, requests naming no model go to every deployment by priority; shown: the first declared of the first priority")
 	}
@@ -581,9 +584,19 @@ func (pr pricedRouter) budgetTraffic(b *budget, opts costOptions, observed map[*
 		d = rt.byRoute[basis].primary()
 	default:
 		basis = "auto"
-		d = rt.all[kindChat].primary()
+		d = pr.autoPrimary()
 	}
-	return costOf(d.price, pr.r.currency, opts.upstream(), opts.mix()), "all on " + basis
+	return costOf(d.price, pr.r.currency, opts.upstream(), opts.mixOf(d)), "all on " + basis
+}
+
+// autoPrimary is where a request naming no model goes first without a
+// default_route: the first chat deployment, or in a router of embedding
+// models alone, the first embedding one.
+func (pr pricedRouter) autoPrimary() *deployment {
+	if d := pr.routing.all[kindChat].primary(); d != nil {
+		return d
+	}
+	return pr.routing.all[kindEmbedding].primary()
 }
 
 // shareOfMonth is the part of a (30-day) month a period is.

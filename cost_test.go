@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -285,5 +286,47 @@ func TestCostHugeTraffic(t *testing.T) {
 	// deepseek-v3.2: 1.5×10^19 input at 0.28 and 5×10^18 output at 0.42 per 1M
 	if !strings.Contains(got, "6,300,000,000,000.00 CNY") {
 		t.Errorf("deepseek-v3.2's monthly cost is not 6,300,000,000,000.00 CNY:\n%s", got)
+	}
+}
+
+// TestCostEmbeddingsOnly: a router of embedding models alone, without
+// default_route, is projected (it panicked on the chat primary it lacks):
+// requests naming no model and a budget matching nothing go to its first
+// embedding model, whose tokens are all input.
+func TestCostEmbeddingsOnly(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(cfg, []byte(`:8080 {
+	llm_router {
+		provider p {
+			base_url http://localhost:1/v1
+			api_key k
+		}
+		model embed-a {
+			kind embedding
+			price 0.02 1
+		}
+		budget b {
+			limit 1 per day
+		}
+	}
+}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("panic: %v", r)
+			}
+		}()
+		got = string(costReportOf(t, cfg, defaultCostOpts, nil))
+	}()
+	// 3,000,000 requests × 500 input tokens at 0.02 per 1M: 30.00 USD a month, 1.00 a day
+	if !strings.Contains(got, "auto (no default_route)  embed-a@p  30.00 USD") {
+		t.Errorf("no auto row on the embedding model:\n%s", got)
+	}
+	if !strings.Contains(got, "all on auto  1.00 USD per day  1.00 USD per day") {
+		t.Errorf("budget not projected on the embedding model's input:\n%s", got)
 	}
 }
