@@ -129,6 +129,9 @@ type BudgetPeriodStats struct {
 	// running may cost (their reservations, counted against the limit).
 	Reserved MoneyStats       `json:"reserved"`
 	TopKeys  []BudgetKeyStats `json:"top_keys"`
+	// Hard marks the period of a hard cap that no limit has: Limit is
+	// the cap (its spend refuses past it, downgrade or not).
+	Hard bool `json:"hard,omitempty"`
 }
 
 // BudgetKeyStats is one key's spend in a period.
@@ -322,10 +325,21 @@ func collectBudgetStats(t time.Time) []BudgetStats {
 		for i, a := range actionNames {
 			bs.Actions[a] = l.actions[i].Load()
 		}
-		for _, lim := range b.limits {
+		caps := b.limits
+		if b.hard > 0 && !slices.ContainsFunc(b.limits, func(lim budgetLimit) bool { return lim.period == b.hardPeriod }) {
+			// the hard cap's own period: without it, a refusal there
+			// would show nowhere
+			caps = append(slices.Clip(caps), budgetLimit{b.hard, b.hardPeriod})
+		}
+		for i, lim := range caps {
+			hard := i == len(b.limits)
+			warnAt := b.warnAt
+			if hard {
+				warnAt = 0 // warn_at is of the limits
+			}
 			w := l.window(lim.period, t)
 			top, n, reserved := l.topKeys(lim.period, t, topBudgetKeys)
-			ps := BudgetPeriodStats{Period: lim.period.String(), WarnAt: b.warnAt, Start: w.start, ResetsAt: w.end,
+			ps := BudgetPeriodStats{Period: lim.period.String(), WarnAt: warnAt, Hard: hard, Start: w.start, ResetsAt: w.end,
 				ResetsHuman: humanize.RelTime(w.end, t, "ago", "from now"), Keys: n, TopKeys: []BudgetKeyStats{},
 				Limit:    MoneyStats{Currency: b.currency, Amount: lim.amount, Human: humanMoney(lim.amount, b.currency)},
 				Reserved: MoneyStats{Currency: b.currency, Amount: reserved, Human: humanMoney(reserved, b.currency)}}

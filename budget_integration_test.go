@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"bytes"
 	"math"
 	"net/http"
 	"os"
@@ -309,5 +310,52 @@ func TestBudgetStorageDown(t *testing.T) {
 	}
 	if m := scrape(t)[sel("caddy_llm_router_budget_sync_failures_total", "budget", "all_daily")]; m < 1 {
 		t.Errorf("budget_sync_failures_total = %v", m)
+	}
+}
+
+// TestBudgetHardPeriodInStats: a hard cap of a period no limit has is
+// shown in the stats with that period's spend, so that a refusal at the
+// cap can be read there (README, "429 budget_exceeded").
+func TestBudgetHardPeriodInStats(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", budgetRouter+`
+	budget capped {
+		limit 1000 per day
+		hard 0.03 per week
+	}
+	budget_sync 1h
+`)
+	done := requestsDone(t)
+	refused := false
+	for range 4 {
+		resp, _ := g.post(chatBody("complex_reasoning", false))
+		waitFor(t, done, "a request to be counted")
+		if resp.StatusCode == http.StatusTooManyRequests {
+			refused = true
+			break
+		}
+	}
+	if !refused {
+		t.Fatal("never refused at the weekly hard cap")
+	}
+	b := budgetOf(t, "capped")
+	var week *BudgetPeriodStats
+	for i, p := range b.Periods {
+		if p.Period == "week" {
+			week = &b.Periods[i]
+		}
+	}
+	if week == nil {
+		t.Fatalf("refused %d times at the weekly hard cap, but the stats show no week: %+v", b.Actions["refused"], b.Periods)
+	}
+	if !week.Hard || week.Limit.Amount != 0.03 || len(week.TopKeys) != 1 || week.TopKeys[0].Spent.Amount < 0.03 {
+		t.Errorf("week %+v, want the hard cap of 0.03 and its spend past it", *week)
+	}
+	var out bytes.Buffer
+	if err := writeStatsTable(&out, fetchStats(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "hard 0.03 USD") {
+		t.Errorf("the stats table shows no hard cap row:\n%s", out.String())
 	}
 }

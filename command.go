@@ -301,8 +301,12 @@ func writeStatsTable(w io.Writer, s Stats) error {
 						key = "(all)"
 					}
 				}
+				limit := p.Limit.Human
+				if p.Hard {
+					limit = "hard " + limit
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
-					b.Name, p.Period, p.Limit.Human, key, spent, used, p.Keys, p.ResetsHuman, actions, sync)
+					b.Name, p.Period, limit, key, spent, used, p.Keys, p.ResetsHuman, actions, sync)
 			}
 		}
 		if err := tw.Flush(); err != nil {
