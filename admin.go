@@ -70,6 +70,9 @@ type Stats struct {
 
 // CacheStats is a response cache's size, results and savings.
 type CacheStats struct {
+	// Store is the name handlers give the store (store); empty for a
+	// handler's own.
+	Store      string `json:"store,omitempty"`
 	Entries    int64  `json:"entries"`
 	Bytes      int64  `json:"bytes"`
 	MaxBytes   int64  `json:"max_bytes"`
@@ -289,6 +292,9 @@ func collectStats(t time.Time) Stats {
 	for _, c := range liveCacheStores() {
 		out.Caches = append(out.Caches, c.report())
 	}
+	slices.SortStableFunc(out.Caches, func(a, b CacheStats) int {
+		return cmp.Or(cmp.Compare(a.Store, b.Store), cmp.Compare(a.MaxBytes, b.MaxBytes))
+	})
 	return out
 }
 

@@ -277,7 +277,11 @@ func newResponseCache(c *Cache, forwarded []string, ownKey string) (*responseCac
 // acquire takes the store (and semantic store) under key from the pools.
 func (rc *responseCache) acquire(key string) error {
 	rc.poolKey = key
-	v, _, err := cacheStores.LoadOrNew(key, func() (caddy.Destructor, error) { return newCacheStore(rc.size), nil })
+	v, _, err := cacheStores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		st := newCacheStore(rc.size)
+		st.name = rc.cfg.Store
+		return st, nil
+	})
 	if err != nil {
 		return err
 	}
@@ -339,6 +343,8 @@ var cacheStores = caddy.NewUsagePool()
 // cacheStore is a bounded set of answers, and the requests in flight to
 // fill it (cache_flight.go).
 type cacheStore struct {
+	name string // as handlers name it (store); "" for a handler's own
+
 	// the answers, serialized (encodeEntry) in a store that the garbage
 	// collector never scans: a full default store is ~200,000 answers,
 	// which as Go objects it would mark at every cycle
@@ -550,7 +556,7 @@ func cacheControl(h http.Header) (lookup, store bool) {
 
 // cacheStats are a store's figures for the stats API.
 func (s *cacheStore) report() CacheStats {
-	cs := CacheStats{MaxBytes: s.maxSize, Entries: int64(s.entries.Len()), Bytes: s.entries.Size(),
+	cs := CacheStats{Store: s.name, MaxBytes: s.maxSize, Entries: int64(s.entries.Len()), Bytes: s.entries.Size(),
 		Hits: s.results[0].Load(), Misses: s.results[1].Load(), Stale: s.results[2].Load(), Bypassed: s.results[3].Load(),
 		SemanticHits: s.results[4].Load(), SemanticBlocked: s.results[5].Load()}
 	if served := cs.Hits + cs.SemanticHits + cs.Stale + cs.Misses + cs.SemanticBlocked; served > 0 {

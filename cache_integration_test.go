@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -1146,5 +1147,34 @@ func TestCacheKeyHasForwardedHeaders(t *testing.T) {
 	}
 	if n := upstream(); n != 6 {
 		t.Errorf("%d upstream requests, want 6 (the leader and the request with X-Custom)", n)
+	}
+}
+
+// TestCacheStatsNameStore: the stats name a store that handlers name with
+// store, and list the stores in a stable order, so that one can be told
+// from another (they were listed unnamed, in the pool's random order).
+func TestCacheStatsNameStore(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tstore stats_named"))
+	resp, _ := g.post(question("Which store is this?", false, ""))
+	expectCache(t, resp, "miss")
+	st := fetchStats(t)
+	var cs *CacheStats
+	for i, c := range st.Caches {
+		if c.Store == "stats_named" {
+			cs = &st.Caches[i]
+		}
+	}
+	if cs == nil || cs.Misses < 1 {
+		t.Fatalf("no cache named stats_named with its miss in the stats: %+v", st.Caches)
+	}
+	if !slices.IsSortedFunc(st.Caches, func(a, b CacheStats) int { return strings.Compare(a.Store, b.Store) }) {
+		t.Errorf("caches not in the order of their names: %+v", st.Caches)
+	}
+	var out bytes.Buffer
+	if err := writeStatsTable(&out, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "\nstats_named ") {
+		t.Errorf("the stats table does not name the store:\n%s", out.String())
 	}
 }

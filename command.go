@@ -316,7 +316,11 @@ func writeStatsTable(w io.Writer, s Stats) error {
 	if len(s.Caches) > 0 {
 		tw := section(w, "CACHE\tENTRIES\tSIZE\tHITS\tMISSES\tSTALE\tBYPASSED\tHIT RATIO\tSAVED")
 		for _, c := range s.Caches {
-			fmt.Fprintf(tw, "max_size %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", humanBytes(c.MaxBytes), humanCount(c.Entries), c.BytesHuman,
+			name := c.Store
+			if name == "" {
+				name = "(own)"
+			}
+			fmt.Fprintf(tw, "%s max_size %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", terminalSafe(name), humanBytes(c.MaxBytes), humanCount(c.Entries), c.BytesHuman,
 				humanCount(c.Hits), humanCount(c.Misses), humanCount(c.Stale), humanCount(c.Bypassed), c.HitRatioHuman, joinMoney(c.Saved))
 		}
 		if err := tw.Flush(); err != nil {
