@@ -500,14 +500,23 @@ func ratio(a, b int64) float64 {
 	return float64(a) / float64(b)
 }
 
-// humanCount writes 1234567 as "1.2M" and 950 as "950".
+// humanCount writes 1234567 as "1.2M" and 950 as "950"; a count that
+// rounds up to 1000 of a unit is written in the next (999,950 is "1M",
+// not "1000k").
 func humanCount(n int64) string {
 	if n < 1000 {
 		return fmt.Sprint(n)
 	}
-	v, unit := humanize.ComputeSI(float64(n))
-	return humanize.FtoaWithDigits(math.Round(v*10)/10, 1) + unit
+	v, unit := float64(n), 0
+	for v >= 999.95 && unit < len(siUnits)-1 {
+		v /= 1000
+		unit++
+	}
+	return humanize.FtoaWithDigits(math.Round(v*10)/10, 1) + siUnits[unit]
 }
+
+// siUnits are the prefixes of humanCount, by thousands.
+var siUnits = [...]string{"", "k", "M", "G", "T", "P", "E"}
 
 // humanBytes writes 128000000 as "128 MB".
 func humanBytes(n int64) string { return humanize.Bytes(uint64(max(n, 0))) }

@@ -98,3 +98,16 @@ func TestStatsAdminNoAnswer(t *testing.T) {
 		t.Errorf("err = %v, want no answer within the deadline", err)
 	}
 }
+
+// TestHumanCount: counts read as the README writes them; one that rounds
+// up to the next unit is written in it (1M, not 1000k).
+func TestHumanCount(t *testing.T) {
+	for n, want := range map[int64]string{
+		950: "950", 1000: "1k", 1234: "1.2k", 52_000: "52k", 999_949: "999.9k",
+		999_950: "1M", 999_999: "1M", 1_234_567: "1.2M", 999_960_000: "1G",
+	} {
+		if got := humanCount(n); got != want {
+			t.Errorf("humanCount(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
