@@ -176,7 +176,7 @@ Commands of the llm_router module.
 					adapter, _ := f.GetString("adapter")
 					handler, _ := f.GetInt("handler")
 					precision, _ := f.GetFloat64("precision")
-					if precision <= 0 || precision > 1 {
+					if !(precision > 0 && precision <= 1) { // NaN too, which compares false with both
 						return fmt.Errorf("--precision %v: want a share above 0 and at most 1", precision)
 					}
 					return runCalibrate(c.Context(), c.OutOrStdout(), config, adapter, calibrateOptions{Handler: handler, Precision: precision}, args[0])

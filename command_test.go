@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
 )
 
 // TestStatsTable formats a fixed stats answer; the table is golden.
@@ -108,6 +111,21 @@ func TestHumanCount(t *testing.T) {
 	} {
 		if got := humanCount(n); got != want {
 			t.Errorf("humanCount(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestCalibratePrecisionFlag: --precision takes a share above 0 and at
+// most 1; NaN, which compares false with both bounds, is refused too.
+func TestCalibratePrecisionFlag(t *testing.T) {
+	for _, p := range []string{"0", "-0.5", "1.5", "NaN"} {
+		root := &cobra.Command{Use: "llm-router"}
+		caddycmd.Commands()["llm-router"].CobraFunc(root)
+		root.SetArgs([]string{"semantic-calibrate", "--config", "testdata/full.caddyfile", "--precision", p, "pairs.jsonl"})
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--precision") {
+			t.Errorf("--precision %s: err = %v, want it refused", p, err)
 		}
 	}
 }
