@@ -96,11 +96,14 @@ func (s *deploymentStats) recordUsage(u usage, cost float64, currency string) {
 
 // latencyHistogram estimates latency quantiles in constant memory: counts
 // in log-spaced buckets from 1 ms to about 10 minutes, 10% apart, so a
-// quantile is off by at most 5%.
+// quantile is off by at most 5%. It lives as long as its deployment's
+// state, across reloads: the counts are 64-bit (a bucket of a busy
+// deployment passes 2^32 in weeks) and the sum is seconds in a float (the
+// latencies of 330 million requests of 28 s pass 2^63 ns).
 type latencyHistogram struct {
-	counts [latencyBuckets]uint32
+	counts [latencyBuckets]uint64
 	n      int64
-	sum    time.Duration
+	sum    float64 // seconds
 }
 
 const (
@@ -131,14 +134,18 @@ func bucketMid(i int) time.Duration {
 func (h *latencyHistogram) observe(d time.Duration) {
 	h.counts[latencyBucket(d)]++
 	h.n++
-	h.sum += d
+	h.sum += d.Seconds()
 }
 
 func (h *latencyHistogram) mean() time.Duration {
 	if h.n == 0 {
 		return 0
 	}
-	return h.sum / time.Duration(h.n)
+	ns := h.sum / float64(h.n) * float64(time.Second)
+	if ns >= math.MaxInt64 { // 2^63 once rounded: past any Duration
+		return math.MaxInt64
+	}
+	return time.Duration(ns)
 }
 
 // quantile returns the q-quantile (0 < q <= 1), 0 without observations.

@@ -3,6 +3,7 @@ package llmrouter
 import (
 	"math"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -80,5 +81,34 @@ func TestStatsTotalsEstimated(t *testing.T) {
 	}
 	if got := st.Totals.Tokens; got.EstimatedInput != in || got.EstimatedOutput != out {
 		t.Errorf("totals' estimated tokens %d/%d, want %d/%d, the deployments' sum", got.EstimatedInput, got.EstimatedOutput, in, out)
+	}
+}
+
+// TestLatencyHistogramLongRun: a deployment's histogram lives as long as
+// its state (across reloads): a busy one's billions of requests of tens of
+// seconds each must neither wrap its bucket counts (4,294,967,295 in one
+// bucket: 50 days at 1,000 requests a second) nor its summed latency
+// (2^63 ns: 330 million requests of 28 s), which would make its p50 the
+// last bucket's 10 minutes and its mean negative.
+func TestLatencyHistogramLongRun(t *testing.T) {
+	const d = 28 * time.Second
+	var h latencyHistogram
+	h.counts[latencyBucket(d)] = math.MaxUint32 - 1
+	h.n = math.MaxUint32 - 1
+	for range 3 {
+		h.observe(d)
+	}
+	if p50 := h.quantile(0.5); p50 < d*9/10 || p50 > d*11/10 {
+		t.Errorf("p50 = %v after %d observations of %v", p50, h.n, d)
+	}
+
+	// the sum: three latencies that add up past 2^63 ns as those
+	// millions do
+	var s latencyHistogram
+	for range 3 {
+		s.observe(math.MaxInt64 / 2)
+	}
+	if m := s.mean(); m < math.MaxInt64/2*99/100 {
+		t.Errorf("mean = %v of three observations of %v", m, time.Duration(math.MaxInt64/2))
 	}
 }
