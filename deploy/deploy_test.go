@@ -711,3 +711,79 @@ func TestDashboardExprsReturnData(t *testing.T) {
 	})
 	runPromtool(t, "test", "rules", testFile)
 }
+
+// panelExpr returns the substituted expression of the target refID of the
+// dashboard panel titled title.
+func panelExpr(t *testing.T, title, refID string) string {
+	t.Helper()
+	d, err := loadDashboard(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range flattenPanels(d.Panels) {
+		if p.Title != title {
+			continue
+		}
+		for _, tg := range p.Targets {
+			if tg.RefID == refID {
+				return grafanaVars.Replace(tg.Expr)
+			}
+		}
+	}
+	t.Fatalf("no panel %q with a target %s", title, refID)
+	return ""
+}
+
+// TestDashboardNetSavingWithoutHits: the cache's net saving is negative,
+// not missing, while a semantic cache has paid for embeddings and served
+// no answer yet: cache_saved_cost_total{currency} appears only with the
+// first hit, and until then (after every start of Caddy) the embeddings
+// are all the cache did.
+func TestDashboardNetSavingWithoutHits(t *testing.T) {
+	expr := panelExpr(t, "Money saved by the cache per hour (net of embeddings)", "A")
+	promtoolPath(t)
+	dir := t.TempDir()
+	writeJSON(t, filepath.Join(dir, "rules.yml"), map[string]any{
+		"groups": []any{map[string]any{"name": "saving", "rules": []any{map[string]any{
+			"alert": "NetSaving", "expr": expr,
+			"annotations": map[string]string{"value": `{{ $value | printf "%.2f" }}`},
+		}}}},
+	})
+	saving := func(value string) []any {
+		return []any{map[string]any{
+			"exp_labels":      map[string]string{"currency": "USD"},
+			"exp_annotations": map[string]string{"value": value},
+		}}
+	}
+	testFile := filepath.Join(dir, "rules_test.yml")
+	writeJSON(t, testFile, map[string]any{
+		"rule_files":          []string{"rules.yml"},
+		"evaluation_interval": "1m",
+		"tests": []any{
+			// 0.01 USD of embeddings a minute, no hit: -0.60 an hour
+			map[string]any{
+				"interval": "1m",
+				"input_series": []any{map[string]string{
+					"series": `caddy_llm_router_cache_semantic_embedding_cost_total{currency="USD"}`, "values": "0+0.01x30"}},
+				"alert_rule_test": []any{map[string]any{"eval_time": "20m", "alertname": "NetSaving", "exp_alerts": saving("-0.60")}},
+			},
+			// and 0.05 USD saved a minute besides: 2.40 an hour
+			map[string]any{
+				"interval": "1m",
+				"input_series": []any{
+					map[string]string{"series": `caddy_llm_router_cache_semantic_embedding_cost_total{currency="USD"}`, "values": "0+0.01x30"},
+					map[string]string{"series": `caddy_llm_router_cache_saved_cost_total{currency="USD"}`, "values": "0+0.05x30"},
+				},
+				"alert_rule_test": []any{map[string]any{"eval_time": "20m", "alertname": "NetSaving", "exp_alerts": saving("2.40")}},
+			},
+			// an exact cache, no embeddings: what it saved
+			map[string]any{
+				"interval": "1m",
+				"input_series": []any{map[string]string{
+					"series": `caddy_llm_router_cache_saved_cost_total{currency="USD"}`, "values": "0+0.05x30"}},
+				"alert_rule_test": []any{map[string]any{"eval_time": "20m", "alertname": "NetSaving", "exp_alerts": saving("3.00")}},
+			},
+		},
+	})
+	runPromtool(t, "test", "rules", testFile)
+}
