@@ -1,12 +1,15 @@
 package llmrouter
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -109,5 +112,71 @@ func TestReadmeDocumentsEveryMetric(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestReadmeCaddyfileSnippets: every caddyfile block of the README after
+// the syntax reference adapts and provisions as `caddy validate` does, in
+// an llm_router block with two providers and the README's four chat
+// models (and its route simple_qa, unless the snippet declares it); a
+// whole site is taken as it is, its `llm_router { ... }` filled the same
+// way.
+func TestReadmeCaddyfileSnippets(t *testing.T) {
+	const base = `
+		provider holysheep {
+			base_url http://127.0.0.1:1/v1
+			api_key sk-readme-snippet-key-0001
+		}
+		provider backup {
+			base_url http://127.0.0.1:1/v1
+		}
+		model deepseek-v3.2
+		model gemini-2.5-flash
+		model gpt-4.1
+		model claude-sonnet-4.5 {
+			provider backup
+		}
+		health_check {
+			interval off
+		}
+`
+	text := readme(t)
+	_, rest, _ := strings.Cut(text, "## Caddyfile\n")
+	_, rest, _ = strings.Cut(rest, "```caddyfile\n") // the syntax reference
+	n := 0
+	for {
+		var snippet string
+		var ok bool
+		if _, rest, ok = strings.Cut(rest, "\n```caddyfile\n"); !ok {
+			break
+		}
+		snippet, rest, _ = strings.Cut(rest, "```")
+		n++
+		router := base
+		if !strings.Contains(snippet, "route simple_qa ") {
+			router += "\t\troute simple_qa deepseek-v3.2 gemini-2.5-flash\n"
+		}
+		var src string
+		if site, ok := strings.CutPrefix(snippet, "example.com {"); ok {
+			src = ":0 {" + strings.Replace(site, "llm_router { ... }", "llm_router {\n"+router+"\t}", 1)
+		} else {
+			src = ":0 {\n\tllm_router {\n" + router + snippet + "\t}\n}\n"
+		}
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			adapted, err := adapt(t, "README.md", []byte("{\n\tadmin off\n}\n"+src))
+			if err != nil {
+				t.Fatalf("adapting:\n%s\n%v", snippet, err)
+			}
+			var cfg caddy.Config
+			if err := json.Unmarshal(adapted, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			if err := caddy.Validate(&cfg); err != nil {
+				t.Errorf("caddy validate:\n%s\n%v", snippet, err)
+			}
+		})
+	}
+	if n < 4 {
+		t.Errorf("found %d caddyfile snippets after the syntax reference, want at least 4", n)
 	}
 }
