@@ -734,56 +734,86 @@ func panelExpr(t *testing.T, title, refID string) string {
 	return ""
 }
 
+// exprCase is an evaluation of a dashboard expression over input series
+// (promtool's unit test format): at eval_time, the sample of each label
+// set in want, printed with two decimals, and no other.
+type exprCase struct {
+	series []map[string]string
+	want   map[string]string // label=value (one label) -> value
+}
+
+// checkExprValues runs expr through promtool over each case's series.
+func checkExprValues(t *testing.T, expr string, cases ...exprCase) {
+	t.Helper()
+	promtoolPath(t)
+	dir := t.TempDir()
+	writeJSON(t, filepath.Join(dir, "rules.yml"), map[string]any{
+		"groups": []any{map[string]any{"name": "expr", "rules": []any{map[string]any{
+			"alert": "Expr", "expr": expr,
+			"annotations": map[string]string{"value": `{{ $value | printf "%.2f" }}`},
+		}}}},
+	})
+	var tests []any
+	for _, c := range cases {
+		var exp []any
+		for l, v := range c.want {
+			name, value, _ := strings.Cut(l, "=")
+			exp = append(exp, map[string]any{
+				"exp_labels":      map[string]string{name: value},
+				"exp_annotations": map[string]string{"value": v},
+			})
+		}
+		tests = append(tests, map[string]any{
+			"interval":        "1m",
+			"input_series":    c.series,
+			"alert_rule_test": []any{map[string]any{"eval_time": "20m", "alertname": "Expr", "exp_alerts": exp}},
+		})
+	}
+	testFile := filepath.Join(dir, "rules_test.yml")
+	writeJSON(t, testFile, map[string]any{
+		"rule_files":          []string{"rules.yml"},
+		"evaluation_interval": "1m",
+		"tests":               tests,
+	})
+	runPromtool(t, "test", "rules", testFile)
+}
+
 // TestDashboardNetSavingWithoutHits: the cache's net saving is negative,
 // not missing, while a semantic cache has paid for embeddings and served
 // no answer yet: cache_saved_cost_total{currency} appears only with the
 // first hit, and until then (after every start of Caddy) the embeddings
 // are all the cache did.
 func TestDashboardNetSavingWithoutHits(t *testing.T) {
-	expr := panelExpr(t, "Money saved by the cache per hour (net of embeddings)", "A")
-	promtoolPath(t)
-	dir := t.TempDir()
-	writeJSON(t, filepath.Join(dir, "rules.yml"), map[string]any{
-		"groups": []any{map[string]any{"name": "saving", "rules": []any{map[string]any{
-			"alert": "NetSaving", "expr": expr,
-			"annotations": map[string]string{"value": `{{ $value | printf "%.2f" }}`},
-		}}}},
-	})
-	saving := func(value string) []any {
-		return []any{map[string]any{
-			"exp_labels":      map[string]string{"currency": "USD"},
-			"exp_annotations": map[string]string{"value": value},
-		}}
+	const (
+		embedded = `caddy_llm_router_cache_semantic_embedding_cost_total{currency="USD"}`
+		saved    = `caddy_llm_router_cache_saved_cost_total{currency="USD"}`
+	)
+	checkExprValues(t, panelExpr(t, "Money saved by the cache per hour (net of embeddings)", "A"),
+		// 0.01 USD of embeddings a minute, no hit: -0.60 an hour
+		exprCase{[]map[string]string{{"series": embedded, "values": "0+0.01x30"}},
+			map[string]string{"currency=USD": "-0.60"}},
+		// and 0.05 USD saved a minute besides: 2.40 an hour
+		exprCase{[]map[string]string{{"series": embedded, "values": "0+0.01x30"}, {"series": saved, "values": "0+0.05x30"}},
+			map[string]string{"currency=USD": "2.40"}},
+		// an exact cache, no embeddings: what it saved
+		exprCase{[]map[string]string{{"series": saved, "values": "0+0.05x30"}},
+			map[string]string{"currency=USD": "3.00"}},
+	)
+}
+
+// TestDashboardHitRatioWithoutHits: a route whose cached requests all
+// miss has a hit ratio of 0, not none: its hit, semantic_hit and stale
+// series of cache_requests_total appear only with the first of each.
+func TestDashboardHitRatioWithoutHits(t *testing.T) {
+	req := func(route, result, values string) map[string]string {
+		return map[string]string{"series": fmt.Sprintf(`caddy_llm_router_cache_requests_total{route=%q, result=%q}`, route, result), "values": values}
 	}
-	testFile := filepath.Join(dir, "rules_test.yml")
-	writeJSON(t, testFile, map[string]any{
-		"rule_files":          []string{"rules.yml"},
-		"evaluation_interval": "1m",
-		"tests": []any{
-			// 0.01 USD of embeddings a minute, no hit: -0.60 an hour
-			map[string]any{
-				"interval": "1m",
-				"input_series": []any{map[string]string{
-					"series": `caddy_llm_router_cache_semantic_embedding_cost_total{currency="USD"}`, "values": "0+0.01x30"}},
-				"alert_rule_test": []any{map[string]any{"eval_time": "20m", "alertname": "NetSaving", "exp_alerts": saving("-0.60")}},
-			},
-			// and 0.05 USD saved a minute besides: 2.40 an hour
-			map[string]any{
-				"interval": "1m",
-				"input_series": []any{
-					map[string]string{"series": `caddy_llm_router_cache_semantic_embedding_cost_total{currency="USD"}`, "values": "0+0.01x30"},
-					map[string]string{"series": `caddy_llm_router_cache_saved_cost_total{currency="USD"}`, "values": "0+0.05x30"},
-				},
-				"alert_rule_test": []any{map[string]any{"eval_time": "20m", "alertname": "NetSaving", "exp_alerts": saving("2.40")}},
-			},
-			// an exact cache, no embeddings: what it saved
-			map[string]any{
-				"interval": "1m",
-				"input_series": []any{map[string]string{
-					"series": `caddy_llm_router_cache_saved_cost_total{currency="USD"}`, "values": "0+0.05x30"}},
-				"alert_rule_test": []any{map[string]any{"eval_time": "20m", "alertname": "NetSaving", "exp_alerts": saving("3.00")}},
-			},
-		},
-	})
-	runPromtool(t, "test", "rules", testFile)
+	checkExprValues(t, panelExpr(t, "Cache hit ratio by route", "A"),
+		exprCase{[]map[string]string{
+			req("faq", "miss", "0+3x30"), req("faq", "hit", "0+1x30"), // 25 %
+			req("support", "miss", "0+2x30"),   // every request a miss
+			req("support", "bypass", "0+5x30"), // not looked up
+			req("catalog", "bypass", "0+5x30"), // never looked up: no ratio
+		}, map[string]string{"route=faq": "0.25", "route=support": "0.00"}},
+	)
 }
