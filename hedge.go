@@ -255,12 +255,12 @@ func (ex *exchange) settleHedge(h *deployment, results []hedgedResult) {
 	}
 	h.state.stats.recordHedge(won)
 	// who answered: the hedge, the first attempt, or neither
-	result := "failed"
+	result := hedgeByNeither
 	switch {
 	case won:
-		result = "won"
+		result = hedgeByHedge
 	case answered:
-		result = "lost"
+		result = hedgeByFirst
 	}
-	metrics.hedges.WithLabelValues(h.name, h.provider.name, result).Inc()
+	h.metrics.hedges[result].Inc()
 }

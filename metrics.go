@@ -210,6 +210,10 @@ type deploymentMetrics struct {
 	attempts   [outcomeCount]prometheus.Counter
 	failovers  [outcomeCount]prometheus.Counter
 	lastResort prometheus.Counter
+	// hedges started to this deployment, by hedgeResult: from provision
+	// on, as attempts are, so that the first hedge is a rise that rate()
+	// sees and the dashboard's hedge panel has data
+	hedges [len(hedgeResults)]prometheus.Counter
 	// what this deployment's attempts that lost a hedge cost
 	hedgeLostCost prometheus.Counter
 	duration      prometheus.Observer
@@ -247,8 +251,23 @@ func (m *routerMetrics) forDeployment(model, provider, currency string) *deploym
 		dm.attempts[i] = m.attempts.WithLabelValues(model, provider, string(o))
 		dm.failovers[i] = m.failovers.WithLabelValues(model, provider, string(o))
 	}
+	for i, r := range hedgeResults {
+		dm.hedges[i] = m.hedges.WithLabelValues(model, provider, r)
+	}
 	return dm
 }
+
+// hedgeResult is who answered a hedged request (the result label of
+// caddy_llm_router_hedges_total): the hedge, the first attempt, or neither.
+type hedgeResult int
+
+const (
+	hedgeByHedge hedgeResult = iota
+	hedgeByFirst
+	hedgeByNeither
+)
+
+var hedgeResults = [...]string{"won", "lost", "failed"}
 
 func (m *routerMetrics) spendFor(model, provider, currency, client string) *spendMetrics {
 	return &spendMetrics{

@@ -102,6 +102,15 @@ const promCacheRouter = `
 	}
 `
 
+// promRuleRouter gives the dashboard's rule panel its series: a routing
+// rule (rule_cost_exceeded_total exists from provision, at 0), which no
+// request of the test reaches (each names its model or route).
+const promRuleRouter = `
+	route ruled_qa deepseek-v3.2 {
+		when messages > 1000
+	}
+`
+
 // promCacheResults are the results of caddy_llm_router_cache_requests_total.
 var promCacheResults = []string{"hit", "miss", "stale", "bypass", cacheSemanticHit, cacheSemanticBlocked}
 
@@ -161,7 +170,7 @@ func TestDashboardAgainstPrometheus(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(storage, "llm_router"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := newGatewayWith(t, global, promTeamsSite, cfg+promBudgetRouter+promCacheRouter)
+	g := newGatewayWith(t, global, promTeamsSite, cfg+promBudgetRouter+promCacheRouter+promRuleRouter)
 	done := requestsDone(t)
 	g.primary.SetDefault(mockllm.Behavior{CachedTokens: 2, WordVectors: 256}) // word vectors for the semantic cache
 	g.backup.SetDefault(mockllm.Behavior{CachedTokens: 2})
@@ -415,7 +424,9 @@ func (p *promServer) checkFamilies(t *testing.T) {
 		"caddy_llm_router_time_to_first_token_seconds_bucket", "caddy_llm_router_time_to_first_token_seconds_count",
 		"caddy_llm_router_tokens_total", "caddy_llm_router_cost_total", "caddy_llm_router_failovers_total",
 		"caddy_llm_router_unavailable_total", "caddy_llm_router_health_score", "caddy_llm_router_up",
-		"caddy_llm_router_in_flight",
+		"caddy_llm_router_in_flight", "caddy_llm_router_estimated_tokens_total", "caddy_llm_router_hedges_total",
+		"caddy_llm_router_hedge_lost_cost_total", "caddy_llm_router_last_resort_attempts_total",
+		"caddy_llm_router_rule_cost_exceeded_total",
 		"caddy_llm_router_budget_spend", "caddy_llm_router_budget_limit", "caddy_llm_router_budget_warn_at",
 		"caddy_llm_router_budget_actions_total", "caddy_llm_router_budget_sync_failures_total",
 		"caddy_llm_router_cache_requests_total", "caddy_llm_router_cache_saved_cost_total",

@@ -115,6 +115,32 @@ func TestReadmeDocumentsEveryMetric(t *testing.T) {
 	}
 }
 
+// TestDashboardShowsEveryMetric: every metric the router exports is read
+// by some panel of the Grafana dashboard in deploy/.
+func TestDashboardShowsEveryMetric(t *testing.T) {
+	dashboard, err := os.ReadFile(promDashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs collectors
+	if err := newRouterMetrics().register(&cs); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			m := descParts.FindStringSubmatch(d.String())
+			if m == nil {
+				t.Fatalf("cannot read %s", d)
+			}
+			if !regexp.MustCompile(regexp.QuoteMeta(m[1]) + `(_bucket)?\b`).Match(dashboard) {
+				t.Errorf("metric %s is on no panel of %s", m[1], promDashboardPath)
+			}
+		}
+	}
+}
+
 // TestReadmeCaddyfileSnippets: every caddyfile block of the README after
 // the syntax reference adapts and provisions as `caddy validate` does, in
 // an llm_router block with two providers and the README's four chat

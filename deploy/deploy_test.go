@@ -38,6 +38,11 @@ var routerMetrics = []struct {
 	{"caddy_llm_router_tokens_total", []string{"model", "provider", "type", "client"}},
 	{"caddy_llm_router_cost_total", []string{"model", "provider", "currency", "client"}},
 	{"caddy_llm_router_failovers_total", []string{"model", "provider", "reason"}},
+	{"caddy_llm_router_estimated_tokens_total", []string{"model", "provider", "type"}},
+	{"caddy_llm_router_hedges_total", []string{"model", "provider", "result"}},
+	{"caddy_llm_router_hedge_lost_cost_total", []string{"model", "provider", "currency"}},
+	{"caddy_llm_router_last_resort_attempts_total", []string{"model", "provider"}},
+	{"caddy_llm_router_rule_cost_exceeded_total", []string{"route", "when"}},
 	{"caddy_llm_router_unavailable_total", []string{"route"}},
 	{"caddy_llm_router_health_score", []string{"model", "provider"}},
 	{"caddy_llm_router_up", []string{"model", "provider"}},
@@ -80,6 +85,9 @@ var wantBreakdowns = []struct{ metric, label string }{
 	{"caddy_llm_router_cache_saved_cost_total", "currency"},
 	{"caddy_llm_router_cache_semantic_guard_blocks_total", "guard"},
 	{"caddy_llm_router_cache_semantic_similarity", "result"},
+	{"caddy_llm_router_hedges_total", "result"},
+	{"caddy_llm_router_estimated_tokens_total", "type"},
+	{"caddy_llm_router_rule_cost_exceeded_total", "route"},
 }
 
 // metricRows are the dashboard rows that each hold every panel of a group
@@ -609,6 +617,15 @@ var syntheticSeries = func() []map[string]string {
 		add(`caddy_llm_router_cost_total{`+dep+`, currency="USD"`+client+`}`, "0+0.5x60")
 	}
 	add(`caddy_llm_router_failovers_total{`+dep+`, reason="server_error"}`, "0+1x60")
+	for _, ty := range []string{"input", "output"} {
+		add(`caddy_llm_router_estimated_tokens_total{`+dep+`, type="`+ty+`"}`, "0+100x60")
+	}
+	for _, r := range []string{"won", "lost", "failed"} {
+		add(`caddy_llm_router_hedges_total{`+dep+`, result="`+r+`"}`, "0+1x60")
+	}
+	add(`caddy_llm_router_hedge_lost_cost_total{`+dep+`, currency="USD"}`, "0+0.01x60")
+	add(`caddy_llm_router_last_resort_attempts_total{`+dep+`}`, "0+1x60")
+	add(`caddy_llm_router_rule_cost_exceeded_total{route="chat", when="1"}`, "0+1x60")
 	add(`caddy_llm_router_unavailable_total{route="chat"}`, "0+1x60")
 	add(`caddy_llm_router_health_score{`+dep+`}`, "87x60")
 	add(`caddy_llm_router_up{`+dep+`}`, "1x60")
