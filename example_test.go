@@ -3,7 +3,9 @@ package llmrouter
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -131,4 +133,42 @@ func TestExampleCaddyfile(t *testing.T) {
 	if err := caddy.Validate(&cfg); err != nil {
 		t.Fatalf("caddy validate: %v", err)
 	}
+}
+
+// TestExampleMonthlyBudgetCaps: the example's team_monthly, "a monthly cap
+// on everything a team spends", caps it. The budget covers every
+// deployment, simple_qa's too, and a budget no longer stops the requests
+// it moved to its downgrade route: without a hard cap a team past the
+// limit would be served from simple_qa for as long as it asks.
+func TestExampleMonthlyBudgetCaps(t *testing.T) {
+	src, err := os.ReadFile("example.Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)\n\t*(budget team_monthly \{.*?\n\t*\})`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("example.Caddyfile has no budget team_monthly")
+	}
+	// at 500,000 CNY a price unit, an answer (17 tokens at 1000 a
+	// million) costs 8,500 CNY: a few of them reach the 20,000 CNY limit
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, teamsSite, budgetRouter+"\tcurrency CNY 500000\n\tbudget_sync off\n\t"+string(m[1])+"\n")
+	done := requestsDone(t)
+	const ask = `{"model":"simple_qa","max_tokens":10,"messages":[{"role":"user","content":"Where is my order?"}]}`
+	served := 0
+	for range 10 {
+		resp, body := g.post(ask, "Authorization", "Bearer team-a-key")
+		waitFor(t, done, "the request to be counted")
+		if resp.StatusCode == http.StatusTooManyRequests {
+			if e := apiErr(t, body); e.Code != "budget_exceeded" {
+				t.Errorf("429 %+v, want budget_exceeded", e)
+			}
+			return
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		served++
+	}
+	t.Errorf("team_monthly (limit 20,000 CNY a month) served all %d requests of about 8,500 CNY each: a team's spend has no bound", served)
 }
