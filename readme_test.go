@@ -67,6 +67,30 @@ func (c *collectors) Unregister(prometheus.Collector) bool { return false }
 
 var descParts = regexp.MustCompile(`^Desc\{fqName: "([^"]+)".*variableLabels: \{([^}]*)\}\}$`)
 
+// exportedMetrics returns the name and labels of every metric the router
+// exports, as newRouterMetrics registers them.
+func exportedMetrics(t *testing.T) map[string][]string {
+	t.Helper()
+	var cs collectors
+	if err := newRouterMetrics().register(&cs); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, c := range cs {
+		ch := make(chan *prometheus.Desc, 16)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			m := descParts.FindStringSubmatch(d.String())
+			if m == nil {
+				t.Errorf("cannot read %s", d)
+				continue
+			}
+			out[m[1]] = slices.DeleteFunc(strings.Split(m[2], ","), func(s string) bool { return s == "" })
+		}
+	}
+	return out
+}
+
 // TestReadmeDocumentsEveryMetric: every metric the router exports has a
 // row in the README's Metrics table that names each of its labels.
 func TestReadmeDocumentsEveryMetric(t *testing.T) {
@@ -83,33 +107,15 @@ func TestReadmeDocumentsEveryMetric(t *testing.T) {
 			rows[name] = line
 		}
 	}
-	var cs collectors
-	if err := newRouterMetrics().register(&cs); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for _, c := range cs {
-		ch := make(chan *prometheus.Desc, 16)
-		go func() { c.Describe(ch); close(ch) }()
-		for d := range ch {
-			m := descParts.FindStringSubmatch(d.String())
-			if m == nil {
-				t.Fatalf("cannot read %s", d)
-			}
-			name, labels := m[1], strings.Split(m[2], ",")
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			row, ok := rows[name]
-			if !ok {
-				t.Errorf("metric %s has no row in the README's Metrics table", name)
-				continue
-			}
-			for _, l := range slices.DeleteFunc(labels, func(s string) bool { return s == "" }) {
-				if !strings.Contains(row, "`"+l+"`") {
-					t.Errorf("README's row of %s does not name its label %s", name, l)
-				}
+	for name, labels := range exportedMetrics(t) {
+		row, ok := rows[name]
+		if !ok {
+			t.Errorf("metric %s has no row in the README's Metrics table", name)
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(row, "`"+l+"`") {
+				t.Errorf("README's row of %s does not name its label %s", name, l)
 			}
 		}
 	}
@@ -122,21 +128,9 @@ func TestDashboardShowsEveryMetric(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cs collectors
-	if err := newRouterMetrics().register(&cs); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cs {
-		ch := make(chan *prometheus.Desc, 16)
-		go func() { c.Describe(ch); close(ch) }()
-		for d := range ch {
-			m := descParts.FindStringSubmatch(d.String())
-			if m == nil {
-				t.Fatalf("cannot read %s", d)
-			}
-			if !regexp.MustCompile(regexp.QuoteMeta(m[1]) + `(_bucket)?\b`).Match(dashboard) {
-				t.Errorf("metric %s is on no panel of %s", m[1], promDashboardPath)
-			}
+	for name := range exportedMetrics(t) {
+		if !regexp.MustCompile(regexp.QuoteMeta(name) + `(_bucket)?\b`).Match(dashboard) {
+			t.Errorf("metric %s is on no panel of %s", name, promDashboardPath)
 		}
 	}
 }
