@@ -211,6 +211,13 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"client_label of a credential in text", "\t\tclient_label team-{http.request.header.X-Api-Key}", `client_label: {http.request.header.X-Api-Key} is a client credential`, 11},
 		{"client_label of a credential after another", "\t\tclient_label {http.request.header.X-Team}{http.request.header.Authorization}", `client_label: {http.request.header.Authorization} is a client credential`, 11},
 		{"budget label of a credential", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\tkey {http.request.header.Authorization} label\n\t\t}", `budget b: key {http.request.header.Authorization} is a client credential`, 11},
+		// the whole query string or URI holds a credential parameter
+		// (?key=...) when the client sends one, the body the prompt
+		{"client_label of the query string", "\t\tclient_label {http.request.uri.query}", `client_label: {http.request.uri.query} is a client credential`, 11},
+		{"client_label of the URI", "\t\tclient_label {uri}", `client_label: {http.request.uri} is a client credential`, 11},
+		{"client_label of the original query", "\t\tclient_label {http.request.orig_uri.prefixed_query}", `client_label: {http.request.orig_uri.prefixed_query} is a client credential`, 11},
+		{"client_label of the body", "\t\tclient_label {http.request.body}", `client_label: {http.request.body} is a client credential`, 11},
+		{"budget label of the query string", "\t\tbudget b {\n\t\t\tlimit 5 per day\n\t\t\tkey {query} label\n\t\t}", `budget b: key {http.request.uri.query} is a client credential`, 11},
 		// a request for model "auto" is routed automatically: the route was
 		// reached only by the header
 		{"route named auto", "\t\troute auto a", `"auto" is reserved for automatic routing`, 11},

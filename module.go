@@ -1099,12 +1099,16 @@ func (r *Router) validate() error {
 
 // credentialPlaceholder returns the first placeholder in v that reads a
 // client credential (a request header, cookie or query parameter named as
-// credentials are, as isCredentialHeader reads names), or "". Its values
-// must not be shown as they are.
+// credentials are, as isCredentialHeader reads names, or a whole that holds
+// them: wholeRequestPlaceholders), or "". Its values must not be shown as
+// they are.
 func credentialPlaceholder(v string) string {
 	for _, m := range loadPlaceholder.FindAllStringSubmatch(v, -1) {
 		if m[0][0] == '\\' {
 			continue
+		}
+		if slices.Contains(wholeRequestPlaceholders, m[1]) {
+			return "{" + m[1] + "}"
 		}
 		for _, prefix := range [...]string{"http.request.header.", "http.request.cookie.", "http.request.uri.query."} {
 			if name, ok := strings.CutPrefix(m[1], prefix); ok && isCredentialHeader(name) {
@@ -1113,6 +1117,15 @@ func credentialPlaceholder(v string) string {
 		}
 	}
 	return ""
+}
+
+// wholeRequestPlaceholders are Caddy's placeholders of the whole query
+// string (in the URI too), which holds a credential parameter when a
+// client sends one (?key=...), and of the body, the prompt.
+var wholeRequestPlaceholders = []string{
+	"http.request.uri", "http.request.uri_escaped", "http.request.uri.query", "http.request.uri.query_escaped",
+	"http.request.uri.prefixed_query", "http.request.orig_uri", "http.request.orig_uri.query",
+	"http.request.orig_uri.prefixed_query", "http.request.body", "http.request.body_base64",
 }
 
 // errSharedScope refuses a cache scope that is both shared and scoped: one
