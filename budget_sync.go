@@ -495,17 +495,27 @@ const keySecretPath = "llm_router/budget_key_secret"
 
 // fleetSecret loads the fleet's key secret from storage, making it (under
 // a storage lock, so that two processes starting together agree) when
-// there is none.
+// there is none, or what is there is too short to be one. A read that
+// fails is an error, never a reason to make another: the secret may well
+// be there, and a new one would rename every hashed key for the processes
+// started after, giving each its budget afresh.
 func fleetSecret(ctx context.Context, storage certmagic.Storage) ([]byte, error) {
-	if b, err := storage.Load(ctx, keySecretPath); err == nil && len(b) >= 32 {
-		return b, nil
+	load := func() ([]byte, bool, error) {
+		b, err := storage.Load(ctx, keySecretPath)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, false, fmt.Errorf("reading the budget key secret: %w", err)
+		}
+		return b, err == nil && len(b) >= 32, nil
+	}
+	if b, ok, err := load(); ok || err != nil {
+		return b, err
 	}
 	if err := storage.Lock(ctx, "llm_router_budget_key_secret"); err != nil {
 		return nil, fmt.Errorf("locking the budget key secret: %w", err)
 	}
 	defer func() { _ = storage.Unlock(ctx, "llm_router_budget_key_secret") }()
-	if b, err := storage.Load(ctx, keySecretPath); err == nil && len(b) >= 32 {
-		return b, nil
+	if b, ok, err := load(); ok || err != nil {
+		return b, err
 	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
