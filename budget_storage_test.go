@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -42,5 +43,30 @@ func TestFleetSecretKeptOnReadError(t *testing.T) {
 	st.fail = false
 	if stored, err := st.Load(ctx, keySecretPath); err != nil || !bytes.Equal(stored, first) {
 		t.Errorf("the fleet's secret in storage was replaced after a failed read (err %v)", err)
+	}
+}
+
+// TestCorruptLedgerFileOfAnotherInstance: one instance's file that does
+// not decode (a storage that wrote it partly, a crash mid-write) does not
+// stop every other instance from reading the rest of the fleet's spend:
+// it is skipped, and the sync is counted as failed.
+func TestCorruptLedgerFileOfAnotherInstance(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	b, l := storedBudget(t, &Budget{Name: "corrupt", Limits: []BudgetLimit{{1000, "day"}}}, st, "a")
+	dir := "llm_router/budgets/corrupt/" + periodDay.windowAt(t0, time.UTC).id + "/"
+	if err := st.Store(ctx, dir+"b.json", []byte(`{"instance":"b","spend":{"":7}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Store(ctx, dir+"c.json", []byte(`{"instance":"c","spend":{"":3`)); err != nil {
+		t.Fatal(err)
+	}
+	l.add(b, "", 1, t0)
+	if err := l.sync(ctx, t0, false); err == nil {
+		t.Error("a sync that could not read a file succeeded")
+	}
+	if s := l.spend("", t0); s[periodDay] != 8 {
+		t.Errorf("spend %v after the sync, want 8: its own 1 and b's 7", s[periodDay])
 	}
 }

@@ -196,11 +196,19 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	// a file that does not decode stays so until its instance writes it
+	// again (never, for one gone): skipped, so that it does not keep every
+	// instance from reading the rest of the fleet; the sync still fails
+	var corrupt []error
 	for _, name := range names {
 		if path.Base(name) == l.instance+".json" || !strings.HasSuffix(name, ".json") {
 			continue
 		}
 		f, err := loadInstanceFile(ctx, l.storage, name)
+		if errors.Is(err, errCorruptFile) {
+			corrupt = append(corrupt, err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -226,7 +234,7 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	for _, spent := range []map[string]float64{mine.Spend, others} {
 		for key := range spent {
 			if l.keys.Len() >= maxBudgetKeys {
-				return nil
+				return errors.Join(corrupt...)
 			}
 			if !l.keys.Contains(key) {
 				ks := new(keySpend)
@@ -235,7 +243,7 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 			}
 		}
 	}
-	return nil
+	return errors.Join(corrupt...)
 }
 
 // syncEnded adds to this instance's files of windows that have ended the
@@ -344,6 +352,10 @@ func (l *budgetLedger) prune(ctx context.Context, current [periodCount]window) e
 	return nil
 }
 
+// errCorruptFile is a ledger file that storage returned but that does not
+// decode.
+var errCorruptFile = errors.New("not a budget ledger file")
+
 func loadInstanceFile(ctx context.Context, s certmagic.Storage, key string) (instanceFile, error) {
 	f := instanceFile{Spend: map[string]float64{}}
 	b, err := s.Load(ctx, key)
@@ -354,7 +366,7 @@ func loadInstanceFile(ctx context.Context, s certmagic.Storage, key string) (ins
 		return f, err
 	}
 	if err := json.Unmarshal(b, &f); err != nil {
-		return f, fmt.Errorf("%s: %w", key, err)
+		return f, fmt.Errorf("%s: %w: %w", key, errCorruptFile, err)
 	}
 	if f.Spend == nil {
 		f.Spend = map[string]float64{}
