@@ -70,3 +70,37 @@ func TestCorruptLedgerFileOfAnotherInstance(t *testing.T) {
 		t.Errorf("spend %v after the sync, want 8: its own 1 and b's 7", s[periodDay])
 	}
 }
+
+// TestCorruptOwnLedgerFile: an instance whose own file does not decode
+// writes it anew from the spend it knows, rather than failing every sync
+// of the window from then on and losing what it spends to its next
+// restart.
+func TestCorruptOwnLedgerFile(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	cfg := &Budget{Name: "corrupt_own", Limits: []BudgetLimit{{1000, "day"}}, Key: "{k}"}
+	b, l := storedBudget(t, cfg, st, "a")
+	l.add(b, "team", 1, t0)
+	if err := l.sync(ctx, t0, false); err != nil {
+		t.Fatal(err)
+	}
+	own := "llm_router/budgets/corrupt_own/" + periodDay.windowAt(t0, time.UTC).id + "/a.json"
+	if err := st.Store(ctx, own, []byte(`{"instance":"a","spend":{"team":1`)); err != nil {
+		t.Fatal(err)
+	}
+	l.add(b, "team", 2, t0)
+	_ = l.sync(ctx, t0, false) // fails, or writes the file anew
+	l.add(b, "team", 4, t0)
+	if err := l.sync(ctx, t0, false); err != nil {
+		t.Errorf("the sync after the file was written anew: %v", err)
+	}
+	// a restart reads back what it spent
+	_, restarted := storedBudget(t, cfg, st, "a")
+	if err := restarted.sync(ctx, t0, false); err != nil {
+		t.Fatal(err)
+	}
+	if s := restarted.spend("team", t0); s[periodDay] != 7 {
+		t.Errorf("after a restart the key has %v spent, want 7", s[periodDay])
+	}
+}

@@ -175,11 +175,21 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	}
 
 	mine, err := loadInstanceFile(ctx, l.storage, own)
+	var corrupt []error
+	if errors.Is(err, errCorruptFile) {
+		// only this instance writes the file: rewritten from what memory
+		// holds, else every sync of the window would fail on it, and what
+		// is spent meanwhile would be lost to a restart
+		l.logger.Error("this instance's budget ledger file does not decode; writing it anew from the spend in memory",
+			zap.String("budget", l.name), zap.String("file", own), zap.Error(err))
+		corrupt = append(corrupt, err)
+		mine, err = l.storedSpend(p, w, deltas), nil
+	}
 	if err != nil {
 		giveBack()
 		return err
 	}
-	if len(deltas) > 0 {
+	if len(deltas) > 0 || corrupt != nil {
 		for key, d := range deltas {
 			mine.Spend[key] += d
 		}
@@ -199,7 +209,6 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	// a file that does not decode stays so until its instance writes it
 	// again (never, for one gone): skipped, so that it does not keep every
 	// instance from reading the rest of the fleet; the sync still fails
-	var corrupt []error
 	for _, name := range names {
 		if path.Base(name) == l.instance+".json" || !strings.HasSuffix(name, ".json") {
 			continue
@@ -244,6 +253,31 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 		}
 	}
 	return errors.Join(corrupt...)
+}
+
+// storedSpend is what this instance's file of window w held at the last
+// sync, as far as memory knows (the keys in it, and those spilled), before
+// deltas were taken (l.mu not held): what a file that no longer decodes is
+// written anew from.
+func (l *budgetLedger) storedSpend(p period, w window, deltas map[string]float64) instanceFile {
+	f := instanceFile{Spend: map[string]float64{}}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	add := func(key string, ks *keySpend) {
+		if ps := ks.periods[p]; ps.id == w.id {
+			if v := ps.base - deltas[key]; v > 0 {
+				f.Spend[key] = max(f.Spend[key], v)
+			}
+		}
+	}
+	for _, key := range l.keys.Keys() {
+		ks, _ := l.keys.Peek(key)
+		add(key, ks)
+	}
+	for key, ks := range l.spilled {
+		add(key, ks)
+	}
+	return f
 }
 
 // syncEnded adds to this instance's files of windows that have ended the
