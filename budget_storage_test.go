@@ -3,7 +3,9 @@ package llmrouter
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +104,26 @@ func TestCorruptOwnLedgerFile(t *testing.T) {
 	}
 	if s := restarted.spend("team", t0); s[periodDay] != 7 {
 		t.Errorf("after a restart the key has %v spent, want 7", s[periodDay])
+	}
+}
+
+// TestBudgetNameIsOnePathSegment: a budget's name is a directory of its
+// ledger files in Caddy's storage. One that is not a single segment
+// ("../x", "a/b") put them outside the budgets' directory, up to outside
+// the storage itself, where pruning deletes, or in another budget's; it
+// is refused at load.
+func TestBudgetNameIsOnePathSegment(t *testing.T) {
+	for _, name := range []string{"../../../escaped", "a/b", "..", ".", `a\b`, "a\x00b"} {
+		var r Router
+		quoted, _ := json.Marshal(name)
+		cfg := `{"providers":[{"name":"p","base_url":"http://127.0.0.1:1/v1"}],"models":[{"name":"a"}],
+			"budgets":[{"name":` + string(quoted) + `,"limits":[{"amount":1,"period":"day"}]}]}`
+		if err := json.Unmarshal([]byte(cfg), &r); err != nil {
+			t.Fatal(err)
+		}
+		r.setDefaults()
+		if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "budget") {
+			t.Errorf("budget name %q: Validate() = %v, want it refused", name, err)
+		}
 	}
 }

@@ -1036,6 +1036,11 @@ func (r *Router) validate() error {
 		if budgetNames[b.Name] {
 			return cfgErr(subj, "declared twice")
 		}
+		// the name is a directory of the ledger files in storage: one
+		// segment, or they land outside the budgets' (and the storage's)
+		if b.Name == "." || b.Name == ".." || strings.ContainsAny(b.Name, "/\\\x00") {
+			return cfgErr(subj, "a budget's name must not be . or .. nor contain /, \\ or NUL: it names its directory in storage")
+		}
 		budgetNames[b.Name] = true
 		if ph := credentialPlaceholder(b.Key); b.KeyIsLabel && ph != "" {
 			return cfgErr(subj, "key %s is a client credential: without label its values are kept and shown hashed", ph)
