@@ -127,3 +127,28 @@ func TestBudgetNameIsOnePathSegment(t *testing.T) {
 		}
 	}
 }
+
+// TestCorruptOwnEndedLedgerFile: the spend of an ended window is written
+// to this instance's file of that window even when the file no longer
+// decodes (written anew), rather than failing every sync until the window
+// is past keeping.
+func TestCorruptOwnEndedLedgerFile(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC)
+	t1 := t0.Add(2 * time.Second) // 12:00:01
+	st := &certmagic.FileStorage{Path: t.TempDir()}
+	b, l := storedBudget(t, &Budget{Name: "corrupt_ended", Limits: []BudgetLimit{{1000, "hour"}}}, st, "a")
+	ended := "llm_router/budgets/corrupt_ended/" + periodHour.windowAt(t0, time.UTC).id + "/a.json"
+	if err := st.Store(ctx, ended, []byte(`{"spend":{"":1`)); err != nil {
+		t.Fatal(err)
+	}
+	l.add(b, "", 2, t0)
+	l.add(b, "", 4, t1) // the key moves on: the old hour's 2 are to be written there
+	_ = l.sync(ctx, t1, false)
+	if err := l.sync(ctx, t1, false); err != nil {
+		t.Errorf("the sync after the ended window's file was written anew: %v", err)
+	}
+	if f, err := loadInstanceFile(ctx, st, ended); err != nil || f.Spend[""] != 2 {
+		t.Errorf("the ended hour's file holds %v (err %v), want the 2 spent in it", f.Spend, err)
+	}
+}

@@ -323,6 +323,15 @@ func (l *budgetLedger) syncEnded(ctx context.Context, current [periodCount]windo
 	for id, spend := range byWindow {
 		own := path.Join(budgetStoragePrefix, l.name, id, l.instance+".json")
 		mine, err := loadInstanceFile(ctx, l.storage, own)
+		if errors.Is(err, errCorruptFile) {
+			// what it held cannot be read, and memory holds no more of
+			// an ended window: written anew with what is unsynced, else
+			// every sync would fail on it until the window is past keeping
+			l.logger.Error("this instance's budget ledger file of an ended window does not decode; writing it anew with the spend not yet in it",
+				zap.String("budget", l.name), zap.String("file", own), zap.Error(err))
+			errs = append(errs, err)
+			mine, err = instanceFile{Spend: map[string]float64{}}, nil
+		}
 		if err == nil {
 			for k, d := range spend {
 				mine.Spend[k.key] += d
