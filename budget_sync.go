@@ -455,6 +455,13 @@ func storageIO[T any](op func(ctx context.Context) (T, error)) (T, error) {
 	case r := <-done:
 		return r.v, r.err
 	case <-ctx.Done():
+		// the step cancels ctx once it has answered, too: a wait that
+		// began after that finds both ready, and the answer is the step's
+		select {
+		case r := <-done:
+			return r.v, r.err
+		default:
+		}
 		var zero T
 		return zero, fmt.Errorf("%w (%s)", errStorageTimeout, storageTimeout)
 	}
