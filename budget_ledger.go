@@ -52,7 +52,8 @@ type budgetLedger struct {
 	done     chan struct{}
 	lastSync atomic.Pointer[syncResult]
 	syncing  sync.Mutex   // held by the sync in progress (budgetLedger.sync)
-	prunedAt string       // the hour window of the last prune (under syncing)
+	pruning  sync.Mutex   // held by the pruning in progress (budgetLedger.pruneDue)
+	prunedAt string       // the hour window of the last prune (under pruning)
 	syncs    atomic.Int64 // successful syncs
 	failures atomic.Int64
 	actions  [actionCount]atomic.Int64

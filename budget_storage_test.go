@@ -167,3 +167,43 @@ func TestStorageIOKeepsAnAnswer(t *testing.T) {
 		}
 	}
 }
+
+// blockingStorage is a file storage whose reads block, ignoring their
+// context, until release is closed: a storage that hangs at run time.
+type blockingStorage struct {
+	certmagic.FileStorage
+	release chan struct{}
+}
+
+func (s *blockingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	<-s.release
+	return s.FileStorage.Load(ctx, key)
+}
+
+// TestSyncLoopOnAHungStorage: a storage that stops answering while the
+// sync loop runs makes each sync fail at its deadline, counted (and so
+// alerted on) as any failed sync, rather than hold the loop in its first
+// sync for good, when the fleet stops sharing its spend without a word.
+func TestSyncLoopOnAHungStorage(t *testing.T) {
+	old := loopSyncTimeout
+	loopSyncTimeout = 20 * time.Millisecond
+	st := &blockingStorage{FileStorage: certmagic.FileStorage{Path: t.TempDir()}, release: make(chan struct{})}
+	_, l := storedBudget(t, &Budget{Name: "hung_loop", Limits: []BudgetLimit{{1000, "day"}}}, st, "a")
+	l.interval, l.wake, l.done = 10*time.Millisecond, make(chan struct{}, 1), make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go l.run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		close(st.release)
+		<-l.done
+		loopSyncTimeout = old
+	})
+	deadline := time.After(10 * time.Second)
+	for l.failures.Load() < 3 {
+		select {
+		case <-deadline:
+			t.Fatalf("%d failed syncs counted in 10 s of a hung storage, want one per interval", l.failures.Load())
+		case <-time.After(5 * time.Millisecond): // polled: the failures happen on the loop's clock
+		}
+	}
+}

@@ -52,8 +52,27 @@ func (l *budgetLedger) run(ctx context.Context) {
 			continue
 		case <-t.C:
 		}
-		if err := l.sync(ctx, now(), true); err != nil && ctx.Err() == nil {
+		// bounded: a storage that stops answering fails each sync at its
+		// deadline, counted, rather than hold the loop in one sync for
+		// good; Destruct's cancellation reaches the storage through ctx
+		at := now()
+		_, err := storageIOWith(ctx, loopSyncTimeout, func(ctx context.Context) (struct{}, error) { return struct{}{}, l.sync(ctx, at, false) })
+		if ctx.Err() != nil {
+			return // Destruct syncs once more
+		}
+		if err != nil {
 			l.syncFailed(err)
+		}
+		// the pruning apart, bounded too: deleting many past windows may
+		// outlast a sync's deadline and must not count as a failed sync
+		// nor hold the next ones (it goes on in the background)
+		var windows [periodCount]window
+		for p := range periodCount {
+			windows[p] = l.window(p, at)
+		}
+		if _, err := storageIOWith(ctx, loopSyncTimeout, func(ctx context.Context) (struct{}, error) { l.pruneDue(ctx, windows); return struct{}{}, nil }); err != nil {
+			l.logger.Warn("deleting a budget's past windows from storage outlasted its deadline; it goes on",
+				zap.String("budget", l.name), zap.Error(err))
 		}
 	}
 }
@@ -83,17 +102,19 @@ type instanceFile struct {
 // (as caddy-ratelimit does for its zones). Only this instance writes its
 // own file, so adding what it spent since the last sync to what the file
 // holds is exact, for keys in memory and keys dropped from it alike. With
-// prune (the sync loop's, not a config load's or a stop's), it also deletes
-// the files of past windows.
+// prune, it also deletes the files of past windows (pruneDue, which the
+// sync loop runs apart, each bounded on its own; a config load or a stop
+// does not prune).
 func (l *budgetLedger) sync(ctx context.Context, t time.Time, prune bool) error {
 	if l.storage == nil {
 		return nil
 	}
 	// one sync at a time: one that outlived its deadline on a storage that
 	// does not answer may still be running (storageIO); the spend it took
-	// is written by it, or given back when it fails
+	// is written by it, or given back when it fails. This one fails: the
+	// storage has not answered
 	if !l.syncing.TryLock() {
-		return nil
+		return errSyncPending
 	}
 	defer l.syncing.Unlock()
 	var errs []error
@@ -109,23 +130,36 @@ func (l *budgetLedger) sync(ctx context.Context, t time.Time, prune bool) error 
 			errs = append(errs, err)
 		}
 	}
-	// every period begins on an hour, so a new hour is when any window may
-	// have gone past keeping
-	if hour := windows[periodHour].id; prune && l.prunedAt != hour {
-		// housekeeping, not the spend: a failure is logged and retried at
-		// the next sync, and does not count as a failed sync
-		if err := l.prune(ctx, windows); err != nil {
-			l.logger.Warn("could not delete a budget's past windows from storage; will retry",
-				zap.String("budget", l.name), zap.Error(err))
-		} else {
-			l.prunedAt = hour
-		}
+	if prune {
+		l.pruneDue(ctx, windows)
 	}
 	if len(errs) == 0 {
 		l.lastSync.Store(&syncResult{at: now()})
 		l.syncs.Add(1)
 	}
 	return errors.Join(errs...)
+}
+
+// pruneDue prunes once an hour: every period begins on an hour, so a new
+// hour is when any window may have gone past keeping. One pruning at a
+// time: one that outlived its deadline may still be running.
+func (l *budgetLedger) pruneDue(ctx context.Context, windows [periodCount]window) {
+	if !l.pruning.TryLock() {
+		return
+	}
+	defer l.pruning.Unlock()
+	hour := windows[periodHour].id
+	if l.prunedAt == hour {
+		return
+	}
+	// housekeeping, not the spend: a failure is logged and retried at the
+	// next sync, and does not count as a failed sync
+	if err := l.prune(ctx, windows); err != nil {
+		l.logger.Warn("could not delete a budget's past windows from storage; will retry",
+			zap.String("budget", l.name), zap.Error(err))
+		return
+	}
+	l.prunedAt = hour
 }
 
 func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error {
@@ -427,19 +461,39 @@ var budgetInstances = caddy.NewUsagePool()
 // config lock.
 var storageTimeout = 5 * time.Second
 
+// loopSyncTimeout bounds each sync (and pruning) of the sync loop: longer
+// than a load's step, since no lock waits on it and a large fleet's files
+// on a slow storage take a while, but not forever, so that a storage that
+// stops answering shows as failed syncs.
+var loopSyncTimeout = time.Minute
+
 // errStorageTimeout is a storage step that did not end by its deadline.
 var errStorageTimeout = errors.New("the storage did not answer in time")
+
+// errSyncPending is a sync that could not begin: one begun earlier has
+// not ended, its storage not answering.
+var errSyncPending = errors.New("an earlier sync is still waiting for the storage")
 
 // storageIO runs op with a context that ends after storageTimeout, and
 // returns by then even if the storage ignores its context: op then goes on
 // in the background, its result dropped, and the load or unload goes on
 // without it (fail open, as a failed sync does).
 func storageIO[T any](op func(ctx context.Context) (T, error)) (T, error) {
+	return storageIOWith(context.Background(), storageTimeout, op)
+}
+
+// storageIOWith is storageIO with its own timeout, whose op's context is
+// also canceled with parent; the wait still ends only with op or at the
+// deadline, so that what op does on its cancellation (a sync giving back
+// the spend it took) is done when it returns.
+func storageIOWith[T any](parent context.Context, timeout time.Duration, op func(ctx context.Context) (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storageTimeout)
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	done := make(chan result, 1)
 	go func() {
 		defer cancel()
@@ -451,19 +505,14 @@ func storageIO[T any](op func(ctx context.Context) (T, error)) (T, error) {
 		v, err := op(ctx)
 		done <- result{v, err}
 	}()
+	// not ctx.Done: op cancels ctx once it has answered, and a wait that
+	// began after that would find both ready and might take the deadline
 	select {
 	case r := <-done:
 		return r.v, r.err
-	case <-ctx.Done():
-		// the step cancels ctx once it has answered, too: a wait that
-		// began after that finds both ready, and the answer is the step's
-		select {
-		case r := <-done:
-			return r.v, r.err
-		default:
-		}
+	case <-deadline.C:
 		var zero T
-		return zero, fmt.Errorf("%w (%s)", errStorageTimeout, storageTimeout)
+		return zero, fmt.Errorf("%w (%s)", errStorageTimeout, timeout)
 	}
 }
 
