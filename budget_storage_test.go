@@ -207,3 +207,43 @@ func TestSyncLoopOnAHungStorage(t *testing.T) {
 		}
 	}
 }
+
+// lostAnswerStorage is a file storage whose next write is made but
+// answered with an error (a network storage whose answer was lost).
+type lostAnswerStorage struct {
+	certmagic.FileStorage
+	lose bool
+}
+
+func (s *lostAnswerStorage) Store(ctx context.Context, key string, value []byte) error {
+	if err := s.FileStorage.Store(ctx, key, value); err != nil || !s.lose {
+		return err
+	}
+	s.lose = false
+	return errors.New("connection reset after the write")
+}
+
+// TestWriteMadeButAnsweredWithAnError: a ledger write that the storage
+// made but answered with an error is not added again at the next sync:
+// the spend would count twice, in storage and for every instance.
+func TestWriteMadeButAnsweredWithAnError(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	st := &lostAnswerStorage{FileStorage: certmagic.FileStorage{Path: t.TempDir()}}
+	b, l := storedBudget(t, &Budget{Name: "lost_answer", Limits: []BudgetLimit{{1000, "day"}}}, st, "a")
+	l.add(b, "", 1, t0)
+	st.lose = true
+	_ = l.sync(ctx, t0, false)
+	if err := l.sync(ctx, t0, false); err != nil {
+		t.Fatal(err)
+	}
+	for p := range periodCount {
+		f, err := loadInstanceFile(ctx, st, "llm_router/budgets/lost_answer/"+p.windowAt(t0, time.UTC).id+"/a.json")
+		if err != nil || f.Spend[""] != 1 {
+			t.Errorf("%s: storage holds %v (err %v), want the 1 spent", p, f.Spend[""], err)
+		}
+	}
+	if s := l.spend("", t0); s != [periodCount]float64{1, 1, 1, 1} {
+		t.Errorf("the ledger holds %v spent, want 1 in each period", s)
+	}
+}

@@ -227,9 +227,7 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 		for key, d := range deltas {
 			mine.Spend[key] += d
 		}
-		mine.Instance, mine.Updated = l.instance, now()
-		b, _ := json.Marshal(mine)
-		if err := l.storage.Store(ctx, own, b); err != nil {
+		if err := l.storeOwn(ctx, own, mine); err != nil {
 			giveBack()
 			return err
 		}
@@ -287,6 +285,31 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 		}
 	}
 	return errors.Join(corrupt...)
+}
+
+// storeOwn writes f as this instance's file own. A write that the storage
+// answers with an error may have been made all the same (a network
+// storage whose answer was lost): the file is read back, and one that
+// holds this write (its Updated) was made, so that what it added is not
+// given back to be added again by the next sync.
+func (l *budgetLedger) storeOwn(ctx context.Context, own string, f instanceFile) error {
+	f.Instance, f.Updated = l.instance, now()
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	err = l.storage.Store(ctx, own, b)
+	if err == nil {
+		return nil
+	}
+	// read back even when ctx has ended: a write canceled late (a stop)
+	// may have been made
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storageTimeout)
+	defer cancel()
+	if back, lerr := loadInstanceFile(rctx, l.storage, own); lerr == nil && back.Updated.Equal(f.Updated) {
+		return nil
+	}
+	return err
 }
 
 // storedSpend is what this instance's file of window w held at the last
@@ -370,9 +393,7 @@ func (l *budgetLedger) syncEnded(ctx context.Context, current [periodCount]windo
 			for k, d := range spend {
 				mine.Spend[k.key] += d
 			}
-			mine.Instance, mine.Updated = l.instance, now()
-			b, _ := json.Marshal(mine)
-			err = l.storage.Store(ctx, own, b)
+			err = l.storeOwn(ctx, own, mine)
 		}
 		if err == nil {
 			continue
