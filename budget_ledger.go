@@ -229,7 +229,7 @@ func (l *budgetLedger) keySecret(st certmagic.Storage, logger *zap.Logger) []byt
 		l.secret = who.secret
 		return l.secret
 	}
-	secret, err := storageIO(func(ctx context.Context) ([]byte, error) { return fleetSecret(ctx, st) })
+	secret, err := storageIO(st, func(ctx context.Context) ([]byte, error) { return fleetSecret(ctx, st) })
 	if err != nil {
 		logger.Warn("could not read or make the budget key secret in storage; hashing keys with a secret of this process",
 			zap.String("budget", l.name), zap.Error(err))
@@ -285,7 +285,7 @@ func (l *budgetLedger) Destruct() error {
 // boundedSync is the sync of a config load or unload: bounded by
 // storageTimeout (storageIO), since Caddy holds its config lock.
 func (l *budgetLedger) boundedSync() error {
-	_, err := storageIO(func(ctx context.Context) (struct{}, error) { return struct{}{}, l.sync(ctx, now(), false) })
+	_, err := storageIO(l.storage, func(ctx context.Context) (struct{}, error) { return struct{}{}, l.sync(ctx, now(), false) })
 	return err
 }
 

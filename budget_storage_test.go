@@ -161,7 +161,7 @@ func TestCorruptOwnEndedLedgerFile(t *testing.T) {
 // taken and never released, a first sync that wrote counted as failed.
 func TestStorageIOKeepsAnAnswer(t *testing.T) {
 	for i := range 100_000 {
-		v, err := storageIO(func(context.Context) (int, error) { return 1, nil })
+		v, err := storageIO(nil, func(context.Context) (int, error) { return 1, nil })
 		if err != nil || v != 1 {
 			t.Fatalf("step %d answered 1 at once; storageIO returned %v, %v", i, v, err)
 		}

@@ -9,10 +9,12 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -495,12 +497,84 @@ var errStorageTimeout = errors.New("the storage did not answer in time")
 // not ended, its storage not answering.
 var errSyncPending = errors.New("an earlier sync is still waiting for the storage")
 
-// storageIO runs op with a context that ends after storageTimeout, and
-// returns by then even if the storage ignores its context: op then goes on
-// in the background, its result dropped, and the load or unload goes on
-// without it (fail open, as a failed sync does).
-func storageIO[T any](op func(ctx context.Context) (T, error)) (T, error) {
-	return storageIOWith(context.Background(), storageTimeout, op)
+// errStorageHung is a load or unload step not begun: an earlier step on
+// the same storage passed its deadline and has not answered yet.
+var errStorageHung = errors.New("the storage has not answered an earlier step")
+
+// storageIO runs op on st with a context that ends after storageTimeout,
+// and returns by then even if the storage ignores its context: op then
+// goes on in the background, its result dropped, and the load or unload
+// goes on without it (fail open, as a failed sync does). While such a step
+// has not answered, the storage is hung: further steps on it fail at once
+// (errStorageHung), so that a load of many budgets waits one deadline on
+// it, not one a step, with Caddy's config lock held.
+func storageIO[T any](st certmagic.Storage, op func(ctx context.Context) (T, error)) (T, error) {
+	key := hungKey(st)
+	if key != nil && hungSteps.pending(key) {
+		var zero T
+		return zero, errStorageHung
+	}
+	var mu sync.Mutex
+	late, ended := false, false
+	v, err := storageIOWith(context.Background(), storageTimeout, func(ctx context.Context) (T, error) {
+		defer func() {
+			mu.Lock()
+			ended = true
+			if late {
+				hungSteps.answered(key)
+			}
+			mu.Unlock()
+		}()
+		return op(ctx)
+	})
+	if key != nil && errors.Is(err, errStorageTimeout) {
+		mu.Lock()
+		if !ended {
+			late = true
+			hungSteps.add(key)
+		}
+		mu.Unlock()
+	}
+	return v, err
+}
+
+// hungSteps counts, per storage, the load and unload steps that passed
+// their deadline and have not answered yet (storageIO).
+var hungSteps = hungCounts{n: map[any]int{}}
+
+type hungCounts struct {
+	mu sync.Mutex
+	n  map[any]int
+}
+
+func (h *hungCounts) pending(key any) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[key] > 0
+}
+
+func (h *hungCounts) add(key any) {
+	h.mu.Lock()
+	h.n[key]++
+	h.mu.Unlock()
+}
+
+func (h *hungCounts) answered(key any) {
+	h.mu.Lock()
+	if h.n[key]--; h.n[key] <= 0 {
+		delete(h.n, key)
+	}
+	h.mu.Unlock()
+}
+
+// hungKey is how hungSteps knows a storage: the value itself when it can
+// be a map key (a pointer, as storage modules give), else nil (no steps
+// skipped).
+func hungKey(st certmagic.Storage) any {
+	if st == nil || !reflect.TypeOf(st).Comparable() {
+		return nil
+	}
+	return st
 }
 
 // storageIOWith is storageIO with its own timeout, whose op's context is
@@ -561,7 +635,7 @@ func acquireInstance(storage certmagic.Storage, where, override string, logger *
 	key := where + "\x00" + override
 	v, _, err := budgetInstances.LoadOrNew(key, func() (caddy.Destructor, error) {
 		bi := &budgetInstance{storage: storage, key: key}
-		secret, err := storageIO(func(ctx context.Context) ([]byte, error) { return fleetSecret(ctx, storage) })
+		secret, err := storageIO(storage, func(ctx context.Context) ([]byte, error) { return fleetSecret(ctx, storage) })
 		if err != nil {
 			// fail open, as a sync does: this process's keys will not
 			// match the fleet's until a restart can read the secret
@@ -588,7 +662,7 @@ func acquireInstance(storage certmagic.Storage, where, override string, logger *
 				zap.String("instance", bi.id))
 			return bi, nil
 		}
-		slot, err := storageIO(func(ctx context.Context) (int, error) {
+		slot, err := storageIO(storage, func(ctx context.Context) (int, error) {
 			for slot := 0; slot < 64; slot++ {
 				got, err := locker.TryLock(ctx, slotLock(base, slot))
 				if err != nil || got {
@@ -678,7 +752,7 @@ func (bi *budgetInstance) Destruct() error {
 	if bi.lock == "" {
 		return nil
 	}
-	_, err := storageIO(func(ctx context.Context) (struct{}, error) { return struct{}{}, bi.storage.Unlock(ctx, bi.lock) })
+	_, err := storageIO(bi.storage, func(ctx context.Context) (struct{}, error) { return struct{}{}, bi.storage.Unlock(ctx, bi.lock) })
 	return err
 }
 

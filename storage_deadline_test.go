@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ type hangStorage struct{}
 var hang struct {
 	release chan struct{}
 	root    string
+	steps   atomic.Int64 // router steps begun on it
 }
 
 func (hangStorage) CaddyModule() caddy.ModuleInfo {
@@ -43,6 +45,7 @@ type hangingStorage struct{ certmagic.FileStorage }
 // wait hangs on the router's names until the test ends, then fails them.
 func (s *hangingStorage) wait(name string) error {
 	if strings.HasPrefix(name, "llm_router") {
+		hang.steps.Add(1)
 		<-hang.release
 		return errors.New("the test is over")
 	}
@@ -91,13 +94,16 @@ func (s *hangingStorage) List(ctx context.Context, prefix string, recursive bool
 	return s.FileStorage.List(ctx, prefix, recursive)
 }
 
-// TestStorageThatNeverAnswers: a config with synced budgets loads, serves
-// and unloads on a storage that never answers: each storage step gives up
-// at its deadline, and the budgets count in memory meanwhile.
+// TestStorageThatNeverAnswers: a config with synced budgets (their loop
+// not due in the test) loads, serves and unloads on a storage that never
+// answers: its first storage step gives up at its deadline, the others are
+// not begun (one deadline for the load, not one a budget), and the budgets
+// count in memory meanwhile.
 func TestStorageThatNeverAnswers(t *testing.T) {
 	old := storageTimeout
 	storageTimeout = 200 * time.Millisecond
 	hang.release, hang.root = make(chan struct{}), t.TempDir()
+	hang.steps.Store(0)
 	t.Cleanup(func() {
 		storageTimeout = old
 		close(hang.release) // the storage answers at last: its goroutines end
@@ -105,7 +111,9 @@ func TestStorageThatNeverAnswers(t *testing.T) {
 	g := newGateway(t, defaultRouter) // the mocks, and a config to go back to
 	global := strings.Replace(globalOptions, "grace_period 1ns", "grace_period 1ns\n\tstorage llm_router_test_hang", 1)
 	site := siteAddress + " {\n\tllm_router {" + g.fill(defaultRouter) +
-		"\n\tbudget team {\n\t\tlimit 100 per day\n\t\tkey {http.request.header.X-Team}\n\t}\n\tbudget_sync 1s\n\t}\n}\n"
+		"\n\tbudget team {\n\t\tlimit 100 per day\n\t\tkey {http.request.header.X-Team}\n\t}" +
+		"\n\tbudget user {\n\t\tlimit 10 per day\n\t\tkey {http.request.header.X-User}\n\t}" +
+		"\n\tbudget all {\n\t\tlimit 1000 per month\n\t}\n\tbudget_sync 1h\n\t}\n}\n"
 	adapt := func(caddyfileText string) []byte {
 		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), nil)
 		if err != nil {
@@ -125,12 +133,20 @@ func TestStorageThatNeverAnswers(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}
-	if b := budgetOf(t, "team"); b.SyncFailures == 0 {
-		t.Errorf("the timed-out first sync was not counted as failed: %+v", b)
+	for _, name := range []string{"team", "user", "all"} {
+		if b := budgetOf(t, name); b.SyncFailures == 0 {
+			t.Errorf("budget %s: the first sync, not made, was not counted as failed: %+v", name, b)
+		}
+	}
+	if n := hang.steps.Load(); n != 1 {
+		t.Errorf("%d steps begun on the hung storage during the load, want 1 (the first; the others wait for it)", n)
 	}
 	// unloading it (the last sync, the identity's unlock) returns too
 	plain := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(defaultRouter) + "\n\t}\n}\n"
 	if err := waitFor(t, load(adapt(plain)), "the unload on a hung storage"); err != nil {
 		t.Fatal(err)
+	}
+	if n := hang.steps.Load(); n != 1 {
+		t.Errorf("%d steps begun on the hung storage by the unload too, want 1", n)
 	}
 }
