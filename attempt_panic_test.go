@@ -73,19 +73,7 @@ func TestAttemptPanicFailsOver(t *testing.T) {
 			})
 			core, logs := observer.New(zap.ErrorLevel)
 			r.logger = zap.New(core)
-			for _, p := range r.providers {
-				plain := &http.Transport{}
-				t.Cleanup(plain.CloseIdleConnections)
-				p.transport.Transport.RegisterProtocol("http", roundTripFunc(func(req *http.Request) (*http.Response, error) {
-					body, _ := req.GetBody()
-					b, _ := io.ReadAll(body)
-					resp, err := plain.RoundTrip(req)
-					if err == nil && strings.Contains(string(b), `"deepseek-chat"`) {
-						resp.Body = panicOnClose{resp.Body, firstClosed}
-					}
-					return resp, err
-				}))
-			}
+			panicOnCloseOf(t, r, "deepseek-chat", firstClosed)
 			srv := routerServer(t, r)
 			done := requestsDone(t)
 			resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
@@ -131,19 +119,7 @@ func TestCommittedHedgePanicAborts(t *testing.T) {
 	})
 	core, logs := observer.New(zap.ErrorLevel)
 	r.logger = zap.New(core)
-	for _, p := range r.providers {
-		plain := &http.Transport{}
-		t.Cleanup(plain.CloseIdleConnections)
-		p.transport.Transport.RegisterProtocol("http", roundTripFunc(func(req *http.Request) (*http.Response, error) {
-			body, _ := req.GetBody()
-			b, _ := io.ReadAll(body)
-			resp, err := plain.RoundTrip(req)
-			if err == nil && strings.Contains(string(b), `"gemini-2.5-flash"`) {
-				resp.Body = panicOnClose{resp.Body, make(chan struct{})}
-			}
-			return resp, err
-		}))
-	}
+	panicOnCloseOf(t, r, "gemini-2.5-flash", make(chan struct{}))
 	srv := routerServer(t, r)
 	done := requestsDone(t)
 	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
@@ -160,6 +136,24 @@ func TestCommittedHedgePanicAborts(t *testing.T) {
 	}
 	if n := logs.FilterMessage("attempt panicked").Len(); n != 1 {
 		t.Errorf("%d panics logged, want 1", n)
+	}
+}
+
+// panicOnCloseOf makes the body of every answer r's providers give for
+// upstream model id model panic on Close (closing closed first).
+func panicOnCloseOf(t *testing.T, r *Router, model string, closed chan struct{}) {
+	for _, p := range r.providers {
+		plain := &http.Transport{}
+		t.Cleanup(plain.CloseIdleConnections)
+		p.transport.Transport.RegisterProtocol("http", roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			body, _ := req.GetBody()
+			b, _ := io.ReadAll(body)
+			resp, err := plain.RoundTrip(req)
+			if err == nil && strings.Contains(string(b), `"`+model+`"`) {
+				resp.Body = panicOnClose{resp.Body, closed}
+			}
+			return resp, err
+		}))
 	}
 }
 
