@@ -103,6 +103,7 @@ var wantAlerts = []string{
 	"LLMRouterAllModelsUnavailable",
 	"LLMRouterSpendRateHigh",
 	"LLMRouterSlowResponses",
+	"LLMRouterSlowFirstToken",
 	"LLMRouterBudgetNearlySpent",
 	"LLMRouterBudgetSyncFailing",
 	"LLMRouterServingStale",
