@@ -257,6 +257,24 @@ func (m *routerMetrics) forDeployment(model, provider, currency string) *deploym
 	return dm
 }
 
+// forRoutes creates a config's per-route series of the events that alerts
+// and the dashboard watch at 0, as forDeployment does for attempts and
+// hedges: a series born at its first event shows no rise to rate() and
+// increase(). Each route's unavailable_total, and when the cache serves
+// stale answers, each route's stale cache_requests_total (route "" too:
+// requests that named a model or no route).
+func (m *routerMetrics) forRoutes(routes map[string][]string, stale bool) {
+	for route := range routes {
+		m.unavailable.WithLabelValues(route)
+		if stale {
+			cacheCounters.with(cacheLabels{route, cacheStale})
+		}
+	}
+	if stale {
+		cacheCounters.with(cacheLabels{"", cacheStale})
+	}
+}
+
 // hedgeResult is who answered a hedged request (the result label of
 // caddy_llm_router_hedges_total): the hedge, the first attempt, or neither.
 type hedgeResult int

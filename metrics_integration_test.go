@@ -276,3 +276,22 @@ func TestMetricsReloadAndTwoHandlers(t *testing.T) {
 		t.Error("the CNY handler's cost was not counted in CNY")
 	}
 }
+
+// TestMetricsRouteSeriesFromLoad: a route's unavailable_total and, under a
+// cache with stale_if_error, its stale cache_requests_total exist at 0 from
+// the config's load, so that the first 503 or stale answer is a rise that
+// rate() and increase() see (a series born at 1 shows none).
+func TestMetricsRouteSeriesFromLoad(t *testing.T) {
+	newGateway(t, cacheRouter("\t\tstale_if_error 1h")+"\troute zero_series_qa deepseek-v3.2\n")
+	got := scrape(t)
+	for _, key := range []string{
+		sel("caddy_llm_router_unavailable_total", "route", "zero_series_qa"),
+		sel("caddy_llm_router_unavailable_total", "route", "complex_reasoning"),
+		sel("caddy_llm_router_cache_requests_total", "route", "zero_series_qa", "result", "stale"),
+		sel("caddy_llm_router_cache_requests_total", "route", "", "result", "stale"),
+	} {
+		if v, ok := got[key]; !ok || v != 0 {
+			t.Errorf("%s = %v (present %v) after the config's load, want present at 0", key, v, ok)
+		}
+	}
+}

@@ -593,6 +593,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		}
 		r.routing.setNamespaces(r.askedWith)
 	}
+	metrics.forRoutes(r.Routes, r.cache != nil && r.cache.stale > 0)
 	r.logLoaded()
 	return nil
 }
