@@ -331,13 +331,7 @@ func collectBudgetStats(t time.Time) []BudgetStats {
 		for i, a := range actionNames {
 			bs.Actions[a] = l.actions[i].Load()
 		}
-		caps := b.limits
-		if b.hard > 0 && !slices.ContainsFunc(b.limits, func(lim budgetLimit) bool { return lim.period == b.hardPeriod }) {
-			// the hard cap's own period: without it, a refusal there
-			// would show nowhere
-			caps = append(slices.Clip(caps), budgetLimit{b.hard, b.hardPeriod})
-		}
-		for i, lim := range caps {
+		for i, lim := range b.caps() {
 			hard := i == len(b.limits)
 			warnAt := b.warnAt
 			if hard {

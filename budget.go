@@ -157,6 +157,16 @@ type budgetLimit struct {
 	period period
 }
 
+// caps are the budget's limits and, last, its hard cap when no limit has
+// the cap's period: the periods the stats and the budget gauges show, as
+// a refusal at a cap of its own period would show nowhere else.
+func (b *budget) caps() []budgetLimit {
+	if b.hard > 0 && !slices.ContainsFunc(b.limits, func(lim budgetLimit) bool { return lim.period == b.hardPeriod }) {
+		return append(slices.Clip(b.limits), budgetLimit{b.hard, b.hardPeriod})
+	}
+	return b.limits
+}
+
 // budget actions, as budget_actions_total names them
 const (
 	actionWarned = iota

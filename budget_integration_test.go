@@ -315,7 +315,9 @@ func TestBudgetStorageDown(t *testing.T) {
 
 // TestBudgetHardPeriodInStats: a hard cap of a period no limit has is
 // shown in the stats with that period's spend, so that a refusal at the
-// cap can be read there (README, "429 budget_exceeded").
+// cap can be read there (README, "429 budget_exceeded"), and in the budget
+// gauges, with the cap as that period's limit, so that the dashboard and
+// LLMRouterBudgetNearlySpent see it.
 func TestBudgetHardPeriodInStats(t *testing.T) {
 	global, _ := withStorage(t, globalOptions)
 	g := newGatewayWith(t, global, "", budgetRouter+`
@@ -357,5 +359,19 @@ func TestBudgetHardPeriodInStats(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "hard 0.03 USD") {
 		t.Errorf("the stats table shows no hard cap row:\n%s", out.String())
+	}
+	m := scrape(t)
+	spend, ok := m[sel("caddy_llm_router_budget_spend", "budget", "capped", "period", "week")]
+	if !ok || spend < 0.03 {
+		t.Errorf("budget_spend{period=week} = %v (present %v), want the spend past the weekly hard cap", spend, ok)
+	}
+	for key, want := range map[string]float64{
+		sel("caddy_llm_router_budget_limit", "budget", "capped", "period", "week"):   0.03,
+		sel("caddy_llm_router_budget_warn_at", "budget", "capped", "period", "week"): 0.8,
+		sel("caddy_llm_router_budget_limit", "budget", "capped", "period", "day"):    1000,
+	} {
+		if got, ok := m[key]; !ok || math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s = %v (present %v), want %v", key, got, ok, want)
+		}
 	}
 }

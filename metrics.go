@@ -139,7 +139,7 @@ func newRouterMetrics() *routerMetrics {
 			spend: prometheus.NewDesc("caddy_llm_router_budget_spend",
 				"Spend in the current period of the budget's most spent key (fleet-wide as of the last sync), in the handler's currency.", []string{"budget", "period"}, nil),
 			limit: prometheus.NewDesc("caddy_llm_router_budget_limit",
-				"A budget's limit per period, in the handler's currency.", []string{"budget", "period"}, nil),
+				"A budget's limit per period, in the handler's currency; for a hard cap's period that no limit has, the hard cap.", []string{"budget", "period"}, nil),
 			warnAt: prometheus.NewDesc("caddy_llm_router_budget_warn_at",
 				"A budget's warn_at, as a share of its limit (0.8 for 80%).", []string{"budget", "period"}, nil),
 		},
@@ -347,7 +347,9 @@ func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 		if b == nil {
 			continue
 		}
-		for _, lim := range b.limits {
+		// a hard cap of its own period too, with the cap as its limit
+		// (and the budget's warn_at): else nothing here would near it
+		for _, lim := range b.caps() {
 			top, _, _ := l.topKeys(lim.period, t, 1)
 			spent := 0.0
 			if len(top) > 0 {
