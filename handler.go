@@ -907,6 +907,12 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		}
 		return
 	}
+	ex.answerPayload(d, i, resp, payload, res)
+}
+
+// answerPayload is answerBuffered once the body, payload, is read.
+func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, payload []byte, res *attemptResult) {
+	res.errorAnswer = resp.StatusCode < 200 || resp.StatusCode >= 300
 	res.status = resp.StatusCode
 	var relay bool
 	res.outcome, relay = classifyStatus(resp.StatusCode)
@@ -930,6 +936,16 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		ex.storedMissing++ // never hedged (hedgeDelay): on the request's goroutine
 		ex.missingParam = param
 	}
+	status := resp.StatusCode // what the client gets
+	if res.outcome == outcomeServerError && resp.StatusCode >= 500 && openai.RequestsFault(payload) {
+		// a 5xx whose error blames the request (a context too long, a
+		// flagged prompt), as some OpenAI-compatible providers send: the
+		// client's own, as a 400 or such a stream error event is, so that
+		// one client repeating it disables no deployment, nor is it tried
+		// on every other one; relayed as the 400 it is
+		res.outcome, relay = outcomeClientError, true
+		status, payload = http.StatusBadRequest, openai.ErrorEnvelope(payload)
+	}
 	if !relay {
 		if res.outcome == outcomeRateLimited {
 			res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
@@ -940,8 +956,22 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 	// whatever the provider wrote, answer or error, loses any provider key
 	// it echoes before it is relayed or kept
 	payload = ex.router.scrub.bytes(payload)
+	var a openai.Answer
 	if res.outcome == outcomeSuccess {
-		a := openai.ReadAnswer(ex.ep.api(), payload) // one pass: validity, usage, error, wholeness
+		a = openai.ReadAnswer(ex.ep.api(), payload) // one pass: validity, usage, error, wholeness
+		if !a.IsAnswer() && a.Valid && openai.RequestsFault(payload) {
+			// the request's own error dressed as a success: the
+			// client's, as the 5xx above; it generated nothing but what
+			// it reports
+			res.outcome, res.errorAnswer = outcomeClientError, true
+			status, payload = http.StatusBadRequest, openai.ErrorEnvelope(payload)
+			if a.Found {
+				ex.spend(d, a.Usage)
+			}
+		}
+	}
+	res.status = status
+	if res.outcome == outcomeSuccess {
 		u := a.Usage
 		if !a.IsAnswer() {
 			// a cut-off body, an HTML page from a proxy, an error dressed
@@ -997,12 +1027,15 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 		}
 	}
 	ex.commitHeaders(d, resp.Header)
+	if status != resp.StatusCode {
+		ex.setHeader("Content-Type", "application/json") // the envelope, whatever the provider's was
+	}
 	if len(payload) > netHTTPHeldBody {
 		// a shorter one gets its length from net/http, as a cache hit
 		// does: one header fewer in the map
 		ex.setHeader("Content-Length", strconv.Itoa(len(payload)))
 	}
-	ex.w.WriteHeader(resp.StatusCode)
+	ex.w.WriteHeader(status)
 	_, _ = ex.w.Write(payload)
 	res.committed = true
 }
@@ -1123,6 +1156,12 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		// likely an answer all the same (a provider that ignores
 		// "stream"), generated and billed: charged at its usage
 		if payload, err := readResponse(resp); err == nil {
+			if openai.RequestsFault(payload) {
+				// the request's own error, dressed as a success: the
+				// client's 400, as answerPayload makes it
+				ex.answerPayload(d, i, resp, payload, res)
+				return
+			}
 			u, found, valid := openai.AnswerUsage(payload)
 			if openai.RateLimited(payload) {
 				// billed only what it reports
