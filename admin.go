@@ -149,8 +149,11 @@ type BudgetKeyStats struct {
 
 // ClientStats is one client label's usage.
 type ClientStats struct {
-	Client  string       `json:"client"`
-	Answers int64        `json:"answers"` // responses with usage
+	Client string `json:"client"`
+	// Answers are the client's requests a deployment answered, whatever
+	// the status (its share of requests); Tokens and Costs are what all
+	// their attempts were billed, semantic lookups' embeddings included.
+	Answers int64        `json:"answers"`
 	Tokens  TokenStats   `json:"tokens"`
 	Costs   []MoneyStats `json:"costs"`
 }

@@ -1990,6 +1990,9 @@ func (ex *exchange) finish() {
 		took := now().Sub(ex.start)
 		d.metrics.duration.Observe(took.Seconds())
 		d.state.stats.recordRequest(ex.ep, took)
+		if ex.client != "" && !ex.internal {
+			recordClientAnswer(ex.client)
+		}
 	}
 	requestCounters.with(requestLabels{ex.route, model, provider, ex.status, ex.ep}).Inc()
 	if c := &ex.cache; c.result != "" {

@@ -172,25 +172,40 @@ var clientTotals = struct {
 }{m: map[string]*clientTotal{}}
 
 type clientTotal struct {
-	answers               int64 // responses with usage
+	answers               int64 // client requests a deployment answered (recordClientAnswer)
 	input, output, cached int64
 	costs                 []money
 }
 
-// recordClient adds an answer's usage and cost to its client's totals.
+// recordClient adds an attempt's usage and cost to its client's totals.
 func recordClient(client string, u usage, cost float64, currency string) {
 	clientTotals.Lock()
 	defer clientTotals.Unlock()
+	c := clientTotalOf(client)
+	c.input = addTokens(c.input, u.Input)
+	c.output = addTokens(c.output, u.Output)
+	c.cached = addTokens(c.cached, u.CachedInput)
+	c.costs = addMoney(c.costs, currency, cost)
+}
+
+// recordClientAnswer counts a client request a deployment answered: once
+// per request, not per charged attempt (a failed attempt before a
+// failover, a hedge's loser and a semantic lookup's embedding are spend,
+// not answers).
+func recordClientAnswer(client string) {
+	clientTotals.Lock()
+	clientTotalOf(client).answers++
+	clientTotals.Unlock()
+}
+
+// clientTotalOf is client's totals, created if new; clientTotals must be locked.
+func clientTotalOf(client string) *clientTotal {
 	c := clientTotals.m[client]
 	if c == nil {
 		c = new(clientTotal)
 		clientTotals.m[client] = c
 	}
-	c.answers++
-	c.input = addTokens(c.input, u.Input)
-	c.output = addTokens(c.output, u.Output)
-	c.cached = addTokens(c.cached, u.CachedInput)
-	c.costs = addMoney(c.costs, currency, cost)
+	return c
 }
 
 // addMoney adds amount in currency to a list of amounts by currency.
