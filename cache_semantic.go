@@ -383,13 +383,15 @@ func (ex *exchange) embedQuestion(sc *semanticCache, text string) (vec []float32
 		}
 	}
 	sub.run(p)
-	switch {
-	case sub.ph.costKnown && sub.answered != nil:
-		metrics.semanticCost.WithLabelValues(sub.answered.currency.Code).Add(sub.ph.cost)
-		ex.cache.embedCost, ex.cache.embedIn = sub.ph.cost, sub.answered.currency.Code
-	case sub.abandoned.cost > 0: // late: given up at lookup_timeout, billed all the same
-		metrics.semanticCost.WithLabelValues(sub.abandoned.currency).Add(sub.abandoned.cost)
-		ex.cache.embedCost, ex.cache.embedIn = sub.abandoned.cost, sub.abandoned.currency
+	// what every attempt cost, as cost_total counts it: those that failed
+	// over or were given up at lookup_timeout are billed too, and the
+	// cache's net saving must not leave them out
+	sub.usageMu.Lock()
+	spent := sub.spent
+	sub.usageMu.Unlock()
+	if spent > 0 {
+		metrics.semanticCost.WithLabelValues(r.currency.Code).Add(spent)
+		ex.cache.embedCost, ex.cache.embedIn = spent, r.currency.Code
 	}
 	if sub.status != http.StatusOK || sub.answered == nil {
 		if ex.ctx.Err() != nil {

@@ -170,10 +170,9 @@ type exchange struct {
 	// does not depend on how many others the metrics keep apart
 	ruleClient string
 	charges    []budgetCharge // the budgets the request's cost goes to
-	abandoned  struct {       // what attempts given up before an answer were charged (chargeAbandoned)
-		cost     float64
-		currency string
-	}
+	// spent is what all the request's attempts cost (spend), in the
+	// router's currency: a semantic lookup's embedding cost
+	spent   float64
 	ns      string      // the resolved plan's cache namespace
 	cache   cacheTicket // the response cache's part (cache_stage.go)
 	gate    *hedgeGate  // the hedge in progress, if any (hedge.go)
@@ -233,11 +232,7 @@ func (ex *exchange) clientGone() {
 // its input is. Neither leaving nor stalling the provider just before the
 // answer escapes a budget.
 func (ex *exchange) chargeAbandoned(d *deployment) {
-	cost := ex.spend(d, ex.abandonedUsage(d))
-	ex.usageMu.Lock() // a hedge's two attempts may each be cut off (answerBuffered)
-	ex.abandoned.cost += cost
-	ex.abandoned.currency = d.currency.Code
-	ex.usageMu.Unlock()
+	ex.spend(d, ex.abandonedUsage(d))
 }
 
 // abandonedUsage is what an attempt at d given up after the provider had
@@ -1915,6 +1910,7 @@ func (ex *exchange) spend(d *deployment, u usage) float64 {
 	ex.usageMu.Lock()
 	defer ex.usageMu.Unlock()
 	cost := d.price.cost(u) * d.currency.Rate
+	ex.spent += cost
 	d.state.stats.recordUsage(u, cost, d.currency.Code)
 	sm := d.metrics.forClient(ex.client)
 	sm.inputTokens.Add(float64(u.Input))

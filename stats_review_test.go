@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"math"
 	"testing"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
@@ -57,5 +58,40 @@ func TestClientAnswersOnePerRequest(t *testing.T) {
 	waitFor(t, done, "the request to be counted")
 	if got := clientAnswers(t, team) - before; got != 1 {
 		t.Errorf("one client request counted as %d answers", got)
+	}
+}
+
+// TestSemanticEmbeddingCostCountsFailedAttempts: the semantic lookup's
+// embedding cost is all its attempts cost (what cost_total counts for
+// them), not only the attempt that answered, so the cache's net saving is
+// not overstated.
+func TestSemanticEmbeddingCostCountsFailedAttempts(t *testing.T) {
+	g := newGatewayWith(t, globalOptions, cacheLogSite, embedFallbackRouter)
+	g.primary.Set("embed-words", mockllm.Behavior{Malformed: true})
+	g.backup.Set("embed-words", mockllm.Behavior{WordVectors: 256})
+	done := requestsDone(t)
+	before, statsBefore := scrape(t), fetchStats(t)
+	resp, _ := g.ask("Which sizes does the blue coat come in?", "")
+	expectCache(t, resp, "miss")
+	waitFor(t, done, "the request to be counted")
+	after, statsAfter := scrape(t), fetchStats(t)
+	billed := after.delta(before, sel("caddy_llm_router_cost_total", "model", "embed-words", "provider", "primary", "currency", "USD", "client", "")) +
+		after.delta(before, sel("caddy_llm_router_cost_total", "model", "embed-backup", "provider", "backup", "currency", "USD", "client", ""))
+	if failed := after.delta(before, sel("caddy_llm_router_cost_total", "model", "embed-words", "provider", "primary", "currency", "USD", "client", "")); failed <= 0 {
+		t.Fatalf("the failed embedding attempt was not charged (+%v): the test tests nothing", failed)
+	}
+	if got := after.delta(before, sel("caddy_llm_router_cache_semantic_embedding_cost_total", "currency", "USD")); math.Abs(got-billed) > 1e-15 {
+		t.Errorf("cache_semantic_embedding_cost_total +%v, want +%v (what the lookup's attempts were billed)", got, billed)
+	}
+	embedded := func(s Stats) float64 {
+		for _, m := range s.Caches[0].EmbeddingCost {
+			if m.Currency == "USD" {
+				return m.Amount
+			}
+		}
+		return 0
+	}
+	if got := embedded(statsAfter) - embedded(statsBefore); math.Abs(got-billed) > 1e-15 {
+		t.Errorf("stats embedding_cost +%v, want +%v", got, billed)
 	}
 }
