@@ -165,7 +165,13 @@ type DeploymentStats struct {
 	Model    string `json:"model"`
 	Provider string `json:"provider"`
 	Upstream string `json:"upstream"`
-	Kind     string `json:"kind"` // chat or embedding
+	// Host and Key are the provider's base URL host and its key's
+	// fingerprint: two handlers may declare one provider name at two
+	// endpoints, two deployments with the same model, provider and
+	// upstream.
+	Host string `json:"host"`
+	Key  string `json:"key"`
+	Kind string `json:"kind"` // chat or embedding
 
 	State         string     `json:"state"` // up, cooldown or disabled
 	HealthScore   int        `json:"health_score"`
@@ -268,7 +274,8 @@ func collectStats(t time.Time) Stats {
 		}
 	}
 	slices.SortFunc(out.Deployments, func(a, b DeploymentStats) int {
-		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Upstream, b.Upstream))
+		return cmp.Or(cmp.Compare(a.Model, b.Model), cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Upstream, b.Upstream),
+			cmp.Compare(a.Host, b.Host), cmp.Compare(a.Key, b.Key))
 	})
 	tot := &out.Totals
 	costs := map[string]float64{}
@@ -409,6 +416,8 @@ func (s *sharedState) report(t time.Time) (d DeploymentStats, judged int64, ok b
 		Model:       s.id.model,
 		Provider:    s.id.provider,
 		Upstream:    owner.upstream,
+		Host:        owner.provider.host,
+		Key:         owner.provider.fingerprint,
 		Kind:        owner.kind.String(),
 		State:       v.state,
 		HealthScore: v.score,

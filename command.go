@@ -265,13 +265,23 @@ func section(w io.Writer, header string) *tabwriter.Writer {
 func writeStatsTable(w io.Writer, s Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODEL\tPROVIDER\tSTATE\tSCORE\tREQUESTS\tATTEMPTS\tERR%\tP50\tP95\tTTFT P95\tTOKENS IN\tTOKENS OUT\tCOST")
+	// a model and provider listed twice (two handlers' endpoints of one
+	// provider name) show the provider's host and key to tell them apart
+	rows := map[[2]string]int{}
 	for _, d := range s.Deployments {
+		rows[[2]string{d.Model, d.Provider}]++
+	}
+	for _, d := range s.Deployments {
+		provider := d.Provider
+		if rows[[2]string{d.Model, d.Provider}] > 1 {
+			provider += " (" + terminalSafe(d.Host) + " key " + terminalSafe(d.Key) + ")"
+		}
 		state := d.State
 		if d.CooldownHuman != "" {
 			state += " (until " + d.CooldownHuman + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			d.Model, d.Provider, state, d.HealthScore, d.RequestsHuman, d.AttemptsHuman, d.ErrorRateHuman,
+			d.Model, provider, state, d.HealthScore, d.RequestsHuman, d.AttemptsHuman, d.ErrorRateHuman,
 			d.Latency.P50Human, d.Latency.P95Human, d.TimeToFirstToken.P95Human,
 			d.Tokens.InputHuman, d.Tokens.OutputHuman, joinMoney(d.Costs))
 	}

@@ -32,6 +32,7 @@ import (
 type provider struct {
 	name        string
 	baseURL     string
+	host        string // the base URL's host: how the stats name the provider's endpoint
 	key         string
 	auth        []string // the Authorization header's value, nil without a key (setAuth)
 	fingerprint string   // safe to log
@@ -89,6 +90,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 	p := &provider{
 		name:        pc.Name,
 		baseURL:     base,
+		host:        u.Host,
 		key:         key,
 		fingerprint: keyFingerprint(key),
 		timeout:     time.Duration(pc.Timeout),

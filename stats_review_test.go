@@ -1,7 +1,12 @@
 package llmrouter
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"math"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
@@ -93,5 +98,77 @@ func TestSemanticEmbeddingCostCountsFailedAttempts(t *testing.T) {
 	}
 	if got := embedded(statsAfter) - embedded(statsBefore); math.Abs(got-billed) > 1e-15 {
 		t.Errorf("stats embedding_cost +%v, want +%v", got, billed)
+	}
+}
+
+// TestStatsTellDeploymentsApart: two handlers declaring provider primary
+// at different URLs have two deployments of deepseek-v3.2@primary, with
+// health and counters of their own; the stats API and `caddy llm-router
+// stats` show which is which (the base URL's host and the key's
+// fingerprint), and never the key.
+func TestStatsTellDeploymentsApart(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	atBackup := strings.ReplaceAll(defaultRouter, "{PRIMARY}", "{BACKUP}")
+	g.tc.InitServer(globalOptions+"\n"+siteAddress+` {
+	handle /a/* {
+		llm_router {`+g.fill(defaultRouter)+`
+		}
+	}
+	handle /b/* {
+		llm_router {`+g.fill(atBackup)+`
+		}
+	}
+}
+`, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	g.backup.Set("deepseek-chat", mockllm.Behavior{})
+	for _, prefix := range []string{"/a", "/b"} {
+		resp, body := g.postPath(prefix+"/v1/chat/completions", chatBody("simple_qa", false))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	resp, err := http.Get(adminURL + "/llm_router/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("sk-primary-test-key-0001")) {
+		t.Fatal("the stats show a provider key")
+	}
+	var st struct{ Deployments []json.RawMessage }
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	hosts := map[string]int{}
+	for _, d := range st.Deployments {
+		var id struct{ Model, Provider string }
+		if err := json.Unmarshal(d, &id); err != nil {
+			t.Fatal(err)
+		}
+		if id.Model != "deepseek-v3.2" || id.Provider != "primary" {
+			continue
+		}
+		for _, u := range []string{g.primaryURL, g.backupURL} {
+			if bytes.Contains(d, []byte(strings.TrimPrefix(u, "http://"))) {
+				hosts[u]++
+			}
+		}
+	}
+	if hosts[g.primaryURL] != 1 || hosts[g.backupURL] != 1 {
+		t.Errorf("deepseek-v3.2@primary rows naming each upstream host: %v; the two deployments cannot be told apart", hosts)
+	}
+	var table bytes.Buffer
+	if err := runStats(&table, strings.TrimPrefix(adminURL, "http://")); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{g.primaryURL, g.backupURL} {
+		if !strings.Contains(table.String(), strings.TrimPrefix(u, "http://")) {
+			t.Errorf("the stats table does not name %s:\n%s", u, table.String())
+		}
 	}
 }
