@@ -53,6 +53,7 @@ var faults = []fault{
 	{name: "empty 200", behavior: mockllm.Behavior{EmptyBody: true}},
 	{name: "error inside a 200", behavior: mockllm.Behavior{Body: `{"error":{"message":"overloaded","type":"server_error"}}`, ContentType: "application/json"}, only: "json"},
 	{name: "first event is an error", behavior: mockllm.Behavior{Body: "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n"}, only: "stream"},
+	{name: "role chunk, then an error", behavior: mockllm.Behavior{ErrorEvent: true}, only: "stream"},
 	{name: "JSON 200 to a stream request", behavior: mockllm.Behavior{ContentType: "application/json"}, only: "stream"},
 }
 
@@ -163,8 +164,9 @@ func TestKeyNeverRelayed(t *testing.T) {
 	}
 	// an error event inside a 200 stream is scrubbed too, and is the
 	// stream's one error: a provider failure, blamed on the deployment
+	// (after the answer began: one right after the role chunk fails over)
 	g.primary.Reset()
-	g.primary.SetDefault(mockllm.Behavior{ErrorEvent: true, Echo: true})
+	g.primary.SetDefault(mockllm.Behavior{ErrorEvent: true, ErrorEventAfterChunks: 1, Echo: true})
 	scoreBefore := statsFor(t, g, "deepseek-v3.2", "primary").HealthScore
 	_, body, _ = g.postRaw("/v1/chat/completions", chatBody("simple_qa", true), "Authorization", "Bearer client-secret-1")
 	if strings.Contains(body, primaryKey) || strings.Contains(body, "client-secret-1") || !strings.Contains(body, "Bearer sk-…0001") {
@@ -200,7 +202,7 @@ func TestHeaderCredentialNeverRelayed(t *testing.T) {
 		}
 	}
 	g.primary.Reset()
-	g.primary.SetDefault(mockllm.Behavior{ErrorEvent: true, Echo: true})
+	g.primary.SetDefault(mockllm.Behavior{ErrorEvent: true, ErrorEventAfterChunks: 1, Echo: true})
 	_, body, _ := g.postRaw("/v1/chat/completions", chatBody("simple_qa", true))
 	if strings.Contains(body, azureKey) || !strings.Contains(body, "…3456") {
 		t.Errorf("error event of a stream: %s", body)

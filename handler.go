@@ -1185,6 +1185,18 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	// request, before the model runs: held too, and relayed before it
 	var first []byte
 	var opening [][]byte
+	var role []byte     // a chat stream's role chunk, copied, relayed before the first event (streamRelay.role)
+	var roleBuf *[]byte // role's buffer, from relayBatches: no allocation
+	var idle *idleWatch // watching the wait after it
+	defer func() {
+		if idle != nil {
+			idle.stop()
+		}
+		if roleBuf != nil {
+			*roleBuf = (*roleBuf)[:0]
+			relayBatches.Put(roleBuf)
+		}
+	}()
 	for first == nil {
 		ev, err := events.Next()
 		if err != nil {
@@ -1202,11 +1214,43 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		case data == nil: // comments such as keep-alives are not the first event
 		case ex.ep == responsesEndpoint && len(opening) < maxOpeningEvents && openai.ResponseOpening(data):
 			opening = append(opening, bytes.Clone(ev))
+		case ex.ep == chatEndpoint && role == nil && openai.ChatOpening(data):
+			// a chat stream's role chunk, which providers send as they
+			// take the request: held too, one only. It is the provider's
+			// first byte, and what follows is waited for as a stream's
+			// next event is (stream_idle_timeout), as when it was relayed
+			if !timer.Stop() {
+				ex.transportFailure(ctx, res, errFirstByteTimeout)
+				return
+			}
+			if len(ev) <= relayBatch {
+				roleBuf = relayBatches.Get().(*[]byte)
+				ev = append(*roleBuf, ev...)
+				*roleBuf = ev
+			} else {
+				ev = bytes.Clone(ev)
+			}
+			role = ev
+			if d := time.Duration(f.StreamIdleTimeout); d > 0 {
+				idle = newIdleWatch(d, cancel)
+				src.idle = idle
+				idle.waiting(true)
+			}
 		default:
 			first = ev
 		}
 	}
-	if !timer.Stop() {
+	if role != nil {
+		if idle != nil {
+			idle.waiting(false)
+		}
+		if ctx.Err() != nil {
+			// the watch fired as the event arrived: the attempt's context
+			// is canceled, so this stream cannot be relayed
+			ex.transportFailure(ctx, res, context.Cause(ctx))
+			return
+		}
+	} else if !timer.Stop() {
 		// the timer fired as the first event arrived: the attempt's
 		// context is canceled, so this stream cannot be relayed
 		ex.transportFailure(ctx, res, errFirstByteTimeout)
@@ -1269,7 +1313,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	ex.w.WriteHeader(resp.StatusCode)
 	ex.answerStarted()
 	relay := streamRelay{strip: ex.body.StripUsage(), scrub: ex.router.scrub, api: ex.ep.api(), wantID: ex.ep == responsesEndpoint,
-		opening: opening, onClientGone: func() { abandon(errStreamAbandoned) }}
+		opening: opening, role: role, onClientGone: func() { abandon(errStreamAbandoned) }}
 	relaying.Store(true)
 	if f := ex.cache.flight; f != nil && ex.cache.store {
 		f.startStream(d.name, d.provider.name)
@@ -1280,8 +1324,11 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 			defer f.watchLeaderWrites(ex.w, rc.SetWriteDeadline)()
 		}
 	}
-	if idle := time.Duration(f.StreamIdleTimeout); idle > 0 {
-		relay.idle = newIdleWatch(idle, cancel)
+	switch d := time.Duration(f.StreamIdleTimeout); {
+	case role != nil:
+		relay.idle = idle // since the role chunk, if any
+	case d > 0:
+		relay.idle = newIdleWatch(d, cancel)
 		src.idle = relay.idle
 		defer relay.idle.stop()
 	}
@@ -1423,6 +1470,10 @@ func (ex *exchange) transportFailure(ctx context.Context, res *attemptResult, er
 	case errors.Is(cause, errFirstByteTimeout):
 		res.outcome = outcomeTimeout
 		res.detail = fmt.Sprintf("no stream event within %s", time.Duration(ex.router.Failover.FirstByteTimeout))
+	case errors.Is(cause, errStreamIdle):
+		// silent after a chat stream's role chunk (attemptStream)
+		res.outcome = outcomeTimeout
+		res.detail = fmt.Sprintf("stream silent for %s after its role chunk", time.Duration(ex.router.Failover.StreamIdleTimeout))
 	case errors.Is(cause, errAttemptTimeout), isTimeout(err):
 		res.outcome = outcomeTimeout
 		res.detail = fmt.Sprintf("timeout after %s", now().Sub(res.started).Round(time.Millisecond))

@@ -46,6 +46,10 @@ type streamRelay struct {
 	// response.in_progress), held until its first output came: relayed
 	// before it
 	opening [][]byte
+	// role: a chat stream's role chunk (openai.ChatOpening), held and
+	// relayed as opening is; apart, as there is one only: a slice of
+	// slices would cost an allocation of every stream
+	role []byte
 
 	// wantID: a Responses API stream, whose response id (responseID,
 	// from its first events) the router remembers (response_homes.go)
@@ -106,10 +110,15 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 	defer s.unboundWrites()
 	defer s.dropOut()
 	var err error
+	if s.role != nil {
+		err = s.forward(w, s.role)
+		s.role = nil
+	}
 	for _, ev := range s.opening {
-		if err = s.forward(w, ev); err != nil {
+		if err != nil {
 			break
 		}
+		err = s.forward(w, ev)
 	}
 	s.opening = nil
 	if err == nil {

@@ -468,3 +468,79 @@ func expectFullHealth(t *testing.T, r *Router, why string) {
 		}
 	}
 }
+
+// TestChatStreamFailsOverAfterItsRoleChunk: providers open a chat stream
+// with a chunk that names the role and carries nothing else, as they take
+// the request; a stream that fails right after it (an error event, a
+// broken connection, silence past stream_idle_timeout) has sent the
+// client nothing of an answer, and fails over as one that fails before
+// its first event does: the client gets the second candidate's stream
+// alone, the first's input is charged as estimated, and no time to first
+// token is observed for it. A stream whose content follows the role chunk
+// reaches the client byte for byte.
+func TestChatStreamFailsOverAfterItsRoleChunk(t *testing.T) {
+	const (
+		role    = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n"
+		content = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":"stop"}]}` + "\n\n"
+		usage   = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}` + "\n\n"
+		doneEv  = "data: [DONE]\n\n"
+	)
+	for _, fault := range []string{"none", "error event", "broken", "silent"} {
+		t.Run(fault, func(t *testing.T) {
+			up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				fmt.Fprintf(w, role, model)
+				if model == "gemini-2.5-flash" || fault == "none" {
+					fmt.Fprintf(w, content+usage+doneEv, model, model)
+					return
+				}
+				w.(http.Flusher).Flush()
+				switch fault {
+				case "error event":
+					io.WriteString(w, `data: {"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}`+"\n\n")
+				case "broken":
+					panic(http.ErrAbortHandler) // the response is cut, its chunked body unended
+				case "silent":
+					<-t.Context().Done() // the router gives up on it
+				}
+			})
+			r := benchRouter(t, up.URL, func(r *Router) {
+				r.Failover = &Failover{FirstByteTimeout: caddy.Duration(3 * time.Second), StreamIdleTimeout: caddy.Duration(300 * time.Millisecond)}
+			})
+			srv := routerServer(t, r)
+			done := requestsDone(t)
+			resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi."}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			waitFor(t, done, "the request to be counted")
+			model, attempts := "gemini-2.5-flash", "2"
+			if fault == "none" {
+				model, attempts = "deepseek-v3.2", "1"
+			}
+			upstream := map[string]string{"gemini-2.5-flash": "gemini-2.5-flash", "deepseek-v3.2": "deepseek-chat"}[model]
+			want := fmt.Sprintf(role+content+usage+doneEv, upstream, upstream, upstream)
+			if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-LLM-Model") != model || resp.Header.Get("X-LLM-Attempts") != attempts || string(body) != want {
+				t.Errorf("%v, %d, model %q, attempts %q, body %q; want %s's whole stream %q in %s attempts",
+					err, resp.StatusCode, resp.Header.Get("X-LLM-Model"), resp.Header.Get("X-LLM-Attempts"), body, model, want, attempts)
+			}
+			if fault == "none" {
+				return
+			}
+			if c := chargedTo(r, "deepseek-v3.2"); c.out != 0 || c.in == 0 || c.estIn != c.in {
+				t.Errorf("the failed attempt was charged %+v; want its input, estimated, and no output", c)
+			}
+			for _, d := range r.deployments {
+				st := &d.state.stats
+				st.mu.Lock()
+				n := st.ttft.n
+				st.mu.Unlock()
+				if d.name == "deepseek-v3.2" && n != 0 {
+					t.Errorf("a time to first token was observed for the failed attempt")
+				}
+			}
+		})
+	}
+}

@@ -94,7 +94,7 @@ type Behavior struct {
 	TruncateAfter int
 	// ErrorEvent (stream only) sends an error inside the 200 stream and then
 	// ends it cleanly without [DONE], as OpenAI-compatible providers do: for
-	// chat right after the role chunk, for legacy completions as the first
+	// chat right after the role chunk (ErrorEventAfterChunks: later), for legacy completions as the first
 	// event, data: {"error":{"message":"The server had an error while
 	// processing your request.","type":"server_error","param":null,
 	// "code":null}}; for the Responses API "event: error" with data
@@ -103,6 +103,11 @@ type Behavior struct {
 	// (response.output_item.added, after response.created and
 	// response.in_progress). Not counted in Served.
 	ErrorEvent bool
+	// ErrorEventAfterChunks (chat streams only), with ErrorEvent, when
+	// positive, sends the error event after this many content chunks
+	// instead of right after the role chunk: a stream that fails once its
+	// answer has begun.
+	ErrorEventAfterChunks int
 	// Latency is waited before the response headers are sent; the wait ends
 	// early if the client goes away.
 	Latency time.Duration
@@ -1365,7 +1370,7 @@ func (c *call) chatStream(id, model string, n int, includeUsage bool, served Usa
 			if !send(delta{Role: "assistant", Content: &empty}, nil) {
 				return false
 			}
-			if c.b.ErrorEvent {
+			if c.b.ErrorEvent && c.b.ErrorEventAfterChunks <= 0 {
 				c.chatErrorEvent()
 				return false
 			}
@@ -1373,7 +1378,14 @@ func (c *call) chatStream(id, model string, n int, includeUsage bool, served Usa
 		},
 		chunk: func(i int) bool {
 			w := word(i) + strings.Repeat(".", c.b.ChunkPadding)
-			return send(delta{Content: &w}, nil)
+			if !send(delta{Content: &w}, nil) {
+				return false
+			}
+			if c.b.ErrorEvent && c.b.ErrorEventAfterChunks == i+1 {
+				c.chatErrorEvent()
+				return false
+			}
+			return true
 		},
 		close: func() bool {
 			stop := "stop"
@@ -2059,6 +2071,7 @@ type behaviorJSON struct {
 	EmptyBody             bool    `json:"empty_body,omitempty"`
 	TruncateAfter         int     `json:"truncate_after,omitempty"`
 	ErrorEvent            bool    `json:"error_event,omitempty"`
+	ErrorEventAfterChunks int     `json:"error_event_after_chunks,omitempty"`
 	PythonJSON            bool    `json:"python_json,omitempty"`
 	WordVectors           int     `json:"word_vectors,omitempty"`
 }
@@ -2071,7 +2084,7 @@ func (b Behavior) MarshalJSON() ([]byte, error) {
 		StallBeforeFirstChunk: b.StallBeforeFirstChunk, BreakAfterChunks: b.BreakAfterChunks, EndAfterChunks: b.EndAfterChunks,
 		HoldAfterChunks: b.HoldAfterChunks, HoldAfterDone: b.HoldAfterDone, Chunks: b.Chunks, CachedTokens: b.CachedTokens, Times: b.Times,
 		Echo: b.Echo, ContentType: b.ContentType, EmptyBody: b.EmptyBody, TruncateAfter: b.TruncateAfter,
-		ErrorEvent: b.ErrorEvent, PythonJSON: b.PythonJSON, TailShare: b.TailShare, WordVectors: b.WordVectors}
+		ErrorEvent: b.ErrorEvent, ErrorEventAfterChunks: b.ErrorEventAfterChunks, PythonJSON: b.PythonJSON, TailShare: b.TailShare, WordVectors: b.WordVectors}
 	if b.Latency != 0 {
 		j.Latency = b.Latency.String()
 	}
@@ -2153,6 +2166,8 @@ func (b *Behavior) UnmarshalJSON(data []byte) error {
 			err = json.Unmarshal(v, &out.TruncateAfter)
 		case "errorevent":
 			err = json.Unmarshal(v, &out.ErrorEvent)
+		case "erroreventafterchunks":
+			err = json.Unmarshal(v, &out.ErrorEventAfterChunks)
 		case "pythonjson":
 			err = json.Unmarshal(v, &out.PythonJSON)
 		case "wordvectors":

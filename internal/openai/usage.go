@@ -354,6 +354,63 @@ func ResponseOpening(data []byte) bool {
 	return false
 }
 
+// ChatOpening reports whether a chat stream event's data is the chunk
+// providers open a stream with as they take the request, before the model
+// writes: its choices' deltas name the role and nothing else (their other
+// members, content, reasoning, tool calls, are null or empty), no finish
+// reason, no usage and no error. It carries no output.
+func ChatOpening(data []byte) bool {
+	ok, choices := true, 0
+	if !ForEachMember(data, func(key, val []byte) {
+		switch string(key) {
+		case "choices":
+			if val[0] != '[' {
+				ok = false
+				return
+			}
+			forEachElement(val, func(c []byte) {
+				choices++
+				ok = ok && openingChoice(c)
+			})
+		case "usage", "error":
+			ok = ok && string(val) == "null"
+		}
+	}) {
+		return false
+	}
+	return ok && choices > 0
+}
+
+// openingChoice reports whether a choice of a chat chunk is an opening's
+// (ChatOpening): an index, a delta with a role, and nothing else that is
+// not empty.
+func openingChoice(c []byte) bool {
+	ok := true
+	return ForEachMember(c, func(key, val []byte) {
+		switch string(key) {
+		case "index":
+		case "delta":
+			empty := true
+			valid := ForEachMember(val, func(k, v []byte) {
+				empty = empty && (string(k) == "role" || emptyValue(v))
+			})
+			ok = ok && valid && empty
+		default:
+			ok = ok && emptyValue(val)
+		}
+	}) && ok
+}
+
+// emptyValue reports whether a JSON value is null or an empty string,
+// array or object.
+func emptyValue(v []byte) bool {
+	switch string(v) {
+	case "null", `""`, "[]", "{}":
+		return true
+	}
+	return false
+}
+
 // EventType is the top-level "type" of a stream event's data (the last,
 // as JSON parsers read a repeated member), decoded; "" when there is none.
 // A member of that name deeper in the event (an item's type, a client's

@@ -603,3 +603,26 @@ func TestResponseOpening(t *testing.T) {
 		}
 	}
 }
+
+func TestChatOpening(t *testing.T) {
+	for data, want := range map[string]bool{
+		`{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}`: true,
+		`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":null,"reasoning_content":"","tool_calls":[]}}],"usage":null}`:                 true,
+		`{"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant"}, "content_filter_results": {}}]}`:                                               true,
+		`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}`:                                                                     false,
+		`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"Hm"}}]}`:                                                           false,
+		`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"t"}]}}]}`:                                                false,
+		`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"stop"}]}`:                                                false,
+		`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":{"prompt_tokens":3}}`:                                           false,
+		`{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0}}`:                                                                          false,
+		`{"id":"c","choices":[]}`:                                  false,
+		`{"error":{"message":"overloaded","type":"server_error"}}`: false,
+		`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"error":{"message":"x"}}`: false,
+		`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]`:                          false,
+		`[DONE]`: false,
+	} {
+		if got := ChatOpening([]byte(data)); got != want {
+			t.Errorf("ChatOpening(%s) = %v, want %v", data, got, want)
+		}
+	}
+}
