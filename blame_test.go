@@ -1,7 +1,9 @@
 package llmrouter
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
@@ -51,6 +53,63 @@ func TestRequestsFaultSparesHealth(t *testing.T) {
 			}
 			if st := statsFor(t, g, "gpt-4.1", "primary"); st.State != stateDisabled {
 				t.Errorf("gpt-4.1 %s after seven 500s, want disabled", st.State)
+			}
+		})
+	}
+}
+
+// tooLarge is OpenAI's 429 for one request over the account's whole
+// tokens-per-minute limit, coded as any rate limit is; rateLimited is its
+// 429 for a limit reached by all the requests of the minute.
+const (
+	tooLarge    = `{"error":{"message":"Request too large for gpt-4.1 in organization org-test on tokens per min (TPM): Limit 30000, Requested 45000. The input or output tokens must be reduced in order to run successfully.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`
+	rateLimited = `{"error":{"message":"Rate limit reached for gpt-4.1 in organization org-test on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000. Please try again in 2s.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`
+)
+
+// TestRequestOverLimitCoolsNothing: a 429 that says the request alone is
+// over the deployment's whole limit ("Request too large ... Limit 30000,
+// Requested 45000") cooled the deployment down for every client, as a
+// limit reached does, though no pause serves that request and the next
+// one fits. It is the request's: no cooldown, no health lost; it fails
+// over (a deployment with a larger limit may serve it), and when every
+// deployment says so the client gets the 429 it would have got, without
+// Retry-After and with X-Should-Retry: false, as retrying cannot help.
+func TestRequestOverLimitCoolsNothing(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprint("stream ", stream), func(t *testing.T) {
+			g := newGateway(t, withHealth("\t\tinterval off"))
+			g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 429, Body: tooLarge, ContentType: "application/json", RetryAfter: "30", Times: 1})
+			resp, body := g.post(chatBody("complex_reasoning", stream))
+			expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+			if st := statsFor(t, g, "gpt-4.1", "primary"); st.State != stateUp || st.HealthScore != maxScore {
+				t.Errorf("gpt-4.1 %s at %d after one request over its limit, want up at %d", st.State, st.HealthScore, maxScore)
+			}
+			resp, body = g.post(chatBody("complex_reasoning", stream))
+			expectModel(t, resp, body, "gpt-4.1", "primary", 1)
+
+			// over every deployment's limit: the client's 429, once
+			g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 429, Body: tooLarge, ContentType: "application/json", Times: 1})
+			g.backup.Set("claude-sonnet-4.5", mockllm.Behavior{Status: 429, Body: tooLarge, ContentType: "application/json", Times: 1})
+			resp, body = g.post(chatBody("complex_reasoning", stream))
+			if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "" || resp.Header.Get("X-Should-Retry") != "false" {
+				t.Errorf("%d (Retry-After %q, X-Should-Retry %q) %s; want 429 with no retry", resp.StatusCode,
+					resp.Header.Get("Retry-After"), resp.Header.Get("X-Should-Retry"), body)
+			}
+			if e := apiErr(t, body); e.Code != "rate_limit_exceeded" || !strings.Contains(e.Message, "Requested 45000") || strings.Contains(e.Message, "org-test") {
+				t.Errorf("error %+v, want rate_limit_exceeded saying what was requested, without the gateway's organization", e)
+			}
+			for _, d := range [][2]string{{"gpt-4.1", "primary"}, {"claude-sonnet-4.5", "backup"}} {
+				if st := statsFor(t, g, d[0], d[1]); st.State != stateUp {
+					t.Errorf("%s %s after a request over its limit, want up", d[0], st.State)
+				}
+			}
+
+			// a limit reached still cools the deployment down
+			g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 429, Body: rateLimited, ContentType: "application/json", Times: 1})
+			resp, body = g.post(chatBody("complex_reasoning", stream))
+			expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+			if st := statsFor(t, g, "gpt-4.1", "primary"); st.State != stateCooldown {
+				t.Errorf("gpt-4.1 %s after its limit was reached, want cooldown", st.State)
 			}
 		})
 	}

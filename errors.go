@@ -20,7 +20,9 @@ const (
 	codeNoConversation   = "conversation_not_found"
 	codeNoItem           = "item_not_found"
 	codeNoPrompt         = "prompt_not_found"
+	codeRateLimited      = "rate_limit_exceeded"
 	typeInvalidRequest   = "invalid_request_error"
+	typeTokens           = "tokens" // OpenAI's type of a rate limit on tokens
 	typeServerError      = "server_error"
 )
 
@@ -43,7 +45,8 @@ type routerError struct {
 	typ, code  string
 	param      string // the request member at fault, if any
 	msg        string
-	retryAfter int // seconds; 0: no Retry-After
+	retryAfter int  // seconds; 0: no Retry-After
+	final      bool // no retry can succeed: X-Should-Retry: false
 }
 
 // envelope is the error's JSON body.
@@ -65,11 +68,12 @@ func (e *routerError) write(w http.ResponseWriter) {
 	if e.retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
-	if e.retryAfter > maxSDKRetryWait {
+	if e.retryAfter > maxSDKRetryWait || e.final {
 		// the official Node SDK sleeps whatever Retry-After says before
 		// each of its retries (hours, to a budget period's end), Python's
 		// retries at once past a minute: a wait this long is better left
-		// to the client than to a retry inside the SDK's call
+		// to the client than to a retry inside the SDK's call; and an
+		// error no retry cures is not retried at all
 		h.Set("X-Should-Retry", "false")
 	}
 	w.WriteHeader(e.status)

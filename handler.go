@@ -190,6 +190,11 @@ type exchange struct {
 	// nowhere, the client's error (unavailable)
 	storedMissing int
 	missingParam  string
+	// how many attempts were answered 429 for a request over the
+	// deployment's whole limit (attemptResult.overLimit), and the most
+	// one asked: when all were, no pause serves the request (unavailable)
+	overLimit int
+	overAsked int64
 
 	// homeSkipped is the home of the response the request continues when
 	// it is a candidate skipped for now (homeFirst)
@@ -641,6 +646,9 @@ type attemptResult struct {
 	sent       bool          // the request was written whole before the attempt failed (sentTrace): the provider may bill it
 	broken     bool          // a committed stream broke: the response must be aborted
 	started    time.Time
+	// overLimit is what a 429 said the request alone asks, over the
+	// deployment's whole limit (openai.OverLimit); 0 for any other answer
+	overLimit int64
 
 	// errorAnswer: the provider answered with an error status (or a
 	// stream whose first event is the request's own error), so it
@@ -733,6 +741,10 @@ func (ex *exchange) run(p plan) {
 		}
 		ex.failures = append(ex.failures, d.label()+": "+detail)
 		failed, failedOutcome = d, res.outcome
+		if res.overLimit > 0 {
+			ex.overLimit++
+			ex.overAsked = max(ex.overAsked, res.overLimit)
+		}
 		return false
 	}
 	try := func(d *deployment, lastResort bool) (done bool) {
@@ -930,6 +942,20 @@ func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, pay
 		res.outcome = outcomeNotHere
 		ex.storedMissing++ // never hedged (hedgeDelay): on the request's goroutine
 		ex.missingParam = param
+	}
+	if res.outcome == outcomeRateLimited {
+		if limit, asked, ok := openai.OverLimit(payload); ok {
+			// a request over the deployment's whole limit (OpenAI's
+			// "Request too large ... on tokens per min"): the
+			// request's, which no pause lets through, not the
+			// deployment's load: no cooldown for everyone else's
+			// requests, and failed over, as a deployment with a larger
+			// limit may serve it
+			res.outcome, res.overLimit = outcomeNotHere, asked
+			res.detail = fmt.Sprintf("429 %s: request too large for its limit (requested %d, limit %d)",
+				http.StatusText(resp.StatusCode), asked, limit)
+			return
+		}
 	}
 	status := resp.StatusCode // what the client gets
 	if res.outcome == outcomeServerError && resp.StatusCode >= 500 && openai.RequestsFault(payload) {
@@ -1835,6 +1861,16 @@ func (ex *exchange) unavailable(p plan) {
 			msg, code = fmt.Sprintf("Prompt with id '%s' not found at any deployment of this gateway's route.", truncate(ex.body.StoredPrompt, maxEchoedName)), codeNoPrompt
 		}
 		ex.fail(invalidRequest(http.StatusNotFound, code, ex.missingParam, msg))
+		return
+	}
+	if ex.overLimit > 0 && ex.overLimit == len(ex.failures) {
+		// every candidate was asked, and the request is over the whole
+		// limit of each: the client's to make smaller, as the provider
+		// says, not a pause to wait out (no Retry-After, and
+		// X-Should-Retry: false so that the SDKs do not send it again)
+		ex.routerHeaders("", "")
+		msg := fmt.Sprintf("Request too large for the rate limit of every deployment of this gateway's route (Requested %d tokens). The input or output tokens must be reduced in order to run successfully.", ex.overAsked)
+		ex.fail(&routerError{status: http.StatusTooManyRequests, typ: typeTokens, code: codeRateLimited, msg: msg, final: true})
 		return
 	}
 	t := now()

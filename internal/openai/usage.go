@@ -247,6 +247,61 @@ func RateLimited(data []byte) bool {
 
 var rateLimitCodes = map[string]bool{"rate_limit_exceeded": true, "insufficient_quota": true, "rate_limit_error": true}
 
+// OverLimit reports whether a rate limit's error (a 429's body) says the
+// request alone asks more than the whole limit: OpenAI's "Request too
+// large for gpt-4o ... on tokens per min (TPM): Limit 30000, Requested
+// 45000", whose code is rate_limit_exceeded as any rate limit's. Its
+// numbers are read, not its words: a limit reached by others' requests
+// says "Limit 30000, Used 29000, Requested 2000", which a pause cures;
+// no pause lets a request over the whole limit through. limit and
+// requested are the numbers, for the client's error.
+func OverLimit(data []byte) (limit, requested int64, ok bool) {
+	code, typ, _ := eventError(data)
+	if code == "" {
+		code = typ
+	}
+	if !rateLimitCodes[code] {
+		return 0, 0, false
+	}
+	var env struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &env) != nil {
+		return 0, 0, false
+	}
+	msg := env.Error.Message
+	limit, okL := numberAfter(msg, "Limit ")
+	requested, okR := numberAfter(msg, "Requested ")
+	return limit, requested, okL && okR && requested > limit
+}
+
+// numberAfter reads the number (its digits, any thousands' commas
+// skipped) that follows the first occurrence of label in msg.
+func numberAfter(msg, label string) (int64, bool) {
+	i := strings.Index(msg, label)
+	if i < 0 {
+		return 0, false
+	}
+	var n int64
+	digits := 0
+	for _, c := range []byte(msg[i+len(label):]) {
+		switch {
+		case c >= '0' && c <= '9':
+			if n > (1<<62)/10 {
+				return 0, false
+			}
+			n = n*10 + int64(c-'0')
+			digits++
+		case c == ',' && digits > 0:
+		default:
+			return n, digits > 0
+		}
+	}
+	return n, digits > 0
+}
+
 // eventError is the code and type of a stream error event's error (see
 // RequestsFault); ok is false when data is not one JSON object.
 func eventError(data []byte) (code, typ string, ok bool) {

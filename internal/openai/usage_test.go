@@ -626,3 +626,26 @@ func TestChatOpening(t *testing.T) {
 		}
 	}
 }
+
+// TestOverLimit: a rate limit's error says the request alone is over the
+// whole limit only when it requests more than the limit; a limit reached
+// by the minute's requests, or another error, is not.
+func TestOverLimit(t *testing.T) {
+	for _, c := range []struct {
+		body      string
+		ok        bool
+		requested int64
+	}{
+		{`{"error":{"message":"Request too large for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Requested 45000. The input or output tokens must be reduced in order to run successfully.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`, true, 45000},
+		{`{"error":{"message":"Request too large for gpt-4o on tokens per min (TPM): Limit 30,000, Requested 342,389.","type":"tokens","code":"rate_limit_exceeded"}}`, true, 342389},
+		{`{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Used 29937, Requested 385. Please try again in 644ms.","type":"tokens","code":"rate_limit_exceeded"}}`, false, 0},
+		{`{"error":{"message":"Request too large: Limit 30000, Requested 45000.","type":"invalid_request_error","code":"context_length_exceeded"}}`, false, 0}, // not a rate limit
+		{`{"error":{"message":"Limit 30000","type":"tokens","code":"rate_limit_exceeded"}}`, false, 0},
+		{`not json`, false, 0},
+	} {
+		_, requested, ok := OverLimit([]byte(c.body))
+		if ok != c.ok || ok && requested != c.requested {
+			t.Errorf("OverLimit(%s) = %d, %v; want %d, %v", c.body, requested, ok, c.requested, c.ok)
+		}
+	}
+}
