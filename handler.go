@@ -184,12 +184,14 @@ type exchange struct {
 	sentTrace     sentTrace
 	sentTraceUsed bool
 
-	// how many attempts were answered 404 for the request's conversation
-	// or stored items (namesStored), and the last one's param: when all
-	// were, and no candidate was skipped, what the request names is
-	// nowhere, the client's error (unavailable)
+	// how many attempts were answered 404 for the request's conversation,
+	// stored items or files (namesStored), and the last one's param, kind
+	// and id: when all were, and no candidate was skipped, what the
+	// request names is nowhere, the client's error (unavailable)
 	storedMissing int
 	missingParam  string
+	missingKind   string
+	missingID     string
 	// how many attempts were answered 429 for a request over the
 	// deployment's whole limit (attemptResult.overLimit), and the most
 	// one asked: when all were, no pause serves the request (unavailable)
@@ -935,13 +937,13 @@ func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, pay
 			res.outcome, relay = outcomeNotHere, false
 		}
 	}
-	if param, ok := ex.namesStored(resp.StatusCode, payload, d.upstream); !relay && ok {
-		// the conversation, or a stored item, is not at this deployment:
-		// another may have it (failover), and the deployment is not at
-		// fault
+	if param, kind, id, ok := ex.namesStored(resp.StatusCode, payload, d.upstream); !relay && ok {
+		// the conversation, a stored item or a file is not at this
+		// deployment: another may have it (failover), and the
+		// deployment is not at fault
 		res.outcome = outcomeNotHere
 		ex.storedMissing++ // never hedged (hedgeDelay): on the request's goroutine
-		ex.missingParam = param
+		ex.missingParam, ex.missingKind, ex.missingID = param, kind, id
 	}
 	if res.outcome == outcomeRateLimited {
 		if limit, asked, ok := openai.OverLimit(payload); ok {
@@ -1843,6 +1845,9 @@ func (ex *exchange) routerHeaders(model, provider string) {
 	ex.ph.attempted = true
 }
 
+// namedKinds name the kinds of openai.Request.Named in the client's 404.
+var namedKinds = map[string]string{"file": "File", "vector_store": "Vector store", "container": "Container"}
+
 // unavailable answers 503 with what became of every candidate and when to
 // come back: the end of the first cooldown among them.
 func (ex *exchange) unavailable(p plan) {
@@ -1859,6 +1864,10 @@ func (ex *exchange) unavailable(p plan) {
 			msg, code = "An input item given by its id was not found at any deployment of this gateway's route.", codeNoItem
 		case "prompt":
 			msg, code = fmt.Sprintf("Prompt with id '%s' not found at any deployment of this gateway's route.", truncate(ex.body.StoredPrompt, maxEchoedName)), codeNoPrompt
+		}
+		if what, ok := namedKinds[ex.missingKind]; ok {
+			msg = fmt.Sprintf("%s with id '%s' not found at any deployment of this gateway's route.", what, truncate(ex.missingID, maxEchoedName))
+			code = ex.missingKind + "_not_found"
 		}
 		ex.fail(invalidRequest(http.StatusNotFound, code, ex.missingParam, msg))
 		return

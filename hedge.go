@@ -103,10 +103,11 @@ func (ex *exchange) hedgeDelay(d *deployment, hedges int) time.Duration {
 	if ex.continued() != "" {
 		return 0
 	}
-	// nor one naming stored input items (item_reference) or a stored
-	// prompt, which live at one provider account too: another's 404
-	// would only be a second request for nothing
-	if len(ex.body.StoredItems) > 0 || ex.body.StoredPrompt != "" {
+	// nor one naming stored input items (item_reference), a stored
+	// prompt or files (openai.Request.Named), which live at one provider
+	// account too: another's 404 would only be a second request for
+	// nothing (and namesStored counts them on the request's goroutine)
+	if len(ex.body.StoredItems) > 0 || ex.body.StoredPrompt != "" || len(ex.body.Named) > 0 {
 		return 0
 	}
 	// nor one with a feature the provider runs and bills apart from tokens

@@ -192,25 +192,36 @@ func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel 
 // namesStored reports whether an error answer is a 404 about stored
 // context the request names, by its id as a whole word (under the rules of
 // namesRequestResource): the conversation the request is in, a stored
-// input item (item_reference) or prompt; param is "conversation", "input"
-// or "prompt". The conversation or item is not at that deployment, which
-// is the request's doing, not the deployment's fault.
-func (ex *exchange) namesStored(status int, body []byte, upstreamModel string) (param string, ok bool) {
-	if status != http.StatusNotFound || ex.ep != responsesEndpoint {
-		return "", false
+// input item (item_reference) or prompt, or a file, vector store or
+// container (openai.Request.Named) in any API; param is the request's
+// member it is in ("conversation", "input", "prompt", "messages",
+// "tools"), kind what it is ("conversation", "item", "prompt", "file",
+// "vector_store", "container"). The conversation, item or file is not at
+// that deployment's account, which is the request's doing, not the
+// deployment's fault.
+func (ex *exchange) namesStored(status int, body []byte, upstreamModel string) (param, kind, id string, ok bool) {
+	if status != http.StatusNotFound {
+		return "", "", "", false
 	}
-	if conv := ex.body.Conversation; conv != "" && namesID(body, conv, upstreamModel) {
-		return "conversation", true
-	}
-	for _, id := range ex.body.StoredItems {
-		if namesID(body, id, upstreamModel) {
-			return "input", true
+	if ex.ep == responsesEndpoint {
+		if conv := ex.body.Conversation; conv != "" && namesID(body, conv, upstreamModel) {
+			return "conversation", "conversation", conv, true
+		}
+		for _, id := range ex.body.StoredItems {
+			if namesID(body, id, upstreamModel) {
+				return "input", "item", id, true
+			}
+		}
+		if id := ex.body.StoredPrompt; id != "" && namesID(body, id, upstreamModel) {
+			return "prompt", "prompt", id, true
 		}
 	}
-	if id := ex.body.StoredPrompt; id != "" && namesID(body, id, upstreamModel) {
-		return "prompt", true
+	for _, n := range ex.body.Named {
+		if namesID(body, n.ID, upstreamModel) {
+			return n.Param, n.Kind, n.ID, true
+		}
 	}
-	return "", false
+	return "", "", "", false
 }
 
 // namesID reports whether body names id, the client's text, as the id of

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -316,9 +317,51 @@ func TestStoredItemNotFoundIsNotTheDeployments(t *testing.T) {
 	}
 }
 
+// TestNamedFileNotFoundIsNotTheDeployments: a 404 naming a file, vector
+// store or container the request names by its id (a content part's
+// file_id, a file_search tool's vector_store_ids, code_interpreter's
+// container or file_ids) cost the deployment its health and was the
+// deployment's fault at every deployment: a client naming files nobody
+// has could disable them all. Files are an account's: the id is not at
+// this deployment, another may have it (failover, no health change), and
+// when none has it the client gets an OpenAI-style 404 about it.
+func TestNamedFileNotFoundIsNotTheDeployments(t *testing.T) {
+	named := regexp.MustCompile(`(file-|vs_|cntr_)[A-Za-z0-9]+`)
+	upstream := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		b, _ := json.Marshal(body)
+		id := named.Find(b)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"error":{"message":"No such resource with id '`+string(id)+`' found.","type":"invalid_request_error","param":null,"code":null}}`)
+	})
+	g, score := twoModelGateway(t, upstream.URL, "allow_unpriced file_search code_interpreter")
+	m1, m2 := score()
+	for _, c := range []struct{ path, body, param, code string }{
+		{"/v1/chat/completions", `{"model":"r","messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-0000aaaa1111bbbb2222"}},{"type":"text","text":"Sum it up"}]}]}`, "messages", "file_not_found"},
+		{"/v1/responses", `{"model":"r","input":[{"role":"user","content":[{"type":"input_file","file_id":"file-0000aaaa1111bbbb3333"},{"type":"input_text","text":"Sum it up"}]}]}`, "input", "file_not_found"},
+		{"/v1/responses", `{"model":"r","input":"Where is it?","tools":[{"type":"file_search","vector_store_ids":["vs_0000aaaa1111bbbb4444"]}]}`, "tools", "vector_store_not_found"},
+		{"/v1/responses", `{"model":"r","input":"Plot it","tools":[{"type":"code_interpreter","container":"cntr_0000aaaa1111bbbb5555"}]}`, "tools", "container_not_found"},
+		{"/v1/responses", `{"model":"r","input":"Plot it","tools":[{"type":"code_interpreter","container":{"type":"auto","file_ids":["file-0000aaaa1111bbbb6666"]}}]}`, "tools", "file_not_found"},
+	} {
+		resp, body := g.postPath(c.path, c.body)
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get("X-LLM-Attempts") != "2" || !strings.Contains(body, `"param":"`+c.param+`"`) || !strings.Contains(body, `"code":"`+c.code+`"`) {
+			t.Errorf("%s %s: %d after %s attempts %s, want an OpenAI-style 404 %s about %s after 2", c.path, c.body, resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body, c.code, c.param)
+		}
+	}
+	if a, b := score(); a != m1 || b != m2 {
+		t.Errorf("scores went from %d, %d to %d, %d on ids the client named", m1, m2, a, b)
+	}
+	// a 404 that names no id of the request is still the deployment's
+	resp, _ := g.postPath("/v1/chat/completions", `{"model":"r","messages":[{"role":"user","content":"Hi"}]}`)
+	if a, b := score(); resp.StatusCode != http.StatusServiceUnavailable || a >= m1 || b >= m2 {
+		t.Errorf("a 404 for the model: %d, scores %d, %d; want 503 and both lower than %d, %d", resp.StatusCode, a, b, m1, m2)
+	}
+}
+
 // twoModelGateway is a gateway with route r over m1 then m2, both at the
-// provider p at url, probes off, and a reading of their health scores.
-func twoModelGateway(t *testing.T, url string) (*gateway, func() (int, int)) {
+// provider p at url, probes off, and a reading of their health scores;
+// extra is more of the router's config.
+func twoModelGateway(t *testing.T, url string, extra ...string) (*gateway, func() (int, int)) {
 	g := newGateway(t, `
 	provider p {
 		base_url `+url+`/v1
@@ -330,6 +373,7 @@ func twoModelGateway(t *testing.T, url string) (*gateway, func() (int, int)) {
 	health_check {
 		interval off
 	}
+	`+strings.Join(extra, "\n\t")+`
 `)
 	return g, func() (int, int) {
 		return statsFor(t, g, "m1", "p").HealthScore, statsFor(t, g, "m2", "p").HealthScore

@@ -115,6 +115,12 @@ type Request struct {
 	// about the request's reference, not the deployment
 	StoredItems  []string
 	StoredPrompt string
+	// Named are the ids of the first files, vector stores and containers
+	// the request names (a content part's file_id, a hosted tool's
+	// vector_store_ids, container or its file_ids; maxNamed at most),
+	// which live at one provider account: a 404 naming one is about the
+	// request's reference, not the deployment
+	Named []NamedID
 	// Conversation is the id of the Responses API's conversation (given
 	// as its id or as an object with the id): a conversation the provider
 	// stored, which only the account that made it knows; "" when absent
@@ -701,7 +707,12 @@ func (r *Request) readTools(s *scanner, param string, depth int) error {
 				}
 				return nil
 			case -1:
-				return s.value(depth)
+				start := s.i
+				if err := s.value(depth); err != nil {
+					return err
+				}
+				r.noteNamedIn(key, s.b[start:s.i], "tools")
+				return nil
 			}
 			return names.err
 		})
@@ -997,6 +1008,52 @@ func (r *Request) readStoredPrompt(s *scanner, depth int) error {
 // maxStoredItems bounds Request.StoredItems: a 404 is searched for each.
 const maxStoredItems = 8
 
+// NamedID is an id of something stored at the provider that the request
+// names (Request.Named).
+type NamedID struct {
+	ID    string
+	Kind  string // "file", "vector_store" or "container"
+	Param string // the request's member it is in: "messages", "input" or "tools"
+}
+
+// maxNamed bounds Request.Named: a 404 is searched for each.
+const maxNamed = 8
+
+// noteNamed adds the ids in val, a string or an array of strings, to
+// Named: kind of thing, named in the request's member param.
+func (r *Request) noteNamed(val []byte, kind, param string) {
+	add := func(v []byte) {
+		if len(r.Named) < maxNamed && len(v) > 0 && v[0] == '"' {
+			r.Named = append(r.Named, NamedID{ID: strings.Clone(text(v)), Kind: kind, Param: param})
+		}
+	}
+	if len(val) > 0 && val[0] == '[' {
+		forEachElement(val, add)
+		return
+	}
+	add(val)
+}
+
+// noteNamedIn adds to Named the ids a tool or a content part names in
+// its member key of value val, whichever case the key is in (any is read
+// by some provider): a file_id, a file with its file_id (chat's file
+// part), vector_store_ids (file_search), a container by its id or with
+// file_ids (code_interpreter).
+func (r *Request) noteNamedIn(key, val []byte, param string) {
+	switch k := keyName(key); {
+	case equalFold(k, []byte("file_id")), equalFold(k, []byte("file_ids")):
+		r.noteNamed(val, "file", param)
+	case equalFold(k, []byte("vector_store_ids")):
+		r.noteNamed(val, "vector_store", param)
+	case equalFold(k, []byte("file")), equalFold(k, []byte("container")):
+		if val[0] == '{' {
+			ForEachMember(val, func(key, val []byte) { r.noteNamedIn(key, val, param) })
+		} else if equalFold(k, []byte("container")) {
+			r.noteNamed(val, "container", param)
+		}
+	}
+}
+
 // given reports whether a member's value v is there and not null: a
 // provider may read a null member as an absent one.
 func given(b []byte, v span) bool { return v.ok() && b[v.start] != 'n' }
@@ -1084,7 +1141,7 @@ func (r *Request) readContent(s *scanner, param string, i, depth int) error {
 			if s.b[s.i] != '{' {
 				return wrongType(param+"["+strconv.Itoa(i)+"].content["+strconv.Itoa(j)+"]", "an object")
 			}
-			return r.readPart(s, depth)
+			return r.readPart(s, param, depth)
 		}); err != nil {
 			return err
 		}
@@ -1097,9 +1154,9 @@ func (r *Request) readContent(s *scanner, param string, i, depth int) error {
 	return nil
 }
 
-// readPart reads one content part: its type, and its text when it has
-// one.
-func (r *Request) readPart(s *scanner, depth int) error {
+// readPart reads one content part of a message in param: its type, its
+// text when it has one, and the ids it names (Named).
+func (r *Request) readPart(s *scanner, param string, depth int) error {
 	var typ span = absent
 	var names memberNames
 	err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
@@ -1131,6 +1188,7 @@ func (r *Request) readPart(s *scanner, depth int) error {
 				r.contentChars += s.chars
 				r.textWide += s.wide
 			}
+			r.noteNamedIn(key, s.b[start:s.i], param)
 			return nil
 		}
 		return names.err
