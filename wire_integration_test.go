@@ -33,6 +33,10 @@ func TestSmuggledMembersRefused(t *testing.T) {
 		{"service tier with a dotted I", `{"model":"simple_qa",` + msgs + `,"servİce_tier":"priority"}`, "servİce_tier", openai.CodeCaseVariant},
 		{"another gateway's model list", `{"model":"simple_qa",` + msgs + `,"models":["o3-pro"]}`, "models", openai.CodeUnsupported},
 		{"another gateway's fallbacks", `{"model":"simple_qa",` + msgs + `,"fallbacks":["o3-pro"],"mock_testing_fallbacks":true}`, "fallbacks", openai.CodeUnsupported},
+		// llama.cpp reads n_predict before max_tokens and n_cmpl before n:
+		// the cap the router adds, and the answers it counts, would not bind
+		{"llama.cpp's output limit", `{"model":"simple_qa",` + msgs + `,"max_tokens":16,"n_predict":-1}`, "n_predict", openai.CodeUnsupported},
+		{"llama.cpp's answer count", `{"model":"simple_qa",` + msgs + `,"n_cmpl":8}`, "n_cmpl", openai.CodeUnsupported},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -240,6 +240,8 @@ var smuggling = []string{
 	`{"model":"cheap","fallbacks":["o3-pro"],"mock_testing_fallbacks":true,"messages":[]}`, // LiteLLM's
 	`{"model":"cheap","context_window_fallbacks":[{"cheap":["o3-pro"]}],"messages":[]}`,
 	`{"model":"cheap","user_config":{"model_list":[]},"messages":[]}`,
+	`{"model":"a","messages":[],"max_tokens":16,"n_predict":-1}`, // llama.cpp's output limit, read before max_tokens
+	`{"model":"a","messages":[],"n_cmpl":8}`,                     // llama.cpp's answer count, read before n
 	"{\"model\":\"a\",\"messages\":[],\"\u212aey\":1,\"key\":2}", // Kelvin sign folds to k
 	`{"model":"a","messages":[],"stream":true,"stream_options":{"include_usage":false,"Include_Usage":true}}`,
 	`{"model":"a","messages":[],"stream":true,"Stream_Options":{"include_usage":true}}`,
@@ -277,6 +279,9 @@ func TestSmugglingParams(t *testing.T) {
 		`{"model":"a","messages":[],"n":1.5}`:                                  {"n", CodeInvalidType},
 		`{"model":"a","messages":[],"max_tokens":-1}`:                          {"max_tokens", CodeInvalidValue},
 		`{"model":"a","messages":[],"models":["b"]}`:                           {"models", CodeUnsupported},
+		`{"model":"a","messages":[],"n_predict":100000}`:                       {"n_predict", CodeUnsupported},
+		`{"model":"a","messages":[],"n":1,"n_cmpl":4}`:                         {"n_cmpl", CodeUnsupported},
+		`{"model":"a","messages":[],"N_Predict":100000}`:                       {"N_Predict", CodeCaseVariant},
 		`{"model":"a","messages":[],"Fallbacks":["b"]}`:                        {"Fallbacks", CodeCaseVariant},
 		`{"model":1,"messages":[]}`:                                            {"model", CodeInvalidType},
 		`{"model":"a","messages":{}}`:                                          {"messages", CodeInvalidType},

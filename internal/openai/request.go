@@ -251,6 +251,13 @@ func (r *Request) Parse(raw []byte, api API) error {
 		case "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config":
 			err = refuse(canon, CodeUnsupported,
 				"Unsupported parameter: '%s' chooses the model (or provider) another gateway serves; this gateway chooses it, by 'model' and its routes, and bills what it chose.", canon)
+		case "n_predict", "n_cmpl":
+			// llama.cpp's server reads these before max_tokens and n (it
+			// passes a chat body's other members through to them): the
+			// output cap the router adds and the answers it counts would
+			// not bind
+			err = refuse(canon, CodeUnsupported,
+				"Unsupported parameter: '%s' is llama.cpp's own %s, which a provider running llama.cpp reads before OpenAI's; use OpenAI's.", canon, llamaNames[canon])
 		case "web_search_options", "audio":
 			if err = s.value(depth); err == nil && s.b[vstart] != 'n' {
 				feature := "audio"
@@ -403,13 +410,20 @@ func readsLimit(api API, name string) bool {
 	return false
 }
 
+// llamaNames says what llama.cpp's own members stand for.
+var llamaNames = map[string]string{
+	"n_predict": "output limit (max_tokens)",
+	"n_cmpl":    "answer count (n)",
+}
+
 // actedOn are the top-level members the gateway reads, by folded name.
 var actedOn = func() map[string]string {
 	m := map[string]string{}
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "text", "suffix", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
 		"max_output_tokens", "temperature", "user", "previous_response_id", "conversation", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities",
-		"plugins", "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config"} {
+		"plugins", "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config",
+		"n_predict", "n_cmpl"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
 	return m
