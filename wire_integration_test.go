@@ -50,6 +50,17 @@ func TestSmuggledMembersRefused(t *testing.T) {
 			}
 		})
 	}
+	// another API's output limit: llama.cpp reads max_completion_tokens
+	// before max_tokens on every endpoint
+	for path, body := range map[string]string{
+		"/v1/completions": `{"model":"simple_qa","prompt":"Where is my order?","max_tokens":16,"max_completion_tokens":100000}`,
+		"/v1/responses":   `{"model":"simple_qa","input":"Where is my order?","max_output_tokens":16,"max_completion_tokens":100000}`,
+	} {
+		resp, out := g.postPath(path, body)
+		if e := apiErr(t, out); resp.StatusCode != http.StatusBadRequest || e.Code != openai.CodeUnsupported || derefOr(e.Param) != "max_completion_tokens" {
+			t.Errorf("%s %s: %d %s, want 400 unsupported_parameter max_completion_tokens", path, body, resp.StatusCode, out)
+		}
+	}
 	if n := len(g.primary.Requests()) + len(g.backup.Requests()); n != 0 {
 		t.Errorf("refused requests reached a provider (%d)", n)
 	}

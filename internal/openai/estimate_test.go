@@ -318,7 +318,8 @@ func TestChatStreamToJSONManyToolCalls(t *testing.T) {
 	}
 }
 
-// TestMaxTokensByAPI: only the limit members the API reads set MaxTokens.
+// TestMaxTokensByAPI: only the limit members the API reads set MaxTokens;
+// another API's is refused (TestForeignOutputLimitRefused), unless null.
 func TestMaxTokensByAPI(t *testing.T) {
 	all := `"max_tokens":100,"max_completion_tokens":200,"max_output_tokens":300`
 	cases := []struct {
@@ -326,16 +327,12 @@ func TestMaxTokensByAPI(t *testing.T) {
 		body string
 		want int64
 	}{
-		{Chat, `{"messages":[],` + all + `}`, 200},
+		{Chat, `{"messages":[],"max_tokens":100,"max_completion_tokens":200,"max_output_tokens":null}`, 200},
 		{Chat, `{"messages":[],"max_tokens":100}`, 100},
 		{Chat, `{"messages":[],"max_completion_tokens":50,"max_tokens":100}`, 100},
-		{Chat, `{"messages":[],"max_output_tokens":300}`, 0},
-		{Completions, `{"prompt":"p",` + all + `}`, 100},
-		{Completions, `{"prompt":"p","max_completion_tokens":200}`, 0},
-		{Completions, `{"prompt":"p","max_output_tokens":300}`, 0},
-		{Responses, `{"input":"i",` + all + `}`, 300},
-		{Responses, `{"input":"i","max_tokens":100,"max_completion_tokens":200}`, 0},
-		{Responses, `{"input":"i","max_tokens":1000,"max_output_tokens":10}`, 10},
+		{Completions, `{"prompt":"p","max_tokens":100,"max_completion_tokens":null,"max_output_tokens":null}`, 100},
+		{Responses, `{"input":"i","max_tokens":null,"max_completion_tokens":null,"max_output_tokens":300}`, 300},
+		{Responses, `{"input":"i","max_tokens":null,"max_output_tokens":10}`, 10},
 		{Embeddings, `{"input":"i",` + all + `}`, 0},
 		// without an API, any of them (as before)
 		{0, `{` + all + `}`, 300},

@@ -226,9 +226,17 @@ func (r *Request) Parse(raw []byte, api API) error {
 			// must not be sent what it refuses), but only the API's own
 			// set MaxTokens
 			var v int64
-			if err = readInt(s, &v, canon, 0, 1<<53); err == nil && readsLimit(api, canon) {
+			switch err = readInt(s, &v, canon, 0, 1<<53); {
+			case err != nil:
+			case readsLimit(api, canon):
 				r.MaxTokens = max(r.MaxTokens, v)
 				r.limitVals[slices.Index(limitNames[:], canon)] = span{vstart, s.i}
+			case api != 0 && api != Embeddings && s.b[vstart] != 'n':
+				// another API's limit, which OpenAI refuses: llama.cpp
+				// reads max_completion_tokens before max_tokens on every
+				// endpoint, so the limit counted would not bind
+				err = refuse(canon, CodeUnsupported,
+					"Unsupported parameter: '%s' is not an output limit of this API; use '%s'.", canon, ownLimit(api))
 			}
 		case "temperature":
 			err = r.readTemperature(s)
@@ -414,6 +422,17 @@ func readsLimit(api API, name string) bool {
 var llamaNames = map[string]string{
 	"n_predict": "output limit (max_tokens)",
 	"n_cmpl":    "answer count (n)",
+}
+
+// ownLimit names api's output limit members, for a message.
+func ownLimit(api API) string {
+	switch api {
+	case Chat:
+		return "max_completion_tokens' or 'max_tokens"
+	case Completions:
+		return "max_tokens"
+	}
+	return "max_output_tokens"
 }
 
 // actedOn are the top-level members the gateway reads, by folded name.

@@ -980,3 +980,37 @@ func TestUpstreamOutputCap(t *testing.T) {
 		}
 	}
 }
+
+// TestForeignOutputLimitRefused: an output limit member of another API is
+// refused, as OpenAI refuses an argument it does not know: llama.cpp reads
+// max_completion_tokens before max_tokens on every endpoint (the Responses
+// API's converted to chat), so a completions request's max_tokens, or a
+// Responses request's max_output_tokens, would not be the limit it
+// generates to. null stands for absent, and a request without an API (0)
+// or for embeddings (nothing generated) keeps any of them.
+func TestForeignOutputLimitRefused(t *testing.T) {
+	for _, tc := range []struct {
+		api   API
+		body  string
+		param string // "" for accepted
+	}{
+		{Completions, `{"prompt":"x","max_tokens":16,"max_completion_tokens":100000}`, "max_completion_tokens"},
+		{Completions, `{"prompt":"x","max_output_tokens":100000}`, "max_output_tokens"},
+		{Responses, `{"input":"x","max_output_tokens":16,"max_completion_tokens":100000}`, "max_completion_tokens"},
+		{Responses, `{"input":"x","max_tokens":100000}`, "max_tokens"},
+		{Chat, `{"messages":[],"max_tokens":16,"max_output_tokens":100000}`, "max_output_tokens"},
+		{Chat, `{"messages":[],"max_tokens":16,"max_completion_tokens":32}`, ""},
+		{Completions, `{"prompt":"x","max_tokens":16,"max_completion_tokens":null}`, ""},
+		{Responses, `{"input":"x","max_tokens":null,"max_output_tokens":16}`, ""},
+		{Embeddings, `{"input":"x","max_tokens":16}`, ""},
+	} {
+		var r Request
+		e := parseErr(t, tc.body, r.Parse([]byte(tc.body), tc.api))
+		switch {
+		case tc.param == "" && e != nil:
+			t.Errorf("api %d %s: refused: %v", tc.api, tc.body, e)
+		case tc.param != "" && (e == nil || e.Code != CodeUnsupported || e.Param != tc.param):
+			t.Errorf("api %d %s: got %+v (max tokens %d), want %s refused", tc.api, tc.body, e, r.MaxTokens, tc.param)
+		}
+	}
+}
