@@ -32,6 +32,7 @@ func TestSmuggledMembersRefused(t *testing.T) {
 			"stream_options.INCLUDE_USAGE", openai.CodeCaseVariant},
 		{"service tier with a dotted I", `{"model":"simple_qa",` + msgs + `,"servİce_tier":"priority"}`, "servİce_tier", openai.CodeCaseVariant},
 		{"another gateway's model list", `{"model":"simple_qa",` + msgs + `,"models":["o3-pro"]}`, "models", openai.CodeUnsupported},
+		{"another gateway's preset", `{"model":"simple_qa",` + msgs + `,"preset":"o3-pro-first"}`, "preset", openai.CodeUnsupported},
 		{"another gateway's fallbacks", `{"model":"simple_qa",` + msgs + `,"fallbacks":["o3-pro"],"mock_testing_fallbacks":true}`, "fallbacks", openai.CodeUnsupported},
 		// llama.cpp reads n_predict before max_tokens and n_cmpl before n:
 		// the cap the router adds, and the answers it counts, would not bind

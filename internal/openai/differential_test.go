@@ -237,6 +237,7 @@ var smuggling = []string{
 	`{"model":"cheap","Models":["o3-pro"],"messages":[]}`,
 	`{"model":"cheap","route":"fallback","messages":[]}`,
 	`{"model":"cheap","provider":{"order":["pricey"]},"messages":[]}`,
+	`{"model":"cheap","preset":"pricey-models","messages":[]}`,                             // OpenRouter's preset: a model list, provider routing, server tools
 	`{"model":"cheap","fallbacks":["o3-pro"],"mock_testing_fallbacks":true,"messages":[]}`, // LiteLLM's
 	`{"model":"cheap","context_window_fallbacks":[{"cheap":["o3-pro"]}],"messages":[]}`,
 	`{"model":"cheap","user_config":{"model_list":[]},"messages":[]}`,

@@ -256,7 +256,7 @@ func (r *Request) Parse(raw []byte, api API) error {
 			err = r.readConversation(s, depth)
 		case "tools", "functions":
 			err = r.readTools(s, canon, depth)
-		case "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config":
+		case "models", "route", "provider", "preset", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config":
 			err = refuse(canon, CodeUnsupported,
 				"Unsupported parameter: '%s' chooses the model (or provider) another gateway serves; this gateway chooses it, by 'model' and its routes, and bills what it chose.", canon)
 		case "n_predict", "n_cmpl":
@@ -441,7 +441,7 @@ var actedOn = func() map[string]string {
 	for _, n := range []string{"model", "stream", "stream_options", "n", "messages", "input", "prompt",
 		"instructions", "text", "suffix", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
 		"max_output_tokens", "temperature", "user", "previous_response_id", "conversation", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities",
-		"plugins", "models", "route", "provider", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config",
+		"plugins", "models", "route", "provider", "preset", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config",
 		"n_predict", "n_cmpl"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
