@@ -396,6 +396,8 @@ func (r *Router) unbillable(body *openai.Request) *routerError {
 			switch f {
 			case "web_search":
 				param = "web_search_options"
+			case "live_search":
+				param = "search_parameters"
 			case "audio":
 				param = "modalities"
 			default:

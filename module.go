@@ -160,7 +160,8 @@ type Router struct {
 	// hosted tools by type ("web_search" also allows
 	// "web_search_preview" and its dated versions: a name allows itself and
 	// every type it begins followed by "_"), "web_search" for chat's
-	// web_search_options, "audio" for audio output, "plugin_" and its id
+	// web_search_options, "live_search" for xAI's search_parameters,
+	// "audio" for audio output, "plugin_" and its id
 	// for OpenRouter's plugins ("plugin" allows them all). A request that
 	// asks for one not listed gets 400. Default: none.
 	AllowUnpriced []string `json:"allow_unpriced,omitempty"`

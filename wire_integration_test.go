@@ -88,6 +88,7 @@ func TestUnbillableRequestsRefused(t *testing.T) {
 		{"/v1/responses", `{"model":"simple_qa","input":"Draw it","tools":[{"type":"function","name":"f"},{"type":"image_generation"}]}`, "tools"},
 		{"/v1/responses", `{"model":"simple_qa","input":"Find it","tools":[{"t\u0079pe":"file_search"}]}`, "tools"},
 		{"/v1/chat/completions", `{"model":"simple_qa",` + msgs + `,"web_search_options":{}}`, "web_search_options"},
+		{"/v1/chat/completions", `{"model":"simple_qa",` + msgs + `,"search_parameters":{"mode":"on"}}`, "search_parameters"}, // xAI's Live Search
 		{"/v1/chat/completions", `{"model":"simple_qa",` + msgs + `,"modalities":["text","audio"],"audio":{"voice":"alloy","format":"wav"}}`, "modalities"},
 	} {
 		resp, body := g.postPath(tc.path, tc.body)

@@ -274,6 +274,8 @@ func (r *Request) Parse(raw []byte, api API) error {
 				}
 				r.unpriced(feature)
 			}
+		case "search_parameters":
+			err = r.readSearchParameters(s, depth)
 		case "modalities":
 			err = r.readModalities(s, depth)
 		case "plugins":
@@ -442,7 +444,7 @@ var actedOn = func() map[string]string {
 		"instructions", "text", "suffix", "tools", "functions", "response_format", "max_tokens", "max_completion_tokens",
 		"max_output_tokens", "temperature", "user", "previous_response_id", "conversation", "service_tier", "background", "best_of", "web_search_options", "audio", "modalities",
 		"plugins", "models", "route", "provider", "preset", "fallbacks", "context_window_fallbacks", "mock_testing_fallbacks", "user_config",
-		"n_predict", "n_cmpl"} {
+		"n_predict", "n_cmpl", "search_parameters"} {
 		m[string(appendFold(nil, []byte(n)))] = n
 	}
 	return m
@@ -787,6 +789,40 @@ func (r *Request) readModalities(s *scanner, depth int) error {
 		}
 		return nil
 	})
+}
+
+// readSearchParameters reads xAI's search_parameters, which turn on its
+// Live Search, billed by the source apart from tokens ("live_search"),
+// unless their mode is "off" (its default is "auto").
+func (r *Request) readSearchParameters(s *scanner, depth int) error {
+	switch s.b[s.i] {
+	case 'n':
+		return s.literal("null")
+	case '{':
+	default:
+		r.unpriced("live_search") // what a provider makes of it is its own
+		return s.value(depth)
+	}
+	off := false
+	var names memberNames
+	err := s.object(depth, func(s *scanner, key []byte, _, depth int) error {
+		switch names.check(keyName(key), "search_parameters.", "mode") {
+		case 0:
+			vstart := s.i
+			if err := readString(s, "search_parameters.mode"); err != nil {
+				return err
+			}
+			off = s.b[vstart] == '"' && text(s.b[vstart:s.i]) == "off"
+			return nil
+		case -1:
+			return s.value(depth)
+		}
+		return names.err
+	})
+	if err == nil && !off {
+		r.unpriced("live_search")
+	}
+	return err
 }
 
 // readPlugins reads OpenRouter's plugins, which it bills apart from tokens

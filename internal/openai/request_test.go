@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -1012,5 +1013,29 @@ func TestForeignOutputLimitRefused(t *testing.T) {
 		case tc.param != "" && (e == nil || e.Code != CodeUnsupported || e.Param != tc.param):
 			t.Errorf("api %d %s: got %+v (max tokens %d), want %s refused", tc.api, tc.body, e, r.MaxTokens, tc.param)
 		}
+	}
+}
+
+// TestLiveSearchUnpriced: xAI's search_parameters turns on Live Search,
+// billed by the source apart from tokens, unless its mode is "off".
+func TestLiveSearchUnpriced(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"messages":[],"search_parameters":{"mode":"on","max_search_results":50}}`: true,
+		`{"messages":[],"search_parameters":{}}`:                                    true, // "auto" by default
+		`{"messages":[],"search_parameters":{"mode":"auto"}}`:                       true,
+		`{"messages":[],"search_parameters":{"mode":"off"}}`:                        false,
+		`{"messages":[],"search_parameters":null}`:                                  false,
+	} {
+		var r Request
+		if err := r.Parse([]byte(body), Chat); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if got := slices.Contains(r.Unpriced, "live_search"); got != want {
+			t.Errorf("%s: live_search unpriced %v, want %v (%v)", body, got, want, r.Unpriced)
+		}
+	}
+	var r Request
+	if err := r.Parse([]byte(`{"messages":[],"search_parameters":{"mode":"off","Mode":"on"}}`), Chat); err == nil {
+		t.Error("a mode in another case accepted")
 	}
 }
