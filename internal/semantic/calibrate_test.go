@@ -24,7 +24,7 @@ var calibrationPairs = []Pair{
 	{"Is 1,000 the limit?", "Is 1000 the limit?", true, 0.96},
 	{"Cancel my subscription", "Pause my subscription", false, 0.86},
 	{"Price of SKU-99X?", "price of sku-99x", true, 0.79},       // below every threshold
-	{"Ship 1,000 units", "Ship one thousand units", true, 0.90}, // number: a hit lost
+	{"Ship 2,000 units", "Ship two thousand units", true, 0.90}, // number: a hit lost
 }
 
 func TestReportWrite(t *testing.T) {

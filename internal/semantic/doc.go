@@ -12,7 +12,7 @@
 // checks that no similarity can override: both questions must name the
 // same e-mail addresses, URLs, codes and numbers, and hold the same number
 // of negation words (see Guard, Facts and Extract for the rules). They
-// cost a cache only hits: a paraphrase that writes "1,000" as "one
+// cost a cache only hits: a paraphrase that writes "2,000" as "two
 // thousand" misses and goes to the model, where a wrong hit would have
 // served a wrong answer.
 //

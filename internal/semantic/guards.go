@@ -45,6 +45,13 @@ const (
 	// English, and so is "0,125", a decimal. A leading decimal point is
 	// kept as a zero: ".5" is "0.5", never "5"; a minus sign is kept, also
 	// written as an en dash or a full-width hyphen-minus ("–5" is "-5").
+	// Numbers spelt in words are numbers too, as their digits (English
+	// zero to twenty, the tens, dozen, hundred, thousand, million,
+	// billion; Vietnamese hai to mười, trăm, nghìn, ngàn, triệu, tỷ, tỉ):
+	// "two items" is never "three items", and "ten thousand" never "ten
+	// million". "one" and "một" are not read, being as often "a" or a
+	// pronoun. Words are read one by one: "twenty-five" is 20 and 5, so
+	// it is not "25", a hit lost rather than a wrong one.
 	GuardNumber Guard = "number"
 	// GuardNegation: both questions hold the same number of negation words
 	// (see Facts.Negations for why a count and not presence or parity).
@@ -152,8 +159,8 @@ func Check(a, b Facts) (blocked Guard, ok bool) {
 // full stop does not), and an apostrophe joins letters ("don't") or
 // digits ("1'000"). A token of digits
 // is a number, one of letters and digits a code, one of letters a word
-// checked against the negation lists. Numbers spelt in words ("three"),
-// bare host names ("example.com"), units and currency symbols ("$5" and
+// checked against the number words (numberWords) and the negation lists.
+// Bare host names ("example.com"), units and currency symbols ("$5" and
 // "5€" both hold just the number 5) are not facts.
 func Extract(text string) Facts {
 	// QuickSpanString, unlike IsNormalString, does not allocate
@@ -548,8 +555,10 @@ func (x *extractor) words(s string, atStart, atEnd bool) {
 			x.f.Codes = append(x.f.Codes, strings.ToLower(tok))
 		case split:
 			x.word(tok)
-		case x.negation(tok):
-			x.f.Negations++
+		case !x.numberWord(tok):
+			if x.negation(tok) {
+				x.f.Negations++
+			}
 		}
 	}
 }
@@ -667,11 +676,65 @@ func (x *extractor) word(tok string) {
 			tok = ""
 		}
 		// "k" counts only as a token of its own: "K-pop" is no negation
-		if len(w) > 1 && x.negation(w) {
+		if w != "" && !x.numberWord(w) && len(w) > 1 && x.negation(w) {
 			x.f.Negations++
 		}
 	}
 }
+
+// numberWord records w as a number when it is a number spelt in words
+// (numberWords), as the digits it stands for: "three" is "3", "thousand"
+// "1000". Like negation, it turns most words away by their length and
+// first byte before any lower-casing.
+func (x *extractor) numberWord(w string) bool {
+	c := w[0]
+	if 'A' <= c && c <= 'Z' {
+		c += 'a' - 'A'
+	}
+	if len(w) > maxNumberWord || !numberWordStart[c] {
+		return false
+	}
+	b := x.buf[:0]
+	for i := 0; i < len(w); {
+		r, n := decodeRune(w, i)
+		i += n
+		switch {
+		case 'A' <= r && r <= 'Z':
+			r += 'a' - 'A'
+		case r >= utf8.RuneSelf:
+			r = unicode.ToLower(r)
+		}
+		b = utf8.AppendRune(b, r)
+	}
+	digits, ok := numberWords[string(b)]
+	if ok {
+		x.f.Numbers = append(x.f.Numbers, digits)
+	}
+	return ok
+}
+
+// numberWords are the numbers spelt in words that GuardNumber reads, as
+// their digits. "one" and "một" are left out: as often "a" or a pronoun
+// ("which one") as a count, and a count of one differs from any other
+// count in the list of numbers all the same ("one item" / "two items").
+var numberWords = map[string]string{
+	"zero": "0", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+	"eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13",
+	"fourteen": "14", "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18",
+	"nineteen": "19", "twenty": "20", "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60",
+	"seventy": "70", "eighty": "80", "ninety": "90", "dozen": "12", "hundred": "100",
+	"thousand": "1000", "million": "1000000", "billion": "1000000000",
+	"hai": "2", "ba": "3", "bốn": "4", "năm": "5", "sáu": "6", "bảy": "7", "tám": "8", "chín": "9",
+	"mười": "10", "trăm": "100", "nghìn": "1000", "ngàn": "1000", "triệu": "1000000",
+	"tỷ": "1000000000", "tỉ": "1000000000",
+}
+
+// numberWordStart and maxNumberWord turn away, as negationStart and
+// maxNegation do, the words that cannot be in numberWords.
+var (
+	numberWordStart [256]bool
+	maxNumberWord   int
+)
 
 // negation looks a word up lower-cased, with any apostrophe as ', in a
 // fixed buffer. It runs on every word, so most are turned away by their
@@ -741,6 +804,10 @@ func init() {
 	for _, w := range all {
 		negationStart[w[0]] = true
 		maxNegation = max(maxNegation, len(w), len(strings.ToUpper(w)))
+	}
+	for w := range numberWords {
+		numberWordStart[w[0]] = true
+		maxNumberWord = max(maxNumberWord, len(w), len(strings.ToUpper(w)))
 	}
 	negationsByLen = make([][]string, maxNegation+1)
 	for _, w := range all {

@@ -140,6 +140,9 @@ func TestExtract(t *testing.T) {
 		{"10² or 10³, ½ cup, chapter Ⅻ", Facts{Numbers: []string{"10²", "10³", "½", "Ⅻ"}}},
 		{"1\u202f000\u202f000,50 € or 1\u00a0000 or 1'000'000 or 1’000.5; 5'11, 12\u00a034, 2 100 ml, page 7\u00a0now",
 			Facts{Numbers: []string{"1000000,50", "1000", "1000000", "1000.5", "5'11", "12\u00a034", "2 100", "7"}}},
+		// numbers spelt in words, as their digits; "one" and "một" are not
+		{"Two or THREE items, twenty-five, a dozen, one thousand; which one?", Facts{Numbers: []string{"2", "3", "20", "5", "12", "1000"}}},
+		{"Tôi mua hai cái áo, ba triệu đồng, một cái", Facts{Numbers: []string{"2", "3", "1000000"}}},
 		{"1 000 000 € or 1 000 €, call 0912 345 678. From 1, 000 to -5 6; page 5 of 10 (7 8)", Facts{Numbers: []string{
 			"1 000 000", "1 000", "0912 345 678", "1", "000", "-5 6", "5", "10", "7 8"}}},
 	} {
