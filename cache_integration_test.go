@@ -300,6 +300,9 @@ func TestCacheKeepsOnlyCompleteAnswers(t *testing.T) {
 		// error in the choice, finish_reason "error"
 		{Body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Ye"},"finish_reason":"error","error":{"code":502,"message":"Upstream error"}}]}`},
 		{Body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Ye"},"finish_reason":"error"}]}`},
+		// content a provider's filter omitted: what another generation,
+		// or another client, would get is not known
+		{Body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Ye"},"finish_reason":"content_filter"}]}`},
 	} {
 		q := question(fmt.Sprintf("Can I return hats, size %d?", i), false, "")
 		b.Times = 1
@@ -320,6 +323,15 @@ func TestCacheKeepsOnlyCompleteAnswers(t *testing.T) {
 	resp, body = g.post(qs)
 	if resp.StatusCode != http.StatusOK || answerText(t, body) != "Ye" {
 		t.Fatalf("the stream that failed midway: %d %q", resp.StatusCode, body)
+	}
+	resp, _ = g.post(qs)
+	expectCache(t, resp, "miss") // it was not stored
+	// and a stream whose last chunk says its content was filtered
+	qs = question("Can I return mittens?", true, "")
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Times: 1,
+		Body: fmt.Sprintf(chunk, `{"role":"assistant","content":"Ye"}`, "null") + fmt.Sprintf(chunk, `{}`, `"content_filter"`) + "data: [DONE]\n\n"})
+	if resp, body = g.post(qs); resp.StatusCode != http.StatusOK || answerText(t, body) != "Ye" {
+		t.Fatalf("the filtered stream: %d %q", resp.StatusCode, body)
 	}
 	resp, _ = g.post(qs)
 	expectCache(t, resp, "miss") // it was not stored

@@ -15,7 +15,9 @@ type Answer struct {
 	// Complete: the answer is whole enough to be served again from a
 	// cache: a chat or completions answer has at least one choice and each
 	// choice its finish_reason (a choice without one was cut off; one with
-	// finish_reason "error" or an "error" failed midway); a
+	// finish_reason "error" or an "error" failed midway; one with
+	// "content_filter" had content a provider's filter omitted, a verdict
+	// on one generation that another would not necessarily get); a
 	// Responses answer has status "completed"; an embeddings answer has at
 	// least one vector. Member names are read as written: one spelled
 	// otherwise makes the answer incomplete, which only costs a cache entry.
@@ -119,7 +121,8 @@ func (s *scanner) readChoices(depth int, u *Usage, found *bool) (bool, error) {
 // ends a generation, and its usage, if any, into u. A choice whose
 // generation failed midway has no such end: finish_reason "error", or a
 // non-null "error" member, as OpenRouter reports a provider that broke
-// off after some text.
+// off after some text; nor has one whose content a filter omitted
+// (finish_reason "content_filter").
 func (s *scanner) readChoice(depth int, u *Usage, found *bool) (reason bool, err error) {
 	failed := false
 	empty, err := s.open(depth, '}')
@@ -134,7 +137,7 @@ func (s *scanner) readChoice(depth int, u *Usage, found *bool) (reason bool, err
 		}
 		switch string(key) {
 		case "finish_reason":
-			reason = s.b[start] == '"' && s.i-start > 2 && string(s.b[start:s.i]) != `"error"`
+			reason = s.b[start] == '"' && s.i-start > 2 && string(s.b[start:s.i]) != `"error"` && string(s.b[start:s.i]) != `"content_filter"`
 		case "error":
 			failed = s.b[start] != 'n'
 		case "usage":
