@@ -51,7 +51,10 @@ const (
 	// "two items" is never "three items", and "ten thousand" never "ten
 	// million". "one" and "một" are not read, being as often "a" or a
 	// pronoun. Words are read one by one: "twenty-five" is 20 and 5, so
-	// it is not "25", a hit lost rather than a wrong one.
+	// it is not "25", a hit lost rather than a wrong one. So are the parts
+	// of a date named in words, as themselves: the days of the week, the
+	// months but May (as often the verb), today, tomorrow, yesterday and
+	// tonight ("open on Sunday" is never "open on Monday").
 	GuardNumber Guard = "number"
 	// GuardNegation: both questions hold the same number of negation words
 	// (see Facts.Negations for why a count and not presence or parity).
@@ -110,8 +113,9 @@ type Facts struct {
 	// Codes are tokens of letters and digits, lower-cased.
 	Codes []string
 	// Numbers are digit tokens without thousands separators, with a
-	// leading "-" when written with a minus sign ("-5"), in the order of
-	// their first mention.
+	// leading "-" when written with a minus sign ("-5"), and the words of
+	// numberWords as it writes them ("3" for "three", "sunday"), in the
+	// order of their first mention.
 	Numbers []string
 	// Negations counts negation words (see GuardNegation). Check compares
 	// the counts, which blocks everything that comparing presence would
@@ -682,10 +686,11 @@ func (x *extractor) word(tok string) {
 	}
 }
 
-// numberWord records w as a number when it is a number spelt in words
-// (numberWords), as the digits it stands for: "three" is "3", "thousand"
-// "1000". Like negation, it turns most words away by their length and
-// first byte before any lower-casing.
+// numberWord records w as a number when it is one of numberWords: a
+// number spelt in words, as the digits it stands for ("three" is "3",
+// "thousand" "1000"), or a day or month named in words. Like negation, it
+// turns most words away by their length and first byte before any
+// lower-casing.
 func (x *extractor) numberWord(w string) bool {
 	c := w[0]
 	if 'A' <= c && c <= 'Z' {
@@ -727,6 +732,16 @@ var numberWords = map[string]string{
 	"hai": "2", "ba": "3", "bốn": "4", "năm": "5", "sáu": "6", "bảy": "7", "tám": "8", "chín": "9",
 	"mười": "10", "trăm": "100", "nghìn": "1000", "ngàn": "1000", "triệu": "1000000",
 	"tỷ": "1000000000", "tỉ": "1000000000",
+	// the parts of a date named in words, as "2024-05-01" is a number:
+	// "open on Sunday" is never "open on Monday". Kept as words, which
+	// no digits write. "may" is left out, as often the verb; Vietnamese
+	// names its weekdays and months with numbers (thứ hai, tháng ba).
+	"monday": "monday", "tuesday": "tuesday", "wednesday": "wednesday", "thursday": "thursday",
+	"friday": "friday", "saturday": "saturday", "sunday": "sunday",
+	"january": "january", "february": "february", "march": "march", "april": "april",
+	"june": "june", "july": "july", "august": "august", "september": "september",
+	"october": "october", "november": "november", "december": "december",
+	"today": "today", "tomorrow": "tomorrow", "yesterday": "yesterday", "tonight": "tonight",
 }
 
 // numberWordStart and maxNumberWord turn away, as negationStart and

@@ -143,6 +143,7 @@ func TestExtract(t *testing.T) {
 		// numbers spelt in words, as their digits; "one" and "một" are not
 		{"Two or THREE items, twenty-five, a dozen, one thousand; which one?", Facts{Numbers: []string{"2", "3", "20", "5", "12", "1000"}}},
 		{"Tôi mua hai cái áo, ba triệu đồng, một cái", Facts{Numbers: []string{"2", "3", "1000000"}}},
+		{"Open on SUNDAY in March? May I come today, not tomorrow", Facts{Numbers: []string{"sunday", "march", "today", "tomorrow"}, Negations: 1}},
 		{"1 000 000 € or 1 000 €, call 0912 345 678. From 1, 000 to -5 6; page 5 of 10 (7 8)", Facts{Numbers: []string{
 			"1 000 000", "1 000", "0912 345 678", "1", "000", "-5 6", "5", "10", "7 8"}}},
 	} {
