@@ -344,6 +344,42 @@ func TestCacheKeepsOnlyCompleteAnswers(t *testing.T) {
 	}
 }
 
+// TestCacheStreamNotFromALossyJSONAnswer: a stored JSON answer with a
+// member a stream of it would not carry (a provider's citations) is not
+// replayed as a stream that silently lacks it: the streamed question
+// is answered by a model; members that are null lose nothing.
+func TestCacheStreamNotFromALossyJSONAnswer(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1039KB"))
+	answer := `{"id":"x","object":"chat.completion","created":1,"model":"m",%s"choices":[{"index":0,"message":{"role":"assistant","content":"Yes"},"logprobs":null,"finish_reason":"stop"%s}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`
+	for i, c := range []struct {
+		top, choice string
+		hit         bool
+	}{
+		{`"citations":["https://example.com/returns"],`, "", false},
+		{"", `,"stop_reason":"</s>"`, false},
+		{`"prompt_logprobs":null,`, `,"stop_reason":null`, true},
+	} {
+		q := fmt.Sprintf("Can I return a coat, size %d?", i)
+		g.primary.Set("deepseek-chat", mockllm.Behavior{Times: 1, Body: fmt.Sprintf(answer, c.top, c.choice)})
+		if resp, body := g.post(question(q, false, "")); resp.StatusCode != http.StatusOK || answerText(t, body) != "Yes" {
+			t.Fatalf("answer %d: %d %s", i, resp.StatusCode, body)
+		}
+		chats := len(g.primary.RequestsFor("deepseek-chat"))
+		resp, body := g.post(question(q, true, ""))
+		if c.hit {
+			expectCache(t, resp, "hit")
+			if answerText(t, body) != "Yes" {
+				t.Errorf("answer %d replayed as %q", i, body)
+			}
+			continue
+		}
+		expectCache(t, resp, "miss")
+		if got := len(g.primary.RequestsFor("deepseek-chat")); got != chats+1 {
+			t.Errorf("answer %d: the stream was replayed from a JSON answer it would lose members of: %q", i, body)
+		}
+	}
+}
+
 // TestCacheKeepsAStreamWithoutUsage: a stream that reaches [DONE] from a
 // provider that sends no usage (stream_usage off) is complete: it is kept
 // (with its estimated cost), and served again.

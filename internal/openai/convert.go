@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -11,8 +12,26 @@ import (
 
 // ChatJSONToStream turns a chat.completion into the SSE events a stream of
 // it would have been: one chunk per choice with the whole message as its
-// delta, one with each finish reason, a usage chunk, [DONE].
+// delta, one with each finish reason, a usage chunk, [DONE]. A member the
+// events would not carry (a provider's citations, a choice's
+// stop_reason), unless null, is an error rather than something the stream
+// would silently lose, as in ChatStreamToJSON: the cache then answers the
+// streamed question from a model.
 func ChatJSONToStream(body []byte) ([]byte, error) {
+	if err := carried(body, streamedAnswerMembers, func(name string, val []byte) error {
+		if name != "choices" || val[0] != '[' {
+			return nil
+		}
+		var err error
+		forEachElement(val, func(choice []byte) {
+			if err == nil && choice[0] == '{' {
+				err = carried(choice, streamedChoiceMembers, nil)
+			}
+		})
+		return err
+	}); err != nil {
+		return nil, err
+	}
 	var c struct {
 		ID                string          `json:"id"`
 		Created           int64           `json:"created"`
@@ -80,6 +99,45 @@ func ChatJSONToStream(body []byte) ([]byte, error) {
 	}
 	out.WriteString("data: [DONE]\n\n")
 	return out.Bytes(), nil
+}
+
+// The members of a chat.completion, and of its choices, that
+// ChatJSONToStream's events carry.
+var (
+	streamedAnswerMembers = []string{"id", "object", "created", "model", "service_tier", "system_fingerprint", "choices", "usage"}
+	streamedChoiceMembers = []string{"index", "message", "logprobs", "finish_reason"}
+)
+
+// carried checks that every member of the JSON object obj is one of
+// names or null, and calls each, when not nil, with the members named.
+func carried(obj []byte, names []string, each func(name string, val []byte) error) error {
+	var err error
+	ok := ForEachMember(obj, func(key, val []byte) {
+		if err != nil {
+			return
+		}
+		name := string(keyName(key))
+		switch {
+		case slices.Contains(names, name):
+			if each != nil {
+				err = each(name, val)
+			}
+		case string(val) != "null":
+			err = fmt.Errorf("the member %q would not be carried by a stream", truncateName(name))
+		}
+	})
+	if !ok && err == nil {
+		err = errors.New("not a JSON object")
+	}
+	return err
+}
+
+// truncateName bounds a provider's member name in an error.
+func truncateName(s string) string {
+	if len(s) > 64 {
+		return s[:64]
+	}
+	return s
 }
 
 // deltaOf is a message as a stream delta: the same members, each tool
