@@ -327,7 +327,13 @@ func (ex *exchange) lookupSemantic(values []string) bool {
 		sc.store.index.Load().Touch(m.id) // recently useful: evicted last
 		metrics.semanticSimilarity[semanticServed].Observe(float64(m.similarity))
 		ex.setHeader(hdrCacheSimilarity, strconv.FormatFloat(float64(m.similarity), 'f', 4, 32))
-		return ex.serveCached(e, cacheSemanticHit, at)
+		if ex.serveCached(e, cacheSemanticHit, at) {
+			return true
+		}
+		// not servable to this request (a stream it could not be replayed
+		// as): a miss, which says no similarity
+		ex.w.Header().Del(hdrCacheSimilarity)
+		return false
 	}
 	if blocked != "" {
 		metrics.semanticSimilarity[semanticBlocked].Observe(float64(matches[0].similarity))

@@ -454,3 +454,24 @@ func TestSemanticCacheForwardedHeader(t *testing.T) {
 	resp, _ = g.ask("Tell me the return policy please", "", "Authorization", clientKey, "X-Custom", "a", "X-Request-Id", "req-2")
 	expectCache(t, resp, "semantic-hit")
 }
+
+// TestSemanticStreamNotFromALossyJSONAnswer: a paraphrase streamed whose
+// stored answer cannot be replayed as a stream (it has a member a stream
+// would lose) is a miss answered by a model, without the similarity of a
+// hit it did not get.
+func TestSemanticStreamNotFromALossyJSONAnswer(t *testing.T) {
+	g := newSemanticGateway(t, "\t\t\tthreshold 0.9")
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Times: 1,
+		Body: `{"id":"x","object":"chat.completion","created":1,"model":"m","citations":["https://example.com/returns"],"choices":[{"index":0,"message":{"role":"assistant","content":"Yes"},"finish_reason":"stop"}]}`})
+	g.ask("What is the coat return policy?", "lossy")
+	chats := g.chatRequests()
+	body := `{"model":"simple_qa","stream":true,"messages":[{"role":"system","content":"lossy"},{"role":"user","content":"Tell me the coat return policy please"}]}`
+	resp, _ := g.post(body, "Authorization", clientKey)
+	expectCache(t, resp, "miss")
+	if got := g.chatRequests(); got != chats+1 {
+		t.Errorf("the paraphrase was not answered by a model (%d chat requests, want %d)", got, chats+1)
+	}
+	if s := resp.Header.Get("X-LLM-Cache-Similarity"); s != "" {
+		t.Errorf("a miss with X-LLM-Cache-Similarity %q", s)
+	}
+}
