@@ -535,14 +535,16 @@ type budgetCharge struct {
 // limit of a budget without a downgrade, stop it): a failover after an
 // attempt that was charged, or a hedge beside one, spends again, and
 // concurrent requests must see that. With whole (a hedge, which is
-// optional), the extra must fit under the limits entirely. It reports
-// whether the budget had room; without it, what was held stays.
+// optional), the extra must fit under every limit entirely, that of a
+// budget with a downgrade route too: the request can no longer move, but
+// need not spend. It reports whether the budget had room; without it,
+// what was held stays.
 func (c *budgetCharge) hold(copies int, t time.Time, whole bool) bool {
 	want := c.amount * float64(copies)
 	if c.reserved >= want || c.amount == 0 {
 		return true
 	}
-	res, nc, _ := c.b.admit(c.key, want-c.reserved, t, true, whole)
+	res, nc, _ := c.b.admit(c.key, want-c.reserved, t, !whole, whole)
 	if res != admitted {
 		return false
 	}

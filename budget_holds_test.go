@@ -611,3 +611,33 @@ func TestHugeReservationKeepsOthers(t *testing.T) {
 		t.Errorf("%d of 3 admitted beside the one in flight, want 2", a2)
 	}
 }
+
+// TestHedgeFitsUnderADowngradeLimit: a hedge is optional, so it starts
+// only if the reservation fits twice, whole, under every limit, that of a
+// budget with a downgrade route too: such a limit moves the requests that
+// meet it, but a hedge it could not pay for is no reason to pass it.
+func TestHedgeFitsUnderADowngradeLimit(t *testing.T) {
+	mock := mockllm.New()
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	// the first deployment answers well after the hedge is due; a hedge
+	// would be answered at once
+	mock.Set("deepseek-chat", mockllm.Behavior{Latency: 300 * time.Millisecond})
+	r := benchRouter(t, srv.URL, func(r *Router) {
+		// a reservation of about 0.35 against a limit of 0.5: one fits,
+		// two would not
+		pricedPair(r, "team", 0.5)
+		r.Budgets[0].Downgrade = "complex_reasoning"
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(time.Millisecond)}
+	})
+	w := serveOnce(r, `{"model":"simple_qa","max_tokens":350,"messages":[{"role":"user","content":"Hi"}]}`)
+	if w.Code != http.StatusOK || w.Header().Get(hdrModel) != "deepseek-v3.2" {
+		t.Errorf("%d by %q, want the first deployment's answer, unhedged", w.Code, w.Header().Get(hdrModel))
+	}
+	if n := len(mock.RequestsFor("gemini-2.5-flash")); n != 0 {
+		t.Errorf("hedged %d times past what the budget's limit can hold twice", n)
+	}
+	if got := spentIn(r, 0, periodDay); got > 0.5 {
+		t.Errorf("spent %.4f, past the limit of 0.5", got)
+	}
+}
