@@ -60,10 +60,12 @@ const (
 	outcomeRejected     outcome = "rejected" // 401, 402, 403, 404, 407: the gateway's key, credit or proxy, or a model the provider lacks
 	outcomeCanceled     outcome = "canceled"
 	outcomeHedgeLost    outcome = "hedge_lost" // canceled: the other attempt of a hedge answered first
-	// a 404 for stored context the request names (the response it
-	// continues, away from its home; a conversation, a stored item or
-	// prompt) that the deployment lacks: failed over, not relayed, so
-	// neither the client's error nor the deployment's fault
+	// an answer about this request that another deployment may not give:
+	// a 404 for what the request names and the deployment lacks (the
+	// response it continues, away from its home; a conversation, stored
+	// item or prompt; a file, vector store or container), or a 429 for a
+	// request over the deployment's whole limit. Failed over, not
+	// relayed, so neither the client's error nor the deployment's fault
 	outcomeNotHere outcome = "not_here"
 )
 
