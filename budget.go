@@ -116,11 +116,14 @@ const (
 	defaultWarnAt        = 80
 	defaultReserveOutput = 1024
 	defaultClientMax     = 100
-	maxBudgetKeys        = 10_000 // live keys per budget; the least recently used are flushed and dropped
 	budgetStoragePrefix  = "llm_router/budgets"
 	otherClients         = "other"
 	maxClientLabelBytes  = 128 // longer client_label values are cut to this (and "…")
 )
+
+// maxBudgetKeys bounds the live keys per budget: the least recently used
+// are flushed and dropped (a var for tests).
+var maxBudgetKeys = 10_000
 
 // budget is a Budget made ready to serve, in one config.
 type budget struct {

@@ -114,9 +114,16 @@ func admitSome(t *testing.T, r *Router, up *heldUpstream, body string, n int) (i
 // admitSomeAt is admitSome for the endpoint at path.
 func admitSomeAt(t *testing.T, r *Router, up *heldUpstream, path, body string, n int) (int, chan int) {
 	t.Helper()
+	return admitSomeWith(t, up, n, func() int { return serveOnceAt(r, path, body).Code })
+}
+
+// admitSomeWith is admitSome for n requests each sent by serve, which
+// returns its status code.
+func admitSomeWith(t *testing.T, up *heldUpstream, n int, serve func() int) (int, chan int) {
+	t.Helper()
 	codes := make(chan int, n)
 	for range n {
-		go func() { codes <- serveOnceAt(r, path, body).Code }()
+		go func() { codes <- serve() }()
 	}
 	admitted, refused := 0, 0
 	var early []int

@@ -23,13 +23,14 @@ var budgetLedgers = caddy.NewUsagePool()
 // (what storage holds, plus what was added since the last sync) and the
 // other instances' (as last read). Keys are bounded: beyond maxBudgetKeys the
 // least recently used key is dropped from memory; its unsynced spend is
-// written at the next sync.
+// written at the next sync, and what its requests in flight reserve is kept
+// until they end.
 type budgetLedger struct {
 	name string
 
 	mu      sync.Mutex
 	keys    *lru.Cache[string, *keySpend]
-	spilled map[string]*keySpend // dropped since the last sync, with unsynced spend
+	spilled map[string]*keySpend // dropped from keys, with unsynced spend or reservations (keepSpilled)
 	// ended is the unsynced spend of windows that have ended, kept for the
 	// next sync to write to those windows' files (syncEnded)
 	ended        map[endedWindowKey]float64
@@ -106,6 +107,18 @@ func (p *periodSpend) advance(w window) (left periodSpend) {
 	return left
 }
 
+// unreserve gives back amount of what p reserves. What rounding leaves of
+// the last reservations given back (their sum taken back one by one) is
+// no reservation: a key out of memory is kept while it reserves
+// (budgetLedger.keepSpilled), and must not be for a crumb.
+func (p *periodSpend) unreserve(amount float64) {
+	if r := p.reserved - amount; r > amount*1e-9 {
+		p.reserved = r
+	} else {
+		p.reserved = 0
+	}
+}
+
 // endedWindowKey names a key's spend in a window that has ended.
 type endedWindowKey struct {
 	p      period
@@ -115,7 +128,7 @@ type endedWindowKey struct {
 
 // maxEndedSpend bounds the ended windows' unsynced spend kept while
 // storage does not take it: one entry per key, period and window.
-const maxEndedSpend = 4 * maxBudgetKeys
+var maxEndedSpend = 4 * maxBudgetKeys
 
 // advance moves key's spend in period p to window w (periodSpend.advance)
 // and keeps the unsynced spend of the window it leaves for the next sync
@@ -331,7 +344,7 @@ func (l *budgetLedger) settle(b *budget, key string, cost float64, t time.Time, 
 	ks := l.keySpend(key)
 	for p := range periodCount {
 		ps := l.advance(key, p, &ks.periods[p], windows[p])
-		ps.reserved = max(ps.reserved-released, 0)
+		ps.unreserve(released)
 		ps.delta += cost
 	}
 	for _, lim := range b.limits {
@@ -363,17 +376,15 @@ func (l *budgetLedger) committedIn(key string, ks *keySpend, windows [periodCoun
 
 // keySpend is key's spend, made when the key is new (l.mu held). A key
 // dropped from memory since the last sync comes back with its spend (what
-// a sync has written is read back by the next one). What it had reserved
-// is not brought back: the requests that reserved it gave it back to no
-// one while it was away, and a reservation kept would never be released.
+// a sync has written is read back by the next one), and with what its
+// requests in flight still reserve (they give it back to the spilled key
+// while it is away, unreserve): a client that pushes its own key out with
+// others' would otherwise be admitted afresh beside its requests in flight.
 func (l *budgetLedger) keySpend(key string) *keySpend {
 	ks, ok := l.keys.Get(key)
 	if !ok {
 		if ks, ok = l.spilled[key]; ok {
 			delete(l.spilled, key)
-			for p := range ks.periods {
-				ks.periods[p].reserved = 0
-			}
 		} else {
 			ks = new(keySpend)
 		}
@@ -387,28 +398,39 @@ func (l *budgetLedger) unreserve(key string, amount float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ks, ok := l.keys.Get(key)
+	spilled := false
 	if !ok {
-		return
-	}
-	for p := range periodCount {
-		ps := &ks.periods[p]
-		ps.reserved = max(ps.reserved-amount, 0)
-	}
-}
-
-// spill keeps the unsynced spend of a key dropped from memory, for the next
-// sync to write (called by the LRU, with l.mu held). Without storage there
-// is nowhere to keep it: the key's spend is forgotten.
-func (l *budgetLedger) spill(key string, ks *keySpend) {
-	if l.storage == nil {
-		return
-	}
-	for _, p := range ks.periods {
-		if p.delta != 0 {
-			l.spilled[key] = ks
+		if ks, spilled = l.spilled[key]; !spilled {
 			return
 		}
 	}
+	for p := range periodCount {
+		ps := &ks.periods[p]
+		ps.unreserve(amount)
+	}
+	if spilled && !l.keepSpilled(ks) {
+		delete(l.spilled, key)
+	}
+}
+
+// spill keeps a key dropped from memory while it has unsynced spend, for
+// the next sync to write, or reservations of requests in flight, until
+// they end (called by the LRU, with l.mu held). Without storage there is
+// nowhere to keep spend: a key without reservations is forgotten. Keys
+// kept for their reservations are at most the requests in flight; the
+// others, the keys dropped since the last sync.
+func (l *budgetLedger) spill(key string, ks *keySpend) {
+	if l.keepSpilled(ks) {
+		l.spilled[key] = ks
+	}
+}
+
+// keepSpilled reports whether a key out of memory must be kept in spilled
+// (l.mu held): it holds reservations, or spend a sync must write.
+func (l *budgetLedger) keepSpilled(ks *keySpend) bool {
+	return slices.ContainsFunc(ks.periods[:], func(ps periodSpend) bool {
+		return ps.reserved > 0 || (ps.delta != 0 && l.storage != nil)
+	})
 }
 
 // budgetKeyStats is a key's spend in a period, for the stats.

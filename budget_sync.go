@@ -11,7 +11,6 @@ import (
 	"path"
 	"reflect"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,7 +184,7 @@ func (l *budgetLedger) syncPeriod(ctx context.Context, p period, w window) error
 	}
 	for key, ks := range l.spilled {
 		take(key, ks)
-		if !slices.ContainsFunc(ks.periods[:], func(ps periodSpend) bool { return ps.delta != 0 }) {
+		if !l.keepSpilled(ks) {
 			delete(l.spilled, key)
 		}
 	}
@@ -357,7 +356,7 @@ func (l *budgetLedger) syncEnded(ctx context.Context, current [periodCount]windo
 		for p := range periodCount {
 			l.advance(key, p, &ks.periods[p], current[p])
 		}
-		if !slices.ContainsFunc(ks.periods[:], func(ps periodSpend) bool { return ps.delta != 0 }) {
+		if !l.keepSpilled(ks) {
 			delete(l.spilled, key)
 		}
 	}
