@@ -294,3 +294,70 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// TestSDKRetriesWhatCanSucceed: with its default retries (two), the
+// official SDK sends again only what can succeed. A request over every
+// deployment's whole tokens-per-minute limit (429, X-Should-Retry: false,
+// no Retry-After) and a prompt the provider blames (context_length_exceeded
+// in a 500, relayed as a 400) raise at once, after one request; a 503
+// all_models_unavailable keeps its Retry-After and is retried.
+func TestSDKRetriesWhatCanSucceed(t *testing.T) {
+	for _, tc := range []struct {
+		name, code, errName, message string
+		status                       int
+		behavior                     mockllm.Behavior
+		requests                     int // the gateway's requests the SDK made
+	}{
+		{"over the whole limit", "rate_limit_exceeded", "RateLimitError", "Requested 45000", 429,
+			mockllm.Behavior{Status: 429, Body: tooLarge, ContentType: "application/json", RetryAfter: "30"}, 1},
+		{"the request's fault in a 500", "context_length_exceeded", "BadRequestError", "maximum context length is 8192 tokens", 400,
+			mockllm.Behavior{Status: 500, Body: contextOverflow, ContentType: "application/json"}, 1},
+		{"all models unavailable", "all_models_unavailable", "InternalServerError", "All models are unavailable", 503,
+			mockllm.Behavior{Status: 500}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGateway(t, defaultRouter)
+			g.primary.Set("gpt-4.1", tc.behavior)
+			g.backup.Set("claude-sonnet-4.5", tc.behavior)
+			var got struct {
+				Hung  bool      `json:"hung"`
+				Error *sdkError `json:"error"`
+			}
+			runSDK(t, "chat-default-retries", &got, "MODEL=complex_reasoning", "WAIT_MS=8000")
+			if got.Hung || got.Error == nil {
+				t.Fatalf("the SDK %+v, want it to raise", got)
+			}
+			e := got.Error
+			if e.Name != tc.errName || e.Status == nil || *e.Status != tc.status || deref(e.Code) != tc.code || !strings.Contains(e.Message, tc.message) {
+				t.Errorf("the SDK raised %+v (status %v, code %s), want %s %d %s %q", *e, e.Status, deref(e.Code), tc.errName, tc.status, tc.code, tc.message)
+			}
+			if n := g.primary.RequestCounts()["gpt-4.1"]; n != tc.requests {
+				t.Errorf("the SDK sent %d requests, want %d", n, tc.requests)
+			}
+		})
+	}
+}
+
+// TestSDKChatStreamFailsOverAfterItsRoleChunk: a chat stream whose
+// provider sends its role chunk, then an error event, fails over; the
+// official SDK iterates the next candidate's stream alone, without error.
+func TestSDKChatStreamFailsOverAfterItsRoleChunk(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ErrorEvent: true})
+	var got sdkChatStream
+	runSDK(t, "chat-stream", &got)
+	if got.Error != nil {
+		t.Fatalf("the SDK raised %+v after %d chunks %q", *got.Error, got.Chunks, got.Text)
+	}
+	served := g.primary.Served("gemini-2.5-flash")
+	// the role chunk, the content chunks, the finishing chunk, the usage chunk
+	if got.Text != "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 " || deref(got.FinishReason) != "stop" || got.Chunks != mockllm.DefaultChunks+3 || served.Requests != 1 {
+		t.Errorf("the SDK iterated %d chunks %q (finish %s); want gemini-2.5-flash's stream alone (served %+v)", got.Chunks, got.Text, deref(got.FinishReason), served)
+	}
+	var u struct {
+		CompletionTokens int `json:"completion_tokens"`
+	}
+	if err := json.Unmarshal(got.Usage, &u); err != nil || u.CompletionTokens != served.Completion {
+		t.Errorf("usage %s, want the second candidate's %d completion tokens", got.Usage, served.Completion)
+	}
+}
