@@ -1056,6 +1056,13 @@ func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, pay
 	ex.commitHeaders(d, resp.Header)
 	if status != resp.StatusCode {
 		ex.setHeader("Content-Type", "application/json") // the envelope, whatever the provider's was
+		// the provider's retry hints were for its 5xx: the SDKs obey
+		// X-Should-Retry: true whatever the status, and would send again
+		// a request that cannot succeed
+		h := ex.w.Header()
+		delete(h, "Retry-After")
+		delete(h, "Retry-After-Ms")
+		delete(h, "X-Should-Retry")
 	}
 	if len(payload) > netHTTPHeldBody {
 		// a shorter one gets its length from net/http, as a cache hit

@@ -2,12 +2,14 @@ package llmrouter
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
@@ -359,5 +361,43 @@ func TestSDKChatStreamFailsOverAfterItsRoleChunk(t *testing.T) {
 	}
 	if err := json.Unmarshal(got.Usage, &u); err != nil || u.CompletionTokens != served.Completion {
 		t.Errorf("usage %s, want the second candidate's %d completion tokens", got.Usage, served.Completion)
+	}
+}
+
+// TestSDKRequestsFaultIn5xxNotRetried: a provider's 5xx whose error blames
+// the request (context_length_exceeded) is relayed as a 400, and the
+// official SDK, with its default retries, raises BadRequestError after one
+// request. The provider's retry hints for its 5xx (X-Should-Retry: true,
+// Retry-After) were relayed with the 400, and the SDK obeys
+// X-Should-Retry: true whatever the status: it sent the prompt that
+// cannot fit twice more.
+func TestSDKRequestsFaultIn5xxNotRetried(t *testing.T) {
+	var requests atomic.Int32
+	up := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Should-Retry", "true")
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, contextOverflow)
+	}))
+	newGateway(t, `
+	provider blaming {
+		base_url `+up.URL+`/v1
+		api_key sk-blaming-test-key-0003
+	}
+	model deepseek-v3.2
+	route simple_qa deepseek-v3.2
+`)
+	var got struct {
+		Hung  bool      `json:"hung"`
+		Error *sdkError `json:"error"`
+	}
+	runSDK(t, "chat-default-retries", &got)
+	if got.Hung || got.Error == nil || got.Error.Name != "BadRequestError" || deref(got.Error.Code) != "context_length_exceeded" {
+		t.Errorf("the SDK %+v (error %+v), want BadRequestError context_length_exceeded", got, got.Error)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("the SDK sent the request %d times, want once", n)
 	}
 }
