@@ -114,3 +114,38 @@ func TestRequestOverLimitCoolsNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestOverLimitInAnAnswerCoolsNothing: the error of a request over
+// the deployment's whole limit sent in a 200 (a JSON answer, to a stream
+// request too, or a stream's first event), as rate limits are by some
+// providers, is the request's as its 429 is: it cooled the deployment
+// down for every client (30 s), and with every deployment so refused the
+// client got a 503 with a Retry-After that its SDK waited out in vain.
+func TestRequestOverLimitInAnAnswerCoolsNothing(t *testing.T) {
+	for _, c := range []struct {
+		name, body, contentType string
+		stream                  bool
+	}{
+		{"JSON", tooLarge, "application/json", false},
+		{"JSON to a stream", tooLarge, "application/json", true},
+		{"stream's first event", "data: " + tooLarge + "\n\n", "text/event-stream", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := newGateway(t, withHealth("\t\tinterval off"))
+			over := mockllm.Behavior{Body: c.body, ContentType: c.contentType}
+			g.primary.Set("gpt-4.1", over)
+			g.backup.Set("claude-sonnet-4.5", mockllm.Behavior{Times: 1})
+			resp, body := g.post(chatBody("complex_reasoning", c.stream))
+			expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+			if st := statsFor(t, g, "gpt-4.1", "primary"); st.State != stateUp || st.HealthScore != maxScore {
+				t.Errorf("gpt-4.1 %s at %d after one request over its limit, want up at %d", st.State, st.HealthScore, maxScore)
+			}
+			g.backup.Set("claude-sonnet-4.5", over)
+			resp, body = g.post(chatBody("complex_reasoning", c.stream))
+			if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "" || resp.Header.Get("X-Should-Retry") != "false" {
+				t.Errorf("%d (Retry-After %q, X-Should-Retry %q) %s; want 429 with no retry", resp.StatusCode,
+					resp.Header.Get("Retry-After"), resp.Header.Get("X-Should-Retry"), body)
+			}
+		})
+	}
+}

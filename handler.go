@@ -1009,14 +1009,14 @@ func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, pay
 			res.detail = fmt.Sprintf("%d %s with a body that is not an answer (%s)", resp.StatusCode,
 				http.StatusText(resp.StatusCode), describeBody(ex.router.scrub, resp.Header.Get("Content-Type"), payload))
 			if a.Valid && openai.RateLimited(payload) {
-				rateLimitedAnswer(res, resp, "")
+				rateLimitedAnswer(res, resp, payload, "")
 			}
 			switch {
 			case a.Found:
 				// an error that reports what the provider billed (a
 				// failed response's usage): that, not an estimate
 				ex.spend(d, a.Usage)
-			case res.outcome == outcomeRateLimited:
+			case res.outcome == outcomeRateLimited || res.overLimit > 0:
 				// refused before generating, as a 429 is: nothing to bill
 			case !a.Valid && cutObject(payload):
 				// a JSON answer cut short, however cleanly its body
@@ -1086,10 +1086,23 @@ func cutObject(b []byte) bool {
 // event that is one does: a cooldown (the response's Retry-After
 // honoured), no health lost. to says what the answer was to, for the
 // detail ("" or " to a stream request,").
-func rateLimitedAnswer(res *attemptResult, resp *http.Response, to string) {
+func rateLimitedAnswer(res *attemptResult, resp *http.Response, payload []byte, to string) {
 	res.outcome = outcomeRateLimited
 	res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
 	res.detail = fmt.Sprintf("%d %s%s with a rate limit error", resp.StatusCode, http.StatusText(resp.StatusCode), to)
+	overLimitAnswer(res, payload)
+}
+
+// overLimitAnswer reclassifies a rate limit's error sent in a 2xx
+// (payload, an answer's body or a stream's first event's data) that says
+// the request alone is over the deployment's whole limit (openai.OverLimit)
+// as answerPayload does such a 429: the request's, failed over, no
+// cooldown for everyone else's requests. It generated nothing to bill.
+func overLimitAnswer(res *attemptResult, payload []byte) {
+	if limit, asked, ok := openai.OverLimit(payload); ok {
+		res.outcome, res.overLimit, res.retryAfter = outcomeNotHere, asked, 0
+		res.detail += fmt.Sprintf(": request too large for its limit (requested %d, limit %d)", asked, limit)
+	}
 }
 
 // describeBody says briefly what a body that is not an answer was, for the
@@ -1199,7 +1212,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 			u, found, valid := openai.AnswerUsage(payload)
 			if openai.RateLimited(payload) {
 				// billed only what it reports
-				rateLimitedAnswer(res, resp, " to a stream request,")
+				rateLimitedAnswer(res, resp, payload, " to a stream request,")
 				if found && valid {
 					ex.spend(d, u)
 				}
@@ -1314,11 +1327,12 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 			// a cooldown, no health lost
 			res.outcome = outcomeRateLimited
 			res.detail = fmt.Sprintf("%d %s, but the stream's first event is a rate limit", resp.StatusCode, http.StatusText(resp.StatusCode))
+			overLimitAnswer(res, data)
 		}
 		switch u, _, ok := openai.ChunkUsage(data); {
 		case ok:
 			ex.spend(d, u) // an error event that reports what the provider billed
-		case res.outcome == outcomeRateLimited:
+		case res.outcome == outcomeRateLimited || res.overLimit > 0:
 			// refused before generating, as a 429 is: nothing to bill
 		default:
 			ex.spend(d, ex.estimate(0))
