@@ -699,11 +699,24 @@ func (x *extractor) numberWord(w string) bool {
 	if len(w) > maxNumberWord || !numberWordStart[c] {
 		return false
 	}
+	digits, ok := numberWords[string(x.lowered(w, false))]
+	if ok {
+		x.f.Numbers = append(x.f.Numbers, digits)
+	}
+	return ok
+}
+
+// lowered is w lower-cased in the extractor's buffer, with any apostrophe
+// written as ' when apostrophes is set: how numberWord and negation look a
+// word up.
+func (x *extractor) lowered(w string, apostrophes bool) []byte {
 	b := x.buf[:0]
 	for i := 0; i < len(w); {
 		r, n := decodeRune(w, i)
 		i += n
 		switch {
+		case apostrophes && apostrophe(r):
+			r = '\''
 		case 'A' <= r && r <= 'Z':
 			r += 'a' - 'A'
 		case r >= utf8.RuneSelf:
@@ -711,11 +724,7 @@ func (x *extractor) numberWord(w string) bool {
 		}
 		b = utf8.AppendRune(b, r)
 	}
-	digits, ok := numberWords[string(b)]
-	if ok {
-		x.f.Numbers = append(x.f.Numbers, digits)
-	}
-	return ok
+	return b
 }
 
 // numberWords are the numbers spelt in words that GuardNumber reads, as
@@ -765,20 +774,7 @@ func (x *extractor) negation(w string) bool {
 	if len(w) > maxNegation || !negationStart[c] {
 		return false
 	}
-	b := x.buf[:0]
-	for i := 0; i < len(w); {
-		r, n := decodeRune(w, i)
-		i += n
-		switch {
-		case apostrophe(r):
-			r = '\''
-		case 'A' <= r && r <= 'Z':
-			r += 'a' - 'A'
-		case r >= utf8.RuneSelf:
-			r = unicode.ToLower(r)
-		}
-		b = utf8.AppendRune(b, r)
-	}
+	b := x.lowered(w, true)
 	if len(b) > maxNegation {
 		return false
 	}
