@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -179,22 +178,7 @@ func TestStatsTellDeploymentsApart(t *testing.T) {
 
 // sumOf adds up the series of metric name whose labels include every
 // name, value pair given.
-func (s series) sumOf(name string, labels ...string) float64 {
-	var sum float64
-	for k, v := range s {
-		if !strings.HasPrefix(k, name+"{") {
-			continue
-		}
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			match = match && strings.Contains(k, fmt.Sprintf("%s=%q", labels[i], labels[i+1]))
-		}
-		if match {
-			sum += v
-		}
-	}
-	return sum
-}
+func (s series) sumOf(name string, labels ...string) float64 { return sumOf(s, name, labels...) }
 
 // TestStatsAgreeWithPrometheus: after a mixed workload (answers, a
 // stream, a failover past a billed failure, a hedge whose loser is
