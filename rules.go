@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -358,6 +359,9 @@ func (rs *ruleSet) choose(vars *ruleVars, logger *zap.Logger, trace func(ruleOut
 		if err == nil && types.IsError(out) {
 			err = fmt.Errorf("%v", out)
 		}
+		if err != nil && !strings.Contains(err.Error(), "cost limit exceeded") {
+			err = vars.scrubHeaders(err) // failed tells the cost limit by its text
+		}
 		result := err == nil && out == types.True
 		if trace != nil {
 			trace(ruleOutcome{r, result, err})
@@ -474,6 +478,31 @@ func (a *ruleVars) ResolveName(name string) (any, bool) {
 	}
 	a.vals[i] = v
 	return v, true
+}
+
+// scrubHeaders masks in a rule's run-time error every request header's value,
+// and each word of one: CEL quotes the value a conversion or a lookup failed
+// on (timestamp(header["authorization"])), the error is logged and shown by
+// the dry run, and a header may hold a credential.
+func (a *ruleVars) scrubHeaders(err error) error {
+	text := err.Error()
+	masked := text
+	for _, vs := range a.header {
+		for _, v := range vs {
+			if len(v) >= 4 {
+				masked = strings.ReplaceAll(masked, v, "<header value>")
+			}
+			for _, w := range strings.Fields(v) {
+				if len(w) >= 4 {
+					masked = strings.ReplaceAll(masked, w, "<header value>")
+				}
+			}
+		}
+	}
+	if masked == text {
+		return err
+	}
+	return errors.New(masked)
 }
 
 // Parent implements interpreter.Activation.

@@ -520,3 +520,35 @@ func TestRuleCostScansText(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleErrorHidesHeaders: a When failing on a header's value (here the
+// client's Authorization) must not put that value in the warning log nor in
+// the dry run's outcome.
+func TestRuleErrorHidesHeaders(t *testing.T) {
+	const secret = "sk-client-SECRET-0123456789"
+	rs, err := compileRules([]*RouteRule{
+		{Route: "a", When: []string{`timestamp(header["authorization"]) > timestamp("2020-01-01T00:00:00Z")`}},
+		{Route: "b", When: []string{`{"x": 1}[header["authorization"]] == 1`}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[]}`))
+	h := http.Header{"Authorization": {"Bearer " + secret}}
+	var outcomes []ruleOutcome
+	rs.choose(newRuleVars(chatEndpoint, rb, h, ""), zap.New(core), func(o ruleOutcome) { outcomes = append(outcomes, o) })
+	if len(outcomes) != 2 || logs.Len() != 2 {
+		t.Fatalf("%d outcomes, %d logs, want 2 failures", len(outcomes), logs.Len())
+	}
+	for _, o := range outcomes {
+		if o.err == nil || strings.Contains(o.err.Error(), secret) {
+			t.Errorf("dry run outcome %v, want an error without the header's value", o.err)
+		}
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(e.ContextMap()["error"].(string), secret) {
+			t.Errorf("log %v holds the header's value", e.ContextMap())
+		}
+	}
+}
