@@ -25,15 +25,10 @@ func TestResponsesContinuationGoesHome(t *testing.T) {
 	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 500, Times: 1})
 	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Which jacket is warmer?"}`)
 	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
-	var first struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal([]byte(body), &first); err != nil || first.ID == "" {
-		t.Fatalf("no response id in %s", body)
-	}
+	firstID := responseID(t, body)
 	// gpt-4.1 is healthy again and first in the route, but the response
 	// the follow-up continues is at the backup
-	follow := `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"` + first.ID + `"}`
+	follow := `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"` + firstID + `"}`
 	resp, body = g.postPath("/v1/responses", follow)
 	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 1)
 
@@ -392,12 +387,7 @@ func TestContinuationWaitsForItsCoolingHome(t *testing.T) {
 	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 500, Times: 1})
 	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Which jacket is warmer?"}`)
 	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
-	var first struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal([]byte(body), &first); err != nil || first.ID == "" {
-		t.Fatalf("no response id in %s", body)
-	}
+	firstID := responseID(t, body)
 	// the home is rate limited: a pause of 30 s
 	g.backup.Set("claude-sonnet-4.5", mockllm.Behavior{Status: 429, RetryAfter: "30", Times: 1})
 	if resp, body = g.postPath("/v1/responses", `{"model":"claude-sonnet-4.5","input":"Hi"}`); resp.StatusCode < 400 {
@@ -405,7 +395,7 @@ func TestContinuationWaitsForItsCoolingHome(t *testing.T) {
 	}
 	before := statsFor(t, g, "gpt-4.1", "primary").HealthScore
 	counts := scrape(t)
-	resp, body = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"`+first.ID+`"}`)
+	resp, body = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"`+firstID+`"}`)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Retry-After") == "1" {
 		t.Errorf("%d (Retry-After %q) %s; want 503 with the home's pause", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
@@ -451,19 +441,26 @@ func TestRuleRoutedContinuationGoesHome(t *testing.T) {
 	g := newGateway(t, router)
 	resp, body := g.postPath("/v1/responses", `{"model":"auto","input":"Where is my order?"}`)
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
-	var first struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal([]byte(body), &first); err != nil || first.ID == "" {
-		t.Fatalf("no response id in %s", body)
-	}
+	firstID := responseID(t, body)
 	// a comparison: complex_reasoning by the rules, whose models are all
 	// at the backup, which does not have the response
-	resp, body = g.postPath("/v1/responses", `{"model":"auto","input":"Compare it with the blue one","previous_response_id":"`+first.ID+`"}`)
+	resp, body = g.postPath("/v1/responses", `{"model":"auto","input":"Compare it with the blue one","previous_response_id":"`+firstID+`"}`)
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
 	// a route named is the client's choice: routed as it says
-	resp, _ = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And now?","previous_response_id":"`+first.ID+`"}`)
+	resp, _ = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And now?","previous_response_id":"`+firstID+`"}`)
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("a named route's continuation elsewhere: %d, want the provider's 404", resp.StatusCode)
 	}
+}
+
+// responseID is the id of a Responses API answer.
+func responseID(t *testing.T, body string) string {
+	t.Helper()
+	var r struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(body), &r); err != nil || r.ID == "" {
+		t.Fatalf("no response id in %s", body)
+	}
+	return r.ID
 }
