@@ -463,14 +463,7 @@ func cutAfterEarlyUsage(t *testing.T, first, text string, more int, body string)
 	})
 	r := benchRouter(t, up.URL, nil)
 	srv := routerServer(t, r)
-	done := requestsDone(t)
-	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	waitFor(t, done, "the broken stream to be counted")
+	_, _, _ = postCounted(t, srv.URL+"/v1/chat/completions", body)
 	return r
 }
 

@@ -75,15 +75,7 @@ func TestAttemptPanicFailsOver(t *testing.T) {
 			r.logger = zap.New(core)
 			panicOnCloseOf(t, r, "deepseek-chat", firstClosed)
 			srv := routerServer(t, r)
-			done := requestsDone(t)
-			resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
-				strings.NewReader(`{"model":"simple_qa","messages":[{"role":"user","content":"Hi"}]}`))
-			if err != nil {
-				t.Fatalf("no answer: %v", err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			waitFor(t, done, "the request to be counted")
+			resp, body, _ := postCounted(t, srv.URL+"/v1/chat/completions", `{"model":"simple_qa","messages":[{"role":"user","content":"Hi"}]}`)
 			if resp.StatusCode != http.StatusOK || resp.Header.Get(hdrModel) != "gemini-2.5-flash" {
 				t.Errorf("%d via %q %s, want gemini-2.5-flash's answer", resp.StatusCode, resp.Header.Get(hdrModel), body)
 			}
@@ -121,15 +113,7 @@ func TestCommittedHedgePanicAborts(t *testing.T) {
 	r.logger = zap.New(core)
 	panicOnCloseOf(t, r, "gemini-2.5-flash", make(chan struct{}))
 	srv := routerServer(t, r)
-	done := requestsDone(t)
-	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
-		strings.NewReader(`{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"Hi"}]}`))
-	if err != nil {
-		t.Fatalf("no answer: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body) // ends with an abort
-	resp.Body.Close()
-	waitFor(t, done, "the request to be counted")
+	resp, body, _ := postCounted(t, srv.URL+"/v1/chat/completions", `{"model":"simple_qa","stream":true,"messages":[{"role":"user","content":"Hi"}]}`) // ends with an abort
 	if resp.StatusCode != http.StatusOK || resp.Header.Get(hdrModel) != "gemini-2.5-flash" ||
 		!strings.Contains(string(body), `"hi"`) || strings.Contains(string(body), codeAllUnavailable) {
 		t.Errorf("%d via %q %q, want the hedge's stream alone", resp.StatusCode, resp.Header.Get(hdrModel), body)

@@ -62,14 +62,7 @@ func TestStreamRateLimitFirstEventNotCharged(t *testing.T) {
 				pricedPair(r, "stream_rate_limit", 100)
 			})
 			srv := routerServer(t, r)
-			done := requestsDone(t)
-			resp, err := http.Post(srv.URL+tc.path, "application/json", strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			waitFor(t, done, "the stream to be counted")
+			resp, _, _ := postCounted(t, srv.URL+tc.path, tc.body)
 			if m := resp.Header.Get(hdrModel); m != "gemini-2.5-flash" {
 				t.Fatalf("answered by %q, want the failover's gemini-2.5-flash", m)
 			}
@@ -141,14 +134,7 @@ func TestStreamRequestsFaultFirstEventNotCharged(t *testing.T) {
 				pricedPair(r, "stream_requests_fault", 100)
 			})
 			srv := routerServer(t, r)
-			done := requestsDone(t)
-			resp, err := http.Post(srv.URL+tc.path, "application/json", strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body) // ends with an abort
-			resp.Body.Close()
-			waitFor(t, done, "the stream to be counted")
+			resp, body, _ := postCounted(t, srv.URL+tc.path, tc.body) // ends with an abort
 			if !strings.Contains(string(body), `"error"`) {
 				t.Fatalf("%d %q, want the provider's error relayed", resp.StatusCode, body)
 			}

@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -87,6 +88,22 @@ func requestsDone(t *testing.T) <-chan struct{} {
 	requestDoneHook.Store(&hook)
 	t.Cleanup(func() { requestDoneHook.Store(nil) })
 	return ch
+}
+
+// postCounted posts a JSON body to url and reads the whole answer (a
+// broken stream's read error is returned), once the router has counted
+// the request (requestsDone).
+func postCounted(t *testing.T, url, body string) (*http.Response, []byte, error) {
+	t.Helper()
+	done := requestsDone(t)
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	waitFor(t, done, "the request to be counted")
+	return resp, b, err
 }
 
 // TestMetricsCounts: after known traffic the counters equal what the mock

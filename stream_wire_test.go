@@ -233,15 +233,7 @@ func TestLargeResponsesEventRelayed(t *testing.T) {
 	})
 	r := benchRouter(t, up.URL, nil)
 	srv := routerServer(t, r)
-	done := requestsDone(t)
-	resp, err := http.Post(srv.URL+"/v1/responses", "application/json",
-		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"top_logprobs":20,"include":["message.output_text.logprobs"],"input":"Write."}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	waitFor(t, done, "the stream to be counted")
+	_, body, err := postCounted(t, srv.URL+"/v1/responses", `{"model":"deepseek-v3.2","stream":true,"top_logprobs":20,"include":["message.output_text.logprobs"],"input":"Write."}`)
 	if err != nil || !bytes.Contains(body, []byte(`"type":"response.completed"`)) || bytes.Contains(body, []byte(codeStreamBroken)) {
 		t.Errorf("%v, %d bytes, last bytes %q: want the whole stream", err, len(body), body[max(0, len(body)-300):])
 	}
@@ -289,14 +281,7 @@ func TestRequestsOwnStreamErrorBlamesNoDeployment(t *testing.T) {
 			})
 			r := benchRouter(t, up.URL, nil)
 			srv := routerServer(t, r)
-			done := requestsDone(t)
-			resp, err := http.Post(srv.URL+tc.path, "application/json", strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body) // ends with an abort
-			resp.Body.Close()
-			waitFor(t, done, "the stream to be counted")
+			resp, body, _ := postCounted(t, srv.URL+tc.path, tc.body) // ends with an abort
 			if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"error"`) {
 				t.Errorf("%d %q, want the provider's error event", resp.StatusCode, body)
 			}
@@ -342,14 +327,7 @@ func TestResponsesStreamFailsOverBeforeItsOutput(t *testing.T) {
 				r.Failover = &Failover{FirstByteTimeout: caddy.Duration(300 * time.Millisecond), StreamIdleTimeout: caddy.Duration(3 * time.Second)}
 			})
 			srv := routerServer(t, r)
-			done := requestsDone(t)
-			resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","stream":true,"input":"Hi."}`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			waitFor(t, done, "the request to be counted")
+			resp, body, err := postCounted(t, srv.URL+"/v1/responses", `{"model":"simple_qa","stream":true,"input":"Hi."}`)
 			want := fmt.Sprintf(created+inProgress+delta+completed, "gemini-2.5-flash", "gemini-2.5-flash", "gemini-2.5-flash")
 			if err != nil || resp.Header.Get("X-LLM-Model") != "gemini-2.5-flash" || string(body) != want {
 				t.Errorf("%v, model %q, body %q; want the second candidate's whole stream %q", err, resp.Header.Get("X-LLM-Model"), body, want)
@@ -379,14 +357,7 @@ func TestLargeEventArrivingSlowlyIsNoSilence(t *testing.T) {
 		r.Failover = &Failover{StreamIdleTimeout: caddy.Duration(300 * time.Millisecond)}
 	})
 	srv := routerServer(t, r)
-	done := requestsDone(t)
-	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"Hi."}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	waitFor(t, done, "the stream to be counted")
+	_, body, err := postCounted(t, srv.URL+"/v1/chat/completions", `{"model":"deepseek-v3.2","stream":true,"messages":[{"role":"user","content":"Hi."}]}`)
 	if err != nil || !bytes.HasSuffix(body, []byte(relayDone)) || bytes.Contains(body, []byte(codeStreamBroken)) {
 		t.Errorf("%v, %d bytes ending %q: want the whole stream", err, len(body), body[max(0, len(body)-200):])
 	}
@@ -437,14 +408,7 @@ func TestStreamRateLimitEventIsA429(t *testing.T) {
 			})
 			r := benchRouter(t, up.URL, nil)
 			srv := routerServer(t, r)
-			done := requestsDone(t)
-			resp, err := http.Post(srv.URL+tc.path, "application/json", strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body) // a broken stream ends with an abort
-			resp.Body.Close()
-			waitFor(t, done, "the stream to be counted")
+			resp, _, _ := postCounted(t, srv.URL+tc.path, tc.body) // a broken stream ends with an abort
 			if got := resp.Header.Get("X-LLM-Model") == "gemini-2.5-flash"; got != tc.failsOver {
 				t.Errorf("answered by %q; failed over: %v, want %v", resp.Header.Get("X-LLM-Model"), got, tc.failsOver)
 			}
@@ -508,14 +472,7 @@ func TestChatStreamFailsOverAfterItsRoleChunk(t *testing.T) {
 				r.Failover = &Failover{FirstByteTimeout: caddy.Duration(3 * time.Second), StreamIdleTimeout: caddy.Duration(300 * time.Millisecond)}
 			})
 			srv := routerServer(t, r)
-			done := requestsDone(t)
-			resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi."}]}`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			waitFor(t, done, "the request to be counted")
+			resp, body, err := postCounted(t, srv.URL+"/v1/chat/completions", `{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi."}]}`)
 			model, attempts := "gemini-2.5-flash", "2"
 			if fault == "none" {
 				model, attempts = "deepseek-v3.2", "1"
