@@ -154,16 +154,26 @@ func TestProbeErrorHasNoAddress(t *testing.T) {
 	}
 }
 
-func TestProbeSkipIfActive(t *testing.T) {
+// skippingProbes is a gateway whose deepseek-v3.2@primary is probed every
+// 20 ms unless it served in the last hour (skip_if_active), once it has
+// served and its probe rounds have begun to be skipped; events are its
+// probe rounds.
+func skippingProbes(t *testing.T) (*gateway, <-chan probeResult) {
+	t.Helper()
 	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\tskip_if_active 1h"))
 	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})
 	waitFor(t, events, "a probe") // before any traffic: probed
 	resp, body := g.post(chatBody("simple_qa", false))
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
-	// drain results of probes that may have raced the request, then every
-	// later round must be skipped
+	// past the probes that may have raced the request: every later round
+	// is skipped while it is up
 	for r := waitFor(t, events, "a probe round"); r != probeSkipped; r = waitFor(t, events, "a probe round") {
 	}
+	return g, events
+}
+
+func TestProbeSkipIfActive(t *testing.T) {
+	g, events := skippingProbes(t)
 	before := len(g.primary.RequestsFor("deepseek-chat"))
 	for range 3 {
 		if r := waitFor(t, events, "a probe round"); r != probeSkipped {

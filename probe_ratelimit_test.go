@@ -42,15 +42,7 @@ func TestProbeRateLimitedCoolsDown(t *testing.T) {
 // hour, here) after it: a deployment that failed for a moment stayed out
 // of rotation all that time.
 func TestDisabledProbedDespiteSkipIfActive(t *testing.T) {
-	g := newGateway(t, withHealth("\t\tinterval 20ms\n\t\tskip_if_active 1h"))
-	events := probeEvents(t, deploymentID{"deepseek-v3.2", "primary"})
-	waitFor(t, events, "a probe") // before any traffic: probed
-	resp, body := g.post(chatBody("simple_qa", false))
-	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
-	// past the probes that may have raced the request: every later round
-	// is skipped while it is up
-	for r := waitFor(t, events, "a probe round"); r != probeSkipped; r = waitFor(t, events, "a probe round") {
-	}
+	g, events := skippingProbes(t)
 	// 100 -> 30 in seven 500s: disabled
 	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500})
 	for range 7 {
