@@ -950,16 +950,13 @@ func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, pay
 		ex.missingParam, ex.missingKind, ex.missingID = param, kind, id
 	}
 	if res.outcome == outcomeRateLimited {
-		if limit, asked, ok := openai.OverLimit(payload); ok {
-			// a request over the deployment's whole limit (OpenAI's
-			// "Request too large ... on tokens per min"): the
-			// request's, which no pause lets through, not the
-			// deployment's load: no cooldown for everyone else's
-			// requests, and failed over, as a deployment with a larger
-			// limit may serve it
-			res.outcome, res.overLimit = outcomeNotHere, asked
-			res.detail = fmt.Sprintf("429 %s: request too large for its limit (requested %d, limit %d)",
-				http.StatusText(resp.StatusCode), asked, limit)
+		// a request over the deployment's whole limit (OpenAI's "Request
+		// too large ... on tokens per min"): the request's, which no
+		// pause lets through, not the deployment's load: no cooldown for
+		// everyone else's requests, and failed over, as a deployment with
+		// a larger limit may serve it
+		res.detail = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
+		if overLimitAnswer(res, payload) {
 			return
 		}
 	}
@@ -1093,16 +1090,18 @@ func rateLimitedAnswer(res *attemptResult, resp *http.Response, payload []byte, 
 	overLimitAnswer(res, payload)
 }
 
-// overLimitAnswer reclassifies a rate limit's error sent in a 2xx
-// (payload, an answer's body or a stream's first event's data) that says
-// the request alone is over the deployment's whole limit (openai.OverLimit)
-// as answerPayload does such a 429: the request's, failed over, no
-// cooldown for everyone else's requests. It generated nothing to bill.
-func overLimitAnswer(res *attemptResult, payload []byte) {
-	if limit, asked, ok := openai.OverLimit(payload); ok {
+// overLimitAnswer reclassifies a rate limit's error (payload: a 429's
+// body, an answer's, or a stream's first event's data) that says the
+// request alone is over the deployment's whole limit (openai.OverLimit),
+// and reports whether it did: the request's, failed over, no cooldown for
+// everyone else's requests. It generated nothing to bill.
+func overLimitAnswer(res *attemptResult, payload []byte) bool {
+	limit, asked, ok := openai.OverLimit(payload)
+	if ok {
 		res.outcome, res.overLimit, res.retryAfter = outcomeNotHere, asked, 0
 		res.detail += fmt.Sprintf(": request too large for its limit (requested %d, limit %d)", asked, limit)
 	}
+	return ok
 }
 
 // describeBody says briefly what a body that is not an answer was, for the
