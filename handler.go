@@ -1263,7 +1263,10 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		}
 		switch data := openai.EventData(ev); {
 		case data == nil: // comments such as keep-alives are not the first event
-		case ex.ep == responsesEndpoint && len(opening) < maxOpeningEvents && openai.ResponseOpening(data):
+		case ex.ep == responsesEndpoint && len(opening) < maxOpeningEvents && openai.ResponseOpening(data),
+			ex.ep == chatEndpoint && role == nil && len(opening) < maxOpeningEvents && openai.ChatPromptFilter(data):
+			// of a chat stream, Azure OpenAI's results of its content
+			// filter on the prompt, which come before the role chunk
 			opening = append(opening, bytes.Clone(ev))
 		case ex.ep == chatEndpoint && role == nil && openai.ChatOpening(data):
 			// a chat stream's role chunk, which providers send as they

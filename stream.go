@@ -43,8 +43,9 @@ type streamRelay struct {
 	flight *cacheFlight
 
 	// opening: a Responses API stream's opening events (response.created,
-	// response.in_progress), held until its first output came: relayed
-	// before it
+	// response.in_progress), or a chat stream's prompt filter results
+	// (Azure OpenAI's, openai.ChatPromptFilter), held until its first
+	// output came: relayed before it (and before role)
 	opening [][]byte
 	// role: a chat stream's role chunk (openai.ChatOpening), held and
 	// relayed as opening is; apart, as there is one only: a slice of
@@ -110,17 +111,16 @@ func (s *streamRelay) relay(w io.Writer, flush func() error, events *openai.Even
 	defer s.unboundWrites()
 	defer s.dropOut()
 	var err error
-	if s.role != nil {
-		err = s.forward(w, s.role)
-		s.role = nil
-	}
 	for _, ev := range s.opening {
-		if err != nil {
+		if err = s.forward(w, ev); err != nil {
 			break
 		}
-		err = s.forward(w, ev)
 	}
 	s.opening = nil
+	if err == nil && s.role != nil {
+		err = s.forward(w, s.role)
+	}
+	s.role = nil
 	if err == nil {
 		err = s.forward(w, first)
 	}

@@ -441,63 +441,76 @@ func expectFullHealth(t *testing.T, r *Router, why string) {
 // its first event does: the client gets the second candidate's stream
 // alone, the first's input is charged as estimated, and no time to first
 // token is observed for it. A stream whose content follows the role chunk
-// reaches the client byte for byte.
+// reaches the client byte for byte. Azure OpenAI sends its content
+// filter's results on the prompt before the role chunk: held alike.
 func TestChatStreamFailsOverAfterItsRoleChunk(t *testing.T) {
 	const (
+		filter  = `data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}` + "\n\n"
 		role    = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n"
 		content = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":"stop"}]}` + "\n\n"
 		usage   = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}` + "\n\n"
 		doneEv  = "data: [DONE]\n\n"
 	)
-	for _, fault := range []string{"none", "error event", "broken", "silent"} {
-		t.Run(fault, func(t *testing.T) {
-			up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
-				w.Header().Set("Content-Type", "text/event-stream")
-				fmt.Fprintf(w, role, model)
-				if model == "gemini-2.5-flash" || fault == "none" {
-					fmt.Fprintf(w, content+usage+doneEv, model, model)
-					return
-				}
-				w.(http.Flusher).Flush()
-				switch fault {
-				case "error event":
-					io.WriteString(w, `data: {"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}`+"\n\n")
-				case "broken":
-					panic(http.ErrAbortHandler) // the response is cut, its chunked body unended
-				case "silent":
-					<-t.Context().Done() // the router gives up on it
-				}
-			})
-			r := benchRouter(t, up.URL, func(r *Router) {
-				r.Failover = &Failover{FirstByteTimeout: caddy.Duration(3 * time.Second), StreamIdleTimeout: caddy.Duration(300 * time.Millisecond)}
-			})
-			srv := routerServer(t, r)
-			resp, body, err := postCounted(t, srv.URL+"/v1/chat/completions", `{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi."}]}`)
-			model, attempts := "gemini-2.5-flash", "2"
-			if fault == "none" {
-				model, attempts = "deepseek-v3.2", "1"
+	for _, opening := range []string{"", filter} {
+		for _, fault := range []string{"none", "error event", "broken", "silent"} {
+			name := fault
+			if opening != "" {
+				name = "azure, " + fault
 			}
-			upstream := map[string]string{"gemini-2.5-flash": "gemini-2.5-flash", "deepseek-v3.2": "deepseek-chat"}[model]
-			want := fmt.Sprintf(role+content+usage+doneEv, upstream, upstream, upstream)
-			if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-LLM-Model") != model || resp.Header.Get("X-LLM-Attempts") != attempts || string(body) != want {
-				t.Errorf("%v, %d, model %q, attempts %q, body %q; want %s's whole stream %q in %s attempts",
-					err, resp.StatusCode, resp.Header.Get("X-LLM-Model"), resp.Header.Get("X-LLM-Attempts"), body, model, want, attempts)
-			}
-			if fault == "none" {
-				return
-			}
-			if c := chargedTo(r, "deepseek-v3.2"); c.out != 0 || c.in == 0 || c.estIn != c.in {
-				t.Errorf("the failed attempt was charged %+v; want its input, estimated, and no output", c)
-			}
-			for _, d := range r.deployments {
-				st := &d.state.stats
-				st.mu.Lock()
-				n := st.ttft.n
-				st.mu.Unlock()
-				if d.name == "deepseek-v3.2" && n != 0 {
-					t.Errorf("a time to first token was observed for the failed attempt")
-				}
-			}
-		})
+			t.Run(name, func(t *testing.T) { failOverAfterTheRoleChunk(t, fault, opening+role, content+usage+doneEv) })
+		}
+	}
+}
+
+// failOverAfterTheRoleChunk runs a case of
+// TestChatStreamFailsOverAfterItsRoleChunk: each deployment opens its
+// stream with opening; the second sends rest, the first too or fault.
+func failOverAfterTheRoleChunk(t *testing.T, fault, opening, rest string) {
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, opening, model)
+		if model == "gemini-2.5-flash" || fault == "none" {
+			fmt.Fprintf(w, rest, model, model)
+			return
+		}
+		w.(http.Flusher).Flush()
+		switch fault {
+		case "error event":
+			io.WriteString(w, `data: {"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}`+"\n\n")
+		case "broken":
+			panic(http.ErrAbortHandler) // the response is cut, its chunked body unended
+		case "silent":
+			<-t.Context().Done() // the router gives up on it
+		}
+	})
+	r := benchRouter(t, up.URL, func(r *Router) {
+		r.Failover = &Failover{FirstByteTimeout: caddy.Duration(3 * time.Second), StreamIdleTimeout: caddy.Duration(300 * time.Millisecond)}
+	})
+	srv := routerServer(t, r)
+	resp, body, err := postCounted(t, srv.URL+"/v1/chat/completions", `{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi."}]}`)
+	model, attempts := "gemini-2.5-flash", "2"
+	if fault == "none" {
+		model, attempts = "deepseek-v3.2", "1"
+	}
+	upstream := map[string]string{"gemini-2.5-flash": "gemini-2.5-flash", "deepseek-v3.2": "deepseek-chat"}[model]
+	want := fmt.Sprintf(opening+rest, upstream, upstream, upstream)
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-LLM-Model") != model || resp.Header.Get("X-LLM-Attempts") != attempts || string(body) != want {
+		t.Errorf("%v, %d, model %q, attempts %q, body %q; want %s's whole stream %q in %s attempts",
+			err, resp.StatusCode, resp.Header.Get("X-LLM-Model"), resp.Header.Get("X-LLM-Attempts"), body, model, want, attempts)
+	}
+	if fault == "none" {
+		return
+	}
+	if c := chargedTo(r, "deepseek-v3.2"); c.out != 0 || c.in == 0 || c.estIn != c.in {
+		t.Errorf("the failed attempt was charged %+v; want its input, estimated, and no output", c)
+	}
+	for _, d := range r.deployments {
+		st := &d.state.stats
+		st.mu.Lock()
+		n := st.ttft.n
+		st.mu.Unlock()
+		if d.name == "deepseek-v3.2" && n != 0 {
+			t.Errorf("a time to first token was observed for the failed attempt")
+		}
 	}
 }

@@ -436,6 +436,27 @@ func ChatOpening(data []byte) bool {
 	return ok && choices > 0
 }
 
+// ChatPromptFilter reports whether a chat stream event's data is the chunk
+// Azure OpenAI opens a stream with, before its role chunk: the content
+// filter's results on the prompt ("prompt_filter_results"), no choices,
+// no usage and no error. It carries no output.
+func ChatPromptFilter(data []byte) bool {
+	ok, filter := true, false
+	if !ForEachMember(data, func(key, val []byte) {
+		switch string(key) {
+		case "prompt_filter_results":
+			filter = val[0] == '['
+		case "choices":
+			ok = ok && emptyValue(val)
+		case "usage", "error":
+			ok = ok && string(val) == "null"
+		}
+	}) {
+		return false
+	}
+	return ok && filter
+}
+
 // openingChoice reports whether a choice of a chat chunk is an opening's
 // (ChatOpening): an index, a delta with a role, and nothing else that is
 // not empty.

@@ -627,6 +627,24 @@ func TestChatOpening(t *testing.T) {
 	}
 }
 
+func TestChatPromptFilter(t *testing.T) {
+	for data, want := range map[string]bool{
+		`{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}`: true,
+		`{"id": "", "choices": [], "prompt_filter_results": [], "usage": null}`:                                                                                                         true,
+		`{"choices":[{"index":0,"delta":{"role":"assistant"}}],"prompt_filter_results":[]}`:                                                                                             false,
+		`{"choices":[],"prompt_filter_results":[],"usage":{"prompt_tokens":3}}`:                                                                                                         false,
+		`{"choices":[],"prompt_filter_results":[],"error":{"message":"x"}}`:                                                                                                             false,
+		`{"choices":[],"prompt_filter_results":null}`:                                                                                                                                   false,
+		`{"choices":[]}`: false,
+		`{"choices":[],"prompt_filter_results":[]`: false,
+		`[DONE]`: false,
+	} {
+		if got := ChatPromptFilter([]byte(data)); got != want {
+			t.Errorf("ChatPromptFilter(%s) = %v, want %v", data, got, want)
+		}
+	}
+}
+
 // TestOverLimit: a rate limit's error says the request alone is over the
 // whole limit only when it requests more than the limit; a limit reached
 // by the minute's requests, or another error, is not.
