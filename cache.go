@@ -538,10 +538,21 @@ type answerKey [sha256.Size]byte
 
 // cacheControl reads a request's Cache-Control: no-cache skips the lookup
 // (the answer still refreshes the entry), no-store neither reads nor
-// writes.
+// writes. Without Cache-Control, Pragma: no-cache is no-cache (RFC 9111,
+// 5.4), as HTTP/1.0 clients and some proxies send it.
 func cacheControl(h http.Header) (lookup, store bool) {
 	lookup, store = true, true
-	for _, v := range h.Values("Cache-Control") {
+	values := h.Values("Cache-Control")
+	if len(values) == 0 {
+		for _, v := range h.Values("Pragma") {
+			for d := range strings.SplitSeq(v, ",") {
+				if strings.EqualFold(strings.TrimSpace(d), "no-cache") {
+					lookup = false
+				}
+			}
+		}
+	}
+	for _, v := range values {
 		for d := range strings.SplitSeq(v, ",") {
 			switch strings.ToLower(strings.TrimSpace(d)) {
 			case "no-cache":

@@ -99,4 +99,17 @@ func TestCacheControlHeader(t *testing.T) {
 			t.Errorf("Cache-Control %q: lookup %v store %v, want %v", v, l, s, want)
 		}
 	}
+	// Pragma: no-cache, when there is no Cache-Control
+	for _, c := range []struct {
+		cc, pragma string
+		lookup     bool
+	}{{"", "no-cache", false}, {"", "No-Cache, x", false}, {"", "x", true}, {"private", "no-cache", true}, {"no-cache", "", false}} {
+		h := http.Header{"Pragma": {c.pragma}}
+		if c.cc != "" {
+			h.Set("Cache-Control", c.cc)
+		}
+		if l, s := cacheControl(h); l != c.lookup || !s {
+			t.Errorf("Cache-Control %q, Pragma %q: lookup %v store %v, want %v true", c.cc, c.pragma, l, s, c.lookup)
+		}
+	}
 }
