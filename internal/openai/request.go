@@ -1109,18 +1109,32 @@ func (r *Request) noteNamed(val []byte, kind, param string) {
 // part), vector_store_ids (file_search), a container by its id or with
 // file_ids (code_interpreter).
 func (r *Request) noteNamedIn(key, val []byte, param string) {
-	switch k := keyName(key); {
+	k := keyName(key)
+	if r.noteIDs(k, val, param) || (!equalFold(k, []byte("file")) && !equalFold(k, []byte("container"))) {
+		return
+	}
+	if val[0] == '{' {
+		// its ids one level down, no deeper (where the file part and the
+		// container have them): a file in a file... read again at each
+		// level made the scan quadratic in the nesting
+		ForEachMember(val, func(key, val []byte) { r.noteIDs(keyName(key), val, param) })
+	} else if equalFold(k, []byte("container")) {
+		r.noteNamed(val, "container", param)
+	}
+}
+
+// noteIDs adds to Named the ids of a member named k (decoded) that holds
+// file or vector store ids, and reports whether it is one.
+func (r *Request) noteIDs(k, val []byte, param string) bool {
+	switch {
 	case equalFold(k, []byte("file_id")), equalFold(k, []byte("file_ids")):
 		r.noteNamed(val, "file", param)
 	case equalFold(k, []byte("vector_store_ids")):
 		r.noteNamed(val, "vector_store", param)
-	case equalFold(k, []byte("file")), equalFold(k, []byte("container")):
-		if val[0] == '{' {
-			ForEachMember(val, func(key, val []byte) { r.noteNamedIn(key, val, param) })
-		} else if equalFold(k, []byte("container")) {
-			r.noteNamed(val, "container", param)
-		}
+	default:
+		return false
 	}
+	return true
 }
 
 // given reports whether a member's value v is there and not null: a

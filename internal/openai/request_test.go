@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -765,6 +766,50 @@ func TestDepthLimitEveryPath(t *testing.T) {
 				t.Errorf("api %d, %s + %d levels: err %v, want accepted = %v", tc.api, tc.prefix, n, err, want)
 			}
 		}
+	}
+}
+
+// TestNamedIdsReadOnce: the ids a content part's file or a tool's
+// container names are looked for one level down, not at every level of a
+// file nested in a file: each level read again cost the body's bytes
+// times its depth (an 8 MB body nested 120 levels was 2.4 s of CPU, a
+// flat one 30 ms). Timed against the same text unnested, with a wide
+// margin: before, the nested body took about 90 times as long.
+func TestNamedIdsReadOnce(t *testing.T) {
+	text := `"` + strings.Repeat("a", 2<<20) + `"`
+	const depth = MaxDepth - 8
+	nested := strings.Repeat(`{"file":`, depth) + text + strings.Repeat("}", depth)
+	fastest := func(body string) time.Duration {
+		best := time.Duration(1 << 62)
+		for range 3 {
+			var r Request
+			start := time.Now()
+			if err := r.Parse([]byte(body), Chat); err != nil {
+				t.Fatal(err)
+			}
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	part := func(v string) string {
+		return `{"messages":[{"role":"user","content":[{"type":"file","file":` + v + `}]}]}`
+	}
+	tool := func(v string) string {
+		return `{"messages":[],"tools":[{"type":"code_interpreter","container":` + v + `}]}`
+	}
+	for name, body := range map[string]func(string) string{"part": part, "tool": tool} {
+		flat, deep := fastest(body(`{"x":`+text+`}`)), fastest(body(nested))
+		if deep > 10*flat {
+			t.Errorf("%s: %v for a file nested %d levels, %v for the same text one level down: not linear", name, deep, depth, flat)
+		}
+	}
+	// the ids one level down are still found; none deeper
+	var r Request
+	if err := r.Parse([]byte(part(`{"file_id":"file-1","file":{"file_id":"file-2"}}`)), Chat); err != nil {
+		t.Fatal(err)
+	}
+	if want := []NamedID{{ID: "file-1", Kind: "file", Param: "messages"}}; !reflect.DeepEqual(r.Named, want) {
+		t.Errorf("Named = %v, want %v", r.Named, want)
 	}
 }
 
