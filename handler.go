@@ -1025,8 +1025,10 @@ func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, pay
 			}
 			return
 		}
-		if !a.Found {
-			// an answer without usage: billed all the same
+		if !a.Found || u == (usage{}) {
+			// an answer without usage: billed all the same; so is one
+			// whose usage is all zeros, filled in without counting (as
+			// a stream's placeholder is: every request has input)
 			u = ex.estimate(ex.generatedBytes(openai.AnswerTextBytes(ex.ep.api(), payload)))
 		}
 		if !ex.gate.claim(i) {
@@ -1217,7 +1219,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 				}
 				return
 			}
-			if !found || !valid {
+			if !found || !valid || u == (usage{}) {
 				u = ex.estimate(ex.generatedBytes(openai.AnswerTextBytes(ex.ep.api(), payload)))
 			}
 			ex.spend(d, u)

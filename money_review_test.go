@@ -150,3 +150,25 @@ func TestEmbeddingTotalOnlyUsageIsInput(t *testing.T) {
 		t.Errorf("charged %+v, want the 1M tokens reported as input, at 0.02", c)
 	}
 }
+
+// TestZeroUsageAnswerIsEstimated: a JSON answer whose usage is all zeros
+// (a provider that fills the object in without counting) was charged
+// nothing, its text free to every budget; a stream's report of zeros is
+// a placeholder, never a bill, as every request has input. The answer is
+// charged as one without usage: its input and its text as estimated.
+func TestZeroUsageAnswerIsEstimated(t *testing.T) {
+	text := strings.Repeat("word ", 80) // 400 bytes: 100 tokens
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"`+text+`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}`)
+	})
+	// asked for as JSON, and as a stream (a provider that ignores
+	// "stream" and answers in JSON)
+	for _, stream := range []string{"false", "true"} {
+		r := benchRouter(t, up.URL, nil)
+		serveOnce(r, `{"model":"deepseek-v3.2","stream":`+stream+`,"messages":[{"role":"user","content":"Write a long story."}]}`)
+		if c := chargedTo(r, "deepseek-v3.2"); c.in <= 0 || c.out < 100 || c.cost <= 0 {
+			t.Errorf("stream %s: charged %+v, want the input and the 100 tokens of text as estimated", stream, c)
+		}
+	}
+}
