@@ -59,6 +59,14 @@ var adversarialShapes = []struct {
 	{"plugin_ids", func(n int) []byte { return distinctItems(n, `"plugins"`, `{"id":"plugin%d"}`) }},
 	{"folded_names_top", func(n int) []byte { return membersNamed(n, true) }},
 	{"folded_names_nested", func(n int) []byte { return membersNamed(n, false) }},
+	// a file part's file nested in files to the depth limit, its text at
+	// the bottom: the ids a file names are read one level down, not the
+	// whole nesting again at each level
+	{"nested_files", func(n int) []byte {
+		const depth = openai.MaxDepth - 8
+		return repeatBody(`{"messages":[{"role":"user","content":[{"type":"file","file":`+strings.Repeat(`{"file":`, depth)+`"`,
+			"where is my order ", `"`+strings.Repeat("}", depth)+`}]}]}`, n)
+	}},
 }
 
 // membersNamed is a body whose object (the top level, or metadata)

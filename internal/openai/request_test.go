@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 )
 
@@ -773,35 +772,12 @@ func TestDepthLimitEveryPath(t *testing.T) {
 // container names are looked for one level down, not at every level of a
 // file nested in a file: each level read again cost the body's bytes
 // times its depth (an 8 MB body nested 120 levels was 2.4 s of CPU, a
-// flat one 30 ms). Timed against the same text unnested, with a wide
-// margin: before, the nested body took about 90 times as long.
+// flat one 30 ms). The time is the wire benchmark's (the nested_files
+// shape of BenchmarkAdversarialBodies); this test holds the reading that
+// keeps it linear: an id two levels down is not looked for.
 func TestNamedIdsReadOnce(t *testing.T) {
-	text := `"` + strings.Repeat("a", 2<<20) + `"`
-	const depth = MaxDepth - 8
-	nested := strings.Repeat(`{"file":`, depth) + text + strings.Repeat("}", depth)
-	fastest := func(body string) time.Duration {
-		best := time.Duration(1 << 62)
-		for range 3 {
-			var r Request
-			start := time.Now()
-			if err := r.Parse([]byte(body), Chat); err != nil {
-				t.Fatal(err)
-			}
-			best = min(best, time.Since(start))
-		}
-		return best
-	}
 	part := func(v string) string {
 		return `{"messages":[{"role":"user","content":[{"type":"file","file":` + v + `}]}]}`
-	}
-	tool := func(v string) string {
-		return `{"messages":[],"tools":[{"type":"code_interpreter","container":` + v + `}]}`
-	}
-	for name, body := range map[string]func(string) string{"part": part, "tool": tool} {
-		flat, deep := fastest(body(`{"x":`+text+`}`)), fastest(body(nested))
-		if deep > 10*flat {
-			t.Errorf("%s: %v for a file nested %d levels, %v for the same text one level down: not linear", name, deep, depth, flat)
-		}
 	}
 	// the ids one level down are still found; none deeper
 	var r Request
