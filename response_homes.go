@@ -198,38 +198,83 @@ func (ex *exchange) namesRequestResource(status int, body []byte, upstreamModel 
 // "tools"), kind what it is ("conversation", "item", "prompt", "file",
 // "vector_store", "container"). The conversation, item or file is not at
 // that deployment's account, which is the request's doing, not the
-// deployment's fault.
+// deployment's fault. Every id the request names counts, however many
+// (a provider's 404 may name any of them): the body is read once, its
+// words looked up among them, so that the cost is linear in both.
 func (ex *exchange) namesStored(status int, body []byte, upstreamModel string) (param, kind, id string, ok bool) {
 	if status != http.StatusNotFound {
 		return "", "", "", false
 	}
+	type stored struct{ param, kind, id string }
+	var ids []stored // in the order they are reported: the first named wins
 	if ex.ep == responsesEndpoint {
-		if conv := ex.body.Conversation; conv != "" && namesID(body, conv, upstreamModel) {
-			return "conversation", "conversation", conv, true
+		if conv := ex.body.Conversation; conv != "" {
+			ids = append(ids, stored{"conversation", "conversation", conv})
 		}
 		for _, id := range ex.body.StoredItems {
-			if namesID(body, id, upstreamModel) {
-				return "input", "item", id, true
-			}
+			ids = append(ids, stored{"input", "item", id})
 		}
-		if id := ex.body.StoredPrompt; id != "" && namesID(body, id, upstreamModel) {
-			return "prompt", "prompt", id, true
+		if id := ex.body.StoredPrompt; id != "" {
+			ids = append(ids, stored{"prompt", "prompt", id})
 		}
 	}
 	for _, n := range ex.body.Named {
-		if namesID(body, n.ID, upstreamModel) {
-			return n.Param, n.Kind, n.ID, true
+		ids = append(ids, stored{n.Param, n.Kind, n.ID})
+	}
+	if len(ids) == 0 {
+		return "", "", "", false
+	}
+	index := make(map[string]int, len(ids))
+	for i, s := range ids {
+		if _, dup := index[s.id]; !dup && looksLikeID(s.id, upstreamModel) {
+			index[s.id] = i
 		}
 	}
-	return "", "", "", false
+	best := -1
+	forEachWord(body, func(w []byte) {
+		if i, ok := index[string(w)]; ok && (best < 0 || i < best) {
+			best = i
+		}
+	})
+	if best < 0 {
+		return "", "", "", false
+	}
+	s := ids[best]
+	return s.param, s.kind, s.id, true
+}
+
+// forEachWord calls f with each run of id bytes in b (isIDByte) at least
+// minResponseIDLen long: the words containsWord finds.
+func forEachWord(b []byte, f func(w []byte)) {
+	for i := 0; i < len(b); {
+		if !isIDByte(b[i]) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(b) && isIDByte(b[j]) {
+			j++
+		}
+		if j-i >= minResponseIDLen {
+			f(b[i:j])
+		}
+		i = j
+	}
 }
 
 // namesID reports whether body names id, the client's text, as the id of
 // something stored: id looks like one and is not the model's name nor a
 // part of it.
 func namesID(body []byte, id, upstreamModel string) bool {
-	return len(id) >= minResponseIDLen && !inModelName(id, upstreamModel) && isIDWord(id) &&
-		strings.ContainsAny(id, "0123456789") && containsWord(body, id)
+	return looksLikeID(id, upstreamModel) && containsWord(body, id)
+}
+
+// looksLikeID reports whether id, the client's text, may be matched as the
+// id of something stored (namesID): long enough, made of an id's bytes
+// with a digit among them, and not the model's name nor a part of it.
+func looksLikeID(id, upstreamModel string) bool {
+	return len(id) >= minResponseIDLen && isIDWord(id) && strings.ContainsAny(id, "0123456789") &&
+		!inModelName(id, upstreamModel)
 }
 
 // inModelName reports whether s is the upstream model's name or a part of

@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -463,4 +464,36 @@ func responseID(t *testing.T, body string) string {
 		t.Fatalf("no response id in %s", body)
 	}
 	return r.ID
+}
+
+// TestManyNamedIDsNotFoundIsNotTheDeployments: a request naming more
+// files (or stored items) than the router kept track of got a 404 naming
+// one of the later ones blamed on the deployment: a client repeating it
+// disabled every deployment. Every id the request names is the client's.
+func TestManyNamedIDsNotFoundIsNotTheDeployments(t *testing.T) {
+	upstream := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		// the provider checks them in its own order: the last is missing
+		io.WriteString(w, `{"error":{"message":"No such File object: file-0000aaaa1111bbbb0012","type":"invalid_request_error","param":null,"code":null}}`)
+	})
+	g, score := twoModelGateway(t, upstream.URL)
+	m1, m2 := score()
+	var files, items []string
+	for i := range 12 {
+		files = append(files, fmt.Sprintf(`{"type":"file","file":{"file_id":"file-0000aaaa1111bbbb%04d"}}`, i+1))
+		items = append(items, fmt.Sprintf(`{"type":"item_reference","id":"file-0000aaaa1111bbbb%04d"}`, i+1))
+	}
+	for _, c := range []struct{ path, body string }{
+		{"/v1/chat/completions", `{"model":"r","messages":[{"role":"user","content":[` + strings.Join(files, ",") + `,{"type":"text","text":"Sum them up"}]}]}`},
+		{"/v1/responses", `{"model":"r","input":[` + strings.Join(items, ",") + `]}`},
+	} {
+		resp, body := g.postPath(c.path, c.body)
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get("X-LLM-Attempts") != "2" {
+			t.Errorf("%s: %d after %s attempts %s, want the client's 404 after 2", c.path, resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body)
+		}
+	}
+	if a, b := score(); a != m1 || b != m2 {
+		t.Errorf("scores went from %d, %d to %d, %d on ids the client named", m1, m2, a, b)
+	}
 }

@@ -109,17 +109,17 @@ type Request struct {
 	// pages the provider reads as text and images whatever its bytes. The
 	// gateway reserves a bound for it.
 	UnseenInput bool
-	// StoredItems are the ids of the first stored input items the
-	// Responses API request names by reference (maxStoredItems at most),
+	// StoredItems are the ids of the stored input items the Responses
+	// API request names by reference, all of them (a 404 may name any),
 	// and StoredPrompt the id of its stored prompt: a 404 naming one is
 	// about the request's reference, not the deployment
 	StoredItems  []string
 	StoredPrompt string
-	// Named are the ids of the first files, vector stores and containers
-	// the request names (a content part's file_id, a hosted tool's
-	// vector_store_ids, container or its file_ids; maxNamed at most),
-	// which live at one provider account: a 404 naming one is about the
-	// request's reference, not the deployment
+	// Named are the ids of the files, vector stores and containers the
+	// request names (a content part's file_id, a hosted tool's
+	// vector_store_ids, container or its file_ids), all of them (a 404
+	// may name any), which live at one provider account: a 404 naming
+	// one is about the request's reference, not the deployment
 	Named []NamedID
 	// Conversation is the id of the Responses API's conversation (given
 	// as its id or as an object with the id): a conversation the provider
@@ -1013,7 +1013,7 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 	if err != nil {
 		return err
 	}
-	if param == "input" && (!r.UnseenInput || len(r.StoredItems) < maxStoredItems) {
+	if param == "input" {
 		// a stored item the provider reads: an item_reference, its type
 		// given or not (an item of an id alone), or a reasoning item by
 		// its id, without its encrypted_content (a stored response's
@@ -1022,7 +1022,7 @@ func (r *Request) readMessage(s *scanner, param string, i, depth int) error {
 		case t == "item_reference", t == "" && !given(s.b, role) && !given(s.b, content) && hasID,
 			t == "reasoning" && hasID && !sealed:
 			r.UnseenInput = true
-			if hasID && len(r.StoredItems) < maxStoredItems {
+			if hasID {
 				r.StoredItems = append(r.StoredItems, strings.Clone(text(s.b[id.start:id.end])))
 			}
 		}
@@ -1074,9 +1074,6 @@ func (r *Request) readStoredPrompt(s *scanner, depth int) error {
 	})
 }
 
-// maxStoredItems bounds Request.StoredItems: a 404 is searched for each.
-const maxStoredItems = 8
-
 // NamedID is an id of something stored at the provider that the request
 // names (Request.Named).
 type NamedID struct {
@@ -1085,14 +1082,11 @@ type NamedID struct {
 	Param string // the request's member it is in: "messages", "input" or "tools"
 }
 
-// maxNamed bounds Request.Named: a 404 is searched for each.
-const maxNamed = 8
-
 // noteNamed adds the ids in val, a string or an array of strings, to
 // Named: kind of thing, named in the request's member param.
 func (r *Request) noteNamed(val []byte, kind, param string) {
 	add := func(v []byte) {
-		if len(r.Named) < maxNamed && len(v) > 0 && v[0] == '"' {
+		if len(v) > 0 && v[0] == '"' {
 			r.Named = append(r.Named, NamedID{ID: strings.Clone(text(v)), Kind: kind, Param: param})
 		}
 	}
