@@ -200,9 +200,10 @@ type exchange struct {
 	overLimit int
 	overAsked int64
 
-	// homeSkipped is the home of the response the request continues when
-	// it is a candidate skipped for now (homeFirst)
-	homeSkipped deploymentID
+	// home is the home of the response the request continues when it is
+	// one of its candidates (homeFirst); homeAway is it too when it cannot
+	// answer now: skipped (a cooldown, disabled), or tried and failed
+	home, homeAway deploymentID
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
@@ -740,6 +741,11 @@ func (ex *exchange) run(p plan) {
 			// others follow this request's flight: they are still here
 			ex.clientGone()
 			return true
+		}
+		if d.id == ex.home {
+			// the response is there, but its home failed: another's 404
+			// for it says only that it is not there (awayFromHome)
+			ex.homeAway = d.id
 		}
 		detail := res.detail
 		if lastResort {

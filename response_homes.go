@@ -132,10 +132,10 @@ func (ex *exchange) withHome(p plan) plan {
 }
 
 // homeFirst moves the deployment that made the response a request
-// continues to the front of its candidates, when it is one of them. When
-// it is one of the skipped (cooling down, disabled), homeSkipped notes it:
-// another deployment's 404 for the response then says only that the
-// response is not there.
+// continues to the front of its candidates, when it is one of them, and
+// notes it (home). When it is one of the skipped (cooling down, disabled),
+// homeAway notes it: another deployment's 404 for the response then says
+// only that the response is not there.
 func (ex *exchange) homeFirst(candidates []*deployment, skipped []skipped) {
 	prev := ex.continued()
 	if prev == "" {
@@ -149,22 +149,24 @@ func (ex *exchange) homeFirst(candidates []*deployment, skipped []skipped) {
 		if d.id == home.d {
 			copy(candidates[1:i+1], candidates[:i])
 			candidates[0] = d
+			ex.home = d.id
 			return
 		}
 	}
 	for _, s := range skipped {
 		if s.d.id == home.d {
-			ex.homeSkipped = home.d
+			ex.home, ex.homeAway = home.d, home.d
 			return
 		}
 	}
 }
 
 // awayFromHome reports whether d is not the home of the response the
-// request continues, which is one of its candidates though skipped for
-// now (homeFirst): d's 404 for that response is no answer to relay.
+// request continues, which is one of its candidates though it cannot
+// answer now (skipped, or failed: homeAway): d's 404 for that response is
+// no answer to relay.
 func (ex *exchange) awayFromHome(d *deployment) bool {
-	return ex.homeSkipped != (deploymentID{}) && d.id != ex.homeSkipped
+	return ex.homeAway != (deploymentID{}) && d.id != ex.homeAway
 }
 
 // namesRequestResource reports whether an error answer is about something

@@ -497,3 +497,31 @@ func TestManyNamedIDsNotFoundIsNotTheDeployments(t *testing.T) {
 		t.Errorf("scores went from %d, %d to %d, %d on ids the client named", m1, m2, a, b)
 	}
 }
+
+// TestContinuationOfAFailingHomeIsNoNotFound: a continuation whose home
+// was tried first and failed (a 500, a timeout) went on to another
+// candidate, whose 404 "previous response not found" was relayed as the
+// client's own error: told that its response does not exist, the client
+// starts over, though the response is at its home, which only failed
+// once. That 404 says only that the response is not there, as it does
+// while the home is cooling down: no health lost, and a 503 to retry.
+func TestContinuationOfAFailingHomeIsNoNotFound(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 500, Times: 1})
+	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Which jacket is warmer?"}`)
+	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+	firstID := responseID(t, body)
+	g.backup.Set("claude-sonnet-4.5", mockllm.Behavior{Status: 500, Times: 1})
+	before := statsFor(t, g, "gpt-4.1", "primary").HealthScore
+	follow := `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"` + firstID + `"}`
+	resp, body = g.postPath("/v1/responses", follow)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-LLM-Attempts") != "2" {
+		t.Errorf("%d after %s attempts %s; want a 503 after the home and the other", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body)
+	}
+	if after := statsFor(t, g, "gpt-4.1", "primary").HealthScore; after != before {
+		t.Errorf("gpt-4.1's score went from %d to %d on a response it never had", before, after)
+	}
+	// the home is back: the response is there
+	resp, body = g.postPath("/v1/responses", follow)
+	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 1)
+}
