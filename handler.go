@@ -805,7 +805,7 @@ func (ex *exchange) run(p plan) {
 			return
 		}
 	}
-	for _, s := range lastResortFirst(skipped) {
+	for _, s := range lastResortFirst(skipped, ex.homeAway) {
 		if s.disabled && try(s.d, true) {
 			return
 		}
@@ -828,11 +828,19 @@ func (res *attemptResult) billable() bool {
 }
 
 // lastResortFirst orders the candidates left out of rotation for the last
-// resort: the disabled ones by score, best first (stable), then the rest.
-func lastResortFirst(out []skipped) []skipped {
+// resort: the disabled ones by score, best first (stable), then the rest;
+// home, the deployment that made the response the request continues, is
+// the first of the disabled: no other has that response.
+func lastResortFirst(out []skipped, home deploymentID) []skipped {
 	slices.SortStableFunc(out, func(a, b skipped) int {
 		if a.disabled != b.disabled {
 			if a.disabled {
+				return -1
+			}
+			return 1
+		}
+		if ah, bh := a.d.id == home, b.d.id == home; ah != bh {
+			if ah {
 				return -1
 			}
 			return 1

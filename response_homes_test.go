@@ -525,3 +525,57 @@ func TestContinuationOfAFailingHomeIsNoNotFound(t *testing.T) {
 	resp, body = g.postPath("/v1/responses", follow)
 	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 1)
 }
+
+// TestDisabledHomeIsTheFirstLastResort: a continuation whose home is
+// disabled tried the other disabled candidates first, as last resorts
+// best score first, though none has the response: each a request for a
+// 404, and with max_attempts the home was never reached (a 503, though
+// the response was there). The home is the first last resort.
+func TestDisabledHomeIsTheFirstLastResort(t *testing.T) {
+	g := newGateway(t, `
+	provider primary {
+		base_url {PRIMARY}/v1
+		api_key sk-primary-test-key-0001
+		timeout 2s
+	}
+	provider backup {
+		base_url {BACKUP}/v1
+		api_key sk-backup-test-key-0002
+		timeout 2s
+	}
+	model gpt-4.1
+	model gemini-2.5-flash
+	model claude-sonnet-4.5 {
+		provider backup
+	}
+	route r gpt-4.1 gemini-2.5-flash claude-sonnet-4.5
+	health_check {
+		interval off
+	}
+	failover {
+		max_attempts 2
+	}
+`)
+	resp, body := g.postPath("/v1/responses", `{"model":"claude-sonnet-4.5","input":"Which jacket is warmer?"}`)
+	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 1)
+	firstID := responseID(t, body)
+	// gemini disabled at score 30, the home at 20: gemini first by score
+	for model, errors := range map[string]int{"gemini-2.5-flash": 7, "claude-sonnet-4.5": 8} {
+		mock := g.primary
+		if model == "claude-sonnet-4.5" {
+			mock = g.backup
+		}
+		mock.Set(model, mockllm.Behavior{Status: 500, Times: errors})
+		for range errors {
+			g.postPath("/v1/responses", `{"model":"`+model+`","input":"Hi"}`)
+		}
+		if st := statsFor(t, g, model, map[bool]string{true: "backup", false: "primary"}[mock == g.backup]); st.State != stateDisabled {
+			t.Fatalf("%s %s after %d 500s, want disabled", model, st.State, errors)
+		}
+	}
+	resp, body = g.postPath("/v1/responses", `{"model":"r","input":"And the cheaper one?","previous_response_id":"`+firstID+`"}`)
+	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+	if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 7 {
+		t.Errorf("gemini was asked %d times, want 7 (not for the continuation)", n)
+	}
+}
