@@ -677,7 +677,7 @@ func (ex *exchange) run(p plan) {
 	// after any wait for a flight that failed: a try budget of its own; and
 	// the time the candidates' health is read at (one clock read for both)
 	start := now()
-	candidates, skipped := p.order(start, nil, r.logger, balance{latency: r.Failover.Balance == balanceLatency, stream: ex.body.Stream})
+	candidates, skipped, allOut := p.order(start, nil, r.logger, balance{latency: r.Failover.Balance == balanceLatency, stream: ex.body.Stream})
 	ex.homeFirst(candidates, skipped) // a Responses continuation goes where its response is
 	maxAttempts := r.Failover.MaxAttempts
 	if maxAttempts <= 0 {
@@ -773,11 +773,15 @@ func (ex *exchange) run(p plan) {
 	for i := 0; i < len(candidates); i++ {
 		d := candidates[i]
 		delay := time.Duration(0)
-		if i+1 < len(candidates) && ex.attempts+2 <= maxAttempts {
+		if i+1 < len(candidates) && ex.attempts+2 <= maxAttempts && !allOut {
+			// (no hedge when every candidate is out of rotation: none
+			// is up to hedge to)
 			delay = ex.hedgeDelay(d, hedges)
 		}
 		if delay == 0 {
-			if try(d, false) {
+			// every candidate out of rotation: a disabled one is tried
+			// as a last resort, as it is after the others failed
+			if try(d, allOut && d.state.viewAt(start).state == stateDisabled) {
 				return
 			}
 			continue

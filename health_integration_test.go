@@ -401,3 +401,34 @@ func disableDeepseek(t *testing.T, g *gateway) {
 		t.Fatalf("deepseek %s after seven 500s, want disabled", st.State)
 	}
 }
+
+// TestEveryCandidateDisabledIsALastResort: when every candidate of a
+// request is disabled, they are all tried before the 503, as the last
+// resort is: those attempts were neither counted in
+// last_resort_attempts_total nor marked in the 503's message, so that the
+// metric read zero in the outage where they are all there is.
+func TestEveryCandidateDisabledIsALastResort(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	disableDeepseek(t, g)
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 7})
+	for range 7 {
+		g.post(chatBody("gemini-2.5-flash", false))
+	}
+	if st := statsFor(t, g, "gemini-2.5-flash", "primary"); st.State != stateDisabled {
+		t.Fatalf("gemini %s after seven 500s, want disabled", st.State)
+	}
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 500, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 500, Times: 1})
+	before := scrape(t)
+	resp, body := g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusServiceUnavailable || strings.Count(body, "(last resort, disabled)") != 2 {
+		t.Errorf("%d %s; want a 503 naming both as last resorts", resp.StatusCode, body)
+	}
+	after := scrape(t)
+	for _, m := range []string{"deepseek-v3.2", "gemini-2.5-flash"} {
+		series := `caddy_llm_router_last_resort_attempts_total{model="` + m + `",provider="primary"}`
+		if d := after[series] - before[series]; d != 1 {
+			t.Errorf("%s +%v, want 1", series, d)
+		}
+	}
+}

@@ -145,7 +145,7 @@ func TestHealthWeightedSelection(t *testing.T) {
 		served := 0
 		const n = 4000
 		for range n {
-			got, _ := p.order(t0, rng, nil, balance{})
+			got, _, _ := p.order(t0, rng, nil, balance{})
 			d := got[0]
 			ev := eventSuccess
 			if d == flaky {
@@ -179,7 +179,7 @@ func TestSelectionSkipsDisabledAndCooling(t *testing.T) {
 	a.state.health.score.Store(20)
 	a.state.health.disabled.Store(true)
 	b.state.observe(eventRateLimited, t0, 30, time.Minute, "429", nil)
-	got, skip := p.order(t0, rand.New(rand.NewPCG(3, 4)), nil, balance{})
+	got, skip, _ := p.order(t0, rand.New(rand.NewPCG(3, 4)), nil, balance{})
 	if len(got) != 1 || got[0] != c {
 		t.Fatalf("order = %v, want only c", names(got))
 	}
@@ -192,7 +192,7 @@ func TestSelectionSkipsDisabledAndCooling(t *testing.T) {
 	}
 	c.state.health.score.Store(10)
 	c.state.health.disabled.Store(true)
-	got, _ = p.order(t0, rand.New(rand.NewPCG(3, 4)), nil, balance{})
+	got, _, _ = p.order(t0, rand.New(rand.NewPCG(3, 4)), nil, balance{})
 	if names(got) != "b a c" { // b 100 (cooling), a 20, c 10
 		t.Fatalf("all out of rotation: order %q, want b a c", names(got))
 	}

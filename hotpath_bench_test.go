@@ -78,7 +78,7 @@ func BenchmarkSelectCandidates(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	b.ReportAllocs()
 	for b.Loop() {
-		if got, _ := p.order(t0, rng, nil, balance{}); len(got) != 3 {
+		if got, _, _ := p.order(t0, rng, nil, balance{}); len(got) != 3 {
 			b.Fatal("short order")
 		}
 	}
@@ -469,7 +469,7 @@ func BenchmarkUpstreamPrep(b *testing.B) {
 					b.Fatal("no plan")
 				}
 				ex.outliveHalfClose()
-				candidates, _ := p.order(now(), nil, r.logger, balance{})
+				candidates, _, _ := p.order(now(), nil, r.logger, balance{})
 				up := ex.upstreamRequest(ex.ctx, candidates[0])
 				if up.ContentLength == 0 {
 					b.Fatal("no body")

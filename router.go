@@ -240,8 +240,8 @@ const smallPlan = 8
 // order turns a plan into the deployments to try, in order: each group
 // shuffled by weight × health score; deployments that are disabled or
 // cooling down are left out (and returned as skipped, with the reason),
-// unless all are, in which case all are tried, healthiest first.
-func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance) ([]*deployment, []skipped) {
+// unless all are, in which case all are tried, healthiest first (allOut).
+func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance) (_ []*deployment, _ []skipped, allOut bool) {
 	n := 0
 	for _, g := range p {
 		n += len(g)
@@ -270,7 +270,7 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance)
 		}
 	}
 	if nUp == len(out) {
-		return out, nil // the usual case: no second list
+		return out, nil, false // the usual case: no second list
 	}
 	up := make([]*deployment, 0, nUp)
 	for i, d := range out {
@@ -291,7 +291,7 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance)
 				skip = append(skip, skipped{d: d, why: "disabled (score " + strconv.Itoa(views[i].score) + ")", disabled: true, score: views[i].score})
 			}
 		}
-		return up, skip
+		return up, skip, false
 	}
 	idx := make([]int, len(out))
 	for i := range idx {
@@ -307,7 +307,7 @@ func (p plan) order(t time.Time, rng *rand.Rand, logger *zap.Logger, by balance)
 	for i, k := range idx {
 		sorted[i] = out[k]
 	}
-	return sorted, nil
+	return sorted, nil, true
 }
 
 // weightedShuffle orders ds (and their views) by a weighted random draw
