@@ -657,6 +657,11 @@ type attemptResult struct {
 	// deployment's whole limit (openai.OverLimit); 0 for any other answer
 	overLimit int64
 
+	// observed: the outcome was recorded (observeAttempt) as the attempt
+	// ended, on its own goroutine: a hedge's, whose other attempt may
+	// go on for minutes
+	observed bool
+
 	// errorAnswer: the provider answered with an error status (or a
 	// stream whose first event is the request's own error), so it
 	// generated nothing and bills nothing, whatever became of the body
@@ -1956,8 +1961,14 @@ func (ex *exchange) unavailable(p plan) {
 }
 
 // observeAttempt is the one place an attempt's outcome is known: it
-// updates the deployment's health and statistics.
+// updates the deployment's health and statistics, once (observed). It
+// writes nothing of the exchange's: a hedge's attempts call it as each
+// ends, on their own goroutines.
 func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
+	if res.observed {
+		return
+	}
+	res.observed = true
 	r := ex.router
 	t := now()
 	d.metrics.attempts[res.outcome.index()].Inc()

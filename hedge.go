@@ -18,7 +18,9 @@ import (
 // attempt is canceled at once. Each attempt claims the hedgeGate at its
 // commit: only the winner writes to the client. The loser's outcome and
 // cost are recorded by the request's goroutine once both have ended, so
-// that the exchange's records are never written by two goroutines at once.
+// that the exchange's records are never written by two goroutines at once;
+// each attempt's health (observeAttempt, the deployment's shared state
+// only) is recorded as it ends.
 
 // Bounds of `hedge_after auto`: twice the deployment's decaying average
 // time to first byte (a cheap stand-in for a high percentile), within
@@ -182,11 +184,15 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd 
 		r.res.started = now()
 		r.span = ex.traceAttempt(h, false)
 		r.res = ex.attemptIn(hctx, h, 1)
+		// its health now, not once the other attempt ended: that one may
+		// stream for minutes, while h asked for a pause (a 429) or failed
+		ex.observeAttempt(h, &r.res)
 	})
 	first := hedgedResult{d: d, span: ex.traceAttempt(d, false)}
 	first.res = ex.attemptIn(ctx, d, 0)
 	close(gate.firstDone)
 	cancel(nil)
+	ex.observeAttempt(d, &first.res) // as h's: now, the hedge may go on
 	timer.Stop()
 	gate.mu.Lock()
 	gate.closed = true // no hedge starts after this

@@ -249,3 +249,22 @@ func TestHedgeRequestsFaultEventWaitsForTheFirst(t *testing.T) {
 	resp, body := g.post(chatBody("simple_qa", true))
 	expectModel(t, resp, body, "deepseek-v3.2", "primary", 2)
 }
+
+// TestHedgedFailureCountsWhenItEnds: a hedge's attempt that failed while
+// the other streamed its answer had its outcome recorded only once that
+// stream ended, minutes later maybe: a deployment that answered 429
+// ("pause for 30 s") got every other request meanwhile, and its cooldown
+// started only when the stream ended. Each attempt's outcome now counts
+// when it ends.
+func TestHedgedFailureCountsWhenItEnds(t *testing.T) {
+	g := newGateway(t, hedgeRouter(""))
+	// the first attempt's 429 comes after the hedge started (300 ms), and
+	// before the hedge's first byte; the hedge's stream then stalls
+	g.primary.Set("deepseek-chat", mockllm.Behavior{Status: 429, RetryAfter: "30", Latency: 500 * time.Millisecond, Times: 1})
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Latency: 1500 * time.Millisecond, HoldAfterChunks: 1, Times: 1})
+	_, hangUp := g.streamUntil(chatBody("simple_qa", true), "w0")
+	defer hangUp()
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateCooldown {
+		t.Errorf("deepseek %s while the hedge streams, a second after its 429; want cooldown", st.State)
+	}
+}
