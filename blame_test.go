@@ -58,6 +58,34 @@ func TestRequestsFaultSparesHealth(t *testing.T) {
 	}
 }
 
+// TestFlaggedPromptSparesHealth: OpenRouter answers a prompt its
+// moderation flagged with a 403 that names the reasons: the request's
+// fault, relayed to the client, tried nowhere else, and no health lost;
+// a 403 without them is the account's, as before.
+func TestFlaggedPromptSparesHealth(t *testing.T) {
+	const flagged = `{"error":{"code":403,"message":"gpt-4.1 requires moderation. Your input was flagged for \"harassment\". No credits were charged.","metadata":{"reasons":["harassment"],"flagged_input":"you ...","provider_name":"OpenAI","model_slug":"openai/gpt-4.1"}}}`
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprint("stream ", stream), func(t *testing.T) {
+			g := newGateway(t, withHealth("\t\tinterval off"))
+			g.primary.Set("gpt-4.1", mockllm.Behavior{Status: http.StatusForbidden, Body: flagged, ContentType: "application/json"})
+			for range 10 {
+				resp, body := g.post(chatBody("complex_reasoning", stream)) // gpt-4.1, then claude
+				if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-LLM-Attempts") != "1" || !strings.Contains(body, "flagged") {
+					t.Fatalf("status %d after %s attempts, want the provider's 403 after 1: %s", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body)
+				}
+			}
+			if st := statsFor(t, g, "gpt-4.1", "primary"); st.State != stateUp || st.HealthScore != maxScore {
+				t.Errorf("gpt-4.1 %s at %d after flagged prompts, want up at %d", st.State, st.HealthScore, maxScore)
+			}
+			// a 403 that flags nothing is the account's: fails over
+			g.primary.Set("gpt-4.1", mockllm.Behavior{Status: http.StatusForbidden})
+			if resp, body := g.post(chatBody("complex_reasoning", stream)); resp.StatusCode != http.StatusOK || resp.Header.Get("X-LLM-Attempts") != "2" {
+				t.Errorf("a plain 403: status %d after %s attempts, want 200 after 2: %s", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body)
+			}
+		})
+	}
+}
+
 // tooLarge is OpenAI's 429 for one request over the account's whole
 // tokens-per-minute limit, coded as any rate limit is; rateLimited is its
 // 429 for a limit reached by all the requests of the minute.

@@ -983,6 +983,13 @@ func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, pay
 			return
 		}
 	}
+	if res.outcome == outcomeRejected && resp.StatusCode == http.StatusForbidden && openai.Flagged(payload) {
+		// a prompt the provider's moderation flagged (OpenRouter's 403):
+		// the request's, as a flagged prompt's 400 is, so that one client
+		// repeating it disables no deployment; relayed, not tried
+		// elsewhere, which would go around the moderation
+		res.outcome, relay = outcomeClientError, true
+	}
 	status := resp.StatusCode // what the client gets
 	if res.outcome == outcomeServerError && resp.StatusCode >= 500 && openai.RequestsFault(payload) {
 		// a 5xx whose error blames the request (a context too long, a

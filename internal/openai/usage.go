@@ -337,6 +337,31 @@ func eventError(data []byte) (code, typ string, ok bool) {
 	return text(c), text(t), true
 }
 
+// Flagged reports whether an error answer's data is a moderation
+// refusal of the request: OpenRouter answers a prompt its moderation
+// flagged with a 403 whose error's metadata names the reasons and the
+// flagged input. The request's fault, not the account's.
+func Flagged(data []byte) bool {
+	flagged := false
+	ForEachMember(data, func(key, val []byte) {
+		if string(key) != "error" || val[0] != '{' {
+			return
+		}
+		ForEachMember(val, func(key, val []byte) {
+			if string(key) != "metadata" || val[0] != '{' {
+				return
+			}
+			ForEachMember(val, func(key, val []byte) {
+				switch string(key) {
+				case "flagged_input", "reasons":
+					flagged = flagged || !emptyValue(val)
+				}
+			})
+		})
+	})
+	return flagged
+}
+
 // ErrorEnvelope is a stream error event's error (found as RequestsFault
 // finds it) in the form the official SDKs raise on, as a 4xx body has it:
 // {"error":{"message","type","param","code"}}. The Responses API's error

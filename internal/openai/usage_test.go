@@ -645,6 +645,22 @@ func TestChatPromptFilter(t *testing.T) {
 	}
 }
 
+func TestFlagged(t *testing.T) {
+	for data, want := range map[string]bool{
+		`{"error":{"code":403,"message":"flagged","metadata":{"reasons":["harassment"],"flagged_input":"x"}}}`: true,
+		`{"error":{"code":403,"message":"flagged","metadata":{"flagged_input":"x"}}}`:                          true,
+		`{"error":{"code":403,"message":"flagged","metadata":{"reasons":[],"flagged_input":""}}}`:              false,
+		`{"error":{"code":403,"message":"Forbidden"}}`:                                                         false,
+		`{"error":{"message":"x"},"metadata":{"reasons":["harassment"]}}`:                                      false,
+		`{"error":"forbidden"}`: false,
+		`forbidden`:             false,
+	} {
+		if got := Flagged([]byte(data)); got != want {
+			t.Errorf("Flagged(%s) = %v, want %v", data, got, want)
+		}
+	}
+}
+
 // TestOverLimit: a rate limit's error says the request alone is over the
 // whole limit only when it requests more than the limit; a limit reached
 // by the minute's requests, or another error, is not.
