@@ -16,21 +16,27 @@ import (
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
+// storedAtTheBackup makes a stored response at claude@backup (gpt-4.1,
+// first in complex_reasoning, fails once) and returns its id.
+func storedAtTheBackup(t *testing.T, g *gateway) string {
+	t.Helper()
+	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 500, Times: 1})
+	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Which jacket is warmer?"}`)
+	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+	return responseID(t, body)
+}
+
 // TestResponsesContinuationGoesHome: a Responses API request that
 // continues a stored response goes to the deployment that made it, JSON
 // or stream; one whose response no deployment has gets the provider's 404
 // as the client's own error, with no health change.
 func TestResponsesContinuationGoesHome(t *testing.T) {
 	g := newGateway(t, defaultRouter)
-	// the first answer comes from the fallback, claude@backup
-	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 500, Times: 1})
-	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Which jacket is warmer?"}`)
-	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
-	firstID := responseID(t, body)
+	firstID := storedAtTheBackup(t, g) // the first answer comes from the fallback
 	// gpt-4.1 is healthy again and first in the route, but the response
 	// the follow-up continues is at the backup
 	follow := `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"` + firstID + `"}`
-	resp, body = g.postPath("/v1/responses", follow)
+	resp, body := g.postPath("/v1/responses", follow)
 	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 1)
 
 	// a streamed response's id is remembered too
@@ -385,18 +391,15 @@ func twoModelGateway(t *testing.T, url string, extra ...string) (*gateway, func(
 // lost, and ends in a 503 whose Retry-After is the home's pause.
 func TestContinuationWaitsForItsCoolingHome(t *testing.T) {
 	g := newGateway(t, defaultRouter)
-	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 500, Times: 1})
-	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Which jacket is warmer?"}`)
-	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
-	firstID := responseID(t, body)
+	firstID := storedAtTheBackup(t, g)
 	// the home is rate limited: a pause of 30 s
 	g.backup.Set("claude-sonnet-4.5", mockllm.Behavior{Status: 429, RetryAfter: "30", Times: 1})
-	if resp, body = g.postPath("/v1/responses", `{"model":"claude-sonnet-4.5","input":"Hi"}`); resp.StatusCode < 400 {
+	if resp, body := g.postPath("/v1/responses", `{"model":"claude-sonnet-4.5","input":"Hi"}`); resp.StatusCode < 400 {
 		t.Fatalf("%d %s, want the rate limit", resp.StatusCode, body)
 	}
 	before := statsFor(t, g, "gpt-4.1", "primary").HealthScore
 	counts := scrape(t)
-	resp, body = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"`+firstID+`"}`)
+	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"`+firstID+`"}`)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Retry-After") == "1" {
 		t.Errorf("%d (Retry-After %q) %s; want 503 with the home's pause", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
@@ -507,14 +510,11 @@ func TestManyNamedIDsNotFoundIsNotTheDeployments(t *testing.T) {
 // while the home is cooling down: no health lost, and a 503 to retry.
 func TestContinuationOfAFailingHomeIsNoNotFound(t *testing.T) {
 	g := newGateway(t, defaultRouter)
-	g.primary.Set("gpt-4.1", mockllm.Behavior{Status: 500, Times: 1})
-	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Which jacket is warmer?"}`)
-	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
-	firstID := responseID(t, body)
+	firstID := storedAtTheBackup(t, g)
 	g.backup.Set("claude-sonnet-4.5", mockllm.Behavior{Status: 500, Times: 1})
 	before := statsFor(t, g, "gpt-4.1", "primary").HealthScore
 	follow := `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"` + firstID + `"}`
-	resp, body = g.postPath("/v1/responses", follow)
+	resp, body := g.postPath("/v1/responses", follow)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("X-LLM-Attempts") != "2" {
 		t.Errorf("%d after %s attempts %s; want a 503 after the home and the other", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body)
 	}
