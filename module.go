@@ -852,9 +852,12 @@ func (r *Router) validate() error {
 		providers[p.Name] = true
 		providerNames = append(providerNames, p.Name)
 		if p.BaseURL != "" && !strings.Contains(p.BaseURL, "{") {
-			u, err := url.Parse(p.BaseURL)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return cfgErr(subj, "base_url %q is not an http(s) URL", p.BaseURL)
+			u, err := parseURL(p.BaseURL)
+			if err != nil {
+				return cfgErr(subj, "base_url: %v", err)
+			}
+			if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return cfgErr(subj, "base_url %q is not an http(s) URL", u.Redacted())
 			}
 		}
 		if p.Timeout < 0 {

@@ -61,3 +61,34 @@ func TestProxyURLPlaceholderAfterLoadRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestURLCredentialsNotInLoadError: a forward proxy URL or a base_url
+// that is malformed, given in an {env.*} (resolved at load) or written
+// out, fails to load without its password in the error, which Caddy logs
+// and the admin API returns: url.Parse's error quotes the whole URL,
+// user:password@ included.
+func TestURLCredentialsNotInLoadError(t *testing.T) {
+	const password = "pr0xy-s3cr%zzet"
+	g := newGateway(t, defaultRouter)
+	t.Setenv("LLM_ROUTER_TEST_PROXY", "http://gw:"+password+"@127.0.0.1:3128")
+	t.Setenv("LLM_ROUTER_TEST_BASE", "https://gw:"+password+"@llm.example/v1")
+	for name, router := range map[string]string{
+		"forward_proxy_url from env": viaProxy(t, defaultRouter, "{env.LLM_ROUTER_TEST_PROXY}"),
+		"forward_proxy_url":          viaProxy(t, defaultRouter, "http://gw:"+password+"@127.0.0.1:3128"),
+		"base_url from env":          strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url {env.LLM_ROUTER_TEST_BASE}", 1),
+		"base_url":                   strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url https://gw:"+password+"@llm.example/v1", 1),
+		"base_url of another scheme": strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url ftp://gw:pr0xy-s3cret@llm.example/v1", 1),
+	} {
+		cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(router) + "\n\t}\n}\n"
+		adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+		if err == nil { // else refused by the Caddyfile's validation
+			err = loadConfig(string(adapted))
+		}
+		switch {
+		case err == nil:
+			t.Errorf("%s: a malformed URL loaded", name)
+		case strings.Contains(err.Error(), "s3cr"):
+			t.Errorf("%s: the load error shows the password: %v", name, err)
+		}
+	}
+}

@@ -64,9 +64,12 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		return nil, cfgErr(subj, "base_url: %v", err)
 	}
 	base = strings.TrimRight(base, "/")
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", base)
+	u, err := parseURL(base)
+	if err != nil {
+		return nil, cfgErr(subj, "base_url: %v", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", u.Redacted())
 	}
 	key, err := resolveAtLoad(repl, pc.APIKey)
 	if err != nil {
@@ -224,6 +227,9 @@ func resolveProxyAtLoad(repl *caddy.Replacer, tc *reverseproxy.HTTPTransport) er
 		if err != nil {
 			return err
 		}
+		if _, err := parseURL(u); err != nil {
+			return err // before Caddy's check, whose error quotes the URL
+		}
 		tc.ForwardProxyURL = u
 	}
 	if len(tc.NetworkProxyRaw) == 0 {
@@ -241,9 +247,33 @@ func resolveProxyAtLoad(repl *caddy.Replacer, tc *reverseproxy.HTTPTransport) er
 	if err != nil {
 		return err
 	}
+	if _, err := parseURL(u); err != nil {
+		return err
+	}
 	np["url"] = u
 	tc.NetworkProxyRaw, err = json.Marshal(np)
 	return err
+}
+
+// parseURL is url.Parse with an error that does not quote raw: url.Parse's
+// quotes the whole URL (a proxy's user:password@, a key in a query), an
+// escape's error a piece of it, and a load error is logged and returned
+// by the admin API. raw is a setting resolved at load, an {env.*}'s value
+// included.
+func parseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err == nil {
+		return u, nil
+	}
+	var esc url.EscapeError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &esc):
+		return nil, errors.New("not a valid URL (a malformed %-escape)")
+	case errors.As(err, &ue):
+		return nil, fmt.Errorf("not a valid URL (%v)", ue.Err)
+	}
+	return nil, errors.New("not a valid URL")
 }
 
 // The router's transport defaults, where Caddy's would suit a gateway
