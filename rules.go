@@ -360,7 +360,7 @@ func (rs *ruleSet) choose(vars *ruleVars, logger *zap.Logger, trace func(ruleOut
 			err = fmt.Errorf("%v", out)
 		}
 		if err != nil && !strings.Contains(err.Error(), "cost limit exceeded") {
-			err = vars.scrubHeaders(err) // failed tells the cost limit by its text
+			err = vars.scrubRequest(err) // failed tells the cost limit by its text
 		}
 		result := err == nil && out == types.True
 		if trace != nil {
@@ -480,13 +480,27 @@ func (a *ruleVars) ResolveName(name string) (any, bool) {
 	return v, true
 }
 
-// scrubHeaders masks in a rule's run-time error every request header's value,
-// and each word of one: CEL quotes the value a conversion or a lookup failed
-// on (timestamp(header["authorization"])), the error is logged and shown by
-// the dry run, and a header may hold a credential.
-func (a *ruleVars) scrubHeaders(err error) error {
+// scrubRequest masks in a rule's run-time error every request header's
+// value, and each word of one, and the request's texts a rule read: CEL
+// quotes the value a conversion, a lookup or a pattern failed on
+// (timestamp(header["authorization"]), timestamp(system),
+// "x".matches(last_user)), the error is logged and shown by the dry run,
+// a header may hold a credential, and a prompt is the client's data, kept
+// out of logs as out of spans. A text is masked as it is and as Go quotes
+// it (escaped quotes, line breaks): one replacement each, linear in its
+// length.
+func (a *ruleVars) scrubRequest(err error) error {
 	text := err.Error()
 	masked := text
+	for _, v := range [...]string{a.lastUser, a.system, a.body.Model, a.client} {
+		if len(v) < 4 {
+			continue
+		}
+		masked = strings.ReplaceAll(masked, v, "<request text>")
+		if q := strconv.Quote(v); len(q) > len(v)+2 {
+			masked = strings.ReplaceAll(masked, q[1:len(q)-1], "<request text>")
+		}
+	}
 	for _, vs := range a.header {
 		for _, v := range vs {
 			if len(v) >= 4 {

@@ -552,3 +552,41 @@ func TestRuleErrorHidesHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleErrorHidesText: a When failing on the request's text (a
+// conversion of the last user message or the system prompt) must not put
+// that text in the warning log nor in the dry run's outcome: CEL quotes
+// the value a conversion or a pattern failed on (as it came, or escaped),
+// and a prompt is the client's data, kept out of logs as out of spans.
+func TestRuleErrorHidesText(t *testing.T) {
+	const question, system = "Patient Jane Roe (diagnosis: confidential", `You answer for \"ACME\"\nprivate ledger`
+	rs, err := compileRules([]*RouteRule{
+		{Route: "a", When: []string{`int(last_user) > 3`}},
+		{Route: "b", When: []string{`timestamp(system) > timestamp("2020-01-01T00:00:00Z")`}},
+		{Route: "c", When: []string{`duration(last_user) > duration("1s")`}},
+		{Route: "d", When: []string{`"x".matches(last_user)`}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"system","content":"`+system+`"},{"role":"user","content":"`+question+`"}]}`))
+	var outcomes []ruleOutcome
+	rs.choose(newRuleVars(chatEndpoint, rb, http.Header{}, ""), zap.New(core), func(o ruleOutcome) { outcomes = append(outcomes, o) })
+	if len(outcomes) != 4 || logs.Len() != 4 {
+		t.Fatalf("%d outcomes, %d logs, want 4 failures", len(outcomes), logs.Len())
+	}
+	leaks := func(s string) bool {
+		return strings.Contains(s, "Jane") || strings.Contains(s, "confidential") || strings.Contains(s, "ACME")
+	}
+	for _, o := range outcomes {
+		if o.err == nil || leaks(o.err.Error()) {
+			t.Errorf("dry run outcome %v, want an error without the request's text", o.err)
+		}
+	}
+	for _, e := range logs.All() {
+		if leaks(e.ContextMap()["error"].(string)) {
+			t.Errorf("log %v holds the request's text", e.ContextMap())
+		}
+	}
+}
