@@ -488,7 +488,10 @@ func (a *ruleVars) ResolveName(name string) (any, bool) {
 // a header may hold a credential, and a prompt is the client's data, kept
 // out of logs as out of spans. A text is masked as it is and as Go quotes
 // it (escaped quotes, line breaks): one replacement each, linear in its
-// length.
+// length. The error is then cut to maxRuleError before the headers' words
+// are looked for in it, one search each: in the whole error, which may
+// quote a header of a megabyte, a client's header of many words cost
+// their number times its length (and an allocation of it per word found).
 func (a *ruleVars) scrubRequest(err error) error {
 	text := err.Error()
 	masked := text
@@ -501,15 +504,17 @@ func (a *ruleVars) scrubRequest(err error) error {
 			masked = strings.ReplaceAll(masked, q[1:len(q)-1], "<request text>")
 		}
 	}
+	masked = cutRuleError(masked)
+	mask := func(v string) {
+		if len(v) >= 4 && len(v) <= len(masked) {
+			masked = strings.ReplaceAll(masked, v, "<header value>")
+		}
+	}
 	for _, vs := range a.header {
 		for _, v := range vs {
-			if len(v) >= 4 {
-				masked = strings.ReplaceAll(masked, v, "<header value>")
-			}
+			mask(v)
 			for _, w := range strings.Fields(v) {
-				if len(w) >= 4 {
-					masked = strings.ReplaceAll(masked, w, "<header value>")
-				}
+				mask(w)
 			}
 		}
 	}
@@ -517,6 +522,21 @@ func (a *ruleVars) scrubRequest(err error) error {
 		return err
 	}
 	return errors.New(masked)
+}
+
+// maxRuleError bounds a rule's run-time error as logged and shown (the
+// expression is logged beside it): CEL may quote a whole header or text.
+const maxRuleError = 512
+
+// cutRuleError cuts s to maxRuleError bytes, and back to the last white
+// space, quote or backslash before the cut: a word cut in two would no
+// longer be found, and masked.
+func cutRuleError(s string) string {
+	if len(s) <= maxRuleError {
+		return s
+	}
+	s = s[:maxRuleError]
+	return s[:max(strings.LastIndexAny(s, " \t\n\"'`\\"), 0)] + "…"
 }
 
 // Parent implements interpreter.Activation.

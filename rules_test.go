@@ -1,7 +1,9 @@
 package llmrouter
 
 import (
+	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -588,5 +590,35 @@ func TestRuleErrorHidesText(t *testing.T) {
 		if leaks(e.ContextMap()["error"].(string)) {
 			t.Errorf("log %v holds the request's text", e.ContextMap())
 		}
+	}
+}
+
+// TestRuleErrorScrubLinear: masking the headers' values in a rule's error
+// costs what the headers hold, not their words times the error's length: a
+// client's header of many words, quoted by the error (a conversion, a
+// timestamp of it, here), made one request allocate (and scan) the error
+// once a word: 220 MB for a header of 32 KB.
+func TestRuleErrorScrubLinear(t *testing.T) {
+	rs, err := compileRules([]*RouteRule{{Route: "a", When: []string{`timestamp(header["x-deadline"]) > timestamp("2020-01-01T00:00:00Z")`}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[]}`))
+	perByte := func(n int) float64 {
+		var v strings.Builder
+		for i := 0; v.Len() < n; i++ {
+			fmt.Fprintf(&v, "w%06d\t", i) // a tab: quoted as \t, so the value as a whole is not found
+		}
+		h := http.Header{"X-Deadline": {v.String()}}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		rs.choose(newRuleVars(chatEndpoint, rb, h, ""), nil, func(ruleOutcome) {})
+		runtime.ReadMemStats(&after)
+		return float64(after.TotalAlloc-before.TotalAlloc) / float64(n)
+	}
+	small, large := perByte(4<<10), perByte(32<<10)
+	t.Logf("%.1f bytes allocated a header byte at 4 KB, %.1f at 32 KB", small, large)
+	if large > 2*small+16 {
+		t.Errorf("%.1f bytes allocated a header byte at 32 KB, %.1f at 4 KB: not linear", large, small)
 	}
 }
