@@ -108,6 +108,10 @@ type calibrationTarget struct {
 	key      string
 	headers  http.Header
 	client   *http.Client
+	// scrub masks the provider's key and header credentials in what a
+	// transport error quotes of its answer (provider.scrubKey): it may
+	// echo the request, and the error is printed
+	scrub func(string) string
 }
 
 func newCalibrationEmbedder(r *Router) (*calibrationEmbedder, error) {
@@ -141,7 +145,7 @@ func newCalibrationEmbedder(r *Router) (*calibrationEmbedder, error) {
 		}
 		e.deployments = append(e.deployments, calibrationTarget{
 			label: m.Name + "@" + m.Provider, upstream: upstream, url: p.urls[embeddingsEndpoint].String(),
-			key: p.key, headers: p.headers, client: &http.Client{Transport: p.transport, Timeout: timeout},
+			key: p.key, headers: p.headers, client: &http.Client{Transport: p.transport, Timeout: timeout}, scrub: p.scrubKey,
 		})
 	}
 	if len(e.deployments) == 0 {
@@ -204,12 +208,12 @@ func (d *calibrationTarget) embed(ctx context.Context, texts []string) ([][]floa
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return nil, errors.New(transportErrorText(err, nil))
+		return nil, errors.New(transportErrorText(err, d.scrub))
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
-		return nil, errors.New(transportErrorText(err, nil))
+		return nil, errors.New(transportErrorText(err, d.scrub))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))

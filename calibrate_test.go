@@ -3,6 +3,9 @@ package llmrouter
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,5 +84,30 @@ func TestSemanticCalibrateGolden(t *testing.T) {
 	failing.Set("embed-words", mockllm.Behavior{Status: 500})
 	if again := calibrate(t, failing); again != strings.Replace(got, "embed-words@primary", "embed-words@backup", 1) {
 		t.Errorf("with the first deployment failing:\n%s", again)
+	}
+}
+
+// TestSemanticCalibrateErrorHasNoKey: a provider that echoes the request in
+// a response Go cannot parse has its words quoted in the transport's
+// error, which semantic-calibrate prints: the provider's keys in it are
+// masked there too, as in the gateway's 503 (TestTransportErrorHasNoKey)
+// and its health checks' errors.
+func TestSemanticCalibrateErrorHasNoKey(t *testing.T) {
+	echo := "http://" + rawProvider(t, func(c net.Conn, req *http.Request) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nEcho Authorization "+req.Header.Get("Authorization")+"\r\n\r\n")
+	})
+	config := strings.NewReplacer("{MOCK}", echo, "{BACKUP}", echo).Replace(calibrateConfig)
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := runCalibrate(t.Context(), io.Discard, path, "", calibrateOptions{Handler: 1, Precision: 0.99}, "testdata/semantic/shop-pairs.jsonl")
+	if err == nil {
+		t.Fatal("calibrated against providers that answer nothing")
+	}
+	for _, key := range []string{"sk-calibration-test", "sk-calibration-backup"} {
+		if strings.Contains(err.Error(), key) {
+			t.Errorf("the error shows the key %s: %v", key, err)
+		}
 	}
 }
