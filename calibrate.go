@@ -145,7 +145,7 @@ func newCalibrationEmbedder(r *Router) (*calibrationEmbedder, error) {
 		}
 		e.deployments = append(e.deployments, calibrationTarget{
 			label: m.Name + "@" + m.Provider, upstream: upstream, url: p.urls[embeddingsEndpoint].String(),
-			key: p.key, headers: p.headers, client: &http.Client{Transport: p.transport, Timeout: timeout}, scrub: p.scrubKey,
+			key: p.key, headers: p.headers, client: &http.Client{Transport: p.transport, Timeout: timeout, CheckRedirect: noRedirect}, scrub: p.scrubKey,
 		})
 	}
 	if len(e.deployments) == 0 {
@@ -153,6 +153,13 @@ func newCalibrationEmbedder(r *Router) (*calibrationEmbedder, error) {
 	}
 	return e, nil
 }
+
+// noRedirect makes a calibration's client follow no redirect, as the
+// gateway's requests do not: Go's client would send the provider's
+// `header` credentials (all but Authorization to another domain) and the
+// questions wherever the provider points. The 3xx is the provider's
+// failure.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // embed returns a vector for each text, in order.
 func (e *calibrationEmbedder) embed(ctx context.Context, texts []string) ([][]float32, error) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
@@ -109,5 +110,37 @@ func TestSemanticCalibrateErrorHasNoKey(t *testing.T) {
 		if strings.Contains(err.Error(), key) {
 			t.Errorf("the error shows the key %s: %v", key, err)
 		}
+	}
+}
+
+// TestSemanticCalibrateFollowsNoRedirect: semantic-calibrate sends its
+// questions to each provider as the gateway does, following no redirect:
+// Go's client follows one to any host, with the provider's `header`
+// credentials (Azure's api-key: Go drops only Authorization and cookies
+// on the way to another domain), its key (to another port of the same
+// host) and the questions.
+func TestSemanticCalibrateFollowsNoRedirect(t *testing.T) {
+	var got atomic.Value
+	elsewhere := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := r.Header.Get("Api-Key") + r.Header.Get("Authorization"); v != "" {
+			got.Store(v)
+		}
+		http.Error(w, "no", http.StatusNotFound)
+	}))
+	redirecting := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+"/v1/embeddings", http.StatusTemporaryRedirect)
+	}))
+	config := strings.NewReplacer("{MOCK}", redirecting.URL, "{BACKUP}", redirecting.URL,
+		"api_key sk-calibration-test", "header api-key sk-azure-secret-0001").Replace(calibrateConfig)
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := runCalibrate(t.Context(), io.Discard, path, "", calibrateOptions{Handler: 1, Precision: 0.99}, "testdata/semantic/shop-pairs.jsonl")
+	if err == nil {
+		t.Fatal("calibrated against providers that answer nothing")
+	}
+	if v, _ := got.Load().(string); v != "" {
+		t.Errorf("the redirect's target got the provider's credentials %q (%v)", v, err)
 	}
 }
