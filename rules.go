@@ -359,8 +359,8 @@ func (rs *ruleSet) choose(vars *ruleVars, logger *zap.Logger, trace func(ruleOut
 		if err == nil && types.IsError(out) {
 			err = fmt.Errorf("%v", out)
 		}
-		if err != nil && !strings.Contains(err.Error(), "cost limit exceeded") {
-			err = vars.scrubRequest(err) // failed tells the cost limit by its text
+		if err != nil && !overCostLimit(err) {
+			err = vars.scrubRequest(err)
 		}
 		result := err == nil && out == types.True
 		if trace != nil {
@@ -377,10 +377,18 @@ func (rs *ruleSet) choose(vars *ruleVars, logger *zap.Logger, trace func(ruleOut
 	return nil
 }
 
+// overCostLimit reports whether CEL stopped a When at the cost limit: by
+// its cancellation, not its text, which a failed conversion's error shares
+// with the client's text it quotes.
+func overCostLimit(err error) bool {
+	var c interpreter.EvalCancelledError
+	return errors.As(err, &c) && c.Cause == interpreter.CostLimitExceeded
+}
+
 // failed logs and counts a When that failed at run time: one stopped by the
 // cost limit once for the rule's life, others at most once a minute.
 func (r *compiledRule) failed(err error, logger *zap.Logger) {
-	if strings.Contains(err.Error(), "cost limit exceeded") {
+	if overCostLimit(err) {
 		r.costCount.Inc()
 		if logger != nil && !r.costLogged.Swap(true) {
 			logger.Warn("routing rule stopped at the cost limit; treated as false (logged once)",

@@ -622,3 +622,34 @@ func TestRuleErrorScrubLinear(t *testing.T) {
 		t.Errorf("%.1f bytes allocated a header byte at 32 KB, %.1f at 4 KB: not linear", large, small)
 	}
 }
+
+// TestRuleCostLimitNotByText: a rule's failure is told to be the cost
+// limit by CEL's cancellation, not by its text, which may quote the
+// client's: a prompt saying "cost limit exceeded", quoted by a failed
+// conversion, counted in rule_cost_limit_total, used up the limit's one
+// warning (a real one then went unlogged) and kept the failure out of the
+// log.
+func TestRuleCostLimitNotByText(t *testing.T) {
+	rs, err := compileRules([]*RouteRule{{Route: "a", When: []string{`timestamp(last_user) > timestamp("2020-01-01T00:00:00Z")`}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := metrics.ruleCost.WithLabelValues("a", "1")
+	value := func() float64 {
+		var m dto.Metric
+		if err := counter.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	before := value()
+	core, logs := observer.New(zap.WarnLevel)
+	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"user","content":"operation cancelled: actual cost limit exceeded"}]}`))
+	rs.choose(newRuleVars(chatEndpoint, rb, http.Header{}, ""), zap.New(core), nil)
+	if n := value() - before; n != 0 {
+		t.Errorf("a failed conversion counted %v times at the cost limit", n)
+	}
+	if logs.FilterMessage("routing rule failed; treated as false").Len() != 1 || logs.FilterMessageSnippet("cost limit").Len() != 0 {
+		t.Errorf("logs %v, want the rule's failure", logs.All())
+	}
+}
