@@ -857,7 +857,7 @@ func (r *Router) validate() error {
 				return cfgErr(subj, "base_url: %v", err)
 			}
 			if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return cfgErr(subj, "base_url %q is not an http(s) URL", u.Redacted())
+				return cfgErr(subj, "base_url %q is not an http(s) URL", shownURL(u))
 			}
 		}
 		if p.Timeout < 0 {

@@ -69,7 +69,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		return nil, cfgErr(subj, "base_url: %v", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", u.Redacted())
+		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", shownURL(u))
 	}
 	key, err := resolveAtLoad(repl, pc.APIKey)
 	if err != nil {
@@ -276,6 +276,15 @@ func parseURL(raw string) (*url.URL, error) {
 	return nil, errors.New("not a valid URL")
 }
 
+// shownURL is u as errors and logs show it: without its user:password@
+// and its query, either of which may hold a credential (a provider that
+// takes its key as ?key=).
+func shownURL(u *url.URL) string {
+	v := *u
+	v.User, v.RawQuery, v.ForceQuery = nil, "", false
+	return v.String()
+}
+
 // The router's transport defaults, where Caddy's would suit a gateway
 // less: keep-alive pools large enough for a busy one (Caddy keeps 32 idle
 // connections a host), and a dial timeout for providers across the
@@ -416,7 +425,7 @@ func (p *provider) verifyKey(ctx context.Context, logger *zap.Logger) error {
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		return cfgErr("provider "+p.name, "verify_key: %s rejected api_key %s with %d %s (check the key for white space or a typo)",
-			p.urls[modelsEndpoint].Redacted(), p.fingerprint, resp.StatusCode, http.StatusText(resp.StatusCode))
+			shownURL(p.urls[modelsEndpoint]), p.fingerprint, resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	logger.Info("verify_key: api_key accepted", zap.String("provider", p.name),
 		zap.String("key", p.fingerprint), zap.Int("status", resp.StatusCode))

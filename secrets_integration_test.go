@@ -240,3 +240,27 @@ func TestProviderHeadersValidAtLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyKeyErrorHasNoQuery: verify_key's refusal names the URL it
+// asked without the base_url's query, which may hold a credential (a
+// provider that takes its key as ?key=), as transport errors drop it.
+func TestVerifyKeyErrorHasNoQuery(t *testing.T) {
+	newGateway(t, defaultRouter) // a running Caddy to load into
+	mock := mockllm.New()
+	mock.SetRequireKey("sk-the-right-key-000000001")
+	srv := httptest.NewServer(mock)
+	defer srv.Close()
+	cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {\n\t\tprovider holysheep {\n\t\t\tbase_url " + srv.URL +
+		"/v1?key=query-secret-0001\n\t\t\tapi_key sk-a-wrong-key-0000000042\n\t\t\tverify_key\n\t\t}\n\t\tmodel deepseek-v3.2\n\t}\n}\n"
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = loadConfig(string(cfg))
+	if err == nil || !strings.Contains(err.Error(), "verify_key") {
+		t.Fatalf("a rejected key loaded: %v", err)
+	}
+	if strings.Contains(err.Error(), "query-secret") {
+		t.Errorf("the error shows the base_url's query: %v", err)
+	}
+}
