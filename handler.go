@@ -327,7 +327,9 @@ func (ex *exchange) readRequest() bool {
 		var tooLarge *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooLarge):
-			ex.fail(bodyTooLarge(r.MaxRequestBody))
+			// the limit the body is over: a Caddy request_body { max_size }
+			// in front applies its own, smaller one first
+			ex.fail(bodyTooLarge(tooLarge.Limit))
 		case ex.req.Context().Err() != nil:
 			ex.clientGone()
 		default:

@@ -2,6 +2,7 @@ package llmrouter
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -210,6 +211,30 @@ func TestBadRequests(t *testing.T) {
 	}
 	if n := len(g.primary.Requests()); n != 0 {
 		t.Errorf("bad requests reached the provider (%d)", n)
+	}
+}
+
+// TestBodyLimitInFront: a Caddy request_body { max_size } in front of the
+// router applies its own, smaller limit first (README, Troubleshooting):
+// the 413 names that limit, the one the body is over, not the router's
+// max_request_body, which the body is well under.
+func TestBodyLimitInFront(t *testing.T) {
+	g := newGatewayWith(t, globalOptions, "\trequest_body {\n\t\tmax_size 1KB\n\t}", defaultRouter)
+	big := `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"` + strings.Repeat("x", 2000) + `"}]}`
+	// chunked: a declared length over the limit is Caddy's own 413
+	req, _ := http.NewRequest(http.MethodPost, gatewayURL+"/v1/chat/completions", io.MultiReader(strings.NewReader(big)))
+	resp, err := g.tc.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := string(b)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413: %s", resp.StatusCode, body)
+	}
+	if msg := apiErr(t, body).Message; !strings.Contains(msg, "limit of 1000 bytes") {
+		t.Errorf("message %q, want the limit of 1000 bytes the body is over", msg)
 	}
 }
 
