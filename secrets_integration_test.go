@@ -63,6 +63,7 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 // TestVerifyKey: a key the provider rejects stops the config from loading,
 // with an error that names the provider and the key's fingerprint only.
 func TestVerifyKey(t *testing.T) {
+	newGateway(t, defaultRouter) // a running Caddy to load into
 	mock := mockllm.New()
 	mock.SetRequireKey("sk-the-right-key-000000001")
 	srv := httptest.NewServer(mock)
