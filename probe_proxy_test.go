@@ -72,12 +72,15 @@ func TestURLCredentialsNotInLoadError(t *testing.T) {
 	g := newGateway(t, defaultRouter)
 	t.Setenv("LLM_ROUTER_TEST_PROXY", "http://gw:"+password+"@127.0.0.1:3128")
 	t.Setenv("LLM_ROUTER_TEST_BASE", "https://gw:"+password+"@llm.example/v1")
+	// a password with text in braces, which reads as a placeholder
+	t.Setenv("LLM_ROUTER_TEST_BRACES", "http://gw:pr0xy{s3cret}@127.0.0.1:3128")
 	for name, router := range map[string]string{
-		"forward_proxy_url from env": viaProxy(t, defaultRouter, "{env.LLM_ROUTER_TEST_PROXY}"),
-		"forward_proxy_url":          viaProxy(t, defaultRouter, "http://gw:"+password+"@127.0.0.1:3128"),
-		"base_url from env":          strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url {env.LLM_ROUTER_TEST_BASE}", 1),
-		"base_url":                   strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url https://gw:"+password+"@llm.example/v1", 1),
-		"base_url of another scheme": strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url ftp://gw:pr0xy-s3cret@llm.example/v1", 1),
+		"forward_proxy_url from env":            viaProxy(t, defaultRouter, "{env.LLM_ROUTER_TEST_PROXY}"),
+		"forward_proxy_url from env, in braces": viaProxy(t, defaultRouter, "{env.LLM_ROUTER_TEST_BRACES}"),
+		"forward_proxy_url":                     viaProxy(t, defaultRouter, "http://gw:"+password+"@127.0.0.1:3128"),
+		"base_url from env":                     strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url {env.LLM_ROUTER_TEST_BASE}", 1),
+		"base_url":                              strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url https://gw:"+password+"@llm.example/v1", 1),
+		"base_url of another scheme":            strings.Replace(defaultRouter, "base_url {PRIMARY}/v1", "base_url ftp://gw:pr0xy-s3cret@llm.example/v1", 1),
 	} {
 		cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(router) + "\n\t}\n}\n"
 		adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)

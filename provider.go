@@ -209,7 +209,13 @@ func resolveForCaddy(repl *caddy.Replacer, v string) (string, error) {
 		return "", err
 	}
 	for _, m := range loadPlaceholder.FindAllString(out, -1) {
-		if m[0] != '\\' {
+		switch {
+		case m[0] == '\\':
+		case !strings.Contains(v, m):
+			// from a value resolved at load ({env.*}, a secret): not
+			// quoted, as it may be part of a password
+			return "", errors.New("a value it takes at load still holds a placeholder (text in braces), which would be resolved again per request")
+		default:
 			return "", fmt.Errorf("%q still holds a placeholder once resolved at load, which would be resolved again per request", m)
 		}
 	}
