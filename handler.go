@@ -1211,7 +1211,10 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 		cancel(nil)
 	}()
 	timer := time.AfterFunc(time.Duration(f.FirstByteTimeout), func() { cancel(errFirstByteTimeout) })
-	defer timer.Stop()
+	// the timer in place at the end: an error answer's replaces the first
+	// byte's, and armed for the provider's timeout it would hold the
+	// request (its body, through the replacer) that long after its answer
+	defer func() { timer.Stop() }()
 
 	resp, err := ex.send(ctx, d, i, res)
 	if err != nil {
