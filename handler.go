@@ -1275,6 +1275,7 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 	var opening [][]byte
 	var role []byte     // a chat stream's role chunk, copied, relayed before the first event (streamRelay.role)
 	var roleBuf *[]byte // role's buffer, from relayBatches: no allocation
+	var roles int64     // the role chunks held: a stream of n choices opens with one for each
 	var idle *idleWatch // watching the wait after it
 	defer func() {
 		if idle != nil {
@@ -1321,12 +1322,20 @@ func (ex *exchange) attemptStream(parent context.Context, d *deployment, i int, 
 			} else {
 				ev = bytes.Clone(ev)
 			}
-			role = ev
+			role, roles = ev, 1
 			if d := time.Duration(f.StreamIdleTimeout); d > 0 {
 				idle = newIdleWatch(d, cancel)
 				src.idle = idle
 				idle.waiting(true)
 			}
+		case ex.ep == chatEndpoint && role != nil && roles < max(ex.body.N, 1) && openai.ChatOpening(data):
+			// the role chunk of another of the n choices, which carries no
+			// more output than the first: held too (it would otherwise
+			// commit an empty stream, which could no longer fail over nor
+			// lose a hedge), the ones before it with the opening events,
+			// relayed before role, in order
+			opening, role = append(opening, role), bytes.Clone(ev)
+			roles++
 		default:
 			first = ev
 		}

@@ -2,11 +2,13 @@ package llmrouter
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
@@ -266,5 +268,31 @@ func TestHedgedFailureCountsWhenItEnds(t *testing.T) {
 	defer hangUp()
 	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.State != stateCooldown {
 		t.Errorf("deepseek %s while the hedge streams, a second after its 429; want cooldown", st.State)
+	}
+}
+
+// TestHedgeBesideTheRoleChunksOfNChoices: a stream of n choices opens
+// with a role chunk for each, no output yet; a first attempt that sends
+// them and stalls has no first byte, and is hedged: its second role chunk
+// neither commits it nor wins the hedge.
+func TestHedgeBesideTheRoleChunksOfNChoices(t *testing.T) {
+	const role = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":%d,"delta":{"role":"assistant","content":""},"finish_reason":null}]}` + "\n\n"
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, role+role, 0, 1)
+		if model == "deepseek-chat" {
+			w.(http.Flusher).Flush()
+			<-t.Context().Done() // stalls: only the hedge can answer in time
+			return
+		}
+		fmt.Fprint(w, chunk("Hi"), chunk("Hello"), "data: [DONE]\n\n")
+	})
+	r := benchRouter(t, up.URL, func(r *Router) {
+		r.Failover = &Failover{HedgeAfter: caddy.Duration(100 * time.Millisecond), StreamIdleTimeout: caddy.Duration(3 * time.Second)}
+	})
+	srv := routerServer(t, r)
+	resp, body, err := postCounted(t, srv.URL+"/v1/chat/completions", `{"model":"simple_qa","stream":true,"n":2,"messages":[{"role":"user","content":"Hi."}]}`)
+	if err != nil || resp.Header.Get("X-LLM-Model") != "gemini-2.5-flash" || !strings.HasSuffix(string(body), "data: [DONE]\n\n") {
+		t.Fatalf("%v, model %q, body %q; want the hedge's whole stream", err, resp.Header.Get("X-LLM-Model"), body)
 	}
 }

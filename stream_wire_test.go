@@ -442,30 +442,41 @@ func expectFullHealth(t *testing.T, r *Router, why string) {
 // alone, the first's input is charged as estimated, and no time to first
 // token is observed for it. A stream whose content follows the role chunk
 // reaches the client byte for byte. Azure OpenAI sends its content
-// filter's results on the prompt before the role chunk: held alike.
+// filter's results on the prompt before the role chunk: held alike; and
+// a stream of n choices opens with a role chunk for each: all held.
 func TestChatStreamFailsOverAfterItsRoleChunk(t *testing.T) {
 	const (
-		filter  = `data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}` + "\n\n"
-		role    = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n"
+		filter = `data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}` + "\n\n"
+		role   = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n"
+		roles  = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%[1]s","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n" +
+			`data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%[1]s","choices":[{"index":1,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n"
 		content = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":"stop"}]}` + "\n\n"
 		usage   = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}` + "\n\n"
 		doneEv  = "data: [DONE]\n\n"
 	)
-	for _, opening := range []string{"", filter} {
+	for _, opening := range []string{filter + role, role, roles} {
 		for _, fault := range []string{"none", "error event", "broken", "silent"} {
 			name := fault
-			if opening != "" {
+			switch opening {
+			case filter + role:
 				name = "azure, " + fault
+			case roles:
+				name = "n 2, " + fault
 			}
-			t.Run(name, func(t *testing.T) { failOverAfterTheRoleChunk(t, fault, opening+role, content+usage+doneEv) })
+			n := 1
+			if opening == roles {
+				n = 2
+			}
+			t.Run(name, func(t *testing.T) { failOverAfterTheRoleChunk(t, fault, opening, content+usage+doneEv, n) })
 		}
 	}
 }
 
 // failOverAfterTheRoleChunk runs a case of
-// TestChatStreamFailsOverAfterItsRoleChunk: each deployment opens its
-// stream with opening; the second sends rest, the first too or fault.
-func failOverAfterTheRoleChunk(t *testing.T, fault, opening, rest string) {
+// TestChatStreamFailsOverAfterItsRoleChunk, a request for n answers: each
+// deployment opens its stream with opening; the second sends rest, the
+// first too or fault.
+func failOverAfterTheRoleChunk(t *testing.T, fault, opening, rest string, n int) {
 	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, opening, model)
@@ -487,7 +498,7 @@ func failOverAfterTheRoleChunk(t *testing.T, fault, opening, rest string) {
 		r.Failover = &Failover{FirstByteTimeout: caddy.Duration(3 * time.Second), StreamIdleTimeout: caddy.Duration(300 * time.Millisecond)}
 	})
 	srv := routerServer(t, r)
-	resp, body, err := postCounted(t, srv.URL+"/v1/chat/completions", `{"model":"simple_qa","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi."}]}`)
+	resp, body, err := postCounted(t, srv.URL+"/v1/chat/completions", fmt.Sprintf(`{"model":"simple_qa","stream":true,"n":%d,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi."}]}`, n))
 	model, attempts := "gemini-2.5-flash", "2"
 	if fault == "none" {
 		model, attempts = "deepseek-v3.2", "1"
