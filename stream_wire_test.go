@@ -443,18 +443,20 @@ func expectFullHealth(t *testing.T, r *Router, why string) {
 // token is observed for it. A stream whose content follows the role chunk
 // reaches the client byte for byte. Azure OpenAI sends its content
 // filter's results on the prompt before the role chunk: held alike; and
-// a stream of n choices opens with a role chunk for each: all held.
+// a stream of n choices opens with a role chunk for each: all held; one
+// with logprobs asked for has its (empty) logprobs in its role chunk.
 func TestChatStreamFailsOverAfterItsRoleChunk(t *testing.T) {
 	const (
 		filter = `data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}` + "\n\n"
 		role   = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n"
 		roles  = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%[1]s","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n" +
 			`data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%[1]s","choices":[{"index":1,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}` + "\n\n"
-		content = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":"stop"}]}` + "\n\n"
-		usage   = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}` + "\n\n"
-		doneEv  = "data: [DONE]\n\n"
+		logprobs = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":{"content":[],"refusal":null},"finish_reason":null}],"usage":null}` + "\n\n"
+		content  = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":"stop"}]}` + "\n\n"
+		usage    = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"%s","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}` + "\n\n"
+		doneEv   = "data: [DONE]\n\n"
 	)
-	for _, opening := range []string{filter + role, role, roles} {
+	for _, opening := range []string{filter + role, role, roles, logprobs} {
 		for _, fault := range []string{"none", "error event", "broken", "silent"} {
 			name := fault
 			switch opening {
@@ -462,6 +464,8 @@ func TestChatStreamFailsOverAfterItsRoleChunk(t *testing.T) {
 				name = "azure, " + fault
 			case roles:
 				name = "n 2, " + fault
+			case logprobs:
+				name = "logprobs, " + fault
 			}
 			n := 1
 			if opening == roles {

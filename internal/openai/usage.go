@@ -484,7 +484,8 @@ func ChatPromptFilter(data []byte) bool {
 
 // openingChoice reports whether a choice of a chat chunk is an opening's
 // (ChatOpening): an index, a delta with a role, and nothing else that is
-// not empty.
+// not empty: an object of empty members is empty too (OpenAI's role chunk
+// has "logprobs":{"content":[],"refusal":null} when they are asked for).
 func openingChoice(c []byte) bool {
 	ok := true
 	return ForEachMember(c, func(key, val []byte) {
@@ -497,9 +498,19 @@ func openingChoice(c []byte) bool {
 			})
 			ok = ok && valid && empty
 		default:
-			ok = ok && emptyValue(val)
+			ok = ok && (emptyValue(val) || emptyMembers(val))
 		}
 	}) && ok
+}
+
+// emptyMembers reports whether v is a JSON object whose members are all
+// empty (emptyValue).
+func emptyMembers(v []byte) bool {
+	if len(v) == 0 || v[0] != '{' {
+		return false
+	}
+	empty := true
+	return ForEachMember(v, func(_, m []byte) { empty = empty && emptyValue(m) }) && empty
 }
 
 // emptyValue reports whether a JSON value is null or an empty string,
