@@ -380,6 +380,36 @@ func TestCacheStreamNotFromALossyJSONAnswer(t *testing.T) {
 	}
 }
 
+// TestCacheNoStreamOfToolCallsAtOneIndex: a stream whose tool calls all
+// come at one index (or none, which reads as 0), each with an id of its
+// own, as Gemini's OpenAI-compatible endpoint and some relays send them,
+// is relayed as it came but not stored: assembled by index, the calls
+// merged into one (names and arguments run together), the answer every
+// later request of its key would have been served.
+func TestCacheNoStreamOfToolCallsAtOneIndex(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1212KB"))
+	chunk := `data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}` + "\n\n"
+	call := `{"tool_calls":[{%s"id":"call_%s","type":"function","function":{"name":"%s","arguments":"{\"city\":\"%s\"}"}}]}`
+	tools := `,"tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object"}}},{"type":"function","function":{"name":"time","parameters":{"type":"object"}}}]`
+	for i, index := range []string{`"index":0,`, ""} {
+		q := question(fmt.Sprintf("Weather and time in Lyon, take %d?", i), true, tools)
+		g.primary.Set("deepseek-chat", mockllm.Behavior{Times: 1, Body: fmt.Sprintf(chunk, `{"role":"assistant"}`, "null") +
+			fmt.Sprintf(chunk, fmt.Sprintf(call, index, "a", "weather", "Lyon"), "null") +
+			fmt.Sprintf(chunk, fmt.Sprintf(call, index, "b", "time", "Lyon"), "null") +
+			fmt.Sprintf(chunk, `{}`, `"tool_calls"`) + "data: [DONE]\n\n"})
+		resp, body := g.post(q)
+		if resp.StatusCode != http.StatusOK || strings.Count(body, `"id":"call_`) != 2 {
+			t.Fatalf("take %d: %d %q", i, resp.StatusCode, body)
+		}
+		chats := len(g.primary.RequestsFor("deepseek-chat"))
+		resp, body = g.post(strings.Replace(q, `,"stream":true`, "", 1))
+		expectCache(t, resp, "miss")
+		if got := len(g.primary.RequestsFor("deepseek-chat")); got != chats+1 {
+			t.Errorf("take %d: served from the cache, not by a model: %s", i, body)
+		}
+	}
+}
+
 // TestCacheKeepsAStreamWithoutUsage: a stream that reaches [DONE] from a
 // provider that sends no usage (stream_usage off) is complete: it is kept
 // (with its estimated cost), and served again.

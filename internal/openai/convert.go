@@ -177,7 +177,8 @@ func orNull(m json.RawMessage) json.RawMessage {
 
 // ChatStreamToJSON assembles the SSE events of a chat stream, up to its
 // [DONE], into the chat.completion they stream: content and refusal
-// concatenated, tool calls merged by index, log probabilities joined,
+// concatenated, tool calls merged by index (a second id at one index is an
+// error: two calls, not one), log probabilities joined,
 // finish reasons and usage kept. A chunk member it does not know is an
 // error rather than something the answer would silently lose (the cache
 // then does not keep the stream), and so is a member named in another
@@ -330,6 +331,13 @@ func ChatStreamToJSON(events []byte) ([]byte, error) {
 					c.calls = append(c.calls, callText{})
 				}
 				t := &c.calls[i]
+				if dc.ID != "" && t.ID != "" && dc.ID != t.ID {
+					// another call at the index of one begun (all at 0, or
+					// without an index, as Gemini's OpenAI-compatible
+					// endpoint and some relays send them): merged, their
+					// names and arguments would run together
+					return nil, fmt.Errorf("stream chunk: tool calls %q and %q at one index", truncateName(t.ID), truncateName(dc.ID))
+				}
 				if dc.ID != "" {
 					t.ID = dc.ID
 				}

@@ -102,8 +102,9 @@ func TestChatConversionsShapes(t *testing.T) {
 }
 
 // TestStreamToJSONKeepsEverything: log probabilities are joined across
-// chunks and the service tier kept; a member the assembly does not know
-// is an error, not something the stored answer silently loses.
+// chunks and the service tier kept; a member the assembly does not know,
+// or a second tool call at the index of another, is an error, not
+// something the stored answer silently loses.
 func TestStreamToJSONKeepsEverything(t *testing.T) {
 	const events = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":3,\"model\":\"m\",\"service_tier\":\"default\",\"obfuscation\":\"xy\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"logprobs\":{\"content\":[{\"token\":\"Hi\",\"logprob\":-0.1,\"bytes\":[72,105],\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":null}]}\n\n" +
 		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"},\"logprobs\":{\"content\":[{\"token\":\"!\",\"logprob\":-0.2,\"bytes\":[33],\"top_logprobs\":[]}],\"refusal\":null},\"finish_reason\":\"stop\"}]}\n\n" +
@@ -120,6 +121,10 @@ func TestStreamToJSONKeepsEverything(t *testing.T) {
 		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"audio\":{\"data\":\"AAA\"}}}]}\n\n",
 		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"f\"}}}]}\n\n",
 		"data: {\"id\":\"c\",\"citations\":[\"https://example.com\"],\"choices\":[]}\n\n",
+		// two calls at one index (or none): merged, they would be one
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}\n\n" +
+			"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_2\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n",
+		"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"call_1\",\"function\":{\"name\":\"f\"}},{\"id\":\"call_2\",\"function\":{\"name\":\"g\"}}]}}]}\n\n",
 	} {
 		if _, err := ChatStreamToJSON([]byte(unknown)); err == nil {
 			t.Errorf("ChatStreamToJSON(%q) assembled a stream with a member it would lose", unknown)
