@@ -382,16 +382,20 @@ func TestCacheStreamNotFromALossyJSONAnswer(t *testing.T) {
 
 // TestCacheKeepsNoAnswerCutForLackOfResources: DeepSeek ends a generation
 // its inference system had no resources to finish with finish_reason
-// "insufficient_system_resource": a part of an answer, relayed once
-// (JSON or stream) and never served again.
+// "insufficient_system_resource", vLLM one its engine aborted with
+// "abort": a part of an answer, relayed once (JSON or stream) and never
+// served again.
 func TestCacheKeepsNoAnswerCutForLackOfResources(t *testing.T) {
 	g := newGateway(t, cacheRouter("\t\tmax_size 1213KB\n\t\tstale_if_error 0"))
 	chunk := `data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}` + "\n\n"
 	for i, b := range []mockllm.Behavior{
 		{Body: `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Ye"},"finish_reason":"insufficient_system_resource"}]}`},
 		{Body: fmt.Sprintf(chunk, `{"role":"assistant","content":"Ye"}`, "null") + fmt.Sprintf(chunk, `{}`, `"insufficient_system_resource"`) + "data: [DONE]\n\n"},
+		// vLLM's, for a request its engine aborted (a shutdown, a pause
+		// for new weights)
+		{Body: fmt.Sprintf(chunk, `{"role":"assistant","content":"Ye"}`, "null") + fmt.Sprintf(chunk, `{}`, `"abort"`) + "data: [DONE]\n\n"},
 	} {
-		q := question(fmt.Sprintf("Can I return a tent, size %d?", i), i == 1, "")
+		q := question(fmt.Sprintf("Can I return a tent, size %d?", i), i > 0, "")
 		b.Times = 1
 		g.primary.Set("deepseek-chat", b)
 		if resp, body := g.post(q); resp.StatusCode != http.StatusOK || answerText(t, body) != "Ye" {

@@ -15,8 +15,8 @@ type Answer struct {
 	// Complete: the answer is whole enough to be served again from a
 	// cache: a chat or completions answer has at least one choice and each
 	// choice its finish_reason (a choice without one was cut off; one with
-	// finish_reason "error" or "insufficient_system_resource" (DeepSeek's),
-	// or an "error", failed midway; one with
+	// finish_reason "error", "insufficient_system_resource" (DeepSeek's) or
+	// "abort" (vLLM's), or an "error", failed midway; one with
 	// "content_filter" had content a provider's filter omitted, a verdict
 	// on one generation that another would not necessarily get); a
 	// Responses answer has status "completed"; an embeddings answer has at
@@ -122,8 +122,9 @@ func (s *scanner) readChoices(depth int, u *Usage, found *bool) (bool, error) {
 // ends a generation, and its usage, if any, into u. A choice whose
 // generation failed midway has no such end: finish_reason "error", or a
 // non-null "error" member, as OpenRouter reports a provider that broke
-// off after some text, or "insufficient_system_resource", as DeepSeek
-// ends one its inference system could not finish; nor has one whose
+// off after some text, "insufficient_system_resource", as DeepSeek ends
+// one its inference system could not finish, or "abort", as vLLM ends one
+// its engine aborted (a shutdown, a pause for new weights); nor has one whose
 // content a filter omitted (finish_reason "content_filter").
 func (s *scanner) readChoice(depth int, u *Usage, found *bool) (reason bool, err error) {
 	failed := false
@@ -156,9 +157,10 @@ func (s *scanner) readChoice(depth int, u *Usage, found *bool) (reason bool, err
 // unfinished are the finish reasons, as written, of a generation that
 // did not end as its model meant it to: failed midway ("error", as
 // OpenRouter reports it; "insufficient_system_resource", DeepSeek's
-// when its inference system had no resources to go on), or with content
-// a provider's filter omitted ("content_filter").
-var unfinished = [...]string{`"error"`, `"insufficient_system_resource"`, `"content_filter"`}
+// when its inference system had no resources to go on; "abort", vLLM's
+// for a request its engine aborted), or with content a provider's filter
+// omitted ("content_filter").
+var unfinished = [...]string{`"error"`, `"insufficient_system_resource"`, `"abort"`, `"content_filter"`}
 
 // isUnfinished reports whether the finish reason written as v is one of
 // unfinished (a comparison, not a conversion: ReadAnswer allocates

@@ -62,6 +62,7 @@ func TestIsComplete(t *testing.T) {
 		{Chat, `{"choices":[{"finish_reason":""}]}`, false},
 		{Chat, `{"choices":[{"finish_reason":"error"}]}`, false},
 		{Chat, `{"choices":[{"finish_reason":"insufficient_system_resource"}]}`, false}, // DeepSeek's, cut short
+		{Chat, `{"choices":[{"finish_reason":"abort"}]}`, false},                        // vLLM's, aborted
 		{Chat, `{"choices":[{"finish_reason":"stop"},{"finish_reason":"content_filter"}]}`, false},
 		{Chat, `{"choices":[{"finish_reason":"stop","error":{"code":502}}]}`, false},
 		{Chat, `{"choices":[{"finish_reason":"stop","error":null}]}`, true},
