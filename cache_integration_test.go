@@ -525,6 +525,42 @@ func TestCacheStaleIfError(t *testing.T) {
 	}
 }
 
+// TestCacheStaleNotPastItsWindow: the answer a request found expired but
+// within ttl + stale_if_error is served, once every model failed, only if
+// it still is: never one older, however long the request waited (for
+// the models, or for a flight it followed).
+func TestCacheStaleNotPastItsWindow(t *testing.T) {
+	g := newGateway(t, cacheRouter("\t\tmax_size 1214KB\n\t\tttl 1m\n\t\tstale_if_error 1h"))
+	q := question("Có giao hàng đến Đà Nẵng không?", false, "")
+	resp, _ := g.post(q)
+	expectCache(t, resp, "miss")
+	advanceClock(t, 2*time.Minute)
+	g.primary.SetDefault(mockllm.Behavior{Status: 503})
+	var waited atomic.Bool
+	hook := func() {
+		// the request found the answer stale (2 minutes old) and waits
+		// past ttl + stale_if_error before every model has failed
+		if waited.CompareAndSwap(false, true) {
+			clockSkew.Add(int64(time.Hour))
+		}
+	}
+	cacheJoinHook.Store(&hook)
+	t.Cleanup(func() {
+		cacheJoinHook.Store(nil)
+		if waited.Load() {
+			clockSkew.Add(-int64(time.Hour))
+		}
+	})
+	resp, body := g.post(q)
+	if !waited.Load() {
+		t.Fatal("the request did not wait")
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("an answer older than ttl + stale_if_error when served: %d, cache %q, Age %q: %s",
+			resp.StatusCode, resp.Header.Get("X-LLM-Cache"), resp.Header.Get("Age"), body)
+	}
+}
+
 // TestCacheSurvivesReload: the stored answers outlive a reload that
 // keeps the handler's config (here one that changes the site around it);
 // one that changes the config starts an empty store.

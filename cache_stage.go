@@ -357,6 +357,14 @@ func (t *cacheTicket) dontStore() {
 	}
 }
 
+// staleAt reports whether the ticket has an expired answer to fall back
+// on at t: one still within ttl + stale_if_error then, not only when it
+// was found (the request may have waited minutes since, for its models or
+// for a flight it followed).
+func (t *cacheTicket) staleAt(at time.Time) bool {
+	return t.stale != nil && at.Sub(t.stale.stored) <= t.rc.ttl+t.rc.stale
+}
+
 // end ends what the request left in flight: followers of an answer that
 // never came ask a model themselves.
 func (t *cacheTicket) end() {

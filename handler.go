@@ -824,7 +824,7 @@ func (ex *exchange) run(p plan) {
 			ex.failures = append(ex.failures, s.d.label()+": skipped, "+s.why)
 		}
 	}
-	if ex.cache.stale != nil && ex.serveCached(ex.cache.stale, cacheStale, now()) {
+	if t := now(); ex.cache.staleAt(t) && ex.serveCached(ex.cache.stale, cacheStale, t) {
 		return
 	}
 	ex.unavailable(p)
