@@ -482,7 +482,7 @@ func (x *Index) unlinkLocked(e *entry) {
 // x.wmu must be held, not x.mu.
 func (x *Index) maybeShrink(sp *space) {
 	n, c := len(sp.entries), cap(sp.entries)
-	if n == 0 || c <= 1024 || n >= c/4 {
+	if n == 0 || c <= keptCapacity || n >= c/4 {
 		return
 	}
 	smaller := x.resized(sp, 2*n)
@@ -490,6 +490,14 @@ func (x *Index) maybeShrink(sp *space) {
 	sp.take(smaller)
 	x.mu.Unlock()
 }
+
+// keptCapacity is the most slots a namespace keeps whatever it holds: a
+// larger one shrinks once it holds under a quarter of its slots. The
+// index holds arrays in proportion to its entries, not to the peaks of
+// namespaces that emptied (a semantic cache has one per client and
+// conversation, max_entries of them at most: at ~1,000 slots kept each,
+// about 200 bytes a slot at 1024 dimensions, gigabytes).
+const keptCapacity = 32
 
 // clockVictim returns the entry CLOCK evicts next; x.wmu must be held and
 // the index must be non-empty. Each pass over a set reference bit clears

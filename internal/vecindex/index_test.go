@@ -206,6 +206,37 @@ func TestShrink(t *testing.T) {
 	}
 }
 
+// TestShrinkManyNamespaces: the index holds arrays in proportion to the
+// entries it holds, however many namespaces once grew large and then lost
+// nearly all of theirs (a semantic cache has one per client and
+// conversation): a namespace that kept the capacity of its peak, up to
+// ~1,000 slots, made max_entries namespaces of one entry each hold
+// gigabytes of codes.
+func TestShrinkManyNamespaces(t *testing.T) {
+	const dims, n, peak, spaces = 64, 1000, 900, 20
+	g := newGen(5, dims, false)
+	x := New(dims, n)
+	id := uint64(0)
+	for ns := range uint64(spaces) {
+		first := id
+		for range peak {
+			mustAdd(t, x, ns, id, g.next(make([]float32, dims)))
+			id++
+		}
+		for i := first + 1; i < id; i++ { // evicted, or their answers gone
+			x.Remove(i)
+		}
+	}
+	checkInvariants(t, x)
+	held := 0
+	for _, sp := range x.spaces {
+		held += cap(sp.entries)
+	}
+	if bound := 4*x.Len() + 32*len(x.spaces); held > bound {
+		t.Errorf("%d namespaces of %d entries in all hold %d slots, want at most %d", len(x.spaces), x.Len(), held, bound)
+	}
+}
+
 // TestChurnAtBound: random Adds (evicting), Removes and Touches over a few
 // namespaces keep the bookkeeping consistent and every stored vector
 // findable.
