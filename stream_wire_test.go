@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
 
@@ -527,5 +528,25 @@ func failOverAfterTheRoleChunk(t *testing.T, fault, opening, rest string, n int)
 		if d.name == "deepseek-v3.2" && n != 0 {
 			t.Errorf("a time to first token was observed for the failed attempt")
 		}
+	}
+}
+
+// TestDoneAsTheSDKsReadIt: the official SDKs end a stream at an event
+// whose data starts with [DONE] ("[DONE]x" too) and read nothing after
+// it; the router read such an event as any other, so the stream that ended
+// after it was one cut short: an error event after the client's end, and
+// the deployment blamed for a broken stream. It ends the stream as the
+// SDKs do.
+func TestDoneAsTheSDKsReadIt(t *testing.T) {
+	g := newGateway(t, withHealth("\t\tinterval off"))
+	g.primary.Set("deepseek-chat", mockllm.Behavior{ContentType: "text/event-stream",
+		Body: chunk("Hi") + "data: [DONE]x\n\n"})
+	resp, body := g.post(chatBody("simple_qa", true))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	if !strings.HasSuffix(body, "data: [DONE]x\n\n") || strings.Contains(body, "error") {
+		t.Errorf("stream %q, want the provider's, ending at its [DONE]", body)
+	}
+	if st := statsFor(t, g, "deepseek-v3.2", "primary"); st.HealthScore != maxScore {
+		t.Errorf("deepseek's score %d after a whole stream, want %d", st.HealthScore, maxScore)
 	}
 }

@@ -23,13 +23,14 @@ var MaxEventSize = 256 << 20
 var DoneData = []byte("[DONE]")
 
 // IsDone reports whether an event's data is [DONE], the end of an OpenAI
-// stream: white space after it (spaces, tabs) is allowed, as the official
-// SDKs, which test the data's start, take it for the end too.
+// stream: data that starts with it, as the official SDKs read it (they
+// test the data's start: "[DONE] " and "[DONE]x" end their stream too, and
+// what follows is never read).
 func IsDone(data []byte) bool {
 	if len(data) < len(DoneData) || data[0] != '[' {
 		return false // every other event (a JSON object): one byte read
 	}
-	return bytes.Equal(bytes.TrimRight(data, " \t"), DoneData)
+	return bytes.HasPrefix(data, DoneData)
 }
 
 // EventReader splits a text/event-stream into events, each returned with

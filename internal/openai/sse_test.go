@@ -586,7 +586,8 @@ func dropBlankLines(s string) string {
 func TestIsDone(t *testing.T) {
 	for data, want := range map[string]bool{
 		"[DONE]": true, "[DONE]  ": true, "[DONE]\t": true, "[DONE] \t ": true,
-		"": false, "[DON": false, "[DONE]x": false, "[DONE] x": false, " [DONE]": false,
+		"[DONE]x": true, "[DONE] x": true, // as the SDKs read it: the data's start
+		"": false, "[DON": false, " [DONE]": false,
 		`{"choices":[]}`: false, "[done]": false,
 	} {
 		if got := IsDone([]byte(data)); got != want {
