@@ -51,9 +51,10 @@ type Cache struct {
 	// (e.g. X-Team), besides the body.
 	KeyHeaders []string `json:"key_headers,omitempty"`
 
-	// Scope are placeholders whose values are part of every key, so that
-	// no answer is served across them (only their hash is kept, as the
-	// key is one); a request for which one is empty is not cached.
+	// Scope are placeholders whose values, each with its placeholder, are
+	// part of every key, so that no answer is served across them (only
+	// their hash is kept, as the key is one); a request for which one is
+	// empty is not cached.
 	// Default: the client's credential, the values of its Authorization,
 	// X-Api-Key and Api-Key headers: no two clients share an answer.
 	Scope []string `json:"scope,omitempty"`

@@ -720,6 +720,32 @@ func TestCacheStorePerHandler(t *testing.T) {
 	}
 }
 
+// TestCacheStoreScopesByName: two handlers that share a named store with
+// scopes of different placeholders (a tenant header here, an organisation
+// header there) keep their identities apart: an answer cached for the
+// tenant "acme" is not the organisation "acme"'s.
+func TestCacheStoreScopesByName(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	block := func(scope string) string {
+		return g.fill(cacheRouter("\t\tmax_size 1015KB\n\t\tscope " + scope + "\n\t\tstore scopes_by_name"))
+	}
+	g.tc.InitServer(globalOptions+"\n"+siteAddress+" {\n\thandle /a/* {\n\t\tllm_router {"+block("{http.request.header.X-Tenant}")+
+		"\n\t\t}\n\t}\n\thandle /b/* {\n\t\tllm_router {"+block("{http.request.header.X-Org}")+"\n\t\t}\n\t}\n}\n", "caddyfile")
+	q := question("Do you ship to Hue?", false, "")
+	resp, _ := g.postPath("/a/v1/chat/completions", q, "X-Tenant", "acme")
+	if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+		t.Fatalf("handler a: X-LLM-Cache %q", got)
+	}
+	resp, _ = g.postPath("/b/v1/chat/completions", q, "X-Org", "acme")
+	if got := resp.Header.Get("X-LLM-Cache"); got != "miss" {
+		t.Errorf("handler b, organisation acme: X-LLM-Cache %q, want miss (tenant acme's answer is not its)", got)
+	}
+	resp, _ = g.postPath("/a/v1/chat/completions", q, "X-Tenant", "acme")
+	if got := resp.Header.Get("X-LLM-Cache"); got != "hit" {
+		t.Errorf("handler a again: X-LLM-Cache %q, want hit", got)
+	}
+}
+
 // streamed is a chat stream as a client read it.
 type streamed struct {
 	cache string    // X-LLM-Cache

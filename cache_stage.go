@@ -69,7 +69,10 @@ func (ex *exchange) lookupCache(p plan) bool {
 			return false
 		}
 	}
-	var scope [len(credentialHeaders) + 2]string
+	// each value beside its name (a header's, a placeholder's): handlers
+	// sharing a store with scopes of different placeholders keep their
+	// identities apart (tenant "acme" is not organisation "acme")
+	var scope [2*len(credentialHeaders) + 2 + 4]string
 	values := scope[:0]
 	if rc.own {
 		host, path := requestBase(ex.req)
@@ -77,7 +80,7 @@ func (ex *exchange) lookupCache(p plan) bool {
 	}
 	if rc.byClient {
 		for _, h := range credentialHeaders {
-			values = append(values, headerValue(ex.req.Header, h))
+			values = append(values, h, headerValue(ex.req.Header, h))
 		}
 	}
 	for _, p := range rc.scope {
@@ -90,7 +93,7 @@ func (ex *exchange) lookupCache(p plan) bool {
 			ex.setCacheResult(cacheBypass)
 			return false
 		}
-		values = append(values, v)
+		values = append(values, p, v)
 	}
 	t.key = cacheKey(ex.ep, ex.ns, &ex.body, ex.req.Header, rc.keyHeaders, values...)
 	t.store = store && (!ex.body.Stream || rc.streams || ex.ep == embeddingsEndpoint)
