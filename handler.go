@@ -659,6 +659,11 @@ type attemptResult struct {
 	// deployment's whole limit (openai.OverLimit); 0 for any other answer
 	overLimit int64
 
+	// changes: the deployment's count of state changes as the attempt
+	// began (healthState.changes): its outcome changes the state only if
+	// none came since
+	changes uint64
+
 	// observed: the outcome was recorded (observeAttempt) as the attempt
 	// ended, on its own goroutine: a hedge's, whose other attempt may
 	// go on for minutes
@@ -875,6 +880,7 @@ func (ex *exchange) attempt(d *deployment) attemptResult {
 // the commit breaks the response, one before it is charged as given up.
 func (ex *exchange) attemptIn(parent context.Context, d *deployment, i int) (res attemptResult) {
 	res.started = now()
+	res.changes = d.state.health.changes.Load()
 	d.metrics.inFlight.Inc()
 	defer d.metrics.inFlight.Dec()
 	defer func() {
@@ -2028,7 +2034,7 @@ func (ex *exchange) observeAttempt(d *deployment, res *attemptResult) {
 			ev = eventErrorStatus
 		}
 	}
-	d.state.observeSince(ev, res.started, t, d.disableBelow, cooldown, res.detail, r.logger)
+	d.state.observeFrom(ev, res.started, res.changes, t, d.disableBelow, cooldown, res.detail, r.logger)
 	if ev != eventSuccess {
 		if ce := r.logger.Check(zap.DebugLevel, "upstream attempt failed"); ce != nil {
 			ce.Write(zap.String("model", d.name), zap.String("provider", d.provider.name),

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -133,12 +134,24 @@ func (s *sharedState) observe(ev healthEvent, t time.Time, disableBelow int, coo
 // back disable it again (no flip-flop). Every change of state is logged
 // once, with its reason, after the lock is released.
 func (s *sharedState) observeSince(ev healthEvent, began, t time.Time, disableBelow int, cooldown time.Duration, detail string, logger *zap.Logger) {
+	s.observeFrom(ev, began, anyChanges, t, disableBelow, cooldown, detail, logger)
+}
+
+// anyChanges: an outcome whose attempt noted no count of changes
+// (observeSince): told current by its start's time alone.
+const anyChanges = math.MaxUint64
+
+// observeFrom is observeSince for an attempt that noted, as it began,
+// the deployment's count of state changes (healthState.changes): it is
+// current only if no change came since, however close in time.
+func (s *sharedState) observeFrom(ev healthEvent, began time.Time, changes uint64, t time.Time, disableBelow int, cooldown time.Duration, detail string, logger *zap.Logger) {
 	h := &s.health
 	h.mu.Lock()
 	before := s.viewAt(t)
 	cooled := before.cooldownUntil.IsZero() && h.coolingLogged.CompareAndSwap(true, false)
 	score := int(h.score.Load())
-	current := !began.Before(h.changedAt) // began after the last change of state
+	// began after the last change of state
+	current := !began.Before(h.changedAt) && (changes == anyChanges || changes == h.changes.Load())
 
 	var reason string
 	switch ev {
@@ -154,6 +167,7 @@ func (s *sharedState) observeSince(ev healthEvent, began, t time.Time, disableBe
 		if h.disabled.Load() && current {
 			h.disabled.Store(false)
 			h.changedAt = t
+			h.changes.Add(1)
 			reason = "re-enabled by a " + ev.String()
 		}
 	case eventErrorStatus, eventTransport, eventProbeFailure:
@@ -172,6 +186,7 @@ func (s *sharedState) observeSince(ev healthEvent, began, t time.Time, disableBe
 		h.streak++
 		h.lastError, h.lastErrorAt = detail, t
 		if !h.disabled.Load() && score <= disableBelow && current {
+			h.changes.Add(1)
 			h.disabled.Store(true)
 			h.changedAt = t
 			reason = fmt.Sprintf("disabled after %d consecutive %s (last: %s)", h.streak, ev.plural(), detail)

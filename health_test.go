@@ -133,6 +133,33 @@ func TestHealthNoFlipFlop(t *testing.T) {
 	}
 }
 
+// TestHealthChangeCountedNotTimed: the time of a change of state is read
+// before its lock, so an attempt can begin after that time and still
+// before the change (it was routed to a deployment not yet disabled): by
+// time it is current, and its success re-enabled the deployment at once.
+// The count of changes it noted as it began tells: it leaves it disabled.
+func TestHealthChangeCountedNotTimed(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	s := newSharedState(deploymentID{"gpt-4.1", "holysheep"})
+	began, noted := t0.Add(time.Millisecond), s.health.changes.Load() // in flight
+	for range 10 {
+		s.observeSince(eventErrorStatus, t0, t0, 30, 0, "500", nil) // read its time at t0
+	}
+	if s.view(t0, nil).state != stateDisabled {
+		t.Fatal("not disabled by ten 500s")
+	}
+	s.observeFrom(eventSuccess, began, noted, began.Add(time.Millisecond), 30, 0, "", nil)
+	if st := s.view(began, nil).state; st != stateDisabled {
+		t.Errorf("%s after the success of an attempt that began before it was disabled, want disabled", st)
+	}
+	// one that began after the change noted its count, and re-enables
+	after := t0.Add(time.Second)
+	s.observeFrom(eventSuccess, after, s.health.changes.Load(), after, 30, 0, "", nil)
+	if st := s.view(after, nil).state; st != stateUp {
+		t.Errorf("%s after the success of an attempt that began after, want up", st)
+	}
+}
+
 // TestHealthWeightedSelection: of two equal deployments, the one failing
 // half its requests ends up serving a much smaller share.
 func TestHealthWeightedSelection(t *testing.T) {

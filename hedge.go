@@ -172,7 +172,7 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd 
 			}
 			hcancel(nil)
 			if v != nil {
-				r.res = attemptResult{outcome: outcomeServerError, detail: "internal error", started: r.res.started}
+				r.res = attemptResult{outcome: outcomeServerError, detail: "internal error", started: r.res.started, changes: r.res.changes}
 			}
 			hedge <- r
 		}()
@@ -181,7 +181,7 @@ func (ex *exchange) hedgedAttempt(d, h *deployment, delay time.Duration, tryEnd 
 		if hcancel == nil {
 			return
 		}
-		r.res.started = now()
+		r.res.started, r.res.changes = now(), h.state.health.changes.Load()
 		r.span = ex.traceAttempt(h, false)
 		r.res = ex.attemptIn(hctx, h, 1)
 		// its health now, not once the other attempt ended: that one may

@@ -52,8 +52,13 @@ type sharedState struct {
 // lock; healthState.mu serialises the updates so that each change of state is
 // seen, and logged, once.
 type healthState struct {
-	score         atomic.Int32
-	disabled      atomic.Bool
+	score    atomic.Int32
+	disabled atomic.Bool
+	// changes counts the changes between disabled and enabled: an
+	// attempt notes it as it begins (attemptResult.changes), and its
+	// outcome changes the state only if none came since, which a clock
+	// read cannot tell (the change's time is read before its lock)
+	changes       atomic.Uint64
 	cooldownUntil atomic.Int64 // unix nanoseconds; 0: none
 	coolingLogged atomic.Bool  // a cooldown start was logged, its end not yet
 	lastSuccess   atomic.Int64 // unix nanoseconds of the last successful request
