@@ -141,6 +141,10 @@ func memberValue(data, key []byte, from int) int {
 // Where reasoning tokens are already in completion_tokens (OpenAI's rule,
 // completion_tokens_details.reasoning_tokens being a part of it) the total
 // is their sum and adds nothing.
+//
+// The cached count is a part of the input (OpenAI's rule): one past it (an
+// odd report) is the input's, so that no report bills more than its input
+// and output at their full prices.
 func usageObject(obj []byte) (Usage, bool) {
 	var u Usage
 	total := int64(-1)
@@ -177,6 +181,7 @@ func usageObject(obj []byte) (Usage, bool) {
 	if total-u.Input > u.Output { // no overflow: both are at least 0
 		u.Output = total - u.Input
 	}
+	u.CachedInput = min(u.CachedInput, u.Input)
 	return u, true
 }
 

@@ -77,6 +77,7 @@ func TestAnswerUsageTable(t *testing.T) {
 		{"completion null, total", `{"usage":{"prompt_tokens":12,"completion_tokens":null,"total_tokens":20}}`, Usage{Input: 12, Output: 8}, true, true},
 		{"null after a count: encoding/json keeps the count", `{"usage":{"prompt_tokens":5,"prompt_tokens":null,"completion_tokens":1}}`, Usage{Input: 5, Output: 1}, true, true},
 		{"a bad cached count is 0", `{"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":"2"}}}`, Usage{Input: 3, Output: 1}, true, true},
+		{"cached past the prompt is the prompt", `{"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9}}}`, Usage{Input: 3, Output: 1, CachedInput: 3}, true, true},
 		{"details null", `{"usage":{"prompt_tokens":4,"completion_tokens":1,"prompt_tokens_details":null}}`, Usage{Input: 4, Output: 1}, true, true},
 		{"details not an object", `{"usage":{"prompt_tokens":4,"completion_tokens":1,"prompt_tokens_details":[{"cached_tokens":1}]}}`, Usage{Input: 4, Output: 1}, true, true},
 		{"duplicate usage: the last counts", `{"usage":{"prompt_tokens":1,"completion_tokens":1},"usage":{"prompt_tokens":2,"completion_tokens":1}}`, Usage{Input: 2, Output: 1}, true, true},
