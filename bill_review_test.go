@@ -3,7 +3,10 @@ package llmrouter
 import (
 	"io"
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // TestCachedCountPastPromptIsCappedAtIt: cached prompt tokens are a part of
@@ -37,5 +40,47 @@ func TestCachedCountPastPromptIsCappedAtIt(t *testing.T) {
 				t.Errorf("%d cached input tokens counted, more than the 10 prompt tokens", cached)
 			}
 		}
+	}
+}
+
+// TestBudgetSharedAcrossCurrenciesIsRefused: a budget's name is shared by
+// every handler that declares it, and its ledger adds their costs as they
+// come, each in its handler's currency. A handler in CNY (7 per price unit)
+// that declared the budget beside one in USD would read the USD spend as
+// yuan: a client that spent nearly the USD handler's limit (1 USD) could
+// spend 7 CNY more (another USD) through the other. A handler that declares
+// a budget another running handler counts in another currency is refused.
+func TestBudgetSharedAcrossCurrenciesIsRefused(t *testing.T) {
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":3000000,"completion_tokens":1,"total_tokens":3000001}}`)
+	})
+	budget := func(limit float64) []*Budget {
+		return []*Budget{{Name: "shared-currency", Limits: []BudgetLimit{{Amount: limit, Period: "day"}}, ReserveOutput: 10}}
+	}
+	usd := benchRouter(t, up.URL, func(r *Router) { r.Budgets = budget(1) })
+	// 3M input tokens of deepseek-v3.2 at 0.28 USD per 1M: 0.84 USD
+	if w := serveOnce(usd, `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"hi"}]}`); w.Code != http.StatusOK {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	cny := &Router{
+		Providers:   []*Provider{{Name: "cny", BaseURL: up.URL + "/v1", APIKey: "sk-bench-key-000000000002"}},
+		Models:      []*Model{{Name: "deepseek-v3.2", Upstream: "deepseek-chat"}},
+		HealthCheck: &HealthCheck{Off: true},
+		Currency:    &Currency{Code: "CNY", Rate: 7},
+		Budgets:     budget(7),
+	}
+	ctx, cancel := caddy.NewContext(benchCaddyContext(t))
+	t.Cleanup(cancel)
+	if err := cny.Provision(ctx); err != nil {
+		if !strings.Contains(err.Error(), "USD") {
+			t.Errorf("refused, but the error does not name the currency the budget is counted in: %v", err)
+		}
+		return // refused: what is wanted
+	}
+	t.Cleanup(func() { _ = cny.Cleanup() })
+	if w := serveOnce(cny, `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"hi"}]}`); w.Code == http.StatusOK {
+		t.Errorf("after 0.84 USD of a 1 USD budget, the CNY handler served another 0.84 USD (5.88 CNY) under the same budget")
 	}
 }

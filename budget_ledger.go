@@ -156,7 +156,8 @@ func (l *budgetLedger) keepEnded(k endedWindowKey, d float64) {
 
 // acquireLedger returns the shared ledger of b's name (and storage: a
 // config that moves the budget to another storage reads its spend from
-// there), registering b. The ledger is the same whether budget_sync is on
+// there), registering b. A budget its other users count in another
+// currency is an error. The ledger is the same whether budget_sync is on
 // or off, so that switching it keeps the spend: a config that turns sync on
 // over a local ledger starts its sync (its spend so far is written at the
 // first one); one that turns it off leaves the running sync alone until the
@@ -183,6 +184,15 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance st
 	l := v.(*budgetLedger)
 	b.syncEvery = sync
 	l.mu.Lock()
+	if len(l.users) > 0 && l.users[0].currency != b.currency {
+		// the ledger adds costs as they come: spend in one currency read
+		// as another's would let a client spend past the limit in either
+		counted := l.users[0].currency
+		l.mu.Unlock()
+		_, _ = budgetLedgers.Delete(b.poolKey)
+		return nil, fmt.Errorf("budget %q is counted in %s by a handler that declares it (in this config or the running one), not %s: a budget keeps one currency; give it another name to count it in %s",
+			b.name, counted, b.currency, b.currency)
+	}
 	l.users = append(l.users, b)
 	syncing := l.storage != nil
 	l.mu.Unlock()
