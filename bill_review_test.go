@@ -1,6 +1,7 @@
 package llmrouter
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -82,5 +83,46 @@ func TestBudgetSharedAcrossCurrenciesIsRefused(t *testing.T) {
 	t.Cleanup(func() { _ = cny.Cleanup() })
 	if w := serveOnce(cny, `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"hi"}]}`); w.Code == http.StatusOK {
 		t.Errorf("after 0.84 USD of a 1 USD budget, the CNY handler served another 0.84 USD (5.88 CNY) under the same budget")
+	}
+}
+
+// TestStreamUsageThatDoesNotGrowIsNotTheBill: a provider that puts the
+// same usage in every chunk (a placeholder with the prompt's count and no
+// output, or each chunk's own count rather than a running total) streams
+// text its reports do not count: the text that came after the output count
+// last grew is estimated, as text after a last report is, rather than
+// billed at the report's 0 or 1 output token.
+func TestStreamUsageThatDoesNotGrowIsNotTheBill(t *testing.T) {
+	const more = 400 // chunks of 40 characters: 10 tokens each
+	for _, out := range []int{0, 1} {
+		up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := range more {
+				role := ""
+				if i == 0 {
+					role = `"role":"assistant",`
+				}
+				fmt.Fprintf(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{%s"content":%q},"finish_reason":null}],"usage":{"prompt_tokens":20,"completion_tokens":%d,"total_tokens":%d}}`+"\n\n",
+					role, strings.Repeat("word ", 8), out, 20+out)
+			}
+			io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n")
+		})
+		r := benchRouter(t, up.URL, nil)
+		srv := routerServer(t, r)
+		done := requestsDone(t)
+		resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
+			strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Write a long story."}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "[DONE]") {
+			t.Fatalf("the stream did not end with [DONE]: %.200s", b)
+		}
+		waitFor(t, done, "the stream to be counted")
+		if c := chargedTo(r, "deepseek-v3.2"); c.in != 20 || c.out < (more-1)*10 {
+			t.Errorf("%d output tokens in every report: charged %+v, want the provider's 20 input tokens and about the %d output streamed", out, c, more*10)
+		}
 	}
 }

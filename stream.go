@@ -441,13 +441,17 @@ func (s *streamRelay) forward(w io.Writer, ev []byte) error {
 // the cached input, a discount, comes with the input it is part of. A
 // report of zeros only is a placeholder (some providers put one in each
 // chunk until the last), never a bill, as every request has input: it is
-// not kept, so that a stream cut before its real usage is estimated.
+// not kept, so that a stream cut before its real usage is estimated. The
+// text so far is in a report whose output count grew (or the first): one
+// that repeats the count after more text (a placeholder with the prompt's
+// count in every chunk, or each chunk's own count) leaves that text to be
+// estimated.
 func (s *streamRelay) noteUsage(u usage) {
 	if u == (usage{}) {
 		return
 	}
-	if !s.found || u.Output >= s.usage.Output {
-		s.bytesAtUsage = s.textBytes // the text so far is in the report
+	if !s.found || u.Output > s.usage.Output {
+		s.bytesAtUsage = s.textBytes
 	}
 	if s.found {
 		if u.Input < s.usage.Input {
