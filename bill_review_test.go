@@ -1,9 +1,13 @@
 package llmrouter
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -124,5 +128,43 @@ func TestStreamUsageThatDoesNotGrowIsNotTheBill(t *testing.T) {
 		if c := chargedTo(r, "deepseek-v3.2"); c.in != 20 || c.out < (more-1)*10 {
 			t.Errorf("%d output tokens in every report: charged %+v, want the provider's 20 input tokens and about the %d output streamed", out, c, more*10)
 		}
+	}
+}
+
+// TestCostPlaceholderIsWhatTheRequestSpent: {http.llm_router.cost}, which
+// the example logs per team to bill from, is what the request spent, as its
+// budgets and cost_total count it: an attempt charged before a failover
+// (here a JSON answer cut short, billed its input and max_tokens) is part
+// of it, not only the answer's cost.
+func TestCostPlaceholderIsWhatTheRequestSpent(t *testing.T) {
+	cut := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("word ", 800)
+	up := reviewUpstream(t, func(w http.ResponseWriter, model string, _ map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		if model == "deepseek-chat" {
+			w.Header().Set("Content-Length", strconv.Itoa(len(cut)))
+			io.WriteString(w, cut)
+			return
+		}
+		io.WriteString(w, `{"id":"c2","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],`+
+			`"usage":{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12}}`)
+	})
+	r := benchRouter(t, up.URL, func(r *Router) { r.Models[1].Priority = 2 })
+	req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions",
+		strings.NewReader(`{"model":"simple_qa","max_tokens":3000,"messages":[{"role":"user","content":"Write a long story."}]}`))
+	repl := caddy.NewReplacer()
+	req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+	w := httptest.NewRecorder()
+	if err := r.ServeHTTP(w, req, nil); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("%d %s %v", w.Code, w.Body, err)
+	}
+	spent := chargedTo(r, "deepseek-v3.2").cost + chargedTo(r, "gemini-2.5-flash").cost
+	if chargedTo(r, "deepseek-v3.2").cost <= 0 {
+		t.Fatalf("the cut attempt was charged nothing")
+	}
+	v, _ := repl.Get("http.llm_router.cost")
+	got, err := strconv.ParseFloat(fmt.Sprint(v), 64)
+	if err != nil || math.Abs(got-spent) > 1e-12 {
+		t.Errorf("{http.llm_router.cost} is %v, want %g, what the request's attempts were charged", v, spent)
 	}
 }

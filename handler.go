@@ -2079,7 +2079,7 @@ func (ex *exchange) observeUsage(d *deployment, u usage) float64 {
 	u = d.billed(u)
 	cost := ex.spend(d, u)
 	ex.usageMu.Lock()
-	ex.ph.usage, ex.ph.cost, ex.ph.costKnown = u, cost, true
+	ex.ph.usage, ex.ph.costKnown = u, true
 	ex.usageMu.Unlock()
 	return cost
 }
@@ -2201,8 +2201,7 @@ type placeholderValues struct {
 	model, provider string // of the answer
 	attempted       bool   // attempts is final
 	usage           usage  // input_tokens, output_tokens
-	cost            float64
-	costKnown       bool // usage and cost are known
+	costKnown       bool   // usage is known (the request's cost: requestCost)
 }
 
 // placeholder resolves the {http.llm_router.*} placeholders from the
@@ -2235,12 +2234,27 @@ func (ex *exchange) placeholder(key string) (any, bool) {
 	case "output_tokens":
 		return ph.usage.Output, ph.costKnown
 	case "cost":
-		if !ph.costKnown {
+		cost, ok := ex.requestCost()
+		if !ok {
 			return nil, false
 		}
-		return strconv.FormatFloat(ph.cost, 'f', -1, 64), true
+		return strconv.FormatFloat(cost, 'f', -1, 64), true
 	}
 	return nil, false
+}
+
+// requestCost is what the request cost, as its budgets and cost_total
+// count it: every attempt's (spend; one charged before a failover, a
+// hedge's loser) and its semantic lookup's embedding, not the answer's
+// alone, so that a log that bills from {http.llm_router.cost} bills what
+// the budgets do. It is known once the answer's usage is, or, for a
+// request that ended without one (no answer, a cache hit), once it ended
+// having spent anything.
+func (ex *exchange) requestCost() (float64, bool) {
+	ex.usageMu.Lock()
+	defer ex.usageMu.Unlock()
+	cost := ex.spent + ex.cache.embedCost
+	return cost, ex.ph.costKnown || (ex.counted && cost > 0)
 }
 
 // replaceAll is repl.ReplaceAll(s, ""), with a fast path for what a budget

@@ -54,8 +54,10 @@ func (ex *exchange) traceRequest() {
 		attrs = append(attrs,
 			attribute.Int64("gen_ai.usage.input_tokens", ph.usage.Input),
 			attribute.Int64("gen_ai.usage.output_tokens", ph.usage.Output),
-			attribute.Float64("llm_router.cost", ph.cost),
 			attribute.Bool("llm_router.usage_estimated", ph.usage.Estimated))
+	}
+	if cost, ok := ex.requestCost(); ok {
+		attrs = append(attrs, attribute.Float64("llm_router.cost", cost))
 	}
 	if ex.route != "" {
 		attrs = append(attrs, attribute.String("llm_router.route", ex.route))
