@@ -20,6 +20,7 @@ const (
 	codeNoConversation   = "conversation_not_found"
 	codeNoItem           = "item_not_found"
 	codeNoPrompt         = "prompt_not_found"
+	codeNoResponse       = "previous_response_not_found"
 	codeRateLimited      = "rate_limit_exceeded"
 	typeInvalidRequest   = "invalid_request_error"
 	typeTokens           = "tokens" // OpenAI's type of a rate limit on tokens

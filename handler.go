@@ -202,8 +202,10 @@ type exchange struct {
 
 	// home is the home of the response the request continues when it is
 	// one of its candidates (homeFirst); homeAway is it too when it cannot
-	// answer now: skipped (a cooldown, disabled), or tried and failed
+	// answer now: skipped (a cooldown, disabled), or tried and failed;
+	// homeKnown says the router remembers where that response was made
 	home, homeAway deploymentID
+	homeKnown      bool
 
 	// what the {http.llm_router.*} placeholders report (placeholder)
 	ph placeholderValues
@@ -958,21 +960,31 @@ func (ex *exchange) answerBuffered(ctx context.Context, d *deployment, i int, re
 func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, payload []byte, res *attemptResult) {
 	res.errorAnswer = resp.StatusCode < 200 || resp.StatusCode >= 300
 	res.status = resp.StatusCode
-	var relay bool
+	var relay, forgotten bool
 	res.outcome, relay = classifyStatus(resp.StatusCode)
 	if !relay && ex.namesRequestResource(resp.StatusCode, payload, d.upstream) {
 		// the stored response the request continues is not there: the
-		// client's error, whichever deployment is asked, unless the
-		// response's home is a candidate skipped for now (a cooldown):
-		// then the request fails over, with no fault of d's, and ends
-		// with the home's pause (a 503 with Retry-After) rather than a
-		// 404 that tells the client its response is gone
+		// client's error when the router knows where it was made, unless
+		// that home is a candidate skipped for now (a cooldown) or
+		// failed: then the request fails over, with no fault of d's, and
+		// ends with the home's pause (a 503 with Retry-After) rather than
+		// a 404 that tells the client its response is gone
 		res.outcome, relay = outcomeClientError, true
-		if ex.awayFromHome(d) {
+		switch {
+		case ex.awayFromHome(d):
 			res.outcome, relay = outcomeNotHere, false
+		case !ex.homeKnown:
+			// where the response was made is not known (pushed out of
+			// memory by any client's responses, made before a restart or
+			// at another instance): another candidate may have it, and d
+			// is not at fault; once every candidate said so, the
+			// client's 404 (unavailable)
+			res.outcome, relay, forgotten = outcomeNotHere, false, true
+			ex.storedMissing++
+			ex.missingParam, ex.missingKind, ex.missingID = "previous_response_id", "", ex.body.PreviousResponseID
 		}
 	}
-	if param, kind, id, ok := ex.namesStored(resp.StatusCode, payload, d.upstream); !relay && ok {
+	if param, kind, id, ok := ex.namesStored(resp.StatusCode, payload, d.upstream); !relay && !forgotten && ok {
 		// the conversation, a stored item or a file is not at this
 		// deployment: another may have it (failover), and the
 		// deployment is not at fault
@@ -1943,6 +1955,8 @@ func (ex *exchange) unavailable(p plan) {
 			msg, code = "An input item given by its id was not found at any deployment of this gateway's route.", codeNoItem
 		case "prompt":
 			msg, code = fmt.Sprintf("Prompt with id '%s' not found at any deployment of this gateway's route.", truncate(ex.body.StoredPrompt, maxEchoedName)), codeNoPrompt
+		case "previous_response_id":
+			msg, code = fmt.Sprintf("Previous response with id '%s' not found at any deployment of this gateway's route.", truncate(ex.missingID, maxEchoedName)), codeNoResponse
 		}
 		if what, ok := namedKinds[ex.missingKind]; ok {
 			msg = fmt.Sprintf("%s with id '%s' not found at any deployment of this gateway's route.", what, truncate(ex.missingID, maxEchoedName))

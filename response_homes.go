@@ -145,6 +145,7 @@ func (ex *exchange) homeFirst(candidates []*deployment, skipped []skipped) {
 	if !ok {
 		return
 	}
+	ex.homeKnown = true
 	for i, d := range candidates {
 		if d.id == home.d {
 			copy(candidates[1:i+1], candidates[:i])

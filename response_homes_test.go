@@ -60,11 +60,13 @@ func TestResponsesContinuationGoesHome(t *testing.T) {
 	resp, body = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Thanks","previous_response_id":"`+streamedID+`"}`)
 	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 1)
 
-	// a response nobody has: the 404 is the client's, relayed at once
+	// a response nobody has (and whose home is not known): the 404 is
+	// the client's once every candidate said so
 	before := statsFor(t, g, "gpt-4.1", "primary").HealthScore
 	resp, body = g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"Hi","previous_response_id":"resp_long_gone"}`)
-	if resp.StatusCode != http.StatusNotFound || resp.Header.Get("X-LLM-Attempts") != "1" || !strings.Contains(body, "previous_response_not_found") {
-		t.Errorf("status %d after %s attempts: %s; want the provider's 404 after 1", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body)
+	if e := apiErr(t, body); resp.StatusCode != http.StatusNotFound || resp.Header.Get("X-LLM-Attempts") != "2" ||
+		e.Code != "previous_response_not_found" || e.Param == nil || *e.Param != "previous_response_id" {
+		t.Errorf("status %d after %s attempts: %s; want the client's 404 after asking both", resp.StatusCode, resp.Header.Get("X-LLM-Attempts"), body)
 	}
 	if after := statsFor(t, g, "gpt-4.1", "primary").HealthScore; after != before {
 		t.Errorf("gpt-4.1's score went from %d to %d on the client's 404", before, after)
@@ -122,7 +124,8 @@ func TestPreviousResponseIDMustLookLikeAnID(t *testing.T) {
 		}
 		io.WriteString(w, `{"id":"resp_ok","object":"response","status":"completed","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6}}`)
 	})
-	srv := routerServer(t, benchRouter(t, up.URL, nil))
+	r := benchRouter(t, up.URL, nil)
+	srv := routerServer(t, r)
 	post := func(prev string) (int, string) {
 		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(`{"model":"simple_qa","input":"hello","previous_response_id":"`+prev+`"}`))
 		if err != nil {
@@ -137,6 +140,14 @@ func TestPreviousResponseIDMustLookLikeAnID(t *testing.T) {
 			t.Errorf("previous_response_id %q turned a deployment's 404 into the client's error: %d %s", prev, code, b)
 		}
 	}
+	// made by deepseek, as the router remembers: its 404 for it is the
+	// client's
+	for _, d := range r.deployments {
+		if d.name == "deepseek-v3.2" {
+			rememberResponse("resp_0123456789abcdef", d, usage{})
+		}
+	}
+	t.Cleanup(func() { responseHomes.Remove("resp_0123456789abcdef") })
 	if code, b := post("resp_0123456789abcdef"); code != 404 {
 		t.Errorf("a 404 naming the stored response: %d %s, want it relayed", code, b)
 	}
@@ -578,4 +589,36 @@ func TestDisabledHomeIsTheFirstLastResort(t *testing.T) {
 	if n := len(g.primary.RequestsFor("gemini-2.5-flash")); n != 7 {
 		t.Errorf("gemini was asked %d times, want 7 (not for the continuation)", n)
 	}
+}
+
+// TestForgottenHomeContinuationFindsItsResponse: the responses remembered
+// are the process's most recent, whoever made them, so any client can
+// push another's out by making responses of its own (here the memory is
+// shrunk so that one does). The continuation of a response whose home is
+// forgotten went to the route's first deployment, whose 404 "previous
+// response not found" was relayed as the client's own error: the other
+// client's conversation was gone, though its home still had it. A 404
+// for a response whose home is not known says only that it is not at
+// that deployment: the request fails over, with no health lost, and only
+// when every candidate said so is the 404 the client's.
+func TestForgottenHomeContinuationFindsItsResponse(t *testing.T) {
+	g := newGateway(t, defaultRouter)
+	firstID := storedAtTheBackup(t, g)
+	responseHomes.Resize(1)
+	t.Cleanup(func() { responseHomes.Resize(maxResponseHomes) })
+	// another client's response pushes the first one's home out
+	if resp, body := g.postPath("/v1/responses", `{"model":"simple_qa","input":"Hi"}`, "Authorization", "Bearer other-tenant"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if _, ok := responseHomes.Peek(firstID); ok {
+		t.Fatal("the first response's home is still remembered")
+	}
+	before := statsFor(t, g, "gpt-4.1", "primary").HealthScore
+	counts := scrape(t)
+	resp, body := g.postPath("/v1/responses", `{"model":"complex_reasoning","input":"And the cheaper one?","previous_response_id":"`+firstID+`"}`)
+	expectModel(t, resp, body, "claude-sonnet-4.5", "backup", 2)
+	if after := statsFor(t, g, "gpt-4.1", "primary").HealthScore; after != before {
+		t.Errorf("gpt-4.1's score went from %d to %d on a response it never had", before, after)
+	}
+	expectNotHere(t, counts, "gpt-4.1", "primary", 1)
 }
