@@ -136,6 +136,7 @@ type budget struct {
 	key        string    // placeholder, "" for one budget
 	keyHeaders []string  // the request headers key reads, canonical (keyValueTwice)
 	keyQuery   []string  // the query parameters key reads (keyValueTwice)
+	keyCookies []string  // the cookies key reads (keyValueTwice)
 	keyLabel   bool      // key values are shown as they are
 	keySecret  []byte    // keys the hash of key values (budgetInstance)
 	macs       sync.Pool // *keyHasher keyed with keySecret (keyOf)
@@ -246,6 +247,7 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 		nb.keyHeaders = append(nb.keyHeaders, http.CanonicalHeaderKey(name))
 	}
 	nb.keyQuery = placeholderNames(b.Key, queryPlaceholder)
+	nb.keyCookies = placeholderNames(b.Key, cookiePlaceholder)
 	if len(b.Match) > 0 {
 		nb.matchNames = b.Match
 		nb.match = make(map[string]bool, len(b.Match))
@@ -256,11 +258,12 @@ func newBudget(b *Budget, currency string) (*budget, error) {
 	return nb, nil
 }
 
-// Caddy's placeholders of a request header and of a query parameter
-// begin so.
+// Caddy's placeholders of a request header, a query parameter and a
+// cookie begin so.
 const (
 	headerPlaceholder = "http.request.header."
 	queryPlaceholder  = "http.request.uri.query."
+	cookiePlaceholder = "http.request.cookie."
 )
 
 // placeholderNames are the names in the placeholders of key that begin
@@ -278,14 +281,19 @@ func placeholderNames(key, prefix string) (names []string) {
 	}
 }
 
-// keyValueTwice names the first request header or query parameter that a
-// budget's key reads and req has more than once, "" when none: Caddy's
-// placeholder joins the values ("Basic <credential>,junk") while the auth
-// in front of the router reads the first (basic_auth), or one of them (a
-// query or header matcher), so each second value would name a spender
-// with a budget of its own.
+// keyValueTwice names the first request header, query parameter or
+// cookie that a budget's key reads and req has more than once, "" when
+// none: Caddy's placeholder joins the values ("Basic <credential>,junk")
+// while the auth in front of the router reads the first (basic_auth), or
+// one of them (a query or header matcher), so each second value would
+// name a spender with a budget of its own. A cookie counts in any case of
+// its name: Caddy's placeholder takes the first whose name matches in any
+// case ("SESSION=junk"), an auth server the first of the exact name (Go's
+// Request.Cookie).
 func keyValueTwice(budgets []*budget, req *http.Request) string {
-	var query url.Values // parsed once, if a key reads it
+	var query url.Values       // parsed once, if a key reads it
+	var cookies []*http.Cookie // likewise
+	cookiesRead := false
 	for _, b := range budgets {
 		for _, name := range b.keyHeaders {
 			if len(req.Header[name]) > 1 {
@@ -298,6 +306,20 @@ func keyValueTwice(budgets []*budget, req *http.Request) string {
 			}
 			if len(query[name]) > 1 {
 				return "the query parameter '" + name + "'"
+			}
+		}
+		for _, name := range b.keyCookies {
+			if !cookiesRead {
+				cookies, cookiesRead = req.Cookies(), true
+			}
+			n := 0
+			for _, c := range cookies {
+				if strings.EqualFold(c.Name, name) {
+					n++
+				}
+			}
+			if n > 1 {
+				return "the cookie '" + name + "'"
 			}
 		}
 	}

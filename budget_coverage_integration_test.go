@@ -522,3 +522,49 @@ func TestBudgetKeyHeaderGivenTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestBudgetKeyCookieGivenTwice: a cookie the budget key reads is found by
+// Caddy's placeholder in any case of its name, the first one, while an
+// auth server in front (Go's Request.Cookie, as most read it) takes the
+// first of the exact name: "SESSION=junk; session=<alice's>" passed as
+// alice, and each junk value was a spender with a budget of its own.
+// A request with two cookies of that name, in any case, is refused as a
+// header given twice is.
+func TestBudgetKeyCookieGivenTwice(t *testing.T) {
+	const alice = "alice-session-0123456789"
+	auth := newMockServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, err := r.Cookie("session"); err != nil || c.Value != alice {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}))
+	g := newGatewayWith(t, globalOptions, "\tforward_auth "+auth.URL+" {\n\t\turi /check\n\t}", budgetRouter+`
+	budget per_session {
+		limit 0.02 per day
+		key {http.request.cookie.session}
+	}
+	budget_sync off
+`)
+	if resp, _ := g.post(chatBody("simple_qa", false), "Cookie", "session=mallory"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a wrong session got %d, want 401", resp.StatusCode)
+	}
+	for i := range 2 {
+		if resp, body := g.post(chatBody("simple_qa", false), "Cookie", "session="+alice); resp.StatusCode != http.StatusOK {
+			t.Fatalf("answer %d: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	if resp, body := g.post(chatBody("simple_qa", false), "Cookie", "session="+alice); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("alice past her budget: %d %s, want 429", resp.StatusCode, truncate(body, 120))
+	}
+	for _, cookie := range []string{"SESSION=x1; session=" + alice, "Session=x2; session=" + alice, "session=" + alice + "; session=x3"} {
+		resp, body := g.post(chatBody("simple_qa", false), "Cookie", cookie)
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("alice past her budget, with cookies %q: 200 %s", cookie, truncate(body, 120))
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			continue // the auth in front refused it: no second value reached the key
+		}
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `"param":null`) || !strings.Contains(body, "'session'") {
+			t.Errorf("cookies %q: %d %s, want an OpenAI-style 400 naming the cookie", cookie, resp.StatusCode, truncate(body, 200))
+		}
+	}
+}
