@@ -580,7 +580,11 @@ func (c *budgetCharge) hold(copies int, t time.Time, whole bool) bool {
 // budgetVerdict is why a request is refused.
 type budgetVerdict struct {
 	refuse  *budget
-	resetAt time.Time
+	resetAt time.Time // when refuse's period ends, which the message names
+	// retryAt, when set, is sooner than resetAt: the request was
+	// downgraded on its way to refuse, and passes on a route it left as
+	// soon as that route reopens (reopensAt). It is the Retry-After.
+	retryAt time.Time
 	why     string
 }
 
@@ -661,9 +665,17 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, who
 func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf func(*budget) string,
 	t time.Time, canDowngrade bool, routes map[string]kindPlan) (plan, []budgetCharge, []*budget, budgetVerdict) {
 	var downgraded []*budget
+	var reopens time.Time // the earliest a route the request left reopens
+	refused := func(v budgetVerdict) budgetVerdict {
+		if !reopens.IsZero() && reopens.Before(v.resetAt) {
+			v.retryAt = reopens
+		}
+		return v
+	}
 	for {
 		var charges []budgetCharge
 		var exhausted []*budget
+		var ends []time.Time // each exhausted budget's reset
 		var hard, limit budgetVerdict
 		for _, b := range budgets {
 			if !b.coversAny(p) {
@@ -687,7 +699,7 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 					limit = v
 				}
 			}
-			exhausted = append(exhausted, b)
+			exhausted, ends = append(exhausted, b), append(ends, v.resetAt)
 		}
 		if len(exhausted) == 0 {
 			return p, charges, downgraded, budgetVerdict{}
@@ -707,16 +719,40 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 		}
 		releaseCharges(charges)
 		if hard.refuse != nil {
-			return nil, nil, downgraded, hard
+			return nil, nil, downgraded, refused(hard)
 		}
 		// each turn adds a budget not in downgraded: the loop ends
 		b := limit.refuse
 		next, ok := routes[b.downgrade]
 		if !canDowngrade || b.downgrade == "" || !ok || slices.Contains(downgraded, b) {
-			return nil, nil, downgraded, limit
+			return nil, nil, downgraded, refused(limit)
+		}
+		if at := reopensAt(p, exhausted, ends); reopens.IsZero() || at.Before(reopens) {
+			reopens = at
 		}
 		p, route, downgraded = next.plan, b.downgrade, append(downgraded, b)
 	}
+}
+
+// reopensAt is when plan p, whose every candidate the budgets exhausted
+// (at their limits; ends their resets) stopped, serves again: as soon as
+// one candidate is no longer covered by any of them still at its limit.
+func reopensAt(p plan, exhausted []*budget, ends []time.Time) time.Time {
+	var first time.Time
+	for _, g := range p {
+		for _, d := range g {
+			var last time.Time // when the last budget that covers d resets
+			for i, b := range exhausted {
+				if b.covers[d] && ends[i].After(last) {
+					last = ends[i]
+				}
+			}
+			if !last.IsZero() && (first.IsZero() || last.Before(first)) {
+				first = last
+			}
+		}
+	}
+	return first
 }
 
 // chargeBudgets adds the cost of an attempt of deployment d to every
@@ -758,10 +794,17 @@ func releaseCharges(charges []budgetCharge) {
 
 // budgetRefusal is the 429 insufficient_quota for a budget past its cap.
 func budgetRefusal(v budgetVerdict, t time.Time) *routerError {
-	retry := int(math.Ceil(v.resetAt.Sub(t).Seconds()))
+	at := v.resetAt
+	if !v.retryAt.IsZero() {
+		at = v.retryAt
+	}
+	retry := int(math.Ceil(at.Sub(t).Seconds()))
+	msg := fmt.Sprintf("Budget '%s' is exhausted: %s. It resets at %s.", v.refuse.name, v.why, v.resetAt.Format(time.RFC3339))
+	if !v.retryAt.IsZero() {
+		msg += fmt.Sprintf(" The route this request was downgraded from reopens at %s.", v.retryAt.Format(time.RFC3339))
+	}
 	return &routerError{
-		status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded", retryAfter: max(retry, 1),
-		msg: fmt.Sprintf("Budget '%s' is exhausted: %s. It resets at %s.", v.refuse.name, v.why, v.resetAt.Format(time.RFC3339)),
+		status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded", retryAfter: max(retry, 1), msg: msg,
 	}
 }
 

@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
@@ -250,6 +252,51 @@ func TestSDKBudgetRefusalRaisesAtOnce(t *testing.T) {
 	runSDK(t, "chat-default-retries", &got)
 	if got.Hung || got.Error == nil || got.Error.Name != "RateLimitError" || got.Error.Code == nil || *got.Error.Code != "budget_exceeded" {
 		t.Errorf("the SDK, Retry-After %s: %+v (error %+v), want RateLimitError budget_exceeded at once", resp.Header.Get("Retry-After"), got, got.Error)
+	}
+}
+
+// TestSDKBudgetRefusalAfterDowngradeRetriedWhenRouteReopens: a request
+// that a budget at its hourly limit downgrades onto a route whose monthly
+// budget is spent is refused with the Retry-After of the route it left,
+// which reopens first, and the official SDK, with its default retries,
+// waits that out and is answered there. The refusal's Retry-After was the
+// month's end, weeks away, with X-Should-Retry: false: the SDK raised at
+// once, and a client obeying Retry-After waited weeks for an hour's reset.
+func TestSDKBudgetRefusalAfterDowngradeRetriedWhenRouteReopens(t *testing.T) {
+	n := now().UTC()
+	setClock(t, time.Date(n.Year(), n.Month(), 10, 10, 59, 57, 0, time.UTC))
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", budgetRouter+`
+	budget reasoning_hourly {
+		limit 0.000001 per hour
+		match complex_reasoning
+		downgrade simple_qa
+		timezone UTC
+	}
+	budget qa_monthly {
+		limit 0.000001 per month
+		match simple_qa
+		timezone UTC
+	}
+`)
+	g.post(chatBody("complex_reasoning", false)) // spends past the hour's limit
+	g.post(chatBody("simple_qa", false))         // and past the month's
+	resp, body := g.post(chatBody("complex_reasoning", false))
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-LLM-Budget") != "refused (qa_monthly)" {
+		t.Fatalf("downgraded onto a spent route: %d %s %s", resp.StatusCode, resp.Header.Get("X-LLM-Budget"), body)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 1 || ra > 3 || resp.Header.Get("X-Should-Retry") == "false" {
+		t.Errorf("Retry-After %q, X-Should-Retry %q: want the 3 s to the hour's end, retryable",
+			resp.Header.Get("Retry-After"), resp.Header.Get("X-Should-Retry"))
+	}
+	var got struct {
+		Hung  bool            `json:"hung"`
+		Value json.RawMessage `json:"value"`
+		Error *sdkError       `json:"error"`
+	}
+	runSDK(t, "chat-default-retries", &got, "MODEL=complex_reasoning", "WAIT_MS=8000")
+	if got.Hung || got.Error != nil || !strings.Contains(string(got.Value), `"model":"gpt-4.1"`) {
+		t.Errorf("the SDK %s (hung %v, error %+v), want gpt-4.1's answer once the hour reset", got.Value, got.Hung, got.Error)
 	}
 }
 
