@@ -636,11 +636,17 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, who
 			why: fmt.Sprintf("hard cap of %s per %s reached (%s spent or reserved)", humanMoney(b.hard, b.currency), b.hardPeriod, humanMoney(spend[b.hardPeriod], b.currency))}
 	}
 	if !onDowngrade || b.downgrade == "" {
-		for _, lim := range b.limits {
-			if reached(spend[lim.period], lim.amount) {
-				return atLimit, c, budgetVerdict{refuse: b, resetAt: windows[lim.period].end,
-					why: fmt.Sprintf("limit of %s per %s reached (%s spent or reserved)", humanMoney(lim.amount, b.currency), lim.period, humanMoney(spend[lim.period], b.currency))}
+		// of the limits reached, the one whose period ends last: the
+		// budget lets the request through only once every one has reset
+		var at *budgetLimit
+		for i, lim := range b.limits {
+			if reached(spend[lim.period], lim.amount) && (at == nil || windows[lim.period].end.After(windows[at.period].end)) {
+				at = &b.limits[i]
 			}
+		}
+		if at != nil {
+			return atLimit, c, budgetVerdict{refuse: b, resetAt: windows[at.period].end,
+				why: fmt.Sprintf("limit of %s per %s reached (%s spent or reserved)", humanMoney(at.amount, b.currency), at.period, humanMoney(spend[at.period], b.currency))}
 		}
 	}
 	for p := range periodCount {

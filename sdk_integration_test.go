@@ -300,6 +300,44 @@ func TestSDKBudgetRefusalAfterDowngradeRetriedWhenRouteReopens(t *testing.T) {
 	}
 }
 
+// TestSDKBudgetRefusalAtTwoLimitsRaisesAtOnce: a budget at both its
+// hourly and its daily limit refuses with the Retry-After of the later,
+// the day's end, when it lets a request through again, and with
+// X-Should-Retry: false, so that the official SDK raises at once. The
+// refusal named the first limit listed: the hour's end, 10 s away, which
+// the SDK slept before sending the request again, only to be refused until
+// the day's end.
+func TestSDKBudgetRefusalAtTwoLimitsRaisesAtOnce(t *testing.T) {
+	n := now().UTC()
+	setClock(t, time.Date(n.Year(), n.Month(), 10, 10, 59, 50, 0, time.UTC))
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", budgetRouter+`
+	budget qa {
+		limit 0.000001 per hour
+		limit 0.000001 per day
+		match simple_qa
+		timezone UTC
+	}
+`)
+	g.post(chatBody("simple_qa", false)) // spends past both limits
+	resp, body := g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("past both limits: %d %s", resp.StatusCode, body)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 13*3600 || resp.Header.Get("X-Should-Retry") != "false" {
+		t.Errorf("Retry-After %q, X-Should-Retry %q: want the 13 h to the day's end, not retried (%s)",
+			resp.Header.Get("Retry-After"), resp.Header.Get("X-Should-Retry"), body)
+	}
+	var got struct {
+		Hung  bool      `json:"hung"`
+		Error *sdkError `json:"error"`
+	}
+	runSDK(t, "chat-default-retries", &got)
+	if got.Hung || got.Error == nil || got.Error.Name != "RateLimitError" || deref(got.Error.Code) != "budget_exceeded" {
+		t.Errorf("the SDK %+v (error %+v), want RateLimitError budget_exceeded at once", got, got.Error)
+	}
+}
+
 // TestSDKResponsesRequestsOwnErrorRaisesIt: a Responses API stream whose
 // provider flags the prompt mid-way (its "error" event, or response.failed,
 // with cyber_policy or invalid_prompt: the request's own fault, relayed
