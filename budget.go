@@ -631,23 +631,28 @@ func (b *budget) admit(key string, amount float64, t time.Time, onDowngrade, who
 		}
 		return spent >= limit
 	}
-	if b.hard > 0 && reached(spend[b.hardPeriod], b.hard) {
-		return pastHard, c, budgetVerdict{refuse: b, resetAt: windows[b.hardPeriod].end,
-			why: fmt.Sprintf("hard cap of %s per %s reached (%s spent or reserved)", humanMoney(b.hard, b.currency), b.hardPeriod, humanMoney(spend[b.hardPeriod], b.currency))}
-	}
+	// of the limits reached, when they refuse (no downgrade), the one whose
+	// period ends last: the budget lets the request through only once
+	// every one has reset, and its hard cap too
+	var at *budgetLimit
 	if !onDowngrade || b.downgrade == "" {
-		// of the limits reached, the one whose period ends last: the
-		// budget lets the request through only once every one has reset
-		var at *budgetLimit
 		for i, lim := range b.limits {
 			if reached(spend[lim.period], lim.amount) && (at == nil || windows[lim.period].end.After(windows[at.period].end)) {
 				at = &b.limits[i]
 			}
 		}
-		if at != nil {
-			return atLimit, c, budgetVerdict{refuse: b, resetAt: windows[at.period].end,
-				why: fmt.Sprintf("limit of %s per %s reached (%s spent or reserved)", humanMoney(at.amount, b.currency), at.period, humanMoney(spend[at.period], b.currency))}
+	}
+	if b.hard > 0 && reached(spend[b.hardPeriod], b.hard) {
+		v := budgetVerdict{refuse: b, resetAt: windows[b.hardPeriod].end,
+			why: fmt.Sprintf("hard cap of %s per %s reached (%s spent or reserved)", humanMoney(b.hard, b.currency), b.hardPeriod, humanMoney(spend[b.hardPeriod], b.currency))}
+		if at != nil && windows[at.period].end.After(v.resetAt) {
+			v.resetAt = windows[at.period].end
 		}
+		return pastHard, c, v
+	}
+	if at != nil {
+		return atLimit, c, budgetVerdict{refuse: b, resetAt: windows[at.period].end,
+			why: fmt.Sprintf("limit of %s per %s reached (%s spent or reserved)", humanMoney(at.amount, b.currency), at.period, humanMoney(spend[at.period], b.currency))}
 	}
 	for p := range periodCount {
 		ks.periods[p].reserved += amount

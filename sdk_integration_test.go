@@ -307,34 +307,44 @@ func TestSDKBudgetRefusalAfterDowngradeRetriedWhenRouteReopens(t *testing.T) {
 // refusal named the first limit listed: the hour's end, 10 s away, which
 // the SDK slept before sending the request again, only to be refused until
 // the day's end.
+//
+// So does a budget without a downgrade route past its hourly hard cap and
+// at its daily limit: once the hour's cap resets, the day's limit still
+// refuses. The refusal said the hour's end, the hard cap's alone.
 func TestSDKBudgetRefusalAtTwoLimitsRaisesAtOnce(t *testing.T) {
-	n := now().UTC()
-	setClock(t, time.Date(n.Year(), n.Month(), 10, 10, 59, 50, 0, time.UTC))
-	global, _ := withStorage(t, globalOptions)
-	g := newGatewayWith(t, global, "", budgetRouter+`
+	for _, tc := range []struct{ name, limits string }{
+		{"two limits", "limit 0.000001 per hour\n\t\tlimit 0.000001 per day"},
+		{"hard cap and limit", "limit 0.000001 per day\n\t\thard 0.000001 per hour"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := now().UTC()
+			setClock(t, time.Date(n.Year(), n.Month(), 10, 10, 59, 50, 0, time.UTC))
+			global, _ := withStorage(t, globalOptions)
+			g := newGatewayWith(t, global, "", budgetRouter+`
 	budget qa {
-		limit 0.000001 per hour
-		limit 0.000001 per day
+		`+tc.limits+`
 		match simple_qa
 		timezone UTC
 	}
 `)
-	g.post(chatBody("simple_qa", false)) // spends past both limits
-	resp, body := g.post(chatBody("simple_qa", false))
-	if resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("past both limits: %d %s", resp.StatusCode, body)
-	}
-	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 13*3600 || resp.Header.Get("X-Should-Retry") != "false" {
-		t.Errorf("Retry-After %q, X-Should-Retry %q: want the 13 h to the day's end, not retried (%s)",
-			resp.Header.Get("Retry-After"), resp.Header.Get("X-Should-Retry"), body)
-	}
-	var got struct {
-		Hung  bool      `json:"hung"`
-		Error *sdkError `json:"error"`
-	}
-	runSDK(t, "chat-default-retries", &got)
-	if got.Hung || got.Error == nil || got.Error.Name != "RateLimitError" || deref(got.Error.Code) != "budget_exceeded" {
-		t.Errorf("the SDK %+v (error %+v), want RateLimitError budget_exceeded at once", got, got.Error)
+			g.post(chatBody("simple_qa", false)) // spends past both limits
+			resp, body := g.post(chatBody("simple_qa", false))
+			if resp.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("past both limits: %d %s", resp.StatusCode, body)
+			}
+			if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 13*3600 || resp.Header.Get("X-Should-Retry") != "false" {
+				t.Errorf("Retry-After %q, X-Should-Retry %q: want the 13 h to the day's end, not retried (%s)",
+					resp.Header.Get("Retry-After"), resp.Header.Get("X-Should-Retry"), body)
+			}
+			var got struct {
+				Hung  bool      `json:"hung"`
+				Error *sdkError `json:"error"`
+			}
+			runSDK(t, "chat-default-retries", &got)
+			if got.Hung || got.Error == nil || got.Error.Name != "RateLimitError" || deref(got.Error.Code) != "budget_exceeded" {
+				t.Errorf("the SDK %+v (error %+v), want RateLimitError budget_exceeded at once", got, got.Error)
+			}
+		})
 	}
 }
 
