@@ -581,9 +581,11 @@ func (c *budgetCharge) hold(copies int, t time.Time, whole bool) bool {
 type budgetVerdict struct {
 	refuse  *budget
 	resetAt time.Time // when refuse's period ends, which the message names
-	// retryAt, when set, is sooner than resetAt: the request was
-	// downgraded on its way to refuse, and passes on a route it left as
-	// soon as that route reopens (reopensAt). It is the Retry-After.
+	// retryAt, when set and not resetAt, is the Retry-After: when the
+	// request may pass, which is not refuse's reset when other budgets
+	// stop its route too (it reopens when they have all reset), or when
+	// it was downgraded on its way to refuse (it passes on a route it
+	// left as soon as that reopens): reopensAt, the earliest of the routes'
 	retryAt time.Time
 	why     string
 }
@@ -677,16 +679,24 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 	t time.Time, canDowngrade bool, routes map[string]kindPlan) (plan, []budgetCharge, []*budget, budgetVerdict) {
 	var downgraded []*budget
 	var reopens time.Time // the earliest a route the request left reopens
-	refused := func(v budgetVerdict) budgetVerdict {
-		if !reopens.IsZero() && reopens.Before(v.resetAt) {
-			v.retryAt = reopens
+	// refused is v, told when the request may pass: when its route
+	// reopens (at), or one it left before
+	refused := func(v budgetVerdict, at time.Time) budgetVerdict {
+		if !reopens.IsZero() && reopens.Before(at) {
+			at = reopens
+		}
+		if !at.IsZero() && !at.Equal(v.resetAt) {
+			v.retryAt = at
 		}
 		return v
 	}
 	for {
 		var charges []budgetCharge
 		var exhausted []*budget
-		var ends []time.Time // each exhausted budget's reset
+		// each exhausted budget's reset; and when it stops the route
+		// (blocks): not at all for one at a limit that would move the
+		// request to its downgrade route, once the others let it pass
+		var ends, blocks []time.Time
 		var hard, limit budgetVerdict
 		for _, b := range budgets {
 			if !b.coversAny(p) {
@@ -710,7 +720,11 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 					limit = v
 				}
 			}
-			exhausted, ends = append(exhausted, b), append(ends, v.resetAt)
+			block := v.resetAt
+			if _, ok := routes[b.downgrade]; res == atLimit && ok && !slices.Contains(downgraded, b) {
+				block = time.Time{}
+			}
+			exhausted, ends, blocks = append(exhausted, b), append(ends, v.resetAt), append(blocks, block)
 		}
 		if len(exhausted) == 0 {
 			return p, charges, downgraded, budgetVerdict{}
@@ -730,13 +744,13 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 		}
 		releaseCharges(charges)
 		if hard.refuse != nil {
-			return nil, nil, downgraded, refused(hard)
+			return nil, nil, downgraded, refused(hard, reopensAt(p, exhausted, blocks))
 		}
 		// each turn adds a budget not in downgraded: the loop ends
 		b := limit.refuse
 		next, ok := routes[b.downgrade]
 		if !canDowngrade || b.downgrade == "" || !ok || slices.Contains(downgraded, b) {
-			return nil, nil, downgraded, refused(limit)
+			return nil, nil, downgraded, refused(limit, reopensAt(p, exhausted, blocks))
 		}
 		if at := reopensAt(p, exhausted, ends); reopens.IsZero() || at.Before(reopens) {
 			reopens = at
@@ -746,8 +760,9 @@ func admitBudgets(budgets []*budget, p plan, route string, est demand, keyOf fun
 }
 
 // reopensAt is when plan p, whose every candidate the budgets exhausted
-// (at their limits; ends their resets) stopped, serves again: as soon as
-// one candidate is no longer covered by any of them still at its limit.
+// stopped (until ends, each; a zero end stops nothing), serves again: as
+// soon as one candidate is no longer covered by any of them still at its
+// limit. Zero when none stops a candidate past now.
 func reopensAt(p plan, exhausted []*budget, ends []time.Time) time.Time {
 	var first time.Time
 	for _, g := range p {
@@ -812,7 +827,7 @@ func budgetRefusal(v budgetVerdict, t time.Time) *routerError {
 	retry := int(math.Ceil(at.Sub(t).Seconds()))
 	msg := fmt.Sprintf("Budget '%s' is exhausted: %s. It resets at %s.", v.refuse.name, v.why, v.resetAt.Format(time.RFC3339))
 	if !v.retryAt.IsZero() {
-		msg += fmt.Sprintf(" The route this request was downgraded from reopens at %s.", v.retryAt.Format(time.RFC3339))
+		msg += fmt.Sprintf(" This request may pass at %s.", v.retryAt.Format(time.RFC3339))
 	}
 	return &routerError{
 		status: http.StatusTooManyRequests, typ: "insufficient_quota", code: "budget_exceeded", retryAfter: max(retry, 1), msg: msg,

@@ -310,11 +310,14 @@ func TestSDKBudgetRefusalAfterDowngradeRetriedWhenRouteReopens(t *testing.T) {
 //
 // So does a budget without a downgrade route past its hourly hard cap and
 // at its daily limit: once the hour's cap resets, the day's limit still
-// refuses. The refusal said the hour's end, the hard cap's alone.
+// refuses. The refusal said the hour's end, the hard cap's alone. And so
+// do two budgets of the route, at an hourly and at a daily limit: the
+// refusal said the first's.
 func TestSDKBudgetRefusalAtTwoLimitsRaisesAtOnce(t *testing.T) {
 	for _, tc := range []struct{ name, limits string }{
 		{"two limits", "limit 0.000001 per hour\n\t\tlimit 0.000001 per day"},
 		{"hard cap and limit", "limit 0.000001 per day\n\t\thard 0.000001 per hour"},
+		{"two budgets", "limit 0.000001 per hour\n\t\tmatch simple_qa\n\t\ttimezone UTC\n\t}\n\tbudget qa_daily {\n\t\tlimit 0.000001 per day"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := now().UTC()
