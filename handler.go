@@ -1022,7 +1022,7 @@ func (ex *exchange) answerPayload(d *deployment, i int, resp *http.Response, pay
 	}
 	if !relay {
 		if res.outcome == outcomeRateLimited {
-			res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+			res.retryAfter = retryAfterOf(resp.Header, now())
 		}
 		res.detail = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 		return
@@ -1137,7 +1137,7 @@ func cutObject(b []byte) bool {
 // detail ("" or " to a stream request,").
 func rateLimitedAnswer(res *attemptResult, resp *http.Response, payload []byte, to string) {
 	res.outcome = outcomeRateLimited
-	res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now())
+	res.retryAfter = retryAfterOf(resp.Header, now())
 	res.detail = fmt.Sprintf("%d %s%s with a rate limit error", resp.StatusCode, http.StatusText(resp.StatusCode), to)
 	overLimitAnswer(res, payload)
 }
@@ -1611,6 +1611,19 @@ func isTimeout(err error) bool {
 
 // parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
 // It returns 0 when absent or unparseable.
+// retryAfterOf reads a provider's pause from its answer's headers as the
+// official SDKs do: Retry-After-Ms (milliseconds, a fraction allowed)
+// first, then Retry-After (parseRetryAfter).
+func retryAfterOf(h http.Header, t time.Time) time.Duration {
+	if v := h.Get("Retry-After-Ms"); v != "" {
+		if ms, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && ms > 0 {
+			const longest = 365 * 24 * 3600 * 1000 // as parseRetryAfter's
+			return time.Duration(min(ms, longest) * float64(time.Millisecond))
+		}
+	}
+	return parseRetryAfter(h.Get("Retry-After"), t)
+}
+
 func parseRetryAfter(v string, t time.Time) time.Duration {
 	if v == "" {
 		return 0

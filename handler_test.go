@@ -104,6 +104,35 @@ func TestParseRetryAfter(t *testing.T) {
 
 // TestParseRetryAfterNeverNegative: whatever the header, the delay is not
 // negative.
+// TestRetryAfterOf: Retry-After-Ms comes first, as the SDKs read it; one
+// that is not a positive number leaves Retry-After to say.
+func TestRetryAfterOf(t *testing.T) {
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		ms, secs string
+		want     time.Duration
+	}{
+		{"1500", "", 1500 * time.Millisecond},
+		{" 250.5 ", "9", 250500 * time.Microsecond},
+		{"", "9", 9 * time.Second},
+		{"soon", "9", 9 * time.Second},
+		{"-5", "9", 9 * time.Second},
+		{"NaN", "", 0},
+		{"1e300", "", 365 * 24 * time.Hour},
+	} {
+		h := http.Header{}
+		if c.ms != "" {
+			h.Set("Retry-After-Ms", c.ms)
+		}
+		if c.secs != "" {
+			h.Set("Retry-After", c.secs)
+		}
+		if got := retryAfterOf(h, at); got != c.want {
+			t.Errorf("Retry-After-Ms %q, Retry-After %q: %v, want %v", c.ms, c.secs, got, c.want)
+		}
+	}
+}
+
 func TestParseRetryAfterNeverNegative(t *testing.T) {
 	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	for _, v := range []string{"-1", "-9223372036854775808", "0", "9223372036", at.Add(-24 * time.Hour).Format(http.TimeFormat)} {

@@ -443,7 +443,7 @@ func (s *sharedState) probeOnce(ctx context.Context, loop *probeLoop) (result pr
 			// a request's 429 is, not a failed probe (which would disable
 			// a deployment only rate-limited)
 			t1 := now()
-			cooldown := ps.failover.cooldownFor(parseRetryAfter(resp.Header.Get("Retry-After"), t1))
+			cooldown := ps.failover.cooldownFor(retryAfterOf(resp.Header, t1))
 			s.observeSince(eventRateLimited, t, t1, d.disableBelow, cooldown, detail, d.logger)
 			return probeLimited
 		}
