@@ -443,7 +443,8 @@ func ResponseOpening(data []byte) bool {
 // providers open a stream with as they take the request, before the model
 // writes: its choices' deltas name the role and nothing else (their other
 // members, content, reasoning, tool calls, are null or empty), no finish
-// reason, no usage and no error. It carries no output.
+// reason, no error, and no usage but one of no output. It carries no
+// output.
 func ChatOpening(data []byte) bool {
 	ok, choices := true, 0
 	if !ForEachMember(data, func(key, val []byte) {
@@ -457,7 +458,14 @@ func ChatOpening(data []byte) bool {
 				choices++
 				ok = ok && openingChoice(c)
 			})
-		case "usage", "error":
+		case "usage":
+			// null, or a running report of no output yet (providers
+			// that report usage in every chunk put the prompt's here)
+			if string(val) != "null" {
+				u, found := usageObject(val)
+				ok = ok && found && u.Output == 0
+			}
+		case "error":
 			ok = ok && string(val) == "null"
 		}
 	}) {
