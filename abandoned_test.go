@@ -479,7 +479,10 @@ func TestCutStreamAfterZeroUsageIsCharged(t *testing.T) {
 	clientLeft := make(chan struct{})
 	up := reviewUpstream(t, func(w http.ResponseWriter, model string, body map[string]any) {
 		w.Header().Set("Content-Type", "text/event-stream")
+		// the role chunk, with a report of zeros, is held until the
+		// next event, which the client reads first
 		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}`+"\n\n")
+		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}`+"\n\n")
 		w.(http.Flusher).Flush()
 		<-clientLeft
 		<-t.Context().Done() // still generating when the router cuts it
