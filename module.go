@@ -114,8 +114,8 @@ type Router struct {
 	BudgetSync caddy.Duration `json:"budget_sync,omitempty"`
 
 	// BudgetInstance names this process in the budgets' storage, where
-	// each process writes its own spend (placeholders allowed, e.g.
-	// {env.POD_NAME}); it must differ between processes that share the
+	// each process writes its own spend (placeholders known at load, e.g.
+	// {env.POD_NAME}; one known only per request is an error); it must differ between processes that share the
 	// storage and stay the same across a process's restarts. Default: the
 	// host name and Caddy's instance ID, plus the first slot no other
 	// running process holds (processes that share Caddy's data directory
@@ -562,6 +562,12 @@ func (r *Router) Provision(ctx caddy.Context) error {
 	r.passHeaders = relayedHeaders(r.PassResponseHeaders)
 	r.forward = forwardedHeaders(r.ForwardHeaders)
 	sync := time.Duration(r.BudgetSync)
+	// read once, at load, as provider settings are: one known per request
+	// would be "" here, the host's identity taken without a word
+	instance, err := resolveAtLoad(repl, r.BudgetInstance)
+	if err != nil {
+		return cfgErr("budget_instance", "%v", err)
+	}
 	for _, bc := range r.Budgets {
 		b, err := newBudget(bc, r.currency.Code)
 		if err != nil {
@@ -569,7 +575,7 @@ func (r *Router) Provision(ctx caddy.Context) error {
 		}
 		b.logger = r.logger
 		b.metrics = metrics.forBudget(b.name)
-		if b.ledger, err = acquireLedger(ctx, b, sync, repl.ReplaceAll(r.BudgetInstance, ""), r.logger); err != nil {
+		if b.ledger, err = acquireLedger(ctx, b, sync, instance, r.logger); err != nil {
 			return err
 		}
 		if b.key != "" && !b.keyLabel {

@@ -265,3 +265,25 @@ func TestVerifyKeyErrorHasNoQuery(t *testing.T) {
 		t.Errorf("the error shows the base_url's query: %v", err)
 	}
 }
+
+// TestBudgetInstanceResolvedAtLoad: budget_instance is read once, at load,
+// as provider settings are. A placeholder known only per request
+// ({http.request.header.X-Pod}) was resolved to "" and the config loaded
+// with the host's identity, without a word; it is now a load error that
+// names it, and the config that was serving still serves.
+func TestBudgetInstanceResolvedAtLoad(t *testing.T) {
+	global, _ := withStorage(t, globalOptions)
+	g := newGatewayWith(t, global, "", defaultRouter)
+	cf := global + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(defaultRouter) +
+		"\tbudget all_daily {\n\t\tlimit 10 per day\n\t}\n\tbudget_sync 1h\n\tbudget_instance {http.request.header.X-Pod}\n\t}\n}\n"
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = loadConfig(string(cfg))
+	if err == nil || !strings.Contains(err.Error(), "budget_instance") || !strings.Contains(err.Error(), "{http.request.header.X-Pod}") {
+		t.Fatalf("a per-request placeholder in budget_instance loaded (err %v)", err)
+	}
+	resp, body := g.post(chatBody("simple_qa", false))
+	expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+}
