@@ -238,6 +238,41 @@ func TestStateSurvivesReload(t *testing.T) {
 	}
 }
 
+// TestHeaderKeyChangeStartsAfresh: a provider whose key is a header
+// credential (Azure's api-key) is another account when that header
+// changes, as it is when api_key changes (README, "Health checks"). A
+// reload from one account's key to another's kept the first account's
+// state: its 429 cooldown, its last error and its counters, so the new
+// account sat out a cooldown it never had; two handlers' accounts shared
+// one cooldown the same way.
+func TestHeaderKeyChangeStartsAfresh(t *testing.T) {
+	router := func(key string) string {
+		return `
+	provider primary {
+		base_url {PRIMARY}/v1
+		header api-key ` + key + `
+		timeout 2s
+	}
+	model gemini-2.5-flash
+	health_check {
+		interval 1h
+	}
+`
+	}
+	g := newGateway(t, router("azure-account-a-key-0001"))
+	g.primary.Set("gemini-2.5-flash", mockllm.Behavior{Status: 429, RetryAfter: "600", Times: 1})
+	g.post(chatBody("gemini-2.5-flash", false))
+	if st := statsFor(t, g, "gemini-2.5-flash", "primary"); st.State != stateCooldown {
+		t.Fatalf("after a 429: %s, want cooldown", st.State)
+	}
+	g.reload(router("azure-account-b-key-0002"))
+	if st := statsFor(t, g, "gemini-2.5-flash", "primary"); st.State != stateUp || st.LastError != "" {
+		t.Errorf("another account's key kept the old account's state: %s, last error %q", st.State, st.LastError)
+	}
+	resp, body := g.post(chatBody("gemini-2.5-flash", false))
+	expectModel(t, resp, body, "gemini-2.5-flash", "primary", 1)
+}
+
 // reload loads another router body in place of the running one.
 func (g *gateway) reload(routerBody string) {
 	g.t.Helper()

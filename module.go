@@ -440,10 +440,11 @@ type deployment struct {
 	logger       *zap.Logger
 }
 
-// target is where the deployment's requests go: base URL, key (hashed)
+// target is where the deployment's requests go: base URL, account (the
+// key and the credential and account headers, hashed: provider.account)
 // and upstream id. Health and counters are about one target.
 func (d *deployment) target() string {
-	return d.provider.baseURL + "|" + keyHash(d.provider.key) + "|" + d.upstream
+	return d.provider.baseURL + "|" + d.provider.account + "|" + d.upstream
 }
 
 // label is how logs and errors name a deployment.

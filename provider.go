@@ -10,12 +10,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,8 +38,13 @@ type provider struct {
 	key         string
 	auth        []string // the Authorization header's value, nil without a key (setAuth)
 	fingerprint string   // safe to log
-	headers     http.Header
-	timeout     time.Duration
+	// account hashes what says whose account the requests go to: the key
+	// and the headers that carry a credential or pick an account
+	// (accountHeaders), so that a key given as a header (Azure's api-key)
+	// changes the deployment's target as api_key does
+	account string
+	headers http.Header
+	timeout time.Duration
 	// transport makes the round trips: Caddy's transport itself, whose
 	// RoundTrip goes over HTTP/3 with `versions 3` (the http.Transport
 	// inside it speaks TCP only)
@@ -131,6 +138,7 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 			}
 		}
 	}
+	p.account = accountOf(key, p.headers)
 	for ep := chatEndpoint; ep < endpointCount; ep++ {
 		v := *u
 		v.Path = strings.TrimRight(u.Path, "/") + ep.path()
@@ -471,6 +479,27 @@ func isCredentialHeader(name string) bool {
 		}
 	}
 	return false
+}
+
+// accountHeaders are the provider headers, besides credentials
+// (isCredentialHeader), that pick which account or project pays.
+var accountHeaders = []string{"Openai-Organization", "Openai-Project", "X-Goog-User-Project"}
+
+// accountOf is the provider's account: a hash of its key and of the
+// values of its headers that carry a credential or pick an account, in
+// a fixed order.
+func accountOf(key string, headers http.Header) string {
+	var b strings.Builder
+	b.WriteString(strconv.Quote(key))
+	for _, f := range slices.Sorted(maps.Keys(headers)) {
+		if !isCredentialHeader(f) && !slices.Contains(accountHeaders, http.CanonicalHeaderKey(f)) {
+			continue
+		}
+		for _, v := range headers[f] {
+			b.WriteString("\n" + strconv.Quote(http.CanonicalHeaderKey(f)) + ":" + strconv.Quote(v))
+		}
+	}
+	return keyHash(b.String())
 }
 
 // setAuth puts the provider's key on an upstream request. The value is
