@@ -327,7 +327,9 @@ func weightedShuffle(ds []*deployment, views []healthView, rng *rand.Rand, by ba
 		latencyFactors(ds, by, keys)
 	}
 	for i, d := range ds {
-		w := float64(d.weight * views[i].score)
+		// in float64: the int product overflows for a large weight, and a
+		// negative one would read as weight 0
+		w := float64(d.weight) * float64(views[i].score)
 		if by.latency {
 			w *= keys[i]
 		}

@@ -180,3 +180,27 @@ func TestWeightZero(t *testing.T) {
 	resp, body := g.post(chatBody("best", false))
 	expectModel(t, resp, body, "best", "backup", 2)
 }
+
+// TestLargeWeight: a weight is a share, however large. weight × health
+// score was an int product, which overflowed for a weight of 10^17 and
+// came out negative: that deployment was read as weight 0 and asked only
+// when the others had failed, the opposite of what the config says.
+func TestLargeWeight(t *testing.T) {
+	g := newGateway(t, `
+	provider primary {
+		base_url {PRIMARY}/v1
+	}
+	provider backup {
+		base_url {BACKUP}/v1
+	}
+	model best
+	model best {
+		provider backup
+		weight 100000000000000000
+	}
+`)
+	for range 10 {
+		resp, body := g.post(chatBody("best", false))
+		expectModel(t, resp, body, "best", "backup", 1)
+	}
+}
