@@ -147,13 +147,20 @@ type budget struct {
 	loc        *time.Location
 	currency   string
 	ledger     *budgetLedger
-	poolKey    string               // the ledger's key in budgetLedgers
-	covers     map[*deployment]bool // the deployments whose answers it pays for (cover)
-	reserveOut int64                // output tokens reserved for a request without a limit of its own
-	ceiling    float64              // the most one reservation holds (admit)
-	capOutput  bool                 // such a request is sent with reserveOut as its limit (Budget.NoOutputCap)
-	metrics    *budgetMetrics
-	logger     *zap.Logger
+	poolKey    string // the ledger's key in budgetLedgers
+	// config is which config the budget is of (its metrics registry:
+	// Caddy makes one per config load), and deferredSync the sync of the
+	// ledger that it asked for while a running config used the ledger
+	// unsynced (acquireLedger), started by releaseLedger once only this
+	// budget's config uses the ledger
+	config       any
+	deferredSync *pendingSync
+	covers       map[*deployment]bool // the deployments whose answers it pays for (cover)
+	reserveOut   int64                // output tokens reserved for a request without a limit of its own
+	ceiling      float64              // the most one reservation holds (admit)
+	capOutput    bool                 // such a request is sent with reserveOut as its limit (Budget.NoOutputCap)
+	metrics      *budgetMetrics
+	logger       *zap.Logger
 }
 
 type budgetLimit struct {

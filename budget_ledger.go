@@ -160,7 +160,8 @@ func (l *budgetLedger) keepEnded(k endedWindowKey, d float64) {
 // currency is an error. The ledger is the same whether budget_sync is on
 // or off, so that switching it keeps the spend: a config that turns sync on
 // over a local ledger starts its sync (its spend so far is written at the
-// first one); one that turns it off leaves the running sync alone until the
+// first one) once it has loaded, when the running config lets go of the
+// ledger; one that turns it off leaves the running sync alone until the
 // ledger goes.
 func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance string, logger *zap.Logger) (*budgetLedger, error) {
 	st := ctx.Storage()
@@ -183,6 +184,7 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance st
 	}
 	l := v.(*budgetLedger)
 	b.syncEvery = sync
+	b.config = ctx.GetMetricsRegistry()
 	l.mu.Lock()
 	if len(l.users) > 0 && l.users[0].currency != b.currency {
 		// the ledger adds costs as they come: spend in one currency read
@@ -193,9 +195,29 @@ func acquireLedger(ctx caddy.Context, b *budget, sync time.Duration, instance st
 		return nil, fmt.Errorf("budget %q is counted in %s by a handler that declares it (in this config or the running one), not %s: a budget keeps one currency; give it another name to count it in %s",
 			b.name, counted, b.currency, b.currency)
 	}
+	running := slices.ContainsFunc(l.users, func(o *budget) bool { return o.config != b.config })
 	l.users = append(l.users, b)
 	syncing := l.storage != nil
 	l.mu.Unlock()
+	if sync > 0 && !syncing && running {
+		// a running config counts this budget unsynced, and this config
+		// may yet fail to load: the sync starts once this config is the
+		// one that uses the ledger (releaseLedger), not before, or a
+		// failed load would leave the running config syncing, which it
+		// never asked for. The identity is had now, so that a config that
+		// cannot have one fails to load as before.
+		who, err := acquireInstance(st, where, instance, logger)
+		if err != nil {
+			b.ledger = l // releaseLedger's, not yet set by the caller
+			releaseLedger(b)
+			b.ledger = nil
+			return nil, err
+		}
+		l.mu.Lock()
+		b.deferredSync = &pendingSync{storage: st, who: who, interval: sync}
+		l.mu.Unlock()
+		return l, nil
+	}
 	if sync > 0 && !syncing {
 		if err := l.startSync(st, where, sync, instance, logger); err != nil {
 			b.ledger = l // releaseLedger's, not yet set by the caller
@@ -216,6 +238,20 @@ func (l *budgetLedger) startSync(st certmagic.Storage, where string, interval ti
 	if err != nil {
 		return err
 	}
+	l.startSyncAs(st, who, interval)
+	return nil
+}
+
+// pendingSync is a sync of a ledger that a budget asked for, with the
+// identity it holds, not yet started (acquireLedger).
+type pendingSync struct {
+	storage  certmagic.Storage
+	who      *budgetInstance
+	interval time.Duration
+}
+
+// startSyncAs is startSync with the identity had.
+func (l *budgetLedger) startSyncAs(st certmagic.Storage, who *budgetInstance, interval time.Duration) {
 	l.mu.Lock()
 	l.storage, l.who, l.instance, l.interval = st, who, who.id, interval
 	l.mu.Unlock()
@@ -229,7 +265,6 @@ func (l *budgetLedger) startSync(st certmagic.Storage, where string, interval ti
 	loopCtx, cancel := context.WithCancel(context.Background())
 	l.cancel, l.done = cancel, make(chan struct{})
 	go l.run(loopCtx)
-	return nil
 }
 
 // keySecret is the secret that keys the hash of the ledger's key values
@@ -282,7 +317,35 @@ func releaseLedger(b *budget) {
 		default:
 		}
 	}
+	// a sync a newer config asked for starts once only that config uses
+	// the ledger (acquireLedger); the identities of those not started are
+	// let go
+	drop := []*pendingSync{b.deferredSync}
+	b.deferredSync = nil
+	var start *pendingSync
+	if len(l.users) > 0 && l.storage == nil &&
+		!slices.ContainsFunc(l.users, func(o *budget) bool { return o.config != l.users[0].config }) {
+		for _, u := range l.users {
+			if u.deferredSync == nil {
+				continue
+			}
+			if start == nil {
+				start = u.deferredSync
+			} else {
+				drop = append(drop, u.deferredSync)
+			}
+			u.deferredSync = nil
+		}
+	}
 	l.mu.Unlock()
+	for _, p := range drop {
+		if p != nil {
+			p.who.release()
+		}
+	}
+	if start != nil {
+		l.startSyncAs(start.storage, start.who, start.interval)
+	}
 	_, _ = budgetLedgers.Delete(b.poolKey)
 }
 
