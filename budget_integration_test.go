@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 )
 
@@ -373,5 +375,43 @@ func TestBudgetHardPeriodInStats(t *testing.T) {
 		if got, ok := m[key]; !ok || math.Abs(got-want) > 1e-12 {
 			t.Errorf("%s = %v (present %v), want %v", key, got, ok, want)
 		}
+	}
+}
+
+// TestBudgetCurrencyChangeRefused: a budget's spend is kept in its
+// handler's currency. A reload from USD to JPY at 150 kept the ledger and
+// read its 0.034 USD as 0.034 JPY: with the limit set to the same 0.03 USD
+// (4.5 JPY), the budget spent to its limit let requests through again. Two
+// handlers in different currencies naming one budget mixed them the same
+// way. Such a config now fails to load, naming the budget, and the running
+// config goes on refusing.
+func TestBudgetCurrencyChangeRefused(t *testing.T) {
+	g := newGateway(t, budgetRouter+`
+	budget all_daily {
+		limit 0.03 per day
+	}
+	budget_sync off
+`)
+	for range 2 {
+		resp, body := g.post(chatBody("simple_qa", false))
+		expectModel(t, resp, body, "deepseek-v3.2", "primary", 1)
+	}
+	cf := globalOptions + "\n" + siteAddress + " {\n\tllm_router {" + g.fill(budgetRouter+`
+	currency JPY 150
+	budget all_daily {
+		limit 4.5 per day
+	}
+	budget_sync off
+`) + "\t}\n}\n"
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loadConfig(string(adapted)); err == nil || !strings.Contains(err.Error(), "all_daily") || !strings.Contains(err.Error(), "JPY") {
+		t.Fatalf("a reload to another currency over the budget's USD spend: %v", err)
+	}
+	resp, out := g.post(chatBody("simple_qa", false))
+	if resp.StatusCode != http.StatusTooManyRequests || apiErr(t, out).Code != "budget_exceeded" {
+		t.Errorf("after the refused reload: %d %s; the spend was read in another currency", resp.StatusCode, out)
 	}
 }
