@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-
 	"github.com/llmrouter/caddy-llm-router/internal/mockllm"
 	"github.com/llmrouter/caddy-llm-router/internal/openai"
 )
@@ -581,18 +579,7 @@ func TestFailedLoadStartsNoSync(t *testing.T) {
 	global, _ := withStorage(t, globalOptions)
 	budget := budgetWithSync("failed_sync_daily", "limit 1000 per day")
 	g := newGatewayWith(t, global, "", budgetRouter+budget("off"))
-	rejecting := mockllm.New()
-	rejecting.SetRequireKey("sk-the-right-key-000000001")
-	srv := newMockServer(rejecting)
-	cf := global + "\n" + siteAddress + " {\n\troute {\n\t\tllm_router /v1/* {" + g.fill(budgetRouter+budget("1h")) + "\n\t\t}\n" +
-		"\t\tllm_router /fail/* {\n\t\t\tprovider p {\n\t\t\t\tbase_url " + srv.URL + "/v1\n\t\t\t\tapi_key sk-a-wrong-key-0000000042\n\t\t\t\tverify_key\n\t\t\t}\n\t\t\tmodel m\n\t\t}\n\t}\n}\n"
-	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := loadConfig(string(adapted)); err == nil || !strings.Contains(err.Error(), "verify_key") {
-		t.Fatalf("the second config loaded, or failed for another reason: %v", err)
-	}
+	loadFailingAtVerifyKey(t, global, g.fill(budgetRouter+budget("1h")))
 	if b := budgetOf(t, "failed_sync_daily"); b.Sync != "local only" {
 		t.Errorf("after a failed load that turned the sync on: sync %q, want local only", b.Sync)
 	}

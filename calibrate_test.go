@@ -98,14 +98,7 @@ func TestSemanticCalibrateErrorHasNoKey(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nEcho Authorization "+req.Header.Get("Authorization")+"\r\n\r\n")
 	})
 	config := strings.NewReplacer("{MOCK}", echo, "{BACKUP}", echo).Replace(calibrateConfig)
-	path := filepath.Join(t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err := runCalibrate(t.Context(), io.Discard, path, "", calibrateOptions{Handler: 1, Precision: 0.99}, "testdata/semantic/shop-pairs.jsonl")
-	if err == nil {
-		t.Fatal("calibrated against providers that answer nothing")
-	}
+	err := calibrateFailing(t, config)
 	for _, key := range []string{"sk-calibration-test", "sk-calibration-backup"} {
 		if strings.Contains(err.Error(), key) {
 			t.Errorf("the error shows the key %s: %v", key, err)
@@ -132,6 +125,16 @@ func TestSemanticCalibrateFollowsNoRedirect(t *testing.T) {
 	}))
 	config := strings.NewReplacer("{MOCK}", redirecting.URL, "{BACKUP}", redirecting.URL,
 		"api_key sk-calibration-test", "header api-key sk-azure-secret-0001").Replace(calibrateConfig)
+	err := calibrateFailing(t, config)
+	if v, _ := got.Load().(string); v != "" {
+		t.Errorf("the redirect's target got the provider's credentials %q (%v)", v, err)
+	}
+}
+
+// calibrateFailing runs semantic-calibrate on config (handler 1, the
+// shop pairs), which must fail, and returns its error.
+func calibrateFailing(t *testing.T, config string) error {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -140,7 +143,5 @@ func TestSemanticCalibrateFollowsNoRedirect(t *testing.T) {
 	if err == nil {
 		t.Fatal("calibrated against providers that answer nothing")
 	}
-	if v, _ := got.Load().(string); v != "" {
-		t.Errorf("the redirect's target got the provider's credentials %q (%v)", v, err)
-	}
+	return err
 }

@@ -358,19 +358,7 @@ func TestFailedConfigChangesNothing(t *testing.T) {
 	waitFor(t, events, "a probe")
 	loops := activeProbers.Load()
 
-	rejecting := mockllm.New()
-	rejecting.SetRequireKey("sk-the-right-key-000000001")
-	srv := newMockServer(rejecting)
-	other := g.fill(withHealth("\t\tinterval 5ms\n\t\tprompt \"failed config\"") + "\tcurrency CNY 7\n")
-	cf := globalOptions + "\n" + siteAddress + " {\n\troute {\n\t\tllm_router /v1/* {" + other + "\n\t\t}\n" +
-		"\t\tllm_router /fail/* {\n\t\t\tprovider p {\n\t\t\t\tbase_url " + srv.URL + "/v1\n\t\t\t\tapi_key sk-a-wrong-key-0000000042\n\t\t\t\tverify_key\n\t\t\t}\n\t\t\tmodel m\n\t\t}\n\t}\n}\n"
-	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := loadConfig(string(adapted)); err == nil || !strings.Contains(err.Error(), "verify_key") {
-		t.Fatalf("the second config loaded, or failed for another reason: %v", err)
-	}
+	loadFailingAtVerifyKey(t, globalOptions, g.fill(withHealth("\t\tinterval 5ms\n\t\tprompt \"failed config\"")+"\tcurrency CNY 7\n"))
 
 	// the next probes are the running config's
 	for range 3 {
@@ -465,5 +453,25 @@ func TestEveryCandidateDisabledIsALastResort(t *testing.T) {
 		if d := after[series] - before[series]; d != 1 {
 			t.Errorf("%s +%v, want 1", series, d)
 		}
+	}
+}
+
+// loadFailingAtVerifyKey loads a config whose llm_router /v1/* block is
+// router, followed by a handler whose provider rejects its key at
+// verify_key: the load must fail there, after router's handler has been
+// provisioned, and the running config stay.
+func loadFailingAtVerifyKey(t *testing.T, global, router string) {
+	t.Helper()
+	rejecting := mockllm.New()
+	rejecting.SetRequireKey("sk-the-right-key-000000001")
+	srv := newMockServer(rejecting)
+	cf := global + "\n" + siteAddress + " {\n\troute {\n\t\tllm_router /v1/* {" + router + "\n\t\t}\n" +
+		"\t\tllm_router /fail/* {\n\t\t\tprovider p {\n\t\t\t\tbase_url " + srv.URL + "/v1\n\t\t\t\tapi_key sk-a-wrong-key-0000000042\n\t\t\t\tverify_key\n\t\t\t}\n\t\t\tmodel m\n\t\t}\n\t}\n}\n"
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loadConfig(string(adapted)); err == nil || !strings.Contains(err.Error(), "verify_key") {
+		t.Fatalf("the second config loaded, or failed for another reason: %v", err)
 	}
 }

@@ -30,21 +30,7 @@ func TestWholeStreamChargesTextAfterEarlyUsage(t *testing.T) {
 		}
 		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n")
 	})
-	r := benchRouter(t, up.URL, nil)
-	srv := routerServer(t, r)
-	done := requestsDone(t)
-	resp, err := http.Post(srv.URL+"/v1/chat/completions", "application/json",
-		strings.NewReader(`{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Write a long story."}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(b), "[DONE]") {
-		t.Fatalf("the stream did not end with [DONE]: %.200s", b)
-	}
-	waitFor(t, done, "the stream to be counted")
-	if c := chargedTo(r, "deepseek-v3.2"); c.in != 20 || c.out < more*10 {
+	if c := storyCharged(t, up); c.in != 20 || c.out < more*10 {
 		t.Errorf("charged %+v, want the provider's 20 input tokens and at least the %d output streamed after its usage", c, more*10)
 	}
 }
@@ -171,4 +157,18 @@ func TestZeroUsageAnswerIsEstimated(t *testing.T) {
 			t.Errorf("stream %s: charged %+v, want the input and the 100 tokens of text as estimated", stream, c)
 		}
 	}
+}
+
+// storyCharged has a router for up serve a whole stream that asks for a
+// long story, with usage, and returns what deepseek-v3.2 was charged.
+func storyCharged(t *testing.T, up *httptest.Server) deploymentCharge {
+	t.Helper()
+	r := benchRouter(t, up.URL, nil)
+	srv := routerServer(t, r)
+	_, b, _ := postCounted(t, srv.URL+"/v1/chat/completions",
+		`{"model":"deepseek-v3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Write a long story."}]}`)
+	if !strings.Contains(string(b), "[DONE]") {
+		t.Fatalf("the stream did not end with [DONE]: %.200s", b)
+	}
+	return chargedTo(r, "deepseek-v3.2")
 }

@@ -155,11 +155,10 @@ func TestRoutingByPriority(t *testing.T) {
 	expectModel(t, resp, body, "cheap", "primary", 2)
 }
 
-// TestWeightZero: a deployment of weight 0 is asked only when the others
-// of its priority failed (README). The default (weight 1) replaced the 0,
-// so it took half the traffic.
-func TestWeightZero(t *testing.T) {
-	g := newGateway(t, `
+// bestOnBoth is a router with the model best at both providers, the
+// backup's of the given weight.
+func bestOnBoth(weight string) string {
+	return `
 	provider primary {
 		base_url {PRIMARY}/v1
 	}
@@ -169,9 +168,16 @@ func TestWeightZero(t *testing.T) {
 	model best
 	model best {
 		provider backup
-		weight 0
+		weight ` + weight + `
 	}
-`)
+`
+}
+
+// TestWeightZero: a deployment of weight 0 is asked only when the others
+// of its priority failed (README). The default (weight 1) replaced the 0,
+// so it took half the traffic.
+func TestWeightZero(t *testing.T) {
+	g := newGateway(t, bestOnBoth("0"))
 	for range 20 {
 		resp, body := g.post(chatBody("best", false))
 		expectModel(t, resp, body, "best", "primary", 1)
@@ -186,19 +192,7 @@ func TestWeightZero(t *testing.T) {
 // came out negative: that deployment was read as weight 0 and asked only
 // when the others had failed, the opposite of what the config says.
 func TestLargeWeight(t *testing.T) {
-	g := newGateway(t, `
-	provider primary {
-		base_url {PRIMARY}/v1
-	}
-	provider backup {
-		base_url {BACKUP}/v1
-	}
-	model best
-	model best {
-		provider backup
-		weight 100000000000000000
-	}
-`)
+	g := newGateway(t, bestOnBoth("100000000000000000"))
 	for range 10 {
 		resp, body := g.post(chatBody("best", false))
 		expectModel(t, resp, body, "best", "backup", 1)

@@ -219,14 +219,7 @@ func TestRuleCostLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counter := metrics.ruleCost.WithLabelValues("a", "1")
-	value := func() float64 {
-		var m dto.Metric
-		if err := counter.Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		return m.GetCounter().GetValue()
-	}
+	value := func() float64 { return ruleCostCount(t, "a") }
 	before := value()
 	core, logs := observer.New(zap.WarnLevel)
 	small, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"system","content":"refund"},{"role":"user","content":"hi"}]}`))
@@ -623,6 +616,16 @@ func TestRuleErrorScrubLinear(t *testing.T) {
 	}
 }
 
+// ruleCostCount is rule_cost_exceeded_total of route's first rule.
+func ruleCostCount(t *testing.T, route string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := metrics.ruleCost.WithLabelValues(route, "1").Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
 // TestRuleCostLimitNotByText: a rule's failure is told to be the cost
 // limit by CEL's cancellation, not by its text, which may quote the
 // client's: a prompt saying "cost limit exceeded", quoted by a failed
@@ -634,14 +637,7 @@ func TestRuleCostLimitNotByText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counter := metrics.ruleCost.WithLabelValues("a", "1")
-	value := func() float64 {
-		var m dto.Metric
-		if err := counter.Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		return m.GetCounter().GetValue()
-	}
+	value := func() float64 { return ruleCostCount(t, "a") }
 	before := value()
 	core, logs := observer.New(zap.WarnLevel)
 	rb, _ := parseBody(chatEndpoint, []byte(`{"messages":[{"role":"user","content":"operation cancelled: actual cost limit exceeded"}]}`))
