@@ -37,9 +37,9 @@ func TestRelayLineEndings(t *testing.T) {
 		{"usage in two CR data lines", relayContent + strings.ReplaceAll(usageSplit, "\n", "\r") + relayDone, &usage{Input: 120, Output: 10}, true, false},
 		{"[DONE] after an event line, CR", relayContent + "event: done\rdata: [DONE]\r\r", nil, true, false},
 		{"error in two data lines", relayContent + "data: {\"error\":\ndata: {\"message\":\"overloaded\"}}\n\n" + relayDone, nil, true, true},
-		// data lines that make [DONE] only when one is read alone are not
-		// the end
-		{"[DONE] is not the first of two lines", relayContent + "data: [DONE]\ndata: x\n\n", nil, false, false},
+		// data that starts with [DONE] is the end, as the SDKs read it
+		// (they test the joined data's start): "[DONE]\nx" too
+		{"[DONE] is the first of two lines", relayContent + "data: [DONE]\ndata: x\n\n", nil, true, false},
 	}
 	for _, tc := range cases {
 		for name, r := range map[string]func() io.Reader{
