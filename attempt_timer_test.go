@@ -31,9 +31,13 @@ func TestStreamErrorAnswerHoldsNothing(t *testing.T) {
 		repl := caddy.NewReplacer()
 		req := httptest.NewRequest(http.MethodPost, "/v1/chat/completions",
 			strings.NewReader(`{"model":"simple_qa","stream":true,"foo":1,"messages":[{"role":"user","content":"`+strings.Repeat("a", 1<<20)+`"}]}`))
-		req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+		// canceled once answered, as net/http cancels a request's context
+		// when its handler returns
+		ctx, cancel := context.WithCancel(context.WithValue(req.Context(), caddy.ReplacerCtxKey, repl))
+		req = req.WithContext(ctx)
 		w := httptest.NewRecorder()
 		_ = r.ServeHTTP(w, req, nil)
+		cancel()
 		if w.Code != http.StatusBadRequest {
 			t.Fatalf("%d %s, want the provider's 400", w.Code, w.Body)
 		}
