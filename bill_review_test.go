@@ -64,7 +64,9 @@ func TestBudgetSharedAcrossCurrenciesIsRefused(t *testing.T) {
 	budget := func(limit float64) []*Budget {
 		return []*Budget{{Name: "shared-currency", Limits: []BudgetLimit{{Amount: limit, Period: "day"}}, ReserveOutput: 10}}
 	}
-	usd := benchRouter(t, up.URL, func(r *Router) { r.Budgets = budget(1) })
+	// local only: a ledger synced to the default storage would keep this
+	// test's spend for the next run of the day
+	usd := benchRouter(t, up.URL, func(r *Router) { r.Budgets, r.BudgetSync = budget(1), -1 })
 	// 3M input tokens of deepseek-v3.2 at 0.28 USD per 1M: 0.84 USD
 	if w := serveOnce(usd, `{"model":"deepseek-v3.2","messages":[{"role":"user","content":"hi"}]}`); w.Code != http.StatusOK {
 		t.Fatalf("%d %s", w.Code, w.Body)
@@ -75,6 +77,7 @@ func TestBudgetSharedAcrossCurrenciesIsRefused(t *testing.T) {
 		HealthCheck: &HealthCheck{Off: true},
 		Currency:    &Currency{Code: "CNY", Rate: 7},
 		Budgets:     budget(7),
+		BudgetSync:  -1,
 	}
 	ctx, cancel := caddy.NewContext(benchCaddyContext(t))
 	t.Cleanup(cancel)
