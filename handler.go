@@ -1609,8 +1609,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
-// It returns 0 when absent or unparseable.
 // retryAfterOf reads a provider's pause from its answer's headers as the
 // official SDKs do: Retry-After-Ms (milliseconds, a fraction allowed)
 // first, then Retry-After (parseRetryAfter).
@@ -1624,6 +1622,8 @@ func retryAfterOf(h http.Header, t time.Time) time.Duration {
 	return parseRetryAfter(h.Get("Retry-After"), t)
 }
 
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+// It returns 0 when absent or unparseable.
 func parseRetryAfter(v string, t time.Time) time.Duration {
 	if v == "" {
 		return 0

@@ -859,12 +859,8 @@ func (r *Router) validate() error {
 		providers[p.Name] = true
 		providerNames = append(providerNames, p.Name)
 		if p.BaseURL != "" && !strings.Contains(p.BaseURL, "{") {
-			u, err := parseURL(p.BaseURL)
-			if err != nil {
-				return cfgErr(subj, "base_url: %v", err)
-			}
-			if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return cfgErr(subj, "base_url %q is not an http(s) URL", shownURL(u))
+			if _, err := parseBaseURL(subj, p.BaseURL); err != nil {
+				return err
 			}
 		}
 		if p.Timeout < 0 {

@@ -71,12 +71,9 @@ func newProvider(ctx caddy.Context, pc *Provider, repl *caddy.Replacer, logger *
 		return nil, cfgErr(subj, "base_url: %v", err)
 	}
 	base = strings.TrimRight(base, "/")
-	u, err := parseURL(base)
+	u, err := parseBaseURL(subj, base)
 	if err != nil {
-		return nil, cfgErr(subj, "base_url: %v", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", shownURL(u))
+		return nil, err
 	}
 	key, err := resolveAtLoad(repl, pc.APIKey)
 	if err != nil {
@@ -288,6 +285,20 @@ func parseURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("not a valid URL (%v)", ue.Err)
 	}
 	return nil, errors.New("not a valid URL")
+}
+
+// parseBaseURL reads a provider's base_url: an http(s) URL with a host,
+// or an error about subj that shows no credential of it (parseURL,
+// shownURL).
+func parseBaseURL(subj, raw string) (*url.URL, error) {
+	u, err := parseURL(raw)
+	if err != nil {
+		return nil, cfgErr(subj, "base_url: %v", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, cfgErr(subj, "base_url %q is not an http(s) URL", shownURL(u))
+	}
+	return u, nil
 }
 
 // shownURL is u as errors and logs show it: without its user:password@
